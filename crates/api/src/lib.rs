@@ -1,0 +1,20 @@
+//! The contract Ferry's parts share: default ports, `FERRY_*` environment names, header
+//! names, metric names and the reasons a proxy gives for errors it makes.
+//!
+//! No IO and no async here: everything is a `const` or a plain type, written once so that
+//! the proxy, the control plane, the CLI and the dashboard cannot drift apart.
+//!
+//! # Layout
+//! - [`ports`]: default ports of every listener.
+//! - [`env`]: environment variable names, each the twin of a command-line flag.
+//! - [`headers`]: HTTP header names the mesh reads or writes.
+//! - [`metrics`]: Prometheus metric and label names the proxy exports.
+//! - [`ProxyErrorReason`]: why the proxy, not the application, answered a request.
+
+pub mod env;
+pub mod headers;
+pub mod metrics;
+pub mod ports;
+mod reason;
+
+pub use reason::ProxyErrorReason;

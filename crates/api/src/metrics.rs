@@ -1,0 +1,64 @@
+//! Prometheus metric and label names exported by the proxy on `/metrics`.
+//!
+//! The names follow Linkerd's proxy so that existing dashboards and PromQL carry over;
+//! `docs/metrics.md` describes each one.
+
+/// Counter: HTTP requests received.
+pub const REQUEST_TOTAL: &str = "request_total";
+/// Counter: HTTP responses completed, by status and classification.
+pub const RESPONSE_TOTAL: &str = "response_total";
+/// Histogram: milliseconds from request headers received to response headers sent.
+pub const RESPONSE_LATENCY_MS: &str = "response_latency_ms";
+/// Counter: TCP connections opened.
+pub const TCP_OPEN_TOTAL: &str = "tcp_open_total";
+/// Counter: TCP connections closed.
+pub const TCP_CLOSE_TOTAL: &str = "tcp_close_total";
+/// Gauge: TCP connections currently open.
+pub const TCP_OPEN_CONNECTIONS: &str = "tcp_open_connections";
+/// Counter: bytes read from TCP connections.
+pub const TCP_READ_BYTES_TOTAL: &str = "tcp_read_bytes_total";
+/// Counter: bytes written to TCP connections.
+pub const TCP_WRITE_BYTES_TOTAL: &str = "tcp_write_bytes_total";
+/// Counter: inbound HTTP requests the proxy answered itself, by reason.
+pub const INBOUND_HTTP_ERRORS_TOTAL: &str = "inbound_http_errors_total";
+/// Counter: outbound HTTP requests the proxy answered itself, by reason.
+pub const OUTBOUND_HTTP_ERRORS_TOTAL: &str = "outbound_http_errors_total";
+/// Counter: inbound TCP connections the proxy could not forward, by reason.
+pub const INBOUND_TCP_ERRORS_TOTAL: &str = "inbound_tcp_errors_total";
+/// Counter: outbound TCP connections the proxy could not forward, by reason.
+pub const OUTBOUND_TCP_ERRORS_TOTAL: &str = "outbound_tcp_errors_total";
+/// Counter: connections by the protocol detection found.
+pub const TCP_DETECT_TOTAL: &str = "tcp_detect_total";
+/// Gauge: `1`, labelled with the proxy's version.
+pub const PROXY_BUILD_INFO: &str = "proxy_build_info";
+/// Gauge: when the proxy process started, in seconds since the Unix epoch.
+pub const PROCESS_START_TIME_SECONDS: &str = "process_start_time_seconds";
+
+/// Label: `inbound` or `outbound`.
+pub const LABEL_DIRECTION: &str = "direction";
+/// Label: the request's authority (inbound) or the logical target (outbound).
+pub const LABEL_AUTHORITY: &str = "authority";
+/// Label: the address the proxy forwards to.
+pub const LABEL_TARGET_ADDR: &str = "target_addr";
+/// Label: `src` for connections the proxy accepted, `dst` for those it opened.
+pub const LABEL_PEER: &str = "peer";
+/// Label: `true` when the connection is mTLS, else `no_identity`.
+pub const LABEL_TLS: &str = "tls";
+/// Label: why a connection has no TLS identity.
+pub const LABEL_NO_TLS_REASON: &str = "no_tls_reason";
+/// Label: the HTTP status code of a response.
+pub const LABEL_STATUS_CODE: &str = "status_code";
+/// Label: `success` or `failure`.
+pub const LABEL_CLASSIFICATION: &str = "classification";
+/// Label: the numeric gRPC status of a gRPC response.
+pub const LABEL_GRPC_STATUS: &str = "grpc_status";
+/// Label: a [`crate::ProxyErrorReason`], on responses and errors the proxy made.
+pub const LABEL_ERROR: &str = "error";
+/// Label: the protocol detection found (`http/1`, `http/2`, `tls`, `opaque`).
+pub const LABEL_PROTOCOL: &str = "protocol";
+
+/// Buckets of [`RESPONSE_LATENCY_MS`], in milliseconds (Linkerd's, for dashboard parity).
+pub const LATENCY_BUCKETS_MS: [u64; 25] = [
+    1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 1000, 2000, 3000, 4000, 5000,
+    10000, 20000, 30000, 40000, 50000,
+];

@@ -1,0 +1,16 @@
+//! Default ports, matching Linkerd's so that habits, probes and firewall rules carry over.
+
+/// Proxy outbound listener: the application's outgoing traffic.
+pub const PROXY_OUTBOUND: u16 = 4140;
+/// Proxy inbound listener: traffic for the application, from peers or unmeshed clients.
+pub const PROXY_INBOUND: u16 = 4143;
+/// Proxy admin server: metrics, probes, state.
+pub const PROXY_ADMIN: u16 = 4191;
+/// Proxy tap server.
+pub const PROXY_TAP: u16 = 4190;
+/// Control plane gRPC: destination, identity, tap.
+pub const CONTROL_GRPC: u16 = 8086;
+/// Control plane public HTTP/JSON API and dashboard.
+pub const CONTROL_API: u16 = 8084;
+/// The application port an injected proxy forwards inbound traffic to by default.
+pub const APP_DEFAULT: u16 = 8080;

@@ -1,0 +1,85 @@
+//! The reasons a proxy answers a request, or drops a connection, itself.
+
+use std::fmt;
+
+/// Why the proxy, not the application, produced a response or ended a connection.
+///
+/// The same token is the value of the `l5d-proxy-error` and `ferry-proxy-error` headers and
+/// of the `error` metric label, so a user can go from a response to its counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProxyErrorReason {
+    /// The request was malformed or ambiguous (e.g. conflicting framing headers).
+    MalformedRequest,
+    /// The request's headers exceed the configured limits.
+    HeadersTooLarge,
+    /// No upstream is known for the request's authority or the connection's destination.
+    NoRoute,
+    /// The upstream refused the connection.
+    ConnectRefused,
+    /// Connecting to the upstream took longer than the connect timeout.
+    ConnectTimeout,
+    /// Connecting to the upstream failed for another reason (unreachable, reset, ...).
+    ConnectFailed,
+    /// The upstream closed or broke the connection before answering.
+    UpstreamReset,
+    /// The upstream answered with something that is not valid HTTP.
+    UpstreamProtocol,
+    /// The proxy is shutting down and takes no new requests.
+    ShuttingDown,
+}
+
+impl ProxyErrorReason {
+    /// Every reason, for documentation and exhaustive tests.
+    pub const ALL: [ProxyErrorReason; 9] = [
+        Self::MalformedRequest,
+        Self::HeadersTooLarge,
+        Self::NoRoute,
+        Self::ConnectRefused,
+        Self::ConnectTimeout,
+        Self::ConnectFailed,
+        Self::UpstreamReset,
+        Self::UpstreamProtocol,
+        Self::ShuttingDown,
+    ];
+
+    /// The stable token used in headers and metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedRequest => "malformed-request",
+            Self::HeadersTooLarge => "headers-too-large",
+            Self::NoRoute => "no-route",
+            Self::ConnectRefused => "connect-refused",
+            Self::ConnectTimeout => "connect-timeout",
+            Self::ConnectFailed => "connect-failed",
+            Self::UpstreamReset => "upstream-reset",
+            Self::UpstreamProtocol => "upstream-protocol",
+            Self::ShuttingDown => "shutting-down",
+        }
+    }
+
+    /// Parses a token produced by [`Self::as_str`].
+    pub fn from_token(token: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == token)
+    }
+}
+
+impl fmt::Display for ProxyErrorReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_are_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for reason in ProxyErrorReason::ALL {
+            assert!(seen.insert(reason.as_str()), "duplicate token {reason}");
+            assert_eq!(ProxyErrorReason::from_token(reason.as_str()), Some(reason));
+        }
+        assert_eq!(ProxyErrorReason::from_token("nonsense"), None);
+    }
+}
