@@ -28,3 +28,35 @@ pub const PROXY_SHUTDOWN_GRACE_PERIOD: &str = "FERRY_PROXY_SHUTDOWN_GRACE_PERIOD
 pub const PROXY_LOG: &str = "FERRY_PROXY_LOG";
 /// `--log-format`: `plain` or `json`.
 pub const PROXY_LOG_FORMAT: &str = "FERRY_PROXY_LOG_FORMAT";
+/// `--control-addr`: the control plane's gRPC address (destination, identity, tap).
+pub const PROXY_CONTROL_ADDR: &str = "FERRY_PROXY_CONTROL_ADDR";
+/// `--identity-token-file`: the service-account token the proxy presents to the identity service.
+pub const PROXY_IDENTITY_TOKEN_FILE: &str = "FERRY_PROXY_IDENTITY_TOKEN_FILE";
+/// `--identity-trust-anchors`: PEM trust anchors the proxy verifies peers and the CA with.
+pub const PROXY_IDENTITY_TRUST_ANCHORS: &str = "FERRY_PROXY_IDENTITY_TRUST_ANCHORS";
+/// `--pod-namespace`: the proxy's own namespace (downward API on Kubernetes).
+pub const PROXY_POD_NAMESPACE: &str = "FERRY_PROXY_POD_NAMESPACE";
+/// `--pod-name`: the proxy's own pod name (downward API on Kubernetes).
+pub const PROXY_POD_NAME: &str = "FERRY_PROXY_POD_NAME";
+/// `--service-account`: the proxy's service account, which its identity derives from.
+pub const PROXY_SERVICE_ACCOUNT: &str = "FERRY_PROXY_SERVICE_ACCOUNT";
+/// `--trust-domain`: the identity trust domain (`cluster.local`).
+pub const PROXY_TRUST_DOMAIN: &str = "FERRY_PROXY_TRUST_DOMAIN";
+/// `--grpc-listen`: address of the control plane's gRPC server (destination, identity, tap).
+pub const CONTROL_GRPC_LISTEN: &str = "FERRY_CONTROL_GRPC_LISTEN";
+/// `--api-listen`: address of the control plane's public HTTP/JSON API and dashboard.
+pub const CONTROL_API_LISTEN: &str = "FERRY_CONTROL_API_LISTEN";
+/// `--webhook-listen`: the proxy-injector webhook's HTTPS listener.
+pub const CONTROL_WEBHOOK_LISTEN: &str = "FERRY_CONTROL_WEBHOOK_LISTEN";
+/// `--webhook-tls-dir`: directory with the webhook's `tls.crt` and `tls.key`.
+pub const CONTROL_WEBHOOK_TLS_DIR: &str = "FERRY_CONTROL_WEBHOOK_TLS_DIR";
+/// `--discovery`: `kubernetes` or `file`.
+pub const CONTROL_DISCOVERY: &str = "FERRY_CONTROL_DISCOVERY";
+/// `--namespace`: the control plane's own namespace.
+pub const CONTROL_NAMESPACE: &str = "FERRY_CONTROL_NAMESPACE";
+/// `--identity-issuer-dir`: directory with the issuer's `tls.crt` and `tls.key`.
+pub const CONTROL_IDENTITY_ISSUER_DIR: &str = "FERRY_CONTROL_IDENTITY_ISSUER_DIR";
+/// `--identity-trust-anchors-file`: PEM file of the trust anchors.
+pub const CONTROL_IDENTITY_TRUST_ANCHORS_FILE: &str = "FERRY_CONTROL_IDENTITY_TRUST_ANCHORS_FILE";
+/// `--trust-domain`: the identity trust domain (`cluster.local`).
+pub const CONTROL_TRUST_DOMAIN: &str = "FERRY_CONTROL_TRUST_DOMAIN";

@@ -8,11 +8,13 @@
 //! - [`ports`]: default ports of every listener.
 //! - [`env`]: environment variable names, each the twin of a command-line flag.
 //! - [`headers`]: HTTP header names the mesh reads or writes.
+//! - [`k8s`]: Kubernetes annotations, labels and object names the parts agree on.
 //! - [`metrics`]: Prometheus metric and label names the proxy exports.
 //! - [`ProxyErrorReason`]: why the proxy, not the application, answered a request.
 
 pub mod env;
 pub mod headers;
+pub mod k8s;
 pub mod metrics;
 pub mod ports;
 mod reason;

@@ -14,3 +14,5 @@ pub const CONTROL_GRPC: u16 = 8086;
 pub const CONTROL_API: u16 = 8084;
 /// The application port an injected proxy forwards inbound traffic to by default.
 pub const APP_DEFAULT: u16 = 8080;
+/// Control plane proxy-injector webhook (HTTPS); its Service exposes it on 443.
+pub const CONTROL_WEBHOOK: u16 = 8443;

@@ -1,0 +1,78 @@
+//! The control plane's identity in the cluster and what it may do: a ServiceAccount and a
+//! read-mostly ClusterRole. It reads what discovery watches and may create TokenReviews;
+//! it cannot read Secrets or change anything in the cluster.
+
+use ferry_api::k8s as names;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::{InstallConfig, Objects, RenderError};
+
+const READ: &[&str] = &["get", "list", "watch"];
+
+fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec![group.to_string()]),
+        resources: Some(resources.iter().map(|r| r.to_string()).collect()),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..PolicyRule::default()
+    }
+}
+
+/// The cluster-wide permissions of the control plane, one rule per reason.
+pub fn rules() -> Vec<PolicyRule> {
+    vec![
+        // Discovery: services and their pods, namespaces for per-namespace stats and
+        // namespace-level inject annotations, service accounts for identities.
+        rule(
+            "",
+            &["services", "pods", "namespaces", "serviceaccounts"],
+            READ,
+        ),
+        rule("discovery.k8s.io", &["endpointslices"], READ),
+        // Pod owners, so stats and identities can be grouped by workload.
+        rule(
+            "apps",
+            &["deployments", "replicasets", "statefulsets", "daemonsets"],
+            READ,
+        ),
+        rule("batch", &["jobs", "cronjobs"], READ),
+        // Identity: proxies prove who they are with their service-account token.
+        rule("authentication.k8s.io", &["tokenreviews"], &["create"]),
+    ]
+}
+
+/// Renders the ServiceAccount, ClusterRole and ClusterRoleBinding.
+pub fn render(cfg: &InstallConfig, out: &mut Objects) -> Result<(), RenderError> {
+    // Cluster-scoped names carry the namespace so two installs cannot collide.
+    let cluster_name = format!("{}-{}", names::CONTROL_NAME, cfg.namespace);
+    let cluster_meta = ObjectMeta {
+        name: Some(cluster_name.clone()),
+        labels: Some(cfg.labels()),
+        ..ObjectMeta::default()
+    };
+    out.push(&ServiceAccount {
+        metadata: cfg.meta(names::CONTROL_NAME),
+        ..ServiceAccount::default()
+    })?;
+    out.push(&ClusterRole {
+        metadata: cluster_meta.clone(),
+        rules: Some(rules()),
+        ..ClusterRole::default()
+    })?;
+    out.push(&ClusterRoleBinding {
+        metadata: cluster_meta,
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".to_string()),
+            kind: "ClusterRole".to_string(),
+            name: cluster_name,
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_string(),
+            name: names::CONTROL_NAME.to_string(),
+            namespace: Some(cfg.namespace.clone()),
+            api_group: None,
+        }]),
+    })
+}

@@ -1,0 +1,20 @@
+//! `ferry`, the command-line tool: renders the control plane's manifests, injects proxies
+//! into workload YAML, and checks an installation.
+//!
+//! # Layout
+//! One module per subcommand, each with its clap `Args` and a `run` function; `main.rs`
+//! only dispatches.
+//! - [`install`]: `ferry install`, the control plane as typed Kubernetes objects
+//!   ([`identity`] makes its certificates).
+//! - [`inject`]: `ferry inject` / `ferry uninject` over YAML streams ([`yaml`]), finding pod
+//!   templates ([`workload`]) and editing them ([`patch`]) with the containers of [`sidecar`].
+//! - [`check`]: `ferry check`, named health checks.
+
+pub mod check;
+pub mod identity;
+pub mod inject;
+pub mod install;
+pub mod patch;
+pub mod sidecar;
+pub mod workload;
+pub mod yaml;

@@ -1,0 +1,44 @@
+//! The `ferry` binary: parses the command line and hands it to one subcommand module.
+//! Adding a subcommand is one variant here and one module in the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ferry::{check, inject, install};
+
+/// Ferry, a small service mesh.
+#[derive(Parser, Debug)]
+#[command(name = "ferry", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the control plane's Kubernetes manifests.
+    Install(install::InstallArgs),
+    /// Add the proxy to every pod template of a YAML stream.
+    Inject(inject::InjectArgs),
+    /// Remove the proxy from every pod template of a YAML stream.
+    Uninject(inject::UninjectArgs),
+    /// Check a cluster before or after installing Ferry.
+    Check(check::CheckArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Install(args) => install::run(args),
+        Command::Inject(args) => inject::run_inject(args),
+        Command::Uninject(args) => inject::run_uninject(args),
+        Command::Check(args) => check::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
