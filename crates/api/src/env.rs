@@ -60,3 +60,11 @@ pub const CONTROL_IDENTITY_ISSUER_DIR: &str = "FERRY_CONTROL_IDENTITY_ISSUER_DIR
 pub const CONTROL_IDENTITY_TRUST_ANCHORS_FILE: &str = "FERRY_CONTROL_IDENTITY_TRUST_ANCHORS_FILE";
 /// `--trust-domain`: the identity trust domain (`cluster.local`).
 pub const CONTROL_TRUST_DOMAIN: &str = "FERRY_CONTROL_TRUST_DOMAIN";
+/// `--workloads-file`: the local workloads file the control plane watches.
+pub const CONTROL_WORKLOADS_FILE: &str = "FERRY_CONTROL_WORKLOADS_FILE";
+/// `--workloads-poll-interval`: how often the workloads file is checked for edits.
+pub const CONTROL_WORKLOADS_POLL_INTERVAL: &str = "FERRY_CONTROL_WORKLOADS_POLL_INTERVAL";
+/// `--log`: the control plane's tracing filter (e.g. `info,ferry_control=debug`).
+pub const CONTROL_LOG: &str = "FERRY_CONTROL_LOG";
+/// `--log-format`: `plain` or `json`.
+pub const CONTROL_LOG_FORMAT: &str = "FERRY_CONTROL_LOG_FORMAT";

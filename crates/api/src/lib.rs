@@ -11,6 +11,9 @@
 //! - [`k8s`]: Kubernetes annotations, labels and object names the parts agree on.
 //! - [`metrics`]: Prometheus metric and label names the proxy exports.
 //! - [`ProxyErrorReason`]: why the proxy, not the application, answered a request.
+//! - [`identity`]: workload identity names (DNS-like and SPIFFE).
+//! - [`destination`]: cluster domain and endpoint metric label keys of the destination API.
+//! - [`control_api`]: paths and JSON bodies of the control plane's public API.
 
 pub mod env;
 pub mod headers;
@@ -18,5 +21,9 @@ pub mod k8s;
 pub mod metrics;
 pub mod ports;
 mod reason;
+
+pub mod control_api;
+pub mod destination;
+pub mod identity;
 
 pub use reason::ProxyErrorReason;

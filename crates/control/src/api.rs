@@ -1,0 +1,101 @@
+//! The public HTTP/JSON API (`docs/openapi.yaml`): what the CLI and the dashboard use.
+//!
+//! For now: health, and the endpoints `Destination.Get` would send for an authority,
+//! answered from the same index as the gRPC service.
+
+use std::future::Future;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use ferry_api::control_api::{self, ApiError, Endpoints, Health};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::authority::{ContextToken, Lookup};
+use crate::discovery::Discovery;
+use crate::index::{self, Resolution};
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve<D: Discovery>(
+    listener: TcpListener,
+    discovery: D,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(discovery))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The API's routes, for serving or for driving in memory in tests.
+pub fn app<D: Discovery>(discovery: D) -> Router {
+    Router::new()
+        .route(control_api::HEALTH_PATH, get(health))
+        .route(control_api::ENDPOINTS_PATH, get(endpoints::<D>))
+        .with_state(discovery)
+}
+
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EndpointsQuery {
+    authority: Option<String>,
+    /// The caller context a proxy would send, to resolve one-label names.
+    context_token: Option<String>,
+}
+
+async fn endpoints<D: Discovery>(
+    State(discovery): State<D>,
+    Query(query): Query<EndpointsQuery>,
+) -> Response {
+    let Some(authority) = query.authority.filter(|a| !a.trim().is_empty()) else {
+        return bad_request("missing query parameter `authority` (e.g. echo.default:8080)");
+    };
+    let caller = ContextToken::parse(query.context_token.as_deref().unwrap_or_default());
+    let state = discovery.watch().borrow().clone();
+    let lookup = match Lookup::parse(&authority, &state.cluster_domain, &caller) {
+        Ok(lookup) => lookup,
+        Err(e) => return bad_request(&e.to_string()),
+    };
+    let body = match index::resolve(&state, &lookup) {
+        Resolution::NotFound => Endpoints {
+            authority,
+            exists: false,
+            fully_qualified_name: None,
+            metric_labels: Default::default(),
+            endpoints: Vec::new(),
+        },
+        Resolution::Found(set) => Endpoints {
+            authority,
+            exists: true,
+            fully_qualified_name: set.fully_qualified_name,
+            metric_labels: set.labels,
+            endpoints: set
+                .endpoints
+                .into_iter()
+                .map(|(addr, ep)| control_api::Endpoint {
+                    addr,
+                    weight: ep.weight,
+                    metric_labels: ep.labels,
+                    tls_identity: ep.identity,
+                })
+                .collect(),
+        },
+    };
+    Json(body).into_response()
+}
+
+fn bad_request(error: &str) -> Response {
+    let body = ApiError {
+        error: error.to_string(),
+    };
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}

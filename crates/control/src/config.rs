@@ -1,0 +1,181 @@
+//! Command-line flags (each with its `FERRY_CONTROL_*` twin) and the validated [`Config`]
+//! the control plane runs from. Only `main` parses flags; tests build a `Config` directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use ferry_api::{env, ports};
+
+use crate::discovery::file::DEFAULT_POLL_INTERVAL;
+
+/// The flags of `ferry-control`.
+#[derive(Debug, Parser)]
+#[command(name = "ferry-control", version, about = "Ferry's control plane")]
+pub struct Args {
+    /// Address of the gRPC server proxies talk to (destination API).
+    #[arg(long, env = env::CONTROL_GRPC_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::CONTROL_GRPC)))]
+    pub grpc_listen: SocketAddr,
+    /// Address of the public HTTP/JSON API the CLI and dashboard use.
+    #[arg(long, env = env::CONTROL_API_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::CONTROL_API)))]
+    pub api_listen: SocketAddr,
+    /// Where services and workloads are discovered from.
+    #[arg(long, env = env::CONTROL_DISCOVERY, default_value = "file")]
+    pub discovery: DiscoveryKind,
+    /// The local workloads file to discover services from (see docs/workloads-file.md).
+    #[arg(long, env = env::CONTROL_WORKLOADS_FILE)]
+    pub workloads_file: Option<PathBuf>,
+    /// How often the workloads file is checked for edits.
+    #[arg(long, env = env::CONTROL_WORKLOADS_POLL_INTERVAL, default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub workloads_poll_interval: Duration,
+    /// Log filter, in `tracing` syntax (e.g. `info` or `warn,ferry_control=debug`).
+    #[arg(long, env = env::CONTROL_LOG, default_value = "info")]
+    pub log: String,
+    /// Log format: `plain` or `json`.
+    #[arg(long, env = env::CONTROL_LOG_FORMAT, default_value = "plain")]
+    pub log_format: LogFormat,
+}
+
+/// The discovery backends `--discovery` chooses from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiscoveryKind {
+    /// The local workloads file (`--workloads-file`).
+    File,
+    /// The Kubernetes API (not available yet).
+    Kubernetes,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything the control plane runs from, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Where the gRPC server listens.
+    pub grpc_listen: SocketAddr,
+    /// Where the public API listens.
+    pub api_listen: SocketAddr,
+    /// Which discovery backend runs.
+    pub discovery: DiscoveryConfig,
+}
+
+/// The discovery backend and its settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiscoveryConfig {
+    /// A local workloads file, polled for edits.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// How often it is checked.
+        poll_interval: Duration,
+    },
+}
+
+impl DiscoveryConfig {
+    /// A workloads file checked at the default interval.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        Self::File {
+            path: path.into(),
+            poll_interval: DEFAULT_POLL_INTERVAL,
+        }
+    }
+}
+
+/// Why flags do not make a valid [`Config`].
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// File discovery was chosen without a file.
+    #[error("--discovery=file needs --workloads-file PATH")]
+    NoWorkloadsFile,
+    /// Kubernetes discovery was chosen; it is not built yet.
+    #[error(
+        "--discovery=kubernetes is not available yet; use --discovery=file with --workloads-file"
+    )]
+    KubernetesUnavailable,
+    /// The poll interval is zero or longer than edits may take to apply.
+    #[error("--workloads-poll-interval {0:?} must be between 10ms and 10s")]
+    PollInterval(Duration),
+    /// Both servers were given the same fixed address.
+    #[error("--grpc-listen and --api-listen are both {0}")]
+    SameAddress(SocketAddr),
+}
+
+impl Config {
+    /// Validates flags into a config.
+    pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
+        if args.grpc_listen == args.api_listen && args.grpc_listen.port() != 0 {
+            return Err(ConfigError::SameAddress(args.grpc_listen));
+        }
+        let interval = args.workloads_poll_interval;
+        if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&interval) {
+            return Err(ConfigError::PollInterval(interval));
+        }
+        if args.discovery == DiscoveryKind::Kubernetes {
+            // TODO(#8): a Kubernetes backend that publishes the same ClusterState.
+            return Err(ConfigError::KubernetesUnavailable);
+        }
+        let path = args
+            .workloads_file
+            .clone()
+            .ok_or(ConfigError::NoWorkloadsFile)?;
+        Ok(Self {
+            grpc_listen: args.grpc_listen,
+            api_listen: args.api_listen,
+            discovery: DiscoveryConfig::File {
+                path,
+                poll_interval: interval,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(flags: &[&str]) -> Args {
+        let argv = std::iter::once("ferry-control").chain(flags.iter().copied());
+        Args::try_parse_from(argv).expect("flags parse")
+    }
+
+    #[test]
+    fn defaults_use_the_documented_ports() {
+        let config = Config::from_args(&args(&["--workloads-file", "w.yaml"])).unwrap();
+        assert_eq!(config.grpc_listen, "0.0.0.0:8086".parse().unwrap());
+        assert_eq!(config.api_listen, "0.0.0.0:8084".parse().unwrap());
+        assert_eq!(config.discovery, DiscoveryConfig::file("w.yaml"));
+    }
+
+    #[test]
+    fn invalid_combinations_are_rejected() {
+        assert_eq!(
+            Config::from_args(&args(&[])),
+            Err(ConfigError::NoWorkloadsFile)
+        );
+        assert_eq!(
+            Config::from_args(&args(&["--discovery=kubernetes"])),
+            Err(ConfigError::KubernetesUnavailable)
+        );
+        let same = args(&[
+            "--workloads-file=w.yaml",
+            "--grpc-listen=127.0.0.1:9000",
+            "--api-listen=127.0.0.1:9000",
+        ]);
+        assert!(matches!(
+            Config::from_args(&same),
+            Err(ConfigError::SameAddress(_))
+        ));
+        let slow = args(&["--workloads-file=w.yaml", "--workloads-poll-interval=1m"]);
+        assert!(matches!(
+            Config::from_args(&slow),
+            Err(ConfigError::PollInterval(_))
+        ));
+    }
+}

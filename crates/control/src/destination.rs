@@ -1,0 +1,226 @@
+//! The destination service: Linkerd's `io.linkerd.proxy.destination.Destination`, served
+//! over gRPC from whatever [`Discovery`] backend runs.
+//!
+//! Each `Get` or `GetProfile` call gets a task that follows the discovery watch and sends
+//! what changed for its lookup. Streams end when the client goes away or the server shuts
+//! down; a client that reconnects receives the full current state as its first message.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use linkerd2_proxy_api::destination as pb;
+use linkerd2_proxy_api::destination::destination_server::{Destination, DestinationServer};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Response, Status};
+use tracing::Instrument;
+
+use crate::authority::{ContextToken, Lookup};
+use crate::discovery::Discovery;
+use crate::index::{self, Resolution, Subscriber};
+use crate::model::ClusterState;
+use crate::translate;
+
+/// Messages buffered per stream before the task waits for the client to read.
+const STREAM_BUFFER: usize = 16;
+
+/// Serves the destination API on `listener` until `shutdown` completes, then ends every
+/// open stream and returns once connections have closed.
+pub async fn serve<D: Discovery>(
+    listener: TcpListener,
+    discovery: D,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let drain = CancellationToken::new();
+    let service = DestinationService::new(discovery, drain.clone());
+    let signal = async move {
+        shutdown.await;
+        drain.cancel();
+    };
+    tonic::transport::Server::builder()
+        .add_service(DestinationServer::new(service))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+        .await
+}
+
+/// The destination service over a discovery backend.
+#[derive(Clone, Debug)]
+pub struct DestinationService<D> {
+    discovery: D,
+    /// Cancelled at shutdown so that endless streams end and the server can drain.
+    drain: CancellationToken,
+}
+
+impl<D: Discovery> DestinationService<D> {
+    /// Serves lookups from `discovery`; streams end when `drain` is cancelled.
+    pub fn new(discovery: D, drain: CancellationToken) -> Self {
+        Self { discovery, drain }
+    }
+
+    /// Parses a request, rejecting paths that are not authorities at all.
+    fn lookup(
+        &self,
+        req: &pb::GetDestination,
+    ) -> Result<(Query, watch::Receiver<Arc<ClusterState>>), Status> {
+        let states = self.discovery.watch();
+        let caller = ContextToken::parse(&req.context_token);
+        Lookup::parse(&req.path, &states.borrow().cluster_domain, &caller)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let parsed = Query {
+            path: req.path.clone(),
+            caller,
+        };
+        Ok((parsed, states))
+    }
+}
+
+/// A parsed request, re-resolved against each state (the cluster domain can change).
+struct Query {
+    path: String,
+    caller: ContextToken,
+}
+
+impl Query {
+    fn lookup(&self, state: &ClusterState) -> Lookup {
+        Lookup::parse(&self.path, &state.cluster_domain, &self.caller).unwrap_or(Lookup::Unknown)
+    }
+
+    fn span(&self, rpc: &'static str) -> tracing::Span {
+        tracing::info_span!(
+            "destination",
+            rpc,
+            path = %self.path,
+            ns = self.caller.ns.as_deref().unwrap_or(""),
+            pod = self.caller.pod.as_deref().unwrap_or(""),
+        )
+    }
+}
+
+type Stream<T> = ReceiverStream<Result<T, Status>>;
+
+#[tonic::async_trait]
+impl<D: Discovery> Destination for DestinationService<D> {
+    type GetStream = Stream<pb::Update>;
+    type GetProfileStream = Stream<pb::DestinationProfile>;
+
+    async fn get(
+        &self,
+        req: tonic::Request<pb::GetDestination>,
+    ) -> Result<Response<Self::GetStream>, Status> {
+        let (req, states) = self.lookup(req.get_ref())?;
+        let span = req.span("Get");
+        let mut subscriber = Subscriber::default();
+        let step = move |state: &ClusterState| {
+            let resolution = index::resolve(state, &req.lookup(state));
+            let changes = subscriber.advance(resolution);
+            for change in &changes {
+                tracing::debug!(?change, "sending");
+            }
+            changes.into_iter().map(translate::update).collect()
+        };
+        Ok(Response::new(self.stream(states, step, span)))
+    }
+
+    async fn get_profile(
+        &self,
+        req: tonic::Request<pb::GetDestination>,
+    ) -> Result<Response<Self::GetProfileStream>, Status> {
+        let (req, states) = self.lookup(req.get_ref())?;
+        // Linkerd's convention: a name that is not a known service is rejected, which
+        // tells the proxy to go on without a profile.
+        if let Resolution::NotFound =
+            index::resolve(&states.borrow(), &req.lookup(&states.borrow()))
+        {
+            return Err(Status::invalid_argument(format!(
+                "unknown destination {:?}",
+                req.path
+            )));
+        }
+        let span = req.span("GetProfile");
+        let mut last = None;
+        let step = move |state: &ClusterState| {
+            let lookup = req.lookup(state);
+            let profile = match (index::resolve(state, &lookup), &lookup) {
+                (Resolution::Found(set), Lookup::Service { port, .. }) => {
+                    let fqn = set.fully_qualified_name.clone().unwrap_or_default();
+                    set.service
+                        .as_ref()
+                        .map(|svc| translate::service_profile(fqn, svc, *port))
+                }
+                (Resolution::Found(set), Lookup::Addr(addr)) => set
+                    .endpoints
+                    .get(addr)
+                    .map(|ep| translate::endpoint_profile(*addr, ep)),
+                _ => None,
+            };
+            // A service that disappears keeps its last profile: it has no routes anyway.
+            match profile {
+                Some(p) if last.as_ref() != Some(&p) => {
+                    last = Some(p.clone());
+                    vec![p]
+                }
+                _ => Vec::new(),
+            }
+        };
+        Ok(Response::new(self.stream(states, step, span)))
+    }
+}
+
+impl<D: Discovery> DestinationService<D> {
+    /// Spawns the task that calls `step` on every state and streams what it returns.
+    fn stream<T, F>(
+        &self,
+        mut states: watch::Receiver<Arc<ClusterState>>,
+        mut step: F,
+        span: tracing::Span,
+    ) -> Stream<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&ClusterState) -> Vec<T> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let drain = self.drain.clone();
+        let task = async move {
+            tracing::debug!("subscribed");
+            loop {
+                let messages = step(&states.borrow_and_update());
+                for message in messages {
+                    tokio::select! {
+                        sent = tx.send(Ok(message)) => if sent.is_err() {
+                            tracing::debug!("client went away");
+                            return;
+                        },
+                        _ = drain.cancelled() => return,
+                    }
+                }
+                tokio::select! {
+                    _ = drain.cancelled() => {
+                        tracing::debug!("ending stream for shutdown");
+                        return;
+                    }
+                    _ = tx.closed() => {
+                        tracing::debug!("client went away");
+                        return;
+                    }
+                    changed = states.changed() => if changed.is_err() {
+                        // Discovery stopped: the last answer stands until the client
+                        // reconnects to a control plane that has one.
+                        tracing::warn!("discovery stopped; ending stream");
+                        return;
+                    },
+                }
+            }
+        };
+        tokio::spawn(task.instrument(span));
+        ReceiverStream::new(rx)
+    }
+}
+
+/// Wraps a service for a tonic router, for callers that build their own server.
+pub fn server<D: Discovery>(
+    service: DestinationService<D>,
+) -> DestinationServer<DestinationService<D>> {
+    DestinationServer::new(service)
+}

@@ -1,0 +1,138 @@
+//! Ferry's control plane: discovers what runs in the cluster and tells proxies where to
+//! send traffic, over Linkerd's destination API; answers the CLI over HTTP/JSON.
+//!
+//! # Layout
+//! - [`model`]: the cluster as discovery sees it (namespaces, workloads, instances,
+//!   services). Plain data.
+//! - [`discovery`]: the seam every backend implements ([`discovery::Discovery`]), and the
+//!   workloads-file backend ([`discovery::file`]); Kubernetes plugs in beside it.
+//! - [`workloads_file`]: the workloads file's format, parsed into a model.
+//! - [`authority`]: destination paths and context tokens, parsed into a lookup.
+//! - [`index`]: answers a lookup from the model and diffs answers into updates.
+//! - [`translate`]: index answers as `io.linkerd.proxy.destination` messages.
+//! - [`destination`]: the gRPC `Destination` service (`Get`, `GetProfile`).
+//! - [`api`]: the public HTTP/JSON API.
+//! - [`config`]: flags and the validated [`Config`].
+//!
+//! [`run`] wires them: load discovery, bind both listeners, serve until shutdown.
+
+pub mod api;
+pub mod authority;
+pub mod config;
+pub mod destination;
+pub mod discovery;
+pub mod index;
+pub mod model;
+pub mod translate;
+pub mod workloads_file;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Args, Config, DiscoveryConfig};
+use discovery::file::{FileDiscovery, FileDiscoveryError};
+use discovery::Discovery;
+
+/// Why the control plane stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Discovery could not start.
+    #[error("starting discovery")]
+    Discovery(#[from] FileDiscoveryError),
+    /// A listener could not be bound.
+    #[error("binding the {listener} listener on {addr}")]
+    Bind {
+        /// Which listener (`grpc` or `api`).
+        listener: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("serving gRPC")]
+    Grpc(#[from] tonic::transport::Error),
+    /// The API server failed.
+    #[error("serving the API")]
+    Api(#[source] std::io::Error),
+}
+
+/// Runs the control plane from `config` until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let discovery = match config.discovery {
+        DiscoveryConfig::File {
+            path,
+            poll_interval,
+        } => FileDiscovery::spawn(path, poll_interval).await?,
+    };
+    let grpc = bind("grpc", config.grpc_listen).await?;
+    let api = bind("api", config.api_listen).await?;
+    serve(grpc, api, discovery, shutdown).await
+}
+
+/// Serves the destination API on `grpc` and the public API on `api` until `shutdown`
+/// completes or either server fails (which stops the other).
+pub async fn serve<D: Discovery>(
+    grpc: TcpListener,
+    api: TcpListener,
+    discovery: D,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let stop = CancellationToken::new();
+    let signal = {
+        let stop = stop.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown => tracing::info!("shutting down"),
+                _ = stop.cancelled() => {}
+            }
+            stop.cancel();
+        }
+    };
+    let grpc = {
+        let stop = stop.clone();
+        let server = destination::serve(grpc, discovery.clone(), stop.clone().cancelled_owned());
+        async move {
+            let result = server.await;
+            stop.cancel();
+            result.map_err(RunError::from)
+        }
+    };
+    let api = {
+        let stop = stop.clone();
+        let server = api::serve(api, discovery, stop.clone().cancelled_owned());
+        async move {
+            let result = server.await;
+            stop.cancel();
+            result.map_err(RunError::Api)
+        }
+    };
+    let ((), grpc, api) = tokio::join!(signal, grpc, api);
+    grpc.and(api)
+}
+
+/// Binds a listener and logs `listener bound` with its name and real address, which is
+/// how tests that bind port 0 (and `ferry-testkit`) find it.
+async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {
+    let bound = TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind {
+            listener,
+            addr,
+            source,
+        })?;
+    let local = bound.local_addr().map_err(|source| RunError::Bind {
+        listener,
+        addr,
+        source,
+    })?;
+    tracing::info!(listener, addr = %local, "listener bound");
+    Ok(bound)
+}

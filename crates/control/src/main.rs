@@ -1,0 +1,59 @@
+//! `ferry-control`: flags → config → tracing → run until SIGTERM or ctrl-c.
+
+use anyhow::Context;
+use clap::Parser;
+use ferry_control::config::LogFormat;
+use ferry_control::{Args, Config};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing(&args.log, args.log_format)?;
+    let config = Config::from_args(&args)?;
+    ferry_control::run(config, shutdown_signal())
+        .await
+        .context("ferry-control failed")
+}
+
+fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(filter).with_context(|| format!("invalid --log {filter:?}"))?;
+    // Logs go to stderr, like the proxy's; JSON lines carry fields at the top level.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
+/// Completes on SIGTERM (how Kubernetes and process supervisors stop us) or ctrl-c.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
