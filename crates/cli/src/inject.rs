@@ -139,14 +139,14 @@ pub fn inject_text(
 ) -> Result<(String, Vec<Report>), InjectError> {
     let docs = yaml::parse_stream(source_name, text)?;
     let (docs, reports) = inject_docs(docs, cfg)?;
-    Ok((yaml::write_stream(&docs)?, reports))
+    Ok((yaml::write_stream(&docs), reports))
 }
 
 /// Uninjects text, as the command does: the output stream and the report lines.
 pub fn uninject_text(source_name: &str, text: &str) -> Result<(String, Vec<Report>), InjectError> {
     let docs = yaml::parse_stream(source_name, text)?;
     let (docs, reports) = uninject_docs(docs);
-    Ok((yaml::write_stream(&docs)?, reports))
+    Ok((yaml::write_stream(&docs), reports))
 }
 
 fn emit(stream: &str, reports: &[Report]) -> anyhow::Result<()> {
@@ -163,12 +163,12 @@ pub fn run_inject(args: &InjectArgs) -> anyhow::Result<()> {
     let cfg = args.proxy_config()?;
     let docs = read_all(&args.inputs)?;
     let (docs, reports) = inject_docs(docs, &cfg)?;
-    emit(&yaml::write_stream(&docs)?, &reports)
+    emit(&yaml::write_stream(&docs), &reports)
 }
 
 /// Runs `ferry uninject`.
 pub fn run_uninject(args: &UninjectArgs) -> anyhow::Result<()> {
     let docs = read_all(&args.inputs)?;
     let (docs, reports) = uninject_docs(docs);
-    emit(&yaml::write_stream(&docs)?, &reports)
+    emit(&yaml::write_stream(&docs), &reports)
 }

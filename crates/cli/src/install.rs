@@ -275,6 +275,6 @@ pub fn run(args: &InstallArgs) -> anyhow::Result<()> {
     };
     std::io::stdout()
         .lock()
-        .write_all(yaml::write_stream(&docs)?.as_bytes())?;
+        .write_all(yaml::write_stream(&docs).as_bytes())?;
     Ok(())
 }

@@ -7,10 +7,12 @@
 //! - [`install`]: `ferry install`, the control plane as typed Kubernetes objects
 //!   ([`identity`] makes its certificates).
 //! - [`inject`]: `ferry inject` / `ferry uninject` over YAML streams ([`yaml`]), finding pod
-//!   templates ([`workload`]) and editing them ([`patch`]) with the containers of [`sidecar`].
+//!   templates ([`workload`]) and editing them ([`patch`]) with the containers of [`sidecar`];
+//!   [`emitter`] writes YAML that kubectl reads back exactly.
 //! - [`check`]: `ferry check`, named health checks.
 
 pub mod check;
+pub mod emitter;
 pub mod identity;
 pub mod inject;
 pub mod install;

@@ -129,7 +129,7 @@ fn inject_item(
                 || workload::annotation(&pod_value, names::ANNOTATION_INJECT) == Some("disabled")
             {
                 Outcome::Skipped(SkipReason::Disabled)
-            } else if pod_value["spec"].get("hostNetwork") == Some(&Value::Bool(true)) {
+            } else if host_network(&pod_value["spec"]) {
                 Outcome::Skipped(SkipReason::HostNetwork)
             } else {
                 remove_proxy(pod);
@@ -311,4 +311,15 @@ fn prune(pod: &mut Mapping) {
         workload::prune_empty(meta, "labels");
     }
     workload::prune_empty(pod, "metadata");
+}
+
+/// `hostNetwork: true`, also written the YAML 1.1 ways kubectl accepts (`yes`, `on`).
+fn host_network(spec: &Value) -> bool {
+    match spec.get("hostNetwork") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => ["y", "yes", "on", "true"]
+            .iter()
+            .any(|w| w.eq_ignore_ascii_case(s)),
+        _ => false,
+    }
 }

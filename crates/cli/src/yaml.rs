@@ -44,9 +44,6 @@ pub enum YamlError {
         number: usize,
         message: String,
     },
-    /// A value could not be written as YAML.
-    #[error("writing YAML")]
-    Write(#[source] serde_yaml_ng::Error),
 }
 
 /// Expands a command-line input (`-`, a file or a directory) into sources, in a stable order.
@@ -128,14 +125,15 @@ pub fn parse_stream(source_name: &str, text: &str) -> Result<Vec<Value>, YamlErr
     Ok(docs)
 }
 
-/// Writes documents as one stream separated by `---`.
-pub fn write_stream(docs: &[Value]) -> Result<String, YamlError> {
+/// Writes documents as one stream separated by `---`, quoted for YAML 1.1 readers
+/// such as kubectl (see [`crate::emitter`]).
+pub fn write_stream(docs: &[Value]) -> String {
     let mut out = String::new();
     for doc in docs {
         out.push_str("---\n");
-        out.push_str(&serde_yaml_ng::to_string(doc).map_err(YamlError::Write)?);
+        crate::emitter::document(doc, &mut out);
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
@@ -160,7 +158,7 @@ mod tests {
     fn round_trips_unknown_fields_and_quoting() {
         let text = "kind: Thing\nx-custom: {deep: [1, '2', 'yes', null]}\n";
         let docs = parse_stream("t", text).unwrap();
-        let again = parse_stream("t", &write_stream(&docs).unwrap()).unwrap();
+        let again = parse_stream("t", &write_stream(&docs)).unwrap();
         assert_eq!(docs, again);
     }
 }

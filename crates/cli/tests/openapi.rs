@@ -1,0 +1,363 @@
+//! Validates everything `ferry install` prints and `ferry inject` writes against the OpenAPI
+//! v3 schemas a real kube-apiserver (v1.36) serves, recorded in `../shared/k8s/openapi/v3`.
+//!
+//! The schemas are used as served, with one tightening: every object schema that lists its
+//! `properties` gets `additionalProperties: false`, as `kubectl apply`'s strict field
+//! validation does on the server. The negative tests prove the validator rejects bad objects.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+use anyhow::{anyhow, bail, Context};
+use jsonschema::Validator;
+use serde_json::{json, Value};
+
+fn shared_k8s() -> PathBuf {
+    // CI clones the repository with `shared/` beside it.
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/k8s")
+}
+
+fn ferry() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+}
+
+/// One compiled validator per `apiVersion`/`kind`, compiled on first use.
+struct Schemas {
+    docs: Mutex<HashMap<String, Value>>,
+    validators: Mutex<HashMap<(String, String), &'static Validator>>,
+}
+
+fn schemas() -> &'static Schemas {
+    static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
+    SCHEMAS.get_or_init(|| Schemas {
+        docs: Mutex::new(HashMap::new()),
+        validators: Mutex::new(HashMap::new()),
+    })
+}
+
+/// `v1` → `api__v1.json`, `apps/v1` → `apis__apps__v1.json`.
+fn schema_file(api_version: &str) -> String {
+    match api_version.split_once('/') {
+        Some((group, version)) => format!("apis__{group}__{version}.json"),
+        None => format!("api__{api_version}.json"),
+    }
+}
+
+/// Adds `additionalProperties: false` wherever an object schema lists its properties and
+/// does not say otherwise, recursively.
+fn tighten(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            let open = map.contains_key("additionalProperties")
+                || map.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+            if map.contains_key("properties") && !open {
+                map.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            for (key, child) in map.iter_mut() {
+                if key == "properties" {
+                    // Property names are not schemas; their values are.
+                    if let Value::Object(props) = child {
+                        props.values_mut().for_each(tighten);
+                    }
+                } else {
+                    tighten(child);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(tighten),
+        _ => {}
+    }
+}
+
+impl Schemas {
+    fn validator(&self, api_version: &str, kind: &str) -> anyhow::Result<&'static Validator> {
+        let key = (api_version.to_string(), kind.to_string());
+        if let Some(v) = self.validators.lock().unwrap().get(&key) {
+            return Ok(v);
+        }
+        let file = schema_file(api_version);
+        let mut docs = self.docs.lock().unwrap();
+        if !docs.contains_key(&file) {
+            let path = shared_k8s().join("openapi/v3").join(&file);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("no schema document {}", path.display()))?;
+            docs.insert(file.clone(), serde_json::from_str(&text)?);
+        }
+        let doc = &docs[&file];
+        let all = doc["components"]["schemas"]
+            .as_object()
+            .context("no components.schemas")?;
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let name = all
+            .iter()
+            .find(|(_, s)| {
+                s["x-kubernetes-group-version-kind"]
+                    .as_array()
+                    .is_some_and(|gvks| {
+                        gvks.iter().any(|g| {
+                            g["group"] == group && g["version"] == version && g["kind"] == kind
+                        })
+                    })
+            })
+            .map(|(name, _)| name.clone())
+            .ok_or_else(|| anyhow!("no schema for {api_version} {kind}"))?;
+        let mut components = Value::Object(all.clone());
+        tighten(&mut components);
+        let root = json!({
+            "$ref": format!("#/components/schemas/{name}"),
+            "components": { "schemas": components },
+        });
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .build(&root)
+            .map_err(|e| anyhow!("compiling the schema of {kind}: {e}"))?;
+        let leaked: &'static Validator = Box::leak(Box::new(validator));
+        self.validators.lock().unwrap().insert(key, leaked);
+        Ok(leaked)
+    }
+}
+
+/// Drops object fields whose value is `null`: the apiserver decodes a null field of a
+/// built-in type as unset (kubectl prints `creationTimestamp: null`, and the recorded pods
+/// carry `lastProbeTime: null`), and the published schemas do not mark those `nullable`.
+fn without_nulls(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Validates one object (a `List` item by item); the error lists every violation.
+fn validate(object: &Value) -> anyhow::Result<()> {
+    let kind = object["kind"].as_str().context("object without kind")?;
+    let api_version = object["apiVersion"]
+        .as_str()
+        .context("object without apiVersion")?;
+    if kind == "List" {
+        for item in object["items"].as_array().context("List without items")? {
+            validate(item)?;
+        }
+        return Ok(());
+    }
+    let validator = schemas().validator(api_version, kind)?;
+    let object = &without_nulls(object);
+    let errors: Vec<String> = validator
+        .iter_errors(object)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        let name = object["metadata"]["name"].as_str().unwrap_or("?");
+        bail!("{kind} {name} is invalid:\n  {}", errors.join("\n  "))
+    }
+}
+
+fn parse_stream(text: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|doc| Value::deserialize(doc).expect("ferry wrote valid YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn validate_all(what: &str, docs: &[Value]) {
+    assert!(!docs.is_empty(), "{what}: no documents to validate");
+    let failures: Vec<String> = docs
+        .iter()
+        .filter_map(|d| validate(d).err())
+        .map(|e| format!("{e:#}"))
+        .collect();
+    assert!(failures.is_empty(), "{what}:\n{}", failures.join("\n"));
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.stdin(Stdio::null()).output().expect("running ferry");
+    assert!(
+        out.status.success(),
+        "ferry failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+#[test]
+fn install_output_validates() {
+    let docs = parse_stream(&run_ok(ferry().arg("install")));
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    for kind in [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "Secret",
+        "Service",
+        "Deployment",
+        "MutatingWebhookConfiguration",
+    ] {
+        assert!(kinds.contains(&kind), "install prints no {kind}: {kinds:?}");
+    }
+    validate_all("ferry install", &docs);
+}
+
+#[test]
+fn install_ha_output_validates() {
+    let docs = parse_stream(&run_ok(ferry().args(["install", "--ha"])));
+    assert!(docs.iter().any(|d| d["kind"] == "PodDisruptionBudget"));
+    validate_all("ferry install --ha", &docs);
+}
+
+fn fixtures() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/inject");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("fixtures directory")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn inject_fixtures_are_valid_before_and_after() {
+    let files = fixtures();
+    assert!(
+        files.len() >= 5,
+        "expected the inject fixtures, found {files:?}"
+    );
+    for file in files {
+        let name = file.display().to_string();
+        if name.contains("malformed") {
+            continue;
+        }
+        let input = std::fs::read_to_string(&file).unwrap();
+        validate_all(&format!("fixture {name}"), &parse_stream(&input));
+        let injected = run_ok(ferry().arg("inject").arg(&file));
+        validate_all(&format!("inject {name}"), &parse_stream(&injected));
+        let native_off = run_ok(ferry().args(["inject", "--no-native-sidecar"]).arg(&file));
+        validate_all(
+            &format!("inject --no-native-sidecar {name}"),
+            &parse_stream(&native_off),
+        );
+    }
+}
+
+#[test]
+fn inject_of_recorded_api_objects_validates() {
+    // Objects as the apiserver returns them: typed lists whose items carry no kind,
+    // status, managedFields and defaulted fields.
+    for file in [
+        "scenario/deployments.list.json",
+        "scenario/replicasets.list.json",
+        "scenario/pods.list.json",
+    ] {
+        let path = shared_k8s().join(file);
+        let injected = run_ok(ferry().arg("inject").arg(&path));
+        let docs = parse_stream(&injected);
+        let items = docs[0]["items"].as_array().expect("a list");
+        assert!(!items.is_empty());
+        let item_kind = docs[0]["kind"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches("List")
+            .to_string();
+        for item in items {
+            let mut item = item.clone();
+            item["kind"] = Value::String(item_kind.clone());
+            item["apiVersion"] = docs[0]["apiVersion"].clone();
+            validate(&item).unwrap_or_else(|e| panic!("{file}: {e:#}"));
+        }
+    }
+}
+
+fn deployment_with_container(container: Value) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "bad"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "bad"}},
+            "template": {
+                "metadata": {"labels": {"app": "bad"}},
+                "spec": {"containers": [container]}
+            }
+        }
+    })
+}
+
+#[test]
+fn validator_accepts_a_plain_deployment() {
+    let ok = deployment_with_container(json!({
+        "name": "app", "image": "nginx",
+        "ports": [{"containerPort": 80, "name": "http"}],
+        "resources": {"limits": {"cpu": 1, "memory": "64Mi"}},
+        "readinessProbe": {"httpGet": {"port": "http", "path": "/"}},
+        "livenessProbe": {"httpGet": {"port": 80, "path": "/"}}
+    }));
+    validate(&ok).unwrap();
+}
+
+#[test]
+fn validator_rejects_wrong_types() {
+    let err = validate(&deployment_with_container(
+        json!({"name": "app", "image": "nginx", "ports": "x"}),
+    ))
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("/spec/template/spec/containers/0/ports"),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn validator_rejects_missing_required_fields() {
+    let err = validate(&deployment_with_container(json!({"image": "nginx"}))).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("\"name\" is a required property"),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn validator_rejects_unknown_fields() {
+    let mut d = deployment_with_container(json!({"name": "app", "image": "nginx"}));
+    d["spec"]["replica"] = json!(3);
+    let err = validate(&d).unwrap_err();
+    assert!(format!("{err:#}").contains("replica"), "{err:#}");
+}
+
+#[test]
+fn validator_rejects_bad_enums_and_int_or_string() {
+    let bad_protocol = deployment_with_container(json!({
+        "name": "app", "image": "nginx", "ports": [{"containerPort": 80, "protocol": "HTTP"}]
+    }));
+    assert!(validate(&bad_protocol).is_err());
+    let bad_probe_port = deployment_with_container(json!({
+        "name": "app", "image": "nginx", "livenessProbe": {"httpGet": {"port": {"n": 1}}}
+    }));
+    assert!(validate(&bad_probe_port).is_err());
+}
+
+#[test]
+fn validator_treats_null_fields_as_unset_but_not_null_list_items() {
+    let mut d = deployment_with_container(json!({"name": "app", "image": "nginx"}));
+    d["spec"]["template"]["metadata"]["creationTimestamp"] = Value::Null;
+    validate(&d).unwrap();
+    d["spec"]["template"]["spec"]["containers"] = json!([null]);
+    assert!(validate(&d).is_err());
+}
+
+#[test]
+fn validator_knows_no_schema_for_unknown_kinds() {
+    let err = validate(&json!({"apiVersion": "apps/v1", "kind": "Nonsense"})).unwrap_err();
+    assert!(err.to_string().contains("no schema"), "{err}");
+}
