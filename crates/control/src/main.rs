@@ -1,5 +1,7 @@
 //! `ferry-control`: flags → config → tracing → run until SIGTERM or ctrl-c.
 
+use std::process::ExitCode;
+
 use anyhow::Context;
 use clap::Parser;
 use ferry_control::config::LogFormat;
@@ -7,13 +9,29 @@ use ferry_control::{Args, Config};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing(&args.log, args.log_format)?;
-    let config = Config::from_args(&args)?;
-    ferry_control::run(config, shutdown_signal())
-        .await
-        .context("ferry-control failed")
+    if let Err(error) = init_tracing(&args.log, args.log_format) {
+        eprintln!("ferry-control: {error:#}");
+        return ExitCode::from(2);
+    }
+    let config = match Config::from_args(&args) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!(error = %error, "invalid configuration");
+            return ExitCode::from(2);
+        }
+    };
+    match ferry_control::run(config, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` prints the whole cause chain on one line, e.g. which line of the
+            // workloads file is wrong.
+            let error = anyhow::Error::from(error);
+            tracing::error!(error = format!("{error:#}"), "ferry-control failed");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
