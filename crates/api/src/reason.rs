@@ -24,8 +24,9 @@ pub enum ProxyErrorReason {
     UpstreamReset,
     /// The upstream answered with something that is not valid HTTP.
     UpstreamProtocol,
-    /// The proxy is shutting down and takes no new requests.
-    ShuttingDown,
+    /// The request would reach this proxy again (its target is one of the proxy's own
+    /// listeners), so forwarding it would loop forever.
+    LoopDetected,
 }
 
 impl ProxyErrorReason {
@@ -39,7 +40,7 @@ impl ProxyErrorReason {
         Self::ConnectFailed,
         Self::UpstreamReset,
         Self::UpstreamProtocol,
-        Self::ShuttingDown,
+        Self::LoopDetected,
     ];
 
     /// The stable token used in headers and metric labels.
@@ -53,7 +54,7 @@ impl ProxyErrorReason {
             Self::ConnectFailed => "connect-failed",
             Self::UpstreamReset => "upstream-reset",
             Self::UpstreamProtocol => "upstream-protocol",
-            Self::ShuttingDown => "shutting-down",
+            Self::LoopDetected => "loop-detected",
         }
     }
 

@@ -1,1 +1,264 @@
-//! Ferry's sidecar proxy.
+//! Ferry's sidecar proxy: accepts the application's inbound and outbound traffic, detects
+//! HTTP/1, HTTP/2 (gRPC) or opaque TCP, forwards it, and records Linkerd-compatible
+//! metrics. Errors it makes itself are labelled (see [`errors`]).
+//!
+//! # Layout
+//! - [`config`]: flags and the validated [`Config`].
+//! - [`listener`]: listeners, the per-side context, the accept loop.
+//! - [`serve`]: one connection: detection (with the server-speaks-first race), then dispatch.
+//! - [`detect`]: protocol detection on the first bytes.
+//! - [`http`], [`forward`], [`body`]: serving HTTP, forwarding requests, counting responses.
+//! - [`tcp`]: opaque forwarding. [`connect`], [`backend`]: upstream connections and pools.
+//! - [`errors`]: proxy-made responses. [`metrics`]: counters and the text format.
+//! - [`admin`], [`state`]: the admin server and what `/state` reports.
+//! - [`io`], [`orig_dst`]: byte-stream wrappers and `SO_ORIGINAL_DST`.
+//! - [`init`]: the `ferry-proxy init` step that installs the iptables redirect rules.
+
+pub mod admin;
+pub mod backend;
+pub mod body;
+pub mod config;
+pub mod connect;
+pub mod detect;
+pub mod errors;
+pub mod forward;
+pub mod http;
+pub mod init;
+pub mod io;
+pub mod listener;
+pub mod metrics;
+pub mod orig_dst;
+pub mod serve;
+pub mod state;
+pub mod tcp;
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{atomic::Ordering, Arc},
+    time::Instant,
+};
+
+pub use config::Config;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    admin::{Admin, LogControl},
+    backend::{Backend, Backends},
+    config::{Authority, UpstreamSpec},
+    listener::{ListenerKind, Side},
+    metrics::{Direction, Registry, Tls},
+    state::{Connections, ListenerState, ProxyState},
+};
+
+/// A listener address could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("binding the {name} listener on {addr}")]
+pub struct BindError {
+    /// Which listener.
+    pub name: String,
+    /// The address.
+    pub addr: SocketAddr,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// The proxy's listeners, bound.
+pub struct Listeners {
+    inbound: TcpListener,
+    outbound: TcpListener,
+    admin: TcpListener,
+    upstreams: Vec<(UpstreamSpec, TcpListener)>,
+}
+
+async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, BindError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| BindError {
+        name: name.to_string(),
+        addr,
+        source,
+    })?;
+    let bound = listener.local_addr().map_err(|source| BindError {
+        name: name.to_string(),
+        addr,
+        source,
+    })?;
+    tracing::info!(listener = name, addr = %bound, "listener bound");
+    Ok(listener)
+}
+
+impl Listeners {
+    /// Binds every listener `config` names, logging each bound address.
+    pub async fn bind(config: &Config) -> Result<Self, BindError> {
+        let mut upstreams = Vec::with_capacity(config.upstreams.len());
+        for u in &config.upstreams {
+            upstreams.push((
+                u.clone(),
+                bind(&format!("upstream {}", u.target), u.local).await?,
+            ));
+        }
+        Ok(Self {
+            inbound: bind("inbound", config.inbound_listen).await?,
+            outbound: bind("outbound", config.outbound_listen).await?,
+            admin: bind("admin", config.admin_listen).await?,
+            upstreams,
+        })
+    }
+
+    /// The inbound listener's address.
+    pub fn inbound_addr(&self) -> SocketAddr {
+        self.inbound
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+    /// The generic outbound listener's address.
+    pub fn outbound_addr(&self) -> SocketAddr {
+        self.outbound
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+    /// The admin server's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+    /// The upstream listeners' addresses, in flag order.
+    pub fn upstream_addrs(&self) -> Vec<SocketAddr> {
+        self.upstreams
+            .iter()
+            .map(|(_, l)| l.local_addr().expect("bound listener has an address"))
+            .collect()
+    }
+}
+
+/// Runs the proxy on `listeners` until `shutdown` completes, then drains: stops accepting,
+/// lets in-flight requests and connections finish within the grace period, and returns.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    log: Option<Arc<dyn LogControl>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let registry = Arc::new(Registry::default());
+    let connections = Arc::new(Connections::default());
+    let tracker = TaskTracker::new();
+    let drain = CancellationToken::new();
+
+    let mut listener_states = vec![
+        ListenerState {
+            kind: "inbound",
+            addr: listeners.inbound_addr(),
+            target: Some(config.inbound_forward.to_string()),
+        },
+        ListenerState {
+            kind: "outbound",
+            addr: listeners.outbound_addr(),
+            target: None,
+        },
+        ListenerState {
+            kind: "admin",
+            addr: listeners.admin_addr(),
+            target: None,
+        },
+    ];
+    for (u, l) in &listeners.upstreams {
+        listener_states.push(ListenerState {
+            kind: "upstream",
+            addr: l.local_addr().expect("bound listener has an address"),
+            target: Some(u.target.to_string()),
+        });
+    }
+    let own_listeners: Arc<[SocketAddr]> = listener_states.iter().map(|l| l.addr).collect();
+
+    let side = |direction: Direction, tls: Tls| {
+        Arc::new(Side {
+            direction,
+            registry: registry.clone(),
+            tls,
+            backends: Arc::new(Backends::new(direction, config.timeouts, registry.clone())),
+            timeouts: config.timeouts,
+            opaque_ports: config.opaque_ports.clone().into(),
+            own_listeners: own_listeners.clone(),
+            connections: connections.clone(),
+            tracker: tracker.clone(),
+            drain: drain.clone(),
+        })
+    };
+    let inbound = side(Direction::Inbound, Tls::NO_TLS_FROM_REMOTE);
+    let outbound = side(Direction::Outbound, Tls::NO_TLS_FROM_REMOTE);
+
+    let state = Arc::new(ProxyState {
+        listeners: listener_states,
+        connections,
+        draining: Default::default(),
+        backends: vec![
+            ("inbound", inbound.backends.clone()),
+            ("outbound", outbound.backends.clone()),
+        ],
+        started: Instant::now(),
+    });
+    let admin_stop = CancellationToken::new();
+    let admin = Arc::new(Admin {
+        registry: registry.clone(),
+        state: state.clone(),
+        log,
+    });
+    let admin_task = tokio::spawn(admin::serve(
+        listeners.admin,
+        admin,
+        admin_stop.clone().cancelled_owned(),
+    ));
+
+    let forward = Arc::new(Backend::new(
+        Authority::from(config.inbound_forward),
+        &config.timeouts,
+        Direction::Inbound,
+        &registry,
+    ));
+    let mut accept_loops = vec![
+        tokio::spawn(listener::accept_loop(
+            listeners.inbound,
+            ListenerKind::Inbound { forward },
+            inbound,
+        )),
+        tokio::spawn(listener::accept_loop(
+            listeners.outbound,
+            ListenerKind::Outbound,
+            outbound.clone(),
+        )),
+    ];
+    for (u, l) in listeners.upstreams {
+        let kind = ListenerKind::Upstream {
+            backend: outbound.backends.get(&u.target),
+            authority: u.target.to_string().into(),
+        };
+        accept_loops.push(tokio::spawn(listener::accept_loop(
+            l,
+            kind,
+            outbound.clone(),
+        )));
+    }
+
+    shutdown.await;
+    tracing::info!(grace_period = ?config.shutdown_grace_period, "draining");
+    state.draining.store(true, Ordering::Relaxed);
+    drain.cancel();
+    for a in accept_loops {
+        let _ = a.await;
+    }
+    tracker.close();
+    if tokio::time::timeout(config.shutdown_grace_period, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = tracker.len(),
+            "grace period over; closing remaining connections"
+        );
+    }
+    admin_stop.cancel();
+    let _ = admin_task.await;
+    tracing::info!("stopped");
+}

@@ -1,0 +1,147 @@
+//! A backend is one upstream target with its pooled HTTP clients: HTTP/1 connections are
+//! kept alive and reused, HTTP/2 requests are multiplexed over one connection.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use http::Version;
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::Client,
+    rt::{TokioExecutor, TokioTimer},
+};
+use serde::Serialize;
+
+use crate::{
+    config::{Authority, Timeouts},
+    connect::Connector,
+    metrics::{Direction, Registry},
+};
+
+/// Backends past this many (distinct authorities on the generic outbound listener) are
+/// dropped together, so that random authorities cannot grow memory without bound.
+const MAX_BACKENDS: usize = 1024;
+
+/// One upstream target and its connection pools.
+pub struct Backend {
+    /// The target, as text: the `target_addr` label.
+    pub target_label: Arc<str>,
+    connector: Connector,
+    h1: Client<Connector, Incoming>,
+    h2: Client<Connector, Incoming>,
+}
+
+impl Backend {
+    /// A backend for `target`.
+    pub fn new(
+        target: Authority,
+        timeouts: &Timeouts,
+        direction: Direction,
+        registry: &Registry,
+    ) -> Self {
+        let connector = Connector::new(target, timeouts.connect, direction, registry);
+        let mut h1 = Client::builder(TokioExecutor::new());
+        h1.timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(timeouts.idle)
+            // The request's own Host header is forwarded as it came, never synthesised.
+            .set_host(false);
+        let mut h2 = h1.clone();
+        h2.http2_only(true)
+            .http2_keep_alive_interval(Some(std::time::Duration::from_secs(20)))
+            .http2_keep_alive_while_idle(false);
+        Self {
+            target_label: connector.target().to_string().into(),
+            h1: h1.build(connector.clone()),
+            h2: h2.build(connector.clone()),
+            connector,
+        }
+    }
+
+    /// The target's address.
+    pub fn target(&self) -> &Authority {
+        self.connector.target()
+    }
+
+    /// The target's IP address (loopback for a named target).
+    pub fn target_ip(&self) -> std::net::IpAddr {
+        self.target()
+            .socket_addr()
+            .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip())
+    }
+
+    /// The connector, for opaque TCP to the same target.
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    /// The client for a request of `version`: the upstream hop speaks what the client spoke.
+    pub fn client(&self, version: Version) -> &Client<Connector, Incoming> {
+        if version == Version::HTTP_2 {
+            &self.h2
+        } else {
+            &self.h1
+        }
+    }
+}
+
+/// Backends by target, shared by the connections of one listener.
+pub struct Backends {
+    direction: Direction,
+    timeouts: Timeouts,
+    registry: Arc<Registry>,
+    map: Mutex<HashMap<Authority, Arc<Backend>>>,
+}
+
+/// One backend as `/state` shows it.
+#[derive(Serialize)]
+pub struct BackendState {
+    /// The target.
+    pub target: String,
+}
+
+impl Backends {
+    /// An empty set.
+    pub fn new(direction: Direction, timeouts: Timeouts, registry: Arc<Registry>) -> Self {
+        Self {
+            direction,
+            timeouts,
+            registry,
+            map: Mutex::default(),
+        }
+    }
+
+    /// The backend for `target`, created on first use.
+    pub fn get(&self, target: &Authority) -> Arc<Backend> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = map.get(target) {
+            return b.clone();
+        }
+        if map.len() >= MAX_BACKENDS {
+            map.clear();
+        }
+        let backend = Arc::new(Backend::new(
+            target.clone(),
+            &self.timeouts,
+            self.direction,
+            &self.registry,
+        ));
+        map.insert(target.clone(), backend.clone());
+        backend
+    }
+
+    /// The backends known now.
+    pub fn state(&self) -> Vec<BackendState> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<_> = map
+            .keys()
+            .map(|t| BackendState {
+                target: t.to_string(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.target.cmp(&b.target));
+        out
+    }
+}

@@ -1,0 +1,170 @@
+//! The response body the proxy sends back: the upstream's stream, untouched, or the proxy's
+//! own error text. Either way it counts the response in `response_total` exactly once, when
+//! it ends — for gRPC only the trailers say whether the call succeeded.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use ferry_api::ProxyErrorReason;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+use crate::metrics::{HttpMetrics, ResponseLabels};
+
+/// What a response's classification needs, recorded when the body ends.
+pub struct Recorder {
+    metrics: Arc<HttpMetrics>,
+    latency: Duration,
+    status: u16,
+    grpc: bool,
+    grpc_status: Option<u16>,
+    error: Option<ProxyErrorReason>,
+    done: bool,
+}
+
+impl Recorder {
+    /// Starts recording a response with `status`, sent `latency` after the request arrived.
+    /// `headers` may already carry `grpc-status` (a trailers-only gRPC response).
+    pub fn new(
+        metrics: Arc<HttpMetrics>,
+        latency: Duration,
+        status: u16,
+        grpc: bool,
+        headers: &HeaderMap,
+    ) -> Self {
+        Self {
+            metrics,
+            latency,
+            status,
+            grpc,
+            grpc_status: grpc.then(|| grpc_status(headers)).flatten(),
+            error: None,
+            done: false,
+        }
+    }
+
+    /// Marks the response as made by the proxy for `reason`.
+    pub fn proxy_error(mut self, reason: ProxyErrorReason) -> Self {
+        self.error = Some(reason);
+        self
+    }
+
+    fn trailers(&mut self, trailers: &HeaderMap) {
+        if self.grpc {
+            if let Some(s) = grpc_status(trailers) {
+                self.grpc_status = Some(s);
+            }
+        }
+    }
+
+    /// Records once. `ended` says whether the body reached its end (rather than being
+    /// dropped or failing part-way).
+    fn finish(&mut self, ended: bool) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let success = self.error.is_none()
+            && ended
+            && if self.grpc {
+                self.grpc_status == Some(0)
+            } else {
+                self.status < 500
+            };
+        let labels = ResponseLabels {
+            status: self.status,
+            grpc_status: self.grpc_status,
+            error: self.error,
+            success,
+        };
+        self.metrics.response(labels, self.latency);
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.finish(false);
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<u16> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+pin_project_lite::pin_project! {
+    /// A response body with its metrics recorder.
+    pub struct ResponseBody {
+        #[pin]
+        inner: Either<Incoming, Full<Bytes>>,
+        recorder: Option<Recorder>,
+    }
+}
+
+impl ResponseBody {
+    /// The upstream's body.
+    pub fn upstream(body: Incoming, recorder: Recorder) -> Self {
+        Self::with(Either::Left(body), Some(recorder))
+    }
+
+    /// A body the proxy wrote.
+    pub fn proxy(bytes: Bytes, recorder: Option<Recorder>) -> Self {
+        Self::with(Either::Right(Full::new(bytes)), recorder)
+    }
+
+    fn with(inner: Either<Incoming, Full<Bytes>>, mut recorder: Option<Recorder>) -> Self {
+        // A body that is already over may never be polled (HEAD, 204, 304).
+        if inner.is_end_stream() {
+            if let Some(r) = recorder.as_mut() {
+                r.finish(true);
+            }
+        }
+        Self { inner, recorder }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        if let Some(r) = this.recorder.as_mut() {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(t) = frame.trailers_ref() {
+                        r.trailers(t);
+                        r.finish(true);
+                    } else if this.inner.is_end_stream() {
+                        // A sized body ends with its last data frame; it is not polled again.
+                        r.finish(true);
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    r.error = Some(ProxyErrorReason::UpstreamReset);
+                    r.finish(false);
+                }
+                Poll::Ready(None) => r.finish(true),
+                Poll::Pending => {}
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

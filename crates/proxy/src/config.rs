@@ -1,0 +1,377 @@
+//! Command-line flags (each with its `FERRY_PROXY_*` twin) and the validated [`Config`]
+//! every component is built from. Only `main` parses flags; tests build a `Config` directly.
+
+use std::{fmt, net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
+
+use clap::Parser;
+use ferry_api::{env, ports};
+
+/// The ports whose connections skip protocol detection: protocols where the server speaks
+/// first or that are never HTTP (SMTP, MySQL, Galera, PostgreSQL, Redis, Elasticsearch,
+/// memcached). Linkerd's default list, so users' expectations carry over.
+pub const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
+
+/// The flags of `ferry-proxy`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry-proxy",
+    version,
+    about = "Ferry's sidecar proxy",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Args {
+    /// A one-shot step instead of running the proxy.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Address of the inbound listener (traffic for the application).
+    #[arg(long, env = env::PROXY_INBOUND_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::PROXY_INBOUND)))]
+    pub inbound_listen: SocketAddr,
+    /// Where inbound traffic goes: the application's address.
+    #[arg(long, env = env::PROXY_INBOUND_FORWARD, default_value_t = SocketAddr::from(([127, 0, 0, 1], ports::APP_DEFAULT)))]
+    pub inbound_forward: SocketAddr,
+    /// Address of the generic outbound listener (routes HTTP by authority, TCP by original
+    /// destination).
+    #[arg(long, env = env::PROXY_OUTBOUND_LISTEN, default_value_t = SocketAddr::from(([127, 0, 0, 1], ports::PROXY_OUTBOUND)))]
+    pub outbound_listen: SocketAddr,
+    /// Address of the admin server (`/metrics`, `/ready`, `/live`, `/state`).
+    #[arg(long, env = env::PROXY_ADMIN_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::PROXY_ADMIN)))]
+    pub admin_listen: SocketAddr,
+    /// Address of the tap server.
+    #[arg(long, env = env::PROXY_TAP_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::PROXY_TAP)))]
+    pub tap_listen: SocketAddr,
+    /// An upstream listener `LOCAL_ADDR=TARGET`: what the app sends to LOCAL_ADDR goes to
+    /// TARGET (`host:port`). Repeatable; comma-separated in the environment.
+    #[arg(long = "upstream", env = env::PROXY_UPSTREAM, value_delimiter = ',')]
+    pub upstreams: Vec<UpstreamSpec>,
+    /// Target ports whose connections are forwarded as opaque TCP without detection.
+    #[arg(long, env = env::PROXY_OPAQUE_PORTS, value_delimiter = ',', default_value = DEFAULT_OPAQUE_PORTS)]
+    pub opaque_ports: Vec<u16>,
+    /// How long a client that has started sending may take to show its protocol.
+    #[arg(long, env = env::PROXY_DETECT_TIMEOUT, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub detect_timeout: Duration,
+    /// How long to wait for a TCP connection to an upstream.
+    #[arg(long, env = env::PROXY_CONNECT_TIMEOUT, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// How long a pooled upstream HTTP connection may sit unused before it is closed.
+    #[arg(long, env = env::PROXY_IDLE_TIMEOUT, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// How long an HTTP/1 client may take to send a request's headers (slowloris guard).
+    #[arg(long, env = env::PROXY_HEADER_READ_TIMEOUT, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// After SIGTERM, how long in-flight requests and connections may take to finish.
+    #[arg(long, env = env::PROXY_SHUTDOWN_GRACE_PERIOD, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace_period: Duration,
+    /// Log filter, in `tracing` syntax (e.g. `info` or `warn,ferry_proxy=debug`).
+    #[arg(long, env = env::PROXY_LOG, default_value = "info")]
+    pub log: String,
+    /// Log format: `plain` or `json`.
+    #[arg(long, env = env::PROXY_LOG_FORMAT, default_value = "plain")]
+    pub log_format: LogFormat,
+}
+
+/// One-shot steps `ferry-proxy` can run instead of proxying.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Install the iptables rules that redirect a pod's traffic through its proxy, then exit.
+    Init(crate::init::InitArgs),
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where a proxy forwards: a name or socket address with a port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Authority {
+    /// A host name or an IP address (IPv6 without brackets).
+    pub host: Arc<str>,
+    /// The port.
+    pub port: u16,
+}
+
+impl Authority {
+    /// The socket address, when the host is an IP address.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        self.host
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, self.port))
+    }
+}
+
+impl From<SocketAddr> for Authority {
+    fn from(addr: SocketAddr) -> Self {
+        Self {
+            host: addr.ip().to_string().into(),
+            port: addr.port(),
+        }
+    }
+}
+
+impl fmt::Display for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for Authority {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ConfigError::Authority(s.to_string());
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(addr.into());
+        }
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let valid_host = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !valid_host || port == 0 {
+            return Err(bad());
+        }
+        Ok(Self {
+            host: host.to_ascii_lowercase().into(),
+            port,
+        })
+    }
+}
+
+/// One `--upstream LOCAL=TARGET` flag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamSpec {
+    /// Where the proxy listens for the application.
+    pub local: SocketAddr,
+    /// Where that traffic goes.
+    pub target: Authority,
+}
+
+impl FromStr for UpstreamSpec {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (local, target) = s
+            .split_once('=')
+            .ok_or_else(|| ConfigError::Upstream(s.to_string()))?;
+        let local = local
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::Upstream(s.to_string()))?;
+        Ok(Self {
+            local,
+            target: target.trim().parse()?,
+        })
+    }
+}
+
+/// Why flags could not become a [`Config`].
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// An `--upstream` value is not `LOCAL_ADDR=HOST:PORT`.
+    #[error("upstream {0:?} is not LOCAL_ADDR=HOST:PORT (e.g. 127.0.0.1:7001=web.emojivoto:80)")]
+    Upstream(String),
+    /// A target is not `host:port`.
+    #[error("target {0:?} is not HOST:PORT")]
+    Authority(String),
+    /// Two listeners were given the same address.
+    #[error("listen address {0} is used twice")]
+    DuplicateListen(SocketAddr),
+    /// The inbound side would forward to the proxy's own listener.
+    #[error("inbound forward address {0} is the proxy's own listener")]
+    ForwardLoop(SocketAddr),
+}
+
+/// Timeouts, applied on both sides.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// See [`Args::detect_timeout`].
+    pub detect: Duration,
+    /// See [`Args::connect_timeout`].
+    pub connect: Duration,
+    /// See [`Args::idle_timeout`].
+    pub idle: Duration,
+    /// See [`Args::header_read_timeout`].
+    pub header_read: Duration,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// See [`Args::inbound_listen`].
+    pub inbound_listen: SocketAddr,
+    /// See [`Args::inbound_forward`].
+    pub inbound_forward: SocketAddr,
+    /// See [`Args::outbound_listen`].
+    pub outbound_listen: SocketAddr,
+    /// See [`Args::admin_listen`].
+    pub admin_listen: SocketAddr,
+    /// See [`Args::tap_listen`]. Not served yet: TODO(#5) the tap server.
+    pub tap_listen: SocketAddr,
+    /// See [`Args::upstreams`].
+    pub upstreams: Vec<UpstreamSpec>,
+    /// See [`Args::opaque_ports`].
+    pub opaque_ports: Vec<u16>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// See [`Args::shutdown_grace_period`].
+    pub shutdown_grace_period: Duration,
+}
+
+impl Config {
+    /// Validates flags.
+    pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
+        let config = Self {
+            inbound_listen: args.inbound_listen,
+            inbound_forward: args.inbound_forward,
+            outbound_listen: args.outbound_listen,
+            admin_listen: args.admin_listen,
+            tap_listen: args.tap_listen,
+            upstreams: args.upstreams.clone(),
+            opaque_ports: args.opaque_ports.clone(),
+            timeouts: Timeouts {
+                detect: args.detect_timeout,
+                connect: args.connect_timeout,
+                idle: args.idle_timeout,
+                header_read: args.header_read_timeout,
+            },
+            shutdown_grace_period: args.shutdown_grace_period,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A configuration for tests: every listener on `127.0.0.1:0`, short timeouts.
+    pub fn for_tests(inbound_forward: SocketAddr) -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            inbound_listen: any,
+            inbound_forward,
+            outbound_listen: any,
+            admin_listen: any,
+            tap_listen: any,
+            upstreams: Vec::new(),
+            opaque_ports: DEFAULT_OPAQUE_PORTS
+                .split(',')
+                .map(|p| p.parse().expect("default opaque ports parse"))
+                .collect(),
+            timeouts: Timeouts {
+                detect: Duration::from_secs(10),
+                connect: Duration::from_secs(1),
+                idle: Duration::from_secs(10),
+                header_read: Duration::from_secs(10),
+            },
+            shutdown_grace_period: Duration::from_secs(5),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = Vec::new();
+        let listens = [self.inbound_listen, self.outbound_listen, self.admin_listen]
+            .into_iter()
+            .chain(self.upstreams.iter().map(|u| u.local));
+        for addr in listens {
+            if addr.port() != 0 && seen.contains(&addr) {
+                return Err(ConfigError::DuplicateListen(addr));
+            }
+            seen.push(addr);
+        }
+        if self.inbound_forward == self.inbound_listen {
+            return Err(ConfigError::ForwardLoop(self.inbound_forward));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_upstreams_by_ip_and_name() {
+        let u: UpstreamSpec = "127.0.0.1:7001=127.0.0.1:4143".parse().unwrap();
+        assert_eq!(u.local, "127.0.0.1:7001".parse().unwrap());
+        assert_eq!(
+            u.target.socket_addr(),
+            Some("127.0.0.1:4143".parse().unwrap())
+        );
+
+        let u: UpstreamSpec = "127.0.0.1:7002=Emoji.EmojiVoto:8080".parse().unwrap();
+        assert_eq!(&*u.target.host, "emoji.emojivoto");
+        assert_eq!(u.target.port, 8080);
+        assert_eq!(u.target.socket_addr(), None);
+        assert_eq!(u.target.to_string(), "emoji.emojivoto:8080");
+
+        let u: UpstreamSpec = "[::1]:7003=[::1]:80".parse().unwrap();
+        assert_eq!(u.target.to_string(), "[::1]:80");
+    }
+
+    #[test]
+    fn rejects_bad_upstreams_naming_the_value() {
+        for bad in [
+            "127.0.0.1:7001",
+            "nope=web:80",
+            "127.0.0.1:1=web",
+            "127.0.0.1:1=we b:80",
+            "127.0.0.1:1=web:0",
+        ] {
+            let err = bad.parse::<UpstreamSpec>().unwrap_err().to_string();
+            assert!(err.contains('"'), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn flags_have_env_twins_and_validate() {
+        let args = Args::try_parse_from([
+            "ferry-proxy",
+            "--upstream",
+            "127.0.0.1:7001=127.0.0.1:4143",
+            "--upstream",
+            "127.0.0.1:7001=127.0.0.1:4144",
+        ])
+        .unwrap();
+        assert!(matches!(
+            Config::from_args(&args),
+            Err(ConfigError::DuplicateListen(_))
+        ));
+
+        let args = Args::try_parse_from(["ferry-proxy", "--detect-timeout", "250ms"]).unwrap();
+        let config = Config::from_args(&args).unwrap();
+        assert_eq!(config.timeouts.detect, Duration::from_millis(250));
+        assert_eq!(
+            config.opaque_ports,
+            vec![25, 587, 3306, 4444, 5432, 6379, 9300, 11211]
+        );
+        for arg in Args::command_for_tests()
+            .get_arguments()
+            .filter(|a| !a.is_positional())
+        {
+            if arg.get_id() != "help" && arg.get_id() != "version" {
+                assert!(
+                    arg.get_env().is_some(),
+                    "--{} has no environment twin",
+                    arg.get_id()
+                );
+            }
+        }
+    }
+
+    impl Args {
+        fn command_for_tests() -> clap::Command {
+            <Self as clap::CommandFactory>::command()
+        }
+    }
+}

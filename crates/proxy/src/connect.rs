@@ -1,0 +1,196 @@
+//! Opening connections to upstreams: name resolution, the connect timeout, `TCP_NODELAY`,
+//! TCP metrics, and errors that say which of those failed. [`Connector`] plugs the same
+//! logic into the pooled HTTP client.
+
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use hyper_util::{client::legacy::connect::Connected, rt::TokioIo};
+use tokio::net::TcpStream;
+
+use crate::{
+    config::Authority,
+    io::Counted,
+    metrics::{Direction, Peer, Registry, TcpLabels, TcpMetrics, Tls},
+};
+
+/// What kind of failure a [`ConnectError`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectErrorKind {
+    /// The name did not resolve to any address.
+    Resolve,
+    /// The peer refused the connection.
+    Refused,
+    /// The connect timeout passed.
+    Timeout,
+    /// Anything else (unreachable, reset, ...).
+    Other,
+}
+
+/// A connection to `target` could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("connecting to {target}{}", match kind {
+    ConnectErrorKind::Resolve => " (name did not resolve)",
+    ConnectErrorKind::Refused => " (refused)",
+    ConnectErrorKind::Timeout => " (timed out)",
+    ConnectErrorKind::Other => "",
+})]
+pub struct ConnectError {
+    /// The target, as configured.
+    pub target: String,
+    /// What failed.
+    pub kind: ConnectErrorKind,
+    /// The underlying error, if any.
+    #[source]
+    pub source: Option<io::Error>,
+}
+
+/// Opens TCP connections to one target.
+#[derive(Clone)]
+pub struct Connector {
+    target: Authority,
+    timeout: Duration,
+    /// Resolved once: connections to the same target share one counter set.
+    metrics: Arc<TcpMetrics>,
+}
+
+impl Connector {
+    /// A connector to `target`, counting its connections as `direction`/`peer="dst"`.
+    pub fn new(
+        target: Authority,
+        timeout: Duration,
+        direction: Direction,
+        registry: &Registry,
+    ) -> Self {
+        let metrics = registry.tcp(TcpLabels {
+            direction,
+            peer: Peer::Dst,
+            target_addr: target.to_string().into(),
+            tls: Tls::NOT_PROVIDED_BY_DISCOVERY,
+        });
+        Self {
+            target,
+            timeout,
+            metrics,
+        }
+    }
+
+    /// The target this connector opens connections to.
+    pub fn target(&self) -> &Authority {
+        &self.target
+    }
+
+    /// Opens a plain connection (not yet counted).
+    pub async fn connect_raw(&self) -> Result<(TcpStream, SocketAddr), ConnectError> {
+        let err = |kind, source| ConnectError {
+            target: self.target.to_string(),
+            kind,
+            source,
+        };
+        let addrs: Vec<SocketAddr> = match self.target.socket_addr() {
+            Some(addr) => vec![addr],
+            None => {
+                let lookup = tokio::net::lookup_host((&*self.target.host, self.target.port));
+                match tokio::time::timeout(self.timeout, lookup).await {
+                    Ok(Ok(addrs)) => addrs.collect(),
+                    Ok(Err(e)) => return Err(err(ConnectErrorKind::Resolve, Some(e))),
+                    Err(_) => return Err(err(ConnectErrorKind::Timeout, None)),
+                }
+            }
+        };
+        let Some(&addr) = addrs.first() else {
+            return Err(err(ConnectErrorKind::Resolve, None));
+        };
+        match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                // Latency matters more than packet count for proxied request/response traffic.
+                let _ = stream.set_nodelay(true);
+                Ok((stream, addr))
+            }
+            Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                Err(err(ConnectErrorKind::Refused, Some(e)))
+            }
+            Ok(Err(e)) => Err(err(ConnectErrorKind::Other, Some(e))),
+            Err(_) => Err(err(ConnectErrorKind::Timeout, None)),
+        }
+    }
+
+    /// Counts an already opened connection.
+    pub fn count(&self, stream: TcpStream) -> Counted<TcpStream> {
+        Counted::new(stream, self.metrics.clone())
+    }
+
+    /// Opens and counts a connection.
+    pub async fn connect(&self) -> Result<Counted<TcpStream>, ConnectError> {
+        let (stream, _) = self.connect_raw().await?;
+        Ok(self.count(stream))
+    }
+}
+
+/// A pooled client's connection: the counted stream, adapted to hyper.
+pub struct ClientIo(TokioIo<Counted<TcpStream>>);
+
+impl hyper_util::client::legacy::connect::Connection for ClientIo {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl hyper::rt::Read for ClientIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for ClientIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+}
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = ClientIo;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<ClientIo, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Ignores the URI: a connector belongs to one target, whatever authority a request names.
+    fn call(&mut self, _uri: http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.connect().await.map(|io| ClientIo(TokioIo::new(io))) })
+    }
+}

@@ -1,0 +1,422 @@
+//! The HTTP proxy service: for each request, pick the backend, count the request, clean the
+//! headers (RFC 9110 §7.6.1), forward it over the pooled client, and answer with the
+//! upstream's response — or with a labelled [`ProxyError`] when forwarding failed.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+};
+
+use ferry_api::ProxyErrorReason;
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+use crate::{
+    backend::Backend,
+    body::{Recorder, ResponseBody},
+    config::Authority,
+    errors::ProxyError,
+    listener::Side,
+    metrics::{ErrorKind, HttpLabels, HttpMetrics},
+};
+
+/// Where a connection's requests go.
+pub enum Dest {
+    /// One backend. `authority` fixes the metrics' `authority` label (upstream listeners,
+    /// whose logical name is the target); `None` labels by each request's authority.
+    Fixed {
+        /// The backend.
+        backend: Arc<Backend>,
+        /// The fixed authority label, if any.
+        authority: Option<Arc<str>>,
+    },
+    /// By each request's authority, or by the connection's original destination.
+    ByAuthority {
+        /// `SO_ORIGINAL_DST`, when the connection was redirected to the proxy.
+        orig_dst: Option<SocketAddr>,
+    },
+}
+
+/// A request authority and the backend and metrics it resolved to.
+type Resolved = (Box<str>, Arc<Backend>, Arc<HttpMetrics>);
+
+/// The service serving one accepted HTTP connection.
+#[derive(Clone)]
+pub struct HttpService(Arc<Conn>);
+
+struct Conn {
+    side: Arc<Side>,
+    dest: Dest,
+    /// The last request's authority and what it resolved to: most connections send one
+    /// authority, so this skips the registry lookup on every request after the first.
+    last: Mutex<Option<Resolved>>,
+}
+
+impl HttpService {
+    /// The service for one connection.
+    pub fn new(side: Arc<Side>, dest: Dest) -> Self {
+        Self(Arc::new(Conn {
+            side,
+            dest,
+            last: Mutex::new(None),
+        }))
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for HttpService {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let conn = self.0.clone();
+        Box::pin(async move { Ok(conn.handle(req).await) })
+    }
+}
+
+impl Conn {
+    async fn handle(&self, mut req: Request<Incoming>) -> Response<ResponseBody> {
+        let start = Instant::now();
+        let grpc = is_grpc(req.headers());
+        let authority = request_authority(&req);
+        let (backend, metrics) = match self.route(authority.as_deref()) {
+            Ok(route) => route,
+            Err(e) => {
+                let labels = HttpLabels {
+                    direction: self.side.direction,
+                    authority: authority.as_deref().unwrap_or("").into(),
+                    target_addr: "".into(),
+                    tls: self.side.tls.clone(),
+                };
+                let metrics = self.side.registry.http(labels);
+                metrics.request();
+                return self.fail(&metrics, e, grpc, start);
+            }
+        };
+        metrics.request();
+
+        if let Err(e) = prepare_request(&mut req, backend.target(), authority.as_deref()) {
+            return self.fail(&metrics, e, grpc, start);
+        }
+        let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+
+        let mut rsp = match backend.client(req.version()).request(req).await {
+            Ok(rsp) => rsp,
+            Err(e) => {
+                return self.fail(
+                    &metrics,
+                    ProxyError::from_client(&e, &backend.target_label),
+                    grpc,
+                    start,
+                )
+            }
+        };
+
+        if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut rsp);
+                self.side.tracker.spawn(async move {
+                    let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade)
+                    else {
+                        tracing::debug!("upgrade abandoned by one side");
+                        return;
+                    };
+                    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                    if let Err(error) =
+                        tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                    {
+                        tracing::debug!(%error, "upgraded connection ended");
+                    }
+                });
+            }
+        } else {
+            strip_hop_by_hop(rsp.headers_mut(), false);
+        }
+        let status = rsp.status().as_u16();
+        let recorder = Recorder::new(metrics, start.elapsed(), status, grpc, rsp.headers());
+        rsp.map(|body| ResponseBody::upstream(body, recorder))
+    }
+
+    /// Finds the backend and metrics for a request with `authority`.
+    fn route(
+        &self,
+        authority: Option<&str>,
+    ) -> Result<(Arc<Backend>, Arc<HttpMetrics>), ProxyError> {
+        let key = authority.unwrap_or("");
+        {
+            let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((a, b, m)) = last.as_ref() {
+                if &**a == key
+                    || matches!(
+                        self.dest,
+                        Dest::Fixed {
+                            authority: Some(_),
+                            ..
+                        }
+                    )
+                {
+                    return Ok((b.clone(), m.clone()));
+                }
+            }
+        }
+        let (backend, label) = match &self.dest {
+            Dest::Fixed {
+                backend,
+                authority: fixed,
+            } => (backend.clone(), fixed.clone().unwrap_or_else(|| key.into())),
+            Dest::ByAuthority { orig_dst } => {
+                let target = match orig_dst {
+                    Some(addr) => Authority::from(*addr),
+                    None => parse_authority(authority)?,
+                };
+                if target
+                    .socket_addr()
+                    .is_some_and(|a| self.side.is_own_listener(a))
+                {
+                    return Err(ProxyError::new(
+                        ProxyErrorReason::LoopDetected,
+                        format!("{target} is this proxy's own listener"),
+                    ));
+                }
+                (self.side.backends.get(&target), key.into())
+            }
+        };
+        let metrics = self.side.registry.http(HttpLabels {
+            direction: self.side.direction,
+            authority: label,
+            target_addr: backend.target_label.clone(),
+            tls: self.side.tls.clone(),
+        });
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((key.into(), backend.clone(), metrics.clone()));
+        Ok((backend, metrics))
+    }
+
+    fn fail(
+        &self,
+        metrics: &Arc<HttpMetrics>,
+        err: ProxyError,
+        grpc: bool,
+        start: Instant,
+    ) -> Response<ResponseBody> {
+        let close = err.reason == ProxyErrorReason::MalformedRequest;
+        tracing::debug!(direction = self.side.direction.as_str(), error = %err, "proxy error response");
+        self.side
+            .registry
+            .error(self.side.direction, ErrorKind::Http, err.reason);
+        let (mut rsp, status, _) = err.to_response(grpc);
+        if close && !grpc {
+            // After a malformed request the stream's framing cannot be trusted: end it.
+            rsp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let recorder = Recorder::new(
+            metrics.clone(),
+            start.elapsed(),
+            status,
+            grpc,
+            rsp.headers(),
+        )
+        .proxy_error(err.reason);
+        rsp.map(|body| ResponseBody::proxy(body, Some(recorder)))
+    }
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The authority a request names: `:authority`/absolute-form first, else `Host`.
+fn request_authority(req: &Request<Incoming>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_ascii_lowercase());
+    }
+    let host = req.headers().get(header::HOST)?.to_str().ok()?;
+    Some(host.to_ascii_lowercase())
+}
+
+fn parse_authority(authority: Option<&str>) -> Result<Authority, ProxyError> {
+    let Some(a) = authority.filter(|a| !a.is_empty()) else {
+        return Err(ProxyError::new(
+            ProxyErrorReason::NoRoute,
+            "the request names no authority and the connection has no original destination",
+        ));
+    };
+    let has_port = if a.starts_with('[') {
+        !a.ends_with(']')
+    } else {
+        a.contains(':')
+    };
+    let with_port = if has_port {
+        a.to_string()
+    } else {
+        format!("{a}:80")
+    };
+    with_port.parse().map_err(|_| {
+        ProxyError::new(
+            ProxyErrorReason::NoRoute,
+            format!("authority {a:?} is not a routable host:port"),
+        )
+    })
+}
+
+fn wants_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && connection_has(req.headers(), "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Readies a request for the upstream hop: checks its framing, removes hop-by-hop headers
+/// and gives the client the absolute URI it needs (the wire form stays origin-form).
+fn prepare_request(
+    req: &mut Request<Incoming>,
+    target: &Authority,
+    authority: Option<&str>,
+) -> Result<(), ProxyError> {
+    let malformed = |detail: &str| ProxyError::new(ProxyErrorReason::MalformedRequest, detail);
+    if req.version() == Version::HTTP_11
+        && !req.headers().contains_key(header::HOST)
+        && req.uri().authority().is_none()
+    {
+        return Err(malformed("HTTP/1.1 request without a Host header"));
+    }
+    if req.headers().get_all(header::HOST).iter().count() > 1 {
+        return Err(malformed("more than one Host header"));
+    }
+    let upgrade = wants_upgrade(req);
+    strip_hop_by_hop(req.headers_mut(), upgrade);
+    if req.version() != Version::HTTP_2 && req.uri().authority().is_none() {
+        let authority = authority
+            .map(str::to_owned)
+            .unwrap_or_else(|| target.to_string());
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|e| malformed(&format!("invalid request target: {e}")))?;
+        *req.uri_mut() = uri;
+    }
+    Ok(())
+}
+
+/// Removes the headers that describe one connection, not the message (RFC 9110 §7.6.1),
+/// including those the `Connection` header names. For an upgrade, `Upgrade` and
+/// `Connection: upgrade` are what carry it across, so they stay.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    for name in &named {
+        if keep_upgrade && name == "upgrade" {
+            continue;
+        }
+        // Never let a client strip headers the message needs to be understood.
+        if matches!(
+            name.as_str(),
+            "host" | "content-length" | "content-type" | "te"
+        ) {
+            continue;
+        }
+        headers.remove(name.as_str());
+    }
+    for name in ["keep-alive", "proxy-connection", "transfer-encoding"] {
+        headers.remove(name);
+    }
+    let te_trailers = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    headers.remove(header::TE);
+    if te_trailers {
+        // gRPC requires `te: trailers`, the one TE value HTTP/2 allows.
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    headers.remove(header::CONNECTION);
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Secret, close"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("x-app", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["te", "x-app"]);
+
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Upgrade"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("te", HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert!(!h.contains_key("te"));
+    }
+
+    #[test]
+    fn parses_authorities_with_default_port() {
+        assert_eq!(
+            parse_authority(Some("web.local")).unwrap().to_string(),
+            "web.local:80"
+        );
+        assert_eq!(
+            parse_authority(Some("127.0.0.1:81")).unwrap().to_string(),
+            "127.0.0.1:81"
+        );
+        assert_eq!(
+            parse_authority(Some("[::1]:81")).unwrap().to_string(),
+            "[::1]:81"
+        );
+        assert_eq!(
+            parse_authority(Some("[::1]")).unwrap().to_string(),
+            "[::1]:80"
+        );
+        assert_eq!(
+            parse_authority(None).unwrap_err().reason,
+            ProxyErrorReason::NoRoute
+        );
+        assert_eq!(
+            parse_authority(Some("a b")).unwrap_err().reason,
+            ProxyErrorReason::NoRoute
+        );
+    }
+}

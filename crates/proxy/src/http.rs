@@ -1,0 +1,75 @@
+//! Serving an accepted HTTP connection with hyper, with hardened limits set explicitly (see
+//! `docs/proxy.md`), and shutting it down gracefully when the drain starts.
+
+use std::time::Duration;
+
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::{forward::HttpService, listener::Side, metrics::Protocol};
+
+/// Most header fields an HTTP/1 request may carry; more is answered with 431.
+pub const MAX_HEADERS: usize = 100;
+/// Largest HTTP/1 request head (request line and headers), in bytes; more is answered with 431.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+/// Largest HTTP/2 header list, in bytes (also bounds CONTINUATION floods).
+pub const MAX_HEADER_LIST_BYTES: u32 = 32 * 1024;
+/// Most concurrent streams an HTTP/2 client may open on one connection.
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Most streams a client may reset before the server sees them (rapid reset, CVE-2023-44487).
+pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 32;
+/// Most streams the server may reset for protocol errors before closing the connection.
+pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 256;
+/// How often an idle HTTP/2 connection is pinged, and how long a ping may go unanswered.
+pub const H2_KEEPALIVE: Duration = Duration::from_secs(20);
+
+/// Serves `io` as `protocol` until the client closes or the drain finishes it.
+pub async fn serve<I>(protocol: Protocol, io: I, svc: HttpService, side: &Side)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    let result = match protocol {
+        Protocol::Http2 => {
+            let conn = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+                .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
+                .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
+                .max_header_list_size(MAX_HEADER_LIST_BYTES)
+                .keep_alive_interval(H2_KEEPALIVE)
+                .keep_alive_timeout(H2_KEEPALIVE)
+                .serve_connection(io, svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = side.drain.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+        _ => {
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(side.timeouts.header_read)
+                .max_headers(MAX_HEADERS)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .keep_alive(true)
+                .serve_connection(io, svc)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = side.drain.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "http connection ended with an error");
+    }
+}

@@ -1,0 +1,194 @@
+//! Byte streams the proxy wraps around sockets: [`Counted`] counts bytes and the
+//! connection's life into TCP metrics; [`Rewind`] replays bytes read during detection.
+
+use std::{
+    io::{self, IoSlice},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::metrics::TcpMetrics;
+
+pin_project_lite::pin_project! {
+    /// A stream whose reads and writes are counted; opening and dropping it counts the
+    /// connection as opened and closed.
+    pub struct Counted<T> {
+        #[pin]
+        inner: T,
+        metrics: Arc<TcpMetrics>,
+    }
+
+    impl<T> PinnedDrop for Counted<T> {
+        fn drop(this: Pin<&mut Self>) {
+            this.metrics.close();
+        }
+    }
+}
+
+impl<T> Counted<T> {
+    /// Wraps `inner`, counting it as a newly opened connection.
+    pub fn new(inner: T, metrics: Arc<TcpMetrics>) -> Self {
+        metrics.open();
+        Self { inner, metrics }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Counted<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let ready = this.inner.poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = ready {
+            this.metrics.read(buf.filled().len() - before);
+        }
+        ready
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Counted<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let ready = this.inner.poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = ready {
+            this.metrics.write(n);
+        }
+        ready
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let ready = this.inner.poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = ready {
+            this.metrics.write(n);
+        }
+        ready
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream that first yields `prefix` (bytes already read from `inner`), then reads on.
+    pub struct Rewind<T> {
+        prefix: Bytes,
+        #[pin]
+        inner: T,
+    }
+}
+
+impl<T> Rewind<T> {
+    /// Replays `prefix` before reading from `inner`.
+    pub fn new(prefix: Bytes, inner: T) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Rewind<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        if this.prefix.has_remaining() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        this.inner.poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Rewind<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn rewind_replays_then_reads_and_counts() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let metrics = Arc::new(TcpMetrics::default());
+        let mut io = Rewind::new(
+            Bytes::from_static(b"GET "),
+            Counted::new(a, metrics.clone()),
+        );
+        b.write_all(b"/ HTTP/1.1").await.unwrap();
+        drop(b);
+        let mut all = String::new();
+        io.read_to_string(&mut all).await.unwrap();
+        assert_eq!(all, "GET / HTTP/1.1");
+        assert_eq!(
+            metrics.snapshot(),
+            (10, 1, 0),
+            "only bytes from the socket are counted"
+        );
+        drop(io);
+        assert_eq!(
+            metrics.snapshot(),
+            (10, 1, 1),
+            "dropping the stream counts a close"
+        );
+    }
+}

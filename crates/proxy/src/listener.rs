@@ -1,0 +1,104 @@
+//! Listeners and the per-direction context their connections share: accept, register the
+//! connection, and hand it to [`serve`](crate::serve) on a tracked task so drain can wait.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    backend::{Backend, Backends},
+    config::Timeouts,
+    metrics::{Direction, Registry, Tls},
+    state::Connections,
+};
+
+/// What one side of the proxy (inbound or outbound) shares across its connections.
+pub struct Side {
+    /// Inbound or outbound.
+    pub direction: Direction,
+    /// Where metrics go.
+    pub registry: Arc<Registry>,
+    /// TLS status label of accepted connections.
+    pub tls: Tls,
+    /// Backends by target, pooled across connections and listeners of this side.
+    pub backends: Arc<Backends>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Target ports that skip detection.
+    pub opaque_ports: Arc<[u16]>,
+    /// Every address the proxy listens on, to refuse forwarding to itself.
+    pub own_listeners: Arc<[SocketAddr]>,
+    /// Open connections, for `/state`.
+    pub connections: Arc<Connections>,
+    /// Connections and tunnels in flight; drain waits for them.
+    pub tracker: TaskTracker,
+    /// Cancelled when the drain starts.
+    pub drain: CancellationToken,
+}
+
+impl Side {
+    /// Whether `addr` is one of the proxy's own listeners.
+    pub fn is_own_listener(&self, addr: SocketAddr) -> bool {
+        self.own_listeners.iter().any(|l| {
+            l.port() == addr.port()
+                && (l.ip() == addr.ip() || (l.ip().is_unspecified() && addr.ip().is_loopback()))
+        })
+    }
+}
+
+/// What a listener does with its connections.
+pub enum ListenerKind {
+    /// Traffic for the application: forwarded to it (or, when redirected by iptables, to
+    /// the original destination port on the application's address).
+    Inbound {
+        /// The application.
+        forward: Arc<Backend>,
+    },
+    /// The application's traffic, routed by authority or original destination.
+    Outbound,
+    /// The application's traffic to one configured target.
+    Upstream {
+        /// The target.
+        backend: Arc<Backend>,
+        /// The target's name: the `authority` label of its requests.
+        authority: Arc<str>,
+    },
+}
+
+impl ListenerKind {
+    /// The kind's name in `/state` and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Inbound { .. } => "inbound",
+            Self::Outbound => "outbound",
+            Self::Upstream { .. } => "upstream",
+        }
+    }
+}
+
+/// Accepts connections until the drain starts, then drops the listener so that new
+/// connections are refused.
+pub async fn accept_loop(listener: TcpListener, kind: ListenerKind, side: Arc<Side>) {
+    let kind = Arc::new(kind);
+    loop {
+        let accepted = tokio::select! {
+            _ = side.drain.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((sock, peer)) => {
+                let _ = sock.set_nodelay(true);
+                let (side2, kind) = (side.clone(), kind.clone());
+                side.tracker
+                    .spawn(crate::serve::serve(side2, kind, sock, peer));
+            }
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, listener = kind.name(), "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    tracing::debug!(listener = kind.name(), "stopped accepting");
+}

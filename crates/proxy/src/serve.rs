@@ -1,0 +1,170 @@
+//! One accepted connection, start to end: find where its bytes would go, detect the
+//! protocol, then serve it as HTTP or forward it as opaque TCP.
+//!
+//! Server-speaks-first protocols (MySQL, SMTP, ...) must not wait on detection. When a
+//! client has sent nothing within [`SPEAK_FIRST_WINDOW`] and the connection's target is
+//! known, the proxy connects to the target and forwards whichever side speaks first: bytes
+//! from the server mean opaque TCP at once. The added delay for such protocols is at most
+//! the window plus one connect.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::BytesMut;
+use tokio::{io::AsyncReadExt, net::TcpStream, time::Instant};
+use tracing::Instrument;
+
+use crate::{
+    backend::Backend,
+    config::Authority,
+    detect::{detect, Detected},
+    forward::{Dest, HttpService},
+    io::{Counted, Rewind},
+    listener::{ListenerKind, Side},
+    metrics::{Peer, Protocol, TcpLabels},
+    orig_dst::original_dst,
+    state::ConnGuard,
+};
+
+/// How long a silent client may take before the proxy connects ahead to hear whether the
+/// server speaks first. HTTP and TLS clients send their first bytes immediately.
+pub const SPEAK_FIRST_WINDOW: Duration = Duration::from_millis(10);
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(side: Arc<Side>, kind: Arc<ListenerKind>, sock: TcpStream, peer: SocketAddr) {
+    let Ok(local) = sock.local_addr() else { return };
+    let orig_dst = match *kind {
+        ListenerKind::Upstream { .. } => None,
+        _ => original_dst(&sock),
+    };
+    let target: Option<Arc<Backend>> = match (&*kind, orig_dst) {
+        // Redirected inbound traffic goes to the port the client asked for, on the app's host.
+        (ListenerKind::Inbound { forward }, Some(orig)) => Some(side.backends.get(
+            &Authority::from(SocketAddr::new(forward.target_ip(), orig.port())),
+        )),
+        (ListenerKind::Inbound { forward }, None) => Some(forward.clone()),
+        (ListenerKind::Upstream { backend, .. }, _) => Some(backend.clone()),
+        (ListenerKind::Outbound, orig) => orig.map(|o| side.backends.get(&Authority::from(o))),
+    };
+    let target_label: Arc<str> = match &target {
+        Some(b) => b.target_label.clone(),
+        None => local.to_string().into(),
+    };
+    let metrics = side.registry.tcp(TcpLabels {
+        direction: side.direction,
+        peer: Peer::Src,
+        target_addr: target_label.clone(),
+        tls: side.tls.clone(),
+    });
+    let io = Counted::new(sock, metrics);
+    let guard = side.connections.register(
+        kind.name(),
+        local,
+        peer,
+        target.as_ref().map(|b| b.target_label.clone()),
+    );
+    let span = tracing::debug_span!("conn", listener = kind.name(), %peer, target = %target_label);
+    dispatch(side, kind, io, target, orig_dst, &guard)
+        .instrument(span)
+        .await;
+    drop(guard);
+}
+
+/// Detects the protocol of an accepted, counted connection and serves it.
+async fn dispatch(
+    side: Arc<Side>,
+    kind: Arc<ListenerKind>,
+    mut io: Counted<TcpStream>,
+    target: Option<Arc<Backend>>,
+    orig_dst: Option<SocketAddr>,
+    guard: &ConnGuard,
+) {
+    let opaque_port = target
+        .as_ref()
+        .is_some_and(|b| side.opaque_ports.contains(&b.target().port));
+    let mut buf = BytesMut::new();
+    let (detected, early) = if opaque_port {
+        (Detected::Protocol(Protocol::Opaque), None)
+    } else {
+        match detect_or_race(&mut io, &mut buf, target.as_deref(), &side).await {
+            Ok(d) => d,
+            Err(error) => {
+                tracing::debug!(%error, "connection failed during detection");
+                return;
+            }
+        }
+    };
+    let Detected::Protocol(protocol) = detected else {
+        return;
+    };
+    side.registry.detected(side.direction, protocol);
+    guard.set_protocol(protocol);
+    let io = Rewind::new(buf.freeze(), io);
+
+    match protocol {
+        Protocol::Http1 | Protocol::Http2 => {
+            let dest = match (&*kind, target) {
+                (ListenerKind::Upstream { backend, authority }, _) => Dest::Fixed {
+                    backend: backend.clone(),
+                    authority: Some(authority.clone()),
+                },
+                (ListenerKind::Inbound { .. }, Some(backend)) => Dest::Fixed {
+                    backend,
+                    authority: None,
+                },
+                _ => Dest::ByAuthority { orig_dst },
+            };
+            let svc = HttpService::new(side.clone(), dest);
+            crate::http::serve(protocol, io, svc, &side).await;
+        }
+        Protocol::Tls | Protocol::Opaque => {
+            crate::tcp::forward(io, target.as_deref(), early, &side).await
+        }
+    }
+}
+
+/// Detects the protocol; for a silent client with a known target, races the client's
+/// first bytes against the server's. Returns the upstream connection when one was opened
+/// and is still of use.
+async fn detect_or_race(
+    io: &mut Counted<TcpStream>,
+    buf: &mut BytesMut,
+    target: Option<&Backend>,
+    side: &Side,
+) -> std::io::Result<(Detected, Option<Counted<TcpStream>>)> {
+    let deadline = Instant::now() + side.timeouts.detect;
+    let Some(backend) = target else {
+        return Ok((detect(io, buf, deadline).await?, None));
+    };
+    // Reads (not readiness, which may be spurious) decide who spoke: a read is cancel-safe.
+    match tokio::time::timeout(SPEAK_FIRST_WINDOW, io.read_buf(buf)).await {
+        Ok(Ok(0)) => return Ok((Detected::Closed, None)),
+        Ok(Ok(_)) => return Ok((detect(io, buf, deadline).await?, None)),
+        Ok(Err(e)) => return Err(e),
+        Err(_silent) => tracing::trace!("client silent; connecting ahead"),
+    }
+    let Ok((upstream, _)) = backend.connector().connect_raw().await else {
+        // Nobody to hear from: wait for the client, and report the failure when forwarding.
+        return Ok((detect(io, buf, deadline).await?, None));
+    };
+    let mut peek = [0u8; 1];
+    tokio::select! {
+        read = io.read_buf(buf) => {
+            if read? == 0 {
+                return Ok((Detected::Closed, None));
+            }
+            let detected = detect(io, buf, deadline).await?;
+            // A client that turns out to speak opaque bytes keeps the connection opened for it.
+            let keep = matches!(detected, Detected::Protocol(Protocol::Opaque | Protocol::Tls));
+            Ok((detected, keep.then(|| backend.connector().count(upstream))))
+        }
+        peeked = upstream.peek(&mut peek) => {
+            // Bytes, or the server closing: either way the server acted first.
+            peeked?;
+            tracing::debug!("server spoke first");
+            Ok((Detected::Protocol(Protocol::Opaque), Some(backend.connector().count(upstream))))
+        }
+        _ = tokio::time::sleep_until(deadline) => {
+            Ok((Detected::Protocol(Protocol::Opaque), Some(backend.connector().count(upstream))))
+        }
+    }
+}

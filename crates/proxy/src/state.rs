@@ -1,0 +1,163 @@
+//! What the proxy is doing right now, for `/state`: its listeners, open connections and
+//! known backends. Connections register on accept and leave on drop.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Instant,
+};
+
+use serde::Serialize;
+
+use crate::{backend::BackendState, metrics::Protocol};
+
+/// One listener as `/state` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ListenerState {
+    /// `inbound`, `outbound`, `upstream` or `admin`.
+    pub kind: &'static str,
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// Where its traffic goes, when fixed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+struct ConnEntry {
+    listener: &'static str,
+    local: SocketAddr,
+    peer: SocketAddr,
+    target: Option<Arc<str>>,
+    protocol: Option<Protocol>,
+    opened: Instant,
+}
+
+/// The open connections of one proxy.
+#[derive(Default)]
+pub struct Connections {
+    next: AtomicU64,
+    map: Mutex<HashMap<u64, ConnEntry>>,
+}
+
+/// Keeps a connection listed until dropped.
+pub struct ConnGuard {
+    id: u64,
+    conns: Arc<Connections>,
+}
+
+impl Connections {
+    /// Lists a newly accepted connection.
+    pub fn register(
+        self: &Arc<Self>,
+        listener: &'static str,
+        local: SocketAddr,
+        peer: SocketAddr,
+        target: Option<Arc<str>>,
+    ) -> ConnGuard {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let entry = ConnEntry {
+            listener,
+            local,
+            peer,
+            target,
+            protocol: None,
+            opened: Instant::now(),
+        };
+        self.lock().insert(id, entry);
+        ConnGuard {
+            id,
+            conns: self.clone(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ConnEntry>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ConnGuard {
+    /// Records what detection decided.
+    pub fn set_protocol(&self, protocol: Protocol) {
+        if let Some(e) = self.conns.lock().get_mut(&self.id) {
+            e.protocol = Some(protocol);
+        }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.conns.lock().remove(&self.id);
+    }
+}
+
+/// One open connection as `/state` shows it.
+#[derive(Serialize)]
+struct ConnState {
+    id: u64,
+    listener: &'static str,
+    local: SocketAddr,
+    peer: SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+    protocol: Option<&'static str>,
+    age_ms: u128,
+}
+
+/// Everything `/state` reports.
+pub struct ProxyState {
+    /// The listeners, as bound.
+    pub listeners: Vec<ListenerState>,
+    /// Open connections.
+    pub connections: Arc<Connections>,
+    /// Set once `SIGTERM` (or the shutdown future) starts the drain.
+    pub draining: AtomicBool,
+    /// Backends of each direction.
+    pub backends: Vec<(&'static str, Arc<crate::backend::Backends>)>,
+    /// When the proxy started.
+    pub started: Instant,
+}
+
+/// The `/state` document.
+#[derive(Serialize)]
+struct StateDoc {
+    version: &'static str,
+    uptime_seconds: u64,
+    draining: bool,
+    listeners: Vec<ListenerState>,
+    connections: Vec<ConnState>,
+    backends: HashMap<&'static str, Vec<BackendState>>,
+}
+
+impl ProxyState {
+    /// Renders the `/state` document.
+    pub fn to_json(&self) -> String {
+        let mut connections: Vec<ConnState> = self
+            .connections
+            .lock()
+            .iter()
+            .map(|(&id, e)| ConnState {
+                id,
+                listener: e.listener,
+                local: e.local,
+                peer: e.peer,
+                target: e.target.as_deref().map(str::to_owned),
+                protocol: e.protocol.map(Protocol::as_str),
+                age_ms: e.opened.elapsed().as_millis(),
+            })
+            .collect();
+        connections.sort_by_key(|c| c.id);
+        let doc = StateDoc {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            draining: self.draining.load(Ordering::Relaxed),
+            listeners: self.listeners.clone(),
+            connections,
+            backends: self.backends.iter().map(|(d, b)| (*d, b.state())).collect(),
+        };
+        serde_json::to_string_pretty(&doc).expect("state serializes")
+    }
+}

@@ -1,0 +1,296 @@
+//! Errors the proxy makes: each is a proper response carrying `l5d-proxy-error` and
+//! `ferry-proxy-error`, counted apart from application failures; bad framing never reaches
+//! the application.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use ferry_proxy::Config;
+use ferry_testkit::{
+    client, metric,
+    server::{full, TestServer},
+};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{Pair, Proxy};
+
+fn assert_labelled(rsp: &client::Reply, status: StatusCode, reason: &str) {
+    assert_eq!(rsp.status, status, "{}", rsp.text());
+    assert_eq!(rsp.headers["l5d-proxy-error"], reason);
+    assert_eq!(rsp.headers["ferry-proxy-error"], reason);
+    assert!(
+        rsp.text().starts_with(&format!("ferry-proxy: {reason}: ")),
+        "{}",
+        rsp.text()
+    );
+}
+
+/// A server recording every request line and header block it receives.
+async fn recording_app() -> (TestServer, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = TestServer::http(move |req: Request<hyper::body::Incoming>| {
+        let log = log.clone();
+        async move {
+            let mut line = format!("{} {}", req.method(), req.uri().path());
+            for (k, v) in req.headers() {
+                line.push_str(&format!(" {k}={}", v.to_str().unwrap_or("?")));
+            }
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            line.push_str(&format!(" body={:?}", String::from_utf8_lossy(&body)));
+            log.lock().unwrap().push(line);
+            Response::new(full("ok"))
+        }
+    })
+    .await;
+    (app, seen)
+}
+
+#[tokio::test]
+async fn a_dead_application_gets_a_labelled_502_and_the_proxies_keep_running() {
+    let (app, _) = recording_app().await;
+    let app_addr = app.addr;
+    let pair = Pair::to(app_addr).await;
+    assert_eq!(
+        client::get(&pair.url("/")).await.unwrap().status,
+        StatusCode::OK
+    );
+    drop(app);
+
+    let rsp = client::get(&pair.url("/")).await.unwrap();
+    assert_labelled(&rsp, StatusCode::BAD_GATEWAY, "connect-refused");
+    let b = pair
+        .b
+        .wait_metric(
+            "inbound_http_errors_total",
+            &[("error", "connect-refused")],
+            1.0,
+        )
+        .await;
+    assert_eq!(
+        metric(
+            &b,
+            "response_total",
+            &[
+                ("direction", "inbound"),
+                ("status_code", "502"),
+                ("error", "connect-refused")
+            ]
+        ),
+        Some(1.0)
+    );
+    // A forwarded B's answer as is: for A it is the peer's response, not an error of its own.
+    let a = pair
+        .a
+        .wait_metric(
+            "response_total",
+            &[("direction", "outbound"), ("status_code", "502")],
+            1.0,
+        )
+        .await;
+    assert_eq!(metric(&a, "outbound_http_errors_total", &[]), None);
+
+    // The application comes back on the same port: traffic flows again.
+    let listener = tokio::net::TcpListener::bind(app_addr).await.unwrap();
+    let _app = TestServer::http_on_listener(listener, |_req| async { Response::new(full("back")) });
+    let rsp = client::get(&pair.url("/")).await.unwrap();
+    assert_eq!(rsp.text(), "back");
+}
+
+#[tokio::test]
+async fn a_dead_peer_proxy_is_reported_by_the_client_proxy_and_grpc_callers_get_a_status() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let a = Proxy::upstreams(&[&dead]).await;
+    let rsp = client::get(&a.upstream_url("/")).await.unwrap();
+    assert_labelled(&rsp, StatusCode::BAD_GATEWAY, "connect-refused");
+
+    let req = Request::post(a.upstream_url("/emojivoto.v1.EmojiService/ListAll"))
+        .version(Version::HTTP_2)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::default())
+        .unwrap();
+    let rsp = client::send(&client::h2c(), req).await.unwrap();
+    assert_eq!(rsp.status, StatusCode::OK);
+    assert_eq!(rsp.headers["grpc-status"], "14", "UNAVAILABLE");
+    assert_eq!(rsp.headers["l5d-proxy-error"], "connect-refused");
+    assert!(rsp.headers["grpc-message"]
+        .to_str()
+        .unwrap()
+        .contains(&dead));
+    let m = a
+        .wait_metric(
+            "outbound_http_errors_total",
+            &[("error", "connect-refused")],
+            2.0,
+        )
+        .await;
+    assert_eq!(
+        metric(
+            &m,
+            "response_total",
+            &[
+                ("grpc_status", "14"),
+                ("classification", "failure"),
+                ("error", "connect-refused")
+            ]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_connect_that_hangs_times_out_with_504() {
+    // A listener whose accept queue is full: further SYNs are dropped, connects hang.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            fillers.push(s);
+        }
+    }
+    let mut config = Config::for_tests("127.0.0.1:9".parse().unwrap());
+    config.timeouts.connect = Duration::from_millis(300);
+    config.upstreams = vec![format!("127.0.0.1:0={addr}").parse().unwrap()];
+    let a = Proxy::start(config).await;
+    let rsp = client::get(&a.upstream_url("/")).await.unwrap();
+    assert_labelled(&rsp, StatusCode::GATEWAY_TIMEOUT, "connect-timeout");
+    drop(listener);
+}
+
+#[tokio::test]
+async fn generic_outbound_without_a_destination_is_no_route_and_self_loops_are_refused() {
+    let (app, seen) = recording_app().await;
+    let proxy = Proxy::inbound_to(app.addr).await;
+
+    // Routed by authority: reaches the app.
+    let rsp = client::get(&format!("http://{}/by-host", proxy.outbound)).await;
+    // The request's Host is the outbound listener itself: a loop, refused.
+    assert_labelled(&rsp.unwrap(), StatusCode::LOOP_DETECTED, "loop-detected");
+    let req = Request::get(format!("http://{}/by-host", proxy.outbound))
+        .header("host", app.addr.to_string())
+        .body(Full::default())
+        .unwrap();
+    let rsp = client::send(&client::http1(), req).await.unwrap();
+    assert_eq!(rsp.text(), "ok");
+    assert!(seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.starts_with("GET /by-host")));
+
+    // HTTP/1.0 without a Host and no original destination: nowhere to go.
+    let raw = raw_exchange(proxy.outbound, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert!(
+        raw.starts_with("HTTP/1.0 503") || raw.starts_with("HTTP/1.1 503"),
+        "{raw}"
+    );
+    assert!(raw.contains("l5d-proxy-error: no-route"), "{raw}");
+    let m = proxy
+        .wait_metric("outbound_http_errors_total", &[("error", "no-route")], 1.0)
+        .await;
+    assert_eq!(
+        metric(
+            &m,
+            "outbound_http_errors_total",
+            &[("error", "loop-detected")]
+        ),
+        Some(1.0)
+    );
+}
+
+/// Writes `request` on a fresh connection and reads until the proxy closes it, which it
+/// must do within 5 s.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(
+        read.is_ok(),
+        "the proxy kept the connection open after: {text}"
+    );
+    text
+}
+
+#[tokio::test]
+async fn smuggling_attempts_never_reach_the_application() {
+    let (app, seen) = recording_app().await;
+    let proxy = Proxy::inbound_to(app.addr).await;
+
+    // CL.TE: a front end honouring Content-Length would see one request; a back end honouring
+    // Transfer-Encoding would see a second, smuggled one.
+    let cl_te = b"POST /first HTTP/1.1\r\nHost: app\r\nContent-Length: 30\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nX: y\r\n\r\n";
+    let raw = raw_exchange(proxy.inbound, cl_te).await;
+    // Conflicting framing closes the connection after one response.
+    assert_eq!(raw.matches("HTTP/1.1 ").count(), 1, "{raw}");
+    // Differing Content-Length values, and a Transfer-Encoding that does not end in chunked.
+    for bad in [
+        &b"POST /dup HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"[..],
+        &b"POST /te HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: gzip\r\n\r\nxxxx"[..],
+        &b"POST /te2 HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"[..],
+    ] {
+        let raw = raw_exchange(proxy.inbound, bad).await;
+        assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    }
+    // HTTP/1.1 without Host is malformed.
+    let raw = raw_exchange(proxy.inbound, b"GET /nohost HTTP/1.1\r\n\r\n").await;
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    assert!(raw.contains("l5d-proxy-error: malformed-request"), "{raw}");
+
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        !seen.iter().any(|l| l.contains("smuggled")
+            || l.contains("/dup")
+            || l.contains("/te")
+            || l.contains("/nohost")),
+        "{seen:?}"
+    );
+    // The one request that got through was framed by Transfer-Encoding alone.
+    let first: Vec<_> = seen
+        .iter()
+        .filter(|l| l.starts_with("POST /first"))
+        .collect();
+    assert_eq!(first.len(), 1, "{seen:?}");
+    assert!(!first[0].contains("content-length="), "{seen:?}");
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused_with_431() {
+    let (app, seen) = recording_app().await;
+    let proxy = Proxy::inbound_to(app.addr).await;
+    let mut many = String::from("GET /many HTTP/1.1\r\nHost: app\r\n");
+    for i in 0..150 {
+        many.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let raw = raw_exchange(proxy.inbound, many.as_bytes()).await;
+    assert!(raw.starts_with("HTTP/1.1 431"), "{raw}");
+    let huge = format!(
+        "GET /huge HTTP/1.1\r\nHost: app\r\nx-big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let raw = raw_exchange(proxy.inbound, huge.as_bytes()).await;
+    assert!(raw.starts_with("HTTP/1.1 431"), "{raw}");
+    assert!(seen.lock().unwrap().is_empty());
+}

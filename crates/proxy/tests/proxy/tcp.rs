@@ -1,0 +1,152 @@
+//! Opaque TCP through a proxy pair: bytes both ways, half-close, servers that speak first,
+//! and opaque ports that skip detection.
+
+use std::time::{Duration, Instant};
+
+use ferry_proxy::Config;
+use ferry_testkit::{metric, server::TestServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{Pair, Proxy};
+
+/// Reads everything until the peer closes, then answers with how much it read.
+async fn count_then_reply() -> TestServer {
+    TestServer::tcp(|mut sock| async move {
+        let mut all = Vec::new();
+        let _ = sock.read_to_end(&mut all).await;
+        let _ = sock
+            .write_all(format!("read {} bytes", all.len()).as_bytes())
+            .await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn opaque_bytes_flow_with_half_close() {
+    let app = count_then_reply().await;
+    let pair = Pair::to(app.addr).await;
+    let mut sock = tokio::net::TcpStream::connect(pair.a.upstreams[0])
+        .await
+        .unwrap();
+    // Binary bytes: not HTTP, not TLS.
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    sock.write_all(&payload).await.unwrap();
+    sock.shutdown().await.unwrap();
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(10), sock.read_to_string(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, "read 100000 bytes");
+
+    let b = pair
+        .b
+        .wait_metric(
+            "tcp_close_total",
+            &[("direction", "inbound"), ("peer", "src")],
+            1.0,
+        )
+        .await;
+    assert_eq!(
+        metric(
+            &b,
+            "tcp_detect_total",
+            &[("direction", "inbound"), ("protocol", "opaque")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &b,
+            "tcp_read_bytes_total",
+            &[("direction", "inbound"), ("peer", "src")]
+        ),
+        Some(100_000.0)
+    );
+    assert_eq!(
+        metric(
+            &b,
+            "tcp_write_bytes_total",
+            &[("direction", "inbound"), ("peer", "src")]
+        ),
+        Some(17.0)
+    );
+    assert_eq!(
+        metric(&b, "request_total", &[]),
+        None,
+        "opaque traffic is not counted as requests"
+    );
+}
+
+#[tokio::test]
+async fn servers_that_speak_first_are_not_stalled() {
+    // Like MySQL or SMTP: a greeting before the client says anything, then an echo.
+    let app = TestServer::tcp(|mut sock| async move {
+        let _ = sock.write_all(b"220 ferry.test ESMTP ready\r\n").await;
+        let mut buf = [0u8; 64];
+        if let Ok(n) = sock.read(&mut buf).await {
+            let _ = sock.write_all(&buf[..n]).await;
+        }
+    })
+    .await;
+    let pair = Pair::to(app.addr).await;
+    let started = Instant::now();
+    let mut sock = tokio::net::TcpStream::connect(pair.a.upstreams[0])
+        .await
+        .unwrap();
+    let mut greeting = [0u8; 28];
+    tokio::time::timeout(Duration::from_secs(5), sock.read_exact(&mut greeting))
+        .await
+        .expect("greeting stalled")
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(&greeting, b"220 ferry.test ESMTP ready\r\n");
+    // Detection gives up on a silent client only after 10 s; the greeting must not wait for it.
+    assert!(waited < Duration::from_secs(2), "greeting took {waited:?}");
+    sock.write_all(b"EHLO me\r\n").await.unwrap();
+    let mut echo = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), sock.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo, b"EHLO me\r\n");
+    let a = pair.a.metrics().await;
+    assert_eq!(
+        metric(
+            &a,
+            "tcp_detect_total",
+            &[("direction", "outbound"), ("protocol", "opaque")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn opaque_ports_skip_detection() {
+    let app = count_then_reply().await;
+    let mut config = Config::for_tests(app.addr);
+    config.opaque_ports = vec![app.addr.port()];
+    let proxy = Proxy::start(config).await;
+    let mut sock = tokio::net::TcpStream::connect(proxy.inbound).await.unwrap();
+    // HTTP bytes, yet forwarded as opaque: the port says so.
+    sock.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    sock.shutdown().await.unwrap();
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(10), sock.read_to_string(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, "read 27 bytes");
+    let m = proxy.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "tcp_detect_total",
+            &[("direction", "inbound"), ("protocol", "opaque")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(metric(&m, "request_total", &[]), None);
+}

@@ -1,0 +1,143 @@
+//! Real processes for end-to-end tests: spawned with piped logs, their bound addresses read
+//! from `listener bound` log lines, and killed when dropped.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::Path,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+/// A running process and everything it has logged so far.
+pub struct Proc {
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+    name: String,
+}
+
+impl Proc {
+    /// Starts `bin` with `args` (and `envs`), logging as JSON so addresses can be read.
+    pub fn spawn(
+        bin: impl AsRef<Path>,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let bin = bin.as_ref();
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("spawning {}: {e}", bin.display()))?;
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let logs = logs.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        Ok(Self {
+            child,
+            logs,
+            name: bin
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Every line logged so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until a logged line contains `needle`.
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let r = crate::wait_until(timeout, needle, || async {
+            self.logs
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned()
+        })
+        .await;
+        r.map_err(|e| anyhow::anyhow!("{e}; {} logged:\n{}", self.name, self.logs().join("\n")))
+    }
+
+    /// Waits for `count` `listener bound` lines and returns their addresses by listener name.
+    pub async fn bound_addrs(
+        &self,
+        count: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<HashMap<String, SocketAddr>> {
+        let found = crate::wait_until(timeout, "listeners to bind", || async {
+            let map: HashMap<String, SocketAddr> = self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["message"] == "listener bound")
+                .filter_map(|v| {
+                    Some((
+                        v["listener"].as_str()?.to_string(),
+                        v["addr"].as_str()?.parse().ok()?,
+                    ))
+                })
+                .collect();
+            (map.len() >= count).then_some(map)
+        })
+        .await;
+        found.map_err(|e| anyhow::anyhow!("{e}; {} logged:\n{}", self.name, self.logs().join("\n")))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// Sends `SIGTERM` and waits (bounded) for the exit status.
+    pub async fn terminate(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.pid();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        Ok(tokio::time::timeout(timeout, self.child.wait()).await??)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
