@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use linkerd2_proxy_api::destination as pb;
 use linkerd2_proxy_api::destination::destination_server::{Destination, DestinationServer};
@@ -22,6 +23,11 @@ use crate::discovery::Discovery;
 use crate::index::{self, Resolution, Subscriber};
 use crate::model::ClusterState;
 use crate::translate;
+
+/// How often idle connections are pinged.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a ping may go unanswered before the connection is closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Messages buffered per stream before the task waits for the client to read.
 const STREAM_BUFFER: usize = 16;
@@ -40,6 +46,10 @@ pub async fn serve<D: Discovery>(
         drain.cancel();
     };
     tonic::transport::Server::builder()
+        // Pings find proxies that vanished without closing (a killed VM, a partition), so
+        // their stream tasks do not linger until TCP gives up.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(DestinationServer::new(service))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
         .await
@@ -130,9 +140,12 @@ impl<D: Discovery> Destination for DestinationService<D> {
         let (req, states) = self.lookup(req.get_ref())?;
         // Linkerd's convention: a name that is not a known service is rejected, which
         // tells the proxy to go on without a profile.
-        if let Resolution::NotFound =
-            index::resolve(&states.borrow(), &req.lookup(&states.borrow()))
-        {
+        let known = {
+            // One guard: a second read lock can deadlock behind a waiting writer.
+            let state = states.borrow();
+            index::resolve(&state, &req.lookup(&state)) != Resolution::NotFound
+        };
+        if !known {
             return Err(Status::invalid_argument(format!(
                 "unknown destination {:?}",
                 req.path
