@@ -136,6 +136,14 @@ impl Proc {
         Ok(tokio::time::timeout(timeout, self.child.wait()).await??)
     }
 
+    /// Waits (bounded) for the process to exit on its own.
+    pub async fn terminate_wait(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        Ok(tokio::time::timeout(timeout, self.child.wait()).await??)
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -1,0 +1,310 @@
+//! The proxy binary end to end, as a user runs it: two `ferry-proxy` processes in front of a
+//! real server, flags as documented, addresses read from the JSON logs.
+
+use std::{net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use ferry_testkit::{
+    client, metric,
+    process::Proc,
+    server::{full, TestServer},
+};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ferry-proxy");
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Running {
+    proc: Proc,
+    inbound: SocketAddr,
+    admin: SocketAddr,
+    upstream: Option<SocketAddr>,
+}
+
+/// Starts the binary with `extra` flags, every listener on an ephemeral loopback port.
+async fn proxy(extra: &[&str], listeners: usize) -> Running {
+    let mut args = vec![
+        "--inbound-listen",
+        "127.0.0.1:0",
+        "--outbound-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--shutdown-grace-period",
+        "10s",
+    ];
+    args.extend_from_slice(extra);
+    let proc = Proc::spawn(BIN, &args, &[]).unwrap();
+    let addrs = proc.bound_addrs(listeners, WAIT).await.unwrap();
+    let upstream = addrs
+        .iter()
+        .find(|(k, _)| k.starts_with("upstream"))
+        .map(|(_, v)| *v);
+    Running {
+        inbound: addrs["inbound"],
+        admin: addrs["admin"],
+        upstream,
+        proc,
+    }
+}
+
+/// B forwards to `app`; A's upstream listener targets B's inbound.
+async fn pair(app: SocketAddr) -> (Running, Running) {
+    let app = app.to_string();
+    let b = proxy(&["--inbound-forward", &app], 3).await;
+    let upstream = format!("127.0.0.1:0={}", b.inbound);
+    let a = proxy(&["--upstream", &upstream], 4).await;
+    (a, b)
+}
+
+async fn scrape(admin: SocketAddr) -> String {
+    client::get(&format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_request_crosses_two_proxies_is_counted_and_a_dead_server_gets_a_labelled_error() {
+    let app = TestServer::http(|_req| async { Response::new(full("pong")) }).await;
+    let (mut a, mut b) = pair(app.addr).await;
+    let url = format!("http://{}/ping", a.upstream.unwrap());
+
+    for _ in 0..3 {
+        let rsp = client::get(&url).await.unwrap();
+        assert_eq!((rsp.status, rsp.text().as_str()), (StatusCode::OK, "pong"));
+    }
+    let up = a.upstream.unwrap().to_string();
+    let b_in = b.inbound.to_string();
+    let app_addr = app.addr.to_string();
+    let a_metrics = scrape(a.admin).await;
+    let want = [
+        ("direction", "outbound"),
+        ("authority", b_in.as_str()),
+        ("status_code", "200"),
+        ("classification", "success"),
+    ];
+    assert_eq!(
+        metric(&a_metrics, "response_total", &want),
+        Some(3.0),
+        "{a_metrics}"
+    );
+    let b_metrics = scrape(b.admin).await;
+    let want = [
+        ("direction", "inbound"),
+        ("authority", up.as_str()),
+        ("target_addr", app_addr.as_str()),
+    ];
+    assert_eq!(
+        metric(&b_metrics, "request_total", &want),
+        Some(3.0),
+        "{b_metrics}"
+    );
+
+    drop(app);
+    let rsp = client::get(&url).await.unwrap();
+    assert_eq!(rsp.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(rsp.headers["l5d-proxy-error"], "connect-refused");
+    assert_eq!(rsp.headers["ferry-proxy-error"], "connect-refused");
+    assert!(
+        a.proc.is_running() && b.proc.is_running(),
+        "the proxies survive a dead application"
+    );
+    let b_metrics = scrape(b.admin).await;
+    assert_eq!(
+        metric(
+            &b_metrics,
+            "inbound_http_errors_total",
+            &[("error", "connect-refused")]
+        ),
+        Some(1.0)
+    );
+
+    let state: serde_json::Value = serde_json::from_str(
+        &client::get(&format!("http://{}/state", a.admin))
+            .await
+            .unwrap()
+            .text(),
+    )
+    .unwrap();
+    assert!(
+        state["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["kind"] == "upstream" && l["target"] == b_in.as_str()),
+        "{state}"
+    );
+    assert_eq!(
+        client::get(&format!("http://{}/ready", a.admin))
+            .await
+            .unwrap()
+            .text(),
+        "ready\n"
+    );
+    assert_eq!(
+        client::get(&format!("http://{}/live", a.admin))
+            .await
+            .unwrap()
+            .text(),
+        "live\n"
+    );
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool() {
+    let app = TestServer::http(|_req| async { Response::new(full("ok")) }).await;
+    let (a, b) = pair(app.addr).await;
+    let url = format!("http://{}/", a.upstream.unwrap());
+    client::get(&url).await.unwrap();
+    drop(app);
+    client::get(&url).await.unwrap();
+    for admin in [a.admin, b.admin] {
+        let text = scrape(admin).await;
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool is needed (Debian package prometheus; .ci/setup installs it)");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Exit 1 is a format error. Exit 3 is lint advice only; the one piece of advice we
+        // accept is about `response_latency_ms`, whose name Linkerd's dashboards rely on.
+        let known_lint = "response_latency_ms metric names should not contain abbreviated units";
+        let only_known_lint = out.status.code() == Some(3)
+            && report.lines().all(|l| l.trim().is_empty() || l.trim() == known_lint);
+        assert!(
+            out.status.success() || only_known_lint,
+            "promtool rejected /metrics ({:?}): {report}\n{text}",
+            out.status.code()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_100_mb_upload_streams_without_growing_memory() {
+    let app = TestServer::http(|req: Request<hyper::body::Incoming>| async move {
+        let mut body = req.into_body();
+        let mut n = 0usize;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                n += data.len();
+            }
+        }
+        Response::new(full(n.to_string()))
+    })
+    .await;
+    let (a, b) = pair(app.addr).await;
+    let before = (
+        rss_kib(a.proc.pid(), "VmRSS:"),
+        rss_kib(b.proc.pid(), "VmRSS:"),
+    );
+
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::convert::Infallible>>(4);
+    tokio::spawn(async move {
+        let chunk = Bytes::from(vec![7u8; 1024 * 1024]);
+        for _ in 0..100 {
+            if tx
+                .send(Ok(http_body::Frame::data(chunk.clone())))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let req = Request::post(format!("http://{}/upload", a.upstream.unwrap()))
+        .body(StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .unwrap();
+    let rsp = tokio::time::timeout(Duration::from_secs(120), http.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rsp.status(), StatusCode::OK);
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, (100 * 1024 * 1024).to_string().as_bytes());
+
+    // Peak resident memory over the whole upload, against what each proxy held before it.
+    for (who, pid, before) in [("A", a.proc.pid(), before.0), ("B", b.proc.pid(), before.1)] {
+        let peak = rss_kib(pid, "VmHWM:");
+        let grew = peak.saturating_sub(before);
+        eprintln!("proxy {who}: rss before {before} KiB, peak {peak} KiB");
+        assert!(
+            grew < 16 * 1024,
+            "proxy {who} grew by {grew} KiB for a 100 MiB upload"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
+    let (entered_tx, mut entered) = tokio::sync::mpsc::channel::<()>(1);
+    let app = TestServer::http(move |_req| {
+        let entered_tx = entered_tx.clone();
+        async move {
+            let _ = entered_tx.send(()).await;
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            Response::new(full("finished"))
+        }
+    })
+    .await;
+    let b = proxy(&["--inbound-forward", &app.addr.to_string()], 3).await;
+    let mut b = b;
+    let url = format!("http://{}/slow", b.inbound);
+    let in_flight = tokio::spawn(async move { client::get(&url).await });
+    tokio::time::timeout(WAIT, entered.recv())
+        .await
+        .expect("request reached the app");
+
+    let pid = b.proc.pid().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    b.proc.wait_for_log("draining", WAIT).await.unwrap();
+    // New connections are refused once draining has begun.
+    let refused = ferry_testkit::wait_until(WAIT, "the inbound listener to close", || async {
+        tokio::net::TcpStream::connect(b.inbound)
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    assert!(refused.is_ok(), "{refused:?}");
+
+    let rsp = in_flight.await.unwrap().unwrap();
+    assert_eq!(
+        (rsp.status, rsp.text().as_str()),
+        (StatusCode::OK, "finished")
+    );
+    let status = b.proc.terminate_wait(WAIT).await.unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
