@@ -45,7 +45,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     admin::{Admin, LogControl},
-    backend::{Backend, Backends},
+    backend::Backends,
     config::{Authority, UpstreamSpec},
     listener::{ListenerKind, Side},
     metrics::{Direction, Registry, Tls},
@@ -211,12 +211,9 @@ pub async fn run(
         admin_stop.clone().cancelled_owned(),
     ));
 
-    let forward = Arc::new(Backend::new(
-        Authority::from(config.inbound_forward),
-        &config.timeouts,
-        Direction::Inbound,
-        &registry,
-    ));
+    let forward = inbound
+        .backends
+        .get(&Authority::from(config.inbound_forward));
     let mut accept_loops = vec![
         tokio::spawn(listener::accept_loop(
             listeners.inbound,

@@ -194,7 +194,9 @@ async fn metrics_pass_promtool() {
         // accept is about `response_latency_ms`, whose name Linkerd's dashboards rely on.
         let known_lint = "response_latency_ms metric names should not contain abbreviated units";
         let only_known_lint = out.status.code() == Some(3)
-            && report.lines().all(|l| l.trim().is_empty() || l.trim() == known_lint);
+            && report
+                .lines()
+                .all(|l| l.trim().is_empty() || l.trim() == known_lint);
         assert!(
             out.status.success() || only_known_lint,
             "promtool rejected /metrics ({:?}): {report}\n{text}",

@@ -294,3 +294,87 @@ async fn oversized_headers_are_refused_with_431() {
     assert!(raw.starts_with("HTTP/1.1 431"), "{raw}");
     assert!(seen.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn an_upstream_that_hangs_up_or_speaks_nonsense_is_labelled() {
+    // Reads the request, then closes without answering.
+    let hangs_up = TestServer::tcp(|mut sock| async move {
+        let mut buf = [0u8; 1024];
+        let _ = sock.read(&mut buf).await;
+    })
+    .await;
+    let proxy = Proxy::inbound_to(hangs_up.addr).await;
+    let rsp = client::get(&format!("http://{}/", proxy.inbound))
+        .await
+        .unwrap();
+    assert_labelled(&rsp, StatusCode::BAD_GATEWAY, "upstream-reset");
+
+    // Answers with something that is not HTTP.
+    let nonsense = TestServer::tcp(|mut sock| async move {
+        let mut buf = [0u8; 1024];
+        let _ = sock.read(&mut buf).await;
+        let _ = sock.write_all(b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await;
+    })
+    .await;
+    let proxy = Proxy::inbound_to(nonsense.addr).await;
+    let rsp = client::get(&format!("http://{}/", proxy.inbound))
+        .await
+        .unwrap();
+    assert_labelled(&rsp, StatusCode::BAD_GATEWAY, "upstream-protocol");
+    let m = proxy
+        .wait_metric(
+            "inbound_http_errors_total",
+            &[("error", "upstream-protocol")],
+            1.0,
+        )
+        .await;
+    assert_eq!(
+        metric(
+            &m,
+            "response_total",
+            &[
+                ("status_code", "502"),
+                ("classification", "failure"),
+                ("error", "upstream-protocol")
+            ]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn state_lists_listeners_and_open_connections() {
+    let (app, _) = recording_app().await;
+    let proxy = Proxy::inbound_to(app.addr).await;
+    let mut held = tokio::net::TcpStream::connect(proxy.inbound).await.unwrap();
+    held.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let _ = tokio::time::timeout(Duration::from_secs(5), held.read(&mut buf))
+        .await
+        .unwrap();
+    let url = format!("http://{}/state", proxy.admin);
+    let state: serde_json::Value =
+        serde_json::from_str(&client::get(&url).await.unwrap().text()).unwrap();
+    let inbound = proxy.inbound.to_string();
+    let conns = state["connections"].as_array().unwrap();
+    let held_entry = conns
+        .iter()
+        .find(|c| c["listener"] == "inbound" && c["local"] == inbound.as_str())
+        .unwrap_or_else(|| panic!("held connection missing: {state}"));
+    assert_eq!(held_entry["protocol"], "http/1");
+    assert_eq!(held_entry["target"], app.addr.to_string().as_str());
+    let kinds: Vec<_> = state["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["inbound", "outbound", "admin"]);
+    assert_eq!(state["draining"], false);
+    assert_eq!(
+        state["backends"]["inbound"][0]["target"],
+        app.addr.to_string().as_str()
+    );
+}
