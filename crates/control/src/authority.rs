@@ -226,6 +226,12 @@ mod tests {
         );
         assert_eq!(ContextToken::parse("not json"), ContextToken::default());
         assert_eq!(ContextToken::parse(""), ContextToken::default());
+        // What proxies build with the shared helper reads back field for field.
+        let token = ferry_api::destination::context_token("ns\"1", "node\\1", "pod-0");
+        let parsed = ContextToken::parse(&token);
+        assert_eq!(parsed.ns.as_deref(), Some("ns\"1"));
+        assert_eq!(parsed.node_name.as_deref(), Some("node\\1"));
+        assert_eq!(parsed.pod.as_deref(), Some("pod-0"));
         let extra = ContextToken::parse(r#"{"ns":"a","extra":1}"#);
         assert_eq!(extra.ns.as_deref(), Some("a"));
     }

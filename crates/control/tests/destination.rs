@@ -81,7 +81,7 @@ fn request(path: &str) -> pb::GetDestination {
     pb::GetDestination {
         scheme: String::new(),
         path: path.to_string(),
-        context_token: r#"{"ns":"default","nodeName":"node-1","pod":"client-0"}"#.to_string(),
+        context_token: ferry_api::destination::context_token("default", "node-1", "client-0"),
     }
 }
 

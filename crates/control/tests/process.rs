@@ -132,7 +132,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
 fn request(path: &str) -> pb::GetDestination {
     pb::GetDestination {
         path: path.to_string(),
-        context_token: r#"{"ns":"default","nodeName":"n","pod":"client-0"}"#.to_string(),
+        context_token: ferry_api::destination::context_token("default", "n", "client-0"),
         ..Default::default()
     }
 }
