@@ -206,12 +206,14 @@ fn diff(prev: &EndpointSet, next: &EndpointSet) -> Vec<Change> {
         .filter(|(addr, ep)| relabelled || prev.endpoints.get(addr) != Some(ep))
         .map(|(addr, ep)| (*addr, ep.clone()))
         .collect();
+    // Adds go first: a client that applies each message at once never sees an empty set
+    // while one set of instances replaces another.
     let mut changes = Vec::new();
-    if !removed.is_empty() {
-        changes.push(Change::Remove(removed));
-    }
     if !added.is_empty() {
         changes.push(add(next, added));
+    }
+    if !removed.is_empty() {
+        changes.push(Change::Remove(removed));
     }
     changes
 }

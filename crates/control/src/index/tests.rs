@@ -147,6 +147,19 @@ fn edits_become_adds_and_removes_of_only_what_changed() {
     let renamed = one.replace("serviceAccount: echo-sa", "serviceAccount: other");
     assert_eq!(added(&advance(&mut sub, &renamed, path)), [17101]);
 
+    // A wholesale replacement adds the new before removing the old.
+    let swapped = renamed.replace(
+        "echo-0, addr: \"127.0.0.1:17101\"",
+        "echo-9, addr: \"127.0.0.1:17109\"",
+    );
+    match advance(&mut sub, &swapped, path).as_slice() {
+        [add @ Change::Add { .. }, Change::Remove(gone)] => {
+            assert_eq!(added(std::slice::from_ref(add)), [17109]);
+            assert_eq!(gone, &[addr(17101)]);
+        }
+        other => panic!("expected add then remove, got {other:?}"),
+    }
+
     let none = ECHO.replace("workloads: [echo]", "workloads: []");
     let changes = advance(&mut sub, &none, path);
     assert_eq!(changes, [Change::NoEndpoints { exists: true }]);
