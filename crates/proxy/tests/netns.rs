@@ -1,0 +1,316 @@
+//! Transparent proxying for real, as on Kubernetes: a "pod" network namespace and a "client"
+//! namespace joined by a veth pair (addresses from TEST-NET-1, only inside namespaces this
+//! test makes). The init step installs its rules in the pod, an app and `ferry-proxy` run
+//! there (the proxy as UID 2102, the app as another user), and:
+//!
+//! - the client reaches the app's port only through the proxy, whose metrics count it;
+//! - the app's own outbound call is intercepted and routed by its original destination;
+//! - with the proxy gone, the app's port is unreachable: nothing bypasses the rules.
+//!
+//! The app and the remote server are this test binary re-run in server mode
+//! (`FERRY_NETNS_SERVE`), so the test needs only `ip`, `setpriv`, `curl` and iptables.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry_proxy::init::{apply, Firewall, InitArgs};
+use ferry_testkit::metric_sum;
+
+const POD_IP: &str = "192.0.2.2";
+const CLIENT_IP: &str = "192.0.2.1";
+const APP_UID: &str = "2201";
+const SERVE_ENV: &str = "FERRY_NETNS_SERVE";
+
+/// Server mode, run by the test below: answers every HTTP/1 request on
+/// `$FERRY_NETNS_SERVE` (`addr=body`) with `body`.
+#[test]
+#[ignore = "server mode of traffic_reaches_the_app_only_through_the_proxy, which runs it"]
+fn serve_mode() {
+    let spec = std::env::var(SERVE_ENV).expect("FERRY_NETNS_SERVE=addr=body");
+    let (addr, body) = spec.split_once('=').expect("addr=body");
+    let listener = TcpListener::bind(addr).expect("binding the app");
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let mut buf = [0u8; 4096];
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = conn.write_all(reply.as_bytes());
+    }
+}
+
+fn sh(args: &[&str]) -> std::process::Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn must(args: &[&str]) -> String {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Two namespaces joined by a veth pair, deleted on drop (which also kills what runs in
+/// them once their processes are killed by [`Running`]).
+struct Net {
+    pod: String,
+    client: String,
+}
+
+impl Net {
+    fn new() -> Self {
+        let id = std::process::id() % 100_000;
+        let net = Self {
+            pod: format!("ferry-pod-{id}"),
+            client: format!("ferry-cli-{id}"),
+        };
+        let (vp, vc) = (format!("fp{id}"), format!("fc{id}"));
+        for ns in [&net.pod, &net.client] {
+            must(&["ip", "netns", "add", ns]);
+            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        must(&[
+            "ip",
+            "link",
+            "add",
+            &vp,
+            "netns",
+            &net.pod,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &vc,
+            "netns",
+            &net.client,
+        ]);
+        for (ns, dev, ip) in [(&net.pod, &vp, POD_IP), (&net.client, &vc, CLIENT_IP)] {
+            must(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                dev,
+            ]);
+            must(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        net
+    }
+
+    /// A command run inside `ns` as `uid`.
+    fn command(ns: &str, uid: &str, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            ns,
+            "setpriv",
+            "--reuid",
+            uid,
+            "--regid",
+            uid,
+            "--clear-groups",
+            program,
+        ]);
+        cmd
+    }
+
+    /// `curl` inside `ns` as `uid`: the body, or `None` if the request failed.
+    fn curl(ns: &str, uid: &str, url: &str) -> Option<String> {
+        let out = Self::command(ns, uid, "curl")
+            .args(["-sS", "--max-time", "3", url])
+            .output()
+            .expect("curl is installed by .ci/setup");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in [&self.pod, &self.client] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A directory removed on drop.
+struct RemoveDir(std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A background process killed on drop.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(mut cmd: Command) -> Running {
+    Running(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning"),
+    )
+}
+
+/// Copies a binary where any user may run it: the build directory may sit under a home
+/// directory that the app's and the proxy's users cannot enter.
+fn runnable_copy(dir: &std::path::Path, from: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let to = dir.join(from.file_name().unwrap());
+    std::fs::copy(from, &to).unwrap();
+    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+    to.to_str().unwrap().to_string()
+}
+
+fn serve(ns: &str, uid: &str, exe: &str, addr: &str, body: &str) -> Running {
+    let mut cmd = Net::command(ns, uid, exe);
+    cmd.args([
+        "--ignored",
+        "--exact",
+        "serve_mode",
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ])
+    .env(SERVE_ENV, format!("{addr}={body}"));
+    spawn(cmd)
+}
+
+/// Polls until `check` returns `Some`, failing after `timeout`.
+fn wait<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        // A plain blocking test with no runtime to stall: sleeping between polls is fine.
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn traffic_reaches_the_app_only_through_the_proxy() {
+    let net = Net::new();
+    apply(
+        &InitArgs {
+            firewall_bin_path: Firewall::Auto,
+            ..InitArgs::default()
+        },
+        Some(&net.pod),
+    )
+    .expect("installing the rules in the pod");
+
+    let bin_dir = std::env::temp_dir().join(format!("ferry-netns-{}", std::process::id()));
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let _cleanup = RemoveDir(bin_dir.clone());
+    let me = runnable_copy(&bin_dir, &std::env::current_exe().unwrap());
+    let proxy_bin = runnable_copy(
+        &bin_dir,
+        std::path::Path::new(env!("CARGO_BIN_EXE_ferry-proxy")),
+    );
+
+    let _app = serve(&net.pod, APP_UID, &me, "0.0.0.0:8080", "hello from the app");
+    let _remote = serve(
+        &net.client,
+        "0",
+        &me,
+        &format!("{CLIENT_IP}:9090"),
+        "hello from outside",
+    );
+    let mut proxy_cmd = Net::command(&net.pod, "2102", &proxy_bin);
+    proxy_cmd.args([
+        "--inbound-listen",
+        "0.0.0.0:4143",
+        "--inbound-forward",
+        "127.0.0.1:8080",
+        "--outbound-listen",
+        "127.0.0.1:4140",
+        "--admin-listen",
+        "127.0.0.1:4191",
+        "--tap-listen",
+        "127.0.0.1:4190",
+    ]);
+    let proxy = spawn(proxy_cmd);
+
+    // Loopback is never redirected, so root in the pod can probe the admin port and the app.
+    wait("the proxy to be ready", Duration::from_secs(20), || {
+        Net::curl(&net.pod, "0", "http://127.0.0.1:4191/ready")
+    });
+    wait("the app to listen", Duration::from_secs(20), || {
+        Net::curl(&net.pod, "0", "http://127.0.0.1:8080/")
+    });
+
+    // Inbound: the client dials the app's port; PREROUTING hands it to the proxy.
+    let body = Net::curl(&net.client, "0", &format!("http://{POD_IP}:8080/"));
+    assert_eq!(body.as_deref(), Some("hello from the app"));
+
+    // Outbound: the app (not the proxy's UID) dials a remote address; OUTPUT hands it to
+    // the proxy, which connects to the original destination.
+    let body = Net::curl(&net.pod, APP_UID, &format!("http://{CLIENT_IP}:9090/"));
+    assert_eq!(body.as_deref(), Some("hello from outside"));
+
+    let metrics = Net::curl(&net.pod, "0", "http://127.0.0.1:4191/metrics").expect("metrics");
+    let inbound = metric_sum(&metrics, "request_total", &[("direction", "inbound")]);
+    let outbound = metric_sum(
+        &metrics,
+        "request_total",
+        &[
+            ("direction", "outbound"),
+            ("target_addr", &format!("{CLIENT_IP}:9090")),
+        ],
+    );
+    assert!(inbound >= 1.0, "inbound request not counted:\n{metrics}");
+    assert!(outbound >= 1.0, "outbound request not counted:\n{metrics}");
+
+    // Without the proxy nothing gets through: the rules do not fall back to the app.
+    drop(proxy);
+    wait(
+        "the proxy to stop listening",
+        Duration::from_secs(10),
+        || {
+            Net::curl(&net.pod, "0", "http://127.0.0.1:4191/ready")
+                .is_none()
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        Net::curl(&net.client, "0", &format!("http://{POD_IP}:8080/")),
+        None
+    );
+    assert_eq!(
+        Net::curl(&net.pod, APP_UID, &format!("http://{CLIENT_IP}:9090/")),
+        None
+    );
+}
