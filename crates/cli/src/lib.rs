@@ -9,8 +9,10 @@
 //! - [`inject`]: `ferry inject` / `ferry uninject` over YAML streams ([`yaml`]), finding pod
 //!   templates ([`workload`]) and editing them ([`patch`]) with the containers of [`sidecar`];
 //!   [`emitter`] writes YAML that kubectl reads back exactly.
+//! - [`chart`]: generates the Helm chart `charts/ferry` from the same objects as `install`.
 //! - [`check`]: `ferry check`, named health checks.
 
+pub mod chart;
 pub mod check;
 pub mod emitter;
 pub mod identity;
