@@ -369,3 +369,27 @@ async fn a_client_reconnecting_after_a_restart_gets_the_full_set() {
     assert_eq!(add_ports(&next(&mut stream).await), [17102, 17103]);
     cp.stop().await;
 }
+
+#[tokio::test]
+async fn one_edit_reaches_every_subscriber() {
+    let file = WorkloadsFile::new(&echo(&[("echo-0", 17101)]));
+    let cp = ControlPlane::start(&file, "127.0.0.1:0".parse().unwrap()).await;
+    let mut client = client(cp.addr).await;
+    // Many proxies' streams, multiplexed over one connection as one proxy's would be.
+    let mut streams = Vec::new();
+    for _ in 0..100 {
+        let mut stream = get(&mut client, "echo.default:8080").await;
+        assert_eq!(add_ports(&next(&mut stream).await), [17101]);
+        streams.push(stream);
+    }
+    let edited = Instant::now();
+    file.write(&echo(&[("echo-0", 17101), ("echo-1", 17102)]));
+    for stream in &mut streams {
+        assert_eq!(add_ports(&next(stream).await), [17102]);
+    }
+    assert!(
+        edited.elapsed() < PROMPT,
+        "fan-out took {:?}",
+        edited.elapsed()
+    );
+}
