@@ -10,7 +10,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fixture::{echo, within, WorkloadsFile, PROMPT};
+use fixture::{echo, within, WorkloadsFile};
 use linkerd2_proxy_api::destination as pb;
 use linkerd2_proxy_api::destination::destination_client::DestinationClient;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -118,7 +118,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     within(
-        PROMPT,
+        PROCESS,
         "an API response",
         stream.read_to_string(&mut response),
     )
@@ -174,7 +174,7 @@ async fn serves_logs_and_restarts_where_proxies_expect_it() {
         .await
         .unwrap()
         .into_inner();
-    let first = within(PROMPT, "the first update", stream.message())
+    let first = within(PROCESS, "the first update", stream.message())
         .await
         .unwrap();
     assert_eq!(add_ports(first), [17101, 17102]);
@@ -191,7 +191,7 @@ async fn serves_logs_and_restarts_where_proxies_expect_it() {
         "exit status {status}; logged:\n{}",
         control.logs()
     );
-    let ended = within(PROMPT, "the stream to end", stream.message()).await;
+    let ended = within(PROCESS, "the stream to end", stream.message()).await;
     assert!(
         !matches!(ended, Ok(Some(_))),
         "stream kept going: {ended:?}"
@@ -206,7 +206,7 @@ async fn serves_logs_and_restarts_where_proxies_expect_it() {
         .await
         .unwrap()
         .into_inner();
-    let first = within(PROMPT, "the first update", stream.message())
+    let first = within(PROCESS, "the first update", stream.message())
         .await
         .unwrap();
     assert_eq!(add_ports(first), [17102, 17103]);
