@@ -1,12 +1,133 @@
-//! `ferry check`: named checks, one ✓/× line each, non-zero exit on any failure.
+//! `ferry check`: named checks against the Kubernetes API, one `✓`/`×` line each with a
+//! hint on failure, and a non-zero exit when any fails.
+//!
+//! `--pre` checks a cluster before `ferry install` (API reachable, version, permissions, no
+//! earlier install); without it, the installed control plane, its webhook and certificates,
+//! and the meshed pods' proxy versions. It talks to the API over plain HTTP, as served by
+//! `kubectl proxy` (the default address); the checks' logic is in [`checks`].
+
+mod checks;
+mod kube;
+
+use std::fmt::Write as _;
+use std::time::Duration;
 
 use clap::Args;
+use ferry_api::k8s as names;
+
+pub use checks::{post_install, pre_install, Check};
+pub use kube::{Answer, KubeApi, KubeError};
 
 /// Flags of `ferry check`.
 #[derive(Args, Debug, Clone)]
-pub struct CheckArgs {}
+pub struct CheckArgs {
+    /// Check that the cluster is ready for `ferry install` instead of checking an install.
+    #[arg(long)]
+    pub pre: bool,
+    /// The Kubernetes API, over plain HTTP (run `kubectl proxy` for the default).
+    #[arg(long, env = "FERRY_KUBE_API", default_value = "http://127.0.0.1:8001")]
+    pub api_server: String,
+    /// Bearer token for the API, when not going through `kubectl proxy`.
+    #[arg(long, env = "FERRY_KUBE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Namespace of the control plane.
+    #[arg(long, default_value = names::CONTROL_NAMESPACE)]
+    pub namespace: String,
+    /// How long each API request may take.
+    #[arg(long, default_value = "5", value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+/// What one check found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It holds; the text says what was seen.
+    Pass(String),
+    /// It does not hold: what is wrong, and what to do about it.
+    Fail { problem: String, hint: String },
+}
+
+/// A check's name and what it found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckResult {
+    /// `category: description`.
+    pub name: String,
+    /// What it found.
+    pub outcome: Outcome,
+}
+
+/// Runs checks in order; a failed check marked `fatal` skips the rest.
+pub async fn run_checks(api: &KubeApi, checks: &[Check], namespace: &str) -> Vec<CheckResult> {
+    let mut results = Vec::new();
+    for check in checks {
+        let outcome = (check.run)(api, namespace).await;
+        let fatal = check.fatal && matches!(outcome, Outcome::Fail { .. });
+        results.push(CheckResult {
+            name: check.name.to_string(),
+            outcome,
+        });
+        if fatal {
+            break;
+        }
+    }
+    results
+}
+
+/// The report as printed: a line per check, hints indented, and a summary.
+pub fn render(results: &[CheckResult], planned: usize) -> String {
+    let mut out = String::new();
+    for r in results {
+        match &r.outcome {
+            Outcome::Pass(seen) => {
+                let _ = writeln!(out, "✓ {}: {seen}", r.name);
+            }
+            Outcome::Fail { problem, hint } => {
+                let _ = writeln!(out, "× {}: {problem}", r.name);
+                let _ = writeln!(out, "    hint: {hint}");
+            }
+        }
+    }
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Fail { .. }))
+        .count();
+    let skipped = planned - results.len();
+    if failed == 0 {
+        let _ = writeln!(out, "\nall {} checks passed", results.len());
+    } else if skipped > 0 {
+        let _ = writeln!(
+            out,
+            "\n{failed} check(s) failed; {skipped} skipped after a fatal failure"
+        );
+    } else {
+        let _ = writeln!(out, "\n{failed} of {} check(s) failed", results.len());
+    }
+    out
+}
 
 /// Runs `ferry check`.
-pub fn run(_args: &CheckArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented")
+pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let api = KubeApi::new(
+        &args.api_server,
+        args.token.clone(),
+        Duration::from_secs(args.timeout),
+    );
+    let checks = if args.pre {
+        pre_install()
+    } else {
+        post_install()
+    };
+    let results = rt.block_on(run_checks(&api, &checks, &args.namespace));
+    print!("{}", render(&results, checks.len()));
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Fail { .. }))
+        .count();
+    if failed > 0 || results.len() < checks.len() {
+        anyhow::bail!("{failed} check(s) failed");
+    }
+    Ok(())
 }
