@@ -1,0 +1,633 @@
+#!/usr/bin/env python3
+"""Ferry's benchmark harness: ferry-proxy against direct traffic, nginx and haproxy, in one run.
+
+Usage: bench/run.py [--quick] [--runs N] [--seconds S] [--rate RPS] [--only PROTO,...]
+See bench/README.md for what it measures and how to read the table.
+
+Python (stdlib only) rather than bash: the harness parses three generators' outputs, reads
+/proc, computes medians and ratios and must kill every process it started on any exit --
+all of which is clearer in Python than in a shell script.
+"""
+
+import argparse
+import atexit
+import datetime
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+# The harness builds in release mode into cargo's target dir: target/ unless CARGO_TARGET_DIR
+# says otherwise (set it to keep benchmark builds apart from a developer's own builds).
+RELEASE = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
+# The middle hop (proxy, nginx, haproxy) gets core 0 to itself; the backend and the load
+# generator share core 1 -- the shape the issue's goals were measured in.
+MIDDLE_CPU = "0"
+LOAD_CPU = "1"
+CONNECTIONS = 32
+RATE_CONNECTIONS = 16
+# mTLS between the two proxies does not exist yet. When it lands, add its flags here (e.g.
+# the identity flags of proxy A's upstream and proxy B's inbound) and the two-hop variant
+# measures the mesh path with mTLS.
+MESH_A_ARGS: list[str] = []
+MESH_B_ARGS: list[str] = []
+
+VARIANTS = ["direct", "ferry", "ferry-2hop", "nginx", "haproxy"]
+PROTOCOLS = ["http1", "h2c", "grpc", "tcp"]
+
+PROCS: list[subprocess.Popen] = []
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- processes and cleanup
+
+
+def cleanup(*_):
+    for p in reversed(PROCS):
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for p in PROCS:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+    PROCS.clear()
+
+
+def on_signal(signum, _frame):
+    cleanup()
+    sys.exit(128 + signum)
+
+
+def spawn(cmd, cpu, log_path):
+    """Starts `cmd` pinned to `cpu`, in its own process group, killed on exit."""
+    out = open(log_path, "ab")
+    p = subprocess.Popen(
+        ["taskset", "-c", cpu, *map(str, cmd)],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    PROCS.append(p)
+    return p
+
+
+def stop(procs):
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=5)
+        if p in PROCS:
+            PROCS.remove(p)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, what, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port} within {timeout}s")
+
+
+def run_bounded(cmd, timeout):
+    """Runs a load generator pinned to the load core; every run is bounded in time."""
+    r = subprocess.run(
+        ["taskset", "-c", LOAD_CPU, *map(str, cmd)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        start_new_session=True,
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({r.returncode}): {r.stderr.strip()[-400:]}")
+    return r.stdout
+
+
+# ---------------------------------------------------------------- /proc accounting
+
+
+def pids_of(procs):
+    """The pids of the processes under each taskset wrapper (taskset execs, so the same)."""
+    return [p.pid for p in procs]
+
+
+def cpu_seconds(pids):
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        # utime and stime: fields 14 and 15 of stat(5), the 12th and 13th after the name.
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def status_kb(pids, key):
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    total += int(line.split()[1])
+    return total
+
+
+# ---------------------------------------------------------------- the variants
+
+
+class Middle:
+    """The processes between the load generator and the backend for one variant."""
+
+    def __init__(self, name, procs, port):
+        self.name, self.procs, self.port = name, procs, port
+
+
+def start_ferry(bin_, backend_port, work, tag):
+    """ferry-proxy's inbound side in front of the backend."""
+    port = free_port()
+    cmd = [
+        bin_, "--inbound-listen", f"127.0.0.1:{port}",
+        "--inbound-forward", f"127.0.0.1:{backend_port}",
+        "--outbound-listen", f"127.0.0.1:{free_port()}",
+        "--admin-listen", f"127.0.0.1:{free_port()}",
+        "--tap-listen", f"127.0.0.1:{free_port()}",
+        "--log-format", "json",
+    ]
+    return port, spawn(cmd + MESH_B_ARGS, MIDDLE_CPU, work / f"{tag}.log")
+
+
+def start_ferry_upstream(bin_, target_port, work, tag):
+    """ferry-proxy giving the client an upstream listener that reaches `target_port`."""
+    port = free_port()
+    cmd = [
+        bin_, "--upstream", f"127.0.0.1:{port}=127.0.0.1:{target_port}",
+        "--inbound-listen", f"127.0.0.1:{free_port()}",
+        "--outbound-listen", f"127.0.0.1:{free_port()}",
+        "--admin-listen", f"127.0.0.1:{free_port()}",
+        "--tap-listen", f"127.0.0.1:{free_port()}",
+        "--log-format", "json",
+    ]
+    return port, spawn(cmd + MESH_A_ARGS, MIDDLE_CPU, work / f"{tag}.log")
+
+
+def nginx_conf(proto, port, backend_port, work):
+    tmp = work / "nginx-tmp"
+    tmp.mkdir(exist_ok=True)
+    head = f"""daemon off;
+master_process off;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+"""
+    if proto == "tcp":
+        return head + f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+events {{ worker_connections 4096; }}
+stream {{
+  server {{ listen 127.0.0.1:{port}; proxy_pass 127.0.0.1:{backend_port}; }}
+}}
+"""
+    if proto == "http1":
+        listen, upstream_pass = "", "proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\";"
+    else:
+        # nginx speaks HTTP/2 to an upstream only through grpc_pass; it carries any h2 request.
+        listen, upstream_pass = " http2", "grpc_pass grpc://origin;"
+    return head + f"""events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body;
+  proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  scgi_temp_path {tmp}/scgi;
+  keepalive_requests 1000000;
+  http2_max_requests 1000000;
+  upstream origin {{ server 127.0.0.1:{backend_port}; keepalive 64; keepalive_requests 1000000; }}
+  server {{
+    listen 127.0.0.1:{port}{listen};
+    location / {{ {upstream_pass} }}
+  }}
+}}
+"""
+
+
+def haproxy_conf(proto, port, backend_port):
+    mode = "tcp" if proto == "tcp" else "http"
+    h2 = " proto h2" if proto in ("h2c", "grpc") else ""
+    return f"""global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode {mode}
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  {"http-reuse always" if mode == "http" else ""}
+frontend front
+  bind 127.0.0.1:{port}{h2}
+  default_backend origin
+backend origin
+  server origin 127.0.0.1:{backend_port}{h2}
+"""
+
+
+def start_middle(variant, proto, backend_port, work):
+    tag = f"{variant}-{proto}"
+    proxy = RELEASE / "ferry-proxy"
+    if variant == "direct":
+        return Middle(variant, [], backend_port)
+    if variant == "ferry":
+        port, p = start_ferry(proxy, backend_port, work, tag)
+        wait_port(port, p, tag)
+        return Middle(variant, [p], port)
+    if variant == "ferry-2hop":
+        b_port, b = start_ferry(proxy, backend_port, work, tag + "-b")
+        wait_port(b_port, b, tag + " (proxy B)")
+        a_port, a = start_ferry_upstream(proxy, b_port, work, tag + "-a")
+        wait_port(a_port, a, tag + " (proxy A)")
+        return Middle(variant, [a, b], a_port)
+    port = free_port()
+    if variant == "nginx":
+        conf = work / f"nginx-{proto}.conf"
+        conf.write_text(nginx_conf(proto, port, backend_port, work))
+        p = spawn(["nginx", "-e", work / "nginx-error.log", "-c", conf, "-p", work],
+                  MIDDLE_CPU, work / f"{tag}.log")
+    else:
+        conf = work / f"haproxy-{proto}.cfg"
+        conf.write_text(haproxy_conf(proto, port, backend_port))
+        p = spawn(["haproxy", "-db", "-f", conf], MIDDLE_CPU, work / f"{tag}.log")
+    wait_port(port, p, tag)
+    return Middle(variant, [p], port)
+
+
+# ---------------------------------------------------------------- load generators
+
+
+def percentile(sorted_vals, p):
+    if not sorted_vals:
+        return float("nan")
+    i = max(1, min(len(sorted_vals), int(-(-len(sorted_vals) * p // 1)))) - 1
+    return sorted_vals[i]
+
+
+def parse_unit_ms(text):
+    for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * f
+    return float(text)
+
+
+def wrk_max(port, seconds):
+    out = run_bounded(
+        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "--timeout", "5s",
+         f"http://127.0.0.1:{port}/"], seconds + 30)
+    res = {"errors": 0}
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
+        s = line.split()
+        if s[:1] == ["Latency"] and len(s) >= 4:
+            res["max_ms"] = parse_unit_ms(s[3])
+        if s[:1] == ["50%"]:
+            res["p50_ms"] = parse_unit_ms(s[1])
+        if s[:1] == ["99%"]:
+            res["p99_ms"] = parse_unit_ms(s[1])
+        if "requests in" in line:
+            res["requests"] = int(s[0])
+        if line.startswith("Requests/sec:"):
+            res["rps"] = float(s[1])
+        if "Non-2xx" in line or line.strip().startswith("Socket errors"):
+            res["errors"] += sum(int(x.strip(",")) for x in s if x.strip(",").isdigit())
+    return res
+
+
+def h2load(port, seconds, proto, rate, work):
+    """h2load with a per-request log, so percentiles come from every request."""
+    log_file = work / "h2load.log"
+    if log_file.exists():
+        log_file.unlink()
+    conns = RATE_CONNECTIONS if rate else CONNECTIONS
+    cmd = ["h2load", "-t1", f"-c{conns}", "-m1", f"-D{seconds}", f"--log-file={log_file}"]
+    if rate:
+        cmd.append(f"--rps={rate / conns:g}")
+    if proto == "http1":
+        cmd.append("--h1")
+    path = "/"
+    if proto == "grpc":
+        cmd += ["-d", work / "grpc-request.bin", "-H", "content-type: application/grpc",
+                "-H", "te: trailers"]
+        path = "/bench.Echo/Unary"
+    out = run_bounded(cmd + [f"http://127.0.0.1:{port}{path}"], seconds + 30)
+    res = {"errors": 0}
+    for line in out.splitlines():
+        s = line.split()
+        if line.startswith("finished in"):
+            res["rps"] = float(s[3])
+        if line.startswith("requests:"):
+            res["requests"] = int(s[7])  # succeeded
+            res["errors"] = int(s[9]) + int(s[11]) + int(s[13])
+        if line.startswith("status codes:"):
+            res["errors"] += sum(int(s[i]) for i in (4, 6, 8))
+    lat = sorted(int(l.split("\t")[2]) / 1000.0 for l in open(log_file) if l.count("\t") == 2)
+    res["p50_ms"] = percentile(lat, 0.50)
+    res["p99_ms"] = percentile(lat, 0.99)
+    res["max_ms"] = lat[-1] if lat else float("nan")
+    return res
+
+
+def tcpload(port, seconds, rate):
+    cmd = [RELEASE / "ferry-bench-tcpload", f"127.0.0.1:{port}", "--seconds", seconds,
+           "--connections", RATE_CONNECTIONS if rate else CONNECTIONS]
+    if rate:
+        cmd += ["--rate", rate]
+    r = json.loads(run_bounded(cmd, seconds + 30).strip().splitlines()[-1])
+    return {"requests": r["requests"], "rps": r["rps"], "p50_ms": r["p50_us"] / 1000,
+            "p99_ms": r["p99_us"] / 1000, "max_ms": r["max_us"] / 1000, "errors": r["errors"]}
+
+
+def load(proto, shape, port, seconds, rate, work):
+    if proto == "tcp":
+        return tcpload(port, seconds, rate if shape == "rate" else None)
+    if proto == "http1" and shape == "max":
+        return wrk_max(port, seconds)
+    return h2load(port, seconds, proto, rate if shape == "rate" else None, work)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def build():
+    log(f"building in release mode ({RELEASE})")
+    subprocess.run(["cargo", "build", "--release", "-p", "ferry-proxy", "-p", "ferry-testkit",
+                    "--bins"], cwd=ROOT, check=True)
+
+
+def ensure_tools():
+    need = []
+    for tool, pkg in (("wrk", "wrk"), ("h2load", "nghttp2-client"), ("nginx", "nginx-light"),
+                      ("haproxy", "haproxy"), ("taskset", "util-linux")):
+        if shutil.which(tool) is None:
+            need.append(pkg)
+    if not os.path.exists("/usr/lib/nginx/modules/ngx_stream_module.so"):
+        need.append("libnginx-mod-stream")
+    if need:
+        log(f"installing {' '.join(need)}")
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(sudo + ["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                               *need], check=True, env=env)
+
+
+def measure_group(proto, args, work, backend_ports, results, memory):
+    """All cells of one protocol: middles restarted, so peak RSS is this protocol's."""
+    backend_port = backend_ports["tcp" if proto == "tcp" else ("http1" if proto == "http1" else "h2c")]
+    middles = {}
+    try:
+        for v in args.variants:
+            middles[v] = start_middle(v, proto, backend_port, work)
+        time.sleep(0.3)
+        for v, m in middles.items():
+            if m.procs:
+                memory[(proto, v)] = {"idle_kb": status_kb(pids_of(m.procs), "VmRSS")}
+        # Warm every path (connections, pools, page faults) before measuring.
+        for v, m in middles.items():
+            if not args.quick:
+                load(proto, "max", m.port, 1, None, work)
+        # gRPC unary at a fixed rate adds little over h2c's and would cost two more minutes.
+        shapes = ["max"] if proto == "grpc" else ["max", "rate"]
+        variants = list(middles)
+        for run in range(args.runs):
+            # ABAB...: each round walks the variants in a rotated order, so drift in the
+            # machine's speed spreads over all variants instead of favouring one.
+            k = run % len(variants)
+            order = variants[k:] + variants[:k]
+            for shape in shapes:
+                seconds = args.seconds if shape == "max" else args.rate_seconds
+                for v in order:
+                    m = middles[v]
+                    pids = pids_of(m.procs)
+                    cpu0 = cpu_seconds(pids) if pids else 0.0
+                    res = load(proto, shape, m.port, seconds, args.rate, work)
+                    if pids:
+                        res["cpu_s_per_10k"] = (cpu_seconds(pids) - cpu0) / max(res["requests"], 1) * 1e4
+                        if any(p.poll() is not None for p in m.procs):
+                            raise RuntimeError(f"{v} died during {proto}/{shape}")
+                    results.setdefault((proto, shape, v), []).append(res)
+                    log(f"{proto:5} {shape:4} {v:10} run {run + 1}: {res['rps']:>9.0f} rps "
+                        f"p50 {res['p50_ms']:.3f} p99 {res['p99_ms']:.3f} ms "
+                        f"cpu/10k {res.get('cpu_s_per_10k', 0):.3f}s errors {res['errors']}")
+        for v, m in middles.items():
+            if m.procs:
+                pids = pids_of(m.procs)
+                memory[(proto, v)].update(
+                    peak_kb=status_kb(pids, "VmHWM"),
+                    after_kb=status_kb(pids, "VmRSS"),
+                    max_single_peak_kb=max(status_kb([p], "VmHWM") for p in pids))
+    finally:
+        for m in middles.values():
+            stop(m.procs)
+
+
+def soak(args, work, backend_ports):
+    """One ferry hop at the fixed rate for `args.soak` seconds, RSS sampled every 5 s."""
+    middle = start_middle("ferry", "http1", backend_ports["http1"], work)
+    pids = pids_of(middle.procs)
+    samples = [(0, status_kb(pids, "VmRSS"))]
+    cmd = ["taskset", "-c", LOAD_CPU, "h2load", "--h1", "-t1", f"-c{RATE_CONNECTIONS}", "-m1",
+           f"-D{args.soak}", f"--rps={args.rate / RATE_CONNECTIONS:g}",
+           f"http://127.0.0.1:{middle.port}/"]
+    gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                           start_new_session=True)
+    PROCS.append(gen)
+    try:
+        start = time.monotonic()
+        while gen.poll() is None and time.monotonic() - start < args.soak + 30:
+            time.sleep(5)
+            samples.append((round(time.monotonic() - start), status_kb(pids, "VmRSS")))
+        out, _ = gen.communicate(timeout=30)
+        done = next((l for l in out.splitlines() if l.startswith("requests:")), "")
+        log(f"soak: {done}")
+        samples.append((round(time.monotonic() - start), status_kb(pids, "VmRSS")))
+        return {"samples": samples, "peak_kb": status_kb(pids, "VmHWM"), "requests": done}
+    finally:
+        stop([gen, *middle.procs])
+
+
+# ---------------------------------------------------------------- the report
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, spec):
+    return "—" if x is None else format(x, spec)
+
+
+def ratio(a, b):
+    return "—" if a is None or b is None or b == 0 else f"{a / b:.2f}"
+
+
+def report(args, results, memory, started, soak_result=None):
+    lines = [
+        f"# Ferry benchmark — {started:%Y-%m-%d %H:%M} UTC",
+        "",
+        f"{args.runs} run(s) per cell, medians; max throughput: {CONNECTIONS} connections for "
+        f"{args.seconds}s; fixed rate: {args.rate} RPS over {RATE_CONNECTIONS} connections for "
+        f"{args.rate_seconds}s. Middle hop pinned to CPU {MIDDLE_CPU}, backend and generator "
+        f"to CPU {LOAD_CPU}. `ferry-2hop` is plaintext (no mTLS yet); its CPU and RSS are "
+        "both proxies' sums. Commit " + os.popen(f"git -C {ROOT} describe --always --dirty").read().strip()
+        + "; " + os.popen("uptime").read().strip(),
+        "",
+    ]
+    for proto in args.protocols:
+        for shape in ("max", "rate"):
+            if (proto, shape, "direct") not in results and not any(
+                    (proto, shape, v) in results for v in args.variants):
+                continue
+            title = {"max": "max throughput", "rate": f"fixed {args.rate} RPS"}[shape]
+            lines += [f"## {proto} — {title}", "",
+                      "| variant | RPS | ×direct | ×nginx | p50 ms | p99 ms | max ms | "
+                      "+p50 ms | +p99 ms | CPU s/10k req | ×nginx | peak RSS MB | ×nginx | errors |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            m = {}
+            for v in args.variants:
+                rs = results.get((proto, shape, v), [])
+                if not rs:
+                    continue
+                m[v] = {k: med([r.get(k) for r in rs]) for k in
+                        ("rps", "p50_ms", "p99_ms", "max_ms", "cpu_s_per_10k")}
+                m[v]["errors"] = sum(r["errors"] for r in rs)
+                mem = memory.get((proto, v), {})
+                m[v]["rss"] = mem.get("peak_kb", 0) / 1024 if mem else None
+            d, n = m.get("direct", {}), m.get("nginx", {})
+            for v, x in m.items():
+                add50 = None if not d or x["p50_ms"] is None else x["p50_ms"] - d["p50_ms"]
+                add99 = None if not d or x["p99_ms"] is None else x["p99_ms"] - d["p99_ms"]
+                lines.append(
+                    f"| {v} | {fmt(x['rps'], ',.0f')} | {ratio(x['rps'], d.get('rps'))} | "
+                    f"{ratio(x['rps'], n.get('rps'))} | {fmt(x['p50_ms'], '.3f')} | "
+                    f"{fmt(x['p99_ms'], '.3f')} | {fmt(x['max_ms'], '.2f')} | "
+                    f"{fmt(add50, '+.3f')} | {fmt(add99, '+.3f')} | "
+                    f"{fmt(x['cpu_s_per_10k'], '.3f')} | {ratio(x['cpu_s_per_10k'], n.get('cpu_s_per_10k'))} | "
+                    f"{fmt(x['rss'], '.1f')} | {ratio(x['rss'], n.get('rss'))} | {x['errors']} |")
+            lines.append("")
+    lines += ["## Memory (KB): idle after start, peak (VmHWM) and after load, per protocol", "",
+              "| protocol | variant | idle RSS | peak RSS | RSS after | largest single process peak |",
+              "|---|---|---:|---:|---:|---:|"]
+    for (proto, v), mem in memory.items():
+        lines.append(f"| {proto} | {v} | {mem.get('idle_kb', 0)} | {mem.get('peak_kb', 0)} | "
+                     f"{mem.get('after_kb', 0)} | {mem.get('max_single_peak_kb', 0)} |")
+    if soak_result:
+        samples = soak_result["samples"]
+        # Growth: the last third of the run against the first third, after warm-up.
+        third = max(1, len(samples) // 3)
+        early = max(kb for _, kb in samples[1:third + 1]) if len(samples) > 1 else samples[0][1]
+        late = max(kb for _, kb in samples[-third:])
+        lines += ["", f"## Soak: one ferry hop, HTTP/1.1 at {args.rate} RPS for {args.soak}s", "",
+                  f"RSS (KB) every 5 s: {', '.join(str(kb) for _, kb in samples)}", "",
+                  f"Peak {soak_result['peak_kb']} KB; max of the first third {early} KB, of the "
+                  f"last third {late} KB (growth {late - early:+d} KB). {soak_result['requests']}"]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="one short run of every cell (< 1 min)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=3, help="max-throughput cell length")
+    ap.add_argument("--rate-seconds", type=float, default=5, help="fixed-rate cell length")
+    ap.add_argument("--rate", type=int, default=2000)
+    ap.add_argument("--only", default=",".join(PROTOCOLS), help="protocols: " + ",".join(PROTOCOLS))
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--soak", type=int, default=0, metavar="SECONDS",
+                    help="also run one ferry hop at --rate this long, sampling RSS (e.g. 120)")
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = ap.parse_args()
+    if args.quick:
+        args.runs, args.seconds, args.rate_seconds = 1, 1, 1
+    args.protocols = [p for p in args.only.split(",") if p]
+    args.variants = [v for v in args.variants.split(",") if v]
+    for s in (args.seconds, args.rate_seconds):
+        if s != int(s):
+            ap.error("durations are whole seconds")
+    args.seconds, args.rate_seconds = int(args.seconds), int(args.rate_seconds)
+    if os.cpu_count() < 2:
+        ap.error("needs two CPUs (middle hop on one, load on the other)")
+
+    atexit.register(cleanup)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    ensure_tools()
+    if not args.no_build:
+        build()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    work = pathlib.Path(tempfile.mkdtemp(prefix="ferry-bench-"))
+    # gRPC unary request: a length-prefixed 2-byte protobuf message.
+    (work / "grpc-request.bin").write_bytes(bytes([0, 0, 0, 0, 2, 0x08, 0x01]))
+    log(f"work dir {work}; load average {os.getloadavg()}")
+
+    ports = {"http1": free_port(), "h2c": free_port(), "tcp": free_port()}
+    backend = spawn([RELEASE / "ferry-bench-backend", "--http1", f"127.0.0.1:{ports['http1']}",
+                     "--h2c", f"127.0.0.1:{ports['h2c']}", "--echo", f"127.0.0.1:{ports['tcp']}"],
+                    LOAD_CPU, work / "backend.log")
+    for p in ports.values():
+        wait_port(p, backend, "backend")
+
+    results, memory = {}, {}
+    deadline = time.monotonic() + (120 if args.quick else 3600)
+    for proto in args.protocols:
+        if time.monotonic() > deadline:
+            log(f"time budget spent; skipping {proto}")
+            continue
+        measure_group(proto, args, work, ports, results, memory)
+    soak_result = soak(args, work, ports) if args.soak else None
+    stop([backend])
+
+    text = report(args, results, memory, started, soak_result)
+    print(text)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"{started:%Y%m%dT%H%M}{'-quick' if args.quick else ''}"
+    (out / f"{name}.md").write_text(text)
+    raw = {f"{k[0]}/{k[1]}/{k[2]}": v for k, v in results.items()}
+    raw["memory"] = {f"{k[0]}/{k[1]}": v for k, v in memory.items()}
+    (out / f"{name}.json").write_text(json.dumps(raw, indent=1))
+    log(f"wrote {out / name}.md and .json")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+//! Micro-benchmarks of the proxy's per-request hot spots: protocol detection, hop-by-hop
+//! header handling and metrics recording. Run with `cargo bench -p ferry-proxy`; CI only
+//! compiles them (clippy `--all-targets`). The end-to-end numbers come from `bench/run.py`.
+
+use std::{sync::Arc, time::Duration};
+
+use divan::{black_box, Bencher};
+use ferry_proxy::{
+    detect::classify,
+    forward::strip_hop_by_hop,
+    metrics::{Direction, HttpLabels, Registry, ResponseLabels, Tls},
+};
+use http::{HeaderMap, HeaderValue};
+
+fn main() {
+    divan::main();
+}
+
+mod detect {
+    use super::*;
+
+    const HTTP1: &[u8] = b"GET /api/v1/emojis/list HTTP/1.1\r\nHost: emoji.emojivoto:8080\r\nUser-Agent: wrk\r\n\r\n";
+    const HTTP2: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04\x00\x00\x00\x00\x00";
+    const TLS: &[u8] = &[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    const OPAQUE: &[u8] = &[0u8; 64];
+    /// A request line cut before its end: the case where detection must wait for more.
+    const PARTIAL: &[u8] = b"POST /emojivoto.v1.VotingService/VoteDoughnut HTTP/1.";
+
+    #[divan::bench(args = [("http1", HTTP1), ("http2", HTTP2), ("tls", TLS), ("opaque", OPAQUE), ("partial", PARTIAL)])]
+    fn classify_first_bytes(input: (&str, &[u8])) -> Option<ferry_proxy::metrics::Protocol> {
+        classify(black_box(input.1))
+    }
+}
+
+mod headers {
+    use super::*;
+
+    /// What a typical keep-alive client sends: no `Connection` header.
+    fn plain() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("emoji.emojivoto:8080"));
+        h.insert("user-agent", HeaderValue::from_static("curl/8.5.0"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        h.insert("content-length", HeaderValue::from_static("42"));
+        h.insert(
+            "x-request-id",
+            HeaderValue::from_static("6f1c2e0a-5b1d-4f6e-9a43-7d2b8c9e0f11"),
+        );
+        h
+    }
+
+    /// A client naming headers in `Connection`, which all have to go.
+    fn with_connection() -> HeaderMap {
+        let mut h = plain();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-trace"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-trace", HeaderValue::from_static("1"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h
+    }
+
+    #[divan::bench]
+    fn strip_plain(b: Bencher) {
+        b.with_inputs(plain)
+            .bench_local_refs(|h| strip_hop_by_hop(h, false));
+    }
+
+    #[divan::bench]
+    fn strip_with_connection(b: Bencher) {
+        b.with_inputs(with_connection)
+            .bench_local_refs(|h| strip_hop_by_hop(h, false));
+    }
+
+    /// The baseline the two above include: building and dropping the map.
+    #[divan::bench]
+    fn clone_only(b: Bencher) {
+        b.with_inputs(plain).bench_local_refs(|h| {
+            black_box(h);
+        });
+    }
+}
+
+mod metrics {
+    use super::*;
+
+    fn labels() -> HttpLabels {
+        HttpLabels {
+            direction: Direction::Inbound,
+            authority: "emoji.emojivoto:8080".into(),
+            target_addr: "127.0.0.1:8080".into(),
+            tls: Tls::NO_TLS_FROM_REMOTE,
+        }
+    }
+
+    const OK: ResponseLabels = ResponseLabels {
+        status: 200,
+        grpc_status: None,
+        error: None,
+        success: true,
+    };
+
+    /// Once per connection (or per new authority on it): the label-set lookup.
+    #[divan::bench]
+    fn registry_lookup(b: Bencher) {
+        let registry = Registry::default();
+        let _warm = registry.http(labels());
+        b.with_inputs(labels)
+            .bench_local_values(|l| registry.http(l));
+    }
+
+    /// Once per request: the request counter and the response counter and histogram.
+    #[divan::bench]
+    fn record_request_and_response(b: Bencher) {
+        let registry = Registry::default();
+        let metrics = registry.http(labels());
+        b.bench_local(|| {
+            metrics.request();
+            metrics.response(black_box(OK), black_box(Duration::from_micros(180)));
+        });
+    }
+
+    /// The same from both cores at once: how the per-response lock behaves contended.
+    #[divan::bench(threads = [1, 2])]
+    fn record_response_threads(b: Bencher) {
+        static REGISTRY: std::sync::OnceLock<(Registry, Arc<ferry_proxy::metrics::HttpMetrics>)> =
+            std::sync::OnceLock::new();
+        let (_, metrics) = REGISTRY.get_or_init(|| {
+            let r = Registry::default();
+            let m = r.http(labels());
+            (r, m)
+        });
+        b.bench(|| metrics.response(black_box(OK), black_box(Duration::from_micros(180))));
+    }
+}

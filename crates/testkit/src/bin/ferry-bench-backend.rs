@@ -1,0 +1,216 @@
+//! `ferry-bench-backend`: the origin the benchmark harness (`bench/run.py`) measures against.
+//! A minimal HTTP/1.1 keep-alive server, an h2c server (plain answers and gRPC-style unary
+//! calls) and a TCP echo server, each on the address given; it runs until killed.
+//!
+//! ```text
+//! ferry-bench-backend [--http1 ADDR] [--h2c ADDR] [--echo ADDR]
+//! ```
+//!
+//! Every answer is a constant so that the origin costs as little as possible and the
+//! difference between variants is the middle hop's.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Request, Response};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// The HTTP answer body; small, like a typical API reply's framing cost dominates.
+const BODY: &[u8] = b"hello from ferry-bench-backend\n";
+/// A gRPC reply: an uncompressed, length-prefixed 2-byte protobuf message.
+const GRPC_REPLY: &[u8] = &[0, 0, 0, 0, 2, 0x08, 0x01];
+
+#[derive(Default)]
+struct Args {
+    http1: Option<SocketAddr>,
+    h2c: Option<SocketAddr>,
+    echo: Option<SocketAddr>,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args::default();
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .with_context(|| format!("{flag} needs an address"))?;
+        let addr: SocketAddr = value
+            .parse()
+            .with_context(|| format!("{flag} {value:?} is not an address"))?;
+        match flag.as_str() {
+            "--http1" => args.http1 = Some(addr),
+            "--h2c" => args.h2c = Some(addr),
+            "--echo" => args.echo = Some(addr),
+            other => bail!("unknown flag {other:?} (want --http1, --h2c, --echo)"),
+        }
+    }
+    if args.http1.is_none() && args.h2c.is_none() && args.echo.is_none() {
+        bail!("nothing to serve: give at least one of --http1, --h2c, --echo");
+    }
+    Ok(args)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    // One worker per core it may run on: the harness pins it with taskset.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let mut servers = tokio::task::JoinSet::new();
+        if let Some(addr) = args.http1 {
+            let listener = bind(addr).await?;
+            servers.spawn(serve(listener, Proto::Http1));
+        }
+        if let Some(addr) = args.h2c {
+            let listener = bind(addr).await?;
+            servers.spawn(serve(listener, Proto::H2c));
+        }
+        if let Some(addr) = args.echo {
+            let listener = bind(addr).await?;
+            servers.spawn(echo(listener));
+        }
+        // The harness waits for this line before it sends load.
+        println!("ready");
+        while let Some(done) = servers.join_next().await {
+            done??;
+        }
+        Ok(())
+    })
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
+}
+
+#[derive(Clone, Copy)]
+enum Proto {
+    Http1,
+    H2c,
+}
+
+async fn serve(listener: TcpListener, proto: Proto) -> anyhow::Result<()> {
+    loop {
+        let (sock, _) = listener.accept().await?;
+        let _ = sock.set_nodelay(true);
+        tokio::spawn(async move {
+            let io = TokioIo::new(sock);
+            let svc = hyper::service::service_fn(answer);
+            let _ = match proto {
+                Proto::Http1 => {
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await
+                }
+                Proto::H2c => {
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .max_concurrent_streams(1024)
+                        .serve_connection(io, svc)
+                        .await
+                }
+            };
+        });
+    }
+}
+
+async fn answer(req: Request<Incoming>) -> Result<Response<Reply>, Infallible> {
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    // Read the request to its end, as a real handler would (and so h2 flow control moves).
+    let _ = req.into_body().collect().await;
+    let mut rsp = if grpc {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let mut rsp = Response::new(Reply {
+            data: Some(Bytes::from_static(GRPC_REPLY)),
+            trailers: Some(trailers),
+        });
+        rsp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        rsp
+    } else {
+        let mut rsp = Response::new(Reply {
+            data: Some(Bytes::from_static(BODY)),
+            trailers: None,
+        });
+        rsp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        rsp
+    };
+    if !grpc {
+        rsp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(BODY.len()));
+    }
+    Ok(rsp)
+}
+
+/// A body of at most one data frame and, for gRPC, a trailers frame.
+struct Reply {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl http_body::Body for Reply {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(data) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let len = self.data.as_ref().map_or(0, |d| d.len() as u64);
+        http_body::SizeHint::with_exact(len)
+    }
+}
+
+async fn echo(listener: TcpListener) -> anyhow::Result<()> {
+    loop {
+        let (sock, _) = listener.accept().await?;
+        let _ = sock.set_nodelay(true);
+        tokio::spawn(echo_conn(sock));
+    }
+}
+
+async fn echo_conn(mut sock: TcpStream) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match sock.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if sock.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
