@@ -28,6 +28,7 @@ pub mod workloads_file;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,10 @@ use tokio_util::sync::CancellationToken;
 pub use config::{Args, Config, DiscoveryConfig};
 use discovery::file::{FileDiscovery, FileDiscoveryError};
 use discovery::Discovery;
+
+/// How long [`run`] lets connections take to close once shutdown has begun. A client that
+/// connected and never spoke would otherwise hold the process forever.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Why the control plane stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -74,15 +79,17 @@ pub async fn run(
     };
     let grpc = bind("grpc", config.grpc_listen).await?;
     let api = bind("api", config.api_listen).await?;
-    serve(grpc, api, discovery, shutdown).await
+    serve(grpc, api, discovery, SHUTDOWN_GRACE, shutdown).await
 }
 
 /// Serves the destination API on `grpc` and the public API on `api` until `shutdown`
-/// completes or either server fails (which stops the other).
+/// completes or either server fails (which stops the other); then gives connections
+/// `grace` to close before returning regardless.
 pub async fn serve<D: Discovery>(
     grpc: TcpListener,
     api: TcpListener,
     discovery: D,
+    grace: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let stop = CancellationToken::new();
@@ -114,8 +121,23 @@ pub async fn serve<D: Discovery>(
             result.map_err(RunError::Api)
         }
     };
-    let ((), grpc, api) = tokio::join!(signal, grpc, api);
-    grpc.and(api)
+    let servers = async {
+        let ((), grpc, api) = tokio::join!(signal, grpc, api);
+        grpc.and(api)
+    };
+    // Streams end at shutdown, but a client may hold a connection open regardless; it
+    // does not get to keep the process alive.
+    let deadline = async {
+        stop.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = servers => result,
+        () = deadline => {
+            tracing::warn!(?grace, "connections still open after shutdown; exiting anyway");
+            Ok(())
+        }
+    }
 }
 
 /// Binds a listener and logs `listener bound` with its name and real address, which is

@@ -390,3 +390,33 @@ async fn one_edit_reaches_every_subscriber() {
         edited.elapsed()
     );
 }
+
+#[tokio::test]
+async fn shutdown_finishes_even_with_a_silent_client_connected() {
+    let text = echo(&[("echo-0", 17101)]);
+    let discovery = ferry_control::discovery::StaticDiscovery::new(
+        ferry_control::workloads_file::parse(&text).unwrap(),
+    );
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (grpc_addr, api_addr) = (grpc.local_addr().unwrap(), api.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let grace = Duration::from_millis(200);
+    let server = tokio::spawn(ferry_control::serve(grpc, api, discovery, grace, async {
+        let _ = stopped.await;
+    }));
+    // Connected to both servers, saying nothing, never closing.
+    let _silent = (
+        tokio::net::TcpStream::connect(grpc_addr).await.unwrap(),
+        tokio::net::TcpStream::connect(api_addr).await.unwrap(),
+    );
+    let mut client = client(grpc_addr).await;
+    let mut stream = get(&mut client, "echo.default:8080").await;
+    assert_eq!(add_ports(&next(&mut stream).await), [17101]);
+
+    stop.send(()).unwrap();
+    within(grace + PROMPT, "serve to return", server)
+        .await
+        .expect("serve task")
+        .expect("clean shutdown");
+}
