@@ -105,3 +105,18 @@ async fn the_watch_stops_when_discovery_is_dropped() {
     assert!(closed.is_err());
     assert_eq!(endpoint_ports(&rx.borrow()), [17101]);
 }
+
+#[tokio::test]
+async fn editors_that_save_by_renaming_are_followed() {
+    let file = WorkloadsFile::new(&echo(&[("echo-0", 17101)]));
+    let discovery = FileDiscovery::spawn(file.path().to_path_buf(), POLL)
+        .await
+        .unwrap();
+    let mut rx = discovery.watch();
+    rx.borrow_and_update();
+    // Write a sibling, then rename it over the file: the path now names a new inode.
+    let sibling = file.path().with_extension("yaml.swp");
+    std::fs::write(&sibling, echo(&[("echo-0", 17101), ("echo-1", 17102)])).unwrap();
+    std::fs::rename(&sibling, file.path()).unwrap();
+    assert_eq!(endpoint_ports(&*next_state(&mut rx).await), [17101, 17102]);
+}

@@ -84,6 +84,18 @@ services:
 }
 
 #[test]
+fn instances_may_listen_on_ipv6() {
+    let state = parse(
+        "workloads: [{name: w, instances: [{name: w-0, addr: '[::1]:17101'}]}]\n\
+         services: [{name: s, port: 80, workloads: [w]}]\n",
+    )
+    .unwrap();
+    let port = &state.services[&ObjectRef::new("default", "s")].ports[&80];
+    let addrs: Vec<String> = port.endpoints.keys().map(|a| a.to_string()).collect();
+    assert_eq!(addrs, ["[::1]:17101"]);
+}
+
+#[test]
 fn empty_text_is_an_empty_cluster() {
     assert_eq!(parse("").unwrap(), ClusterState::default());
     assert_eq!(parse("# nothing yet\n").unwrap(), ClusterState::default());
