@@ -3,7 +3,8 @@
 //!
 //! Accepted paths (case-insensitive, a trailing dot allowed, port 80 when omitted):
 //! `svc.ns.svc.<cluster-domain>:port`, `svc.ns.svc:port`, `svc.ns:port`, `svc:port`
-//! (in the namespace of the caller's context token) and `ip:port`.
+//! (in the namespace of the caller's context token), `instance.svc.ns.svc[.<domain>]:port`
+//! (one instance of a service) and `ip:port`.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -23,6 +24,8 @@ pub enum Lookup {
         name: String,
         /// The service port asked for.
         port: u16,
+        /// One instance of the service, for `<instance>.<svc>.<ns>.svc...` names.
+        instance: Option<String>,
     },
     /// A name of a shape no backend serves (another cluster domain, too many labels):
     /// it does not exist.
@@ -95,20 +98,28 @@ impl Lookup {
         if host.is_empty() || host.split('.').any(str::is_empty) {
             return Err(invalid("empty host or label"));
         }
-        let labels: Vec<&str> = host.splitn(4, '.').collect();
-        let (name, namespace) = match labels.as_slice() {
-            [name] => match caller.ns.as_deref() {
-                Some(ns) if !ns.is_empty() => (*name, ns),
+        // Drop the `.svc[.<cluster-domain>]` suffix; what is left is `[instance.]svc.ns`.
+        let fqdn_suffix = format!(".svc.{cluster_domain}");
+        let local = host
+            .strip_suffix(fqdn_suffix.as_str())
+            .or_else(|| host.strip_suffix(".svc"));
+        let qualified = local.is_some();
+        let labels: Vec<&str> = local.unwrap_or(&host).split('.').collect();
+        let (instance, name, namespace) = match labels.as_slice() {
+            [name] if !qualified => match caller.ns.as_deref() {
+                Some(ns) if !ns.is_empty() => (None, *name, ns),
                 _ => return Ok(Self::Unknown),
             },
-            [name, ns] | [name, ns, "svc"] => (*name, *ns),
-            [name, ns, "svc", domain] if *domain == cluster_domain => (*name, *ns),
+            [name, ns] => (None, *name, *ns),
+            // A pod's own DNS name under a service, as StatefulSets use.
+            [instance, name, ns] if qualified => (Some(*instance), *name, *ns),
             _ => return Ok(Self::Unknown),
         };
         Ok(Self::Service {
             namespace: namespace.to_string(),
             name: name.to_string(),
             port,
+            instance: instance.map(str::to_string),
         })
     }
 }
@@ -154,6 +165,7 @@ mod tests {
             namespace: ns.into(),
             name: name.into(),
             port,
+            instance: None,
         }
     }
 
@@ -173,6 +185,21 @@ mod tests {
             assert_eq!(parse(path), Ok(svc("default", "echo", 8080)), "{path}");
         }
         assert_eq!(parse("echo.default"), Ok(svc("default", "echo", 80)));
+    }
+
+    #[test]
+    fn instance_names_need_the_svc_suffix() {
+        let web0 = Lookup::Service {
+            namespace: "ns".into(),
+            name: "web".into(),
+            port: 80,
+            instance: Some("web-0".into()),
+        };
+        assert_eq!(parse("web-0.web.ns.svc.cluster.local:80"), Ok(web0.clone()));
+        assert_eq!(parse("web-0.web.ns.svc:80"), Ok(web0));
+        assert_eq!(parse("web-0.web.ns:80"), Ok(Lookup::Unknown));
+        assert_eq!(parse("a.b.c.d.svc.cluster.local:80"), Ok(Lookup::Unknown));
+        assert_eq!(parse("web.svc.cluster.local:80"), Ok(Lookup::Unknown));
     }
 
     #[test]

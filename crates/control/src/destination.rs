@@ -167,6 +167,17 @@ impl<D: Discovery> Destination for DestinationService<D> {
         let step = move |state: &ClusterState| {
             let lookup = req.lookup(state);
             let profile = match (index::resolve(state, &lookup), &lookup) {
+                // An instance's own name: Linkerd answers with that endpoint.
+                (
+                    Resolution::Found(set),
+                    Lookup::Service {
+                        instance: Some(_), ..
+                    },
+                ) => set
+                    .endpoints
+                    .iter()
+                    .next()
+                    .map(|(addr, ep)| translate::endpoint_profile(*addr, ep)),
                 (Resolution::Found(set), Lookup::Service { port, .. }) => {
                     let fqn = set.fully_qualified_name.clone().unwrap_or_default();
                     set.service

@@ -63,6 +63,7 @@ pub fn resolve(state: &ClusterState, lookup: &Lookup) -> Resolution {
             namespace,
             name,
             port,
+            instance: only,
         } => {
             let key = ObjectRef::new(namespace.as_str(), name.as_str());
             let Some(service) = state.services.get(&key) else {
@@ -77,12 +78,23 @@ pub fn resolve(state: &ClusterState, lookup: &Lookup) -> Resolution {
             // A port the service does not expose has no endpoints, but the name exists.
             if let Some(port) = service.ports.get(port) {
                 for (addr, endpoint) in &port.endpoints {
+                    if only.is_some() && endpoint.instance != *only {
+                        continue;
+                    }
                     let instance = endpoint.instance.as_ref().and_then(|name| {
                         let key = ObjectRef::new(namespace.as_str(), name.as_str());
                         state.instances.get_key_value(&key)
                     });
                     set.endpoints.insert(*addr, endpoint_of(state, instance));
                 }
+            }
+            // An instance's own name exists only while it backs the service.
+            if let Some(instance) = only {
+                if set.endpoints.is_empty() {
+                    return Resolution::NotFound;
+                }
+                let fqn = format!("{instance}.{}", state.fully_qualified_name(&key));
+                set.fully_qualified_name = Some(fqn);
             }
             Resolution::Found(set)
         }

@@ -92,6 +92,25 @@ fn unknown_names_and_ports_differ() {
 }
 
 #[test]
+fn instance_names_resolve_to_that_instance_only() {
+    let state = state(ECHO);
+    let set = found(resolve(
+        &state,
+        &lookup("echo-1.echo.default.svc.cluster.local:8080"),
+    ));
+    let ports: Vec<u16> = set.endpoints.keys().map(|a| a.port()).collect();
+    assert_eq!(ports, [17102]);
+    assert_eq!(
+        set.fully_qualified_name.as_deref(),
+        Some("echo-1.echo.default.svc.cluster.local")
+    );
+    let missing = lookup("echo-9.echo.default.svc.cluster.local:8080");
+    assert_eq!(resolve(&state, &missing), Resolution::NotFound);
+    let elsewhere = lookup("plain-0.echo.default.svc:8080");
+    assert_eq!(resolve(&state, &elsewhere), Resolution::NotFound);
+}
+
+#[test]
 fn addresses_resolve_to_their_instance_or_to_themselves() {
     let state = state(ECHO);
     let set = found(resolve(&state, &Lookup::Addr(addr(17102))));
