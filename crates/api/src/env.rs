@@ -28,6 +28,9 @@ pub const PROXY_SHUTDOWN_GRACE_PERIOD: &str = "FERRY_PROXY_SHUTDOWN_GRACE_PERIOD
 pub const PROXY_LOG: &str = "FERRY_PROXY_LOG";
 /// `--log-format`: `plain` or `json`.
 pub const PROXY_LOG_FORMAT: &str = "FERRY_PROXY_LOG_FORMAT";
+/// `--destination-addr`: the control plane's destination service (`host:port`), which
+/// resolves service names to endpoints.
+pub const PROXY_DESTINATION_ADDR: &str = "FERRY_PROXY_DESTINATION_ADDR";
 /// `--control-addr`: the control plane's gRPC address (destination, identity, tap).
 pub const PROXY_CONTROL_ADDR: &str = "FERRY_PROXY_CONTROL_ADDR";
 /// `--identity-token-file`: the service-account token the proxy presents to the identity service.

@@ -14,6 +14,8 @@ pub enum ProxyErrorReason {
     HeadersTooLarge,
     /// No upstream is known for the request's authority or the connection's destination.
     NoRoute,
+    /// The destination exists but has no endpoints (or discovery has not answered in time).
+    NoEndpoints,
     /// The upstream refused the connection.
     ConnectRefused,
     /// Connecting to the upstream took longer than the connect timeout.
@@ -31,10 +33,11 @@ pub enum ProxyErrorReason {
 
 impl ProxyErrorReason {
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [ProxyErrorReason; 9] = [
+    pub const ALL: [ProxyErrorReason; 10] = [
         Self::MalformedRequest,
         Self::HeadersTooLarge,
         Self::NoRoute,
+        Self::NoEndpoints,
         Self::ConnectRefused,
         Self::ConnectTimeout,
         Self::ConnectFailed,
@@ -49,6 +52,7 @@ impl ProxyErrorReason {
             Self::MalformedRequest => "malformed-request",
             Self::HeadersTooLarge => "headers-too-large",
             Self::NoRoute => "no-route",
+            Self::NoEndpoints => "no-endpoints",
             Self::ConnectRefused => "connect-refused",
             Self::ConnectTimeout => "connect-timeout",
             Self::ConnectFailed => "connect-failed",

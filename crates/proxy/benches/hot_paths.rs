@@ -95,6 +95,7 @@ mod metrics {
             authority: "emoji.emojivoto:8080".into(),
             target_addr: "127.0.0.1:8080".into(),
             tls: Tls::NO_TLS_FROM_REMOTE,
+            dst: std::sync::Arc::from([]),
         }
     }
 

@@ -6,7 +6,9 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use bytes::Bytes;
 use http::Version;
+use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::Client,
@@ -24,13 +26,17 @@ use crate::{
 /// dropped together, so that random authorities cannot grow memory without bound.
 const MAX_BACKENDS: usize = 1024;
 
+/// The body of a forwarded request: the client's, or none when a bodiless request is
+/// retried on another endpoint.
+pub type ReqBody = Either<Incoming, Empty<Bytes>>;
+
 /// One upstream target and its connection pools.
 pub struct Backend {
     /// The target, as text: the `target_addr` label.
     pub target_label: Arc<str>,
     connector: Connector,
-    h1: Client<Connector, Incoming>,
-    h2: Client<Connector, Incoming>,
+    h1: Client<Connector, ReqBody>,
+    h2: Client<Connector, ReqBody>,
 }
 
 impl Backend {
@@ -78,7 +84,7 @@ impl Backend {
     }
 
     /// The client for a request of `version`: the upstream hop speaks what the client spoke.
-    pub fn client(&self, version: Version) -> &Client<Connector, Incoming> {
+    pub fn client(&self, version: Version) -> &Client<Connector, ReqBody> {
         if version == Version::HTTP_2 {
             &self.h2
         } else {

@@ -44,6 +44,16 @@ pub struct Args {
     /// TARGET (`host:port`). Repeatable; comma-separated in the environment.
     #[arg(long = "upstream", env = env::PROXY_UPSTREAM, value_delimiter = ',')]
     pub upstreams: Vec<UpstreamSpec>,
+    /// The control plane's destination service (`host:port`). With it, upstream targets and
+    /// authorities that are names are resolved there and balanced across their endpoints.
+    #[arg(long, env = env::PROXY_DESTINATION_ADDR)]
+    pub destination_addr: Option<Authority>,
+    /// The proxy's own namespace: sent to discovery so short names resolve in it.
+    #[arg(long, env = env::PROXY_POD_NAMESPACE, default_value = "default")]
+    pub pod_namespace: String,
+    /// The proxy's own pod (or instance) name, sent to discovery for its logs.
+    #[arg(long, env = env::PROXY_POD_NAME, default_value = "")]
+    pub pod_name: String,
     /// Target ports whose connections are forwarded as opaque TCP without detection.
     #[arg(long, env = env::PROXY_OPAQUE_PORTS, value_delimiter = ',', default_value = DEFAULT_OPAQUE_PORTS)]
     pub opaque_ports: Vec<u16>,
@@ -223,6 +233,12 @@ pub struct Config {
     pub tap_listen: SocketAddr,
     /// See [`Args::upstreams`].
     pub upstreams: Vec<UpstreamSpec>,
+    /// See [`Args::destination_addr`].
+    pub destination_addr: Option<Authority>,
+    /// See [`Args::pod_namespace`].
+    pub pod_namespace: String,
+    /// See [`Args::pod_name`].
+    pub pod_name: String,
     /// See [`Args::opaque_ports`].
     pub opaque_ports: Vec<u16>,
     /// Timeouts.
@@ -241,6 +257,9 @@ impl Config {
             admin_listen: args.admin_listen,
             tap_listen: args.tap_listen,
             upstreams: args.upstreams.clone(),
+            destination_addr: args.destination_addr.clone(),
+            pod_namespace: args.pod_namespace.clone(),
+            pod_name: args.pod_name.clone(),
             opaque_ports: args.opaque_ports.clone(),
             timeouts: Timeouts {
                 detect: args.detect_timeout,
@@ -264,6 +283,9 @@ impl Config {
             admin_listen: any,
             tap_listen: any,
             upstreams: Vec::new(),
+            destination_addr: None,
+            pod_namespace: "default".into(),
+            pod_name: String::new(),
             opaque_ports: DEFAULT_OPAQUE_PORTS
                 .split(',')
                 .map(|p| p.parse().expect("default opaque ports parse"))

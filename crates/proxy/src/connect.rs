@@ -122,6 +122,11 @@ impl Connector {
         }
     }
 
+    /// How many connections this connector has opened so far.
+    pub fn opened(&self) -> u64 {
+        self.metrics.opened()
+    }
+
     /// Counts an already opened connection.
     pub fn count(&self, stream: TcpStream) -> Counted<TcpStream> {
         Counted::new(stream, self.metrics.clone())

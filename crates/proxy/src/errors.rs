@@ -43,7 +43,9 @@ impl ProxyError {
         match self.reason {
             ProxyErrorReason::MalformedRequest => StatusCode::BAD_REQUEST,
             ProxyErrorReason::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ProxyErrorReason::NoRoute => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyErrorReason::NoRoute | ProxyErrorReason::NoEndpoints => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyErrorReason::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyErrorReason::ConnectRefused
             | ProxyErrorReason::ConnectFailed
@@ -61,6 +63,7 @@ impl ProxyError {
             ProxyErrorReason::ConnectTimeout => grpc::DEADLINE_EXCEEDED,
             ProxyErrorReason::LoopDetected => grpc::ABORTED,
             ProxyErrorReason::NoRoute
+            | ProxyErrorReason::NoEndpoints
             | ProxyErrorReason::ConnectRefused
             | ProxyErrorReason::ConnectFailed
             | ProxyErrorReason::UpstreamReset

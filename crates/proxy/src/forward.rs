@@ -16,22 +16,27 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
+use http_body::Body as _;
+use http_body_util::{Either, Empty};
+
 use crate::{
-    backend::Backend,
+    backend::ReqBody,
+    balance::Balancer,
     body::{Recorder, ResponseBody},
     config::Authority,
     errors::ProxyError,
     listener::Side,
     metrics::{ErrorKind, HttpLabels, HttpMetrics},
+    upstream::{Upstream, MAX_CONNECT_ATTEMPTS},
 };
 
 /// Where a connection's requests go.
 pub enum Dest {
-    /// One backend. `authority` fixes the metrics' `authority` label (upstream listeners,
+    /// One upstream. `authority` fixes the metrics' `authority` label (upstream listeners,
     /// whose logical name is the target); `None` labels by each request's authority.
     Fixed {
-        /// The backend.
-        backend: Arc<Backend>,
+        /// The upstream.
+        upstream: Upstream,
         /// The fixed authority label, if any.
         authority: Option<Arc<str>>,
     },
@@ -42,8 +47,9 @@ pub enum Dest {
     },
 }
 
-/// A request authority and the backend and metrics it resolved to.
-type Resolved = (Box<str>, Arc<Backend>, Arc<HttpMetrics>);
+/// A request authority, the upstream it resolved to, and for a single address the metrics
+/// of that pair (a balanced service's metrics are per endpoint).
+type Resolved = (Box<str>, Upstream, Option<Arc<HttpMetrics>>);
 
 /// The service serving one accepted HTTP connection.
 #[derive(Clone)]
@@ -53,7 +59,7 @@ struct Conn {
     side: Arc<Side>,
     dest: Dest,
     /// The last request's authority and what it resolved to: most connections send one
-    /// authority, so this skips the registry lookup on every request after the first.
+    /// authority, so this skips the lookups on every request after the first.
     last: Mutex<Option<Resolved>>,
 }
 
@@ -79,42 +85,81 @@ impl hyper::service::Service<Request<Incoming>> for HttpService {
     }
 }
 
+/// A request ready to send, and what is needed to send it again without its body.
+struct Outgoing {
+    req: Request<ReqBody>,
+    /// Method, URI, version and headers of a bodiless request, which can be retried on
+    /// another endpoint when connecting fails (nothing was sent).
+    retry: Option<http::request::Parts>,
+}
+
+impl Outgoing {
+    fn new(req: Request<Incoming>) -> Self {
+        let retry = req.body().is_end_stream().then(|| {
+            let mut parts = Request::new(()).into_parts().0;
+            parts.method = req.method().clone();
+            parts.uri = req.uri().clone();
+            parts.version = req.version();
+            parts.headers = req.headers().clone();
+            parts
+        });
+        Self {
+            req: req.map(Either::Left),
+            retry,
+        }
+    }
+
+    fn again(&self) -> Option<Request<ReqBody>> {
+        let parts = self.retry.clone()?;
+        Some(Request::from_parts(parts, Either::Right(Empty::new())))
+    }
+}
+
 impl Conn {
     async fn handle(&self, mut req: Request<Incoming>) -> Response<ResponseBody> {
         let start = Instant::now();
         let grpc = is_grpc(req.headers());
         let authority = request_authority(&req);
-        let (backend, metrics) = match self.route(authority.as_deref()) {
+        let (upstream, metrics) = match self.route(authority.as_deref()) {
             Ok(route) => route,
-            Err(e) => {
-                let labels = HttpLabels {
-                    direction: self.side.direction,
-                    authority: authority.as_deref().unwrap_or("").into(),
-                    target_addr: "".into(),
-                    tls: self.side.tls.clone(),
-                };
-                let metrics = self.side.registry.http(labels);
-                metrics.request();
-                return self.fail(&metrics, e, grpc, start);
-            }
+            Err(e) => return self.fail(&self.unrouted(authority.as_deref(), ""), e, grpc, start),
         };
-        metrics.request();
-
-        if let Err(e) = prepare_request(&mut req, backend.target(), authority.as_deref()) {
+        if let Err(e) = prepare_request(&mut req, &upstream.label(), authority.as_deref()) {
+            let metrics = match &metrics {
+                Some(m) => {
+                    m.request();
+                    m.clone()
+                }
+                None => self.unrouted(authority.as_deref(), &upstream.label()),
+            };
             return self.fail(&metrics, e, grpc, start);
         }
         let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+        let out = Outgoing::new(req);
 
-        let mut rsp = match backend.client(req.version()).request(req).await {
-            Ok(rsp) => rsp,
-            Err(e) => {
-                return self.fail(
-                    &metrics,
-                    ProxyError::from_client(&e, &backend.target_label),
-                    grpc,
-                    start,
+        let (result, metrics) = match &upstream {
+            Upstream::Addr(backend) => {
+                let metrics = metrics.expect("an address upstream has metrics");
+                metrics.request();
+                let version = out.req.version();
+                let result = backend.client(version).request(out.req).await;
+                (
+                    result.map_err(|e| ProxyError::from_client(&e, &backend.target_label)),
+                    metrics,
                 )
             }
+            Upstream::Balanced(balancer) => match self.send_balanced(balancer, out).await {
+                Ok(ok) => ok,
+                Err((e, metrics)) => {
+                    let metrics =
+                        metrics.unwrap_or_else(|| self.unrouted(authority.as_deref(), ""));
+                    return self.fail(&metrics, e, grpc, start);
+                }
+            },
+        };
+        let mut rsp = match result {
+            Ok(rsp) => rsp,
+            Err(e) => return self.fail(&metrics, e, grpc, start),
         };
 
         if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -142,15 +187,75 @@ impl Conn {
         rsp.map(|body| ResponseBody::upstream(body, recorder))
     }
 
-    /// Finds the backend and metrics for a request with `authority`.
+    /// Sends over a balanced service: picks an endpoint by P2C, and when connecting to it
+    /// fails and nothing was sent, backs it off and tries another.
+    async fn send_balanced(
+        &self,
+        balancer: &Balancer,
+        mut out: Outgoing,
+    ) -> Result<
+        (Result<Response<Incoming>, ProxyError>, Arc<HttpMetrics>),
+        (ProxyError, Option<Arc<HttpMetrics>>),
+    > {
+        let mut endpoint = balancer.pick().await.map_err(|e| (e, None))?;
+        endpoint.metrics.request();
+        let mut attempt = 1;
+        loop {
+            let in_flight = endpoint.dispatch();
+            let version = out.req.version();
+            let retry = out.again();
+            match endpoint.backend.client(version).request(out.req).await {
+                Ok(rsp) => {
+                    in_flight.done();
+                    return Ok((Ok(rsp), endpoint.metrics.clone()));
+                }
+                Err(e) => {
+                    let err = ProxyError::from_client(&e, &endpoint.backend.target_label);
+                    if !e.is_connect() {
+                        return Ok((Err(err), endpoint.metrics.clone()));
+                    }
+                    balancer.connect_failed(&endpoint);
+                    let next = balancer
+                        .pick_other(&endpoint)
+                        .filter(|_| attempt < MAX_CONNECT_ATTEMPTS);
+                    let (Some(next), Some(req)) = (next, retry) else {
+                        return Ok((Err(err), endpoint.metrics.clone()));
+                    };
+                    tracing::debug!(from = %endpoint.addr, to = %next.addr, error = %err, "retrying on another endpoint");
+                    drop(in_flight);
+                    endpoint = next;
+                    out = Outgoing {
+                        req,
+                        retry: out.retry,
+                    };
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Metrics for a request that reached no upstream (no route, no endpoints, malformed).
+    fn unrouted(&self, authority: Option<&str>, target: &str) -> Arc<HttpMetrics> {
+        let metrics = self.side.registry.http(HttpLabels {
+            direction: self.side.direction,
+            authority: authority.unwrap_or("").into(),
+            target_addr: target.into(),
+            tls: self.side.tls.clone(),
+            dst: Arc::from([]),
+        });
+        metrics.request();
+        metrics
+    }
+
+    /// Finds the upstream for a request with `authority`.
     fn route(
         &self,
         authority: Option<&str>,
-    ) -> Result<(Arc<Backend>, Arc<HttpMetrics>), ProxyError> {
+    ) -> Result<(Upstream, Option<Arc<HttpMetrics>>), ProxyError> {
         let key = authority.unwrap_or("");
         {
             let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((a, b, m)) = last.as_ref() {
+            if let Some((a, u, m)) = last.as_ref() {
                 if &**a == key
                     || matches!(
                         self.dest,
@@ -160,15 +265,18 @@ impl Conn {
                         }
                     )
                 {
-                    return Ok((b.clone(), m.clone()));
+                    return Ok((u.clone(), m.clone()));
                 }
             }
         }
-        let (backend, label) = match &self.dest {
+        let (upstream, label) = match &self.dest {
             Dest::Fixed {
-                backend,
+                upstream,
                 authority: fixed,
-            } => (backend.clone(), fixed.clone().unwrap_or_else(|| key.into())),
+            } => (
+                upstream.clone(),
+                fixed.clone().unwrap_or_else(|| key.into()),
+            ),
             Dest::ByAuthority { orig_dst } => {
                 let target = match orig_dst {
                     Some(addr) => Authority::from(*addr),
@@ -183,18 +291,22 @@ impl Conn {
                         format!("{target} is this proxy's own listener"),
                     ));
                 }
-                (self.side.backends.get(&target), key.into())
+                (self.side.upstreams.get(&target), key.into())
             }
         };
-        let metrics = self.side.registry.http(HttpLabels {
-            direction: self.side.direction,
-            authority: label,
-            target_addr: backend.target_label.clone(),
-            tls: self.side.tls.clone(),
-        });
+        let metrics = match &upstream {
+            Upstream::Addr(backend) => Some(self.side.registry.http(HttpLabels {
+                direction: self.side.direction,
+                authority: label,
+                target_addr: backend.target_label.clone(),
+                tls: self.side.tls.clone(),
+                dst: Arc::from([]),
+            })),
+            Upstream::Balanced(_) => None,
+        };
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((key.into(), backend.clone(), metrics.clone()));
-        Ok((backend, metrics))
+            Some((key.into(), upstream.clone(), metrics.clone()));
+        Ok((upstream, metrics))
     }
 
     fn fail(
@@ -267,7 +379,7 @@ fn parse_authority(authority: Option<&str>) -> Result<Authority, ProxyError> {
     })
 }
 
-fn wants_upgrade(req: &Request<Incoming>) -> bool {
+fn wants_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
         && connection_has(req.headers(), "upgrade")
@@ -284,9 +396,9 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 
 /// Readies a request for the upstream hop: checks its framing, removes hop-by-hop headers
 /// and gives the client the absolute URI it needs (the wire form stays origin-form).
-fn prepare_request(
-    req: &mut Request<Incoming>,
-    target: &Authority,
+fn prepare_request<B>(
+    req: &mut Request<B>,
+    target: &str,
     authority: Option<&str>,
 ) -> Result<(), ProxyError> {
     let malformed = |detail: &str| ProxyError::new(ProxyErrorReason::MalformedRequest, detail);

@@ -9,6 +9,8 @@
 //! - [`detect`]: protocol detection on the first bytes.
 //! - [`http`], [`forward`], [`body`]: serving HTTP, forwarding requests, counting responses.
 //! - [`tcp`]: opaque forwarding. [`connect`], [`backend`]: upstream connections and pools.
+//! - [`upstream`], [`discover`], [`balance`]: where traffic goes; service discovery from
+//!   the control plane; P2C/peak-EWMA balancing across endpoints.
 //! - [`errors`]: proxy-made responses. [`metrics`]: counters and the text format.
 //! - [`admin`], [`state`]: the admin server and what `/state` reports.
 //! - [`io`], [`orig_dst`]: byte-stream wrappers and `SO_ORIGINAL_DST`.
@@ -16,10 +18,12 @@
 
 pub mod admin;
 pub mod backend;
+pub mod balance;
 pub mod body;
 pub mod config;
 pub mod connect;
 pub mod detect;
+pub mod discover;
 pub mod errors;
 pub mod forward;
 pub mod http;
@@ -31,6 +35,7 @@ pub mod orig_dst;
 pub mod serve;
 pub mod state;
 pub mod tcp;
+pub mod upstream;
 
 use std::{
     future::Future,
@@ -46,10 +51,13 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     admin::{Admin, LogControl},
     backend::Backends,
+    balance::EndpointFactory,
     config::{Authority, UpstreamSpec},
+    discover::Resolver,
     listener::{ListenerKind, Side},
     metrics::{Direction, Registry, Tls},
     state::{Connections, ListenerState, ProxyState},
+    upstream::Upstreams,
 };
 
 /// A listener address could not be bound.
@@ -172,12 +180,33 @@ pub async fn run(
     }
     let own_listeners: Arc<[SocketAddr]> = listener_states.iter().map(|l| l.addr).collect();
 
-    let side = |direction: Direction, tls: Tls| {
+    let resolver = match &config.destination_addr {
+        None => None,
+        Some(addr) => {
+            let token =
+                ferry_api::destination::context_token(&config.pod_namespace, "", &config.pod_name);
+            match Resolver::new(addr, token, config.timeouts.connect) {
+                Ok(r) => Some(Arc::new(r)),
+                Err(error) => {
+                    tracing::error!(%addr, %error, "invalid destination address; names resolve by DNS");
+                    None
+                }
+            }
+        }
+    };
+    let side = |direction: Direction, tls: Tls, resolver: Option<Arc<Resolver>>| {
+        let factory = EndpointFactory {
+            direction,
+            tls: Tls::NOT_PROVIDED_BY_DISCOVERY,
+            timeouts: config.timeouts,
+            registry: registry.clone(),
+        };
+        let backends = Arc::new(Backends::new(direction, config.timeouts, registry.clone()));
         Arc::new(Side {
             direction,
             registry: registry.clone(),
             tls,
-            backends: Arc::new(Backends::new(direction, config.timeouts, registry.clone())),
+            upstreams: Arc::new(Upstreams::new(backends, resolver, factory)),
             timeouts: config.timeouts,
             opaque_ports: config.opaque_ports.clone().into(),
             own_listeners: own_listeners.clone(),
@@ -186,17 +215,22 @@ pub async fn run(
             drain: drain.clone(),
         })
     };
-    let inbound = side(Direction::Inbound, Tls::NO_TLS_FROM_REMOTE);
-    let outbound = side(Direction::Outbound, Tls::NO_TLS_FROM_REMOTE);
+    let inbound = side(Direction::Inbound, Tls::NO_TLS_FROM_REMOTE, None);
+    let outbound = side(
+        Direction::Outbound,
+        Tls::NO_TLS_FROM_REMOTE,
+        resolver.clone(),
+    );
 
     let state = Arc::new(ProxyState {
         listeners: listener_states,
         connections,
         draining: Default::default(),
-        backends: vec![
-            ("inbound", inbound.backends.clone()),
-            ("outbound", outbound.backends.clone()),
+        upstreams: vec![
+            ("inbound", inbound.upstreams.clone()),
+            ("outbound", outbound.upstreams.clone()),
         ],
+        resolver,
         started: Instant::now(),
     });
     let admin_stop = CancellationToken::new();
@@ -212,7 +246,7 @@ pub async fn run(
     ));
 
     let forward = inbound
-        .backends
+        .upstreams
         .get(&Authority::from(config.inbound_forward));
     let mut accept_loops = vec![
         tokio::spawn(listener::accept_loop(
@@ -228,7 +262,7 @@ pub async fn run(
     ];
     for (u, l) in listeners.upstreams {
         let kind = ListenerKind::Upstream {
-            backend: outbound.backends.get(&u.target),
+            upstream: outbound.upstreams.get(&u.target),
             authority: u.target.to_string().into(),
         };
         accept_loops.push(tokio::spawn(listener::accept_loop(

@@ -7,10 +7,10 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    backend::{Backend, Backends},
     config::Timeouts,
     metrics::{Direction, Registry, Tls},
     state::Connections,
+    upstream::{Upstream, Upstreams},
 };
 
 /// What one side of the proxy (inbound or outbound) shares across its connections.
@@ -21,8 +21,8 @@ pub struct Side {
     pub registry: Arc<Registry>,
     /// TLS status label of accepted connections.
     pub tls: Tls,
-    /// Backends by target, pooled across connections and listeners of this side.
-    pub backends: Arc<Backends>,
+    /// Upstreams by target, pooled across connections and listeners of this side.
+    pub upstreams: Arc<Upstreams>,
     /// Timeouts.
     pub timeouts: Timeouts,
     /// Target ports that skip detection.
@@ -53,14 +53,14 @@ pub enum ListenerKind {
     /// the original destination port on the application's address).
     Inbound {
         /// The application.
-        forward: Arc<Backend>,
+        forward: Upstream,
     },
     /// The application's traffic, routed by authority or original destination.
     Outbound,
     /// The application's traffic to one configured target.
     Upstream {
         /// The target.
-        backend: Arc<Backend>,
+        upstream: Upstream,
         /// The target's name: the `authority` label of its requests.
         authority: Arc<str>,
     },

@@ -112,6 +112,8 @@ pub struct HttpLabels {
     pub target_addr: Arc<str>,
     /// TLS status of the connection.
     pub tls: Tls,
+    /// Labels of the destination endpoint from discovery, written as `dst_<key>`.
+    pub dst: Arc<[(String, String)]>,
 }
 
 /// Labels of the TCP families.
@@ -210,6 +212,10 @@ impl TcpMetrics {
     /// Counts a connection opened.
     pub fn open(&self) {
         self.opened.fetch_add(1, Relaxed);
+    }
+    /// Connections opened so far.
+    pub fn opened(&self) -> u64 {
+        self.opened.load(Relaxed)
     }
     /// Counts a connection closed.
     pub fn close(&self) {
@@ -363,6 +369,9 @@ impl Registry {
             label(out, names::LABEL_AUTHORITY, &l.authority);
             label(out, names::LABEL_TARGET_ADDR, &l.target_addr);
             l.tls.write_labels(out);
+            for (k, v) in l.dst.iter() {
+                dst_label(out, k, v);
+            }
         };
 
         header(
@@ -590,6 +599,25 @@ fn write_sample(out: &mut String, name: &str, value: &str, labels: impl FnOnce(&
     out.push('\n');
 }
 
+/// Appends `dst_<key>="value",`, with characters a label name cannot hold replaced by `_`.
+fn dst_label(out: &mut String, key: &str, value: &str) {
+    let name: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    label(
+        out,
+        &format!("{}{name}", ferry_api::destination::METRIC_LABEL_PREFIX),
+        value,
+    );
+}
+
 /// Appends `name="value",` with the value escaped as the text format requires.
 fn label(out: &mut String, name: &str, value: &str) {
     out.push_str(name);
@@ -615,6 +643,7 @@ mod tests {
             authority: authority.into(),
             target_addr: "127.0.0.1:8080".into(),
             tls: Tls::NO_TLS_FROM_REMOTE,
+            dst: Arc::from([("deployment".to_string(), "web-v1.2".to_string())]),
         }
     }
 
@@ -633,7 +662,7 @@ mod tests {
         m.response(ok, Duration::from_micros(1500));
         m.response(ok, Duration::from_millis(7));
         let text = r.encode();
-        let base = r#"direction="inbound",authority="we\"b",target_addr="127.0.0.1:8080",tls="no_identity",no_tls_reason="no_tls_from_remote""#;
+        let base = r#"direction="inbound",authority="we\"b",target_addr="127.0.0.1:8080",tls="no_identity",no_tls_reason="no_tls_from_remote",dst_deployment="web-v1.2""#;
         assert!(
             text.contains(&format!("request_total{{{base}}} 2\n")),
             "{text}"

@@ -14,7 +14,6 @@ use tokio::{io::AsyncReadExt, net::TcpStream, time::Instant};
 use tracing::Instrument;
 
 use crate::{
-    backend::Backend,
     config::Authority,
     detect::{detect, Detected},
     forward::{Dest, HttpService},
@@ -23,6 +22,7 @@ use crate::{
     metrics::{Peer, Protocol, TcpLabels},
     orig_dst::original_dst,
     state::ConnGuard,
+    upstream::Upstream,
 };
 
 /// How long a silent client may take before the proxy connects ahead to hear whether the
@@ -36,17 +36,24 @@ pub async fn serve(side: Arc<Side>, kind: Arc<ListenerKind>, sock: TcpStream, pe
         ListenerKind::Upstream { .. } => None,
         _ => original_dst(&sock),
     };
-    let target: Option<Arc<Backend>> = match (&*kind, orig_dst) {
+    let target: Option<Upstream> = match (&*kind, orig_dst) {
         // Redirected inbound traffic goes to the port the client asked for, on the app's host.
-        (ListenerKind::Inbound { forward }, Some(orig)) => Some(side.backends.get(
-            &Authority::from(SocketAddr::new(forward.target_ip(), orig.port())),
-        )),
+        (ListenerKind::Inbound { forward }, Some(orig)) => {
+            let ip = match forward {
+                Upstream::Addr(b) => b.target_ip(),
+                Upstream::Balanced(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            };
+            Some(
+                side.upstreams
+                    .get(&Authority::from(SocketAddr::new(ip, orig.port()))),
+            )
+        }
         (ListenerKind::Inbound { forward }, None) => Some(forward.clone()),
-        (ListenerKind::Upstream { backend, .. }, _) => Some(backend.clone()),
-        (ListenerKind::Outbound, orig) => orig.map(|o| side.backends.get(&Authority::from(o))),
+        (ListenerKind::Upstream { upstream, .. }, _) => Some(upstream.clone()),
+        (ListenerKind::Outbound, orig) => orig.map(|o| side.upstreams.get(&Authority::from(o))),
     };
     let target_label: Arc<str> = match &target {
-        Some(b) => b.target_label.clone(),
+        Some(u) => u.label(),
         None => local.to_string().into(),
     };
     let metrics = side.registry.tcp(TcpLabels {
@@ -60,7 +67,7 @@ pub async fn serve(side: Arc<Side>, kind: Arc<ListenerKind>, sock: TcpStream, pe
         kind.name(),
         local,
         peer,
-        target.as_ref().map(|b| b.target_label.clone()),
+        target.as_ref().map(Upstream::label),
     );
     let span = tracing::debug_span!("conn", listener = kind.name(), %peer, target = %target_label);
     dispatch(side, kind, io, target, orig_dst, &guard)
@@ -74,18 +81,18 @@ async fn dispatch(
     side: Arc<Side>,
     kind: Arc<ListenerKind>,
     mut io: Counted<TcpStream>,
-    target: Option<Arc<Backend>>,
+    target: Option<Upstream>,
     orig_dst: Option<SocketAddr>,
     guard: &ConnGuard,
 ) {
     let opaque_port = target
         .as_ref()
-        .is_some_and(|b| side.opaque_ports.contains(&b.target().port));
+        .is_some_and(|u| side.opaque_ports.contains(&u.port()));
     let mut buf = BytesMut::new();
     let (detected, early) = if opaque_port {
         (Detected::Protocol(Protocol::Opaque), None)
     } else {
-        match detect_or_race(&mut io, &mut buf, target.as_deref(), &side).await {
+        match detect_or_race(&mut io, &mut buf, target.as_ref(), &side).await {
             Ok(d) => d,
             Err(error) => {
                 tracing::debug!(%error, "connection failed during detection");
@@ -103,12 +110,18 @@ async fn dispatch(
     match protocol {
         Protocol::Http1 | Protocol::Http2 => {
             let dest = match (&*kind, target) {
-                (ListenerKind::Upstream { backend, authority }, _) => Dest::Fixed {
-                    backend: backend.clone(),
+                (
+                    ListenerKind::Upstream {
+                        upstream,
+                        authority,
+                    },
+                    _,
+                ) => Dest::Fixed {
+                    upstream: upstream.clone(),
                     authority: Some(authority.clone()),
                 },
-                (ListenerKind::Inbound { .. }, Some(backend)) => Dest::Fixed {
-                    backend,
+                (ListenerKind::Inbound { .. }, Some(upstream)) => Dest::Fixed {
+                    upstream,
                     authority: None,
                 },
                 _ => Dest::ByAuthority { orig_dst },
@@ -117,7 +130,7 @@ async fn dispatch(
             crate::http::serve(protocol, io, svc, &side).await;
         }
         Protocol::Tls | Protocol::Opaque => {
-            crate::tcp::forward(io, target.as_deref(), early, &side).await
+            crate::tcp::forward(io, target.as_ref(), early, &side).await
         }
     }
 }
@@ -128,11 +141,11 @@ async fn dispatch(
 async fn detect_or_race(
     io: &mut Counted<TcpStream>,
     buf: &mut BytesMut,
-    target: Option<&Backend>,
+    target: Option<&Upstream>,
     side: &Side,
 ) -> std::io::Result<(Detected, Option<Counted<TcpStream>>)> {
     let deadline = Instant::now() + side.timeouts.detect;
-    let Some(backend) = target else {
+    let Some(upstream) = target else {
         return Ok((detect(io, buf, deadline).await?, None));
     };
     // Reads (not readiness, which may be spurious) decide who spoke: a read is cancel-safe.
@@ -142,7 +155,7 @@ async fn detect_or_race(
         Ok(Err(e)) => return Err(e),
         Err(_silent) => tracing::trace!("client silent; connecting ahead"),
     }
-    let Ok((upstream, _)) = backend.connector().connect_raw().await else {
+    let Ok((early, backend)) = upstream.connect().await else {
         // Nobody to hear from: wait for the client, and report the failure when forwarding.
         return Ok((detect(io, buf, deadline).await?, None));
     };
@@ -155,16 +168,16 @@ async fn detect_or_race(
             let detected = detect(io, buf, deadline).await?;
             // A client that turns out to speak opaque bytes keeps the connection opened for it.
             let keep = matches!(detected, Detected::Protocol(Protocol::Opaque | Protocol::Tls));
-            Ok((detected, keep.then(|| backend.connector().count(upstream))))
+            Ok((detected, keep.then(|| backend.connector().count(early))))
         }
-        peeked = upstream.peek(&mut peek) => {
+        peeked = early.peek(&mut peek) => {
             // Bytes, or the server closing: either way the server acted first.
             peeked?;
             tracing::debug!("server spoke first");
-            Ok((Detected::Protocol(Protocol::Opaque), Some(backend.connector().count(upstream))))
+            Ok((Detected::Protocol(Protocol::Opaque), Some(backend.connector().count(early))))
         }
         _ = tokio::time::sleep_until(deadline) => {
-            Ok((Detected::Protocol(Protocol::Opaque), Some(backend.connector().count(upstream))))
+            Ok((Detected::Protocol(Protocol::Opaque), Some(backend.connector().count(early))))
         }
     }
 }

@@ -13,7 +13,13 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{backend::BackendState, metrics::Protocol};
+use crate::{
+    backend::BackendState,
+    balance::{Balancer, EndpointState},
+    discover::{NameState, Resolver},
+    metrics::Protocol,
+    upstream::Upstreams,
+};
 
 /// One listener as `/state` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -115,8 +121,10 @@ pub struct ProxyState {
     pub connections: Arc<Connections>,
     /// Set once `SIGTERM` (or the shutdown future) starts the drain.
     pub draining: AtomicBool,
-    /// Backends of each direction.
-    pub backends: Vec<(&'static str, Arc<crate::backend::Backends>)>,
+    /// Upstreams of each direction.
+    pub upstreams: Vec<(&'static str, Arc<Upstreams>)>,
+    /// Discovery, when there is a control plane.
+    pub resolver: Option<Arc<Resolver>>,
     /// When the proxy started.
     pub started: Instant,
 }
@@ -130,9 +138,41 @@ struct StateDoc {
     listeners: Vec<ListenerState>,
     connections: Vec<ConnState>,
     backends: HashMap<&'static str, Vec<BackendState>>,
+    destinations: Vec<DestinationState>,
+}
+
+/// A service name the proxy balances, as `/state` shows it.
+#[derive(Serialize)]
+struct DestinationState {
+    #[serde(flatten)]
+    discovery: NameState,
+    endpoints: Vec<EndpointState>,
 }
 
 impl ProxyState {
+    fn destinations(&self) -> Vec<DestinationState> {
+        let Some(resolver) = &self.resolver else {
+            return Vec::new();
+        };
+        let balancers: HashMap<String, Arc<Balancer>> = self
+            .upstreams
+            .iter()
+            .flat_map(|(_, u)| u.balancers())
+            .map(|b| (b.name().to_string(), b))
+            .collect();
+        resolver
+            .state()
+            .into_iter()
+            .map(|discovery| DestinationState {
+                endpoints: balancers
+                    .get(&discovery.name)
+                    .map(|b| b.state())
+                    .unwrap_or_default(),
+                discovery,
+            })
+            .collect()
+    }
+
     /// Renders the `/state` document.
     pub fn to_json(&self) -> String {
         let mut connections: Vec<ConnState> = self
@@ -156,7 +196,12 @@ impl ProxyState {
             draining: self.draining.load(Ordering::Relaxed),
             listeners: self.listeners.clone(),
             connections,
-            backends: self.backends.iter().map(|(d, b)| (*d, b.state())).collect(),
+            backends: self
+                .upstreams
+                .iter()
+                .map(|(d, u)| (*d, u.backends.state()))
+                .collect(),
+            destinations: self.destinations(),
         };
         serde_json::to_string_pretty(&doc).expect("state serializes")
     }

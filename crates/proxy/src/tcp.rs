@@ -6,16 +6,14 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::{
-    backend::Backend, errors::ProxyError, io::Counted, listener::Side, metrics::ErrorKind,
-};
+use crate::{io::Counted, listener::Side, metrics::ErrorKind, upstream::Upstream};
 
 /// Forwards `client` to `target` (over `early` when a connection is already open) until
 /// both directions have closed. When one side finishes sending, the other side's write half
 /// is shut down, so half-closed protocols work.
 pub async fn forward<C>(
     mut client: C,
-    target: Option<&Backend>,
+    target: Option<&Upstream>,
     early: Option<Counted<TcpStream>>,
     side: &Side,
 ) where
@@ -29,10 +27,9 @@ pub async fn forward<C>(
     };
     let mut upstream = match early {
         Some(upstream) => upstream,
-        None => match target.connector().connect().await {
-            Ok(upstream) => upstream,
-            Err(e) => {
-                let err = ProxyError::from_connect(&e);
+        None => match target.connect().await {
+            Ok((stream, backend)) => backend.connector().count(stream),
+            Err(err) => {
                 side.registry
                     .error(side.direction, ErrorKind::Tcp, err.reason);
                 tracing::debug!(error = %err, "opaque connection not forwarded");

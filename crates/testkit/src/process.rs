@@ -15,6 +15,26 @@ use tokio::{
     process::{Child, Command},
 };
 
+/// The path of a workspace binary built beside the running test (`target/<profile>/NAME`).
+///
+/// `cargo nextest run --workspace` builds every binary of a package that has integration
+/// tests; a test run for one package only may need `cargo build --bins` first.
+pub fn bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo build --workspace --bins` (or test with --workspace)",
+        path.display()
+    );
+    path
+}
+
 /// A running process and everything it has logged so far.
 pub struct Proc {
     child: Child,

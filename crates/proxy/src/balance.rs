@@ -1,0 +1,546 @@
+//! Load balancing over a service's endpoints: power of two choices over peak-EWMA latency
+//! weighted by requests in flight, with failing endpoints backed off.
+//!
+//! The endpoint set comes from [`crate::discover`]; a balancer turns each new resolution
+//! into a snapshot, keeping the pools and latency estimates of endpoints that stay.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU32, AtomicU64, Ordering::Relaxed},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use ferry_api::ProxyErrorReason;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::{
+    backend::Backend,
+    config::{Authority, Timeouts},
+    discover::{EndpointMeta, Resolution},
+    errors::ProxyError,
+    metrics::{Direction, HttpLabels, HttpMetrics, Registry, Tls},
+};
+
+/// The latency an endpoint is assumed to have before it has answered (Linkerd's default).
+const DEFAULT_RTT: Duration = Duration::from_millis(30);
+/// Latencies below this are treated as equal: differences under a millisecond are noise to
+/// a balancer, so between such endpoints the requests in flight decide, and ties are random.
+const RTT_FLOOR: Duration = Duration::from_millis(1);
+/// How fast the latency estimate forgets: the time constant of its exponential decay.
+const DECAY: Duration = Duration::from_secs(10);
+/// Backoff of an endpoint that failed to connect: doubles per consecutive failure.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(10));
+/// How long a request waits for discovery's first answer before failing.
+pub const FAILFAST: Duration = Duration::from_secs(3);
+
+/// Peak-EWMA: a latency estimate that jumps up to any slower observation at once and decays
+/// toward faster ones (and toward zero while idle, so idle endpoints get tried again).
+#[derive(Debug)]
+struct PeakEwma {
+    nanos: f64,
+    stamp: Instant,
+    /// Whether any response has been observed. An endpoint nobody has measured is tried
+    /// once before estimates are compared, so a new endpoint is not starved by the default
+    /// estimate being far above the measured latency of its peers.
+    observed: bool,
+}
+
+impl PeakEwma {
+    fn decayed(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.stamp).as_secs_f64();
+        self.nanos * (-elapsed / DECAY.as_secs_f64()).exp()
+    }
+
+    fn observe(&mut self, rtt: Duration, now: Instant) {
+        let rtt = rtt.as_nanos() as f64;
+        // The first measurement replaces the default outright: there is no history to keep.
+        self.nanos = if rtt > self.nanos || !self.observed {
+            rtt
+        } else {
+            let elapsed = now.saturating_duration_since(self.stamp).as_secs_f64();
+            let w = (-elapsed / DECAY.as_secs_f64()).exp();
+            self.nanos * w + rtt * (1.0 - w)
+        };
+        self.stamp = now;
+        self.observed = true;
+    }
+}
+
+/// One endpoint of a balanced service.
+pub struct Endpoint {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Labels and identity from discovery.
+    pub meta: EndpointMeta,
+    /// Its connection pools.
+    pub backend: Arc<Backend>,
+    /// Its HTTP metrics (the service's name as `authority`, its labels as `dst_*`).
+    pub metrics: Arc<HttpMetrics>,
+    ewma: Mutex<PeakEwma>,
+    in_flight: AtomicU32,
+    failures: AtomicU32,
+    /// Backed off until this many milliseconds after the balancer's epoch.
+    backoff_until_ms: AtomicU64,
+}
+
+/// Marks a request dispatched to an endpoint; dropping it without [`InFlight::done`] counts
+/// nothing toward latency (the request failed or was cancelled).
+pub struct InFlight {
+    endpoint: Arc<Endpoint>,
+    started: Instant,
+    /// Connections the endpoint's pool had opened at dispatch: a request that waited for a
+    /// new connection measures the handshake, not the endpoint, and is not observed.
+    opened: u64,
+}
+
+impl InFlight {
+    /// The endpoint.
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
+
+    /// The response headers arrived: feeds the latency estimate.
+    pub fn done(self) {
+        self.endpoint.failures.store(0, Relaxed);
+        if self.endpoint.backend.connector().opened() != self.opened {
+            return;
+        }
+        let now = Instant::now();
+        tracing::trace!(addr = %self.endpoint.addr, rtt = ?(now - self.started), "endpoint latency");
+        self.endpoint.lock_ewma().observe(now - self.started, now);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.endpoint.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Endpoint {
+    fn lock_ewma(&self) -> std::sync::MutexGuard<'_, PeakEwma> {
+        self.ewma.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cost(&self, now: Instant) -> f64 {
+        let in_flight = self.in_flight.load(Relaxed);
+        let ewma = self.lock_ewma();
+        if !ewma.observed && in_flight == 0 {
+            return 0.0;
+        }
+        let floor = RTT_FLOOR.as_nanos() as f64;
+        ewma.decayed(now).max(floor) * f64::from(in_flight + 1)
+    }
+
+    /// Starts a request on this endpoint.
+    pub fn dispatch(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Relaxed);
+        InFlight {
+            endpoint: self.clone(),
+            started: Instant::now(),
+            opened: self.backend.connector().opened(),
+        }
+    }
+}
+
+struct Snapshot {
+    resolution: Resolution,
+    endpoints: Vec<Arc<Endpoint>>,
+}
+
+/// Balances one service name across its endpoints.
+pub struct Balancer {
+    name: Authority,
+    epoch: Instant,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+}
+
+/// An endpoint as `/state` shows it.
+#[derive(Serialize)]
+pub struct EndpointState {
+    addr: SocketAddr,
+    #[serde(flatten)]
+    meta: EndpointMeta,
+    in_flight: u32,
+    ewma_ms: f64,
+    consecutive_failures: u32,
+    backoff_remaining_ms: u64,
+}
+
+/// How a balancer builds endpoints.
+#[derive(Clone)]
+pub struct EndpointFactory {
+    /// Side of the proxy.
+    pub direction: Direction,
+    /// TLS label of its connections.
+    pub tls: Tls,
+    /// Timeouts for its pools.
+    pub timeouts: Timeouts,
+    /// Where metrics go.
+    pub registry: Arc<Registry>,
+}
+
+impl EndpointFactory {
+    fn build(
+        &self,
+        name: &Authority,
+        addr: SocketAddr,
+        meta: EndpointMeta,
+        reuse: Option<&Endpoint>,
+    ) -> Arc<Endpoint> {
+        let dst: Arc<[(String, String)]> = meta
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let backend = match reuse {
+            Some(old) => old.backend.clone(),
+            None => Arc::new(Backend::new(
+                Authority::from(addr),
+                &self.timeouts,
+                self.direction,
+                &self.registry,
+            )),
+        };
+        let metrics = self.registry.http(HttpLabels {
+            direction: self.direction,
+            authority: name.to_string().into(),
+            target_addr: backend.target_label.clone(),
+            tls: self.tls.clone(),
+            dst,
+        });
+        let ewma = reuse.map_or(
+            PeakEwma {
+                nanos: DEFAULT_RTT.as_nanos() as f64,
+                stamp: Instant::now(),
+                observed: false,
+            },
+            |old| {
+                let e = old.lock_ewma();
+                PeakEwma {
+                    nanos: e.nanos,
+                    stamp: e.stamp,
+                    observed: e.observed,
+                }
+            },
+        );
+        Arc::new(Endpoint {
+            addr,
+            meta,
+            backend,
+            metrics,
+            ewma: Mutex::new(ewma),
+            in_flight: AtomicU32::new(0),
+            failures: AtomicU32::new(reuse.map_or(0, |o| o.failures.load(Relaxed))),
+            backoff_until_ms: AtomicU64::new(reuse.map_or(0, |o| o.backoff_until_ms.load(Relaxed))),
+        })
+    }
+}
+
+impl Balancer {
+    /// A balancer for `name`, following `resolution`.
+    pub fn new(
+        name: Authority,
+        mut resolution: watch::Receiver<Resolution>,
+        factory: EndpointFactory,
+    ) -> Arc<Self> {
+        let first = Arc::new(Snapshot {
+            resolution: Resolution::Pending,
+            endpoints: Vec::new(),
+        });
+        let (tx, rx) = watch::channel(first);
+        let task_name = name.clone();
+        tokio::spawn(async move {
+            loop {
+                let res = resolution.borrow_and_update().clone();
+                let prev = tx.borrow().clone();
+                let endpoints = match &res {
+                    Resolution::Endpoints(set) => {
+                        rebuild(&factory, &task_name, set, &prev.endpoints)
+                    }
+                    _ => Vec::new(),
+                };
+                tx.send_replace(Arc::new(Snapshot {
+                    resolution: res,
+                    endpoints,
+                }));
+                tokio::select! {
+                    changed = resolution.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Arc::new(Self {
+            name,
+            epoch: Instant::now(),
+            snapshot: rx,
+        })
+    }
+
+    /// The service name.
+    pub fn name(&self) -> &Authority {
+        &self.name
+    }
+
+    /// Picks an endpoint, waiting up to [`FAILFAST`] for discovery's first answer.
+    pub async fn pick(&self) -> Result<Arc<Endpoint>, ProxyError> {
+        let mut snap = self.snapshot.borrow().clone();
+        if snap.resolution == Resolution::Pending {
+            let mut rx = self.snapshot.clone();
+            let waited = tokio::time::timeout(
+                FAILFAST,
+                rx.wait_for(|s| s.resolution != Resolution::Pending),
+            )
+            .await;
+            match waited {
+                Ok(Ok(s)) => snap = s.clone(),
+                _ => {
+                    return Err(ProxyError::new(
+                        ProxyErrorReason::NoEndpoints,
+                        format!(
+                            "no answer from the control plane about {} within {FAILFAST:?}",
+                            self.name
+                        ),
+                    ))
+                }
+            }
+        }
+        match &snap.resolution {
+            Resolution::NoEndpoints { exists: false } => Err(ProxyError::new(
+                ProxyErrorReason::NoRoute,
+                format!("the control plane knows no service {}", self.name),
+            )),
+            Resolution::NoEndpoints { exists: true } | Resolution::Pending => Err(ProxyError::new(
+                ProxyErrorReason::NoEndpoints,
+                format!("service {} has no endpoints", self.name),
+            )),
+            Resolution::Endpoints(_) => Ok(self.p2c(&snap.endpoints, None)),
+        }
+    }
+
+    /// Picks an endpoint other than `avoid` when there is one.
+    pub fn pick_other(&self, avoid: &Endpoint) -> Option<Arc<Endpoint>> {
+        let snap = self.snapshot.borrow().clone();
+        (snap.endpoints.len() > 1).then(|| self.p2c(&snap.endpoints, Some(avoid.addr)))
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn p2c(&self, all: &[Arc<Endpoint>], avoid: Option<SocketAddr>) -> Arc<Endpoint> {
+        let now_ms = self.now_ms();
+        let usable = |e: &&Arc<Endpoint>| {
+            Some(e.addr) != avoid && e.backoff_until_ms.load(Relaxed) <= now_ms
+        };
+        let ready: Vec<&Arc<Endpoint>> = all.iter().filter(usable).collect();
+        // With every endpoint backed off, trying one beats refusing the request.
+        let pool: Vec<&Arc<Endpoint>> = if ready.is_empty() {
+            all.iter().collect()
+        } else {
+            ready
+        };
+        if pool.len() == 1 {
+            return pool[0].clone();
+        }
+        let i = fastrand::usize(..pool.len());
+        let mut j = fastrand::usize(..pool.len() - 1);
+        if j >= i {
+            j += 1;
+        }
+        let now = Instant::now();
+        let (a, b) = (pool[i], pool[j]);
+        let (cost_a, cost_b) = (a.cost(now), b.cost(now));
+        // The cheaper of the two wins in proportion to how much cheaper it is: a clear
+        // difference (a slowed endpoint) decides almost always, while noise between equal
+        // endpoints cannot pin all traffic to one of them, as a strict comparison would.
+        let total = cost_a + cost_b;
+        let a_wins = if total <= 0.0 {
+            fastrand::bool()
+        } else {
+            fastrand::f64() * total >= cost_a
+        };
+        if a_wins {
+            a.clone()
+        } else {
+            b.clone()
+        }
+    }
+
+    /// Records that connecting to `endpoint` failed: it is avoided for a backoff that grows
+    /// with each consecutive failure.
+    pub fn connect_failed(&self, endpoint: &Endpoint) {
+        let n = endpoint.failures.fetch_add(1, Relaxed).min(16);
+        let backoff = (BACKOFF.0 * 2u32.saturating_pow(n)).min(BACKOFF.1);
+        let until = self.now_ms() + u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+        endpoint.backoff_until_ms.store(until, Relaxed);
+        tracing::debug!(name = %self.name, addr = %endpoint.addr, ?backoff, "endpoint backed off");
+    }
+
+    /// The endpoints and their balancer state, for `/state`.
+    pub fn state(&self) -> Vec<EndpointState> {
+        let snap = self.snapshot.borrow().clone();
+        let now = Instant::now();
+        let now_ms = self.now_ms();
+        snap.endpoints
+            .iter()
+            .map(|e| EndpointState {
+                addr: e.addr,
+                meta: e.meta.clone(),
+                in_flight: e.in_flight.load(Relaxed),
+                ewma_ms: (e.lock_ewma().decayed(now) / 1e6 * 1000.0).round() / 1000.0,
+                consecutive_failures: e.failures.load(Relaxed),
+                backoff_remaining_ms: e.backoff_until_ms.load(Relaxed).saturating_sub(now_ms),
+            })
+            .collect()
+    }
+}
+
+fn rebuild(
+    factory: &EndpointFactory,
+    name: &Authority,
+    set: &BTreeMap<SocketAddr, EndpointMeta>,
+    prev: &[Arc<Endpoint>],
+) -> Vec<Arc<Endpoint>> {
+    set.iter()
+        .map(|(addr, meta)| {
+            let old = prev.iter().find(|e| e.addr == *addr);
+            match old {
+                Some(old) if old.meta == *meta => old.clone(),
+                old => factory.build(name, *addr, meta.clone(), old.map(|o| &**o)),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn factory() -> EndpointFactory {
+        EndpointFactory {
+            direction: Direction::Outbound,
+            tls: Tls::NOT_PROVIDED_BY_DISCOVERY,
+            timeouts: crate::Config::for_tests("127.0.0.1:9".parse().unwrap()).timeouts,
+            registry: Arc::default(),
+        }
+    }
+
+    fn set(addrs: &[&str]) -> Resolution {
+        Resolution::Endpoints(Arc::new(
+            addrs
+                .iter()
+                .map(|a| {
+                    let meta = EndpointMeta {
+                        labels: [("pod".to_string(), a.to_string())].into(),
+                        identity: None,
+                    };
+                    (a.parse().unwrap(), meta)
+                })
+                .collect(),
+        ))
+    }
+
+    async fn balancer(res: Resolution) -> (Arc<Balancer>, watch::Sender<Resolution>) {
+        let (tx, rx) = watch::channel(res);
+        let b = Balancer::new("echo.default:8080".parse().unwrap(), rx, factory());
+        let mut snap = b.snapshot.clone();
+        snap.wait_for(|s| s.resolution != Resolution::Pending)
+            .await
+            .unwrap();
+        (b, tx)
+    }
+
+    #[tokio::test]
+    async fn prefers_the_faster_endpoint() {
+        let (b, _tx) = balancer(set(&["127.0.0.1:1", "127.0.0.1:2"])).await;
+        let snap = b.snapshot.borrow().clone();
+        let (fast, slow) = (&snap.endpoints[0], &snap.endpoints[1]);
+        let now = Instant::now();
+        fast.lock_ewma().observe(Duration::from_millis(1), now);
+        slow.lock_ewma().observe(Duration::from_millis(200), now);
+        let picks = (0..1000)
+            .filter(|_| b.p2c(&snap.endpoints, None).addr == fast.addr)
+            .count();
+        // 1 ms against 200 ms: the faster one wins about 200 times in 201.
+        assert!(picks > 970, "{picks}");
+    }
+
+    #[tokio::test]
+    async fn tries_unmeasured_endpoints_before_comparing() {
+        let (b, _tx) = balancer(set(&["127.0.0.1:1", "127.0.0.1:2"])).await;
+        let snap = b.snapshot.borrow().clone();
+        snap.endpoints[0].dispatch().done();
+        // The other endpoint has never answered: it is tried next, whatever the estimates.
+        assert_eq!(b.p2c(&snap.endpoints, None).addr.port(), 2);
+    }
+
+    #[tokio::test]
+    async fn spreads_over_equal_endpoints_and_skips_backed_off_ones() {
+        let (b, _tx) = balancer(set(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"])).await;
+        let snap = b.snapshot.borrow().clone();
+        let now = Instant::now();
+        for e in &snap.endpoints {
+            e.lock_ewma().observe(Duration::from_millis(5), now);
+        }
+        let mut counts = BTreeMap::new();
+        for _ in 0..3000 {
+            *counts
+                .entry(b.p2c(&snap.endpoints, None).addr.port())
+                .or_insert(0) += 1;
+        }
+        assert!(counts.values().all(|&n| n > 700), "{counts:?}");
+
+        b.connect_failed(&snap.endpoints[0]);
+        for _ in 0..500 {
+            assert_ne!(
+                b.p2c(&snap.endpoints, None).addr.port(),
+                1,
+                "a backed-off endpoint is skipped"
+            );
+        }
+        assert_eq!(b.pick_other(&snap.endpoints[1]).unwrap().addr.port(), 3);
+    }
+
+    #[tokio::test]
+    async fn follows_resolution_changes_and_keeps_endpoint_state() {
+        let (b, tx) = balancer(set(&["127.0.0.1:1", "127.0.0.1:2"])).await;
+        let first = b.snapshot.borrow().clone();
+        first.endpoints[1]
+            .lock_ewma()
+            .observe(Duration::from_millis(500), Instant::now());
+        tx.send_replace(set(&["127.0.0.1:2", "127.0.0.1:3"]));
+        let mut rx = b.snapshot.clone();
+        let snap = rx
+            .wait_for(|s| s.endpoints.iter().any(|e| e.addr.port() == 3))
+            .await
+            .unwrap()
+            .clone();
+        let ports: Vec<u16> = snap.endpoints.iter().map(|e| e.addr.port()).collect();
+        assert_eq!(ports, [2, 3]);
+        assert!(
+            Arc::ptr_eq(&snap.endpoints[0], &first.endpoints[1]),
+            "a staying endpoint keeps its state"
+        );
+
+        tx.send_replace(Resolution::NoEndpoints { exists: false });
+        rx.wait_for(|s| s.endpoints.is_empty()).await.unwrap();
+        assert_eq!(
+            b.pick().await.err().unwrap().reason,
+            ProxyErrorReason::NoRoute
+        );
+        tx.send_replace(Resolution::NoEndpoints { exists: true });
+        rx.wait_for(|s| s.resolution == Resolution::NoEndpoints { exists: true })
+            .await
+            .unwrap();
+        assert_eq!(
+            b.pick().await.err().unwrap().reason,
+            ProxyErrorReason::NoEndpoints
+        );
+    }
+}

@@ -1,0 +1,323 @@
+//! Service discovery from the control plane: one `Destination.Get` stream per service name,
+//! folded into the name's current endpoint set and published on a `watch` channel.
+//!
+//! The last known set survives the control plane: when a stream breaks, the proxy keeps
+//! routing with what it knew, reconnects with backoff, and takes the first message of the
+//! new stream as the whole new state. Balancing over the set is [`crate::balance`]'s job.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use linkerd2_proxy_api::destination::{
+    self as api, destination_client::DestinationClient, update::Update,
+};
+use serde::Serialize;
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::Authority;
+
+/// Backoff between reconnects to the control plane: doubles from the first to the last.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// What discovery knows about one endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EndpointMeta {
+    /// Labels for the proxy's outbound metrics (`dst_` is prepended there).
+    pub labels: BTreeMap<String, String>,
+    /// The peer's expected TLS identity, when it is meshed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+}
+
+/// The current answer for one name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// Nothing heard from the control plane yet.
+    Pending,
+    /// The name has these endpoints (never empty).
+    Endpoints(Arc<BTreeMap<SocketAddr, EndpointMeta>>),
+    /// The name has no endpoints; `exists` says whether the name is known at all.
+    NoEndpoints {
+        /// Whether the control plane knows the name.
+        exists: bool,
+    },
+}
+
+/// The connection to the control plane, as `/state` shows it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StreamState {
+    /// Whether the name's stream is open now.
+    pub connected: bool,
+    /// Streams opened so far (reconnects show as more than one).
+    pub streams_opened: u64,
+    /// Why the last stream ended, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+struct Name {
+    rx: watch::Receiver<Resolution>,
+    stream: Arc<Mutex<StreamState>>,
+}
+
+/// Resolves service names through the control plane's destination service.
+pub struct Resolver {
+    client: DestinationClient<Channel>,
+    context_token: String,
+    names: Mutex<HashMap<Authority, Name>>,
+}
+
+/// A name's entry in `/state`.
+#[derive(Serialize)]
+pub struct NameState {
+    /// The name.
+    pub name: String,
+    /// `pending`, `endpoints`, `no-endpoints` or `unknown-name`.
+    pub state: &'static str,
+    /// The stream to the control plane.
+    pub stream: StreamState,
+}
+
+impl Resolver {
+    /// A resolver using the destination service at `addr`; connects lazily.
+    pub fn new(
+        addr: &Authority,
+        context_token: String,
+        connect_timeout: Duration,
+    ) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(connect_timeout)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .connect_lazy();
+        Ok(Self {
+            client: DestinationClient::new(channel),
+            context_token,
+            names: Mutex::default(),
+        })
+    }
+
+    /// The live answer for `name`, starting its stream on first use.
+    pub fn resolve(&self, name: &Authority) -> watch::Receiver<Resolution> {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = names.get(name) {
+            return n.rx.clone();
+        }
+        let (tx, rx) = watch::channel(Resolution::Pending);
+        let stream = Arc::new(Mutex::new(StreamState::default()));
+        let task = Watch {
+            client: self.client.clone(),
+            path: name.to_string(),
+            context_token: self.context_token.clone(),
+            tx,
+            stream: stream.clone(),
+        };
+        tokio::spawn(task.run());
+        names.insert(
+            name.clone(),
+            Name {
+                rx: rx.clone(),
+                stream,
+            },
+        );
+        rx
+    }
+
+    /// Every name resolved so far, for `/state`.
+    pub fn state(&self) -> Vec<NameState> {
+        let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<NameState> = names
+            .iter()
+            .map(|(name, n)| NameState {
+                name: name.to_string(),
+                state: match &*n.rx.borrow() {
+                    Resolution::Pending => "pending",
+                    Resolution::Endpoints(_) => "endpoints",
+                    Resolution::NoEndpoints { exists: true } => "no-endpoints",
+                    Resolution::NoEndpoints { exists: false } => "unknown-name",
+                },
+                stream: n.stream.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
+
+/// One name's stream, reopened with backoff until nobody listens any more.
+struct Watch {
+    client: DestinationClient<Channel>,
+    path: String,
+    context_token: String,
+    tx: watch::Sender<Resolution>,
+    stream: Arc<Mutex<StreamState>>,
+}
+
+impl Watch {
+    async fn run(mut self) {
+        let mut backoff = BACKOFF.0;
+        loop {
+            let tx = self.tx.clone();
+            let ended = tokio::select! {
+                ended = self.stream_once() => ended,
+                _ = tx.closed() => return,
+            };
+            let healthy = ended.is_ok();
+            let reason = match ended {
+                Ok(()) => "stream ended by the control plane".to_string(),
+                Err(status) => format!("{}: {}", status.code(), status.message()),
+            };
+            tracing::debug!(name = %self.path, %reason, ?backoff, "destination stream lost; keeping the last known endpoints");
+            {
+                let mut s = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+                s.connected = false;
+                s.last_error = Some(reason);
+            }
+            backoff = if healthy {
+                BACKOFF.0
+            } else {
+                (backoff * 2).min(BACKOFF.1)
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.tx.closed() => return,
+            }
+        }
+    }
+
+    /// Opens a stream and applies its updates until it ends.
+    async fn stream_once(&mut self) -> Result<(), tonic::Status> {
+        let req = api::GetDestination {
+            scheme: String::new(),
+            path: self.path.clone(),
+            context_token: self.context_token.clone(),
+        };
+        let mut updates = self.client.get(req).await?.into_inner();
+        {
+            let mut s = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+            s.connected = true;
+            s.streams_opened += 1;
+        }
+        // The first message of a stream is the whole state, not a change to the old one.
+        let mut current: Option<BTreeMap<SocketAddr, EndpointMeta>> = None;
+        while let Some(update) = updates.message().await? {
+            let Some(update) = update.update else {
+                continue;
+            };
+            let next = apply(current.take().unwrap_or_default(), update);
+            let resolution = match &next {
+                Ok(endpoints) => Resolution::Endpoints(Arc::new(endpoints.clone())),
+                Err(exists) => Resolution::NoEndpoints { exists: *exists },
+            };
+            current = Some(next.unwrap_or_default());
+            tracing::debug!(name = %self.path, ?resolution, "destination update");
+            self.tx.send_replace(resolution);
+        }
+        Ok(())
+    }
+}
+
+/// Applies one update to an endpoint set: `Ok` with the new, non-empty set, or `Err(exists)`
+/// when the name has no endpoints.
+pub fn apply(
+    mut endpoints: BTreeMap<SocketAddr, EndpointMeta>,
+    update: Update,
+) -> Result<BTreeMap<SocketAddr, EndpointMeta>, bool> {
+    match update {
+        Update::Add(set) => {
+            for addr in set.addrs {
+                let Some(Ok(sa)) = addr.addr.map(SocketAddr::try_from) else {
+                    continue;
+                };
+                let mut labels: BTreeMap<String, String> =
+                    set.metric_labels.clone().into_iter().collect();
+                labels.extend(addr.metric_labels);
+                let identity = addr.tls_identity.and_then(|t| match t.strategy {
+                    Some(api::tls_identity::Strategy::DnsLikeIdentity(d)) => Some(d.name),
+                    Some(api::tls_identity::Strategy::UriLikeIdentity(u)) => Some(u.uri),
+                    None => None,
+                });
+                endpoints.insert(sa, EndpointMeta { labels, identity });
+            }
+        }
+        Update::Remove(set) => {
+            for addr in set.addrs {
+                if let Ok(sa) = SocketAddr::try_from(addr) {
+                    endpoints.remove(&sa);
+                }
+            }
+        }
+        Update::NoEndpoints(ne) => return Err(ne.exists),
+    }
+    if endpoints.is_empty() {
+        Err(true)
+    } else {
+        Ok(endpoints)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use linkerd2_proxy_api::net::TcpAddress;
+
+    fn add(addrs: &[&str], pod: &str) -> Update {
+        Update::Add(api::WeightedAddrSet {
+            addrs: addrs
+                .iter()
+                .map(|a| api::WeightedAddr {
+                    addr: Some(TcpAddress::from(a.parse::<SocketAddr>().unwrap())),
+                    weight: 10_000,
+                    metric_labels: [("pod".to_string(), pod.to_string())].into(),
+                    ..Default::default()
+                })
+                .collect(),
+            metric_labels: [("service".to_string(), "echo".to_string())].into(),
+        })
+    }
+
+    fn remove(addrs: &[&str]) -> Update {
+        Update::Remove(api::AddrSet {
+            addrs: addrs
+                .iter()
+                .map(|a| TcpAddress::from(a.parse::<SocketAddr>().unwrap()))
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn adds_removes_and_no_endpoints_fold_into_a_set() {
+        let set = apply(BTreeMap::new(), add(&["127.0.0.1:1", "127.0.0.1:2"], "a")).unwrap();
+        assert_eq!(set.len(), 2);
+        let meta = &set[&"127.0.0.1:1".parse().unwrap()];
+        assert_eq!(meta.labels["pod"], "a");
+        assert_eq!(
+            meta.labels["service"], "echo",
+            "set labels apply to every endpoint"
+        );
+
+        // An add for a known address replaces its metadata.
+        let set = apply(set, add(&["127.0.0.1:2"], "b")).unwrap();
+        assert_eq!(set[&"127.0.0.1:2".parse().unwrap()].labels["pod"], "b");
+
+        let set = apply(set, remove(&["127.0.0.1:1"])).unwrap();
+        assert_eq!(
+            set.keys().map(|a| a.to_string()).collect::<Vec<_>>(),
+            ["127.0.0.1:2"]
+        );
+        assert_eq!(
+            apply(set.clone(), remove(&["127.0.0.1:2"])),
+            Err(true),
+            "the last one gone: no endpoints"
+        );
+        assert_eq!(
+            apply(set, Update::NoEndpoints(api::NoEndpoints { exists: false })),
+            Err(false)
+        );
+    }
+}

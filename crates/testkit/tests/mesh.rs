@@ -1,0 +1,320 @@
+//! The mesh end to end, with real processes: `ferry-control` serving a workloads file, a
+//! `ferry-proxy` in front of each instance, and a client proxy resolving the service through
+//! the control plane — balancing, live edits, and the control plane going away.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use ferry_testkit::{
+    client,
+    process::{bin, Proc},
+    server::{full, TestServer},
+    wait_until,
+};
+use http::{Response, StatusCode};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// An app answering with its name, slowed down while `slow` is set.
+async fn app(name: &'static str, slow: Arc<AtomicBool>) -> TestServer {
+    TestServer::http(move |_req| {
+        let slow = slow.clone();
+        async move {
+            if slow.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Response::new(full(name))
+        }
+    })
+    .await
+}
+
+async fn proxy(args: &[&str], listeners: usize) -> (Proc, HashMap<String, SocketAddr>) {
+    let mut all = vec![
+        "--inbound-listen",
+        "127.0.0.1:0",
+        "--outbound-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--log",
+        "info,ferry_proxy=debug",
+    ];
+    all.extend_from_slice(args);
+    let p = Proc::spawn(bin("ferry-proxy"), &all, &[]).unwrap();
+    let addrs = p.bound_addrs(listeners, WAIT).await.unwrap();
+    (p, addrs)
+}
+
+async fn control(file: &Path, grpc: &str) -> (Proc, SocketAddr) {
+    let args = [
+        "--workloads-file",
+        file.to_str().unwrap(),
+        "--grpc-listen",
+        grpc,
+        "--api-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ];
+    let p = Proc::spawn(bin("ferry-control"), &args, &[]).unwrap();
+    let addrs = p.bound_addrs(2, WAIT).await.unwrap();
+    (p, addrs["grpc"])
+}
+
+fn workloads(instances: &[(&str, SocketAddr)]) -> String {
+    let mut yaml = String::from("workloads:\n  - name: echo\n    namespace: default\n    serviceAccount: echo\n    instances:\n");
+    for (name, addr) in instances {
+        yaml.push_str(&format!("      - {{ name: {name}, addr: \"{addr}\" }}\n"));
+    }
+    yaml.push_str("services:\n  - name: echo\n    namespace: default\n    port: 8080\n    workloads: [echo]\n");
+    yaml
+}
+
+/// Sends `n` GETs through `url`, `concurrency` at a time; counts answers by body, and
+/// returns the failures' descriptions.
+async fn send(url: &str, n: usize, concurrency: usize) -> (HashMap<String, usize>, Vec<String>) {
+    let mut counts = HashMap::new();
+    let mut failures = Vec::new();
+    let http = client::http1();
+    let mut sent = 0;
+    while sent < n {
+        let mut batch = tokio::task::JoinSet::new();
+        for _ in 0..concurrency.min(n - sent) {
+            let (http, url) = (http.clone(), url.to_string());
+            batch.spawn(async move {
+                let req = http::Request::get(url).body(Default::default()).unwrap();
+                client::send(&http, req).await
+            });
+            sent += 1;
+        }
+        while let Some(result) = batch.join_next().await {
+            match result.unwrap() {
+                Ok(r) if r.status == StatusCode::OK => *counts.entry(r.text()).or_insert(0) += 1,
+                Ok(r) => failures.push(format!(
+                    "{} {:?} {}",
+                    r.status,
+                    r.headers.get("l5d-proxy-error"),
+                    r.text()
+                )),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+    }
+    (counts, failures)
+}
+
+#[tokio::test]
+async fn a_service_is_balanced_follows_edits_and_survives_the_control_plane() {
+    let (slow_a, slow_b) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (app_a, app_b) = (
+        app("echo-a", slow_a.clone()).await,
+        app("echo-b", slow_b).await,
+    );
+    let (_pa, a) = proxy(&["--inbound-forward", &app_a.addr.to_string()], 3).await;
+    let (_pb, b) = proxy(&["--inbound-forward", &app_b.addr.to_string()], 3).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("workloads.yaml");
+    std::fs::write(
+        &file,
+        workloads(&[("echo-a", a["inbound"]), ("echo-b", b["inbound"])]),
+    )
+    .unwrap();
+    let (mut cp, grpc) = control(&file, "127.0.0.1:0").await;
+
+    let (client_proxy, c) = proxy(
+        &[
+            "--upstream",
+            "127.0.0.1:0=echo.default:8080",
+            "--destination-addr",
+            &grpc.to_string(),
+        ],
+        4,
+    )
+    .await;
+    let upstream = c
+        .iter()
+        .find(|(k, _)| k.starts_with("upstream"))
+        .map(|(_, v)| *v)
+        .unwrap();
+    let url = format!("http://{upstream}/");
+
+    // 200 requests, one at a time: all succeed, both instances get a fair share.
+    let (counts, failures) = send(&url, 200, 1).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    let (na, nb) = (
+        counts.get("echo-a").copied().unwrap_or(0),
+        counts.get("echo-b").copied().unwrap_or(0),
+    );
+    eprintln!("200 sequential requests: echo-a {na}, echo-b {nb}");
+    assert!(na >= 40 && nb >= 40, "unfair split: {counts:?}");
+
+    // The client proxy's metrics carry the endpoints' labels.
+    let metrics = client::get(&format!("http://{}/metrics", c["admin"]))
+        .await
+        .unwrap()
+        .text();
+    let want = [
+        ("direction", "outbound"),
+        ("authority", "echo.default:8080"),
+        ("dst_pod", "echo-a"),
+        ("dst_deployment", "echo"),
+    ];
+    assert_eq!(
+        ferry_testkit::metric(&metrics, "request_total", &want),
+        Some(na as f64),
+        "{metrics}"
+    );
+
+    // Slow one instance down: with requests in parallel, the faster one takes most of them.
+    slow_a.store(true, Ordering::Relaxed);
+    let (counts, failures) = send(&url, 100, 4).await;
+    slow_a.store(false, Ordering::Relaxed);
+    assert!(failures.is_empty(), "{failures:?}");
+    eprintln!("100 requests with echo-a slowed by 200 ms: {counts:?}");
+    // About half each when equal (above); a clear majority for the faster one here.
+    assert!(
+        counts.get("echo-b").copied().unwrap_or(0) >= 70,
+        "the faster endpoint should win: {counts:?}"
+    );
+
+    // Remove echo-a from the file: within 2 s all traffic goes to echo-b, with no failure
+    // on the way (requests keep flowing while the edit lands).
+    std::fs::write(&file, workloads(&[("echo-b", b["inbound"])])).unwrap();
+    let edited = tokio::time::Instant::now();
+    let moved = wait_until(Duration::from_secs(2), "traffic to leave echo-a", || {
+        let url = url.clone();
+        async move {
+            let (counts, failures) = send(&url, 20, 4).await;
+            assert!(
+                failures.is_empty(),
+                "failed while the edit landed: {failures:?}"
+            );
+            (!counts.contains_key("echo-a")).then_some(())
+        }
+    })
+    .await;
+    assert!(moved.is_ok(), "{moved:?}");
+    eprintln!("traffic left echo-a {:?} after the edit", edited.elapsed());
+    let (counts, failures) = send(&url, 50, 4).await;
+    assert!(
+        failures.is_empty() && !counts.contains_key("echo-a"),
+        "{counts:?} {failures:?}"
+    );
+
+    // The control plane dies: proxies keep routing with what they knew.
+    cp.terminate(WAIT).await.unwrap();
+    let (counts, failures) = send(&url, 100, 4).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(counts.get("echo-b"), Some(&100));
+    let state = client::get(&format!("http://{}/state", c["admin"]))
+        .await
+        .unwrap()
+        .text();
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let dst = &state["destinations"][0];
+    assert_eq!(dst["name"], "echo.default:8080", "{state}");
+    assert_eq!(dst["stream"]["connected"], false, "{state}");
+    assert_eq!(dst["endpoints"].as_array().unwrap().len(), 1, "{state}");
+
+    // It comes back on the same address: the proxy resubscribes and follows new edits.
+    std::fs::write(
+        &file,
+        workloads(&[("echo-a", a["inbound"]), ("echo-b", b["inbound"])]),
+    )
+    .unwrap();
+    let (_cp, _) = control(&file, &grpc.to_string()).await;
+    let back = wait_until(WAIT, "echo-a to get traffic again", || {
+        let url = url.clone();
+        async move {
+            let (counts, failures) = send(&url, 10, 2).await;
+            assert!(failures.is_empty(), "{failures:?}");
+            counts.contains_key("echo-a").then_some(())
+        }
+    })
+    .await;
+    assert!(back.is_ok(), "{back:?}\n{}", client_proxy.logs().join("\n"));
+}
+
+#[tokio::test]
+async fn unknown_names_fail_fast_and_a_missing_control_plane_is_labelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("workloads.yaml");
+    std::fs::write(&file, workloads(&[])).unwrap();
+    let (_cp, grpc) = control(&file, "127.0.0.1:0").await;
+    let (_p, c) = proxy(
+        &[
+            "--upstream",
+            "127.0.0.1:0=nope.default:8080",
+            "--upstream",
+            "127.0.0.1:0=echo.default:8080",
+            "--destination-addr",
+            &grpc.to_string(),
+        ],
+        5,
+    )
+    .await;
+    let mut upstreams: Vec<_> = c
+        .iter()
+        .filter(|(k, _)| k.starts_with("upstream"))
+        .collect();
+    upstreams.sort();
+    let (echo, nope) = (upstreams[0].1, upstreams[1].1);
+
+    let started = tokio::time::Instant::now();
+    let rsp = client::get(&format!("http://{nope}/")).await.unwrap();
+    assert_eq!(rsp.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(rsp.headers["l5d-proxy-error"], "no-route");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "unknown names fail fast: {:?}",
+        started.elapsed()
+    );
+
+    let rsp = client::get(&format!("http://{echo}/")).await.unwrap();
+    assert_eq!(rsp.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(rsp.headers["l5d-proxy-error"], "no-endpoints");
+
+    // No control plane at all: the request waits a bounded time, then says why.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (_p, d) = proxy(
+        &[
+            "--upstream",
+            "127.0.0.1:0=echo.default:8080",
+            "--destination-addr",
+            &dead.to_string(),
+        ],
+        4,
+    )
+    .await;
+    let upstream = d
+        .iter()
+        .find(|(k, _)| k.starts_with("upstream"))
+        .map(|(_, v)| *v)
+        .unwrap();
+    let rsp = client::get(&format!("http://{upstream}/")).await.unwrap();
+    assert_eq!(rsp.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(rsp.headers["l5d-proxy-error"], "no-endpoints");
+    assert!(
+        rsp.text().contains("no answer from the control plane"),
+        "{}",
+        rsp.text()
+    );
+}
