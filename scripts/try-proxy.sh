@@ -44,4 +44,46 @@ curl -s -D - -o /dev/null http://127.0.0.1:17001/ | grep -iE '^(HTTP|l5d-proxy-e
 curl -s http://127.0.0.1:14191/metrics | grep -E '^inbound_http_errors_total'
 echo
 echo "Both proxies are still running; /state shows what they know:"
-curl -s http://127.0.0.1:24191/state | head -20
+curl -s http://127.0.0.1:24191/state | head -12
+
+# Part two: a service with two instances, found through the control plane.
+control=./target/release/ferry-control
+[ -x "$control" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+work=$(mktemp -d); trap 'cleanup; rm -rf "$work"' EXIT
+for i in a b; do mkdir -p "$work/$i"; echo "echo-$i" > "$work/$i/index.html"; done
+
+step "two instances of service echo: echo-a on 18081, echo-b on 18082, each behind a proxy"
+python3 -m http.server 18081 --bind 127.0.0.1 --directory "$work/a" >/dev/null 2>&1 & pids+=($!)
+python3 -m http.server 18082 --bind 127.0.0.1 --directory "$work/b" >/dev/null 2>&1 & pids+=($!)
+wait_http http://127.0.0.1:18081/; wait_http http://127.0.0.1:18082/
+"$bin" --inbound-listen 127.0.0.1:14151 --inbound-forward 127.0.0.1:18081 --outbound-listen 127.0.0.1:14150 \
+  --admin-listen 127.0.0.1:14152 --log warn & pids+=($!)
+"$bin" --inbound-listen 127.0.0.1:14161 --inbound-forward 127.0.0.1:18082 --outbound-listen 127.0.0.1:14160 \
+  --admin-listen 127.0.0.1:14162 --log warn & pids+=($!)
+
+workloads() { # instance lines for the workloads file
+  printf 'workloads:\n  - name: echo\n    serviceAccount: echo\n    instances:\n'
+  for line in "$@"; do printf '      - %s\n' "$line"; done
+  printf 'services:\n  - { name: echo, port: 8080, workloads: [echo] }\n'
+}
+workloads "{ name: echo-a, addr: 127.0.0.1:14151 }" "{ name: echo-b, addr: 127.0.0.1:14161 }" > "$work/workloads.yaml"
+
+step "ferry-control on 127.0.0.1:18086 (gRPC) and :18084 (API), serving $work/workloads.yaml"
+"$control" --workloads-file "$work/workloads.yaml" --grpc-listen 127.0.0.1:18086 --api-listen 127.0.0.1:18084 --log warn & cp=$!; pids+=("$cp")
+wait_http http://127.0.0.1:18084/api/v1/health
+step "a client proxy: upstream 127.0.0.1:17002 -> echo.default:8080, resolved by the control plane"
+"$bin" --upstream 127.0.0.1:17002=echo.default:8080 --destination-addr 127.0.0.1:18086 --inbound-listen 127.0.0.1:24153 \
+  --outbound-listen 127.0.0.1:24150 --admin-listen 127.0.0.1:24152 --log warn & pids+=($!)
+wait_http http://127.0.0.1:24152/ready
+curl -s 'http://127.0.0.1:18084/api/v1/endpoints?authority=echo.default:8080'; echo
+
+tally() { for _ in $(seq "$1"); do curl -s http://127.0.0.1:17002/; done | sort | uniq -c; }
+step "40 requests, balanced over both instances"
+tally 40
+step "echo-b leaves the workloads file: traffic moves to echo-a"
+workloads "{ name: echo-a, addr: 127.0.0.1:14151 }" > "$work/workloads.yaml"
+sleep 1; tally 20
+step "the control plane dies: the proxy keeps routing with what it knew"
+kill "$cp"; wait "$cp" 2>/dev/null || true
+tally 20
+curl -s http://127.0.0.1:24152/state | python3 -c 'import json,sys; d=json.load(sys.stdin)["destinations"][0]; print(d["name"], "stream connected:", d["stream"]["connected"], "endpoints:", [e["labels"]["pod"] for e in d["endpoints"]])'

@@ -10,7 +10,7 @@ use ferry_testkit::{
     server::{full, TestServer},
 };
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::BodyExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry-proxy");
 const WAIT: Duration = Duration::from_secs(10);
@@ -224,34 +224,13 @@ async fn a_100_mb_upload_streams_without_growing_memory() {
         rss_kib(b.proc.pid(), "VmRSS:"),
     );
 
-    let (tx, rx) =
-        tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::convert::Infallible>>(4);
-    tokio::spawn(async move {
-        let chunk = Bytes::from(vec![7u8; 1024 * 1024]);
-        for _ in 0..100 {
-            if tx
-                .send(Ok(http_body::Frame::data(chunk.clone())))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
-    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let req = Request::post(format!("http://{}/upload", a.upstream.unwrap()))
-        .body(StreamBody::new(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        ))
-        .unwrap();
-    let rsp = tokio::time::timeout(Duration::from_secs(120), http.request(req))
+    let url = format!("http://{}/upload", a.upstream.unwrap());
+    let chunk = Bytes::from(vec![7u8; 1024 * 1024]);
+    let rsp = client::upload_stream(&url, chunk, 100, Duration::from_secs(120))
         .await
-        .unwrap()
         .unwrap();
-    assert_eq!(rsp.status(), StatusCode::OK);
-    let body = rsp.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(body, (100 * 1024 * 1024).to_string().as_bytes());
+    assert_eq!(rsp.status, StatusCode::OK);
+    assert_eq!(rsp.text(), (100 * 1024 * 1024).to_string());
 
     // Peak resident memory over the whole upload, against what each proxy held before it.
     for (who, pid, before) in [("A", a.proc.pid(), before.0), ("B", b.proc.pid(), before.1)] {

@@ -76,3 +76,41 @@ pub async fn get_version(url: &str, version: Version) -> anyhow::Result<Reply> {
     let req = Request::get(url).version(version).body(Full::default())?;
     send(&client, req).await
 }
+
+/// POSTs `count` copies of `chunk` to `url` as a streamed body (never held whole), and
+/// reads the whole response, within `timeout`.
+pub async fn upload_stream(
+    url: &str,
+    chunk: Bytes,
+    count: usize,
+    timeout: std::time::Duration,
+) -> anyhow::Result<Reply> {
+    type Frame = Result<http_body::Frame<Bytes>, std::convert::Infallible>;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Frame>(2);
+    tokio::spawn(async move {
+        for _ in 0..count {
+            if tx
+                .send(Ok(http_body::Frame::data(chunk.clone())))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let fut = async {
+        let rsp = client.request(Request::post(url).body(body)?).await?;
+        let (parts, body) = rsp.into_parts();
+        let collected = body.collect().await?;
+        let trailers = collected.trailers().cloned();
+        anyhow::Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: collected.to_bytes(),
+            trailers,
+        })
+    };
+    tokio::time::timeout(timeout, fut).await?
+}

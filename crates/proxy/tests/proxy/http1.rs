@@ -246,34 +246,18 @@ async fn large_bodies_stream_without_buffering() {
     let app = app().await;
     let pair = Pair::to(app.addr).await;
     // 16 MiB sent in 64 KiB chunks; the app reports what it read.
-    let (tx, rx) =
-        tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::convert::Infallible>>(2);
-    tokio::spawn(async move {
-        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
-        for _ in 0..256 {
-            if tx
-                .send(Ok(http_body::Frame::data(chunk.clone())))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
-    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let req = Request::post(pair.url("/upload"))
-        .body(StreamBody::new(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        ))
-        .unwrap();
-    let rsp = tokio::time::timeout(std::time::Duration::from_secs(30), http.request(req))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(rsp.status(), StatusCode::OK);
+    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+    let rsp = client::upload_stream(
+        &pair.url("/upload"),
+        chunk,
+        256,
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rsp.status, StatusCode::OK);
     assert_eq!(
-        rsp.headers()["x-body-len"],
+        rsp.headers["x-body-len"],
         (16 * 1024 * 1024).to_string().as_str()
     );
 }
