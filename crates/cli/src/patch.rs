@@ -323,3 +323,46 @@ fn host_network(spec: &Value) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(spec: &str) -> Value {
+        serde_yaml_ng::from_str(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n{spec}\n  containers: [{{name: c, image: i}}]\n"
+        ))
+        .unwrap()
+    }
+
+    fn outcome(mut doc: Value) -> Outcome {
+        let mut reports = Vec::new();
+        inject(&mut doc, &ProxyConfig::default(), &mut reports).unwrap();
+        assert_eq!(reports.len(), 1);
+        reports.remove(0).outcome
+    }
+
+    #[test]
+    fn host_network_is_recognised_in_every_spelling_kubectl_accepts() {
+        for spelling in ["true", "yes", "On", "'y'"] {
+            assert_eq!(
+                outcome(pod(&format!("  hostNetwork: {spelling}"))),
+                Outcome::Skipped(SkipReason::HostNetwork),
+                "{spelling}"
+            );
+        }
+        assert_eq!(outcome(pod("  hostNetwork: false")), Outcome::Injected);
+    }
+
+    #[test]
+    fn reports_read_like_kubectl() {
+        let report = Report {
+            resource: "deployment \"web\"".into(),
+            outcome: Outcome::Skipped(SkipReason::HostNetwork),
+        };
+        assert_eq!(
+            report.to_string(),
+            "deployment \"web\" skipped: hostNetwork"
+        );
+    }
+}
