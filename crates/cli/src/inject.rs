@@ -33,6 +33,9 @@ pub struct InjectArgs {
     /// Identity trust domain.
     #[arg(long, default_value = "cluster.local")]
     pub trust_domain: String,
+    /// DNS suffix of the cluster's services (`<svc>.<ns>.svc.<cluster domain>`).
+    #[arg(long, default_value = ferry_api::destination::DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
     /// Put the proxy in `containers` instead of running it as a native sidecar
     /// (for clusters older than Kubernetes 1.29).
     #[arg(long)]
@@ -88,6 +91,7 @@ impl InjectArgs {
             version: self.proxy_version.clone(),
             control_namespace: self.control_namespace.clone(),
             trust_domain: self.trust_domain.clone(),
+            cluster_domain: self.cluster_domain.clone(),
             native_sidecar: !self.no_native_sidecar,
             firewall: self.firewall_bin_path.clone(),
             skip_inbound_ports: self.skip_inbound_ports.clone(),

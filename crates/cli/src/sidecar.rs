@@ -36,6 +36,8 @@ pub struct ProxyConfig {
     pub control_namespace: String,
     /// Identity trust domain.
     pub trust_domain: String,
+    /// DNS suffix of the cluster's services, for the control plane's address.
+    pub cluster_domain: String,
     /// Run the proxy as a native sidecar (an init container with `restartPolicy: Always`).
     pub native_sidecar: bool,
     /// `iptables-nft`, `iptables-legacy` or `auto`.
@@ -57,6 +59,7 @@ impl Default for ProxyConfig {
             version: VERSION.to_string(),
             control_namespace: names::CONTROL_NAMESPACE.to_string(),
             trust_domain: "cluster.local".to_string(),
+            cluster_domain: ferry_api::destination::DEFAULT_CLUSTER_DOMAIN.to_string(),
             native_sidecar: true,
             firewall: "auto".to_string(),
             skip_inbound_ports: Vec::new(),
@@ -89,7 +92,7 @@ impl ProxyConfig {
             "{}.{}.svc.{}:{}",
             names::CONTROL_NAME,
             self.control_namespace,
-            self.trust_domain,
+            self.cluster_domain,
             ports::CONTROL_GRPC
         )
     }

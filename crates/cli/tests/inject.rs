@@ -446,3 +446,32 @@ fn unknown_documents_and_fields_pass_through() {
         "quoted scalars stay strings"
     );
 }
+
+#[test]
+fn control_plane_address_follows_namespace_and_cluster_domain() {
+    let file = fixture_dir("inject").join("batch.yaml");
+    let (out, _) = ok(
+        &[
+            "inject",
+            "--control-namespace",
+            "mesh",
+            "--cluster-domain",
+            "corp.local",
+            path_str(&file),
+        ],
+        b"",
+    );
+    let job = &docs(&out)[1];
+    let proxy = &pod_spec(job, &["spec", "template", "spec", "initContainers"])[1];
+    let addr = proxy["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == ferry_api::env::PROXY_CONTROL_ADDR)
+        .unwrap();
+    assert_eq!(addr["value"], "ferry-control.mesh.svc.corp.local:8086");
+    assert_eq!(
+        job["spec"]["template"]["metadata"]["labels"]["ferry.io/control-plane-ns"],
+        "mesh"
+    );
+}
