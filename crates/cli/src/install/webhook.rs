@@ -1,7 +1,7 @@
 //! The proxy injector's front door: its Service and the MutatingWebhookConfiguration that
 //! sends pod creations in `ferry.io/inject=enabled` namespaces to it.
 
-use ferry_api::{k8s as names, ports};
+use ferry_api::k8s as names;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
     WebhookClientConfig,
@@ -26,16 +26,12 @@ pub fn render(cfg: &InstallConfig, out: &mut Objects) -> Result<(), RenderError>
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_string()),
             selector: Some(selector_labels(cfg)),
+            // 443 → the container's named `webhook` port (`ports::CONTROL_WEBHOOK`).
             ports: Some(vec![service_port("webhook", 443, "webhook")]),
             ..ServiceSpec::default()
         }),
         ..Service::default()
     })?;
-    debug_assert_eq!(
-        ports::CONTROL_WEBHOOK,
-        8443,
-        "the Service targets the named port"
-    );
     out.push(&MutatingWebhookConfiguration {
         metadata: ObjectMeta {
             // Cluster-scoped: the namespace in the name keeps two installs apart.
@@ -57,7 +53,7 @@ pub fn render(cfg: &InstallConfig, out: &mut Objects) -> Result<(), RenderError>
                 url: None,
             },
             // A control plane that is down must not stop pods from being created: they
-            // start unmeshed, and `ferry check --proxy` reports them.
+            // start unmeshed, and `ferry check` reports the control plane down.
             failure_policy: Some("Ignore".to_string()),
             namespace_selector: Some(LabelSelector {
                 match_labels: Some(

@@ -1,0 +1,111 @@
+//! A client for the control plane's public HTTP/JSON API (see `docs/openapi.yaml`): the one
+//! way the CLI talks to `ferry-control`. Errors name the address and what to try.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_api::control_api::ApiError;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use serde::de::DeserializeOwned;
+
+/// The default address of the public API.
+pub const DEFAULT_API_ADDR: &str = "http://127.0.0.1:8084";
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why an API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The address is not an `http://host:port` URL.
+    #[error("invalid API address {0:?}: expected a URL like {DEFAULT_API_ADDR}")]
+    Address(String),
+    /// Nothing answered at the address.
+    #[error("cannot reach the control plane at {addr}: {reason} (is ferry-control running? set --api-addr or FERRY_API_ADDR)")]
+    Unreachable {
+        /// The API address.
+        addr: String,
+        /// What the connection attempt said.
+        reason: String,
+    },
+    /// The control plane answered with an error.
+    #[error("the control plane answered {status}: {message}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// Its `error` message, or the body.
+        message: String,
+    },
+    /// The answer was not the JSON expected.
+    #[error("unexpected answer from the control plane at {addr}")]
+    Decode {
+        /// The API address.
+        addr: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A client of one control plane's public API.
+pub struct ControlClient {
+    base: String,
+}
+
+impl ControlClient {
+    /// A client for the API at `addr` (`http://host:port`).
+    pub fn new(addr: &str) -> Result<Self, ControlError> {
+        let base = addr.trim_end_matches('/');
+        let uri: http::Uri = base.parse().map_err(|_| ControlError::Address(addr.to_string()))?;
+        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            return Err(ControlError::Address(addr.to_string()));
+        }
+        Ok(Self { base: base.to_string() })
+    }
+
+    /// `GET path_and_query`, decoded from JSON.
+    pub async fn get<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<T, ControlError> {
+        let unreachable = |reason: String| ControlError::Unreachable {
+            addr: self.base.clone(),
+            reason,
+        };
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let uri: http::Uri = format!("{}{path_and_query}", self.base)
+            .parse()
+            .map_err(|_| ControlError::Address(self.base.clone()))?;
+        let exchange = async {
+            let rsp = client.get(uri).await.map_err(|e| {
+                let mut reason = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    reason = s.to_string();
+                    source = s.source();
+                }
+                unreachable(reason)
+            })?;
+            let status = rsp.status();
+            let body = rsp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| unreachable(e.to_string()))?
+                .to_bytes();
+            Ok::<_, ControlError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(TIMEOUT, exchange)
+            .await
+            .map_err(|_| unreachable(format!("no answer within {TIMEOUT:?}")))??;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ApiError>(&body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).trim().to_string());
+            return Err(ControlError::Status {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        serde_json::from_slice(&body).map_err(|source| ControlError::Decode {
+            addr: self.base.clone(),
+            source,
+        })
+    }
+}
