@@ -3,7 +3,7 @@
 //!
 //! `--pre` checks a cluster before `ferry install` (API reachable, version, permissions, no
 //! earlier install); without it, the installed control plane, its webhook and certificates,
-//! and the meshed pods' proxy versions. It talks to the API over plain HTTP, as served by
+//! and the meshed pods' proxy versions; `--local` a control plane on this machine. It talks to the API over plain HTTP, as served by
 //! `kubectl proxy` (the default address); the checks' logic is in [`checks`].
 
 mod checks;
@@ -15,18 +15,22 @@ use std::time::Duration;
 use clap::Args;
 use ferry_api::k8s as names;
 
-pub use checks::{post_install, pre_install, Check};
+pub use checks::{local, post_install, pre_install, Check};
 pub use kube::{Answer, KubeApi, KubeError};
 
 /// Flags of `ferry check`.
 #[derive(Args, Debug, Clone)]
 pub struct CheckArgs {
     /// Check that the cluster is ready for `ferry install` instead of checking an install.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "local")]
     pub pre: bool,
+    /// Check a control plane running on this machine: `--api-server` is then its public
+    /// API (default `http://127.0.0.1:8084`).
+    #[arg(long)]
+    pub local: bool,
     /// The Kubernetes API, over plain HTTP (run `kubectl proxy` for the default).
-    #[arg(long, env = "FERRY_KUBE_API", default_value = "http://127.0.0.1:8001")]
-    pub api_server: String,
+    #[arg(long, env = "FERRY_KUBE_API")]
+    pub api_server: Option<String>,
     /// Bearer token for the API, when not going through `kubectl proxy`.
     #[arg(long, env = "FERRY_KUBE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -110,12 +114,20 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let default_server = if args.local {
+        format!("http://127.0.0.1:{}", ferry_api::ports::CONTROL_API)
+    } else {
+        "http://127.0.0.1:8001".to_string()
+    };
+    let server = args.api_server.clone().unwrap_or(default_server);
     let api = KubeApi::new(
-        &args.api_server,
+        &server,
         args.token.clone(),
         Duration::from_secs(args.timeout),
     );
-    let checks = if args.pre {
+    let checks = if args.local {
+        local()
+    } else if args.pre {
         pre_install()
     } else {
         post_install()

@@ -247,7 +247,7 @@ fn unreachable_api_is_fatal() {
     );
     assert!(out.contains("hint: run `kubectl proxy`"), "{out}");
     assert!(
-        out.contains("1 check(s) failed; 7 skipped after a fatal failure"),
+        out.contains("1 check(s) failed; 8 skipped after a fatal failure"),
         "{out}"
     );
     assert_eq!(out.matches('✓').count(), 0);
@@ -373,10 +373,15 @@ fn healthy_install_passes_every_check() {
         "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/ferry-proxy-injector-ferry",
         objects[&("MutatingWebhookConfiguration".to_string(), "ferry-proxy-injector-ferry".to_string())].clone(),
     );
+    get(
+        &mut routes,
+        "/api/v1/namespaces/ferry/services/ferry-control:api/proxy/api/v1/health",
+        json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
+    );
     let api = FakeApi::start(routes);
     let (ok, out) = ferry_check(&["--api-server", &api.url()]);
     assert!(ok, "{out}");
-    assert_eq!(out.matches('✓').count(), 8, "{out}");
+    assert_eq!(out.matches('✓').count(), 9, "{out}");
     assert!(out.contains("1/1 replicas available"), "{out}");
     assert!(out.contains("trust anchors 36"), "{out}");
     assert!(out.contains("1 meshed pod(s) of"), "{out}");
@@ -400,7 +405,9 @@ fn broken_install_fails_each_check_with_a_hint() {
         "× webhook: proxy injector registered with a CA bundle: /apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/ferry-proxy-injector-ferry: HTTP 404",
         "× identity: certificates valid for more than 24 h: issuer expires in ",
         "× data-plane: proxies run this version: 1 of 1 meshed pods run another proxy: emojivoto/meshed-0 (0.0.1)",
-        "5 of 8 check(s) failed",
+        "× control-plane: public API answers through the service proxy: /api/v1/namespaces/ferry/services/ferry-control:api/proxy/api/v1/health: HTTP 404",
+        "    hint: kubectl -n ferry logs deploy/ferry-control",
+        "6 of 9 check(s) failed",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
@@ -416,5 +423,37 @@ fn broken_install_fails_each_check_with_a_hint() {
     assert!(
         (50..=60).contains(&minutes),
         "{minutes} min left, expected about an hour"
+    );
+}
+
+#[test]
+fn local_mode_checks_the_control_plane_on_this_machine() {
+    let mut routes = Routes::new();
+    get(
+        &mut routes,
+        "/api/v1/health",
+        json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
+    );
+    let api = FakeApi::start(routes);
+    let (ok, out) = ferry_check(&["--local", "--api-server", &api.url()]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("✓ control-plane: public API answers: ok, version"),
+        "{out}"
+    );
+    assert!(out.contains("✓ control-plane: runs this version"), "{out}");
+
+    let mut routes = Routes::new();
+    get(
+        &mut routes,
+        "/api/v1/health",
+        json!({"status": "ok", "version": "0.0.1"}),
+    );
+    let old = FakeApi::start(routes);
+    let (ok, out) = ferry_check(&["--local", "--api-server", &old.url()]);
+    assert!(!ok);
+    assert!(
+        out.contains("× control-plane: runs this version: control plane at 0.0.1"),
+        "{out}"
     );
 }

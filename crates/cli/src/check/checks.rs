@@ -87,6 +87,11 @@ pub fn post_install() -> Vec<Check> {
             run: pods_ready,
         },
         Check {
+            name: "control-plane: public API answers through the service proxy",
+            fatal: false,
+            run: api_healthy_in_cluster,
+        },
+        Check {
             name: "webhook: proxy injector registered with a CA bundle",
             fatal: false,
             run: webhook_registered,
@@ -100,6 +105,22 @@ pub fn post_install() -> Vec<Check> {
             name: "data-plane: proxies run this version",
             fatal: false,
             run: proxies_up_to_date,
+        },
+    ]
+}
+
+/// Checks of a control plane running on this machine (`ferry demo`, VMs), at its public API.
+pub fn local() -> Vec<Check> {
+    vec![
+        Check {
+            name: "control-plane: public API answers",
+            fatal: true,
+            run: api_healthy_local,
+        },
+        Check {
+            name: "control-plane: runs this version",
+            fatal: false,
+            run: version_matches_local,
         },
     ]
 }
@@ -434,6 +455,56 @@ fn proxies_up_to_date<'a>(api: &'a KubeApi, _: &'a str) -> CheckFuture<'a> {
                 format!("{} of {} meshed pods run another proxy: {}", outdated.len(), meshed.len(), outdated.join(", ")),
                 "re-inject them: `kubectl get deploy -n NS -o yaml | ferry inject - | kubectl apply -f -`",
             )
+        }
+    })
+}
+
+/// Judges a `Health` body from the control plane.
+fn health(answer: Result<Value, Outcome>) -> Outcome {
+    match answer {
+        Ok(h) if h["status"] == "ok" => Outcome::Pass(format!(
+            "ok, version {}",
+            h["version"].as_str().unwrap_or("?")
+        )),
+        Ok(h) => fail(format!("health says {h}"), "read the control plane's logs"),
+        Err(f) => f,
+    }
+}
+
+fn api_healthy_in_cluster<'a>(api: &'a KubeApi, ns: &'a str) -> CheckFuture<'a> {
+    Box::pin(async move {
+        let hint = format!("kubectl -n {ns} logs deploy/{}", names::CONTROL_NAME);
+        let path = format!(
+            "/api/v1/namespaces/{ns}/services/{}:api/proxy{}",
+            names::CONTROL_NAME,
+            ferry_api::control_api::HEALTH_PATH
+        );
+        health(get_ok(api, &path, &hint).await)
+    })
+}
+
+fn api_healthy_local<'a>(api: &'a KubeApi, _: &'a str) -> CheckFuture<'a> {
+    Box::pin(async move {
+        let hint = "start it (`ferry-control`), or pass --api-server with its public API address";
+        health(get_ok(api, ferry_api::control_api::HEALTH_PATH, hint).await)
+    })
+}
+
+fn version_matches_local<'a>(api: &'a KubeApi, _: &'a str) -> CheckFuture<'a> {
+    Box::pin(async move {
+        let h = match get_ok(api, ferry_api::control_api::HEALTH_PATH, "").await {
+            Ok(h) => h,
+            Err(f) => return f,
+        };
+        match h["version"].as_str() {
+            Some(v) if v == VERSION => Outcome::Pass(format!("{v}, as this CLI")),
+            other => fail(
+                format!(
+                    "control plane at {}, this CLI at {VERSION}",
+                    other.unwrap_or("?")
+                ),
+                "run the CLI and control plane of the same release",
+            ),
         }
     })
 }
