@@ -94,8 +94,9 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    fn new(req: Request<Incoming>) -> Self {
-        let retry = req.body().is_end_stream().then(|| {
+    /// `retryable`: whether the upstream has other endpoints to retry on at all.
+    fn new(req: Request<Incoming>, retryable: bool) -> Self {
+        let retry = (retryable && req.body().is_end_stream()).then(|| {
             let mut parts = Request::new(()).into_parts().0;
             parts.method = req.method().clone();
             parts.uri = req.uri().clone();
@@ -107,11 +108,6 @@ impl Outgoing {
             req: req.map(Either::Left),
             retry,
         }
-    }
-
-    fn again(&self) -> Option<Request<ReqBody>> {
-        let parts = self.retry.clone()?;
-        Some(Request::from_parts(parts, Either::Right(Empty::new())))
     }
 }
 
@@ -135,7 +131,7 @@ impl Conn {
             return self.fail(&metrics, e, grpc, start);
         }
         let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
-        let out = Outgoing::new(req);
+        let out = Outgoing::new(req, matches!(upstream, Upstream::Balanced(_)));
 
         let (result, metrics) = match &upstream {
             Upstream::Addr(backend) => {
@@ -192,45 +188,44 @@ impl Conn {
     async fn send_balanced(
         &self,
         balancer: &Balancer,
-        mut out: Outgoing,
+        out: Outgoing,
     ) -> Result<
         (Result<Response<Incoming>, ProxyError>, Arc<HttpMetrics>),
         (ProxyError, Option<Arc<HttpMetrics>>),
     > {
         let mut endpoint = balancer.pick().await.map_err(|e| (e, None))?;
-        endpoint.metrics.request();
+        let Outgoing { mut req, retry } = out;
         let mut attempt = 1;
         loop {
             let in_flight = endpoint.dispatch();
-            let version = out.req.version();
-            let retry = out.again();
-            match endpoint.backend.client(version).request(out.req).await {
+            let result = endpoint.backend.client(req.version()).request(req).await;
+            // The request is counted once, on the endpoint that answered it or failed last.
+            let err = match result {
                 Ok(rsp) => {
                     in_flight.done();
+                    endpoint.metrics.request();
                     return Ok((Ok(rsp), endpoint.metrics.clone()));
                 }
-                Err(e) => {
+                Err(e) if !e.is_connect() => {
+                    endpoint.metrics.request();
                     let err = ProxyError::from_client(&e, &endpoint.backend.target_label);
-                    if !e.is_connect() {
-                        return Ok((Err(err), endpoint.metrics.clone()));
-                    }
-                    balancer.connect_failed(&endpoint);
-                    let next = balancer
-                        .pick_other(&endpoint)
-                        .filter(|_| attempt < MAX_CONNECT_ATTEMPTS);
-                    let (Some(next), Some(req)) = (next, retry) else {
-                        return Ok((Err(err), endpoint.metrics.clone()));
-                    };
-                    tracing::debug!(from = %endpoint.addr, to = %next.addr, error = %err, "retrying on another endpoint");
-                    drop(in_flight);
-                    endpoint = next;
-                    out = Outgoing {
-                        req,
-                        retry: out.retry,
-                    };
-                    attempt += 1;
+                    return Ok((Err(err), endpoint.metrics.clone()));
                 }
-            }
+                Err(e) => ProxyError::from_client(&e, &endpoint.backend.target_label),
+            };
+            balancer.connect_failed(&endpoint);
+            drop(in_flight);
+            let next = balancer
+                .pick_other(&endpoint)
+                .filter(|_| attempt < MAX_CONNECT_ATTEMPTS);
+            let (Some(next), Some(parts)) = (next, retry.clone()) else {
+                endpoint.metrics.request();
+                return Ok((Err(err), endpoint.metrics.clone()));
+            };
+            tracing::debug!(from = %endpoint.addr, to = %next.addr, error = %err, "retrying on another endpoint");
+            endpoint = next;
+            req = Request::from_parts(parts, Either::Right(Empty::new()));
+            attempt += 1;
         }
     }
 

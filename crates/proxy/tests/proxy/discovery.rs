@@ -1,0 +1,249 @@
+//! The proxy as a destination client, against a scripted destination server: the stream's
+//! adds, removes and no-endpoints drive routing, a dead endpoint is backed off and bodiless
+//! requests that could not be sent are retried elsewhere.
+
+use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+
+use ferry_proxy::Config;
+use ferry_testkit::{
+    client,
+    server::{full, TestServer},
+    wait_until,
+};
+use http::{Response, StatusCode};
+use linkerd2_proxy_api::{destination as dst, net::TcpAddress};
+use tokio::sync::{mpsc, Mutex};
+use tokio_stream::{wrappers::ReceiverStream, Stream};
+use tonic::Status;
+
+use crate::Proxy;
+
+type Updates = Pin<Box<dyn Stream<Item = Result<dst::Update, Status>> + Send>>;
+type Profiles = Pin<Box<dyn Stream<Item = Result<dst::DestinationProfile, Status>> + Send>>;
+
+/// Hands each `Get` stream to the test, which then writes its updates.
+struct Scripted {
+    streams: mpsc::Sender<(String, mpsc::Sender<Result<dst::Update, Status>>)>,
+}
+
+#[tonic::async_trait]
+impl dst::destination_server::Destination for Scripted {
+    type GetStream = Updates;
+    type GetProfileStream = Profiles;
+
+    async fn get(
+        &self,
+        req: tonic::Request<dst::GetDestination>,
+    ) -> Result<tonic::Response<Updates>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        let _ = self.streams.send((req.into_inner().path, tx)).await;
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_profile(
+        &self,
+        _: tonic::Request<dst::GetDestination>,
+    ) -> Result<tonic::Response<Profiles>, Status> {
+        Err(Status::invalid_argument("no profiles"))
+    }
+}
+
+async fn scripted_destination() -> (
+    SocketAddr,
+    mpsc::Receiver<(String, mpsc::Sender<Result<dst::Update, Status>>)>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (streams, rx) = mpsc::channel(4);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(dst::destination_server::DestinationServer::new(Scripted {
+                streams,
+            }))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (addr, rx)
+}
+
+fn add(addrs: &[SocketAddr]) -> Result<dst::Update, Status> {
+    Ok(dst::Update {
+        update: Some(dst::update::Update::Add(dst::WeightedAddrSet {
+            addrs: addrs
+                .iter()
+                .map(|a| dst::WeightedAddr {
+                    addr: Some(TcpAddress::from(*a)),
+                    weight: 10_000,
+                    metric_labels: [("pod".to_string(), format!("pod-{}", a.port()))].into(),
+                    ..Default::default()
+                })
+                .collect(),
+            metric_labels: [("service".to_string(), "echo".to_string())].into(),
+        })),
+    })
+}
+
+fn remove(addrs: &[SocketAddr]) -> Result<dst::Update, Status> {
+    Ok(dst::Update {
+        update: Some(dst::update::Update::Remove(dst::AddrSet {
+            addrs: addrs.iter().map(|a| TcpAddress::from(*a)).collect(),
+        })),
+    })
+}
+
+fn no_endpoints(exists: bool) -> Result<dst::Update, Status> {
+    Ok(dst::Update {
+        update: Some(dst::update::Update::NoEndpoints(dst::NoEndpoints {
+            exists,
+        })),
+    })
+}
+
+async fn named(name: &'static str) -> TestServer {
+    TestServer::http(move |_req| async move { Response::new(full(name)) }).await
+}
+
+#[tokio::test]
+async fn the_stream_drives_routing_and_dead_endpoints_are_skipped() {
+    let (destination, mut streams) = scripted_destination().await;
+    let (one, two) = (named("one").await, named("two").await);
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut config = Config::for_tests("127.0.0.1:9".parse().unwrap());
+    config.destination_addr = Some(destination.into());
+    config.upstreams = vec!["127.0.0.1:0=echo.default:8080".parse().unwrap()];
+    let proxy = Proxy::start(config).await;
+    let url = proxy.upstream_url("/");
+
+    // The first request opens the stream; the proxy waits for its first answer.
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move { client::get(&url).await }
+    });
+    let (path, updates) = tokio::time::timeout(Duration::from_secs(5), streams.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(path, "echo.default:8080");
+    updates.send(add(&[one.addr])).await.unwrap();
+    assert_eq!(first.await.unwrap().unwrap().text(), "one");
+
+    // An add: both endpoints serve.
+    updates.send(add(&[two.addr])).await.unwrap();
+    let seen = Arc::new(Mutex::new(std::collections::HashSet::new()));
+    wait_until(Duration::from_secs(5), "both endpoints to serve", || {
+        let (url, seen) = (url.clone(), seen.clone());
+        async move {
+            let body = client::get(&url).await.unwrap().text();
+            let mut seen = seen.lock().await;
+            seen.insert(body);
+            (seen.len() == 2).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+
+    // A remove: only `two` is left.
+    updates.send(remove(&[one.addr])).await.unwrap();
+    wait_until(Duration::from_secs(5), "`one` to leave", || {
+        let url = url.clone();
+        async move {
+            for _ in 0..10 {
+                if client::get(&url).await.unwrap().text() == "one" {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await
+    .unwrap();
+
+    // A dead endpoint joins: GETs that cannot reach it are retried on `two`, none fails,
+    // and the dead one is backed off.
+    updates.send(add(&[dead])).await.unwrap();
+    let state_url = format!("http://{}/state", proxy.admin);
+    wait_until(
+        Duration::from_secs(5),
+        "the dead endpoint to be known",
+        || {
+            let state_url = state_url.clone();
+            async move {
+                let state = client::get(&state_url).await.unwrap().text();
+                state.contains(&dead.to_string()).then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    for _ in 0..30 {
+        let rsp = client::get(&url).await.unwrap();
+        assert_eq!((rsp.status, rsp.text().as_str()), (StatusCode::OK, "two"));
+    }
+    let state: serde_json::Value = serde_json::from_str(
+        &client::get(&format!("http://{}/state", proxy.admin))
+            .await
+            .unwrap()
+            .text(),
+    )
+    .unwrap();
+    let endpoints = state["destinations"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let dead_state = endpoints
+        .iter()
+        .find(|e| e["addr"] == dead.to_string().as_str())
+        .unwrap();
+    assert!(
+        dead_state["consecutive_failures"].as_u64().unwrap() >= 1,
+        "{state}"
+    );
+
+    // The service loses its endpoints, then the name itself.
+    updates.send(no_endpoints(true)).await.unwrap();
+    let rsp = wait_until(Duration::from_secs(5), "no-endpoints", || {
+        let url = url.clone();
+        async move {
+            let rsp = client::get(&url).await.unwrap();
+            (rsp.status == StatusCode::SERVICE_UNAVAILABLE).then_some(rsp)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(rsp.headers["l5d-proxy-error"], "no-endpoints");
+    updates.send(no_endpoints(false)).await.unwrap();
+    let rsp = wait_until(Duration::from_secs(5), "no-route", || {
+        let url = url.clone();
+        async move {
+            let rsp = client::get(&url).await.unwrap();
+            (rsp.headers
+                .get("l5d-proxy-error")
+                .is_some_and(|v| v == "no-route"))
+            .then_some(rsp)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(rsp.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    // The stream breaks: the proxy reconnects, and the new stream's first message is the
+    // whole state.
+    drop(updates);
+    let (_, updates) = tokio::time::timeout(Duration::from_secs(10), streams.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    updates.send(add(&[one.addr])).await.unwrap();
+    let rsp = wait_until(Duration::from_secs(5), "`one` after the reconnect", || {
+        let url = url.clone();
+        async move {
+            let rsp = client::get(&url).await.unwrap();
+            (rsp.status == StatusCode::OK).then_some(rsp)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(rsp.text(), "one");
+}
