@@ -6,7 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 use bytes::Bytes;
 use ferry_testkit::{
     client, metric,
-    process::Proc,
+    process::ProxyProc,
     server::{full, TestServer},
 };
 use http::{Request, Response, StatusCode};
@@ -15,48 +15,28 @@ use http_body_util::BodyExt;
 const BIN: &str = env!("CARGO_BIN_EXE_ferry-proxy");
 const WAIT: Duration = Duration::from_secs(10);
 
-struct Running {
-    proc: Proc,
-    inbound: SocketAddr,
-    admin: SocketAddr,
-    upstream: Option<SocketAddr>,
+/// Starts the binary with `extra` flags, every listener on an ephemeral loopback port.
+async fn proxy(extra: &[&str]) -> ProxyProc {
+    let mut args = vec!["--shutdown-grace-period", "10s"];
+    args.extend_from_slice(extra);
+    ProxyProc::spawn(BIN, &args).await.unwrap()
 }
 
-/// Starts the binary with `extra` flags, every listener on an ephemeral loopback port.
-async fn proxy(extra: &[&str], listeners: usize) -> Running {
-    let mut args = vec![
-        "--inbound-listen",
-        "127.0.0.1:0",
-        "--outbound-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-        "--shutdown-grace-period",
-        "10s",
-    ];
-    args.extend_from_slice(extra);
-    let proc = Proc::spawn(BIN, &args, &[]).unwrap();
-    let addrs = proc.bound_addrs(listeners, WAIT).await.unwrap();
-    let upstream = addrs
+/// A's one upstream listener.
+fn upstream_of(a: &ProxyProc) -> SocketAddr {
+    *a.addrs
         .iter()
         .find(|(k, _)| k.starts_with("upstream"))
-        .map(|(_, v)| *v);
-    Running {
-        inbound: addrs["inbound"],
-        admin: addrs["admin"],
-        upstream,
-        proc,
-    }
+        .expect("an upstream listener")
+        .1
 }
 
 /// B forwards to `app`; A's upstream listener targets B's inbound.
-async fn pair(app: SocketAddr) -> (Running, Running) {
+async fn pair(app: SocketAddr) -> (ProxyProc, ProxyProc) {
     let app = app.to_string();
-    let b = proxy(&["--inbound-forward", &app], 3).await;
-    let upstream = format!("127.0.0.1:0={}", b.inbound);
-    let a = proxy(&["--upstream", &upstream], 4).await;
+    let b = proxy(&["--inbound-forward", &app]).await;
+    let upstream = format!("127.0.0.1:0={}", b.inbound());
+    let a = proxy(&["--upstream", &upstream]).await;
     (a, b)
 }
 
@@ -77,16 +57,16 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
 async fn a_request_crosses_two_proxies_is_counted_and_a_dead_server_gets_a_labelled_error() {
     let app = TestServer::http(|_req| async { Response::new(full("pong")) }).await;
     let (mut a, mut b) = pair(app.addr).await;
-    let url = format!("http://{}/ping", a.upstream.unwrap());
+    let url = format!("http://{}/ping", upstream_of(&a));
 
     for _ in 0..3 {
         let rsp = client::get(&url).await.unwrap();
         assert_eq!((rsp.status, rsp.text().as_str()), (StatusCode::OK, "pong"));
     }
-    let up = a.upstream.unwrap().to_string();
-    let b_in = b.inbound.to_string();
+    let up = upstream_of(&a).to_string();
+    let b_in = b.inbound().to_string();
     let app_addr = app.addr.to_string();
-    let a_metrics = scrape(a.admin).await;
+    let a_metrics = scrape(a.admin()).await;
     let want = [
         ("direction", "outbound"),
         ("authority", b_in.as_str()),
@@ -98,7 +78,7 @@ async fn a_request_crosses_two_proxies_is_counted_and_a_dead_server_gets_a_label
         Some(3.0),
         "{a_metrics}"
     );
-    let b_metrics = scrape(b.admin).await;
+    let b_metrics = scrape(b.admin()).await;
     let want = [
         ("direction", "inbound"),
         ("authority", up.as_str()),
@@ -119,7 +99,7 @@ async fn a_request_crosses_two_proxies_is_counted_and_a_dead_server_gets_a_label
         a.proc.is_running() && b.proc.is_running(),
         "the proxies survive a dead application"
     );
-    let b_metrics = scrape(b.admin).await;
+    let b_metrics = scrape(b.admin()).await;
     assert_eq!(
         metric(
             &b_metrics,
@@ -130,7 +110,7 @@ async fn a_request_crosses_two_proxies_is_counted_and_a_dead_server_gets_a_label
     );
 
     let state: serde_json::Value = serde_json::from_str(
-        &client::get(&format!("http://{}/state", a.admin))
+        &client::get(&format!("http://{}/state", a.admin()))
             .await
             .unwrap()
             .text(),
@@ -145,14 +125,14 @@ async fn a_request_crosses_two_proxies_is_counted_and_a_dead_server_gets_a_label
         "{state}"
     );
     assert_eq!(
-        client::get(&format!("http://{}/ready", a.admin))
+        client::get(&format!("http://{}/ready", a.admin()))
             .await
             .unwrap()
             .text(),
         "ready\n"
     );
     assert_eq!(
-        client::get(&format!("http://{}/live", a.admin))
+        client::get(&format!("http://{}/live", a.admin()))
             .await
             .unwrap()
             .text(),
@@ -164,11 +144,11 @@ async fn a_request_crosses_two_proxies_is_counted_and_a_dead_server_gets_a_label
 async fn metrics_pass_promtool() {
     let app = TestServer::http(|_req| async { Response::new(full("ok")) }).await;
     let (a, b) = pair(app.addr).await;
-    let url = format!("http://{}/", a.upstream.unwrap());
+    let url = format!("http://{}/", upstream_of(&a));
     client::get(&url).await.unwrap();
     drop(app);
     client::get(&url).await.unwrap();
-    for admin in [a.admin, b.admin] {
+    for admin in [a.admin(), b.admin()] {
         let text = scrape(admin).await;
         let mut child = std::process::Command::new("promtool")
             .args(["check", "metrics"])
@@ -224,7 +204,7 @@ async fn a_100_mb_upload_streams_without_growing_memory() {
         rss_kib(b.proc.pid(), "VmRSS:"),
     );
 
-    let url = format!("http://{}/upload", a.upstream.unwrap());
+    let url = format!("http://{}/upload", upstream_of(&a));
     let chunk = Bytes::from(vec![7u8; 1024 * 1024]);
     let rsp = client::upload_stream(&url, chunk, 100, Duration::from_secs(120))
         .await
@@ -256,9 +236,9 @@ async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
         }
     })
     .await;
-    let b = proxy(&["--inbound-forward", &app.addr.to_string()], 3).await;
+    let b = proxy(&["--inbound-forward", &app.addr.to_string()]).await;
     let mut b = b;
-    let url = format!("http://{}/slow", b.inbound);
+    let url = format!("http://{}/slow", b.inbound());
     let in_flight = tokio::spawn(async move { client::get(&url).await });
     tokio::time::timeout(WAIT, entered.recv())
         .await
@@ -273,7 +253,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
     b.proc.wait_for_log("draining", WAIT).await.unwrap();
     // New connections are refused once draining has begun.
     let refused = ferry_testkit::wait_until(WAIT, "the inbound listener to close", || async {
-        tokio::net::TcpStream::connect(b.inbound)
+        tokio::net::TcpStream::connect(b.inbound())
             .await
             .is_err()
             .then_some(())

@@ -45,18 +45,7 @@ pub async fn send(
     client: &Client<HttpConnector, Full<Bytes>>,
     req: Request<Full<Bytes>>,
 ) -> anyhow::Result<Reply> {
-    let fut = async {
-        let rsp = client.request(req).await?;
-        let (parts, body) = rsp.into_parts();
-        let collected = body.collect().await?;
-        let trailers = collected.trailers().cloned();
-        anyhow::Ok(Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body: collected.to_bytes(),
-            trailers,
-        })
-    };
+    let fut = async { read_reply(client.request(req).await?).await };
     tokio::time::timeout(std::time::Duration::from_secs(10), fut).await?
 }
 
@@ -100,17 +89,18 @@ pub async fn upload_stream(
     });
     let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
     let client = Client::builder(TokioExecutor::new()).build_http();
-    let fut = async {
-        let rsp = client.request(Request::post(url).body(body)?).await?;
-        let (parts, body) = rsp.into_parts();
-        let collected = body.collect().await?;
-        let trailers = collected.trailers().cloned();
-        anyhow::Ok(Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body: collected.to_bytes(),
-            trailers,
-        })
-    };
+    let fut = async { read_reply(client.request(Request::post(url).body(body)?).await?).await };
     tokio::time::timeout(timeout, fut).await?
+}
+
+async fn read_reply(rsp: http::Response<hyper::body::Incoming>) -> anyhow::Result<Reply> {
+    let (parts, body) = rsp.into_parts();
+    let collected = body.collect().await?;
+    let trailers = collected.trailers().cloned();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: collected.to_bytes(),
+        trailers,
+    })
 }

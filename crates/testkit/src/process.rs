@@ -169,3 +169,52 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(None))
     }
 }
+
+/// A `ferry-proxy` process with every listener on an ephemeral loopback port, its bound
+/// addresses read from its logs.
+pub struct ProxyProc {
+    /// The process.
+    pub proc: Proc,
+    /// Bound addresses by listener name (`inbound`, `outbound`, `admin`, `upstream <target>`).
+    pub addrs: HashMap<String, SocketAddr>,
+}
+
+impl ProxyProc {
+    /// Starts `bin` (a `ferry-proxy`) with `extra` flags after the ephemeral listeners.
+    pub async fn spawn(bin: impl AsRef<Path>, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut args = vec![
+            "--inbound-listen",
+            "127.0.0.1:0",
+            "--outbound-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--log",
+            "info,ferry_proxy=debug",
+        ];
+        args.extend_from_slice(extra);
+        let upstreams = extra.iter().filter(|a| **a == "--upstream").count();
+        let proc = Proc::spawn(bin, &args, &[])?;
+        let addrs = proc
+            .bound_addrs(3 + upstreams, Duration::from_secs(15))
+            .await?;
+        Ok(Self { proc, addrs })
+    }
+
+    /// The inbound listener.
+    pub fn inbound(&self) -> SocketAddr {
+        self.addrs["inbound"]
+    }
+
+    /// The admin server.
+    pub fn admin(&self) -> SocketAddr {
+        self.addrs["admin"]
+    }
+
+    /// The upstream listener for `target`, as given to `--upstream`.
+    pub fn upstream(&self, target: &str) -> SocketAddr {
+        self.addrs[&format!("upstream {target}")]
+    }
+}

@@ -15,7 +15,7 @@ use std::{
 
 use ferry_testkit::{
     client,
-    process::{bin, Proc},
+    process::{bin, Proc, ProxyProc},
     server::{full, TestServer},
     wait_until,
 };
@@ -37,23 +37,8 @@ async fn app(name: &'static str, slow: Arc<AtomicBool>) -> TestServer {
     .await
 }
 
-async fn proxy(args: &[&str], listeners: usize) -> (Proc, HashMap<String, SocketAddr>) {
-    let mut all = vec![
-        "--inbound-listen",
-        "127.0.0.1:0",
-        "--outbound-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-        "--log",
-        "info,ferry_proxy=debug",
-    ];
-    all.extend_from_slice(args);
-    let p = Proc::spawn(bin("ferry-proxy"), &all, &[]).unwrap();
-    let addrs = p.bound_addrs(listeners, WAIT).await.unwrap();
-    (p, addrs)
+async fn proxy(args: &[&str]) -> ProxyProc {
+    ProxyProc::spawn(bin("ferry-proxy"), args).await.unwrap()
 }
 
 async fn control(file: &Path, grpc: &str) -> (Proc, SocketAddr) {
@@ -124,34 +109,26 @@ async fn a_service_is_balanced_follows_edits_and_survives_the_control_plane() {
         app("echo-a", slow_a.clone()).await,
         app("echo-b", slow_b).await,
     );
-    let (_pa, a) = proxy(&["--inbound-forward", &app_a.addr.to_string()], 3).await;
-    let (_pb, b) = proxy(&["--inbound-forward", &app_b.addr.to_string()], 3).await;
+    let pa = proxy(&["--inbound-forward", &app_a.addr.to_string()]).await;
+    let pb = proxy(&["--inbound-forward", &app_b.addr.to_string()]).await;
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("workloads.yaml");
     std::fs::write(
         &file,
-        workloads(&[("echo-a", a["inbound"]), ("echo-b", b["inbound"])]),
+        workloads(&[("echo-a", pa.inbound()), ("echo-b", pb.inbound())]),
     )
     .unwrap();
     let (mut cp, grpc) = control(&file, "127.0.0.1:0").await;
 
-    let (client_proxy, c) = proxy(
-        &[
-            "--upstream",
-            "127.0.0.1:0=echo.default:8080",
-            "--destination-addr",
-            &grpc.to_string(),
-        ],
-        4,
-    )
+    let client_proxy = proxy(&[
+        "--upstream",
+        "127.0.0.1:0=echo.default:8080",
+        "--destination-addr",
+        &grpc.to_string(),
+    ])
     .await;
-    let upstream = c
-        .iter()
-        .find(|(k, _)| k.starts_with("upstream"))
-        .map(|(_, v)| *v)
-        .unwrap();
-    let url = format!("http://{upstream}/");
+    let url = format!("http://{}/", client_proxy.upstream("echo.default:8080"));
 
     // 200 requests, one at a time: all succeed, both instances get a fair share.
     let (counts, failures) = send(&url, 200, 1).await;
@@ -164,7 +141,7 @@ async fn a_service_is_balanced_follows_edits_and_survives_the_control_plane() {
     assert!(na >= 40 && nb >= 40, "unfair split: {counts:?}");
 
     // The client proxy's metrics carry the endpoints' labels.
-    let metrics = client::get(&format!("http://{}/metrics", c["admin"]))
+    let metrics = client::get(&format!("http://{}/metrics", client_proxy.admin()))
         .await
         .unwrap()
         .text();
@@ -194,7 +171,7 @@ async fn a_service_is_balanced_follows_edits_and_survives_the_control_plane() {
 
     // Remove echo-a from the file: within 2 s all traffic goes to echo-b, with no failure
     // on the way (requests keep flowing while the edit lands).
-    std::fs::write(&file, workloads(&[("echo-b", b["inbound"])])).unwrap();
+    std::fs::write(&file, workloads(&[("echo-b", pb.inbound())])).unwrap();
     let edited = tokio::time::Instant::now();
     let moved = wait_until(Duration::from_secs(2), "traffic to leave echo-a", || {
         let url = url.clone();
@@ -221,7 +198,7 @@ async fn a_service_is_balanced_follows_edits_and_survives_the_control_plane() {
     let (counts, failures) = send(&url, 100, 4).await;
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(counts.get("echo-b"), Some(&100));
-    let state = client::get(&format!("http://{}/state", c["admin"]))
+    let state = client::get(&format!("http://{}/state", client_proxy.admin()))
         .await
         .unwrap()
         .text();
@@ -234,7 +211,7 @@ async fn a_service_is_balanced_follows_edits_and_survives_the_control_plane() {
     // It comes back on the same address: the proxy resubscribes and follows new edits.
     std::fs::write(
         &file,
-        workloads(&[("echo-a", a["inbound"]), ("echo-b", b["inbound"])]),
+        workloads(&[("echo-a", pa.inbound()), ("echo-b", pb.inbound())]),
     )
     .unwrap();
     let (_cp, _) = control(&file, &grpc.to_string()).await;
@@ -247,7 +224,11 @@ async fn a_service_is_balanced_follows_edits_and_survives_the_control_plane() {
         }
     })
     .await;
-    assert!(back.is_ok(), "{back:?}\n{}", client_proxy.logs().join("\n"));
+    assert!(
+        back.is_ok(),
+        "{back:?}\n{}",
+        client_proxy.proc.logs().join("\n")
+    );
 }
 
 #[tokio::test]
@@ -256,24 +237,19 @@ async fn unknown_names_fail_fast_and_a_missing_control_plane_is_labelled() {
     let file = dir.path().join("workloads.yaml");
     std::fs::write(&file, workloads(&[])).unwrap();
     let (_cp, grpc) = control(&file, "127.0.0.1:0").await;
-    let (_p, c) = proxy(
-        &[
-            "--upstream",
-            "127.0.0.1:0=nope.default:8080",
-            "--upstream",
-            "127.0.0.1:0=echo.default:8080",
-            "--destination-addr",
-            &grpc.to_string(),
-        ],
-        5,
-    )
+    let p = proxy(&[
+        "--upstream",
+        "127.0.0.1:0=nope.default:8080",
+        "--upstream",
+        "127.0.0.1:0=echo.default:8080",
+        "--destination-addr",
+        &grpc.to_string(),
+    ])
     .await;
-    let mut upstreams: Vec<_> = c
-        .iter()
-        .filter(|(k, _)| k.starts_with("upstream"))
-        .collect();
-    upstreams.sort();
-    let (echo, nope) = (upstreams[0].1, upstreams[1].1);
+    let (echo, nope) = (
+        p.upstream("echo.default:8080"),
+        p.upstream("nope.default:8080"),
+    );
 
     let started = tokio::time::Instant::now();
     let rsp = client::get(&format!("http://{nope}/")).await.unwrap();
@@ -294,21 +270,14 @@ async fn unknown_names_fail_fast_and_a_missing_control_plane_is_labelled() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let (_p, d) = proxy(
-        &[
-            "--upstream",
-            "127.0.0.1:0=echo.default:8080",
-            "--destination-addr",
-            &dead.to_string(),
-        ],
-        4,
-    )
+    let d = proxy(&[
+        "--upstream",
+        "127.0.0.1:0=echo.default:8080",
+        "--destination-addr",
+        &dead.to_string(),
+    ])
     .await;
-    let upstream = d
-        .iter()
-        .find(|(k, _)| k.starts_with("upstream"))
-        .map(|(_, v)| *v)
-        .unwrap();
+    let upstream = d.upstream("echo.default:8080");
     let rsp = client::get(&format!("http://{upstream}/")).await.unwrap();
     assert_eq!(rsp.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(rsp.headers["l5d-proxy-error"], "no-endpoints");
