@@ -261,13 +261,14 @@ backend origin
 """
 
 
-def start_middle(variant, proto, backend_port, work):
+def start_middle(variant, proto, backend_port, work, args):
     tag = f"{variant}-{proto}"
-    proxy = RELEASE / "ferry-proxy"
+    proxy = args.proxy or RELEASE / "ferry-proxy"
     if variant == "direct":
         return Middle(variant, [], backend_port)
-    if variant == "ferry":
-        port, p = start_ferry(proxy, backend_port, work, tag)
+    if variant in ("ferry", "ferry-alt"):
+        binary = args.alt_proxy if variant == "ferry-alt" else proxy
+        port, p = start_ferry(binary, backend_port, work, tag)
         wait_port(port, p, tag)
         return Middle(variant, [p], port)
     if variant == "ferry-2hop":
@@ -414,7 +415,7 @@ def measure_group(proto, args, work, backend_ports, results, memory):
     middles = {}
     try:
         for v in args.variants:
-            middles[v] = start_middle(v, proto, backend_port, work)
+            middles[v] = start_middle(v, proto, backend_port, work, args)
         time.sleep(0.3)
         for v, m in middles.items():
             if m.procs:
@@ -460,7 +461,7 @@ def measure_group(proto, args, work, backend_ports, results, memory):
 
 def soak(args, work, backend_ports):
     """One ferry hop at the fixed rate for `args.soak` seconds, RSS sampled every 5 s."""
-    middle = start_middle("ferry", "http1", backend_ports["http1"], work)
+    middle = start_middle("ferry", "http1", backend_ports["http1"], work, args)
     pids = pids_of(middle.procs)
     samples = [(0, status_kb(pids, "VmRSS"))]
     cmd = ["taskset", "-c", LOAD_CPU, "h2load", "--h1", "-t1", f"-c{RATE_CONNECTIONS}", "-m1",
@@ -573,6 +574,9 @@ def main():
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--soak", type=int, default=0, metavar="SECONDS",
                     help="also run one ferry hop at --rate this long, sampling RSS (e.g. 120)")
+    ap.add_argument("--proxy", help="the ferry-proxy binary to measure (default: the one built)")
+    ap.add_argument("--alt-proxy", help="another ferry-proxy binary, measured as variant "
+                    "`ferry-alt` (one hop) in the same run: before/after comparisons")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = ap.parse_args()
@@ -580,6 +584,9 @@ def main():
         args.runs, args.seconds, args.rate_seconds = 1, 1, 1
     args.protocols = [p for p in args.only.split(",") if p]
     args.variants = [v for v in args.variants.split(",") if v]
+    if args.alt_proxy and "ferry-alt" not in args.variants:
+        args.variants.insert(args.variants.index("ferry") + 1 if "ferry" in args.variants else 1,
+                             "ferry-alt")
     for s in (args.seconds, args.rate_seconds):
         if s != int(s):
             ap.error("durations are whole seconds")
