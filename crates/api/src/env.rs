@@ -71,3 +71,7 @@ pub const CONTROL_WORKLOADS_POLL_INTERVAL: &str = "FERRY_CONTROL_WORKLOADS_POLL_
 pub const CONTROL_LOG: &str = "FERRY_CONTROL_LOG";
 /// `--log-format`: `plain` or `json`.
 pub const CONTROL_LOG_FORMAT: &str = "FERRY_CONTROL_LOG_FORMAT";
+/// `ferry check --api-server`: the Kubernetes API over plain HTTP (`kubectl proxy`).
+pub const CLI_KUBE_API: &str = "FERRY_KUBE_API";
+/// `ferry check --token`: bearer token for the Kubernetes API.
+pub const CLI_KUBE_TOKEN: &str = "FERRY_KUBE_TOKEN";

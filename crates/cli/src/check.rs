@@ -29,10 +29,10 @@ pub struct CheckArgs {
     #[arg(long)]
     pub local: bool,
     /// The Kubernetes API, over plain HTTP (run `kubectl proxy` for the default).
-    #[arg(long, env = "FERRY_KUBE_API")]
+    #[arg(long, env = ferry_api::env::CLI_KUBE_API)]
     pub api_server: Option<String>,
     /// Bearer token for the API, when not going through `kubectl proxy`.
-    #[arg(long, env = "FERRY_KUBE_TOKEN", hide_env_values = true)]
+    #[arg(long, env = ferry_api::env::CLI_KUBE_TOKEN, hide_env_values = true)]
     pub token: Option<String>,
     /// Namespace of the control plane.
     #[arg(long, default_value = names::CONTROL_NAMESPACE)]
