@@ -31,8 +31,6 @@ pub const PROXY_LOG_FORMAT: &str = "FERRY_PROXY_LOG_FORMAT";
 /// `--destination-addr`: the control plane's destination service (`host:port`), which
 /// resolves service names to endpoints.
 pub const PROXY_DESTINATION_ADDR: &str = "FERRY_PROXY_DESTINATION_ADDR";
-/// `--control-addr`: the control plane's gRPC address (destination, identity, tap).
-pub const PROXY_CONTROL_ADDR: &str = "FERRY_PROXY_CONTROL_ADDR";
 /// `--identity-token-file`: the service-account token the proxy presents to the identity service.
 pub const PROXY_IDENTITY_TOKEN_FILE: &str = "FERRY_PROXY_IDENTITY_TOKEN_FILE";
 /// `--identity-trust-anchors`: PEM trust anchors the proxy verifies peers and the CA with.
@@ -71,6 +69,8 @@ pub const CONTROL_WORKLOADS_POLL_INTERVAL: &str = "FERRY_CONTROL_WORKLOADS_POLL_
 pub const CONTROL_LOG: &str = "FERRY_CONTROL_LOG";
 /// `--log-format`: `plain` or `json`.
 pub const CONTROL_LOG_FORMAT: &str = "FERRY_CONTROL_LOG_FORMAT";
+/// `ferry --api-addr`: where the CLI finds the control plane's public API.
+pub const CLI_API_ADDR: &str = "FERRY_API_ADDR";
 /// `ferry check --api-server`: the Kubernetes API over plain HTTP (`kubectl proxy`).
 pub const CLI_KUBE_API: &str = "FERRY_KUBE_API";
 /// `ferry check --token`: bearer token for the Kubernetes API.

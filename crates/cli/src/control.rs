@@ -55,11 +55,15 @@ impl ControlClient {
     /// A client for the API at `addr` (`http://host:port`).
     pub fn new(addr: &str) -> Result<Self, ControlError> {
         let base = addr.trim_end_matches('/');
-        let uri: http::Uri = base.parse().map_err(|_| ControlError::Address(addr.to_string()))?;
+        let uri: http::Uri = base
+            .parse()
+            .map_err(|_| ControlError::Address(addr.to_string()))?;
         if uri.scheme_str() != Some("http") || uri.authority().is_none() {
             return Err(ControlError::Address(addr.to_string()));
         }
-        Ok(Self { base: base.to_string() })
+        Ok(Self {
+            base: base.to_string(),
+        })
     }
 
     /// `GET path_and_query`, decoded from JSON.

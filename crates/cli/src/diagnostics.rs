@@ -46,7 +46,9 @@ enum Output {
 pub fn run(args: &DiagnosticsArgs) -> anyhow::Result<()> {
     let client = ControlClient::new(&args.api_addr)?;
     let DiagnosticsCommand::Endpoints(endpoints) = &args.command;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let answers = runtime.block_on(async {
         let mut answers = Vec::new();
         for authority in &endpoints.authorities {
@@ -67,15 +69,23 @@ pub fn run(args: &DiagnosticsArgs) -> anyhow::Result<()> {
 
 /// The table Linkerd's `diagnostics endpoints` prints, with the identity the peer must prove.
 pub fn table(answers: &[Endpoints]) -> String {
-    let mut rows = vec![["NAMESPACE", "IP", "PORT", "POD", "SERVICE", "IDENTITY"].map(String::from)];
+    let mut rows =
+        vec![["NAMESPACE", "IP", "PORT", "POD", "SERVICE", "IDENTITY"].map(String::from)];
     for answer in answers {
-        let service = match (answer.metric_labels.get("service"), answer.metric_labels.get("namespace")) {
+        let service = match (
+            answer.metric_labels.get("service"),
+            answer.metric_labels.get("namespace"),
+        ) {
             (Some(s), Some(ns)) => format!("{s}.{ns}"),
             _ => answer.authority.clone(),
         };
         for e in &answer.endpoints {
             rows.push([
-                answer.metric_labels.get("namespace").cloned().unwrap_or_default(),
+                answer
+                    .metric_labels
+                    .get("namespace")
+                    .cloned()
+                    .unwrap_or_default(),
                 e.addr.ip().to_string(),
                 e.addr.port().to_string(),
                 e.metric_labels.get("pod").cloned().unwrap_or_default(),
@@ -84,10 +94,16 @@ pub fn table(answers: &[Endpoints]) -> String {
             ]);
         }
     }
-    let widths: Vec<usize> = (0..6).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..6)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for row in &rows {
-        let line: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         let _ = writeln!(out, "{}", line.join("   ").trim_end());
     }
     if rows.len() == 1 {
@@ -100,7 +116,9 @@ pub fn table(answers: &[Endpoints]) -> String {
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {
+                (b as char).to_string()
+            }
             b => format!("%{b:02X}"),
         })
         .collect()
@@ -117,18 +135,27 @@ mod tests {
             authority: "echo.default:8080".into(),
             exists: true,
             fully_qualified_name: Some("echo.default.svc.cluster.local".into()),
-            metric_labels: [("namespace".into(), "default".into()), ("service".into(), "echo".into())].into(),
+            metric_labels: [
+                ("namespace".into(), "default".into()),
+                ("service".into(), "echo".into()),
+            ]
+            .into(),
             endpoints: vec![Endpoint {
                 addr: "127.0.0.1:17101".parse().unwrap(),
                 weight: 10_000,
                 metric_labels: [("pod".into(), "echo-a".into())].into(),
-                tls_identity: Some("echo.default.serviceaccount.identity.ferry.cluster.local".into()),
+                tls_identity: Some(
+                    "echo.default.serviceaccount.identity.ferry.cluster.local".into(),
+                ),
             }],
         };
         let text = table(&[answer]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
-        assert!(lines[0].starts_with("NAMESPACE   IP          PORT    POD      SERVICE"), "{text}");
+        assert!(
+            lines[0].starts_with("NAMESPACE   IP          PORT    POD      SERVICE"),
+            "{text}"
+        );
         assert!(lines[1].starts_with("default     127.0.0.1   17101   echo-a   echo.default   echo.default.serviceaccount"), "{text}");
         assert_eq!(urlencode("a b&c:80"), "a%20b%26c:80");
     }

@@ -11,9 +11,13 @@
 //!   [`emitter`] writes YAML that kubectl reads back exactly.
 //! - [`chart`]: generates the Helm chart `charts/ferry` from the same objects as `install`.
 //! - [`check`]: `ferry check`, named health checks.
+//! - [`diagnostics`]: `ferry diagnostics endpoints`, over the control plane's public API
+//!   ([`control`] is its client).
 
 pub mod chart;
 pub mod check;
+pub mod control;
+pub mod diagnostics;
 pub mod emitter;
 pub mod identity;
 pub mod inject;

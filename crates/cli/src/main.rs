@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ferry::{check, inject, install};
+use ferry::{check, diagnostics, inject, install};
 
 /// Ferry, a small service mesh.
 #[derive(Parser, Debug)]
@@ -24,6 +24,9 @@ enum Command {
     Uninject(inject::UninjectArgs),
     /// Check a cluster before or after installing Ferry.
     Check(check::CheckArgs),
+    /// Look inside the control plane: what it tells proxies.
+    #[command(alias = "dg")]
+    Diagnostics(diagnostics::DiagnosticsArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
         Command::Inject(args) => inject::run_inject(args),
         Command::Uninject(args) => inject::run_uninject(args),
         Command::Check(args) => check::run(args),
+        Command::Diagnostics(args) => diagnostics::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -184,7 +184,7 @@ impl ProxyConfig {
                 env::PROXY_TAP_LISTEN,
                 format!("0.0.0.0:{}", ports::PROXY_TAP),
             ),
-            value(env::PROXY_CONTROL_ADDR, self.control_addr()),
+            value(env::PROXY_DESTINATION_ADDR, self.control_addr()),
             value(env::PROXY_TRUST_DOMAIN, self.trust_domain.clone()),
             value(
                 env::PROXY_IDENTITY_TOKEN_FILE,

@@ -224,7 +224,7 @@ fn multi_container_pod_keeps_its_containers_ports_and_init_order() {
         ferry_api::env::PROXY_OUTBOUND_LISTEN,
         ferry_api::env::PROXY_ADMIN_LISTEN,
         ferry_api::env::PROXY_TAP_LISTEN,
-        ferry_api::env::PROXY_CONTROL_ADDR,
+        ferry_api::env::PROXY_DESTINATION_ADDR,
         ferry_api::env::PROXY_POD_NAMESPACE,
         ferry_api::env::PROXY_POD_NAME,
         ferry_api::env::PROXY_SERVICE_ACCOUNT,
@@ -467,7 +467,7 @@ fn control_plane_address_follows_namespace_and_cluster_domain() {
         .as_sequence()
         .unwrap()
         .iter()
-        .find(|e| e["name"] == ferry_api::env::PROXY_CONTROL_ADDR)
+        .find(|e| e["name"] == ferry_api::env::PROXY_DESTINATION_ADDR)
         .unwrap();
     assert_eq!(addr["value"], "ferry-control.mesh.svc.corp.local:8086");
     assert_eq!(

@@ -41,7 +41,7 @@ async fn proxy(args: &[&str]) -> ProxyProc {
     ProxyProc::spawn(bin("ferry-proxy"), args).await.unwrap()
 }
 
-async fn control(file: &Path, grpc: &str) -> (Proc, SocketAddr) {
+async fn control(file: &Path, grpc: &str) -> (Proc, SocketAddr, SocketAddr) {
     let args = [
         "--workloads-file",
         file.to_str().unwrap(),
@@ -54,7 +54,21 @@ async fn control(file: &Path, grpc: &str) -> (Proc, SocketAddr) {
     ];
     let p = Proc::spawn(bin("ferry-control"), &args, &[]).unwrap();
     let addrs = p.bound_addrs(2, WAIT).await.unwrap();
-    (p, addrs["grpc"])
+    (p, addrs["grpc"], addrs["api"])
+}
+
+/// Runs the `ferry` CLI to completion (bounded) and returns (success, stdout, stderr).
+async fn ferry(args: &[&str]) -> (bool, String, String) {
+    let run = tokio::process::Command::new(bin("ferry"))
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("ferry finished")
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
 
 fn workloads(instances: &[(&str, SocketAddr)]) -> String {
@@ -119,7 +133,43 @@ async fn a_service_is_balanced_follows_edits_and_survives_the_control_plane() {
         workloads(&[("echo-a", pa.inbound()), ("echo-b", pb.inbound())]),
     )
     .unwrap();
-    let (mut cp, grpc) = control(&file, "127.0.0.1:0").await;
+    let (mut cp, grpc, api) = control(&file, "127.0.0.1:0").await;
+
+    // What the control plane tells proxies, as the CLI shows it.
+    let api_url = format!("http://{api}");
+    let (ok, out, err) = ferry(&[
+        "diagnostics",
+        "endpoints",
+        "echo.default:8080",
+        "--api-addr",
+        &api_url,
+    ])
+    .await;
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = out.lines().collect();
+    assert!(rows[0].starts_with("NAMESPACE"), "{out}");
+    for (pod, addr) in [("echo-a", pa.inbound()), ("echo-b", pb.inbound())] {
+        let row = rows
+            .iter()
+            .find(|r| r.contains(pod))
+            .unwrap_or_else(|| panic!("{pod} missing: {out}"));
+        assert!(
+            row.contains(&addr.port().to_string()) && row.contains("echo.default"),
+            "{row}"
+        );
+    }
+    let (ok, _, err) = ferry(&[
+        "dg",
+        "endpoints",
+        "nope.default:8080",
+        "--api-addr",
+        &api_url,
+    ])
+    .await;
+    assert!(
+        !ok && err.contains("knows no service nope.default:8080"),
+        "{err}"
+    );
 
     let client_proxy = proxy(&[
         "--upstream",
@@ -214,7 +264,7 @@ async fn a_service_is_balanced_follows_edits_and_survives_the_control_plane() {
         workloads(&[("echo-a", pa.inbound()), ("echo-b", pb.inbound())]),
     )
     .unwrap();
-    let (_cp, _) = control(&file, &grpc.to_string()).await;
+    let (_cp, _, _) = control(&file, &grpc.to_string()).await;
     let back = wait_until(WAIT, "echo-a to get traffic again", || {
         let url = url.clone();
         async move {
@@ -236,7 +286,7 @@ async fn unknown_names_fail_fast_and_a_missing_control_plane_is_labelled() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("workloads.yaml");
     std::fs::write(&file, workloads(&[])).unwrap();
-    let (_cp, grpc) = control(&file, "127.0.0.1:0").await;
+    let (_cp, grpc, _) = control(&file, "127.0.0.1:0").await;
     let p = proxy(&[
         "--upstream",
         "127.0.0.1:0=nope.default:8080",
@@ -265,7 +315,8 @@ async fn unknown_names_fail_fast_and_a_missing_control_plane_is_labelled() {
     assert_eq!(rsp.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(rsp.headers["l5d-proxy-error"], "no-endpoints");
 
-    // No control plane at all: the request waits a bounded time, then says why.
+    // No control plane at all: the CLI says so in one line and fails; the proxy's request
+    // waits a bounded time, then says why.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -278,6 +329,21 @@ async fn unknown_names_fail_fast_and_a_missing_control_plane_is_labelled() {
     ])
     .await;
     let upstream = d.upstream("echo.default:8080");
+    let dead_api = format!("http://{dead}");
+    let (ok, _, err) = ferry(&[
+        "diagnostics",
+        "endpoints",
+        "echo.default:8080",
+        "--api-addr",
+        &dead_api,
+    ])
+    .await;
+    assert!(!ok, "{err}");
+    assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+    assert!(
+        err.contains("cannot reach the control plane") && err.contains(&dead_api),
+        "{err}"
+    );
     let rsp = client::get(&format!("http://{upstream}/")).await.unwrap();
     assert_eq!(rsp.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(rsp.headers["l5d-proxy-error"], "no-endpoints");
