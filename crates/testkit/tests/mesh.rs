@@ -219,65 +219,99 @@ async fn a_service_is_balanced_follows_edits_and_survives_the_control_plane() {
         "the faster endpoint should win: {counts:?}"
     );
 
-    // Remove echo-a from the file: within 2 s all traffic goes to echo-b, with no failure
-    // on the way (requests keep flowing while the edit lands).
+    // Remove echo-a from the file: within 2 s the proxy drops it, and requests sent all
+    // along the way never fail.
+    let state_url = format!("http://{}/state", client_proxy.admin());
+    let endpoints = |state_url: String| async move {
+        let state = client::get(&state_url).await.unwrap().text();
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+        state["destinations"][0]["endpoints"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
     std::fs::write(&file, workloads(&[("echo-b", pb.inbound())])).unwrap();
     let edited = tokio::time::Instant::now();
-    let moved = wait_until(Duration::from_secs(2), "traffic to leave echo-a", || {
-        let url = url.clone();
+    let moved = wait_until(Duration::from_secs(2), "the proxy to drop echo-a", || {
+        let (url, state_url) = (url.clone(), state_url.clone());
         async move {
-            let (counts, failures) = send(&url, 20, 4).await;
+            let (_, failures) = send(&url, 8, 4).await;
             assert!(
                 failures.is_empty(),
                 "failed while the edit landed: {failures:?}"
             );
-            (!counts.contains_key("echo-a")).then_some(())
+            (endpoints(state_url).await == 1).then_some(())
         }
     })
     .await;
     assert!(moved.is_ok(), "{moved:?}");
-    eprintln!("traffic left echo-a {:?} after the edit", edited.elapsed());
+    eprintln!(
+        "echo-a left the proxy's endpoints {:?} after the edit",
+        edited.elapsed()
+    );
     let (counts, failures) = send(&url, 50, 4).await;
     assert!(
-        failures.is_empty() && !counts.contains_key("echo-a"),
+        failures.is_empty() && counts.get("echo-b") == Some(&50),
         "{counts:?} {failures:?}"
     );
+
+    // echo-a comes back: it gets traffic within a second.
+    let both = workloads(&[("echo-a", pa.inbound()), ("echo-b", pb.inbound())]);
+    std::fs::write(&file, &both).unwrap();
+    let added = wait_until(
+        Duration::from_secs(1),
+        "echo-a to get traffic after the add",
+        || {
+            let url = url.clone();
+            async move {
+                let (counts, failures) = send(&url, 4, 2).await;
+                assert!(failures.is_empty(), "{failures:?}");
+                counts.contains_key("echo-a").then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(added.is_ok(), "{added:?}");
 
     // The control plane dies: proxies keep routing with what they knew.
     cp.terminate(WAIT).await.unwrap();
     let (counts, failures) = send(&url, 100, 4).await;
     assert!(failures.is_empty(), "{failures:?}");
-    assert_eq!(counts.get("echo-b"), Some(&100));
-    let state = client::get(&format!("http://{}/state", client_proxy.admin()))
-        .await
-        .unwrap()
-        .text();
+    assert_eq!(counts.values().sum::<usize>(), 100);
+    assert!(
+        counts.contains_key("echo-a") && counts.contains_key("echo-b"),
+        "{counts:?}"
+    );
+    let state = client::get(&state_url).await.unwrap().text();
     let state: serde_json::Value = serde_json::from_str(&state).unwrap();
     let dst = &state["destinations"][0];
     assert_eq!(dst["name"], "echo.default:8080", "{state}");
     assert_eq!(dst["stream"]["connected"], false, "{state}");
-    assert_eq!(dst["endpoints"].as_array().unwrap().len(), 1, "{state}");
+    assert_eq!(dst["endpoints"].as_array().unwrap().len(), 2, "{state}");
 
-    // It comes back on the same address: the proxy resubscribes and follows new edits.
-    std::fs::write(
-        &file,
-        workloads(&[("echo-a", pa.inbound()), ("echo-b", pb.inbound())]),
-    )
-    .unwrap();
+    // It comes back on the same address, now with only echo-b: the proxy resubscribes and
+    // takes the new stream's first message as the whole state, so echo-a gets nothing.
+    std::fs::write(&file, workloads(&[("echo-b", pb.inbound())])).unwrap();
     let (_cp, _, _) = control(&file, &grpc.to_string()).await;
-    let back = wait_until(WAIT, "echo-a to get traffic again", || {
-        let url = url.clone();
+    let resubscribed = wait_until(WAIT, "the proxy to resubscribe", || {
+        let state_url = state_url.clone();
         async move {
-            let (counts, failures) = send(&url, 10, 2).await;
-            assert!(failures.is_empty(), "{failures:?}");
-            counts.contains_key("echo-a").then_some(())
+            let state = client::get(&state_url).await.unwrap().text();
+            let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+            let dst = &state["destinations"][0];
+            (dst["stream"]["connected"] == true && dst["endpoints"].as_array().unwrap().len() == 1)
+                .then_some(())
         }
     })
     .await;
     assert!(
-        back.is_ok(),
-        "{back:?}\n{}",
+        resubscribed.is_ok(),
+        "{resubscribed:?}\n{}",
         client_proxy.proc.logs().join("\n")
+    );
+    let (counts, failures) = send(&url, 20, 4).await;
+    assert!(
+        failures.is_empty() && counts.get("echo-b") == Some(&20),
+        "{counts:?} {failures:?}"
     );
 }
 
