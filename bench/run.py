@@ -544,9 +544,10 @@ def report(args, results, memory, started, soak_result=None):
                     f"{fmt(x['cpu_s_per_10k'], '.3f')} | {ratio(x['cpu_s_per_10k'], n.get('cpu_s_per_10k'))} | "
                     f"{fmt(x['rss'], '.1f')} | {ratio(x['rss'], n.get('rss'))} | {x['errors']} |")
             lines.append("")
-    lines += ["## Memory (KB): idle after start, peak (VmHWM) and after load, per protocol", "",
-              "| protocol | variant | idle RSS | peak RSS | RSS after | largest single process peak |",
-              "|---|---|---:|---:|---:|---:|"]
+    if memory:
+        lines += ["## Memory (KB): idle after start, peak (VmHWM) and after load, per protocol",
+                  "", "| protocol | variant | idle RSS | peak RSS | RSS after | "
+                  "largest single process peak |", "|---|---|---:|---:|---:|---:|"]
     for (proto, v), mem in memory.items():
         lines.append(f"| {proto} | {v} | {mem.get('idle_kb', 0)} | {mem.get('peak_kb', 0)} | "
                      f"{mem.get('after_kb', 0)} | {mem.get('max_single_peak_kb', 0)} |")
