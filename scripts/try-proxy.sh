@@ -75,7 +75,7 @@ step "a client proxy: upstream 127.0.0.1:17002 -> echo.default:8080, resolved by
 "$bin" --upstream 127.0.0.1:17002=echo.default:8080 --destination-addr 127.0.0.1:18086 --inbound-listen 127.0.0.1:24153 \
   --outbound-listen 127.0.0.1:24150 --admin-listen 127.0.0.1:24152 --log warn & pids+=($!)
 wait_http http://127.0.0.1:24152/ready
-curl -s 'http://127.0.0.1:18084/api/v1/endpoints?authority=echo.default:8080'; echo
+./target/release/ferry diagnostics endpoints echo.default:8080 --api-addr http://127.0.0.1:18084
 
 tally() { for _ in $(seq "$1"); do curl -s http://127.0.0.1:17002/; done | sort | uniq -c; }
 step "40 requests, balanced over both instances"
