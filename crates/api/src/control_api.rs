@@ -64,3 +64,34 @@ pub struct ApiError {
     /// What went wrong, naming the value that failed.
     pub error: String,
 }
+
+/// `GET`: the identity CA's public side; answers [`IdentityInfo`] (404 when identity is off).
+pub const IDENTITY_PATH: &str = "/api/v1/identity";
+
+/// The body of [`IDENTITY_PATH`]: what a proxy must trust, and when the issuer runs out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityInfo {
+    /// The trust domain workload names end in (`cluster.local`).
+    pub trust_domain: String,
+    /// The trust anchors, PEM, as proxies are given them.
+    pub trust_anchors_pem: String,
+    /// Each trust anchor, in PEM order.
+    pub trust_anchors: Vec<CertificateInfo>,
+    /// The issuer that signs workload certificates.
+    pub issuer: CertificateInfo,
+    /// How long an issued workload certificate is valid, in seconds.
+    pub certificate_lifetime_seconds: u64,
+}
+
+/// One CA certificate of [`IdentityInfo`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateInfo {
+    /// The subject, e.g. `CN=root.cluster.local`.
+    pub subject: String,
+    /// Lowercase hex SHA-256 of the certificate's DER: the fingerprint to compare.
+    pub sha256: String,
+    /// `notAfter`, RFC 3339 UTC.
+    pub not_after: String,
+}

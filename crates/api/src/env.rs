@@ -55,10 +55,17 @@ pub const CONTROL_WEBHOOK_TLS_DIR: &str = "FERRY_CONTROL_WEBHOOK_TLS_DIR";
 pub const CONTROL_DISCOVERY: &str = "FERRY_CONTROL_DISCOVERY";
 /// `--namespace`: the control plane's own namespace.
 pub const CONTROL_NAMESPACE: &str = "FERRY_CONTROL_NAMESPACE";
-/// `--identity-issuer-dir`: directory with the issuer's `tls.crt` and `tls.key`.
-pub const CONTROL_IDENTITY_ISSUER_DIR: &str = "FERRY_CONTROL_IDENTITY_ISSUER_DIR";
+/// `--identity-dir`: the identity CA's state directory (generated CA, local tokens).
+pub const CONTROL_IDENTITY_DIR: &str = "FERRY_CONTROL_IDENTITY_DIR";
 /// `--identity-trust-anchors-file`: PEM file of the trust anchors.
 pub const CONTROL_IDENTITY_TRUST_ANCHORS_FILE: &str = "FERRY_CONTROL_IDENTITY_TRUST_ANCHORS_FILE";
+/// `--identity-issuer-certificate-file`: PEM certificate of the issuer (`tls.crt`).
+pub const CONTROL_IDENTITY_ISSUER_CERTIFICATE_FILE: &str =
+    "FERRY_CONTROL_IDENTITY_ISSUER_CERTIFICATE_FILE";
+/// `--identity-issuer-key-file`: PEM private key of the issuer (`tls.key`).
+pub const CONTROL_IDENTITY_ISSUER_KEY_FILE: &str = "FERRY_CONTROL_IDENTITY_ISSUER_KEY_FILE";
+/// `--identity-cert-lifetime`: how long issued workload certificates are valid.
+pub const CONTROL_IDENTITY_CERT_LIFETIME: &str = "FERRY_CONTROL_IDENTITY_CERT_LIFETIME";
 /// `--trust-domain`: the identity trust domain (`cluster.local`).
 pub const CONTROL_TRUST_DOMAIN: &str = "FERRY_CONTROL_TRUST_DOMAIN";
 /// `--workloads-file`: the local workloads file the control plane watches.

@@ -14,6 +14,7 @@
 //! - [`identity`]: workload identity names (DNS-like and SPIFFE).
 //! - [`destination`]: cluster domain and endpoint metric label keys of the destination API.
 //! - [`control_api`]: paths and JSON bodies of the control plane's public API.
+//! - `ca` (feature `ca`): the identity CA's certificate profiles and their generation.
 
 pub mod env;
 pub mod headers;
@@ -22,6 +23,8 @@ pub mod metrics;
 pub mod ports;
 mod reason;
 
+#[cfg(feature = "ca")]
+pub mod ca;
 pub mod control_api;
 pub mod destination;
 pub mod identity;

@@ -3,16 +3,13 @@
 
 use std::path::Path;
 
+use ferry_api::ca::{self, ca_params};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+    CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose,
 };
 use time::{Duration, OffsetDateTime};
 
-/// How long a generated trust anchor is valid.
-pub const TRUST_ANCHOR_VALIDITY: Duration = Duration::days(3650);
-/// How long a generated issuer, and the webhook's certificates, are valid.
-pub const ISSUER_VALIDITY: Duration = Duration::days(365);
+use ferry_api::ca::ISSUER_VALIDITY;
 
 /// Errors making or reading certificates.
 #[derive(Debug, thiserror::Error)]
@@ -63,64 +60,23 @@ fn generate_err(what: &'static str) -> impl FnOnce(rcgen::Error) -> IdentityErro
     move |source| IdentityError::Generate { what, source }
 }
 
-fn ca_params(
-    cn: &str,
-    now: OffsetDateTime,
-    validity: Duration,
-    path_len: Option<u8>,
-) -> CertificateParams {
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, cn);
-    params.distinguished_name = dn;
-    params.is_ca = match path_len {
-        Some(n) => IsCa::Ca(BasicConstraints::Constrained(n)),
-        None => IsCa::Ca(BasicConstraints::Unconstrained),
-    };
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    // A little slack for clocks that lag the machine running `ferry install`.
-    params.not_before = now - Duration::minutes(5);
-    params.not_after = now + validity;
-    params
-}
-
 fn p256(what: &'static str) -> Result<KeyPair, IdentityError> {
-    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(generate_err(what))
+    ca::p256().map_err(generate_err(what))
 }
 
 /// Generates a trust anchor (`root.<trust domain>`) and an issuer
-/// (`identity.<namespace>.<trust domain>`) it signs.
+/// (`identity.<namespace>.<trust domain>`) it signs; the profiles are
+/// [`ferry_api::ca`]'s, shared with the control plane's first start.
 pub fn generate(
     namespace: &str,
     trust_domain: &str,
     now: OffsetDateTime,
 ) -> Result<IdentityMaterial, IdentityError> {
-    let root_params = ca_params(
-        &format!("root.{trust_domain}"),
-        now,
-        TRUST_ANCHOR_VALIDITY,
-        None,
-    );
-    let root = CertifiedIssuer::self_signed(root_params, p256("trust anchor key")?)
-        .map_err(generate_err("trust anchor"))?;
-    let issuer_key = p256("issuer key")?;
-    let issuer_params = ca_params(
-        &format!("identity.{namespace}.{trust_domain}"),
-        now,
-        ISSUER_VALIDITY,
-        Some(0),
-    );
-    let issuer_cert = issuer_params
-        .signed_by(&issuer_key, &root)
-        .map_err(generate_err("issuer"))?;
+    let ca = ca::generate(namespace, trust_domain, now).map_err(generate_err("identity CA"))?;
     Ok(IdentityMaterial {
-        trust_anchors_pem: root.pem(),
-        issuer_cert_pem: issuer_cert.pem(),
-        issuer_key_pem: issuer_key.serialize_pem(),
+        trust_anchors_pem: ca.trust_anchor_pem,
+        issuer_cert_pem: ca.issuer_cert_pem,
+        issuer_key_pem: ca.issuer_key_pem,
     })
 }
 

@@ -1,16 +1,17 @@
 //! The public HTTP/JSON API (`docs/openapi.yaml`): what the CLI and the dashboard use.
 //!
-//! For now: health, and the endpoints `Destination.Get` would send for an authority,
-//! answered from the same index as the gRPC service.
+//! For now: health, the endpoints `Destination.Get` would send for an authority (answered
+//! from the same index as the gRPC service), and the identity CA's public side.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use ferry_api::control_api::{self, ApiError, Endpoints, Health};
+use ferry_api::control_api::{self, ApiError, Endpoints, Health, IdentityInfo};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
@@ -18,23 +19,48 @@ use crate::authority::{ContextToken, Lookup};
 use crate::discovery::Discovery;
 use crate::index::{self, Resolution};
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener` until `shutdown` completes; `identity` is what
+/// `GET /api/v1/identity` answers (404 when the CA is off).
 pub async fn serve<D: Discovery>(
     listener: TcpListener,
     discovery: D,
+    identity: Option<IdentityInfo>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(discovery))
+    axum::serve(listener, app_with_identity(discovery, identity))
         .with_graceful_shutdown(shutdown)
         .await
 }
 
-/// The API's routes, for serving or for driving in memory in tests.
+/// The API's routes without an identity CA, for serving or for driving in memory in tests.
 pub fn app<D: Discovery>(discovery: D) -> Router {
+    app_with_identity(discovery, None)
+}
+
+/// The API's routes; `identity` is the CA's public side when it runs.
+pub fn app_with_identity<D: Discovery>(discovery: D, identity: Option<IdentityInfo>) -> Router {
+    let identity = Arc::new(identity);
     Router::new()
         .route(control_api::HEALTH_PATH, get(health))
         .route(control_api::ENDPOINTS_PATH, get(endpoints::<D>))
         .with_state(discovery)
+        .route(
+            control_api::IDENTITY_PATH,
+            get(move || identity_info(identity.clone())),
+        )
+}
+
+async fn identity_info(identity: Arc<Option<IdentityInfo>>) -> Response {
+    match identity.as_ref() {
+        Some(info) => Json(info.clone()).into_response(),
+        None => {
+            let body = ApiError {
+                error: "identity is not enabled: start ferry-control with --identity-dir"
+                    .to_string(),
+            };
+            (StatusCode::NOT_FOUND, Json(body)).into_response()
+        }
+    }
 }
 
 async fn health() -> Json<Health> {

@@ -9,6 +9,13 @@ use clap::Parser;
 use ferry_api::{env, ports};
 
 use crate::discovery::file::DEFAULT_POLL_INTERVAL;
+use crate::identity::material::CaSource;
+use crate::identity::{IdentityConfig, TOKENS_DIR};
+
+/// The shortest certificate lifetime accepted (tests rotate every few seconds).
+pub const MIN_CERT_LIFETIME: Duration = Duration::from_secs(1);
+/// The longest certificate lifetime accepted (the generated issuer's own validity).
+pub const MAX_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// The flags of `ferry-control`.
 #[derive(Debug, Parser)]
@@ -29,6 +36,23 @@ pub struct Args {
     /// How often the workloads file is checked for edits.
     #[arg(long, env = env::CONTROL_WORKLOADS_POLL_INTERVAL, default_value = "250ms", value_parser = humantime::parse_duration)]
     pub workloads_poll_interval: Duration,
+    /// Directory of the identity CA's state: turns the CA on. Holds the trust anchor and
+    /// issuer generated on first start (unless the three files below are given) and the
+    /// local per-service-account tokens (see docs/identity.md).
+    #[arg(long, env = env::CONTROL_IDENTITY_DIR)]
+    pub identity_dir: Option<PathBuf>,
+    /// PEM trust anchors; with the two issuer files, replaces the generated CA.
+    #[arg(long, env = env::CONTROL_IDENTITY_TRUST_ANCHORS_FILE)]
+    pub identity_trust_anchors_file: Option<PathBuf>,
+    /// PEM certificate of the issuer, signed by a trust anchor (intermediates may follow).
+    #[arg(long, env = env::CONTROL_IDENTITY_ISSUER_CERTIFICATE_FILE)]
+    pub identity_issuer_certificate_file: Option<PathBuf>,
+    /// PEM private key of the issuer.
+    #[arg(long, env = env::CONTROL_IDENTITY_ISSUER_KEY_FILE)]
+    pub identity_issuer_key_file: Option<PathBuf>,
+    /// How long issued workload certificates are valid (1s to 365d).
+    #[arg(long, env = env::CONTROL_IDENTITY_CERT_LIFETIME, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub identity_cert_lifetime: Duration,
     /// Log filter, in `tracing` syntax (e.g. `info` or `warn,ferry_control=debug`).
     #[arg(long, env = env::CONTROL_LOG, default_value = "info")]
     pub log: String,
@@ -64,6 +88,8 @@ pub struct Config {
     pub api_listen: SocketAddr,
     /// Which discovery backend runs.
     pub discovery: DiscoveryConfig,
+    /// The identity CA, when it runs.
+    pub identity: Option<IdentityConfig>,
 }
 
 /// The discovery backend and its settings.
@@ -102,6 +128,15 @@ pub enum ConfigError {
     /// The poll interval is zero or longer than edits may take to apply.
     #[error("--workloads-poll-interval {0:?} must be between 10ms and 10s")]
     PollInterval(Duration),
+    /// Some but not all of the three identity files were given.
+    #[error("--identity-trust-anchors-file, --identity-issuer-certificate-file and --identity-issuer-key-file go together; {0} is missing")]
+    IdentityFiles(&'static str),
+    /// Identity files were given without a directory for local tokens.
+    #[error("the identity files need --identity-dir DIR, where local tokens are written")]
+    NoIdentityDir,
+    /// The certificate lifetime is out of range.
+    #[error("--identity-cert-lifetime {0:?} must be between 1s and 365d")]
+    CertLifetime(Duration),
     /// Both servers were given the same fixed address.
     #[error("--grpc-listen and --api-listen are both {0}")]
     SameAddress(SocketAddr),
@@ -132,8 +167,47 @@ impl Config {
                 path,
                 poll_interval: interval,
             },
+            identity: identity(args)?,
         })
     }
+}
+
+fn identity(args: &Args) -> Result<Option<IdentityConfig>, ConfigError> {
+    let lifetime = args.identity_cert_lifetime;
+    if !(MIN_CERT_LIFETIME..=MAX_CERT_LIFETIME).contains(&lifetime) {
+        return Err(ConfigError::CertLifetime(lifetime));
+    }
+    let files = match (
+        &args.identity_trust_anchors_file,
+        &args.identity_issuer_certificate_file,
+        &args.identity_issuer_key_file,
+    ) {
+        (None, None, None) => None,
+        (Some(anchors), Some(cert), Some(key)) => Some(CaSource::Files {
+            trust_anchors: anchors.clone(),
+            issuer_cert: cert.clone(),
+            issuer_key: key.clone(),
+        }),
+        (None, _, _) => return Err(ConfigError::IdentityFiles("--identity-trust-anchors-file")),
+        (_, None, _) => {
+            return Err(ConfigError::IdentityFiles(
+                "--identity-issuer-certificate-file",
+            ))
+        }
+        (_, _, None) => return Err(ConfigError::IdentityFiles("--identity-issuer-key-file")),
+    };
+    let Some(dir) = args.identity_dir.clone() else {
+        return match files {
+            // TODO(#8): on Kubernetes, TokenReview needs no directory.
+            Some(_) => Err(ConfigError::NoIdentityDir),
+            None => Ok(None),
+        };
+    };
+    Ok(Some(IdentityConfig {
+        tokens_dir: dir.join(TOKENS_DIR),
+        ca: files.unwrap_or(CaSource::Generated { dir }),
+        cert_lifetime: lifetime,
+    }))
 }
 
 #[cfg(test)]
@@ -151,6 +225,42 @@ mod tests {
         assert_eq!(config.grpc_listen, "0.0.0.0:8086".parse().unwrap());
         assert_eq!(config.api_listen, "0.0.0.0:8084".parse().unwrap());
         assert_eq!(config.discovery, DiscoveryConfig::file("w.yaml"));
+        assert_eq!(config.identity, None);
+    }
+
+    #[test]
+    fn identity_flags_make_an_identity_config() {
+        let dir = Config::from_args(&args(&["--workloads-file=w", "--identity-dir=/id"]));
+        assert_eq!(dir.unwrap().identity, Some(IdentityConfig::in_dir("/id")));
+        let files = Config::from_args(&args(&[
+            "--workloads-file=w",
+            "--identity-dir=/id",
+            "--identity-trust-anchors-file=ca.crt",
+            "--identity-issuer-certificate-file=tls.crt",
+            "--identity-issuer-key-file=tls.key",
+            "--identity-cert-lifetime=5s",
+        ]))
+        .unwrap()
+        .identity
+        .unwrap();
+        assert_eq!(files.cert_lifetime, Duration::from_secs(5));
+        assert_eq!(files.tokens_dir, PathBuf::from("/id/tokens"));
+        assert!(matches!(files.ca, CaSource::Files { .. }));
+        assert_eq!(
+            Config::from_args(&args(&[
+                "--workloads-file=w",
+                "--identity-issuer-key-file=k"
+            ])),
+            Err(ConfigError::IdentityFiles("--identity-trust-anchors-file"))
+        );
+        assert_eq!(
+            Config::from_args(&args(&[
+                "--workloads-file=w",
+                "--identity-dir=/id",
+                "--identity-cert-lifetime=500ms"
+            ])),
+            Err(ConfigError::CertLifetime(Duration::from_millis(500)))
+        );
     }
 
     #[test]

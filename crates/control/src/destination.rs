@@ -1,5 +1,6 @@
 //! The destination service: Linkerd's `io.linkerd.proxy.destination.Destination`, served
-//! over gRPC from whatever [`Discovery`] backend runs.
+//! over gRPC from whatever [`Discovery`] backend runs. The identity service shares its
+//! port ([`serve_with_identity`]).
 //!
 //! Each `Get` or `GetProfile` call gets a task that follows the discovery watch and sends
 //! what changed for its lookup. Streams end when the client goes away or the server shuts
@@ -21,6 +22,8 @@ use tracing::Instrument;
 
 use crate::authority::{ContextToken, Lookup};
 use crate::discovery::Discovery;
+use crate::identity::service::IdentityService;
+use crate::identity::tokens::{LocalTokens, TokenValidator};
 use crate::index::{self, Resolution, Subscriber};
 use crate::model::ClusterState;
 use crate::translate;
@@ -38,6 +41,17 @@ const STREAM_BUFFER: usize = 16;
 pub async fn serve<D: Discovery>(
     listener: TcpListener,
     discovery: D,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    serve_with_identity::<D, LocalTokens>(listener, discovery, None, shutdown).await
+}
+
+/// Serves the destination API, and the identity service when given one, on the same
+/// `listener` (the control plane's one gRPC port) until `shutdown` completes.
+pub async fn serve_with_identity<D: Discovery, V: TokenValidator>(
+    listener: TcpListener,
+    discovery: D,
+    identity: Option<IdentityService<V>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let drain = CancellationToken::new();
@@ -62,6 +76,7 @@ pub async fn serve<D: Discovery>(
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(DestinationServer::new(service))
+        .add_optional_service(identity.map(IdentityService::into_server))
         .serve_with_incoming_shutdown(incoming, signal)
         .await
 }

@@ -10,17 +10,21 @@
 //! - [`authority`]: destination paths and context tokens, parsed into a lookup.
 //! - [`index`]: answers a lookup from the model and diffs answers into updates.
 //! - [`translate`]: index answers as `io.linkerd.proxy.destination` messages.
-//! - [`destination`]: the gRPC `Destination` service (`Get`, `GetProfile`).
+//! - [`destination`]: the gRPC `Destination` service (`Get`, `GetProfile`), and the gRPC
+//!   server it shares with identity.
+//! - [`identity`]: the certificate authority behind `Identity/Certify`, and local tokens.
 //! - [`api`]: the public HTTP/JSON API.
 //! - [`config`]: flags and the validated [`Config`].
 //!
-//! [`run`] wires them: load discovery, bind both listeners, serve until shutdown.
+//! [`run`] wires them: load discovery, load the identity CA, bind both listeners, serve
+//! until shutdown.
 
 pub mod api;
 pub mod authority;
 pub mod config;
 pub mod destination;
 pub mod discovery;
+pub mod identity;
 pub mod index;
 pub mod model;
 pub mod translate;
@@ -36,6 +40,8 @@ use tokio_util::sync::CancellationToken;
 pub use config::{Args, Config, DiscoveryConfig};
 use discovery::file::{FileDiscovery, FileDiscoveryError};
 use discovery::Discovery;
+use identity::material::MaterialError;
+use identity::Identity;
 
 /// How long [`run`] lets connections take to close once shutdown has begun. A client that
 /// connected and never spoke would otherwise hold the process forever.
@@ -47,6 +53,9 @@ pub enum RunError {
     /// Discovery could not start.
     #[error("starting discovery")]
     Discovery(#[from] FileDiscoveryError),
+    /// The identity CA could not be loaded or generated.
+    #[error("starting the identity CA")]
+    Identity(#[from] MaterialError),
     /// A listener could not be bound.
     #[error("binding the {listener} listener on {addr}")]
     Bind {
@@ -77,9 +86,16 @@ pub async fn run(
             poll_interval,
         } => FileDiscovery::spawn(path, poll_interval).await?,
     };
+    let identity = match &config.identity {
+        Some(identity) => {
+            let trust_domain = discovery.watch().borrow().trust_domain.clone();
+            Some(Identity::load(identity, &trust_domain)?)
+        }
+        None => None,
+    };
     let grpc = bind("grpc", config.grpc_listen).await?;
     let api = bind("api", config.api_listen).await?;
-    serve(grpc, api, discovery, SHUTDOWN_GRACE, shutdown).await
+    serve_with_identity(grpc, api, discovery, identity, SHUTDOWN_GRACE, shutdown).await
 }
 
 /// Serves the destination API on `grpc` and the public API on `api` until `shutdown`
@@ -92,6 +108,26 @@ pub async fn serve<D: Discovery>(
     grace: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    serve_with_identity(grpc, api, discovery, None, grace, shutdown).await
+}
+
+/// [`serve`], plus the identity CA on the gRPC listener when `identity` is given: local
+/// tokens are written for every service account discovery knows before serving starts,
+/// and for new ones as they appear.
+pub async fn serve_with_identity<D: Discovery>(
+    grpc: TcpListener,
+    api: TcpListener,
+    discovery: D,
+    identity: Option<Identity>,
+    grace: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let _tokens = match &identity {
+        Some(identity) => Some(issue_tokens(identity, &discovery).await),
+        None => None,
+    };
+    let info = identity.as_ref().map(Identity::info);
+    let service = identity.as_ref().map(Identity::service);
     let stop = CancellationToken::new();
     let signal = {
         let stop = stop.clone();
@@ -105,7 +141,12 @@ pub async fn serve<D: Discovery>(
     };
     let grpc = {
         let stop = stop.clone();
-        let server = destination::serve(grpc, discovery.clone(), stop.clone().cancelled_owned());
+        let server = destination::serve_with_identity(
+            grpc,
+            discovery.clone(),
+            service,
+            stop.clone().cancelled_owned(),
+        );
         async move {
             let result = server.await;
             stop.cancel();
@@ -114,7 +155,7 @@ pub async fn serve<D: Discovery>(
     };
     let api = {
         let stop = stop.clone();
-        let server = api::serve(api, discovery, stop.clone().cancelled_owned());
+        let server = api::serve(api, discovery, info, stop.clone().cancelled_owned());
         async move {
             let result = server.await;
             stop.cancel();
@@ -137,6 +178,30 @@ pub async fn serve<D: Discovery>(
             tracing::warn!(?grace, "connections still open after shutdown; exiting anyway");
             Ok(())
         }
+    }
+}
+
+/// Writes tokens for the service accounts discovery knows now, then follows it in a task
+/// that ends when the returned guard is dropped.
+async fn issue_tokens<D: Discovery>(identity: &Identity, discovery: &D) -> AbortOnDrop {
+    let tokens = identity.tokens().clone();
+    let states = discovery.watch();
+    let state = states.borrow().clone();
+    let first = tokens.clone();
+    match tokio::task::spawn_blocking(move || first.ensure_all(&state)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "cannot write identity tokens"),
+        Err(error) => tracing::error!(%error, "identity token task failed"),
+    }
+    AbortOnDrop(tokio::spawn(tokens.follow(states)))
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

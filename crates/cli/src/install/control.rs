@@ -162,7 +162,14 @@ fn container(cfg: &InstallConfig) -> Container {
             var(env::CONTROL_API_LISTEN, listen(ports::CONTROL_API)),
             var(env::CONTROL_WEBHOOK_LISTEN, listen(ports::CONTROL_WEBHOOK)),
             var(env::CONTROL_WEBHOOK_TLS_DIR, WEBHOOK_TLS_DIR.to_string()),
-            var(env::CONTROL_IDENTITY_ISSUER_DIR, ISSUER_DIR.to_string()),
+            var(
+                env::CONTROL_IDENTITY_ISSUER_CERTIFICATE_FILE,
+                format!("{ISSUER_DIR}/tls.crt"),
+            ),
+            var(
+                env::CONTROL_IDENTITY_ISSUER_KEY_FILE,
+                format!("{ISSUER_DIR}/tls.key"),
+            ),
             var(
                 env::CONTROL_IDENTITY_TRUST_ANCHORS_FILE,
                 format!("{TRUST_ROOTS_DIR}/ca-bundle.crt"),

@@ -1,0 +1,120 @@
+//! The identity CA: issues short-lived workload certificates over Linkerd's
+//! `io.linkerd.proxy.identity.Identity/Certify`, to proxies that prove their service
+//! account with a token. `docs/identity.md` documents it for users.
+//!
+//! - [`material`]: where the trust anchors and issuer come from (files, or generated).
+//! - [`ca`]: the loaded CA, its checks, and signing from CSRs.
+//! - [`tokens`]: the [`tokens::TokenValidator`] seam and local per-service-account tokens.
+//! - [`service`]: the gRPC service.
+//!
+//! Proxy-side concerns (CSR generation, renewal, TLS) live in `ferry-proxy`.
+
+pub mod ca;
+pub mod material;
+pub mod service;
+pub mod tokens;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_api::control_api::{CertificateInfo, IdentityInfo};
+
+use ca::{Ca, CertSummary};
+use material::{CaSource, MaterialError};
+use service::IdentityService;
+use tokens::LocalTokens;
+
+/// How long issued workload certificates are valid unless configured (Linkerd's default).
+pub const DEFAULT_CERT_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+/// The directory under the identity directory that holds local tokens.
+pub const TOKENS_DIR: &str = "tokens";
+
+/// How the identity CA runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// Where the trust anchors and issuer come from.
+    pub ca: CaSource,
+    /// The directory local tokens are written to and checked against.
+    pub tokens_dir: PathBuf,
+    /// How long issued certificates are valid.
+    pub cert_lifetime: Duration,
+}
+
+impl IdentityConfig {
+    /// Everything in `dir`: a CA generated on first start, tokens in `dir/tokens`, 24 h
+    /// certificates.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        Self {
+            tokens_dir: dir.join(TOKENS_DIR),
+            ca: CaSource::Generated { dir },
+            cert_lifetime: DEFAULT_CERT_LIFETIME,
+        }
+    }
+}
+
+/// The running CA in local mode: loaded material, local tokens, and the names it serves.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    ca: Arc<Ca>,
+    tokens: LocalTokens,
+    trust_domain: String,
+    lifetime: Duration,
+}
+
+impl Identity {
+    /// Loads (or generates) the CA of `config` for names in `trust_domain`.
+    pub fn load(config: &IdentityConfig, trust_domain: &str) -> Result<Self, MaterialError> {
+        let ca = material::load(&config.ca, trust_domain)?;
+        tracing::info!(
+            trust_anchor = %ca.trust_anchors()[0].subject,
+            sha256 = %ca.trust_anchors()[0].sha256,
+            issuer = %ca.issuer().subject,
+            issuer_expires = %humantime::format_rfc3339_seconds(ca.issuer().not_after),
+            "identity CA ready"
+        );
+        Ok(Self {
+            ca: Arc::new(ca),
+            tokens: LocalTokens::new(&config.tokens_dir),
+            trust_domain: trust_domain.to_string(),
+            lifetime: config.cert_lifetime,
+        })
+    }
+
+    /// Returns the local tokens, to issue them as discovery finds service accounts.
+    pub fn tokens(&self) -> &LocalTokens {
+        &self.tokens
+    }
+
+    /// Returns the CA.
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    /// Returns the gRPC service.
+    pub fn service(&self) -> IdentityService<LocalTokens> {
+        IdentityService::new(
+            self.ca.clone(),
+            self.tokens.clone(),
+            self.trust_domain.clone(),
+            self.lifetime,
+        )
+    }
+
+    /// Returns what `GET /api/v1/identity` answers.
+    pub fn info(&self) -> IdentityInfo {
+        let cert = |c: &CertSummary| CertificateInfo {
+            subject: c.subject.clone(),
+            sha256: c.sha256.clone(),
+            not_after: humantime::format_rfc3339_seconds(c.not_after).to_string(),
+        };
+        IdentityInfo {
+            trust_domain: self.trust_domain.clone(),
+            trust_anchors_pem: self.ca.trust_anchors_pem().to_string(),
+            trust_anchors: self.ca.trust_anchors().iter().map(cert).collect(),
+            issuer: cert(self.ca.issuer()),
+            certificate_lifetime_seconds: self.lifetime.as_secs(),
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The gRPC `io.linkerd.proxy.identity.Identity` service: checks who is asking (the
+//! token), that they ask for their own name, and has the CA sign their CSR.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ferry_api::identity::dns_name;
+use linkerd2_proxy_api::identity as pb;
+use linkerd2_proxy_api::identity::identity_server::{Identity, IdentityServer};
+use tonic::{Request, Response, Status};
+
+use super::ca::Ca;
+use super::tokens::TokenValidator;
+
+/// The identity CA over gRPC.
+pub struct IdentityService<V> {
+    ca: Arc<Ca>,
+    tokens: V,
+    trust_domain: String,
+    lifetime: Duration,
+}
+
+impl<V: TokenValidator> IdentityService<V> {
+    /// Issues certificates from `ca` for names in `trust_domain`, valid for `lifetime`, to
+    /// callers whose token `tokens` accepts.
+    pub fn new(ca: Arc<Ca>, tokens: V, trust_domain: String, lifetime: Duration) -> Self {
+        Self {
+            ca,
+            tokens,
+            trust_domain,
+            lifetime,
+        }
+    }
+
+    /// Wraps the service for a tonic server.
+    pub fn into_server(self) -> IdentityServer<Self> {
+        IdentityServer::new(self)
+    }
+
+    async fn certify(&self, req: pb::CertifyRequest) -> Result<pb::CertifyResponse, Status> {
+        if req.identity.is_empty() {
+            return Err(Status::invalid_argument("identity is empty"));
+        }
+        if req.certificate_signing_request.is_empty() {
+            return Err(Status::invalid_argument(
+                "certificate_signing_request is empty",
+            ));
+        }
+        let account = self
+            .tokens
+            .validate(&req.token)
+            .await
+            .map_err(|e| Status::unauthenticated(error_chain(&e)))?;
+        let expected = dns_name(&account.name, &account.namespace, &self.trust_domain);
+        if req.identity != expected {
+            return Err(Status::permission_denied(format!(
+                "identity {:?} does not match the token, which is for service account {} in namespace {} (identity {expected:?})",
+                req.identity, account.name, account.namespace
+            )));
+        }
+        let issued = self
+            .ca
+            .issue(
+                &req.certificate_signing_request,
+                &account.name,
+                &account.namespace,
+                &self.trust_domain,
+                self.lifetime,
+                SystemTime::now(),
+            )
+            .map_err(|e| Status::invalid_argument(error_chain(&e)))?;
+        tracing::info!(
+            identity = %req.identity,
+            valid_until = %humantime::format_rfc3339_seconds(issued.valid_until),
+            "issued a workload certificate"
+        );
+        Ok(pb::CertifyResponse {
+            leaf_certificate: issued.leaf_der,
+            intermediate_certificates: issued.intermediates_der,
+            valid_until: Some(issued.valid_until.into()),
+        })
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+#[tonic::async_trait]
+impl<V: TokenValidator> Identity for IdentityService<V> {
+    async fn certify(
+        &self,
+        request: Request<pb::CertifyRequest>,
+    ) -> Result<Response<pb::CertifyResponse>, Status> {
+        let req = request.into_inner();
+        let identity = req.identity.clone();
+        match IdentityService::certify(self, req).await {
+            Ok(response) => Ok(Response::new(response)),
+            Err(status) => {
+                tracing::warn!(%identity, code = ?status.code(), reason = status.message(), "refused a certificate request");
+                Err(status)
+            }
+        }
+    }
+}
