@@ -1,221 +1,23 @@
 //! The identity CA over real gRPC on 127.0.0.1:0: a client builds its CSR the way a proxy
 //! does (ECDSA P-256, one DNS SAN), presents its local token, and the chain it gets back
-//! is checked by `openssl verify` and by x509-parser.
+//! is checked by `openssl verify` and by x509-parser. Refusals are in `identity_refusals.rs`.
 
+#[path = "support/ca.rs"]
+mod ca;
 #[path = "support/fixture.rs"]
 mod fixture;
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use ca::*;
 use ferry_api::control_api::IdentityInfo;
 use ferry_api::identity::{dns_name, spiffe_uri};
-use ferry_control::discovery::StaticDiscovery;
 use ferry_control::identity::material::{CaSource, MaterialError};
 use ferry_control::identity::{Identity, IdentityConfig};
 use ferry_control::model::ObjectRef;
 use fixture::within;
-use linkerd2_proxy_api::identity as pb;
-use linkerd2_proxy_api::identity::identity_client::IdentityClient;
-use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tonic::Code;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
-
-const TRUST_DOMAIN: &str = "example.org";
-
-/// Bound on each gRPC or HTTP exchange; generous, as the machine may be busy.
-const LIMIT: Duration = Duration::from_secs(10);
-
-const WORKLOADS: &str = r#"
-trustDomain: example.org
-workloads:
-  - name: web
-    namespace: emojivoto
-    serviceAccount: web
-    instances: [{name: web-0, addr: "127.0.0.1:17201"}]
-  - name: voting
-    namespace: emojivoto
-    serviceAccount: voting
-    instances: [{name: voting-0, addr: "127.0.0.1:17202"}]
-"#;
-
-/// A control plane with the identity CA, serving until dropped.
-struct ControlPlane {
-    grpc: SocketAddr,
-    api: SocketAddr,
-    identity: Identity,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl ControlPlane {
-    async fn start(config: IdentityConfig) -> Self {
-        let state = ferry_control::workloads_file::parse(WORKLOADS).unwrap();
-        let identity = Identity::load(&config, &state.trust_domain).expect("identity CA loads");
-        // Tokens exist before the first request, as they do when `serve` starts.
-        identity.tokens().ensure_all(&state).unwrap();
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (grpc_addr, api_addr) = (grpc.local_addr().unwrap(), api.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let served = identity.clone();
-        let task = tokio::spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            let discovery = StaticDiscovery::new(state);
-            ferry_control::serve_with_identity(
-                grpc,
-                api,
-                discovery,
-                Some(served),
-                Duration::from_millis(200),
-                shutdown,
-            )
-            .await
-            .expect("serving");
-        });
-        Self {
-            grpc: grpc_addr,
-            api: api_addr,
-            identity,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn token(&self, namespace: &str, service_account: &str) -> Vec<u8> {
-        let path = self
-            .identity
-            .tokens()
-            .path(&ObjectRef::new(namespace, service_account));
-        std::fs::read(path).expect("token file written")
-    }
-
-    async fn certify(&self, req: pb::CertifyRequest) -> Result<pb::CertifyResponse, tonic::Status> {
-        let endpoint = format!("http://{}", self.grpc);
-        let mut client = within(LIMIT, "connect", IdentityClient::connect(endpoint))
-            .await
-            .expect("connects");
-        within(LIMIT, "Certify", client.certify(req))
-            .await
-            .map(tonic::Response::into_inner)
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        within(LIMIT, "shutdown", &mut self.task)
-            .await
-            .expect("serve task");
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn web() -> String {
-    dns_name("web", "emojivoto", TRUST_DOMAIN)
-}
-
-/// A CSR as a proxy makes it: fresh P-256 key, exactly the given DNS SANs.
-fn csr(sans: &[&str]) -> (KeyPair, Vec<u8>) {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-    let params =
-        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    let der = params.serialize_request(&key).unwrap().der().to_vec();
-    (key, der)
-}
-
-fn request(identity: &str, token: Vec<u8>, csr: Vec<u8>) -> pb::CertifyRequest {
-    pb::CertifyRequest {
-        identity: identity.to_string(),
-        token,
-        certificate_signing_request: csr,
-    }
-}
-
-fn pem(der: &[u8]) -> String {
-    let pem = openssl(&["x509", "-inform", "DER"], Some(der));
-    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
-    pem
-}
-
-/// Runs `openssl` (bounded by its own quick exit; these commands never wait on input
-/// beyond `stdin`) and returns stdout and stderr together.
-fn openssl(args: &[&str], stdin: Option<&[u8]>) -> String {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("openssl")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("openssl is installed");
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.unwrap_or_default()).unwrap();
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Writes the chain as files and asks `openssl verify` about it.
-fn openssl_verify(
-    dir: &Path,
-    anchors_pem: &str,
-    resp: &pb::CertifyResponse,
-    extra: &[&str],
-) -> String {
-    let anchors = dir.join("anchors.pem");
-    let chain = dir.join("chain.pem");
-    let leaf = dir.join("leaf.pem");
-    std::fs::write(&anchors, anchors_pem).unwrap();
-    let intermediates: String = resp
-        .intermediate_certificates
-        .iter()
-        .map(|d| pem(d))
-        .collect();
-    std::fs::write(&chain, intermediates).unwrap();
-    std::fs::write(&leaf, pem(&resp.leaf_certificate)).unwrap();
-    let (anchors, chain, leaf) = (path(&anchors), path(&chain), path(&leaf));
-    let mut args = vec!["verify", "-CAfile", &anchors, "-untrusted", &chain];
-    args.extend_from_slice(extra);
-    args.push(&leaf);
-    openssl(&args, None)
-}
-
-fn path(p: &Path) -> String {
-    p.display().to_string()
-}
-
-fn first_cert_der(pem: &str) -> Vec<u8> {
-    x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
-        .next()
-        .unwrap()
-        .unwrap()
-        .contents
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 #[tokio::test]
 async fn issues_a_leaf_that_chains_to_the_trust_anchor() {
@@ -332,150 +134,6 @@ async fn issues_a_leaf_that_chains_to_the_trust_anchor() {
         info.issuer
     );
     cp.stop().await;
-}
-
-async fn get_json<T: serde::de::DeserializeOwned>(addr: SocketAddr, path: &str) -> T {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let req = format!("GET {path} HTTP/1.1\r\nhost: ferry\r\nconnection: close\r\n\r\n");
-        conn.write_all(req.as_bytes()).await.unwrap();
-        let mut raw = String::new();
-        conn.read_to_string(&mut raw).await.unwrap();
-        raw
-    };
-    let raw = within(LIMIT, "GET", exchange).await;
-    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
-    let body = raw.split_once("\r\n\r\n").unwrap().1;
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
-}
-
-#[tokio::test]
-async fn refuses_a_token_that_does_not_match_the_identity() {
-    let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(IdentityConfig::in_dir(dir.path())).await;
-    let voting = dns_name("voting", "emojivoto", TRUST_DOMAIN);
-
-    // web's token, asking for voting's name (with a CSR for voting's name).
-    let (_, der) = csr(&[&voting]);
-    let status = cp
-        .certify(request(&voting, cp.token("emojivoto", "web"), der.clone()))
-        .await
-        .expect_err("refused");
-    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    assert!(
-        status
-            .message()
-            .contains(&format!("identity \"{voting}\" does not match the token"))
-            && status
-                .message()
-                .contains("service account web in namespace emojivoto"),
-        "{}",
-        status.message()
-    );
-
-    // A token with the right shape but the wrong secret.
-    let mut forged = cp.token("emojivoto", "voting");
-    let last = forged.len() - 1;
-    forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
-    let status = cp
-        .certify(request(&voting, forged, der.clone()))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    assert!(
-        status.message().contains("does not match the one issued"),
-        "{}",
-        status.message()
-    );
-
-    // A token for an account that was never issued one, and no token at all.
-    let unknown = format!("ferry-local-v1:emojivoto:nobody:{}", "0".repeat(64));
-    let status = cp
-        .certify(request(&voting, unknown.into_bytes(), der.clone()))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    assert!(
-        status
-            .message()
-            .contains("no identity token is issued for service account emojivoto/nobody"),
-        "{}",
-        status.message()
-    );
-    let status = cp
-        .certify(request(&voting, Vec::new(), der))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    cp.stop().await;
-}
-
-#[tokio::test]
-async fn refuses_csrs_that_are_malformed_unsigned_or_misnamed() {
-    let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(IdentityConfig::in_dir(dir.path())).await;
-    let token = cp.token("emojivoto", "web");
-    let refuse = |csr: Vec<u8>| {
-        let req = request(&web(), token.clone(), csr);
-        let cp = &cp;
-        async move {
-            let status = cp.certify(req).await.expect_err("refused");
-            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-            status.message().to_string()
-        }
-    };
-
-    let message = refuse(b"not a csr".to_vec()).await;
-    assert!(message.contains("not a DER-encoded PKCS#10"), "{message}");
-
-    let (_, mut tampered) = csr(&[&web()]);
-    let last = tampered.len() - 1;
-    tampered[last] ^= 0x01;
-    let message = refuse(tampered).await;
-    assert!(message.contains("signature does not verify"), "{message}");
-
-    let (_, two) = csr(&[&web(), "evil.example.org"]);
-    let message = refuse(two).await;
-    assert!(message.contains("exactly one SAN"), "{message}");
-    assert!(message.contains("DNS:evil.example.org"), "{message}");
-
-    let voting = dns_name("voting", "emojivoto", TRUST_DOMAIN);
-    let (_, misnamed) = csr(&[&voting]);
-    let message = refuse(misnamed).await;
-    assert!(message.contains(&format!("[DNS:{voting}]")), "{message}");
-
-    let (_, none) = csr(&[]);
-    let message = refuse(none).await;
-    assert!(message.contains("it has []"), "{message}");
-
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
-    let p384 = CertificateParams::new(vec![web()])
-        .unwrap()
-        .serialize_request(&key)
-        .unwrap();
-    let message = refuse(p384.der().to_vec()).await;
-    assert!(message.contains("ECDSA P-256"), "{message}");
-    cp.stop().await;
-}
-
-fn write_files(dir: &Path, anchors: &str, cert: &str, key: &str) -> CaSource {
-    let files = CaSource::Files {
-        trust_anchors: dir.join("ca.crt"),
-        issuer_cert: dir.join("tls.crt"),
-        issuer_key: dir.join("tls.key"),
-    };
-    if let CaSource::Files {
-        trust_anchors,
-        issuer_cert,
-        issuer_key,
-    } = &files
-    {
-        std::fs::write(trust_anchors, anchors).unwrap();
-        std::fs::write(issuer_cert, cert).unwrap();
-        std::fs::write(issuer_key, key).unwrap();
-    }
-    files
 }
 
 #[tokio::test]
@@ -612,5 +270,42 @@ async fn a_short_lifetime_is_honoured() {
         &["-attime", &at(not_after + 1)],
     );
     assert!(later.contains("certificate has expired"), "{later}");
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_follow_the_workloads_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(IdentityConfig::in_dir(dir.path())).await;
+    let edited = format!(
+        "{WORKLOADS}  - name: vote-bot\n    namespace: emojivoto\n    serviceAccount: bot\n    meshed: false\n    instances: [{{name: bot-0, addr: \"127.0.0.1:17204\"}}]\n  - name: emoji\n    namespace: emojivoto\n    serviceAccount: emoji\n    instances: [{{name: emoji-0, addr: \"127.0.0.1:17203\"}}]\n"
+    );
+    cp.discovery
+        .set(ferry_control::workloads_file::parse(&edited).unwrap());
+    let tokens = cp.identity.tokens();
+    let emoji = tokens.path(&ObjectRef::new("emojivoto", "emoji"));
+    within(LIMIT, "a token for the added service account", async {
+        while !emoji.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // One pass writes every account, `bot` before `emoji`: an unmeshed one gets none.
+    assert!(!tokens.path(&ObjectRef::new("emojivoto", "bot")).exists());
+
+    let name = dns_name("emoji", "emojivoto", TRUST_DOMAIN);
+    let token = cp.token("emojivoto", "emoji");
+    let (_, der) = csr(&[&name]);
+    let resp = cp
+        .certify(request(&name, token.clone(), der))
+        .await
+        .expect("the new token works");
+    assert!(!resp.leaf_certificate.is_empty());
+
+    // Deleting a token revokes it at once.
+    std::fs::remove_file(&emoji).unwrap();
+    let (_, der) = csr(&[&name]);
+    let status = cp.certify(request(&name, token, der)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
     cp.stop().await;
 }
