@@ -1,0 +1,338 @@
+//! The Prometheus text format (0.0.4) of a [`Registry`]: rendered on each scrape from
+//! snapshots of the counters, never holding a map lock while formatting.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::UNIX_EPOCH,
+};
+
+use ferry_api::{metrics as names, ProxyErrorReason};
+
+use super::{
+    lock, Direction, ErrorKind, Histogram, HttpLabels, HttpMetrics, Peer, Protocol, Registry,
+    TcpLabels, TcpMetrics, Tls,
+};
+
+impl Tls {
+    fn write_labels(&self, out: &mut String) {
+        match self {
+            Self::NoIdentity(reason) => {
+                label(out, names::LABEL_TLS, "no_identity");
+                label(out, names::LABEL_NO_TLS_REASON, reason);
+            }
+        }
+    }
+}
+
+impl Registry {
+    /// Renders every family in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        self.encode_http(&mut out);
+        self.encode_tcp(&mut out);
+        self.encode_errors(&mut out);
+        self.encode_detect(&mut out);
+        header(
+            &mut out,
+            names::PROXY_BUILD_INFO,
+            "gauge",
+            "Proxy build information.",
+        );
+        let _ = writeln!(
+            out,
+            "{}{{version=\"{}\"}} 1",
+            names::PROXY_BUILD_INFO,
+            env!("CARGO_PKG_VERSION")
+        );
+        header(
+            &mut out,
+            names::PROCESS_START_TIME_SECONDS,
+            "gauge",
+            "Start time of the process since the Unix epoch, in seconds.",
+        );
+        let started = self.started.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{} {}",
+            names::PROCESS_START_TIME_SECONDS,
+            started.as_secs()
+        );
+        out
+    }
+
+    fn encode_http(&self, out: &mut String) {
+        // Copy the handles out so scraping never holds the map lock while formatting.
+        let series: Vec<(HttpLabels, Arc<HttpMetrics>)> = lock(&self.http)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let base = |out: &mut String, l: &HttpLabels| {
+            label(out, names::LABEL_DIRECTION, l.direction.as_str());
+            label(out, names::LABEL_AUTHORITY, &l.authority);
+            label(out, names::LABEL_TARGET_ADDR, &l.target_addr);
+            l.tls.write_labels(out);
+            for (k, v) in l.dst.iter() {
+                dst_label(out, k, v);
+            }
+        };
+
+        header(
+            out,
+            names::REQUEST_TOTAL,
+            "counter",
+            "Total count of HTTP requests.",
+        );
+        for (labels, m) in &series {
+            sample(out, names::REQUEST_TOTAL, m.requests.load(Relaxed), |o| {
+                base(o, labels)
+            });
+        }
+
+        header(
+            out,
+            names::RESPONSE_TOTAL,
+            "counter",
+            "Total count of HTTP responses.",
+        );
+        let mut latencies: Vec<(&HttpLabels, u16, Histogram)> = Vec::new();
+        for (labels, m) in &series {
+            let mut by_status: HashMap<u16, Histogram> = HashMap::new();
+            for (r, stats) in lock(&m.responses).iter() {
+                sample(out, names::RESPONSE_TOTAL, stats.count, |o| {
+                    base(o, labels);
+                    label(o, names::LABEL_STATUS_CODE, itoa(r.status).as_str());
+                    let class = if r.success { "success" } else { "failure" };
+                    label(o, names::LABEL_CLASSIFICATION, class);
+                    if let Some(g) = r.grpc_status {
+                        label(o, names::LABEL_GRPC_STATUS, itoa(g).as_str());
+                    }
+                    if let Some(e) = r.error {
+                        label(o, names::LABEL_ERROR, e.as_str());
+                    }
+                });
+                by_status.entry(r.status).or_default().merge(&stats.latency);
+            }
+            latencies.extend(by_status.into_iter().map(|(s, h)| (labels, s, h)));
+        }
+
+        header(
+            out,
+            names::RESPONSE_LATENCY_MS,
+            "histogram",
+            "Elapsed times between a request's headers being received and its response's headers being sent, in milliseconds.",
+        );
+        for (labels, status, h) in &latencies {
+            let with = |o: &mut String| {
+                base(o, labels);
+                label(o, names::LABEL_STATUS_CODE, itoa(*status).as_str());
+            };
+            let mut cumulative = 0;
+            let bucket = format!("{}_bucket", names::RESPONSE_LATENCY_MS);
+            for (ms, n) in names::LATENCY_BUCKETS_MS.iter().zip(h.buckets) {
+                cumulative += n;
+                sample(out, &bucket, cumulative, |o| {
+                    with(o);
+                    label(o, "le", itoa(*ms).as_str());
+                });
+            }
+            sample(out, &bucket, h.count, |o| {
+                with(o);
+                label(o, "le", "+Inf");
+            });
+            let sum = format!("{}_sum", names::RESPONSE_LATENCY_MS);
+            let ms = h.sum_us as f64 / 1000.0;
+            write_sample(out, &sum, &ms.to_string(), with);
+            sample(
+                out,
+                &format!("{}_count", names::RESPONSE_LATENCY_MS),
+                h.count,
+                with,
+            );
+        }
+    }
+
+    fn encode_tcp(&self, out: &mut String) {
+        let series: Vec<(TcpLabels, Arc<TcpMetrics>)> = lock(&self.tcp)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        type Family = (
+            &'static str,
+            &'static str,
+            &'static str,
+            fn(&TcpMetrics) -> u64,
+        );
+        let families: [Family; 5] = [
+            (
+                names::TCP_OPEN_TOTAL,
+                "counter",
+                "Total count of opened TCP connections.",
+                |m| m.opened.load(Relaxed),
+            ),
+            (
+                names::TCP_CLOSE_TOTAL,
+                "counter",
+                "Total count of closed TCP connections.",
+                |m| m.closed.load(Relaxed),
+            ),
+            (
+                names::TCP_OPEN_CONNECTIONS,
+                "gauge",
+                "Number of currently open TCP connections.",
+                |m| {
+                    // Read `closed` first: a connection that opens and closes in between is
+                    // then counted as open, never as a negative gauge.
+                    let closed = m.closed.load(Relaxed);
+                    m.opened.load(Relaxed).saturating_sub(closed)
+                },
+            ),
+            (
+                names::TCP_READ_BYTES_TOTAL,
+                "counter",
+                "Total count of bytes read from peers.",
+                |m| m.read_bytes.load(Relaxed),
+            ),
+            (
+                names::TCP_WRITE_BYTES_TOTAL,
+                "counter",
+                "Total count of bytes written to peers.",
+                |m| m.write_bytes.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            header(out, name, kind, help);
+            for (l, m) in &series {
+                sample(out, name, value(m), |o| {
+                    label(o, names::LABEL_DIRECTION, l.direction.as_str());
+                    label(
+                        o,
+                        names::LABEL_PEER,
+                        if l.peer == Peer::Src { "src" } else { "dst" },
+                    );
+                    label(o, names::LABEL_TARGET_ADDR, &l.target_addr);
+                    l.tls.write_labels(o);
+                });
+            }
+        }
+    }
+
+    fn encode_errors(&self, out: &mut String) {
+        let errors = lock(&self.errors).clone();
+        let families = [
+            (
+                names::INBOUND_HTTP_ERRORS_TOTAL,
+                Direction::Inbound,
+                ErrorKind::Http,
+            ),
+            (
+                names::OUTBOUND_HTTP_ERRORS_TOTAL,
+                Direction::Outbound,
+                ErrorKind::Http,
+            ),
+            (
+                names::INBOUND_TCP_ERRORS_TOTAL,
+                Direction::Inbound,
+                ErrorKind::Tcp,
+            ),
+            (
+                names::OUTBOUND_TCP_ERRORS_TOTAL,
+                Direction::Outbound,
+                ErrorKind::Tcp,
+            ),
+        ];
+        for (name, direction, kind) in families {
+            header(
+                out,
+                name,
+                "counter",
+                "Total count of errors the proxy handled itself, by reason.",
+            );
+            for reason in ProxyErrorReason::ALL {
+                if let Some(n) = errors.get(&(direction, kind, reason)) {
+                    sample(out, name, *n, |o| {
+                        label(o, names::LABEL_ERROR, reason.as_str())
+                    });
+                }
+            }
+        }
+    }
+
+    fn encode_detect(&self, out: &mut String) {
+        header(
+            out,
+            names::TCP_DETECT_TOTAL,
+            "counter",
+            "Total count of connections by detected protocol.",
+        );
+        for direction in [Direction::Inbound, Direction::Outbound] {
+            for protocol in Protocol::ALL {
+                let n = self.detect[direction.index()][protocol as usize].load(Relaxed);
+                sample(out, names::TCP_DETECT_TOTAL, n, |o| {
+                    label(o, names::LABEL_DIRECTION, direction.as_str());
+                    label(o, names::LABEL_PROTOCOL, protocol.as_str());
+                });
+            }
+        }
+    }
+}
+
+fn itoa(n: impl Into<u64>) -> String {
+    n.into().to_string()
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, value: u64, labels: impl FnOnce(&mut String)) {
+    write_sample(out, name, itoa(value).as_str(), labels);
+}
+
+fn write_sample(out: &mut String, name: &str, value: &str, labels: impl FnOnce(&mut String)) {
+    out.push_str(name);
+    out.push('{');
+    let start = out.len();
+    labels(out);
+    if out.len() > start {
+        out.pop(); // the trailing comma
+    }
+    out.push_str("} ");
+    out.push_str(value);
+    out.push('\n');
+}
+
+/// Appends `dst_<key>="value",`, with characters a label name cannot hold replaced by `_`.
+fn dst_label(out: &mut String, key: &str, value: &str) {
+    let name: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    label(
+        out,
+        &format!("{}{name}", ferry_api::destination::METRIC_LABEL_PREFIX),
+        value,
+    );
+}
+
+/// Appends `name="value",` with the value escaped as the text format requires.
+fn label(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push_str("=\"");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push_str("\",");
+}
