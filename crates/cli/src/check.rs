@@ -3,7 +3,8 @@
 //!
 //! `--pre` checks a cluster before `ferry install` (API reachable, version, permissions, no
 //! earlier install); without it, the installed control plane, its webhook and certificates,
-//! and the meshed pods' proxy versions; `--local` a control plane on this machine. It talks to the API over plain HTTP, as served by
+//! and the meshed pods' proxy versions; `--local` a control plane on this machine through its
+//! public API (`--api-addr`). It talks to the Kubernetes API over plain HTTP, as served by
 //! `kubectl proxy` (the default address); the checks' logic is in [`checks`].
 
 mod checks;
@@ -24,10 +25,12 @@ pub struct CheckArgs {
     /// Check that the cluster is ready for `ferry install` instead of checking an install.
     #[arg(long, conflicts_with = "local")]
     pub pre: bool,
-    /// Check a control plane running on this machine: `--api-server` is then its public
-    /// API (default `http://127.0.0.1:8084`).
+    /// Check a control plane running on this machine, through its public API (`--api-addr`).
     #[arg(long)]
     pub local: bool,
+    /// The control plane's public API, for `--local` (the address every other command uses).
+    #[arg(long, env = ferry_api::env::CLI_API_ADDR, default_value = crate::control::DEFAULT_API_ADDR)]
+    pub api_addr: String,
     /// The Kubernetes API, over plain HTTP (run `kubectl proxy` for the default).
     #[arg(long, env = ferry_api::env::CLI_KUBE_API)]
     pub api_server: Option<String>,
@@ -114,12 +117,13 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let default_server = if args.local {
-        format!("http://127.0.0.1:{}", ferry_api::ports::CONTROL_API)
+    let server = if args.local {
+        args.api_addr.clone()
     } else {
-        "http://127.0.0.1:8001".to_string()
+        args.api_server
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1:8001".to_string())
     };
-    let server = args.api_server.clone().unwrap_or(default_server);
     let api = KubeApi::new(
         &server,
         args.token.clone(),

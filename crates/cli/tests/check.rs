@@ -435,7 +435,7 @@ fn local_mode_checks_the_control_plane_on_this_machine() {
         json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
     );
     let api = FakeApi::start(routes);
-    let (ok, out) = ferry_check(&["--local", "--api-server", &api.url()]);
+    let (ok, out) = ferry_check(&["--local", "--api-addr", &api.url()]);
     assert!(ok, "{out}");
     assert!(
         out.contains("✓ control-plane: public API answers: ok, version"),
@@ -450,7 +450,7 @@ fn local_mode_checks_the_control_plane_on_this_machine() {
         json!({"status": "ok", "version": "0.0.1"}),
     );
     let old = FakeApi::start(routes);
-    let (ok, out) = ferry_check(&["--local", "--api-server", &old.url()]);
+    let (ok, out) = ferry_check(&["--local", "--api-addr", &old.url()]);
     assert!(!ok);
     assert!(
         out.contains("× control-plane: runs this version: control plane at 0.0.1"),
