@@ -71,18 +71,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // On one core (pinned, or a CPU limit of 1) the single-threaded scheduler does the same
-    // work without the multi-threaded one's cross-thread handoffs: about 10% less CPU per
-    // request in bench/run.py. Linkerd's proxy makes the same choice.
-    let one_core = std::thread::available_parallelism().map_or(true, |n| n.get() == 1);
-    let runtime = if one_core {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    }
-    .enable_all()
-    .build()
-    .expect("building the tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
     runtime.block_on(async move {
         let listeners = match Listeners::bind(&config).await {
             Ok(l) => l,
