@@ -291,7 +291,8 @@ fn field(name: &str, path: &str) -> EnvVar {
     }
 }
 
-fn port(name: &str, number: u16) -> ContainerPort {
+/// A named TCP container port.
+pub(crate) fn port(name: &str, number: u16) -> ContainerPort {
     ContainerPort {
         name: Some(name.to_string()),
         container_port: i32::from(number),

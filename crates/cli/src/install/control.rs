@@ -9,17 +9,17 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, SecretVolumeSource, SecurityContext, Service, ServicePort,
-    ServiceSpec, Volume, VolumeMount, WeightedPodAffinityTerm,
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{InstallConfig, Objects, RenderError};
-use crate::sidecar::{resources, runtime_default};
+use crate::sidecar::{port, resources, runtime_default};
 
 /// UID the control plane runs as (the proxy's plus one, so the init rules never exempt it).
 pub const CONTROL_UID: i64 = 2103;
@@ -188,9 +188,9 @@ fn container(cfg: &InstallConfig) -> Container {
             },
         ]),
         ports: Some(vec![
-            container_port("grpc", ports::CONTROL_GRPC),
-            container_port("api", ports::CONTROL_API),
-            container_port("webhook", ports::CONTROL_WEBHOOK),
+            port("grpc", ports::CONTROL_GRPC),
+            port("api", ports::CONTROL_API),
+            port("webhook", ports::CONTROL_WEBHOOK),
         ]),
         readiness_probe: Some(probe("/ready")),
         liveness_probe: Some(probe("/live")),
@@ -238,15 +238,6 @@ fn anti_affinity(cfg: &InstallConfig) -> Affinity {
             ]),
         }),
         ..Affinity::default()
-    }
-}
-
-fn container_port(name: &str, port: u16) -> ContainerPort {
-    ContainerPort {
-        name: Some(name.to_string()),
-        container_port: i32::from(port),
-        protocol: Some("TCP".to_string()),
-        ..ContainerPort::default()
     }
 }
 
