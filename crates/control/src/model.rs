@@ -86,6 +86,11 @@ pub struct Instance {
     pub service_account: String,
     /// Whether a Ferry proxy fronts the instance, so that it has a mesh identity.
     pub meshed: bool,
+    /// The instance proxy's admin listener (`/metrics`, `/state`), when the file names it:
+    /// where the control plane scrapes metrics and reads diagnostics.
+    pub admin_addr: Option<SocketAddr>,
+    /// The instance proxy's tap listener (`tap.Tap/Observe`), when the file names it.
+    pub tap_addr: Option<SocketAddr>,
 }
 
 /// The workload that owns an instance.

@@ -105,6 +105,8 @@ struct WorkloadSpec {
 struct InstanceSpec {
     name: String,
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    tap_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,6 +183,8 @@ fn build(spec: FileSpec) -> Result<ClusterState, WorkloadsFileError> {
                 }),
                 service_account: service_account.clone(),
                 meshed: w.meshed,
+                admin_addr: i.admin_addr,
+                tap_addr: i.tap_addr,
             };
             if state.instances.insert(instance.clone(), model).is_some() {
                 return Err(WorkloadsFileError::DuplicateInstance(instance));
