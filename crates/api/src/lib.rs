@@ -14,6 +14,8 @@
 //! - [`identity`]: workload identity names (DNS-like and SPIFFE).
 //! - [`destination`]: cluster domain and endpoint metric label keys of the destination API.
 //! - [`control_api`]: paths and JSON bodies of the control plane's public API.
+//! - [`resource`]: kubectl-style resource names (`deploy/web`), parsed once for every part.
+//! - [`tap`]: the tap route of the public API and its JSON event.
 //! - `ca` (feature `ca`): the identity CA's certificate profiles and their generation.
 
 pub mod env;
@@ -28,5 +30,7 @@ pub mod ca;
 pub mod control_api;
 pub mod destination;
 pub mod identity;
+pub mod resource;
+pub mod tap;
 
 pub use reason::ProxyErrorReason;
