@@ -40,6 +40,7 @@ pub fn app<D: Discovery>(discovery: D) -> Router {
 /// The API's routes; `identity` is the CA's public side when it runs.
 pub fn app_with_identity<D: Discovery>(discovery: D, identity: Option<IdentityInfo>) -> Router {
     let identity = Arc::new(identity);
+    let dashboard = crate::dashboard::router(discovery.clone(), (*identity).clone());
     Router::new()
         .route(control_api::HEALTH_PATH, get(health))
         .route(control_api::ENDPOINTS_PATH, get(endpoints::<D>))
@@ -48,6 +49,7 @@ pub fn app_with_identity<D: Discovery>(discovery: D, identity: Option<IdentityIn
             control_api::IDENTITY_PATH,
             get(move || identity_info(identity.clone())),
         )
+        .merge(dashboard)
 }
 
 async fn identity_info(identity: Arc<Option<IdentityInfo>>) -> Response {

@@ -14,6 +14,7 @@
 //!   server it shares with identity.
 //! - [`identity`]: the certificate authority behind `Identity/Certify`, and local tokens.
 //! - [`api`]: the public HTTP/JSON API.
+//! - [`dashboard`]: the web dashboard and the diagnostics routes it adds to the API.
 //! - [`config`]: flags and the validated [`Config`].
 //!
 //! [`run`] wires them: load discovery, load the identity CA, bind both listeners, serve
@@ -22,6 +23,7 @@
 pub mod api;
 pub mod authority;
 pub mod config;
+pub mod dashboard;
 pub mod destination;
 pub mod discovery;
 pub mod identity;
