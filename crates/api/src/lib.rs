@@ -18,6 +18,7 @@
 //! - [`check`]: the local checks' judgements, shared by `ferry check` and the dashboard.
 //! - [`resource`]: kubectl-style resource names (`deploy/web`), parsed once for every part.
 //! - [`tap`]: the tap route of the public API and its JSON event.
+//! - [`stat`]: the metrics API's paths and JSON bodies (stat, edges, history, Prometheus SD).
 //! - `ca` (feature `ca`): the identity CA's certificate profiles and their generation.
 
 pub mod env;
@@ -26,6 +27,7 @@ pub mod k8s;
 pub mod metrics;
 pub mod ports;
 mod reason;
+pub mod stat;
 
 #[cfg(feature = "ca")]
 pub mod ca;

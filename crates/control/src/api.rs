@@ -20,16 +20,22 @@ use crate::discovery::Discovery;
 use crate::index::{self, Resolution};
 
 /// Serves the API on `listener` until `shutdown` completes; `identity` is what
-/// `GET /api/v1/identity` answers (404 when the CA is off).
+/// `GET /api/v1/identity` answers (404 when the CA is off); `metrics` answers the stat
+/// routes ([`crate::stat_api`]).
 pub async fn serve<D: Discovery>(
     listener: TcpListener,
     discovery: D,
     identity: Option<IdentityInfo>,
+    metrics: crate::metrics::Backend,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app_with_identity(discovery, identity))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let metrics = crate::stat_api::router(discovery.clone(), metrics);
+    axum::serve(
+        listener,
+        app_with_identity(discovery, identity).merge(metrics),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// The API's routes without an identity CA, for serving or for driving in memory in tests.
