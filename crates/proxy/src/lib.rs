@@ -13,6 +13,7 @@
 //!   the control plane; P2C/peak-EWMA balancing across endpoints.
 //! - [`errors`]: proxy-made responses. [`metrics`]: counters and the text format.
 //! - [`admin`], [`state`]: the admin server and what `/state` reports.
+//! - [`tap`]: live request events for `tap.Tap/Observe`, free while nobody taps.
 //! - [`io`], [`orig_dst`]: byte-stream wrappers and `SO_ORIGINAL_DST`.
 //! - [`init`]: the `ferry-proxy init` step that installs the iptables redirect rules.
 
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod orig_dst;
 pub mod serve;
 pub mod state;
+pub mod tap;
 pub mod tcp;
 pub mod upstream;
 
@@ -78,6 +80,7 @@ pub struct Listeners {
     inbound: TcpListener,
     outbound: TcpListener,
     admin: TcpListener,
+    tap: TcpListener,
     upstreams: Vec<(UpstreamSpec, TcpListener)>,
 }
 
@@ -110,6 +113,7 @@ impl Listeners {
             inbound: bind("inbound", config.inbound_listen).await?,
             outbound: bind("outbound", config.outbound_listen).await?,
             admin: bind("admin", config.admin_listen).await?,
+            tap: bind("tap", config.tap_listen).await?,
             upstreams,
         })
     }
@@ -132,6 +136,12 @@ impl Listeners {
             .local_addr()
             .expect("bound listener has an address")
     }
+    /// The tap server's address.
+    pub fn tap_addr(&self) -> SocketAddr {
+        self.tap
+            .local_addr()
+            .expect("bound listener has an address")
+    }
     /// The upstream listeners' addresses, in flag order.
     pub fn upstream_addrs(&self) -> Vec<SocketAddr> {
         self.upstreams
@@ -150,6 +160,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let registry = Arc::new(Registry::default());
+    let taps = Arc::new(tap::Taps::new(&config.pod_namespace, &config.pod_name));
     let connections = Arc::new(Connections::default());
     let tracker = TaskTracker::new();
     let drain = CancellationToken::new();
@@ -168,6 +179,11 @@ pub async fn run(
         ListenerState {
             kind: "admin",
             addr: listeners.admin_addr(),
+            target: None,
+        },
+        ListenerState {
+            kind: "tap",
+            addr: listeners.tap_addr(),
             target: None,
         },
     ];
@@ -213,6 +229,7 @@ pub async fn run(
             connections: connections.clone(),
             tracker: tracker.clone(),
             drain: drain.clone(),
+            taps: taps.clone(),
         })
     };
     let inbound = side(Direction::Inbound, Tls::NO_TLS_FROM_REMOTE, None);
@@ -232,6 +249,7 @@ pub async fn run(
         ],
         resolver,
         started: Instant::now(),
+        taps: taps.clone(),
     });
     let admin_stop = CancellationToken::new();
     let admin = Arc::new(Admin {
@@ -242,6 +260,12 @@ pub async fn run(
     let admin_task = tokio::spawn(admin::serve(
         listeners.admin,
         admin,
+        admin_stop.clone().cancelled_owned(),
+    ));
+
+    let tap_task = tokio::spawn(tap::server::serve(
+        listeners.tap,
+        taps,
         admin_stop.clone().cancelled_owned(),
     ));
 
@@ -291,5 +315,6 @@ pub async fn run(
     }
     admin_stop.cancel();
     let _ = admin_task.await;
+    let _ = tap_task.await;
     tracing::info!("stopped");
 }

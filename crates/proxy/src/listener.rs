@@ -10,6 +10,7 @@ use crate::{
     config::Timeouts,
     metrics::{Direction, Registry, Tls},
     state::Connections,
+    tap::Taps,
     upstream::{Upstream, Upstreams},
 };
 
@@ -35,6 +36,8 @@ pub struct Side {
     pub tracker: TaskTracker,
     /// Cancelled when the drain starts.
     pub drain: CancellationToken,
+    /// Active taps, shared by both sides and the tap server.
+    pub taps: Arc<Taps>,
 }
 
 impl Side {

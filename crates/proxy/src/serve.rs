@@ -22,6 +22,7 @@ use crate::{
     metrics::{Peer, Protocol, TcpLabels},
     orig_dst::original_dst,
     state::ConnGuard,
+    tap::ConnMeta,
     upstream::Upstream,
 };
 
@@ -70,7 +71,8 @@ pub async fn serve(side: Arc<Side>, kind: Arc<ListenerKind>, sock: TcpStream, pe
         target.as_ref().map(Upstream::label),
     );
     let span = tracing::debug_span!("conn", listener = kind.name(), %peer, target = %target_label);
-    dispatch(side, kind, io, target, orig_dst, &guard)
+    let meta = ConnMeta::new(peer, local);
+    dispatch(side, kind, io, target, orig_dst, &guard, meta)
         .instrument(span)
         .await;
     drop(guard);
@@ -84,6 +86,7 @@ async fn dispatch(
     target: Option<Upstream>,
     orig_dst: Option<SocketAddr>,
     guard: &ConnGuard,
+    meta: ConnMeta,
 ) {
     let opaque_port = target
         .as_ref()
@@ -126,7 +129,7 @@ async fn dispatch(
                 },
                 _ => Dest::ByAuthority { orig_dst },
             };
-            let svc = HttpService::new(side.clone(), dest);
+            let svc = HttpService::new(side.clone(), dest, meta);
             crate::http::serve(protocol, io, svc, &side).await;
         }
         Protocol::Tls | Protocol::Opaque => {

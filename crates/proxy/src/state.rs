@@ -18,6 +18,7 @@ use crate::{
     balance::{Balancer, EndpointState},
     discover::{NameState, Resolver},
     metrics::Protocol,
+    tap::{TapState, Taps},
     upstream::Upstreams,
 };
 
@@ -127,6 +128,8 @@ pub struct ProxyState {
     pub resolver: Option<Arc<Resolver>>,
     /// When the proxy started.
     pub started: Instant,
+    /// Active taps.
+    pub taps: Arc<Taps>,
 }
 
 /// The `/state` document.
@@ -139,6 +142,7 @@ struct StateDoc {
     connections: Vec<ConnState>,
     backends: HashMap<&'static str, Vec<BackendState>>,
     destinations: Vec<DestinationState>,
+    tap: TapState,
 }
 
 /// A service name the proxy balances, as `/state` shows it.
@@ -202,6 +206,7 @@ impl ProxyState {
                 .map(|(d, u)| (*d, u.backends.state()))
                 .collect(),
             destinations: self.destinations(),
+            tap: self.taps.state(),
         };
         serde_json::to_string_pretty(&doc).expect("state serializes")
     }
