@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ferry::{check, diagnostics, inject, install};
+use ferry::{check, diagnostics, edges, inject, install, stat};
 
 /// Ferry, a small service mesh.
 #[derive(Parser, Debug)]
@@ -27,6 +27,10 @@ enum Command {
     /// Look inside the control plane: what it tells proxies.
     #[command(alias = "dg")]
     Diagnostics(diagnostics::DiagnosticsArgs),
+    /// Golden metrics per resource: success rate, RPS, latencies, TCP connections.
+    Stat(stat::StatArgs),
+    /// Which resources talk to which, and whether with mTLS.
+    Edges(edges::EdgesArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +41,8 @@ fn main() -> ExitCode {
         Command::Uninject(args) => inject::run_uninject(args),
         Command::Check(args) => check::run(args),
         Command::Diagnostics(args) => diagnostics::run(args),
+        Command::Stat(args) => stat::run(args),
+        Command::Edges(args) => edges::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

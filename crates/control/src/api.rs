@@ -50,6 +50,7 @@ pub fn app_with_identity<D: Discovery>(discovery: D, identity: Option<IdentityIn
     Router::new()
         .route(control_api::HEALTH_PATH, get(health))
         .route(control_api::ENDPOINTS_PATH, get(endpoints::<D>))
+        .merge(crate::tap::router(discovery.clone()))
         .with_state(discovery)
         .route(
             control_api::IDENTITY_PATH,

@@ -14,6 +14,7 @@
 //!   server it shares with identity.
 //! - [`identity`]: the certificate authority behind `Identity/Certify`, and local tokens.
 //! - [`api`]: the public HTTP/JSON API.
+//! - [`tap`]: the tap relay: `GET /api/v1/tap` fans out to the proxies' tap servers.
 //! - [`metrics`]: proxies' metrics, scraped into memory or asked of Prometheus;
 //!   [`stat`] answers `stat`/`edges` over them and [`stat_api`] serves the routes.
 //! - [`dashboard`]: the web dashboard and the diagnostics routes it adds to the API.
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod model;
 pub mod stat;
 pub mod stat_api;
+pub mod tap;
 pub mod translate;
 pub mod workloads_file;
 
