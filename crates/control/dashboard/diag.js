@@ -81,7 +81,7 @@
           td("time", new Date().toLocaleTimeString()), td("dir", ev.proxyDirection === "inbound" ? "in" : "out"),
           td("pod", ev.tappedPod), td("from", peer(ev.source)), td("to", peer(ev.destination)),
           td("method", ev.method), td("path", ev.path, "mono path"), td("status", "…"), td("latency", "", "num"),
-          td("grpc", ""), td("tls", ev.tls === "true" ? "🔒" : ev.tls));
+          td("grpc", ""), td("tls", ev.tls === "true" ? "mTLS" : ev.tls));
         row = { tr, cells };
         byId.set(key, row);
         tbody.prepend(tr);

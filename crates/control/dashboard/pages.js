@@ -42,8 +42,8 @@
     view.append(
       h("h1", {}, "Overview"),
       section("Control plane", cp, comps),
-      section("Namespaces", nsTable.el),
       section("Workloads", statNote, wlTable.el),
+      section("Namespaces", nsTable.el),
     );
     every(REFRESH_MS, async () => {
       const ov = await api("/api/v1/overview");
@@ -53,11 +53,9 @@
         card("Uptime", duration(ov.uptimeSeconds)),
         card("Proxies ready", h("span", { id: "proxies-ready" }, `${ov.proxiesReady}/${ov.proxiesKnown}`)),
       );
-      comps.replaceChildren(h("table", { class: "grid compact" },
-        h("thead", {}, h("tr", {}, h("th", {}, "Component"), h("th", {}, "State"), h("th", {}, "Detail"))),
-        h("tbody", {}, ov.components.map((c) => h("tr", { "data-component": c.name },
-          h("td", {}, c.name), h("td", {}, h("span", { class: `badge ${c.status === "up" ? "good" : c.status === "off" ? "none" : "bad"}` }, c.status)),
-          h("td", { class: "muted" }, c.detail))))));
+      comps.replaceChildren(h("div", { class: "chips" }, ov.components.map((c) => h("span", {
+        class: `chip ${c.status === "up" ? "good" : c.status === "off" ? "none" : "bad"}`, "data-component": c.name, title: c.detail },
+        h("strong", {}, c.name), ` ${c.status}`, h("span", { class: "chip-detail" }, ` · ${c.detail}`)))));
       const kinds = [...new Set(ov.workloads.map((w) => w.kind))];
       let statRows = [];
       let nsRows = [];
@@ -109,7 +107,7 @@
       { key: "src", label: "From", cell: (r) => h("a", { href: workloadHref(r.srcNamespace, r.kind, r.src) }, resource(r.kind, r.src)) },
       { key: "dst", label: "To", cell: (r) => h("a", { href: workloadHref(r.dstNamespace, r.kind, r.dst) }, resource(r.kind, r.dst)) },
       { key: "rps", label: "RPS", num: true, cell: (r) => rps(r.rps) },
-      { key: "secured", label: "mTLS", cell: (r) => (r.secured ? "🔒 yes" : `no (${r.noTlsReason || "plaintext"})`) },
+      { key: "secured", label: "mTLS", cell: (r) => (r.secured ? "mTLS" : `no (${r.noTlsReason || "plaintext"})`) },
     ], { empty: "no edges seen in the last minute" });
     view.append(
       h("p", { class: "crumbs" }, h("a", { href: "#/" }, "Overview"), " › ", `namespace ${ns}`),

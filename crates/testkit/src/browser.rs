@@ -19,7 +19,7 @@ use crate::client;
 /// How long one WebDriver command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// The W3C key of an element reference in WebDriver answers.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4a5d35fd6b8f";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A Chromium session; `chromedriver` and the browser die with it.
 pub struct Browser {
