@@ -243,3 +243,70 @@ impl MetricsBackend for Store {
         Ok(out.into_iter().collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Matcher;
+
+    fn scrape(store: &Store, at: SystemTime, pod: &str, value: f64) {
+        let target: Labels = [("pod".to_string(), pod.to_string())].into();
+        let text = format!("request_total{{direction=\"inbound\"}} {value}\n");
+        store.ingest(&target, at, super::super::expfmt::parse(&text).unwrap());
+    }
+
+    #[test]
+    fn rates_survive_a_proxy_restart_and_memory_stays_bounded() {
+        let store = Store::with_retention(Duration::from_secs(1), Duration::from_secs(30));
+        let t0 = SystemTime::now() - Duration::from_secs(100);
+        // 100 s of 5/s, with a restart (counter back to 0) at 85 s.
+        for s in 0..=100u64 {
+            let v = if s < 85 { 5 * s } else { 5 * (s - 85) } as f64;
+            scrape(&store, t0 + Duration::from_secs(s), "a", v);
+        }
+        let at = t0 + Duration::from_secs(100);
+        store.end_round(at);
+        let query = Query::Rate {
+            metric: "request_total",
+            matchers: vec![Matcher::eq("direction", "inbound")],
+            by: vec!["pod".into()],
+        };
+        let (at_ms, window) = (unix_ms(at), 20_000);
+        let v = store.eval(&query, window, at_ms - 5_000);
+        assert_eq!(v.len(), 1);
+        assert!((v[0].1 - 5.0).abs() < 0.3, "across the reset: {v:?}");
+        assert_eq!(v[0].0["pod"], "a");
+        // Only the retention is kept: nothing before at - 30 s.
+        assert!(store.eval(&query, window, at_ms - 60_000).is_empty());
+        let series = store.series.read().unwrap();
+        assert!(series.values().all(|p| p.len() <= 31), "bounded");
+    }
+
+    #[test]
+    fn gauges_go_stale_and_groups_sum() {
+        let store = Store::new(Duration::from_secs(1));
+        let now = SystemTime::now();
+        let target = |pod: &str| -> Labels {
+            [
+                ("pod".to_string(), pod.to_string()),
+                ("deployment".to_string(), "web".to_string()),
+            ]
+            .into()
+        };
+        let gauge = |v| {
+            super::super::expfmt::parse(&format!("tcp_open_connections{{peer=\"src\"}} {v}\n"))
+                .unwrap()
+        };
+        store.ingest(&target("a"), now, gauge(2));
+        store.ingest(&target("b"), now, gauge(3));
+        store.ingest(&target("c"), now - Duration::from_secs(60), gauge(100));
+        let query = Query::Gauge {
+            metric: "tcp_open_connections",
+            matchers: vec![],
+            by: vec!["deployment".into()],
+        };
+        let v = store.eval(&query, 60_000, unix_ms(now));
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].1, 5.0, "c's sample is a minute old: stale");
+    }
+}
