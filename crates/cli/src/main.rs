@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ferry::{check, diagnostics, edges, inject, install, stat};
+use ferry::dashboard;
 
 /// Ferry, a small service mesh.
 #[derive(Parser, Debug)]
@@ -24,6 +25,8 @@ enum Command {
     Uninject(inject::UninjectArgs),
     /// Check a cluster before or after installing Ferry.
     Check(check::CheckArgs),
+    /// Print the web dashboard's URL and open it in a browser.
+    Dashboard(dashboard::DashboardArgs),
     /// Look inside the control plane: what it tells proxies.
     #[command(alias = "dg")]
     Diagnostics(diagnostics::DiagnosticsArgs),
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Command::Inject(args) => inject::run_inject(args),
         Command::Uninject(args) => inject::run_uninject(args),
         Command::Check(args) => check::run(args),
+        Command::Dashboard(args) => dashboard::run(args),
         Command::Diagnostics(args) => diagnostics::run(args),
         Command::Stat(args) => stat::run(args),
         Command::Edges(args) => edges::run(args),

@@ -70,7 +70,7 @@ const Charts = (() => {
         { label: "p50", cls: "s-p50", points: lat("p50") },
         { label: "p95", cls: "s-p95", points: lat("p95") },
         { label: "p99", cls: "s-p99", points: lat("p99") },
-      ], { title: "Latency (ms)", unit: (v) => `${Math.round(v)}`, spanMs }),
+      ], { title: "Latency (ms)", unit: (v) => (v < 10 ? v.toFixed(1) : `${Math.round(v)}`), spanMs }),
     ];
   }
 
@@ -80,7 +80,7 @@ const Charts = (() => {
    */
   function callGraph(center, callers, destinations, healthOf) {
     const rowsN = Math.max(callers.length, destinations.length, 1);
-    const W = 720, rowH = 44, H = Math.max(rowH * rowsN + 20, 80);
+    const W = 900, rowH = 44, H = Math.max(rowH * rowsN + 20, 80);
     const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "graph", role: "img", "aria-label": "call graph" });
     const nodeW = 170, nodeH = 28;
     const at = (i, n) => 10 + (H - 20) * ((i + 0.5) / n);
@@ -95,6 +95,9 @@ const Charts = (() => {
     const edge = (x1, y1, x2, y2, n) => {
       svg.append(s("path", { d: `M${x1},${y1} C${(x1 + x2) / 2},${y1} ${(x1 + x2) / 2},${y2} ${x2},${y2}`,
         class: `edge ${healthOf(n.success)}`, "marker-end": "url(#arrow)" }));
+      if (n.edgeLabel) {
+        svg.append(s("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 6, "text-anchor": "middle", class: `edge-label ${healthOf(n.success)}` }, n.edgeLabel));
+      }
     };
     svg.append(s("defs", {}, s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto-start-reverse" },
       s("path", { d: "M0,0 L10,5 L0,10 z", class: "arrow" }))));

@@ -130,17 +130,33 @@
   }
 
   route(/^\/proxies$/, (view, _m, params) => {
+    const summary = h("div");
     const list = h("div", { id: "proxies" });
     view.append(h("h1", {}, "Proxies"),
-      note("Each instance's proxy as the control plane reads it from the proxy's admin server (/ready and /state)."), list);
+      note("Each instance's proxy as the control plane reads it from the proxy's admin server (/ready and /state). Click a row for its known endpoints."),
+      section("All proxies", summary), list);
     const only = params.get("pod");
     every(5000, async () => {
       const { proxies } = await api("/api/v1/proxies");
+      summary.replaceChildren(h("table", { class: "grid compact" },
+        h("thead", {}, h("tr", {}, ["Pod", "Workload", "State", "Version", "Identity", "Certificate expiry", "Destinations"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, proxies.map((p) => {
+          const st = p.state || {};
+          const certs = expiries(st, "", []);
+          return h("tr", { "data-pod": p.pod },
+            h("td", {}, h("a", { href: `#/proxies?pod=${encodeURIComponent(p.pod)}` }, `${p.namespace}/${p.pod}`)),
+            h("td", {}, p.workload ? `${Ferry.resource(p.workloadKind, p.workload)}` : "-"),
+            h("td", {}, h("span", { class: `badge ${p.ready ? "good" : "bad"}`, title: p.error || "" }, p.ready ? "ready" : "down")),
+            h("td", {}, st.version || "-"),
+            h("td", { class: "mono" }, p.identity || "-"),
+            h("td", {}, certs.length ? String(certs[0][1]) : h("span", { class: "muted" }, "no mTLS certificate")),
+            h("td", { class: "num" }, String((st.destinations || []).length)));
+        }))));
       list.replaceChildren(...proxies.filter((p) => !only || p.pod === only).map((p) => {
         const st = p.state || {};
         const certs = expiries(st, "", []);
         const dests = st.destinations || [];
-        return h("details", { class: "proxy", open: !!only || proxies.length <= 6, "data-pod": p.pod },
+        return h("details", { class: "proxy", open: !!only || proxies.length <= 3, "data-pod": p.pod },
           h("summary", {},
             h("span", { class: `badge ${p.ready ? "good" : "bad"}` }, p.ready ? "ready" : "down"), " ",
             h("strong", {}, `${p.namespace}/${p.pod}`), " ",

@@ -149,10 +149,10 @@
         h("a", { href: `#/ns/${encodeURIComponent(ns)}` }, `namespace ${ns}`), " › ", res),
       h("h1", {}, res, " ", h("a", { class: "button", href: `#/tap?${q({ resource: res, namespace: ns })}`, id: "tap-this" }, "Tap live requests")),
       statNote, golden,
-      section("Last 15 minutes", historyCharts(res, ns)),
       section("Call graph", graph),
       section("Outbound: destinations (ferry stat --from " + res + ")", outbound.el),
       section("Inbound: callers (ferry stat --to " + res + ")", inbound.el),
+      section("Last 15 minutes", historyCharts(res, ns)),
       section("Instances", pods),
     );
     every(REFRESH_MS, async () => {
@@ -176,7 +176,8 @@
       );
       inbound.update(ins);
       outbound.update(outs);
-      const node = (r) => ({ label: resource(r.kind, r.name), href: workloadHref(r.namespace, r.kind, r.name), success: r.success });
+      const node = (r) => ({ label: resource(r.kind, r.name), href: workloadHref(r.namespace, r.kind, r.name), success: r.success,
+        edgeLabel: r.success === null || r.success === undefined ? "" : `${pct(r.success)} · ${rps(r.rps)}` });
       graph.replaceChildren(Charts.callGraph({ label: res, href: "#" + location.hash.slice(1), success: me.success },
         ins.map(node), outs.map(node), health));
     });
