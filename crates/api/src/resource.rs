@@ -101,7 +101,10 @@ mod tests {
     #[test]
     fn parses_aliases_and_names() {
         let r = Resource::parse("deploy/web").unwrap();
-        assert_eq!((r.kind.as_str(), r.name.as_deref()), ("deployment", Some("web")));
+        assert_eq!(
+            (r.kind.as_str(), r.name.as_deref()),
+            ("deployment", Some("web"))
+        );
         assert_eq!(r.to_string(), "deployment/web");
         assert_eq!(Resource::parse("NS").unwrap().kind, "namespace");
         assert_eq!(Resource::parse("po/x").unwrap().kind, "pod");

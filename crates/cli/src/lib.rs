@@ -14,6 +14,8 @@
 //! - [`dashboard`]: `ferry dashboard`, the web dashboard's URL, opened in a browser.
 //! - [`stat`], [`edges`]: golden metrics per resource and who talks to whom, over the
 //!   control plane's metrics API.
+//! - [`tap`], [`top`]: live requests of a resource, as lines or a table, over the
+//!   control plane's tap stream.
 //! - [`diagnostics`]: `ferry diagnostics endpoints`, over the control plane's public API
 //!   ([`control`] is its client).
 
@@ -30,5 +32,7 @@ pub mod install;
 pub mod patch;
 pub mod sidecar;
 pub mod stat;
+pub mod tap;
+pub mod top;
 pub mod workload;
 pub mod yaml;

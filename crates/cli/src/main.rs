@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ferry::{check, diagnostics, edges, inject, install, stat};
+use ferry::{check, diagnostics, edges, inject, install, stat, tap, top};
 use ferry::dashboard;
 
 /// Ferry, a small service mesh.
@@ -34,6 +34,10 @@ enum Command {
     Stat(stat::StatArgs),
     /// Which resources talk to which, and whether with mTLS.
     Edges(edges::EdgesArgs),
+    /// Stream live requests of a resource (req, rsp and end events).
+    Tap(tap::TapArgs),
+    /// A live table of a resource's most frequent requests, from tap.
+    Top(top::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +51,8 @@ fn main() -> ExitCode {
         Command::Diagnostics(args) => diagnostics::run(args),
         Command::Stat(args) => stat::run(args),
         Command::Edges(args) => edges::run(args),
+        Command::Tap(args) => tap::run(args),
+        Command::Top(args) => top::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

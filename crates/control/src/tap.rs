@@ -80,7 +80,7 @@ async fn tap<D: Discovery>(
     };
     tracing::debug!(resource = %query.resource, proxies = targets.len(), "tap started");
     let (out, rx) = mpsc::channel(BUFFER);
-    tokio::spawn(relay(targets, request, max_rps, query.limit, out));
+    tokio::spawn(relay(state, targets, request, max_rps, query.limit, out));
     Sse::new(ReceiverStream::new(rx))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response()
@@ -99,6 +99,7 @@ enum Upstream {
 /// Merges the proxies' events into `out` until the client goes away, the limit is met,
 /// or every proxy's stream ended; then stops every upstream stream.
 async fn relay(
+    state: std::sync::Arc<crate::model::ClusterState>,
     targets: Vec<Target>,
     request: ObserveRequest,
     max_rps: f64,
@@ -143,7 +144,7 @@ async fn relay(
                 Event::default().event(SSE_EVENT_ERROR).json_data(body)
             }
             Some(Upstream::Event(i, e)) => {
-                let Some(e) = convert::convert(&targets[i], *e) else {
+                let Some(e) = convert::convert(&state, &targets[i], *e) else {
                     continue;
                 };
                 let key = (i, e.id.clone());

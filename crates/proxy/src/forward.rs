@@ -121,12 +121,10 @@ impl Conn {
         let mut tap = None;
         if self.side.taps.is_active() {
             let authority = request_authority(&req);
-            tap = self.side.taps.capture(
-                &self.tap,
-                self.side.direction,
-                &req,
-                authority.as_deref(),
-            );
+            tap =
+                self.side
+                    .taps
+                    .capture(&self.tap, self.side.direction, &req, authority.as_deref());
         }
         let rsp = self.forward(req, &mut tap).await;
         match tap.and_then(|t| t.respond(&rsp)) {

@@ -8,10 +8,12 @@ use ferry_api::tap::{TapDirection, TapEvent, TapEventKind, TapPeer};
 use linkerd2_proxy_api::http_types::{self, http_method, scheme};
 use linkerd2_proxy_api::tap::{self as pb, eos, tap_event};
 
-use super::select::Target;
+use super::select::{labels_of, Target};
+use crate::model::ClusterState;
 
-/// Converts `event` from the proxy of `target`; `None` for an event without HTTP.
-pub fn convert(target: &Target, event: pb::TapEvent) -> Option<TapEvent> {
+/// Converts `event` from the proxy of `target`; `None` for an event without HTTP. A
+/// destination the proxy gave no labels for is looked up by address in `state`.
+pub fn convert(state: &ClusterState, target: &Target, event: pb::TapEvent) -> Option<TapEvent> {
     let Some(tap_event::Event::Http(http)) = event.event else {
         return None;
     };
@@ -26,6 +28,16 @@ pub fn convert(target: &Target, event: pb::TapEvent) -> Option<TapEvent> {
     };
     for (k, v) in &target.labels {
         own.labels.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    if !inbound && !destination.labels.contains_key("pod") {
+        let known = destination
+            .addr
+            .parse()
+            .ok()
+            .and_then(|addr| state.instance_at(addr));
+        if let Some((key, instance)) = known {
+            destination.labels.extend(labels_of(key, instance));
+        }
     }
     // Linkerd reports TLS on the remote side: the client for inbound, the server for outbound.
     let remote = if inbound {
