@@ -29,4 +29,4 @@ pub mod control_api;
 pub mod destination;
 pub mod identity;
 
-pub use reason::ProxyErrorReason;
+pub use reason::{ProxyErrorReason, TlsFailure};

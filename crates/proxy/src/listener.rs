@@ -14,6 +14,7 @@ use crate::{
 };
 
 /// What one side of the proxy (inbound or outbound) shares across its connections.
+#[derive(Clone)]
 pub struct Side {
     /// Inbound or outbound.
     pub direction: Direction,
@@ -35,6 +36,10 @@ pub struct Side {
     pub tracker: TaskTracker,
     /// Cancelled when the drain starts.
     pub drain: CancellationToken,
+    /// This proxy's identity, when identity is on: inbound terminates mTLS with it.
+    pub identity: Option<Arc<crate::identity::Identity>>,
+    /// Inbound only: refuse connections that are not mTLS from a meshed peer.
+    pub require_identity: bool,
 }
 
 impl Side {
