@@ -225,14 +225,30 @@ impl Identity {
         &self.name
     }
 
+    /// Whether `sni` names a mesh identity of this trust domain (ours or another proxy's):
+    /// such TLS is for the proxy, not for the application.
+    pub fn is_mesh_name(&self, sni: &str) -> bool {
+        let suffix = self
+            .name
+            .find(".serviceaccount.identity.")
+            .map_or("", |i| &self.name[i..]);
+        sni == self.name
+            || (!suffix.is_empty() && sni.ends_with(suffix) && sni.len() > suffix.len())
+    }
+
     /// The TLS configs built over this identity's certificate slot.
     pub fn tls(&self) -> &TlsConfigs {
         &self.tls
     }
 
-    /// Whether a certificate has been issued (and is the one in use).
+    /// Whether a certificate has been issued and has not expired.
     pub fn is_ready(&self) -> bool {
         *self.ready.borrow()
+            && self
+                .lock()
+                .cert
+                .as_ref()
+                .is_some_and(|c| c.not_after_time > SystemTime::now())
     }
 
     /// What `/state` shows.
@@ -244,7 +260,7 @@ impl Identity {
         }
         IdentityState {
             name: self.name.clone(),
-            ready: self.is_ready() && cert.as_ref().is_some_and(|c| c.expires_in_seconds > 0),
+            ready: *self.ready.borrow() && cert.as_ref().is_some_and(|c| c.expires_in_seconds > 0),
             trust_anchors: self.anchors.clone(),
             certificate: cert,
             certificates_issued: status.issued,
@@ -493,6 +509,33 @@ fn sha256_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mesh_names_are_those_of_the_trust_domain() {
+        let dir = tempfile::tempdir().unwrap();
+        let anchors = dir.path().join("anchors.pem");
+        let ca = rcgen::CertificateParams::new(vec!["root.cluster.local".to_string()])
+            .unwrap()
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        std::fs::write(&anchors, ca.pem()).unwrap();
+        let identity = Identity::new(IdentityConfig {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            token_file: dir.path().join("token"),
+            trust_anchors: anchors,
+            name: ferry_api::identity::dns_name("web", "emojivoto", "cluster.local"),
+        })
+        .unwrap();
+        assert!(identity.is_mesh_name("web.emojivoto.serviceaccount.identity.ferry.cluster.local"));
+        assert!(identity.is_mesh_name("db.prod.serviceaccount.identity.ferry.cluster.local"));
+        assert!(!identity.is_mesh_name(".serviceaccount.identity.ferry.cluster.local"));
+        assert!(!identity.is_mesh_name("web.emojivoto.serviceaccount.identity.ferry.example.org"));
+        assert!(!identity.is_mesh_name("www.example.org"));
+        assert!(!identity.is_ready());
+        let state = identity.state();
+        assert_eq!(state.trust_anchors.len(), 1);
+        assert_eq!(state.trust_anchors[0].sha256.len(), 64);
+    }
 
     #[test]
     fn trims_token_whitespace() {

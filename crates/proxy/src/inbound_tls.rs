@@ -1,6 +1,6 @@
 //! The inbound side's identity checks, between detection and serving: terminate mTLS from
-//! meshed peers (TLS whose SNI is this proxy's identity), pass other traffic on, or refuse
-//! it when `--inbound-require-identity` is set.
+//! meshed peers (TLS whose SNI is a mesh identity, see [`crate::tls`]), pass other traffic
+//! on, or refuse it when `--inbound-require-identity` is set.
 //!
 //! After termination the decrypted stream goes through the same protocol detection as a
 //! plaintext connection (`serve.rs`), with the client's identity as its `client_id` label.
@@ -64,7 +64,7 @@ pub async fn check(
                 return Checked::Done;
             }
         };
-        if sni.as_deref() == Some(identity.name()) {
+        if sni.as_deref().is_some_and(|s| identity.is_mesh_name(s)) {
             let io = Rewind::new(std::mem::take(buf).freeze(), io);
             return match identity.tls().accept(io).await {
                 Ok((mut tls, client_id)) => {

@@ -146,7 +146,7 @@ impl ProxyState {
         }
         match &self.identity {
             Some(id) if !id.is_ready() => Some(format!(
-                "identity: no certificate yet for {} (see /state)",
+                "identity: no valid certificate for {} yet (see /state)",
                 id.name()
             )),
             _ => None,

@@ -2,9 +2,10 @@
 //! certificate from the identity's [`CertSlot`] on each handshake), the inbound accept and
 //! outbound connect, and the classification of handshake failures into a [`TlsFailure`].
 //!
-//! Inbound, a connection is terminated only when its ClientHello names this proxy's identity
-//! as SNI (what a meshed client sends); any other TLS is the application's own and passes
-//! through as opaque bytes. A client that names us must present a certificate chaining to
+//! Inbound, a connection is terminated only when its ClientHello's SNI is a mesh identity
+//! (`*.serviceaccount.identity.ferry.<trust-domain>`, what a meshed client sends): this
+//! proxy's own, or another one, which the client will then refuse as a name mismatch. Any
+//! other TLS is the application's own and passes through as opaque bytes. A client that names us must present a certificate chaining to
 //! the trust anchors. Outbound, the expected identity of the endpoint is the SNI and the
 //! name the server's certificate must carry.
 
@@ -35,6 +36,8 @@ use tokio::{
 use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
 
 use crate::{identity::CertSlot, io::Counted, metrics::Direction};
+
+mod verify;
 
 /// A TLS handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -89,18 +92,25 @@ impl TlsConfigs {
     pub fn new(roots: Arc<RootCertStore>, slot: Arc<CertSlot>) -> Result<Self, rustls::Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let resolver = Arc::new(Resolver(slot.clone()));
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        let general =
+            |e: rustls::server::VerifierBuilderError| rustls::Error::General(e.to_string());
+        let clients = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+            .map_err(general)?;
+        let servers =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .map_err(general)?;
         let mut server = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_client_cert_verifier(verifier)
+            .with_client_cert_verifier(Arc::new(verify::Client(clients)))
             .with_cert_resolver(resolver.clone());
         // Every connection verifies the peer's current certificate: no resumption.
         server.send_tls13_tickets = 0;
         let mut client = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(roots)
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verify::Server(servers)))
             .with_client_cert_resolver(resolver);
         client.resumption = rustls::client::Resumption::disabled();
         Ok(Self {
