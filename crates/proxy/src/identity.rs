@@ -31,6 +31,8 @@ use crate::{config::Authority, tls::TlsConfigs};
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(10));
 /// The share of a certificate's lifetime after which it is renewed.
 const RENEW_AT: f64 = 0.7;
+/// The shortest wait between renewals, however short the lifetime.
+const MIN_RENEW_INTERVAL: Duration = Duration::from_millis(500);
 /// How long one `Certify` call may take.
 const CERTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -142,8 +144,6 @@ pub struct CertState {
     pub sans: Vec<String>,
     #[serde(skip)]
     not_after_time: SystemTime,
-    #[serde(skip)]
-    lifetime: Duration,
 }
 
 /// The last certificate request's outcome.
@@ -352,11 +352,14 @@ impl Identity {
         ))
         .map_err(|e| RenewError::Csr(e.to_string()))?;
         self.slot.set(Arc::new(CertifiedKey::new(chain, signing)));
+        // 70 % of the validity left from now: the CA backdates `not_before` for clock skew,
+        // so the certificate's nominal lifetime would renew far too early.
         let next = cert
-            .lifetime
+            .not_after_time
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
             .mul_f64(RENEW_AT)
-            .saturating_sub(cert_age(&cert))
-            .max(Duration::from_millis(100));
+            .max(MIN_RENEW_INTERVAL);
         tracing::info!(identity = %self.name, serial = %cert.serial, not_after = %cert.not_after, renew_in = ?next, "certificate issued");
         {
             let mut status = self.lock();
@@ -412,19 +415,8 @@ impl Identity {
             expires_in_seconds: seconds_until(not_after),
             sans,
             not_after_time: not_after,
-            lifetime: not_after.duration_since(not_before).unwrap_or_default(),
         })
     }
-}
-
-fn cert_age(cert: &CertState) -> Duration {
-    let not_before = cert
-        .not_after_time
-        .checked_sub(cert.lifetime)
-        .unwrap_or(cert.not_after_time);
-    SystemTime::now()
-        .duration_since(not_before)
-        .unwrap_or_default()
 }
 
 fn trim_ascii(bytes: &[u8]) -> &[u8] {

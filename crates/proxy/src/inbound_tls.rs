@@ -66,7 +66,14 @@ pub async fn check(
         };
         if sni.as_deref().is_some_and(|s| identity.is_mesh_name(s)) {
             let io = Rewind::new(std::mem::take(buf).freeze(), io);
-            return match identity.tls().accept(io).await {
+            // A client that stalls mid-handshake is given the detection timeout, no more.
+            let accepted = tokio::time::timeout_at(deadline, identity.tls().accept(io)).await;
+            let Ok(accepted) = accepted else {
+                identity.tls().count(Direction::Inbound, TlsFailure::Other);
+                tracing::debug!("inbound tls handshake timed out");
+                return Checked::Done;
+            };
+            return match accepted {
                 Ok((mut tls, client_id)) => {
                     tracing::debug!(%client_id, "mtls accepted");
                     let label = Tls::Client(client_id);
