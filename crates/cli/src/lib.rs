@@ -11,18 +11,24 @@
 //!   [`emitter`] writes YAML that kubectl reads back exactly.
 //! - [`chart`]: generates the Helm chart `charts/ferry` from the same objects as `install`.
 //! - [`check`]: `ferry check`, named health checks.
+//! - [`dashboard`]: `ferry dashboard`, the web dashboard's URL, opened in a browser.
+//! - [`stat`], [`edges`]: golden metrics per resource and who talks to whom, over the
+//!   control plane's metrics API.
 //! - [`diagnostics`]: `ferry diagnostics endpoints`, over the control plane's public API
 //!   ([`control`] is its client).
 
 pub mod chart;
 pub mod check;
 pub mod control;
+pub mod dashboard;
 pub mod diagnostics;
+pub mod edges;
 pub mod emitter;
 pub mod identity;
 pub mod inject;
 pub mod install;
 pub mod patch;
 pub mod sidecar;
+pub mod stat;
 pub mod workload;
 pub mod yaml;

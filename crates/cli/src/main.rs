@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ferry::{check, diagnostics, inject, install};
+use ferry::{check, diagnostics, edges, inject, install, stat};
+use ferry::dashboard;
 
 /// Ferry, a small service mesh.
 #[derive(Parser, Debug)]
@@ -24,9 +25,15 @@ enum Command {
     Uninject(inject::UninjectArgs),
     /// Check a cluster before or after installing Ferry.
     Check(check::CheckArgs),
+    /// Print the web dashboard's URL and open it in a browser.
+    Dashboard(dashboard::DashboardArgs),
     /// Look inside the control plane: what it tells proxies.
     #[command(alias = "dg")]
     Diagnostics(diagnostics::DiagnosticsArgs),
+    /// Golden metrics per resource: success rate, RPS, latencies, TCP connections.
+    Stat(stat::StatArgs),
+    /// Which resources talk to which, and whether with mTLS.
+    Edges(edges::EdgesArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,7 +43,10 @@ fn main() -> ExitCode {
         Command::Inject(args) => inject::run_inject(args),
         Command::Uninject(args) => inject::run_uninject(args),
         Command::Check(args) => check::run(args),
+        Command::Dashboard(args) => dashboard::run(args),
         Command::Diagnostics(args) => diagnostics::run(args),
+        Command::Stat(args) => stat::run(args),
+        Command::Edges(args) => edges::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

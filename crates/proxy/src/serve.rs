@@ -22,6 +22,7 @@ use crate::{
     metrics::{Peer, Protocol, TcpLabels},
     orig_dst::original_dst,
     state::ConnGuard,
+    tap::ConnMeta,
     upstream::Upstream,
 };
 
@@ -70,7 +71,8 @@ pub async fn serve(side: Arc<Side>, kind: Arc<ListenerKind>, sock: TcpStream, pe
         target.as_ref().map(Upstream::label),
     );
     let span = tracing::debug_span!("conn", listener = kind.name(), %peer, target = %target_label);
-    dispatch(side, kind, io, target, orig_dst, &guard)
+    let meta = ConnMeta::new(peer, local);
+    dispatch(side, kind, io, target, orig_dst, &guard, meta)
         .instrument(span)
         .await;
     drop(guard);
@@ -84,6 +86,7 @@ async fn dispatch(
     target: Option<Upstream>,
     orig_dst: Option<SocketAddr>,
     guard: &ConnGuard,
+    meta: ConnMeta,
 ) {
     let opaque_port = target
         .as_ref()
@@ -142,17 +145,27 @@ async fn dispatch(
                 };
                 guard.set_protocol(protocol);
                 let io = Rewind::new(buf.freeze(), io);
-                return serve_protocol(side, kind, protocol, io, target, orig_dst, None).await;
+                let client_id = match &side.tls {
+                    crate::metrics::Tls::Client(id) => Some(id.clone()),
+                    _ => None,
+                };
+                let meta = ConnMeta {
+                    tls: Some(crate::tap::PeerTls { client_id }),
+                    ..meta
+                };
+                return serve_protocol(side, kind, protocol, io, target, orig_dst, None, meta)
+                    .await;
             }
         };
         let io = Rewind::new(buf.freeze(), io);
-        return serve_protocol(side, kind, protocol, io, target, orig_dst, early).await;
+        return serve_protocol(side, kind, protocol, io, target, orig_dst, early, meta).await;
     }
     let io = Rewind::new(buf.freeze(), io);
-    serve_protocol(side, kind, protocol, io, target, orig_dst, early).await
+    serve_protocol(side, kind, protocol, io, target, orig_dst, early, meta).await
 }
 
 /// Serves a connection whose protocol is known: HTTP, or opaque bytes.
+#[allow(clippy::too_many_arguments)]
 async fn serve_protocol<I>(
     side: Arc<Side>,
     kind: Arc<ListenerKind>,
@@ -161,6 +174,7 @@ async fn serve_protocol<I>(
     target: Option<Upstream>,
     orig_dst: Option<SocketAddr>,
     early: Option<Counted<TcpStream>>,
+    meta: ConnMeta,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -183,7 +197,7 @@ async fn serve_protocol<I>(
                 },
                 _ => Dest::ByAuthority { orig_dst },
             };
-            let svc = HttpService::new(side.clone(), dest);
+            let svc = HttpService::new(side.clone(), dest, meta);
             crate::http::serve(protocol, io, svc, &side).await;
         }
         Protocol::Tls | Protocol::Opaque => {
