@@ -31,6 +31,11 @@ pub const PROXY_LOG_FORMAT: &str = "FERRY_PROXY_LOG_FORMAT";
 /// `--destination-addr`: the control plane's destination service (`host:port`), which
 /// resolves service names to endpoints.
 pub const PROXY_DESTINATION_ADDR: &str = "FERRY_PROXY_DESTINATION_ADDR";
+/// `--identity-addr`: the control plane's identity service (`host:port`); defaults to the
+/// destination address.
+pub const PROXY_IDENTITY_ADDR: &str = "FERRY_PROXY_IDENTITY_ADDR";
+/// `--inbound-require-identity`: refuse inbound connections that are not mTLS from a meshed peer.
+pub const PROXY_INBOUND_REQUIRE_IDENTITY: &str = "FERRY_PROXY_INBOUND_REQUIRE_IDENTITY";
 /// `--identity-token-file`: the service-account token the proxy presents to the identity service.
 pub const PROXY_IDENTITY_TOKEN_FILE: &str = "FERRY_PROXY_IDENTITY_TOKEN_FILE";
 /// `--identity-trust-anchors`: PEM trust anchors the proxy verifies peers and the CA with.

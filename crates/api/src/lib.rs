@@ -39,4 +39,4 @@ pub mod overview;
 pub mod resource;
 pub mod tap;
 
-pub use reason::ProxyErrorReason;
+pub use reason::{ProxyErrorReason, TlsFailure};

@@ -27,6 +27,10 @@ pub const OUTBOUND_HTTP_ERRORS_TOTAL: &str = "outbound_http_errors_total";
 pub const INBOUND_TCP_ERRORS_TOTAL: &str = "inbound_tcp_errors_total";
 /// Counter: outbound TCP connections the proxy could not forward, by reason.
 pub const OUTBOUND_TCP_ERRORS_TOTAL: &str = "outbound_tcp_errors_total";
+/// Counter: inbound TLS handshakes that failed, by `reason` (a [`crate::TlsFailure`]).
+pub const INBOUND_TLS_HANDSHAKE_ERRORS_TOTAL: &str = "inbound_tls_handshake_errors_total";
+/// Counter: outbound TLS handshakes that failed, by `reason` (a [`crate::TlsFailure`]).
+pub const OUTBOUND_TLS_HANDSHAKE_ERRORS_TOTAL: &str = "outbound_tls_handshake_errors_total";
 /// Counter: connections by the protocol detection found.
 pub const TCP_DETECT_TOTAL: &str = "tcp_detect_total";
 /// Gauge: `1`, labelled with the proxy's version.
@@ -46,6 +50,12 @@ pub const LABEL_PEER: &str = "peer";
 pub const LABEL_TLS: &str = "tls";
 /// Label: why a connection has no TLS identity.
 pub const LABEL_NO_TLS_REASON: &str = "no_tls_reason";
+/// Label: the verified identity of an mTLS client (inbound, with `tls="true"`).
+pub const LABEL_CLIENT_ID: &str = "client_id";
+/// Label: the verified identity of an mTLS server (outbound, with `tls="true"`).
+pub const LABEL_SERVER_ID: &str = "server_id";
+/// Label: why a TLS handshake failed (a [`crate::TlsFailure`]).
+pub const LABEL_REASON: &str = "reason";
 /// Label: the HTTP status code of a response.
 pub const LABEL_STATUS_CODE: &str = "status_code";
 /// Label: `success` or `failure`.

@@ -29,11 +29,67 @@ pub enum ProxyErrorReason {
     /// The request would reach this proxy again (its target is one of the proxy's own
     /// listeners), so forwarding it would loop forever.
     LoopDetected,
+    /// The proxy requires an mTLS client identity on inbound connections
+    /// (`--inbound-require-identity`) and the client had none.
+    IdentityRequired,
+    /// The mTLS handshake with the upstream's proxy failed, for the reason carried.
+    TlsHandshake(TlsFailure),
+}
+
+/// Why a TLS handshake between two proxies failed.
+///
+/// The `reason` label of the `*_tls_handshake_errors_total` counters is [`Self::as_label`];
+/// a proxy-made response names it in `l5d-proxy-error` as `tls-handshake-<reason>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TlsFailure {
+    /// The peer's certificate does not chain to our trust anchors (or the peer said ours
+    /// does not chain to its anchors).
+    UnknownCa,
+    /// The peer's certificate is valid but names another identity than the expected one.
+    NameMismatch,
+    /// A certificate in the chain is expired or not yet valid.
+    Expired,
+    /// A client reached our identity over TLS without presenting a certificate.
+    NoClientCert,
+    /// This proxy has no certificate yet (identity not ready), so it cannot open mTLS.
+    NoLocalIdentity,
+    /// Anything else: a protocol error, a version mismatch, a closed connection.
+    Other,
+}
+
+impl TlsFailure {
+    /// Every failure, for documentation and exhaustive tests.
+    pub const ALL: [TlsFailure; 6] = [
+        Self::UnknownCa,
+        Self::NameMismatch,
+        Self::Expired,
+        Self::NoClientCert,
+        Self::NoLocalIdentity,
+        Self::Other,
+    ];
+
+    /// The `reason` label value.
+    pub const fn as_label(self) -> &'static str {
+        match self {
+            Self::UnknownCa => "unknown_ca",
+            Self::NameMismatch => "name_mismatch",
+            Self::Expired => "expired",
+            Self::NoClientCert => "no_client_cert",
+            Self::NoLocalIdentity => "no_local_identity",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_label())
+    }
 }
 
 impl ProxyErrorReason {
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [ProxyErrorReason; 10] = [
+    pub const ALL: [ProxyErrorReason; 17] = [
         Self::MalformedRequest,
         Self::HeadersTooLarge,
         Self::NoRoute,
@@ -44,6 +100,13 @@ impl ProxyErrorReason {
         Self::UpstreamReset,
         Self::UpstreamProtocol,
         Self::LoopDetected,
+        Self::IdentityRequired,
+        Self::TlsHandshake(TlsFailure::UnknownCa),
+        Self::TlsHandshake(TlsFailure::NameMismatch),
+        Self::TlsHandshake(TlsFailure::Expired),
+        Self::TlsHandshake(TlsFailure::NoClientCert),
+        Self::TlsHandshake(TlsFailure::NoLocalIdentity),
+        Self::TlsHandshake(TlsFailure::Other),
     ];
 
     /// The stable token used in headers and metric labels.
@@ -59,6 +122,15 @@ impl ProxyErrorReason {
             Self::UpstreamReset => "upstream-reset",
             Self::UpstreamProtocol => "upstream-protocol",
             Self::LoopDetected => "loop-detected",
+            Self::IdentityRequired => "identity-required",
+            Self::TlsHandshake(f) => match f {
+                TlsFailure::UnknownCa => "tls-handshake-unknown-ca",
+                TlsFailure::NameMismatch => "tls-handshake-name-mismatch",
+                TlsFailure::Expired => "tls-handshake-expired",
+                TlsFailure::NoClientCert => "tls-handshake-no-client-cert",
+                TlsFailure::NoLocalIdentity => "tls-handshake-no-local-identity",
+                TlsFailure::Other => "tls-handshake-failed",
+            },
         }
     }
 

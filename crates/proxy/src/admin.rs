@@ -1,12 +1,7 @@
 //! The admin server: `/metrics` (Prometheus text), `/ready`, `/live`, `/state` (JSON) and
 //! `/proxy-log-level` (GET, or PUT from localhost only).
 
-use std::{
-    convert::Infallible,
-    future::Future,
-    net::SocketAddr,
-    sync::{atomic::Ordering, Arc},
-};
+use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -76,6 +71,14 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 }
 
 impl Admin {
+    fn metrics_text(&self) -> String {
+        let mut out = self.registry.encode();
+        if let Some(identity) = &self.state.identity {
+            identity.tls().encode(&mut out);
+        }
+        out
+    }
+
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/metrics") => Response::builder()
@@ -83,16 +86,13 @@ impl Admin {
                     header::CONTENT_TYPE,
                     "text/plain; version=0.0.4; charset=utf-8",
                 )
-                .body(Full::new(self.registry.encode().into()))
+                .body(Full::new(self.metrics_text().into()))
                 .expect("static response"),
             (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
-            (&Method::GET, "/ready") => {
-                if self.state.draining.load(Ordering::Relaxed) {
-                    text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-                } else {
-                    text(StatusCode::OK, "ready\n")
-                }
-            }
+            (&Method::GET, "/ready") => match self.state.not_ready() {
+                Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+                None => text(StatusCode::OK, "ready\n"),
+            },
             (&Method::GET, "/state") => Response::builder()
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(Full::new(self.state.to_json().into()))

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::{
     config::{Authority, Timeouts},
-    connect::Connector,
+    connect::{Connector, PeerIdentity},
     metrics::{Direction, Registry},
 };
 
@@ -40,14 +40,15 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A backend for `target`.
+    /// A backend for `target`; with `tls`, its connections are mTLS to that identity.
     pub fn new(
         target: Authority,
         timeouts: &Timeouts,
         direction: Direction,
         registry: &Registry,
+        tls: Option<PeerIdentity>,
     ) -> Self {
-        let connector = Connector::new(target, timeouts.connect, direction, registry);
+        let connector = Connector::new(target, timeouts.connect, direction, registry, tls);
         let mut h1 = Client::builder(TokioExecutor::new());
         h1.timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -140,6 +141,7 @@ impl Backends {
             &self.timeouts,
             self.direction,
             &self.registry,
+            None,
         ));
         map.insert(target.clone(), backend.clone());
         backend

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use crate::{
     backend::Backend,
     config::{Authority, Timeouts},
+    connect::PeerIdentity,
     discover::{EndpointMeta, Resolution},
     errors::ProxyError,
     metrics::{Direction, HttpLabels, HttpMetrics, Registry, Tls},
@@ -177,8 +178,10 @@ pub struct EndpointState {
 pub struct EndpointFactory {
     /// Side of the proxy.
     pub direction: Direction,
-    /// TLS label of its connections.
+    /// TLS label of its connections when the endpoint is not meshed.
     pub tls: Tls,
+    /// This proxy's identity: with it, endpoints that have one are reached over mTLS.
+    pub identity: Option<Arc<crate::identity::Identity>>,
     /// Timeouts for its pools.
     pub timeouts: Timeouts,
     /// Where metrics go.
@@ -198,20 +201,33 @@ impl EndpointFactory {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        let peer = match (&self.identity, &meta.identity) {
+            (Some(local), Some(id)) => Some(PeerIdentity {
+                local: local.clone(),
+                server_id: id.as_str().into(),
+            }),
+            _ => None,
+        };
+        let tls = match &peer {
+            Some(_) => Tls::for_peer(peer.as_ref()),
+            None => self.tls.clone(),
+        };
+        // Pools are per address and expected identity: a new identity gets new connections.
         let backend = match reuse {
-            Some(old) => old.backend.clone(),
-            None => Arc::new(Backend::new(
+            Some(old) if old.meta.identity == meta.identity => old.backend.clone(),
+            _ => Arc::new(Backend::new(
                 Authority::from(addr),
                 &self.timeouts,
                 self.direction,
                 &self.registry,
+                peer,
             )),
         };
         let metrics = self.registry.http(HttpLabels {
             direction: self.direction,
             authority: name.to_string().into(),
             target_addr: backend.target_label.clone(),
-            tls: self.tls.clone(),
+            tls,
             dst,
         });
         let ewma = reuse.map_or(
@@ -426,6 +442,7 @@ mod tests {
         EndpointFactory {
             direction: Direction::Outbound,
             tls: Tls::NOT_PROVIDED_BY_DISCOVERY,
+            identity: None,
             timeouts: crate::Config::for_tests("127.0.0.1:9".parse().unwrap()).timeouts,
             registry: Arc::default(),
         }

@@ -1,10 +1,12 @@
 //! Command-line flags (each with its `FERRY_PROXY_*` twin) and the validated [`Config`]
 //! every component is built from. Only `main` parses flags; tests build a `Config` directly.
 
-use std::{fmt, net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, sync::Arc, time::Duration};
 
 use clap::Parser;
 use ferry_api::{env, ports};
+
+use crate::identity::IdentityConfig;
 
 /// The ports whose connections skip protocol detection: protocols where the server speaks
 /// first or that are never HTTP (SMTP, MySQL, Galera, PostgreSQL, Redis, Elasticsearch,
@@ -54,6 +56,26 @@ pub struct Args {
     /// The proxy's own pod (or instance) name, sent to discovery for its logs.
     #[arg(long, env = env::PROXY_POD_NAME, default_value = "")]
     pub pod_name: String,
+    /// The control plane's identity service (`host:port`); defaults to `--destination-addr`.
+    #[arg(long, env = env::PROXY_IDENTITY_ADDR)]
+    pub identity_addr: Option<Authority>,
+    /// The token proving this proxy's service account to the identity service (read on each
+    /// renewal). With `--identity-trust-anchors`, turns identity and mTLS on.
+    #[arg(long, env = env::PROXY_IDENTITY_TOKEN_FILE)]
+    pub identity_token_file: Option<PathBuf>,
+    /// PEM trust anchors that peers' and our own certificates must chain to.
+    #[arg(long, env = env::PROXY_IDENTITY_TRUST_ANCHORS)]
+    pub identity_trust_anchors: Option<PathBuf>,
+    /// The proxy's service account: its identity is `<sa>.<ns>.serviceaccount.identity.ferry.<td>`.
+    #[arg(long, env = env::PROXY_SERVICE_ACCOUNT, default_value = "default")]
+    pub service_account: String,
+    /// The identity trust domain.
+    #[arg(long, env = env::PROXY_TRUST_DOMAIN, default_value = ferry_api::identity::DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
+    /// Refuse inbound connections that are not mTLS from a meshed peer (plaintext HTTP gets
+    /// a 403 with `l5d-proxy-error: identity-required`; other plaintext is closed).
+    #[arg(long, env = env::PROXY_INBOUND_REQUIRE_IDENTITY)]
+    pub inbound_require_identity: bool,
     /// Target ports whose connections are forwarded as opaque TCP without detection.
     #[arg(long, env = env::PROXY_OPAQUE_PORTS, value_delimiter = ',', default_value = DEFAULT_OPAQUE_PORTS)]
     pub opaque_ports: Vec<u16>,
@@ -203,6 +225,18 @@ pub enum ConfigError {
     /// The inbound side would forward to the proxy's own listener.
     #[error("inbound forward address {0} is the proxy's own listener")]
     ForwardLoop(SocketAddr),
+    /// Only one of the two identity files was given.
+    #[error("identity needs both --identity-token-file and --identity-trust-anchors (only {0} was given)")]
+    IdentityHalf(&'static str),
+    /// Identity is on but there is no address to ask for certificates.
+    #[error("identity needs --identity-addr or --destination-addr")]
+    IdentityAddr,
+    /// `--inbound-require-identity` without identity.
+    #[error("--inbound-require-identity needs identity (--identity-token-file and --identity-trust-anchors)")]
+    RequireWithoutIdentity,
+    /// The trust anchors cannot be used.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
 }
 
 /// Timeouts, applied on both sides.
@@ -245,6 +279,10 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// See [`Args::shutdown_grace_period`].
     pub shutdown_grace_period: Duration,
+    /// Identity and mTLS, when on.
+    pub identity: Option<IdentityConfig>,
+    /// See [`Args::inbound_require_identity`].
+    pub inbound_require_identity: bool,
 }
 
 impl Config {
@@ -268,8 +306,14 @@ impl Config {
                 header_read: args.header_read_timeout,
             },
             shutdown_grace_period: args.shutdown_grace_period,
+            identity: identity_config(args)?,
+            inbound_require_identity: args.inbound_require_identity,
         };
         config.validate()?;
+        if let Some(identity) = &config.identity {
+            // Fail at start, naming the file, rather than run without working mTLS.
+            crate::identity::Identity::new(identity.clone())?;
+        }
         Ok(config)
     }
 
@@ -297,6 +341,8 @@ impl Config {
                 header_read: Duration::from_secs(10),
             },
             shutdown_grace_period: Duration::from_secs(5),
+            identity: None,
+            inbound_require_identity: false,
         }
     }
 
@@ -314,8 +360,36 @@ impl Config {
         if self.inbound_forward == self.inbound_listen {
             return Err(ConfigError::ForwardLoop(self.inbound_forward));
         }
+        if self.inbound_require_identity && self.identity.is_none() {
+            return Err(ConfigError::RequireWithoutIdentity);
+        }
         Ok(())
     }
+}
+
+fn identity_config(args: &Args) -> Result<Option<IdentityConfig>, ConfigError> {
+    let (token_file, trust_anchors) =
+        match (&args.identity_token_file, &args.identity_trust_anchors) {
+            (None, None) => return Ok(None),
+            (Some(_), None) => return Err(ConfigError::IdentityHalf("--identity-token-file")),
+            (None, Some(_)) => return Err(ConfigError::IdentityHalf("--identity-trust-anchors")),
+            (Some(t), Some(a)) => (t.clone(), a.clone()),
+        };
+    let addr = args
+        .identity_addr
+        .clone()
+        .or_else(|| args.destination_addr.clone())
+        .ok_or(ConfigError::IdentityAddr)?;
+    Ok(Some(IdentityConfig {
+        addr,
+        token_file,
+        trust_anchors,
+        name: ferry_api::identity::dns_name(
+            &args.service_account,
+            &args.pod_namespace,
+            &args.trust_domain,
+        ),
+    }))
 }
 
 #[cfg(test)]

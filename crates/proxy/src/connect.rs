@@ -1,6 +1,7 @@
 //! Opening connections to upstreams: name resolution, the connect timeout, `TCP_NODELAY`,
 //! TCP metrics, and errors that say which of those failed. [`Connector`] plugs the same
-//! logic into the pooled HTTP client.
+//! logic into the pooled HTTP client. A connector to a meshed endpoint also opens mTLS to it
+//! (see [`crate::tls`]), so pools are per address and expected identity.
 
 use std::{
     future::Future,
@@ -15,10 +16,14 @@ use std::{
 use hyper_util::{client::legacy::connect::Connected, rt::TokioIo};
 use tokio::net::TcpStream;
 
+use ferry_api::TlsFailure;
+
 use crate::{
     config::Authority,
+    identity::Identity,
     io::Counted,
     metrics::{Direction, Peer, Registry, TcpLabels, TcpMetrics, Tls},
+    tls::ClientStream,
 };
 
 /// What kind of failure a [`ConnectError`] is.
@@ -32,6 +37,8 @@ pub enum ConnectErrorKind {
     Timeout,
     /// Anything else (unreachable, reset, ...).
     Other,
+    /// The mTLS handshake with the endpoint's proxy failed.
+    Tls(TlsFailure),
 }
 
 /// A connection to `target` could not be opened.
@@ -41,6 +48,7 @@ pub enum ConnectErrorKind {
     ConnectErrorKind::Refused => " (refused)",
     ConnectErrorKind::Timeout => " (timed out)",
     ConnectErrorKind::Other => "",
+    ConnectErrorKind::Tls(_) => " (tls handshake)",
 })]
 pub struct ConnectError {
     /// The target, as configured.
@@ -52,34 +60,53 @@ pub struct ConnectError {
     pub source: Option<io::Error>,
 }
 
+/// The identity a meshed endpoint must prove, and ours to prove it to.
+#[derive(Clone)]
+pub struct PeerIdentity {
+    /// This proxy's identity (certificate and TLS configs).
+    pub local: Arc<Identity>,
+    /// The identity the endpoint's certificate must name.
+    pub server_id: Arc<str>,
+}
+
 /// Opens TCP connections to one target.
 #[derive(Clone)]
 pub struct Connector {
     target: Authority,
     timeout: Duration,
+    /// Set for a meshed endpoint: connections are mTLS to this identity.
+    tls: Option<PeerIdentity>,
     /// Resolved once: connections to the same target share one counter set.
     metrics: Arc<TcpMetrics>,
 }
 
 impl Connector {
-    /// A connector to `target`, counting its connections as `direction`/`peer="dst"`.
+    /// A connector to `target`, counting its connections as `direction`/`peer="dst"`;
+    /// with `tls`, its connections are mTLS.
     pub fn new(
         target: Authority,
         timeout: Duration,
         direction: Direction,
         registry: &Registry,
+        tls: Option<PeerIdentity>,
     ) -> Self {
         let metrics = registry.tcp(TcpLabels {
             direction,
             peer: Peer::Dst,
             target_addr: target.to_string().into(),
-            tls: Tls::NOT_PROVIDED_BY_DISCOVERY,
+            tls: Tls::for_peer(tls.as_ref()),
         });
         Self {
             target,
             timeout,
+            tls,
             metrics,
         }
+    }
+
+    /// The identity this connector's connections must reach, if meshed.
+    pub fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.tls.as_ref()
     }
 
     /// The target this connector opens connections to.
@@ -132,15 +159,39 @@ impl Connector {
         Counted::new(stream, self.metrics.clone())
     }
 
-    /// Opens and counts a connection.
-    pub async fn connect(&self) -> Result<Counted<TcpStream>, ConnectError> {
+    /// Opens mTLS over a counted connection when the target is meshed.
+    pub async fn secure(&self, io: Counted<TcpStream>) -> Result<ClientStream, ConnectError> {
+        let Some(peer) = &self.tls else {
+            return Ok(ClientStream::Plain(io));
+        };
+        let handshake = peer.local.tls().connect(&peer.server_id, io);
+        match tokio::time::timeout(self.timeout, handshake).await {
+            Ok(Ok(tls)) => Ok(ClientStream::Tls(Box::new(tls))),
+            Ok(Err(e)) => {
+                tracing::debug!(target = %self.target, server_id = %peer.server_id, error = %e.source, "outbound tls handshake failed");
+                Err(ConnectError {
+                    target: format!("{} as {}", self.target, peer.server_id),
+                    kind: ConnectErrorKind::Tls(e.failure),
+                    source: Some(e.source),
+                })
+            }
+            Err(_) => Err(ConnectError {
+                target: self.target.to_string(),
+                kind: ConnectErrorKind::Timeout,
+                source: None,
+            }),
+        }
+    }
+
+    /// Opens and counts a connection, with mTLS when the target is meshed.
+    pub async fn connect(&self) -> Result<ClientStream, ConnectError> {
         let (stream, _) = self.connect_raw().await?;
-        Ok(self.count(stream))
+        self.secure(self.count(stream)).await
     }
 }
 
 /// A pooled client's connection: the counted stream, adapted to hyper.
-pub struct ClientIo(TokioIo<Counted<TcpStream>>);
+pub struct ClientIo(TokioIo<ClientStream>);
 
 impl hyper_util::client::legacy::connect::Connection for ClientIo {
     fn connected(&self) -> Connected {

@@ -23,6 +23,7 @@ pub struct ProxyError {
 /// gRPC status codes the proxy uses.
 mod grpc {
     pub const INVALID_ARGUMENT: u16 = 3;
+    pub const PERMISSION_DENIED: u16 = 7;
     pub const DEADLINE_EXCEEDED: u16 = 4;
     pub const RESOURCE_EXHAUSTED: u16 = 8;
     pub const ABORTED: u16 = 10;
@@ -50,8 +51,10 @@ impl ProxyError {
             ProxyErrorReason::ConnectRefused
             | ProxyErrorReason::ConnectFailed
             | ProxyErrorReason::UpstreamReset
-            | ProxyErrorReason::UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            | ProxyErrorReason::UpstreamProtocol
+            | ProxyErrorReason::TlsHandshake(_) => StatusCode::BAD_GATEWAY,
             ProxyErrorReason::LoopDetected => StatusCode::LOOP_DETECTED,
+            ProxyErrorReason::IdentityRequired => StatusCode::FORBIDDEN,
         }
     }
 
@@ -62,12 +65,14 @@ impl ProxyError {
             ProxyErrorReason::HeadersTooLarge => grpc::RESOURCE_EXHAUSTED,
             ProxyErrorReason::ConnectTimeout => grpc::DEADLINE_EXCEEDED,
             ProxyErrorReason::LoopDetected => grpc::ABORTED,
+            ProxyErrorReason::IdentityRequired => grpc::PERMISSION_DENIED,
             ProxyErrorReason::NoRoute
             | ProxyErrorReason::NoEndpoints
             | ProxyErrorReason::ConnectRefused
             | ProxyErrorReason::ConnectFailed
             | ProxyErrorReason::UpstreamReset
-            | ProxyErrorReason::UpstreamProtocol => grpc::UNAVAILABLE,
+            | ProxyErrorReason::UpstreamProtocol
+            | ProxyErrorReason::TlsHandshake(_) => grpc::UNAVAILABLE,
         }
     }
 
@@ -129,6 +134,7 @@ impl ProxyError {
             ConnectErrorKind::Timeout => ProxyErrorReason::ConnectTimeout,
             ConnectErrorKind::Resolve => ProxyErrorReason::NoRoute,
             ConnectErrorKind::Other => ProxyErrorReason::ConnectFailed,
+            ConnectErrorKind::Tls(failure) => ProxyErrorReason::TlsHandshake(failure),
         };
         let mut detail = err.to_string();
         if let Some(source) = err.source() {

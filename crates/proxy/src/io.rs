@@ -40,6 +40,14 @@ impl<T> Counted<T> {
     pub fn get_ref(&self) -> &T {
         &self.inner
     }
+
+    /// Moves the connection to another label set (e.g. once a TLS handshake has told who
+    /// the peer is): counted closed under the old labels and open under the new ones.
+    pub fn relabel(&mut self, metrics: Arc<TcpMetrics>) {
+        metrics.open();
+        let old = std::mem::replace(&mut self.metrics, metrics);
+        old.close();
+    }
 }
 
 impl<T: AsyncRead> AsyncRead for Counted<T> {
@@ -111,6 +119,11 @@ impl<T> Rewind<T> {
     /// Replays `prefix` before reading from `inner`.
     pub fn new(prefix: Bytes, inner: T) -> Self {
         Self { prefix, inner }
+    }
+
+    /// The wrapped stream.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
     }
 }
 

@@ -13,6 +13,8 @@
 //!   the control plane; P2C/peak-EWMA balancing across endpoints.
 //! - [`errors`]: proxy-made responses. [`metrics`]: counters and the text format.
 //! - [`admin`], [`state`]: the admin server and what `/state` reports.
+//! - [`identity`], [`tls`], [`inbound_tls`]: the workload certificate and its renewal, mTLS
+//!   configs and handshakes, and the inbound checks (terminate, pass on, refuse).
 //! - [`tap`]: live request events for `tap.Tap/Observe`, free while nobody taps.
 //! - [`io`], [`orig_dst`]: byte-stream wrappers and `SO_ORIGINAL_DST`.
 //! - [`init`]: the `ferry-proxy init` step that installs the iptables redirect rules.
@@ -28,6 +30,8 @@ pub mod discover;
 pub mod errors;
 pub mod forward;
 pub mod http;
+pub mod identity;
+pub mod inbound_tls;
 pub mod init;
 pub mod io;
 pub mod listener;
@@ -37,6 +41,7 @@ pub mod serve;
 pub mod state;
 pub mod tap;
 pub mod tcp;
+pub mod tls;
 pub mod upstream;
 
 use std::{
@@ -56,6 +61,7 @@ use crate::{
     balance::EndpointFactory,
     config::{Authority, UpstreamSpec},
     discover::Resolver,
+    identity::Identity,
     listener::{ListenerKind, Side},
     metrics::{Direction, Registry, Tls},
     state::{Connections, ListenerState, ProxyState},
@@ -210,10 +216,22 @@ pub async fn run(
             }
         }
     };
+    let (identity, identity_error) = match &config.identity {
+        None => (None, None),
+        Some(c) => match Identity::new(c.clone()) {
+            Ok(identity) => (Some(identity), None),
+            Err(error) => {
+                tracing::error!(%error, "identity cannot start; the proxy stays not ready");
+                (None, Some(error.to_string()))
+            }
+        },
+    };
+    let identity_task = identity.clone().map(|i| tokio::spawn(i.run()));
     let side = |direction: Direction, tls: Tls, resolver: Option<Arc<Resolver>>| {
         let factory = EndpointFactory {
             direction,
             tls: Tls::NOT_PROVIDED_BY_DISCOVERY,
+            identity: identity.clone(),
             timeouts: config.timeouts,
             registry: registry.clone(),
         };
@@ -229,6 +247,8 @@ pub async fn run(
             connections: connections.clone(),
             tracker: tracker.clone(),
             drain: drain.clone(),
+            identity: identity.clone(),
+            require_identity: direction == Direction::Inbound && config.inbound_require_identity,
             taps: taps.clone(),
         })
     };
@@ -249,6 +269,8 @@ pub async fn run(
         ],
         resolver,
         started: Instant::now(),
+        identity: identity.clone(),
+        identity_error,
         taps: taps.clone(),
     });
     let admin_stop = CancellationToken::new();
@@ -315,6 +337,9 @@ pub async fn run(
     }
     admin_stop.cancel();
     let _ = admin_task.await;
+    if let Some(task) = identity_task {
+        task.abort();
+    }
     let _ = tap_task.await;
     tracing::info!("stopped");
 }

@@ -15,6 +15,7 @@ use crate::{
 };
 
 /// What one side of the proxy (inbound or outbound) shares across its connections.
+#[derive(Clone)]
 pub struct Side {
     /// Inbound or outbound.
     pub direction: Direction,
@@ -36,6 +37,10 @@ pub struct Side {
     pub tracker: TaskTracker,
     /// Cancelled when the drain starts.
     pub drain: CancellationToken,
+    /// This proxy's identity, when identity is on: inbound terminates mTLS with it.
+    pub identity: Option<Arc<crate::identity::Identity>>,
+    /// Inbound only: refuse connections that are not mTLS from a meshed peer.
+    pub require_identity: bool,
     /// Active taps, shared by both sides and the tap server.
     pub taps: Arc<Taps>,
 }

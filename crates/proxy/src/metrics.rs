@@ -57,6 +57,10 @@ pub enum Peer {
 pub enum Tls {
     /// Plaintext; the reason names why there is no identity.
     NoIdentity(&'static str),
+    /// mTLS from a client with this verified identity (inbound: `client_id`).
+    Client(Arc<str>),
+    /// mTLS to a server with this verified identity (outbound: `server_id`).
+    Server(Arc<str>),
 }
 
 impl Tls {
@@ -64,6 +68,16 @@ impl Tls {
     pub const NO_TLS_FROM_REMOTE: Tls = Tls::NoIdentity("no_tls_from_remote");
     /// Plaintext because discovery gave no identity for the destination.
     pub const NOT_PROVIDED_BY_DISCOVERY: Tls = Tls::NoIdentity("not_provided_by_service_discovery");
+    /// Plaintext because this proxy has no identity (identity is off).
+    pub const LOCAL_IDENTITY_DISABLED: Tls = Tls::NoIdentity("disabled");
+
+    /// The label of connections to a peer: mTLS when it has an identity to verify.
+    pub fn for_peer(peer: Option<&crate::connect::PeerIdentity>) -> Tls {
+        match peer {
+            Some(p) => Tls::Server(p.server_id.clone()),
+            None => Tls::NOT_PROVIDED_BY_DISCOVERY,
+        }
+    }
 }
 
 /// The protocol detection decided on.

@@ -91,8 +91,13 @@ async fn dispatch(
     let opaque_port = target
         .as_ref()
         .is_some_and(|u| side.opaque_ports.contains(&u.port()));
+    // With identity on, meshed peers send TLS even to opaque ports: look at those bytes too.
+    let inbound_identity = match &*kind {
+        ListenerKind::Inbound { .. } => side.identity.clone(),
+        _ => None,
+    };
     let mut buf = BytesMut::new();
-    let (detected, early) = if opaque_port {
+    let (detected, early) = if opaque_port && inbound_identity.is_none() {
         (Detected::Protocol(Protocol::Opaque), None)
     } else {
         match detect_or_race(&mut io, &mut buf, target.as_ref(), &side).await {
@@ -103,13 +108,76 @@ async fn dispatch(
             }
         }
     };
-    let Detected::Protocol(protocol) = detected else {
+    let Detected::Protocol(mut protocol) = detected else {
         return;
     };
+    if opaque_port && protocol != Protocol::Tls {
+        protocol = Protocol::Opaque;
+    }
     side.registry.detected(side.direction, protocol);
     guard.set_protocol(protocol);
+    if let Some(identity) = inbound_identity {
+        let label = target.as_ref().map_or_else(|| "".into(), Upstream::label);
+        let checked =
+            crate::inbound_tls::check(&identity, &side, protocol, io, &mut buf, label).await;
+        let io = match checked {
+            crate::inbound_tls::Checked::Plain(io) => io,
+            crate::inbound_tls::Checked::Done => return,
+            crate::inbound_tls::Checked::Refuse(io) => {
+                let io = Rewind::new(buf.freeze(), io);
+                return crate::inbound_tls::refuse(protocol, io, &side).await;
+            }
+            crate::inbound_tls::Checked::Terminated(io, side) => {
+                let mut io = *io;
+                let mut buf = BytesMut::new();
+                let protocol = if opaque_port {
+                    Protocol::Opaque
+                } else {
+                    let deadline = Instant::now() + side.timeouts.detect;
+                    match detect(&mut io, &mut buf, deadline).await {
+                        Ok(Detected::Protocol(p)) => p,
+                        Ok(Detected::Closed) => return,
+                        Err(error) => {
+                            tracing::debug!(%error, "mtls connection failed during detection");
+                            return;
+                        }
+                    }
+                };
+                guard.set_protocol(protocol);
+                let io = Rewind::new(buf.freeze(), io);
+                let client_id = match &side.tls {
+                    crate::metrics::Tls::Client(id) => Some(id.clone()),
+                    _ => None,
+                };
+                let meta = ConnMeta {
+                    tls: Some(crate::tap::PeerTls { client_id }),
+                    ..meta
+                };
+                return serve_protocol(side, kind, protocol, io, target, orig_dst, None, meta)
+                    .await;
+            }
+        };
+        let io = Rewind::new(buf.freeze(), io);
+        return serve_protocol(side, kind, protocol, io, target, orig_dst, early, meta).await;
+    }
     let io = Rewind::new(buf.freeze(), io);
+    serve_protocol(side, kind, protocol, io, target, orig_dst, early, meta).await
+}
 
+/// Serves a connection whose protocol is known: HTTP, or opaque bytes.
+#[allow(clippy::too_many_arguments)]
+async fn serve_protocol<I>(
+    side: Arc<Side>,
+    kind: Arc<ListenerKind>,
+    protocol: Protocol,
+    io: I,
+    target: Option<Upstream>,
+    orig_dst: Option<SocketAddr>,
+    early: Option<Counted<TcpStream>>,
+    meta: ConnMeta,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     match protocol {
         Protocol::Http1 | Protocol::Http2 => {
             let dest = match (&*kind, target) {
@@ -162,6 +230,11 @@ async fn detect_or_race(
         // Nobody to hear from: wait for the client, and report the failure when forwarding.
         return Ok((detect(io, buf, deadline).await?, None));
     };
+    if backend.connector().peer_identity().is_some() {
+        // A meshed peer's proxy never speaks before our TLS client: wait for the client.
+        drop(early);
+        return Ok((detect(io, buf, deadline).await?, None));
+    }
     let mut peek = [0u8; 1];
     tokio::select! {
         read = io.read_buf(buf) => {

@@ -17,6 +17,7 @@ use crate::{
     backend::BackendState,
     balance::{Balancer, EndpointState},
     discover::{NameState, Resolver},
+    identity::{Identity, IdentityState},
     metrics::Protocol,
     tap::{TapState, Taps},
     upstream::Upstreams,
@@ -128,8 +129,32 @@ pub struct ProxyState {
     pub resolver: Option<Arc<Resolver>>,
     /// When the proxy started.
     pub started: Instant,
+    /// The proxy's identity, when identity is on.
+    pub identity: Option<Arc<Identity>>,
+    /// Why identity is on but could not be set up (the proxy stays not ready).
+    pub identity_error: Option<String>,
     /// Active taps.
     pub taps: Arc<Taps>,
+}
+
+impl ProxyState {
+    /// Why the proxy is not ready, if it is not: draining, or identity on without a
+    /// certificate yet.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Some("draining".into());
+        }
+        if let Some(e) = &self.identity_error {
+            return Some(format!("identity: {e}"));
+        }
+        match &self.identity {
+            Some(id) if !id.is_ready() => Some(format!(
+                "identity: no valid certificate for {} yet (see /state)",
+                id.name()
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// The `/state` document.
@@ -142,6 +167,10 @@ struct StateDoc {
     connections: Vec<ConnState>,
     backends: HashMap<&'static str, Vec<BackendState>>,
     destinations: Vec<DestinationState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<IdentityState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity_error: Option<String>,
     tap: TapState,
 }
 
@@ -206,6 +235,8 @@ impl ProxyState {
                 .map(|(d, u)| (*d, u.backends.state()))
                 .collect(),
             destinations: self.destinations(),
+            identity: self.identity.as_ref().map(|i| i.state()),
+            identity_error: self.identity_error.clone(),
             tap: self.taps.state(),
         };
         serde_json::to_string_pretty(&doc).expect("state serializes")

@@ -6,7 +6,10 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::{io::Counted, listener::Side, metrics::ErrorKind, upstream::Upstream};
+use crate::{
+    errors::ProxyError, io::Counted, listener::Side, metrics::ErrorKind, tls::ClientStream,
+    upstream::Upstream,
+};
 
 /// Forwards `client` to `target` (over `early` when a connection is already open) until
 /// both directions have closed. When one side finishes sending, the other side's write half
@@ -25,17 +28,28 @@ pub async fn forward<C>(
         tracing::debug!("opaque connection with no known destination closed");
         return;
     };
-    let mut upstream = match early {
-        Some(upstream) => upstream,
+    // An early connection is only kept for plaintext targets (see `serve.rs`).
+    let opened = match early {
+        Some(upstream) => Ok(ClientStream::Plain(upstream)),
         None => match target.connect().await {
-            Ok((stream, backend)) => backend.connector().count(stream),
-            Err(err) => {
-                side.registry
-                    .error(side.direction, ErrorKind::Tcp, err.reason);
-                tracing::debug!(error = %err, "opaque connection not forwarded");
-                return;
+            Ok((stream, backend)) => {
+                let connector = backend.connector();
+                connector
+                    .secure(connector.count(stream))
+                    .await
+                    .map_err(|e| ProxyError::from_connect(&e))
             }
+            Err(err) => Err(err),
         },
+    };
+    let mut upstream = match opened {
+        Ok(upstream) => upstream,
+        Err(err) => {
+            side.registry
+                .error(side.direction, ErrorKind::Tcp, err.reason);
+            tracing::debug!(error = %err, "opaque connection not forwarded");
+            return;
+        }
     };
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         Ok((up, down)) => tracing::trace!(up, down, "opaque connection closed"),

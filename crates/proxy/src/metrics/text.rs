@@ -22,6 +22,14 @@ impl Tls {
                 label(out, names::LABEL_TLS, "no_identity");
                 label(out, names::LABEL_NO_TLS_REASON, reason);
             }
+            Self::Client(id) => {
+                label(out, names::LABEL_TLS, "true");
+                label(out, names::LABEL_CLIENT_ID, id);
+            }
+            Self::Server(id) => {
+                label(out, names::LABEL_TLS, "true");
+                label(out, names::LABEL_SERVER_ID, id);
+            }
         }
     }
 }

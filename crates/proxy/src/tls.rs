@@ -1,0 +1,415 @@
+//! Mutual TLS between proxies: the TLS 1.3 configs (built once, resolving the current
+//! certificate from the identity's [`CertSlot`] on each handshake), the inbound accept and
+//! outbound connect, and the classification of handshake failures into a [`TlsFailure`].
+//!
+//! Inbound, a connection is terminated only when its ClientHello's SNI is a mesh identity
+//! (`*.serviceaccount.identity.ferry.<trust-domain>`, what a meshed client sends): this
+//! proxy's own, or another one, which the client will then refuse as a name mismatch. Any
+//! other TLS is the application's own and passes through as opaque bytes. A client that names us must present a certificate chaining to
+//! the trust anchors. Outbound, the expected identity of the endpoint is the SNI and the
+//! name the server's certificate must carry.
+
+use std::{
+    io,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+    task::{Context, Poll},
+};
+
+use bytes::BytesMut;
+use ferry_api::{metrics as names, TlsFailure};
+use rustls::{
+    client::ResolvesClientCert,
+    pki_types::ServerName,
+    server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
+    sign::CertifiedKey,
+    AlertDescription, CertificateError, ClientConfig, RootCertStore, ServerConfig, SignatureScheme,
+};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
+    net::TcpStream,
+    time::Instant,
+};
+use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
+
+use crate::{identity::CertSlot, io::Counted, metrics::Direction};
+
+mod verify;
+
+/// A TLS handshake failed.
+#[derive(Debug, thiserror::Error)]
+#[error("tls handshake failed ({failure})")]
+pub struct HandshakeError {
+    /// Why, as a label.
+    pub failure: TlsFailure,
+    /// The underlying error.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Resolves the current certificate for both server and client handshakes.
+#[derive(Debug)]
+struct Resolver(Arc<CertSlot>);
+
+impl std::fmt::Debug for CertSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CertSlot")
+    }
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.get()
+    }
+}
+
+impl ResolvesClientCert for Resolver {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.0.get()
+    }
+    fn has_certs(&self) -> bool {
+        self.0.get().is_some()
+    }
+}
+
+/// Handshake failures by side and reason.
+#[derive(Default)]
+struct HandshakeErrors([[AtomicU64; TlsFailure::ALL.len()]; 2]);
+
+/// The proxy's TLS configs and handshake counters.
+pub struct TlsConfigs {
+    acceptor: TlsAcceptor,
+    connector: TlsConnector,
+    slot: Arc<CertSlot>,
+    errors: HandshakeErrors,
+}
+
+impl TlsConfigs {
+    /// Configs trusting `roots`, presenting whatever `slot` holds at each handshake.
+    pub fn new(roots: Arc<RootCertStore>, slot: Arc<CertSlot>) -> Result<Self, rustls::Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let resolver = Arc::new(Resolver(slot.clone()));
+        let general =
+            |e: rustls::server::VerifierBuilderError| rustls::Error::General(e.to_string());
+        let clients = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(general)?;
+        let servers =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .map_err(general)?;
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(Arc::new(verify::Client(clients)))
+            .with_cert_resolver(resolver.clone());
+        // Every connection verifies the peer's current certificate: no resumption.
+        server.send_tls13_tickets = 0;
+        let mut client = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verify::Server(servers)))
+            .with_client_cert_resolver(resolver);
+        client.resumption = rustls::client::Resumption::disabled();
+        Ok(Self {
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+            connector: TlsConnector::from(Arc::new(client)),
+            slot,
+            errors: HandshakeErrors::default(),
+        })
+    }
+
+    /// Terminates a meshed client's TLS; returns the stream and the client's identity.
+    pub async fn accept<IO>(
+        &self,
+        io: IO,
+    ) -> Result<(server::TlsStream<IO>, Arc<str>), HandshakeError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let stream = self
+            .acceptor
+            .accept(io)
+            .await
+            .map_err(|e| self.failed(Direction::Inbound, e))?;
+        let id = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| dns_identity(c))
+            .unwrap_or_default();
+        Ok((stream, id.into()))
+    }
+
+    /// Opens mTLS over `io` to a peer that must be `server_id`.
+    pub async fn connect<IO>(
+        &self,
+        server_id: &str,
+        io: IO,
+    ) -> Result<client::TlsStream<IO>, HandshakeError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let fail = |failure, msg: String| {
+            self.count(Direction::Outbound, failure);
+            HandshakeError {
+                failure,
+                source: io::Error::other(msg),
+            }
+        };
+        if self.slot.get().is_none() {
+            return Err(fail(
+                TlsFailure::NoLocalIdentity,
+                "this proxy has no certificate yet".into(),
+            ));
+        }
+        let name = ServerName::try_from(server_id.to_string()).map_err(|_| {
+            fail(
+                TlsFailure::Other,
+                format!("{server_id:?} is not a valid identity name"),
+            )
+        })?;
+        self.connector
+            .connect(name, io)
+            .await
+            .map_err(|e| self.failed(Direction::Outbound, e))
+    }
+
+    fn failed(&self, direction: Direction, source: io::Error) -> HandshakeError {
+        let failure = classify(&source);
+        self.count(direction, failure);
+        HandshakeError { failure, source }
+    }
+
+    /// Counts a handshake failure.
+    pub fn count(&self, direction: Direction, failure: TlsFailure) {
+        let i = TlsFailure::ALL
+            .iter()
+            .position(|f| *f == failure)
+            .unwrap_or(0);
+        self.errors.0[direction as usize][i].fetch_add(1, Relaxed);
+    }
+
+    /// Renders the handshake counters in the Prometheus text format.
+    pub fn encode(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        for (direction, name) in [
+            (
+                Direction::Inbound,
+                names::INBOUND_TLS_HANDSHAKE_ERRORS_TOTAL,
+            ),
+            (
+                Direction::Outbound,
+                names::OUTBOUND_TLS_HANDSHAKE_ERRORS_TOTAL,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} TLS handshakes that failed, by reason.");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (i, failure) in TlsFailure::ALL.iter().enumerate() {
+                let n = self.errors.0[direction as usize][i].load(Relaxed);
+                if n > 0 {
+                    let _ = writeln!(out, "{name}{{{}=\"{failure}\"}} {n}", names::LABEL_REASON);
+                }
+            }
+        }
+    }
+}
+
+/// Classifies a handshake error from tokio-rustls.
+pub fn classify(err: &io::Error) -> TlsFailure {
+    let Some(e) = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return TlsFailure::Other;
+    };
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                TlsFailure::UnknownCa
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                TlsFailure::NameMismatch
+            }
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. } => TlsFailure::Expired,
+            _ => TlsFailure::Other,
+        },
+        rustls::Error::NoCertificatesPresented => TlsFailure::NoClientCert,
+        // The peer refused our certificate and said why.
+        rustls::Error::AlertReceived(a) => match a {
+            AlertDescription::UnknownCA => TlsFailure::UnknownCa,
+            AlertDescription::CertificateExpired => TlsFailure::Expired,
+            AlertDescription::CertificateRequired => TlsFailure::NoClientCert,
+            // rustls sends bad_certificate for a name mismatch.
+            AlertDescription::BadCertificate => TlsFailure::NameMismatch,
+            _ => TlsFailure::Other,
+        },
+        _ => TlsFailure::Other,
+    }
+}
+
+/// Reads until the buffered bytes hold a whole ClientHello, then returns its SNI (`None`
+/// when it has none, or the bytes are not a ClientHello rustls understands).
+pub async fn peek_sni<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buf: &mut BytesMut,
+    deadline: Instant,
+) -> io::Result<Option<String>> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut fed = 0;
+    loop {
+        let mut new = &buf[fed..];
+        while !new.is_empty() {
+            match acceptor.read_tls(&mut new) {
+                Ok(_) => {}
+                Err(_) => return Ok(None),
+            }
+        }
+        fed = buf.len();
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                return Ok(accepted.client_hello().server_name().map(str::to_owned))
+            }
+            Ok(None) => {}
+            Err(_) => return Ok(None),
+        }
+        match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
+            Ok(Ok(0)) | Err(_) => return Ok(None),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+        }
+    }
+}
+
+/// The SANs of a certificate, as `DNS:...` and `URI:...`.
+pub fn sans(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok(Some(ext)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    ext.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(format!("DNS:{d}")),
+            GeneralName::URI(u) => Some(format!("URI:{u}")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The first DNS SAN of a DER certificate: the workload identity.
+fn dns_identity(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    sans(&cert)
+        .into_iter()
+        .find_map(|s| s.strip_prefix("DNS:").map(str::to_owned))
+}
+
+/// An upstream connection: plain, or mTLS to a meshed peer.
+pub enum ClientStream {
+    /// Plaintext.
+    Plain(Counted<TcpStream>),
+    /// mTLS.
+    Tls(Box<client::TlsStream<Counted<TcpStream>>>),
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_certificate_errors_and_alerts() {
+        let io = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        let cases = [
+            (
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                TlsFailure::UnknownCa,
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+                TlsFailure::NameMismatch,
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::Expired),
+                TlsFailure::Expired,
+            ),
+            (
+                rustls::Error::NoCertificatesPresented,
+                TlsFailure::NoClientCert,
+            ),
+            (
+                rustls::Error::AlertReceived(AlertDescription::UnknownCA),
+                TlsFailure::UnknownCa,
+            ),
+            (
+                rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+                TlsFailure::NoClientCert,
+            ),
+        ];
+        for (err, want) in cases {
+            assert_eq!(classify(&io(err)), want);
+        }
+        assert_eq!(classify(&io::Error::other("eof")), TlsFailure::Other);
+    }
+}

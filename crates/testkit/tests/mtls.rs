@@ -1,0 +1,714 @@
+//! Identity and mutual TLS end to end, with real processes: `ferry-control` with an identity
+//! CA, a server proxy in front of an app and a client proxy resolving it through the control
+//! plane. Covers issuance, `/state`, metrics labels, `openssl s_client` against the inbound
+//! port, rotation under load, and each refusal (token, trust anchor, name, plaintext).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use ferry_testkit::{
+    client,
+    process::{bin, Proc, ProxyProc},
+    server::{full, TestServer},
+    wait_until,
+};
+use http::{Response, StatusCode};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn id(sa: &str) -> String {
+    format!("{sa}.default.serviceaccount.identity.ferry.cluster.local")
+}
+
+/// A control plane with identity, its state directory and workloads file.
+struct Mesh {
+    cp: Proc,
+    grpc: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Mesh {
+    /// Starts a control plane whose workloads are `echo` (service `echo.default:8080`,
+    /// instance at `echo_addr`) and `client`, issuing certificates valid for `lifetime`.
+    async fn start(lifetime: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("workloads.yaml");
+        std::fs::write(&file, workloads("127.0.0.1:9".parse().unwrap())).unwrap();
+        let identity = dir.path().join("identity");
+        let args = [
+            "--workloads-file",
+            file.to_str().unwrap(),
+            "--workloads-poll-interval",
+            "100ms",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--identity-dir",
+            identity.to_str().unwrap(),
+            "--identity-cert-lifetime",
+            lifetime,
+            "--log-format",
+            "json",
+        ];
+        let cp = Proc::spawn(bin("ferry-control"), &args, &[]).unwrap();
+        let addrs = cp.bound_addrs(2, WAIT).await.unwrap();
+        let mesh = Self {
+            cp,
+            grpc: addrs["grpc"],
+            dir,
+        };
+        for sa in ["echo", "client"] {
+            let token = mesh.token(sa);
+            wait_until(WAIT, "token files", || {
+                let exists = token.exists();
+                async move { exists.then_some(()) }
+            })
+            .await
+            .unwrap();
+        }
+        mesh
+    }
+
+    fn token(&self, sa: &str) -> PathBuf {
+        self.dir.path().join("identity/tokens/default").join(sa)
+    }
+
+    fn anchors(&self) -> PathBuf {
+        self.dir.path().join("identity/ca/ca-bundle.crt")
+    }
+
+    /// Points the `echo` instance at `addr`.
+    async fn set_echo(&self, addr: SocketAddr) {
+        // Callers wait for traffic to flow, which is when the control plane has read it.
+        std::fs::write(self.dir.path().join("workloads.yaml"), workloads(addr)).unwrap();
+    }
+
+    /// The identity flags of a proxy for service account `sa`.
+    fn identity_args(&self, sa: &str) -> Vec<String> {
+        vec![
+            "--identity-addr".into(),
+            self.grpc.to_string(),
+            "--identity-token-file".into(),
+            self.token(sa).display().to_string(),
+            "--identity-trust-anchors".into(),
+            self.anchors().display().to_string(),
+            "--service-account".into(),
+            sa.into(),
+        ]
+    }
+}
+
+fn workloads(echo: SocketAddr) -> String {
+    format!(
+        "workloads:
+  - name: echo
+    namespace: default
+    serviceAccount: echo
+    instances:
+      - {{ name: echo-0, addr: \"{echo}\" }}
+  - name: client
+    namespace: default
+    serviceAccount: client
+    instances:
+      - {{ name: client-0, addr: \"127.0.0.1:7\" }}
+services:
+  - name: echo
+    namespace: default
+    port: 8080
+    workloads: [echo]
+"
+    )
+}
+
+async fn proxy(args: &[String]) -> ProxyProc {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ProxyProc::spawn(bin("ferry-proxy"), &args).await.unwrap()
+}
+
+async fn app() -> TestServer {
+    TestServer::http(|_req| async { Response::new(full("echo")) }).await
+}
+
+/// The server proxy (`sa`) in front of `app`, plus any `extra` flags.
+async fn server_proxy(mesh: &Mesh, sa: &str, app: &TestServer, extra: &[&str]) -> ProxyProc {
+    let mut args = vec!["--inbound-forward".to_string(), app.addr.to_string()];
+    args.extend(mesh.identity_args(sa));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    proxy(&args).await
+}
+
+/// A client proxy (`client`) with an upstream listener for `echo.default:8080`, resolving
+/// through `dest` and certified by `mesh`.
+async fn client_proxy(mesh: &Mesh, dest: SocketAddr, extra: &[&str]) -> ProxyProc {
+    let mut args = vec![
+        "--upstream".to_string(),
+        "127.0.0.1:0=echo.default:8080".into(),
+        "--destination-addr".into(),
+        dest.to_string(),
+    ];
+    args.extend(mesh.identity_args("client"));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    proxy(&args).await
+}
+
+async fn ready(p: &ProxyProc) {
+    let url = format!("http://{}/ready", p.admin());
+    wait_until(WAIT, "proxy ready", || {
+        let url = url.clone();
+        async move {
+            let r = client::get(&url).await.ok()?;
+            (r.status == StatusCode::OK).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+}
+
+async fn admin(p: &ProxyProc, path: &str) -> String {
+    client::get(&format!("http://{}{path}", p.admin()))
+        .await
+        .unwrap()
+        .text()
+}
+
+async fn state(p: &ProxyProc) -> serde_json::Value {
+    serde_json::from_str(&admin(p, "/state").await).unwrap()
+}
+
+fn echo_url(p: &ProxyProc) -> String {
+    format!("http://{}/", p.upstream("echo.default:8080"))
+}
+
+/// Waits until a request through `client` succeeds (discovery and certificates settle).
+async fn first_ok(client: &ProxyProc) {
+    let url = echo_url(client);
+    wait_until(WAIT, "a request through the mesh", || {
+        let url = url.clone();
+        async move {
+            let r = client::get(&url).await.ok()?;
+            (r.status == StatusCode::OK).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+}
+
+fn openssl(args: &[&str], stdin: &[u8]) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl is installed (.ci/setup)");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn pem_blocks(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let end = rest[start..].find("-----END CERTIFICATE-----").unwrap() + start + 25;
+        out.push(format!("{}\n", &rest[start..end]));
+        rest = &rest[end..];
+    }
+    out
+}
+
+#[tokio::test]
+async fn meshed_traffic_is_mutual_tls_with_identities_in_metrics_state_and_openssl() {
+    let mesh = Mesh::start("1h").await;
+    let app = app().await;
+    let server = server_proxy(&mesh, "echo", &app, &[]).await;
+    mesh.set_echo(server.inbound()).await;
+    let client = client_proxy(&mesh, mesh.grpc, &[]).await;
+    ready(&server).await;
+    ready(&client).await;
+    first_ok(&client).await;
+    for _ in 0..5 {
+        let r = client::get(&echo_url(&client)).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.text(), "echo");
+    }
+
+    // HTTP/2 (prior knowledge) and opaque TCP cross the same mTLS hop.
+    let r = client::get_version(&echo_url(&client), http::Version::HTTP_2)
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "echo"));
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(client.upstream("echo.default:8080"))
+            .await
+            .unwrap();
+        // Not HTTP: forwarded as bytes, decrypted by the server proxy, and answered by the
+        // app's HTTP server with a 400.
+        tcp.write_all(b"\x00\x01 not http\r\n\r\n").await.unwrap();
+        let mut reply = Vec::new();
+        tokio::time::timeout(WAIT, tcp.read_to_end(&mut reply))
+            .await
+            .unwrap()
+            .unwrap();
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    }
+
+    // The server proxy saw mTLS from the client's identity; the client verified the server.
+    let inbound = admin(&server, "/metrics").await;
+    let n = ferry_testkit::metric_sum(
+        &inbound,
+        "request_total",
+        &[
+            ("direction", "inbound"),
+            ("tls", "true"),
+            ("client_id", &id("client")),
+        ],
+    );
+    assert!(n >= 6.0, "{inbound}");
+    assert!(
+        ferry_testkit::metric_sum(
+            &inbound,
+            "tcp_open_total",
+            &[
+                ("peer", "src"),
+                ("tls", "true"),
+                ("client_id", &id("client"))
+            ]
+        ) >= 1.0,
+        "{inbound}"
+    );
+    let outbound = admin(&client, "/metrics").await;
+    assert!(
+        ferry_testkit::metric_sum(
+            &outbound,
+            "request_total",
+            &[
+                ("direction", "outbound"),
+                ("tls", "true"),
+                ("server_id", &id("echo"))
+            ],
+        ) >= 6.0,
+        "{outbound}"
+    );
+
+    // /state: name, certificate, anchor fingerprint, last renewal.
+    let s = state(&server).await;
+    let identity = &s["identity"];
+    assert_eq!(identity["name"], id("echo"), "{s}");
+    assert_eq!(identity["ready"], true);
+    assert_eq!(identity["last_renewal"]["result"], "ok");
+    assert!(
+        identity["certificate"]["expires_in_seconds"]
+            .as_i64()
+            .unwrap()
+            > 3000
+    );
+    let sans = identity["certificate"]["sans"].to_string();
+    assert!(
+        sans.contains("URI:spiffe://cluster.local/ns/default/sa/echo"),
+        "{sans}"
+    );
+    let anchor_pem = std::fs::read(mesh.anchors()).unwrap();
+    let (ok, fp) = openssl(&["x509", "-noout", "-fingerprint", "-sha256"], &anchor_pem);
+    assert!(ok, "{fp}");
+    let fp = fp
+        .split('=')
+        .nth(1)
+        .unwrap()
+        .trim()
+        .replace(':', "")
+        .to_lowercase();
+    assert_eq!(identity["trust_anchors"][0]["sha256"], fp.as_str(), "{s}");
+
+    // openssl s_client, naming the server's identity as a meshed client does: the chain
+    // goes to the trust anchor and the leaf carries the SPIFFE ID. Without a client
+    // certificate the proxy then refuses the connection, and counts it.
+    let connect = server.inbound().to_string();
+    let sni = id("echo");
+    let (_, out) = openssl(
+        &[
+            "s_client",
+            "-connect",
+            &connect,
+            "-servername",
+            &sni,
+            "-showcerts",
+            "-tls1_3",
+        ],
+        b"",
+    );
+    let chain = pem_blocks(&out);
+    assert_eq!(chain.len(), 2, "leaf and issuer: {out}");
+    let dir = mesh.dir.path();
+    std::fs::write(dir.join("leaf.pem"), &chain[0]).unwrap();
+    std::fs::write(dir.join("issuer.pem"), &chain[1]).unwrap();
+    let (ok, verified) = openssl(
+        &[
+            "verify",
+            "-CAfile",
+            mesh.anchors().to_str().unwrap(),
+            "-untrusted",
+            dir.join("issuer.pem").to_str().unwrap(),
+            dir.join("leaf.pem").to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(ok && verified.contains("OK"), "{verified}");
+    let (ok, text) = openssl(&["x509", "-noout", "-text"], chain[0].as_bytes());
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("URI:spiffe://cluster.local/ns/default/sa/echo")
+            && text.contains(&format!("DNS:{sni}")),
+        "{text}"
+    );
+    wait_until(WAIT, "no_client_cert counted", || async {
+        let m = admin(&server, "/metrics").await;
+        (ferry_testkit::metric(
+            &m,
+            "inbound_tls_handshake_errors_total",
+            &[("reason", "no_client_cert")],
+        ) >= Some(1.0))
+        .then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Plaintext is still accepted (permissive by default).
+    let r = client::get(&format!("http://{}/", server.inbound()))
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_token_for_another_account_is_refused_and_the_proxy_stays_not_ready() {
+    let mesh = Mesh::start("1h").await;
+    let app = app().await;
+    // Asks for the `echo` identity with the `client` token.
+    let mut args = vec!["--inbound-forward".to_string(), app.addr.to_string()];
+    args.extend(mesh.identity_args("echo"));
+    let token = args
+        .iter()
+        .position(|a| a == "--identity-token-file")
+        .unwrap()
+        + 1;
+    args[token] = mesh.token("client").display().to_string();
+    let p = proxy(&args).await;
+    p.proc
+        .wait_for_log("does not match the token", WAIT)
+        .await
+        .unwrap();
+    let r = client::get(&format!("http://{}/ready", p.admin()))
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.text().contains("no valid certificate"), "{}", r.text());
+    let s = state(&p).await;
+    assert_eq!(s["identity"]["ready"], false, "{s}");
+    assert_eq!(s["identity"]["last_renewal"]["result"], "error");
+    let error = s["identity"]["last_renewal"]["error"].as_str().unwrap();
+    assert!(error.contains("PermissionDenied"), "{error}");
+}
+
+#[tokio::test]
+async fn certificates_rotate_under_load_without_a_failed_request() {
+    // A 6 s lifetime renews about every 4 s: 14 s of traffic spans at least 3 rotations.
+    let mesh = Mesh::start("6s").await;
+    let app = app().await;
+    let server = server_proxy(&mesh, "echo", &app, &[]).await;
+    mesh.set_echo(server.inbound()).await;
+    let client = client_proxy(&mesh, mesh.grpc, &["--idle-timeout", "200ms"]).await;
+    ready(&server).await;
+    ready(&client).await;
+    first_ok(&client).await;
+    let serial = |s: serde_json::Value| s["identity"]["certificate"]["serial"].clone();
+    let first = serial(state(&server).await);
+    let issued = |s: &serde_json::Value| s["identity"]["certificates_issued"].as_u64().unwrap();
+    let before = issued(&state(&server).await);
+
+    let handshakes = |m: &str| {
+        ferry_testkit::metric_sum(
+            m,
+            "tcp_open_total",
+            &[("direction", "inbound"), ("peer", "src"), ("tls", "true")],
+        )
+    };
+    let handshakes_before = handshakes(&admin(&server, "/metrics").await);
+
+    // A steady sequential stream on kept-alive connections, plus a burst of 4 concurrent
+    // requests every 400 ms: the client proxy's 200 ms idle timeout closes the burst's extra
+    // connections in between, so new handshakes keep meeting freshly rotated certificates.
+    let http = client::http1();
+    let url = echo_url(&client);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(14);
+    let mut last_burst = tokio::time::Instant::now();
+    let (mut ok, mut failures) = (0, Vec::new());
+    while tokio::time::Instant::now() < deadline {
+        let width = if last_burst.elapsed() > Duration::from_millis(400) {
+            last_burst = tokio::time::Instant::now();
+            4
+        } else {
+            1
+        };
+        let mut batch = tokio::task::JoinSet::new();
+        for _ in 0..width {
+            let req = http::Request::get(&url).body(Default::default()).unwrap();
+            let http = http.clone();
+            batch.spawn(async move { client::send(&http, req).await });
+        }
+        while let Some(result) = batch.join_next().await {
+            match result.unwrap() {
+                Ok(r) if r.status == StatusCode::OK => ok += 1,
+                Ok(r) => failures.push(format!(
+                    "{} {:?}",
+                    r.status,
+                    r.headers.get("l5d-proxy-error")
+                )),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+    }
+    let after = state(&server).await;
+    let new_handshakes = handshakes(&admin(&server, "/metrics").await) - handshakes_before;
+    eprintln!("{new_handshakes} new mTLS connections during the run");
+    assert!(new_handshakes >= 10.0, "{new_handshakes}");
+    eprintln!(
+        "{ok} requests, {} failures, {} certificates issued during the run",
+        failures.len(),
+        issued(&after) - before
+    );
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(ok > 100, "{ok}");
+    // About one renewal per 4.2 s (70 % of 6 s): at least 3, and no renewal storm.
+    assert!((3..=6).contains(&(issued(&after) - before)), "{after}");
+    assert_ne!(serial(after), first);
+    let client_state = state(&client).await;
+    assert!(issued(&client_state) >= 4, "{client_state}");
+}
+
+#[tokio::test]
+async fn a_proxy_with_another_trust_anchor_is_refused_on_both_sides() {
+    let mesh = Mesh::start("1h").await;
+    let app = app().await;
+    let server = server_proxy(&mesh, "echo", &app, &[]).await;
+    mesh.set_echo(server.inbound()).await;
+    ready(&server).await;
+
+    // Another control plane, another CA: its client resolves through the first mesh's
+    // destination service but is certified by its own CA.
+    let stranger_ca = Mesh::start("1h").await;
+    let stranger = client_proxy(&stranger_ca, mesh.grpc, &[]).await;
+    ready(&stranger).await;
+    let url = echo_url(&stranger);
+    let r = wait_until(WAIT, "a proxy-made answer", || {
+        let url = url.clone();
+        async move {
+            let r = client::get(&url).await.ok()?;
+            let reason = r.headers.get("l5d-proxy-error")?.to_str().ok()?;
+            // Until discovery has the server's address, the placeholder refuses.
+            reason.starts_with("tls-handshake").then_some(r)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.headers["l5d-proxy-error"], "tls-handshake-unknown-ca");
+    assert!(
+        r.text().contains("invalid peer certificate"),
+        "{}",
+        r.text()
+    );
+    let m = admin(&stranger, "/metrics").await;
+    assert!(
+        ferry_testkit::metric(
+            &m,
+            "outbound_tls_handshake_errors_total",
+            &[("reason", "unknown_ca")]
+        ) >= Some(1.0),
+        "{m}"
+    );
+    assert!(
+        ferry_testkit::metric_sum(
+            &m,
+            "outbound_http_errors_total",
+            &[("error", "tls-handshake-unknown-ca")]
+        ) >= 1.0,
+        "{m}"
+    );
+    // The server side heard the refusal and counts it too.
+    wait_until(WAIT, "inbound unknown_ca counted", || async {
+        let m = admin(&server, "/metrics").await;
+        (ferry_testkit::metric(
+            &m,
+            "inbound_tls_handshake_errors_total",
+            &[("reason", "unknown_ca")],
+        ) >= Some(1.0))
+        .then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_server_with_another_identity_is_refused_as_a_name_mismatch() {
+    let mesh = Mesh::start("1h").await;
+    let app = app().await;
+    // Discovery says the endpoint is `echo`; the proxy there is certified as `client`.
+    let server = server_proxy(&mesh, "client", &app, &[]).await;
+    mesh.set_echo(server.inbound()).await;
+    let client = client_proxy(&mesh, mesh.grpc, &[]).await;
+    ready(&server).await;
+    ready(&client).await;
+    let url = echo_url(&client);
+    let r = wait_until(WAIT, "a proxy-made answer", || {
+        let url = url.clone();
+        async move {
+            let r = client::get(&url).await.ok()?;
+            let reason = r.headers.get("l5d-proxy-error")?.to_str().ok()?;
+            // Until discovery has the server's address, the placeholder refuses.
+            reason.starts_with("tls-handshake").then_some(r)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        r.headers["l5d-proxy-error"],
+        "tls-handshake-name-mismatch",
+        "{}",
+        r.text()
+    );
+    let m = admin(&client, "/metrics").await;
+    assert!(
+        ferry_testkit::metric(
+            &m,
+            "outbound_tls_handshake_errors_total",
+            &[("reason", "name_mismatch")]
+        ) >= Some(1.0),
+        "{m}"
+    );
+    // The server heard the client refuse its certificate (a bad_certificate alert).
+    wait_until(WAIT, "inbound name_mismatch counted", || async {
+        let m = admin(&server, "/metrics").await;
+        (ferry_testkit::metric(
+            &m,
+            "inbound_tls_handshake_errors_total",
+            &[("reason", "name_mismatch")],
+        ) >= Some(1.0))
+        .then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_expired_server_certificate_is_refused() {
+    // The server proxy is certified for 2 s by a control plane that then goes away.
+    let short = Mesh::start("2s").await;
+    let app = app().await;
+    let server = server_proxy(&short, "echo", &app, &[]).await;
+    ready(&server).await;
+    let Mesh { cp, dir, .. } = short;
+    drop(cp);
+
+    // A second control plane on the same CA (same directory) serves discovery and the client.
+    let mesh = restart_on(dir, "1h").await;
+    mesh.set_echo(server.inbound()).await;
+    let client = client_proxy(&mesh, mesh.grpc, &[]).await;
+    ready(&client).await;
+    wait_until(WAIT, "the server certificate to expire", || async {
+        let s = state(&server).await;
+        (s["identity"]["certificate"]["expires_in_seconds"].as_i64()? < 0).then_some(())
+    })
+    .await
+    .unwrap();
+    let r = client::get(&echo_url(&client)).await.unwrap();
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert_eq!(r.headers["l5d-proxy-error"], "tls-handshake-expired");
+    let m = admin(&server, "/metrics").await;
+    assert!(
+        ferry_testkit::metric(
+            &m,
+            "inbound_tls_handshake_errors_total",
+            &[("reason", "expired")]
+        ) >= Some(1.0),
+        "{m}"
+    );
+    let r = client::get(&format!("http://{}/ready", server.admin()))
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+}
+
+/// Starts a control plane on the identity directory of an earlier one (same CA, tokens).
+async fn restart_on(dir: tempfile::TempDir, lifetime: &str) -> Mesh {
+    let file = dir.path().join("workloads.yaml");
+    let identity = dir.path().join("identity");
+    let args = [
+        "--workloads-file",
+        file.to_str().unwrap(),
+        "--workloads-poll-interval",
+        "100ms",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--api-listen",
+        "127.0.0.1:0",
+        "--identity-dir",
+        identity.to_str().unwrap(),
+        "--identity-cert-lifetime",
+        lifetime,
+        "--log-format",
+        "json",
+    ];
+    let cp = Proc::spawn(bin("ferry-control"), &args, &[]).unwrap();
+    let addrs = cp.bound_addrs(2, WAIT).await.unwrap();
+    Mesh {
+        cp,
+        grpc: addrs["grpc"],
+        dir,
+    }
+}
+
+#[tokio::test]
+async fn inbound_require_identity_refuses_plaintext_and_accepts_the_mesh() {
+    let mesh = Mesh::start("1h").await;
+    let app = app().await;
+    let server = server_proxy(&mesh, "echo", &app, &["--inbound-require-identity"]).await;
+    mesh.set_echo(server.inbound()).await;
+    let client = client_proxy(&mesh, mesh.grpc, &[]).await;
+    ready(&server).await;
+    ready(&client).await;
+    first_ok(&client).await;
+
+    let r = client::get(&format!("http://{}/", server.inbound()))
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.headers["l5d-proxy-error"], "identity-required");
+    let m = admin(&server, "/metrics").await;
+    assert!(
+        ferry_testkit::metric_sum(
+            &m,
+            "inbound_http_errors_total",
+            &[("error", "identity-required")]
+        ) >= 1.0,
+        "{m}"
+    );
+    // Opaque plaintext is closed without a byte.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(server.inbound())
+        .await
+        .unwrap();
+    tcp.write_all(b"\x00\x01hello\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(WAIT, tcp.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
