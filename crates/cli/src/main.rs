@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ferry::{check, diagnostics, edges, inject, install, stat, tap, top};
 use ferry::dashboard;
+use ferry::{check, demo, diagnostics, edges, inject, install, stat, tap, top};
 
 /// Ferry, a small service mesh.
 #[derive(Parser, Debug)]
@@ -17,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the emoji-voting demo in a local mesh, until Ctrl-C.
+    Demo(demo::DemoArgs),
     /// Print the control plane's Kubernetes manifests.
     Install(install::InstallArgs),
     /// Add the proxy to every pod template of a YAML stream.
@@ -43,6 +45,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Install(args) => install::run(args),
         Command::Inject(args) => inject::run_inject(args),
         Command::Uninject(args) => inject::run_uninject(args),

@@ -1,7 +1,10 @@
 //! `ferry-emojivoto`: one binary, one workload per process —
 //! `ferry-emojivoto emoji|voting|web|vote-bot` with its listen address and its peers'.
 
-use std::{future::Future, net::SocketAddr, process::ExitCode, sync::Arc};
+use std::{
+    future::Future, io::IsTerminal as _, net::SocketAddr, process::ExitCode, sync::Arc,
+    time::Duration,
+};
 
 use clap::{Parser, Subcommand};
 use ferry_demo::{bot, emoji::EmojiApp, serve, voting::VotingApp, web::WebApp};
@@ -76,15 +79,29 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: starting the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(workload(cli));
+    // The stdin watch is a blocking read that never returns on its own; don't wait for it.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    code
+}
+
+async fn workload(cli: Cli) -> ExitCode {
     let shutdown = shutdown_signal(cli.exit_on_stdin_eof);
     let result = match cli.workload {
         Workload::Emoji { listen } => run("emoji", listen, EmojiApp, shutdown).await,

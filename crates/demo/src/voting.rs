@@ -69,7 +69,7 @@ impl VotingApp {
             Ok(Err(e)) => Err(Status::unavailable(format!("calling emoji GET {uri}: {e}"))),
             Ok(Ok((status, _))) if status.is_success() => Ok(()),
             Ok(Ok((status, body))) => Err(Status::internal(format!(
-                "emoji answered {status} to GET {}: {}",
+                "emoji answered {status} to GET {} ({})",
                 uri.path_and_query().map_or("", |p| p.as_str()),
                 String::from_utf8_lossy(&body).trim()
             ))),

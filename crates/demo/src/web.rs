@@ -102,7 +102,7 @@ fn failed(what: &str, status: &Status) -> http::Response<Body> {
     tracing::debug!(what, %status, "request failed");
     serve::json(
         code,
-        &json!({ "error": format!("{what}: {}", status.message()), "grpcStatus": status.code() as i32 }),
+        &json!({ "error": format!("{what} failed: {}", status.message()), "grpcStatus": status.code() as i32 }),
     )
 }
 
