@@ -156,8 +156,8 @@ pub trait MetricsBackend: Send + Sync + 'static {
 pub enum Backend {
     /// The control plane's own scrapes.
     Embedded(store::Store),
-    /// PromQL against `--prometheus-url`.
-    Prometheus(promql::Prometheus),
+    /// PromQL against `--prometheus-url` (boxed: its HTTP client is large).
+    Prometheus(Box<promql::Prometheus>),
 }
 
 impl MetricsBackend for Backend {
@@ -239,7 +239,10 @@ impl MetricsConfig {
             Some(url) => {
                 tracing::info!(%url, "stat answers come from Prometheus");
                 (
-                    Backend::Prometheus(promql::Prometheus::new(url, self.scrape_interval)),
+                    Backend::Prometheus(Box::new(promql::Prometheus::new(
+                        url,
+                        self.scrape_interval,
+                    ))),
                     None,
                 )
             }

@@ -20,6 +20,9 @@ use ferry_api::stat::BACKEND_EMBEDDED;
 /// How long points are kept: 15 minutes of charts plus the longest default window.
 pub const RETENTION: Duration = Duration::from_secs(16 * 60);
 
+/// Every series' points, oldest first.
+type Series = HashMap<SeriesKey, VecDeque<(i64, f64)>>;
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct SeriesKey {
     name: String,
@@ -29,7 +32,7 @@ struct SeriesKey {
 /// The embedded store; clones share it.
 #[derive(Clone)]
 pub struct Store {
-    series: Arc<RwLock<HashMap<SeriesKey, VecDeque<(i64, f64)>>>>,
+    series: Arc<RwLock<Series>>,
     interval: Duration,
     retention: Duration,
     rounds: Arc<watch::Sender<u64>>,
