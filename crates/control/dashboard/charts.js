@@ -80,7 +80,7 @@ const Charts = (() => {
    */
   function callGraph(center, callers, destinations, healthOf) {
     const rowsN = Math.max(callers.length, destinations.length, 1);
-    const W = 900, rowH = 44, H = Math.max(rowH * rowsN + 20, 80);
+    const W = 900, rowH = 52, H = Math.max(rowH * rowsN + 20, 80);
     const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "graph", role: "img", "aria-label": "call graph" });
     const nodeW = 170, nodeH = 28;
     const at = (i, n) => 10 + (H - 20) * ((i + 0.5) / n);
@@ -92,17 +92,19 @@ const Charts = (() => {
       return g;
     };
     const cx = W / 2, cy = H / 2, lx = 100, rx = W - 100;
-    const edge = (x1, y1, x2, y2, n) => {
+    const edge = (x1, y1, x2, y2, n, labelAtEnd) => {
       svg.append(s("path", { d: `M${x1},${y1} C${(x1 + x2) / 2},${y1} ${(x1 + x2) / 2},${y2} ${x2},${y2}`,
         class: `edge ${healthOf(n.success)}`, "marker-end": "url(#arrow)" }));
       if (n.edgeLabel) {
-        svg.append(s("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 6, "text-anchor": "middle", class: `edge-label ${healthOf(n.success)}` }, n.edgeLabel));
+        // beside the outer node, where edges do not crowd each other
+        const [lx, ly, anchor] = labelAtEnd ? [x2 - 12, y2 - 7, "end"] : [x1 + 12, y1 - 7, "start"];
+        svg.append(s("text", { x: lx, y: ly, "text-anchor": anchor, class: `edge-label ${healthOf(n.success)}` }, n.edgeLabel));
       }
     };
     svg.append(s("defs", {}, s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto-start-reverse" },
       s("path", { d: "M0,0 L10,5 L0,10 z", class: "arrow" }))));
-    callers.forEach((n, i) => edge(lx + nodeW / 2, at(i, callers.length), cx - nodeW / 2, cy, n));
-    destinations.forEach((n, i) => edge(cx + nodeW / 2, cy, rx - nodeW / 2, at(i, destinations.length), n));
+    callers.forEach((n, i) => edge(lx + nodeW / 2, at(i, callers.length), cx - nodeW / 2, cy, n, false));
+    destinations.forEach((n, i) => edge(cx + nodeW / 2, cy, rx - nodeW / 2, at(i, destinations.length), n, true));
     callers.forEach((n, i) => svg.append(node(lx, at(i, callers.length), n)));
     destinations.forEach((n, i) => svg.append(node(rx, at(i, destinations.length), n)));
     svg.append(node(cx, cy, center, true));
