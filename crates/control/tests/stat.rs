@@ -306,3 +306,55 @@ async fn edges_history_and_prometheus_targets() {
     assert_eq!(web.labels["namespace"], "emojivoto");
     assert_eq!(web.labels["serviceaccount"], "web");
 }
+
+/// Reads SSE frames until one holds a whole `stat` event; returns its JSON data.
+async fn next_event(body: &mut Body) -> StatAnswer {
+    let mut text = String::new();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("an event within 5 s")
+            .expect("the stream is open")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+        if let Some(event) = text.split("\n\n").find(|e| e.contains("event: stat")) {
+            let data = event
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .expect("a data line");
+            return serde_json::from_str(data).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_stream_pushes_a_fresh_answer_after_every_scrape() {
+    let (discovery, store) = store();
+    let app = stat_api::router(discovery, Backend::Embedded(store.clone()));
+    let uri = "/api/v1/stat/stream?kind=deploy&name=emoji&namespace=emojivoto";
+    let rsp = app
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), StatusCode::OK);
+    assert_eq!(rsp.headers()["content-type"], "text/event-stream");
+    let mut body = rsp.into_body();
+    let first = next_event(&mut body).await;
+    assert!(near(first.rows[0].rps, 8.0), "{first:?}");
+    // The next scrape round brings the next answer, computed afresh.
+    store.end_round(SystemTime::now());
+    let second = next_event(&mut body).await;
+    assert!(second.timestamp_ms >= first.timestamp_ms);
+    assert_eq!(second.rows[0].name, "emoji");
+
+    // A wrong question fails before streaming, with the usual error body.
+    let uri = "/api/v1/stat/stream?kind=deploy&name=nope&namespace=emojivoto";
+    let rsp = app
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), StatusCode::NOT_FOUND);
+}
