@@ -113,5 +113,47 @@ const Charts = (() => {
     return svg;
   }
 
-  return { line, golden, callGraph };
+  /**
+   * A namespace's call graph from edges ({src, dst, success, rps, href(name)}): workloads in
+   * columns by call depth (those nobody calls on the left), arrows coloured by success.
+   */
+  function edgeGraph(names, edges, healthOf, hrefOf) {
+    const depth = new Map(names.map((n) => [n, 0]));
+    for (let pass = 0; pass < names.length; pass++) { // longest path, bounded: cycles stop growing
+      for (const e of edges) {
+        if (e.src !== e.dst && depth.has(e.src) && depth.has(e.dst) && depth.get(e.dst) < depth.get(e.src) + 1) {
+          depth.set(e.dst, Math.min(depth.get(e.src) + 1, names.length));
+        }
+      }
+    }
+    const cols = [];
+    for (const n of names) (cols[depth.get(n)] = cols[depth.get(n)] || []).push(n);
+    const colsN = Math.max(cols.length, 1);
+    const rowsN = Math.max(1, ...cols.filter(Boolean).map((c) => c.length));
+    const W = 900, nodeW = 150, nodeH = 28, H = Math.max(rowsN * 56 + 20, 80);
+    const pos = new Map();
+    cols.forEach((c, i) => (c || []).forEach((n, j) => pos.set(n, [
+      nodeW / 2 + 10 + (colsN === 1 ? 0 : (i * (W - nodeW - 20)) / (colsN - 1)), 10 + (H - 20) * ((j + 0.5) / c.length)])));
+    const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "graph", role: "img", "aria-label": "namespace call graph" });
+    svg.append(s("defs", {}, s("marker", { id: "arrow-ns", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto-start-reverse" },
+      s("path", { d: "M0,0 L10,5 L0,10 z", class: "arrow" }))));
+    for (const e of edges) {
+      const a = pos.get(e.src), b = pos.get(e.dst);
+      if (!a || !b || e.src === e.dst) continue;
+      const [x1, y1, x2, y2] = [a[0] + nodeW / 2, a[1], b[0] - nodeW / 2, b[1]];
+      svg.append(s("path", { d: `M${x1},${y1} C${(x1 + x2) / 2},${y1} ${(x1 + x2) / 2},${y2} ${x2},${y2}`,
+        class: `edge ${healthOf(e.success)}`, "marker-end": "url(#arrow-ns)" }));
+      if (e.label) svg.append(s("text", { x: x2 - 12, y: y2 - 7, "text-anchor": "end", class: `edge-label ${healthOf(e.success)}` }, e.label));
+    }
+    for (const [n, [x, y]] of pos) {
+      const g = s("a", { href: hrefOf(n) });
+      g.append(s("rect", { x: x - nodeW / 2, y: y - nodeH / 2, width: nodeW, height: nodeH, rx: 6, class: "node" }));
+      g.append(s("text", { x, y: y + 4, "text-anchor": "middle", class: "node-label" }, n));
+      svg.append(g);
+    }
+    if (!names.length) svg.append(s("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "axis" }, "no workloads"));
+    return svg;
+  }
+
+  return { line, golden, callGraph, edgeGraph };
 })();

@@ -109,19 +109,31 @@
       { key: "rps", label: "RPS", num: true, cell: (r) => rps(r.rps) },
       { key: "secured", label: "mTLS", cell: (r) => (r.secured ? "mTLS" : `no (${r.noTlsReason || "plaintext"})`) },
     ], { empty: "no edges seen in the last minute" });
+    const graph = h("div", { class: "graph-box", id: "ns-graph" });
     view.append(
       h("p", { class: "crumbs" }, h("a", { href: "#/" }, "Overview"), " › ", `namespace ${ns}`),
       h("h1", {}, `ns/${ns}`),
-      section("Last 15 minutes", historyCharts(`ns/${ns}`, ns)),
       section("Workloads", statNote, wl.el),
+      section("Call graph", graph),
       section("Edges", edges.el),
+      section("Last 15 minutes", historyCharts(`ns/${ns}`, ns)),
     );
     every(REFRESH_MS, async () => {
       try {
-        wl.update(await stat({ kind: "deploy", namespace: ns }));
+        const rowsNow = await stat({ kind: "deploy", namespace: ns });
+        wl.update(rowsNow);
         statNote.replaceChildren();
-        const e = await api(`/api/v1/edges?${q({ kind: "deploy", namespace: ns })}`);
-        edges.update(e.edges || []);
+        const e = (await api(`/api/v1/edges?${q({ kind: "deploy", namespace: ns })}`)).edges || [];
+        edges.update(e);
+        // Success per edge is the destination as seen from the source: stat --from.
+        const local = e.filter((x) => x.srcNamespace === ns && x.dstNamespace === ns);
+        const fromRows = await Promise.all([...new Set(local.map((x) => x.src))].map(async (src) =>
+          [src, await stat({ kind: "deploy", namespace: ns, from: `deploy/${src}` })]));
+        const success = new Map(fromRows.flatMap(([src, rs]) => rs.map((r) => [`${src}>${r.name}`, r])));
+        graph.replaceChildren(Charts.edgeGraph(rowsNow.map((r) => r.name), local.map((x) => {
+          const r = success.get(`${x.src}>${x.dst}`);
+          return { src: x.src, dst: x.dst, success: r ? r.success : null, label: r && r.success !== null ? `${pct(r.success)} · ${rps(r.rps)}` : "" };
+        }), health, (n) => workloadHref(ns, "deployment", n)));
       } catch (e) { statError(statNote, e); }
     });
   }, "overview");

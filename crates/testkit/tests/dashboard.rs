@@ -360,6 +360,18 @@ async fn the_dashboard_shows_the_apis_numbers_drills_down_and_taps() {
     let stop = browser.find("#tap-stop").await.unwrap();
     browser.click(&stop).await.unwrap();
 
+    // The namespace page draws the graph web → voting, emoji from the edges.
+    browser.goto(&format!("{api}/#/ns/shop")).await.unwrap();
+    browser
+        .wait_for(
+            "the namespace call graph with both edges",
+            "return document.querySelectorAll('#ns-graph path.edge').length === 2 && document.querySelectorAll('#ns-graph path.edge.bad').length === 1;",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    shot(&browser, "4b-namespace").await;
+
     // Diagnostics: every proxy ready, its endpoints from /state, and the checks pass.
     browser.goto(&format!("{api}/#/proxies")).await.unwrap();
     browser
@@ -384,4 +396,162 @@ async fn the_dashboard_shows_the_apis_numbers_drills_down_and_taps() {
         .unwrap();
     assert_eq!(summary, "all 4 checks passed");
     shot(&browser, "6-check").await;
+}
+
+// --- the judged scenario: `ferry demo` ------------------------------------------------
+
+/// Ports `ferry demo` uses from its base.
+const DEMO_SPAN: u16 = 50;
+
+/// A base with all the demo's ports free right now, near a port the kernel just handed out.
+fn free_base() -> u16 {
+    for _ in 0..200 {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let base = (port / 10 * 10).clamp(20_000, 65_000 - DEMO_SPAN);
+        if (base..base + DEMO_SPAN).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free range of {DEMO_SPAN} ports");
+}
+
+/// Kills whatever the demo recorded in its state directory when dropped, so a failing test
+/// leaves no process behind (the demo's own Ctrl-C path is tested in crates/demo).
+struct Leftovers(PathBuf);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let pids = std::fs::read_to_string(self.0.join("children.pids")).unwrap_or_default();
+        for pid in pids.lines().filter_map(|l| l.split_whitespace().next()) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", pid])
+                .status();
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_ferry_demo_running_the_dashboard_finds_the_broken_edge() {
+    let base = free_base();
+    let state = tempfile::tempdir().unwrap();
+    let _leftovers = Leftovers(state.path().to_path_buf());
+    let args = [
+        "demo",
+        "--port-base",
+        &base.to_string(),
+        "--state-dir",
+        state.path().to_str().unwrap(),
+        "--rate",
+        "20",
+    ];
+    let mut demo = Proc::spawn(bin("ferry"), &args, &[]).unwrap();
+    let ready = wait_until(Duration::from_secs(90), "ferry demo to be ready", || {
+        let up = demo.logs().iter().any(|l| l.contains("Ready."));
+        let exited = !demo.is_running();
+        async move { (up || exited).then_some(up) }
+    })
+    .await
+    .unwrap();
+    assert!(ready, "ferry demo exited:\n{}", demo.logs().join("\n"));
+    let api = format!("http://127.0.0.1:{}", base + 4);
+
+    // The API: every emojivoto workload is listed, and the three called ones have traffic.
+    let workloads = ["emoji", "vote-bot", "voting", "web"];
+    wait_until(
+        WAIT,
+        "the stat API to measure web, emoji and voting",
+        || async {
+            let v = get_json(&format!(
+                "{api}/api/v1/stat?kind=deploy&namespace=emojivoto"
+            ))
+            .await
+            .ok()?;
+            let rows = v["rows"].as_array()?;
+            let has = |n: &str| rows.iter().any(|r| r["name"] == n && r["success"].is_f64());
+            (has("web") && has("emoji") && has("voting")).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+
+    let browser = Browser::start(1366, 900).await.unwrap();
+    browser.goto(&format!("{api}/#/")).await.unwrap();
+    browser
+        .wait_for(
+            "the overview to list every emojivoto workload with its success rate",
+            r#"const has = (n) => { const c = document.querySelector(`tr[data-workload="emojivoto/${n}"] [data-success]`);
+                                    return c && (n === 'vote-bot' || c.dataset.success !== ''); };
+               return ['emoji', 'vote-bot', 'voting', 'web'].every(has);"#,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    shot(&browser, "demo-1-overview").await;
+    let page = page_rows(&browser, "tr[data-workload^='emojivoto/']").await;
+    let v = get_json(&format!(
+        "{api}/api/v1/stat?kind=deploy&namespace=emojivoto"
+    ))
+    .await
+    .unwrap();
+    for name in workloads {
+        let key = format!("emojivoto/{name}");
+        let (_, shown, text) = page
+            .iter()
+            .find(|(w, _, _)| *w == key)
+            .unwrap_or_else(|| panic!("{key} missing from the overview: {page:?}"));
+        let from_api = v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .and_then(|r| r["success"].as_f64());
+        match (from_api, shown) {
+            (None, None) => assert_eq!(text, "-", "{key}"),
+            (Some(a), Some(s)) => {
+                // Read one after the other while the bot votes: equal to a point.
+                assert!((a - s).abs() < 0.05, "{key}: page {s} vs API {a}");
+                assert_eq!(*text, pct(*s), "{key}");
+            }
+            other => panic!("{key}: page and API disagree on having traffic: {other:?}"),
+        }
+    }
+
+    // Click through to voting: emoji is among its destinations, failing.
+    let voting = browser
+        .find("tr[data-workload='emojivoto/voting'] a.wl-link")
+        .await
+        .unwrap();
+    browser.click(&voting).await.unwrap();
+    let emoji = browser
+        .wait_for(
+            "emoji among voting's destinations, with a success rate",
+            r#"const r = document.querySelector("table.outbound tr[data-peer='emoji'] [data-success]");
+               return r && r.dataset.success !== '' ? [r.dataset.success, r.textContent] : null;"#,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let rate: f64 = emoji[0].as_str().unwrap().parse().unwrap();
+    assert!(rate < 0.95, "voting → emoji should be failing: {emoji}");
+    shot(&browser, "demo-2-voting").await;
+
+    // Tap voting: live rows.
+    let tap = browser.find("#tap-this").await.unwrap();
+    browser.click(&tap).await.unwrap();
+    let seen = browser
+        .wait_for(
+            "live tap rows for voting",
+            r#"const rows = document.querySelectorAll('#tap-rows tr.tap-row');
+               const failed = document.querySelectorAll('#tap-rows tr.tap-row.failed');
+               return rows.length >= 5 && failed.length >= 1 ? [rows.length, failed.length] : null;"#,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    eprintln!("tap rows, failed: {seen}");
+    shot(&browser, "demo-3-tap-voting").await;
+    drop(browser);
+    let _ = demo.terminate(Duration::from_secs(20)).await;
 }
