@@ -167,7 +167,7 @@ async fn edges<D: Discovery>(
         Err(r) => return bad_query(r),
     };
     let state = ctx.discovery.watch().borrow().clone();
-    answer(stat::edges(&ctx.backend, &state, &query).await)
+    answer(stat::edges::edges(&ctx.backend, &state, &query).await)
 }
 
 async fn prometheus_targets<D: Discovery>(State(ctx): State<Ctx<D>>) -> Response {

@@ -118,56 +118,48 @@ impl Store {
     /// Evaluates `query` at `at_ms` over `window_ms`.
     pub fn eval(&self, query: &Query, window_ms: i64, at_ms: i64) -> Vector {
         let series = self.series.read().unwrap_or_else(|e| e.into_inner());
+        self.eval_selected(&select(&series, query), query, window_ms, at_ms)
+    }
+
+    /// Evaluates `query` over the series [`select`] picked for it (once per range query,
+    /// not once per step).
+    fn eval_selected(
+        &self,
+        selected: &[Selected<'_>],
+        query: &Query,
+        window_ms: i64,
+        at_ms: i64,
+    ) -> Vector {
         let by = query.by();
         match query {
-            Query::Rate {
-                metric, matchers, ..
-            } => {
+            Query::Rate { .. } => {
                 let mut groups: HashMap<Labels, f64> = HashMap::new();
-                for (key, points) in series.iter() {
-                    if key.name != *metric || !matchers.iter().all(|m| m.matches(&key.labels)) {
-                        continue;
-                    }
+                for (key, points) in selected {
                     if let Some(r) = rate(in_window(points, at_ms, window_ms), at_ms, window_ms) {
                         *groups.entry(group(&key.labels, by)).or_default() += r;
                     }
                 }
                 groups.into_iter().collect()
             }
-            Query::Gauge {
-                metric, matchers, ..
-            } => {
+            Query::Gauge { .. } => {
                 let lookback = (self.interval.as_millis() as i64 * 3).max(5_000);
                 let mut groups: HashMap<Labels, f64> = HashMap::new();
-                for (key, points) in series.iter() {
-                    if key.name != *metric || !matchers.iter().all(|m| m.matches(&key.labels)) {
-                        continue;
-                    }
-                    let latest = in_window(points, at_ms, lookback).last();
-                    if let Some(&(_, v)) = latest {
+                for (key, points) in selected {
+                    if let Some(&(_, v)) = in_window(points, at_ms, lookback).last() {
                         *groups.entry(group(&key.labels, by)).or_default() += v;
                     }
                 }
                 groups.into_iter().collect()
             }
-            Query::Quantile {
-                q,
-                metric,
-                matchers,
-                ..
-            } => {
-                let bucket = format!("{metric}_bucket");
-                let mut groups: HashMap<Labels, HashMap<String, f64>> = HashMap::new();
-                for (key, points) in series.iter() {
-                    if key.name != bucket || !matchers.iter().all(|m| m.matches(&key.labels)) {
-                        continue;
-                    }
+            Query::Quantile { q, .. } => {
+                let mut groups: HashMap<Labels, HashMap<&str, f64>> = HashMap::new();
+                for (key, points) in selected {
                     let Some(le) = key.labels.get("le") else {
                         continue;
                     };
                     if let Some(r) = rate(in_window(points, at_ms, window_ms), at_ms, window_ms) {
                         let by_le = groups.entry(group(&key.labels, by)).or_default();
-                        *by_le.entry(le.clone()).or_default() += r;
+                        *by_le.entry(le.as_str()).or_default() += r;
                     }
                 }
                 groups
@@ -175,7 +167,7 @@ impl Store {
                     .filter_map(|(labels, by_le)| {
                         let buckets: Vec<(f64, f64)> = by_le
                             .into_iter()
-                            .filter_map(|(le, v)| Some((parse_le(&le)?, v)))
+                            .filter_map(|(le, v)| Some((parse_le(le)?, v)))
                             .collect();
                         Some((labels, histogram_quantile(*q, &buckets)?))
                     })
@@ -183,6 +175,27 @@ impl Store {
             }
         }
     }
+}
+
+type Selected<'a> = (&'a SeriesKey, &'a VecDeque<(i64, f64)>);
+
+/// The series a query reads: its metric (`_bucket` for quantiles), matching every matcher.
+fn select<'a>(series: &'a Series, query: &Query) -> Vec<Selected<'a>> {
+    let (name, matchers) = match query {
+        Query::Rate {
+            metric, matchers, ..
+        }
+        | Query::Gauge {
+            metric, matchers, ..
+        } => (metric.to_string(), matchers),
+        Query::Quantile {
+            metric, matchers, ..
+        } => (format!("{metric}_bucket"), matchers),
+    };
+    series
+        .iter()
+        .filter(|(key, _)| key.name == name && matchers.iter().all(|m| m.matches(&key.labels)))
+        .collect()
 }
 
 fn parse_le(le: &str) -> Option<f64> {
@@ -236,9 +249,11 @@ impl MetricsBackend for Store {
         let (start, end) = (unix_ms(start), unix_ms(end));
         let step = (step.as_millis() as i64).max(1);
         let mut out: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+        let series = self.series.read().unwrap_or_else(|e| e.into_inner());
+        let selected = select(&series, query);
         let mut t = start;
         while t <= end {
-            for (labels, v) in self.eval(query, window.as_millis() as i64, t) {
+            for (labels, v) in self.eval_selected(&selected, query, window.as_millis() as i64, t) {
                 out.entry(labels).or_default().push((t, v));
             }
             t += step;
