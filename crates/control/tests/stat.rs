@@ -292,6 +292,10 @@ async fn edges_history_and_prometheus_targets() {
         .points
         .windows(2)
         .all(|w| w[1].timestamp_ms - w[0].timestamp_ms == 5000));
+    assert!(
+        history.points.iter().all(|p| p.timestamp_ms % 5000 == 0),
+        "aligned to the step"
+    );
 
     let (_, groups) = get::<Vec<PrometheusTargetGroup>>("/api/v1/prometheus/targets").await;
     let groups = groups.unwrap();

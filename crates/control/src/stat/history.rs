@@ -76,12 +76,13 @@ pub async fn history<B: MetricsBackend>(
         .max(1)
         .max(range.as_secs().div_ceil(MAX_POINTS));
     let step = Duration::from_secs(step_secs);
-    // Whole seconds, so both backends put points at the same instants.
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let end = UNIX_EPOCH + Duration::from_secs(now);
+    // Points at multiples of the step: two answers within a step share their instants,
+    // whichever backend computed them.
+    let end = UNIX_EPOCH + Duration::from_secs(now / step_secs * step_secs);
     let start = end - Duration::from_secs(range.as_secs() / step_secs * step_secs);
     let plan = plan(&req)?;
     let [responses, p50, p95, p99] = http_queries(&plan);
