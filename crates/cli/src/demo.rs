@@ -251,18 +251,15 @@ async fn start(
         || http_ok(&health),
     )
     .await?;
-    let anchors_file = identity_dir.join("ca").join("ca-bundle.crt");
-    let tokens: Vec<PathBuf> = layout
-        .workloads
-        .iter()
-        .map(|w| identity_dir.join("tokens").join(NAMESPACE).join(w.name))
-        .collect();
+    let identity = Identity::new(&identity_dir);
     wait_up(children, state, "control", "identity tokens", || async {
-        anchors_file.is_file() && tokens.iter().all(|t| t.is_file())
+        identity.anchors.is_file()
+            && layout
+                .workloads
+                .iter()
+                .all(|w| identity.token(w.name).is_file())
     })
     .await?;
-    let anchors = std::fs::read_to_string(&anchors_file)
-        .with_context(|| format!("reading {}", anchors_file.display()))?;
     println!(
         "  control plane   API and dashboard http://{}, gRPC {}   ({:.1}s)",
         layout.api,
@@ -275,7 +272,7 @@ async fn start(
         let w = layout.workload(name);
         let t = Instant::now();
         if w.serves {
-            children.spawn(name, app_command(bins, w), true)?;
+            children.spawn(name, app_command(bins, w, rate), true)?;
             let app = w.app;
             wait_up(children, state, name, "the app's port", || async move {
                 tokio::net::TcpStream::connect(app).await.is_ok()
@@ -283,31 +280,15 @@ async fn start(
             .await?;
         }
         let proxy_name = format!("{name}-proxy");
-        let token = identity_dir.join("tokens").join(NAMESPACE).join(name);
-        children.spawn(
-            &proxy_name,
-            proxy_command(bins, layout, w, &token, &anchors),
-            false,
-        )?;
+        let proxy = proxy_command(bins, layout, w, mtls.then_some(&identity));
+        children.spawn(&proxy_name, proxy, false)?;
         let ready = format!("http://{}/ready", w.admin);
         wait_up(children, state, &proxy_name, "the proxy's /ready", || {
             http_ok(&ready)
         })
         .await?;
         if !w.serves {
-            let mut bot = Command::new(&bins.app);
-            let web = w
-                .upstream("web-svc")
-                .context("the bot's upstream for web-svc")?;
-            bot.args([
-                "vote-bot",
-                "--web-addr",
-                &web.to_string(),
-                "--rate",
-                &rate.to_string(),
-            ])
-            .arg("--exit-on-stdin-eof");
-            children.spawn(name, bot, true)?;
+            children.spawn(name, app_command(bins, w, rate), true)?;
         }
         let app = if w.serves {
             format!("app {}, ", w.app)
@@ -324,29 +305,36 @@ async fn start(
     Ok(mtls)
 }
 
-fn app_command(bins: &Binaries, w: &Workload) -> Command {
+/// The app of `w`: `ferry-emojivoto <workload>`, calling each peer through its proxy's
+/// upstream listener and naming it by its service (`emoji-svc.emojivoto:8080`), as a client
+/// in a cluster would.
+fn app_command(bins: &Binaries, w: &Workload, rate: f64) -> Command {
     let mut cmd = Command::new(&bins.app);
-    cmd.arg(w.name).args(["--listen", &w.app.to_string()]);
-    for (flag, service) in [
-        ("--emoji-addr", "emoji-svc"),
-        ("--voting-addr", "voting-svc"),
-    ] {
-        if let Some(addr) = w.upstream(service) {
-            cmd.args([flag, &addr.to_string()]);
-        }
+    cmd.arg(w.name);
+    if w.serves {
+        cmd.args(["--listen", &w.app.to_string()]);
+    } else {
+        cmd.args(["--rate", &rate.to_string()]);
+    }
+    for (addr, target) in &w.upstreams {
+        // emoji-svc.emojivoto:8080 → --emoji-addr, --emoji-authority
+        let peer = target.split('-').next().unwrap_or(target);
+        cmd.arg(format!("--{peer}-addr"))
+            .arg(addr.to_string())
+            .arg(format!("--{peer}-authority"))
+            .arg(target);
     }
     cmd.arg("--exit-on-stdin-eof");
     cmd
 }
 
-/// The proxy of `w`. Identity goes through the environment (`FERRY_PROXY_IDENTITY_*`, the
-/// same names `ferry inject` sets), so a proxy without mTLS support simply ignores it.
+/// The proxy of `w`. With `identity` (the proxy supports mTLS), it proves `w`'s service
+/// account with the token the control plane wrote for it, and trusts the demo's anchors.
 fn proxy_command(
     bins: &Binaries,
     layout: &Layout,
     w: &Workload,
-    token: &Path,
-    anchors: &str,
+    identity: Option<&Identity>,
 ) -> Command {
     let mut cmd = Command::new(&bins.proxy);
     cmd.args(["--inbound-listen", &w.inbound.to_string()])
@@ -360,11 +348,36 @@ fn proxy_command(
     for (local, target) in &w.upstreams {
         cmd.args(["--upstream", &format!("{local}={target}")]);
     }
-    cmd.env(ferry_api::env::PROXY_IDENTITY_TOKEN_FILE, token)
-        .env(ferry_api::env::PROXY_IDENTITY_TRUST_ANCHORS, anchors)
-        .env(ferry_api::env::PROXY_SERVICE_ACCOUNT, w.name)
-        .env(ferry_api::env::PROXY_TRUST_DOMAIN, TRUST_DOMAIN);
+    if let Some(identity) = identity {
+        cmd.arg("--identity-token-file")
+            .arg(identity.token(w.name))
+            .arg("--identity-trust-anchors")
+            .arg(&identity.anchors)
+            .args(["--service-account", w.name, "--trust-domain", TRUST_DOMAIN]);
+    }
     cmd
+}
+
+/// Where the control plane keeps the demo's identity material.
+struct Identity {
+    /// `<identity-dir>/tokens/<namespace>/`.
+    tokens: PathBuf,
+    /// The trust anchors (PEM), `<identity-dir>/ca/ca-bundle.crt`.
+    anchors: PathBuf,
+}
+
+impl Identity {
+    fn new(dir: &Path) -> Self {
+        Self {
+            tokens: dir.join("tokens").join(NAMESPACE),
+            anchors: dir.join("ca").join("ca-bundle.crt"),
+        }
+    }
+
+    /// The token file of service account `sa`.
+    fn token(&self, sa: &str) -> PathBuf {
+        self.tokens.join(sa)
+    }
 }
 
 /// Whether `bin --help` mentions `flag`: how the demo adapts to the binaries it was built with.

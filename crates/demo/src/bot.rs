@@ -4,7 +4,6 @@
 
 use std::{
     future::Future,
-    net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -20,7 +19,7 @@ use hyper_util::{
 };
 use tokio::sync::Semaphore;
 
-use crate::{emojis, serve::percent_encode};
+use crate::{emojis, serve::percent_encode, Peer};
 
 /// Votes in flight at most; past it the bot skips a tick rather than pile up.
 const MAX_IN_FLIGHT: usize = 32;
@@ -30,8 +29,8 @@ const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// The bot's settings.
 #[derive(Clone, Debug)]
 pub struct BotConfig {
-    /// web's address (in the demo: the bot's proxy's upstream listener for web-svc).
-    pub web_addr: SocketAddr,
+    /// web (in the demo: the bot's proxy's upstream listener for web-svc).
+    pub web: Peer,
     /// Votes per second.
     pub rate: f64,
 }
@@ -57,7 +56,7 @@ pub async fn run(config: BotConfig, shutdown: impl Future<Output = ()>) -> Arc<T
     let mut report = tokio::time::interval(REPORT_EVERY);
     report.tick().await;
     tokio::pin!(shutdown);
-    tracing::info!(web = %config.web_addr, rate = config.rate, "voting");
+    tracing::info!(web = %config.web.addr, rate = config.rate, "voting");
     loop {
         tokio::select! {
             () = &mut shutdown => break,
@@ -69,9 +68,9 @@ pub async fn run(config: BotConfig, shutdown: impl Future<Output = ()>) -> Arc<T
             _ = ticks.tick() => {
                 let Ok(permit) = permits.clone().try_acquire_owned() else { continue };
                 let choice = emojis::ALL[fastrand::usize(..emojis::ALL.len())].shortcode;
-                let (client, tally, web) = (client.clone(), tally.clone(), config.web_addr);
+                let (client, tally, web) = (client.clone(), tally.clone(), config.web.clone());
                 tokio::spawn(async move {
-                    let ok = vote(&client, web, choice).await;
+                    let ok = vote(&client, &web, choice).await;
                     let counter = if ok { &tally.ok } else { &tally.failed };
                     counter.fetch_add(1, Ordering::Relaxed);
                     drop(permit);
@@ -85,12 +84,17 @@ pub async fn run(config: BotConfig, shutdown: impl Future<Output = ()>) -> Arc<T
 }
 
 /// Casts one vote; true when web answered 2xx.
-async fn vote(client: &Client<HttpConnector, Empty<Bytes>>, web: SocketAddr, choice: &str) -> bool {
-    let uri = format!("http://{web}/api/vote?choice={}", percent_encode(choice));
+async fn vote(client: &Client<HttpConnector, Empty<Bytes>>, web: &Peer, choice: &str) -> bool {
+    let uri = format!(
+        "http://{}/api/vote?choice={}",
+        web.addr,
+        percent_encode(choice)
+    );
     let Ok(uri) = uri.parse::<http::Uri>() else {
         return false;
     };
     let request = http::Request::post(uri)
+        .header(http::header::HOST, &web.authority)
         .body(Empty::new())
         .expect("a POST with a parsed URI is a valid request");
     let call = async {

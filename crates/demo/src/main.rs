@@ -7,7 +7,7 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use ferry_demo::{bot, emoji::EmojiApp, serve, voting::VotingApp, web::WebApp};
+use ferry_demo::{bot, emoji::EmojiApp, serve, voting::VotingApp, web::WebApp, Peer};
 use tokio::io::AsyncReadExt;
 
 /// The emoji-voting demo app of `ferry demo`.
@@ -46,6 +46,9 @@ enum Workload {
         /// emoji's address (in the mesh: this proxy's upstream listener for emoji-svc).
         #[arg(long)]
         emoji_addr: SocketAddr,
+        /// The authority (`Host`) to call emoji by [default: --emoji-addr].
+        #[arg(long)]
+        emoji_authority: Option<String>,
     },
     /// The front end: HTML page and JSON API over HTTP/1.
     Web {
@@ -55,15 +58,24 @@ enum Workload {
         /// emoji's address (gRPC).
         #[arg(long)]
         emoji_addr: SocketAddr,
+        /// The authority to call emoji by [default: --emoji-addr].
+        #[arg(long)]
+        emoji_authority: Option<String>,
         /// voting's address (gRPC).
         #[arg(long)]
         voting_addr: SocketAddr,
+        /// The authority to call voting by [default: --voting-addr].
+        #[arg(long)]
+        voting_authority: Option<String>,
     },
     /// Votes continuously through web's JSON API.
     VoteBot {
         /// web's address.
         #[arg(long)]
         web_addr: SocketAddr,
+        /// The authority (`Host`) to call web by [default: --web-addr].
+        #[arg(long)]
+        web_authority: Option<String>,
         /// Votes per second.
         #[arg(long, default_value_t = 5.0, value_parser = parse_rate)]
         rate: f64,
@@ -105,24 +117,32 @@ async fn workload(cli: Cli) -> ExitCode {
     let shutdown = shutdown_signal(cli.exit_on_stdin_eof);
     let result = match cli.workload {
         Workload::Emoji { listen } => run("emoji", listen, EmojiApp, shutdown).await,
-        Workload::Voting { listen, emoji_addr } => {
-            run("voting", listen, VotingApp::new(emoji_addr), shutdown).await
+        Workload::Voting {
+            listen,
+            emoji_addr,
+            emoji_authority,
+        } => {
+            let emoji = Peer::new(emoji_addr, emoji_authority);
+            run("voting", listen, VotingApp::new(emoji), shutdown).await
         }
         Workload::Web {
             listen,
             emoji_addr,
+            emoji_authority,
             voting_addr,
+            voting_authority,
         } => {
-            run(
-                "web",
-                listen,
-                WebApp::new(emoji_addr, voting_addr),
-                shutdown,
-            )
-            .await
+            let emoji = Peer::new(emoji_addr, emoji_authority);
+            let voting = Peer::new(voting_addr, voting_authority);
+            run("web", listen, WebApp::new(&emoji, &voting), shutdown).await
         }
-        Workload::VoteBot { web_addr, rate } => {
-            bot::run(bot::BotConfig { web_addr, rate }, shutdown).await;
+        Workload::VoteBot {
+            web_addr,
+            web_authority,
+            rate,
+        } => {
+            let web = Peer::new(web_addr, web_authority);
+            bot::run(bot::BotConfig { web, rate }, shutdown).await;
             Ok(())
         }
     };

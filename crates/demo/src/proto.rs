@@ -10,11 +10,13 @@
 //!                         rpc Results(ResultsRequest) returns (ResultsResponse); }
 //! ```
 
-use std::{future::Future, net::SocketAddr};
+use std::future::Future;
 
 use http::uri::PathAndQuery;
 use tonic::{body::Body, transport::Channel, Request, Response, Status};
 use tonic_prost::ProstCodec;
+
+use crate::Peer;
 
 /// `/emojivoto.v1.EmojiService/ListAll`.
 pub const LIST_ALL: &str = "/emojivoto.v1.EmojiService/ListAll";
@@ -95,11 +97,15 @@ pub struct ResultsResponse {
     pub results: Vec<VotingResult>,
 }
 
-/// A lazily connecting h2c channel to `addr`; the first call connects.
-pub fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("http://<socket address> is a valid URI")
-        .connect_lazy()
+/// A lazily connecting h2c channel to `peer`; the first call connects.
+pub fn channel(peer: &Peer) -> Channel {
+    let endpoint = Channel::from_shared(format!("http://{}", peer.addr))
+        .expect("http://<socket address> is a valid URI");
+    let endpoint = match format!("http://{}", peer.authority).parse() {
+        Ok(origin) => endpoint.origin(origin),
+        Err(_) => endpoint,
+    };
+    endpoint.connect_lazy()
 }
 
 /// Calls the unary method at `path` on `channel`.

@@ -5,7 +5,6 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -24,6 +23,7 @@ use crate::{
     emojis,
     proto::{self, ResultsRequest, ResultsResponse, VoteRequest, VoteResponse, VotingResult},
     serve::{self, Handler},
+    Peer,
 };
 
 const EMOJI_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,16 +31,16 @@ const EMOJI_TIMEOUT: Duration = Duration::from_secs(5);
 /// The voting service: vote counts, and an HTTP/1 client for emoji.
 #[derive(Clone)]
 pub struct VotingApp {
-    emoji_addr: SocketAddr,
+    emoji: Peer,
     client: Client<HttpConnector, Empty<Bytes>>,
     counts: Arc<Mutex<HashMap<&'static str, u64>>>,
 }
 
 impl VotingApp {
-    /// A voting service that looks emojis up at `emoji_addr` (HTTP/1).
-    pub fn new(emoji_addr: SocketAddr) -> Self {
+    /// A voting service that looks emojis up on `emoji` (HTTP/1).
+    pub fn new(emoji: Peer) -> Self {
         Self {
-            emoji_addr,
+            emoji,
             client: Client::builder(TokioExecutor::new()).build_http(),
             counts: Arc::default(),
         }
@@ -50,14 +50,17 @@ impl VotingApp {
     async fn look_up(&self, shortcode: &str) -> Result<(), Status> {
         let uri = format!(
             "http://{}{OLD_FIND_BY_SHORTCODE}?shortcode={}",
-            self.emoji_addr,
+            self.emoji.addr,
             serve::percent_encode(shortcode)
         );
         let uri: http::Uri = uri
             .parse()
             .map_err(|e| Status::internal(format!("building {uri}: {e}")))?;
         let call = async {
-            let response = self.client.get(uri.clone()).await?;
+            let request = http::Request::get(uri.clone())
+                .header(http::header::HOST, &self.emoji.authority)
+                .body(Empty::new())?;
+            let response = self.client.request(request).await?;
             let status = response.status();
             let body = response.into_body().collect().await?.to_bytes();
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, body))

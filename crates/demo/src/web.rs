@@ -3,7 +3,7 @@
 //! backed by emoji (gRPC `ListAll`, `FindByShortcode`) and voting (gRPC `Vote<Emoji>`,
 //! `Results`). A failed vote is answered 500, carrying voting's error.
 
-use std::{fmt::Write as _, net::SocketAddr};
+use std::fmt::Write as _;
 
 use hyper::body::Incoming;
 use serde_json::json;
@@ -16,6 +16,7 @@ use crate::{
         ListAllResponse, ResultsRequest, ResultsResponse, VoteRequest, VoteResponse,
     },
     serve::{self, Handler},
+    Peer,
 };
 
 /// The front end, with gRPC channels to emoji and voting.
@@ -26,11 +27,11 @@ pub struct WebApp {
 }
 
 impl WebApp {
-    /// A front end calling emoji and voting at these addresses (gRPC, h2c).
-    pub fn new(emoji_addr: SocketAddr, voting_addr: SocketAddr) -> Self {
+    /// A front end calling emoji and voting (gRPC, h2c).
+    pub fn new(emoji: &Peer, voting: &Peer) -> Self {
         Self {
-            emoji: proto::channel(emoji_addr),
-            voting: proto::channel(voting_addr),
+            emoji: proto::channel(emoji),
+            voting: proto::channel(voting),
         }
     }
 

@@ -7,7 +7,9 @@ use std::{
     time::Duration,
 };
 
-use ferry_demo::{bot, emoji::EmojiApp, emojis, proto, serve, voting::VotingApp, web::WebApp};
+use ferry_demo::{
+    bot, emoji::EmojiApp, emojis, proto, serve, voting::VotingApp, web::WebApp, Peer,
+};
 use ferry_testkit::client;
 use http::StatusCode;
 use tokio::sync::oneshot;
@@ -34,8 +36,12 @@ async fn start<H: serve::Handler>(name: &'static str, app: H) -> Running {
 /// emoji, voting and web wired directly to each other.
 async fn app() -> (Running, Running, Running) {
     let emoji = start("emoji", EmojiApp).await;
-    let voting = start("voting", VotingApp::new(emoji.addr)).await;
-    let web = start("web", WebApp::new(emoji.addr, voting.addr)).await;
+    let voting = start("voting", VotingApp::new(Peer::direct(emoji.addr))).await;
+    let web = start(
+        "web",
+        WebApp::new(&Peer::direct(emoji.addr), &Peer::direct(voting.addr)),
+    )
+    .await;
     (emoji, voting, web)
 }
 
@@ -46,7 +52,7 @@ fn json(reply: &client::Reply) -> serde_json::Value {
 #[tokio::test]
 async fn emoji_serves_grpc_for_all_and_the_old_endpoint_for_the_top_half() {
     let emoji = start("emoji", EmojiApp).await;
-    let channel = proto::channel(emoji.addr);
+    let channel = proto::channel(&Peer::direct(emoji.addr));
 
     let all: proto::ListAllResponse =
         proto::call(&channel, proto::LIST_ALL, proto::ListAllRequest {})
@@ -106,8 +112,8 @@ async fn emoji_serves_grpc_for_all_and_the_old_endpoint_for_the_top_half() {
 #[tokio::test]
 async fn voting_counts_top_half_votes_and_fails_bottom_half_ones() {
     let emoji = start("emoji", EmojiApp).await;
-    let voting = start("voting", VotingApp::new(emoji.addr)).await;
-    let channel = proto::channel(voting.addr);
+    let voting = start("voting", VotingApp::new(Peer::direct(emoji.addr))).await;
+    let channel = proto::channel(&Peer::direct(voting.addr));
     let vote = |method: &str| {
         let path = format!("{}{method}", proto::VOTING_SERVICE);
         let channel = channel.clone();
@@ -148,10 +154,10 @@ async fn voting_without_emoji_fails_unavailable() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let voting = start("voting", VotingApp::new(gone)).await;
+    let voting = start("voting", VotingApp::new(Peer::direct(gone))).await;
     let path = format!("{}VoteJoy", proto::VOTING_SERVICE);
     let err = proto::call::<_, proto::VoteResponse>(
-        &proto::channel(voting.addr),
+        &proto::channel(&Peer::direct(voting.addr)),
         &path,
         proto::VoteRequest {},
     )
@@ -213,7 +219,7 @@ async fn web_answers_500_when_emoji_is_down() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let web = start("web", WebApp::new(gone, gone)).await;
+    let web = start("web", WebApp::new(&Peer::direct(gone), &Peer::direct(gone))).await;
     let reply = client::get(&format!("http://{}/api/list", web.addr))
         .await
         .unwrap();
@@ -240,7 +246,7 @@ async fn a_taken_port_names_the_workload_and_port() {
 async fn the_bot_votes_for_both_halves_at_its_rate() {
     let (_emoji, _voting, web) = app().await;
     let config = bot::BotConfig {
-        web_addr: web.addr,
+        web: Peer::direct(web.addr),
         rate: 50.0,
     };
     let tally = bot::run(config, tokio::time::sleep(Duration::from_secs(2))).await;

@@ -101,6 +101,145 @@ async fn ferry(exe: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// `ferry <args> -o json --api-addr <the demo's>`, parsed (stat: the rows, edges: the edges).
+async fn ferry_json(base: u16, args: &[&str]) -> serde_json::Value {
+    let api = format!("http://{}", at(base + 4));
+    let mut all = args.to_vec();
+    all.extend(["-o", "json", "--api-addr", &api]);
+    let (ok, text) = ferry(&bin("ferry"), &all).await;
+    assert!(ok, "ferry {all:?}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("ferry {all:?}: {e}: {text}"))
+}
+
+/// Success rate by row name of `ferry stat deploy -n emojivoto <filter>`, once every row
+/// that should have traffic has some.
+async fn stat(base: u16, filter: &[&str], names: &[&str]) -> Vec<(String, f64)> {
+    let mut args = vec!["stat", "deploy", "-n", "emojivoto"];
+    args.extend_from_slice(filter);
+    wait_until(Duration::from_secs(30), "stat rows with traffic", || {
+        let args = args.clone();
+        async move {
+            let answer = ferry_json(base, &args).await;
+            let rows: Vec<(String, f64)> = answer
+                .as_array()?
+                .iter()
+                .filter_map(|r| Some((r["name"].as_str()?.to_string(), r["success"].as_f64()?)))
+                .collect();
+            let all = names.iter().all(|n| rows.iter().any(|(name, _)| name == n));
+            all.then_some(rows)
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn success_of(rows: &[(String, f64)], name: &str) -> f64 {
+    rows.iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, s)| *s)
+        .unwrap()
+}
+
+/// MISSION.md's story through `ferry stat`, `ferry edges` and `ferry tap`.
+async fn story(base: u16) {
+    // Every deployment is meshed; web and voting show failures.
+    let rows = stat(base, &[], &["web", "voting", "emoji"]).await;
+    assert!(success_of(&rows, "web") < 0.9, "{rows:?}");
+    assert!(success_of(&rows, "voting") < 0.9, "{rows:?}");
+    let all = ferry_json(base, &["stat", "deploy", "-n", "emojivoto"]).await;
+    let meshed: Vec<(&str, &serde_json::Value)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), &r["meshed"]))
+        .collect();
+    let one_of_one = serde_json::json!({ "ready": 1, "total": 1 });
+    assert_eq!(
+        meshed,
+        [
+            ("emoji", &one_of_one),
+            ("vote-bot", &one_of_one),
+            ("voting", &one_of_one),
+            ("web", &one_of_one)
+        ],
+        "{all}"
+    );
+    // --from deploy/web: emoji at 100 %, voting well below.
+    let rows = stat(base, &["--from", "deploy/web"], &["emoji", "voting"]).await;
+    assert_eq!(success_of(&rows, "emoji"), 1.0, "{rows:?}");
+    assert!(success_of(&rows, "voting") < 0.9, "{rows:?}");
+    // --from deploy/voting: its calls to emoji fail.
+    let rows = stat(base, &["--from", "deploy/voting"], &["emoji"]).await;
+    assert!(success_of(&rows, "emoji") < 0.9, "{rows:?}");
+    // --to deploy/emoji: fine from web, about half failing from voting.
+    let rows = stat(base, &["--to", "deploy/emoji"], &["web", "voting"]).await;
+    assert_eq!(success_of(&rows, "web"), 1.0, "{rows:?}");
+    let from_voting = success_of(&rows, "voting");
+    assert!((0.2..=0.8).contains(&from_voting), "{rows:?}");
+
+    // Every edge is mTLS.
+    let edges = ferry_json(base, &["edges", "deploy", "-n", "emojivoto"]).await;
+    let edges = edges.as_array().unwrap();
+    for (src, dst) in [
+        ("web", "emoji"),
+        ("web", "voting"),
+        ("voting", "emoji"),
+        ("vote-bot", "web"),
+    ] {
+        let edge = edges
+            .iter()
+            .find(|e| e["src"] == src && e["dst"] == dst)
+            .unwrap_or_else(|| panic!("no edge {src} → {dst}: {edges:?}"));
+        assert_eq!(edge["secured"], true, "{edge}");
+    }
+
+    // tap deploy/voting: 500s from the old HTTP/1 endpoint, naming a bottom-half emoji.
+    let api = format!("http://{}", at(base + 4));
+    let args = [
+        "tap",
+        "deploy/voting",
+        "-n",
+        "emojivoto",
+        "--path",
+        "/api/FindByShortcode",
+        "--limit",
+        "20",
+        "-o",
+        "json",
+        "--api-addr",
+        &api,
+    ];
+    let (ok, text) = ferry(&bin("ferry"), &args).await;
+    assert!(ok, "{text}");
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let failed_paths: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "rsp" && e["status"] == 500)
+        .filter_map(|rsp| {
+            let req = events
+                .iter()
+                .find(|e| e["type"] == "req" && e["id"] == rsp["id"])?;
+            assert_eq!(req["authority"], "emoji-svc.emojivoto:8080", "{req}");
+            assert_eq!(req["tls"], "true", "{req}");
+            req["path"].as_str()
+        })
+        .collect();
+    assert!(
+        !failed_paths.is_empty(),
+        "tap shows failing lookups: {text}"
+    );
+    for path in failed_paths {
+        let shortcode = path.rsplit('=').next().unwrap();
+        assert!(
+            !ferry_demo::emojis::old_endpoint_serves(shortcode),
+            "only bottom-half emojis fail: {path}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_demo_tells_the_story_and_ctrl_c_leaves_nothing_behind() {
     let base = free_base();
@@ -203,9 +342,8 @@ async fn the_demo_tells_the_story_and_ctrl_c_leaves_nothing_behind() {
     assert!(inbound_failures(&web_text) > 0.0, "{web_text}");
     assert!(inbound_failures(&voting_text) > 0.0, "{voting_text}");
     assert!(inbound_failures(&emoji_text) > 0.0, "{emoji_text}");
-    // TODO(#6): once `ferry stat -o json` and `ferry tap` are in main, assert the same story
-    // through them (stat deploy --from/--to, tap deploy/voting shows a 500 on
-    // /api/FindByShortcode?shortcode=:…:), and tls="true" on every edge once mTLS lands.
+    // The same story from the CLI, as docs/demo.md tells it.
+    story(base).await;
 
     // The control plane knows the demo's services.
     let endpoints = client::get(&format!(
@@ -274,11 +412,12 @@ async fn the_demo_tells_the_story_and_ctrl_c_leaves_nothing_behind() {
         .unwrap();
     let status = demo.terminate_wait(Duration::from_secs(20)).await.unwrap();
     assert!(status.success(), "{status}: {}", demo.logs().join("\n"));
+    // The output is read by another task: wait for its last line.
+    demo.wait_for_log("Stopped 9 processes.", Duration::from_secs(5))
+        .await
+        .unwrap();
     let output = demo.logs().join("\n");
-    assert!(
-        output.contains("Ctrl-C: stopping") && output.contains("Stopped 9 processes."),
-        "{output}"
-    );
+    assert!(output.contains("Ctrl-C: stopping"), "{output}");
     assert!(
         !output.contains("were killed"),
         "every child stops on SIGTERM: {output}"
