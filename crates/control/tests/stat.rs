@@ -362,3 +362,27 @@ async fn the_stream_pushes_a_fresh_answer_after_every_scrape() {
         .unwrap();
     assert_eq!(rsp.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn an_unreachable_prometheus_is_a_502_naming_it() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (discovery, _) = store();
+    let prometheus = ferry_control::metrics::promql::Prometheus::new(&url, Duration::from_secs(1));
+    let app = stat_api::router(discovery, Backend::Prometheus(Box::new(prometheus)));
+    let uri = "/api/v1/stat?kind=deploy&namespace=emojivoto";
+    let rsp = app
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    let error: ApiError = serde_json::from_slice(&body).unwrap();
+    assert!(
+        error
+            .error
+            .starts_with(&format!("querying Prometheus at {url}: ")),
+        "{error:?}"
+    );
+}
