@@ -24,7 +24,7 @@
     const table = h("table", { class: "grid tap" },
       h("thead", {}, h("tr", {}, ["Time", "Dir", "Pod", "From", "To", "Method", "Path", "Status", "Latency", "gRPC", "TLS"].map((t) => h("th", {}, t)))),
       tbody);
-    view.append(h("h1", {}, "Live tap"), form, status, table);
+    view.append(h("h1", {}, "Live tap"), form, status, h("div", { class: "scroll-x" }, table));
 
     let source = null;
     const byId = new Map();
@@ -81,7 +81,9 @@
           td("time", new Date().toLocaleTimeString()), td("dir", ev.proxyDirection === "inbound" ? "in" : "out"),
           td("pod", ev.tappedPod), td("from", peer(ev.source)), td("to", peer(ev.destination)),
           td("method", ev.method), td("path", ev.path, "mono path"), td("status", "…"), td("latency", "", "num"),
-          td("grpc", ""), td("tls", ev.tls === "true" ? "mTLS" : ev.tls));
+          td("grpc", ""), td("tls", ev.tls === "true" ? "mTLS" : "plain"));
+        cells.path.title = ev.path || "";
+        if (ev.tls !== "true") cells.tls.title = ev.tls;
         row = { tr, cells };
         byId.set(key, row);
         tbody.prepend(tr);
@@ -129,6 +131,19 @@
     return out;
   }
 
+  /** The certificate's expiry as "<notAfter> (in 23h59m)", from /state's identity. */
+  function certExpiry(st, short) {
+    const cert = st.identity && st.identity.certificate;
+    if (cert && cert.not_after) {
+      const left = cert.expires_in_seconds;
+      if (left === undefined) return cert.not_after;
+      const when = left > 0 ? `in ${duration(left)}` : "EXPIRED";
+      return short ? h("span", { title: cert.not_after, class: left > 3600 ? "" : "bad-text" }, when) : `${cert.not_after} (${when})`;
+    }
+    const found = expiries(st, "", []);
+    return found.length ? String(found[0][1]) : null;
+  }
+
   route(/^\/proxies$/, (view, _m, params) => {
     const summary = h("div");
     const list = h("div", { id: "proxies" });
@@ -138,23 +153,21 @@
     const only = params.get("pod");
     every(5000, async () => {
       const { proxies } = await api("/api/v1/proxies");
-      summary.replaceChildren(h("table", { class: "grid compact" },
+      summary.replaceChildren(h("div", { class: "scroll-x" }, h("table", { class: "grid compact" },
         h("thead", {}, h("tr", {}, ["Pod", "Workload", "State", "Version", "Identity", "Certificate expiry", "Destinations"].map((t) => h("th", {}, t)))),
         h("tbody", {}, proxies.map((p) => {
           const st = p.state || {};
-          const certs = expiries(st, "", []);
           return h("tr", { "data-pod": p.pod },
-            h("td", {}, h("a", { href: `#/proxies?pod=${encodeURIComponent(p.pod)}` }, `${p.namespace}/${p.pod}`)),
+            h("td", {}, h("a", { href: `#/proxies?pod=${encodeURIComponent(p.pod)}`, title: `namespace ${p.namespace}` }, p.pod)),
             h("td", {}, p.workload ? `${Ferry.resource(p.workloadKind, p.workload)}` : "-"),
             h("td", {}, h("span", { class: `badge ${p.ready ? "good" : "bad"}`, title: p.error || "" }, p.ready ? "ready" : "down")),
             h("td", {}, st.version || "-"),
             h("td", { class: "mono" }, p.identity || "-"),
-            h("td", {}, certs.length ? String(certs[0][1]) : h("span", { class: "muted" }, "no mTLS certificate")),
+            h("td", { class: "cert" }, certExpiry(st, true) || h("span", { class: "muted" }, st.identity ? "waiting for a certificate" : "no mTLS certificate")),
             h("td", { class: "num" }, String((st.destinations || []).length)));
-        }))));
+        })))));
       list.replaceChildren(...proxies.filter((p) => !only || p.pod === only).map((p) => {
         const st = p.state || {};
-        const certs = expiries(st, "", []);
         const dests = st.destinations || [];
         return h("details", { class: "proxy", open: !!only || proxies.length <= 3, "data-pod": p.pod },
           h("summary", {},
@@ -164,7 +177,8 @@
               st.uptime_seconds !== undefined ? ` · up ${duration(st.uptime_seconds)}` : "")),
           h("dl", {},
             h("dt", {}, "Identity"), h("dd", { class: "mono" }, (st.identity && (st.identity.name || st.identity.dns_name)) || p.identity || "none (not meshed)"),
-            h("dt", {}, "Certificate expiry"), h("dd", {}, certs.length ? certs.map(([k, v]) => h("div", { class: "mono" }, `${v} (${k})`)) : h("span", { class: "muted" }, "no certificate in /state (mTLS not enabled on this proxy)")),
+            h("dt", {}, "Certificate expiry"), h("dd", { class: "mono" }, certExpiry(st) || h("span", { class: "muted" }, st.identity ? "no certificate yet" : "no certificate in /state (mTLS not enabled on this proxy)")),
+            st.identity && st.identity.trust_anchors ? [h("dt", {}, "Trust anchors"), h("dd", { class: "mono" }, st.identity.trust_anchors.map((a) => a.subject).join(", "))] : null,
             h("dt", {}, "Admin / tap"), h("dd", { class: "mono" }, `${p.adminAddr || "-"} / ${p.tapAddr || "-"}`),
             p.error ? [h("dt", {}, "Problem"), h("dd", { class: "bad-text" }, p.error)] : null,
             h("dt", {}, "Open connections"), h("dd", {}, String((st.connections || []).length))),

@@ -403,18 +403,17 @@ async fn the_dashboard_shows_the_apis_numbers_drills_down_and_taps() {
 /// Ports `ferry demo` uses from its base.
 const DEMO_SPAN: u16 = 50;
 
-/// A base with all the demo's ports free right now, near a port the kernel just handed out.
+/// A base with all the demo's ports free right now, below the kernel's ephemeral range
+/// (32768 and up) so that no other test's outgoing connection can take one meanwhile.
 fn free_base() -> u16 {
-    for _ in 0..200 {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = probe.local_addr().unwrap().port();
-        drop(probe);
-        let base = (port / 10 * 10).clamp(20_000, 65_000 - DEMO_SPAN);
+    let seed = std::process::id() as usize;
+    for attempt in 0..1200 {
+        let base = 20_000 + ((seed * 7919 + attempt * 131) % 1_200) as u16 * 10;
         if (base..base + DEMO_SPAN).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return base;
         }
     }
-    panic!("no free range of {DEMO_SPAN} ports");
+    panic!("no free range of {DEMO_SPAN} ports between 20000 and 32000");
 }
 
 /// Kills whatever the demo recorded in its state directory when dropped, so a failing test
@@ -459,22 +458,31 @@ async fn with_ferry_demo_running_the_dashboard_finds_the_broken_edge() {
 
     // The API: every emojivoto workload is listed, and the three called ones have traffic.
     let workloads = ["emoji", "vote-bot", "voting", "web"];
-    wait_until(
+    let last = std::sync::Mutex::new(String::new());
+    let measured = wait_until(
         WAIT,
         "the stat API to measure web, emoji and voting",
         || async {
             let v = get_json(&format!(
                 "{api}/api/v1/stat?kind=deploy&namespace=emojivoto"
             ))
-            .await
-            .ok()?;
+            .await;
+            *last.lock().unwrap() = format!("{v:?}");
+            let v = v.ok()?;
             let rows = v["rows"].as_array()?;
             let has = |n: &str| rows.iter().any(|r| r["name"] == n && r["success"].is_f64());
             (has("web") && has("emoji") && has("voting")).then_some(())
         },
     )
-    .await
-    .unwrap();
+    .await;
+    if let Err(e) = measured {
+        let logs = demo.logs();
+        let tail = logs[logs.len().saturating_sub(30)..].join("\n");
+        panic!(
+            "{e}; last answer: {}\nferry demo logged:\n{tail}",
+            last.lock().unwrap()
+        );
+    }
 
     let browser = Browser::start(1366, 900).await.unwrap();
     browser.goto(&format!("{api}/#/")).await.unwrap();
@@ -552,6 +560,30 @@ async fn with_ferry_demo_running_the_dashboard_finds_the_broken_edge() {
         .unwrap();
     eprintln!("tap rows, failed: {seen}");
     shot(&browser, "demo-3-tap-voting").await;
+
+    // Diagnostics: four ready proxies with their identities' certificates, checks passing.
+    browser.goto(&format!("{api}/#/proxies")).await.unwrap();
+    browser
+        .wait_for(
+            "four ready proxies, each with a certificate expiry",
+            r#"const rows = [...document.querySelectorAll('tr[data-pod]')];
+               return rows.length === 4 && rows.every((r) => r.querySelector('.badge.good')
+                 && /in \d/.test(r.querySelector('td.cert').textContent));"#,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    shot(&browser, "demo-4-proxies").await;
+    browser.goto(&format!("{api}/#/check")).await.unwrap();
+    let summary = browser
+        .wait_for(
+            "the checks",
+            "const s = document.querySelector('#check-summary'); return s && s.textContent;",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary, "all 4 checks passed");
     drop(browser);
     let _ = demo.terminate(Duration::from_secs(20)).await;
 }
