@@ -275,13 +275,19 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(prom.metrics.scrape_interval, Duration::from_secs(1));
-        assert_eq!(prom.metrics.prometheus_url.as_deref(), Some("http://127.0.0.1:9090"));
+        assert_eq!(
+            prom.metrics.prometheus_url.as_deref(),
+            Some("http://127.0.0.1:9090")
+        );
         assert!(matches!(
             Config::from_args(&args(&["--workloads-file=w", "--scrape-interval=10ms"])),
             Err(ConfigError::ScrapeInterval(_))
         ));
         assert!(matches!(
-            Config::from_args(&args(&["--workloads-file=w", "--prometheus-url=localhost:9090"])),
+            Config::from_args(&args(&[
+                "--workloads-file=w",
+                "--prometheus-url=localhost:9090"
+            ])),
             Err(ConfigError::PrometheusUrl(_))
         ));
     }

@@ -190,7 +190,13 @@ pub async fn serve_all<D: Discovery>(
     };
     let api = {
         let stop = stop.clone();
-        let server = api::serve(api, discovery, info, backend, stop.clone().cancelled_owned());
+        let server = api::serve(
+            api,
+            discovery,
+            info,
+            backend,
+            stop.clone().cancelled_owned(),
+        );
         async move {
             let result = server.await;
             stop.cancel();
