@@ -324,12 +324,12 @@ pub async fn stat<B: MetricsBackend>(
                 continue;
             };
             let acc = rows.entry(key).or_default();
-            let slot = [
-                &mut acc.latency.p50,
-                &mut acc.latency.p95,
-                &mut acc.latency.p99,
-            ];
-            *slot.into_iter().nth(set).expect("three slots") = Some(v);
+            let slot = match set {
+                0 => &mut acc.latency.p50,
+                1 => &mut acc.latency.p95,
+                _ => &mut acc.latency.p99,
+            };
+            *slot = Some(v);
         }
     }
     tcp(backend, state, &plan, w, at, &mut rows).await?;
