@@ -165,7 +165,7 @@ impl Conn {
                 tap::dispatch(tap, || tap::Destination {
                     addr: backend.target_addr(),
                     labels: None,
-                    server_id: None,
+                    server_id: backend.connector().peer_identity().map(|p| &*p.server_id),
                 });
                 let version = out.req.version();
                 let result = backend.client(version).request(out.req).await;
@@ -228,7 +228,11 @@ impl Conn {
         tap::dispatch(tap, || tap::Destination {
             addr: endpoint.addr,
             labels: Some(&endpoint.meta.labels),
-            server_id: None,
+            server_id: endpoint
+                .backend
+                .connector()
+                .peer_identity()
+                .map(|p| &*p.server_id),
         });
         let Outgoing { mut req, retry } = out;
         let mut attempt = 1;

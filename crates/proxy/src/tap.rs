@@ -42,8 +42,7 @@ use matcher::{Input, Matcher};
 pub const EVENT_BUFFER: usize = 1024;
 /// `tls` label of a plaintext connection accepted from a client.
 pub const NO_TLS_FROM_REMOTE: &str = "no_tls_from_remote";
-/// `tls` label of a plaintext request to an endpoint. TODO(#4): `true` once the outbound
-/// side opens mTLS to the endpoints discovery gives an identity.
+/// `tls` label of a plaintext request to an endpoint (mTLS ones say `true`).
 pub const NO_TLS_TO_ENDPOINT: &str = "not_provided_by_service_discovery";
 /// HTTP/2 `CANCEL`: what a response that stopped being read reports.
 const RESET_CANCEL: u32 = 8;
@@ -327,7 +326,7 @@ pub struct Destination<'a> {
     pub addr: SocketAddr,
     /// Its labels from discovery (outbound); inbound uses the proxy's own.
     pub labels: Option<&'a Labels>,
-    /// The identity the endpoint proved over mTLS. TODO(#4): set by the outbound mTLS.
+    /// The identity the endpoint must prove over mTLS, when the connection is mTLS.
     pub server_id: Option<&'a str>,
 }
 
