@@ -484,3 +484,58 @@ async fn a_missing_binary_is_named() {
         "says how to fix it: {text}"
     );
 }
+
+#[tokio::test]
+async fn after_a_sigkill_the_apps_exit_and_the_next_demo_cleans_up() {
+    let base = free_base();
+    let state = tempfile::tempdir().unwrap();
+    let leftovers = Leftovers(state.path().to_path_buf());
+    let mut first = demo(base, state.path());
+    first.wait_for_log("Ready.", START).await.unwrap();
+    let pids = leftovers.pids();
+    Command::new("kill")
+        .args(["-KILL", &first.pid().to_string()])
+        .status()
+        .unwrap();
+    first.terminate_wait(Duration::from_secs(5)).await.unwrap();
+
+    // The apps see their stdin close and exit; the proxies and control plane cannot know.
+    let apps: Vec<u32> = std::fs::read_to_string(state.path().join("children.pids"))
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            [" emoji", " voting", " web", " vote-bot"]
+                .iter()
+                .any(|s| l.ends_with(s))
+        })
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(apps.len(), 4, "{pids:?}");
+    wait_until(Duration::from_secs(10), "the apps to exit", || async {
+        apps.iter().all(|p| !alive(*p)).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // The next demo on the same state stops what is left, says so, and starts.
+    let mut second = demo(base, state.path());
+    second.wait_for_log("Ready.", START).await.unwrap();
+    let output = second.logs().join("\n");
+    assert!(
+        output.contains("Stopped processes a killed ferry demo left behind: control ("),
+        "{output}"
+    );
+    assert!(
+        pids.iter().all(|p| !alive(*p)),
+        "the first demo's children are gone"
+    );
+    Command::new("kill")
+        .args(["-TERM", &second.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(second
+        .terminate_wait(Duration::from_secs(20))
+        .await
+        .unwrap()
+        .success());
+}
