@@ -476,6 +476,7 @@ Try, in another terminal:
   {ferry} stat deploy -n {NAMESPACE} --from deploy/voting{api}
   {ferry} stat deploy -n {NAMESPACE} --to deploy/emoji{api}
   {ferry} tap deploy/voting -n {NAMESPACE}{api}
+  {ferry} tap deploy/web -n {NAMESPACE} --to deploy/emoji{api}
   {ferry} edges deploy -n {NAMESPACE}{api}
   {ferry} diagnostics endpoints emoji-svc.{NAMESPACE}:8080{api}
 

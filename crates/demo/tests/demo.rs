@@ -238,6 +238,35 @@ async fn story(base: u16) {
             "only bottom-half emojis fail: {path}"
         );
     }
+
+    // tap deploy/web --to deploy/emoji: web's calls are gRPC FindByShortcode, and they work.
+    let args = [
+        "tap",
+        "deploy/web",
+        "-n",
+        "emojivoto",
+        "--to",
+        "deploy/emoji",
+        "--path",
+        "/emojivoto.v1.EmojiService/FindByShortcode",
+        "--limit",
+        "5",
+        "-o",
+        "json",
+        "--api-addr",
+        &api,
+    ];
+    let (ok, text) = ferry(&bin("ferry"), &args).await;
+    assert!(ok, "{text}");
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let ends: Vec<&serde_json::Value> = events.iter().filter(|e| e["type"] == "end").collect();
+    assert!(!ends.is_empty(), "{text}");
+    for end in ends {
+        assert_eq!(end["grpcStatus"], 0, "web's lookups succeed: {end}");
+    }
 }
 
 #[tokio::test]
