@@ -187,7 +187,12 @@ mod tap {
             let taps = black_box(&taps);
             taps.is_active()
                 && taps
-                    .capture(&conn, Direction::Inbound, &req, Some("voting.emojivoto:8080"))
+                    .capture(
+                        &conn,
+                        Direction::Inbound,
+                        &req,
+                        Some("voting.emojivoto:8080"),
+                    )
                     .is_some()
         });
     }
