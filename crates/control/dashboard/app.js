@@ -38,11 +38,17 @@ const Ferry = (() => {
     return body;
   }
 
+  let lastHeard = null;
+  /** The badge at the top right, and the page dimmed while the control plane is away. */
   function markLive(ok, why) {
     const live = document.getElementById("live");
     if (!live) return;
+    document.body.classList.toggle("stale", !ok);
+    if (ok) lastHeard = new Date();
     live.className = ok ? "live ok" : "live bad";
-    live.textContent = ok ? `live · ${new Date().toLocaleTimeString()}` : `offline: ${why || "no answer"}`;
+    live.title = ok ? "when the page last heard from the control plane" : `${why || "no answer"}`;
+    live.textContent = ok ? `live · ${lastHeard.toLocaleTimeString()}`
+      : `control plane unreachable${lastHeard ? ` since ${lastHeard.toLocaleTimeString()}` : ""}`;
   }
 
   /** Runs `fn` now and every `ms` until the route changes. Errors show in the live badge. */
