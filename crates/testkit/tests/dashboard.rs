@@ -115,6 +115,8 @@ async fn mesh() -> Mesh {
         "127.0.0.1:0",
         "--api-listen",
         "127.0.0.1:0",
+        "--scrape-interval",
+        "1s",
         "--log-format",
         "json",
     ];
