@@ -597,6 +597,23 @@ async fn with_ferry_demo_running_the_dashboard_finds_the_broken_edge() {
     let rate: f64 = emoji[0].as_str().unwrap().parse().unwrap();
     assert!(rate < 0.95, "voting → emoji should be failing: {emoji}");
     shot(&browser, "demo-2-voting").await;
+    // Its last 15 minutes, drawn from the history API (a line needs two points).
+    browser
+        .wait_for(
+            "voting's success, RPS and latency charts to draw lines",
+            r#"const lines = document.querySelectorAll('svg.chart path.series');
+               if (lines.length < 5) return null;
+               window.scrollTo(0, document.body.scrollHeight);
+               return lines.length;"#,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    shot(&browser, "demo-2b-voting-charts").await;
+    browser
+        .eval("window.scrollTo(0, 0); return true;", vec![])
+        .await
+        .unwrap();
 
     // Tap voting: live rows.
     let tap = browser.find("#tap-this").await.unwrap();
