@@ -115,6 +115,10 @@ workloads:
     namespace: emojivoto
     instances:
       - {{ name: untapped-0, addr: "127.0.0.1:9" }}
+  - name: dead
+    namespace: emojivoto
+    instances:
+      - {{ name: dead-0, addr: "127.0.0.1:11", tapAddr: "127.0.0.1:9" }}
 services:
   - {{ name: emoji, namespace: emojivoto, port: 8080, workloads: [emoji] }}
   - {{ name: voting, namespace: emojivoto, port: 8080, workloads: [voting] }}
@@ -389,7 +393,7 @@ async fn top_prints_a_table_of_requests() {
 async fn errors_are_one_clear_line() {
     let mesh = Mesh::start().await;
     let api = mesh.api.as_str();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["tap", "deploy/nope", "-n", "emojivoto", "--api-addr", api],
             "deployment/nope not found in namespace emojivoto",
@@ -416,6 +420,14 @@ async fn errors_are_one_clear_line() {
         (
             &["tap", "deploy/voting", "--api-addr", "http://127.0.0.1:9"],
             "cannot reach the control plane at http://127.0.0.1:9",
+        ),
+        (
+            &["tap", "deploy/dead", "-n", "emojivoto", "--api-addr", api],
+            "tapping emojivoto/dead-0 at 127.0.0.1:9: ",
+        ),
+        (
+            &["top", "deploy/dead", "-n", "emojivoto", "--api-addr", api],
+            "tapping emojivoto/dead-0 at 127.0.0.1:9: ",
         ),
     ];
     for (args, want) in cases {
