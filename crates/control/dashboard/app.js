@@ -53,10 +53,16 @@ const Ferry = (() => {
 
   /** Runs `fn` now and every `ms` until the route changes. Errors show in the live badge. */
   function every(ms, fn) {
-    const run = () => Promise.resolve().then(fn).catch((e) => {
-      if (e && e.status === undefined) markLive(false, e.message);
-      console.warn(e);
-    });
+    // One refresh at a time: a slow control plane is not sent a growing queue of requests.
+    let busy = false;
+    const run = () => {
+      if (busy) return;
+      busy = true;
+      Promise.resolve().then(fn).catch((e) => {
+        if (e && e.status === undefined) markLive(false, e.message);
+        console.warn(e);
+      }).finally(() => { busy = false; });
+    };
     run();
     timers.push(setInterval(run, ms));
   }

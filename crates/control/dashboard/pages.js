@@ -37,7 +37,7 @@
       { key: "meshed", label: "Meshed", value: (r) => r.meshed && r.meshed.ready, cell: (r) => meshedCell(r.meshed) },
       ...metricCols(),
       { key: "tcpConnections", label: "TCP", num: true, cell: (r) => r.tcpConnections ?? "-" },
-    ], { sort: "namespace", empty: "no workloads discovered", rowAttrs: (r) => ({ "data-workload": `${r.namespace}/${r.name}`, class: `row-${health(r.success)}` }) });
+    ], { sort: "namespace", cls: "workloads", empty: "no workloads discovered", rowAttrs: (r) => ({ "data-workload": `${r.namespace}/${r.name}`, class: `row-${health(r.success)}` }) });
     const statNote = h("div");
     view.append(
       h("h1", {}, "Overview"),

@@ -360,6 +360,31 @@ async fn the_dashboard_shows_the_apis_numbers_drills_down_and_taps() {
         (voting.1.unwrap() - 0.5).abs() < 0.1,
         "voting fails every other request: {voting:?}"
     );
+    // Sortable: a click on Success sorts best first, a second click worst first; no
+    // traffic sorts last both ways.
+    for (clicks, want) in [
+        (1, "shop/emoji shop/voting shop/web"),
+        (2, "shop/voting shop/emoji shop/web"),
+    ] {
+        let header = browser
+            .find("table.workloads th[data-col='success']")
+            .await
+            .unwrap();
+        browser.click(&header).await.unwrap();
+        let script = format!(
+            r#"const rows = [...document.querySelectorAll("tr[data-workload^='shop/']")].map((r) => r.dataset.workload);
+               return rows.join(' ') === '{want}' ? rows : null;"#
+        );
+        browser
+            .wait_for(&format!("{clicks} click(s): {want}"), &script, WAIT)
+            .await
+            .unwrap();
+    }
+    let order = browser
+        .eval("return document.querySelector('table.workloads th.desc, table.workloads th.asc').className;", vec![])
+        .await
+        .unwrap();
+    eprintln!("sorted: {order}");
     let status = browser.find("#cp-status").await.unwrap();
     assert_eq!(browser.text(&status).await.unwrap(), "ok");
 
