@@ -621,3 +621,6 @@ fn to_headers(h: &HeaderMap) -> http_types::Headers {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests;
