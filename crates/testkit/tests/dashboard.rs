@@ -451,6 +451,23 @@ async fn the_dashboard_shows_the_apis_numbers_drills_down_and_taps() {
     shot(&browser, "4-tap-voting").await;
     let stop = browser.find("#tap-stop").await.unwrap();
     browser.click(&stop).await.unwrap();
+    // With a limit the tap ends on its own after that many requests, and stays ended.
+    browser
+        .goto(&format!(
+            "{api}/#/tap?resource=deploy/emoji&namespace=shop&limit=3"
+        ))
+        .await
+        .unwrap();
+    let ended = browser
+        .wait_for(
+            "a limited tap to end after 3 requests",
+            r#"const s = document.querySelector('#tap-status').textContent;
+               return s.includes('ended after its limit of 3') ? [s, document.querySelectorAll('#tap-rows tr.tap-row').length] : null;"#,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended[1], 3, "{ended}");
 
     // The namespace page draws the graph web → voting, emoji from the edges.
     browser.goto(&format!("{api}/#/ns/shop")).await.unwrap();
