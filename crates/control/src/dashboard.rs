@@ -9,7 +9,7 @@
 pub mod probe;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
 use axum::http::header;
@@ -18,7 +18,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use ferry_api::check::{self, CheckLine, CheckReport};
 use ferry_api::control_api::IdentityInfo;
-use ferry_api::overview::{self, Component, NamespaceSummary, Overview, Proxies, WorkloadSummary};
+use ferry_api::overview::{
+    self, Component, NamespaceSummary, Overview, Proxies, ProxyInfo, WorkloadSummary,
+};
 use serde::Deserialize;
 
 use crate::discovery::Discovery;
@@ -33,11 +35,45 @@ const STYLE_CSS: &str = include_str!("../dashboard/style.css");
 const JS: &str = "text/javascript; charset=utf-8";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// How long one round of admin reads answers every dashboard request: many open pages, or
+/// one page's several refreshes, cost one read per proxy, not one each.
+const PROBE_CACHE: Duration = Duration::from_secs(1);
+
 /// What the dashboard's routes read.
 struct Ctx<D> {
     discovery: D,
     identity: Option<IdentityInfo>,
     started: Instant,
+    /// The last round of admin reads, for the discovery state it was made from. Held
+    /// across the round, so concurrent requests wait for one round instead of each
+    /// starting their own.
+    probed: tokio::sync::Mutex<Option<Probed>>,
+}
+
+struct Probed {
+    at: Instant,
+    state: Arc<ClusterState>,
+    proxies: Arc<Vec<ProxyInfo>>,
+}
+
+impl<D: Discovery> Ctx<D> {
+    /// Every proxy with its `/ready` and `/state`, read at most once per [`PROBE_CACHE`].
+    async fn proxies(&self) -> (Arc<ClusterState>, Arc<Vec<ProxyInfo>>) {
+        let state = self.discovery.watch().borrow().clone();
+        let mut probed = self.probed.lock().await;
+        if let Some(p) = probed.as_ref() {
+            if p.at.elapsed() < PROBE_CACHE && Arc::ptr_eq(&p.state, &state) {
+                return (state, p.proxies.clone());
+            }
+        }
+        let proxies = Arc::new(probe::proxies(&state, None, true).await);
+        *probed = Some(Probed {
+            at: Instant::now(),
+            state: state.clone(),
+            proxies: proxies.clone(),
+        });
+        (state, proxies)
+    }
 }
 
 /// The dashboard's page, assets and routes; merged into the public API's router.
@@ -46,6 +82,7 @@ pub fn router<D: Discovery>(discovery: D, identity: Option<IdentityInfo>) -> Rou
         discovery,
         identity,
         started: Instant::now(),
+        probed: tokio::sync::Mutex::new(None),
     });
     let asset = |mime: &'static str, body: &'static str| {
         get(move || async move {
@@ -78,8 +115,7 @@ pub fn router<D: Discovery>(discovery: D, identity: Option<IdentityInfo>) -> Rou
 }
 
 async fn overview_route<D: Discovery>(State(ctx): State<Arc<Ctx<D>>>) -> Json<Overview> {
-    let state = ctx.discovery.watch().borrow().clone();
-    let proxies = probe::proxies(&state, None, false).await;
+    let (state, proxies) = ctx.proxies().await;
     let watched = proxies.iter().filter(|p| p.admin_addr.is_some());
     let proxies_known = watched.clone().count();
     let proxies_ready = watched.filter(|p| p.ready).count();
@@ -201,17 +237,20 @@ async fn proxies_route<D: Discovery>(
     State(ctx): State<Arc<Ctx<D>>>,
     Query(query): Query<ProxiesQuery>,
 ) -> Json<Proxies> {
-    let state = ctx.discovery.watch().borrow().clone();
     let namespace = query.namespace.as_deref().filter(|ns| !ns.is_empty());
+    let (_, proxies) = ctx.proxies().await;
     Json(Proxies {
-        proxies: probe::proxies(&state, namespace, true).await,
+        proxies: proxies
+            .iter()
+            .filter(|p| namespace.is_none_or(|ns| ns == p.namespace))
+            .cloned()
+            .collect(),
     })
 }
 
 /// Runs the local checks of `ferry check --local` on this control plane.
 async fn check_route<D: Discovery>(State(ctx): State<Arc<Ctx<D>>>) -> impl IntoResponse {
-    let state = ctx.discovery.watch().borrow().clone();
-    let proxies = probe::proxies(&state, None, true).await;
+    let (_, proxies) = ctx.proxies().await;
     let checks = vec![
         CheckLine::new(
             check::API_ANSWERS,

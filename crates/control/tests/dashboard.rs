@@ -190,3 +190,63 @@ async fn checks_name_the_proxy_that_is_down_and_the_one_that_is_old() {
     );
     assert!(version.hint.is_some());
 }
+
+#[tokio::test]
+async fn pages_refreshing_at_once_cost_one_read_per_proxy() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let reads = Arc::new(AtomicUsize::new(0));
+    let counted = reads.clone();
+    let router = axum::Router::new()
+        .route(
+            "/ready",
+            get(move || {
+                counted.fetch_add(1, Ordering::Relaxed);
+                async { "ready\n" }
+            }),
+        )
+        .route(
+            "/state",
+            get(|| async { axum::Json(serde_json::json!({"version": "x"})) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let d = discovery(addr, dead());
+    // One app, as the server has one: the cache lives in its routes.
+    let app = app(d);
+    let calls = [OVERVIEW_PATH, PROXIES_PATH, CHECK_PATH, OVERVIEW_PATH].map(|uri| {
+        let app = app.clone();
+        async move {
+            let rsp = app
+                .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            rsp.status()
+        }
+    });
+    let statuses = join_all(calls).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        reads.load(Ordering::Relaxed),
+        1,
+        "each proxy read once for four requests"
+    );
+}
+
+async fn join_all<F: std::future::Future<Output = StatusCode> + Send + 'static>(
+    calls: [F; 4],
+) -> Vec<StatusCode> {
+    let mut set = tokio::task::JoinSet::new();
+    for c in calls {
+        set.spawn(c);
+    }
+    let mut out = Vec::new();
+    while let Some(s) = set.join_next().await {
+        out.push(s.unwrap());
+    }
+    out
+}
