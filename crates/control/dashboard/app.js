@@ -130,6 +130,7 @@ const Ferry = (() => {
       thead.replaceChildren(h("tr", {}, cols.map((c) => h("th", {
         class: (c.num ? "num " : "") + "sortable" + (state.key === c.key ? (state.desc ? " desc" : " asc") : ""),
         "data-col": c.key,
+        "aria-sort": state.key === c.key ? (state.desc ? "descending" : "ascending") : null,
         onclick: () => { state.desc = state.key === c.key ? !state.desc : !!c.num; state.key = c.key; draw(); },
       }, c.label))));
     }

@@ -71,10 +71,14 @@
       };
     });
 
-    const peer = (p) => {
+    // A peer by its workload when discovery labelled it, else by its mTLS identity's
+    // service account, else by address.
+    const peer = (p, identity) => {
       const l = (p && p.labels) || {};
       const who = l.deployment ? `deploy/${l.deployment}` : l.pod ? `po/${l.pod}` : l.service ? `svc/${l.service}` : "";
-      return who || (p && p.addr) || "-";
+      if (who) return who;
+      if (identity) return `sa/${identity.split(".")[0]}`;
+      return (p && p.addr) || "-";
     };
 
     function onEvent(ev) {
@@ -87,7 +91,7 @@
         const td = (k, v, cls) => (cells[k] = h("td", { class: cls || "" }, v ?? ""));
         const tr = h("tr", { class: "tap-row" },
           td("time", new Date().toLocaleTimeString()), td("dir", ev.proxyDirection === "inbound" ? "in" : "out"),
-          td("pod", ev.tappedPod), td("from", peer(ev.source)), td("to", peer(ev.destination)),
+          td("pod", ev.tappedPod), td("from", peer(ev.source, ev.clientId)), td("to", peer(ev.destination, ev.serverId)),
           td("method", ev.method), td("path", ev.path, "mono path"), td("status", "…"), td("latency", "", "num"),
           td("grpc", ""), td("tls", ev.tls === "true" ? "mTLS" : "plain"));
         cells.path.title = ev.path || "";
