@@ -89,14 +89,29 @@ struct Open {
     status: Option<u16>,
 }
 
+/// Workload label keys, as discovery writes them, and kubectl's short kind.
+const WORKLOADS: [(&str, &str); 6] = [
+    ("deployment", "deploy"),
+    ("statefulset", "sts"),
+    ("daemonset", "ds"),
+    ("replicaset", "rs"),
+    ("k8s_job", "job"),
+    ("cronjob", "cronjob"),
+];
+
+/// A peer's pod, else its workload (known from its mTLS identity), else its IP.
 fn peer_name(p: &ferry_api::tap::TapPeer) -> String {
-    match p.labels.get("pod") {
-        Some(pod) => pod.clone(),
-        None => p
-            .addr
-            .rsplit_once(':')
-            .map_or(p.addr.clone(), |(ip, _)| ip.to_string()),
+    if let Some(pod) = p.labels.get("pod") {
+        return pod.clone();
     }
+    for (key, short) in WORKLOADS {
+        if let Some(name) = p.labels.get(key) {
+            return format!("{short}/{name}");
+        }
+    }
+    p.addr
+        .rsplit_once(':')
+        .map_or(p.addr.clone(), |(ip, _)| ip.to_string())
 }
 
 impl Table {
@@ -358,6 +373,11 @@ mod tests {
             "voting-0  127.0.0.1    GET     /api/list  1      2.5s   2.5s   2.5s   100.00%"
         );
         assert!(Table::default().render(5).contains("(no requests yet)"));
+        let mut caller = ev(TapEventKind::Req, "0:0", "/").source;
+        caller.labels = [("deployment".to_string(), "web".to_string())].into();
+        assert_eq!(peer_name(&caller), "deploy/web");
+        caller.labels.clear();
+        assert_eq!(peer_name(&caller), "127.0.0.1");
         assert!(humantime_duration("250ms").is_ok() && humantime_duration("x").is_err());
     }
 }

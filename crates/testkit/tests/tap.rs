@@ -571,6 +571,12 @@ services:
         inbound["clientId"],
         "client.default.serviceaccount.identity.ferry.cluster.local"
     );
+    // The identity names the caller's workload, though its address is an ephemeral port.
+    assert_eq!(
+        inbound["source"]["labels"]["deployment"], "client",
+        "{inbound}"
+    );
+    assert_eq!(inbound["source"]["labels"]["serviceaccount"], "client");
     let outbound = wait_until(WAIT, "the outbound event", || first(&client_side))
         .await
         .unwrap();

@@ -50,6 +50,11 @@ pub fn convert(state: &ClusterState, target: &Target, event: pb::TapEvent) -> Op
         .remove("tls")
         .unwrap_or_else(|| "no_identity".to_string());
     let client_id = source.labels.remove("client_id");
+    if inbound {
+        if let Some(id) = &client_id {
+            source.labels.extend(client_labels(state, id));
+        }
+    }
     let server_id = destination.labels.remove("server_id");
     let mut out = TapEvent {
         kind: TapEventKind::Req,
@@ -113,6 +118,33 @@ pub fn convert(state: &ClusterState, target: &Target, event: pb::TapEvent) -> Op
         }
     }
     Some(out)
+}
+
+/// What an inbound client's mTLS identity says about it: its service account and
+/// namespace, and its workload when only one workload runs as that account.
+fn client_labels(state: &ClusterState, id: &str) -> Vec<(String, String)> {
+    let suffix = format!(".serviceaccount.identity.ferry.{}", state.trust_domain);
+    let Some((sa, ns)) = id.strip_suffix(&suffix).and_then(|s| s.split_once('.')) else {
+        return Vec::new();
+    };
+    let mut labels = vec![
+        ("serviceaccount".to_string(), sa.to_string()),
+        ("namespace".to_string(), ns.to_string()),
+    ];
+    let owners: std::collections::BTreeSet<_> = state
+        .instances
+        .iter()
+        .filter(|(key, i)| key.namespace == ns && i.service_account == sa)
+        .filter_map(|(_, i)| i.owner.as_ref())
+        .map(|o| (o.kind.as_str(), o.name.as_str()))
+        .collect();
+    if let [(kind, name)] = owners.into_iter().collect::<Vec<_>>()[..] {
+        labels.push((
+            ferry_api::destination::workload_label(kind).to_string(),
+            name.to_string(),
+        ));
+    }
+    labels
 }
 
 fn peer(
