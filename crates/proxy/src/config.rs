@@ -63,7 +63,8 @@ pub struct Args {
     /// renewal). With `--identity-trust-anchors`, turns identity and mTLS on.
     #[arg(long, env = env::PROXY_IDENTITY_TOKEN_FILE)]
     pub identity_token_file: Option<PathBuf>,
-    /// PEM trust anchors that peers' and our own certificates must chain to.
+    /// PEM trust anchors that peers' and our own certificates must chain to: a file, or the
+    /// PEM itself (as Kubernetes injection passes it in the environment).
     #[arg(long, env = env::PROXY_IDENTITY_TRUST_ANCHORS)]
     pub identity_trust_anchors: Option<PathBuf>,
     /// The proxy's service account: its identity is `<sa>.<ns>.serviceaccount.identity.ferry.<td>`.

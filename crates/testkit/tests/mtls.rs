@@ -193,17 +193,25 @@ async fn first_ok(client: &ProxyProc) {
     .unwrap();
 }
 
-fn openssl(args: &[&str], stdin: &[u8]) -> (bool, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("openssl")
+/// Runs `openssl` (bounded, killed on drop) without blocking the test's runtime, which
+/// also runs the app.
+async fn openssl(args: &[&str], stdin: &[u8]) -> (bool, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("openssl")
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .expect("openssl is installed (.ci/setup)");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).await.unwrap();
+    drop(input);
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("openssl {args:?} did not finish"))
+        .unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
@@ -314,7 +322,7 @@ async fn meshed_traffic_is_mutual_tls_with_identities_in_metrics_state_and_opens
         "{sans}"
     );
     let anchor_pem = std::fs::read(mesh.anchors()).unwrap();
-    let (ok, fp) = openssl(&["x509", "-noout", "-fingerprint", "-sha256"], &anchor_pem);
+    let (ok, fp) = openssl(&["x509", "-noout", "-fingerprint", "-sha256"], &anchor_pem).await;
     assert!(ok, "{fp}");
     let fp = fp
         .split('=')
@@ -341,7 +349,8 @@ async fn meshed_traffic_is_mutual_tls_with_identities_in_metrics_state_and_opens
             "-tls1_3",
         ],
         b"",
-    );
+    )
+    .await;
     let chain = pem_blocks(&out);
     assert_eq!(chain.len(), 2, "leaf and issuer: {out}");
     let dir = mesh.dir.path();
@@ -357,9 +366,10 @@ async fn meshed_traffic_is_mutual_tls_with_identities_in_metrics_state_and_opens
             dir.join("leaf.pem").to_str().unwrap(),
         ],
         b"",
-    );
+    )
+    .await;
     assert!(ok && verified.contains("OK"), "{verified}");
-    let (ok, text) = openssl(&["x509", "-noout", "-text"], chain[0].as_bytes());
+    let (ok, text) = openssl(&["x509", "-noout", "-text"], chain[0].as_bytes()).await;
     assert!(ok, "{text}");
     assert!(
         text.contains("URI:spiffe://cluster.local/ns/default/sa/echo")
@@ -377,6 +387,96 @@ async fn meshed_traffic_is_mutual_tls_with_identities_in_metrics_state_and_opens
     })
     .await
     .unwrap();
+
+    // With a client certificate the handshake completes: a leaf for `tester`, signed here
+    // with the local CA's issuer key, gets its request through, labelled with its identity.
+    let ca = mesh.dir.path().join("identity/ca");
+    let p = |name: &str| dir.join(name).display().to_string();
+    let ext = format!(
+        "subjectAltName=DNS:{},URI:spiffe://cluster.local/ns/default/sa/tester\n\
+         extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n",
+        id("tester")
+    );
+    std::fs::write(dir.join("ext.cnf"), ext).unwrap();
+    let steps: [&[&str]; 3] = [
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &p("tester.key"),
+        ],
+        &[
+            "req",
+            "-new",
+            "-key",
+            &p("tester.key"),
+            "-subj",
+            "/CN=tester",
+            "-out",
+            &p("tester.csr"),
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &p("tester.csr"),
+            "-days",
+            "1",
+            "-set_serial",
+            "7",
+            "-CA",
+            &ca.join("issuer.crt").display().to_string(),
+            "-CAkey",
+            &ca.join("issuer.key").display().to_string(),
+            "-extfile",
+            &p("ext.cnf"),
+            "-out",
+            &p("tester.crt"),
+        ],
+    ];
+    for step in steps {
+        let (ok, out) = openssl(step, b"").await;
+        assert!(ok, "openssl {step:?}: {out}");
+    }
+    let (_, out) = openssl(
+        &[
+            "s_client",
+            "-connect",
+            &connect,
+            "-servername",
+            &sni,
+            "-tls1_3",
+            "-quiet",
+            "-cert",
+            &p("tester.crt"),
+            "-key",
+            &p("tester.key"),
+            "-cert_chain",
+            &p("issuer.pem"),
+        ],
+        b"GET / HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        out.contains("HTTP/1.1 200") && out.contains("\r\n\r\necho"),
+        "{out}"
+    );
+    let m = admin(&server, "/metrics").await;
+    assert!(
+        ferry_testkit::metric_sum(
+            &m,
+            "request_total",
+            &[
+                ("direction", "inbound"),
+                ("tls", "true"),
+                ("client_id", &id("tester"))
+            ]
+        ) >= 1.0,
+        "{m}"
+    );
 
     // Plaintext is still accepted (permissive by default).
     let r = client::get(&format!("http://{}/", server.inbound()))
