@@ -87,3 +87,7 @@ pub const CLI_API_ADDR: &str = "FERRY_API_ADDR";
 pub const CLI_KUBE_API: &str = "FERRY_KUBE_API";
 /// `ferry check --token`: bearer token for the Kubernetes API.
 pub const CLI_KUBE_TOKEN: &str = "FERRY_KUBE_TOKEN";
+/// `--scrape-interval`: how often the control plane scrapes every proxy's `/metrics`.
+pub const CONTROL_SCRAPE_INTERVAL: &str = "FERRY_CONTROL_SCRAPE_INTERVAL";
+/// `--prometheus-url`: answer stat queries with PromQL from this Prometheus instead.
+pub const CONTROL_PROMETHEUS_URL: &str = "FERRY_CONTROL_PROMETHEUS_URL";

@@ -14,6 +14,11 @@
 //! - [`identity`]: workload identity names (DNS-like and SPIFFE).
 //! - [`destination`]: cluster domain and endpoint metric label keys of the destination API.
 //! - [`control_api`]: paths and JSON bodies of the control plane's public API.
+//! - [`overview`]: the control plane's health in detail and its proxies, for the dashboard.
+//! - [`check`]: the local checks' judgements, shared by `ferry check` and the dashboard.
+//! - [`resource`]: kubectl-style resource names (`deploy/web`), parsed once for every part.
+//! - [`tap`]: the tap route of the public API and its JSON event.
+//! - [`stat`]: the metrics API's paths and JSON bodies (stat, edges, history, Prometheus SD).
 //! - `ca` (feature `ca`): the identity CA's certificate profiles and their generation.
 
 pub mod env;
@@ -22,11 +27,16 @@ pub mod k8s;
 pub mod metrics;
 pub mod ports;
 mod reason;
+pub mod stat;
 
 #[cfg(feature = "ca")]
 pub mod ca;
+pub mod check;
 pub mod control_api;
 pub mod destination;
 pub mod identity;
+pub mod overview;
+pub mod resource;
+pub mod tap;
 
 pub use reason::{ProxyErrorReason, TlsFailure};

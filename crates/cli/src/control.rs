@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_api::control_api::ApiError;
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use serde::de::DeserializeOwned;
 
@@ -66,6 +67,40 @@ impl ControlClient {
         })
     }
 
+    /// `GET path_and_query` for a stream (Server-Sent Events): the open response body once
+    /// the status is a success, or the API's error. Only the response head is bounded by
+    /// the timeout; the body lasts as long as the stream.
+    pub async fn stream(&self, path_and_query: &str) -> Result<Incoming, ControlError> {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let uri: http::Uri = format!("{}{path_and_query}", self.base)
+            .parse()
+            .map_err(|_| ControlError::Address(self.base.clone()))?;
+        let rsp = tokio::time::timeout(TIMEOUT, client.get(uri))
+            .await
+            .map_err(|_| self.unreachable(format!("no answer within {TIMEOUT:?}")))?
+            .map_err(|e| self.unreachable(innermost(&e)))?;
+        if rsp.status().is_success() {
+            return Ok(rsp.into_body());
+        }
+        let status = rsp.status().as_u16();
+        let body = tokio::time::timeout(TIMEOUT, rsp.into_body().collect())
+            .await
+            .map_err(|_| self.unreachable(format!("no answer within {TIMEOUT:?}")))?
+            .map_err(|e| self.unreachable(e.to_string()))?
+            .to_bytes();
+        let message = serde_json::from_slice::<ApiError>(&body)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body).trim().to_string());
+        Err(ControlError::Status { status, message })
+    }
+
+    fn unreachable(&self, reason: String) -> ControlError {
+        ControlError::Unreachable {
+            addr: self.base.clone(),
+            reason,
+        }
+    }
+
     /// `GET path_and_query`, decoded from JSON.
     pub async fn get<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<T, ControlError> {
         let unreachable = |reason: String| ControlError::Unreachable {
@@ -112,4 +147,15 @@ impl ControlClient {
             source,
         })
     }
+}
+
+/// The innermost cause of an error: what a connection attempt really said.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut reason = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        reason = s.to_string();
+        source = s.source();
+    }
+    reason
 }

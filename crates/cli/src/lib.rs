@@ -11,18 +11,30 @@
 //!   [`emitter`] writes YAML that kubectl reads back exactly.
 //! - [`chart`]: generates the Helm chart `charts/ferry` from the same objects as `install`.
 //! - [`check`]: `ferry check`, named health checks.
+//! - [`dashboard`]: `ferry dashboard`, the web dashboard's URL, opened in a browser.
+//! - [`demo`]: `ferry demo`, the emoji-voting app in a local mesh.
+//! - [`stat`], [`edges`]: golden metrics per resource and who talks to whom, over the
+//!   control plane's metrics API.
+//! - [`tap`], [`top`]: live requests of a resource, as lines or a table, over the
+//!   control plane's tap stream.
 //! - [`diagnostics`]: `ferry diagnostics endpoints`, over the control plane's public API
 //!   ([`control`] is its client).
 
 pub mod chart;
 pub mod check;
 pub mod control;
+pub mod dashboard;
+pub mod demo;
 pub mod diagnostics;
+pub mod edges;
 pub mod emitter;
 pub mod identity;
 pub mod inject;
 pub mod install;
 pub mod patch;
 pub mod sidecar;
+pub mod stat;
+pub mod tap;
+pub mod top;
 pub mod workload;
 pub mod yaml;

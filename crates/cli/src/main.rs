@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ferry::{check, diagnostics, inject, install};
+use ferry::dashboard;
+use ferry::{check, demo, diagnostics, edges, inject, install, stat, tap, top};
 
 /// Ferry, a small service mesh.
 #[derive(Parser, Debug)]
@@ -16,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the emoji-voting demo in a local mesh, until Ctrl-C.
+    Demo(demo::DemoArgs),
     /// Print the control plane's Kubernetes manifests.
     Install(install::InstallArgs),
     /// Add the proxy to every pod template of a YAML stream.
@@ -24,19 +27,35 @@ enum Command {
     Uninject(inject::UninjectArgs),
     /// Check a cluster before or after installing Ferry.
     Check(check::CheckArgs),
+    /// Print the web dashboard's URL and open it in a browser.
+    Dashboard(dashboard::DashboardArgs),
     /// Look inside the control plane: what it tells proxies.
     #[command(alias = "dg")]
     Diagnostics(diagnostics::DiagnosticsArgs),
+    /// Golden metrics per resource: success rate, RPS, latencies, TCP connections.
+    Stat(stat::StatArgs),
+    /// Which resources talk to which, and whether with mTLS.
+    Edges(edges::EdgesArgs),
+    /// Stream live requests of a resource (req, rsp and end events).
+    Tap(tap::TapArgs),
+    /// A live table of a resource's most frequent requests, from tap.
+    Top(top::TopArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Install(args) => install::run(args),
         Command::Inject(args) => inject::run_inject(args),
         Command::Uninject(args) => inject::run_uninject(args),
         Command::Check(args) => check::run(args),
+        Command::Dashboard(args) => dashboard::run(args),
         Command::Diagnostics(args) => diagnostics::run(args),
+        Command::Stat(args) => stat::run(args),
+        Command::Edges(args) => edges::run(args),
+        Command::Tap(args) => tap::run(args),
+        Command::Top(args) => top::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -434,6 +434,17 @@ fn local_mode_checks_the_control_plane_on_this_machine() {
         "/api/v1/health",
         json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
     );
+    let proxy = |pod: &str, ready: bool, version: &str| {
+        json!({"namespace": "emojivoto", "pod": pod, "meshed": true, "ready": ready,
+               "adminAddr": "127.0.0.1:4191", "state": {"version": version},
+               "error": if ready { None } else { Some("connection refused") }})
+    };
+    let here = env!("CARGO_PKG_VERSION");
+    get(
+        &mut routes,
+        "/api/v1/proxies",
+        json!({"proxies": [proxy("web-0", true, here), proxy("emoji-0", true, here)]}),
+    );
     let api = FakeApi::start(routes);
     let (ok, out) = ferry_check(&["--local", "--api-addr", &api.url()]);
     assert!(ok, "{out}");
@@ -442,6 +453,15 @@ fn local_mode_checks_the_control_plane_on_this_machine() {
         "{out}"
     );
     assert!(out.contains("✓ control-plane: runs this version"), "{out}");
+    assert!(
+        out.contains("✓ data-plane: proxies are ready: 2 of 2 ready"),
+        "{out}"
+    );
+    assert!(
+        out.contains("✓ data-plane: proxies run this version: 2 proxies, all at"),
+        "{out}"
+    );
+    assert!(out.contains("all 4 checks passed"), "{out}");
 
     let mut routes = Routes::new();
     get(
@@ -449,11 +469,24 @@ fn local_mode_checks_the_control_plane_on_this_machine() {
         "/api/v1/health",
         json!({"status": "ok", "version": "0.0.1"}),
     );
+    get(
+        &mut routes,
+        "/api/v1/proxies",
+        json!({"proxies": [proxy("web-0", false, here), proxy("emoji-0", true, "0.0.1")]}),
+    );
     let old = FakeApi::start(routes);
     let (ok, out) = ferry_check(&["--local", "--api-addr", &old.url()]);
     assert!(!ok);
     assert!(
         out.contains("× control-plane: runs this version: control plane at 0.0.1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("× data-plane: proxies are ready: 1 of 2 not ready: emojivoto/web-0 (connection refused)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("× data-plane: proxies run this version: 1 of 2 proxies run another version: emojivoto/emoji-0 (0.0.1)"),
         "{out}"
     );
 }

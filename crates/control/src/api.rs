@@ -20,16 +20,22 @@ use crate::discovery::Discovery;
 use crate::index::{self, Resolution};
 
 /// Serves the API on `listener` until `shutdown` completes; `identity` is what
-/// `GET /api/v1/identity` answers (404 when the CA is off).
+/// `GET /api/v1/identity` answers (404 when the CA is off); `metrics` answers the stat
+/// routes ([`crate::stat_api`]).
 pub async fn serve<D: Discovery>(
     listener: TcpListener,
     discovery: D,
     identity: Option<IdentityInfo>,
+    metrics: crate::metrics::Backend,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app_with_identity(discovery, identity))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let metrics = crate::stat_api::router(discovery.clone(), metrics);
+    axum::serve(
+        listener,
+        app_with_identity(discovery, identity).merge(metrics),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// The API's routes without an identity CA, for serving or for driving in memory in tests.
@@ -40,14 +46,17 @@ pub fn app<D: Discovery>(discovery: D) -> Router {
 /// The API's routes; `identity` is the CA's public side when it runs.
 pub fn app_with_identity<D: Discovery>(discovery: D, identity: Option<IdentityInfo>) -> Router {
     let identity = Arc::new(identity);
+    let dashboard = crate::dashboard::router(discovery.clone(), (*identity).clone());
     Router::new()
         .route(control_api::HEALTH_PATH, get(health))
         .route(control_api::ENDPOINTS_PATH, get(endpoints::<D>))
+        .merge(crate::tap::router(discovery.clone()))
         .with_state(discovery)
         .route(
             control_api::IDENTITY_PATH,
             get(move || identity_info(identity.clone())),
         )
+        .merge(dashboard)
 }
 
 async fn identity_info(identity: Arc<Option<IdentityInfo>>) -> Response {

@@ -11,6 +11,7 @@ use ferry_api::{env, ports};
 use crate::discovery::file::DEFAULT_POLL_INTERVAL;
 use crate::identity::material::CaSource;
 use crate::identity::{IdentityConfig, TOKENS_DIR};
+use crate::metrics::MetricsConfig;
 
 /// The shortest certificate lifetime accepted (tests rotate every few seconds).
 pub const MIN_CERT_LIFETIME: Duration = Duration::from_secs(1);
@@ -53,6 +54,14 @@ pub struct Args {
     /// How long issued workload certificates are valid (1s to 365d).
     #[arg(long, env = env::CONTROL_IDENTITY_CERT_LIFETIME, default_value = "24h", value_parser = humantime::parse_duration)]
     pub identity_cert_lifetime: Duration,
+    /// How often the control plane scrapes every proxy's `/metrics` (100ms to 5m). With
+    /// --prometheus-url, Prometheus' own scrape interval: the resolution of live stats.
+    #[arg(long, env = env::CONTROL_SCRAPE_INTERVAL, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub scrape_interval: Duration,
+    /// Answer stat and edges with PromQL from this Prometheus (`http://host:9090`)
+    /// instead of scraping proxies ourselves.
+    #[arg(long, env = env::CONTROL_PROMETHEUS_URL)]
+    pub prometheus_url: Option<String>,
     /// Log filter, in `tracing` syntax (e.g. `info` or `warn,ferry_control=debug`).
     #[arg(long, env = env::CONTROL_LOG, default_value = "info")]
     pub log: String,
@@ -90,6 +99,8 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// The identity CA, when it runs.
     pub identity: Option<IdentityConfig>,
+    /// Where golden metrics come from.
+    pub metrics: MetricsConfig,
 }
 
 /// The discovery backend and its settings.
@@ -140,6 +151,12 @@ pub enum ConfigError {
     /// Both servers were given the same fixed address.
     #[error("--grpc-listen and --api-listen are both {0}")]
     SameAddress(SocketAddr),
+    /// The scrape interval is out of range.
+    #[error("--scrape-interval {0:?} must be between 100ms and 5m")]
+    ScrapeInterval(Duration),
+    /// The Prometheus URL is not `http://host:port`.
+    #[error("--prometheus-url {0:?} must be an http:// URL like http://127.0.0.1:9090")]
+    PrometheusUrl(String),
 }
 
 impl Config {
@@ -168,8 +185,32 @@ impl Config {
                 poll_interval: interval,
             },
             identity: identity(args)?,
+            metrics: metrics(args)?,
         })
     }
+}
+
+fn metrics(args: &Args) -> Result<MetricsConfig, ConfigError> {
+    let interval = args.scrape_interval;
+    if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&interval) {
+        return Err(ConfigError::ScrapeInterval(interval));
+    }
+    let prometheus_url = match &args.prometheus_url {
+        Some(url) => {
+            let ok = url
+                .parse::<axum::http::Uri>()
+                .is_ok_and(|u| u.scheme_str() == Some("http") && u.authority().is_some());
+            if !ok {
+                return Err(ConfigError::PrometheusUrl(url.clone()));
+            }
+            Some(url.trim_end_matches('/').to_string())
+        }
+        None => None,
+    };
+    Ok(MetricsConfig {
+        scrape_interval: interval,
+        prometheus_url,
+    })
 }
 
 fn identity(args: &Args) -> Result<Option<IdentityConfig>, ConfigError> {
@@ -226,6 +267,29 @@ mod tests {
         assert_eq!(config.api_listen, "0.0.0.0:8084".parse().unwrap());
         assert_eq!(config.discovery, DiscoveryConfig::file("w.yaml"));
         assert_eq!(config.identity, None);
+        assert_eq!(config.metrics, MetricsConfig::default());
+        let prom = Config::from_args(&args(&[
+            "--workloads-file=w",
+            "--scrape-interval=1s",
+            "--prometheus-url=http://127.0.0.1:9090/",
+        ]))
+        .unwrap();
+        assert_eq!(prom.metrics.scrape_interval, Duration::from_secs(1));
+        assert_eq!(
+            prom.metrics.prometheus_url.as_deref(),
+            Some("http://127.0.0.1:9090")
+        );
+        assert!(matches!(
+            Config::from_args(&args(&["--workloads-file=w", "--scrape-interval=10ms"])),
+            Err(ConfigError::ScrapeInterval(_))
+        ));
+        assert!(matches!(
+            Config::from_args(&args(&[
+                "--workloads-file=w",
+                "--prometheus-url=localhost:9090"
+            ])),
+            Err(ConfigError::PrometheusUrl(_))
+        ));
     }
 
     #[test]

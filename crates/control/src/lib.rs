@@ -14,6 +14,10 @@
 //!   server it shares with identity.
 //! - [`identity`]: the certificate authority behind `Identity/Certify`, and local tokens.
 //! - [`api`]: the public HTTP/JSON API.
+//! - [`tap`]: the tap relay: `GET /api/v1/tap` fans out to the proxies' tap servers.
+//! - [`metrics`]: proxies' metrics, scraped into memory or asked of Prometheus;
+//!   [`stat`] answers `stat`/`edges` over them and [`stat_api`] serves the routes.
+//! - [`dashboard`]: the web dashboard and the diagnostics routes it adds to the API.
 //! - [`config`]: flags and the validated [`Config`].
 //!
 //! [`run`] wires them: load discovery, load the identity CA, bind both listeners, serve
@@ -22,11 +26,16 @@
 pub mod api;
 pub mod authority;
 pub mod config;
+pub mod dashboard;
 pub mod destination;
 pub mod discovery;
 pub mod identity;
 pub mod index;
+pub mod metrics;
 pub mod model;
+pub mod stat;
+pub mod stat_api;
+pub mod tap;
 pub mod translate;
 pub mod workloads_file;
 
@@ -95,7 +104,16 @@ pub async fn run(
     };
     let grpc = bind("grpc", config.grpc_listen).await?;
     let api = bind("api", config.api_listen).await?;
-    serve_with_identity(grpc, api, discovery, identity, SHUTDOWN_GRACE, shutdown).await
+    serve_all(
+        grpc,
+        api,
+        discovery,
+        identity,
+        &config.metrics,
+        SHUTDOWN_GRACE,
+        shutdown,
+    )
+    .await
 }
 
 /// Serves the destination API on `grpc` and the public API on `api` until `shutdown`
@@ -122,6 +140,23 @@ pub async fn serve_with_identity<D: Discovery>(
     grace: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let metrics = metrics::MetricsConfig::default();
+    serve_all(grpc, api, discovery, identity, &metrics, grace, shutdown).await
+}
+
+/// [`serve_with_identity`], with metrics from `metrics`: the embedded scraper runs (until
+/// this returns) unless a Prometheus URL is configured.
+pub async fn serve_all<D: Discovery>(
+    grpc: TcpListener,
+    api: TcpListener,
+    discovery: D,
+    identity: Option<Identity>,
+    metrics: &metrics::MetricsConfig,
+    grace: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let (backend, scraper) = metrics.start(discovery.watch());
+    let _scraper = scraper.map(AbortOnDrop);
     let _tokens = match &identity {
         Some(identity) => Some(issue_tokens(identity, &discovery).await),
         None => None,
@@ -155,7 +190,13 @@ pub async fn serve_with_identity<D: Discovery>(
     };
     let api = {
         let stop = stop.clone();
-        let server = api::serve(api, discovery, info, stop.clone().cancelled_owned());
+        let server = api::serve(
+            api,
+            discovery,
+            info,
+            backend,
+            stop.clone().cancelled_owned(),
+        );
         async move {
             let result = server.await;
             stop.cancel();

@@ -79,6 +79,13 @@ impl Backend {
             .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip())
     }
 
+    /// The target's socket address (the port on [`Backend::target_ip`] for a named target).
+    pub fn target_addr(&self) -> std::net::SocketAddr {
+        self.target()
+            .socket_addr()
+            .unwrap_or_else(|| std::net::SocketAddr::new(self.target_ip(), self.target().port))
+    }
+
     /// The connector, for opaque TCP to the same target.
     pub fn connector(&self) -> &Connector {
         &self.connector

@@ -16,7 +16,10 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-use crate::metrics::{HttpMetrics, ResponseLabels};
+use crate::{
+    metrics::{HttpMetrics, ResponseLabels},
+    tap::ResponseTap,
+};
 
 /// What a response's classification needs, recorded when the body ends.
 pub struct Recorder {
@@ -103,6 +106,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Either<Incoming, Full<Bytes>>,
         recorder: Option<Recorder>,
+        // Set only while a tap shows this response.
+        tap: Option<ResponseTap>,
     }
 }
 
@@ -124,7 +129,21 @@ impl ResponseBody {
                 r.finish(true);
             }
         }
-        Self { inner, recorder }
+        Self {
+            inner,
+            recorder,
+            tap: None,
+        }
+    }
+
+    /// Shows the body's end (bytes, gRPC status, reset) to the taps that saw its request.
+    pub fn tapped(mut self, mut tap: ResponseTap) -> Self {
+        if self.inner.is_end_stream() {
+            tap.end();
+        } else {
+            self.tap = Some(tap);
+        }
+        self
     }
 }
 
@@ -156,6 +175,9 @@ impl Body for ResponseBody {
                 Poll::Ready(None) => r.finish(true),
                 Poll::Pending => {}
             }
+        }
+        if let Some(tap) = this.tap.as_mut() {
+            tap.observe(&polled, this.inner.is_end_stream());
         }
         polled
     }

@@ -264,7 +264,7 @@ pub struct Config {
     pub outbound_listen: SocketAddr,
     /// See [`Args::admin_listen`].
     pub admin_listen: SocketAddr,
-    /// See [`Args::tap_listen`]. Not served yet: TODO(#5) the tap server.
+    /// See [`Args::tap_listen`].
     pub tap_listen: SocketAddr,
     /// See [`Args::upstreams`].
     pub upstreams: Vec<UpstreamSpec>,

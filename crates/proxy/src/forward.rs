@@ -27,6 +27,7 @@ use crate::{
     errors::ProxyError,
     listener::Side,
     metrics::{ErrorKind, HttpLabels, HttpMetrics},
+    tap::{self, ConnMeta, ConnTap, Tapped},
     upstream::{Upstream, MAX_CONNECT_ATTEMPTS},
 };
 
@@ -61,15 +62,18 @@ struct Conn {
     /// The last request's authority and what it resolved to: most connections send one
     /// authority, so this skips the lookups on every request after the first.
     last: Mutex<Option<Resolved>>,
+    /// What tap events say about the connection, and its tap stream ids.
+    tap: ConnTap,
 }
 
 impl HttpService {
-    /// The service for one connection.
-    pub fn new(side: Arc<Side>, dest: Dest) -> Self {
+    /// The service for one connection, described by `meta`.
+    pub fn new(side: Arc<Side>, dest: Dest, meta: ConnMeta) -> Self {
         Self(Arc::new(Conn {
             side,
             dest,
             last: Mutex::new(None),
+            tap: ConnTap::new(meta),
         }))
     }
 }
@@ -112,7 +116,28 @@ impl Outgoing {
 }
 
 impl Conn {
-    async fn handle(&self, mut req: Request<Incoming>) -> Response<ResponseBody> {
+    async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+        // While nobody taps, this load is all the tap costs a request.
+        let mut tap = None;
+        if self.side.taps.is_active() {
+            let authority = request_authority(&req);
+            tap =
+                self.side
+                    .taps
+                    .capture(&self.tap, self.side.direction, &req, authority.as_deref());
+        }
+        let rsp = self.forward(req, &mut tap).await;
+        match tap.and_then(|t| t.respond(&rsp)) {
+            Some(shown) => rsp.map(|body| body.tapped(shown)),
+            None => rsp,
+        }
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        tap: &mut Option<Tapped>,
+    ) -> Response<ResponseBody> {
         let start = Instant::now();
         let grpc = is_grpc(req.headers());
         let authority = request_authority(&req);
@@ -137,6 +162,11 @@ impl Conn {
             Upstream::Addr(backend) => {
                 let metrics = metrics.expect("an address upstream has metrics");
                 metrics.request();
+                tap::dispatch(tap, || tap::Destination {
+                    addr: backend.target_addr(),
+                    labels: None,
+                    server_id: backend.connector().peer_identity().map(|p| &*p.server_id),
+                });
                 let version = out.req.version();
                 let result = backend.client(version).request(out.req).await;
                 (
@@ -144,7 +174,7 @@ impl Conn {
                     metrics,
                 )
             }
-            Upstream::Balanced(balancer) => match self.send_balanced(balancer, out).await {
+            Upstream::Balanced(balancer) => match self.send_balanced(balancer, out, tap).await {
                 Ok(ok) => ok,
                 Err((e, metrics)) => {
                     let metrics =
@@ -189,11 +219,21 @@ impl Conn {
         &self,
         balancer: &Balancer,
         out: Outgoing,
+        tap: &mut Option<Tapped>,
     ) -> Result<
         (Result<Response<Incoming>, ProxyError>, Arc<HttpMetrics>),
         (ProxyError, Option<Arc<HttpMetrics>>),
     > {
         let mut endpoint = balancer.pick().await.map_err(|e| (e, None))?;
+        tap::dispatch(tap, || tap::Destination {
+            addr: endpoint.addr,
+            labels: Some(&endpoint.meta.labels),
+            server_id: endpoint
+                .backend
+                .connector()
+                .peer_identity()
+                .map(|p| &*p.server_id),
+        });
         let Outgoing { mut req, retry } = out;
         let mut attempt = 1;
         loop {

@@ -15,6 +15,7 @@
 //! - [`admin`], [`state`]: the admin server and what `/state` reports.
 //! - [`identity`], [`tls`], [`inbound_tls`]: the workload certificate and its renewal, mTLS
 //!   configs and handshakes, and the inbound checks (terminate, pass on, refuse).
+//! - [`tap`]: live request events for `tap.Tap/Observe`, free while nobody taps.
 //! - [`io`], [`orig_dst`]: byte-stream wrappers and `SO_ORIGINAL_DST`.
 //! - [`init`]: the `ferry-proxy init` step that installs the iptables redirect rules.
 
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod orig_dst;
 pub mod serve;
 pub mod state;
+pub mod tap;
 pub mod tcp;
 pub mod tls;
 pub mod upstream;
@@ -84,6 +86,7 @@ pub struct Listeners {
     inbound: TcpListener,
     outbound: TcpListener,
     admin: TcpListener,
+    tap: TcpListener,
     upstreams: Vec<(UpstreamSpec, TcpListener)>,
 }
 
@@ -116,6 +119,7 @@ impl Listeners {
             inbound: bind("inbound", config.inbound_listen).await?,
             outbound: bind("outbound", config.outbound_listen).await?,
             admin: bind("admin", config.admin_listen).await?,
+            tap: bind("tap", config.tap_listen).await?,
             upstreams,
         })
     }
@@ -138,6 +142,12 @@ impl Listeners {
             .local_addr()
             .expect("bound listener has an address")
     }
+    /// The tap server's address.
+    pub fn tap_addr(&self) -> SocketAddr {
+        self.tap
+            .local_addr()
+            .expect("bound listener has an address")
+    }
     /// The upstream listeners' addresses, in flag order.
     pub fn upstream_addrs(&self) -> Vec<SocketAddr> {
         self.upstreams
@@ -156,6 +166,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let registry = Arc::new(Registry::default());
+    let taps = Arc::new(tap::Taps::new(&config.pod_namespace, &config.pod_name));
     let connections = Arc::new(Connections::default());
     let tracker = TaskTracker::new();
     let drain = CancellationToken::new();
@@ -174,6 +185,11 @@ pub async fn run(
         ListenerState {
             kind: "admin",
             addr: listeners.admin_addr(),
+            target: None,
+        },
+        ListenerState {
+            kind: "tap",
+            addr: listeners.tap_addr(),
             target: None,
         },
     ];
@@ -233,6 +249,7 @@ pub async fn run(
             drain: drain.clone(),
             identity: identity.clone(),
             require_identity: direction == Direction::Inbound && config.inbound_require_identity,
+            taps: taps.clone(),
         })
     };
     let inbound = side(Direction::Inbound, Tls::NO_TLS_FROM_REMOTE, None);
@@ -254,6 +271,7 @@ pub async fn run(
         started: Instant::now(),
         identity: identity.clone(),
         identity_error,
+        taps: taps.clone(),
     });
     let admin_stop = CancellationToken::new();
     let admin = Arc::new(Admin {
@@ -264,6 +282,12 @@ pub async fn run(
     let admin_task = tokio::spawn(admin::serve(
         listeners.admin,
         admin,
+        admin_stop.clone().cancelled_owned(),
+    ));
+
+    let tap_task = tokio::spawn(tap::server::serve(
+        listeners.tap,
+        taps,
         admin_stop.clone().cancelled_owned(),
     ));
 
@@ -316,5 +340,6 @@ pub async fn run(
     if let Some(task) = identity_task {
         task.abort();
     }
+    let _ = tap_task.await;
     tracing::info!("stopped");
 }

@@ -10,6 +10,7 @@ use crate::{
     config::Timeouts,
     metrics::{Direction, Registry, Tls},
     state::Connections,
+    tap::Taps,
     upstream::{Upstream, Upstreams},
 };
 
@@ -40,6 +41,8 @@ pub struct Side {
     pub identity: Option<Arc<crate::identity::Identity>>,
     /// Inbound only: refuse connections that are not mTLS from a meshed peer.
     pub require_identity: bool,
+    /// Active taps, shared by both sides and the tap server.
+    pub taps: Arc<Taps>,
 }
 
 impl Side {

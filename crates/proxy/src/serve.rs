@@ -17,11 +17,13 @@ use crate::{
     config::Authority,
     detect::{detect, Detected},
     forward::{Dest, HttpService},
+    inbound_tls::{self, Checked},
     io::{Counted, Rewind},
     listener::{ListenerKind, Side},
-    metrics::{Peer, Protocol, TcpLabels},
+    metrics::{Peer, Protocol, TcpLabels, Tls},
     orig_dst::original_dst,
     state::ConnGuard,
+    tap::{ConnMeta, PeerTls},
     upstream::Upstream,
 };
 
@@ -70,7 +72,8 @@ pub async fn serve(side: Arc<Side>, kind: Arc<ListenerKind>, sock: TcpStream, pe
         target.as_ref().map(Upstream::label),
     );
     let span = tracing::debug_span!("conn", listener = kind.name(), %peer, target = %target_label);
-    dispatch(side, kind, io, target, orig_dst, &guard)
+    let meta = ConnMeta::new(peer, local);
+    dispatch(side, kind, io, target, orig_dst, &guard, meta)
         .instrument(span)
         .await;
     drop(guard);
@@ -84,6 +87,7 @@ async fn dispatch(
     target: Option<Upstream>,
     orig_dst: Option<SocketAddr>,
     guard: &ConnGuard,
+    meta: ConnMeta,
 ) {
     let opaque_port = target
         .as_ref()
@@ -113,46 +117,89 @@ async fn dispatch(
     }
     side.registry.detected(side.direction, protocol);
     guard.set_protocol(protocol);
-    if let Some(identity) = inbound_identity {
-        let label = target.as_ref().map_or_else(|| "".into(), Upstream::label);
-        let checked =
-            crate::inbound_tls::check(&identity, &side, protocol, io, &mut buf, label).await;
-        let io = match checked {
-            crate::inbound_tls::Checked::Plain(io) => io,
-            crate::inbound_tls::Checked::Done => return,
-            crate::inbound_tls::Checked::Refuse(io) => {
-                let io = Rewind::new(buf.freeze(), io);
-                return crate::inbound_tls::refuse(protocol, io, &side).await;
+    let io = match inbound_identity {
+        None => io,
+        Some(identity) => {
+            let label = target.as_ref().map_or_else(|| "".into(), Upstream::label);
+            match inbound_tls::check(&identity, &side, protocol, io, &mut buf, label).await {
+                Checked::Plain(io) => io,
+                Checked::Done => return,
+                Checked::Refuse(io) => {
+                    let io = Rewind::new(buf.freeze(), io);
+                    return inbound_tls::refuse(protocol, io, &side).await;
+                }
+                Checked::Terminated(tls, side) => {
+                    let conn = Terminated {
+                        side,
+                        kind,
+                        target,
+                        orig_dst,
+                        opaque_port,
+                        meta,
+                    };
+                    return conn.serve(*tls, guard).await;
+                }
             }
-            crate::inbound_tls::Checked::Terminated(io, side) => {
-                let mut io = *io;
-                let mut buf = BytesMut::new();
-                let protocol = if opaque_port {
-                    Protocol::Opaque
-                } else {
-                    let deadline = Instant::now() + side.timeouts.detect;
-                    match detect(&mut io, &mut buf, deadline).await {
-                        Ok(Detected::Protocol(p)) => p,
-                        Ok(Detected::Closed) => return,
-                        Err(error) => {
-                            tracing::debug!(%error, "mtls connection failed during detection");
-                            return;
-                        }
-                    }
-                };
-                guard.set_protocol(protocol);
-                let io = Rewind::new(buf.freeze(), io);
-                return serve_protocol(side, kind, protocol, io, target, orig_dst, None).await;
+        }
+    };
+    let io = Rewind::new(buf.freeze(), io);
+    serve_protocol(side, kind, protocol, io, target, orig_dst, early, meta).await
+}
+
+/// An inbound connection whose mTLS the proxy terminated.
+struct Terminated {
+    /// The inbound side, labelled with the client's identity.
+    side: Arc<Side>,
+    kind: Arc<ListenerKind>,
+    target: Option<Upstream>,
+    orig_dst: Option<SocketAddr>,
+    opaque_port: bool,
+    meta: ConnMeta,
+}
+
+impl Terminated {
+    /// Detects the decrypted stream's protocol, as for plaintext, and serves it.
+    async fn serve(self, mut io: inbound_tls::Terminated, guard: &ConnGuard) {
+        let mut buf = BytesMut::new();
+        let protocol = if self.opaque_port {
+            Protocol::Opaque
+        } else {
+            let deadline = Instant::now() + self.side.timeouts.detect;
+            match detect(&mut io, &mut buf, deadline).await {
+                Ok(Detected::Protocol(p)) => p,
+                Ok(Detected::Closed) => return,
+                Err(error) => {
+                    tracing::debug!(%error, "mtls connection failed during detection");
+                    return;
+                }
             }
         };
+        guard.set_protocol(protocol);
+        let client_id = match &self.side.tls {
+            Tls::Client(id) => Some(id.clone()),
+            _ => None,
+        };
+        let meta = ConnMeta {
+            tls: Some(PeerTls { client_id }),
+            ..self.meta
+        };
         let io = Rewind::new(buf.freeze(), io);
-        return serve_protocol(side, kind, protocol, io, target, orig_dst, early).await;
+        serve_protocol(
+            self.side,
+            self.kind,
+            protocol,
+            io,
+            self.target,
+            self.orig_dst,
+            None,
+            meta,
+        )
+        .await
     }
-    let io = Rewind::new(buf.freeze(), io);
-    serve_protocol(side, kind, protocol, io, target, orig_dst, early).await
 }
 
 /// Serves a connection whose protocol is known: HTTP, or opaque bytes.
+#[allow(clippy::too_many_arguments)]
 async fn serve_protocol<I>(
     side: Arc<Side>,
     kind: Arc<ListenerKind>,
@@ -161,6 +208,7 @@ async fn serve_protocol<I>(
     target: Option<Upstream>,
     orig_dst: Option<SocketAddr>,
     early: Option<Counted<TcpStream>>,
+    meta: ConnMeta,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -183,7 +231,7 @@ async fn serve_protocol<I>(
                 },
                 _ => Dest::ByAuthority { orig_dst },
             };
-            let svc = HttpService::new(side.clone(), dest);
+            let svc = HttpService::new(side.clone(), dest, meta);
             crate::http::serve(protocol, io, svc, &side).await;
         }
         Protocol::Tls | Protocol::Opaque => {

@@ -19,6 +19,7 @@ use crate::{
     discover::{NameState, Resolver},
     identity::{Identity, IdentityState},
     metrics::Protocol,
+    tap::{TapState, Taps},
     upstream::Upstreams,
 };
 
@@ -132,6 +133,8 @@ pub struct ProxyState {
     pub identity: Option<Arc<Identity>>,
     /// Why identity is on but could not be set up (the proxy stays not ready).
     pub identity_error: Option<String>,
+    /// Active taps.
+    pub taps: Arc<Taps>,
 }
 
 impl ProxyState {
@@ -168,6 +171,7 @@ struct StateDoc {
     identity: Option<IdentityState>,
     #[serde(skip_serializing_if = "Option::is_none")]
     identity_error: Option<String>,
+    tap: TapState,
 }
 
 /// A service name the proxy balances, as `/state` shows it.
@@ -233,6 +237,7 @@ impl ProxyState {
             destinations: self.destinations(),
             identity: self.identity.as_ref().map(|i| i.state()),
             identity_error: self.identity_error.clone(),
+            tap: self.taps.state(),
         };
         serde_json::to_string_pretty(&doc).expect("state serializes")
     }

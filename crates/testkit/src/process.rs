@@ -175,7 +175,7 @@ impl Proc {
 pub struct ProxyProc {
     /// The process.
     pub proc: Proc,
-    /// Bound addresses by listener name (`inbound`, `outbound`, `admin`, `upstream <target>`).
+    /// Bound addresses by listener name (`inbound`, `outbound`, `admin`, `tap`, `upstream <target>`).
     pub addrs: HashMap<String, SocketAddr>,
 }
 
@@ -189,6 +189,8 @@ impl ProxyProc {
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
+            "--tap-listen",
+            "127.0.0.1:0",
             "--log-format",
             "json",
             "--log",
@@ -198,7 +200,7 @@ impl ProxyProc {
         let upstreams = extra.iter().filter(|a| **a == "--upstream").count();
         let proc = Proc::spawn(bin, &args, &[])?;
         let addrs = proc
-            .bound_addrs(3 + upstreams, Duration::from_secs(15))
+            .bound_addrs(4 + upstreams, Duration::from_secs(15))
             .await?;
         Ok(Self { proc, addrs })
     }
@@ -211,6 +213,11 @@ impl ProxyProc {
     /// The admin server.
     pub fn admin(&self) -> SocketAddr {
         self.addrs["admin"]
+    }
+
+    /// The tap server (`tap.Tap/Observe`).
+    pub fn tap(&self) -> SocketAddr {
+        self.addrs["tap"]
     }
 
     /// The upstream listener for `target`, as given to `--upstream`.

@@ -4,7 +4,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use base64::Engine as _;
+use ferry_api::check as local;
 use ferry_api::k8s as names;
+use ferry_api::overview::{Proxies, ProxyInfo};
 use hyper::StatusCode;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
@@ -110,17 +112,30 @@ pub fn post_install() -> Vec<Check> {
 }
 
 /// Checks of a control plane running on this machine (`ferry demo`, VMs), at its public API.
+///
+/// The same checks, judged by the same functions (`ferry_api::check`), as the dashboard's
+/// check page, which the control plane runs on itself.
 pub fn local() -> Vec<Check> {
     vec![
         Check {
-            name: "control-plane: public API answers",
+            name: local::API_ANSWERS,
             fatal: true,
             run: api_healthy_local,
         },
         Check {
-            name: "control-plane: runs this version",
+            name: local::RUNS_THIS_VERSION,
             fatal: false,
             run: version_matches_local,
+        },
+        Check {
+            name: local::PROXIES_READY,
+            fatal: false,
+            run: proxies_ready_local,
+        },
+        Check {
+            name: local::PROXIES_VERSION,
+            fatal: false,
+            run: proxies_version_local,
         },
     ]
 }
@@ -462,12 +477,20 @@ fn proxies_up_to_date<'a>(api: &'a KubeApi, _: &'a str) -> CheckFuture<'a> {
 /// Judges a `Health` body from the control plane.
 fn health(answer: Result<Value, Outcome>) -> Outcome {
     match answer {
-        Ok(h) if h["status"] == "ok" => Outcome::Pass(format!(
-            "ok, version {}",
-            h["version"].as_str().unwrap_or("?")
+        Ok(h) => judged(local::judge_health(
+            h["status"].as_str(),
+            h["version"].as_str(),
+            &h.to_string(),
         )),
-        Ok(h) => fail(format!("health says {h}"), "read the control plane's logs"),
         Err(f) => f,
+    }
+}
+
+/// An outcome from one of the judgements shared with the dashboard.
+fn judged(judgement: local::Judgement) -> Outcome {
+    match judgement {
+        Ok(seen) => Outcome::Pass(seen),
+        Err((problem, hint)) => fail(problem, hint),
     }
 }
 
@@ -496,15 +519,37 @@ fn version_matches_local<'a>(api: &'a KubeApi, _: &'a str) -> CheckFuture<'a> {
             Ok(h) => h,
             Err(f) => return f,
         };
-        match h["version"].as_str() {
-            Some(v) if v == VERSION => Outcome::Pass(format!("{v}, as this CLI")),
-            other => fail(
-                format!(
-                    "control plane at {}, this CLI at {VERSION}",
-                    other.unwrap_or("?")
-                ),
-                "run the CLI and control plane of the same release",
-            ),
+        judged(local::judge_version(
+            h["version"].as_str(),
+            VERSION,
+            "this CLI",
+        ))
+    })
+}
+
+/// The control plane's view of its proxies (`GET /api/v1/proxies`).
+async fn local_proxies(api: &KubeApi) -> Result<Vec<ProxyInfo>, Outcome> {
+    let hint = "a control plane of this release serves /api/v1/proxies";
+    let body = get_ok(api, ferry_api::overview::PROXIES_PATH, hint).await?;
+    serde_json::from_value::<Proxies>(body)
+        .map(|p| p.proxies)
+        .map_err(|e| fail(format!("/api/v1/proxies: {e}"), hint))
+}
+
+fn proxies_ready_local<'a>(api: &'a KubeApi, _: &'a str) -> CheckFuture<'a> {
+    Box::pin(async move {
+        match local_proxies(api).await {
+            Ok(proxies) => judged(local::judge_proxies_ready(&proxies)),
+            Err(f) => f,
+        }
+    })
+}
+
+fn proxies_version_local<'a>(api: &'a KubeApi, _: &'a str) -> CheckFuture<'a> {
+    Box::pin(async move {
+        match local_proxies(api).await {
+            Ok(proxies) => judged(local::judge_proxies_version(&proxies, VERSION)),
+            Err(f) => f,
         }
     })
 }

@@ -6,6 +6,7 @@ mod errors;
 mod grpc;
 mod http1;
 mod http2;
+mod tap;
 mod tcp;
 
 use std::{net::SocketAddr, time::Duration};
@@ -18,6 +19,7 @@ pub struct Proxy {
     pub inbound: SocketAddr,
     pub outbound: SocketAddr,
     pub admin: SocketAddr,
+    pub tap: SocketAddr,
     pub upstreams: Vec<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -62,6 +64,7 @@ impl Proxy {
             listeners.admin_addr(),
         );
         let upstreams = listeners.upstream_addrs();
+        let tap = listeners.tap_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(ferry_proxy::run(config, listeners, None, async {
             let _ = stopped.await;
@@ -70,6 +73,7 @@ impl Proxy {
             inbound,
             outbound,
             admin,
+            tap,
             upstreams,
             stop: Some(stop),
             task: Some(task),

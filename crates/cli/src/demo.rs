@@ -1,0 +1,488 @@
+//! `ferry demo`: the emoji-voting app in a complete local mesh, in one command — the control
+//! plane (workloads file, identity CA, embedded metrics), each workload with its own
+//! `ferry-proxy` (upstream listeners, so no root), and the vote bot. Runs until Ctrl-C or
+//! SIGTERM, then stops everything it started.
+//!
+//! [`layout`] says where everything listens; [`procs`] starts, records and stops the
+//! processes. The binaries are the ones next to `ferry` itself.
+
+pub mod layout;
+pub mod procs;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::Args;
+use http_body_util::Empty;
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+
+use layout::{Layout, Workload, DEFAULT_PORT_BASE, NAMESPACE};
+use procs::{Children, Lock};
+
+/// How long each part may take to come up.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long children get between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// The identity trust domain (the workloads file's default).
+const TRUST_DOMAIN: &str = "cluster.local";
+
+/// `ferry demo`
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// First of the 50 ports the demo uses: API and dashboard on base+4, control gRPC on
+    /// base+6, web's proxy on base+10 (docs/demo.md lists them all).
+    #[arg(long, default_value_t = DEFAULT_PORT_BASE)]
+    pub port_base: u16,
+    /// Where the workloads file, identity material, logs and the lock go
+    /// [default: <temp dir>/ferry-demo-<port base>].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// The bot's votes per second.
+    #[arg(long, default_value_t = 5.0)]
+    pub rate: f64,
+}
+
+/// The binaries the demo runs, found next to `ferry`.
+struct Binaries {
+    control: PathBuf,
+    proxy: PathBuf,
+    app: PathBuf,
+}
+
+impl Binaries {
+    fn find() -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("finding the ferry executable")?;
+        let dir = exe
+            .parent()
+            .context("the ferry executable has no directory")?;
+        let find = |name: &str| {
+            let path = dir.join(name);
+            anyhow::ensure!(
+                path.is_file(),
+                "{name} is missing: `ferry demo` runs the binaries next to ferry, in {}; \
+                 build them all with `cargo build --release` and run ./target/release/ferry demo",
+                dir.display()
+            );
+            Ok(path)
+        };
+        Ok(Self {
+            control: find("ferry-control")?,
+            proxy: find("ferry-proxy")?,
+            app: find("ferry-emojivoto")?,
+        })
+    }
+}
+
+/// Runs `ferry demo` until Ctrl-C or SIGTERM.
+pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(demo(args))
+}
+
+async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (0.01..=1000.0).contains(&args.rate),
+        "--rate {} is not between 0.01 and 1000 votes per second",
+        args.rate
+    );
+    let layout = Layout::new(args.port_base)?;
+    let bins = Binaries::find()?;
+    let state = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("ferry-demo-{}", args.port_base)));
+    let program = std::env::current_exe()?
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "ferry".into());
+    let (_lock, cleaned) = Lock::acquire(&state, &program).map_err(|e| match e
+        .downcast::<procs::AlreadyRunning>()
+    {
+        Ok(running) => anyhow::anyhow!(
+            "{running}; its dashboard and API are at http://{}. Stop it with Ctrl-C in its \
+             terminal (or `kill {}`), or start another one with a different --port-base",
+            layout.api,
+            running.pid
+        ),
+        Err(e) => e,
+    })?;
+    if !cleaned.is_empty() {
+        println!(
+            "Stopped processes a killed ferry demo left behind: {}",
+            cleaned.join(", ")
+        );
+    }
+    check_ports(&layout)?;
+
+    let mut stop = Box::pin(stop_signal()?);
+    let mut children = Children::new(&state)?;
+    println!(
+        "ferry demo: the emoji-voting app in a local mesh (ports {}-{}, state in {})",
+        layout.base,
+        layout.base + layout::SPAN - 1,
+        state.display()
+    );
+    let started = tokio::select! {
+        started = start(&layout, &bins, &state, args.rate, &mut children) => Some(started),
+        signal = &mut stop => {
+            println!("{signal}: stopping before everything came up");
+            None
+        }
+    };
+    let result = match started {
+        None => Ok(()),
+        Some(Err(error)) => Err(error),
+        Some(Ok(mtls)) => {
+            print_ready(&layout, &state, mtls);
+            watch(&mut children, &mut stop, &state).await
+        }
+    };
+    let count = children.pids().len();
+    let killed = children.stop(STOP_GRACE).await;
+    if killed.is_empty() {
+        println!("Stopped {count} processes.");
+    } else {
+        println!(
+            "Stopped {count} processes ({} did not stop within {STOP_GRACE:?} and were killed).",
+            killed.join(", ")
+        );
+    }
+    result
+}
+
+/// Refuses to start when a port is taken, naming the port and what it was for.
+fn check_ports(layout: &Layout) -> anyhow::Result<()> {
+    for (addr, what) in layout.ports() {
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            let hint = if addr == layout.api {
+                " (is another ferry-control or ferry demo running?)"
+            } else {
+                ""
+            };
+            anyhow::bail!(
+                "port {} ({what}) is not free: {e}{hint}; stop what uses it or choose another --port-base",
+                addr.port()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Completes with the signal's name on SIGINT (Ctrl-C), SIGTERM or SIGHUP.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => "Ctrl-C",
+            _ = term.recv() => "SIGTERM",
+            _ = hup.recv() => "SIGHUP",
+        }
+    })
+}
+
+/// Waits for a signal, or for a child to exit on its own (an error).
+async fn watch(
+    children: &mut Children,
+    stop: &mut (impl std::future::Future<Output = &'static str> + Unpin),
+    state: &Path,
+) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            signal = &mut *stop => {
+                println!("{signal}: stopping");
+                return Ok(());
+            }
+            () = tokio::time::sleep(Duration::from_millis(250)) => {
+                if let Some((name, status)) = children.exited() {
+                    anyhow::bail!(
+                        "{name} exited unexpectedly ({status}); its log: {}\n{}",
+                        children.log_path(&name).display(),
+                        log_tail(&state.join("logs").join(format!("{name}.log")))
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Starts everything in dependency order, waiting for each part. Returns whether the
+/// proxies run with mTLS.
+async fn start(
+    layout: &Layout,
+    bins: &Binaries,
+    state: &Path,
+    rate: f64,
+    children: &mut Children,
+) -> anyhow::Result<bool> {
+    let workloads_file = state.join("workloads.yaml");
+    std::fs::write(&workloads_file, layout.workloads_file())
+        .with_context(|| format!("writing {}", workloads_file.display()))?;
+    let identity_dir = state.join("identity");
+
+    let mut control = Command::new(&bins.control);
+    control
+        .arg("--workloads-file")
+        .arg(&workloads_file)
+        .args(["--grpc-listen", &layout.grpc.to_string()])
+        .args(["--api-listen", &layout.api.to_string()])
+        .arg("--identity-dir")
+        .arg(&identity_dir);
+    if help_mentions(&bins.control, "--scrape-interval") {
+        control.args(["--scrape-interval", "1s"]);
+    }
+    let t = Instant::now();
+    children.spawn("control", control, false)?;
+    let health = format!("http://{}/api/v1/health", layout.api);
+    wait_up(
+        children,
+        state,
+        "control",
+        "the control plane's API",
+        || http_ok(&health),
+    )
+    .await?;
+    let identity = Identity::new(&identity_dir);
+    wait_up(children, state, "control", "identity tokens", || async {
+        identity.anchors.is_file()
+            && layout
+                .workloads
+                .iter()
+                .all(|w| identity.token(w.name).is_file())
+    })
+    .await?;
+    println!(
+        "  control plane   API and dashboard http://{}, gRPC {}   ({:.1}s)",
+        layout.api,
+        layout.grpc,
+        t.elapsed().as_secs_f64()
+    );
+
+    let mtls = help_mentions(&bins.proxy, "--identity-token-file");
+    for name in ["emoji", "voting", "web", "vote-bot"] {
+        let w = layout.workload(name);
+        let t = Instant::now();
+        if w.serves {
+            children.spawn(name, app_command(bins, w, rate), true)?;
+            let app = w.app;
+            wait_up(children, state, name, "the app's port", || async move {
+                tokio::net::TcpStream::connect(app).await.is_ok()
+            })
+            .await?;
+        }
+        let proxy_name = format!("{name}-proxy");
+        let proxy = proxy_command(bins, layout, w, mtls.then_some(&identity));
+        children.spawn(&proxy_name, proxy, false)?;
+        let ready = format!("http://{}/ready", w.admin);
+        wait_up(children, state, &proxy_name, "the proxy's /ready", || {
+            http_ok(&ready)
+        })
+        .await?;
+        if !w.serves {
+            children.spawn(name, app_command(bins, w, rate), true)?;
+        }
+        let app = if w.serves {
+            format!("app {}, ", w.app)
+        } else {
+            format!("{} votes/s, ", rate)
+        };
+        println!(
+            "  {name:<15} {app}proxy inbound {} admin {}   ({:.1}s)",
+            w.inbound,
+            w.admin,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok(mtls)
+}
+
+/// The app of `w`: `ferry-emojivoto <workload>`, calling each peer through its proxy's
+/// upstream listener and naming it by its service (`emoji-svc.emojivoto:8080`), as a client
+/// in a cluster would.
+fn app_command(bins: &Binaries, w: &Workload, rate: f64) -> Command {
+    let mut cmd = Command::new(&bins.app);
+    cmd.arg(w.name);
+    if w.serves {
+        cmd.args(["--listen", &w.app.to_string()]);
+    } else {
+        cmd.args(["--rate", &rate.to_string()]);
+    }
+    for (addr, target) in &w.upstreams {
+        // emoji-svc.emojivoto:8080 → --emoji-addr, --emoji-authority
+        let peer = target.split('-').next().unwrap_or(target);
+        cmd.arg(format!("--{peer}-addr"))
+            .arg(addr.to_string())
+            .arg(format!("--{peer}-authority"))
+            .arg(target);
+    }
+    cmd.arg("--exit-on-stdin-eof");
+    cmd
+}
+
+/// The proxy of `w`. With `identity` (the proxy supports mTLS), it proves `w`'s service
+/// account with the token the control plane wrote for it, and trusts the demo's anchors.
+fn proxy_command(
+    bins: &Binaries,
+    layout: &Layout,
+    w: &Workload,
+    identity: Option<&Identity>,
+) -> Command {
+    let mut cmd = Command::new(&bins.proxy);
+    cmd.args(["--inbound-listen", &w.inbound.to_string()])
+        .args(["--inbound-forward", &w.app.to_string()])
+        .args(["--outbound-listen", &w.outbound.to_string()])
+        .args(["--admin-listen", &w.admin.to_string()])
+        .args(["--tap-listen", &w.tap.to_string()])
+        .args(["--destination-addr", &layout.grpc.to_string()])
+        .args(["--pod-namespace", NAMESPACE, "--pod-name", &w.pod])
+        .args(["--shutdown-grace-period", "2s"]);
+    for (local, target) in &w.upstreams {
+        cmd.args(["--upstream", &format!("{local}={target}")]);
+    }
+    if let Some(identity) = identity {
+        cmd.arg("--identity-token-file")
+            .arg(identity.token(w.name))
+            .arg("--identity-trust-anchors")
+            .arg(&identity.anchors)
+            .args(["--service-account", w.name, "--trust-domain", TRUST_DOMAIN]);
+    }
+    cmd
+}
+
+/// Where the control plane keeps the demo's identity material.
+struct Identity {
+    /// `<identity-dir>/tokens/<namespace>/`.
+    tokens: PathBuf,
+    /// The trust anchors (PEM), `<identity-dir>/ca/ca-bundle.crt`.
+    anchors: PathBuf,
+}
+
+impl Identity {
+    fn new(dir: &Path) -> Self {
+        Self {
+            tokens: dir.join("tokens").join(NAMESPACE),
+            anchors: dir.join("ca").join("ca-bundle.crt"),
+        }
+    }
+
+    /// The token file of service account `sa`.
+    fn token(&self, sa: &str) -> PathBuf {
+        self.tokens.join(sa)
+    }
+}
+
+/// Whether `bin --help` mentions `flag`: how the demo adapts to the binaries it was built with.
+fn help_mentions(bin: &Path, flag: &str) -> bool {
+    Command::new(bin)
+        .arg("--help")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(flag))
+        .unwrap_or(false)
+}
+
+/// Polls `check` until it holds, failing when `child` exits or after [`STARTUP_TIMEOUT`].
+async fn wait_up<F, Fut>(
+    children: &mut Children,
+    state: &Path,
+    child: &str,
+    what: &str,
+    mut check: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    let log = state.join("logs").join(format!("{child}.log"));
+    loop {
+        if let Some(status) = children.status_of(child) {
+            anyhow::bail!(
+                "{child} exited while starting ({status}); its log, {}:\n{}",
+                log.display(),
+                log_tail(&log)
+            );
+        }
+        if check().await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "{child}: {what} not up within {STARTUP_TIMEOUT:?}; its log, {}:\n{}",
+                log.display(),
+                log_tail(&log)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether `GET url` answers 2xx within a second.
+async fn http_ok(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), client.get(uri)).await,
+        Ok(Ok(r)) if r.status().is_success()
+    )
+}
+
+/// The last lines of a log, indented.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(10);
+    lines[from..]
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn print_ready(layout: &Layout, state: &Path, mtls: bool) {
+    let ferry = std::env::args().next().unwrap_or_else(|| "ferry".into());
+    let api = if layout.api.port() == ferry_api::ports::CONTROL_API {
+        String::new()
+    } else {
+        format!(" --api-addr http://{}", layout.api)
+    };
+    let web = layout.workload("web");
+    let voting = layout.workload("voting");
+    let tls = if mtls {
+        "on: each proxy has a certificate for its service account, and proxies talk mTLS"
+    } else {
+        "off: this ferry-proxy has no --identity-token-file yet (the tokens are ready)"
+    };
+    println!(
+        "\nReady.
+  The app          http://{web_in}   (web, through its proxy)
+  Dashboard, API   http://{api_addr}
+  mTLS             {tls}
+  Metrics          http://{voting_admin}/metrics   (voting's proxy; each proxy has its admin port)
+
+Try, in another terminal:
+  {ferry} stat deploy -n {NAMESPACE}{api}
+  {ferry} stat deploy -n {NAMESPACE} --from deploy/web{api}
+  {ferry} stat deploy -n {NAMESPACE} --from deploy/voting{api}
+  {ferry} stat deploy -n {NAMESPACE} --to deploy/emoji{api}
+  {ferry} tap deploy/voting -n {NAMESPACE}{api}
+  {ferry} edges deploy -n {NAMESPACE}{api}
+  {ferry} diagnostics endpoints emoji-svc.{NAMESPACE}:8080{api}
+
+Logs are in {logs}. Ctrl-C stops everything.",
+        web_in = web.inbound,
+        api_addr = layout.api,
+        voting_admin = voting.admin,
+        logs = state.join("logs").display(),
+    );
+}

@@ -1,0 +1,146 @@
+//! The metrics API's JSON (the `ferry_api::stat` types the control plane serializes and
+//! `ferry stat` reads) against its description in `docs/openapi.yaml`: every field the
+//! types write is documented with the right type, and nothing undocumented slips in.
+
+use std::collections::BTreeMap;
+
+use ferry_api::stat::{
+    Edge, EdgesAnswer, HistoryPoint, Latency, Meshed, PrometheusTargetGroup, StatAnswer,
+    StatHistory, StatRow,
+};
+use serde_json::{json, Value};
+
+/// A validator for `#/components/schemas/{name}` of the repository's OpenAPI file, with
+/// every object that lists its properties closed (`additionalProperties: false`).
+fn validator(name: &str) -> jsonschema::Validator {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.yaml");
+    let text = std::fs::read_to_string(path).expect("docs/openapi.yaml");
+    let doc: Value = serde_yaml_ng::from_str(&text).expect("openapi.yaml is YAML");
+    let mut schemas = doc["components"]["schemas"].clone();
+    close(&mut schemas);
+    let root = json!({
+        "$ref": format!("#/components/schemas/{name}"),
+        "components": { "schemas": schemas },
+    });
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .build(&root)
+        .unwrap_or_else(|e| panic!("compiling {name}: {e}"))
+}
+
+fn close(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            if map.contains_key("properties") && !map.contains_key("additionalProperties") {
+                map.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            map.values_mut().for_each(close);
+        }
+        Value::Array(items) => items.iter_mut().for_each(close),
+        _ => {}
+    }
+}
+
+fn assert_valid(name: &str, value: &Value) {
+    let v = validator(name);
+    let errors: Vec<String> = v
+        .iter_errors(value)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{name}: {errors:#?}\n{value:#}");
+}
+
+fn row(traffic: bool) -> StatRow {
+    let some = |v: f64| traffic.then_some(v);
+    StatRow {
+        namespace: "emojivoto".into(),
+        name: "emoji".into(),
+        kind: "deployment".into(),
+        meshed: Meshed { ready: 1, total: 2 },
+        success: some(0.5),
+        rps: some(2.0),
+        requests: some(120.0),
+        latency_ms: Latency {
+            p50: some(3.0),
+            p95: some(9.5),
+            p99: some(10.0),
+        },
+        tcp_connections: some(2.0),
+        read_bytes_per_sec: some(10.0),
+        write_bytes_per_sec: some(20.0),
+    }
+}
+
+#[test]
+fn stat_answers_match_the_documented_schema() {
+    let answer = StatAnswer {
+        rows: vec![row(true), row(false)],
+        window: "1m".into(),
+        window_seconds: 60,
+        backend: "embedded".into(),
+        timestamp_ms: 1_795_000_000_000,
+    };
+    let value = serde_json::to_value(&answer).unwrap();
+    assert!(
+        value["rows"][1]["success"].is_null(),
+        "no traffic is null: {value}"
+    );
+    assert_valid("StatAnswer", &value);
+
+    let history = StatHistory {
+        kind: "deployment".into(),
+        namespace: "emojivoto".into(),
+        name: "emoji".into(),
+        window_seconds: 60,
+        step_seconds: 10,
+        backend: "prometheus".into(),
+        points: vec![HistoryPoint {
+            timestamp_ms: 1_795_000_000_000,
+            success: None,
+            rps: Some(1.0),
+            latency_ms: Latency::default(),
+        }],
+    };
+    assert_valid("StatHistory", &serde_json::to_value(&history).unwrap());
+
+    let edges = EdgesAnswer {
+        edges: vec![Edge {
+            kind: "deployment".into(),
+            src: "web".into(),
+            src_namespace: "emojivoto".into(),
+            dst: "emoji".into(),
+            dst_namespace: "emojivoto".into(),
+            secured: false,
+            client_id: None,
+            server_id: Some("emoji.emojivoto.serviceaccount.identity.ferry.cluster.local".into()),
+            no_tls_reason: Some("no_identity".into()),
+            rps: 1.5,
+        }],
+        window_seconds: 60,
+        backend: "embedded".into(),
+    };
+    assert_valid("EdgesAnswer", &serde_json::to_value(&edges).unwrap());
+
+    let group = PrometheusTargetGroup {
+        targets: vec!["127.0.0.1:4191".into()],
+        labels: BTreeMap::from([("namespace".into(), "emojivoto".into())]),
+    };
+    assert_valid(
+        "PrometheusTargetGroup",
+        &serde_json::to_value(&group).unwrap(),
+    );
+}
+
+#[test]
+fn the_schema_refuses_what_the_types_never_write() {
+    let v = validator("StatRow");
+    let mut value = serde_json::to_value(row(true)).unwrap();
+    value["undocumented"] = json!(1);
+    assert!(!v.is_valid(&value), "unknown fields are refused");
+    let mut value = serde_json::to_value(row(true)).unwrap();
+    value["rps"] = json!("2.0rps");
+    assert!(!v.is_valid(&value), "figures are numbers");
+    let mut value = serde_json::to_value(row(true)).unwrap();
+    value.as_object_mut().unwrap().remove("meshed");
+    assert!(!v.is_valid(&value), "meshed is required");
+}

@@ -1,0 +1,167 @@
+//! Reads each proxy's admin server (`/ready`, `/state`) for the dashboard's proxies page
+//! and the local checks. Every read is bounded; a proxy that does not answer is reported
+//! with the reason, never waited on.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ferry_api::overview::ProxyInfo;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::model::ClusterState;
+
+/// How long one admin read (connect, request, whole body) may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why an admin read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The connection could not be opened.
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        /// The admin address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// HTTP failed on the connection.
+    #[error("GET {path} from {addr}: {source}")]
+    Http {
+        /// The admin address.
+        addr: SocketAddr,
+        /// The path asked for.
+        path: &'static str,
+        /// The cause.
+        #[source]
+        source: hyper::Error,
+    },
+    /// The answer was not 200.
+    #[error("GET {path} from {addr}: HTTP {status}")]
+    Status {
+        /// The admin address.
+        addr: SocketAddr,
+        /// The path asked for.
+        path: &'static str,
+        /// What came back.
+        status: hyper::StatusCode,
+    },
+    /// `/state` was not JSON.
+    #[error("GET /state from {addr}: not JSON: {source}")]
+    Json {
+        /// The admin address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The whole read took longer than [`PROBE_TIMEOUT`].
+    #[error("no answer from {addr} within {PROBE_TIMEOUT:?}")]
+    Timeout {
+        /// The admin address.
+        addr: SocketAddr,
+    },
+}
+
+/// GETs `path` from `addr` over a fresh HTTP/1 connection and returns the body.
+async fn get(addr: SocketAddr, path: &'static str) -> Result<Bytes, ProbeError> {
+    let read = async {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|source| ProbeError::Connect { addr, source })?;
+        let http = |source| ProbeError::Http { addr, path, source };
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(http)?;
+        let conn = tokio::spawn(conn);
+        let req = hyper::Request::get(path)
+            .header(hyper::header::HOST, addr.to_string())
+            .body(Empty::<Bytes>::new())
+            .expect("a GET with a static path is a valid request");
+        let rsp = send.send_request(req).await.map_err(http)?;
+        let status = rsp.status();
+        let body = rsp.into_body().collect().await.map_err(http)?.to_bytes();
+        conn.abort();
+        if status != hyper::StatusCode::OK {
+            return Err(ProbeError::Status { addr, path, status });
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, read)
+        .await
+        .map_err(|_| ProbeError::Timeout { addr })?
+}
+
+/// Reads one proxy: `/ready`, then `/state` (only when `with_state`).
+async fn probe(
+    addr: SocketAddr,
+    with_state: bool,
+) -> (bool, Option<String>, Option<serde_json::Value>) {
+    if let Err(e) = get(addr, "/ready").await {
+        return (false, Some(e.to_string()), None);
+    }
+    if !with_state {
+        return (true, None, None);
+    }
+    let state = get(addr, "/state").await.and_then(|body| {
+        serde_json::from_slice(&body).map_err(|source| ProbeError::Json { addr, source })
+    });
+    match state {
+        Ok(state) => (true, None, Some(state)),
+        Err(e) => (true, Some(e.to_string()), None),
+    }
+}
+
+/// Every instance of `state` (in `namespace`, when given) with what its admin server says,
+/// read concurrently; sorted by namespace and pod.
+pub async fn proxies(
+    state: &ClusterState,
+    namespace: Option<&str>,
+    with_state: bool,
+) -> Vec<ProxyInfo> {
+    let mut reads = tokio::task::JoinSet::new();
+    for (at, instance) in &state.instances {
+        if namespace.is_some_and(|ns| ns != at.namespace) {
+            continue;
+        }
+        let mut info = ProxyInfo {
+            namespace: at.namespace.clone(),
+            pod: at.name.clone(),
+            workload_kind: instance.owner.as_ref().map(|o| o.kind.clone()),
+            workload: instance.owner.as_ref().map(|o| o.name.clone()),
+            meshed: instance.meshed,
+            identity: instance.meshed.then(|| {
+                ferry_api::identity::dns_name(
+                    &instance.service_account,
+                    &at.namespace,
+                    &state.trust_domain,
+                )
+            }),
+            admin_addr: instance.admin_addr,
+            tap_addr: instance.tap_addr,
+            ready: false,
+            error: None,
+            state: None,
+        };
+        reads.spawn(async move {
+            match info.admin_addr {
+                Some(addr) => {
+                    (info.ready, info.error, info.state) = probe(addr, with_state).await;
+                }
+                None => info.error = Some("no adminAddr in discovery".to_string()),
+            }
+            info
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(done) = reads.join_next().await {
+        if let Ok(info) = done {
+            out.push(info);
+        }
+    }
+    out.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
+    out
+}

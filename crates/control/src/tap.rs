@@ -1,0 +1,314 @@
+//! The tap relay: `GET /api/v1/tap` as Server-Sent Events. It resolves the tapped resource
+//! to its instances ([`select`]), calls `tap.Tap/Observe` on every instance's proxy at
+//! once, merges their events ([`convert`] makes them JSON), shows at most `maxRps`
+//! requests a second (token bucket over requests: a request skipped skips its response
+//! events too) and stops after `limit` requests. When the client goes away, every upstream
+//! stream is dropped, which ends the taps on the proxies.
+
+pub mod convert;
+pub mod select;
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use ferry_api::control_api::ApiError;
+use ferry_api::tap::{TapEventKind, TapQuery, DEFAULT_MAX_RPS, SSE_EVENT_ERROR, TAP_PATH};
+use linkerd2_proxy_api::tap::{tap_client::TapClient, ObserveRequest, TapEvent as PbEvent};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::discovery::Discovery;
+use select::{SelectError, Target};
+
+/// How long connecting to one proxy's tap server and starting the tap may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often an idle stream gets an SSE comment, which is also how a gone client is noticed.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// Events buffered between the proxies and the relay, and between the relay and the client.
+const BUFFER: usize = 1024;
+
+/// The tap routes, for merging into the public API (of any state type).
+pub fn router<D: Discovery, S: Clone + Send + Sync + 'static>(discovery: D) -> Router<S> {
+    Router::new()
+        .route(TAP_PATH, get(tap::<D>))
+        .with_state(discovery)
+}
+
+async fn tap<D: Discovery>(
+    State(discovery): State<D>,
+    query: Result<Query<TapQuery>, QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let max_rps = query.max_rps.unwrap_or(DEFAULT_MAX_RPS);
+    if !max_rps.is_finite() || max_rps < 0.0 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid maxRps {max_rps}: expected a number of requests per second ≥ 0 (0: no limit)"),
+        );
+    }
+    let state = discovery.watch().borrow().clone();
+    let selected = select::targets(&state, &query)
+        .and_then(|t| Ok((t, select::observe_match(&state, &query)?)));
+    let (targets, r#match) = match selected {
+        Ok(s) => s,
+        Err(e) => {
+            let status = match e {
+                SelectError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                SelectError::NotFound(_) => StatusCode::NOT_FOUND,
+                SelectError::NotTappable(_) => StatusCode::CONFLICT,
+            };
+            return error(status, e.to_string());
+        }
+    };
+    let request = ObserveRequest {
+        limit: query.limit.unwrap_or(0),
+        r#match,
+        extract: None,
+    };
+    tracing::debug!(resource = %query.resource, proxies = targets.len(), "tap started");
+    let (out, rx) = mpsc::channel(BUFFER);
+    tokio::spawn(relay(state, targets, request, max_rps, query.limit, out));
+    Sse::new(ReceiverStream::new(rx))
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response()
+}
+
+fn error(status: StatusCode, error: String) -> Response {
+    (status, Json(ApiError { error })).into_response()
+}
+
+/// What an upstream task tells the relay.
+enum Upstream {
+    Event(usize, Box<PbEvent>),
+    Error(String),
+}
+
+/// Merges the proxies' events into `out` until the client goes away, the limit is met,
+/// or every proxy's stream ended; then stops every upstream stream.
+async fn relay(
+    state: std::sync::Arc<crate::model::ClusterState>,
+    targets: Vec<Target>,
+    request: ObserveRequest,
+    max_rps: f64,
+    limit: Option<u32>,
+    out: mpsc::Sender<Result<Event, Infallible>>,
+) {
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let (tx, mut rx) = mpsc::channel(BUFFER);
+    for (i, target) in targets.iter().enumerate() {
+        tokio::spawn(observe(
+            i,
+            target.clone(),
+            request.clone(),
+            tx.clone(),
+            stop.clone(),
+        ));
+    }
+    drop(tx);
+    let names: Vec<String> = targets.iter().map(|t| t.instance.to_string()).collect();
+    let comment = format!("tapping {}", names.join(", "));
+    if out
+        .send(Ok(Event::default().comment(comment)))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut bucket = Bucket::new(max_rps);
+    let (mut shown, mut skipped) = (HashSet::new(), HashSet::new());
+    let mut passed = 0u32;
+    loop {
+        let msg = tokio::select! {
+            _ = out.closed() => break,
+            msg = rx.recv() => msg,
+        };
+        let event = match msg {
+            None => break,
+            Some(Upstream::Error(e)) => {
+                tracing::debug!(error = %e, "tap upstream failed");
+                let body = ApiError { error: e };
+                Event::default().event(SSE_EVENT_ERROR).json_data(body)
+            }
+            Some(Upstream::Event(i, e)) => {
+                let Some(e) = convert::convert(&state, &targets[i], *e) else {
+                    continue;
+                };
+                let key = (i, e.id.clone());
+                match e.kind {
+                    TapEventKind::Req => {
+                        let full = limit.is_some_and(|l| passed >= l);
+                        if full || !bucket.take() {
+                            skipped.insert(key);
+                            continue;
+                        }
+                        passed += 1;
+                        shown.insert(key);
+                    }
+                    TapEventKind::Rsp if !shown.contains(&key) => continue,
+                    TapEventKind::Rsp => {}
+                    TapEventKind::End => {
+                        skipped.remove(&key);
+                        if !shown.remove(&key) {
+                            continue;
+                        }
+                    }
+                }
+                Event::default().json_data(&e)
+            }
+        };
+        let Ok(event) = event else { continue };
+        if out.send(Ok(event)).await.is_err() {
+            break;
+        }
+        if limit.is_some_and(|l| passed >= l) && shown.is_empty() {
+            break;
+        }
+        if skipped.len() > 100_000 {
+            // Ends lost with their streams would otherwise pile up forever.
+            skipped.clear();
+        }
+    }
+    tracing::debug!("tap ended; stopping upstream taps");
+}
+
+/// Taps one proxy, forwarding its events until told to stop.
+async fn observe(
+    i: usize,
+    target: Target,
+    request: ObserveRequest,
+    tx: mpsc::Sender<Upstream>,
+    stop: CancellationToken,
+) {
+    let what = format!("tapping {} at {}", target.instance, target.tap_addr);
+    let start = async {
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", target.tap_addr))
+                .map_err(|e| e.to_string())?
+                .connect_timeout(CONNECT_TIMEOUT);
+        let channel = endpoint.connect().await.map_err(|e| source_text(&e))?;
+        let rsp = TapClient::new(channel)
+            .observe(request)
+            .await
+            .map_err(|s| s.message().to_string())?;
+        Ok::<_, String>(rsp.into_inner())
+    };
+    let started = tokio::select! {
+        _ = stop.cancelled() => return,
+        r = tokio::time::timeout(CONNECT_TIMEOUT, start) => r,
+    };
+    let mut stream = match started {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let _ = tx.send(Upstream::Error(format!("{what}: {e}"))).await;
+            return;
+        }
+        Err(_) => {
+            let _ = tx
+                .send(Upstream::Error(format!(
+                    "{what}: no answer within {CONNECT_TIMEOUT:?}"
+                )))
+                .await;
+            return;
+        }
+    };
+    loop {
+        let msg = tokio::select! {
+            _ = stop.cancelled() => return,
+            msg = stream.message() => msg,
+        };
+        match msg {
+            Ok(Some(e)) => {
+                if tx.send(Upstream::Event(i, Box::new(e))).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(status) => {
+                let e = format!("{what}: stream ended: {}", status.message());
+                let _ = tx.send(Upstream::Error(e)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// The innermost cause of an error: what a connection attempt really said.
+fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = s.to_string();
+        source = s.source();
+    }
+    text
+}
+
+/// Admits at most `rate` requests a second, with bursts up to one second's worth.
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    /// `rate` 0 admits everything.
+    fn new(rate: f64) -> Self {
+        Self {
+            rate,
+            tokens: rate.max(1.0),
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        self.take_at(Instant::now())
+    }
+
+    fn take_at(&mut self, now: Instant) -> bool {
+        if self.rate == 0.0 {
+            return true;
+        }
+        let capacity = self.rate.max(1.0);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(capacity);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_admits_rate_per_second() {
+        let mut b = Bucket::new(5.0);
+        let t0 = b.last;
+        let admitted = (0..20).filter(|_| b.take_at(t0)).count();
+        assert_eq!(admitted, 5, "a burst is one second's worth");
+        let t1 = t0 + Duration::from_millis(400);
+        let admitted = (0..20).filter(|_| b.take_at(t1)).count();
+        assert_eq!(admitted, 2);
+        let mut open = Bucket::new(0.0);
+        assert!((0..1000).all(|_| open.take()));
+    }
+}

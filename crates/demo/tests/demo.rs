@@ -1,0 +1,486 @@
+//! `ferry demo` end to end, as a user runs it: the real binary starts the control plane, four
+//! proxies, the app and the bot; the story shows in the proxies' metrics; Ctrl-C leaves no
+//! process behind; a second demo, a taken port and a missing binary are each refused with
+//! the reason.
+//!
+//! Needs every workspace binary built (`cargo nextest run --workspace` does that).
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use ferry_testkit::{client, metric_sum, process::bin, process::Proc, wait_until};
+
+/// Ports the demo uses from its base.
+const SPAN: u16 = 50;
+/// Debug binaries on a busy machine: starting everything can take a while.
+const START: Duration = Duration::from_secs(90);
+
+/// A base with all `SPAN` ports free right now.
+fn free_base() -> u16 {
+    for _ in 0..200 {
+        let base = 20_000 + 10 * fastrand::u16(0..4_000);
+        let free = (base..base + SPAN).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            return base;
+        }
+    }
+    panic!("no free range of {SPAN} ports");
+}
+
+fn at(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Kills whatever a demo recorded in its state directory when dropped, so a failing test
+/// leaves nothing behind either.
+struct Leftovers(PathBuf);
+
+impl Leftovers {
+    fn pids(&self) -> Vec<u32> {
+        std::fs::read_to_string(self.0.join("children.pids"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// Whether `pid` still runs (a zombie counts as gone: it has exited).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+async fn metrics(admin: u16) -> String {
+    client::get(&format!("http://{}/metrics", at(admin)))
+        .await
+        .map(|r| r.text())
+        .unwrap_or_default()
+}
+
+fn demo(base: u16, state: &Path) -> Proc {
+    let args = [
+        "demo",
+        "--port-base",
+        &base.to_string(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--rate",
+        "20",
+    ];
+    Proc::spawn(bin("ferry"), &args, &[]).unwrap()
+}
+
+/// Runs `ferry` to completion (bounded) and returns (success, stdout + stderr).
+async fn ferry(exe: &Path, args: &[&str]) -> (bool, String) {
+    let run = tokio::process::Command::new(exe)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("ferry finished")
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// `ferry <args> -o json --api-addr <the demo's>`, parsed (stat: the rows, edges: the edges).
+async fn ferry_json(base: u16, args: &[&str]) -> serde_json::Value {
+    let api = format!("http://{}", at(base + 4));
+    let mut all = args.to_vec();
+    all.extend(["-o", "json", "--api-addr", &api]);
+    let (ok, text) = ferry(&bin("ferry"), &all).await;
+    assert!(ok, "ferry {all:?}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("ferry {all:?}: {e}: {text}"))
+}
+
+/// Success rate by row name of `ferry stat deploy -n emojivoto <filter>`, once every row
+/// that should have traffic has some.
+async fn stat(base: u16, filter: &[&str], names: &[&str]) -> Vec<(String, f64)> {
+    let mut args = vec!["stat", "deploy", "-n", "emojivoto"];
+    args.extend_from_slice(filter);
+    wait_until(Duration::from_secs(30), "stat rows with traffic", || {
+        let args = args.clone();
+        async move {
+            let answer = ferry_json(base, &args).await;
+            let rows: Vec<(String, f64)> = answer
+                .as_array()?
+                .iter()
+                .filter_map(|r| Some((r["name"].as_str()?.to_string(), r["success"].as_f64()?)))
+                .collect();
+            let all = names.iter().all(|n| rows.iter().any(|(name, _)| name == n));
+            all.then_some(rows)
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn success_of(rows: &[(String, f64)], name: &str) -> f64 {
+    rows.iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, s)| *s)
+        .unwrap()
+}
+
+/// MISSION.md's story through `ferry stat`, `ferry edges` and `ferry tap`.
+async fn story(base: u16) {
+    // Every deployment is meshed; web and voting show failures.
+    let rows = stat(base, &[], &["web", "voting", "emoji"]).await;
+    assert!(success_of(&rows, "web") < 0.9, "{rows:?}");
+    assert!(success_of(&rows, "voting") < 0.9, "{rows:?}");
+    let all = ferry_json(base, &["stat", "deploy", "-n", "emojivoto"]).await;
+    let meshed: Vec<(&str, &serde_json::Value)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), &r["meshed"]))
+        .collect();
+    let one_of_one = serde_json::json!({ "ready": 1, "total": 1 });
+    assert_eq!(
+        meshed,
+        [
+            ("emoji", &one_of_one),
+            ("vote-bot", &one_of_one),
+            ("voting", &one_of_one),
+            ("web", &one_of_one)
+        ],
+        "{all}"
+    );
+    // --from deploy/web: emoji at 100 %, voting well below.
+    let rows = stat(base, &["--from", "deploy/web"], &["emoji", "voting"]).await;
+    assert_eq!(success_of(&rows, "emoji"), 1.0, "{rows:?}");
+    assert!(success_of(&rows, "voting") < 0.9, "{rows:?}");
+    // --from deploy/voting: its calls to emoji fail.
+    let rows = stat(base, &["--from", "deploy/voting"], &["emoji"]).await;
+    assert!(success_of(&rows, "emoji") < 0.9, "{rows:?}");
+    // --to deploy/emoji: fine from web, about half failing from voting.
+    let rows = stat(base, &["--to", "deploy/emoji"], &["web", "voting"]).await;
+    assert_eq!(success_of(&rows, "web"), 1.0, "{rows:?}");
+    let from_voting = success_of(&rows, "voting");
+    assert!((0.2..=0.8).contains(&from_voting), "{rows:?}");
+
+    // Every edge is mTLS.
+    let edges = ferry_json(base, &["edges", "deploy", "-n", "emojivoto"]).await;
+    let edges = edges.as_array().unwrap();
+    for (src, dst) in [
+        ("web", "emoji"),
+        ("web", "voting"),
+        ("voting", "emoji"),
+        ("vote-bot", "web"),
+    ] {
+        let edge = edges
+            .iter()
+            .find(|e| e["src"] == src && e["dst"] == dst)
+            .unwrap_or_else(|| panic!("no edge {src} → {dst}: {edges:?}"));
+        assert_eq!(edge["secured"], true, "{edge}");
+    }
+
+    // tap deploy/voting: 500s from the old HTTP/1 endpoint, naming a bottom-half emoji.
+    let api = format!("http://{}", at(base + 4));
+    let args = [
+        "tap",
+        "deploy/voting",
+        "-n",
+        "emojivoto",
+        "--path",
+        "/api/FindByShortcode",
+        "--limit",
+        "20",
+        "-o",
+        "json",
+        "--api-addr",
+        &api,
+    ];
+    let (ok, text) = ferry(&bin("ferry"), &args).await;
+    assert!(ok, "{text}");
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let failed_paths: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "rsp" && e["status"] == 500)
+        .filter_map(|rsp| {
+            let req = events
+                .iter()
+                .find(|e| e["type"] == "req" && e["id"] == rsp["id"])?;
+            assert_eq!(req["authority"], "emoji-svc.emojivoto:8080", "{req}");
+            assert_eq!(req["tls"], "true", "{req}");
+            req["path"].as_str()
+        })
+        .collect();
+    assert!(
+        !failed_paths.is_empty(),
+        "tap shows failing lookups: {text}"
+    );
+    for path in failed_paths {
+        let shortcode = path.rsplit('=').next().unwrap();
+        assert!(
+            !ferry_demo::emojis::old_endpoint_serves(shortcode),
+            "only bottom-half emojis fail: {path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_demo_tells_the_story_and_ctrl_c_leaves_nothing_behind() {
+    let base = free_base();
+    let state = tempfile::tempdir().unwrap();
+    let leftovers = Leftovers(state.path().to_path_buf());
+    let mut demo = demo(base, state.path());
+    let ready = wait_until(START, "the demo to be ready", || {
+        let up = demo.logs().iter().any(|l| l.contains("Ready."));
+        let exited = !demo.is_running();
+        async move { (up || exited).then_some(up) }
+    })
+    .await
+    .unwrap();
+    assert!(ready, "ferry demo exited:\n{}", demo.logs().join("\n"));
+    let output = demo.logs().join("\n");
+    for part in ["control plane", "emoji", "voting", "web", "vote-bot"] {
+        assert!(
+            output.contains(&format!("  {part} ")),
+            "progress for {part}:\n{output}"
+        );
+    }
+    assert!(
+        output.contains(&format!(
+            "stat deploy -n emojivoto --from deploy/web --api-addr http://127.0.0.1:{}",
+            base + 4
+        )),
+        "{output}"
+    );
+
+    // Admin ports: web base+13, emoji +23, voting +33, vote-bot +43.
+    let (web, emoji, voting) = (base + 13, base + 23, base + 33);
+    let outbound_to = |text: &str, dst: &str, class: &str| {
+        metric_sum(
+            text,
+            "response_total",
+            &[
+                ("direction", "outbound"),
+                ("dst_deployment", dst),
+                ("classification", class),
+            ],
+        )
+    };
+    // Enough votes to judge a ratio: 60 lookups from voting to emoji.
+    let voting_text = wait_until(Duration::from_secs(60), "60 voting→emoji calls", || async {
+        let text = metrics(voting).await;
+        let calls = outbound_to(&text, "emoji", "success") + outbound_to(&text, "emoji", "failure");
+        (calls >= 60.0).then_some(text)
+    })
+    .await
+    .unwrap();
+    let web_text = metrics(web).await;
+    let emoji_text = metrics(emoji).await;
+
+    // web → emoji (gRPC ListAll/FindByShortcode): all good.
+    assert!(
+        outbound_to(&web_text, "emoji", "success") > 0.0,
+        "{web_text}"
+    );
+    assert_eq!(
+        outbound_to(&web_text, "emoji", "failure"),
+        0.0,
+        "{web_text}"
+    );
+    // web → voting: well below 100 %.
+    assert!(
+        outbound_to(&web_text, "voting", "failure") > 0.0,
+        "{web_text}"
+    );
+    assert!(
+        outbound_to(&web_text, "voting", "success") > 0.0,
+        "{web_text}"
+    );
+    // voting → emoji (the old HTTP/1 endpoint): about half fail, with 500.
+    let ok = outbound_to(&voting_text, "emoji", "success");
+    let failed = outbound_to(&voting_text, "emoji", "failure");
+    let rate = failed / (ok + failed);
+    assert!(
+        (0.25..=0.75).contains(&rate),
+        "voting→emoji fails about half the time: {failed} of {}",
+        ok + failed
+    );
+    let status_500 = metric_sum(
+        &voting_text,
+        "response_total",
+        &[("direction", "outbound"), ("status_code", "500")],
+    );
+    assert_eq!(
+        status_500, failed,
+        "the failures are emoji's 500s, not the mesh's"
+    );
+    // Every deployment that serves shows its failures inbound: web and voting fail, emoji's
+    // old endpoint answers 500.
+    let inbound_failures = |text: &str| {
+        metric_sum(
+            text,
+            "response_total",
+            &[("direction", "inbound"), ("classification", "failure")],
+        )
+    };
+    assert!(inbound_failures(&web_text) > 0.0, "{web_text}");
+    assert!(inbound_failures(&voting_text) > 0.0, "{voting_text}");
+    assert!(inbound_failures(&emoji_text) > 0.0, "{emoji_text}");
+    // The same story from the CLI, as docs/demo.md tells it.
+    story(base).await;
+
+    // The control plane knows the demo's services.
+    let endpoints = client::get(&format!(
+        "http://{}/api/v1/endpoints?authority=emoji-svc.emojivoto:8080",
+        at(base + 4)
+    ))
+    .await
+    .unwrap();
+    assert!(
+        endpoints
+            .text()
+            .contains("emoji.emojivoto.serviceaccount.identity.ferry.cluster.local"),
+        "{}",
+        endpoints.text()
+    );
+
+    // A second demo on the same state is refused, naming the first.
+    let (ok, text) = ferry(
+        &bin("ferry"),
+        &[
+            "demo",
+            "--port-base",
+            &base.to_string(),
+            "--state-dir",
+            state.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!(
+            "a ferry demo is already running (pid {}",
+            demo.pid()
+        )),
+        "{text}"
+    );
+    // One with its own state but the same ports names the taken API port.
+    let other = tempfile::tempdir().unwrap();
+    let (ok, text) = ferry(
+        &bin("ferry"),
+        &[
+            "demo",
+            "--port-base",
+            &base.to_string(),
+            "--state-dir",
+            other.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!(
+            "port {} (the control plane's API) is not free",
+            base + 4
+        )),
+        "{text}"
+    );
+
+    // Ctrl-C: everything stops, nothing is left.
+    let pids = leftovers.pids();
+    assert_eq!(pids.len(), 9, "control, 3 apps, 4 proxies, the bot");
+    assert!(pids.iter().all(|p| alive(*p)));
+    Command::new("kill")
+        .args(["-INT", &demo.pid().to_string()])
+        .status()
+        .unwrap();
+    let status = demo.terminate_wait(Duration::from_secs(20)).await.unwrap();
+    assert!(status.success(), "{status}: {}", demo.logs().join("\n"));
+    // The output is read by another task: wait for its last line.
+    demo.wait_for_log("Stopped 9 processes.", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let output = demo.logs().join("\n");
+    assert!(output.contains("Ctrl-C: stopping"), "{output}");
+    assert!(
+        !output.contains("were killed"),
+        "every child stops on SIGTERM: {output}"
+    );
+    let alive: Vec<u32> = pids.into_iter().filter(|p| alive(*p)).collect();
+    assert!(alive.is_empty(), "still running after Ctrl-C: {alive:?}");
+    assert!(
+        !state.path().join("demo.pid").exists(),
+        "the lock is released"
+    );
+}
+
+#[tokio::test]
+async fn a_taken_port_is_named_and_nothing_starts() {
+    let base = free_base();
+    let state = tempfile::tempdir().unwrap();
+    let _leftovers = Leftovers(state.path().to_path_buf());
+    // voting's app port.
+    let _taken = TcpListener::bind(at(base + 31)).unwrap();
+    let (ok, text) = ferry(
+        &bin("ferry"),
+        &[
+            "demo",
+            "--port-base",
+            &base.to_string(),
+            "--state-dir",
+            state.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("port {} (the voting app) is not free", base + 31)),
+        "{text}"
+    );
+    assert!(!text.contains("Ready."), "{text}");
+}
+
+#[tokio::test]
+async fn a_missing_binary_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let lonely = dir.path().join("ferry");
+    std::fs::copy(bin("ferry"), &lonely).unwrap();
+    let state = dir.path().join("state");
+    let (ok, text) = ferry(
+        &lonely,
+        &[
+            "demo",
+            "--port-base",
+            &free_base().to_string(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!ok, "{text}");
+    assert!(text.contains("ferry-control is missing"), "{text}");
+    assert!(
+        text.contains(&dir.path().display().to_string()),
+        "says where it looked: {text}"
+    );
+    assert!(
+        text.contains("cargo build --release"),
+        "says how to fix it: {text}"
+    );
+}

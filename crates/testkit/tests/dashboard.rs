@@ -1,0 +1,589 @@
+//! The web dashboard in a real headless Chromium, against a real mesh: `ferry-control`, a
+//! `ferry-proxy` per workload and test apps with steady traffic. What the page shows must be
+//! what the public API says; screenshots land in `$CARGO_TARGET_DIR/dashboard-screens/`.
+//!
+//! Topology (namespace `shop`): the test, playing `web`, sends through web's proxy to
+//! `voting` (whose app fails every other request) and `emoji` (always fine).
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use ferry_testkit::{
+    browser::Browser,
+    client,
+    process::{bin, Proc, ProxyProc},
+    server::{full, TestServer},
+    wait_until,
+};
+use http::{Response, StatusCode};
+use serde_json::Value;
+
+/// Generous: scrapes, rate windows and a cold Chromium on a busy two-core machine.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Where screenshots go: beside the build, so CI keeps them with the target dir.
+pub fn screens_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> → target/dashboard-screens
+    exe.ancestors()
+        .nth(3)
+        .expect("target dir")
+        .join("dashboard-screens")
+}
+
+async fn get_json(url: &str) -> anyhow::Result<Value> {
+    let r = client::get(url).await?;
+    anyhow::ensure!(
+        r.status == StatusCode::OK,
+        "GET {url}: {} {}",
+        r.status,
+        r.text()
+    );
+    Ok(serde_json::from_slice(&r.body)?)
+}
+
+/// One workload's instance: its proxy in front of its app (if any).
+struct Instance {
+    name: &'static str,
+    proxy: ProxyProc,
+}
+
+fn workloads_yaml(instances: &[&Instance]) -> String {
+    let mut y = String::from("namespaces: [shop]\nworkloads:\n");
+    for i in instances {
+        let tap = i
+            .proxy
+            .addrs
+            .get("tap")
+            .map(|t| format!(", tapAddr: \"{t}\""))
+            .unwrap_or_default();
+        y.push_str(&format!(
+            "  - name: {n}\n    namespace: shop\n    serviceAccount: {n}\n    instances:\n      - {{ name: {n}-0, addr: \"{}\", adminAddr: \"{}\"{tap} }}\n",
+            i.proxy.inbound(),
+            i.proxy.admin(),
+            n = i.name,
+        ));
+    }
+    y.push_str("services:\n");
+    for svc in ["voting", "emoji"] {
+        y.push_str(&format!(
+            "  - {{ name: {svc}, namespace: shop, port: 8080, workloads: [{svc}] }}\n"
+        ));
+    }
+    y
+}
+
+/// A running mesh with traffic flowing; everything stops on drop.
+struct Mesh {
+    api: String,
+    _control: Proc,
+    _instances: Vec<Instance>,
+    _apps: Vec<TestServer>,
+    _traffic: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn mesh() -> Mesh {
+    let emoji_app = TestServer::http(|_req| async { Response::new(full("🍩")) }).await;
+    let calls = Arc::new(AtomicU64::new(0));
+    let voting_app = TestServer::http(move |_req| {
+        let n = calls.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let mut rsp = Response::new(full(if n % 2 == 0 { "voted" } else { "no such emoji" }));
+            if n % 2 == 1 {
+                *rsp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            }
+            rsp
+        }
+    })
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("workloads.yaml");
+    std::fs::write(&file, "namespaces: [shop]\n").unwrap();
+    let args = [
+        "--workloads-file",
+        file.to_str().unwrap(),
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--api-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ];
+    let control = Proc::spawn(bin("ferry-control"), &args, &[]).unwrap();
+    let addrs = control.bound_addrs(2, WAIT).await.unwrap();
+    let (grpc, api): (SocketAddr, SocketAddr) = (addrs["grpc"], addrs["api"]);
+
+    let proxy = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ProxyProc::spawn(bin("ferry-proxy"), &args).await.unwrap()
+    };
+    let voting = Instance {
+        name: "voting",
+        proxy: proxy(vec![
+            "--inbound-forward".into(),
+            voting_app.addr.to_string(),
+        ])
+        .await,
+    };
+    let emoji = Instance {
+        name: "emoji",
+        proxy: proxy(vec!["--inbound-forward".into(), emoji_app.addr.to_string()]).await,
+    };
+    let web = Instance {
+        name: "web",
+        proxy: proxy(vec![
+            "--upstream".into(),
+            "127.0.0.1:0=voting.shop:8080".into(),
+            "--upstream".into(),
+            "127.0.0.1:0=emoji.shop:8080".into(),
+            "--destination-addr".into(),
+            grpc.to_string(),
+        ])
+        .await,
+    };
+    std::fs::write(&file, workloads_yaml(&[&web, &voting, &emoji])).unwrap();
+    let api = format!("http://{api}");
+    wait_until(WAIT, "discovery to list three workloads", || async {
+        let ov = get_json(&format!("{api}/api/v1/overview")).await.ok()?;
+        (ov["workloads"].as_array()?.len() == 3).then_some(())
+    })
+    .await
+    .unwrap();
+
+    let urls = [
+        format!("http://{}/vote", web.proxy.upstream("voting.shop:8080")),
+        format!("http://{}/list", web.proxy.upstream("emoji.shop:8080")),
+    ];
+    let traffic = tokio::spawn(async move {
+        let http = client::http1();
+        loop {
+            for url in &urls {
+                let req = http::Request::get(url.as_str())
+                    .body(Default::default())
+                    .unwrap();
+                let _ = client::send(&http, req).await;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    });
+    Mesh {
+        api,
+        _control: control,
+        _instances: vec![web, voting, emoji],
+        _apps: vec![emoji_app, voting_app],
+        _traffic: traffic,
+        _dir: dir,
+    }
+}
+
+/// The API's success rate for each `shop` deployment (`None` = no traffic).
+async fn api_success(api: &str) -> anyhow::Result<Vec<(String, Option<f64>)>> {
+    let v = get_json(&format!("{api}/api/v1/stat?kind=deploy&namespace=shop")).await?;
+    Ok(v["rows"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    (
+                        r["name"].as_str().unwrap_or("").to_string(),
+                        r["success"].as_f64(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+async fn shot(browser: &Browser, name: &str) {
+    let path = screens_dir().join(format!("{name}.png"));
+    browser.screenshot(&path).await.unwrap();
+    eprintln!("screenshot: {}", path.display());
+}
+
+/// The page's success cell of every row of `selector` as `[name, data-success, text]`.
+const ROWS_JS: &str = r#"
+  const out = [];
+  for (const tr of document.querySelectorAll(arguments[0])) {
+    const cell = tr.querySelector('[data-success]');
+    if (!cell) continue;
+    out.push([tr.dataset.workload || tr.dataset.peer, cell.dataset.success, cell.textContent]);
+  }
+  return out;"#;
+
+async fn page_rows(browser: &Browser, selector: &str) -> Vec<(String, Option<f64>, String)> {
+    let v = browser
+        .eval(ROWS_JS, vec![Value::String(selector.to_string())])
+        .await
+        .unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_str().unwrap_or("").to_string(),
+                r[1].as_str().and_then(|s| s.parse().ok()),
+                r[2].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2}%", x * 100.0)
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_the_apis_numbers_drills_down_and_taps() {
+    let mesh = mesh().await;
+    let api = mesh.api.clone();
+
+    // The API first: traffic has been measured for both called workloads.
+    wait_until(WAIT, "the stat API to report voting and emoji", || async {
+        let rows = api_success(&api).await.ok()?;
+        let has = |n: &str| rows.iter().any(|(name, s)| name == n && s.is_some());
+        (has("voting") && has("emoji")).then_some(())
+    })
+    .await
+    .unwrap();
+
+    let browser = Browser::start(1366, 900).await.unwrap();
+    browser.goto(&format!("{api}/#/")).await.unwrap();
+    browser
+        .wait_for(
+            "the overview to show success rates for voting and emoji",
+            r#"const r = (n) => document.querySelector(`tr[data-workload="shop/${n}"] [data-success]`);
+               return r('voting') && r('voting').dataset.success !== '' && r('emoji') && r('emoji').dataset.success !== ''
+                 && document.querySelector('tr[data-workload="shop/web"]') !== null;"#,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    shot(&browser, "1-overview").await;
+
+    // Same numbers as the API: read both back to back; the rates move slowly, so they agree
+    // to a point, and the page prints exactly what it holds.
+    let page = page_rows(&browser, "tr[data-workload^='shop/']").await;
+    let apis = api_success(&api).await.unwrap();
+    for (name, from_api) in &apis {
+        let key = format!("shop/{name}");
+        let (_, shown, text) = page
+            .iter()
+            .find(|(w, _, _)| *w == key)
+            .unwrap_or_else(|| panic!("{key} missing from the overview: {page:?}"));
+        match (from_api, shown) {
+            (None, None) => assert_eq!(text, "-", "{key}"),
+            (Some(a), Some(s)) => {
+                assert!((a - s).abs() < 0.05, "{key}: page {s} vs API {a}");
+                assert_eq!(*text, pct(*s), "{key}");
+            }
+            other => panic!("{key}: page and API disagree on having traffic: {other:?}"),
+        }
+    }
+    let voting = page.iter().find(|(w, _, _)| w == "shop/voting").unwrap();
+    assert!(
+        (voting.1.unwrap() - 0.5).abs() < 0.1,
+        "voting fails every other request: {voting:?}"
+    );
+    let status = browser.find("#cp-status").await.unwrap();
+    assert_eq!(browser.text(&status).await.unwrap(), "ok");
+
+    // Click through: web's destinations are voting (failing) and emoji (fine).
+    let web = browser
+        .find("tr[data-workload='shop/web'] a.wl-link")
+        .await
+        .unwrap();
+    browser.click(&web).await.unwrap();
+    let dests = browser
+        .wait_for(
+            "web's destinations",
+            r#"const rows = [...document.querySelectorAll('table.outbound tr[data-peer]')];
+               const get = (n) => rows.find((r) => r.dataset.peer === n);
+               if (!get('voting') || !get('emoji')) return null;
+               const s = (n) => get(n).querySelector('[data-success]').dataset.success;
+               return s('voting') && s('emoji') ? [s('voting'), s('emoji'), get('voting').className] : null;"#,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let voting_rate: f64 = dests[0].as_str().unwrap().parse().unwrap();
+    let emoji_rate: f64 = dests[1].as_str().unwrap().parse().unwrap();
+    assert!(voting_rate < 0.8, "voting from web is failing: {dests}");
+    assert!(emoji_rate > 0.99, "emoji from web is fine: {dests}");
+    assert!(dests[2].as_str().unwrap().contains("row-bad"), "{dests}");
+    assert!(browser
+        .url()
+        .await
+        .unwrap()
+        .contains("#/workload/shop/deployment/web"));
+    shot(&browser, "2-workload-web").await;
+
+    // And on to voting, whose callers include web.
+    let link = browser
+        .find("table.outbound tr[data-peer='voting'] a.peer-link")
+        .await
+        .unwrap();
+    browser.click(&link).await.unwrap();
+    browser
+        .wait_for(
+            "voting's callers to include web",
+            "return document.querySelector(\"table.inbound tr[data-peer='web']\") !== null;",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    shot(&browser, "3-workload-voting").await;
+
+    // Tap voting from its page: live rows, and the failures stand out.
+    let tap = browser.find("#tap-this").await.unwrap();
+    browser.click(&tap).await.unwrap();
+    let seen = browser
+        .wait_for(
+            "live tap rows with a highlighted failure",
+            r#"const rows = document.querySelectorAll('#tap-rows tr.tap-row');
+               const failed = document.querySelectorAll('#tap-rows tr.tap-row.failed');
+               return rows.length >= 5 && failed.length >= 1 ? [rows.length, failed.length] : null;"#,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    eprintln!("tap rows, failed: {seen}");
+    shot(&browser, "4-tap-voting").await;
+    let stop = browser.find("#tap-stop").await.unwrap();
+    browser.click(&stop).await.unwrap();
+
+    // The namespace page draws the graph web → voting, emoji from the edges.
+    browser.goto(&format!("{api}/#/ns/shop")).await.unwrap();
+    browser
+        .wait_for(
+            "the namespace call graph with both edges",
+            "return document.querySelectorAll('#ns-graph path.edge').length === 2 && document.querySelectorAll('#ns-graph path.edge.bad').length === 1;",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    shot(&browser, "4b-namespace").await;
+
+    // Diagnostics: every proxy ready, its endpoints from /state, and the checks pass.
+    browser.goto(&format!("{api}/#/proxies")).await.unwrap();
+    browser
+        .wait_for(
+            "three ready proxies, web's knowing voting's endpoint",
+            r#"const ps = document.querySelectorAll('details.proxy');
+               const web = document.querySelector('details.proxy[data-pod="web-0"]');
+               return ps.length === 3 && web && web.textContent.includes('voting.shop') && !document.querySelector('details.proxy .badge.bad');"#,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    shot(&browser, "5-proxies").await;
+    browser.goto(&format!("{api}/#/check")).await.unwrap();
+    let summary = browser
+        .wait_for(
+            "the checks",
+            "const s = document.querySelector('#check-summary'); return s && s.textContent;",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary, "all 4 checks passed");
+    shot(&browser, "6-check").await;
+}
+
+// --- the judged scenario: `ferry demo` ------------------------------------------------
+
+/// Ports `ferry demo` uses from its base.
+const DEMO_SPAN: u16 = 50;
+
+/// A base with all the demo's ports free right now, below the kernel's ephemeral range
+/// (32768 and up) so that no other test's outgoing connection can take one meanwhile.
+fn free_base() -> u16 {
+    let seed = std::process::id() as usize;
+    for attempt in 0..1200 {
+        let base = 20_000 + ((seed * 7919 + attempt * 131) % 1_200) as u16 * 10;
+        if (base..base + DEMO_SPAN).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free range of {DEMO_SPAN} ports between 20000 and 32000");
+}
+
+/// Kills whatever the demo recorded in its state directory when dropped, so a failing test
+/// leaves no process behind (the demo's own Ctrl-C path is tested in crates/demo).
+struct Leftovers(PathBuf);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let pids = std::fs::read_to_string(self.0.join("children.pids")).unwrap_or_default();
+        for pid in pids.lines().filter_map(|l| l.split_whitespace().next()) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", pid])
+                .status();
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_ferry_demo_running_the_dashboard_finds_the_broken_edge() {
+    let base = free_base();
+    let state = tempfile::tempdir().unwrap();
+    let _leftovers = Leftovers(state.path().to_path_buf());
+    let args = [
+        "demo",
+        "--port-base",
+        &base.to_string(),
+        "--state-dir",
+        state.path().to_str().unwrap(),
+        "--rate",
+        "20",
+    ];
+    let mut demo = Proc::spawn(bin("ferry"), &args, &[]).unwrap();
+    let ready = wait_until(Duration::from_secs(90), "ferry demo to be ready", || {
+        let up = demo.logs().iter().any(|l| l.contains("Ready."));
+        let exited = !demo.is_running();
+        async move { (up || exited).then_some(up) }
+    })
+    .await
+    .unwrap();
+    assert!(ready, "ferry demo exited:\n{}", demo.logs().join("\n"));
+    let api = format!("http://127.0.0.1:{}", base + 4);
+
+    // The API: every emojivoto workload is listed, and the three called ones have traffic.
+    let workloads = ["emoji", "vote-bot", "voting", "web"];
+    let last = std::sync::Mutex::new(String::new());
+    let measured = wait_until(
+        WAIT,
+        "the stat API to measure web, emoji and voting",
+        || async {
+            let v = get_json(&format!(
+                "{api}/api/v1/stat?kind=deploy&namespace=emojivoto"
+            ))
+            .await;
+            *last.lock().unwrap() = format!("{v:?}");
+            let v = v.ok()?;
+            let rows = v["rows"].as_array()?;
+            let has = |n: &str| rows.iter().any(|r| r["name"] == n && r["success"].is_f64());
+            (has("web") && has("emoji") && has("voting")).then_some(())
+        },
+    )
+    .await;
+    if let Err(e) = measured {
+        let logs = demo.logs();
+        let tail = logs[logs.len().saturating_sub(30)..].join("\n");
+        panic!(
+            "{e}; last answer: {}\nferry demo logged:\n{tail}",
+            last.lock().unwrap()
+        );
+    }
+
+    let browser = Browser::start(1366, 900).await.unwrap();
+    browser.goto(&format!("{api}/#/")).await.unwrap();
+    browser
+        .wait_for(
+            "the overview to list every emojivoto workload with its success rate",
+            r#"const has = (n) => { const c = document.querySelector(`tr[data-workload="emojivoto/${n}"] [data-success]`);
+                                    return c && (n === 'vote-bot' || c.dataset.success !== ''); };
+               return ['emoji', 'vote-bot', 'voting', 'web'].every(has);"#,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    shot(&browser, "demo-1-overview").await;
+    let page = page_rows(&browser, "tr[data-workload^='emojivoto/']").await;
+    let v = get_json(&format!(
+        "{api}/api/v1/stat?kind=deploy&namespace=emojivoto"
+    ))
+    .await
+    .unwrap();
+    for name in workloads {
+        let key = format!("emojivoto/{name}");
+        let (_, shown, text) = page
+            .iter()
+            .find(|(w, _, _)| *w == key)
+            .unwrap_or_else(|| panic!("{key} missing from the overview: {page:?}"));
+        let from_api = v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .and_then(|r| r["success"].as_f64());
+        match (from_api, shown) {
+            (None, None) => assert_eq!(text, "-", "{key}"),
+            (Some(a), Some(s)) => {
+                // Read one after the other while the bot votes: equal to a point.
+                assert!((a - s).abs() < 0.05, "{key}: page {s} vs API {a}");
+                assert_eq!(*text, pct(*s), "{key}");
+            }
+            other => panic!("{key}: page and API disagree on having traffic: {other:?}"),
+        }
+    }
+
+    // Click through to voting: emoji is among its destinations, failing.
+    let voting = browser
+        .find("tr[data-workload='emojivoto/voting'] a.wl-link")
+        .await
+        .unwrap();
+    browser.click(&voting).await.unwrap();
+    let emoji = browser
+        .wait_for(
+            "emoji among voting's destinations, with a success rate",
+            r#"const r = document.querySelector("table.outbound tr[data-peer='emoji'] [data-success]");
+               return r && r.dataset.success !== '' ? [r.dataset.success, r.textContent] : null;"#,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let rate: f64 = emoji[0].as_str().unwrap().parse().unwrap();
+    assert!(rate < 0.95, "voting → emoji should be failing: {emoji}");
+    shot(&browser, "demo-2-voting").await;
+
+    // Tap voting: live rows.
+    let tap = browser.find("#tap-this").await.unwrap();
+    browser.click(&tap).await.unwrap();
+    let seen = browser
+        .wait_for(
+            "live tap rows for voting",
+            r#"const rows = document.querySelectorAll('#tap-rows tr.tap-row');
+               const failed = document.querySelectorAll('#tap-rows tr.tap-row.failed');
+               return rows.length >= 5 && failed.length >= 1 ? [rows.length, failed.length] : null;"#,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    eprintln!("tap rows, failed: {seen}");
+    shot(&browser, "demo-3-tap-voting").await;
+
+    // Diagnostics: four ready proxies with their identities' certificates, checks passing.
+    browser.goto(&format!("{api}/#/proxies")).await.unwrap();
+    browser
+        .wait_for(
+            "four ready proxies, each with a certificate expiry",
+            r#"const rows = [...document.querySelectorAll('tr[data-pod]')];
+               return rows.length === 4 && rows.every((r) => r.querySelector('.badge.good')
+                 && /in \d/.test(r.querySelector('td.cert').textContent));"#,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    shot(&browser, "demo-4-proxies").await;
+    browser.goto(&format!("{api}/#/check")).await.unwrap();
+    let summary = browser
+        .wait_for(
+            "the checks",
+            "const s = document.querySelector('#check-summary'); return s && s.textContent;",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary, "all 4 checks passed");
+    drop(browser);
+    let _ = demo.terminate(Duration::from_secs(20)).await;
+}

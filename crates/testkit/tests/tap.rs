@@ -1,0 +1,429 @@
+//! `ferry tap` and `ferry top` end to end, with real processes: an `emoji` app behind its
+//! proxy, a `voting` proxy whose upstream listener calls it, `ferry-control` relaying taps
+//! to both proxies' tap ports (named in the workloads file), and the real `ferry` binary.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use ferry_testkit::{
+    client,
+    process::{bin, Proc, ProxyProc},
+    server::{full, TestServer},
+    wait_until,
+};
+use http::Response;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// The emoji app: `/api/bacon` fails with 500, everything else answers `ok`.
+async fn app() -> TestServer {
+    TestServer::http(|req| async move {
+        if req.uri().path() == "/api/bacon" {
+            return Response::builder()
+                .status(500)
+                .body(full("no bacon"))
+                .unwrap();
+        }
+        Response::new(full("ok"))
+    })
+    .await
+}
+
+/// The mesh under test, every process killed on drop.
+struct Mesh {
+    _emoji_app: TestServer,
+    _voting_app: TestServer,
+    emoji: ProxyProc,
+    voting: ProxyProc,
+    _control: Proc,
+    api: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Mesh {
+    async fn start() -> Self {
+        let emoji_app = app().await;
+        let voting_app = app().await;
+        let emoji = ProxyProc::spawn(
+            bin("ferry-proxy"),
+            &["--inbound-forward", &emoji_app.addr.to_string()],
+        )
+        .await
+        .unwrap();
+        let upstream = format!("127.0.0.1:0={}", emoji.inbound());
+        let voting = ProxyProc::spawn(
+            bin("ferry-proxy"),
+            &[
+                "--inbound-forward",
+                &voting_app.addr.to_string(),
+                "--upstream",
+                &upstream,
+                "--pod-namespace",
+                "emojivoto",
+                "--pod-name",
+                "voting-0",
+            ],
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("workloads.yaml");
+        std::fs::write(&file, workloads(&emoji, &voting)).unwrap();
+        let (control, api) = control(&file).await;
+        Self {
+            _emoji_app: emoji_app,
+            _voting_app: voting_app,
+            emoji,
+            voting,
+            _control: control,
+            api: format!("http://{api}"),
+            _dir: dir,
+        }
+    }
+
+    /// Sends a GET for `path` from the voting app's side (its upstream listener).
+    async fn call_emoji(&self, path: &str) -> u16 {
+        let url = format!(
+            "http://{}{path}",
+            self.voting.upstream(&self.emoji.inbound().to_string())
+        );
+        client::get(&url).await.unwrap().status.as_u16()
+    }
+
+    /// `ferry ARGS… --api-addr <this control plane>`, kept running.
+    fn spawn_ferry(&self, args: &[&str]) -> Proc {
+        let mut all = args.to_vec();
+        all.extend(["--api-addr", &self.api]);
+        Proc::spawn(bin("ferry"), &all, &[]).unwrap()
+    }
+}
+
+fn workloads(emoji: &ProxyProc, voting: &ProxyProc) -> String {
+    format!(
+        r#"namespaces: [emojivoto]
+workloads:
+  - name: emoji
+    namespace: emojivoto
+    serviceAccount: emoji
+    instances:
+      - {{ name: emoji-0, addr: "{}", adminAddr: "{}", tapAddr: "{}" }}
+  - name: voting
+    namespace: emojivoto
+    serviceAccount: voting
+    instances:
+      - {{ name: voting-0, addr: "{}", adminAddr: "{}", tapAddr: "{}" }}
+  - name: untapped
+    namespace: emojivoto
+    instances:
+      - {{ name: untapped-0, addr: "127.0.0.1:9" }}
+services:
+  - {{ name: emoji, namespace: emojivoto, port: 8080, workloads: [emoji] }}
+  - {{ name: voting, namespace: emojivoto, port: 8080, workloads: [voting] }}
+"#,
+        emoji.inbound(),
+        emoji.admin(),
+        emoji.tap(),
+        voting.inbound(),
+        voting.admin(),
+        voting.tap(),
+    )
+}
+
+async fn control(file: &Path) -> (Proc, SocketAddr) {
+    let args = [
+        "--workloads-file",
+        file.to_str().unwrap(),
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--api-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ];
+    let p = Proc::spawn(bin("ferry-control"), &args, &[]).unwrap();
+    let addrs = p.bound_addrs(2, WAIT).await.unwrap();
+    (p, addrs["api"])
+}
+
+/// Runs `ferry` to completion (bounded): (success, stdout, stderr).
+async fn ferry(args: &[&str]) -> (bool, String, String) {
+    let run = tokio::process::Command::new(bin("ferry"))
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("ferry finished")
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// The number of active taps a proxy reports in `/state`.
+async fn active_taps(proxy: &ProxyProc) -> u64 {
+    let text = client::get(&format!("http://{}/state", proxy.admin()))
+        .await
+        .unwrap()
+        .text();
+    let state: serde_json::Value = serde_json::from_str(&text).unwrap();
+    state["tap"]["active"].as_u64().unwrap()
+}
+
+async fn wait_taps(proxy: &ProxyProc, n: u64) {
+    wait_until(WAIT, &format!("{n} active tap(s)"), || async {
+        (active_taps(proxy).await == n).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+/// The JSON events a `ferry tap -o json` process printed so far.
+fn json_events(p: &Proc) -> Vec<serde_json::Value> {
+    p.logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("type").is_some())
+        .collect()
+}
+
+#[tokio::test]
+async fn tap_shows_a_request_within_a_second_and_stops_when_it_ends() {
+    let mesh = Mesh::start().await;
+    let mut tap = mesh.spawn_ferry(&["tap", "deploy/voting", "-n", "emojivoto", "-o", "json"]);
+    wait_taps(&mesh.voting, 1).await;
+    assert_eq!(
+        active_taps(&mesh.emoji).await,
+        0,
+        "only voting's proxy is tapped"
+    );
+
+    let sent = tokio::time::Instant::now();
+    assert_eq!(mesh.call_emoji("/api/bacon").await, 500);
+    let events = wait_until(
+        Duration::from_secs(1),
+        "req, rsp and end of the request",
+        || async {
+            let events = json_events(&tap);
+            (events.len() >= 3).then_some(events)
+        },
+    )
+    .await
+    .unwrap();
+    let seen = sent.elapsed();
+    assert!(seen < Duration::from_secs(1), "{seen:?}");
+
+    let (req, rsp, end) = (&events[0], &events[1], &events[2]);
+    assert_eq!(req["type"], "req");
+    assert_eq!(req["method"], "GET");
+    assert_eq!(req["path"], "/api/bacon");
+    assert_eq!(req["proxyDirection"], "outbound");
+    assert_eq!(req["tappedPod"], "voting-0");
+    assert_eq!(req["source"]["labels"]["deployment"], "voting");
+    assert_eq!(req["destination"]["addr"], mesh.emoji.inbound().to_string());
+    assert_eq!(req["destination"]["labels"]["deployment"], "emoji");
+    assert_eq!(req["tls"], "not_provided_by_service_discovery");
+    assert_eq!(rsp["type"], "rsp");
+    assert_eq!(rsp["id"], req["id"]);
+    assert_eq!(rsp["status"], 500);
+    assert!(rsp["latencyMicros"].as_u64().unwrap() > 0);
+    assert_eq!(end["type"], "end");
+    assert_eq!(end["responseBytes"], 8, "{end}");
+
+    // The tapper goes away: the proxy stops tapping.
+    tap.terminate(WAIT).await.unwrap();
+    wait_taps(&mesh.voting, 0).await;
+}
+
+#[tokio::test]
+async fn tap_prints_linkerds_lines_and_filters_by_destination_and_path() {
+    let mesh = Mesh::start().await;
+    // Inbound on emoji: requests arrive from voting's proxy.
+    let tap = mesh.spawn_ferry(&["tap", "deploy/emoji", "-n", "emojivoto", "--path", "/api/"]);
+    // Outbound on voting, only to emoji.
+    let to = mesh.spawn_ferry(&[
+        "tap",
+        "deploy/voting",
+        "-n",
+        "emojivoto",
+        "--to",
+        "deploy/emoji",
+        "--method",
+        "GET",
+    ]);
+    wait_taps(&mesh.emoji, 1).await;
+    wait_taps(&mesh.voting, 1).await;
+    assert_eq!(mesh.call_emoji("/skipped").await, 200);
+    assert_eq!(mesh.call_emoji("/api/bacon").await, 500);
+
+    let end = tap.wait_for_log("end id=", WAIT).await.unwrap();
+    let lines: Vec<String> = tap.logs();
+    let req = lines.iter().find(|l| l.starts_with("req ")).unwrap();
+    let rsp = lines.iter().find(|l| l.starts_with("rsp ")).unwrap();
+    let flow = "proxy=in  src=127.0.0.1:";
+    assert!(req.starts_with("req id=0:"), "{req}");
+    assert!(req.contains(flow), "{req}");
+    // The authority is what the app asked its upstream listener for.
+    let upstream = mesh.voting.upstream(&mesh.emoji.inbound().to_string());
+    let head = format!("tls=no_tls_from_remote :method=GET :authority={upstream} :path=/api/bacon");
+    assert!(req.ends_with(&head), "{req}");
+    assert!(rsp.contains(" :status=500 latency="), "{rsp}");
+    assert!(rsp.ends_with("µs"), "{rsp}");
+    assert!(
+        end.contains(" duration=") && end.ends_with(" response-length=8B"),
+        "{end}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("/skipped")), "{lines:?}");
+
+    let out = to.wait_for_log("req id=", WAIT).await.unwrap();
+    assert!(out.contains("proxy=out"), "{out}");
+    assert!(
+        out.contains(&format!("dst={}", mesh.emoji.inbound())),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn max_rps_limits_the_requests_shown() {
+    let mesh = Mesh::start().await;
+    let tap = mesh.spawn_ferry(&[
+        "tap",
+        "deploy/voting",
+        "-n",
+        "emojivoto",
+        "-o",
+        "json",
+        "--max-rps",
+        "2",
+    ]);
+    wait_taps(&mesh.voting, 1).await;
+    let start = tokio::time::Instant::now();
+    for _ in 0..30 {
+        mesh.call_emoji("/ok").await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    // Every request answered; give the shown ones time to arrive, then count them.
+    wait_until(WAIT, "a shown request", || async {
+        (!json_events(&tap).is_empty()).then_some(())
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shown = json_events(&tap)
+        .iter()
+        .filter(|e| e["type"] == "req")
+        .count();
+    let allowed = 2 + (elapsed * 2.0).ceil() as usize;
+    assert!(
+        shown >= 1 && shown <= allowed,
+        "{shown} shown of 30 in {elapsed:.2}s"
+    );
+    assert!(shown < 30);
+}
+
+#[tokio::test]
+async fn limit_ends_the_tap_by_itself() {
+    let mesh = Mesh::start().await;
+    let mut tap = mesh.spawn_ferry(&["tap", "deploy/voting", "-n", "emojivoto", "--limit", "1"]);
+    wait_taps(&mesh.voting, 1).await;
+    mesh.call_emoji("/one").await;
+    mesh.call_emoji("/two").await;
+    let status = tap.terminate_wait(WAIT).await.unwrap();
+    assert!(status.success(), "{:?}", tap.logs());
+    let logs = tap.logs();
+    assert_eq!(logs.len(), 3, "{logs:?}");
+    assert!(logs[0].contains(":path=/one"), "{logs:?}");
+    wait_taps(&mesh.voting, 0).await;
+}
+
+#[tokio::test]
+async fn top_prints_a_table_of_requests() {
+    let mesh = Mesh::start().await;
+    let api = mesh.api.clone();
+    let top = tokio::spawn(async move {
+        ferry(&[
+            "top",
+            "deploy/voting",
+            "-n",
+            "emojivoto",
+            "--duration",
+            "3s",
+            "--refresh",
+            "500ms",
+            "--api-addr",
+            &api,
+        ])
+        .await
+    });
+    wait_taps(&mesh.voting, 1).await;
+    for path in ["/api/bacon", "/api/bacon", "/api/bacon", "/api/list?x=1"] {
+        mesh.call_emoji(path).await;
+    }
+    let (ok, out, err) = top.await.unwrap();
+    assert!(ok, "{err}");
+    // Not a terminal: one snapshot per refresh, the last one complete.
+    let last = out.trim_end().rsplit("\n\n").next().unwrap();
+    let lines: Vec<&str> = last.lines().collect();
+    assert!(
+        lines[0].starts_with("Source    Destination  Method  Path"),
+        "{last}"
+    );
+    assert!(
+        lines[0].ends_with("Count  Best  Worst  Last  Success Rate")
+            || lines[0].contains("Success Rate")
+    );
+    assert!(
+        lines[1].starts_with("voting-0  emoji-0      GET     /api/bacon  3"),
+        "{last}"
+    );
+    assert!(lines[1].ends_with("0.00%"), "{last}");
+    assert!(
+        lines[2].starts_with("voting-0  emoji-0      GET     /api/list   1"),
+        "{last}"
+    );
+    assert!(lines[2].ends_with("100.00%"), "{last}");
+    wait_taps(&mesh.voting, 0).await;
+}
+
+#[tokio::test]
+async fn errors_are_one_clear_line() {
+    let mesh = Mesh::start().await;
+    let api = mesh.api.as_str();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["tap", "deploy/nope", "-n", "emojivoto", "--api-addr", api],
+            "deployment/nope not found in namespace emojivoto",
+        ),
+        (
+            &["tap", "bogus/x", "--api-addr", api],
+            "unknown resource kind \"bogus\"",
+        ),
+        (
+            &[
+                "tap",
+                "deploy/untapped",
+                "-n",
+                "emojivoto",
+                "--api-addr",
+                api,
+            ],
+            "cannot tap deployment/untapped in namespace emojivoto",
+        ),
+        (
+            &["top", "deploy/voting", "--max-rps=-1", "--api-addr", api],
+            "invalid --max-rps",
+        ),
+        (
+            &["tap", "deploy/voting", "--api-addr", "http://127.0.0.1:9"],
+            "cannot reach the control plane at http://127.0.0.1:9",
+        ),
+    ];
+    for (args, want) in cases {
+        let (ok, out, err) = ferry(args).await;
+        assert!(!ok, "{args:?} succeeded: {out}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let (ok, _, err) = ferry(&["tap", "deploy/voting", "--bogus-flag"]).await;
+    assert!(!ok);
+    assert!(err.contains("--bogus-flag"), "{err}");
+}
