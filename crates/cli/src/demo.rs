@@ -102,16 +102,16 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "ferry".into());
-    let (_lock, cleaned) = Lock::acquire(&state, &program).map_err(|e| match e
-        .downcast::<procs::AlreadyRunning>()
-    {
-        Ok(running) => anyhow::anyhow!(
-            "{running}; its dashboard and API are at http://{}. Stop it with Ctrl-C in its \
+    let (_lock, cleaned) = Lock::acquire(&state, &program).await.map_err(|e| {
+        match e.downcast::<procs::AlreadyRunning>() {
+            Ok(running) => anyhow::anyhow!(
+                "{running}; its dashboard and API are at http://{}. Stop it with Ctrl-C in its \
              terminal (or `kill {}`), or start another one with a different --port-base",
-            layout.api,
-            running.pid
-        ),
-        Err(e) => e,
+                layout.api,
+                running.pid
+            ),
+            Err(e) => e,
+        }
     })?;
     if !cleaned.is_empty() {
         println!(
@@ -476,6 +476,7 @@ Try, in another terminal:
   {ferry} stat deploy -n {NAMESPACE} --from deploy/voting{api}
   {ferry} stat deploy -n {NAMESPACE} --to deploy/emoji{api}
   {ferry} tap deploy/voting -n {NAMESPACE}{api}
+  {ferry} tap deploy/web -n {NAMESPACE} --to deploy/emoji{api}
   {ferry} edges deploy -n {NAMESPACE}{api}
   {ferry} diagnostics endpoints emoji-svc.{NAMESPACE}:8080{api}
 

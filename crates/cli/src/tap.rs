@@ -115,22 +115,18 @@ pub fn run(args: &TapArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let mut stream = TapStream::open(&client, &query).await?;
-        let mut shown = 0u64;
-        let mut last_error = None;
+        let mut problems = Problems::default();
         let mut stdout = std::io::stdout();
         loop {
             let msg = tokio::select! {
-                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = tokio::signal::ctrl_c() => return problems.finish(false),
                 msg = stream.next() => msg?,
             };
             match msg {
                 None => break,
-                Some(TapMessage::Error(e)) => {
-                    eprintln!("error: {e}");
-                    last_error = Some(e);
-                }
+                Some(TapMessage::Error(e)) => problems.error(e),
                 Some(TapMessage::Event(e)) => {
-                    shown += 1;
+                    problems.event();
                     let line = match args.output {
                         Output::Json => serde_json::to_string(&e)?,
                         Output::Lines => render(&e, false),
@@ -146,11 +142,48 @@ pub fn run(args: &TapArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        match last_error {
-            Some(e) if shown == 0 => anyhow::bail!("{e}"),
-            _ => Ok(()),
-        }
+        problems.finish(true)
     })
+}
+
+/// Proxies that could not be tapped. Until the first event they are held back: if none
+/// could be tapped, the command fails with them as its one error line; once events flow,
+/// each is a warning on stderr.
+#[derive(Default)]
+pub struct Problems {
+    held: Vec<String>,
+    flowing: bool,
+}
+
+impl Problems {
+    /// A proxy could not be tapped.
+    pub fn error(&mut self, e: String) {
+        if self.flowing {
+            eprintln!("warning: {e}");
+        } else {
+            self.held.push(e);
+        }
+    }
+
+    /// An event arrived: the tap works, so earlier problems are warnings.
+    pub fn event(&mut self) {
+        if !self.flowing {
+            self.flowing = true;
+            for e in self.held.drain(..) {
+                eprintln!("warning: {e}");
+            }
+        }
+    }
+
+    /// The command ends; `ended` says whether the stream itself ended (every proxy's tap
+    /// stopped). An error when it ended without any proxy having been tapped.
+    pub fn finish(mut self, ended: bool) -> anyhow::Result<()> {
+        if ended && !self.held.is_empty() {
+            anyhow::bail!("{}", self.held.join("; "));
+        }
+        self.event();
+        Ok(())
+    }
 }
 
 /// One event as Linkerd's `viz tap` prints it.

@@ -12,7 +12,7 @@ use clap::Args;
 use ferry_api::tap::{TapEvent, TapEventKind};
 
 use crate::control::ControlClient;
-use crate::tap::{TapMessage, TapStream, TapTarget};
+use crate::tap::{Problems, TapMessage, TapStream, TapTarget};
 
 /// `ferry top RESOURCE`
 #[derive(Args, Debug)]
@@ -235,6 +235,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let mut stream = TapStream::open(&client, &query).await?;
         let mut table = Table::default();
+        let mut problems = Problems::default();
         let mut tick = tokio::time::interval(args.refresh);
         tick.tick().await;
         let until = async {
@@ -245,6 +246,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<()> {
         };
         tokio::pin!(until);
         let mut stdout = std::io::stdout();
+        let mut ended = false;
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
@@ -255,14 +257,20 @@ pub fn run(args: &TopArgs) -> anyhow::Result<()> {
                     }
                 }
                 msg = stream.next() => match msg? {
-                    None => break,
-                    Some(TapMessage::Error(e)) => eprintln!("error: {e}"),
-                    Some(TapMessage::Event(e)) => table.add(&e),
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                    Some(TapMessage::Error(e)) => problems.error(e),
+                    Some(TapMessage::Event(e)) => {
+                        problems.event();
+                        table.add(&e);
+                    }
                 },
             }
         }
         let _ = draw(&mut stdout, &table, args.rows, terminal);
-        Ok(())
+        problems.finish(ended)
     })
 }
 

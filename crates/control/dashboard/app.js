@@ -38,19 +38,31 @@ const Ferry = (() => {
     return body;
   }
 
+  let lastHeard = null;
+  /** The badge at the top right, and the page dimmed while the control plane is away. */
   function markLive(ok, why) {
     const live = document.getElementById("live");
     if (!live) return;
+    document.body.classList.toggle("stale", !ok);
+    if (ok) lastHeard = new Date();
     live.className = ok ? "live ok" : "live bad";
-    live.textContent = ok ? `live · ${new Date().toLocaleTimeString()}` : `offline: ${why || "no answer"}`;
+    live.title = ok ? "when the page last heard from the control plane" : `${why || "no answer"}`;
+    live.textContent = ok ? `live · ${lastHeard.toLocaleTimeString()}`
+      : `control plane unreachable${lastHeard ? ` since ${lastHeard.toLocaleTimeString()}` : ""}`;
   }
 
   /** Runs `fn` now and every `ms` until the route changes. Errors show in the live badge. */
   function every(ms, fn) {
-    const run = () => Promise.resolve().then(fn).catch((e) => {
-      if (e && e.status === undefined) markLive(false, e.message);
-      console.warn(e);
-    });
+    // One refresh at a time: a slow control plane is not sent a growing queue of requests.
+    let busy = false;
+    const run = () => {
+      if (busy) return;
+      busy = true;
+      Promise.resolve().then(fn).catch((e) => {
+        if (e && e.status === undefined) markLive(false, e.message);
+        console.warn(e);
+      }).finally(() => { busy = false; });
+    };
     run();
     timers.push(setInterval(run, ms));
   }

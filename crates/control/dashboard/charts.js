@@ -58,7 +58,11 @@ const Charts = (() => {
   }
 
   /** The three golden-metric charts from history points ({timestampMs, success, rps, latencyMs}). */
-  function golden(points, spanMs) {
+  function golden(points, maxSpanMs) {
+    // Zoom to the data while there is less than the full range (at least 2 minutes).
+    const data = points.find((p) => p.rps !== null && p.rps !== undefined);
+    const first = data ? data.timestampMs : Date.now();
+    const spanMs = Math.min(maxSpanMs, Math.max(2 * 60 * 1000, Date.now() - first));
     const pick = (f) => points.map((p) => [p.timestampMs, f(p)]);
     const lat = (k) => pick((p) => p.latencyMs && p.latencyMs[k]);
     return [

@@ -13,10 +13,13 @@
     const form = h("form", { class: "tap-form", id: "tap-form" },
       field("resource", "Resource", "deploy/voting"),
       field("namespace", "Namespace", "default", 12),
-      field("to", "To", "deploy/emoji"),
+      field("to", "To", "deploy/emoji", 14),
+      field("toNamespace", "To namespace", "(same)", 10),
       field("path", "Path prefix", "/", 14),
       field("method", "Method", "GET", 6),
+      field("authority", "Authority", "emoji-svc:8080", 14),
       field("maxRps", "Max RPS", "100", 5),
+      field("limit", "Limit", "∞", 5),
       h("button", { type: "submit", id: "tap-start" }, "Start"),
       h("button", { type: "button", id: "tap-stop", disabled: true, onclick: () => stop("stopped") }, "Stop"));
     const status = h("p", { class: "muted", id: "tap-status" }, "Not tapping. Proxies do no tap work until you start.");
@@ -58,8 +61,13 @@
         try { text = JSON.parse(m.data).error; } catch (_) { /* plain text */ }
         status.textContent = `Tap problem: ${text}`;
       });
+      const limit = Number(query.get("limit")) || 0;
       source.onerror = () => {
-        if (source && source.readyState === EventSource.CLOSED) { stop("ended"); markLive(false, "tap stream closed"); }
+        if (!source) return;
+        // The stream ends by itself after `limit` requests; EventSource would start it again.
+        if (limit && count >= limit) { stop(`ended after its limit of ${limit}`); return; }
+        if (source.readyState === EventSource.CLOSED) { stop("ended"); markLive(false, "tap stream closed"); return; }
+        status.textContent = `Tap interrupted; reconnecting… (${count} requests so far, ${failures} failed)`;
       };
     });
 

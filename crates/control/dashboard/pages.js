@@ -37,7 +37,7 @@
       { key: "meshed", label: "Meshed", value: (r) => r.meshed && r.meshed.ready, cell: (r) => meshedCell(r.meshed) },
       ...metricCols(),
       { key: "tcpConnections", label: "TCP", num: true, cell: (r) => r.tcpConnections ?? "-" },
-    ], { sort: "namespace", empty: "no workloads discovered", rowAttrs: (r) => ({ "data-workload": `${r.namespace}/${r.name}`, class: `row-${health(r.success)}` }) });
+    ], { sort: "namespace", cls: "workloads", empty: "no workloads discovered", rowAttrs: (r) => ({ "data-workload": `${r.namespace}/${r.name}`, class: `row-${health(r.success)}` }) });
     const statNote = h("div");
     view.append(
       h("h1", {}, "Overview"),
@@ -116,7 +116,7 @@
       section("Workloads", statNote, wl.el),
       section("Call graph", graph),
       section("Edges", edges.el),
-      section("Last 15 minutes", historyCharts(`ns/${ns}`, ns)),
+      section("History (up to the last 15 minutes)", historyCharts(`ns/${ns}`, ns)),
     );
     every(REFRESH_MS, async () => {
       try {
@@ -164,7 +164,7 @@
       section("Call graph", graph),
       section("Outbound: destinations (ferry stat --from " + res + ")", outbound.el),
       section("Inbound: callers (ferry stat --to " + res + ")", inbound.el),
-      section("Last 15 minutes", historyCharts(res, ns)),
+      section("History (up to the last 15 minutes)", historyCharts(res, ns)),
       section("Instances", pods),
     );
     every(REFRESH_MS, async () => {

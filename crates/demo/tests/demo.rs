@@ -238,6 +238,35 @@ async fn story(base: u16) {
             "only bottom-half emojis fail: {path}"
         );
     }
+
+    // tap deploy/web --to deploy/emoji: web's calls are gRPC FindByShortcode, and they work.
+    let args = [
+        "tap",
+        "deploy/web",
+        "-n",
+        "emojivoto",
+        "--to",
+        "deploy/emoji",
+        "--path",
+        "/emojivoto.v1.EmojiService/FindByShortcode",
+        "--limit",
+        "5",
+        "-o",
+        "json",
+        "--api-addr",
+        &api,
+    ];
+    let (ok, text) = ferry(&bin("ferry"), &args).await;
+    assert!(ok, "{text}");
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let ends: Vec<&serde_json::Value> = events.iter().filter(|e| e["type"] == "end").collect();
+    assert!(!ends.is_empty(), "{text}");
+    for end in ends {
+        assert_eq!(end["grpcStatus"], 0, "web's lookups succeed: {end}");
+    }
 }
 
 #[tokio::test]
@@ -483,4 +512,59 @@ async fn a_missing_binary_is_named() {
         text.contains("cargo build --release"),
         "says how to fix it: {text}"
     );
+}
+
+#[tokio::test]
+async fn after_a_sigkill_the_apps_exit_and_the_next_demo_cleans_up() {
+    let base = free_base();
+    let state = tempfile::tempdir().unwrap();
+    let leftovers = Leftovers(state.path().to_path_buf());
+    let mut first = demo(base, state.path());
+    first.wait_for_log("Ready.", START).await.unwrap();
+    let pids = leftovers.pids();
+    Command::new("kill")
+        .args(["-KILL", &first.pid().to_string()])
+        .status()
+        .unwrap();
+    first.terminate_wait(Duration::from_secs(5)).await.unwrap();
+
+    // The apps see their stdin close and exit; the proxies and control plane cannot know.
+    let apps: Vec<u32> = std::fs::read_to_string(state.path().join("children.pids"))
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            [" emoji", " voting", " web", " vote-bot"]
+                .iter()
+                .any(|s| l.ends_with(s))
+        })
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(apps.len(), 4, "{pids:?}");
+    wait_until(Duration::from_secs(10), "the apps to exit", || async {
+        apps.iter().all(|p| !alive(*p)).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // The next demo on the same state stops what is left, says so, and starts.
+    let mut second = demo(base, state.path());
+    second.wait_for_log("Ready.", START).await.unwrap();
+    let output = second.logs().join("\n");
+    assert!(
+        output.contains("Stopped processes a killed ferry demo left behind: control ("),
+        "{output}"
+    );
+    assert!(
+        pids.iter().all(|p| !alive(*p)),
+        "the first demo's children are gone"
+    );
+    Command::new("kill")
+        .args(["-TERM", &second.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(second
+        .terminate_wait(Duration::from_secs(20))
+        .await
+        .unwrap()
+        .success());
 }

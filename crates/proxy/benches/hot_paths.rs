@@ -141,3 +141,96 @@ mod metrics {
         b.bench(|| metrics.response(black_box(OK), black_box(Duration::from_micros(180))));
     }
 }
+
+/// The tap hook on the request path: what a request pays while nobody taps (one relaxed
+/// load), and what it pays while a tap is active but does not match it (capture, match).
+mod tap {
+    use super::*;
+    use ferry_proxy::tap::{ConnMeta, ConnTap, Destination, Taps};
+    use linkerd2_proxy_api::tap::{
+        observe_request::{r#match as m, Match},
+        ObserveRequest,
+    };
+
+    fn request() -> http::Request<()> {
+        http::Request::get("/api/vote?choice=:doughnut:")
+            .header("host", "voting.emojivoto:8080")
+            .body(())
+            .unwrap()
+    }
+
+    fn conn() -> ConnTap {
+        ConnTap::new(ConnMeta::new(
+            "127.0.0.1:40000".parse().unwrap(),
+            "127.0.0.1:4143".parse().unwrap(),
+        ))
+    }
+
+    /// The harness alone (the same inputs, no hook): subtract it from `idle_hook`.
+    #[divan::bench]
+    fn baseline(b: Bencher) {
+        let taps = Arc::new(Taps::new("emojivoto", "voting-0"));
+        b.bench_local(|| {
+            black_box(black_box(&taps));
+        });
+    }
+
+    /// Nobody taps: the whole per-request cost of the tap.
+    #[divan::bench]
+    fn idle_hook(b: Bencher) {
+        let taps = Arc::new(Taps::new("emojivoto", "voting-0"));
+        let conn = conn();
+        let req = request();
+        // Returns whether the request was captured, not the capture itself: divan keeps
+        // outputs to drop later, and storing a large `Option` would dominate the timing.
+        b.bench_local(|| {
+            let taps = black_box(&taps);
+            taps.is_active()
+                && taps
+                    .capture(
+                        &conn,
+                        Direction::Inbound,
+                        &req,
+                        Some("voting.emojivoto:8080"),
+                    )
+                    .is_some()
+        });
+    }
+
+    /// A tap is active (on another path): capture the request and match it, no event sent.
+    #[divan::bench]
+    fn active_no_match(b: Bencher) {
+        let taps = Arc::new(Taps::new("emojivoto", "voting-0"));
+        let only = Match {
+            r#match: Some(m::Match::Http(m::Http {
+                r#match: Some(m::http::Match::Path(m::http::StringMatch {
+                    r#match: Some(m::http::string_match::Match::Prefix("/other".into())),
+                })),
+            })),
+        };
+        let (_sub, _rx) = taps
+            .subscribe(&ObserveRequest {
+                limit: 0,
+                r#match: Some(only),
+                extract: None,
+            })
+            .unwrap();
+        let conn = conn();
+        let req = request();
+        let app = "127.0.0.1:8080".parse().unwrap();
+        b.bench_local(|| {
+            let mut tapped = black_box(&taps).capture(
+                &conn,
+                Direction::Inbound,
+                &req,
+                Some("voting.emojivoto:8080"),
+            );
+            ferry_proxy::tap::dispatch(&mut tapped, || Destination {
+                addr: app,
+                labels: None,
+                server_id: None,
+            });
+            tapped
+        });
+    }
+}

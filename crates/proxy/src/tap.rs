@@ -42,8 +42,7 @@ use matcher::{Input, Matcher};
 pub const EVENT_BUFFER: usize = 1024;
 /// `tls` label of a plaintext connection accepted from a client.
 pub const NO_TLS_FROM_REMOTE: &str = "no_tls_from_remote";
-/// `tls` label of a plaintext request to an endpoint (one discovery gave no identity, or
-/// this proxy's identity is off); mTLS requests are `true` with `server_id`.
+/// `tls` label of a plaintext request to an endpoint (mTLS ones say `true`).
 pub const NO_TLS_TO_ENDPOINT: &str = "not_provided_by_service_discovery";
 /// HTTP/2 `CANCEL`: what a response that stopped being read reports.
 const RESET_CANCEL: u32 = 8;
@@ -327,7 +326,7 @@ pub struct Destination<'a> {
     pub addr: SocketAddr,
     /// Its labels from discovery (outbound); inbound uses the proxy's own.
     pub labels: Option<&'a Labels>,
-    /// The identity the endpoint must prove over mTLS (the connection fails otherwise).
+    /// The identity the endpoint must prove over mTLS, when the connection is mTLS.
     pub server_id: Option<&'a str>,
 }
 
@@ -622,3 +621,6 @@ fn to_headers(h: &HeaderMap) -> http_types::Headers {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests;

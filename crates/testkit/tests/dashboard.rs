@@ -83,7 +83,7 @@ fn workloads_yaml(instances: &[&Instance]) -> String {
 /// A running mesh with traffic flowing; everything stops on drop.
 struct Mesh {
     api: String,
-    _control: Proc,
+    control: Proc,
     _instances: Vec<Instance>,
     _apps: Vec<TestServer>,
     _traffic: tokio::task::JoinHandle<()>,
@@ -115,6 +115,8 @@ async fn mesh() -> Mesh {
         "127.0.0.1:0",
         "--api-listen",
         "127.0.0.1:0",
+        "--scrape-interval",
+        "1s",
         "--log-format",
         "json",
     ];
@@ -177,7 +179,7 @@ async fn mesh() -> Mesh {
     });
     Mesh {
         api,
-        _control: control,
+        control,
         _instances: vec![web, voting, emoji],
         _apps: vec![emoji_app, voting_app],
         _traffic: traffic,
@@ -237,13 +239,76 @@ async fn page_rows(browser: &Browser, selector: &str) -> Vec<(String, Option<f64
         .collect()
 }
 
+/// Compares the overview's success cells for `namespace` with the stat API's answer, read
+/// right after: every workload the API lists must be on the page, with the same rate (to
+/// `TOLERANCE`: the page refreshes every 2 s while traffic flows) printed as `ferry stat`
+/// prints it, and `-` where the API says no traffic. `Err` says what differs.
+async fn overview_matches_api(
+    browser: &Browser,
+    api: &str,
+    namespace: &str,
+    expect: &[&str],
+) -> Result<Vec<(String, Option<f64>, String)>, String> {
+    const TOLERANCE: f64 = 0.01;
+    let page = page_rows(browser, &format!("tr[data-workload^='{namespace}/']")).await;
+    let v = get_json(&format!(
+        "{api}/api/v1/stat?kind=deploy&namespace={namespace}"
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    let rows = v["rows"].as_array().cloned().unwrap_or_default();
+    for name in expect {
+        if !rows.iter().any(|r| r["name"] == *name) {
+            return Err(format!("the API does not list {name}: {v}"));
+        }
+    }
+    for r in &rows {
+        let name = r["name"].as_str().unwrap_or_default();
+        let key = format!("{namespace}/{name}");
+        let Some((_, shown, text)) = page.iter().find(|(w, _, _)| *w == key) else {
+            return Err(format!("{key} missing from the overview: {page:?}"));
+        };
+        match (r["success"].as_f64(), shown) {
+            (None, None) if text == "-" => {}
+            (Some(a), Some(s)) if (a - s).abs() <= TOLERANCE && *text == pct(*s) => {}
+            (a, s) => return Err(format!("{key}: page {s:?} ({text}) vs API {a:?}")),
+        }
+    }
+    Ok(page)
+}
+
+/// Waits (bounded) until [`overview_matches_api`] holds, failing with the last difference.
+async fn wait_overview_matches(
+    browser: &Browser,
+    api: &str,
+    namespace: &str,
+    expect: &[&str],
+) -> Vec<(String, Option<f64>, String)> {
+    let last = std::sync::Mutex::new(String::new());
+    let found = wait_until(
+        WAIT,
+        "the overview to show the API's success rates",
+        || async {
+            match overview_matches_api(browser, api, namespace, expect).await {
+                Ok(page) => Some(page),
+                Err(e) => {
+                    *last.lock().unwrap() = e;
+                    None
+                }
+            }
+        },
+    )
+    .await;
+    found.unwrap_or_else(|e| panic!("{e}: {}", last.lock().unwrap()))
+}
+
 fn pct(x: f64) -> String {
     format!("{:.2}%", x * 100.0)
 }
 
 #[tokio::test]
 async fn the_dashboard_shows_the_apis_numbers_drills_down_and_taps() {
-    let mesh = mesh().await;
+    let mut mesh = mesh().await;
     let api = mesh.api.clone();
 
     // The API first: traffic has been measured for both called workloads.
@@ -255,8 +320,27 @@ async fn the_dashboard_shows_the_apis_numbers_drills_down_and_taps() {
     .await
     .unwrap();
 
+    // `ferry dashboard` finds it and prints the URL the browser then opens.
+    let out = tokio::process::Command::new(bin("ferry"))
+        .args(["dashboard", "--no-open", "--api-addr", &api])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, out).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {stdout:?}"))
+        .to_string();
+    assert_eq!(url, format!("{api}/#/"));
+
     let browser = Browser::start(1366, 900).await.unwrap();
-    browser.goto(&format!("{api}/#/")).await.unwrap();
+    browser.goto(&url).await.unwrap();
     browser
         .wait_for(
             "the overview to show success rates for voting and emoji",
@@ -269,30 +353,38 @@ async fn the_dashboard_shows_the_apis_numbers_drills_down_and_taps() {
         .unwrap();
     shot(&browser, "1-overview").await;
 
-    // Same numbers as the API: read both back to back; the rates move slowly, so they agree
-    // to a point, and the page prints exactly what it holds.
-    let page = page_rows(&browser, "tr[data-workload^='shop/']").await;
-    let apis = api_success(&api).await.unwrap();
-    for (name, from_api) in &apis {
-        let key = format!("shop/{name}");
-        let (_, shown, text) = page
-            .iter()
-            .find(|(w, _, _)| *w == key)
-            .unwrap_or_else(|| panic!("{key} missing from the overview: {page:?}"));
-        match (from_api, shown) {
-            (None, None) => assert_eq!(text, "-", "{key}"),
-            (Some(a), Some(s)) => {
-                assert!((a - s).abs() < 0.05, "{key}: page {s} vs API {a}");
-                assert_eq!(*text, pct(*s), "{key}");
-            }
-            other => panic!("{key}: page and API disagree on having traffic: {other:?}"),
-        }
-    }
+    // Same numbers as the API, as `ferry stat` prints them.
+    let page = wait_overview_matches(&browser, &api, "shop", &["web", "voting", "emoji"]).await;
     let voting = page.iter().find(|(w, _, _)| w == "shop/voting").unwrap();
     assert!(
         (voting.1.unwrap() - 0.5).abs() < 0.1,
         "voting fails every other request: {voting:?}"
     );
+    // Sortable: a click on Success sorts best first, a second click worst first; no
+    // traffic sorts last both ways.
+    for (clicks, want) in [
+        (1, "shop/emoji shop/voting shop/web"),
+        (2, "shop/voting shop/emoji shop/web"),
+    ] {
+        let header = browser
+            .find("table.workloads th[data-col='success']")
+            .await
+            .unwrap();
+        browser.click(&header).await.unwrap();
+        let script = format!(
+            r#"const rows = [...document.querySelectorAll("tr[data-workload^='shop/']")].map((r) => r.dataset.workload);
+               return rows.join(' ') === '{want}' ? rows : null;"#
+        );
+        browser
+            .wait_for(&format!("{clicks} click(s): {want}"), &script, WAIT)
+            .await
+            .unwrap();
+    }
+    let order = browser
+        .eval("return document.querySelector('table.workloads th.desc, table.workloads th.asc').className;", vec![])
+        .await
+        .unwrap();
+    eprintln!("sorted: {order}");
     let status = browser.find("#cp-status").await.unwrap();
     assert_eq!(browser.text(&status).await.unwrap(), "ok");
 
@@ -359,6 +451,23 @@ async fn the_dashboard_shows_the_apis_numbers_drills_down_and_taps() {
     shot(&browser, "4-tap-voting").await;
     let stop = browser.find("#tap-stop").await.unwrap();
     browser.click(&stop).await.unwrap();
+    // With a limit the tap ends on its own after that many requests, and stays ended.
+    browser
+        .goto(&format!(
+            "{api}/#/tap?resource=deploy/emoji&namespace=shop&limit=3"
+        ))
+        .await
+        .unwrap();
+    let ended = browser
+        .wait_for(
+            "a limited tap to end after 3 requests",
+            r#"const s = document.querySelector('#tap-status').textContent;
+               return s.includes('ended after its limit of 3') ? [s, document.querySelectorAll('#tap-rows tr.tap-row').length] : null;"#,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended[1], 3, "{ended}");
 
     // The namespace page draws the graph web → voting, emoji from the edges.
     browser.goto(&format!("{api}/#/ns/shop")).await.unwrap();
@@ -396,6 +505,19 @@ async fn the_dashboard_shows_the_apis_numbers_drills_down_and_taps() {
         .unwrap();
     assert_eq!(summary, "all 4 checks passed");
     shot(&browser, "6-check").await;
+
+    // The control plane going away shows on the open page instead of stale numbers
+    // passing for live ones.
+    mesh.control.terminate(WAIT).await.unwrap();
+    browser
+        .wait_for(
+            "the page to say it is offline",
+            "const l = document.querySelector('#live'); return l.classList.contains('bad') && l.textContent;",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    shot(&browser, "7-offline").await;
 }
 
 // --- the judged scenario: `ferry demo` ------------------------------------------------
@@ -497,34 +619,7 @@ async fn with_ferry_demo_running_the_dashboard_finds_the_broken_edge() {
         .await
         .unwrap();
     shot(&browser, "demo-1-overview").await;
-    let page = page_rows(&browser, "tr[data-workload^='emojivoto/']").await;
-    let v = get_json(&format!(
-        "{api}/api/v1/stat?kind=deploy&namespace=emojivoto"
-    ))
-    .await
-    .unwrap();
-    for name in workloads {
-        let key = format!("emojivoto/{name}");
-        let (_, shown, text) = page
-            .iter()
-            .find(|(w, _, _)| *w == key)
-            .unwrap_or_else(|| panic!("{key} missing from the overview: {page:?}"));
-        let from_api = v["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == name)
-            .and_then(|r| r["success"].as_f64());
-        match (from_api, shown) {
-            (None, None) => assert_eq!(text, "-", "{key}"),
-            (Some(a), Some(s)) => {
-                // Read one after the other while the bot votes: equal to a point.
-                assert!((a - s).abs() < 0.05, "{key}: page {s} vs API {a}");
-                assert_eq!(*text, pct(*s), "{key}");
-            }
-            other => panic!("{key}: page and API disagree on having traffic: {other:?}"),
-        }
-    }
+    wait_overview_matches(&browser, &api, "emojivoto", &workloads).await;
 
     // Click through to voting: emoji is among its destinations, failing.
     let voting = browser
@@ -544,6 +639,23 @@ async fn with_ferry_demo_running_the_dashboard_finds_the_broken_edge() {
     let rate: f64 = emoji[0].as_str().unwrap().parse().unwrap();
     assert!(rate < 0.95, "voting → emoji should be failing: {emoji}");
     shot(&browser, "demo-2-voting").await;
+    // Its last 15 minutes, drawn from the history API (a line needs two points).
+    browser
+        .wait_for(
+            "voting's success, RPS and latency charts to draw lines",
+            r#"const lines = document.querySelectorAll('svg.chart path.series');
+               if (lines.length < 5) return null;
+               window.scrollTo(0, document.body.scrollHeight);
+               return lines.length;"#,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    shot(&browser, "demo-2b-voting-charts").await;
+    browser
+        .eval("window.scrollTo(0, 0); return true;", vec![])
+        .await
+        .unwrap();
 
     // Tap voting: live rows.
     let tap = browser.find("#tap-this").await.unwrap();

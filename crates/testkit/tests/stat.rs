@@ -305,7 +305,8 @@ async fn check_numbers(api: &str, backend: &str) -> Vec<(String, Vec<StatRow>)> 
     ]
 }
 
-#[tokio::test]
+// Two workers: the load keeps its rate while the test waits on the CLI and Prometheus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stat_matches_known_traffic_on_both_backends() {
     let mesh = start().await;
     let web = mesh.proxy("web");

@@ -115,6 +115,10 @@ workloads:
     namespace: emojivoto
     instances:
       - {{ name: untapped-0, addr: "127.0.0.1:9" }}
+  - name: dead
+    namespace: emojivoto
+    instances:
+      - {{ name: dead-0, addr: "127.0.0.1:11", tapAddr: "127.0.0.1:9" }}
 services:
   - {{ name: emoji, namespace: emojivoto, port: 8080, workloads: [emoji] }}
   - {{ name: voting, namespace: emojivoto, port: 8080, workloads: [voting] }}
@@ -328,6 +332,8 @@ async fn limit_ends_the_tap_by_itself() {
     mesh.call_emoji("/two").await;
     let status = tap.terminate_wait(WAIT).await.unwrap();
     assert!(status.success(), "{:?}", tap.logs());
+    // The exit can be seen before the last line is read from the pipe.
+    tap.wait_for_log("end id=", WAIT).await.unwrap();
     let logs = tap.logs();
     assert_eq!(logs.len(), 3, "{logs:?}");
     assert!(logs[0].contains(":path=/one"), "{logs:?}");
@@ -387,7 +393,7 @@ async fn top_prints_a_table_of_requests() {
 async fn errors_are_one_clear_line() {
     let mesh = Mesh::start().await;
     let api = mesh.api.as_str();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["tap", "deploy/nope", "-n", "emojivoto", "--api-addr", api],
             "deployment/nope not found in namespace emojivoto",
@@ -415,6 +421,14 @@ async fn errors_are_one_clear_line() {
             &["tap", "deploy/voting", "--api-addr", "http://127.0.0.1:9"],
             "cannot reach the control plane at http://127.0.0.1:9",
         ),
+        (
+            &["tap", "deploy/dead", "-n", "emojivoto", "--api-addr", api],
+            "tapping emojivoto/dead-0 at 127.0.0.1:9: ",
+        ),
+        (
+            &["top", "deploy/dead", "-n", "emojivoto", "--api-addr", api],
+            "tapping emojivoto/dead-0 at 127.0.0.1:9: ",
+        ),
     ];
     for (args, want) in cases {
         let (ok, out, err) = ferry(args).await;
@@ -426,4 +440,146 @@ async fn errors_are_one_clear_line() {
     let (ok, _, err) = ferry(&["tap", "deploy/voting", "--bogus-flag"]).await;
     assert!(!ok);
     assert!(err.contains("--bogus-flag"), "{err}");
+}
+
+/// With identity on, the hop between the proxies is mTLS: inbound events name the client's
+/// identity, outbound events the server's, and both say `tls: true`.
+#[tokio::test]
+async fn tap_over_mtls_names_both_identities() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("workloads.yaml");
+    let identity = dir.path().join("identity");
+    let mtls_workloads = |echo: &str, client: &str| {
+        format!(
+            "workloads:
+  - {{ name: echo, serviceAccount: echo, instances: [ {echo} ] }}
+  - {{ name: client, serviceAccount: client, instances: [ {client} ] }}
+services:
+  - {{ name: echo, port: 8080, workloads: [echo] }}
+"
+        )
+    };
+    std::fs::write(
+        &file,
+        mtls_workloads(
+            "{ name: echo-0, addr: \"127.0.0.1:9\" }",
+            "{ name: client-0, addr: \"127.0.0.1:7\" }",
+        ),
+    )
+    .unwrap();
+    let args = [
+        "--workloads-file",
+        file.to_str().unwrap(),
+        "--workloads-poll-interval",
+        "100ms",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--api-listen",
+        "127.0.0.1:0",
+        "--identity-dir",
+        identity.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ];
+    let control = Proc::spawn(bin("ferry-control"), &args, &[]).unwrap();
+    let addrs = control.bound_addrs(2, WAIT).await.unwrap();
+    let (grpc, api) = (
+        addrs["grpc"].to_string(),
+        format!("http://{}", addrs["api"]),
+    );
+    let token = |sa: &str| identity.join("tokens/default").join(sa);
+    for sa in ["echo", "client"] {
+        let path = token(sa);
+        wait_until(WAIT, "identity tokens", || {
+            let exists = path.exists();
+            async move { exists.then_some(()) }
+        })
+        .await
+        .unwrap();
+    }
+    let anchors = identity.join("ca/ca-bundle.crt");
+    let identity_args = |sa: &str| {
+        vec![
+            "--identity-addr".to_string(),
+            grpc.clone(),
+            "--identity-token-file".into(),
+            token(sa).display().to_string(),
+            "--identity-trust-anchors".into(),
+            anchors.display().to_string(),
+            "--service-account".into(),
+            sa.into(),
+        ]
+    };
+    let spawn = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ProxyProc::spawn(bin("ferry-proxy"), &args).await.unwrap()
+    };
+    let app = app().await;
+    let mut echo_args = vec!["--inbound-forward".to_string(), app.addr.to_string()];
+    echo_args.extend(identity_args("echo"));
+    let echo = spawn(echo_args).await;
+    let mut client_args = vec![
+        "--upstream".to_string(),
+        "127.0.0.1:0=echo.default:8080".into(),
+        "--destination-addr".into(),
+        grpc.clone(),
+    ];
+    client_args.extend(identity_args("client"));
+    let client_proxy = spawn(client_args).await;
+    std::fs::write(
+        &file,
+        mtls_workloads(
+            &format!(
+                "{{ name: echo-0, addr: \"{}\", tapAddr: \"{}\" }}",
+                echo.inbound(),
+                echo.tap()
+            ),
+            &format!(
+                "{{ name: client-0, addr: \"{}\", tapAddr: \"{}\" }}",
+                client_proxy.inbound(),
+                client_proxy.tap()
+            ),
+        ),
+    )
+    .unwrap();
+    let url = format!("http://{}/mtls", client_proxy.upstream("echo.default:8080"));
+    wait_until(WAIT, "a request over mTLS", || {
+        let url = url.clone();
+        async move { (client::get(&url).await.ok()?.status == 200).then_some(()) }
+    })
+    .await
+    .unwrap();
+
+    let tap = |res: &str| {
+        let args = ["tap", res, "-o", "json", "--limit", "1", "--api-addr", &api];
+        Proc::spawn(bin("ferry"), &args, &[]).unwrap()
+    };
+    let (server_side, client_side) = (tap("deploy/echo"), tap("deploy/client"));
+    wait_taps(&echo, 1).await;
+    wait_taps(&client_proxy, 1).await;
+    assert_eq!(client::get(&url).await.unwrap().status, 200);
+    let first = |p: &Proc| {
+        let p_events = json_events(p);
+        async move { p_events.into_iter().find(|e| e["type"] == "req") }
+    };
+    let inbound = wait_until(WAIT, "the inbound event", || first(&server_side))
+        .await
+        .unwrap();
+    assert_eq!(inbound["proxyDirection"], "inbound");
+    assert_eq!(inbound["tls"], "true", "{inbound}");
+    assert_eq!(
+        inbound["clientId"],
+        "client.default.serviceaccount.identity.ferry.cluster.local"
+    );
+    let outbound = wait_until(WAIT, "the outbound event", || first(&client_side))
+        .await
+        .unwrap();
+    assert_eq!(outbound["proxyDirection"], "outbound");
+    assert_eq!(outbound["tls"], "true", "{outbound}");
+    assert_eq!(
+        outbound["serverId"],
+        "echo.default.serviceaccount.identity.ferry.cluster.local"
+    );
+    assert_eq!(outbound["destination"]["labels"]["deployment"], "echo");
+    drop(control);
 }

@@ -177,7 +177,10 @@ impl Lock {
     /// Takes the lock, or says which demo holds it. A stale lock (its demo is gone) is
     /// taken over, and the children that demo left behind (killed with SIGKILL, so it could
     /// not stop them) are killed; their names are returned.
-    pub fn acquire(dir: &Path, demo_program: &str) -> Result<(Self, Vec<String>), anyhow::Error> {
+    pub async fn acquire(
+        dir: &Path,
+        demo_program: &str,
+    ) -> Result<(Self, Vec<String>), anyhow::Error> {
         fs::create_dir_all(dir)?;
         let path = dir.join("demo.pid");
         let mut cleaned = Vec::new();
@@ -202,7 +205,7 @@ impl Lock {
                         }
                         .into());
                     }
-                    cleaned.extend(kill_leftovers(dir));
+                    cleaned.extend(kill_leftovers(dir).await);
                     let _ = fs::remove_file(&path);
                 }
                 Err(e) => return Err(anyhow::anyhow!("creating {}: {e}", path.display())),
@@ -219,12 +222,14 @@ impl Drop for Lock {
 }
 
 /// Kills the processes a previous demo recorded in `children.pids` that still run one of
-/// [`BINARIES`]; returns `name (pid)` for each.
-fn kill_leftovers(dir: &Path) -> Vec<String> {
+/// [`BINARIES`], and waits (bounded) until they are gone so their ports are free; returns
+/// `name (pid)` for each.
+async fn kill_leftovers(dir: &Path) -> Vec<String> {
     let Ok(text) = fs::read_to_string(dir.join("children.pids")) else {
         return Vec::new();
     };
     let mut killed = Vec::new();
+    let mut pids = Vec::new();
     for line in text.lines() {
         let Some((pid, name)) = line.split_once(' ') else {
             continue;
@@ -237,7 +242,12 @@ fn kill_leftovers(dir: &Path) -> Vec<String> {
                 .args(["-KILL", &pid.to_string()])
                 .status();
             killed.push(format!("{name} ({pid})"));
+            pids.push(pid);
         }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|p| is_live(*p, BINARIES)) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     killed
 }
@@ -246,14 +256,18 @@ fn kill_leftovers(dir: &Path) -> Vec<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_second_lock_names_the_holder_and_a_stale_one_is_taken_over() {
+    #[tokio::test]
+    async fn a_second_lock_names_the_holder_and_a_stale_one_is_taken_over() {
         let dir = tempfile::tempdir().unwrap();
         let me = std::env::current_exe().unwrap();
         let me = me.file_name().unwrap().to_str().unwrap();
-        let (lock, cleaned) = Lock::acquire(dir.path(), me).unwrap();
+        let (lock, cleaned) = Lock::acquire(dir.path(), me).await.unwrap();
         assert!(cleaned.is_empty());
-        let err = Lock::acquire(dir.path(), me).err().unwrap().to_string();
+        let err = Lock::acquire(dir.path(), me)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             err.starts_with(&format!(
                 "a ferry demo is already running (pid {}",
@@ -263,6 +277,6 @@ mod tests {
         );
         drop(lock);
         fs::write(dir.path().join("demo.pid"), "999999999").unwrap();
-        let (_lock, _) = Lock::acquire(dir.path(), me).unwrap();
+        let (_lock, _) = Lock::acquire(dir.path(), me).await.unwrap();
     }
 }

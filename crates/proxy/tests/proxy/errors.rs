@@ -371,7 +371,7 @@ async fn state_lists_listeners_and_open_connections() {
         .iter()
         .map(|l| l["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["inbound", "outbound", "admin"]);
+    assert_eq!(kinds, ["inbound", "outbound", "admin", "tap"]);
     assert_eq!(state["draining"], false);
     assert_eq!(
         state["backends"]["inbound"][0]["target"],

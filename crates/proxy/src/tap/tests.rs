@@ -1,0 +1,88 @@
+//! The tap registry without sockets: a slow tapper loses events instead of slowing
+//! requests, and a tap's end puts requests back on the idle path.
+
+use std::sync::Arc;
+
+use linkerd2_proxy_api::tap::ObserveRequest;
+
+use super::*;
+
+fn conn() -> ConnTap {
+    ConnTap::new(ConnMeta::new(
+        "127.0.0.1:40000".parse().unwrap(),
+        "127.0.0.1:4143".parse().unwrap(),
+    ))
+}
+
+/// One request through the hooks the forward path calls: capture, dispatch, respond, end.
+fn request(taps: &Arc<Taps>, conn: &ConnTap) {
+    let req = Request::get("/x").body(()).unwrap();
+    let mut tapped = taps.capture(conn, Direction::Inbound, &req, Some("app:80"));
+    dispatch(&mut tapped, || Destination {
+        addr: "127.0.0.1:8080".parse().unwrap(),
+        labels: None,
+        server_id: None,
+    });
+    let rsp = Response::new(());
+    if let Some(mut end) = tapped.and_then(|t| t.respond(&rsp)) {
+        end.end();
+    }
+}
+
+#[test]
+fn a_tapper_that_does_not_read_loses_events_and_traffic_goes_on() {
+    let taps = Arc::new(Taps::new("ns", "pod"));
+    let (sub, mut rx) = taps.subscribe(&ObserveRequest::default()).unwrap();
+    let conn = conn();
+    // 3 events a request: 400 requests are 1200 events for a 1024-event buffer.
+    for _ in 0..400 {
+        request(&taps, &conn);
+    }
+    let state = taps.state();
+    assert_eq!(state.active, 1);
+    assert_eq!(state.tapped_requests, 400);
+    assert_eq!(state.dropped_events, 1200 - EVENT_BUFFER as u64);
+    let mut received = 0;
+    while rx.try_recv().is_ok() {
+        received += 1;
+    }
+    assert_eq!(received, EVENT_BUFFER);
+
+    drop(sub);
+    assert!(!taps.is_active());
+    request(&taps, &conn);
+    assert_eq!(
+        taps.state().tapped_requests,
+        400,
+        "no work once the tap is gone"
+    );
+}
+
+#[test]
+fn a_limited_tap_ends_itself() {
+    let taps = Arc::new(Taps::new("ns", "pod"));
+    let req = ObserveRequest {
+        limit: 2,
+        ..ObserveRequest::default()
+    };
+    let (_sub, mut rx) = taps.subscribe(&req).unwrap();
+    let conn = conn();
+    for _ in 0..3 {
+        request(&taps, &conn);
+    }
+    assert!(!taps.is_active(), "the limit removed the tap");
+    let mut ids = Vec::new();
+    while let Ok(Ok(e)) = rx.try_recv() {
+        if let Some(tap_event::Event::Http(h)) = e.event {
+            if let Some(tap_event::http::Event::RequestInit(r)) = h.event {
+                ids.push(r.id.unwrap().stream);
+            }
+        }
+    }
+    assert_eq!(ids, [0, 1]);
+    // Every sender is gone: the stream ends.
+    assert!(matches!(
+        rx.try_recv(),
+        Err(mpsc::error::TryRecvError::Disconnected)
+    ));
+}
