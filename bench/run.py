@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # The harness builds in release mode into cargo's target dir: target/ unless CARGO_TARGET_DIR
@@ -34,11 +35,28 @@ MIDDLE_CPU = "0"
 LOAD_CPU = "1"
 CONNECTIONS = 32
 RATE_CONNECTIONS = 16
-# mTLS between the two proxies does not exist yet. When it lands, add its flags here (e.g.
-# the identity flags of proxy A's upstream and proxy B's inbound) and the two-hop variant
-# measures the mesh path with mTLS.
-MESH_A_ARGS: list[str] = []
-MESH_B_ARGS: list[str] = []
+# The two-hop variant measures the mesh path: proxy A resolves MESH_SERVICE through a
+# ferry-control (identity CA on, workloads file naming proxy B's inbound) and opens mTLS to
+# proxy B, as meshed workloads do. MESH_TLS = False measures the old plaintext two-hop path
+# instead (A's upstream is B's address, no control plane), for comparison.
+MESH_TLS = True
+MESH_SERVICE = "bench.default:8080"
+
+
+def mesh_b_args(mesh):
+    """Proxy B's identity flags: service account bench-b, certified by the bench's CA."""
+    return ["--identity-addr", f"127.0.0.1:{mesh['grpc']}",
+            "--identity-token-file", mesh["dir"] / "tokens" / "default" / "bench-b",
+            "--identity-trust-anchors", mesh["dir"] / "ca" / "ca-bundle.crt",
+            "--service-account", "bench-b"]
+
+
+def mesh_a_args(mesh):
+    """Proxy A's discovery and identity flags: service account bench-a."""
+    return ["--destination-addr", f"127.0.0.1:{mesh['grpc']}",
+            "--identity-token-file", mesh["dir"] / "tokens" / "default" / "bench-a",
+            "--identity-trust-anchors", mesh["dir"] / "ca" / "ca-bundle.crt",
+            "--service-account", "bench-a"]
 
 VARIANTS = ["direct", "ferry", "ferry-2hop", "nginx", "haproxy"]
 PROTOCOLS = ["http1", "h2c", "grpc", "tcp"]
@@ -167,38 +185,98 @@ def status_kb(pids, key):
 
 
 class Middle:
-    """The processes between the load generator and the backend for one variant."""
+    """The processes between the load generator and the backend for one variant. `aux`
+    (the two-hop variant's control plane) is stopped with them but not measured."""
 
-    def __init__(self, name, procs, port):
-        self.name, self.procs, self.port = name, procs, port
+    def __init__(self, name, procs, port, aux=()):
+        self.name, self.procs, self.port, self.aux = name, procs, port, list(aux)
 
 
-def start_ferry(bin_, backend_port, work, tag):
+def start_ferry(bin_, backend_port, work, tag, port=None, admin=None, extra=()):
     """ferry-proxy's inbound side in front of the backend."""
-    port = free_port()
+    port = port or free_port()
     cmd = [
         bin_, "--inbound-listen", f"127.0.0.1:{port}",
         "--inbound-forward", f"127.0.0.1:{backend_port}",
         "--outbound-listen", f"127.0.0.1:{free_port()}",
-        "--admin-listen", f"127.0.0.1:{free_port()}",
+        "--admin-listen", f"127.0.0.1:{admin or free_port()}",
         "--tap-listen", f"127.0.0.1:{free_port()}",
         "--log-format", "json",
     ]
-    return port, spawn(cmd + MESH_B_ARGS, MIDDLE_CPU, work / f"{tag}.log")
+    return port, spawn(cmd + list(extra), MIDDLE_CPU, work / f"{tag}.log")
 
 
-def start_ferry_upstream(bin_, target_port, work, tag):
-    """ferry-proxy giving the client an upstream listener that reaches `target_port`."""
+def start_ferry_upstream(bin_, target, work, tag, admin=None, extra=()):
+    """ferry-proxy giving the client an upstream listener that reaches `target` (host:port)."""
     port = free_port()
     cmd = [
-        bin_, "--upstream", f"127.0.0.1:{port}=127.0.0.1:{target_port}",
+        bin_, "--upstream", f"127.0.0.1:{port}={target}",
         "--inbound-listen", f"127.0.0.1:{free_port()}",
         "--outbound-listen", f"127.0.0.1:{free_port()}",
-        "--admin-listen", f"127.0.0.1:{free_port()}",
+        "--admin-listen", f"127.0.0.1:{admin or free_port()}",
         "--tap-listen", f"127.0.0.1:{free_port()}",
         "--log-format", "json",
     ]
-    return port, spawn(cmd + MESH_A_ARGS, MIDDLE_CPU, work / f"{tag}.log")
+    return port, spawn(cmd + list(extra), MIDDLE_CPU, work / f"{tag}.log")
+
+
+def start_mesh_control(work, tag, b_port):
+    """ferry-control for the two-hop variant: identity CA on, and a workloads file in which
+    service MESH_SERVICE is proxy B's inbound (service account bench-b) and proxy A is the
+    meshed client (bench-a). Pinned to the load core: it is idle while load runs. Returns
+    the process and what mesh_a_args/mesh_b_args need."""
+    d = work / f"{tag}-mesh"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir()
+    name, port = MESH_SERVICE.split(":")
+    svc, ns = name.split(".")
+    (d / "workloads.yaml").write_text(f"""workloads:
+  - name: bench-b
+    namespace: {ns}
+    serviceAccount: bench-b
+    instances:
+      - {{ name: bench-b-0, addr: "127.0.0.1:{b_port}" }}
+  - name: bench-a
+    namespace: {ns}
+    serviceAccount: bench-a
+    instances:
+      - {{ name: bench-a-0, addr: "127.0.0.1:9" }}
+services:
+  - name: {svc}
+    namespace: {ns}
+    port: {port}
+    workloads: [bench-b]
+""")
+    grpc = free_port()
+    cmd = [RELEASE / "ferry-control", "--workloads-file", d / "workloads.yaml",
+           "--grpc-listen", f"127.0.0.1:{grpc}", "--api-listen", f"127.0.0.1:{free_port()}",
+           "--identity-dir", d / "identity", "--log-format", "json"]
+    p = spawn(cmd, LOAD_CPU, work / f"{tag}-control.log")
+    wait_port(grpc, p, tag + " (control plane)")
+    mesh = {"grpc": grpc, "dir": d / "identity"}
+    deadline = time.monotonic() + 15
+    for sa in ("bench-a", "bench-b"):
+        while not (mesh["dir"] / "tokens" / ns / sa).exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{tag}: the control plane wrote no token for {sa}")
+            time.sleep(0.05)
+    return p, mesh
+
+
+def wait_ready(admin_port, proc, what, timeout=15.0):
+    """Waits for a proxy's /ready: with identity on, until its first certificate."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before ready")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} not ready within {timeout}s (see its log)")
 
 
 def nginx_conf(proto, port, backend_port, work):
@@ -271,12 +349,28 @@ def start_middle(variant, proto, backend_port, work, args):
         port, p = start_ferry(binary, backend_port, work, tag)
         wait_port(port, p, tag)
         return Middle(variant, [p], port)
-    if variant == "ferry-2hop":
+    if variant == "ferry-2hop" and not MESH_TLS:
         b_port, b = start_ferry(proxy, backend_port, work, tag + "-b")
         wait_port(b_port, b, tag + " (proxy B)")
-        a_port, a = start_ferry_upstream(proxy, b_port, work, tag + "-a")
+        a_port, a = start_ferry_upstream(proxy, f"127.0.0.1:{b_port}", work, tag + "-a")
         wait_port(a_port, a, tag + " (proxy A)")
         return Middle(variant, [a, b], a_port)
+    if variant == "ferry-2hop":
+        b_port, a_admin, b_admin = free_port(), free_port(), free_port()
+        cp, mesh = start_mesh_control(work, tag, b_port)
+        try:
+            _, b = start_ferry(proxy, backend_port, work, tag + "-b", port=b_port,
+                               admin=b_admin, extra=mesh_b_args(mesh))
+            wait_port(b_port, b, tag + " (proxy B)")
+            a_port, a = start_ferry_upstream(proxy, MESH_SERVICE, work, tag + "-a",
+                                             admin=a_admin, extra=mesh_a_args(mesh))
+            wait_port(a_port, a, tag + " (proxy A)")
+            wait_ready(b_admin, b, tag + " (proxy B)")
+            wait_ready(a_admin, a, tag + " (proxy A)")
+        except Exception:
+            stop([cp])
+            raise
+        return Middle(variant, [a, b], a_port, aux=[cp])
     port = free_port()
     if variant == "nginx":
         conf = work / f"nginx-{proto}.conf"
@@ -388,8 +482,8 @@ def load(proto, shape, port, seconds, rate, work):
 
 def build():
     log(f"building in release mode ({RELEASE})")
-    subprocess.run(["cargo", "build", "--release", "-p", "ferry-proxy", "-p", "ferry-testkit",
-                    "--bins"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "-p", "ferry-proxy", "-p", "ferry-control",
+                    "-p", "ferry-testkit", "--bins"], cwd=ROOT, check=True)
 
 
 def ensure_tools():
@@ -456,7 +550,7 @@ def measure_group(proto, args, work, backend_ports, results, memory):
                     max_single_peak_kb=max(status_kb([p], "VmHWM") for p in pids))
     finally:
         for m in middles.values():
-            stop(m.procs)
+            stop(m.procs + m.aux)
 
 
 def soak(args, work, backend_ports):
@@ -481,7 +575,7 @@ def soak(args, work, backend_ports):
         samples.append((round(time.monotonic() - start), status_kb(pids, "VmRSS")))
         return {"samples": samples, "peak_kb": status_kb(pids, "VmHWM"), "requests": done}
     finally:
-        stop([gen, *middle.procs])
+        stop([gen, *middle.procs, *middle.aux])
 
 
 # ---------------------------------------------------------------- the report

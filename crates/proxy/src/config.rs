@@ -63,7 +63,8 @@ pub struct Args {
     /// renewal). With `--identity-trust-anchors`, turns identity and mTLS on.
     #[arg(long, env = env::PROXY_IDENTITY_TOKEN_FILE)]
     pub identity_token_file: Option<PathBuf>,
-    /// PEM trust anchors that peers' and our own certificates must chain to.
+    /// PEM trust anchors that peers' and our own certificates must chain to: a file, or the
+    /// PEM itself (as Kubernetes injection passes it in the environment).
     #[arg(long, env = env::PROXY_IDENTITY_TRUST_ANCHORS)]
     pub identity_trust_anchors: Option<PathBuf>,
     /// The proxy's service account: its identity is `<sa>.<ns>.serviceaccount.identity.ferry.<td>`.
@@ -225,9 +226,6 @@ pub enum ConfigError {
     /// The inbound side would forward to the proxy's own listener.
     #[error("inbound forward address {0} is the proxy's own listener")]
     ForwardLoop(SocketAddr),
-    /// Only one of the two identity files was given.
-    #[error("identity needs both --identity-token-file and --identity-trust-anchors (only {0} was given)")]
-    IdentityHalf(&'static str),
     /// Identity is on but there is no address to ask for certificates.
     #[error("identity needs --identity-addr or --destination-addr")]
     IdentityAddr,
@@ -283,6 +281,8 @@ pub struct Config {
     pub identity: Option<IdentityConfig>,
     /// See [`Args::inbound_require_identity`].
     pub inbound_require_identity: bool,
+    /// Why identity is off although one of its flags was given, for `run` to log.
+    pub identity_off_reason: Option<&'static str>,
 }
 
 impl Config {
@@ -308,6 +308,15 @@ impl Config {
             shutdown_grace_period: args.shutdown_grace_period,
             identity: identity_config(args)?,
             inbound_require_identity: args.inbound_require_identity,
+            identity_off_reason: match (&args.identity_token_file, &args.identity_trust_anchors) {
+                (Some(_), None) => {
+                    Some("--identity-token-file is set but --identity-trust-anchors is not")
+                }
+                (None, Some(_)) => {
+                    Some("--identity-trust-anchors is set but --identity-token-file is not")
+                }
+                _ => None,
+            },
         };
         config.validate()?;
         if let Some(identity) = &config.identity {
@@ -343,6 +352,7 @@ impl Config {
             shutdown_grace_period: Duration::from_secs(5),
             identity: None,
             inbound_require_identity: false,
+            identity_off_reason: None,
         }
     }
 
@@ -370,10 +380,10 @@ impl Config {
 fn identity_config(args: &Args) -> Result<Option<IdentityConfig>, ConfigError> {
     let (token_file, trust_anchors) =
         match (&args.identity_token_file, &args.identity_trust_anchors) {
-            (None, None) => return Ok(None),
-            (Some(_), None) => return Err(ConfigError::IdentityHalf("--identity-token-file")),
-            (None, Some(_)) => return Err(ConfigError::IdentityHalf("--identity-trust-anchors")),
             (Some(t), Some(a)) => (t.clone(), a.clone()),
+            // One without the other (injection sets the token file even when no anchors are
+            // configured): identity stays off, as `run` logs.
+            _ => return Ok(None),
         };
     let addr = args
         .identity_addr
@@ -463,6 +473,33 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn identity_is_on_only_with_both_files() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["ferry-proxy", "--destination-addr", "127.0.0.1:8086"];
+            argv.extend_from_slice(extra);
+            Config::from_args(&Args::try_parse_from(argv).unwrap())
+        };
+        // A token without anchors (as injection writes when no anchors are configured).
+        let config = parse(&["--identity-token-file", "/nonexistent/token"]).unwrap();
+        assert!(config.identity.is_none());
+        assert!(config
+            .identity_off_reason
+            .unwrap()
+            .contains("trust-anchors"));
+        let err = parse(&["--inbound-require-identity"]).unwrap_err();
+        assert!(matches!(err, ConfigError::RequireWithoutIdentity), "{err}");
+        let err = parse(&[
+            "--identity-token-file",
+            "/nonexistent/token",
+            "--identity-trust-anchors",
+            "/nonexistent/anchors.pem",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/nonexistent/anchors.pem"), "{err}");
     }
 
     impl Args {

@@ -457,16 +457,28 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     message
 }
 
-/// Reads PEM trust anchors into a root store, with their fingerprints for `/state`.
+/// Reads PEM trust anchors (a file, or the PEM itself) into a root store, with their
+/// fingerprints for `/state`.
 fn load_anchors(path: &PathBuf) -> Result<(RootCertStore, Vec<AnchorState>), IdentityError> {
     let bad = |reason: String| IdentityError::BadAnchors {
-        path: path.clone(),
+        path: if path.to_str().is_some_and(|s| s.contains("-----BEGIN")) {
+            PathBuf::from("(inline PEM)")
+        } else {
+            path.clone()
+        },
         reason,
     };
-    let pem = std::fs::read(path).map_err(|source| IdentityError::ReadAnchors {
-        path: path.clone(),
-        source,
-    })?;
+    // Kubernetes injection passes the PEM itself in the environment (as Linkerd does).
+    let inline = path
+        .to_str()
+        .filter(|s| s.trim_start().starts_with("-----BEGIN"));
+    let pem = match inline {
+        Some(pem) => pem.as_bytes().to_vec(),
+        None => std::fs::read(path).map_err(|source| IdentityError::ReadAnchors {
+            path: path.clone(),
+            source,
+        })?,
+    };
     let mut roots = RootCertStore::empty();
     let mut anchors = Vec::new();
     for block in x509_parser::pem::Pem::iter_from_buffer(&pem) {
@@ -511,6 +523,9 @@ mod tests {
             .self_signed(&rcgen::KeyPair::generate().unwrap())
             .unwrap();
         std::fs::write(&anchors, ca.pem()).unwrap();
+        // The PEM itself works as well as a path to it (Kubernetes injection passes PEM).
+        let (_, inline) = load_anchors(&PathBuf::from(ca.pem())).unwrap();
+        assert_eq!(inline.len(), 1);
         let identity = Identity::new(IdentityConfig {
             addr: "127.0.0.1:1".parse().unwrap(),
             token_file: dir.path().join("token"),

@@ -216,6 +216,12 @@ pub async fn run(
             }
         }
     };
+    if let Some(reason) = config.identity_off_reason {
+        tracing::warn!(
+            reason,
+            "identity is off: mTLS needs both the token file and the trust anchors"
+        );
+    }
     let (identity, identity_error) = match &config.identity {
         None => (None, None),
         Some(c) => match Identity::new(c.clone()) {

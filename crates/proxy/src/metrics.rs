@@ -68,8 +68,6 @@ impl Tls {
     pub const NO_TLS_FROM_REMOTE: Tls = Tls::NoIdentity("no_tls_from_remote");
     /// Plaintext because discovery gave no identity for the destination.
     pub const NOT_PROVIDED_BY_DISCOVERY: Tls = Tls::NoIdentity("not_provided_by_service_discovery");
-    /// Plaintext because this proxy has no identity (identity is off).
-    pub const LOCAL_IDENTITY_DISABLED: Tls = Tls::NoIdentity("disabled");
 
     /// The label of connections to a peer: mTLS when it has an identity to verify.
     pub fn for_peer(peer: Option<&crate::connect::PeerIdentity>) -> Tls {

@@ -17,12 +17,13 @@ use crate::{
     config::Authority,
     detect::{detect, Detected},
     forward::{Dest, HttpService},
+    inbound_tls::{self, Checked},
     io::{Counted, Rewind},
     listener::{ListenerKind, Side},
-    metrics::{Peer, Protocol, TcpLabels},
+    metrics::{Peer, Protocol, TcpLabels, Tls},
     orig_dst::original_dst,
     state::ConnGuard,
-    tap::ConnMeta,
+    tap::{ConnMeta, PeerTls},
     upstream::Upstream,
 };
 
@@ -116,52 +117,85 @@ async fn dispatch(
     }
     side.registry.detected(side.direction, protocol);
     guard.set_protocol(protocol);
-    if let Some(identity) = inbound_identity {
-        let label = target.as_ref().map_or_else(|| "".into(), Upstream::label);
-        let checked =
-            crate::inbound_tls::check(&identity, &side, protocol, io, &mut buf, label).await;
-        let io = match checked {
-            crate::inbound_tls::Checked::Plain(io) => io,
-            crate::inbound_tls::Checked::Done => return,
-            crate::inbound_tls::Checked::Refuse(io) => {
-                let io = Rewind::new(buf.freeze(), io);
-                return crate::inbound_tls::refuse(protocol, io, &side).await;
+    let io = match inbound_identity {
+        None => io,
+        Some(identity) => {
+            let label = target.as_ref().map_or_else(|| "".into(), Upstream::label);
+            match inbound_tls::check(&identity, &side, protocol, io, &mut buf, label).await {
+                Checked::Plain(io) => io,
+                Checked::Done => return,
+                Checked::Refuse(io) => {
+                    let io = Rewind::new(buf.freeze(), io);
+                    return inbound_tls::refuse(protocol, io, &side).await;
+                }
+                Checked::Terminated(tls, side) => {
+                    let conn = Terminated {
+                        side,
+                        kind,
+                        target,
+                        orig_dst,
+                        opaque_port,
+                        meta,
+                    };
+                    return conn.serve(*tls, guard).await;
+                }
             }
-            crate::inbound_tls::Checked::Terminated(io, side) => {
-                let mut io = *io;
-                let mut buf = BytesMut::new();
-                let protocol = if opaque_port {
-                    Protocol::Opaque
-                } else {
-                    let deadline = Instant::now() + side.timeouts.detect;
-                    match detect(&mut io, &mut buf, deadline).await {
-                        Ok(Detected::Protocol(p)) => p,
-                        Ok(Detected::Closed) => return,
-                        Err(error) => {
-                            tracing::debug!(%error, "mtls connection failed during detection");
-                            return;
-                        }
-                    }
-                };
-                guard.set_protocol(protocol);
-                let io = Rewind::new(buf.freeze(), io);
-                let client_id = match &side.tls {
-                    crate::metrics::Tls::Client(id) => Some(id.clone()),
-                    _ => None,
-                };
-                let meta = ConnMeta {
-                    tls: Some(crate::tap::PeerTls { client_id }),
-                    ..meta
-                };
-                return serve_protocol(side, kind, protocol, io, target, orig_dst, None, meta)
-                    .await;
-            }
-        };
-        let io = Rewind::new(buf.freeze(), io);
-        return serve_protocol(side, kind, protocol, io, target, orig_dst, early, meta).await;
-    }
+        }
+    };
     let io = Rewind::new(buf.freeze(), io);
     serve_protocol(side, kind, protocol, io, target, orig_dst, early, meta).await
+}
+
+/// An inbound connection whose mTLS the proxy terminated.
+struct Terminated {
+    /// The inbound side, labelled with the client's identity.
+    side: Arc<Side>,
+    kind: Arc<ListenerKind>,
+    target: Option<Upstream>,
+    orig_dst: Option<SocketAddr>,
+    opaque_port: bool,
+    meta: ConnMeta,
+}
+
+impl Terminated {
+    /// Detects the decrypted stream's protocol, as for plaintext, and serves it.
+    async fn serve(self, mut io: inbound_tls::Terminated, guard: &ConnGuard) {
+        let mut buf = BytesMut::new();
+        let protocol = if self.opaque_port {
+            Protocol::Opaque
+        } else {
+            let deadline = Instant::now() + self.side.timeouts.detect;
+            match detect(&mut io, &mut buf, deadline).await {
+                Ok(Detected::Protocol(p)) => p,
+                Ok(Detected::Closed) => return,
+                Err(error) => {
+                    tracing::debug!(%error, "mtls connection failed during detection");
+                    return;
+                }
+            }
+        };
+        guard.set_protocol(protocol);
+        let client_id = match &self.side.tls {
+            Tls::Client(id) => Some(id.clone()),
+            _ => None,
+        };
+        let meta = ConnMeta {
+            tls: Some(PeerTls { client_id }),
+            ..self.meta
+        };
+        let io = Rewind::new(buf.freeze(), io);
+        serve_protocol(
+            self.side,
+            self.kind,
+            protocol,
+            io,
+            self.target,
+            self.orig_dst,
+            None,
+            meta,
+        )
+        .await
+    }
 }
 
 /// Serves a connection whose protocol is known: HTTP, or opaque bytes.

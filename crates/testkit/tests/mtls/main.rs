@@ -3,225 +3,16 @@
 //! plane. Covers issuance, `/state`, metrics labels, `openssl s_client` against the inbound
 //! port, rotation under load, and each refusal (token, trust anchor, name, plaintext).
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+mod fixture;
 
-use ferry_testkit::{
-    client,
-    process::{bin, Proc, ProxyProc},
-    server::{full, TestServer},
-    wait_until,
-};
-use http::{Response, StatusCode};
+use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(20);
-
-fn id(sa: &str) -> String {
-    format!("{sa}.default.serviceaccount.identity.ferry.cluster.local")
-}
-
-/// A control plane with identity, its state directory and workloads file.
-struct Mesh {
-    cp: Proc,
-    grpc: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Mesh {
-    /// Starts a control plane whose workloads are `echo` (service `echo.default:8080`,
-    /// instance at `echo_addr`) and `client`, issuing certificates valid for `lifetime`.
-    async fn start(lifetime: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("workloads.yaml");
-        std::fs::write(&file, workloads("127.0.0.1:9".parse().unwrap())).unwrap();
-        let identity = dir.path().join("identity");
-        let args = [
-            "--workloads-file",
-            file.to_str().unwrap(),
-            "--workloads-poll-interval",
-            "100ms",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--api-listen",
-            "127.0.0.1:0",
-            "--identity-dir",
-            identity.to_str().unwrap(),
-            "--identity-cert-lifetime",
-            lifetime,
-            "--log-format",
-            "json",
-        ];
-        let cp = Proc::spawn(bin("ferry-control"), &args, &[]).unwrap();
-        let addrs = cp.bound_addrs(2, WAIT).await.unwrap();
-        let mesh = Self {
-            cp,
-            grpc: addrs["grpc"],
-            dir,
-        };
-        for sa in ["echo", "client"] {
-            let token = mesh.token(sa);
-            wait_until(WAIT, "token files", || {
-                let exists = token.exists();
-                async move { exists.then_some(()) }
-            })
-            .await
-            .unwrap();
-        }
-        mesh
-    }
-
-    fn token(&self, sa: &str) -> PathBuf {
-        self.dir.path().join("identity/tokens/default").join(sa)
-    }
-
-    fn anchors(&self) -> PathBuf {
-        self.dir.path().join("identity/ca/ca-bundle.crt")
-    }
-
-    /// Points the `echo` instance at `addr`.
-    async fn set_echo(&self, addr: SocketAddr) {
-        // Callers wait for traffic to flow, which is when the control plane has read it.
-        std::fs::write(self.dir.path().join("workloads.yaml"), workloads(addr)).unwrap();
-    }
-
-    /// The identity flags of a proxy for service account `sa`.
-    fn identity_args(&self, sa: &str) -> Vec<String> {
-        vec![
-            "--identity-addr".into(),
-            self.grpc.to_string(),
-            "--identity-token-file".into(),
-            self.token(sa).display().to_string(),
-            "--identity-trust-anchors".into(),
-            self.anchors().display().to_string(),
-            "--service-account".into(),
-            sa.into(),
-        ]
-    }
-}
-
-fn workloads(echo: SocketAddr) -> String {
-    format!(
-        "workloads:
-  - name: echo
-    namespace: default
-    serviceAccount: echo
-    instances:
-      - {{ name: echo-0, addr: \"{echo}\" }}
-  - name: client
-    namespace: default
-    serviceAccount: client
-    instances:
-      - {{ name: client-0, addr: \"127.0.0.1:7\" }}
-services:
-  - name: echo
-    namespace: default
-    port: 8080
-    workloads: [echo]
-"
-    )
-}
-
-async fn proxy(args: &[String]) -> ProxyProc {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ProxyProc::spawn(bin("ferry-proxy"), &args).await.unwrap()
-}
-
-async fn app() -> TestServer {
-    TestServer::http(|_req| async { Response::new(full("echo")) }).await
-}
-
-/// The server proxy (`sa`) in front of `app`, plus any `extra` flags.
-async fn server_proxy(mesh: &Mesh, sa: &str, app: &TestServer, extra: &[&str]) -> ProxyProc {
-    let mut args = vec!["--inbound-forward".to_string(), app.addr.to_string()];
-    args.extend(mesh.identity_args(sa));
-    args.extend(extra.iter().map(|s| s.to_string()));
-    proxy(&args).await
-}
-
-/// A client proxy (`client`) with an upstream listener for `echo.default:8080`, resolving
-/// through `dest` and certified by `mesh`.
-async fn client_proxy(mesh: &Mesh, dest: SocketAddr, extra: &[&str]) -> ProxyProc {
-    let mut args = vec![
-        "--upstream".to_string(),
-        "127.0.0.1:0=echo.default:8080".into(),
-        "--destination-addr".into(),
-        dest.to_string(),
-    ];
-    args.extend(mesh.identity_args("client"));
-    args.extend(extra.iter().map(|s| s.to_string()));
-    proxy(&args).await
-}
-
-async fn ready(p: &ProxyProc) {
-    let url = format!("http://{}/ready", p.admin());
-    wait_until(WAIT, "proxy ready", || {
-        let url = url.clone();
-        async move {
-            let r = client::get(&url).await.ok()?;
-            (r.status == StatusCode::OK).then_some(())
-        }
-    })
-    .await
-    .unwrap();
-}
-
-async fn admin(p: &ProxyProc, path: &str) -> String {
-    client::get(&format!("http://{}{path}", p.admin()))
-        .await
-        .unwrap()
-        .text()
-}
-
-async fn state(p: &ProxyProc) -> serde_json::Value {
-    serde_json::from_str(&admin(p, "/state").await).unwrap()
-}
-
-fn echo_url(p: &ProxyProc) -> String {
-    format!("http://{}/", p.upstream("echo.default:8080"))
-}
-
-/// Waits until a request through `client` succeeds (discovery and certificates settle).
-async fn first_ok(client: &ProxyProc) {
-    let url = echo_url(client);
-    wait_until(WAIT, "a request through the mesh", || {
-        let url = url.clone();
-        async move {
-            let r = client::get(&url).await.ok()?;
-            (r.status == StatusCode::OK).then_some(())
-        }
-    })
-    .await
-    .unwrap();
-}
-
-fn openssl(args: &[&str], stdin: &[u8]) -> (bool, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("openssl")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("openssl is installed (.ci/setup)");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
-
-fn pem_blocks(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
-        let end = rest[start..].find("-----END CERTIFICATE-----").unwrap() + start + 25;
-        out.push(format!("{}\n", &rest[start..end]));
-        rest = &rest[end..];
-    }
-    out
-}
+use ferry_testkit::{client, wait_until};
+use fixture::*;
+use http::StatusCode;
 
 #[tokio::test]
-async fn meshed_traffic_is_mutual_tls_with_identities_in_metrics_state_and_openssl() {
+async fn meshed_traffic_is_mutual_tls_with_identities_in_metrics_and_state() {
     let mesh = Mesh::start("1h").await;
     let app = app().await;
     let server = server_proxy(&mesh, "echo", &app, &[]).await;
@@ -314,7 +105,7 @@ async fn meshed_traffic_is_mutual_tls_with_identities_in_metrics_state_and_opens
         "{sans}"
     );
     let anchor_pem = std::fs::read(mesh.anchors()).unwrap();
-    let (ok, fp) = openssl(&["x509", "-noout", "-fingerprint", "-sha256"], &anchor_pem);
+    let (ok, fp) = openssl(&["x509", "-noout", "-fingerprint", "-sha256"], &anchor_pem).await;
     assert!(ok, "{fp}");
     let fp = fp
         .split('=')
@@ -324,6 +115,20 @@ async fn meshed_traffic_is_mutual_tls_with_identities_in_metrics_state_and_opens
         .replace(':', "")
         .to_lowercase();
     assert_eq!(identity["trust_anchors"][0]["sha256"], fp.as_str(), "{s}");
+
+    // Plaintext is still accepted (permissive by default).
+    let r = client::get(&format!("http://{}/", server.inbound()))
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn openssl_sees_the_chain_to_the_anchor_and_completes_mtls_with_a_client_leaf() {
+    let mesh = Mesh::start("1h").await;
+    let app = app().await;
+    let server = server_proxy(&mesh, "echo", &app, &[]).await;
+    ready(&server).await;
 
     // openssl s_client, naming the server's identity as a meshed client does: the chain
     // goes to the trust anchor and the leaf carries the SPIFFE ID. Without a client
@@ -341,7 +146,8 @@ async fn meshed_traffic_is_mutual_tls_with_identities_in_metrics_state_and_opens
             "-tls1_3",
         ],
         b"",
-    );
+    )
+    .await;
     let chain = pem_blocks(&out);
     assert_eq!(chain.len(), 2, "leaf and issuer: {out}");
     let dir = mesh.dir.path();
@@ -357,9 +163,10 @@ async fn meshed_traffic_is_mutual_tls_with_identities_in_metrics_state_and_opens
             dir.join("leaf.pem").to_str().unwrap(),
         ],
         b"",
-    );
+    )
+    .await;
     assert!(ok && verified.contains("OK"), "{verified}");
-    let (ok, text) = openssl(&["x509", "-noout", "-text"], chain[0].as_bytes());
+    let (ok, text) = openssl(&["x509", "-noout", "-text"], chain[0].as_bytes()).await;
     assert!(ok, "{text}");
     assert!(
         text.contains("URI:spiffe://cluster.local/ns/default/sa/echo")
@@ -378,11 +185,95 @@ async fn meshed_traffic_is_mutual_tls_with_identities_in_metrics_state_and_opens
     .await
     .unwrap();
 
-    // Plaintext is still accepted (permissive by default).
-    let r = client::get(&format!("http://{}/", server.inbound()))
-        .await
-        .unwrap();
-    assert_eq!(r.status, StatusCode::OK);
+    // With a client certificate the handshake completes: a leaf for `tester`, signed here
+    // with the local CA's issuer key, gets its request through, labelled with its identity.
+    let ca = mesh.dir.path().join("identity/ca");
+    let p = |name: &str| dir.join(name).display().to_string();
+    let ext = format!(
+        "subjectAltName=DNS:{},URI:spiffe://cluster.local/ns/default/sa/tester\n\
+         extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n",
+        id("tester")
+    );
+    std::fs::write(dir.join("ext.cnf"), ext).unwrap();
+    let steps: [&[&str]; 3] = [
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &p("tester.key"),
+        ],
+        &[
+            "req",
+            "-new",
+            "-key",
+            &p("tester.key"),
+            "-subj",
+            "/CN=tester",
+            "-out",
+            &p("tester.csr"),
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &p("tester.csr"),
+            "-days",
+            "1",
+            "-set_serial",
+            "7",
+            "-CA",
+            &ca.join("issuer.crt").display().to_string(),
+            "-CAkey",
+            &ca.join("issuer.key").display().to_string(),
+            "-extfile",
+            &p("ext.cnf"),
+            "-out",
+            &p("tester.crt"),
+        ],
+    ];
+    for step in steps {
+        let (ok, out) = openssl(step, b"").await;
+        assert!(ok, "openssl {step:?}: {out}");
+    }
+    let (_, out) = openssl(
+        &[
+            "s_client",
+            "-connect",
+            &connect,
+            "-servername",
+            &sni,
+            "-tls1_3",
+            "-quiet",
+            "-cert",
+            &p("tester.crt"),
+            "-key",
+            &p("tester.key"),
+            "-cert_chain",
+            &p("issuer.pem"),
+        ],
+        b"GET / HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        out.contains("HTTP/1.1 200") && out.contains("\r\n\r\necho"),
+        "{out}"
+    );
+    let m = admin(&server, "/metrics").await;
+    assert!(
+        ferry_testkit::metric_sum(
+            &m,
+            "request_total",
+            &[
+                ("direction", "inbound"),
+                ("tls", "true"),
+                ("client_id", &id("tester"))
+            ]
+        ) >= 1.0,
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -617,7 +508,7 @@ async fn an_expired_server_certificate_is_refused() {
     drop(cp);
 
     // A second control plane on the same CA (same directory) serves discovery and the client.
-    let mesh = restart_on(dir, "1h").await;
+    let mesh = Mesh::restart_on(dir, "1h").await;
     mesh.set_echo(server.inbound()).await;
     let client = client_proxy(&mesh, mesh.grpc, &[]).await;
     ready(&client).await;
@@ -643,35 +534,6 @@ async fn an_expired_server_certificate_is_refused() {
         .await
         .unwrap();
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
-}
-
-/// Starts a control plane on the identity directory of an earlier one (same CA, tokens).
-async fn restart_on(dir: tempfile::TempDir, lifetime: &str) -> Mesh {
-    let file = dir.path().join("workloads.yaml");
-    let identity = dir.path().join("identity");
-    let args = [
-        "--workloads-file",
-        file.to_str().unwrap(),
-        "--workloads-poll-interval",
-        "100ms",
-        "--grpc-listen",
-        "127.0.0.1:0",
-        "--api-listen",
-        "127.0.0.1:0",
-        "--identity-dir",
-        identity.to_str().unwrap(),
-        "--identity-cert-lifetime",
-        lifetime,
-        "--log-format",
-        "json",
-    ];
-    let cp = Proc::spawn(bin("ferry-control"), &args, &[]).unwrap();
-    let addrs = cp.bound_addrs(2, WAIT).await.unwrap();
-    Mesh {
-        cp,
-        grpc: addrs["grpc"],
-        dir,
-    }
 }
 
 #[tokio::test]
