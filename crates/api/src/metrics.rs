@@ -31,6 +31,12 @@ pub const OUTBOUND_TCP_ERRORS_TOTAL: &str = "outbound_tcp_errors_total";
 pub const INBOUND_TLS_HANDSHAKE_ERRORS_TOTAL: &str = "inbound_tls_handshake_errors_total";
 /// Counter: outbound TLS handshakes that failed, by `reason` (a [`crate::TlsFailure`]).
 pub const OUTBOUND_TLS_HANDSHAKE_ERRORS_TOTAL: &str = "outbound_tls_handshake_errors_total";
+/// Gauge: when the proxy's current certificate expires, in seconds since the Unix epoch
+/// (Linkerd's name).
+pub const IDENTITY_CERT_EXPIRATION_TIMESTAMP_SECONDS: &str =
+    "identity_cert_expiration_timestamp_seconds";
+/// Counter: certificates the proxy has been issued since start (Linkerd: `identity_cert_refresh_count`).
+pub const IDENTITY_CERT_REFRESH_TOTAL: &str = "identity_cert_refresh_total";
 /// Counter: connections by the protocol detection found.
 pub const TCP_DETECT_TOTAL: &str = "tcp_detect_total";
 /// Gauge: `1`, labelled with the proxy's version.

@@ -74,7 +74,7 @@ impl Admin {
     fn metrics_text(&self) -> String {
         let mut out = self.registry.encode();
         if let Some(identity) = &self.state.identity {
-            identity.tls().encode(&mut out);
+            identity.encode_metrics(&mut out);
         }
         out
     }

@@ -15,6 +15,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use ferry_api::metrics as metric_names;
 use linkerd2_proxy_api::identity::{identity_client::IdentityClient, CertifyRequest};
 use rustls::{
     pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime},
@@ -266,6 +267,38 @@ impl Identity {
             certificates_issued: status.issued,
             last_renewal: status.last.clone(),
         }
+    }
+
+    /// Renders the identity's metrics: certificate expiry, renewals and handshake failures.
+    pub fn encode_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let (expiry, issued) = {
+            let status = self.lock();
+            let expiry = status.cert.as_ref().map(|c| {
+                c.not_after_time
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs()
+            });
+            (expiry, status.issued)
+        };
+        let name = metric_names::IDENTITY_CERT_EXPIRATION_TIMESTAMP_SECONDS;
+        let _ = writeln!(
+            out,
+            "# HELP {name} When the current certificate expires (Unix seconds)."
+        );
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        if let Some(expiry) = expiry {
+            let _ = writeln!(out, "{name} {expiry}");
+        }
+        let name = metric_names::IDENTITY_CERT_REFRESH_TOTAL;
+        let _ = writeln!(
+            out,
+            "# HELP {name} Certificates issued to this proxy since start."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {issued}");
+        self.tls.encode(out);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Status> {

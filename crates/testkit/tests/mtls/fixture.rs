@@ -233,3 +233,36 @@ pub fn pem_blocks(text: &str) -> Vec<String> {
     }
     out
 }
+
+/// Checks `text` with `promtool check metrics`: exit 0, or only the lint about
+/// `response_latency_ms` (a name Linkerd's dashboards rely on).
+pub async fn promtool_accepts(text: &str) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("promtool is installed (.ci/setup)");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(text.as_bytes()).await.unwrap();
+    drop(input);
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("promtool finished")
+        .unwrap();
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let known = "response_latency_ms metric names should not contain abbreviated units";
+    let only_known = out.status.code() == Some(3)
+        && report
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim() == known);
+    assert!(
+        out.status.success() || only_known,
+        "promtool rejected /metrics ({:?}): {report}\n{text}",
+        out.status.code()
+    );
+}

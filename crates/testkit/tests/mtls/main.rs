@@ -87,6 +87,20 @@ async fn meshed_traffic_is_mutual_tls_with_identities_in_metrics_and_state() {
         "{outbound}"
     );
 
+    // Identity metrics, and the whole text is valid Prometheus.
+    let expiry = ferry_testkit::metric(&inbound, "identity_cert_expiration_timestamp_seconds", &[])
+        .unwrap_or_else(|| panic!("{inbound}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(expiry > now + 3000.0 && expiry < now + 3700.0, "{expiry}");
+    assert_eq!(
+        ferry_testkit::metric(&inbound, "identity_cert_refresh_total", &[]),
+        Some(1.0)
+    );
+    promtool_accepts(&inbound).await;
+
     // /state: name, certificate, anchor fingerprint, last renewal.
     let s = state(&server).await;
     let identity = &s["identity"];
