@@ -19,6 +19,7 @@
 //! - [`resource`]: kubectl-style resource names (`deploy/web`), parsed once for every part.
 //! - [`tap`]: the tap route of the public API and its JSON event.
 //! - [`stat`]: the metrics API's paths and JSON bodies (stat, edges, history, Prometheus SD).
+//! - [`cause`]: how an error chain is shown to a user (its innermost cause).
 //! - `ca` (feature `ca`): the identity CA's certificate profiles and their generation.
 
 pub mod env;
@@ -31,6 +32,7 @@ pub mod stat;
 
 #[cfg(feature = "ca")]
 pub mod ca;
+pub mod cause;
 pub mod check;
 pub mod control_api;
 pub mod destination;

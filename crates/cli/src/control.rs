@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use ferry_api::cause::innermost_cause;
 use ferry_api::control_api::ApiError;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -78,7 +79,7 @@ impl ControlClient {
         let rsp = tokio::time::timeout(TIMEOUT, client.get(uri))
             .await
             .map_err(|_| self.unreachable(format!("no answer within {TIMEOUT:?}")))?
-            .map_err(|e| self.unreachable(innermost(&e)))?;
+            .map_err(|e| self.unreachable(innermost_cause(&e)))?;
         if rsp.status().is_success() {
             return Ok(rsp.into_body());
         }
@@ -112,15 +113,10 @@ impl ControlClient {
             .parse()
             .map_err(|_| ControlError::Address(self.base.clone()))?;
         let exchange = async {
-            let rsp = client.get(uri).await.map_err(|e| {
-                let mut reason = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    reason = s.to_string();
-                    source = s.source();
-                }
-                unreachable(reason)
-            })?;
+            let rsp = client
+                .get(uri)
+                .await
+                .map_err(|e| unreachable(innermost_cause(&e)))?;
             let status = rsp.status();
             let body = rsp
                 .into_body()
@@ -147,15 +143,4 @@ impl ControlClient {
             source,
         })
     }
-}
-
-/// The innermost cause of an error: what a connection attempt really said.
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut reason = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        reason = s.to_string();
-        source = s.source();
-    }
-    reason
 }

@@ -29,6 +29,7 @@ pub mod config;
 pub mod dashboard;
 pub mod destination;
 pub mod discovery;
+pub mod fetch;
 pub mod identity;
 pub mod index;
 pub mod metrics;

@@ -199,7 +199,10 @@ async fn observe(
             tonic::transport::Endpoint::from_shared(format!("http://{}", target.tap_addr))
                 .map_err(|e| e.to_string())?
                 .connect_timeout(CONNECT_TIMEOUT);
-        let channel = endpoint.connect().await.map_err(|e| source_text(&e))?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| ferry_api::cause::innermost_cause(&e))?;
         let rsp = TapClient::new(channel)
             .observe(request)
             .await
@@ -244,17 +247,6 @@ async fn observe(
             }
         }
     }
-}
-
-/// The innermost cause of an error: what a connection attempt really said.
-fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text = s.to_string();
-        source = s.source();
-    }
-    text
 }
 
 /// Admits at most `rate` requests a second, with bursts up to one second's worth.

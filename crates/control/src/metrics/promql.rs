@@ -5,18 +5,17 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
+
+use crate::fetch::{self, HttpClient};
 
 use super::{unix_ms, Labels, Matcher, Matrix, MetricsBackend, MetricsError, Query, Vector};
 use ferry_api::stat::BACKEND_PROMETHEUS;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+/// The largest answer read from Prometheus.
+const MAX_ANSWER: usize = 64 * 1024 * 1024;
 
 /// A Prometheus HTTP API client.
 #[derive(Clone)]
@@ -33,7 +32,7 @@ impl Prometheus {
         Self {
             base: base.trim_end_matches('/').to_string(),
             interval,
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: fetch::client(),
         }
     }
 
@@ -45,28 +44,9 @@ impl Prometheus {
         let uri: http::Uri = format!("{}{path_and_query}", self.base)
             .parse()
             .map_err(|e| failed(format!("invalid URL: {e}")))?;
-        let exchange = async {
-            let rsp = self.client.get(uri).await.map_err(|e| {
-                let mut reason = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    reason = s.to_string();
-                    source = s.source();
-                }
-                failed(reason)
-            })?;
-            let status = rsp.status();
-            let body = rsp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| failed(e.to_string()))?
-                .to_bytes();
-            Ok::<_, MetricsError>((status, body))
-        };
-        let (status, body) = tokio::time::timeout(TIMEOUT, exchange)
+        let (status, body) = fetch::get(&self.client, uri, MAX_ANSWER, TIMEOUT)
             .await
-            .map_err(|_| failed(format!("no answer within {TIMEOUT:?}")))??;
+            .map_err(failed)?;
         let answer: Answer =
             serde_json::from_slice(&body).map_err(|e| MetricsError::PrometheusAnswer {
                 url: self.base.clone(),
