@@ -1,6 +1,7 @@
 //! A client for the control plane's public HTTP/JSON API (see `docs/openapi.yaml`): the one
 //! way the CLI talks to `ferry-control`. Errors name the address and what to try.
 
+use std::borrow::Borrow;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -143,4 +144,18 @@ impl ControlClient {
             source,
         })
     }
+}
+
+/// Encodes `pairs` as a query string (`a=1&b=x+y`), the way the API's query extractor
+/// decodes it.
+pub fn query_string<I, K, V>(pairs: I) -> String
+where
+    I: IntoIterator,
+    I::Item: Borrow<(K, V)>,
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
 }

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use clap::{Args, Subcommand, ValueEnum};
 use ferry_api::control_api::{Endpoints, ENDPOINTS_PATH};
 
-use crate::control::{ControlClient, DEFAULT_API_ADDR};
+use crate::control::{query_string, ControlClient, DEFAULT_API_ADDR};
 
 /// `ferry diagnostics …`
 #[derive(Args, Debug)]
@@ -52,7 +52,10 @@ pub fn run(args: &DiagnosticsArgs) -> anyhow::Result<()> {
     let answers = runtime.block_on(async {
         let mut answers = Vec::new();
         for authority in &endpoints.authorities {
-            let query = format!("{ENDPOINTS_PATH}?authority={}", urlencode(authority));
+            let query = format!(
+                "{ENDPOINTS_PATH}?{}",
+                query_string([("authority", authority)])
+            );
             answers.push(client.get::<Endpoints>(&query).await?);
         }
         anyhow::Ok(answers)
@@ -113,17 +116,6 @@ pub fn table(answers: &[Endpoints]) -> String {
     out
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {
-                (b as char).to_string()
-            }
-            b => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +149,9 @@ mod tests {
             "{text}"
         );
         assert!(lines[1].starts_with("default     127.0.0.1   17101   echo-a   echo.default   echo.default.serviceaccount"), "{text}");
-        assert_eq!(urlencode("a b&c:80"), "a%20b%26c:80");
+        assert_eq!(
+            query_string([("authority", "a b&c:80")]),
+            "authority=a+b%26c%3A80"
+        );
     }
 }

@@ -5,8 +5,9 @@ use clap::Args;
 use ferry_api::resource::Resource;
 use ferry_api::stat::{Edge, EdgesAnswer, DEFAULT_WINDOW, EDGES_PATH};
 
+use crate::control::query_string;
 use crate::control::{ControlClient, DEFAULT_API_ADDR};
-use crate::stat::{align, block_on, query_string, Output};
+use crate::stat::{align, block_on, Output};
 
 /// `ferry edges KIND`
 #[derive(Args, Debug)]

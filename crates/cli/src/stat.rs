@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use ferry_api::resource::Resource;
 use ferry_api::stat::{StatAnswer, StatRow, DEFAULT_WINDOW, STAT_PATH};
 
-use crate::control::{ControlClient, DEFAULT_API_ADDR};
+use crate::control::{query_string, ControlClient, DEFAULT_API_ADDR};
 
 /// `ferry stat KIND[/NAME] [NAME]`
 #[derive(Args, Debug)]
@@ -123,26 +123,6 @@ pub fn query_path(args: &StatArgs) -> anyhow::Result<String> {
     pairs.extend(args.to_namespace.clone().map(|v| ("toNamespace", v)));
     pairs.push(("window", args.window.clone()));
     Ok(format!("{STAT_PATH}?{}", query_string(&pairs)))
-}
-
-/// `a=1&b=x%20y`.
-pub fn query_string(pairs: &[(&str, String)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={}", urlencode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            b => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Linkerd's stat table: `[NAMESPACE] NAME MESHED SUCCESS RPS LATENCY_P50 LATENCY_P95

@@ -16,7 +16,7 @@ use ferry_api::tap::{
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::control::{ControlClient, DEFAULT_API_ADDR};
+use crate::control::{query_string, ControlClient, DEFAULT_API_ADDR};
 
 /// What to tap: the flags `tap` and `top` share.
 #[derive(Args, Debug, Clone)]
@@ -335,22 +335,7 @@ fn encode_query(q: &TapQuery) -> String {
     opt("authority", q.authority.clone());
     opt("maxRps", q.max_rps.map(|r| r.to_string()));
     opt("limit", q.limit.map(|l| l.to_string()));
-    pairs
-        .into_iter()
-        .map(|(k, v)| format!("{k}={}", percent(&v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            b => format!("%{b:02X}"),
-        })
-        .collect()
+    query_string(pairs)
 }
 
 #[cfg(test)]
@@ -432,7 +417,7 @@ mod tests {
         };
         assert_eq!(
             encode_query(&q),
-            "resource=deploy/web&path=/a%20b&maxRps=2.5"
+            "resource=deploy%2Fweb&path=%2Fa+b&maxRps=2.5"
         );
     }
 }
