@@ -601,8 +601,9 @@ def report(args, results, memory, started, soak_result=None):
         f"{args.runs} run(s) per cell, medians; max throughput: {CONNECTIONS} connections for "
         f"{args.seconds}s; fixed rate: {args.rate} RPS over {RATE_CONNECTIONS} connections for "
         f"{args.rate_seconds}s. Middle hop pinned to CPU {MIDDLE_CPU}, backend and generator "
-        f"to CPU {LOAD_CPU}. `ferry-2hop` is plaintext (no mTLS yet); its CPU and RSS are "
-        "both proxies' sums. Commit " + os.popen(f"git -C {ROOT} describe --always --dirty").read().strip()
+        f"to CPU {LOAD_CPU}. `ferry-2hop` is "
+        + ("mTLS between the two proxies" if MESH_TLS else "plaintext (MESH_TLS = False)")
+        + "; its CPU and RSS are both proxies' sums. Commit " + os.popen(f"git -C {ROOT} describe --always --dirty").read().strip()
         + "; " + os.popen("uptime").read().strip(),
         "",
     ]
