@@ -160,7 +160,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
 /// Refuses to start when a port is taken, naming the port and what it was for.
 fn check_ports(layout: &Layout) -> anyhow::Result<()> {
     for (addr, what) in layout.ports() {
-        if let Err(e) = std::net::TcpListener::bind(addr) {
+        if let Err(e) = try_listen(addr) {
             let hint = if addr == layout.api {
                 " (is another ferry-control or ferry demo running?)"
             } else {
@@ -173,6 +173,17 @@ fn check_ports(layout: &Layout) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Opens (and drops) a listener on `addr` the way the demo's processes will: tokio's
+/// listeners set `SO_REUSEADDR`, so connections of a stopped run lingering in TIME_WAIT do
+/// not make a port look taken; another listener still does.
+fn try_listen(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1)
 }
 
 /// Completes with the signal's name on SIGINT (Ctrl-C), SIGTERM or SIGHUP.
