@@ -110,36 +110,13 @@ pub fn json(status: http::StatusCode, value: &serde_json::Value) -> http::Respon
 
 /// The value of `key` in a URI's query, percent-decoded (`%3Abacon%3A` → `:bacon:`).
 pub fn query_param(uri: &http::Uri, key: &str) -> Option<String> {
-    uri.query()?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == key).then(|| percent_decode(v))
-    })
+    form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Percent-encodes a query value (everything but unreserved characters and `:`).
+/// Percent-encodes a query value (everything but unreserved characters and `:`, which
+/// stays readable so that tap shows `shortcode=:bacon:`).
 pub fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {

@@ -156,15 +156,11 @@ fn selector(matchers: &[Matcher]) -> String {
     out
 }
 
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            b => format!("%{b:02X}"),
-        })
-        .collect()
+/// `query=...&time=...`, encoded as Prometheus' form parser reads it.
+fn query_string(pairs: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
 }
 
 fn seconds(t: SystemTime) -> String {
@@ -187,7 +183,10 @@ impl MetricsBackend for Prometheus {
         at: SystemTime,
     ) -> Result<Vector, MetricsError> {
         let q = promql(query, window);
-        let path = format!("/api/v1/query?query={}&time={}", encode(&q), seconds(at));
+        let path = format!(
+            "/api/v1/query?{}",
+            query_string(&[("query", q.as_str()), ("time", &seconds(at))])
+        );
         let data = self.get(path, &q).await?;
         Ok(data
             .result
@@ -205,12 +204,15 @@ impl MetricsBackend for Prometheus {
         step: Duration,
     ) -> Result<Matrix, MetricsError> {
         let q = promql(query, window);
+        let step = step.as_secs_f64().max(0.001).to_string();
         let path = format!(
-            "/api/v1/query_range?query={}&start={}&end={}&step={}",
-            encode(&q),
-            seconds(start),
-            seconds(end),
-            step.as_secs_f64().max(0.001)
+            "/api/v1/query_range?{}",
+            query_string(&[
+                ("query", q.as_str()),
+                ("start", &seconds(start)),
+                ("end", &seconds(end)),
+                ("step", &step),
+            ])
         );
         let data = self.get(path, &q).await?;
         Ok(data
@@ -265,7 +267,10 @@ mod tests {
             promql(&g, Duration::from_secs(30)),
             r#"sum by () (tcp_open_connections{peer="src"})"#
         );
-        assert_eq!(encode("a b{c=\"d\"}"), "a%20b%7Bc%3D%22d%22%7D");
+        assert_eq!(
+            query_string(&[("query", "a b{c=\"d\"}"), ("time", "1.5")]),
+            "query=a+b%7Bc%3D%22d%22%7D&time=1.5"
+        );
         assert_eq!(value("NaN"), None);
         assert_eq!(value("1.5"), Some(1.5));
     }
