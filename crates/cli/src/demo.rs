@@ -119,7 +119,14 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
             cleaned.join(", ")
         );
     }
-    check_ports(&layout)?;
+    // A killed process loses its command line (our liveness test) before the kernel closes
+    // its sockets: give the leftovers' ports a moment to come free.
+    let grace = if cleaned.is_empty() {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(5)
+    };
+    check_ports(&layout, grace).await?;
 
     let mut stop = Box::pin(stop_signal()?);
     let mut children = Children::new(&state)?;
@@ -157,10 +164,17 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     result
 }
 
-/// Refuses to start when a port is taken, naming the port and what it was for.
-fn check_ports(layout: &Layout) -> anyhow::Result<()> {
+/// Refuses to start when a port is taken (still, after `grace`), naming the port and what
+/// it was for.
+async fn check_ports(layout: &Layout, grace: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + grace;
     for (addr, what) in layout.ports() {
-        if let Err(e) = try_listen(addr) {
+        let mut bound = try_listen(addr);
+        while bound.is_err() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            bound = try_listen(addr);
+        }
+        if let Err(e) = bound {
             let hint = if addr == layout.api {
                 " (is another ferry-control or ferry demo running?)"
             } else {
