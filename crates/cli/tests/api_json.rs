@@ -1,6 +1,7 @@
-//! The metrics API's JSON (the `ferry_api::stat` types the control plane serializes and
-//! `ferry stat` reads) against its description in `docs/openapi.yaml`: every field the
-//! types write is documented with the right type, and nothing undocumented slips in.
+//! The public API's JSON against its description in `docs/openapi.yaml`: the metrics API
+//! (`ferry_api::stat`, what `ferry stat`/`edges` read) and the tap stream
+//! (`ferry_api::tap::TapEvent`, what `ferry tap`/`top` and the dashboard read). Every field
+//! the types write is documented with the right type, and nothing undocumented slips in.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +9,7 @@ use ferry_api::stat::{
     Edge, EdgesAnswer, HistoryPoint, Latency, Meshed, PrometheusTargetGroup, StatAnswer,
     StatHistory, StatRow,
 };
+use ferry_api::tap::{TapDirection, TapEvent, TapEventKind, TapPeer};
 use serde_json::{json, Value};
 
 /// A validator for `#/components/schemas/{name}` of the repository's OpenAPI file, with
@@ -143,4 +145,62 @@ fn the_schema_refuses_what_the_types_never_write() {
     let mut value = serde_json::to_value(row(true)).unwrap();
     value.as_object_mut().unwrap().remove("meshed");
     assert!(!v.is_valid(&value), "meshed is required");
+}
+
+fn peer(addr: &str, labels: &[(&str, &str)]) -> TapPeer {
+    TapPeer {
+        addr: addr.into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+/// An event with every optional field set, so each one is checked.
+fn full(kind: TapEventKind) -> TapEvent {
+    TapEvent {
+        kind,
+        id: "0:3".into(),
+        tapped_pod: "voting-0".into(),
+        tapped_namespace: "emojivoto".into(),
+        proxy_direction: TapDirection::Outbound,
+        source: peer("127.0.0.1:50112", &[("deployment", "voting")]),
+        destination: peer("127.0.0.1:17201", &[("pod", "emoji-0")]),
+        tls: "true".into(),
+        client_id: Some("voting.emojivoto.serviceaccount.identity.ferry.cluster.local".into()),
+        server_id: Some("emoji.emojivoto.serviceaccount.identity.ferry.cluster.local".into()),
+        method: Some("GET".into()),
+        scheme: Some("http".into()),
+        authority: Some("emoji-svc.emojivoto:8080".into()),
+        path: Some("/api/list".into()),
+        status: Some(500),
+        latency_micros: Some(1234),
+        duration_micros: Some(56),
+        response_bytes: Some(8),
+        grpc_status: Some(13),
+        reset_error: Some(8),
+        headers: vec![("content-type".into(), "application/grpc".into())],
+    }
+}
+
+#[test]
+fn tap_events_match_the_openapi_schema() {
+    let v = validator("TapEvent");
+    for kind in [TapEventKind::Req, TapEventKind::Rsp, TapEventKind::End] {
+        let mut minimal = full(kind);
+        minimal.client_id = None;
+        minimal.server_id = None;
+        minimal.headers.clear();
+        for event in [full(kind), minimal] {
+            assert_valid("TapEvent", &serde_json::to_value(&event).unwrap());
+        }
+    }
+    // The schema is closed: a field it does not document is refused.
+    let mut extra = serde_json::to_value(full(TapEventKind::Req)).unwrap();
+    extra["undocumented"] = json!(1);
+    assert!(!v.is_valid(&extra));
+    let mut bad = serde_json::to_value(full(TapEventKind::Req)).unwrap();
+    bad["type"] = json!("request");
+    assert!(!v.is_valid(&bad));
 }
