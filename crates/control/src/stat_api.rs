@@ -57,17 +57,21 @@ fn bad_query(rejection: QueryRejection) -> Response {
     error(400, format!("invalid query: {}", rejection.body_text()))
 }
 
+/// The stat question of a query, or the 400/404 answer saying what is wrong with it.
+fn stat_request(
+    query: Result<Query<StatQuery>, QueryRejection>,
+) -> Result<StatRequest, Box<Response>> {
+    let Query(query) = query.map_err(|r| Box::new(bad_query(r)))?;
+    StatRequest::from_query(&query).map_err(|e| Box::new(error(e.status(), e.to_string())))
+}
+
 async fn stat_once<D: Discovery>(
     State(ctx): State<Ctx<D>>,
     query: Result<Query<StatQuery>, QueryRejection>,
 ) -> Response {
-    let Query(query) = match query {
-        Ok(q) => q,
-        Err(r) => return bad_query(r),
-    };
-    let req = match StatRequest::from_query(&query) {
+    let req = match stat_request(query) {
         Ok(req) => req,
-        Err(e) => return error(e.status(), e.to_string()),
+        Err(refused) => return *refused,
     };
     let state = ctx.discovery.watch().borrow().clone();
     answer(stat::stat(&ctx.backend, &state, &req).await)
@@ -79,13 +83,9 @@ async fn stat_stream<D: Discovery>(
     State(ctx): State<Ctx<D>>,
     query: Result<Query<StatQuery>, QueryRejection>,
 ) -> Response {
-    let Query(query) = match query {
-        Ok(q) => q,
-        Err(r) => return bad_query(r),
-    };
-    let req = match StatRequest::from_query(&query) {
+    let req = match stat_request(query) {
         Ok(req) => req,
-        Err(e) => return error(e.status(), e.to_string()),
+        Err(refused) => return *refused,
     };
     // Fail before streaming when the question itself is wrong (unknown resource).
     let state = ctx.discovery.watch().borrow().clone();
