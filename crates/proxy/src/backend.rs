@@ -1,9 +1,11 @@
 //! A backend is one upstream target with its pooled HTTP clients: HTTP/1 connections are
-//! kept alive and reused, HTTP/2 requests are multiplexed over one connection.
+//! kept alive and reused, HTTP/2 requests are multiplexed over one connection. The HTTP/1.1
+//! fast path ([`crate::h1`]) keeps its own idle connections here too.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -20,7 +22,11 @@ use crate::{
     config::{Authority, Timeouts},
     connect::{Connector, PeerIdentity},
     metrics::{Direction, Registry},
+    tls::ClientStream,
 };
+
+/// Most idle fast-path connections kept per backend; more are closed when returned.
+const MAX_IDLE_H1: usize = 512;
 
 /// Backends past this many (distinct authorities on the generic outbound listener) are
 /// dropped together, so that random authorities cannot grow memory without bound.
@@ -37,6 +43,9 @@ pub struct Backend {
     connector: Connector,
     h1: Client<Connector, ReqBody>,
     h2: Client<Connector, ReqBody>,
+    /// The fast path's idle connections, the most recently used last.
+    idle_h1: Mutex<Vec<(ClientStream, tokio::time::Instant)>>,
+    idle_timeout: Duration,
 }
 
 impl Backend {
@@ -64,6 +73,33 @@ impl Backend {
             h1: h1.build(connector.clone()),
             h2: h2.build(connector.clone()),
             connector,
+            idle_h1: Mutex::default(),
+            idle_timeout: timeouts.idle,
+        }
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<(ClientStream, tokio::time::Instant)>> {
+        self.idle_h1.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used idle fast-path connection, if one has been idle for less than
+    /// the idle timeout; older ones are closed.
+    pub fn checkout_h1(&self) -> Option<ClientStream> {
+        let now = tokio::time::Instant::now();
+        let mut idle = self.lock_idle();
+        let fresh = idle.partition_point(|(_, since)| now - *since >= self.idle_timeout);
+        let stale: Vec<_> = idle.drain(..fresh).collect();
+        let conn = idle.pop().map(|(c, _)| c);
+        drop(idle);
+        drop(stale);
+        conn
+    }
+
+    /// Returns a fast-path connection that can carry another request.
+    pub fn checkin_h1(&self, conn: ClientStream) {
+        let mut idle = self.lock_idle();
+        if idle.len() < MAX_IDLE_H1 {
+            idle.push((conn, tokio::time::Instant::now()));
         }
     }
 

@@ -59,6 +59,17 @@ impl Recorder {
         self
     }
 
+    /// Records a response whose body was sent whole.
+    pub fn end(mut self) {
+        self.finish(true);
+    }
+
+    /// Records a response whose upstream failed part-way through the body.
+    pub fn reset(mut self) {
+        self.error = Some(ProxyErrorReason::UpstreamReset);
+        self.finish(false);
+    }
+
     fn trailers(&mut self, trailers: &HeaderMap) {
         if self.grpc {
             if let Some(s) = grpc_status(trailers) {

@@ -56,7 +56,8 @@ type Resolved = (Box<str>, Upstream, Option<Arc<HttpMetrics>>);
 #[derive(Clone)]
 pub struct HttpService(Arc<Conn>);
 
-struct Conn {
+/// One connection's routing and error answers, shared with the HTTP/1.1 fast path.
+pub struct Conn {
     side: Arc<Side>,
     dest: Dest,
     /// The last request's authority and what it resolved to: most connections send one
@@ -75,6 +76,11 @@ impl HttpService {
             last: Mutex::new(None),
             tap: ConnTap::new(meta),
         }))
+    }
+
+    /// The connection's routing and error answers.
+    pub fn conn(&self) -> &Conn {
+        &self.0
     }
 }
 
@@ -270,7 +276,7 @@ impl Conn {
     }
 
     /// Metrics for a request that reached no upstream (no route, no endpoints, malformed).
-    fn unrouted(&self, authority: Option<&str>, target: &str) -> Arc<HttpMetrics> {
+    pub fn unrouted(&self, authority: Option<&str>, target: &str) -> Arc<HttpMetrics> {
         let metrics = self.side.registry.http(HttpLabels {
             direction: self.side.direction,
             authority: authority.unwrap_or("").into(),
@@ -283,7 +289,7 @@ impl Conn {
     }
 
     /// Finds the upstream for a request with `authority`.
-    fn route(
+    pub fn route(
         &self,
         authority: Option<&str>,
     ) -> Result<(Upstream, Option<Arc<HttpMetrics>>), ProxyError> {
@@ -352,16 +358,29 @@ impl Conn {
         start: Instant,
     ) -> Response<ResponseBody> {
         let close = err.reason == ProxyErrorReason::MalformedRequest;
-        tracing::debug!(direction = self.side.direction.as_str(), error = %err, "proxy error response");
-        self.side
-            .registry
-            .error(self.side.direction, ErrorKind::Http, err.reason);
-        let (mut rsp, status, _) = err.to_response(grpc);
+        let (mut rsp, recorder) = self.fail_parts(metrics, err, grpc, start);
         if close && !grpc {
             // After a malformed request the stream's framing cannot be trusted: end it.
             rsp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        rsp.map(|body| ResponseBody::proxy(body, Some(recorder)))
+    }
+
+    /// The proxy's own answer to a request that failed with `err`, counted as an error,
+    /// and the recorder that counts the response once it is sent.
+    pub fn fail_parts(
+        &self,
+        metrics: &Arc<HttpMetrics>,
+        err: ProxyError,
+        grpc: bool,
+        start: Instant,
+    ) -> (Response<bytes::Bytes>, Recorder) {
+        tracing::debug!(direction = self.side.direction.as_str(), error = %err, "proxy error response");
+        self.side
+            .registry
+            .error(self.side.direction, ErrorKind::Http, err.reason);
+        let (rsp, status, _) = err.to_response(grpc);
         let recorder = Recorder::new(
             metrics.clone(),
             start.elapsed(),
@@ -370,7 +389,7 @@ impl Conn {
             rsp.headers(),
         )
         .proxy_error(err.reason);
-        rsp.map(|body| ResponseBody::proxy(body, Some(recorder)))
+        (rsp, recorder)
     }
 }
 

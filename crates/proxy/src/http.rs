@@ -1,4 +1,4 @@
-//! Serving an accepted HTTP connection with hyper, with hardened limits set explicitly (see
+//! Serving an accepted HTTP connection (HTTP/2 and the general HTTP/1 path with hyper), with hardened limits set explicitly (see
 //! `docs/proxy.md`), and shutting it down gracefully when the drain starts.
 
 use std::time::Duration;
@@ -24,52 +24,68 @@ pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 256;
 /// How often an idle HTTP/2 connection is pinged, and how long a ping may go unanswered.
 pub const H2_KEEPALIVE: Duration = Duration::from_secs(20);
 
-/// Serves `io` as `protocol` until the client closes or the drain finishes it.
+/// Serves `io` as `protocol` until the client closes or the drain finishes it. HTTP/1
+/// starts on the fast path ([`crate::h1`]), which hands unusual connections back to
+/// [`serve_h1`].
 pub async fn serve<I>(protocol: Protocol, io: I, svc: HttpService, side: &Side)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(io);
-    let result = match protocol {
-        Protocol::Http2 => {
-            let conn = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-                .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
-                .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
-                .max_header_list_size(MAX_HEADER_LIST_BYTES)
-                .keep_alive_interval(H2_KEEPALIVE)
-                .keep_alive_timeout(H2_KEEPALIVE)
-                .serve_connection(io, svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => r,
-                _ = side.drain.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            }
-        }
-        _ => {
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(side.timeouts.header_read)
-                .max_headers(MAX_HEADERS)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .keep_alive(true)
-                .serve_connection(io, svc)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => r,
-                _ = side.drain.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            }
+    match protocol {
+        Protocol::Http2 => serve_h2(io, svc, side).await,
+        _ => crate::h1::serve(io, svc, side).await,
+    }
+}
+
+async fn serve_h2<I>(io: I, svc: HttpService, side: &Side)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .keep_alive_interval(H2_KEEPALIVE)
+        .keep_alive_timeout(H2_KEEPALIVE)
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = side.drain.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
         }
     };
     if let Err(error) = result {
-        tracing::debug!(%error, "http connection ended with an error");
+        tracing::debug!(%error, "http/2 connection ended with an error");
+    }
+}
+
+/// Serves `io` as HTTP/1 with hyper: the general path, for everything the fast path does
+/// not take.
+pub async fn serve_h1<I>(io: I, svc: HttpService, side: &Side)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(side.timeouts.header_read)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = side.drain.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "http/1 connection ended with an error");
     }
 }

@@ -29,6 +29,7 @@ pub mod detect;
 pub mod discover;
 pub mod errors;
 pub mod forward;
+pub mod h1;
 pub mod http;
 pub mod identity;
 pub mod inbound_tls;
@@ -167,6 +168,7 @@ pub async fn run(
 ) {
     let registry = Arc::new(Registry::default());
     let taps = Arc::new(tap::Taps::new(&config.pod_namespace, &config.pod_name));
+    let h1_stats = Arc::new(h1::Stats::default());
     let connections = Arc::new(Connections::default());
     let tracker = TaskTracker::new();
     let drain = CancellationToken::new();
@@ -256,6 +258,7 @@ pub async fn run(
             identity: identity.clone(),
             require_identity: direction == Direction::Inbound && config.inbound_require_identity,
             taps: taps.clone(),
+            h1: h1_stats.clone(),
         })
     };
     let inbound = side(Direction::Inbound, Tls::NO_TLS_FROM_REMOTE, None);
@@ -278,6 +281,7 @@ pub async fn run(
         identity: identity.clone(),
         identity_error,
         taps: taps.clone(),
+        h1: h1_stats,
     });
     let admin_stop = CancellationToken::new();
     let admin = Arc::new(Admin {

@@ -43,6 +43,8 @@ pub struct Side {
     pub require_identity: bool,
     /// Active taps, shared by both sides and the tap server.
     pub taps: Arc<Taps>,
+    /// What the HTTP/1.1 fast path did, shared by both sides.
+    pub h1: Arc<crate::h1::Stats>,
 }
 
 impl Side {

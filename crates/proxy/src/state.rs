@@ -135,6 +135,8 @@ pub struct ProxyState {
     pub identity_error: Option<String>,
     /// Active taps.
     pub taps: Arc<Taps>,
+    /// What the HTTP/1.1 fast path did.
+    pub h1: Arc<crate::h1::Stats>,
 }
 
 impl ProxyState {
@@ -172,6 +174,7 @@ struct StateDoc {
     #[serde(skip_serializing_if = "Option::is_none")]
     identity_error: Option<String>,
     tap: TapState,
+    http1: crate::h1::StatsState,
 }
 
 /// A service name the proxy balances, as `/state` shows it.
@@ -238,6 +241,7 @@ impl ProxyState {
             identity: self.identity.as_ref().map(|i| i.state()),
             identity_error: self.identity_error.clone(),
             tap: self.taps.state(),
+            http1: self.h1.state(),
         };
         serde_json::to_string_pretty(&doc).expect("state serializes")
     }

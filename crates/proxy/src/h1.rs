@@ -1,0 +1,518 @@
+//! The HTTP/1.1 fast path. Most mesh traffic is keep-alive HTTP/1.1 with small request
+//! bodies; for it, one task per client connection parses each request head, sends the
+//! request on an idle upstream connection of the backend, and streams the response back,
+//! rewriting only the hop-by-hop headers: no per-request task hand-offs, channels or
+//! header maps. The first request it does not handle (upgrades, `Expect`, chunked or large
+//! uploads, HTTP/1.0, absolute-form targets, malformed or oversized heads, gRPC) and any
+//! request while a tap is active hands the connection, with the bytes already read, to the
+//! general hyper path for the rest of its life. Routing, balancing, metrics and error
+//! responses are the general path's own (`forward.rs`), so both paths count and answer alike.
+
+pub mod chunked;
+pub mod head;
+
+use std::{collections::BTreeMap, sync::Mutex};
+
+use bytes::{Buf, BytesMut};
+use http::HeaderMap;
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use ferry_api::ProxyErrorReason;
+
+use self::chunked::Chunked;
+use self::head::{Framing, Parsed, RequestHead, ResponseHead};
+use crate::{
+    backend::Backend,
+    body::Recorder,
+    errors::ProxyError,
+    forward::HttpService,
+    http::MAX_HEAD_BYTES,
+    io::Rewind,
+    listener::Side,
+    metrics::HttpMetrics,
+    tls::ClientStream,
+    upstream::{Upstream, MAX_CONNECT_ATTEMPTS},
+};
+
+/// Reads ask for at least this much room.
+const READ_SIZE: usize = 8 * 1024;
+
+/// How many requests took the fast path, and why connections left it; for `/state`.
+#[derive(Default)]
+pub struct Stats {
+    fast_requests: AtomicU64,
+    general: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// [`Stats`] as `/state` shows them.
+#[derive(Serialize)]
+pub struct StatsState {
+    /// Requests forwarded by the fast path.
+    pub fast_path_requests: u64,
+    /// Connections handed to the general path, by reason.
+    pub general_path_connections: BTreeMap<&'static str, u64>,
+}
+
+impl Stats {
+    /// A snapshot.
+    pub fn state(&self) -> StatsState {
+        StatsState {
+            fast_path_requests: self.fast_requests.load(Relaxed),
+            general_path_connections: self
+                .general
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+
+    fn general(&self, why: &'static str) {
+        *self
+            .general
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(why)
+            .or_default() += 1;
+    }
+}
+
+/// How serving a connection on the fast path ended.
+enum End {
+    /// The connection is over.
+    Closed,
+    /// The general path takes over, for this reason.
+    General(&'static str),
+}
+
+/// Why an attempt to send a request failed.
+enum Failed {
+    /// No connection: nothing was sent, another endpoint may be tried.
+    Connect(ProxyError),
+    /// The upstream failed the exchange.
+    Upstream(ProxyError),
+}
+
+/// An upstream's answer whose head has arrived.
+struct Answer {
+    up: ClientStream,
+    status: u16,
+    framing: Framing,
+    /// The upstream connection cannot be reused.
+    close: bool,
+    /// Length of the response head at the start of the upstream buffer.
+    head_len: usize,
+}
+
+/// Serves an HTTP/1 connection on the fast path, and on the general path once a request
+/// needs it.
+pub async fn serve<I>(io: I, svc: HttpService, side: &Side)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut conn = Conn {
+        io,
+        buf: BytesMut::with_capacity(READ_SIZE),
+        ubuf: BytesMut::new(),
+        req_out: Vec::new(),
+        rsp_out: Vec::new(),
+        host: String::new(),
+        svc,
+    };
+    match conn.run(side).await {
+        End::Closed => {}
+        End::General(why) => {
+            tracing::debug!(why, "http/1 connection continues on the general path");
+            side.h1.general(why);
+            let Conn { io, buf, svc, .. } = conn;
+            crate::http::serve_h1(Rewind::new(buf.freeze(), io), svc, side).await;
+        }
+    }
+}
+
+struct Conn<I> {
+    io: I,
+    /// Bytes from the client not yet forwarded.
+    buf: BytesMut,
+    /// Bytes from the upstream.
+    ubuf: BytesMut,
+    /// The request to send: rewritten head and body.
+    req_out: Vec<u8>,
+    /// The response head (and first body bytes) to send.
+    rsp_out: Vec<u8>,
+    /// The request's authority, lowercased.
+    host: String,
+    svc: HttpService,
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
+    async fn run(&mut self, side: &Side) -> End {
+        loop {
+            let head = match self.read_request(side).await {
+                Ok(head) => head,
+                Err(end) => return end,
+            };
+            let close = head.close || side.drain.is_cancelled();
+            match self.forward(&head, close, side).await {
+                Ok(true) if !close => {}
+                Ok(_) | Err(()) => {
+                    let _ = self.io.shutdown().await;
+                    return End::Closed;
+                }
+            }
+        }
+    }
+
+    /// Waits for a whole request (head and body) at the start of `buf`, within the header
+    /// read timeout, which also bounds how long an idle connection is kept. The rewritten
+    /// head and the body are left in `req_out`.
+    async fn read_request(&mut self, side: &Side) -> Result<RequestHead, End> {
+        let deadline = Instant::now() + side.timeouts.header_read;
+        loop {
+            if !self.buf.is_empty() {
+                if side.taps.is_active() {
+                    return Err(End::General("tap active"));
+                }
+                match head::parse_request(&self.buf, &mut self.req_out) {
+                    Parsed::Done(head) => {
+                        let total = head.len + body_len(&head);
+                        if self.buf.len() >= total {
+                            self.req_out.extend_from_slice(&self.buf[head.len..total]);
+                            return Ok(head);
+                        }
+                    }
+                    Parsed::Partial if self.buf.len() < MAX_HEAD_BYTES => {}
+                    Parsed::Partial => return Err(End::General("head too large")),
+                    Parsed::General(why) => return Err(End::General(why)),
+                }
+            }
+            self.buf.reserve(READ_SIZE);
+            let idle = self.buf.is_empty();
+            tokio::select! {
+                read = self.io.read_buf(&mut self.buf) => match read {
+                    Ok(0) | Err(_) => return Err(End::Closed),
+                    Ok(_) => {}
+                },
+                _ = tokio::time::sleep_until(deadline) => return Err(End::Closed),
+                _ = side.drain.cancelled(), if idle => return Err(End::Closed),
+            }
+        }
+    }
+
+    /// Forwards the request at the start of `buf` and relays the answer. `Ok(keep)` says
+    /// whether the client connection can carry another request; `Err` that it broke.
+    async fn forward(&mut self, head: &RequestHead, close: bool, side: &Side) -> Result<bool, ()> {
+        let start = Instant::now();
+        side.h1.fast_requests.fetch_add(1, Relaxed);
+        self.host.clear();
+        let raw_host = std::str::from_utf8(&self.buf[head.host.clone()]).unwrap_or_default();
+        self.host.push_str(raw_host);
+        self.host.make_ascii_lowercase();
+        self.buf.advance(head.len + body_len(head));
+        let svc = self.svc.clone();
+        let conn = svc.conn();
+        let (upstream, metrics) = match conn.route(Some(&self.host)) {
+            Ok(route) => route,
+            Err(e) => {
+                let metrics = conn.unrouted(Some(&self.host), "");
+                return self.fail(&svc, &metrics, e, start, close).await;
+            }
+        };
+        match upstream {
+            Upstream::Addr(backend) => {
+                let metrics = metrics.expect("an address upstream has metrics");
+                metrics.request();
+                match self.send(&backend, head, close).await {
+                    Ok(answer) => self.relay(answer, &backend, metrics, start).await,
+                    Err(Failed::Connect(e) | Failed::Upstream(e)) => {
+                        self.fail(&svc, &metrics, e, start, close).await
+                    }
+                }
+            }
+            Upstream::Balanced(balancer) => {
+                let mut endpoint = match balancer.pick().await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let metrics = conn.unrouted(Some(&self.host), "");
+                        return self.fail(&svc, &metrics, e, start, close).await;
+                    }
+                };
+                let mut attempt = 1;
+                loop {
+                    let in_flight = endpoint.dispatch();
+                    // The request is counted once, on the endpoint that answered or failed last.
+                    let err = match self.send(&endpoint.backend, head, close).await {
+                        Ok(answer) => {
+                            in_flight.done();
+                            endpoint.metrics.request();
+                            let metrics = endpoint.metrics.clone();
+                            return self.relay(answer, &endpoint.backend, metrics, start).await;
+                        }
+                        Err(Failed::Upstream(e)) => {
+                            endpoint.metrics.request();
+                            return self.fail(&svc, &endpoint.metrics, e, start, close).await;
+                        }
+                        Err(Failed::Connect(e)) => e,
+                    };
+                    // Nothing was sent: the whole request is still here to try elsewhere.
+                    balancer.connect_failed(&endpoint);
+                    drop(in_flight);
+                    match balancer.pick_other(&endpoint) {
+                        Some(next) if attempt < MAX_CONNECT_ATTEMPTS => {
+                            tracing::debug!(from = %endpoint.addr, to = %next.addr, error = %err, "retrying on another endpoint");
+                            endpoint = next;
+                            attempt += 1;
+                        }
+                        _ => {
+                            endpoint.metrics.request();
+                            return self.fail(&svc, &endpoint.metrics, err, start, close).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `req_out` to `backend` and reads the response head into `ubuf`. A pooled
+    /// connection the upstream closed while idle is replaced by a new one, once.
+    async fn send(
+        &mut self,
+        backend: &Backend,
+        head: &RequestHead,
+        close: bool,
+    ) -> Result<Answer, Failed> {
+        let target = &backend.target_label;
+        let mut pooled = backend.checkout_h1();
+        loop {
+            let reused = pooled.is_some();
+            let mut up = match pooled.take() {
+                Some(up) => up,
+                None => backend
+                    .connector()
+                    .connect()
+                    .await
+                    .map_err(|e| Failed::Connect(ProxyError::from_connect(&e)))?,
+            };
+            self.ubuf.clear();
+            let sent = async {
+                up.write_all(&self.req_out).await?;
+                up.flush().await
+            }
+            .await;
+            let result = match sent {
+                Ok(()) => self.read_response_head(&mut up, head, close).await,
+                Err(e) => Err(Some(e)),
+            };
+            match result {
+                Ok(Ok((status, framing, up_close, head_len))) => {
+                    return Ok(Answer {
+                        up,
+                        status,
+                        framing,
+                        close: up_close,
+                        head_len,
+                    })
+                }
+                Ok(Err(why)) => {
+                    return Err(Failed::Upstream(ProxyError::new(
+                        ProxyErrorReason::UpstreamProtocol,
+                        format!("{target}: {why}"),
+                    )))
+                }
+                // An idle connection the upstream had closed: nothing of the answer came.
+                Err(_) if reused && self.ubuf.is_empty() => {
+                    tracing::debug!(%target, "pooled connection was closed; sending on a new one");
+                }
+                Err(e) => {
+                    let detail = match e {
+                        Some(e) => format!("{target}: connection error: {e}"),
+                        None => format!("{target}: connection closed before the response"),
+                    };
+                    return Err(Failed::Upstream(ProxyError::new(
+                        ProxyErrorReason::UpstreamReset,
+                        detail,
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Reads until a final response head is in `ubuf` (1xx heads are dropped) and writes
+    /// the client's head to `rsp_out`. The inner `Err` is a protocol error; the outer one
+    /// the connection failing (`None`: closed).
+    #[allow(clippy::type_complexity)]
+    async fn read_response_head(
+        &mut self,
+        up: &mut ClientStream,
+        head: &RequestHead,
+        close: bool,
+    ) -> Result<Result<(u16, Framing, bool, usize), &'static str>, Option<std::io::Error>> {
+        loop {
+            if !self.ubuf.is_empty() {
+                match head::parse_response(&self.ubuf, head.head_method, close, &mut self.rsp_out) {
+                    Err(bad) => return Ok(Err(bad.0)),
+                    Ok(Parsed::Done(ResponseHead::Final {
+                        len,
+                        status,
+                        framing,
+                        close,
+                    })) => return Ok(Ok((status, framing, close, len))),
+                    Ok(Parsed::Done(ResponseHead::Informational { len })) => {
+                        self.ubuf.advance(len);
+                        continue;
+                    }
+                    Ok(Parsed::Partial) if self.ubuf.len() >= MAX_HEAD_BYTES => {
+                        return Ok(Err("response head too large"))
+                    }
+                    Ok(Parsed::Partial | Parsed::General(_)) => {}
+                }
+            }
+            self.ubuf.reserve(READ_SIZE);
+            match up.read_buf(&mut self.ubuf).await {
+                Ok(0) => return Err(None),
+                Ok(_) => {}
+                Err(e) => return Err(Some(e)),
+            }
+        }
+    }
+
+    /// Streams the answer's body to the client, then pools the upstream connection when it
+    /// can carry another request.
+    async fn relay(
+        &mut self,
+        answer: Answer,
+        backend: &Backend,
+        metrics: Arc<HttpMetrics>,
+        start: Instant,
+    ) -> Result<bool, ()> {
+        let Answer {
+            mut up,
+            status,
+            framing,
+            close: up_close,
+            head_len,
+        } = answer;
+        let recorder = Recorder::new(metrics, start.elapsed(), status, false, &HeaderMap::new());
+        let mut body = BodyEnd::new(framing);
+        self.ubuf.advance(head_len);
+        let n = body.advance(&self.ubuf).map_err(|_| ())?;
+        self.rsp_out.extend_from_slice(&self.ubuf[..n]);
+        let mut extra = self.ubuf.len() > n;
+        write_out(&mut self.io, &self.rsp_out).await?;
+        while !body.is_done() {
+            self.ubuf.clear();
+            self.ubuf.reserve(READ_SIZE);
+            match up.read_buf(&mut self.ubuf).await {
+                Ok(0) if framing == Framing::UntilClose => break,
+                Ok(0) | Err(_) => {
+                    recorder.reset();
+                    return Err(());
+                }
+                Ok(_) => {}
+            }
+            let Ok(n) = body.advance(&self.ubuf) else {
+                recorder.reset();
+                return Err(());
+            };
+            extra |= self.ubuf.len() > n;
+            write_out(&mut self.io, &self.ubuf[..n]).await?;
+        }
+        recorder.end();
+        if !up_close && !extra {
+            backend.checkin_h1(up);
+        }
+        Ok(framing != Framing::UntilClose)
+    }
+
+    /// Answers with the proxy's own error response.
+    async fn fail(
+        &mut self,
+        svc: &HttpService,
+        metrics: &Arc<HttpMetrics>,
+        err: ProxyError,
+        start: Instant,
+        close: bool,
+    ) -> Result<bool, ()> {
+        let (rsp, recorder) = svc.conn().fail_parts(metrics, err, false, start);
+        let out = &mut self.rsp_out;
+        out.clear();
+        let status = rsp.status();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in rsp.headers() {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(format!("content-length: {}\r\n", rsp.body().len()).as_bytes());
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(rsp.body());
+        write_out(&mut self.io, &self.rsp_out).await?;
+        recorder.end();
+        Ok(true)
+    }
+}
+
+/// The body bytes of a request head, as the fast path takes only sized bodies.
+fn body_len(head: &RequestHead) -> usize {
+    match head.framing {
+        Framing::Length(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        _ => 0,
+    }
+}
+
+async fn write_out<W: AsyncWrite + Unpin>(io: &mut W, bytes: &[u8]) -> Result<(), ()> {
+    io.write_all(bytes).await.map_err(|_| ())?;
+    io.flush().await.map_err(|_| ())
+}
+
+/// Where a response body ends.
+enum BodyEnd {
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+}
+
+impl BodyEnd {
+    fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Empty => Self::Length(0),
+            Framing::Length(n) => Self::Length(n),
+            Framing::Chunked => Self::Chunked(Chunked::default()),
+            Framing::UntilClose => Self::UntilClose,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        match self {
+            Self::Length(left) => *left == 0,
+            Self::Chunked(c) => c.is_done(),
+            Self::UntilClose => false,
+        }
+    }
+
+    /// How many of `input`'s bytes belong to the body.
+    fn advance(&mut self, input: &[u8]) -> Result<usize, chunked::ChunkError> {
+        match self {
+            Self::Length(left) => {
+                let n = usize::try_from(*left)
+                    .unwrap_or(usize::MAX)
+                    .min(input.len());
+                *left -= n as u64;
+                Ok(n)
+            }
+            Self::Chunked(c) => c.advance(input),
+            Self::UntilClose => Ok(input.len()),
+        }
+    }
+}

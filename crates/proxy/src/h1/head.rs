@@ -1,0 +1,507 @@
+//! Message heads for the HTTP/1.1 fast path: parse a request or response head with
+//! `httparse` and write the head the next hop gets, without the hop-by-hop headers
+//! (RFC 9110 §7.6.1). A request the fast path does not handle is reported as
+//! [`Parsed::General`], before anything was sent, so the general path can take it whole.
+
+use std::ops::Range;
+
+use http::StatusCode;
+
+use crate::http::MAX_HEADERS;
+
+/// How a message's body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    Empty,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// Chunked transfer coding, ending with the zero-size chunk and the trailers.
+    Chunked,
+    /// Everything until the sender closes (a response only).
+    UntilClose,
+}
+
+/// What parsing a head found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed<T> {
+    /// The head is not complete yet.
+    Partial,
+    /// The request is not for the fast path; why, for `/state`.
+    General(&'static str),
+    /// The head, `T`, and the rewritten head in the output buffer.
+    Done(T),
+}
+
+/// A request head the fast path forwards.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RequestHead {
+    /// Length of the head in the input.
+    pub len: usize,
+    /// The body's framing: `Empty` or `Length`.
+    pub framing: Framing,
+    /// The client asked to close the connection after this exchange.
+    pub close: bool,
+    /// `HEAD`: the response has no body whatever its headers say.
+    pub head_method: bool,
+    /// The `Host` header's value, within the input.
+    pub host: Range<usize>,
+}
+
+/// A response head.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ResponseHead {
+    /// A 1xx other than 101: dropped, as hyper's client does; the real response follows.
+    Informational {
+        /// Length of the head in the input.
+        len: usize,
+    },
+    /// The final response.
+    Final {
+        /// Length of the head in the input.
+        len: usize,
+        /// Its status code.
+        status: u16,
+        /// Its body's framing.
+        framing: Framing,
+        /// The upstream connection cannot carry another request after it.
+        close: bool,
+    },
+}
+
+/// A response head the fast path cannot forward: the upstream does not speak HTTP/1.1
+/// properly. The text says what was wrong.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadResponse(pub &'static str);
+
+/// Bodies at most this large are read whole before the request is sent (so a request on
+/// the fast path can always be sent again on a fresh connection); larger ones stream
+/// through the general path.
+pub const MAX_BUFFERED_BODY: u64 = 64 * 1024;
+
+/// Headers that describe one connection, never forwarded.
+fn is_hop_by_hop(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// The tokens of `Connection` headers, in `headers`.
+fn connection_tokens<'a>(headers: &'a [httparse::Header<'a>]) -> impl Iterator<Item = &'a [u8]> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether `name` is named by a `Connection` header, and so is hop-by-hop. Headers the
+/// message needs to be understood are never dropped this way.
+fn named_by_connection(name: &str, headers: &[httparse::Header<'_>]) -> bool {
+    if ["host", "content-length", "content-type"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+    {
+        return false;
+    }
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+fn write_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A `Content-Length` value: digits only.
+fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// Parses the request head at the start of `input`; when it is for the fast path, writes
+/// the head to forward into `out` (cleared first).
+pub fn parse_request(input: &[u8], out: &mut Vec<u8>) -> Parsed<RequestHead> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(input) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        // The general path answers malformed and oversized heads (400, 431).
+        Err(_) => return Parsed::General("malformed head"),
+    };
+    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+        return Parsed::General("not HTTP/1.1");
+    };
+    if method == "CONNECT" || !path.starts_with('/') {
+        return Parsed::General("not an origin-form request target");
+    }
+    let base = input.as_ptr() as usize;
+    let (mut host, mut hosts) = (0..0, 0);
+    let (mut length, mut lengths, mut chunked) = (None, 0, false);
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+            let start = h.value.as_ptr() as usize - base;
+            host = start..start + h.value.len();
+        } else if name.eq_ignore_ascii_case("content-length") {
+            lengths += 1;
+            match content_length(h.value) {
+                Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                _ => return Parsed::General("unusual content-length"),
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = true;
+        } else if name.eq_ignore_ascii_case("upgrade") || name.eq_ignore_ascii_case("expect") {
+            return Parsed::General("upgrade or expect");
+        } else if name.eq_ignore_ascii_case("content-type")
+            && h.value.starts_with(b"application/grpc")
+        {
+            return Parsed::General("grpc");
+        }
+    }
+    if hosts != 1 || std::str::from_utf8(&input[host.clone()]).is_err() {
+        return Parsed::General("not exactly one host header");
+    }
+    if chunked || lengths > 1 {
+        return Parsed::General("streamed or ambiguous body");
+    }
+    let framing = match length {
+        None | Some(0) => Framing::Empty,
+        Some(n) if n <= MAX_BUFFERED_BODY => Framing::Length(n),
+        Some(_) => return Parsed::General("large body"),
+    };
+    let mut close = false;
+    for token in connection_tokens(req.headers) {
+        if token.eq_ignore_ascii_case(b"close") {
+            close = true;
+        } else if token.eq_ignore_ascii_case(b"upgrade") {
+            return Parsed::General("upgrade or expect");
+        }
+    }
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("te") {
+            // gRPC's `te: trailers` is the one TE value that means anything end to end.
+            if h.value.eq_ignore_ascii_case(b"trailers") {
+                write_header(out, "te", b"trailers");
+            }
+        } else if !is_hop_by_hop(h.name) && !named_by_connection(h.name, req.headers) {
+            write_header(out, h.name, h.value);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    Parsed::Done(RequestHead {
+        len,
+        framing,
+        close,
+        head_method: method == "HEAD",
+        host,
+    })
+}
+
+/// Parses the response head at the start of `input` to a request (`head_method` when it
+/// was `HEAD`); for a final response, writes the head the client gets into `out` (cleared
+/// first), with `connection: close` when `close_client` or when the body runs to the close.
+pub fn parse_response(
+    input: &[u8],
+    head_method: bool,
+    close_client: bool,
+    out: &mut Vec<u8>,
+) -> Result<Parsed<ResponseHead>, BadResponse> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut rsp = httparse::Response::new(&mut headers);
+    let len = match rsp.parse(input) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(BadResponse("too many headers")),
+        Err(_) => return Err(BadResponse("invalid HTTP/1 response head")),
+    };
+    let (Some(version), Some(status)) = (rsp.version, rsp.code) else {
+        return Err(BadResponse("invalid HTTP/1 response head"));
+    };
+    match status {
+        101 => {
+            return Err(BadResponse(
+                "101 Switching Protocols to a request without Upgrade",
+            ))
+        }
+        100..=199 => return Ok(Parsed::Done(ResponseHead::Informational { len })),
+        _ => {}
+    }
+    let mut length = None;
+    let mut coding_chunked = None;
+    let mut keep_alive = false;
+    let mut close = version == 0;
+    for h in rsp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            match content_length(h.value) {
+                Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                _ => return Err(BadResponse("invalid or conflicting content-length")),
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Only the last coding decides whether the body is chunked.
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            coding_chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        }
+    }
+    for token in connection_tokens(rsp.headers) {
+        if token.eq_ignore_ascii_case(b"close") {
+            close = true;
+        } else if token.eq_ignore_ascii_case(b"keep-alive") {
+            keep_alive = true;
+        }
+    }
+    if version == 0 && keep_alive && (length.is_some() || coding_chunked.is_some()) {
+        close = false;
+    }
+    let bodiless = head_method || status == 204 || status == 304;
+    let framing = match (coding_chunked, length) {
+        _ if bodiless => Framing::Empty,
+        (Some(true), _) => Framing::Chunked,
+        (Some(false), _) => Framing::UntilClose,
+        (None, Some(0)) => Framing::Empty,
+        (None, Some(n)) => Framing::Length(n),
+        (None, None) => Framing::UntilClose,
+    };
+    if framing == Framing::UntilClose {
+        close = true;
+    }
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.to_string().as_bytes());
+    out.push(b' ');
+    let reason = match rsp.reason {
+        Some(r) if !r.is_empty() => r,
+        _ => StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or(""),
+    };
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in rsp.headers.iter() {
+        let framing_header =
+            coding_chunked.is_some() && h.name.eq_ignore_ascii_case("content-length");
+        if !framing_header && !is_hop_by_hop(h.name) && !named_by_connection(h.name, rsp.headers) {
+            write_header(out, h.name, h.value);
+        }
+    }
+    if framing == Framing::Chunked || (bodiless && coding_chunked == Some(true)) {
+        write_header(out, "transfer-encoding", b"chunked");
+    }
+    if close_client || framing == Framing::UntilClose {
+        write_header(out, "connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Parsed::Done(ResponseHead::Final {
+        len,
+        status,
+        framing,
+        close,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(raw: &str) -> (Parsed<RequestHead>, String) {
+        let mut out = Vec::new();
+        let parsed = parse_request(raw.as_bytes(), &mut out);
+        (parsed, String::from_utf8(out).unwrap())
+    }
+
+    fn response(raw: &str, head_method: bool) -> (Parsed<ResponseHead>, String) {
+        let mut out = Vec::new();
+        let parsed = parse_response(raw.as_bytes(), head_method, false, &mut out).unwrap();
+        (parsed, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn requests_lose_their_hop_by_hop_headers() {
+        let raw = "POST /a?b HTTP/1.1\r\nHost: App:80\r\nConnection: keep-alive, X-Secret\r\n\
+                   X-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nContent-Length: 2\r\n\
+                   X-App: kept\r\n\r\nhi";
+        let (parsed, out) = request(raw);
+        let Parsed::Done(head) = parsed else {
+            panic!("{parsed:?}")
+        };
+        assert_eq!(head.len, raw.len() - 2);
+        assert_eq!(head.framing, Framing::Length(2));
+        assert!(!head.close && !head.head_method);
+        assert_eq!(&raw[head.host], "App:80");
+        assert_eq!(
+            out,
+            "POST /a?b HTTP/1.1\r\nHost: App:80\r\nte: trailers\r\nContent-Length: 2\r\nX-App: kept\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn unusual_requests_go_to_the_general_path() {
+        for raw in [
+            "GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 999999999\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\ncontent-type: application/grpc\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost a\r\n\r\n",
+        ] {
+            assert!(matches!(request(raw).0, Parsed::General(_)), "{raw}");
+        }
+        assert_eq!(request("GET / HTTP/1.1\r\nHost: a\r\n").0, Parsed::Partial);
+    }
+
+    #[test]
+    fn close_and_head_are_noticed() {
+        let (Parsed::Done(head), _) =
+            request("HEAD / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n")
+        else {
+            panic!()
+        };
+        assert!(head.close && head.head_method);
+        assert_eq!(head.framing, Framing::Empty);
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let cases: &[(&str, bool, Framing, bool)] = &[
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+                false,
+                Framing::Length(3),
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+                true,
+                Framing::Empty,
+                false,
+            ),
+            (
+                "HTTP/1.1 204 No Content\r\n\r\n",
+                false,
+                Framing::Empty,
+                false,
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                false,
+                Framing::Empty,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
+                false,
+                Framing::Chunked,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                false,
+                Framing::UntilClose,
+                true,
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", false, Framing::UntilClose, true),
+            (
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                false,
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
+                false,
+                Framing::Length(1),
+                true,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
+                false,
+                Framing::Length(1),
+                false,
+            ),
+        ];
+        for &(raw, head_method, framing, close) in cases {
+            let (parsed, _) = response(raw, head_method);
+            let Parsed::Done(ResponseHead::Final {
+                framing: f,
+                close: c,
+                status,
+                ..
+            }) = parsed
+            else {
+                panic!("{raw}: {parsed:?}")
+            };
+            assert_eq!((f, c), (framing, close), "{raw}");
+            assert!(status >= 200);
+        }
+    }
+
+    #[test]
+    fn responses_are_rewritten_for_the_client() {
+        let raw =
+            "HTTP/1.1 200 \r\nConnection: x-trace\r\nX-Trace: 1\r\nTransfer-Encoding: chunked\r\n\
+                   Content-Length: 3\r\nKeep-Alive: timeout=5\r\nX-App: 1\r\n\r\n";
+        let (_, out) = response(raw, false);
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nX-App: 1\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            false,
+            true,
+            &mut out,
+        )
+        .unwrap();
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .ends_with("connection: close\r\n\r\n"));
+    }
+
+    #[test]
+    fn bad_responses_are_refused() {
+        for raw in [
+            "SSH-2.0-OpenSSH_9.2\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+        ] {
+            assert!(
+                parse_response(raw.as_bytes(), false, false, &mut Vec::new()).is_err(),
+                "{raw}"
+            );
+        }
+        let (parsed, _) = response("HTTP/1.1 100 Continue\r\n\r\n", false);
+        assert_eq!(
+            parsed,
+            Parsed::Done(ResponseHead::Informational { len: 25 })
+        );
+        assert_eq!(response("HTTP/1.1 200 OK\r\n", false).0, Parsed::Partial);
+    }
+}
