@@ -3,6 +3,7 @@
 
 mod discovery;
 mod errors;
+mod fast_path;
 mod grpc;
 mod http1;
 mod http2;

@@ -66,13 +66,17 @@ fn http_match(inner: mh::Match) -> Match {
     }
 }
 
-fn path_prefix(p: &str) -> Match {
+pub(crate) fn path_prefix(p: &str) -> Match {
     http_match(mh::Match::Path(mh::StringMatch {
         r#match: Some(mh::string_match::Match::Prefix(p.into())),
     }))
 }
 
-async fn observe(proxy: &Proxy, r#match: Option<Match>, limit: u32) -> Streaming<TapEvent> {
+pub(crate) async fn observe(
+    proxy: &Proxy,
+    r#match: Option<Match>,
+    limit: u32,
+) -> Streaming<TapEvent> {
     let mut client = TapClient::connect(format!("http://{}", proxy.tap))
         .await
         .expect("connect to the tap server");
@@ -87,7 +91,7 @@ async fn observe(proxy: &Proxy, r#match: Option<Match>, limit: u32) -> Streaming
         .into_inner()
 }
 
-async fn next(stream: &mut Streaming<TapEvent>) -> TapEvent {
+pub(crate) async fn next(stream: &mut Streaming<TapEvent>) -> TapEvent {
     tokio::time::timeout(WAIT, stream.message())
         .await
         .expect("a tap event within 5 s")
@@ -95,7 +99,7 @@ async fn next(stream: &mut Streaming<TapEvent>) -> TapEvent {
         .expect("the stream to go on")
 }
 
-fn http(e: &TapEvent) -> &Event {
+pub(crate) fn http(e: &TapEvent) -> &Event {
     match &e.event {
         Some(tap_event::Event::Http(h)) => h.event.as_ref().expect("an http event"),
         None => panic!("event without http: {e:?}"),
@@ -120,7 +124,7 @@ async fn tap_state(proxy: &Proxy) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&text).expect("state JSON")["tap"].clone()
 }
 
-async fn wait_active(proxy: &Proxy, active: u64) {
+pub(crate) async fn wait_active(proxy: &Proxy, active: u64) {
     ferry_testkit::wait_until(WAIT, "the tap count in /state", || async {
         (tap_state(proxy).await["active"] == active).then_some(())
     })
