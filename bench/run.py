@@ -513,7 +513,9 @@ def measure_group(proto, args, work, backend_ports, results, memory):
         time.sleep(0.3)
         for v, m in middles.items():
             if m.procs:
-                memory[(proto, v)] = {"idle_kb": status_kb(pids_of(m.procs), "VmRSS")}
+                pids = pids_of(m.procs)
+                memory[(proto, v)] = {"idle_kb": status_kb(pids, "VmRSS"),
+                                      "max_single_idle_kb": max(status_kb([p], "VmRSS") for p in pids)}
         # Warm every path (connections, pools, page faults) before measuring.
         for v, m in middles.items():
             if not args.quick:
@@ -594,6 +596,79 @@ def ratio(a, b):
     return "—" if a is None or b is None or b == 0 else f"{a / b:.2f}"
 
 
+# Issue #9's goals. Absolute figures were set on a reference machine where nginx as a
+# reverse proxy did REF_NGINX_RPS; the two-proxy throughput bar is scaled by this run's nginx.
+REF_NGINX_RPS = 66_000
+GOAL_2HOP_RPS = 27_000
+GOAL_2HOP_ADD_P50_MS = 0.4
+GOAL_CPU_S_PER_10K = 0.15
+GOAL_IDLE_KB = 8 * 1024
+GOAL_LOAD_KB = 15 * 1024
+GOAL_SOAK_GROWTH_KB = 256
+
+
+def soak_growth(samples):
+    """Growth of RSS: the last third of the run against the first third, after warm-up."""
+    third = max(1, len(samples) // 3)
+    early = max(kb for _, kb in samples[1:third + 1]) if len(samples) > 1 else samples[0][1]
+    late = max(kb for _, kb in samples[-third:])
+    return early, late
+
+
+def goals(results, memory, soak_result):
+    """The goals of issue #9 judged on this run's medians: one table row per goal."""
+    def m(proto, shape, v, key):
+        rs = results.get((proto, shape, v), [])
+        return med([r.get(key) for r in rs]) if rs else None
+
+    rows = []
+
+    def row(goal, measured, ok):
+        rows.append(f"| {goal} | {measured} | {'met' if ok else '**missed**'} |")
+
+    f1, n1 = m("http1", "max", "ferry", "rps"), m("http1", "max", "nginx", "rps")
+    if f1 and n1:
+        row("HTTP/1.1, one hop: throughput ≥ nginx's", f"{f1:,.0f} vs {n1:,.0f} RPS ({f1 / n1:.2f}×)",
+            f1 >= n1)
+    c1 = m("http1", "max", "ferry", "cpu_s_per_10k")
+    if c1 is not None:
+        row("HTTP/1.1, one hop: CPU ≤ 15 µs per request", f"{c1 * 100:.1f} µs", c1 <= GOAL_CPU_S_PER_10K)
+    d99, f99, n99 = (m("http1", "rate", v, "p99_ms") for v in ("direct", "ferry", "nginx"))
+    if None not in (d99, f99, n99):
+        row("HTTP/1.1, one hop: added p99 at the fixed rate ≤ nginx's",
+            f"+{f99 - d99:.3f} vs +{n99 - d99:.3f} ms", f99 - d99 <= n99 - d99)
+    m2 = m("http1", "max", "ferry-2hop", "rps")
+    if m2 and n1:
+        bar = GOAL_2HOP_RPS * n1 / REF_NGINX_RPS
+        row(f"two proxies with mTLS: ≥ 2× a Linkerd hop pair ({GOAL_2HOP_RPS:,} RPS where nginx did "
+            f"{REF_NGINX_RPS:,}; {bar:,.0f} at this run's nginx)", f"{m2:,.0f} RPS", m2 >= bar)
+    d50, m50, n50 = (m("http1", "rate", v, "p50_ms") for v in ("direct", "ferry-2hop", "nginx"))
+    if None not in (d50, m50):
+        nginx_hop = f"; one nginx hop adds +{n50 - d50:.3f} ms here" if n50 is not None else ""
+        row(f"two proxies with mTLS: added p50 at the fixed rate ≤ {GOAL_2HOP_ADD_P50_MS} ms",
+            f"+{m50 - d50:.3f} ms{nginx_hop}", m50 - d50 <= GOAL_2HOP_ADD_P50_MS)
+    idle = memory.get(("http1", "ferry-2hop"), {}).get("max_single_idle_kb")
+    if idle:
+        row("RSS idle ≤ 8 MB, identity on (largest of the two mesh proxies)", f"{idle / 1024:.1f} MB",
+            idle <= GOAL_IDLE_KB)
+    loaded = [mem.get(k, 0) for (_, v), mem in memory.items() if v in ("ferry", "ferry-2hop")
+              for k in (("max_single_peak_kb",) if v == "ferry-2hop" else ("peak_kb",))]
+    if loaded:
+        row("RSS under load ≤ 15 MB (any proxy, any protocol)", f"{max(loaded) / 1024:.1f} MB",
+            max(loaded) <= GOAL_LOAD_KB)
+    if soak_result:
+        early, late = soak_growth(soak_result["samples"])
+        row("no RSS growth over the soak", f"{late - early:+d} KB", late - early <= GOAL_SOAK_GROWTH_KB)
+    h2 = m("h2c", "max", "ferry", "rps")
+    if h2 and f1:
+        row("h2c throughput ≥ 80 % of HTTP/1.1's", f"{h2:,.0f} vs {f1:,.0f} RPS ({h2 / f1:.0%})",
+            h2 >= 0.8 * f1)
+    if not rows:
+        return []
+    return ["## Goals of issue #9, judged on this run", "", "| goal | measured | |", "|---|---|---|",
+            *rows, ""]
+
+
 def report(args, results, memory, started, soak_result=None):
     lines = [
         f"# Ferry benchmark — {started:%Y-%m-%d %H:%M} UTC",
@@ -607,6 +682,7 @@ def report(args, results, memory, started, soak_result=None):
         + "; " + os.popen("uptime").read().strip(),
         "",
     ]
+    lines += goals(results, memory, soak_result)
     for proto in args.protocols:
         for shape in ("max", "rate"):
             if (proto, shape, "direct") not in results and not any(
@@ -648,10 +724,7 @@ def report(args, results, memory, started, soak_result=None):
                      f"{mem.get('after_kb', 0)} | {mem.get('max_single_peak_kb', 0)} |")
     if soak_result:
         samples = soak_result["samples"]
-        # Growth: the last third of the run against the first third, after warm-up.
-        third = max(1, len(samples) // 3)
-        early = max(kb for _, kb in samples[1:third + 1]) if len(samples) > 1 else samples[0][1]
-        late = max(kb for _, kb in samples[-third:])
+        early, late = soak_growth(samples)
         lines += ["", f"## Soak: one ferry hop, HTTP/1.1 at {args.rate} RPS for {args.soak}s", "",
                   f"RSS (KB) every 5 s: {', '.join(str(kb) for _, kb in samples)}", "",
                   f"Peak {soak_result['peak_kb']} KB; max of the first third {early} KB, of the "
