@@ -185,7 +185,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                         }
                     }
                     Parsed::Partial if self.buf.len() < MAX_HEAD_BYTES => {}
-                    Parsed::Partial => return Err(End::General("head too large")),
+                    Parsed::Partial => {
+                        return Err(self.refuse(true, "request head over 32 KiB").await)
+                    }
+                    Parsed::Refused { too_large, why } => {
+                        return Err(self.refuse(too_large, why).await)
+                    }
                     Parsed::General(why) => return Err(End::General(why)),
                 }
             }
@@ -200,6 +205,22 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 _ = side.drain.cancelled(), if idle => return Err(End::Closed),
             }
         }
+    }
+
+    /// Answers a malformed or oversized request head with the proxy's own 400 or 431, and
+    /// ends the connection: after a head it cannot read, nothing on it can be trusted.
+    async fn refuse(&mut self, too_large: bool, why: &'static str) -> End {
+        let reason = if too_large {
+            ProxyErrorReason::HeadersTooLarge
+        } else {
+            ProxyErrorReason::MalformedRequest
+        };
+        let svc = self.svc.clone();
+        let metrics = svc.conn().unrouted(None, "");
+        let err = ProxyError::new(reason, why);
+        let _ = self.fail(&svc, &metrics, err, Instant::now(), true).await;
+        let _ = self.io.shutdown().await;
+        End::Closed
     }
 
     /// Forwards the request at the start of `buf` and relays the answer. `Ok(keep)` says
@@ -367,7 +388,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                     Ok(Parsed::Partial) if self.ubuf.len() >= MAX_HEAD_BYTES => {
                         return Ok(Err("response head too large"))
                     }
-                    Ok(Parsed::Partial | Parsed::General(_)) => {}
+                    Ok(Parsed::Partial | Parsed::General(_) | Parsed::Refused { .. }) => {}
                 }
             }
             self.ubuf.reserve(READ_SIZE);

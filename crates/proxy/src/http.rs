@@ -1,5 +1,6 @@
-//! Serving an accepted HTTP connection (HTTP/2 and the general HTTP/1 path with hyper), with hardened limits set explicitly (see
-//! `docs/proxy.md`), and shutting it down gracefully when the drain starts.
+//! Serving an accepted HTTP connection: HTTP/2, and HTTP/1 past the fast path, with hyper,
+//! with hardened limits set explicitly (see `docs/proxy.md`), and shutting it down
+//! gracefully when the drain starts.
 
 use std::time::Duration;
 

@@ -29,6 +29,13 @@ pub enum Parsed<T> {
     Partial,
     /// The request is not for the fast path; why, for `/state`.
     General(&'static str),
+    /// The request is malformed, or (`too_large`) its head is over the limits; why.
+    Refused {
+        /// Over the header count or size limits (431) rather than malformed (400).
+        too_large: bool,
+        /// What was wrong.
+        why: &'static str,
+    },
     /// The head, `T`, and the rewritten head in the output buffer.
     Done(T),
 }
@@ -130,6 +137,28 @@ fn content_length(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
+/// What is wrong with a head `httparse` refused.
+fn refused<T>(e: httparse::Error) -> Parsed<T> {
+    let why = match e {
+        httparse::Error::TooManyHeaders => {
+            return Parsed::Refused {
+                too_large: true,
+                why: "more header fields than allowed",
+            }
+        }
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Token => "invalid method or request target",
+        httparse::Error::Version => "invalid HTTP version",
+        httparse::Error::Status => "invalid status",
+    };
+    Parsed::Refused {
+        too_large: false,
+        why,
+    }
+}
+
 /// Parses the request head at the start of `input`; when it is for the fast path, writes
 /// the head to forward into `out` (cleared first).
 pub fn parse_request(input: &[u8], out: &mut Vec<u8>) -> Parsed<RequestHead> {
@@ -138,8 +167,7 @@ pub fn parse_request(input: &[u8], out: &mut Vec<u8>) -> Parsed<RequestHead> {
     let len = match req.parse(input) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
-        // The general path answers malformed and oversized heads (400, 431).
-        Err(_) => return Parsed::General("malformed head"),
+        Err(e) => return refused(e),
     };
     let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
         return Parsed::General("not HTTP/1.1");
@@ -160,9 +188,22 @@ pub fn parse_request(input: &[u8], out: &mut Vec<u8>) -> Parsed<RequestHead> {
             lengths += 1;
             match content_length(h.value) {
                 Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
-                _ => return Parsed::General("unusual content-length"),
+                _ => {
+                    return Parsed::Refused {
+                        too_large: false,
+                        why: "invalid or conflicting content-length",
+                    }
+                }
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // RFC 9112 §6.3: a request whose last coding is not chunked cannot be framed.
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Parsed::Refused {
+                    too_large: false,
+                    why: "transfer-encoding does not end in chunked",
+                };
+            }
             chunked = true;
         } else if name.eq_ignore_ascii_case("upgrade") || name.eq_ignore_ascii_case("expect") {
             return Parsed::General("upgrade or expect");
@@ -364,13 +405,38 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 999999999\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\ncontent-type: application/grpc\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost a\r\n\r\n",
         ] {
             assert!(matches!(request(raw).0, Parsed::General(_)), "{raw}");
+        }
+        for (raw, too_large) in [
+            ("GET / HTTP/1.1\r\nHost a\r\n\r\n", false),
+            ("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", false),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                false,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+                false,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                false,
+            ),
+            (
+                &format!("GET / HTTP/1.1\r\n{}\r\n", "x: y\r\n".repeat(101)),
+                true,
+            ),
+        ] {
+            let parsed = request(raw).0;
+            assert!(
+                matches!(parsed, Parsed::Refused { too_large: t, .. } if t == too_large),
+                "{raw}: {parsed:?}"
+            );
         }
         assert_eq!(request("GET / HTTP/1.1\r\nHost: a\r\n").0, Parsed::Partial);
     }

@@ -252,6 +252,9 @@ async fn smuggling_attempts_never_reach_the_application() {
     ] {
         let raw = raw_exchange(proxy.inbound, bad).await;
         assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+        // The proxy says it refused the request, and why.
+        assert!(raw.contains("l5d-proxy-error: malformed-request"), "{raw}");
+        assert!(raw.contains("connection: close"), "{raw}");
     }
     // HTTP/1.1 without Host is malformed.
     let raw = raw_exchange(proxy.inbound, b"GET /nohost HTTP/1.1\r\n\r\n").await;
@@ -286,13 +289,38 @@ async fn oversized_headers_are_refused_with_431() {
     many.push_str("\r\n");
     let raw = raw_exchange(proxy.inbound, many.as_bytes()).await;
     assert!(raw.starts_with("HTTP/1.1 431"), "{raw}");
+    assert!(raw.contains("l5d-proxy-error: headers-too-large"), "{raw}");
     let huge = format!(
         "GET /huge HTTP/1.1\r\nHost: app\r\nx-big: {}\r\n\r\n",
         "a".repeat(64 * 1024)
     );
     let raw = raw_exchange(proxy.inbound, huge.as_bytes()).await;
     assert!(raw.starts_with("HTTP/1.1 431"), "{raw}");
+    assert!(raw.contains("l5d-proxy-error: headers-too-large"), "{raw}");
+    // A header that is not a header, after a valid request line.
+    let raw = raw_exchange(
+        proxy.inbound,
+        b"GET / HTTP/1.1\r\nHost: app\r\nBad Header: x\r\n\r\n",
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    assert!(raw.contains("l5d-proxy-error: malformed-request"), "{raw}");
     assert!(seen.lock().unwrap().is_empty());
+    let m = proxy
+        .wait_metric(
+            "inbound_http_errors_total",
+            &[("error", "headers-too-large")],
+            2.0,
+        )
+        .await;
+    assert_eq!(
+        metric(
+            &m,
+            "response_total",
+            &[("status_code", "431"), ("error", "headers-too-large")]
+        ),
+        Some(2.0)
+    );
 }
 
 #[tokio::test]
