@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the proxy's per-request hot spots: protocol detection, hop-by-hop
-//! header handling and metrics recording. Run with `cargo bench -p ferry-proxy`; CI only
+//! header handling, the HTTP/1.1 fast path's head parsing and body framing, the balancer's
+//! pick, metrics recording and the tap hook. Run with `cargo bench -p ferry-proxy`; CI only
 //! compiles them (clippy `--all-targets`). The end-to-end numbers come from `bench/run.py`.
 
 use std::{sync::Arc, time::Duration};
@@ -85,6 +86,99 @@ mod headers {
     fn strip_with_connection(b: Bencher) {
         b.with_inputs(with_connection)
             .bench_local_refs(|h| strip_hop_by_hop(h, false));
+    }
+}
+
+/// The HTTP/1.1 fast path's per-request work on heads and bodies.
+mod h1 {
+    use super::*;
+    use ferry_proxy::h1::{chunked::Chunked, head};
+
+    const REQUEST: &[u8] = b"GET /api/list HTTP/1.1\r\nHost: web-svc.emojivoto:8080\r\n\
+        User-Agent: curl/8.5.0\r\nAccept: */*\r\n\
+        X-Request-Id: 6f1c2e0a-5b1d-4f6e-9a43-7d2b8c9e0f11\r\n\r\n";
+    const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+        Content-Length: 42\r\nDate: Sat, 21 Nov 2026 22:00:00 GMT\r\n\r\n";
+
+    /// Once per request: parse the request head, check it, write the head to forward.
+    #[divan::bench]
+    fn parse_and_rewrite_request(b: Bencher) {
+        let mut out = Vec::with_capacity(1024);
+        b.bench_local(|| head::parse_request(black_box(REQUEST), &mut out));
+    }
+
+    /// Once per response: parse the response head and write the client's head.
+    #[divan::bench]
+    fn parse_and_rewrite_response(b: Bencher) {
+        let mut out = Vec::with_capacity(1024);
+        b.bench_local(|| head::parse_response(black_box(RESPONSE), false, false, &mut out));
+    }
+
+    /// Tracking the end of a 4 KiB chunked body in 64 chunks, byte for byte as it passes.
+    #[divan::bench]
+    fn chunked_end_of_4k(b: Bencher) {
+        let mut body = Vec::new();
+        for _ in 0..64 {
+            body.extend_from_slice(b"40\r\n");
+            body.extend_from_slice(&[b'x'; 64]);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"0\r\n\r\n");
+        b.bench_local(|| {
+            let mut c = Chunked::default();
+            c.advance(black_box(&body))
+        });
+    }
+}
+
+/// The balancer's per-request pick (P2C over peak-EWMA costs) among three endpoints.
+mod balance {
+    use super::*;
+    use ferry_proxy::{
+        balance::{Balancer, EndpointFactory},
+        config::{Authority, Timeouts},
+        discover::{EndpointMeta, Resolution},
+    };
+
+    #[divan::bench]
+    fn pick_of_three(b: Bencher) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let endpoints = (1..=3)
+            .map(|i| {
+                let addr: std::net::SocketAddr = format!("127.0.0.{i}:8080").parse().unwrap();
+                let meta = EndpointMeta {
+                    labels: Default::default(),
+                    identity: None,
+                };
+                (addr, meta)
+            })
+            .collect();
+        let (_tx, rx) = tokio::sync::watch::channel(Resolution::Endpoints(Arc::new(endpoints)));
+        let factory = EndpointFactory {
+            direction: Direction::Outbound,
+            tls: Tls::NO_TLS_FROM_REMOTE,
+            identity: None,
+            timeouts: Timeouts {
+                detect: Duration::from_secs(1),
+                connect: Duration::from_secs(1),
+                idle: Duration::from_secs(10),
+                header_read: Duration::from_secs(10),
+            },
+            registry: Arc::new(Registry::default()),
+        };
+        let name: Authority = "web-svc.emojivoto:8080".parse().unwrap();
+        let balancer = rt.block_on(async {
+            let balancer = Balancer::new(name, rx, factory);
+            // The balancer builds its endpoints on its own task: wait for them.
+            while balancer.pick().await.is_err() {
+                tokio::task::yield_now().await;
+            }
+            balancer
+        });
+        b.bench_local(|| rt.block_on(balancer.pick()));
     }
 }
 

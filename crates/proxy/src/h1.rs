@@ -40,6 +40,9 @@ use crate::{
 
 /// Reads ask for at least this much room.
 const READ_SIZE: usize = 8 * 1024;
+/// Buffers a large request or response grew past this are given back between requests,
+/// so an idle keep-alive connection holds little memory whatever it carried before.
+const MAX_KEPT: usize = 4 * READ_SIZE;
 
 /// How many requests took the fast path, and why connections left it; for `/state`.
 #[derive(Default)]
@@ -156,12 +159,29 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 Err(end) => return end,
             };
             let close = head.close || side.drain.is_cancelled();
-            match self.forward(&head, close, side).await {
+            let keep = self.forward(&head, close, side).await;
+            self.trim();
+            match keep {
                 Ok(true) if !close => {}
                 Ok(_) | Err(()) => {
                     let _ = self.io.shutdown().await;
                     return End::Closed;
                 }
+            }
+        }
+    }
+
+    /// Gives back buffers a large request or response left behind.
+    fn trim(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > MAX_KEPT {
+            self.buf = BytesMut::new();
+        }
+        if self.ubuf.capacity() > MAX_KEPT {
+            self.ubuf = BytesMut::new();
+        }
+        for out in [&mut self.req_out, &mut self.rsp_out] {
+            if out.capacity() > MAX_KEPT {
+                *out = Vec::new();
             }
         }
     }
