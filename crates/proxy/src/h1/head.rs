@@ -110,6 +110,12 @@ fn connection_tokens<'a>(headers: &'a [httparse::Header<'a>]) -> impl Iterator<I
         .filter(|t| !t.is_empty())
 }
 
+/// Whether a `Connection` header names other headers (anything but `close`/`keep-alive`).
+fn names_headers(headers: &[httparse::Header<'_>]) -> bool {
+    connection_tokens(headers)
+        .any(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
+}
+
 /// Whether `name` is named by a `Connection` header, and so is hop-by-hop. Headers the
 /// message needs to be understood are never dropped this way.
 fn named_by_connection(name: &str, headers: &[httparse::Header<'_>]) -> bool {
@@ -237,13 +243,15 @@ pub fn parse_request(input: &[u8], out: &mut Vec<u8>) -> Parsed<RequestHead> {
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let named = names_headers(req.headers);
+    let hop = |name: &str| is_hop_by_hop(name) || (named && named_by_connection(name, req.headers));
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("te") {
             // gRPC's `te: trailers` is the one TE value that means anything end to end.
             if h.value.eq_ignore_ascii_case(b"trailers") {
                 write_header(out, "te", b"trailers");
             }
-        } else if !is_hop_by_hop(h.name) && !named_by_connection(h.name, req.headers) {
+        } else if !hop(h.name) {
             write_header(out, h.name, h.value);
         }
     }
@@ -325,22 +333,23 @@ pub fn parse_response(
         close = true;
     }
     out.clear();
+    // httparse accepts any three digits; http's StatusCode only 100-999, as here.
+    let code = StatusCode::from_u16(status).map_err(|_| BadResponse("invalid status code"))?;
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
+    out.extend_from_slice(code.as_str().as_bytes());
     out.push(b' ');
     let reason = match rsp.reason {
         Some(r) if !r.is_empty() => r,
-        _ => StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or(""),
+        _ => code.canonical_reason().unwrap_or(""),
     };
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
+    let named = names_headers(rsp.headers);
+    let hop = |name: &str| is_hop_by_hop(name) || (named && named_by_connection(name, rsp.headers));
     for h in rsp.headers.iter() {
         let framing_header =
             coding_chunked.is_some() && h.name.eq_ignore_ascii_case("content-length");
-        if !framing_header && !is_hop_by_hop(h.name) && !named_by_connection(h.name, rsp.headers) {
+        if !framing_header && !hop(h.name) {
             write_header(out, h.name, h.value);
         }
     }
