@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::{
     config::{Authority, Timeouts},
     connect::{ConnectError, Connector, PeerIdentity},
-    h2_upstream::H2Upstream,
+    h2_upstream::{H2Body, H2Upstream},
     metrics::{Direction, Registry},
     tls::ClientStream,
 };
@@ -38,6 +38,10 @@ const MAX_BACKENDS: usize = 1024;
 /// retried on another endpoint.
 pub type ReqBody = Either<Incoming, Empty<Bytes>>;
 
+/// The body of an upstream's response: from hyper's HTTP/1 client, or from the backend's
+/// HTTP/2 connection.
+pub type UpstreamBody = Either<Incoming, H2Body>;
+
 /// Why a request could not be exchanged with a backend.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -49,7 +53,7 @@ pub enum SendError {
     Pool(hyper_util::client::legacy::Error),
     /// The HTTP/2 exchange failed.
     #[error(transparent)]
-    H2(hyper::Error),
+    H2(h2::Error),
     /// HTTP/2 connections kept closing before they took the request.
     #[error("the http/2 connection closed before the request was sent")]
     Closed,
@@ -155,11 +159,12 @@ impl Backend {
 
     /// Sends `req` and waits for the response head. The upstream hop speaks what the client
     /// spoke: HTTP/2 as a stream on the backend's one connection, HTTP/1 on a pooled one.
-    pub async fn send(&self, req: Request<ReqBody>) -> Result<Response<Incoming>, SendError> {
+    pub async fn send(&self, req: Request<ReqBody>) -> Result<Response<UpstreamBody>, SendError> {
         if req.version() == Version::HTTP_2 {
-            self.h2.send(req).await
+            Ok(self.h2.send(req).await?.map(Either::Right))
         } else {
-            self.h1.request(req).await.map_err(SendError::Pool)
+            let rsp = self.h1.request(req).await.map_err(SendError::Pool)?;
+            Ok(rsp.map(Either::Left))
         }
     }
 }

@@ -111,7 +111,9 @@ impl ProxyError {
         match err {
             SendError::Connect(e) => Self::from_connect(e),
             SendError::Pool(e) => Self::from_client(e, target),
-            SendError::H2(e) => Self::from_hyper(e, target),
+            SendError::H2(e) => {
+                Self::new(ProxyErrorReason::UpstreamReset, format!("{target}: {e}"))
+            }
             SendError::Closed => {
                 Self::new(ProxyErrorReason::UpstreamReset, format!("{target}: {err}"))
             }

@@ -22,7 +22,7 @@ use http_body::Body as _;
 use http_body_util::{Either, Empty};
 
 use crate::{
-    backend::ReqBody,
+    backend::{ReqBody, UpstreamBody},
     balance::Balancer,
     body::{Recorder, ResponseBody},
     config::Authority,
@@ -228,7 +228,7 @@ impl Conn {
         out: Outgoing,
         tap: &mut Option<Tapped>,
     ) -> Result<
-        (Result<Response<Incoming>, ProxyError>, Arc<HttpMetrics>),
+        (Result<Response<UpstreamBody>, ProxyError>, Arc<HttpMetrics>),
         (ProxyError, Option<Arc<HttpMetrics>>),
     > {
         let mut endpoint = balancer.pick().await.map_err(|e| (e, None))?;
