@@ -212,7 +212,10 @@ async fn drive(
     id: u64,
 ) {
     let mut pings = conn.ping_pong();
-    let mut conn = pin!(conn);
+    let mut conn = pin!(Deferred {
+        inner: conn,
+        deferred: false,
+    });
     let timer = tokio::time::sleep(KEEPALIVE);
     let mut timer = pin!(timer);
     let mut ping_out = false;
@@ -252,6 +255,33 @@ async fn drive(
     }
     if let Some(shared) = shared.upgrade() {
         shared.forget(id);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future polled one scheduling round after each wake: the connection first lets the
+    /// other ready tasks run, so that the streams they open (requests woken by the same
+    /// batch of client reads) go out in one write rather than one write each.
+    struct Deferred<F> {
+        #[pin]
+        inner: F,
+        deferred: bool,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Deferred<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if !*this.deferred {
+            // Woken while running, a task goes to the back of the run queue.
+            *this.deferred = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        *this.deferred = false;
+        this.inner.poll(cx)
     }
 }
 
