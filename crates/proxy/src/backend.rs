@@ -1,6 +1,7 @@
 //! A backend is one upstream target with its pooled HTTP clients: HTTP/1 connections are
-//! kept alive and reused, HTTP/2 requests are multiplexed over one connection. The HTTP/1.1
-//! fast path ([`crate::h1`]) keeps its own idle connections here too.
+//! kept alive and reused, HTTP/2 requests are multiplexed over one connection
+//! ([`crate::h2_upstream`]). The HTTP/1.1 fast path ([`crate::h1`]) keeps its own idle
+//! connections here too.
 
 use std::{
     collections::HashMap,
@@ -9,7 +10,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::Version;
+use http::{Request, Response, Version};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -20,7 +21,8 @@ use serde::Serialize;
 
 use crate::{
     config::{Authority, Timeouts},
-    connect::{Connector, PeerIdentity},
+    connect::{ConnectError, Connector, PeerIdentity},
+    h2_upstream::{H2Body, H2Upstream},
     metrics::{Direction, Registry},
     tls::ClientStream,
 };
@@ -36,13 +38,45 @@ const MAX_BACKENDS: usize = 1024;
 /// retried on another endpoint.
 pub type ReqBody = Either<Incoming, Empty<Bytes>>;
 
+/// The body of an upstream's response: from hyper's HTTP/1 client, or from the backend's
+/// HTTP/2 connection.
+pub type UpstreamBody = Either<Incoming, H2Body>;
+
+/// Why a request could not be exchanged with a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection could be opened: nothing was sent.
+    #[error(transparent)]
+    Connect(ConnectError),
+    /// The HTTP/1 client failed.
+    #[error(transparent)]
+    Pool(hyper_util::client::legacy::Error),
+    /// The HTTP/2 exchange failed.
+    #[error(transparent)]
+    H2(h2::Error),
+    /// HTTP/2 connections kept closing before they took the request.
+    #[error("the http/2 connection closed before the request was sent")]
+    Closed,
+}
+
+impl SendError {
+    /// Whether connecting failed, so that nothing was sent and another endpoint may be tried.
+    pub fn is_connect(&self) -> bool {
+        match self {
+            Self::Connect(_) => true,
+            Self::Pool(e) => e.is_connect(),
+            Self::H2(_) | Self::Closed => false,
+        }
+    }
+}
+
 /// One upstream target and its connection pools.
 pub struct Backend {
     /// The target, as text: the `target_addr` label.
     pub target_label: Arc<str>,
     connector: Connector,
     h1: Client<Connector, ReqBody>,
-    h2: Client<Connector, ReqBody>,
+    h2: H2Upstream,
     /// The fast path's idle connections, the most recently used last.
     idle_h1: Mutex<Vec<(ClientStream, tokio::time::Instant)>>,
     idle_timeout: Duration,
@@ -64,14 +98,10 @@ impl Backend {
             .pool_idle_timeout(timeouts.idle)
             // The request's own Host header is forwarded as it came, never synthesised.
             .set_host(false);
-        let mut h2 = h1.clone();
-        h2.http2_only(true)
-            .http2_keep_alive_interval(Some(std::time::Duration::from_secs(20)))
-            .http2_keep_alive_while_idle(false);
         Self {
             target_label: connector.target().to_string().into(),
             h1: h1.build(connector.clone()),
-            h2: h2.build(connector.clone()),
+            h2: H2Upstream::new(connector.clone(), timeouts.idle),
             connector,
             idle_h1: Mutex::default(),
             idle_timeout: timeouts.idle,
@@ -127,12 +157,14 @@ impl Backend {
         &self.connector
     }
 
-    /// The client for a request of `version`: the upstream hop speaks what the client spoke.
-    pub fn client(&self, version: Version) -> &Client<Connector, ReqBody> {
-        if version == Version::HTTP_2 {
-            &self.h2
+    /// Sends `req` and waits for the response head. The upstream hop speaks what the client
+    /// spoke: HTTP/2 as a stream on the backend's one connection, HTTP/1 on a pooled one.
+    pub async fn send(&self, req: Request<ReqBody>) -> Result<Response<UpstreamBody>, SendError> {
+        if req.version() == Version::HTTP_2 {
+            Ok(self.h2.send(req).await?.map(Either::Right))
         } else {
-            &self.h1
+            let rsp = self.h1.request(req).await.map_err(SendError::Pool)?;
+            Ok(rsp.map(Either::Left))
         }
     }
 }

@@ -9,17 +9,16 @@ use std::{
     time::Duration,
 };
 
+use crate::{
+    backend::UpstreamBody,
+    metrics::{HttpMetrics, ResponseLabels},
+    tap::ResponseTap,
+};
 use bytes::Bytes;
 use ferry_api::ProxyErrorReason;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
-
-use crate::{
-    metrics::{HttpMetrics, ResponseLabels},
-    tap::ResponseTap,
-};
 
 /// What a response's classification needs, recorded when the body ends.
 pub struct Recorder {
@@ -115,7 +114,7 @@ pin_project_lite::pin_project! {
     /// A response body with its metrics recorder.
     pub struct ResponseBody {
         #[pin]
-        inner: Either<Incoming, Full<Bytes>>,
+        inner: Either<UpstreamBody, Full<Bytes>>,
         recorder: Option<Recorder>,
         // Set only while a tap shows this response.
         tap: Option<ResponseTap>,
@@ -124,7 +123,7 @@ pin_project_lite::pin_project! {
 
 impl ResponseBody {
     /// The upstream's body.
-    pub fn upstream(body: Incoming, recorder: Recorder) -> Self {
+    pub fn upstream(body: UpstreamBody, recorder: Recorder) -> Self {
         Self::with(Either::Left(body), Some(recorder))
     }
 
@@ -133,7 +132,7 @@ impl ResponseBody {
         Self::with(Either::Right(Full::new(bytes)), recorder)
     }
 
-    fn with(inner: Either<Incoming, Full<Bytes>>, mut recorder: Option<Recorder>) -> Self {
+    fn with(inner: Either<UpstreamBody, Full<Bytes>>, mut recorder: Option<Recorder>) -> Self {
         // A body that is already over may never be polled (HEAD, 204, 304).
         if inner.is_end_stream() {
             if let Some(r) = recorder.as_mut() {

@@ -60,6 +60,20 @@ pub struct ConnectError {
     pub source: Option<io::Error>,
 }
 
+impl ConnectError {
+    /// The same failure again, for each request that waited on one connect attempt.
+    pub fn duplicate(&self) -> Self {
+        Self {
+            target: self.target.clone(),
+            kind: self.kind,
+            source: self
+                .source
+                .as_ref()
+                .map(|e| io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+}
+
 /// The identity a meshed endpoint must prove, and ours to prove it to.
 #[derive(Clone)]
 pub struct PeerIdentity {

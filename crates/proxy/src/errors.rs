@@ -8,7 +8,10 @@ use bytes::Bytes;
 use ferry_api::{headers, ProxyErrorReason};
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::connect::{ConnectError, ConnectErrorKind};
+use crate::{
+    backend::SendError,
+    connect::{ConnectError, ConnectErrorKind},
+};
 
 /// A response the proxy makes instead of forwarding one.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +106,30 @@ impl ProxyError {
         (rsp, status, grpc_status)
     }
 
+    /// Classifies a failure to exchange a request with a backend.
+    pub fn from_send(err: &SendError, target: &str) -> Self {
+        match err {
+            SendError::Connect(e) => Self::from_connect(e),
+            SendError::Pool(e) => Self::from_client(e, target),
+            SendError::H2(e) => {
+                Self::new(ProxyErrorReason::UpstreamReset, format!("{target}: {e}"))
+            }
+            SendError::Closed => {
+                Self::new(ProxyErrorReason::UpstreamReset, format!("{target}: {err}"))
+            }
+        }
+    }
+
+    /// Classifies an error from hyper's client.
+    fn from_hyper(err: &hyper::Error, target: &str) -> Self {
+        let reason = if err.is_parse() || err.is_parse_status() {
+            ProxyErrorReason::UpstreamProtocol
+        } else {
+            ProxyErrorReason::UpstreamReset
+        };
+        Self::new(reason, format!("{target}: {err}"))
+    }
+
     /// Classifies an error from the upstream HTTP client.
     pub fn from_client(err: &hyper_util::client::legacy::Error, target: &str) -> Self {
         let mut source = err.source();
@@ -115,12 +142,7 @@ impl ProxyError {
         let mut source = err.source();
         while let Some(e) = source {
             if let Some(h) = e.downcast_ref::<hyper::Error>() {
-                let reason = if h.is_parse() || h.is_parse_status() {
-                    ProxyErrorReason::UpstreamProtocol
-                } else {
-                    ProxyErrorReason::UpstreamReset
-                };
-                return Self::new(reason, format!("{target}: {h}"));
+                return Self::from_hyper(h, target);
             }
             source = e.source();
         }

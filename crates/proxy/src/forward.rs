@@ -11,7 +11,9 @@ use std::{
 };
 
 use ferry_api::ProxyErrorReason;
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{
+    header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version,
+};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
@@ -20,7 +22,7 @@ use http_body::Body as _;
 use http_body_util::{Either, Empty};
 
 use crate::{
-    backend::ReqBody,
+    backend::{ReqBody, UpstreamBody},
     balance::Balancer,
     body::{Recorder, ResponseBody},
     config::Authority,
@@ -173,10 +175,9 @@ impl Conn {
                     labels: None,
                     server_id: backend.connector().peer_identity().map(|p| &*p.server_id),
                 });
-                let version = out.req.version();
-                let result = backend.client(version).request(out.req).await;
+                let result = backend.send(out.req).await;
                 (
-                    result.map_err(|e| ProxyError::from_client(&e, &backend.target_label)),
+                    result.map_err(|e| ProxyError::from_send(&e, &backend.target_label)),
                     metrics,
                 )
             }
@@ -227,7 +228,7 @@ impl Conn {
         out: Outgoing,
         tap: &mut Option<Tapped>,
     ) -> Result<
-        (Result<Response<Incoming>, ProxyError>, Arc<HttpMetrics>),
+        (Result<Response<UpstreamBody>, ProxyError>, Arc<HttpMetrics>),
         (ProxyError, Option<Arc<HttpMetrics>>),
     > {
         let mut endpoint = balancer.pick().await.map_err(|e| (e, None))?;
@@ -244,7 +245,7 @@ impl Conn {
         let mut attempt = 1;
         loop {
             let in_flight = endpoint.dispatch();
-            let result = endpoint.backend.client(req.version()).request(req).await;
+            let result = endpoint.backend.send(req).await;
             // The request is counted once, on the endpoint that answered it or failed last.
             let err = match result {
                 Ok(rsp) => {
@@ -254,10 +255,10 @@ impl Conn {
                 }
                 Err(e) if !e.is_connect() => {
                     endpoint.metrics.request();
-                    let err = ProxyError::from_client(&e, &endpoint.backend.target_label);
+                    let err = ProxyError::from_send(&e, &endpoint.backend.target_label);
                     return Ok((Err(err), endpoint.metrics.clone()));
                 }
-                Err(e) => ProxyError::from_client(&e, &endpoint.backend.target_label),
+                Err(e) => ProxyError::from_send(&e, &endpoint.backend.target_label),
             };
             balancer.connect_failed(&endpoint);
             drop(in_flight);
@@ -487,6 +488,9 @@ fn prepare_request<B>(
 /// including those the `Connection` header names. For an upgrade, `Upgrade` and
 /// `Connection: upgrade` are what carry it across, so they stay.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if !keep_upgrade && !has_hop_by_hop(headers) {
+        return;
+    }
     let named: Vec<String> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -527,6 +531,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// `Keep-Alive` and `Proxy-Connection`, which `http` has no constants for.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Whether [`strip_hop_by_hop`] has anything to do: most messages carry no hop-by-hop
+/// header, or only gRPC's `te: trailers`, and one pass over the names says so.
+fn has_hop_by_hop(headers: &HeaderMap) -> bool {
+    headers.keys().any(|name| {
+        if name == header::TE {
+            let mut te = headers.get_all(header::TE).iter();
+            !(te.next().is_some_and(|v| v.as_bytes() == b"trailers") && te.next().is_none())
+        } else {
+            name == header::CONNECTION
+                || name == header::TRANSFER_ENCODING
+                || name == header::UPGRADE
+                || name == KEEP_ALIVE
+                || name == PROXY_CONNECTION
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,6 +581,31 @@ mod tests {
         assert_eq!(h["connection"], "upgrade");
         assert_eq!(h["upgrade"], "websocket");
         assert!(!h.contains_key("te"));
+
+        // The quick check must not skip what the full pass removes.
+        for (name, value) in [
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("te", "gzip"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static(value));
+            h.insert("x-app", HeaderValue::from_static("kept"));
+            strip_hop_by_hop(&mut h, false);
+            let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+            assert_eq!(names, ["x-app"], "{name} is removed");
+        }
+        let mut h = HeaderMap::new();
+        h.append("te", HeaderValue::from_static("trailers"));
+        h.append("te", HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.get_all("te").iter().count(), 1);
+        let mut h = HeaderMap::new();
+        h.insert("te", HeaderValue::from_static("Trailers"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h["te"], "trailers");
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod discover;
 pub mod errors;
 pub mod forward;
 pub mod h1;
+pub mod h2_upstream;
 pub mod http;
 pub mod identity;
 pub mod inbound_tls;

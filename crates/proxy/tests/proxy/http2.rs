@@ -6,7 +6,7 @@ use ferry_testkit::{client, metric, server::TestServer};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 
-use crate::Pair;
+use crate::{Pair, Proxy};
 
 async fn app() -> TestServer {
     TestServer::http(|req: Request<hyper::body::Incoming>| async move {
@@ -83,5 +83,70 @@ async fn h2c_streams_multiplex_and_keep_trailers() {
             &[("direction", "inbound"), ("peer", "dst")]
         ),
         Some(1.0)
+    );
+}
+
+/// A 3 MiB upload and its echo outgrow every default HTTP/2 window on both hops, so they
+/// pass only when the proxy streams bodies by flow control (and gives the window back).
+#[tokio::test]
+async fn h2c_large_bodies_flow_both_ways() {
+    let app = TestServer::http(|req: Request<hyper::body::Incoming>| async move {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        Response::new(ferry_testkit::server::full(body))
+    })
+    .await;
+    let pair = Pair::to(app.addr).await;
+    let upload: Bytes = (0..3 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let req = Request::post(pair.url("/echo"))
+        .version(Version::HTTP_2)
+        .body(Full::new(upload.clone()))
+        .unwrap();
+    let rsp = client::send(&client::h2c(), req).await.unwrap();
+    assert_eq!(rsp.status, StatusCode::OK);
+    assert!(rsp.body == upload, "the echo comes back whole and in order");
+}
+
+/// When the application's server goes away and comes back, the proxy opens one new
+/// HTTP/2 connection to it and carries on.
+#[tokio::test]
+async fn h2c_upstream_connection_is_replaced_after_it_closes() {
+    let app = app().await;
+    let addr = app.addr;
+    let proxy = Proxy::inbound_to(addr).await;
+    let h2 = client::h2c();
+    let get = |path: &str| {
+        Request::get(format!("http://{}{path}", proxy.inbound))
+            .version(Version::HTTP_2)
+            .body(Full::default())
+            .unwrap()
+    };
+    let rsp = client::send(&h2, get("/before")).await.unwrap();
+    assert_eq!(rsp.status, StatusCode::OK);
+    drop(app);
+    let dst = [("direction", "inbound"), ("peer", "dst")];
+    proxy.wait_metric("tcp_close_total", &dst, 1.0).await;
+
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let _app =
+        TestServer::http_on_listener(listener, |_req: Request<hyper::body::Incoming>| async {
+            Response::new(ferry_testkit::server::full("again"))
+        });
+    let mut calls = Vec::new();
+    for i in 0..10 {
+        let (h2, req) = (h2.clone(), get(&format!("/after/{i}")));
+        calls.push(tokio::spawn(async move { client::send(&h2, req).await }));
+    }
+    for call in calls {
+        let rsp = call.await.unwrap().unwrap();
+        assert_eq!(rsp.status, StatusCode::OK);
+        assert_eq!(rsp.text(), "again");
+    }
+    let text = proxy
+        .wait_metric("response_total", &[("direction", "inbound")], 11.0)
+        .await;
+    assert_eq!(
+        metric(&text, "tcp_open_total", &dst),
+        Some(2.0),
+        "the 10 requests after the restart share one new connection"
     );
 }

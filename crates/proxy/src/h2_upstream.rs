@@ -1,0 +1,425 @@
+//! The one HTTP/2 connection to a backend. Every HTTP/2 request for the backend, from every
+//! client connection, is a stream on it. The proxy speaks `h2` here directly: a request is
+//! sent from the task that serves it and its response is read there, with no pool checkout,
+//! no channel to a connection task and no task per request (a request body, when there is
+//! one, is streamed by a task of its own).
+//!
+//! A connection that closed is replaced on the next request (requests that arrive meanwhile
+//! wait for that one connect and share its failure). One that carried no request for an idle
+//! timeout is let go and closes once its streams are done. The live connection is pinged
+//! every [`KEEPALIVE`], and closed when a ping goes unanswered that long: a timer per
+//! connection, not work per frame.
+
+use std::{
+    future::poll_fn,
+    pin::{pin, Pin},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, Weak,
+    },
+    task::{ready, Context, Poll},
+    time::Duration,
+};
+
+use bytes::{Buf, Bytes};
+use http::{header, HeaderValue, Method, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::Instant;
+
+use crate::{
+    backend::{ReqBody, SendError},
+    connect::{ConnectError, Connector},
+    tls::ClientStream,
+};
+
+/// How often the live upstream HTTP/2 connection is pinged, and how long a ping
+/// may go unanswered.
+pub const KEEPALIVE: Duration = Duration::from_secs(20);
+
+/// How many connections one request may try when each turns out closed.
+const MAX_SEND_ATTEMPTS: usize = 3;
+
+/// Windows and buffers as hyper's client sets them (its defaults until now).
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONN_WINDOW: u32 = 5 * 1024 * 1024;
+const MAX_SEND_BUF: usize = 1024 * 1024;
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+
+type Sender = h2::client::SendRequest<Bytes>;
+
+/// The HTTP/2 connection to one backend, opened on first use.
+pub struct H2Upstream {
+    connector: Connector,
+    idle: Duration,
+    shared: Arc<Shared>,
+}
+
+/// What the connection's tasks share with the requests.
+#[derive(Default)]
+struct Shared {
+    /// The open connection's sender, with the number of the attempt that opened it.
+    live: Mutex<Option<(u64, Sender)>>,
+    /// Held while connecting; the last failed attempt's number and error.
+    connecting: tokio::sync::Mutex<Option<(u64, ConnectError)>>,
+    /// Connect attempts finished so far.
+    attempts: AtomicU64,
+    /// Set by requests, cleared by the idle check.
+    used: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Option<(u64, Sender)>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether connection `id` is the live one.
+    fn is_live(&self, id: u64) -> bool {
+        self.lock().as_ref().is_some_and(|(n, _)| *n == id)
+    }
+
+    /// Forgets connection `id` if it is still the live one; returns whether it was.
+    fn forget(&self, id: u64) -> bool {
+        let mut live = self.lock();
+        if live.as_ref().is_some_and(|(n, _)| *n == id) {
+            let sender = live.take();
+            drop(live);
+            drop(sender);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl H2Upstream {
+    /// Connections are opened with `connector`; one unused for `idle` is closed.
+    pub fn new(connector: Connector, idle: Duration) -> Self {
+        Self {
+            connector,
+            idle,
+            shared: Arc::default(),
+        }
+    }
+
+    /// Sends `req` as a stream on the backend's connection, opening one when there is none,
+    /// and waits for the response head.
+    pub async fn send(&self, req: Request<ReqBody>) -> Result<Response<H2Body>, SendError> {
+        if !self.shared.used.load(Ordering::Relaxed) {
+            self.shared.used.store(true, Ordering::Relaxed);
+        }
+        let mut sender = None;
+        for _ in 0..MAX_SEND_ATTEMPTS {
+            let current = self.shared.lock().as_ref().map(|(id, s)| (*id, s.clone()));
+            let Some((id, mut s)) = current else {
+                // Rare, and large: kept out of the per-request future.
+                Box::pin(self.connect()).await?;
+                continue;
+            };
+            match poll_fn(|cx| s.poll_ready(cx)).await {
+                Ok(()) => {
+                    sender = Some(s);
+                    break;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "http/2 upstream connection closed; sending on a new one");
+                    self.shared.forget(id);
+                }
+            }
+        }
+        let Some(mut sender) = sender else {
+            return Err(SendError::Closed);
+        };
+        let (mut head, body) = req.into_parts();
+        let is_connect = head.method == Method::CONNECT;
+        let eos = body.is_end_stream() && !is_connect;
+        if eos && !matches!(head.method, Method::GET | Method::HEAD | Method::DELETE) && !is_connect
+        {
+            // As hyper did: an empty body with payload semantics says so.
+            head.headers
+                .entry(header::CONTENT_LENGTH)
+                .or_insert(HeaderValue::from_static("0"));
+        }
+        let (response, stream) = sender
+            .send_request(Request::from_parts(head, ()), eos)
+            .map_err(SendError::H2)?;
+        drop(sender);
+        if !eos {
+            tokio::spawn(pipe_body(body, stream));
+        }
+        let (head, recv) = response.await.map_err(SendError::H2)?.into_parts();
+        let length = head
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        Ok(Response::from_parts(head, H2Body::new(recv, length)))
+    }
+
+    /// Opens the connection unless another request did meanwhile. Requests that waited for
+    /// an attempt that failed get its error rather than trying again in turn.
+    async fn connect(&self) -> Result<(), SendError> {
+        let seen = self.shared.attempts.load(Ordering::Acquire);
+        let mut last_failure = self.shared.connecting.lock().await;
+        if self.shared.lock().is_some() {
+            return Ok(());
+        }
+        if let Some((n, e)) = last_failure.as_ref() {
+            if *n > seen {
+                return Err(SendError::Connect(e.duplicate()));
+            }
+        }
+        let id = self.shared.attempts.load(Ordering::Acquire) + 1;
+        let opened = self.open(id).await;
+        self.shared.attempts.store(id, Ordering::Release);
+        match opened {
+            Ok(sender) => {
+                *last_failure = None;
+                let old = self.shared.lock().replace((id, sender));
+                drop(old);
+                Ok(())
+            }
+            Err(SendError::Connect(e)) => {
+                *last_failure = Some((id, e.duplicate()));
+                Err(SendError::Connect(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens connection `id` and starts driving it and its idle check.
+    async fn open(&self, id: u64) -> Result<Sender, SendError> {
+        let io = self.connector.connect().await.map_err(SendError::Connect)?;
+        let (sender, conn) = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONN_WINDOW)
+            .max_send_buffer_size(MAX_SEND_BUF)
+            .max_header_list_size(MAX_HEADER_LIST)
+            .enable_push(false)
+            .handshake::<_, Bytes>(io)
+            .await
+            .map_err(SendError::H2)?;
+        tracing::debug!(target = %self.connector.target(), "http/2 upstream connection open");
+        let shared = Arc::downgrade(&self.shared);
+        tokio::spawn(drive(conn, shared.clone(), id));
+        tokio::spawn(idle_check(shared, id, self.idle));
+        Ok(sender)
+    }
+}
+
+/// Drives connection `id` until it ends, pinging it while it is the live one.
+async fn drive(
+    mut conn: h2::client::Connection<ClientStream, Bytes>,
+    shared: Weak<Shared>,
+    id: u64,
+) {
+    let mut pings = conn.ping_pong();
+    let mut conn = pin!(Deferred {
+        inner: conn,
+        deferred: false,
+    });
+    let timer = tokio::time::sleep(KEEPALIVE);
+    let mut timer = pin!(timer);
+    let mut ping_out = false;
+    loop {
+        tokio::select! {
+            biased;
+            ended = conn.as_mut() => {
+                if let Err(error) = ended {
+                    tracing::debug!(%error, "http/2 upstream connection ended with an error");
+                }
+                break;
+            }
+            pong = poll_fn(|cx| match pings.as_mut() {
+                Some(p) => p.poll_pong(cx),
+                None => Poll::Pending,
+            }), if ping_out => {
+                ping_out = false;
+                if pong.is_err() {
+                    break;
+                }
+                timer.as_mut().reset(Instant::now() + KEEPALIVE);
+            }
+            () = timer.as_mut() => {
+                if ping_out {
+                    tracing::debug!("http/2 upstream connection did not answer a ping; closing it");
+                    break;
+                }
+                // A connection let go for idleness needs no keep-alive.
+                if shared.upgrade().is_some_and(|s| s.is_live(id)) {
+                    if let Some(p) = pings.as_mut() {
+                        ping_out = p.send_ping(h2::Ping::opaque()).is_ok();
+                    }
+                }
+                timer.as_mut().reset(Instant::now() + KEEPALIVE);
+            }
+        }
+    }
+    if let Some(shared) = shared.upgrade() {
+        shared.forget(id);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future polled one scheduling round after each wake: the connection first lets the
+    /// other ready tasks run, so that the streams they open (requests woken by the same
+    /// batch of client reads) go out in one write rather than one write each.
+    struct Deferred<F> {
+        #[pin]
+        inner: F,
+        deferred: bool,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Deferred<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if !*this.deferred {
+            // Woken while running, a task goes to the back of the run queue.
+            *this.deferred = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        *this.deferred = false;
+        this.inner.poll(cx)
+    }
+}
+
+/// Lets connection `id` go after an idle period without requests: dropping its sender ends
+/// it once its open streams are done.
+async fn idle_check(shared: Weak<Shared>, id: u64, idle: Duration) {
+    loop {
+        tokio::time::sleep(idle).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if !shared.is_live(id) {
+            return;
+        }
+        if shared.used.swap(false, Ordering::Relaxed) {
+            continue;
+        }
+        if shared.forget(id) {
+            tracing::debug!("idle http/2 upstream connection closed");
+        }
+        return;
+    }
+}
+
+/// Streams a request body into its stream as the upstream's flow control allows; a body
+/// that fails, or a stream the upstream resets, ends the stream with a reset.
+async fn pipe_body(body: ReqBody, mut stream: h2::SendStream<Bytes>) {
+    let mut body = pin!(body);
+    loop {
+        let frame = poll_fn(|cx| {
+            if let Poll::Ready(reset) = stream.poll_reset(cx) {
+                return Poll::Ready(Err(reset.err()));
+            }
+            body.as_mut().poll_frame(cx).map(Ok)
+        })
+        .await;
+        let frame = match frame {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(None) => {
+                let _ = stream.send_data(Bytes::new(), true);
+                return;
+            }
+            Ok(Some(Err(error))) => {
+                tracing::debug!(%error, "request body failed; resetting the upstream stream");
+                stream.send_reset(h2::Reason::CANCEL);
+                return;
+            }
+            // The upstream reset the stream (or the connection failed): nothing more to send.
+            Err(_) => return,
+        };
+        let mut data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    let _ = stream.send_trailers(trailers);
+                }
+                return;
+            }
+        };
+        let eos = body.is_end_stream();
+        if data.is_empty() && eos {
+            let _ = stream.send_data(Bytes::new(), true);
+            return;
+        }
+        while !data.is_empty() {
+            stream.reserve_capacity(data.len());
+            let room = match poll_fn(|cx| stream.poll_capacity(cx)).await {
+                Some(Ok(room)) => room,
+                _ => return,
+            };
+            let chunk = data.split_to(room.min(data.len()));
+            if stream
+                .send_data(chunk, eos && !data.has_remaining())
+                .is_err()
+            {
+                return;
+            }
+        }
+        if eos {
+            return;
+        }
+    }
+}
+
+/// An upstream HTTP/2 response body: its data, then its trailers. Received data is given
+/// back to the flow-control window as it is passed on.
+pub struct H2Body {
+    recv: h2::RecvStream,
+    data_done: bool,
+    /// What is left of the `content-length`, when the response gave one.
+    length: Option<u64>,
+}
+
+impl H2Body {
+    fn new(recv: h2::RecvStream, length: Option<u64>) -> Self {
+        Self {
+            recv,
+            data_done: false,
+            length,
+        }
+    }
+}
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if !self.data_done {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    self.length = self.length.map(|n| n.saturating_sub(data.len() as u64));
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => self.data_done = true,
+            }
+        }
+        Poll::Ready(match ready!(self.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Some(Ok(Frame::trailers(trailers))),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.length {
+            _ if self.recv.is_end_stream() => SizeHint::with_exact(0),
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
