@@ -20,6 +20,8 @@ pub const PROXY_DETECT_TIMEOUT: &str = "FERRY_PROXY_DETECT_TIMEOUT";
 pub const PROXY_CONNECT_TIMEOUT: &str = "FERRY_PROXY_CONNECT_TIMEOUT";
 /// `--idle-timeout`: how long a pooled upstream connection may sit unused.
 pub const PROXY_IDLE_TIMEOUT: &str = "FERRY_PROXY_IDLE_TIMEOUT";
+/// `--cores`: how many cores the proxy uses (Linkerd: `LINKERD2_PROXY_CORES`).
+pub const PROXY_CORES: &str = "FERRY_PROXY_CORES";
 /// `--header-read-timeout`: how long a client may take to send a request's headers.
 pub const PROXY_HEADER_READ_TIMEOUT: &str = "FERRY_PROXY_HEADER_READ_TIMEOUT";
 /// `--shutdown-grace-period`: how long in-flight work may continue after `SIGTERM`.

@@ -89,6 +89,11 @@ pub struct Args {
     /// How long a pooled upstream HTTP connection may sit unused before it is closed.
     #[arg(long, env = env::PROXY_IDLE_TIMEOUT, default_value = "10s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+    /// How many cores the proxy uses: 1 runs everything on one thread (tokio's
+    /// single-threaded scheduler, no cross-thread wake-ups); more runs that many worker
+    /// threads. Default: the cores the process may run on (its CPU affinity).
+    #[arg(long, env = env::PROXY_CORES, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub cores: Option<u16>,
     /// How long an HTTP/1 client may take to send a request's headers (slowloris guard).
     #[arg(long, env = env::PROXY_HEADER_READ_TIMEOUT, default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
