@@ -354,6 +354,74 @@ mod tests {
         );
     }
 
+    fn tlv(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+        let body = parts.concat();
+        let mut out = vec![tag];
+        if body.len() < 0x80 {
+            out.push(body.len() as u8);
+        } else {
+            out.extend([0x82, (body.len() >> 8) as u8, body.len() as u8]);
+        }
+        out.extend(body);
+        out
+    }
+
+    #[test]
+    fn reads_a_critical_san_and_utc_times() {
+        let time = |t: &[u8]| tlv(UTC_TIME, &[t]);
+        let san = tlv(
+            SEQUENCE,
+            &[
+                &tlv(0x87, &[&[127, 0, 0, 1]]),
+                &tlv(SAN_DNS, &[b"a.example"]),
+            ],
+        );
+        let ext = tlv(
+            SEQUENCE,
+            &[
+                &tlv(OID, &[OID_SAN]),
+                &tlv(0x01, &[&[0xff]]),
+                &tlv(OCTET_STRING, &[&san]),
+            ],
+        );
+        let name = tlv(
+            SEQUENCE,
+            &[&tlv(
+                SET,
+                &[&tlv(
+                    SEQUENCE,
+                    &[&tlv(OID, &[&[0x55, 0x04, 0x2a]]), &tlv(0x0c, &[b"x"])],
+                )],
+            )],
+        );
+        let tbs = tlv(
+            SEQUENCE,
+            &[
+                &tlv(VERSION, &[&tlv(INTEGER, &[&[2]])]),
+                &tlv(INTEGER, &[&[0x00, 0x9a]]),
+                &tlv(SEQUENCE, &[]),
+                &tlv(SEQUENCE, &[]),
+                &tlv(
+                    SEQUENCE,
+                    &[&time(b"491231235959Z"), &time(b"500101000000Z")],
+                ),
+                &name,
+                &tlv(SEQUENCE, &[&[0u8; 200]]),
+                &tlv(EXTENSIONS, &[&tlv(SEQUENCE, &[&ext])]),
+            ],
+        );
+        let der = tlv(SEQUENCE, &[&tbs, &tlv(SEQUENCE, &[]), &tlv(0x03, &[&[0]])]);
+        let cert = Cert::parse(&der).unwrap();
+        assert_eq!(cert.sans(), ["DNS:a.example"]);
+        assert_eq!(cert.first_dns_name(), Some("a.example"));
+        assert_eq!(cert.serial_hex(), "009a");
+        assert_eq!(cert.subject(), "2.5.4.42=x");
+        // UTCTime years 49 and 50 are 2049 and 1950 (RFC 5280 4.1.2.5.1).
+        assert_eq!(cert.not_before, 2_524_607_999);
+        assert_eq!(cert.not_after, -631_152_000);
+        assert_eq!(cert.spki.len(), 204);
+    }
+
     #[test]
     fn refuses_what_is_not_a_certificate() {
         assert!(Cert::parse(b"").is_err());
