@@ -18,7 +18,7 @@ use std::{
 use ferry_api::metrics as metric_names;
 use linkerd2_proxy_api::identity::{identity_client::IdentityClient, CertifyRequest};
 use rustls::{
-    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime},
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime},
     sign::CertifiedKey,
     RootCertStore,
 };
@@ -424,25 +424,24 @@ impl Identity {
         verifier
             .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
             .map_err(|e| invalid(format!("does not verify against the trust anchors: {e}")))?;
-        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0])
+        let leaf = crate::tls::cert::Cert::parse(&chain[0])
             .map_err(|e| invalid(format!("leaf does not parse: {e}")))?;
-        if leaf.public_key().raw != public_key {
+        if leaf.spki != public_key {
             return Err(invalid(
                 "leaf is not for the key this proxy generated".into(),
             ));
         }
-        let sans = crate::tls::sans(&leaf);
+        let sans = leaf.sans();
         if !sans.iter().any(|s| s == &format!("DNS:{}", self.name)) {
             return Err(invalid(format!(
                 "leaf names {sans:?}, not DNS:{}",
                 self.name
             )));
         }
-        let validity = leaf.validity();
-        let not_before = to_system_time(validity.not_before.timestamp());
-        let not_after = to_system_time(validity.not_after.timestamp());
+        let not_before = to_system_time(leaf.not_before);
+        let not_after = to_system_time(leaf.not_after);
         Ok(CertState {
-            serial: leaf.raw_serial_as_string().replace(':', ""),
+            serial: leaf.serial_hex(),
             not_before: humantime::format_rfc3339_seconds(not_before).to_string(),
             not_after: humantime::format_rfc3339_seconds(not_after).to_string(),
             expires_in_seconds: seconds_until(not_after),
@@ -514,19 +513,16 @@ fn load_anchors(path: &PathBuf) -> Result<(RootCertStore, Vec<AnchorState>), Ide
     };
     let mut roots = RootCertStore::empty();
     let mut anchors = Vec::new();
-    for block in x509_parser::pem::Pem::iter_from_buffer(&pem) {
-        let block = block.map_err(|e| bad(format!("invalid PEM: {e}")))?;
-        if block.label != "CERTIFICATE" {
-            continue;
-        }
-        let (_, cert) = x509_parser::parse_x509_certificate(&block.contents)
+    for der in CertificateDer::pem_slice_iter(&pem) {
+        let der = der.map_err(|e| bad(format!("invalid PEM: {e}")))?;
+        let cert = crate::tls::cert::Cert::parse(&der)
             .map_err(|e| bad(format!("a certificate does not parse: {e}")))?;
         anchors.push(AnchorState {
-            subject: cert.subject().to_string(),
-            sha256: sha256_hex(&block.contents),
+            subject: cert.subject(),
+            sha256: sha256_hex(&der),
         });
         roots
-            .add(CertificateDer::from(block.contents.clone()))
+            .add(der)
             .map_err(|e| bad(format!("not a usable trust anchor: {e}")))?;
     }
     if anchors.is_empty() {

@@ -37,6 +37,7 @@ use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
 
 use crate::{identity::CertSlot, io::Counted, metrics::Direction};
 
+pub mod cert;
 mod verify;
 
 /// A TLS handshake failed.
@@ -287,29 +288,12 @@ pub async fn peek_sni<I: AsyncRead + Unpin>(
     }
 }
 
-/// The SANs of a certificate, as `DNS:...` and `URI:...`.
-pub fn sans(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
-    use x509_parser::extensions::GeneralName;
-    let Ok(Some(ext)) = cert.subject_alternative_name() else {
-        return Vec::new();
-    };
-    ext.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::DNSName(d) => Some(format!("DNS:{d}")),
-            GeneralName::URI(u) => Some(format!("URI:{u}")),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The first DNS SAN of a DER certificate: the workload identity.
 fn dns_identity(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    sans(&cert)
-        .into_iter()
-        .find_map(|s| s.strip_prefix("DNS:").map(str::to_owned))
+    cert::Cert::parse(der)
+        .ok()?
+        .first_dns_name()
+        .map(str::to_owned)
 }
 
 /// An upstream connection: plain, or mTLS to a meshed peer.

@@ -16,46 +16,79 @@ use std::{
     time::Duration,
 };
 
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use linkerd2_proxy_api::tap::{
     tap_server::{Tap, TapServer},
     ObserveRequest, TapEvent,
 };
 use tokio::net::TcpListener;
-use tokio_stream::{wrappers::TcpListenerStream, Stream, StreamExt};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_stream::Stream;
+use tokio_util::{
+    sync::{CancellationToken, WaitForCancellationFutureOwned},
+    task::TaskTracker,
+};
+use tower_service::Service as _;
 
 use super::{EventRx, Subscription, Taps};
 
 /// How often an idle tap connection is pinged, so a vanished tapper is noticed.
 const KEEPALIVE: Duration = Duration::from_secs(20);
+/// The pause after a failed accept (e.g. out of file descriptors) before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `Tap/Observe` on `listener` until `shutdown` completes; open taps end then.
+///
+/// Connections are served by hyper's HTTP/2 server directly rather than tonic's transport
+/// server: that stack (its router, layers and HTTP/1 side) was only used here and is code
+/// every proxy would carry resident (docs/proxy.md, "Memory").
 pub async fn serve(listener: TcpListener, taps: Arc<Taps>, shutdown: impl Future<Output = ()>) {
     let drain = CancellationToken::new();
-    let service = TapService {
+    let service = TapServer::new(TapService {
         taps,
         drain: drain.clone(),
-    };
-    let signal = async move {
-        shutdown.await;
-        drain.cancel();
-    };
-    // Events are small frames that must not wait for Nagle's algorithm.
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(stream) = &conn {
-            let _ = stream.set_nodelay(true);
-        }
-        conn
     });
-    let result = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(KEEPALIVE))
-        .http2_keepalive_timeout(Some(KEEPALIVE))
-        .add_service(TapServer::new(service))
-        .serve_with_incoming_shutdown(incoming, signal)
-        .await;
-    if let Err(error) = result {
-        tracing::warn!(%error, "tap server failed");
+    let connections = TaskTracker::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "tap server: accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        // Events are small frames that must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let svc = hyper::service::service_fn(move |req| service.clone().call(req));
+        let drain = drain.clone();
+        connections.spawn(async move {
+            let conn = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(KEEPALIVE)
+                .keep_alive_timeout(KEEPALIVE)
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                () = drain.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, "tap connection ended");
+            }
+        });
     }
+    drain.cancel();
+    connections.close();
+    connections.wait().await;
 }
 
 /// `Tap` over a proxy's registry.
