@@ -2,11 +2,12 @@
 //! with hardened limits set explicitly (see `docs/proxy.md`), and shutting it down
 //! gracefully when the drain starts.
 
-use std::time::Duration;
+use std::{future::Future, pin::Pin, time::Duration};
 
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
 
 use crate::{forward::HttpService, listener::Side, metrics::Protocol};
 
@@ -51,17 +52,7 @@ where
         .keep_alive_interval(H2_KEEPALIVE)
         .keep_alive_timeout(H2_KEEPALIVE)
         .serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = side.drain.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(error) = result {
-        tracing::debug!(%error, "http/2 connection ended with an error");
-    }
+    until_drained(conn, &side.drain, |c| c.graceful_shutdown(), "http/2").await;
 }
 
 /// Serves `io` as HTTP/1 with hyper: the general path, for everything the fast path does
@@ -78,15 +69,28 @@ where
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
-    tokio::pin!(conn);
+    until_drained(conn, &side.drain, |c| c.graceful_shutdown(), "http/1").await;
+}
+
+/// Drives a hyper server connection to its end; once `drain` is cancelled, asks it (with
+/// `graceful`, the connection type's own graceful shutdown) to finish what it has and close.
+pub async fn until_drained<C>(
+    conn: C,
+    drain: &CancellationToken,
+    graceful: impl FnOnce(Pin<&mut C>),
+    what: &str,
+) where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        _ = side.drain.cancelled() => {
-            conn.as_mut().graceful_shutdown();
+        () = drain.cancelled() => {
+            graceful(conn.as_mut());
             conn.await
         }
     };
     if let Err(error) = result {
-        tracing::debug!(%error, "http/1 connection ended with an error");
+        tracing::debug!(%error, "{what} connection ended with an error");
     }
 }

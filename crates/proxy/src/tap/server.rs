@@ -73,17 +73,7 @@ pub async fn serve(listener: TcpListener, taps: Arc<Taps>, shutdown: impl Future
                 .keep_alive_interval(KEEPALIVE)
                 .keep_alive_timeout(KEEPALIVE)
                 .serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                () = drain.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(error) = result {
-                tracing::debug!(%error, "tap connection ended");
-            }
+            crate::http::until_drained(conn, &drain, |c| c.graceful_shutdown(), "tap").await;
         });
     }
     drain.cancel();
