@@ -269,3 +269,40 @@ async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
     let status = b.proc.terminate_wait(WAIT).await.unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// The worker threads of tokio's multi-threaded scheduler (named `tokio-rt-worker`).
+fn runtime_workers(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == "tokio-rt-worker")
+        .count()
+}
+
+#[tokio::test]
+async fn cores_picks_the_scheduler_and_bad_values_are_refused() {
+    let app = TestServer::http(|_req: Request<hyper::body::Incoming>| async {
+        Response::new(full("hello"))
+    })
+    .await;
+    let target = app.addr.to_string();
+    // One core: everything on the main thread, no worker threads; two: two workers.
+    for (cores, workers) in [("1", 0), ("2", 2)] {
+        let p = proxy(&["--inbound-forward", &target, "--cores", cores]).await;
+        let rsp = client::get(&format!("http://{}/", p.inbound()))
+            .await
+            .unwrap();
+        assert_eq!(rsp.status, StatusCode::OK, "--cores {cores}");
+        assert_eq!(runtime_workers(p.proc.pid()), workers, "--cores {cores}");
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["--cores", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--cores"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
