@@ -7,6 +7,7 @@
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
+    ops::ControlFlow,
     sync::{
         atomic::{AtomicU32, AtomicU64, Ordering::Relaxed},
         Arc, Mutex,
@@ -25,6 +26,7 @@ use crate::{
     discover::{EndpointMeta, Resolution},
     errors::ProxyError,
     metrics::{Direction, HttpLabels, HttpMetrics, Registry, Tls},
+    upstream::MAX_CONNECT_ATTEMPTS,
 };
 
 /// The latency an endpoint is assumed to have before it has answered (Linkerd's default).
@@ -152,6 +154,72 @@ impl Endpoint {
 struct Snapshot {
     resolution: Resolution,
     endpoints: Vec<Arc<Endpoint>>,
+}
+
+/// A try that an endpoint did not answer (see [`Tries::record`]).
+pub struct SendFailed {
+    /// What went wrong.
+    pub error: ProxyError,
+    /// The connection could not be opened, so nothing was sent: another endpoint may be tried.
+    pub connect: bool,
+}
+
+/// One HTTP request's tries on a balanced service: send it to [`Tries::endpoint`], then
+/// [`Tries::record`] the outcome. When connecting failed (nothing was sent) and the request
+/// is retryable, the endpoint is backed off and another one is picked, up to
+/// [`MAX_CONNECT_ATTEMPTS`] in all. The request is counted once, on the endpoint that
+/// answered it or failed last.
+pub struct Tries<'a> {
+    balancer: &'a Balancer,
+    retryable: bool,
+    attempt: usize,
+    endpoint: Arc<Endpoint>,
+    in_flight: Option<InFlight>,
+}
+
+impl Tries<'_> {
+    /// The endpoint to send to now; after the last try, the one that answered or failed last.
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
+
+    /// Records a try's outcome: `Break` with the request's result, or `Continue` to send
+    /// it again to the next [`Tries::endpoint`].
+    pub fn record<T>(
+        &mut self,
+        result: Result<T, SendFailed>,
+    ) -> ControlFlow<Result<T, ProxyError>> {
+        let in_flight = self.in_flight.take();
+        let error = match result {
+            Ok(answer) => {
+                if let Some(f) = in_flight {
+                    f.done();
+                }
+                self.endpoint.metrics.request();
+                return ControlFlow::Break(Ok(answer));
+            }
+            Err(failed) if !failed.connect => {
+                self.endpoint.metrics.request();
+                return ControlFlow::Break(Err(failed.error));
+            }
+            Err(failed) => failed.error,
+        };
+        self.balancer.connect_failed(&self.endpoint);
+        drop(in_flight);
+        match self.balancer.pick_other(&self.endpoint) {
+            Some(next) if self.retryable && self.attempt < MAX_CONNECT_ATTEMPTS => {
+                tracing::debug!(from = %self.endpoint.addr, to = %next.addr, %error, "retrying on another endpoint");
+                self.in_flight = Some(next.dispatch());
+                self.endpoint = next;
+                self.attempt += 1;
+                ControlFlow::Continue(())
+            }
+            _ => {
+                self.endpoint.metrics.request();
+                ControlFlow::Break(Err(error))
+            }
+        }
+    }
 }
 
 /// Balances one service name across its endpoints.
@@ -396,6 +464,18 @@ impl Balancer {
         let until = self.now_ms() + u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
         endpoint.backoff_until_ms.store(until, Relaxed);
         tracing::debug!(name = %self.name, addr = %endpoint.addr, ?backoff, "endpoint backed off");
+    }
+
+    /// Starts sending one HTTP request: picks its first endpoint by P2C. See [`Tries`].
+    pub async fn tries(&self, retryable: bool) -> Result<Tries<'_>, ProxyError> {
+        let endpoint = self.pick().await?;
+        Ok(Tries {
+            balancer: self,
+            retryable,
+            attempt: 1,
+            in_flight: Some(endpoint.dispatch()),
+            endpoint,
+        })
     }
 
     /// The endpoints and their balancer state, for `/state`.

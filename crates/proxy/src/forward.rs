@@ -6,6 +6,7 @@ use std::{
     convert::Infallible,
     future::Future,
     net::SocketAddr,
+    ops::ControlFlow,
     pin::Pin,
     sync::{Arc, Mutex},
 };
@@ -23,14 +24,14 @@ use http_body_util::{Either, Empty};
 
 use crate::{
     backend::{ReqBody, UpstreamBody},
-    balance::Balancer,
+    balance::{Balancer, SendFailed},
     body::{Recorder, ResponseBody},
     config::Authority,
     errors::ProxyError,
     listener::Side,
     metrics::{ErrorKind, HttpLabels, HttpMetrics},
     tap::{self, ConnMeta, ConnTap, Tapped},
-    upstream::{Upstream, MAX_CONNECT_ATTEMPTS},
+    upstream::Upstream,
 };
 
 /// Where a connection's requests go.
@@ -183,9 +184,8 @@ impl Conn {
             }
             Upstream::Balanced(balancer) => match self.send_balanced(balancer, out, tap).await {
                 Ok(ok) => ok,
-                Err((e, metrics)) => {
-                    let metrics =
-                        metrics.unwrap_or_else(|| self.unrouted(authority.as_deref(), ""));
+                Err(e) => {
+                    let metrics = self.unrouted(authority.as_deref(), "");
                     return self.fail(&metrics, e, grpc, start);
                 }
             },
@@ -220,18 +220,17 @@ impl Conn {
         rsp.map(|body| ResponseBody::upstream(body, recorder))
     }
 
-    /// Sends over a balanced service: picks an endpoint by P2C, and when connecting to it
-    /// fails and nothing was sent, backs it off and tries another.
+    /// Sends over a balanced service ([`crate::balance::Tries`]); a bodiless request whose connect failed is
+    /// sent again, whole, to another endpoint.
     async fn send_balanced(
         &self,
         balancer: &Balancer,
         out: Outgoing,
         tap: &mut Option<Tapped>,
-    ) -> Result<
-        (Result<Response<UpstreamBody>, ProxyError>, Arc<HttpMetrics>),
-        (ProxyError, Option<Arc<HttpMetrics>>),
-    > {
-        let mut endpoint = balancer.pick().await.map_err(|e| (e, None))?;
+    ) -> Result<(Result<Response<UpstreamBody>, ProxyError>, Arc<HttpMetrics>), ProxyError> {
+        let Outgoing { mut req, retry } = out;
+        let mut tries = balancer.tries(retry.is_some()).await?;
+        let endpoint = tries.endpoint();
         tap::dispatch(tap, || tap::Destination {
             addr: endpoint.addr,
             labels: Some(&endpoint.meta.labels),
@@ -241,38 +240,24 @@ impl Conn {
                 .peer_identity()
                 .map(|p| &*p.server_id),
         });
-        let Outgoing { mut req, retry } = out;
-        let mut attempt = 1;
         loop {
-            let in_flight = endpoint.dispatch();
-            let result = endpoint.backend.send(req).await;
-            // The request is counted once, on the endpoint that answered it or failed last.
-            let err = match result {
-                Ok(rsp) => {
-                    in_flight.done();
-                    endpoint.metrics.request();
-                    return Ok((Ok(rsp), endpoint.metrics.clone()));
+            let backend = &tries.endpoint().backend;
+            let sent = backend.send(req).await.map_err(|e| SendFailed {
+                connect: e.is_connect(),
+                error: ProxyError::from_send(&e, &backend.target_label),
+            });
+            match tries.record(sent) {
+                ControlFlow::Break(result) => {
+                    return Ok((result, tries.endpoint().metrics.clone()))
                 }
-                Err(e) if !e.is_connect() => {
-                    endpoint.metrics.request();
-                    let err = ProxyError::from_send(&e, &endpoint.backend.target_label);
-                    return Ok((Err(err), endpoint.metrics.clone()));
+                ControlFlow::Continue(()) => {
+                    // Only a retryable request is tried again, so its parts are there.
+                    let Some(parts) = retry.clone() else {
+                        unreachable!("a request without parts is not retryable")
+                    };
+                    req = Request::from_parts(parts, Either::Right(Empty::new()));
                 }
-                Err(e) => ProxyError::from_send(&e, &endpoint.backend.target_label),
-            };
-            balancer.connect_failed(&endpoint);
-            drop(in_flight);
-            let next = balancer
-                .pick_other(&endpoint)
-                .filter(|_| attempt < MAX_CONNECT_ATTEMPTS);
-            let (Some(next), Some(parts)) = (next, retry.clone()) else {
-                endpoint.metrics.request();
-                return Ok((Err(err), endpoint.metrics.clone()));
-            };
-            tracing::debug!(from = %endpoint.addr, to = %next.addr, error = %err, "retrying on another endpoint");
-            endpoint = next;
-            req = Request::from_parts(parts, Either::Right(Empty::new()));
-            attempt += 1;
+            }
         }
     }
 

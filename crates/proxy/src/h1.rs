@@ -11,7 +11,7 @@
 pub mod chunked;
 pub mod head;
 
-use std::{collections::BTreeMap, sync::Mutex};
+use std::{collections::BTreeMap, ops::ControlFlow, sync::Mutex};
 
 use bytes::{Buf, BytesMut};
 use http::HeaderMap;
@@ -26,16 +26,9 @@ use ferry_api::ProxyErrorReason;
 use self::chunked::Chunked;
 use self::head::{Framing, Parsed, RequestHead, ResponseHead};
 use crate::{
-    backend::Backend,
-    body::Recorder,
-    errors::ProxyError,
-    forward::HttpService,
-    http::MAX_HEAD_BYTES,
-    io::Rewind,
-    listener::Side,
-    metrics::HttpMetrics,
-    tls::ClientStream,
-    upstream::{Upstream, MAX_CONNECT_ATTEMPTS},
+    backend::Backend, balance::SendFailed, body::Recorder, errors::ProxyError,
+    forward::HttpService, http::MAX_HEAD_BYTES, io::Rewind, listener::Side, metrics::HttpMetrics,
+    tls::ClientStream, upstream::Upstream,
 };
 
 /// Reads ask for at least this much room.
@@ -89,14 +82,6 @@ enum End {
     Closed,
     /// The general path takes over, for this reason.
     General(&'static str),
-}
-
-/// Why an attempt to send a request failed.
-enum Failed {
-    /// No connection: nothing was sent, another endpoint may be tried.
-    Connect(ProxyError),
-    /// The upstream failed the exchange.
-    Upstream(ProxyError),
 }
 
 /// An upstream's answer whose head has arrived.
@@ -268,50 +253,33 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 metrics.request();
                 match self.send(&backend, head, close).await {
                     Ok(answer) => self.relay(answer, &backend, metrics, start).await,
-                    Err(Failed::Connect(e) | Failed::Upstream(e)) => {
+                    Err(SendFailed { error: e, .. }) => {
                         self.fail(&svc, &metrics, e, start, close).await
                     }
                 }
             }
             Upstream::Balanced(balancer) => {
-                let mut endpoint = match balancer.pick().await {
-                    Ok(e) => e,
+                // The whole request is in `req_out`: any try can be repeated elsewhere.
+                let mut tries = match balancer.tries(true).await {
+                    Ok(tries) => tries,
                     Err(e) => {
                         let metrics = conn.unrouted(Some(&self.host), "");
                         return self.fail(&svc, &metrics, e, start, close).await;
                     }
                 };
-                let mut attempt = 1;
-                loop {
-                    let in_flight = endpoint.dispatch();
-                    // The request is counted once, on the endpoint that answered or failed last.
-                    let err = match self.send(&endpoint.backend, head, close).await {
-                        Ok(answer) => {
-                            in_flight.done();
-                            endpoint.metrics.request();
-                            let metrics = endpoint.metrics.clone();
-                            return self.relay(answer, &endpoint.backend, metrics, start).await;
-                        }
-                        Err(Failed::Upstream(e)) => {
-                            endpoint.metrics.request();
-                            return self.fail(&svc, &endpoint.metrics, e, start, close).await;
-                        }
-                        Err(Failed::Connect(e)) => e,
-                    };
-                    // Nothing was sent: the whole request is still here to try elsewhere.
-                    balancer.connect_failed(&endpoint);
-                    drop(in_flight);
-                    match balancer.pick_other(&endpoint) {
-                        Some(next) if attempt < MAX_CONNECT_ATTEMPTS => {
-                            tracing::debug!(from = %endpoint.addr, to = %next.addr, error = %err, "retrying on another endpoint");
-                            endpoint = next;
-                            attempt += 1;
-                        }
-                        _ => {
-                            endpoint.metrics.request();
-                            return self.fail(&svc, &endpoint.metrics, err, start, close).await;
-                        }
+                let result = loop {
+                    let sent = self.send(&tries.endpoint().backend, head, close).await;
+                    if let ControlFlow::Break(result) = tries.record(sent) {
+                        break result;
                     }
+                };
+                let endpoint = tries.endpoint().clone();
+                match result {
+                    Ok(answer) => {
+                        let metrics = endpoint.metrics.clone();
+                        self.relay(answer, &endpoint.backend, metrics, start).await
+                    }
+                    Err(e) => self.fail(&svc, &endpoint.metrics, e, start, close).await,
                 }
             }
         }
@@ -324,7 +292,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         backend: &Backend,
         head: &RequestHead,
         close: bool,
-    ) -> Result<Answer, Failed> {
+    ) -> Result<Answer, SendFailed> {
         let target = &backend.target_label;
         let mut pooled = backend.checkout_h1();
         loop {
@@ -335,7 +303,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                     .connector()
                     .connect()
                     .await
-                    .map_err(|e| Failed::Connect(ProxyError::from_connect(&e)))?,
+                    .map_err(|e| SendFailed {
+                        error: ProxyError::from_connect(&e),
+                        connect: true,
+                    })?,
             };
             self.ubuf.clear();
             let sent = async {
@@ -358,10 +329,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                     })
                 }
                 Ok(Err(why)) => {
-                    return Err(Failed::Upstream(ProxyError::new(
-                        ProxyErrorReason::UpstreamProtocol,
-                        format!("{target}: {why}"),
-                    )))
+                    return Err(SendFailed {
+                        error: ProxyError::new(
+                            ProxyErrorReason::UpstreamProtocol,
+                            format!("{target}: {why}"),
+                        ),
+                        connect: false,
+                    })
                 }
                 // An idle connection the upstream had closed: nothing of the answer came.
                 Err(_) if reused && self.ubuf.is_empty() => {
@@ -372,10 +346,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                         Some(e) => format!("{target}: connection error: {e}"),
                         None => format!("{target}: connection closed before the response"),
                     };
-                    return Err(Failed::Upstream(ProxyError::new(
-                        ProxyErrorReason::UpstreamReset,
-                        detail,
-                    )));
+                    return Err(SendFailed {
+                        error: ProxyError::new(ProxyErrorReason::UpstreamReset, detail),
+                        connect: false,
+                    });
                 }
             }
         }
