@@ -176,18 +176,25 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
     /// head and the body are left in `req_out`.
     async fn read_request(&mut self, side: &Side) -> Result<RequestHead, End> {
         let deadline = Instant::now() + side.timeouts.header_read;
+        // A head already parsed (and rewritten into `req_out`) whose body is still coming.
+        let mut pending: Option<RequestHead> = None;
         loop {
             if !self.buf.is_empty() {
                 if side.taps.is_active() {
                     return Err(End::General("tap active"));
                 }
-                match head::parse_request(&self.buf, &mut self.req_out) {
+                let parsed = match pending.take() {
+                    Some(head) => Parsed::Done(head),
+                    None => head::parse_request(&self.buf, &mut self.req_out),
+                };
+                match parsed {
                     Parsed::Done(head) => {
                         let total = head.len + body_len(&head);
                         if self.buf.len() >= total {
                             self.req_out.extend_from_slice(&self.buf[head.len..total]);
                             return Ok(head);
                         }
+                        pending = Some(head);
                     }
                     Parsed::Partial if self.buf.len() < MAX_HEAD_BYTES => {}
                     Parsed::Partial => {

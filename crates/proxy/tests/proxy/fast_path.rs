@@ -194,6 +194,34 @@ async fn pipelined_requests_are_answered_in_order() {
 }
 
 #[tokio::test]
+async fn a_body_that_arrives_over_many_reads_is_forwarded_whole() {
+    let app = TestServer::http(|req: Request<hyper::body::Incoming>| async move {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let all_x = body.iter().all(|&b| b == b'x');
+        hyper::Response::new(ferry_testkit::server::full(format!(
+            "{} {all_x}",
+            body.len()
+        )))
+    })
+    .await;
+    let proxy = Proxy::inbound_to(app.addr).await;
+    let (mut send, _conn) = connection(proxy.inbound).await;
+    // 60,000 bytes: under the fast path's 64 KiB, and several of its 8 KiB reads.
+    let upload = Request::post("/upload")
+        .header("host", "app")
+        .body(
+            Full::new(Bytes::from(vec![b'x'; 60_000]))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .unwrap();
+    let (status, body, _) = exchange(&mut send, upload).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "60000 true"));
+    let state = state(&proxy).await;
+    assert_eq!(state["http1"]["fast_path_requests"], 1, "{state}");
+}
+
+#[tokio::test]
 async fn a_pooled_connection_the_upstream_closed_is_replaced() {
     // Answers one request per connection, then closes without saying so, as a server whose
     // keep-alive timeout is shorter than the proxy's does.
