@@ -7,7 +7,7 @@ mod fixture;
 
 use std::time::Duration;
 
-use ferry_testkit::{client, wait_until};
+use ferry_testkit::{client, process::ProxyProc, wait_until};
 use fixture::*;
 use http::StatusCode;
 
@@ -409,18 +409,7 @@ async fn a_proxy_with_another_trust_anchor_is_refused_on_both_sides() {
     let stranger_ca = Mesh::start("1h").await;
     let stranger = client_proxy(&stranger_ca, mesh.grpc, &[]).await;
     ready(&stranger).await;
-    let url = echo_url(&stranger);
-    let r = wait_until(WAIT, "a proxy-made answer", || {
-        let url = url.clone();
-        async move {
-            let r = client::get(&url).await.ok()?;
-            let reason = r.headers.get("l5d-proxy-error")?.to_str().ok()?;
-            // Until discovery has the server's address, the placeholder refuses.
-            reason.starts_with("tls-handshake").then_some(r)
-        }
-    })
-    .await
-    .unwrap();
+    let r = handshake_refusal(&echo_url(&stranger)).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     assert_eq!(r.headers["l5d-proxy-error"], "tls-handshake-unknown-ca");
     assert!(
@@ -428,15 +417,7 @@ async fn a_proxy_with_another_trust_anchor_is_refused_on_both_sides() {
         "{}",
         r.text()
     );
-    let m = admin(&stranger, "/metrics").await;
-    assert!(
-        ferry_testkit::metric(
-            &m,
-            "outbound_tls_handshake_errors_total",
-            &[("reason", "unknown_ca")]
-        ) >= Some(1.0),
-        "{m}"
-    );
+    let m = assert_outbound_handshake_error(&stranger, "unknown_ca").await;
     assert!(
         ferry_testkit::metric_sum(
             &m,
@@ -446,17 +427,7 @@ async fn a_proxy_with_another_trust_anchor_is_refused_on_both_sides() {
         "{m}"
     );
     // The server side heard the refusal and counts it too.
-    wait_until(WAIT, "inbound unknown_ca counted", || async {
-        let m = admin(&server, "/metrics").await;
-        (ferry_testkit::metric(
-            &m,
-            "inbound_tls_handshake_errors_total",
-            &[("reason", "unknown_ca")],
-        ) >= Some(1.0))
-        .then_some(())
-    })
-    .await
-    .unwrap();
+    wait_inbound_handshake_error(&server, "unknown_ca").await;
 }
 
 #[tokio::test]
@@ -469,18 +440,7 @@ async fn a_server_with_another_identity_is_refused_as_a_name_mismatch() {
     let client = client_proxy(&mesh, mesh.grpc, &[]).await;
     ready(&server).await;
     ready(&client).await;
-    let url = echo_url(&client);
-    let r = wait_until(WAIT, "a proxy-made answer", || {
-        let url = url.clone();
-        async move {
-            let r = client::get(&url).await.ok()?;
-            let reason = r.headers.get("l5d-proxy-error")?.to_str().ok()?;
-            // Until discovery has the server's address, the placeholder refuses.
-            reason.starts_with("tls-handshake").then_some(r)
-        }
-    })
-    .await
-    .unwrap();
+    let r = handshake_refusal(&echo_url(&client)).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     assert_eq!(
         r.headers["l5d-proxy-error"],
@@ -488,27 +448,9 @@ async fn a_server_with_another_identity_is_refused_as_a_name_mismatch() {
         "{}",
         r.text()
     );
-    let m = admin(&client, "/metrics").await;
-    assert!(
-        ferry_testkit::metric(
-            &m,
-            "outbound_tls_handshake_errors_total",
-            &[("reason", "name_mismatch")]
-        ) >= Some(1.0),
-        "{m}"
-    );
+    assert_outbound_handshake_error(&client, "name_mismatch").await;
     // The server heard the client refuse its certificate (a bad_certificate alert).
-    wait_until(WAIT, "inbound name_mismatch counted", || async {
-        let m = admin(&server, "/metrics").await;
-        (ferry_testkit::metric(
-            &m,
-            "inbound_tls_handshake_errors_total",
-            &[("reason", "name_mismatch")],
-        ) >= Some(1.0))
-        .then_some(())
-    })
-    .await
-    .unwrap();
+    wait_inbound_handshake_error(&server, "name_mismatch").await;
 }
 
 #[tokio::test]
@@ -587,4 +529,46 @@ async fn inbound_require_identity_refuses_plaintext_and_accepts_the_mesh() {
         .unwrap()
         .unwrap_or(0);
     assert_eq!(n, 0);
+}
+
+/// The first proxy-made `tls-handshake-*` answer from `url`: until discovery has the
+/// server's address, the placeholder endpoint refuses with another reason.
+async fn handshake_refusal(url: &str) -> client::Reply {
+    wait_until(WAIT, "a proxy-made answer", || async move {
+        let r = client::get(url).await.ok()?;
+        let reason = r.headers.get("l5d-proxy-error")?.to_str().ok()?;
+        reason.starts_with("tls-handshake").then_some(r)
+    })
+    .await
+    .unwrap()
+}
+
+/// Asserts `client` counted a refused outbound handshake for `reason`; returns its metrics.
+async fn assert_outbound_handshake_error(client: &ProxyProc, reason: &str) -> String {
+    let m = admin(client, "/metrics").await;
+    assert!(
+        ferry_testkit::metric(
+            &m,
+            "outbound_tls_handshake_errors_total",
+            &[("reason", reason)]
+        ) >= Some(1.0),
+        "{m}"
+    );
+    m
+}
+
+/// Waits until `server` has counted a refused inbound handshake for `reason` (it hears of
+/// the refusal from the client's alert, a moment after the client's answer).
+async fn wait_inbound_handshake_error(server: &ProxyProc, reason: &str) {
+    wait_until(WAIT, "the inbound handshake error counted", || async {
+        let m = admin(server, "/metrics").await;
+        (ferry_testkit::metric(
+            &m,
+            "inbound_tls_handshake_errors_total",
+            &[("reason", reason)],
+        ) >= Some(1.0))
+        .then_some(())
+    })
+    .await
+    .unwrap();
 }
