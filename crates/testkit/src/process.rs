@@ -225,3 +225,41 @@ impl ProxyProc {
         self.addrs[&format!("upstream {target}")]
     }
 }
+
+/// A running `ferry-control` and the addresses it bound.
+pub struct ControlProc {
+    /// The process.
+    pub proc: Proc,
+    /// The gRPC server (destination, identity).
+    pub grpc: SocketAddr,
+    /// The public API and dashboard.
+    pub api: SocketAddr,
+}
+
+impl ControlProc {
+    /// Starts `ferry-control` over the workloads file `file`, with `extra` flags. Its
+    /// listeners are on ephemeral loopback ports, except the gRPC one when `extra` sets
+    /// `--grpc-listen` (to restart on the same address).
+    pub async fn spawn(file: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        let file = file.to_str().expect("a UTF-8 workloads path");
+        let mut args = vec![
+            "--workloads-file",
+            file,
+            "--api-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ];
+        if !extra.contains(&"--grpc-listen") {
+            args.extend(["--grpc-listen", "127.0.0.1:0"]);
+        }
+        args.extend_from_slice(extra);
+        let proc = Proc::spawn(bin("ferry-control"), &args, &[])?;
+        let addrs = proc.bound_addrs(2, Duration::from_secs(15)).await?;
+        Ok(Self {
+            grpc: addrs["grpc"],
+            api: addrs["api"],
+            proc,
+        })
+    }
+}

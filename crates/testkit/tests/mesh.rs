@@ -15,7 +15,7 @@ use std::{
 
 use ferry_testkit::{
     client,
-    process::{bin, Proc, ProxyProc},
+    process::{bin, ControlProc, Proc, ProxyProc},
     server::{full, TestServer},
     wait_until,
 };
@@ -42,19 +42,10 @@ async fn proxy(args: &[&str]) -> ProxyProc {
 }
 
 async fn control(file: &Path, grpc: &str) -> (Proc, SocketAddr, SocketAddr) {
-    let args = [
-        "--workloads-file",
-        file.to_str().unwrap(),
-        "--grpc-listen",
-        grpc,
-        "--api-listen",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-    ];
-    let p = Proc::spawn(bin("ferry-control"), &args, &[]).unwrap();
-    let addrs = p.bound_addrs(2, WAIT).await.unwrap();
-    (p, addrs["grpc"], addrs["api"])
+    let cp = ControlProc::spawn(file, &["--grpc-listen", grpc])
+        .await
+        .unwrap();
+    (cp.proc, cp.grpc, cp.api)
 }
 
 /// Runs the `ferry` CLI to completion (bounded) and returns (success, stdout, stderr).

@@ -17,7 +17,7 @@ use std::{
 use ferry_api::stat::{StatHistory, StatRow};
 use ferry_testkit::{
     client,
-    process::{bin, Proc, ProxyProc},
+    process::{bin, ControlProc, Proc, ProxyProc},
     server::{full, TestServer},
     wait_until,
 };
@@ -71,22 +71,10 @@ fn workloads(proxies: &[(&'static str, ProxyProc)]) -> String {
 }
 
 async fn control(file: &Path, extra: &[&str]) -> (Proc, SocketAddr, SocketAddr) {
-    let mut args = vec![
-        "--workloads-file",
-        file.to_str().unwrap(),
-        "--grpc-listen",
-        "127.0.0.1:0",
-        "--api-listen",
-        "127.0.0.1:0",
-        "--scrape-interval",
-        "1s",
-        "--log-format",
-        "json",
-    ];
+    let mut args = vec!["--scrape-interval", "1s"];
     args.extend_from_slice(extra);
-    let p = Proc::spawn(bin("ferry-control"), &args, &[]).unwrap();
-    let addrs = p.bound_addrs(2, WAIT).await.unwrap();
-    (p, addrs["grpc"], addrs["api"])
+    let cp = ControlProc::spawn(file, &args).await.unwrap();
+    (cp.proc, cp.grpc, cp.api)
 }
 
 async fn start() -> Mesh {

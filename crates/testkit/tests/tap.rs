@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use ferry_testkit::{
     client,
-    process::{bin, Proc, ProxyProc},
+    process::{bin, ControlProc, Proc, ProxyProc},
     server::{full, TestServer},
     wait_until,
 };
@@ -133,19 +133,8 @@ services:
 }
 
 async fn control(file: &Path) -> (Proc, SocketAddr) {
-    let args = [
-        "--workloads-file",
-        file.to_str().unwrap(),
-        "--grpc-listen",
-        "127.0.0.1:0",
-        "--api-listen",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-    ];
-    let p = Proc::spawn(bin("ferry-control"), &args, &[]).unwrap();
-    let addrs = p.bound_addrs(2, WAIT).await.unwrap();
-    (p, addrs["api"])
+    let cp = ControlProc::spawn(file, &[]).await.unwrap();
+    (cp.proc, cp.api)
 }
 
 /// Runs `ferry` to completion (bounded): (success, stdout, stderr).
@@ -467,26 +456,14 @@ services:
         ),
     )
     .unwrap();
-    let args = [
-        "--workloads-file",
-        file.to_str().unwrap(),
+    let extra = [
         "--workloads-poll-interval",
         "100ms",
-        "--grpc-listen",
-        "127.0.0.1:0",
-        "--api-listen",
-        "127.0.0.1:0",
         "--identity-dir",
         identity.to_str().unwrap(),
-        "--log-format",
-        "json",
     ];
-    let control = Proc::spawn(bin("ferry-control"), &args, &[]).unwrap();
-    let addrs = control.bound_addrs(2, WAIT).await.unwrap();
-    let (grpc, api) = (
-        addrs["grpc"].to_string(),
-        format!("http://{}", addrs["api"]),
-    );
+    let control = ControlProc::spawn(&file, &extra).await.unwrap();
+    let (grpc, api) = (control.grpc.to_string(), format!("http://{}", control.api));
     let token = |sa: &str| identity.join("tokens/default").join(sa);
     for sa in ["echo", "client"] {
         let path = token(sa);

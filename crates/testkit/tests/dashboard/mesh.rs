@@ -3,7 +3,6 @@
 //! dashboard is then walked page by page.
 
 use std::{
-    net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -14,7 +13,7 @@ use std::{
 use ferry_testkit::{
     browser::Browser,
     client,
-    process::{bin, Proc, ProxyProc},
+    process::{bin, ControlProc, Proc, ProxyProc},
     server::{full, TestServer},
     wait_until,
 };
@@ -81,21 +80,10 @@ async fn mesh() -> Mesh {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("workloads.yaml");
     std::fs::write(&file, "namespaces: [shop]\n").unwrap();
-    let args = [
-        "--workloads-file",
-        file.to_str().unwrap(),
-        "--grpc-listen",
-        "127.0.0.1:0",
-        "--api-listen",
-        "127.0.0.1:0",
-        "--scrape-interval",
-        "1s",
-        "--log-format",
-        "json",
-    ];
-    let control = Proc::spawn(bin("ferry-control"), &args, &[]).unwrap();
-    let addrs = control.bound_addrs(2, WAIT).await.unwrap();
-    let (grpc, api): (SocketAddr, SocketAddr) = (addrs["grpc"], addrs["api"]);
+    let control = ControlProc::spawn(&file, &["--scrape-interval", "1s"])
+        .await
+        .unwrap();
+    let (grpc, api) = (control.grpc, control.api);
 
     let proxy = |args: Vec<String>| async move {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -152,7 +140,7 @@ async fn mesh() -> Mesh {
     });
     Mesh {
         api,
-        control,
+        control: control.proc,
         _instances: vec![web, voting, emoji],
         _apps: vec![emoji_app, voting_app],
         _traffic: traffic,

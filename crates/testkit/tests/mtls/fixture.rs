@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use ferry_testkit::{
     client,
-    process::{bin, Proc, ProxyProc},
+    process::{bin, ControlProc, Proc, ProxyProc},
     server::{full, TestServer},
     wait_until,
 };
@@ -50,27 +50,18 @@ impl Mesh {
     pub async fn restart_on(dir: tempfile::TempDir, lifetime: &str) -> Self {
         let file = dir.path().join("workloads.yaml");
         let identity = dir.path().join("identity");
-        let args = [
-            "--workloads-file",
-            file.to_str().unwrap(),
+        let extra = [
             "--workloads-poll-interval",
             "100ms",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--api-listen",
-            "127.0.0.1:0",
             "--identity-dir",
             identity.to_str().unwrap(),
             "--identity-cert-lifetime",
             lifetime,
-            "--log-format",
-            "json",
         ];
-        let cp = Proc::spawn(bin("ferry-control"), &args, &[]).unwrap();
-        let addrs = cp.bound_addrs(2, WAIT).await.unwrap();
+        let cp = ControlProc::spawn(&file, &extra).await.unwrap();
         Self {
-            cp,
-            grpc: addrs["grpc"],
+            grpc: cp.grpc,
+            cp: cp.proc,
             dir,
         }
     }
