@@ -10,7 +10,7 @@ use ferry_testkit::{
     wait_until,
 };
 
-use crate::{get_json, shot, wait_overview_matches, WAIT};
+use crate::{assert_checks_pass, get_json, shot, wait_overview_matches, WAIT};
 
 /// Ports `ferry demo` uses from its base.
 const DEMO_SPAN: u16 = 50;
@@ -176,16 +176,7 @@ async fn with_ferry_demo_running_the_dashboard_finds_the_broken_edge() {
         .await
         .unwrap();
     shot(&browser, "demo-4-proxies").await;
-    browser.goto(&format!("{api}/#/check")).await.unwrap();
-    let summary = browser
-        .wait_for(
-            "the checks",
-            "const s = document.querySelector('#check-summary'); return s && s.textContent;",
-            WAIT,
-        )
-        .await
-        .unwrap();
-    assert_eq!(summary, "all 4 checks passed");
+    assert_checks_pass(&browser, &api).await;
     drop(browser);
     let _ = demo.terminate(Duration::from_secs(20)).await;
 }

@@ -137,6 +137,20 @@ async fn wait_overview_matches(
     found.unwrap_or_else(|e| panic!("{e}: {}", last.lock().unwrap()))
 }
 
+/// Opens the check page and asserts that all its checks passed.
+async fn assert_checks_pass(browser: &Browser, api: &str) {
+    browser.goto(&format!("{api}/#/check")).await.unwrap();
+    let summary = browser
+        .wait_for(
+            "the checks",
+            "const s = document.querySelector('#check-summary'); return s && s.textContent;",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary, "all 4 checks passed");
+}
+
 fn pct(x: f64) -> String {
     format!("{:.2}%", x * 100.0)
 }

@@ -19,7 +19,7 @@ use ferry_testkit::{
 };
 use http::{Response, StatusCode};
 
-use crate::{get_json, shot, wait_overview_matches, WAIT};
+use crate::{assert_checks_pass, get_json, shot, wait_overview_matches, WAIT};
 
 /// One workload's instance: its proxy in front of its app (if any).
 struct Instance {
@@ -354,16 +354,7 @@ async fn the_dashboard_shows_the_apis_numbers_drills_down_and_taps() {
         .await
         .unwrap();
     shot(&browser, "5-proxies").await;
-    browser.goto(&format!("{api}/#/check")).await.unwrap();
-    let summary = browser
-        .wait_for(
-            "the checks",
-            "const s = document.querySelector('#check-summary'); return s && s.textContent;",
-            WAIT,
-        )
-        .await
-        .unwrap();
-    assert_eq!(summary, "all 4 checks passed");
+    assert_checks_pass(&browser, &api).await;
     shot(&browser, "6-check").await;
 
     // The control plane going away shows on the open page instead of stale numbers

@@ -149,13 +149,14 @@ pub async fn client_proxy(mesh: &Mesh, dest: SocketAddr, extra: &[&str]) -> Prox
 }
 
 pub async fn ready(p: &ProxyProc) {
-    let url = format!("http://{}/ready", p.admin());
-    wait_until(WAIT, "proxy ready", || {
-        let url = url.clone();
-        async move {
-            let r = client::get(&url).await.ok()?;
-            (r.status == StatusCode::OK).then_some(())
-        }
+    wait_ok(&format!("http://{}/ready", p.admin()), "proxy ready").await;
+}
+
+/// Waits until a GET of `url` answers 200.
+async fn wait_ok(url: &str, what: &str) {
+    wait_until(WAIT, what, || async move {
+        let r = client::get(url).await.ok()?;
+        (r.status == StatusCode::OK).then_some(())
     })
     .await
     .unwrap();
@@ -178,16 +179,7 @@ pub fn echo_url(p: &ProxyProc) -> String {
 
 /// Waits until a request through `client` succeeds (discovery and certificates settle).
 pub async fn first_ok(client: &ProxyProc) {
-    let url = echo_url(client);
-    wait_until(WAIT, "a request through the mesh", || {
-        let url = url.clone();
-        async move {
-            let r = client::get(&url).await.ok()?;
-            (r.status == StatusCode::OK).then_some(())
-        }
-    })
-    .await
-    .unwrap();
+    wait_ok(&echo_url(client), "a request through the mesh").await;
 }
 
 /// Runs `openssl` (bounded, killed on drop) without blocking the test's runtime, which
