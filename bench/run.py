@@ -425,15 +425,12 @@ def wrk_max(port, seconds):
     return res
 
 
-def h2load(port, seconds, proto, rate, work):
-    """h2load with a per-request log, so percentiles come from every request."""
+def h2load(port, seconds, proto, work):
+    """h2load at full speed, with a per-request log so percentiles come from every request."""
     log_file = work / "h2load.log"
     if log_file.exists():
         log_file.unlink()
-    conns = RATE_CONNECTIONS if rate else CONNECTIONS
-    cmd = ["h2load", "-t1", f"-c{conns}", "-m1", f"-D{seconds}", f"--log-file={log_file}"]
-    if rate:
-        cmd.append(f"--rps={rate / conns:g}")
+    cmd = ["h2load", "-t1", f"-c{CONNECTIONS}", "-m1", f"-D{seconds}", f"--log-file={log_file}"]
     if proto == "http1":
         cmd.append("--h1")
     path = "/"
@@ -459,9 +456,10 @@ def h2load(port, seconds, proto, rate, work):
     return res
 
 
-def tcpload(port, seconds, rate):
-    cmd = [RELEASE / "ferry-bench-tcpload", f"127.0.0.1:{port}", "--seconds", seconds,
-           "--connections", RATE_CONNECTIONS if rate else CONNECTIONS]
+def own_load(proto, port, seconds, rate):
+    """`ferry-bench-load`: TCP echo at full speed, or any protocol evenly paced at `rate`."""
+    cmd = [RELEASE / "ferry-bench-load", f"127.0.0.1:{port}", "--proto", proto,
+           "--seconds", seconds, "--connections", RATE_CONNECTIONS if rate else CONNECTIONS]
     if rate:
         cmd += ["--rate", rate]
     r = json.loads(run_bounded(cmd, seconds + 30).strip().splitlines()[-1])
@@ -470,11 +468,13 @@ def tcpload(port, seconds, rate):
 
 
 def load(proto, shape, port, seconds, rate, work):
+    if shape == "rate":
+        return own_load(proto, port, seconds, rate)
     if proto == "tcp":
-        return tcpload(port, seconds, rate if shape == "rate" else None)
-    if proto == "http1" and shape == "max":
+        return own_load(proto, port, seconds, None)
+    if proto == "http1":
         return wrk_max(port, seconds)
-    return h2load(port, seconds, proto, rate if shape == "rate" else None, work)
+    return h2load(port, seconds, proto, work)
 
 
 # ---------------------------------------------------------------- the run
@@ -560,9 +560,9 @@ def soak(args, work, backend_ports):
     middle = start_middle("ferry", "http1", backend_ports["http1"], work, args)
     pids = pids_of(middle.procs)
     samples = [(0, status_kb(pids, "VmRSS"))]
-    cmd = ["taskset", "-c", LOAD_CPU, "h2load", "--h1", "-t1", f"-c{RATE_CONNECTIONS}", "-m1",
-           f"-D{args.soak}", f"--rps={args.rate / RATE_CONNECTIONS:g}",
-           f"http://127.0.0.1:{middle.port}/"]
+    gen_cmd = [RELEASE / "ferry-bench-load", f"127.0.0.1:{middle.port}", "--proto", "http1",
+               "--connections", RATE_CONNECTIONS, "--seconds", args.soak, "--rate", args.rate]
+    cmd = ["taskset", "-c", LOAD_CPU, *map(str, gen_cmd)]
     gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                            start_new_session=True)
     PROCS.append(gen)
@@ -572,7 +572,9 @@ def soak(args, work, backend_ports):
             time.sleep(5)
             samples.append((round(time.monotonic() - start), status_kb(pids, "VmRSS")))
         out, _ = gen.communicate(timeout=30)
-        done = next((l for l in out.splitlines() if l.startswith("requests:")), "")
+        r = json.loads(out.strip().splitlines()[-1])
+        done = (f"{r['requests']} requests, {r['errors']} errors, p50 {r['p50_us']} µs, "
+                f"p99 {r['p99_us']} µs.")
         log(f"soak: {done}")
         samples.append((round(time.monotonic() - start), status_kb(pids, "VmRSS")))
         return {"samples": samples, "peak_kb": status_kb(pids, "VmHWM"), "requests": done}

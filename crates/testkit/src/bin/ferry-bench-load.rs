@@ -1,0 +1,359 @@
+//! `ferry-bench-load`: the benchmark harness's own load generator, for the two jobs the
+//! established generators cannot do here.
+//!
+//! - **TCP echo at full speed** (no `--rate`): wrk, h2load and oha speak only HTTP, and no TCP
+//!   request/response generator ships in Debian. N connections on one thread, each sending a
+//!   fixed-size message and waiting for its echo, back to back.
+//! - **Any protocol at a fixed rate** (`--rate RPS`; `tcp`, `http1`, `h2c`): requests evenly
+//!   spaced in time, one in flight per connection. h2load's `--rps` does not do this: each
+//!   connection sends its due requests when its timer fires, and the timers of all connections
+//!   fire together, so 2,000 RPS over 16 connections arrives as a burst of 16 every 8 ms and the
+//!   latency it reports is mostly queueing behind the burst (bench/README.md has the figures).
+//!   Here every connection has its own thread that sleeps until its slot with `nanosleep`
+//!   (microseconds, where tokio's timer wheel has 1 ms ticks), and the connections' slots are
+//!   staggered, so the server sees one request every 1/RPS seconds. HTTP is spoken by hyper's
+//!   client connection, driven on the connection's thread only while a request is out.
+//!
+//! ```text
+//! ferry-bench-load ADDR --connections N --seconds S [--rate RPS] [--proto tcp|http1|h2c]
+//!                  [--size BYTES] [--path PATH]
+//! ```
+//!
+//! Prints one JSON line: `requests`, `seconds`, `rps`, `p50_us`, `p99_us`, `max_us`, `errors`.
+//! Latency is counted from the slot when the previous request on that connection made it miss
+//! the slot (no coordinated omission), but not when only the timer woke late.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use http::{header, Request, Uri};
+use http_body_util::{BodyExt as _, Empty};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+const USAGE: &str = "usage: ferry-bench-load ADDR --connections N --seconds S [--rate RPS] \
+                     [--proto tcp|http1|h2c] [--size BYTES] [--path PATH]";
+
+#[derive(Clone, Copy, PartialEq)]
+enum Proto {
+    Tcp,
+    Http1,
+    H2c,
+}
+
+struct Args {
+    addr: SocketAddr,
+    proto: Proto,
+    connections: usize,
+    seconds: f64,
+    rate: Option<f64>,
+    size: usize,
+    path: String,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut it = std::env::args().skip(1);
+    let addr = it
+        .next()
+        .context(USAGE)?
+        .parse()
+        .context("ADDR must be host:port")?;
+    let mut args = Args {
+        addr,
+        proto: Proto::Tcp,
+        connections: 32,
+        seconds: 10.0,
+        rate: None,
+        size: 64,
+        path: "/".into(),
+    };
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--connections" => args.connections = value.parse()?,
+            "--seconds" => args.seconds = value.parse()?,
+            "--rate" => args.rate = Some(value.parse()?),
+            "--size" => args.size = value.parse()?,
+            "--path" => args.path = value,
+            "--proto" => {
+                args.proto = match value.as_str() {
+                    "tcp" => Proto::Tcp,
+                    "http1" => Proto::Http1,
+                    "h2c" => Proto::H2c,
+                    other => bail!("--proto must be tcp, http1 or h2c, not {other:?}"),
+                }
+            }
+            other => bail!("unknown flag {other:?}\n{USAGE}"),
+        }
+    }
+    if args.connections == 0 || args.size == 0 || args.seconds <= 0.0 {
+        bail!("--connections, --size and --seconds must be positive");
+    }
+    if args.rate.is_some_and(|r| r <= 0.0) {
+        bail!("--rate must be positive");
+    }
+    if args.rate.is_none() && args.proto != Proto::Tcp {
+        bail!("HTTP at full speed is wrk's and h2load's job: give --rate, or --proto tcp");
+    }
+    Ok(args)
+}
+
+/// What one connection measured.
+#[derive(Default)]
+struct Sample {
+    latencies_us: Vec<u32>,
+    errors: u64,
+}
+
+impl Sample {
+    fn record(&mut self, since: Instant) {
+        let us = since.elapsed().as_micros();
+        self.latencies_us
+            .push(u32::try_from(us).unwrap_or(u32::MAX));
+    }
+
+    fn merge(&mut self, other: Sample) {
+        self.latencies_us.extend(other.latencies_us);
+        self.errors += other.errors;
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let (mut all, seconds) = match args.rate {
+        Some(rate) => paced(&args, rate)?,
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(flat_out_tcp(&args))?,
+    };
+    all.latencies_us.sort_unstable();
+    let v = &all.latencies_us;
+    let pct = |p: f64| -> u32 {
+        if v.is_empty() {
+            return 0;
+        }
+        v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+    };
+    println!(
+        "{{\"requests\":{},\"seconds\":{seconds:.3},\"rps\":{:.1},\"p50_us\":{},\"p99_us\":{},\"max_us\":{},\"errors\":{}}}",
+        v.len(),
+        v.len() as f64 / seconds,
+        pct(0.50),
+        pct(0.99),
+        v.last().copied().unwrap_or(0),
+        all.errors
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- fixed rate
+
+/// Every connection on its own thread, its slots `connections / rate` apart and offset from
+/// the others' by `1 / rate`. Returns the merged sample and the measured span in seconds.
+fn paced(args: &Args, rate: f64) -> anyhow::Result<(Sample, f64)> {
+    let interval = Duration::from_secs_f64(args.connections as f64 / rate);
+    let clients = (0..args.connections)
+        .map(|_| Client::connect(args))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Connections are set up before the clock starts; every thread waits for its first slot.
+    let start = Instant::now() + Duration::from_millis(20);
+    let end = start + Duration::from_secs_f64(args.seconds);
+    let n = args.connections as f64;
+    let threads: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, client)| {
+            let first = start + interval.mul_f64(i as f64 / n);
+            std::thread::spawn(move || client.run_schedule(first, interval, end))
+        })
+        .collect();
+    let mut all = Sample::default();
+    for t in threads {
+        all.merge(
+            t.join()
+                .map_err(|_| anyhow::anyhow!("a connection thread panicked"))?,
+        );
+    }
+    Ok((all, start.elapsed().as_secs_f64()))
+}
+
+/// One connection of the paced mode.
+enum Client {
+    Tcp {
+        sock: std::net::TcpStream,
+        msg: Vec<u8>,
+        reply: Vec<u8>,
+    },
+    Http {
+        rt: tokio::runtime::Runtime,
+        sender: Sender,
+        uri: Uri,
+        host: String,
+    },
+}
+
+enum Sender {
+    H1(http1::SendRequest<Empty<Bytes>>),
+    H2(http2::SendRequest<Empty<Bytes>>),
+}
+
+impl Client {
+    fn connect(args: &Args) -> anyhow::Result<Client> {
+        let connecting = || format!("connecting to {}", args.addr);
+        if args.proto == Proto::Tcp {
+            let sock = std::net::TcpStream::connect(args.addr).with_context(connecting)?;
+            sock.set_nodelay(true)?;
+            return Ok(Client::Tcp {
+                sock,
+                msg: opaque_message(args.size),
+                reply: vec![0; args.size],
+            });
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let proto = args.proto;
+        let sender = rt.block_on(async {
+            let sock = tokio::net::TcpStream::connect(args.addr)
+                .await
+                .with_context(connecting)?;
+            sock.set_nodelay(true)?;
+            let io = TokioIo::new(sock);
+            // The connection task runs on this runtime, i.e. whenever the thread drives a request.
+            anyhow::Ok(if proto == Proto::H2c {
+                let (send, conn) = http2::handshake(TokioExecutor::new(), io).await?;
+                tokio::spawn(conn);
+                Sender::H2(send)
+            } else {
+                let (send, conn) = http1::handshake(io).await?;
+                tokio::spawn(conn);
+                Sender::H1(send)
+            })
+        })?;
+        // HTTP/1.1 sends the path (origin form) and a Host header; HTTP/2 needs the whole URI
+        // for its :scheme and :authority.
+        let uri = match proto {
+            Proto::H2c => format!("http://{}{}", args.addr, args.path).parse()?,
+            _ => args.path.parse()?,
+        };
+        Ok(Client::Http {
+            rt,
+            sender,
+            uri,
+            host: args.addr.to_string(),
+        })
+    }
+
+    fn run_schedule(mut self, first: Instant, interval: Duration, end: Instant) -> Sample {
+        let mut sample = Sample::default();
+        let mut slot = first;
+        while slot < end {
+            let now = Instant::now();
+            let sent_at = if now < slot {
+                std::thread::sleep(slot - now);
+                Instant::now()
+            } else {
+                slot
+            };
+            slot += interval;
+            match self.exchange() {
+                Ok(true) => sample.record(sent_at),
+                Ok(false) => sample.errors += 1,
+                Err(_) => {
+                    sample.errors += 1;
+                    return sample;
+                }
+            }
+        }
+        sample
+    }
+
+    /// One request and its whole answer: `Ok(false)` for a non-2xx HTTP answer, `Err` when
+    /// the connection broke.
+    fn exchange(&mut self) -> anyhow::Result<bool> {
+        match self {
+            Client::Tcp { sock, msg, reply } => {
+                sock.write_all(msg)?;
+                sock.read_exact(reply)?;
+                Ok(true)
+            }
+            Client::Http {
+                rt,
+                sender,
+                uri,
+                host,
+            } => rt.block_on(async {
+                let mut req = Request::get(uri.clone()).body(Empty::new())?;
+                let resp = match sender {
+                    Sender::H1(s) => {
+                        req.headers_mut().insert(header::HOST, host.parse()?);
+                        s.ready().await?;
+                        s.send_request(req).await?
+                    }
+                    Sender::H2(s) => {
+                        s.ready().await?;
+                        s.send_request(req).await?
+                    }
+                };
+                let ok = resp.status().is_success();
+                resp.into_body().collect().await?;
+                Ok(ok)
+            }),
+        }
+    }
+}
+
+/// Not HTTP, TLS or an HTTP/2 preface: the proxy's detection calls it opaque at once.
+fn opaque_message(size: usize) -> Vec<u8> {
+    vec![0u8; size]
+}
+
+// ---------------------------------------------------------------- TCP at full speed
+
+async fn flat_out_tcp(args: &Args) -> anyhow::Result<(Sample, f64)> {
+    let mut socks = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        let sock = tokio::net::TcpStream::connect(args.addr)
+            .await
+            .with_context(|| format!("connecting to {}", args.addr))?;
+        sock.set_nodelay(true)?;
+        socks.push(sock);
+    }
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(args.seconds);
+    let size = args.size;
+    let tasks: Vec<_> = socks
+        .into_iter()
+        .map(|sock| tokio::spawn(back_to_back(sock, size, end)))
+        .collect();
+    let mut all = Sample::default();
+    for task in tasks {
+        all.merge(task.await?);
+    }
+    Ok((all, start.elapsed().as_secs_f64()))
+}
+
+async fn back_to_back(mut sock: tokio::net::TcpStream, size: usize, end: Instant) -> Sample {
+    let msg = opaque_message(size);
+    let mut reply = vec![0u8; size];
+    let mut sample = Sample::default();
+    loop {
+        let sent_at = Instant::now();
+        if sent_at >= end {
+            return sample;
+        }
+        let ok = sock.write_all(&msg).await.is_ok() && sock.read_exact(&mut reply).await.is_ok();
+        if !ok {
+            sample.errors += 1;
+            return sample;
+        }
+        sample.record(sent_at);
+    }
+}

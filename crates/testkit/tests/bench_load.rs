@@ -1,0 +1,145 @@
+//! `ferry-bench-load`, the benchmark harness's own generator: at a fixed rate it must send
+//! every scheduled request, evenly spaced in time (not in bursts, which is what made h2load's
+//! `--rps` unfit for latency), over HTTP/1.1, h2c and TCP alike, and count non-2xx answers as
+//! errors.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use ferry_testkit::{
+    process::bin,
+    server::{full, TestServer},
+};
+use http::Response;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+type Arrivals = Arc<Mutex<Vec<Instant>>>;
+
+/// Runs the generator to its end (bounded) and returns its JSON summary.
+async fn run_load(args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(bin("ferry-bench-load"))
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await??;
+    anyhow::ensure!(
+        out.status.success(),
+        "ferry-bench-load {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout)?;
+    Ok(serde_json::from_str(stdout.trim())?)
+}
+
+async fn http_server(status: u16, arrivals: Arrivals) -> TestServer {
+    TestServer::http(move |_req| {
+        arrivals.lock().unwrap().push(Instant::now());
+        async move {
+            Response::builder()
+                .status(status)
+                .body(full("hello"))
+                .unwrap()
+        }
+    })
+    .await
+}
+
+async fn echo_server(arrivals: Arrivals) -> TestServer {
+    TestServer::tcp(move |mut sock| {
+        let arrivals = arrivals.clone();
+        async move {
+            let mut buf = [0u8; 64];
+            while sock.read_exact(&mut buf).await.is_ok() {
+                arrivals.lock().unwrap().push(Instant::now());
+                if sock.write_all(&buf).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// 1,000 RPS over 8 connections for 1 s: all 1,000 slots are sent and answered, and the
+/// server sees them one at a time. Bursts of one request per connection (h2load's pattern)
+/// would put the median gap near zero; even spacing puts it near 1 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_rate_sends_every_request_evenly_spaced() {
+    for proto in ["http1", "h2c", "tcp"] {
+        let arrivals = Arrivals::default();
+        let server = if proto == "tcp" {
+            echo_server(arrivals.clone()).await
+        } else {
+            http_server(200, arrivals.clone()).await
+        };
+        let addr = server.addr.to_string();
+        let summary = run_load(&[
+            &addr,
+            "--proto",
+            proto,
+            "--connections",
+            "8",
+            "--seconds",
+            "1",
+            "--rate",
+            "1000",
+        ])
+        .await
+        .unwrap();
+        assert_eq!(summary["requests"], 1000, "{proto}: {summary}");
+        assert_eq!(summary["errors"], 0, "{proto}: {summary}");
+        assert!(
+            summary["p50_us"].as_u64().unwrap() > 0,
+            "{proto}: {summary}"
+        );
+
+        let mut seen = arrivals.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1000, "{proto}: the server saw every request");
+        seen.sort();
+        let mut gaps: Vec<Duration> = seen.windows(2).map(|w| w[1] - w[0]).collect();
+        gaps.sort();
+        let median = gaps[gaps.len() / 2];
+        assert!(
+            median >= Duration::from_micros(300),
+            "{proto}: requests arrive in bursts, median gap {median:?} (nominal 1 ms)"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_2xx_answers_are_errors_not_latencies() {
+    let server = http_server(503, Arrivals::default()).await;
+    let addr = server.addr.to_string();
+    let summary = run_load(&[
+        &addr,
+        "--proto",
+        "http1",
+        "--connections",
+        "2",
+        "--seconds",
+        "1",
+        "--rate",
+        "100",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(summary["requests"], 0, "{summary}");
+    assert_eq!(summary["errors"], 100, "{summary}");
+}
+
+#[tokio::test]
+async fn http_at_full_speed_is_refused_with_a_reason() {
+    let out = tokio::process::Command::new(bin("ferry-bench-load"))
+        .args(["127.0.0.1:9", "--proto", "http1", "--seconds", "1"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("give --rate"), "{err}");
+}
