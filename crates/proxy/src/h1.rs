@@ -258,7 +258,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             Upstream::Addr(backend) => {
                 let metrics = metrics.expect("an address upstream has metrics");
                 metrics.request();
-                match self.send(&backend, head, close).await {
+                match self
+                    .send(&backend, head, close)
+                    .await
+                    .map_err(|HungUp| ())?
+                {
                     Ok(answer) => self.relay(answer, &backend, metrics, start).await,
                     Err(SendFailed { error: e, .. }) => {
                         self.fail(&svc, &metrics, e, start, close).await
@@ -275,7 +279,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                     }
                 };
                 let result = loop {
-                    let sent = self.send(&tries.endpoint().backend, head, close).await;
+                    let sent = self
+                        .send(&tries.endpoint().backend, head, close)
+                        .await
+                        .map_err(|HungUp| ())?;
                     if let ControlFlow::Break(result) = tries.record(sent) {
                         break result;
                     }
@@ -292,111 +299,29 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         }
     }
 
-    /// Sends `req_out` to `backend` and reads the response head into `ubuf`. A pooled
-    /// connection the upstream closed while idle is replaced by a new one, once.
+    /// Sends `req_out` to `backend` and reads the response head into `ubuf`, watching the
+    /// client meanwhile: `Err(HungUp)` when it closes its connection first. The request's
+    /// upstream connection is then dropped, which tells the upstream too.
     async fn send(
         &mut self,
         backend: &Backend,
         head: &RequestHead,
         close: bool,
-    ) -> Result<Answer, SendFailed> {
-        let target = &backend.target_label;
-        let mut pooled = backend.checkout_h1();
-        loop {
-            let reused = pooled.is_some();
-            let mut up = match pooled.take() {
-                Some(up) => up,
-                None => backend
-                    .connector()
-                    .connect()
-                    .await
-                    .map_err(|e| SendFailed {
-                        error: ProxyError::from_connect(&e),
-                        connect: true,
-                    })?,
-            };
-            self.ubuf.clear();
-            let sent = async {
-                up.write_all(&self.req_out).await?;
-                up.flush().await
-            }
-            .await;
-            let result = match sent {
-                Ok(()) => self.read_response_head(&mut up, head, close).await,
-                Err(e) => Err(Some(e)),
-            };
-            match result {
-                Ok(Ok((status, framing, up_close, head_len))) => {
-                    return Ok(Answer {
-                        up,
-                        status,
-                        framing,
-                        close: up_close,
-                        head_len,
-                    })
-                }
-                Ok(Err(why)) => {
-                    return Err(SendFailed {
-                        error: ProxyError::new(
-                            ProxyErrorReason::UpstreamProtocol,
-                            format!("{target}: {why}"),
-                        ),
-                        connect: false,
-                    })
-                }
-                // An idle connection the upstream had closed: nothing of the answer came.
-                Err(_) if reused && self.ubuf.is_empty() => {
-                    tracing::debug!(%target, "pooled connection was closed; sending on a new one");
-                }
-                Err(e) => {
-                    let detail = match e {
-                        Some(e) => format!("{target}: connection error: {e}"),
-                        None => format!("{target}: connection closed before the response"),
-                    };
-                    return Err(SendFailed {
-                        error: ProxyError::new(ProxyErrorReason::UpstreamReset, detail),
-                        connect: false,
-                    });
-                }
-            }
-        }
-    }
-
-    /// Reads until a final response head is in `ubuf` (1xx heads are dropped) and writes
-    /// the client's head to `rsp_out`. The inner `Err` is a protocol error; the outer one
-    /// the connection failing (`None`: closed).
-    #[allow(clippy::type_complexity)]
-    async fn read_response_head(
-        &mut self,
-        up: &mut ClientStream,
-        head: &RequestHead,
-        close: bool,
-    ) -> Result<Result<(u16, Framing, bool, usize), &'static str>, Option<std::io::Error>> {
-        loop {
-            if !self.ubuf.is_empty() {
-                match head::parse_response(&self.ubuf, head.head_method, close, &mut self.rsp_out) {
-                    Err(bad) => return Ok(Err(bad.0)),
-                    Ok(Parsed::Done(ResponseHead::Final {
-                        len,
-                        status,
-                        framing,
-                        close,
-                    })) => return Ok(Ok((status, framing, close, len))),
-                    Ok(Parsed::Done(ResponseHead::Informational { len })) => {
-                        self.ubuf.advance(len);
-                        continue;
-                    }
-                    Ok(Parsed::Partial) if self.ubuf.len() >= MAX_HEAD_BYTES => {
-                        return Ok(Err("response head too large"))
-                    }
-                    Ok(Parsed::Partial | Parsed::General(_) | Parsed::Refused { .. }) => {}
-                }
-            }
-            self.ubuf.reserve(READ_SIZE);
-            match up.read_buf(&mut self.ubuf).await {
-                Ok(0) => return Err(None),
-                Ok(_) => {}
-                Err(e) => return Err(Some(e)),
+    ) -> Result<Result<Answer, SendFailed>, HungUp> {
+        let Self {
+            io,
+            buf,
+            ubuf,
+            req_out,
+            rsp_out,
+            ..
+        } = self;
+        tokio::select! {
+            biased;
+            sent = send_on(backend, head, close, req_out, ubuf, rsp_out) => Ok(sent),
+            () = hung_up(io, buf) => {
+                tracing::debug!(target = %backend.target_label, "client closed its connection while its request was in flight");
+                Err(HungUp)
             }
         }
     }
@@ -483,6 +408,138 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         recorder.end();
         Ok(true)
     }
+}
+
+/// Sends `req_out` to `backend` and reads the response head into `ubuf` (the client's
+/// rewritten head goes to `rsp_out`). A pooled connection the upstream closed while idle is
+/// replaced by a new one, once.
+async fn send_on(
+    backend: &Backend,
+    head: &RequestHead,
+    close: bool,
+    req_out: &[u8],
+    ubuf: &mut BytesMut,
+    rsp_out: &mut Vec<u8>,
+) -> Result<Answer, SendFailed> {
+    let target = &backend.target_label;
+    let mut pooled = backend.checkout_h1();
+    loop {
+        let reused = pooled.is_some();
+        let mut up = match pooled.take() {
+            Some(up) => up,
+            None => backend
+                .connector()
+                .connect()
+                .await
+                .map_err(|e| SendFailed {
+                    error: ProxyError::from_connect(&e),
+                    connect: true,
+                })?,
+        };
+        ubuf.clear();
+        let sent = async {
+            up.write_all(req_out).await?;
+            up.flush().await
+        }
+        .await;
+        let result = match sent {
+            Ok(()) => read_response_head(ubuf, rsp_out, &mut up, head, close).await,
+            Err(e) => Err(Some(e)),
+        };
+        match result {
+            Ok(Ok((status, framing, up_close, head_len))) => {
+                return Ok(Answer {
+                    up,
+                    status,
+                    framing,
+                    close: up_close,
+                    head_len,
+                })
+            }
+            Ok(Err(why)) => {
+                return Err(SendFailed {
+                    error: ProxyError::new(
+                        ProxyErrorReason::UpstreamProtocol,
+                        format!("{target}: {why}"),
+                    ),
+                    connect: false,
+                })
+            }
+            // An idle connection the upstream had closed: nothing of the answer came.
+            Err(_) if reused && ubuf.is_empty() => {
+                tracing::debug!(%target, "pooled connection was closed; sending on a new one");
+            }
+            Err(e) => {
+                let detail = match e {
+                    Some(e) => format!("{target}: connection error: {e}"),
+                    None => format!("{target}: connection closed before the response"),
+                };
+                return Err(SendFailed {
+                    error: ProxyError::new(ProxyErrorReason::UpstreamReset, detail),
+                    connect: false,
+                });
+            }
+        }
+    }
+}
+
+/// Reads until a final response head is in `ubuf` (1xx heads are dropped) and writes the
+/// client's head to `rsp_out`. The inner `Err` is a protocol error; the outer one the
+/// connection failing (`None`: closed).
+#[allow(clippy::type_complexity)]
+async fn read_response_head(
+    ubuf: &mut BytesMut,
+    rsp_out: &mut Vec<u8>,
+    up: &mut ClientStream,
+    head: &RequestHead,
+    close: bool,
+) -> Result<Result<(u16, Framing, bool, usize), &'static str>, Option<std::io::Error>> {
+    loop {
+        if !ubuf.is_empty() {
+            match head::parse_response(ubuf, head.head_method, close, rsp_out) {
+                Err(bad) => return Ok(Err(bad.0)),
+                Ok(Parsed::Done(ResponseHead::Final {
+                    len,
+                    status,
+                    framing,
+                    close,
+                })) => return Ok(Ok((status, framing, close, len))),
+                Ok(Parsed::Done(ResponseHead::Informational { len })) => {
+                    ubuf.advance(len);
+                    continue;
+                }
+                Ok(Parsed::Partial) if ubuf.len() >= MAX_HEAD_BYTES => {
+                    return Ok(Err("response head too large"))
+                }
+                Ok(Parsed::Partial | Parsed::General(_) | Parsed::Refused { .. }) => {}
+            }
+        }
+        ubuf.reserve(READ_SIZE);
+        match up.read_buf(ubuf).await {
+            Ok(0) => return Err(None),
+            Ok(_) => {}
+            Err(e) => return Err(Some(e)),
+        }
+    }
+}
+
+/// The client closed its connection while its request was in flight.
+struct HungUp;
+
+/// Resolves when the client closes its connection (or it fails) while its request is in
+/// flight, as hyper's server notices a closed connection. Bytes the client sends meanwhile
+/// (pipelined requests) are kept in `buf`; past what the fast path could ever buffer for one
+/// request, reading stops until the answer is out.
+async fn hung_up<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut) {
+    let limit = MAX_HEAD_BYTES + head::MAX_BUFFERED_BODY as usize;
+    while buf.len() < limit {
+        buf.reserve(READ_SIZE);
+        match io.read_buf(buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+    std::future::pending().await
 }
 
 /// The body bytes of a request head, as the fast path takes only sized bodies.

@@ -260,6 +260,54 @@ async fn a_pooled_connection_the_upstream_closed_is_replaced() {
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
 }
 
+/// A client that gives up while the upstream is still working: the proxy notices at once
+/// (as hyper's server does) and closes the request's upstream connection, rather than
+/// holding both until an answer nobody will read. Pipelined bytes are not mistaken for it.
+#[tokio::test]
+async fn a_client_hanging_up_mid_request_closes_the_upstream_connection() {
+    // Reads a request and never answers; says when the proxy closes the connection.
+    let (got_request, upstream_closed) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let (g, c) = (got_request.clone(), upstream_closed.clone());
+    let app = TestServer::tcp(move |mut sock| {
+        let (got_request, closed) = (g.clone(), c.clone());
+        async move {
+            let mut buf = Vec::new();
+            if read_head(&mut sock, &mut buf).await.is_some() {
+                got_request.notify_one();
+                let mut rest = [0u8; 64];
+                while matches!(sock.read(&mut rest).await, Ok(n) if n > 0) {}
+                closed.notify_one();
+            }
+        }
+    })
+    .await;
+    let proxy = Proxy::inbound_to(app.addr).await;
+    let mut sock = TcpStream::connect(proxy.inbound).await.unwrap();
+    // The second request is pipelined behind the first: read, kept, not a hang-up.
+    sock.write_all(
+        b"GET /slow HTTP/1.1\r\nHost: app\r\n\r\nGET /next HTTP/1.1\r\nHost: app\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(WAIT, got_request.notified())
+        .await
+        .expect("the request reaches the upstream");
+    let not_yet = tokio::time::timeout(Duration::from_millis(300), upstream_closed.notified());
+    assert!(
+        not_yet.await.is_err(),
+        "the upstream connection stays open while the client waits"
+    );
+    drop(sock);
+    tokio::time::timeout(WAIT, upstream_closed.notified())
+        .await
+        .expect("the proxy closes the upstream connection once the client has gone");
+    let state = state(&proxy).await;
+    assert_eq!(state["http1"]["fast_path_requests"], 1, "{state}");
+}
+
 #[tokio::test]
 async fn a_connection_moves_to_the_general_path_when_a_request_needs_it() {
     let app = TestServer::http(|req: Request<hyper::body::Incoming>| async move {
