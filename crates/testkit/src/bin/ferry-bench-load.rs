@@ -16,10 +16,12 @@
 //!
 //! ```text
 //! ferry-bench-load ADDR --connections N --seconds S [--rate RPS] [--proto tcp|http1|h2c]
-//!                  [--size BYTES] [--path PATH]
+//!                  [--size BYTES] [--path PATH] [--log-file FILE]
 //! ```
 //!
 //! Prints one JSON line: `requests`, `seconds`, `rps`, `p50_us`, `p99_us`, `max_us`, `errors`.
+//! `--log-file` also writes every answered request as `start_us<TAB>latency_us`, in order of
+//! start (microseconds since the run began), to look at when slow requests happened.
 //! Latency is counted from the slot when the previous request on that connection made it miss
 //! the slot (no coordinated omission), but not when only the timer woke late.
 
@@ -38,7 +40,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const USAGE: &str = "usage: ferry-bench-load ADDR --connections N --seconds S [--rate RPS] \
-                     [--proto tcp|http1|h2c] [--size BYTES] [--path PATH]";
+                     [--proto tcp|http1|h2c] [--size BYTES] [--path PATH] [--log-file FILE]";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Proto {
@@ -55,6 +57,7 @@ struct Args {
     rate: Option<f64>,
     size: usize,
     path: String,
+    log_file: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -72,6 +75,7 @@ fn parse_args() -> anyhow::Result<Args> {
         rate: None,
         size: 64,
         path: "/".into(),
+        log_file: None,
     };
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -81,6 +85,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--rate" => args.rate = Some(value.parse()?),
             "--size" => args.size = value.parse()?,
             "--path" => args.path = value,
+            "--log-file" => args.log_file = Some(value.into()),
             "--proto" => {
                 args.proto = match value.as_str() {
                     "tcp" => Proto::Tcp,
@@ -104,22 +109,34 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(args)
 }
 
-/// What one connection measured.
-#[derive(Default)]
+/// What one connection measured: each answered request's start (since the run began) and
+/// latency, in microseconds.
 struct Sample {
-    latencies_us: Vec<u32>,
+    epoch: Instant,
+    requests: Vec<(u32, u32)>,
     errors: u64,
 }
 
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
 impl Sample {
+    fn new(epoch: Instant) -> Self {
+        Self {
+            epoch,
+            requests: Vec::new(),
+            errors: 0,
+        }
+    }
+
     fn record(&mut self, since: Instant) {
-        let us = since.elapsed().as_micros();
-        self.latencies_us
-            .push(u32::try_from(us).unwrap_or(u32::MAX));
+        let start = micros(since.saturating_duration_since(self.epoch));
+        self.requests.push((start, micros(since.elapsed())));
     }
 
     fn merge(&mut self, other: Sample) {
-        self.latencies_us.extend(other.latencies_us);
+        self.requests.extend(other.requests);
         self.errors += other.errors;
     }
 }
@@ -133,8 +150,18 @@ fn main() -> anyhow::Result<()> {
             .build()?
             .block_on(flat_out_tcp(&args))?,
     };
-    all.latencies_us.sort_unstable();
-    let v = &all.latencies_us;
+    if let Some(path) = &args.log_file {
+        all.requests.sort_unstable();
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        for (start, latency) in &all.requests {
+            writeln!(out, "{start}\t{latency}")?;
+        }
+        out.flush()?;
+    }
+    let mut v: Vec<u32> = all.requests.iter().map(|r| r.1).collect();
+    v.sort_unstable();
     let pct = |p: f64| -> u32 {
         if v.is_empty() {
             return 0;
@@ -171,10 +198,10 @@ fn paced(args: &Args, rate: f64) -> anyhow::Result<(Sample, f64)> {
         .enumerate()
         .map(|(i, client)| {
             let first = start + interval.mul_f64(i as f64 / n);
-            std::thread::spawn(move || client.run_schedule(first, interval, end))
+            std::thread::spawn(move || client.run_schedule(start, first, interval, end))
         })
         .collect();
-    let mut all = Sample::default();
+    let mut all = Sample::new(start);
     for t in threads {
         all.merge(
             t.join()
@@ -251,8 +278,14 @@ impl Client {
         })
     }
 
-    fn run_schedule(mut self, first: Instant, interval: Duration, end: Instant) -> Sample {
-        let mut sample = Sample::default();
+    fn run_schedule(
+        mut self,
+        epoch: Instant,
+        first: Instant,
+        interval: Duration,
+        end: Instant,
+    ) -> Sample {
+        let mut sample = Sample::new(epoch);
         let mut slot = first;
         while slot < end {
             let now = Instant::now();
@@ -331,19 +364,24 @@ async fn flat_out_tcp(args: &Args) -> anyhow::Result<(Sample, f64)> {
     let size = args.size;
     let tasks: Vec<_> = socks
         .into_iter()
-        .map(|sock| tokio::spawn(back_to_back(sock, size, end)))
+        .map(|sock| tokio::spawn(back_to_back(sock, size, start, end)))
         .collect();
-    let mut all = Sample::default();
+    let mut all = Sample::new(start);
     for task in tasks {
         all.merge(task.await?);
     }
     Ok((all, start.elapsed().as_secs_f64()))
 }
 
-async fn back_to_back(mut sock: tokio::net::TcpStream, size: usize, end: Instant) -> Sample {
+async fn back_to_back(
+    mut sock: tokio::net::TcpStream,
+    size: usize,
+    epoch: Instant,
+    end: Instant,
+) -> Sample {
     let msg = opaque_message(size);
     let mut reply = vec![0u8; size];
-    let mut sample = Sample::default();
+    let mut sample = Sample::new(epoch);
     loop {
         let sent_at = Instant::now();
         if sent_at >= end {
