@@ -173,7 +173,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
 
     /// Waits for a whole request (head and body) at the start of `buf`, within the header
     /// read timeout, which also bounds how long an idle connection is kept. The rewritten
-    /// head and the body are left in `req_out`.
+    /// head and the body are left in `req_out`. A body still arriving when the timeout is
+    /// up goes, with what came of it, to the general path, which streams bodies with no
+    /// deadline: the fast path does not fail a slow upload that hyper would carry.
     async fn read_request(&mut self, side: &Side) -> Result<RequestHead, End> {
         let deadline = Instant::now() + side.timeouts.header_read;
         // A head already parsed (and rewritten into `req_out`) whose body is still coming.
@@ -213,7 +215,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                     Ok(0) | Err(_) => return Err(End::Closed),
                     Ok(_) => {}
                 },
-                _ = tokio::time::sleep_until(deadline) => return Err(End::Closed),
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(match pending {
+                        Some(_) => End::General("slow request body"),
+                        None => End::Closed,
+                    })
+                }
                 _ = side.drain.cancelled(), if idle => return Err(End::Closed),
             }
         }

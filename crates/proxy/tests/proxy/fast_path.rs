@@ -221,6 +221,47 @@ async fn a_body_that_arrives_over_many_reads_is_forwarded_whole() {
     assert_eq!(state["http1"]["fast_path_requests"], 1, "{state}");
 }
 
+/// A body that trickles in for longer than the header read timeout is not cut off: the
+/// connection goes to the general path, which streams bodies with no deadline, and the
+/// request arrives whole. (A head that slow is still refused.)
+#[tokio::test]
+async fn a_body_slower_than_the_header_timeout_is_carried_by_the_general_path() {
+    let app = TestServer::http(|req: Request<hyper::body::Incoming>| async move {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        hyper::Response::new(ferry_testkit::server::full(body))
+    })
+    .await;
+    let mut config = ferry_proxy::Config::for_tests(app.addr);
+    config.timeouts.header_read = Duration::from_millis(300);
+    let proxy = Proxy::start(config).await;
+    let mut sock = TcpStream::connect(proxy.inbound).await.unwrap();
+    sock.write_all(b"POST /upload HTTP/1.1\r\nHost: app\r\nContent-Length: 10\r\n\r\nhello")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    sock.write_all(b"world").await.unwrap();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let answered = tokio::time::timeout(WAIT, async {
+        while !String::from_utf8_lossy(&out).ends_with("helloworld") {
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(answered.is_ok(), "no answer: {text}");
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.ends_with("helloworld"), "{text}");
+    let state = state(&proxy).await;
+    assert_eq!(
+        state["http1"]["general_path_connections"]["slow request body"], 1,
+        "{state}"
+    );
+}
+
 #[tokio::test]
 async fn a_pooled_connection_the_upstream_closed_is_replaced() {
     // Answers one request per connection, then closes without saying so, as a server whose
