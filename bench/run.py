@@ -61,6 +61,9 @@ def mesh_a_args(mesh):
 VARIANTS = ["direct", "ferry", "ferry-2hop", "nginx", "haproxy"]
 PROTOCOLS = ["http1", "h2c", "grpc", "tcp"]
 
+# The backend's unary gRPC method (ferry-bench-backend answers any path alike).
+GRPC_PATH = "/bench.Echo/Unary"
+
 PROCS: list[subprocess.Popen] = []
 
 
@@ -437,7 +440,7 @@ def h2load(port, seconds, proto, work):
     if proto == "grpc":
         cmd += ["-d", work / "grpc-request.bin", "-H", "content-type: application/grpc",
                 "-H", "te: trailers"]
-        path = "/bench.Echo/Unary"
+        path = GRPC_PATH
     out = run_bounded(cmd + [f"http://127.0.0.1:{port}{path}"], seconds + 30)
     res = {"errors": 0}
     for line in out.splitlines():
@@ -462,6 +465,8 @@ def own_load(proto, port, seconds, rate):
            "--seconds", seconds, "--connections", RATE_CONNECTIONS if rate else CONNECTIONS]
     if rate:
         cmd += ["--rate", rate]
+    if proto == "grpc":
+        cmd += ["--path", GRPC_PATH]
     r = json.loads(run_bounded(cmd, seconds + 30).strip().splitlines()[-1])
     return {"requests": r["requests"], "rps": r["rps"], "p50_ms": r["p50_us"] / 1000,
             "p99_ms": r["p99_us"] / 1000, "max_ms": r["max_us"] / 1000, "errors": r["errors"]}
@@ -520,8 +525,7 @@ def measure_group(proto, args, work, backend_ports, results, memory):
         for v, m in middles.items():
             if not args.quick:
                 load(proto, "max", m.port, 1, None, work)
-        # gRPC unary at a fixed rate adds little over h2c's and would cost two more minutes.
-        shapes = ["max"] if proto == "grpc" else ["max", "rate"]
+        shapes = ["max", "rate"]
         variants = list(middles)
         for run in range(args.runs):
             # ABAB...: each round walks the variants in a rotated order, so drift in the

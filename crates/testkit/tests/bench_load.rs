@@ -1,7 +1,7 @@
 //! `ferry-bench-load`, the benchmark harness's own generator: at a fixed rate it must send
 //! every scheduled request, evenly spaced in time (not in bursts, which is what made h2load's
-//! `--rps` unfit for latency), over HTTP/1.1, h2c and TCP alike, and count non-2xx answers as
-//! errors.
+//! `--rps` unfit for latency), over HTTP/1.1, h2c, gRPC and TCP alike, and count non-2xx
+//! answers and gRPC failures as errors.
 
 use std::{
     sync::{Arc, Mutex},
@@ -12,7 +12,8 @@ use ferry_testkit::{
     process::bin,
     server::{full, TestServer},
 };
-use http::Response;
+use http::{HeaderMap, Response};
+use http_body_util::{BodyExt as _, Full};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 type Arrivals = Arc<Mutex<Vec<Instant>>>;
@@ -49,6 +50,29 @@ async fn http_server(status: u16, arrivals: Arrivals) -> TestServer {
     .await
 }
 
+/// Answers every call as a unary gRPC server would, ending with `grpc-status: <status>`.
+async fn grpc_server(status: &'static str, arrivals: Arrivals) -> TestServer {
+    TestServer::http(move |req| {
+        arrivals.lock().unwrap().push(Instant::now());
+        let is_grpc = req.headers().get("content-type").map(|v| v.as_bytes())
+            == Some(b"application/grpc".as_slice());
+        async move {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", status.parse().unwrap());
+            let body = Full::new(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]))
+                .with_trailers(async move { Some(Ok(trailers)) })
+                .map_err(|never| match never {})
+                .boxed();
+            Response::builder()
+                .status(if is_grpc { 200 } else { 415 })
+                .header("content-type", "application/grpc")
+                .body(body)
+                .unwrap()
+        }
+    })
+    .await
+}
+
 async fn echo_server(arrivals: Arrivals) -> TestServer {
     TestServer::tcp(move |mut sock| {
         let arrivals = arrivals.clone();
@@ -70,12 +94,12 @@ async fn echo_server(arrivals: Arrivals) -> TestServer {
 /// would put the median gap near zero; even spacing puts it near 1 ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixed_rate_sends_every_request_evenly_spaced() {
-    for proto in ["http1", "h2c", "tcp"] {
+    for proto in ["http1", "h2c", "grpc", "tcp"] {
         let arrivals = Arrivals::default();
-        let server = if proto == "tcp" {
-            echo_server(arrivals.clone()).await
-        } else {
-            http_server(200, arrivals.clone()).await
+        let server = match proto {
+            "tcp" => echo_server(arrivals.clone()).await,
+            "grpc" => grpc_server("0", arrivals.clone()).await,
+            _ => http_server(200, arrivals.clone()).await,
         };
         let addr = server.addr.to_string();
         let summary = run_load(&[
@@ -112,24 +136,28 @@ async fn fixed_rate_sends_every_request_evenly_spaced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn non_2xx_answers_are_errors_not_latencies() {
-    let server = http_server(503, Arrivals::default()).await;
-    let addr = server.addr.to_string();
-    let summary = run_load(&[
-        &addr,
-        "--proto",
-        "http1",
-        "--connections",
-        "2",
-        "--seconds",
-        "1",
-        "--rate",
-        "100",
-    ])
-    .await
-    .unwrap();
-    assert_eq!(summary["requests"], 0, "{summary}");
-    assert_eq!(summary["errors"], 100, "{summary}");
+async fn non_2xx_answers_and_failed_calls_are_errors_not_latencies() {
+    for (proto, server) in [
+        ("http1", http_server(503, Arrivals::default()).await),
+        ("grpc", grpc_server("13", Arrivals::default()).await),
+    ] {
+        let addr = server.addr.to_string();
+        let summary = run_load(&[
+            &addr,
+            "--proto",
+            proto,
+            "--connections",
+            "2",
+            "--seconds",
+            "1",
+            "--rate",
+            "100",
+        ])
+        .await
+        .unwrap();
+        assert_eq!(summary["requests"], 0, "{proto}: {summary}");
+        assert_eq!(summary["errors"], 100, "{proto}: {summary}");
+    }
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! - **TCP echo at full speed** (no `--rate`): wrk, h2load and oha speak only HTTP, and no TCP
 //!   request/response generator ships in Debian. N connections on one thread, each sending a
 //!   fixed-size message and waiting for its echo, back to back.
-//! - **Any protocol at a fixed rate** (`--rate RPS`; `tcp`, `http1`, `h2c`): requests evenly
+//! - **Any protocol at a fixed rate** (`--rate RPS`; `tcp`, `http1`, `h2c`, `grpc`): requests evenly
 //!   spaced in time, one in flight per connection. h2load's `--rps` does not do this: each
 //!   connection sends its due requests when its timer fires, and the timers of all connections
 //!   fire together, so 2,000 RPS over 16 connections arrives as a burst of 16 every 8 ms and the
@@ -12,10 +12,12 @@
 //!   Here every connection has its own thread that sleeps until its slot with `nanosleep`
 //!   (microseconds, where tokio's timer wheel has 1 ms ticks), and the connections' slots are
 //!   staggered, so the server sees one request every 1/RPS seconds. HTTP is spoken by hyper's
-//!   client connection, driven on the connection's thread only while a request is out.
+//!   client connection, driven on the connection's thread only while a request is out. `grpc`
+//!   is a unary call over h2c (POST `--path`, a 2-byte message) that must end with
+//!   `grpc-status: 0`.
 //!
 //! ```text
-//! ferry-bench-load ADDR --connections N --seconds S [--rate RPS] [--proto tcp|http1|h2c]
+//! ferry-bench-load ADDR --connections N --seconds S [--rate RPS] [--proto tcp|http1|h2c|grpc]
 //!                  [--size BYTES] [--path PATH] [--log-file FILE]
 //! ```
 //!
@@ -34,19 +36,20 @@ use std::{
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use http::{header, Request, Uri};
-use http_body_util::{BodyExt as _, Empty};
+use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const USAGE: &str = "usage: ferry-bench-load ADDR --connections N --seconds S [--rate RPS] \
-                     [--proto tcp|http1|h2c] [--size BYTES] [--path PATH] [--log-file FILE]";
+                     [--proto tcp|http1|h2c|grpc] [--size BYTES] [--path PATH] [--log-file FILE]";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Proto {
     Tcp,
     Http1,
     H2c,
+    Grpc,
 }
 
 struct Args {
@@ -91,7 +94,8 @@ fn parse_args() -> anyhow::Result<Args> {
                     "tcp" => Proto::Tcp,
                     "http1" => Proto::Http1,
                     "h2c" => Proto::H2c,
-                    other => bail!("--proto must be tcp, http1 or h2c, not {other:?}"),
+                    "grpc" => Proto::Grpc,
+                    other => bail!("--proto must be tcp, http1, h2c or grpc, not {other:?}"),
                 }
             }
             other => bail!("unknown flag {other:?}\n{USAGE}"),
@@ -223,12 +227,13 @@ enum Client {
         sender: Sender,
         uri: Uri,
         host: String,
+        grpc: bool,
     },
 }
 
 enum Sender {
-    H1(http1::SendRequest<Empty<Bytes>>),
-    H2(http2::SendRequest<Empty<Bytes>>),
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
 }
 
 impl Client {
@@ -254,7 +259,7 @@ impl Client {
             sock.set_nodelay(true)?;
             let io = TokioIo::new(sock);
             // The connection task runs on this runtime, i.e. whenever the thread drives a request.
-            anyhow::Ok(if proto == Proto::H2c {
+            anyhow::Ok(if proto != Proto::Http1 {
                 let (send, conn) = http2::handshake(TokioExecutor::new(), io).await?;
                 tokio::spawn(conn);
                 Sender::H2(send)
@@ -267,14 +272,15 @@ impl Client {
         // HTTP/1.1 sends the path (origin form) and a Host header; HTTP/2 needs the whole URI
         // for its :scheme and :authority.
         let uri = match proto {
-            Proto::H2c => format!("http://{}{}", args.addr, args.path).parse()?,
-            _ => args.path.parse()?,
+            Proto::Http1 => args.path.parse()?,
+            _ => format!("http://{}{}", args.addr, args.path).parse()?,
         };
         Ok(Client::Http {
             rt,
             sender,
             uri,
             host: args.addr.to_string(),
+            grpc: proto == Proto::Grpc,
         })
     }
 
@@ -311,8 +317,8 @@ impl Client {
         sample
     }
 
-    /// One request and its whole answer: `Ok(false)` for a non-2xx HTTP answer, `Err` when
-    /// the connection broke.
+    /// One request and its whole answer: `Ok(false)` for a non-2xx HTTP answer (or a gRPC
+    /// status other than 0), `Err` when the connection broke.
     fn exchange(&mut self) -> anyhow::Result<bool> {
         match self {
             Client::Tcp { sock, msg, reply } => {
@@ -325,8 +331,16 @@ impl Client {
                 sender,
                 uri,
                 host,
+                grpc,
             } => rt.block_on(async {
-                let mut req = Request::get(uri.clone()).body(Empty::new())?;
+                let mut req = if *grpc {
+                    Request::post(uri.clone())
+                        .header(header::CONTENT_TYPE, "application/grpc")
+                        .header(header::TE, "trailers")
+                        .body(Full::new(Bytes::from_static(GRPC_MESSAGE)))?
+                } else {
+                    Request::get(uri.clone()).body(Full::default())?
+                };
                 let resp = match sender {
                     Sender::H1(s) => {
                         req.headers_mut().insert(header::HOST, host.parse()?);
@@ -338,13 +352,21 @@ impl Client {
                         s.send_request(req).await?
                     }
                 };
-                let ok = resp.status().is_success();
-                resp.into_body().collect().await?;
-                Ok(ok)
+                let (head, body) = resp.into_parts();
+                let body = body.collect().await?;
+                // A gRPC answer's status is in its trailers (or its headers, trailers-only).
+                let grpc_ok = || {
+                    let status = body.trailers().and_then(|t| t.get("grpc-status"));
+                    status.or(head.headers.get("grpc-status")) == Some(&"0".parse().unwrap())
+                };
+                Ok(head.status.is_success() && (!*grpc || grpc_ok()))
             }),
         }
     }
 }
+
+/// A unary gRPC request: uncompressed, 2 bytes long, a protobuf varint field 1 = 1.
+const GRPC_MESSAGE: &[u8] = &[0, 0, 0, 0, 2, 0x08, 0x01];
 
 /// Not HTTP, TLS or an HTTP/2 preface: the proxy's detection calls it opaque at once.
 fn opaque_message(size: usize) -> Vec<u8> {
