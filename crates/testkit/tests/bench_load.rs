@@ -37,6 +37,33 @@ async fn run_load(args: &[&str]) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_str(stdout.trim())?)
 }
 
+/// One second of `rate` requests per second over `connections` to `server`.
+async fn paced_for_a_second(
+    server: &TestServer,
+    proto: &str,
+    connections: u32,
+    rate: u32,
+) -> serde_json::Value {
+    let (addr, connections, rate) = (
+        server.addr.to_string(),
+        connections.to_string(),
+        rate.to_string(),
+    );
+    run_load(&[
+        &addr,
+        "--proto",
+        proto,
+        "--connections",
+        &connections,
+        "--seconds",
+        "1",
+        "--rate",
+        &rate,
+    ])
+    .await
+    .unwrap()
+}
+
 async fn http_server(status: u16, arrivals: Arrivals) -> TestServer {
     TestServer::http(move |_req| {
         arrivals.lock().unwrap().push(Instant::now());
@@ -101,20 +128,7 @@ async fn fixed_rate_sends_every_request_evenly_spaced() {
             "grpc" => grpc_server("0", arrivals.clone()).await,
             _ => http_server(200, arrivals.clone()).await,
         };
-        let addr = server.addr.to_string();
-        let summary = run_load(&[
-            &addr,
-            "--proto",
-            proto,
-            "--connections",
-            "8",
-            "--seconds",
-            "1",
-            "--rate",
-            "1000",
-        ])
-        .await
-        .unwrap();
+        let summary = paced_for_a_second(&server, proto, 8, 1000).await;
         assert_eq!(summary["requests"], 1000, "{proto}: {summary}");
         assert_eq!(summary["errors"], 0, "{proto}: {summary}");
         assert!(
@@ -141,20 +155,7 @@ async fn non_2xx_answers_and_failed_calls_are_errors_not_latencies() {
         ("http1", http_server(503, Arrivals::default()).await),
         ("grpc", grpc_server("13", Arrivals::default()).await),
     ] {
-        let addr = server.addr.to_string();
-        let summary = run_load(&[
-            &addr,
-            "--proto",
-            proto,
-            "--connections",
-            "2",
-            "--seconds",
-            "1",
-            "--rate",
-            "100",
-        ])
-        .await
-        .unwrap();
+        let summary = paced_for_a_second(&server, proto, 2, 100).await;
         assert_eq!(summary["requests"], 0, "{proto}: {summary}");
         assert_eq!(summary["errors"], 100, "{proto}: {summary}");
     }
