@@ -459,7 +459,7 @@ def h2load(port, seconds, proto, work):
     return res
 
 
-def own_load(proto, port, seconds, rate):
+def own_load_cmd(proto, port, seconds, rate):
     """`ferry-bench-load`: TCP echo at full speed, or any protocol evenly paced at `rate`."""
     cmd = [RELEASE / "ferry-bench-load", f"127.0.0.1:{port}", "--proto", proto,
            "--seconds", seconds, "--connections", RATE_CONNECTIONS if rate else CONNECTIONS]
@@ -467,7 +467,16 @@ def own_load(proto, port, seconds, rate):
         cmd += ["--rate", rate]
     if proto == "grpc":
         cmd += ["--path", GRPC_PATH]
-    r = json.loads(run_bounded(cmd, seconds + 30).strip().splitlines()[-1])
+    return cmd
+
+
+def own_load_summary(out):
+    """The JSON line `ferry-bench-load` prints last."""
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def own_load(proto, port, seconds, rate):
+    r = own_load_summary(run_bounded(own_load_cmd(proto, port, seconds, rate), seconds + 30))
     return {"requests": r["requests"], "rps": r["rps"], "p50_ms": r["p50_us"] / 1000,
             "p99_ms": r["p99_us"] / 1000, "max_ms": r["max_us"] / 1000, "errors": r["errors"]}
 
@@ -564,8 +573,7 @@ def soak(args, work, backend_ports):
     middle = start_middle("ferry", "http1", backend_ports["http1"], work, args)
     pids = pids_of(middle.procs)
     samples = [(0, status_kb(pids, "VmRSS"))]
-    gen_cmd = [RELEASE / "ferry-bench-load", f"127.0.0.1:{middle.port}", "--proto", "http1",
-               "--connections", RATE_CONNECTIONS, "--seconds", args.soak, "--rate", args.rate]
+    gen_cmd = own_load_cmd("http1", middle.port, args.soak, args.rate)
     cmd = ["taskset", "-c", LOAD_CPU, *map(str, gen_cmd)]
     gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                            start_new_session=True)
@@ -576,7 +584,7 @@ def soak(args, work, backend_ports):
             time.sleep(5)
             samples.append((round(time.monotonic() - start), status_kb(pids, "VmRSS")))
         out, _ = gen.communicate(timeout=30)
-        r = json.loads(out.strip().splitlines()[-1])
+        r = own_load_summary(out)
         done = (f"{r['requests']} requests, {r['errors']} errors, p50 {r['p50_us']} µs, "
                 f"p99 {r['p99_us']} µs.")
         log(f"soak: {done}")
