@@ -172,3 +172,45 @@ async fn http_at_full_speed_is_refused_with_a_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("give --rate"), "{err}");
 }
+
+/// `--log-file` writes every answered request as `start_us<TAB>latency_us`, in order of
+/// start, and agrees with the summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_file_has_every_request_in_order_of_start() {
+    let server = echo_server(Arrivals::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("requests.log");
+    let summary = run_load(&[
+        &server.addr.to_string(),
+        "--proto",
+        "tcp",
+        "--connections",
+        "2",
+        "--seconds",
+        "1",
+        "--rate",
+        "100",
+        "--log-file",
+        log.to_str().unwrap(),
+    ])
+    .await
+    .unwrap();
+    let rows: Vec<(u64, u64)> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let (start, latency) = line.split_once('\t').expect("two fields");
+            (start.parse().unwrap(), latency.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(rows.len(), 100, "{summary}");
+    assert_eq!(summary["requests"], 100, "{summary}");
+    assert!(
+        rows.windows(2).all(|w| w[0].0 <= w[1].0),
+        "in order of start"
+    );
+    // Slots are 10 ms apart from 0: the last starts near 990 ms into the run.
+    assert!(rows[99].0 >= 900_000, "{:?}", rows[99]);
+    let max = rows.iter().map(|r| r.1).max().unwrap();
+    assert_eq!(summary["max_us"], max, "{summary}");
+}
