@@ -66,9 +66,13 @@ fn parse_args() -> anyhow::Result<Args> {
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     // One worker per core it may run on: the harness pins it with taskset.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut runtime = if cores == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = runtime.enable_all().build()?;
     runtime.block_on(async move {
         let mut servers = tokio::task::JoinSet::new();
         if let Some(addr) = args.http1 {
