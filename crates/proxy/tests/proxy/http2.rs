@@ -1,10 +1,18 @@
 //! HTTP/2 (h2c, prior knowledge) through a proxy pair: multiplexing over one upstream
-//! connection per hop, and trailers carried end to end.
+//! connection per hop, and trailers carried end to end. With a raw `h2` client: what the
+//! proxy's HTTP/2 server does on drain, on a client's reset, and at its limits.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::Bytes;
-use ferry_testkit::{client, metric, server::TestServer};
+use ferry_testkit::{client, metric, server::TestServer, wait_until};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
+use tokio::{sync::mpsc, task::JoinHandle, time::timeout};
 
 use crate::{Pair, Proxy};
 
@@ -148,5 +156,184 @@ async fn h2c_upstream_connection_is_replaced_after_it_closes() {
         metric(&text, "tcp_open_total", &dst),
         Some(2.0),
         "the 10 requests after the restart share one new connection"
+    );
+}
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A raw HTTP/2 connection to `addr`, driven by a task of its own (which ends with it).
+async fn raw_h2(addr: SocketAddr) -> (h2::client::SendRequest<Bytes>, JoinHandle<()>) {
+    let io = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(io).await.unwrap();
+    (send, tokio::spawn(async move { drop(conn.await) }))
+}
+
+fn raw_get(addr: SocketAddr, path: &str) -> Request<()> {
+    Request::get(format!("http://{addr}{path}"))
+        .body(())
+        .unwrap()
+}
+
+/// An app that holds `/slow` until `release` is notified (saying when it has it), and
+/// answers every other path at once; it records the paths it saw.
+struct Holding {
+    app: TestServer,
+    release: Arc<tokio::sync::Notify>,
+    entered: mpsc::Receiver<()>,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+async fn holding_app() -> Holding {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (entered_tx, entered) = mpsc::channel(4);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = TestServer::http({
+        let (release, seen) = (release.clone(), seen.clone());
+        move |req: Request<hyper::body::Incoming>| {
+            let (release, seen, entered_tx) = (release.clone(), seen.clone(), entered_tx.clone());
+            async move {
+                let path = req.uri().path().to_string();
+                seen.lock().unwrap().push(path.clone());
+                if path == "/slow" {
+                    let _ = entered_tx.send(()).await;
+                    release.notified().await;
+                    return Response::new(ferry_testkit::server::full("finished"));
+                }
+                Response::new(ferry_testkit::server::full("quick"))
+            }
+        }
+    })
+    .await;
+    Holding {
+        app,
+        release,
+        entered,
+        seen,
+    }
+}
+
+/// Whether a new stream on `h2` goes unanswered: refused, reset, or no answer in a second.
+async fn new_stream_refused(h2: &h2::client::SendRequest<Bytes>, addr: SocketAddr) -> bool {
+    let Ok(mut h2) = h2.clone().ready().await else {
+        return true;
+    };
+    let Ok((rsp, _)) = h2.send_request(raw_get(addr, "/late"), true) else {
+        return true;
+    };
+    !matches!(timeout(Duration::from_secs(1), rsp).await, Ok(Ok(_)))
+}
+
+/// On drain the proxy sends its HTTP/2 clients `GOAWAY`: a stream opened before is still
+/// answered, new ones are not, and the connection closes once the open ones are done.
+#[tokio::test]
+async fn h2c_drain_answers_open_streams_and_refuses_new_ones() {
+    let mut app = holding_app().await;
+    let mut proxy = Proxy::inbound_to(app.app.addr).await;
+    let addr = proxy.inbound;
+    let (mut h2, conn) = raw_h2(addr).await;
+    let (slow, _) = h2.send_request(raw_get(addr, "/slow"), true).unwrap();
+    timeout(WAIT, app.entered.recv())
+        .await
+        .expect("the request reached the app");
+
+    let stopped = proxy.shutdown();
+    let refused = wait_until(WAIT, "a new stream refused after GOAWAY", || {
+        let h2 = h2.clone();
+        async move { new_stream_refused(&h2, addr).await.then_some(()) }
+    })
+    .await;
+    assert!(refused.is_ok(), "{refused:?}");
+
+    app.release.notify_one();
+    let rsp = timeout(WAIT, slow)
+        .await
+        .expect("the open stream is answered")
+        .expect("the open stream is answered, not reset");
+    assert_eq!(rsp.status(), StatusCode::OK);
+    let body = timeout(WAIT, rsp.into_body().data())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(body, "finished");
+    timeout(WAIT, conn)
+        .await
+        .expect("the client connection closes")
+        .unwrap();
+    timeout(WAIT, stopped)
+        .await
+        .expect("the drain finishes")
+        .unwrap();
+}
+
+/// A client that resets its stream cancels the request upstream: the app's handler is
+/// dropped rather than left to answer nobody.
+#[tokio::test]
+async fn h2c_client_reset_cancels_the_upstream_request() {
+    let (dropped_tx, mut dropped) = mpsc::channel::<()>(1);
+    let (entered_tx, mut entered) = mpsc::channel::<()>(1);
+    /// Says when the handler holding it is dropped.
+    struct Guard(mpsc::Sender<()>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.try_send(());
+        }
+    }
+    let app = TestServer::http(move |_req: Request<hyper::body::Incoming>| {
+        let guard = Guard(dropped_tx.clone());
+        let entered_tx = entered_tx.clone();
+        async move {
+            let _guard = guard;
+            let _ = entered_tx.send(()).await;
+            std::future::pending::<()>().await;
+            Response::new(ferry_testkit::server::full("never"))
+        }
+    })
+    .await;
+    let proxy = Proxy::inbound_to(app.addr).await;
+    let (h2, _conn) = raw_h2(proxy.inbound).await;
+    let mut h2 = h2.ready().await.unwrap();
+    let (rsp, _) = h2
+        .send_request(raw_get(proxy.inbound, "/hang"), true)
+        .unwrap();
+    timeout(WAIT, entered.recv())
+        .await
+        .expect("the request reached the app");
+    // Dropping the last handle on an open stream resets it (CANCEL).
+    drop(rsp);
+    timeout(WAIT, dropped.recv())
+        .await
+        .expect("the app's handler is dropped after the client's reset");
+}
+
+/// The server's limits: 256 concurrent streams advertised, and a header list over 32 KiB
+/// answered with 431 by the proxy, never forwarded.
+#[tokio::test]
+async fn h2c_limits_are_advertised_and_enforced() {
+    let app = holding_app().await;
+    let proxy = Proxy::inbound_to(app.app.addr).await;
+    let addr = proxy.inbound;
+    let (h2, _conn) = raw_h2(addr).await;
+    let mut h2 = h2.ready().await.unwrap();
+    // The server's SETTINGS arrive with its first frames.
+    let (rsp, _) = h2.send_request(raw_get(addr, "/first"), true).unwrap();
+    assert_eq!(
+        timeout(WAIT, rsp).await.unwrap().unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(h2.current_max_send_streams(), 256);
+
+    let mut big = raw_get(addr, "/big");
+    big.headers_mut().insert(
+        "x-big",
+        HeaderValue::from_str(&"a".repeat(40 * 1024)).unwrap(),
+    );
+    let (rsp, _) = h2.send_request(big, true).unwrap();
+    let rsp = timeout(WAIT, rsp).await.unwrap().unwrap();
+    assert_eq!(rsp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(
+        *app.seen.lock().unwrap(),
+        ["/first"],
+        "the big request went nowhere"
     );
 }
