@@ -22,8 +22,7 @@ use serde::Serialize;
 use crate::{
     config::{Authority, Timeouts},
     connect::{ConnectError, Connector, PeerIdentity},
-    h2_common::H2Body,
-    h2_upstream::H2Upstream,
+    h2_upstream::{H2Body, H2Upstream},
     metrics::{Direction, Registry},
     tls::ClientStream,
 };
@@ -35,16 +34,13 @@ const MAX_IDLE_H1: usize = 512;
 /// dropped together, so that random authorities cannot grow memory without bound.
 const MAX_BACKENDS: usize = 1024;
 
-/// A body the proxy received: over HTTP/1 (hyper's), or on an HTTP/2 stream.
-pub type HttpBody = Either<Incoming, H2Body>;
-
 /// The body of a forwarded request: the client's, or none when a bodiless request is
 /// retried on another endpoint.
-pub type ReqBody = Either<HttpBody, Empty<Bytes>>;
+pub type ReqBody = Either<Incoming, Empty<Bytes>>;
 
 /// The body of an upstream's response: from hyper's HTTP/1 client, or from the backend's
 /// HTTP/2 connection.
-pub type UpstreamBody = HttpBody;
+pub type UpstreamBody = Either<Incoming, H2Body>;
 
 /// Why a request could not be exchanged with a backend.
 #[derive(Debug, thiserror::Error)]

@@ -23,7 +23,7 @@ use http_body::Body as _;
 use http_body_util::{Either, Empty};
 
 use crate::{
-    backend::{HttpBody, ReqBody, UpstreamBody},
+    backend::{ReqBody, UpstreamBody},
     balance::{Balancer, SendFailed},
     body::{Recorder, ResponseBody},
     config::Authority,
@@ -94,7 +94,7 @@ impl hyper::service::Service<Request<Incoming>> for HttpService {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let conn = self.0.clone();
-        Box::pin(async move { Ok(conn.handle(req.map(Either::Left)).await) })
+        Box::pin(async move { Ok(conn.handle(req).await) })
     }
 }
 
@@ -108,7 +108,7 @@ struct Outgoing {
 
 impl Outgoing {
     /// `retryable`: whether the upstream has other endpoints to retry on at all.
-    fn new(req: Request<HttpBody>, retryable: bool) -> Self {
+    fn new(req: Request<Incoming>, retryable: bool) -> Self {
         let retry = (retryable && req.body().is_end_stream()).then(|| {
             let mut parts = Request::new(()).into_parts().0;
             parts.method = req.method().clone();
@@ -125,9 +125,7 @@ impl Outgoing {
 }
 
 impl Conn {
-    /// Forwards one request and answers it: with the upstream's response, or with the
-    /// proxy's own when forwarding failed.
-    pub async fn handle(&self, req: Request<HttpBody>) -> Response<ResponseBody> {
+    async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
         // While nobody taps, this load is all the tap costs a request.
         let mut tap = None;
         if self.side.taps.is_active() {
@@ -146,7 +144,7 @@ impl Conn {
 
     async fn forward(
         &self,
-        mut req: Request<HttpBody>,
+        mut req: Request<Incoming>,
         tap: &mut Option<Tapped>,
     ) -> Response<ResponseBody> {
         let start = Instant::now();
@@ -184,16 +182,13 @@ impl Conn {
                     metrics,
                 )
             }
-            // Boxed: the balanced path's future is large, and would grow every request's.
-            Upstream::Balanced(balancer) => {
-                match Box::pin(self.send_balanced(balancer, out, tap)).await {
-                    Ok(ok) => ok,
-                    Err(e) => {
-                        let metrics = self.unrouted(authority.as_deref(), "");
-                        return self.fail(&metrics, e, grpc, start);
-                    }
+            Upstream::Balanced(balancer) => match self.send_balanced(balancer, out, tap).await {
+                Ok(ok) => ok,
+                Err(e) => {
+                    let metrics = self.unrouted(authority.as_deref(), "");
+                    return self.fail(&metrics, e, grpc, start);
                 }
-            }
+            },
         };
         let mut rsp = match result {
             Ok(rsp) => rsp,
@@ -391,7 +386,7 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 }
 
 /// The authority a request names: `:authority`/absolute-form first, else `Host`.
-fn request_authority<B>(req: &Request<B>) -> Option<String> {
+fn request_authority(req: &Request<Incoming>) -> Option<String> {
     if let Some(a) = req.uri().authority() {
         return Some(a.as_str().to_ascii_lowercase());
     }

@@ -1,13 +1,14 @@
 //! The one HTTP/2 connection to a backend. Every HTTP/2 request for the backend, from every
 //! client connection, is a stream on it. The proxy speaks `h2` here directly: a request is
 //! sent from the task that serves it and its response is read there, with no pool checkout,
-//! no channel to a connection task and no task per request (a request body, when there is
-//! one, is streamed by a task of its own).
+//! no channel to a connection task and no task per request (a request body still arriving
+//! when the request is sent is streamed by a task of its own).
 //!
 //! A connection that closed is replaced on the next request (requests that arrive meanwhile
 //! wait for that one connect and share its failure). One that carried no request for an idle
-//! timeout is let go and closes once its streams are done. The live connection is kept
-//! alive with pings ([`Keepalive`]).
+//! timeout is let go and closes once its streams are done. The live connection is pinged
+//! every [`KEEPALIVE`], and closed when a ping goes unanswered that long: a timer per
+//! connection, not work per frame.
 
 use std::{
     future::{poll_fn, Future},
@@ -16,23 +17,30 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, MutexGuard, Weak,
     },
-    task::{Context, Poll},
+    task::{ready, Context, Poll},
     time::Duration,
 };
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::{header, HeaderValue, Method, Request, Response};
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::Instant;
 
 use crate::{
     backend::{ReqBody, SendError},
     connect::{ConnectError, Connector},
-    h2_common::{pipe_body, H2Body, Keepalive},
     tls::ClientStream,
 };
 
+/// How often the live upstream HTTP/2 connection is pinged, and how long a ping
+/// may go unanswered.
+pub const KEEPALIVE: Duration = Duration::from_secs(20);
+
 /// How many connections one request may try when each turns out closed.
 const MAX_SEND_ATTEMPTS: usize = 3;
+
+/// A request body's last data frame up to this size is sent without reserving window first.
+const SMALL_LAST_FRAME: usize = 16 * 1024;
 
 /// Windows and buffers as hyper's client sets them (its defaults until now).
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
@@ -139,11 +147,22 @@ impl H2Upstream {
             .map_err(SendError::H2)?;
         drop(sender);
         if !eos {
-            tokio::spawn(pipe_body(body, stream, h2::Reason::CANCEL));
+            // A small body that has already arrived (a unary gRPC call's) goes out at once;
+            // one still arriving is streamed by a task of its own.
+            let mut pipe = Box::pin(pipe_body(body, stream));
+            if poll_fn(|cx| Poll::Ready(pipe.as_mut().poll(cx)))
+                .await
+                .is_pending()
+            {
+                tokio::spawn(pipe);
+            }
         }
         let (head, recv) = response.await.map_err(SendError::H2)?.into_parts();
-        let body = H2Body::new(recv, &head.headers);
-        Ok(Response::from_parts(head, body))
+        let length = head
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        Ok(Response::from_parts(head, H2Body::new(recv, length)))
     }
 
     /// Opens the connection unless another request did meanwhile. Requests that waited for
@@ -203,26 +222,47 @@ async fn drive(
     shared: Weak<Shared>,
     id: u64,
 ) {
-    let mut keepalive = Keepalive::new(conn.ping_pong());
+    let mut pings = conn.ping_pong();
     let mut conn = pin!(Deferred {
         inner: conn,
         deferred: false,
     });
-    // A connection let go for idleness needs no keep-alive.
-    let live = || shared.upgrade().is_some_and(|s| s.is_live(id));
-    let ended = poll_fn(|cx| {
-        if let Poll::Ready(ended) = conn.as_mut().poll(cx) {
-            return Poll::Ready(Some(ended));
+    let timer = tokio::time::sleep(KEEPALIVE);
+    let mut timer = pin!(timer);
+    let mut ping_out = false;
+    loop {
+        tokio::select! {
+            biased;
+            ended = conn.as_mut() => {
+                if let Err(error) = ended {
+                    tracing::debug!(%error, "http/2 upstream connection ended with an error");
+                }
+                break;
+            }
+            pong = poll_fn(|cx| match pings.as_mut() {
+                Some(p) => p.poll_pong(cx),
+                None => Poll::Pending,
+            }), if ping_out => {
+                ping_out = false;
+                if pong.is_err() {
+                    break;
+                }
+                timer.as_mut().reset(Instant::now() + KEEPALIVE);
+            }
+            () = timer.as_mut() => {
+                if ping_out {
+                    tracing::debug!("http/2 upstream connection did not answer a ping; closing it");
+                    break;
+                }
+                // A connection let go for idleness needs no keep-alive.
+                if shared.upgrade().is_some_and(|s| s.is_live(id)) {
+                    if let Some(p) = pings.as_mut() {
+                        ping_out = p.send_ping(h2::Ping::opaque()).is_ok();
+                    }
+                }
+                timer.as_mut().reset(Instant::now() + KEEPALIVE);
+            }
         }
-        keepalive.poll_dead(cx, live).map(|()| None)
-    })
-    .await;
-    match ended {
-        Some(Err(error)) => {
-            tracing::debug!(%error, "http/2 upstream connection ended with an error")
-        }
-        Some(Ok(())) => {}
-        None => tracing::debug!("http/2 upstream connection did not answer a ping; closing it"),
     }
     if let Some(shared) = shared.upgrade() {
         shared.forget(id);
@@ -240,7 +280,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F: std::future::Future> std::future::Future for Deferred<F> {
+impl<F: Future> Future for Deferred<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
@@ -274,5 +314,125 @@ async fn idle_check(shared: Weak<Shared>, id: u64, idle: Duration) {
             tracing::debug!("idle http/2 upstream connection closed");
         }
         return;
+    }
+}
+
+/// Streams a request body into its stream as the upstream's flow control allows; a body
+/// that fails, or a stream the upstream resets, ends the stream with a reset.
+async fn pipe_body(body: ReqBody, mut stream: h2::SendStream<Bytes>) {
+    let mut body = pin!(body);
+    loop {
+        let frame = poll_fn(|cx| {
+            if let Poll::Ready(reset) = stream.poll_reset(cx) {
+                return Poll::Ready(Err(reset.err()));
+            }
+            body.as_mut().poll_frame(cx).map(Ok)
+        })
+        .await;
+        let frame = match frame {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(None) => {
+                let _ = stream.send_data(Bytes::new(), true);
+                return;
+            }
+            Ok(Some(Err(error))) => {
+                tracing::debug!(%error, "request body failed; resetting the upstream stream");
+                stream.send_reset(h2::Reason::CANCEL);
+                return;
+            }
+            // The upstream reset the stream (or the connection failed): nothing more to send.
+            Err(_) => return,
+        };
+        let mut data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    let _ = stream.send_trailers(trailers);
+                }
+                return;
+            }
+        };
+        let eos = body.is_end_stream();
+        if eos && data.len() <= SMALL_LAST_FRAME {
+            // No window to wait for: `h2` holds a small last frame until the upstream's
+            // window allows, which is bounded, and a stream not yet open gets no window.
+            let _ = stream.send_data(data, true);
+            return;
+        }
+        while !data.is_empty() {
+            stream.reserve_capacity(data.len());
+            let room = match poll_fn(|cx| stream.poll_capacity(cx)).await {
+                Some(Ok(room)) => room,
+                _ => return,
+            };
+            let chunk = data.split_to(room.min(data.len()));
+            if stream
+                .send_data(chunk, eos && !data.has_remaining())
+                .is_err()
+            {
+                return;
+            }
+        }
+        if eos {
+            return;
+        }
+    }
+}
+
+/// An upstream HTTP/2 response body: its data, then its trailers. Received data is given
+/// back to the flow-control window as it is passed on.
+pub struct H2Body {
+    recv: h2::RecvStream,
+    data_done: bool,
+    /// What is left of the `content-length`, when the response gave one.
+    length: Option<u64>,
+}
+
+impl H2Body {
+    fn new(recv: h2::RecvStream, length: Option<u64>) -> Self {
+        Self {
+            recv,
+            data_done: false,
+            length,
+        }
+    }
+}
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if !self.data_done {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    self.length = self.length.map(|n| n.saturating_sub(data.len() as u64));
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => self.data_done = true,
+            }
+        }
+        Poll::Ready(match ready!(self.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Some(Ok(Frame::trailers(trailers))),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.length {
+            _ if self.recv.is_end_stream() => SizeHint::with_exact(0),
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
     }
 }

@@ -1,11 +1,11 @@
-//! Serving an accepted HTTP connection: HTTP/2 ([`crate::h2_server`]), or HTTP/1 — on the
-//! fast path, and past it with hyper, with hardened limits set explicitly (see
-//! `docs/proxy.md`) — shutting it down gracefully when the drain starts.
+//! Serving an accepted HTTP connection: HTTP/2, and HTTP/1 past the fast path, with hyper,
+//! with hardened limits set explicitly (see `docs/proxy.md`), and shutting it down
+//! gracefully when the drain starts.
 
-use std::{future::Future, pin::Pin};
+use std::{future::Future, pin::Pin, time::Duration};
 
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +15,16 @@ use crate::{forward::HttpService, listener::Side, metrics::Protocol};
 pub const MAX_HEADERS: usize = 100;
 /// Largest HTTP/1 request head (request line and headers), in bytes; more is answered with 431.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+/// Largest HTTP/2 header list, in bytes (also bounds CONTINUATION floods).
+pub const MAX_HEADER_LIST_BYTES: u32 = 32 * 1024;
+/// Most concurrent streams an HTTP/2 client may open on one connection.
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Most streams a client may reset before the server sees them (rapid reset, CVE-2023-44487).
+pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 32;
+/// Most streams the server may reset for protocol errors before closing the connection.
+pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 256;
+/// How often an idle HTTP/2 connection is pinged, and how long a ping may go unanswered.
+pub const H2_KEEPALIVE: Duration = Duration::from_secs(20);
 
 /// Serves `io` as `protocol` until the client closes or the drain finishes it. HTTP/1
 /// starts on the fast path ([`crate::h1`]), which hands unusual connections back to
@@ -24,9 +34,25 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     match protocol {
-        Protocol::Http2 => crate::h2_server::serve(io, svc, side).await,
+        Protocol::Http2 => serve_h2(io, svc, side).await,
         _ => crate::h1::serve(io, svc, side).await,
     }
+}
+
+async fn serve_h2<I>(io: I, svc: HttpService, side: &Side)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .keep_alive_interval(H2_KEEPALIVE)
+        .keep_alive_timeout(H2_KEEPALIVE)
+        .serve_connection(TokioIo::new(io), svc);
+    until_drained(conn, &side.drain, |c| c.graceful_shutdown(), "http/2").await;
 }
 
 /// Serves `io` as HTTP/1 with hyper: the general path, for everything the fast path does

@@ -30,8 +30,6 @@ pub mod discover;
 pub mod errors;
 pub mod forward;
 pub mod h1;
-pub mod h2_common;
-pub mod h2_server;
 pub mod h2_upstream;
 pub mod http;
 pub mod identity;
