@@ -151,8 +151,7 @@ impl Connector {
         };
         match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
-                // Latency matters more than packet count for proxied request/response traffic.
-                let _ = stream.set_nodelay(true);
+                crate::io::tune(&stream);
                 Ok((stream, addr))
             }
             Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {

@@ -2,7 +2,7 @@
 //! with hardened limits set explicitly (see `docs/proxy.md`), and shutting it down
 //! gracefully when the drain starts.
 
-use std::{future::Future, pin::Pin, time::Duration};
+use std::{future::Future, pin::Pin};
 
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -23,8 +23,6 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 32;
 /// Most streams the server may reset for protocol errors before closing the connection.
 pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 256;
-/// How often an idle HTTP/2 connection is pinged, and how long a ping may go unanswered.
-pub const H2_KEEPALIVE: Duration = Duration::from_secs(20);
 
 /// Serves `io` as `protocol` until the client closes or the drain finishes it. HTTP/1
 /// starts on the fast path ([`crate::h1`]), which hands unusual connections back to
@@ -49,8 +47,6 @@ where
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
         .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
         .max_header_list_size(MAX_HEADER_LIST_BYTES)
-        .keep_alive_interval(H2_KEEPALIVE)
-        .keep_alive_timeout(H2_KEEPALIVE)
         .serve_connection(TokioIo::new(io), svc);
     until_drained(conn, &side.drain, |c| c.graceful_shutdown(), "http/2").await;
 }

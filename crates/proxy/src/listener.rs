@@ -98,7 +98,7 @@ pub async fn accept_loop(listener: TcpListener, kind: ListenerKind, side: Arc<Si
         };
         match accepted {
             Ok((sock, peer)) => {
-                let _ = sock.set_nodelay(true);
+                crate::io::tune(&sock);
                 let (side2, kind) = (side.clone(), kind.clone());
                 side.tracker
                     .spawn(crate::serve::serve(side2, kind, sock, peer));

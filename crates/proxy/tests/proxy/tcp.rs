@@ -1,7 +1,10 @@
 //! Opaque TCP through a proxy pair: bytes both ways, half-close, servers that speak first,
-//! and opaque ports that skip detection.
+//! and opaque ports that skip detection; TCP keep-alive on the proxy's sockets.
 
-use std::time::{Duration, Instant};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use ferry_proxy::Config;
 use ferry_testkit::{metric, server::TestServer};
@@ -149,4 +152,75 @@ async fn opaque_ports_skip_detection() {
         Some(1.0)
     );
     assert_eq!(metric(&m, "request_total", &[]), None);
+}
+
+/// The kernel's view of an IPv4 socket connected to `remote` (and bound to `local`, when
+/// given): its pending timer's kind (`2` is keep-alive) and the clock ticks (1/100 s)
+/// until it fires.
+fn socket_timer(local: Option<SocketAddr>, remote: SocketAddr) -> Option<(u32, u64)> {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => unreachable!("the tests listen on 127.0.0.1"),
+    };
+    let (local, remote) = (local.map(hex), hex(remote));
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_matches = local.as_deref().is_none_or(|l| f.get(1) == Some(&l));
+            if !local_matches || f.get(2) != Some(&remote.as_str()) {
+                return None;
+            }
+            let (kind, when) = f.get(5)?.split_once(':')?;
+            Some((kind.parse().ok()?, u64::from_str_radix(when, 16).ok()?))
+        })
+}
+
+/// Every connection the proxy accepts or opens has TCP keep-alive after 20 s of silence,
+/// so that a peer that vanished without closing is noticed, even on an opaque connection
+/// that would otherwise wait forever.
+#[tokio::test]
+async fn accepted_and_opened_sockets_have_tcp_keepalive() {
+    let app = TestServer::tcp(|mut sock| async move {
+        let mut buf = [0u8; 64];
+        while let Ok(n) = sock.read(&mut buf).await {
+            if n == 0 || sock.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let proxy = Proxy::upstreams(&[&app.addr.to_string()]).await;
+    let mut sock = tokio::net::TcpStream::connect(proxy.upstreams[0])
+        .await
+        .unwrap();
+    sock.write_all(b"\x00\x01 opaque").await.unwrap();
+    let mut echo = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), sock.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    let client = sock.local_addr().unwrap();
+    // The proxy's side of the client's connection, and the one connection to the app (the
+    // proxy's): both idle now, so their pending timer is keep-alive's.
+    for (what, local, remote) in [
+        ("accepted", Some(proxy.upstreams[0]), client),
+        ("opened", None, app.addr),
+    ] {
+        let found = ferry_testkit::wait_until(Duration::from_secs(5), what, || async {
+            socket_timer(local, remote).filter(|(kind, _)| *kind == 2)
+        })
+        .await;
+        let (_, when) = found.unwrap_or_else(|e| panic!("{what} socket: {e}"));
+        assert!(
+            when <= 20 * 100,
+            "{what} socket: keep-alive in {when} ticks, past 20 s"
+        );
+    }
 }
