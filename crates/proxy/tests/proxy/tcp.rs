@@ -12,6 +12,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{Pair, Proxy};
 
+/// Sends `bytes` on `sock` and reads as many back (an echo), within 5 s.
+async fn echoed(sock: &mut tokio::net::TcpStream, bytes: &[u8]) -> Vec<u8> {
+    sock.write_all(bytes).await.unwrap();
+    let mut echo = vec![0u8; bytes.len()];
+    tokio::time::timeout(Duration::from_secs(5), sock.read_exact(&mut echo))
+        .await
+        .expect("echo stalled")
+        .unwrap();
+    echo
+}
+
 /// Reads everything until the peer closes, then answers with how much it read.
 async fn count_then_reply() -> TestServer {
     TestServer::tcp(|mut sock| async move {
@@ -106,13 +117,7 @@ async fn servers_that_speak_first_are_not_stalled() {
     assert_eq!(&greeting, b"220 ferry.test ESMTP ready\r\n");
     // Detection gives up on a silent client only after 10 s; the greeting must not wait for it.
     assert!(waited < Duration::from_secs(2), "greeting took {waited:?}");
-    sock.write_all(b"EHLO me\r\n").await.unwrap();
-    let mut echo = [0u8; 9];
-    tokio::time::timeout(Duration::from_secs(5), sock.read_exact(&mut echo))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&echo, b"EHLO me\r\n");
+    assert_eq!(echoed(&mut sock, b"EHLO me\r\n").await, b"EHLO me\r\n");
     let a = pair.a.metrics().await;
     assert_eq!(
         metric(
@@ -200,12 +205,10 @@ async fn accepted_and_opened_sockets_have_tcp_keepalive() {
     let mut sock = tokio::net::TcpStream::connect(proxy.upstreams[0])
         .await
         .unwrap();
-    sock.write_all(b"\x00\x01 opaque").await.unwrap();
-    let mut echo = [0u8; 9];
-    tokio::time::timeout(Duration::from_secs(5), sock.read_exact(&mut echo))
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(
+        echoed(&mut sock, b"\x00\x01 opaque").await,
+        b"\x00\x01 opaque"
+    );
     let client = sock.local_addr().unwrap();
     // The proxy's side of the client's connection, and the one connection to the app (the
     // proxy's): both idle now, so their pending timer is keep-alive's.
