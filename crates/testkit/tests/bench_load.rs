@@ -37,20 +37,22 @@ async fn run_load(args: &[&str]) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_str(stdout.trim())?)
 }
 
-/// One second of `rate` requests per second over `connections` to `server`.
+/// One second of `rate` requests per second over `connections` to `server`, with `extra`
+/// flags.
 async fn paced_for_a_second(
     server: &TestServer,
     proto: &str,
     connections: u32,
     rate: u32,
+    extra: &[&str],
 ) -> serde_json::Value {
     let (addr, connections, rate) = (
         server.addr.to_string(),
         connections.to_string(),
         rate.to_string(),
     );
-    run_load(&[
-        &addr,
+    let mut args = vec![
+        addr.as_str(),
         "--proto",
         proto,
         "--connections",
@@ -59,9 +61,9 @@ async fn paced_for_a_second(
         "1",
         "--rate",
         &rate,
-    ])
-    .await
-    .unwrap()
+    ];
+    args.extend_from_slice(extra);
+    run_load(&args).await.unwrap()
 }
 
 async fn http_server(status: u16, arrivals: Arrivals) -> TestServer {
@@ -128,7 +130,7 @@ async fn fixed_rate_sends_every_request_evenly_spaced() {
             "grpc" => grpc_server("0", arrivals.clone()).await,
             _ => http_server(200, arrivals.clone()).await,
         };
-        let summary = paced_for_a_second(&server, proto, 8, 1000).await;
+        let summary = paced_for_a_second(&server, proto, 8, 1000, &[]).await;
         assert_eq!(summary["requests"], 1000, "{proto}: {summary}");
         assert_eq!(summary["errors"], 0, "{proto}: {summary}");
         assert!(
@@ -155,7 +157,7 @@ async fn non_2xx_answers_and_failed_calls_are_errors_not_latencies() {
         ("http1", http_server(503, Arrivals::default()).await),
         ("grpc", grpc_server("13", Arrivals::default()).await),
     ] {
-        let summary = paced_for_a_second(&server, proto, 2, 100).await;
+        let summary = paced_for_a_second(&server, proto, 2, 100, &[]).await;
         assert_eq!(summary["requests"], 0, "{proto}: {summary}");
         assert_eq!(summary["errors"], 100, "{proto}: {summary}");
     }
@@ -180,21 +182,14 @@ async fn the_log_file_has_every_request_in_order_of_start() {
     let server = echo_server(Arrivals::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("requests.log");
-    let summary = run_load(&[
-        &server.addr.to_string(),
-        "--proto",
+    let summary = paced_for_a_second(
+        &server,
         "tcp",
-        "--connections",
-        "2",
-        "--seconds",
-        "1",
-        "--rate",
-        "100",
-        "--log-file",
-        log.to_str().unwrap(),
-    ])
-    .await
-    .unwrap();
+        2,
+        100,
+        &["--log-file", log.to_str().unwrap()],
+    )
+    .await;
     let rows: Vec<(u64, u64)> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()

@@ -357,7 +357,8 @@ impl Client {
                 // A gRPC answer's status is in its trailers (or its headers, trailers-only).
                 let grpc_ok = || {
                     let status = body.trailers().and_then(|t| t.get("grpc-status"));
-                    status.or(head.headers.get("grpc-status")) == Some(&"0".parse().unwrap())
+                    let status = status.or(head.headers.get("grpc-status"));
+                    status.is_some_and(|s| s.as_bytes() == b"0")
                 };
                 Ok(head.status.is_success() && (!*grpc || grpc_ok()))
             }),
