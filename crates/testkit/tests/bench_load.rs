@@ -137,6 +137,12 @@ async fn fixed_rate_sends_every_request_evenly_spaced() {
             summary["p50_us"].as_u64().unwrap() > 0,
             "{proto}: {summary}"
         );
+        // One full second of requests: the typical second's p99 is that second's.
+        let p99_1s = summary["p99_1s_us"].as_u64().expect("p99_1s_us");
+        assert!(
+            p99_1s > 0 && p99_1s <= summary["max_us"].as_u64().unwrap(),
+            "{proto}: {summary}"
+        );
 
         let mut seen = arrivals.lock().unwrap().clone();
         assert_eq!(seen.len(), 1000, "{proto}: the server saw every request");

@@ -21,7 +21,9 @@
 //!                  [--size BYTES] [--path PATH] [--log-file FILE]
 //! ```
 //!
-//! Prints one JSON line: `requests`, `seconds`, `rps`, `p50_us`, `p99_us`, `max_us`, `errors`.
+//! Prints one JSON line: `requests`, `seconds`, `rps`, `p50_us`, `p99_us`, `p99_1s_us`, `max_us`,
+//! `errors`. `p99_1s_us` is the p99 of a typical second: the median of the run's per-second
+//! p99s (`null` when no second has 100 requests).
 //! `--log-file` also writes every answered request as `start_us<TAB>latency_us`, in order of
 //! start (microseconds since the run began), to look at when slow requests happened.
 //! Latency is counted from the slot when the previous request on that connection made it miss
@@ -166,22 +168,50 @@ fn main() -> anyhow::Result<()> {
     }
     let mut v: Vec<u32> = all.requests.iter().map(|r| r.1).collect();
     v.sort_unstable();
-    let pct = |p: f64| -> u32 {
-        if v.is_empty() {
-            return 0;
-        }
-        v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
-    };
+    let p99_1s = p99_of_a_typical_second(&all.requests).map_or("null".into(), |p| p.to_string());
     println!(
-        "{{\"requests\":{},\"seconds\":{seconds:.3},\"rps\":{:.1},\"p50_us\":{},\"p99_us\":{},\"max_us\":{},\"errors\":{}}}",
+        "{{\"requests\":{},\"seconds\":{seconds:.3},\"rps\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p99_1s_us\":{p99_1s},\"max_us\":{},\"errors\":{}}}",
         v.len(),
         v.len() as f64 / seconds,
-        pct(0.50),
-        pct(0.99),
+        percentile(&v, 0.50),
+        percentile(&v, 0.99),
         v.last().copied().unwrap_or(0),
         all.errors
     );
     Ok(())
+}
+
+/// The `p` quantile of sorted values, nearest rank; 0 for none.
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// Fewest requests a one-second window needs for its p99 to count.
+const MIN_WINDOW_REQUESTS: usize = 100;
+
+/// The p99 of a typical second: each whole second of the run (by request start) with at least
+/// [`MIN_WINDOW_REQUESTS`] requests gets its own p99, and this is their median (the upper
+/// one for an even count). A second in which the host descheduled the machine moves the
+/// whole run's p99 by as much as it stalled; it moves this by one window. `None` when no
+/// second has enough requests.
+fn p99_of_a_typical_second(requests: &[(u32, u32)]) -> Option<u32> {
+    let mut windows: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+    for &(start, latency) in requests {
+        windows.entry(start / 1_000_000).or_default().push(latency);
+    }
+    let mut p99s: Vec<u32> = windows
+        .into_values()
+        .filter(|w| w.len() >= MIN_WINDOW_REQUESTS)
+        .map(|mut w| {
+            w.sort_unstable();
+            percentile(&w, 0.99)
+        })
+        .collect();
+    p99s.sort_unstable();
+    p99s.get(p99s.len() / 2).copied()
 }
 
 // ---------------------------------------------------------------- fixed rate
@@ -419,5 +449,42 @@ async fn back_to_back(
             return sample;
         }
         sample.record(sent_at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ten seconds of 1,000 requests each, every one 50 µs except the slowest 2 % of each
+    /// second at 400 µs; in one second the host stalls and every request takes 30 ms.
+    #[test]
+    fn a_stalled_second_moves_the_run_p99_but_not_a_typical_seconds() {
+        let mut requests = Vec::new();
+        for second in 0..10u32 {
+            for i in 0..1000u32 {
+                let latency = match (second, i) {
+                    (4, _) => 30_000,
+                    (_, i) if i % 50 == 0 => 400,
+                    _ => 50,
+                };
+                requests.push((second * 1_000_000 + i * 1000, latency));
+            }
+        }
+        let mut all: Vec<u32> = requests.iter().map(|r| r.1).collect();
+        all.sort_unstable();
+        assert_eq!(percentile(&all, 0.99), 30_000);
+        assert_eq!(p99_of_a_typical_second(&requests), Some(400));
+    }
+
+    #[test]
+    fn seconds_with_too_few_requests_do_not_count() {
+        let sparse: Vec<(u32, u32)> = (0..50).map(|i| (i * 20_000, 90)).collect();
+        assert_eq!(p99_of_a_typical_second(&sparse), None);
+
+        // One full second of 200 µs answers and a trailing partial second of 99 slow ones.
+        let mut requests: Vec<(u32, u32)> = (0..200).map(|i| (i * 5000, 200)).collect();
+        requests.extend((0..99).map(|i| (1_000_000 + i * 100, 9000)));
+        assert_eq!(p99_of_a_typical_second(&requests), Some(200));
     }
 }
