@@ -515,8 +515,8 @@ def clear_middle_cpu():
     CPU is its own per-CPU kernel threads. Without this, whatever else the machine runs
     lands on the middle hop's core by the scheduler's choice: on this VM, DAMON's reclaim
     thread (kdamond) ran there for 42 ms in 5 s of one proxy's cell, up to 19 ms at once,
-    and on the other core during the next proxy's, which was then the better one (bench/
-    README.md, "Idle CPUs and host stalls"). Returns a note for the report."""
+    and on the other core during the next proxy's, which was then the better one
+    (bench/README.md, "Idle CPUs, other tasks and stalls"). Returns a note for the report."""
     middle, load = int(MIDDLE_CPU), {int(LOAD_CPU)}
     for pid in filter(str.isdigit, os.listdir("/proc")):  # the harness too
         try:
@@ -540,8 +540,8 @@ def hold_cpus_awake():
     /dev/cpu_dma_latency and held for as long as the file stays open. On a VM an idle vCPU
     halts, and waking it again is the host's business: without this, two such wake-ups on
     the middle hop's core are most of every proxy's added latency at the fixed rate
-    (bench/README.md, "Tail latency"). Returns the open file (or None) and a note for the
-    report."""
+    (bench/README.md, "Idle CPUs, other tasks and stalls"). Returns the open file (or None)
+    and a note for the report."""
     try:
         fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
         os.write(fd, struct.pack("i", 0))
