@@ -23,6 +23,23 @@ async fn echoed(sock: &mut tokio::net::TcpStream, bytes: &[u8]) -> Vec<u8> {
     echo
 }
 
+/// An app that sends `greeting` first (when not empty), then echoes what it reads until the
+/// peer closes.
+async fn echo_app(greeting: &'static [u8]) -> TestServer {
+    TestServer::tcp(move |mut sock| async move {
+        if sock.write_all(greeting).await.is_err() {
+            return;
+        }
+        let mut buf = [0u8; 64];
+        while let Ok(n) = sock.read(&mut buf).await {
+            if n == 0 || sock.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+}
+
 /// Reads everything until the peer closes, then answers with how much it read.
 async fn count_then_reply() -> TestServer {
     TestServer::tcp(|mut sock| async move {
@@ -95,14 +112,7 @@ async fn opaque_bytes_flow_with_half_close() {
 #[tokio::test]
 async fn servers_that_speak_first_are_not_stalled() {
     // Like MySQL or SMTP: a greeting before the client says anything, then an echo.
-    let app = TestServer::tcp(|mut sock| async move {
-        let _ = sock.write_all(b"220 ferry.test ESMTP ready\r\n").await;
-        let mut buf = [0u8; 64];
-        if let Ok(n) = sock.read(&mut buf).await {
-            let _ = sock.write_all(&buf[..n]).await;
-        }
-    })
-    .await;
+    let app = echo_app(b"220 ferry.test ESMTP ready\r\n").await;
     let pair = Pair::to(app.addr).await;
     let started = Instant::now();
     let mut sock = tokio::net::TcpStream::connect(pair.a.upstreams[0])
@@ -192,15 +202,7 @@ fn socket_timer(local: Option<SocketAddr>, remote: SocketAddr) -> Option<(u32, u
 /// that would otherwise wait forever.
 #[tokio::test]
 async fn accepted_and_opened_sockets_have_tcp_keepalive() {
-    let app = TestServer::tcp(|mut sock| async move {
-        let mut buf = [0u8; 64];
-        while let Ok(n) = sock.read(&mut buf).await {
-            if n == 0 || sock.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-        }
-    })
-    .await;
+    let app = echo_app(b"").await;
     let proxy = Proxy::upstreams(&[&app.addr.to_string()]).await;
     let mut sock = tokio::net::TcpStream::connect(proxy.upstreams[0])
         .await
