@@ -540,14 +540,13 @@ def hold_cpus_awake():
     /dev/cpu_dma_latency and held for as long as the file stays open. On a VM an idle vCPU
     halts, and waking it again is the host's business: without this, two such wake-ups on
     the middle hop's core are most of every proxy's added latency at the fixed rate
-    (bench/README.md, "Idle CPUs, other tasks and stalls"). Returns the open file (or None)
-    and a note for the report."""
+    (bench/README.md, "Idle CPUs, other tasks and stalls"). Returns a note for the report."""
     try:
-        fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+        fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)  # never closed: the exit does
         os.write(fd, struct.pack("i", 0))
     except OSError as e:
-        return None, f"CPUs allowed to idle (/dev/cpu_dma_latency: {e.strerror})"
-    return fd, "CPUs held out of idle states (/dev/cpu_dma_latency at 0)"
+        return f"CPUs allowed to idle (/dev/cpu_dma_latency: {e.strerror})"
+    return "CPUs held out of idle states (/dev/cpu_dma_latency at 0)"
 
 
 def build():
@@ -860,8 +859,8 @@ def main():
     ensure_tools()
     if not args.no_build:
         build()
-    awake, args.cpu_idle_note = ((None, "CPUs allowed to idle (--let-cpus-idle)")
-                                 if args.let_cpus_idle else hold_cpus_awake())
+    args.cpu_idle_note = ("CPUs allowed to idle (--let-cpus-idle)" if args.let_cpus_idle
+                          else hold_cpus_awake())
     atexit.register(restore_affinity)
     args.cpu_idle_note += "; " + ("CPU shared with other tasks (--share-middle-cpu)"
                                   if args.share_middle_cpu else clear_middle_cpu())
@@ -900,9 +899,6 @@ def main():
     (out / f"{name}.json").write_text(json.dumps(raw, indent=1))
     log(f"wrote {out / name}.md and .json")
     shutil.rmtree(work, ignore_errors=True)
-    if awake is not None:
-        os.close(awake)
-    restore_affinity()
 
 
 if __name__ == "__main__":
