@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import pathlib
+import random
 import shutil
 import signal
 import socket
@@ -477,10 +478,42 @@ def own_load_summary(out):
 
 
 def own_load(proto, port, seconds, rate):
-    r = own_load_summary(run_bounded(own_load_cmd(proto, port, seconds, rate), seconds + 30))
-    return {"requests": r["requests"], "rps": r["rps"], "p50_ms": r["p50_us"] / 1000,
-            "p99_ms": r["p99_us"] / 1000, "max_ms": r["max_us"] / 1000, "errors": r["errors"],
-            "p99_1s_ms": None if r.get("p99_1s_us") is None else r["p99_1s_us"] / 1000}
+    """One `ferry-bench-load` run; at a fixed rate with what pooling runs takes: its latency
+    histogram (`hist`) and the p99 of each of its seconds (`p99_seconds_ms`)."""
+    cmd = own_load_cmd(proto, port, seconds, rate) + (["--pooling"] if rate else [])
+    r = own_load_summary(run_bounded(cmd, seconds + 30))
+    res = {"requests": r["requests"], "rps": r["rps"], "p50_ms": r["p50_us"] / 1000,
+           "p99_ms": r["p99_us"] / 1000, "max_ms": r["max_us"] / 1000, "errors": r["errors"],
+           "p99_1s_ms": None if r.get("p99_1s_us") is None else r["p99_1s_us"] / 1000}
+    if "histogram" in r:
+        res["hist"] = dict(r["histogram"])
+        res["p99_seconds_ms"] = [us / 1000 for us in r["p99_seconds_us"]]
+    return res
+
+
+# Latency histograms: {microseconds: requests}, as ferry-bench-load's --histogram gives them.
+# Runs are pooled by adding histograms, so a percentile of several runs is exact.
+
+
+def hist_merge(hists):
+    total = {}
+    for h in hists:
+        for us, n in h.items():
+            total[us] = total.get(us, 0) + n
+    return total
+
+
+def hist_percentile(hist, p):
+    """Nearest rank, as `percentile` and ferry-bench-load count it; None for no requests."""
+    count = sum(hist.values())
+    if not count:
+        return None
+    rank, seen = max(1, -(-count * p // 1)), 0
+    for us in sorted(hist):
+        seen += hist[us]
+        if seen >= rank:
+            return us
+    return None
 
 
 def load(proto, shape, port, seconds, rate, work):
@@ -589,29 +622,45 @@ def measure_group(proto, args, work, backend_ports, results, memory):
         for v, m in middles.items():
             if not args.quick:
                 load(proto, "max", m.port, 1, None, work)
-        shapes = ["max", "rate"]
         variants = list(middles)
+
+        def cell(v, shape, seconds):
+            m = middles[v]
+            pids = pids_of(m.procs)
+            cpu0 = cpu_seconds(pids) if pids else 0.0
+            res = load(proto, shape, m.port, seconds, args.rate, work)
+            if pids:
+                res["cpu_s"] = cpu_seconds(pids) - cpu0
+                if any(p.poll() is not None for p in m.procs):
+                    raise RuntimeError(f"{v} died during {proto}/{shape}")
+            return res
+
+        def record(v, shape, run, res):
+            if "cpu_s" in res:
+                res["cpu_s_per_10k"] = res.pop("cpu_s") / max(res["requests"], 1) * 1e4
+            results.setdefault((proto, shape, v), []).append(res)
+            log(f"{proto:5} {shape:4} {v:10} run {run + 1}: {res['rps']:>9.0f} rps "
+                f"p50 {res['p50_ms']:.3f} p99 {res['p99_ms']:.3f} "
+                f"p99/s {fmt(res.get('p99_1s_ms'), '.3f')} ms "
+                f"cpu/10k {res.get('cpu_s_per_10k', 0):.3f}s errors {res['errors']}")
+
+        slice_seconds = args.rate_seconds // args.rate_slices
         for run in range(args.runs):
             # ABAB...: each round walks the variants in a rotated order, so drift in the
             # machine's speed spreads over all variants instead of favouring one.
             k = run % len(variants)
             order = variants[k:] + variants[:k]
-            for shape in shapes:
-                seconds = args.seconds if shape == "max" else args.rate_seconds
+            for v in order:
+                record(v, "max", run, cell(v, "max", args.seconds))
+            # The fixed rate's tail rests on rare slow requests that come when the host
+            # stalls, so the variants take turns in short slices: a stall then lands on any
+            # variant alike, where in whole-round cells it lands on whichever one ran then.
+            slices = {v: [] for v in order}
+            for _ in range(args.rate_slices):
                 for v in order:
-                    m = middles[v]
-                    pids = pids_of(m.procs)
-                    cpu0 = cpu_seconds(pids) if pids else 0.0
-                    res = load(proto, shape, m.port, seconds, args.rate, work)
-                    if pids:
-                        res["cpu_s_per_10k"] = (cpu_seconds(pids) - cpu0) / max(res["requests"], 1) * 1e4
-                        if any(p.poll() is not None for p in m.procs):
-                            raise RuntimeError(f"{v} died during {proto}/{shape}")
-                    results.setdefault((proto, shape, v), []).append(res)
-                    log(f"{proto:5} {shape:4} {v:10} run {run + 1}: {res['rps']:>9.0f} rps "
-                        f"p50 {res['p50_ms']:.3f} p99 {res['p99_ms']:.3f} "
-                        f"p99/s {fmt(res.get('p99_1s_ms'), '.3f')} ms "
-                        f"cpu/10k {res.get('cpu_s_per_10k', 0):.3f}s errors {res['errors']}")
+                    slices[v].append(cell(v, "rate", slice_seconds))
+            for v in order:
+                record(v, "rate", run, merge_slices(slices[v]))
         for v, m in middles.items():
             if m.procs:
                 pids = pids_of(m.procs)
@@ -622,6 +671,22 @@ def measure_group(proto, args, work, backend_ports, results, memory):
     finally:
         for m in middles.values():
             stop(m.procs + m.aux)
+
+
+def merge_slices(parts):
+    """One run of a fixed-rate cell from its slices: requests pooled, slices kept apart."""
+    hist = hist_merge(p["hist"] for p in parts)
+    requests = sum(p["requests"] for p in parts)
+    res = {"requests": requests, "rps": sum(p["rps"] for p in parts) / len(parts),
+           "p50_ms": hist_percentile(hist, 0.50) / 1000, "p99_ms": hist_percentile(hist, 0.99) / 1000,
+           "max_ms": max(p["max_ms"] for p in parts), "errors": sum(p["errors"] for p in parts),
+           "hist": hist, "slices": [p["hist"] for p in parts]}
+    # The p99 of a typical second, as ferry-bench-load defines it: the upper median.
+    seconds = sorted(ms for p in parts for ms in p["p99_seconds_ms"])
+    res["p99_1s_ms"] = seconds[len(seconds) // 2] if seconds else None
+    if all("cpu_s" in p for p in parts):
+        res["cpu_s"] = sum(p["cpu_s"] for p in parts)
+    return res
 
 
 def soak(args, work, backend_ports):
@@ -685,11 +750,48 @@ def soak_growth(samples):
     return early, late
 
 
+FIGURES = ("rps", "p50_ms", "p99_ms", "p99_1s_ms", "max_ms", "cpu_s_per_10k")
+
+
+def figures(rs):
+    """A cell's figures over its runs: medians, except that fixed-rate latencies are the
+    percentiles of all runs' requests pooled (100,000 at the defaults rather than a median of
+    five p99s that each rest on 200) and the maximum is the largest."""
+    x = {k: med([r.get(k) for r in rs]) for k in FIGURES}
+    if rs and all("hist" in r for r in rs):
+        pooled = hist_merge(r["hist"] for r in rs)
+        x["p50_ms"], x["p99_ms"] = (hist_percentile(pooled, p) / 1000 for p in (0.50, 0.99))
+        x["max_ms"] = max(r["max_ms"] for r in rs)
+    x["errors"] = sum(r["errors"] for r in rs)
+    return x
+
+
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def p99_difference_interval(a_runs, b_runs, level=0.90):
+    """How sure the sign of p99(a) - p99(b) is: a bootstrap over the paired slices (slice i of
+    a ran next to slice i of b). Returns the `level` interval in ms, or None without slices."""
+    pairs = list(zip((h for r in a_runs for h in r.get("slices", [])),
+                     (h for r in b_runs for h in r.get("slices", []))))
+    if len(pairs) < 2:
+        return None
+    rng = random.Random(9)  # a fixed seed: the same run's report reads the same twice
+    diffs = []
+    for _ in range(BOOTSTRAP_RESAMPLES):
+        pick = [pairs[rng.randrange(len(pairs))] for _ in pairs]
+        a, b = (hist_percentile(hist_merge(p[i] for p in pick), 0.99) for i in (0, 1))
+        diffs.append((a - b) / 1000)
+    diffs.sort()
+    tail = (1 - level) / 2
+    return percentile(diffs, tail), percentile(diffs, 1 - tail)
+
+
 def goals(results, memory, soak_result):
-    """The goals of issue #9 judged on this run's medians: one table row per goal."""
+    """The goals of issue #9 judged on this run's figures: one table row per goal."""
     def m(proto, shape, v, key):
         rs = results.get((proto, shape, v), [])
-        return med([r.get(key) for r in rs]) if rs else None
+        return figures(rs)[key] if rs else None
 
     rows = []
 
@@ -708,8 +810,12 @@ def goals(results, memory, soak_result):
     if None not in (d99, f99, n99):
         typical = (f"; p99 of a typical second +{s99[1] - s99[0]:.3f} vs +{s99[2] - s99[0]:.3f}"
                    if None not in s99 else "")
+        ci = p99_difference_interval(results[("http1", "rate", "ferry")],
+                                     results[("http1", "rate", "nginx")])
+        sure = (f" (ferry − nginx {f99 - n99:+.3f} ms, 90 % bootstrap interval "
+                f"{ci[0]:+.3f} … {ci[1]:+.3f})" if ci else "")
         row("HTTP/1.1, one hop: added p99 at the fixed rate ≤ nginx's",
-            f"+{f99 - d99:.3f} vs +{n99 - d99:.3f} ms{typical}", f99 - d99 <= n99 - d99)
+            f"+{f99 - d99:.3f} vs +{n99 - d99:.3f} ms{sure}{typical}", f99 - d99 <= n99 - d99)
     m2 = m("http1", "max", "ferry-2hop", "rps")
     if m2 and n1:
         bar = GOAL_2HOP_RPS * n1 / REF_NGINX_RPS
@@ -748,7 +854,8 @@ def report(args, results, memory, started, soak_result=None):
         "",
         f"{args.runs} run(s) per cell, medians; max throughput: {CONNECTIONS} connections for "
         f"{args.seconds}s; fixed rate: {args.rate} RPS over {RATE_CONNECTIONS} connections for "
-        f"{args.rate_seconds}s. Middle hop pinned to CPU {MIDDLE_CPU}, backend and generator "
+        f"{args.rate_seconds}s per run, in {args.rate_slices} slice(s) taking turns with the other "
+        f"variants, latency percentiles of all runs' requests pooled. Middle hop pinned to CPU {MIDDLE_CPU}, backend and generator "
         f"to CPU {LOAD_CPU}. `ferry-2hop` is "
         + ("mTLS between the two proxies" if MESH_TLS else "plaintext (MESH_TLS = False)")
         + f"; its CPU and RSS are both proxies' sums. {args.cpu_idle_note}. Commit " + os.popen(f"git -C {ROOT} describe --always --dirty").read().strip()
@@ -767,9 +874,7 @@ def report(args, results, memory, started, soak_result=None):
                 rs = results.get((proto, shape, v), [])
                 if not rs:
                     continue
-                m[v] = {k: med([r.get(k) for r in rs]) for k in
-                        ("rps", "p50_ms", "p99_ms", "p99_1s_ms", "max_ms", "cpu_s_per_10k")}
-                m[v]["errors"] = sum(r["errors"] for r in rs)
+                m[v] = figures(rs)
                 mem = memory.get((proto, v), {})
                 m[v]["rss"] = mem.get("peak_kb", 0) / 1024 if mem else None
             # The p99 of a typical second only where the generator is ferry-bench-load.
@@ -820,10 +925,13 @@ def main():
     ap.add_argument("--quick", action="store_true", help="one short run of every cell (< 1 min)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3, help="max-throughput cell length")
-    # 10 s at 2,000 RPS: 20,000 requests, so a p99 rests on 200 of them. On this kind of VM
-    # slow requests come in clusters (the host, for every variant alike) every ~0.1 s;
-    # 5 s cells let a p99 swing by half from run to run.
-    ap.add_argument("--rate-seconds", type=float, default=10, help="fixed-rate cell length")
+    # 10 s at 2,000 RPS is 20,000 requests a run, 100,000 over the default 5 runs pooled: a
+    # p99 that rests on 1,000 slow requests. Slow requests come in clusters (the host, for
+    # every variant alike), so the variants take turns in 2 s slices to share them out.
+    ap.add_argument("--rate-seconds", type=float, default=10,
+                    help="fixed-rate time per variant and run")
+    ap.add_argument("--rate-slices", type=int, default=5,
+                    help="the fixed-rate time in this many turns per variant, alternating")
     ap.add_argument("--rate", type=int, default=2000)
     ap.add_argument("--only", default=",".join(PROTOCOLS), help="protocols: " + ",".join(PROTOCOLS))
     ap.add_argument("--variants", default=",".join(VARIANTS))
@@ -840,7 +948,7 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = ap.parse_args()
     if args.quick:
-        args.runs, args.seconds, args.rate_seconds = 1, 1, 1
+        args.runs, args.seconds, args.rate_seconds, args.rate_slices = 1, 1, 1, 1
     args.protocols = [p for p in args.only.split(",") if p]
     args.variants = [v for v in args.variants.split(",") if v]
     if args.alt_proxy and "ferry-alt" not in args.variants:
@@ -850,6 +958,8 @@ def main():
         if s != int(s):
             ap.error("durations are whole seconds")
     args.seconds, args.rate_seconds = int(args.seconds), int(args.rate_seconds)
+    if args.rate_slices < 1 or args.rate_seconds % args.rate_slices:
+        ap.error("--rate-seconds must be a whole multiple of --rate-slices")
     if os.cpu_count() < 2:
         ap.error("needs two CPUs (middle hop on one, load on the other)")
 
@@ -894,7 +1004,9 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     name = f"{started:%Y%m%dT%H%M}{'-quick' if args.quick else ''}"
     (out / f"{name}.md").write_text(text)
-    raw = {f"{k[0]}/{k[1]}/{k[2]}": v for k, v in results.items()}
+    # Histograms stay out of the JSON: the runs' figures are there, the raw requests are not.
+    raw = {f"{k[0]}/{k[1]}/{k[2]}": [{f: x for f, x in r.items() if f not in ("hist", "slices")}
+                                     for r in v] for k, v in results.items()}
     raw["memory"] = {f"{k[0]}/{k[1]}": v for k, v in memory.items()}
     (out / f"{name}.json").write_text(json.dumps(raw, indent=1))
     log(f"wrote {out / name}.md and .json")

@@ -145,8 +145,14 @@ async fn fixed_rate_sends_every_request_evenly_spaced() {
         );
 
         let mut seen = arrivals.lock().unwrap().clone();
-        assert_eq!(seen.len(), 1000, "{proto}: the server saw every request");
         seen.sort();
+        // Each connection carries one unrecorded request before the clock starts.
+        assert_eq!(
+            seen.len(),
+            8 + 1000,
+            "{proto}: the server saw every request"
+        );
+        let seen = &seen[8..];
         let mut gaps: Vec<Duration> = seen.windows(2).map(|w| w[1] - w[0]).collect();
         gaps.sort();
         let median = gaps[gaps.len() / 2];
@@ -179,6 +185,43 @@ async fn http_at_full_speed_is_refused_with_a_reason() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("give --rate"), "{err}");
+}
+
+/// `--pooling` adds every recorded latency as `[microseconds, requests]` pairs, ascending,
+/// which the harness pools across runs: they add up to the summary's requests and give back
+/// its percentiles. It also lists each whole second's p99 (one second here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooling_data_hold_every_recorded_request() {
+    let server = echo_server(Arrivals::default()).await;
+    let summary = paced_for_a_second(&server, "tcp", 2, 200, &["--pooling"]).await;
+    let pairs: Vec<(u64, u64)> = summary["histogram"]
+        .as_array()
+        .expect("a histogram")
+        .iter()
+        .map(|p| (p[0].as_u64().unwrap(), p[1].as_u64().unwrap()))
+        .collect();
+    assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0), "{pairs:?}");
+    let total: u64 = pairs.iter().map(|p| p.1).sum();
+    assert_eq!(total, 200, "{summary}");
+    let rank = |n: u64| {
+        let mut seen = 0;
+        pairs.iter().find(|p| {
+            seen += p.1;
+            seen >= n
+        })
+    };
+    assert_eq!(summary["p50_us"], rank(100).unwrap().0, "{summary}");
+    assert_eq!(summary["p99_us"], rank(198).unwrap().0, "{summary}");
+    assert_eq!(summary["max_us"], pairs.last().unwrap().0, "{summary}");
+    assert_eq!(
+        summary["p99_seconds_us"],
+        serde_json::json!([summary["p99_1s_us"]]),
+        "{summary}"
+    );
+    // Without the flag, the summary stays one short line.
+    let plain = paced_for_a_second(&server, "tcp", 2, 100, &[]).await;
+    assert!(plain.get("histogram").is_none(), "{plain}");
+    assert!(plain.get("p99_seconds_us").is_none(), "{plain}");
 }
 
 /// `--log-file` writes every answered request as `start_us<TAB>latency_us`, in order of

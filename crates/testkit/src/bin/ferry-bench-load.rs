@@ -18,14 +18,17 @@
 //!
 //! ```text
 //! ferry-bench-load ADDR --connections N --seconds S [--rate RPS] [--proto tcp|http1|h2c|grpc]
-//!                  [--size BYTES] [--path PATH] [--log-file FILE]
+//!                  [--size BYTES] [--path PATH] [--log-file FILE] [--pooling]
 //! ```
 //!
 //! Prints one JSON line: `requests`, `seconds`, `rps`, `p50_us`, `p99_us`, `p99_1s_us`, `max_us`,
 //! `errors`. `p99_1s_us` is the p99 of a typical second: the median of the run's per-second
-//! p99s (`null` when no second has 100 requests).
+//! p99s (`null` when no second has 100 requests). `--pooling` adds what it takes to pool
+//! runs (the harness does): `p99_seconds_us`, the p99 of each of those seconds in order, and
+//! `histogram`, every recorded latency as `[microseconds, requests]` pairs in ascending order.
 //! `--log-file` also writes every answered request as `start_us<TAB>latency_us`, in order of
 //! start (microseconds since the run began), to look at when slow requests happened.
+//! At a fixed rate each connection first carries one request that is not recorded.
 //! Latency is counted from the slot when the previous request on that connection made it miss
 //! the slot (no coordinated omission), but not when only the timer woke late.
 
@@ -44,7 +47,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const USAGE: &str = "usage: ferry-bench-load ADDR --connections N --seconds S [--rate RPS] \
-                     [--proto tcp|http1|h2c|grpc] [--size BYTES] [--path PATH] [--log-file FILE]";
+                     [--proto tcp|http1|h2c|grpc] [--size BYTES] [--path PATH] [--log-file FILE] \
+                     [--pooling]";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Proto {
@@ -63,6 +67,7 @@ struct Args {
     size: usize,
     path: String,
     log_file: Option<std::path::PathBuf>,
+    pooling: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -81,8 +86,13 @@ fn parse_args() -> anyhow::Result<Args> {
         size: 64,
         path: "/".into(),
         log_file: None,
+        pooling: false,
     };
     while let Some(flag) = it.next() {
+        if flag == "--pooling" {
+            args.pooling = true;
+            continue;
+        }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--connections" => args.connections = value.parse()?,
@@ -169,8 +179,21 @@ fn main() -> anyhow::Result<()> {
     let mut v: Vec<u32> = all.requests.iter().map(|r| r.1).collect();
     v.sort_unstable();
     let p99_1s = p99_of_a_typical_second(&all.requests).map_or("null".into(), |p| p.to_string());
+    let pooling = if args.pooling {
+        let seconds: Vec<String> = p99_of_each_second(&all.requests)
+            .iter()
+            .map(u32::to_string)
+            .collect();
+        format!(
+            ",\"p99_seconds_us\":[{}],\"histogram\":{}",
+            seconds.join(","),
+            histogram_json(&v)
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "{{\"requests\":{},\"seconds\":{seconds:.3},\"rps\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p99_1s_us\":{p99_1s},\"max_us\":{},\"errors\":{}}}",
+        "{{\"requests\":{},\"seconds\":{seconds:.3},\"rps\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p99_1s_us\":{p99_1s},\"max_us\":{},\"errors\":{}{pooling}}}",
         v.len(),
         v.len() as f64 / seconds,
         percentile(&v, 0.50),
@@ -179,6 +202,21 @@ fn main() -> anyhow::Result<()> {
         all.errors
     );
     Ok(())
+}
+
+/// Sorted latencies as `[[microseconds, count], ...]`, one pair per distinct value, so that
+/// runs can be pooled exactly: the harness merges the runs of a cell and takes their
+/// percentiles together, where a median of each run's p99 rests on a few hundred requests.
+fn histogram_json(sorted: &[u32]) -> String {
+    let mut out = String::from("[");
+    for chunk in sorted.chunk_by(|a, b| a == b) {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&format!("[{},{}]", chunk[0], chunk.len()));
+    }
+    out.push(']');
+    out
 }
 
 /// The `p` quantile of sorted values, nearest rank; 0 for none.
@@ -192,24 +230,29 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
 /// Fewest requests a one-second window needs for its p99 to count.
 const MIN_WINDOW_REQUESTS: usize = 100;
 
-/// The p99 of a typical second: each whole second of the run (by request start) with at least
-/// [`MIN_WINDOW_REQUESTS`] requests gets its own p99, and this is their median (the upper
-/// one for an even count). A second in which the host descheduled the machine moves the
-/// whole run's p99 by as much as it stalled; it moves this by one window. `None` when no
-/// second has enough requests.
-fn p99_of_a_typical_second(requests: &[(u32, u32)]) -> Option<u32> {
+/// Each whole second of the run (by request start) with at least [`MIN_WINDOW_REQUESTS`]
+/// requests, in order: that second's p99.
+fn p99_of_each_second(requests: &[(u32, u32)]) -> Vec<u32> {
     let mut windows: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
     for &(start, latency) in requests {
         windows.entry(start / 1_000_000).or_default().push(latency);
     }
-    let mut p99s: Vec<u32> = windows
+    windows
         .into_values()
         .filter(|w| w.len() >= MIN_WINDOW_REQUESTS)
         .map(|mut w| {
             w.sort_unstable();
             percentile(&w, 0.99)
         })
-        .collect();
+        .collect()
+}
+
+/// The p99 of a typical second: the median of [`p99_of_each_second`] (the upper one for an
+/// even count). A second in which the host descheduled the machine moves the whole run's p99
+/// by as much as it stalled; it moves this by one window. `None` when no second has enough
+/// requests.
+fn p99_of_a_typical_second(requests: &[(u32, u32)]) -> Option<u32> {
+    let mut p99s = p99_of_each_second(requests);
     p99s.sort_unstable();
     p99s.get(p99s.len() / 2).copied()
 }
@@ -220,10 +263,19 @@ fn p99_of_a_typical_second(requests: &[(u32, u32)]) -> Option<u32> {
 /// the others' by `1 / rate`. Returns the merged sample and the measured span in seconds.
 fn paced(args: &Args, rate: f64) -> anyhow::Result<(Sample, f64)> {
     let interval = Duration::from_secs_f64(args.connections as f64 / rate);
+    // Connections are set up, and each carries one request that is not recorded, before the
+    // clock starts: what is measured is connections in use, not a server (or proxy) taking
+    // a new one, which matters when the harness alternates variants in short runs.
     let clients = (0..args.connections)
-        .map(|_| Client::connect(args))
+        .map(|_| {
+            let mut client = Client::connect(args)?;
+            // Only a broken connection stops the run here; an error answer is counted as
+            // one when a recorded request gets it.
+            client.exchange().context("the warm-up request")?;
+            Ok(client)
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    // Connections are set up before the clock starts; every thread waits for its first slot.
+    // Every thread waits for its first slot.
     let start = Instant::now() + Duration::from_millis(20);
     let end = start + Duration::from_secs_f64(args.seconds);
     let n = args.connections as f64;
