@@ -491,7 +491,7 @@ def own_load(proto, port, seconds, rate):
     return res
 
 
-# Latency histograms: {microseconds: requests}, as ferry-bench-load's --histogram gives them.
+# Latency histograms: {microseconds: requests}, as ferry-bench-load's --pooling gives them.
 # Runs are pooled by adding histograms, so a percentile of several runs is exact.
 
 
@@ -706,13 +706,18 @@ def merge_slices(parts):
     res = {"requests": requests, "rps": sum(p["rps"] for p in parts) / len(parts),
            "p50_ms": hist_percentile(hist, 0.50) / 1000, "p99_ms": hist_percentile(hist, 0.99) / 1000,
            "max_ms": max(p["max_ms"] for p in parts), "errors": sum(p["errors"] for p in parts),
-           "hist": hist, "slices": [p["hist"] for p in parts]}
-    # The p99 of a typical second, as ferry-bench-load defines it: the upper median.
-    seconds = sorted(ms for p in parts for ms in p["p99_seconds_ms"])
-    res["p99_1s_ms"] = seconds[len(seconds) // 2] if seconds else None
+           "hist": hist, "slices": [p["hist"] for p in parts],
+           "p99_seconds_ms": [ms for p in parts for ms in p["p99_seconds_ms"]]}
+    res["p99_1s_ms"] = typical_second(res["p99_seconds_ms"])
     if all("cpu_s" in p for p in parts):
         res["cpu_s"] = sum(p["cpu_s"] for p in parts)
     return res
+
+
+def typical_second(p99s):
+    """The p99 of a typical second, as ferry-bench-load defines it: the upper median of the
+    seconds' p99s; None for no seconds."""
+    return sorted(p99s)[len(p99s) // 2] if p99s else None
 
 
 def soak(args, work, backend_ports):
@@ -780,13 +785,14 @@ FIGURES = ("rps", "p50_ms", "p99_ms", "p99_1s_ms", "max_ms", "cpu_s_per_10k")
 
 
 def figures(rs):
-    """A cell's figures over its runs: medians, except that fixed-rate latencies are the
-    percentiles of all runs' requests pooled (100,000 at the defaults rather than a median of
-    five p99s that each rest on 200) and the maximum is the largest."""
+    """A cell's figures over its runs: medians, except that fixed-rate latencies pool all
+    runs' requests (100,000 at the defaults rather than a median of five p99s that each rest
+    on 200), the typical second all runs' seconds, and the maximum is the largest."""
     x = {k: med([r.get(k) for r in rs]) for k in FIGURES}
     if rs and all("hist" in r for r in rs):
         pooled = hist_merge(r["hist"] for r in rs)
         x["p50_ms"], x["p99_ms"] = (hist_percentile(pooled, p) / 1000 for p in (0.50, 0.99))
+        x["p99_1s_ms"] = typical_second([ms for r in rs for ms in r["p99_seconds_ms"]])
         x["max_ms"] = max(r["max_ms"] for r in rs)
     x["errors"] = sum(r["errors"] for r in rs)
     return x
@@ -1041,7 +1047,8 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     name = f"{started:%Y%m%dT%H%M}{'-quick' if args.quick else ''}"
     (out / f"{name}.md").write_text(text)
-    # Histograms stay out of the JSON: the runs' figures are there, the raw requests are not.
+    # Histograms stay out of the JSON: the runs' figures (and each second's p99) are there,
+    # the requests are not.
     raw = {f"{k[0]}/{k[1]}/{k[2]}": [{f: x for f, x in r.items() if f not in ("hist", "slices")}
                                      for r in v] for k, v in results.items()}
     raw["memory"] = {f"{k[0]}/{k[1]}": v for k, v in memory.items()}
