@@ -178,15 +178,13 @@ fn main() -> anyhow::Result<()> {
     }
     let mut v: Vec<u32> = all.requests.iter().map(|r| r.1).collect();
     v.sort_unstable();
-    let p99_1s = p99_of_a_typical_second(&all.requests).map_or("null".into(), |p| p.to_string());
+    let p99s = p99_of_each_second(&all.requests);
+    let p99_1s = typical_second(&p99s).map_or("null".into(), |p| p.to_string());
     let pooling = if args.pooling {
-        let seconds: Vec<String> = p99_of_each_second(&all.requests)
-            .iter()
-            .map(u32::to_string)
-            .collect();
+        let p99s: Vec<String> = p99s.iter().map(u32::to_string).collect();
         format!(
             ",\"p99_seconds_us\":[{}],\"histogram\":{}",
-            seconds.join(","),
+            p99s.join(","),
             histogram_json(&v)
         )
     } else {
@@ -247,12 +245,12 @@ fn p99_of_each_second(requests: &[(u32, u32)]) -> Vec<u32> {
         .collect()
 }
 
-/// The p99 of a typical second: the median of [`p99_of_each_second`] (the upper one for an
+/// The p99 of a typical second: the median of the [`p99_of_each_second`] (the upper one for an
 /// even count). A second in which the host descheduled the machine moves the whole run's p99
 /// by as much as it stalled; it moves this by one window. `None` when no second has enough
 /// requests.
-fn p99_of_a_typical_second(requests: &[(u32, u32)]) -> Option<u32> {
-    let mut p99s = p99_of_each_second(requests);
+fn typical_second(p99s: &[u32]) -> Option<u32> {
+    let mut p99s = p99s.to_vec();
     p99s.sort_unstable();
     p99s.get(p99s.len() / 2).copied()
 }
@@ -526,17 +524,17 @@ mod tests {
         let mut all: Vec<u32> = requests.iter().map(|r| r.1).collect();
         all.sort_unstable();
         assert_eq!(percentile(&all, 0.99), 30_000);
-        assert_eq!(p99_of_a_typical_second(&requests), Some(400));
+        assert_eq!(typical_second(&p99_of_each_second(&requests)), Some(400));
     }
 
     #[test]
     fn seconds_with_too_few_requests_do_not_count() {
         let sparse: Vec<(u32, u32)> = (0..50).map(|i| (i * 20_000, 90)).collect();
-        assert_eq!(p99_of_a_typical_second(&sparse), None);
+        assert_eq!(typical_second(&p99_of_each_second(&sparse)), None);
 
         // One full second of 200 µs answers and a trailing partial second of 99 slow ones.
         let mut requests: Vec<(u32, u32)> = (0..200).map(|i| (i * 5000, 200)).collect();
         requests.extend((0..99).map(|i| (1_000_000 + i * 100, 9000)));
-        assert_eq!(p99_of_a_typical_second(&requests), Some(200));
+        assert_eq!(typical_second(&p99_of_each_second(&requests)), Some(200));
     }
 }
