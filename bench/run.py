@@ -819,11 +819,12 @@ def p99_difference_interval(a_runs, b_runs, level=0.90):
     return percentile(diffs, tail), percentile(diffs, 1 - tail)
 
 
-def goals(results, memory, soak_result):
-    """The goals of issue #9 judged on this run's figures: one table row per goal."""
+def goals(results, figs, memory, soak_result):
+    """The goals of issue #9 judged on this run's figures (`figs`, each cell's `figures`):
+    one table row per goal."""
     def m(proto, shape, v, key):
-        rs = results.get((proto, shape, v), [])
-        return figures(rs)[key] if rs else None
+        x = figs.get((proto, shape, v))
+        return x[key] if x else None
 
     rows = []
 
@@ -897,7 +898,8 @@ def report(args, results, memory, started, soak_result=None):
         + "; " + os.popen("uptime").read().strip(),
         "",
     ]
-    lines += goals(results, memory, soak_result)
+    figs = {cell: figures(rs) for cell, rs in results.items()}
+    lines += goals(results, figs, memory, soak_result)
     for proto in args.protocols:
         for shape in ("max", "rate", "p99"):
             if (proto, shape, "direct") not in results and not any(
@@ -908,12 +910,10 @@ def report(args, results, memory, started, soak_result=None):
                             f"{args.p99_rounds} turns of {P99_SLICE_SECONDS} s per variant"}[shape]
             m = {}
             for v in args.variants:
-                rs = results.get((proto, shape, v), [])
-                if not rs:
+                if (proto, shape, v) not in figs:
                     continue
-                m[v] = figures(rs)
                 mem = memory.get((proto, v), {})
-                m[v]["rss"] = mem.get("peak_kb", 0) / 1024 if mem else None
+                m[v] = dict(figs[(proto, shape, v)], rss=mem.get("peak_kb", 0) / 1024 if mem else None)
             # The p99 of a typical second only where the generator is ferry-bench-load.
             typical = any(x["p99_1s_ms"] is not None for x in m.values())
             lines += [f"## {proto} — {title}", "",
