@@ -843,7 +843,7 @@ def goals(results, figs, memory, soak_result):
     d99, f99, n99 = (m("http1", shape, v, "p99_ms") for v in P99_VARIANTS)
     s99 = [m("http1", shape, v, "p99_1s_ms") for v in P99_VARIANTS]
     if None not in (d99, f99, n99):
-        typical = (f"; p99 of a typical second +{s99[1] - s99[0]:.3f} vs +{s99[2] - s99[0]:.3f}"
+        typical = (f"; p99 of a typical second {s99[1] - s99[0]:+.3f} vs {s99[2] - s99[0]:+.3f}"
                    if None not in s99 else "")
         ci = p99_difference_interval(results[("http1", shape, "ferry")],
                                      results[("http1", shape, "nginx")])
@@ -851,7 +851,7 @@ def goals(results, figs, memory, soak_result):
                 f"{ci[0]:+.3f} … {ci[1]:+.3f})" if ci else "")
         where = ", the goal's own run" if shape == "p99" else ""
         row(f"HTTP/1.1, one hop: added p99 at the fixed rate ≤ nginx's{where}",
-            f"+{f99 - d99:.3f} vs +{n99 - d99:.3f} ms{sure}{typical}", f99 - d99 <= n99 - d99)
+            f"{f99 - d99:+.3f} vs {n99 - d99:+.3f} ms{sure}{typical}", f99 - d99 <= n99 - d99)
     m2 = m("http1", "max", "ferry-2hop", "rps")
     if m2 and n1:
         bar = GOAL_2HOP_RPS * n1 / REF_NGINX_RPS
@@ -859,9 +859,9 @@ def goals(results, figs, memory, soak_result):
             f"{REF_NGINX_RPS:,}; {bar:,.0f} at this run's nginx)", f"{m2:,.0f} RPS", m2 >= bar)
     d50, m50, n50 = (m("http1", "rate", v, "p50_ms") for v in ("direct", "ferry-2hop", "nginx"))
     if None not in (d50, m50):
-        nginx_hop = f"; one nginx hop adds +{n50 - d50:.3f} ms here" if n50 is not None else ""
+        nginx_hop = f"; one nginx hop adds {n50 - d50:+.3f} ms here" if n50 is not None else ""
         row(f"two proxies with mTLS: added p50 at the fixed rate ≤ {GOAL_2HOP_ADD_P50_MS} ms",
-            f"+{m50 - d50:.3f} ms{nginx_hop}", m50 - d50 <= GOAL_2HOP_ADD_P50_MS)
+            f"{m50 - d50:+.3f} ms{nginx_hop}", m50 - d50 <= GOAL_2HOP_ADD_P50_MS)
     idle = memory.get(("http1", "ferry-2hop"), {}).get("max_single_idle_kb")
     if idle:
         row("RSS idle ≤ 8 MB, identity on (largest of the two mesh proxies)", f"{idle / 1024:.1f} MB",
