@@ -970,7 +970,7 @@ def main():
     ap.add_argument("--rate-slices", type=int, default=5,
                     help="the fixed-rate time in this many turns per variant, alternating")
     ap.add_argument("--rate", type=int, default=2000)
-    ap.add_argument("--p99-rounds", type=int, default=30,
+    ap.add_argument("--p99-rounds", type=int, default=60,
                     help=f"rounds of the added-p99 goal's own run (HTTP/1.1, {P99_SLICE_SECONDS} s "
                     "per variant a round; 0: none)")
     ap.add_argument("--only", default=",".join(PROTOCOLS), help="protocols: " + ",".join(PROTOCOLS))
