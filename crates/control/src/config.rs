@@ -11,6 +11,7 @@ use ferry_api::{env, ports};
 use crate::discovery::file::DEFAULT_POLL_INTERVAL;
 use crate::identity::material::CaSource;
 use crate::identity::{IdentityConfig, TOKENS_DIR};
+use crate::injector::InjectorConfig;
 use crate::metrics::MetricsConfig;
 
 /// The shortest certificate lifetime accepted (tests rotate every few seconds).
@@ -62,6 +63,31 @@ pub struct Args {
     /// instead of scraping proxies ourselves.
     #[arg(long, env = env::CONTROL_PROMETHEUS_URL)]
     pub prometheus_url: Option<String>,
+    /// Address of the proxy-injector webhook's HTTPS server (8443 on Kubernetes); the
+    /// webhook is off without it. Needs the two --injector-tls files.
+    #[arg(long, env = env::CONTROL_INJECTOR_LISTEN)]
+    pub injector_listen: Option<SocketAddr>,
+    /// PEM certificate chain the injector serves (the Secret `ferry-proxy-injector-tls`).
+    #[arg(long, env = env::CONTROL_INJECTOR_TLS_CERT_FILE)]
+    pub injector_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the injector's certificate.
+    #[arg(long, env = env::CONTROL_INJECTOR_TLS_KEY_FILE)]
+    pub injector_tls_key_file: Option<PathBuf>,
+    /// Proxy image, without tag, that the injector adds to pods.
+    #[arg(long, env = env::CONTROL_PROXY_IMAGE, default_value = ferry_inject::DEFAULT_PROXY_IMAGE)]
+    pub proxy_image: String,
+    /// Proxy version the injector adds: the image tag and `ferry.io/proxy-version`.
+    #[arg(long, env = env::CONTROL_PROXY_VERSION, default_value = ferry_inject::VERSION)]
+    pub proxy_version: String,
+    /// The control plane's own namespace, where injected proxies find it.
+    #[arg(long, env = env::CONTROL_NAMESPACE, default_value = ferry_api::k8s::CONTROL_NAMESPACE)]
+    pub namespace: String,
+    /// Identity trust domain injected proxies use.
+    #[arg(long, env = env::CONTROL_TRUST_DOMAIN, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// DNS suffix of the cluster's services, in injected proxies' control-plane address.
+    #[arg(long, env = env::CONTROL_CLUSTER_DOMAIN, default_value = ferry_api::destination::DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
     /// Log filter, in `tracing` syntax (e.g. `info` or `warn,ferry_control=debug`).
     #[arg(long, env = env::CONTROL_LOG, default_value = "info")]
     pub log: String,
@@ -101,6 +127,8 @@ pub struct Config {
     pub identity: Option<IdentityConfig>,
     /// Where golden metrics come from.
     pub metrics: MetricsConfig,
+    /// The proxy-injector webhook, when it runs.
+    pub injector: Option<InjectorConfig>,
 }
 
 /// The discovery backend and its settings.
@@ -154,6 +182,9 @@ pub enum ConfigError {
     /// The scrape interval is out of range.
     #[error("--scrape-interval {0:?} must be between 100ms and 5m")]
     ScrapeInterval(Duration),
+    /// Some but not all of the injector's listener and TLS files were given.
+    #[error("--injector-listen, --injector-tls-cert-file and --injector-tls-key-file go together; {0} is missing")]
+    InjectorFlags(&'static str),
     /// The Prometheus URL is not `http://host:port`.
     #[error("--prometheus-url {0:?} must be an http:// URL like http://127.0.0.1:9090")]
     PrometheusUrl(String),
@@ -186,8 +217,43 @@ impl Config {
             },
             identity: identity(args)?,
             metrics: metrics(args)?,
+            injector: injector(args)?,
         })
     }
+}
+
+fn injector(args: &Args) -> Result<Option<InjectorConfig>, ConfigError> {
+    let (listen, cert_file, key_file) = match (
+        args.injector_listen,
+        &args.injector_tls_cert_file,
+        &args.injector_tls_key_file,
+    ) {
+        (None, None, None) => return Ok(None),
+        (Some(listen), Some(cert), Some(key)) => (listen, cert.clone(), key.clone()),
+        (None, _, _) => return Err(ConfigError::InjectorFlags("--injector-listen")),
+        (_, None, _) => return Err(ConfigError::InjectorFlags("--injector-tls-cert-file")),
+        (_, _, None) => return Err(ConfigError::InjectorFlags("--injector-tls-key-file")),
+    };
+    for other in [args.grpc_listen, args.api_listen] {
+        if listen == other && listen.port() != 0 {
+            return Err(ConfigError::SameAddress(listen));
+        }
+    }
+    Ok(Some(InjectorConfig {
+        listen,
+        cert_file,
+        key_file,
+        // Everything else as `ferry inject`'s defaults; the trust anchors are the CA's,
+        // filled in when it loads.
+        proxy: ferry_inject::ProxyConfig {
+            image: args.proxy_image.clone(),
+            version: args.proxy_version.clone(),
+            control_namespace: args.namespace.clone(),
+            trust_domain: args.trust_domain.clone(),
+            cluster_domain: args.cluster_domain.clone(),
+            ..ferry_inject::ProxyConfig::default()
+        },
+    }))
 }
 
 fn metrics(args: &Args) -> Result<MetricsConfig, ConfigError> {
@@ -268,6 +334,7 @@ mod tests {
         assert_eq!(config.discovery, DiscoveryConfig::file("w.yaml"));
         assert_eq!(config.identity, None);
         assert_eq!(config.metrics, MetricsConfig::default());
+        assert_eq!(config.injector, None);
         let prom = Config::from_args(&args(&[
             "--workloads-file=w",
             "--scrape-interval=1s",
@@ -324,6 +391,49 @@ mod tests {
                 "--identity-cert-lifetime=500ms"
             ])),
             Err(ConfigError::CertLifetime(Duration::from_millis(500)))
+        );
+    }
+
+    #[test]
+    fn injector_flags_make_an_injector_config() {
+        let injector = Config::from_args(&args(&[
+            "--workloads-file=w",
+            "--injector-listen=127.0.0.1:8443",
+            "--injector-tls-cert-file=tls.crt",
+            "--injector-tls-key-file=tls.key",
+            "--proxy-image=registry.example/ferry-proxy",
+            "--proxy-version=v9",
+            "--namespace=mesh",
+            "--trust-domain=example.org",
+        ]))
+        .unwrap()
+        .injector
+        .unwrap();
+        assert_eq!(injector.listen, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(injector.cert_file, PathBuf::from("tls.crt"));
+        assert_eq!(injector.proxy.image, "registry.example/ferry-proxy");
+        assert_eq!(injector.proxy.version, "v9");
+        assert_eq!(
+            injector.proxy.control_addr(),
+            "ferry-control.mesh.svc.cluster.local:8086"
+        );
+        assert_eq!(injector.proxy.trust_domain, "example.org");
+        assert_eq!(
+            Config::from_args(&args(&[
+                "--workloads-file=w",
+                "--injector-listen=127.0.0.1:8443",
+                "--injector-tls-cert-file=tls.crt",
+            ])),
+            Err(ConfigError::InjectorFlags("--injector-tls-key-file"))
+        );
+        assert_eq!(
+            Config::from_args(&args(&[
+                "--workloads-file=w",
+                "--injector-listen=0.0.0.0:8084",
+                "--injector-tls-cert-file=c",
+                "--injector-tls-key-file=k",
+            ])),
+            Err(ConfigError::SameAddress("0.0.0.0:8084".parse().unwrap()))
         );
     }
 

@@ -18,6 +18,8 @@
 //! - [`metrics`]: proxies' metrics, scraped into memory or asked of Prometheus;
 //!   [`stat`] answers `stat`/`edges` over them and [`stat_api`] serves the routes.
 //! - [`dashboard`]: the web dashboard and the diagnostics routes it adds to the API.
+//! - [`injector`]: the proxy-injector webhook (AdmissionReview over HTTPS), adding what
+//!   `ferry inject` adds through the shared `ferry-inject` crate.
 //! - [`config`]: flags and the validated [`Config`].
 //!
 //! [`run`] wires them: load discovery, load the identity CA, bind both listeners, serve
@@ -32,6 +34,7 @@ pub mod discovery;
 pub mod fetch;
 pub mod identity;
 pub mod index;
+pub mod injector;
 pub mod metrics;
 pub mod model;
 pub mod stat;
@@ -69,7 +72,7 @@ pub enum RunError {
     /// A listener could not be bound.
     #[error("binding the {listener} listener on {addr}")]
     Bind {
-        /// Which listener (`grpc` or `api`).
+        /// Which listener (`grpc`, `api` or `injector`).
         listener: &'static str,
         /// The address asked for.
         addr: SocketAddr,
@@ -77,6 +80,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The injector webhook's certificate or key could not be loaded.
+    #[error("starting the proxy injector")]
+    Injector(#[from] injector::InjectorError),
     /// The gRPC server failed.
     #[error("serving gRPC")]
     Grpc(#[from] tonic::transport::Error),
@@ -105,6 +111,10 @@ pub async fn run(
     };
     let grpc = bind("grpc", config.grpc_listen).await?;
     let api = bind("api", config.api_listen).await?;
+    let _injector = match config.injector {
+        Some(injector) => Some(start_injector(injector, identity.as_ref()).await?),
+        None => None,
+    };
     serve_all(
         grpc,
         api,
@@ -162,6 +172,9 @@ pub async fn serve_all<D: Discovery>(
         Some(identity) => Some(issue_tokens(identity, &discovery).await),
         None => None,
     };
+    let _reload = identity
+        .as_ref()
+        .map(|identity| AbortOnDrop(tokio::spawn(identity.follow_files())));
     let info = identity.as_ref().map(Identity::info);
     let service = identity.as_ref().map(Identity::service);
     let stop = CancellationToken::new();
@@ -221,6 +234,28 @@ pub async fn serve_all<D: Discovery>(
             Ok(())
         }
     }
+}
+
+/// Loads the injector's certificate, binds its listener and serves it in a task that stops
+/// when the returned guard is dropped. Injected proxies trust the CA's anchors.
+async fn start_injector(
+    mut config: injector::InjectorConfig,
+    identity: Option<&Identity>,
+) -> Result<tokio_util::sync::DropGuard, RunError> {
+    let tls = injector::tls_config(&config.cert_file, &config.key_file)?;
+    if config.proxy.trust_anchors_pem.is_none() {
+        config.proxy.trust_anchors_pem =
+            identity.map(|identity| identity.ca().trust_anchors_pem().to_string());
+    }
+    let listener = bind("injector", config.listen).await?;
+    let stop = CancellationToken::new();
+    tokio::spawn(injector::serve(
+        listener,
+        tls,
+        config.proxy,
+        stop.clone().cancelled_owned(),
+    ));
+    Ok(stop.drop_guard())
 }
 
 /// Writes tokens for the service accounts discovery knows now, then follows it in a task

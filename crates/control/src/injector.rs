@@ -1,0 +1,198 @@
+//! The proxy-injector webhook `ferry install` registers: HTTPS on `--injector-listen` with
+//! the certificate from the mounted Secret `ferry-proxy-injector-tls`, `POST /inject` with an
+//! AdmissionReview v1. The decision and the patch are [`review`]'s; this module owns TLS,
+//! HTTP, the body limit and the timeouts.
+//!
+//! A request that is too large or too slow still gets `200` with `allowed: true` and a
+//! warning where it can be answered at all: the webhook never blocks a pod on its own error.
+
+pub mod review;
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_inject::ProxyConfig;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use review::Decision;
+
+/// The largest AdmissionReview accepted. The API server's own request limit is 3 MiB; a
+/// review carries the object once more with its envelope.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+/// How long a client has to finish the TLS handshake, send the headers and the body. The
+/// API server gives up on us after the registration's `timeoutSeconds` (10) anyway.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the webhook listens and what it injects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InjectorConfig {
+    /// The HTTPS listener's address.
+    pub listen: std::net::SocketAddr,
+    /// PEM certificate chain (the Secret's `tls.crt`).
+    pub cert_file: PathBuf,
+    /// PEM private key (the Secret's `tls.key`).
+    pub key_file: PathBuf,
+    /// What injected pods get: the same settings `ferry inject` takes as flags.
+    pub proxy: ProxyConfig,
+}
+
+/// Why the webhook could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectorError {
+    /// The certificate or key file could not be read or holds no usable PEM.
+    #[error("reading the injector's TLS {what} from {}", path.display())]
+    Pem {
+        /// `certificate` or `key`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The parse or read error.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// rustls refused the pair (a key that does not match the certificate, ...).
+    #[error("building the injector's TLS configuration")]
+    Tls(#[source] rustls::Error),
+}
+
+/// Builds the server TLS configuration from the PEM files (TLS 1.2 and 1.3, ring, h1).
+pub fn tls_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, InjectorError> {
+    let certs = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| InjectorError::Pem {
+            what: "certificate",
+            path: cert_file.to_path_buf(),
+            source,
+        })?;
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|source| InjectorError::Pem {
+        what: "key",
+        path: key_file.to_path_buf(),
+        source,
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(InjectorError::Tls)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(InjectorError::Tls)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves the webhook on `listener` until `shutdown` completes; connections in flight are
+/// left to finish (each is bounded by [`READ_TIMEOUT`] and the API server's own timeout).
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    proxy: ProxyConfig,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let proxy = Arc::new(proxy);
+    let stop = CancellationToken::new();
+    let _stop_on_return = stop.clone().drop_guard();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: keep serving the others.
+                    tracing::warn!(%error, "injector: accept failed");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let proxy = proxy.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(READ_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "injector: TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "injector: TLS handshake timed out");
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(move |req| handle(req, proxy.clone()));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(READ_TIMEOUT)
+                .serve_connection(TokioIo::new(tls), service);
+            tokio::select! {
+                result = conn => if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "injector: connection failed");
+                },
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    proxy: Arc<ProxyConfig>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    if req.uri().path() != ferry_api::k8s::INJECTOR_PATH {
+        return Ok(plain(StatusCode::NOT_FOUND, "not found\n"));
+    }
+    if req.method() != Method::POST {
+        return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "POST only\n"));
+    }
+    let body = Limited::new(req.into_body(), MAX_BODY).collect();
+    let body = match tokio::time::timeout(READ_TIMEOUT, body).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(error)) => {
+            return Ok(json(review::answer_unreadable(&format!(
+                "reading the request body: {error}"
+            ))))
+        }
+        Err(_) => {
+            return Ok(json(review::answer_unreadable(
+                "the request body took too long",
+            )))
+        }
+    };
+    let answer = review::answer(&body, &proxy);
+    let request = answer.review.response.as_ref().map(|r| r.uid.as_str());
+    match &answer.decision {
+        Decision::Failed(why) => {
+            tracing::warn!(uid = ?request, %why, "injector: pod allowed uninjected")
+        }
+        decision => tracing::info!(uid = ?request, ?decision, "injector: reviewed"),
+    }
+    Ok(json(answer.review))
+}
+
+fn json(review: impl serde::Serialize) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(&review).unwrap_or_default();
+    Response::builder()
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response
+}

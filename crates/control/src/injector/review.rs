@@ -1,0 +1,102 @@
+//! One AdmissionReview in, one out: decides whether a pod gets the proxy and answers with the
+//! JSON patch that turns `request.object` into what `ferry inject` makes of that pod (both
+//! use `ferry_inject::pod`). Pure: no IO, so tests drive it with recorded reviews.
+//!
+//! Every answer allows the request. A failure of ours (a body we cannot read, a pod we cannot
+//! edit) becomes a `warnings` entry the client sees, never a denial: see docs/kubernetes.md.
+
+use ferry_inject::{pod, ProxyConfig, SkipReason};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::DynamicObject;
+use serde_json::Value;
+
+/// What the webhook did with one review, for logs and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The pod gets the proxy: the answer carries a patch.
+    Injected,
+    /// The pod is left alone, for this reason.
+    Skipped(SkipReason),
+    /// Not a pod creation (the registration sends only those; anything else is allowed as is).
+    NotPodCreate,
+    /// Our own failure: allowed unchanged, with this warning.
+    Failed(String),
+}
+
+/// The answer to a review and what was decided.
+#[derive(Debug)]
+pub struct Answer {
+    /// The AdmissionReview to send back.
+    pub review: AdmissionReview<DynamicObject>,
+    /// What was decided.
+    pub decision: Decision,
+}
+
+/// Prefix of every warning the webhook returns, so users know who is talking.
+pub const WARNING_PREFIX: &str = "ferry-proxy-injector";
+
+/// Answers an AdmissionReview body.
+pub fn answer(body: &[u8], cfg: &ProxyConfig) -> Answer {
+    let raw: Value = match serde_json::from_slice(body) {
+        Ok(raw) => raw,
+        Err(error) => return failed("", format!("unreadable AdmissionReview: {error}")),
+    };
+    // The uid first, from the raw JSON: even a review we cannot type must be answered with
+    // its uid, or the API server discards the answer.
+    let uid = raw
+        .pointer("/request/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let request: AdmissionRequest<DynamicObject> =
+        match serde_json::from_value::<AdmissionReview<DynamicObject>>(raw.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.try_into().map_err(|_| "no request".to_string()))
+        {
+            Ok(request) => request,
+            Err(error) => return failed(&uid, format!("unreadable AdmissionReview: {error}")),
+        };
+    let response = AdmissionResponse::from(&request);
+    if request.operation != Operation::Create || request.kind.kind != "Pod" {
+        return done(response, Decision::NotPodCreate);
+    }
+    // The pod exactly as the API server sent it: the patch must apply to these bytes, not to
+    // a typed round trip of them.
+    let Some(object) = raw.pointer("/request/object").filter(|o| o.is_object()) else {
+        return failed(&uid, "the review carries no pod".to_string());
+    };
+    let mut pod = object.clone();
+    match pod::inject(&mut pod, cfg, &ferry_inject::created_by_injector()) {
+        Ok(Some(why)) => done(response, Decision::Skipped(why)),
+        Ok(None) => match response.with_patch(json_patch::diff(object, &pod)) {
+            Ok(response) => done(response, Decision::Injected),
+            Err(error) => failed(&uid, format!("serializing the patch: {error}")),
+        },
+        Err(error) => failed(&uid, format!("pod not injected: {error}")),
+    }
+}
+
+fn done(response: AdmissionResponse, decision: Decision) -> Answer {
+    Answer {
+        review: response.into_review(),
+        decision,
+    }
+}
+
+/// The answer to a body that could not be read at all (too large, too slow).
+pub fn answer_unreadable(why: &str) -> AdmissionReview<DynamicObject> {
+    failed("", why.to_string()).review
+}
+
+/// Allows the request unchanged and tells the client why it was not injected.
+fn failed(uid: &str, why: String) -> Answer {
+    let mut response = AdmissionResponse::invalid(&why);
+    response.uid = uid.to_string();
+    response.allowed = true;
+    response.result = Default::default();
+    response.warnings = Some(vec![format!("{WARNING_PREFIX}: {why}")]);
+    Answer {
+        review: response.into_review(),
+        decision: Decision::Failed(why),
+    }
+}
