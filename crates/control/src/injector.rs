@@ -173,12 +173,12 @@ async fn handle(
         }
     };
     let answer = review::answer(&body, &proxy);
-    let request = answer.review.response.as_ref().map(|r| r.uid.as_str());
+    let uid = answer.review.response.uid.as_str();
     match &answer.decision {
         Decision::Failed(why) => {
-            tracing::warn!(uid = ?request, %why, "injector: pod allowed uninjected")
+            tracing::warn!(uid, %why, "injector: pod allowed uninjected")
         }
-        decision => tracing::info!(uid = ?request, ?decision, "injector: reviewed"),
+        decision => tracing::info!(uid, ?decision, "injector: reviewed"),
     }
     Ok(json(answer.review))
 }

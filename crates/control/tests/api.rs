@@ -1,7 +1,9 @@
-//! The public HTTP/JSON API, driven in memory.
+//! The public HTTP/JSON API, driven in memory; and the proxy-injector webhook over HTTPS.
 
 #[path = "support/fixture.rs"]
 mod fixture;
+#[path = "api/injector.rs"]
+mod injector;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

@@ -1,0 +1,297 @@
+//! The proxy-injector webhook over real HTTPS on 127.0.0.1, fed the AdmissionReviews a real
+//! kube-apiserver v1.36 sent (`shared/k8s/admission`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use ferry_control::injector::{self, review::WARNING_PREFIX};
+use ferry_inject::{pod, ProxyConfig, SkipReason};
+use http_body_util::{BodyExt, Full};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use crate::fixture::within;
+
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn admission_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/k8s/admission")
+}
+
+/// Every recorded `*.request.json`, recursively, in a stable order.
+fn recorded_reviews() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("shared/k8s/admission exists") {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.to_string_lossy().ends_with(".request.json") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&admission_dir(), &mut out);
+    out.sort();
+    out
+}
+
+fn recorded(name: &str) -> Value {
+    let text = std::fs::read(admission_dir().join(name)).unwrap();
+    serde_json::from_slice(&text).unwrap()
+}
+
+/// A webhook on 127.0.0.1:0 with a fresh CA and serving certificate, until dropped.
+struct Webhook {
+    addr: SocketAddr,
+    ca_der: Vec<u8>,
+    _stop: oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Webhook {
+    async fn start(proxy: ProxyConfig) -> Self {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["ferry-proxy-injector.ferry.svc".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert_file, leaf.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let tls = injector::tls_config(&cert_file, &key_file).expect("the pair loads");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(injector::serve(listener, tls, proxy, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            ca_der: ca_cert.der().to_vec(),
+            _stop: stop,
+            _dir: dir,
+        }
+    }
+
+    /// Sends `body` as the API server does; returns the status and the parsed answer.
+    async fn post(&self, path: &str, body: Vec<u8>) -> (http::StatusCode, Value) {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone().into()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let exchange = async {
+            let tcp = TcpStream::connect(self.addr).await.unwrap();
+            let name = "ferry-proxy-injector.ferry.svc".try_into().unwrap();
+            let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let req = http::Request::post(path)
+                .header("content-type", "application/json")
+                .header("host", "ferry-proxy-injector.ferry.svc:443")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap();
+            let rsp = sender.send_request(req).await.unwrap();
+            let status = rsp.status();
+            let body = rsp.into_body().collect().await.unwrap().to_bytes();
+            (status, body)
+        };
+        let (status, body) = within(LIMIT, "webhook exchange", exchange).await;
+        let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    async fn review(&self, review: &Value) -> Value {
+        let (status, answer) = self
+            .post("/inject?timeout=10s", serde_json::to_vec(review).unwrap())
+            .await;
+        assert_eq!(status, http::StatusCode::OK, "{answer}");
+        assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(answer["kind"], "AdmissionReview");
+        assert_eq!(answer["response"]["allowed"], true, "{answer}");
+        answer["response"].clone()
+    }
+}
+
+fn proxy_config() -> ProxyConfig {
+    ProxyConfig {
+        image: "registry.example/ferry-proxy".to_string(),
+        version: "v9.9.9".to_string(),
+        trust_anchors_pem: Some("-----BEGIN CERTIFICATE-----\n...\n".to_string()),
+        ..ProxyConfig::default()
+    }
+}
+
+/// What the shared injection code makes of a pod.
+fn injected(pod: &Value, cfg: &ProxyConfig) -> Value {
+    let mut pod = pod.clone();
+    let skip = pod::inject(&mut pod, cfg, &ferry_inject::created_by_injector()).unwrap();
+    assert_eq!(skip, None, "the recorded pod is injectable");
+    pod
+}
+
+/// Applies the answer's patch to `object`.
+fn apply(response: &Value, object: &Value) -> Value {
+    assert_eq!(response["patchType"], "JSONPatch", "{response}");
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(
+            response["patch"]
+                .as_str()
+                .expect("the patch is base64 text"),
+        )
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    let mut object = object.clone();
+    json_patch::patch(&mut object, &patch).expect("the patch applies cleanly");
+    object
+}
+
+#[tokio::test]
+async fn every_recorded_review_gets_what_ferry_inject_gives_that_pod() {
+    let cfg = proxy_config();
+    let webhook = Webhook::start(cfg.clone()).await;
+    let reviews = recorded_reviews();
+    assert!(reviews.len() >= 10, "recordings missing: {reviews:?}");
+    for path in reviews {
+        let review: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let request = &review["request"];
+        let response = webhook.review(&review).await;
+        assert_eq!(response["uid"], request["uid"], "{}", path.display());
+        assert!(response.get("warnings").is_none(), "{response}");
+        let object = &request["object"];
+        let patched = apply(&response, object);
+        assert_eq!(patched, injected(object, &cfg), "{}", path.display());
+        // Not only equal to the shared code's answer: actually meshed.
+        let inits = patched["spec"]["initContainers"].as_array().unwrap();
+        assert_eq!(inits[0]["name"], "ferry-init");
+        assert_eq!(inits[1]["name"], "ferry-proxy");
+        assert_eq!(inits[1]["image"], "registry.example/ferry-proxy:v9.9.9");
+        assert_eq!(
+            patched["metadata"]["annotations"]["ferry.io/created-by"],
+            ferry_inject::created_by_injector()
+        );
+        // The user's containers and the API server's defaults are untouched.
+        assert_eq!(patched["spec"]["containers"], object["spec"]["containers"]);
+        assert_eq!(patched["status"], object["status"]);
+    }
+}
+
+#[tokio::test]
+async fn dry_run_and_generated_names_are_injected_too() {
+    let cfg = proxy_config();
+    let webhook = Webhook::start(cfg.clone()).await;
+    let dry = recorded("pod-create-dry-run.request.json");
+    assert_eq!(dry["request"]["dryRun"], true);
+    let response = webhook.review(&dry).await;
+    assert_eq!(response["uid"], dry["request"]["uid"]);
+    let object = &dry["request"]["object"];
+    assert_eq!(apply(&response, object), injected(object, &cfg));
+
+    let generated = recorded("pod-from-replicaset.request.json");
+    assert!(generated["request"].get("name").is_none());
+    assert!(generated["request"]["object"]["metadata"]
+        .get("name")
+        .is_none());
+    let response = webhook.review(&generated).await;
+    assert_eq!(response["uid"], generated["request"]["uid"]);
+    let object = &generated["request"]["object"];
+    let patched = apply(&response, object);
+    assert_eq!(patched, injected(object, &cfg));
+    assert_eq!(
+        patched["metadata"]["generateName"],
+        object["metadata"]["generateName"]
+    );
+}
+
+#[tokio::test]
+async fn opted_out_and_already_injected_pods_are_allowed_unchanged() {
+    let cfg = proxy_config();
+    let webhook = Webhook::start(cfg.clone()).await;
+    let mut disabled = recorded("pod-create.request.json");
+    disabled["request"]["object"]["metadata"]["annotations"]["ferry.io/inject"] =
+        Value::from("disabled");
+    let response = webhook.review(&disabled).await;
+    assert_eq!(response["uid"], disabled["request"]["uid"]);
+    assert!(response.get("patch").is_none(), "{response}");
+    assert!(response.get("warnings").is_none(), "{response}");
+
+    let mut again = recorded("pod-create.request.json");
+    let object = again["request"]["object"].clone();
+    again["request"]["object"] = injected(&object, &cfg);
+    let response = webhook.review(&again).await;
+    assert!(response.get("patch").is_none(), "{response}");
+
+    let mut host = recorded("pod-create.request.json");
+    host["request"]["object"]["spec"]["hostNetwork"] = Value::from(true);
+    let response = webhook.review(&host).await;
+    assert!(response.get("patch").is_none(), "{response}");
+
+    // The same decisions, named, from the shared code.
+    let mut pod = disabled["request"]["object"].clone();
+    assert_eq!(
+        pod::inject(&mut pod, &cfg, "t").unwrap(),
+        Some(SkipReason::Disabled)
+    );
+    let mut pod = again["request"]["object"].clone();
+    assert_eq!(
+        pod::inject(&mut pod, &cfg, "t").unwrap(),
+        Some(SkipReason::AlreadyInjected)
+    );
+}
+
+#[tokio::test]
+async fn our_own_failures_allow_the_pod_with_a_warning() {
+    let webhook = Webhook::start(proxy_config()).await;
+    // Not JSON at all: no uid to echo, but still allowed, never an error status.
+    let (status, answer) = webhook.post("/inject", b"{not json".to_vec()).await;
+    assert_eq!(status, http::StatusCode::OK);
+    assert_eq!(answer["response"]["allowed"], true);
+    let warning = answer["response"]["warnings"][0].as_str().unwrap();
+    assert!(warning.starts_with(WARNING_PREFIX), "{warning}");
+
+    // A review whose pod cannot be edited (spec.initContainers is not a list): its uid is
+    // echoed, the pod is allowed as it came, and the client is told why.
+    let mut broken = recorded("pod-create.request.json");
+    broken["request"]["object"]["spec"]["initContainers"] = Value::from("oops");
+    let response = webhook.review(&broken).await;
+    assert_eq!(response["uid"], broken["request"]["uid"]);
+    assert!(response.get("patch").is_none(), "{response}");
+    let warning = response["warnings"][0].as_str().unwrap();
+    assert!(warning.contains("spec.initContainers"), "{warning}");
+
+    // A review with a uid but not the AdmissionReview shape.
+    let typed_wrong = serde_json::json!({"request": {"uid": "u-1", "operation": 7}});
+    let response = webhook.review(&typed_wrong).await;
+    assert_eq!(response["uid"], "u-1");
+    assert!(response["warnings"][0].is_string(), "{response}");
+
+    // Larger than any pod the API server would send.
+    let huge = vec![b' '; injector::MAX_BODY + 1];
+    let (status, answer) = webhook.post("/inject", huge).await;
+    assert_eq!(status, http::StatusCode::OK);
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"]["warnings"][0].is_string());
+
+    let (status, _) = webhook.post("/other", b"{}".to_vec()).await;
+    assert_eq!(status, http::StatusCode::NOT_FOUND);
+}
