@@ -4,6 +4,8 @@
 mod fixture;
 #[path = "api/injector.rs"]
 mod injector;
+#[path = "support/webhook.rs"]
+mod webhook;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

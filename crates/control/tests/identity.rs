@@ -394,12 +394,7 @@ async fn a_new_issuer_on_disk_is_used_without_a_restart_and_a_corrupt_one_is_not
         .with_reload_interval(interval);
     let state = ferry_control::workloads_file::parse(WORKLOADS).unwrap();
     identity.tokens().ensure_all(&state).unwrap();
-    let token = std::fs::read(
-        identity
-            .tokens()
-            .path(&ObjectRef::new("emojivoto", "web")),
-    )
-    .unwrap();
+    let token = std::fs::read(identity.tokens().path(&ObjectRef::new("emojivoto", "web"))).unwrap();
     let service = identity.service();
     let reload = tokio::spawn(identity.follow_files());
     let a_tick = interval + Duration::from_secs(1);

@@ -3,25 +3,14 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use base64::Engine as _;
-use bytes::Bytes;
 use ferry_control::injector::{self, review::WARNING_PREFIX};
 use ferry_inject::{pod, ProxyConfig, SkipReason};
-use http_body_util::{BodyExt, Full};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::fixture::within;
-
-const LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-fn admission_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/k8s/admission")
-}
+use crate::webhook::{admission_dir, apply, post, recorded, ServingPair};
 
 /// Every recorded `*.request.json`, recursively, in a stable order.
 fn recorded_reviews() -> Vec<PathBuf> {
@@ -41,36 +30,17 @@ fn recorded_reviews() -> Vec<PathBuf> {
     out
 }
 
-fn recorded(name: &str) -> Value {
-    let text = std::fs::read(admission_dir().join(name)).unwrap();
-    serde_json::from_slice(&text).unwrap()
-}
-
 /// A webhook on 127.0.0.1:0 with a fresh CA and serving certificate, until dropped.
 struct Webhook {
     addr: SocketAddr,
-    ca_der: Vec<u8>,
+    pair: ServingPair,
     _stop: oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
 }
 
 impl Webhook {
     async fn start(proxy: ProxyConfig) -> Self {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["ferry-proxy-injector.ferry.svc".to_string()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-        std::fs::write(&cert_file, leaf.pem()).unwrap();
-        std::fs::write(&key_file, key.serialize_pem()).unwrap();
-        let tls = injector::tls_config(&cert_file, &key_file).expect("the pair loads");
+        let pair = ServingPair::new();
+        let tls = injector::tls_config(&pair.cert_file, &pair.key_file).expect("the pair loads");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -79,46 +49,13 @@ impl Webhook {
         }));
         Self {
             addr,
-            ca_der: ca_cert.der().to_vec(),
+            pair,
             _stop: stop,
-            _dir: dir,
         }
     }
 
-    /// Sends `body` as the API server does; returns the status and the parsed answer.
     async fn post(&self, path: &str, body: Vec<u8>) -> (http::StatusCode, Value) {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca_der.clone().into()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let exchange = async {
-            let tcp = TcpStream::connect(self.addr).await.unwrap();
-            let name = "ferry-proxy-injector.ferry.svc".try_into().unwrap();
-            let tls = connector.connect(name, tcp).await.expect("TLS handshake");
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                    .await
-                    .unwrap();
-            tokio::spawn(conn);
-            let req = http::Request::post(path)
-                .header("content-type", "application/json")
-                .header("host", "ferry-proxy-injector.ferry.svc:443")
-                .body(Full::new(Bytes::from(body)))
-                .unwrap();
-            let rsp = sender.send_request(req).await.unwrap();
-            let status = rsp.status();
-            let body = rsp.into_body().collect().await.unwrap().to_bytes();
-            (status, body)
-        };
-        let (status, body) = within(LIMIT, "webhook exchange", exchange).await;
-        let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        (status, value)
+        post(self.addr, &self.pair, path, body).await
     }
 
     async fn review(&self, review: &Value) -> Value {
@@ -148,22 +85,6 @@ fn injected(pod: &Value, cfg: &ProxyConfig) -> Value {
     let skip = pod::inject(&mut pod, cfg, &ferry_inject::created_by_injector()).unwrap();
     assert_eq!(skip, None, "the recorded pod is injectable");
     pod
-}
-
-/// Applies the answer's patch to `object`.
-fn apply(response: &Value, object: &Value) -> Value {
-    assert_eq!(response["patchType"], "JSONPatch", "{response}");
-    let patch = base64::engine::general_purpose::STANDARD
-        .decode(
-            response["patch"]
-                .as_str()
-                .expect("the patch is base64 text"),
-        )
-        .unwrap();
-    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
-    let mut object = object.clone();
-    json_patch::patch(&mut object, &patch).expect("the patch applies cleanly");
-    object
 }
 
 #[tokio::test]
