@@ -265,3 +265,124 @@ fn prune<T: Tree>(pod: &mut T) {
     }
     pod.prune_empty("metadata");
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn pod() -> Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"generateName": "web-", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "web:1"}]},
+        })
+    }
+
+    #[test]
+    fn inject_adds_the_proxy_and_remove_takes_exactly_it_away() {
+        let cfg = ProxyConfig::default();
+        let mut injected = pod();
+        assert_eq!(inject(&mut injected, &cfg, "test").unwrap(), None);
+        let inits = injected["spec"]["initContainers"].as_array().unwrap();
+        assert_eq!(inits[0]["name"], names::CONTAINER_INIT);
+        assert_eq!(inits[1]["name"], names::CONTAINER_PROXY);
+        assert_eq!(inits[1]["restartPolicy"], "Always");
+        assert_eq!(injected["spec"]["volumes"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            injected["metadata"]["annotations"][names::ANNOTATION_CREATED_BY],
+            "test"
+        );
+        assert_eq!(
+            injected["metadata"]["labels"][names::LABEL_CONTROL_PLANE_NS],
+            cfg.control_namespace
+        );
+        assert!(is_injected(&injected));
+
+        let mut removed = injected.clone();
+        assert!(remove_proxy(&mut removed));
+        assert_eq!(removed, pod());
+        assert!(!remove_proxy(&mut removed));
+    }
+
+    #[test]
+    fn refresh_twice_equals_once_and_inject_leaves_injected_pods_alone() {
+        let cfg = ProxyConfig::default();
+        let mut once = pod();
+        refresh(&mut once, &cfg, "test").unwrap();
+        let mut twice = once.clone();
+        refresh(&mut twice, &cfg, "test").unwrap();
+        assert_eq!(once, twice);
+        let mut again = once.clone();
+        assert_eq!(
+            inject(&mut again, &cfg, "test").unwrap(),
+            Some(SkipReason::AlreadyInjected)
+        );
+        assert_eq!(again, once);
+
+        let legacy = ProxyConfig {
+            native_sidecar: false,
+            ..ProxyConfig::default()
+        };
+        let mut sidecar = pod();
+        inject(&mut sidecar, &legacy, "test").unwrap();
+        assert_eq!(
+            sidecar["spec"]["containers"][1]["name"],
+            names::CONTAINER_PROXY
+        );
+        assert!(is_injected(&sidecar));
+    }
+
+    #[test]
+    fn opted_out_and_host_network_pods_are_skipped_untouched() {
+        let cfg = ProxyConfig::default();
+        let mut disabled = pod();
+        disabled["metadata"]["annotations"] = json!({(names::ANNOTATION_INJECT): "disabled"});
+        let before = disabled.clone();
+        assert_eq!(
+            inject(&mut disabled, &cfg, "t").unwrap(),
+            Some(SkipReason::Disabled)
+        );
+        assert_eq!(disabled, before);
+        for spelling in [json!(true), json!("yes"), json!("On")] {
+            let mut host = pod();
+            host["spec"]["hostNetwork"] = spelling.clone();
+            assert_eq!(
+                inject(&mut host, &cfg, "t").unwrap(),
+                Some(SkipReason::HostNetwork),
+                "{spelling}"
+            );
+        }
+    }
+
+    #[test]
+    fn per_pod_skip_annotations_reach_the_init_step() {
+        let mut annotated = pod();
+        annotated["metadata"]["annotations"] =
+            json!({(names::ANNOTATION_SKIP_OUTBOUND_PORTS): "5432, 6379"});
+        inject(&mut annotated, &ProxyConfig::default(), "t").unwrap();
+        let args = annotated["spec"]["initContainers"][0]["args"]
+            .as_array()
+            .unwrap();
+        let at = args
+            .iter()
+            .position(|a| a == "--outbound-ports-to-ignore")
+            .expect("the flag is passed");
+        assert_eq!(args[at + 1], "5432,6379");
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_shape_is_an_error_naming_it() {
+        let mut broken = pod();
+        broken["spec"]["initContainers"] = json!("oops");
+        let error = inject(&mut broken, &ProxyConfig::default(), "t").unwrap_err();
+        assert!(matches!(
+            error,
+            PodError::Shape {
+                field: "spec.initContainers"
+            }
+        ));
+    }
+}
