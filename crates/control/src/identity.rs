@@ -100,6 +100,11 @@ impl Identity {
         self.ca.borrow().clone()
     }
 
+    /// Follows the current CA (it changes when [`reload`] accepts new files).
+    pub fn watch_ca(&self) -> watch::Receiver<Arc<Ca>> {
+        self.ca.subscribe()
+    }
+
     /// Sets how often [`Identity::follow_files`] re-reads the CA's files.
     pub fn with_reload_interval(mut self, interval: Duration) -> Self {
         self.reload_interval = interval;

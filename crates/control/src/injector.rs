@@ -24,9 +24,11 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::identity::ca::Ca;
 use review::Decision;
 
 /// The largest AdmissionReview accepted. The API server's own request limit is 3 MiB; a
@@ -93,16 +95,49 @@ pub fn tls_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>
     Ok(Arc::new(config))
 }
 
+/// What injected proxies are configured with: fixed settings, and the trust anchors of the
+/// identity CA as it is now (a rotated anchor reaches every pod created after it).
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    proxy: Arc<ProxyConfig>,
+    anchors: Option<watch::Receiver<Arc<Ca>>>,
+}
+
+impl ProxySettings {
+    /// `proxy` as given, its trust anchors replaced by the current CA's when `anchors` is given.
+    pub fn new(proxy: ProxyConfig, anchors: Option<watch::Receiver<Arc<Ca>>>) -> Self {
+        Self {
+            proxy: Arc::new(proxy),
+            anchors,
+        }
+    }
+
+    /// The configuration for the pod being reviewed now.
+    pub fn current(&self) -> ProxyConfig {
+        let mut proxy = (*self.proxy).clone();
+        if let Some(ca) = &self.anchors {
+            proxy.trust_anchors_pem = Some(ca.borrow().trust_anchors_pem().to_string());
+        }
+        proxy
+    }
+}
+
+impl From<ProxyConfig> for ProxySettings {
+    fn from(proxy: ProxyConfig) -> Self {
+        Self::new(proxy, None)
+    }
+}
+
 /// Serves the webhook on `listener` until `shutdown` completes; connections in flight are
 /// left to finish (each is bounded by [`READ_TIMEOUT`] and the API server's own timeout).
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
-    proxy: ProxyConfig,
+    proxy: impl Into<ProxySettings>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
-    let proxy = Arc::new(proxy);
+    let proxy = proxy.into();
     let stop = CancellationToken::new();
     let _stop_on_return = stop.clone().drop_guard();
     tokio::pin!(shutdown);
@@ -150,7 +185,7 @@ pub async fn serve(
 
 async fn handle(
     req: Request<Incoming>,
-    proxy: Arc<ProxyConfig>,
+    proxy: ProxySettings,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     if req.uri().path() != ferry_api::k8s::INJECTOR_PATH {
         return Ok(plain(StatusCode::NOT_FOUND, "not found\n"));
@@ -172,7 +207,7 @@ async fn handle(
             )))
         }
     };
-    let answer = review::answer(&body, &proxy);
+    let answer = review::answer(&body, &proxy.current());
     let uid = answer.review.response.uid.as_str();
     match &answer.decision {
         Decision::Failed(why) => {

@@ -237,22 +237,20 @@ pub async fn serve_all<D: Discovery>(
 }
 
 /// Loads the injector's certificate, binds its listener and serves it in a task that stops
-/// when the returned guard is dropped. Injected proxies trust the CA's anchors.
+/// when the returned guard is dropped. Injected proxies trust the CA's current anchors.
 async fn start_injector(
-    mut config: injector::InjectorConfig,
+    config: injector::InjectorConfig,
     identity: Option<&Identity>,
 ) -> Result<tokio_util::sync::DropGuard, RunError> {
     let tls = injector::tls_config(&config.cert_file, &config.key_file)?;
-    if config.proxy.trust_anchors_pem.is_none() {
-        config.proxy.trust_anchors_pem =
-            identity.map(|identity| identity.ca().trust_anchors_pem().to_string());
-    }
+    let anchors = identity.map(Identity::watch_ca);
+    let proxy = injector::ProxySettings::new(config.proxy, anchors);
     let listener = bind("injector", config.listen).await?;
     let stop = CancellationToken::new();
     tokio::spawn(injector::serve(
         listener,
         tls,
-        config.proxy,
+        proxy,
         stop.clone().cancelled_owned(),
     ));
     Ok(stop.drop_guard())

@@ -3,7 +3,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use ferry_control::identity::ca::Ca;
 use ferry_control::injector::{self, review::WARNING_PREFIX};
 use ferry_inject::{pod, ProxyConfig, SkipReason};
 use serde_json::Value;
@@ -38,7 +40,8 @@ struct Webhook {
 }
 
 impl Webhook {
-    async fn start(proxy: ProxyConfig) -> Self {
+    async fn start(proxy: impl Into<injector::ProxySettings>) -> Self {
+        let proxy: injector::ProxySettings = proxy.into();
         let pair = ServingPair::new();
         let tls = injector::tls_config(&pair.cert_file, &pair.key_file).expect("the pair loads");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -215,4 +218,41 @@ async fn our_own_failures_allow_the_pod_with_a_warning() {
 
     let (status, _) = webhook.post("/other", b"{}".to_vec()).await;
     assert_eq!(status, http::StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn injected_proxies_trust_the_anchors_the_ca_has_now() {
+    let now = time::OffsetDateTime::now_utc();
+    let ca = |generated: &ferry_api::ca::GeneratedCa| {
+        Arc::new(
+            Ca::from_pem(
+                &generated.trust_anchor_pem,
+                &generated.issuer_cert_pem,
+                &generated.issuer_key_pem,
+            )
+            .unwrap(),
+        )
+    };
+    let first = ferry_api::ca::generate("ferry", "cluster.local", now).unwrap();
+    let second = ferry_api::ca::generate("ferry", "cluster.local", now).unwrap();
+    let (current, anchors) = tokio::sync::watch::channel(ca(&first));
+    let settings = injector::ProxySettings::new(ProxyConfig::default(), Some(anchors));
+    let webhook = Webhook::start(settings).await;
+    let review = recorded("pod-create.request.json");
+    let anchors_in = |response: &Value| {
+        let pod = apply(response, &review["request"]["object"]);
+        let env = pod["spec"]["initContainers"][1]["env"]
+            .as_array()
+            .unwrap()
+            .clone();
+        env.into_iter()
+            .find(|e| e["name"] == ferry_api::env::PROXY_IDENTITY_TRUST_ANCHORS)
+            .map(|e| e["value"].as_str().unwrap().to_string())
+    };
+    let response = webhook.review(&review).await;
+    assert_eq!(anchors_in(&response), Some(first.trust_anchor_pem.clone()));
+    // The issuer reload replaced the CA: the next pod gets the new anchors.
+    current.send_replace(ca(&second));
+    let response = webhook.review(&review).await;
+    assert_eq!(anchors_in(&response), Some(second.trust_anchor_pem.clone()));
 }
