@@ -66,6 +66,7 @@ use crate::{
     identity::Identity,
     listener::{ListenerKind, Side},
     metrics::{Direction, Registry, Tls},
+    orig_dst::OrigDst,
     state::{Connections, ListenerState, ProxyState},
     upstream::Upstreams,
 };
@@ -260,6 +261,10 @@ pub async fn run(
             require_identity: direction == Direction::Inbound && config.inbound_require_identity,
             taps: taps.clone(),
             h1: h1_stats.clone(),
+            orig_dst: match direction {
+                Direction::Outbound => config.outbound_orig_dst,
+                Direction::Inbound => OrigDst::Socket,
+            },
         })
     };
     let inbound = side(Direction::Inbound, Tls::NO_TLS_FROM_REMOTE, None);
