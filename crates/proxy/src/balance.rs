@@ -411,11 +411,8 @@ impl Balancer {
     /// `None` when it still has not answered.
     pub async fn has_endpoints(&self, wait: Duration) -> Option<bool> {
         let mut rx = self.snapshot.clone();
-        let answered = tokio::time::timeout(
-            wait,
-            rx.wait_for(|s| s.resolution != Resolution::Pending),
-        )
-        .await;
+        let answered =
+            tokio::time::timeout(wait, rx.wait_for(|s| s.resolution != Resolution::Pending)).await;
         match answered {
             Ok(Ok(snap)) => Some(!snap.endpoints.is_empty()),
             _ => None,

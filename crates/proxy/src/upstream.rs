@@ -210,3 +210,65 @@ impl Upstreams {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::metrics::{Direction, Tls};
+
+    /// Upstreams whose control plane never answers (nothing listens at its address).
+    fn silent_control_plane() -> Upstreams {
+        let timeouts = crate::Config::for_tests("127.0.0.1:9".parse().unwrap()).timeouts;
+        let registry: Arc<crate::metrics::Registry> = Arc::default();
+        let factory = EndpointFactory {
+            direction: Direction::Outbound,
+            tls: Tls::NOT_PROVIDED_BY_DISCOVERY,
+            identity: None,
+            timeouts,
+            registry: registry.clone(),
+        };
+        let backends = Arc::new(Backends::new(Direction::Outbound, timeouts, registry));
+        let resolver = Resolver::new(
+            &"127.0.0.1:9".parse().unwrap(),
+            String::new(),
+            timeouts.connect,
+        )
+        .unwrap();
+        Upstreams::new(backends, Some(Arc::new(resolver)), factory)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_control_plane_delays_each_address_once() {
+        let upstreams = silent_control_plane();
+        let addr: SocketAddr = "127.0.0.1:7".parse().unwrap();
+
+        let start = Instant::now();
+        let first = upstreams.by_orig_dst(addr).await;
+        assert_eq!(start.elapsed(), ORIG_DST_DISCOVERY_WAIT);
+        assert!(matches!(first, Upstream::Addr(_)), "forwarded as is");
+
+        let start = Instant::now();
+        let second = upstreams.by_orig_dst(addr).await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "no second wait");
+        assert!(matches!(second, Upstream::Addr(_)));
+
+        // Another address has its own lookup, and its own one wait.
+        let start = Instant::now();
+        upstreams.by_orig_dst("127.0.0.1:8".parse().unwrap()).await;
+        assert_eq!(start.elapsed(), ORIG_DST_DISCOVERY_WAIT);
+        assert_eq!(upstreams.balancers().len(), 2, "one lookup per address");
+    }
+
+    #[tokio::test]
+    async fn without_a_control_plane_addresses_are_not_looked_up() {
+        let mut upstreams = silent_control_plane();
+        upstreams.resolver = None;
+        let start = Instant::now();
+        let up = upstreams.by_orig_dst("127.0.0.1:7".parse().unwrap()).await;
+        assert!(start.elapsed() < ORIG_DST_DISCOVERY_WAIT);
+        assert!(matches!(up, Upstream::Addr(_)));
+        assert!(upstreams.balancers().is_empty());
+    }
+}
