@@ -7,6 +7,7 @@ mod fast_path;
 mod grpc;
 mod http1;
 mod http2;
+mod orig_dst;
 mod tap;
 mod tcp;
 
