@@ -8,6 +8,7 @@ mod grpc;
 mod http1;
 mod http2;
 mod orig_dst;
+mod test_ca;
 mod tap;
 mod tcp;
 

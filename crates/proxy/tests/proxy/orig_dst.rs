@@ -23,7 +23,11 @@ use linkerd2_proxy_api::{destination as dst, net::TcpAddress};
 use tokio::{io::AsyncReadExt, sync::mpsc};
 use tonic::Status;
 
-use crate::{discovery::scripted_destination, Proxy};
+use crate::{
+    discovery::scripted_destination,
+    test_ca::{identity_of, TestCa},
+    Proxy,
+};
 
 type Streams = mpsc::Receiver<(String, mpsc::Sender<Result<dst::Update, Status>>)>;
 
@@ -299,4 +303,67 @@ async fn with_the_control_plane_down_connections_go_out_as_is() {
         assert!(started.elapsed() < Duration::from_secs(2));
     }
     wait_destination(&proxy, direct.addr, "pending").await;
+}
+
+#[tokio::test]
+async fn a_meshed_pod_ip_is_reached_over_mtls_with_its_identity() {
+    let ca = TestCa::start().await;
+    let app = named("web").await;
+    // The peer: a meshed pod whose proxy accepts only mTLS from meshed clients.
+    let mut config = Config::for_tests(app.addr);
+    config.identity = Some(ca.identity("web"));
+    config.inbound_require_identity = true;
+    let peer = Proxy::start(config).await;
+    // The "pod IP" the application dials; discovery names the pod and its identity.
+    let pod_ip = peer.inbound;
+
+    let (destination, mut streams) = scripted_destination().await;
+    let mut config = Config::for_tests("127.0.0.1:9".parse().unwrap());
+    config.destination_addr = Some(destination.into());
+    config.outbound_orig_dst = OrigDst::Fixed(pod_ip);
+    config.identity = Some(ca.identity("client"));
+    let client_proxy = Proxy::start(config).await;
+    for proxy in [&peer, &client_proxy] {
+        let ready = format!("http://{}/ready", proxy.admin);
+        wait_until(Duration::from_secs(10), "a certificate", || {
+            let ready = ready.clone();
+            async move { (client::get(&ready).await.ok()?.status == 200).then_some(()) }
+        })
+        .await
+        .unwrap();
+    }
+
+    let (path, updates) = first_stream(&client_proxy, &mut streams).await;
+    assert_eq!(path, pod_ip.to_string());
+    let web = identity_of("web");
+    updates
+        .send(add(&[(pod_ip, "web-0", Some(&web))]))
+        .await
+        .unwrap();
+    wait_destination(&client_proxy, pod_ip, "endpoints").await;
+
+    let rsp = client::get(&format!("http://{}/", client_proxy.outbound))
+        .await
+        .unwrap();
+    assert_eq!((rsp.status.as_u16(), rsp.text().as_str()), (200, "web"));
+
+    // The peer saw the client's verified identity; the client verified the peer's.
+    let client_id = identity_of("client");
+    peer.wait_metric(
+        "request_total",
+        &[("direction", "inbound"), ("client_id", &client_id)],
+        1.0,
+    )
+    .await;
+    client_proxy
+        .wait_metric(
+            "request_total",
+            &[
+                ("direction", "outbound"),
+                ("server_id", &web),
+                ("dst_pod", "web-0"),
+            ],
+            1.0,
+        )
+        .await;
 }
