@@ -8,9 +8,9 @@ mod grpc;
 mod http1;
 mod http2;
 mod orig_dst;
-mod test_ca;
 mod tap;
 mod tcp;
+mod test_ca;
 
 use std::{net::SocketAddr, time::Duration};
 

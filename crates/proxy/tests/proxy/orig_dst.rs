@@ -347,12 +347,52 @@ async fn a_meshed_pod_ip_is_reached_over_mtls_with_its_identity() {
         .unwrap();
     assert_eq!((rsp.status.as_u16(), rsp.text().as_str()), (200, "web"));
 
+    // Opaque TCP to the same pod IP (its port marked opaque here) is mTLS too: the peer
+    // closes plaintext connections, so an answer means the TLS was there.
+    let mut config = Config::for_tests("127.0.0.1:9".parse().unwrap());
+    config.destination_addr = Some(destination.into());
+    config.outbound_orig_dst = OrigDst::Fixed(pod_ip);
+    config.opaque_ports = vec![pod_ip.port()];
+    config.identity = Some(ca.identity("client"));
+    let opaque_proxy = Proxy::start(config).await;
+    let ready = format!("http://{}/ready", opaque_proxy.admin);
+    wait_until(Duration::from_secs(10), "a certificate", || {
+        let ready = ready.clone();
+        async move { (client::get(&ready).await.ok()?.status == 200).then_some(()) }
+    })
+    .await
+    .unwrap();
+    let (_, opaque_updates) = first_stream(&opaque_proxy, &mut streams).await;
+    opaque_updates
+        .send(add(&[(pod_ip, "web-0", Some(&web))]))
+        .await
+        .unwrap();
+    wait_destination(&opaque_proxy, pod_ip, "endpoints").await;
+    let mut sock = tokio::net::TcpStream::connect(opaque_proxy.outbound)
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut sock,
+        b"GET / HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), sock.read_to_string(&mut answer))
+        .await
+        .expect("the opaque connection is answered")
+        .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("web"),
+        "{answer}"
+    );
+
     // The peer saw the client's verified identity; the client verified the peer's.
     let client_id = identity_of("client");
     peer.wait_metric(
         "request_total",
         &[("direction", "inbound"), ("client_id", &client_id)],
-        1.0,
+        2.0,
     )
     .await;
     client_proxy
