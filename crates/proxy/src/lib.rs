@@ -10,7 +10,8 @@
 //! - [`http`], [`forward`], [`body`]: serving HTTP, forwarding requests, counting responses.
 //! - [`tcp`]: opaque forwarding. [`connect`], [`backend`]: upstream connections and pools.
 //! - [`upstream`], [`discover`], [`balance`]: where traffic goes; service discovery from
-//!   the control plane; P2C/peak-EWMA balancing across endpoints.
+//!   the control plane (of names, and of redirected connections' original destinations);
+//!   P2C/peak-EWMA balancing across endpoints.
 //! - [`errors`]: proxy-made responses. [`metrics`]: counters and the text format.
 //! - [`admin`], [`state`]: the admin server and what `/state` reports.
 //! - [`identity`], [`tls`], [`inbound_tls`]: the workload certificate and its renewal, mTLS
