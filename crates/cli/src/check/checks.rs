@@ -89,7 +89,7 @@ pub fn post_install() -> Vec<Check> {
             run: pods_ready,
         },
         Check {
-            name: "control-plane: public API answers through the service proxy",
+            name: "control-plane: public API answers through a port-forward",
             fatal: false,
             run: api_healthy_in_cluster,
         },
@@ -99,14 +99,29 @@ pub fn post_install() -> Vec<Check> {
             run: webhook_registered,
         },
         Check {
+            name: "webhook: a dry-run pod create comes back injected",
+            fatal: false,
+            run: webhook_injects,
+        },
+        Check {
             name: "identity: certificates valid for more than 24 h",
             fatal: false,
             run: certificates_valid,
         },
         Check {
+            name: "identity: the control plane issues certificates",
+            fatal: false,
+            run: identity_issues,
+        },
+        Check {
             name: "data-plane: proxies run this version",
             fatal: false,
             run: proxies_up_to_date,
+        },
+        Check {
+            name: "data-plane: proxies are ready with certificates not near expiry",
+            fatal: false,
+            run: proxies_ready_in_cluster,
         },
     ]
 }
@@ -164,8 +179,8 @@ async fn get_ok(api: &KubeApi, path: &str, hint: &str) -> Result<Value, Outcome>
 
 fn api_reachable<'a>(api: &'a KubeApi, _: &'a str) -> CheckFuture<'a> {
     Box::pin(async move {
-        let hint =
-            "run `kubectl proxy` (ferry check talks to http://127.0.0.1:8001) or pass --api-server";
+        let hint = "check the kubeconfig (--kubeconfig, KUBECONFIG, --context; `kubectl version` \
+             should answer), or pass --api-server";
         match get_ok(api, "/version", hint).await {
             Ok(v) => Outcome::Pass(format!(
                 "{} at {}",
@@ -494,15 +509,190 @@ fn judged(judgement: local::Judgement) -> Outcome {
     }
 }
 
+/// GETs `path` from the control plane's public API through the port-forward.
+async fn control_ok(api: &KubeApi, ns: &str, path: &str, hint: &str) -> Result<Value, Outcome> {
+    api.control_get(ns, path)
+        .await
+        .map_err(|problem| fail(problem, hint))
+}
+
 fn api_healthy_in_cluster<'a>(api: &'a KubeApi, ns: &'a str) -> CheckFuture<'a> {
     Box::pin(async move {
         let hint = format!("kubectl -n {ns} logs deploy/{}", names::CONTROL_NAME);
+        let path = ferry_api::control_api::HEALTH_PATH;
+        health(control_ok(api, ns, path, &hint).await)
+    })
+}
+
+/// The pod `ferry check` asks the API server to create with `dryRun=All`: nothing is
+/// stored, but admission (the injector) runs.
+fn dry_run_pod() -> Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "ferry-check-", "labels": {"app": "ferry-check"}},
+        "spec": {"containers": [{"name": "ferry-check", "image": "ferry-check"}]},
+    })
+}
+
+fn webhook_injects<'a>(api: &'a KubeApi, ns: &'a str) -> CheckFuture<'a> {
+    Box::pin(async move {
+        let label = format!("{}=enabled", names::ANNOTATION_INJECT);
         let path = format!(
-            "/api/v1/namespaces/{ns}/services/{}:api/proxy{}",
-            names::CONTROL_NAME,
-            ferry_api::control_api::HEALTH_PATH
+            "/api/v1/namespaces?{}",
+            crate::control::query_string([("labelSelector", &label)])
         );
-        health(get_ok(api, &path, &hint).await)
+        let namespaces = match get_ok(api, &path, "").await {
+            Ok(l) => l["items"].as_array().cloned().unwrap_or_default(),
+            Err(f) => return f,
+        };
+        let Some(target) = namespaces
+            .iter()
+            .filter_map(|n| n["metadata"]["name"].as_str())
+            .next()
+        else {
+            return fail(
+                format!("no namespace is labelled {label} to try a pod in"),
+                format!("label one to mesh its pods: kubectl label namespace NS {label}"),
+            );
+        };
+        let hint = format!(
+            "kubectl -n {ns} logs deploy/{} (the injector), and check that the API server \
+             reaches service {ns}/{}",
+            names::CONTROL_NAME,
+            names::INJECTOR_NAME
+        );
+        let path = format!("/api/v1/namespaces/{target}/pods?dryRun=All");
+        match api.post(&path, &dry_run_pod()).await {
+            Ok(a) if a.status.is_success() && has_proxy(&a.body) => {
+                Outcome::Pass(format!("a pod in namespace {target} gets the proxy"))
+            }
+            Ok(a) if a.status.is_success() => fail(
+                format!("a dry-run pod in namespace {target} came back without the proxy"),
+                hint,
+            ),
+            Ok(a) => fail(
+                format!(
+                    "{path}: HTTP {}: {}",
+                    a.status,
+                    a.body["message"].as_str().unwrap_or("")
+                ),
+                hint,
+            ),
+            Err(e) => fail(e.to_string(), hint),
+        }
+    })
+}
+
+/// Time left until an RFC 3339 instant.
+fn until(rfc3339: &str) -> Result<time::Duration, String> {
+    let at = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("bad time {rfc3339:?}: {e}"))?;
+    Ok(at - time::OffsetDateTime::now_utc())
+}
+
+fn identity_issues<'a>(api: &'a KubeApi, ns: &'a str) -> CheckFuture<'a> {
+    Box::pin(async move {
+        let hint = format!(
+            "kubectl -n {ns} logs deploy/{}; the issuer comes from secret {ns}/{}",
+            names::CONTROL_NAME,
+            names::SECRET_IDENTITY_ISSUER
+        );
+        let path = ferry_api::control_api::IDENTITY_PATH;
+        let body = match control_ok(api, ns, path, &hint).await {
+            Ok(b) => b,
+            Err(f) => return f,
+        };
+        let info: ferry_api::control_api::IdentityInfo = match serde_json::from_value(body) {
+            Ok(i) => i,
+            Err(e) => return fail(format!("{path}: {e}"), hint),
+        };
+        if info.trust_anchors.is_empty() {
+            return fail("the control plane has no trust anchors", hint);
+        }
+        match until(&info.issuer.not_after) {
+            Ok(left) if left > MIN_VALIDITY => Outcome::Pass(format!(
+                "issuer {} ({}d left) for {}, {} trust anchor(s)",
+                info.issuer.subject,
+                left.whole_days(),
+                info.trust_domain,
+                info.trust_anchors.len()
+            )),
+            Ok(left) => fail(
+                format!(
+                    "the issuer {} expires in {} min: it cannot issue {}-hour certificates",
+                    info.issuer.subject,
+                    left.whole_minutes(),
+                    MIN_VALIDITY.whole_hours()
+                ),
+                hint,
+            ),
+            Err(e) => fail(format!("{path}: {e}"), hint),
+        }
+    })
+}
+
+/// A proxy's certificate must have at least this long left: it renews well before expiry,
+/// so less means renewal is failing.
+const PROXY_CERT_MIN: time::Duration = time::Duration::hours(1);
+
+fn proxies_ready_in_cluster<'a>(api: &'a KubeApi, ns: &'a str) -> CheckFuture<'a> {
+    Box::pin(async move {
+        let hint = "a control plane of this release serves /api/v1/proxies";
+        let path = ferry_api::overview::PROXIES_PATH;
+        let proxies = match control_ok(api, ns, path, hint).await {
+            Ok(body) => match serde_json::from_value::<Proxies>(body) {
+                Ok(p) => p.proxies,
+                Err(e) => return fail(format!("{path}: {e}"), hint),
+            },
+            Err(f) => return f,
+        };
+        let ready = match local::judge_proxies_ready(&proxies) {
+            Ok(seen) => seen,
+            Err((problem, _)) => {
+                return fail(
+                    problem,
+                    "kubectl -n NS logs POD -c ferry-proxy; `ferry diagnostics` shows what the control plane tells it",
+                )
+            }
+        };
+        let mut expiring = Vec::new();
+        let mut shortest: Option<i64> = None;
+        for p in proxies
+            .iter()
+            .filter(|p| p.meshed && p.admin_addr.is_some())
+        {
+            let left = p
+                .state
+                .as_ref()
+                .and_then(|s| s["identity"]["certificate"]["expires_in_seconds"].as_i64());
+            match left {
+                Some(left) if left > PROXY_CERT_MIN.whole_seconds() => {
+                    shortest = Some(shortest.map_or(left, |s| s.min(left)));
+                }
+                Some(left) => expiring.push(format!(
+                    "{}/{} (expires in {} min)",
+                    p.namespace,
+                    p.pod,
+                    left / 60
+                )),
+                None => expiring.push(format!("{}/{} (no certificate)", p.namespace, p.pod)),
+            }
+        }
+        if !expiring.is_empty() {
+            return fail(
+                format!("certificates near expiry: {}", expiring.join(", ")),
+                "a proxy renews its certificate well before expiry: check its logs \
+                 (kubectl -n NS logs POD -c ferry-proxy) and the identity service's",
+            );
+        }
+        match shortest {
+            Some(s) => Outcome::Pass(format!(
+                "{ready}, certificates valid {} h or more",
+                s / 3600
+            )),
+            None => Outcome::Pass(ready),
+        }
     })
 }
 
