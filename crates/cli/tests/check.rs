@@ -3,13 +3,9 @@
 //! install` and `ferry inject` produce.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use serde_json::{json, Value};
 
@@ -23,102 +19,16 @@ fn shared(file: &str) -> Value {
     .unwrap()
 }
 
-/// Answers by exact path (query included); anything else gets the apiserver's 404 Status.
-struct FakeApi {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<(String, String, String)>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+#[path = "support/fake_api.rs"]
+mod fake_api;
+use fake_api::Routes;
 
-type Routes = HashMap<(String, String), (u16, Value)>;
+#[path = "check/cluster.rs"]
+mod cluster;
 
-impl FakeApi {
-    fn start(routes: Routes) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (log, halt) = (requests.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if halt.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(conn) = conn {
-                    serve_one(conn, &routes, &log);
-                }
-            }
-        });
-        Self {
-            addr,
-            requests,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn requests(&self) -> Vec<(String, String, String)> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-impl Drop for FakeApi {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve_one(conn: TcpStream, routes: &Routes, log: &Mutex<Vec<(String, String, String)>>) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() || line.is_empty() {
-        return;
-    }
-    let mut parts = line.split_whitespace();
-    let (method, path) = (
-        parts.next().unwrap_or("").to_string(),
-        parts.next().unwrap_or("").to_string(),
-    );
-    let mut length = 0;
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header).is_err() || header == "\r\n" || header.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = header.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    let _ = reader.read_exact(&mut body);
-    log.lock().unwrap().push((
-        method.clone(),
-        path.clone(),
-        String::from_utf8_lossy(&body).into_owned(),
-    ));
-    let (status, answer) = routes.get(&(method, path)).cloned().unwrap_or_else(|| {
-        let mut not_found = shared("scenario/errors/get-missing-pod.404.json");
-        not_found["message"] = json!("not found");
-        (404, not_found)
-    });
-    let text = answer.to_string();
-    let mut conn = conn;
-    let _ = write!(
-        conn,
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-        text.len()
-    );
+/// The fake API server with `routes`, port-forwarding to `forward_to`.
+fn fake(routes: Routes, forward_to: Option<SocketAddr>) -> fake_api::FakeApi {
+    fake_api::FakeApi::start(routes, fake_api::not_found(shared), forward_to)
 }
 
 fn get(routes: &mut Routes, path: &str, body: Value) {
@@ -162,7 +72,7 @@ fn pre_install_passes_on_a_fresh_cluster() {
         shared("openapi/discovery/version.json"),
     );
     routes.insert(("POST".into(), SSAR.into()), (201, ssar_answer(true)));
-    let api = FakeApi::start(routes);
+    let api = fake(routes, None);
     let (ok, out) = ferry_check(&["--pre", "--api-server", &api.url()]);
     assert!(ok, "{out}");
     assert!(
@@ -209,7 +119,7 @@ fn pre_install_fails_with_hints_when_installed_or_forbidden() {
         namespaces["items"][0].clone(),
     );
     routes.insert(("POST".into(), SSAR.into()), (201, ssar_answer(false)));
-    let api = FakeApi::start(routes);
+    let api = fake(routes, None);
     let (ok, out) = ferry_check(&[
         "--pre",
         "--api-server",
@@ -245,9 +155,9 @@ fn unreachable_api_is_fatal() {
         out.contains("× kubernetes-api: the API server answers"),
         "{out}"
     );
-    assert!(out.contains("hint: run `kubectl proxy`"), "{out}");
+    assert!(out.contains("hint: check the kubeconfig"), "{out}");
     assert!(
-        out.contains("1 check(s) failed; 8 skipped after a fatal failure"),
+        out.contains("1 check(s) failed; 11 skipped after a fatal failure"),
         "{out}"
     );
     assert_eq!(out.matches('✓').count(), 0);
@@ -286,9 +196,13 @@ fn installed(now: time::OffsetDateTime) -> HashMap<(String, String), Value> {
         .collect()
 }
 
-/// A recorded pod, made a control-plane pod, Ready or not.
+/// A recorded pod, made a control-plane pod, Ready (named `ferry-control-7c9d-ready`) or not
+/// (keeping its recorded name).
 fn control_pod(ready: bool) -> Value {
     let mut pod = shared("scenario/pods.list.json")["items"][0].clone();
+    if ready {
+        pod["metadata"]["name"] = json!("ferry-control-7c9d-ready");
+    }
     pod["metadata"]["namespace"] = json!("ferry");
     pod["metadata"]["labels"] = json!({"ferry.io/control-plane-component": "control", "ferry.io/control-plane-ns": "ferry"});
     for c in pod["status"]["conditions"].as_array_mut().unwrap() {
@@ -318,6 +232,24 @@ fn cluster_pods(proxy_version: &str) -> Value {
         .push(serde_json::to_value(&docs[0]).unwrap());
     list
 }
+
+/// A pod as the API server answers a dry-run create: the check's pod, injected or not.
+fn dry_run_answer(injected: bool) -> Value {
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "ferry-check-x7k2p", "namespace": "emojivoto"},
+        "spec": {"containers": [{"name": "ferry-check", "image": "ferry-check"}]},
+    });
+    if injected {
+        let cfg = ferry::sidecar::ProxyConfig::default();
+        let yaml: serde_yaml_ng::Value = serde_yaml_ng::to_value(&pod).unwrap();
+        let (docs, _) = ferry::inject::inject_docs(vec![yaml], &cfg).unwrap();
+        pod = serde_json::to_value(&docs[0]).unwrap();
+    }
+    pod
+}
+
+const DRY_RUN: &str = "/api/v1/namespaces/emojivoto/pods?dryRun=All";
 
 fn post_install_routes(
     objects: &HashMap<(String, String), Value>,
@@ -361,6 +293,63 @@ fn post_install_routes(
         obj("Secret", "ferry-identity-issuer"),
     );
     get(&mut routes, "/api/v1/pods", cluster_pods(proxy_version));
+    // The recorded emojivoto namespace is labelled ferry.io/inject=enabled.
+    get(
+        &mut routes,
+        "/api/v1/namespaces?labelSelector=ferry.io/inject%3Denabled",
+        shared("scenario/namespaces.list.json")
+            .pipe_filter(|n| n["metadata"]["name"] == "emojivoto"),
+    );
+    routes
+}
+
+/// Keeps the items of a list for which `keep` holds.
+trait PipeFilter {
+    fn pipe_filter(self, keep: impl Fn(&Value) -> bool) -> Value;
+}
+
+impl PipeFilter for Value {
+    fn pipe_filter(mut self, keep: impl Fn(&Value) -> bool) -> Value {
+        let items = self["items"].as_array().cloned().unwrap_or_default();
+        self["items"] = Value::Array(items.into_iter().filter(|i| keep(i)).collect());
+        self
+    }
+}
+
+/// What a healthy control plane's public API answers (a fake one: the port-forward's target).
+fn control_api_routes(issuer_left: time::Duration, cert_left_seconds: i64) -> Routes {
+    use ferry_api::control_api::{CertificateInfo, IdentityInfo};
+    let not_after = (time::OffsetDateTime::now_utc() + issuer_left)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let cert = |subject: &str| CertificateInfo {
+        subject: subject.into(),
+        sha256: "00".into(),
+        not_after: not_after.clone(),
+    };
+    let identity = IdentityInfo {
+        trust_domain: "cluster.local".into(),
+        trust_anchors_pem: String::new(),
+        trust_anchors: vec![cert("CN=root.cluster.local")],
+        issuer: cert("CN=identity.ferry.cluster.local"),
+        certificate_lifetime_seconds: 86_400,
+    };
+    let here = env!("CARGO_PKG_VERSION");
+    let proxy = json!({"namespace": "emojivoto", "pod": "web-0", "meshed": true, "ready": true,
+        "adminAddr": "10.244.0.5:4191", "state": {"version": here,
+        "identity": {"certificate": {"expires_in_seconds": cert_left_seconds}}}});
+    let mut routes = Routes::new();
+    get(
+        &mut routes,
+        "/api/v1/health",
+        json!({"status": "ok", "version": here}),
+    );
+    get(
+        &mut routes,
+        "/api/v1/identity",
+        serde_json::to_value(identity).unwrap(),
+    );
+    get(&mut routes, "/api/v1/proxies", json!({"proxies": [proxy]}));
     routes
 }
 
@@ -373,18 +362,44 @@ fn healthy_install_passes_every_check() {
         "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/ferry-proxy-injector-ferry",
         objects[&("MutatingWebhookConfiguration".to_string(), "ferry-proxy-injector-ferry".to_string())].clone(),
     );
-    get(
-        &mut routes,
-        "/api/v1/namespaces/ferry/services/ferry-control:api/proxy/api/v1/health",
-        json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
-    );
-    let api = FakeApi::start(routes);
+    routes.insert(("POST".into(), DRY_RUN.into()), (201, dry_run_answer(true)));
+    let control = fake(control_api_routes(time::Duration::days(300), 80_000), None);
+    let target: SocketAddr = control.url()["http://".len()..].parse().unwrap();
+    let api = fake(routes, Some(target));
     let (ok, out) = ferry_check(&["--api-server", &api.url()]);
     assert!(ok, "{out}");
-    assert_eq!(out.matches('✓').count(), 9, "{out}");
-    assert!(out.contains("1/1 replicas available"), "{out}");
-    assert!(out.contains("trust anchors 36"), "{out}");
-    assert!(out.contains("1 meshed pod(s) of"), "{out}");
+    assert_eq!(out.matches('✓').count(), 12, "{out}");
+    for expected in [
+        "1/1 replicas available",
+        "trust anchors 36",
+        "1 meshed pod(s) of",
+        "✓ control-plane: public API answers through a port-forward: ok, version",
+        "✓ webhook: a dry-run pod create comes back injected: a pod in namespace emojivoto gets the proxy",
+        "✓ identity: the control plane issues certificates: issuer CN=identity.ferry.cluster.local (29",
+        "✓ data-plane: proxies are ready with certificates not near expiry: 1 of 1 ready, certificates valid 22 h or more",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    // The checks reached the control plane only through the pod's port-forward.
+    let forwards: Vec<String> = api
+        .requests()
+        .into_iter()
+        .map(|(_, p, _)| fake_api::normalize(&p))
+        .filter(|p| p.contains("/portforward"))
+        .collect();
+    assert!(!forwards.is_empty(), "no port-forward");
+    assert!(
+        forwards.iter().all(|p| p
+            == "/api/v1/namespaces/ferry/pods/ferry-control-7c9d-ready/portforward?ports=8084"),
+        "{forwards:?}"
+    );
+    let dry_run = api
+        .requests()
+        .into_iter()
+        .find(|(m, p, _)| m == "POST" && p == DRY_RUN)
+        .expect("a dry-run create");
+    let pod: Value = serde_json::from_str(&dry_run.2).unwrap();
+    assert_eq!(pod["metadata"]["generateName"], "ferry-check-");
 }
 
 #[test]
@@ -393,8 +408,12 @@ fn broken_install_fails_each_check_with_a_hint() {
     let now =
         time::OffsetDateTime::now_utc() - time::Duration::days(365) + time::Duration::hours(1);
     let objects = installed(now);
-    let routes = post_install_routes(&objects, 0, false, "0.0.1");
-    let api = FakeApi::start(routes);
+    let mut routes = post_install_routes(&objects, 0, false, "0.0.1");
+    routes.insert(
+        ("POST".into(), DRY_RUN.into()),
+        (201, dry_run_answer(false)),
+    );
+    let api = fake(routes, None);
     let (ok, out) = ferry_check(&["--api-server", &api.url()]);
     assert!(!ok, "{out}");
     for expected in [
@@ -403,11 +422,13 @@ fn broken_install_fails_each_check_with_a_hint() {
         "    hint: kubectl -n ferry describe deployment ferry-control",
         "× control-plane: pods are ready: not ready: emoji-",
         "× webhook: proxy injector registered with a CA bundle: /apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/ferry-proxy-injector-ferry: HTTP 404",
+        "× webhook: a dry-run pod create comes back injected: a dry-run pod in namespace emojivoto came back without the proxy",
         "× identity: certificates valid for more than 24 h: issuer expires in ",
         "× data-plane: proxies run this version: 1 of 1 meshed pods run another proxy: emojivoto/meshed-0 (0.0.1)",
-        "× control-plane: public API answers through the service proxy: /api/v1/namespaces/ferry/services/ferry-control:api/proxy/api/v1/health: HTTP 404",
+        "× control-plane: public API answers through a port-forward: port-forward to the control plane: no ready ferry-control pod in namespace ferry",
         "    hint: kubectl -n ferry logs deploy/ferry-control",
-        "6 of 9 check(s) failed",
+        "× identity: the control plane issues certificates: port-forward to the control plane: no ready",
+        "9 of 12 check(s) failed",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
@@ -424,6 +445,24 @@ fn broken_install_fails_each_check_with_a_hint() {
         (50..=60).contains(&minutes),
         "{minutes} min left, expected about an hour"
     );
+}
+
+#[test]
+fn proxies_near_expiry_and_an_expiring_issuer_fail() {
+    let objects = installed(time::OffsetDateTime::now_utc());
+    let routes = post_install_routes(&objects, 1, true, env!("CARGO_PKG_VERSION"));
+    let control = fake(control_api_routes(time::Duration::hours(2), 1_200), None);
+    let target: SocketAddr = control.url()["http://".len()..].parse().unwrap();
+    let api = fake(routes, Some(target));
+    let (ok, out) = ferry_check(&["--api-server", &api.url()]);
+    assert!(!ok, "{out}");
+    for expected in [
+        "✓ control-plane: public API answers through a port-forward",
+        "× identity: the control plane issues certificates: the issuer CN=identity.ferry.cluster.local expires in 1",
+        "× data-plane: proxies are ready with certificates not near expiry: certificates near expiry: emojivoto/web-0 (expires in 20 min)",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
 }
 
 #[test]
@@ -445,7 +484,7 @@ fn local_mode_checks_the_control_plane_on_this_machine() {
         "/api/v1/proxies",
         json!({"proxies": [proxy("web-0", true, here), proxy("emoji-0", true, here)]}),
     );
-    let api = FakeApi::start(routes);
+    let api = fake(routes, None);
     let (ok, out) = ferry_check(&["--local", "--api-addr", &api.url()]);
     assert!(ok, "{out}");
     assert!(
@@ -474,7 +513,7 @@ fn local_mode_checks_the_control_plane_on_this_machine() {
         "/api/v1/proxies",
         json!({"proxies": [proxy("web-0", false, here), proxy("emoji-0", true, "0.0.1")]}),
     );
-    let old = FakeApi::start(routes);
+    let old = fake(routes, None);
     let (ok, out) = ferry_check(&["--local", "--api-addr", &old.url()]);
     assert!(!ok);
     assert!(
