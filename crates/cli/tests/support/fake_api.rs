@@ -26,6 +26,9 @@ use tokio_tungstenite::WebSocketStream;
 /// and percent-encoding.
 pub type Routes = HashMap<(String, String), (u16, Value)>;
 
+/// A route: `(method, normalized path)` and its answer.
+type Route = ((String, String), (u16, Value));
+
 /// One request as received.
 #[derive(Clone, Debug)]
 pub struct Seen {
@@ -59,7 +62,7 @@ impl FakeApi {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let log = seen.clone();
-        let routes: Arc<Vec<((String, String), (u16, Value))>> = Arc::new(
+        let routes: Arc<Vec<Route>> = Arc::new(
             routes
                 .into_iter()
                 .map(|((m, p), a)| ((m, normalize(&p)), a))
@@ -200,7 +203,7 @@ async fn read_head(conn: &mut TcpStream) -> Option<Head> {
 
 async fn serve(
     mut conn: TcpStream,
-    routes: &[((String, String), (u16, Value))],
+    routes: &[Route],
     log: &Mutex<Vec<Seen>>,
     missing: Value,
     forward_to: Option<SocketAddr>,
