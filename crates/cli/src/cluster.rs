@@ -290,3 +290,57 @@ async fn forward_one(pods: Api<Pod>, pod: String, port: u16, mut conn: tokio::ne
     drop(upstream);
     let _ = forwarder.join().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(phase: &str, ready: &str, api_port: Option<i32>) -> Pod {
+        let ports = api_port.map(|p| serde_json::json!([{"name": "api", "containerPort": p}]));
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "ferry-control-0"},
+            "spec": {"containers": [{"name": "control", "ports": ports.unwrap_or_default()}]},
+            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": ready}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_running_and_ready_pods_are_forwarded_to() {
+        assert!(is_ready(&pod("Running", "True", None)));
+        assert!(!is_ready(&pod("Running", "False", None)));
+        assert!(!is_ready(&pod("Pending", "True", None)));
+        assert!(!is_ready(&Pod::default()));
+    }
+
+    #[test]
+    fn the_api_port_is_the_container_port_named_api() {
+        assert_eq!(api_port(&pod("Running", "True", Some(9999))), 9999);
+        assert_eq!(
+            api_port(&pod("Running", "True", None)),
+            ferry_api::ports::CONTROL_API
+        );
+    }
+
+    #[test]
+    fn flags_mean_a_cluster_and_api_addr_means_local() {
+        let kube = KubeArgs {
+            context: Some("prod".into()),
+            ..KubeArgs::default()
+        };
+        assert!(kube.cluster_configured());
+        let kube = KubeArgs {
+            kubeconfig: Some("/k".into()),
+            ..KubeArgs::default()
+        };
+        assert!(kube.cluster_configured());
+        let local = ApiArgs::local("http://127.0.0.1:9/");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let connected = rt.block_on(local.connect()).unwrap();
+        assert_eq!(connected.base, "http://127.0.0.1:9");
+        assert!(connected.forward.is_none());
+    }
+}
