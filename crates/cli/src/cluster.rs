@@ -30,7 +30,10 @@ const KUBECONFIG_ENV: &str = "KUBECONFIG";
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// The kubeconfig could not be read or has no usable context.
-    #[error("reading the kubeconfig{}", context.as_deref().map(|c| format!(" (context {c})")).unwrap_or_default())]
+    #[error(
+        "reading the kubeconfig{} (name one with --kubeconfig or KUBECONFIG, its context with --context; or use --api-addr for a local control plane)",
+        context.as_deref().map(|c| format!(" (context {c})")).unwrap_or_default()
+    )]
     Kubeconfig {
         /// The context asked for.
         context: Option<String>,
