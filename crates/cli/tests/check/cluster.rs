@@ -226,6 +226,10 @@ fn commands_reach_a_real_control_plane_only_through_the_port_forward() {
         );
     }
 
+    // The dashboard's URL works while `ferry dashboard` keeps the forward open.
+    let health = dashboard_health(&config);
+    assert!(health.contains("\"status\":\"ok\""), "{health}");
+
     // Every call went through a port-forward to the ready pod, with the kubeconfig's token.
     let seen = api.seen();
     let forwards: Vec<_> = seen
@@ -245,4 +249,63 @@ fn commands_reach_a_real_control_plane_only_through_the_port_forward() {
         assert_eq!(f.authorization.as_deref(), Some("Bearer e2e"));
     }
     drop(control);
+}
+
+/// Kills the child when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `ferry dashboard --no-open` on the fake cluster, reads the URL it prints, and
+/// GETs `/api/v1/health` through it (the forward it keeps open): the response.
+fn dashboard_health(kubeconfig: &str) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    child
+        .env_remove("FERRY_API_ADDR")
+        .env("HOME", "/nonexistent");
+    let mut child = Killed(
+        child
+            .args(["dashboard", "--no-open", "--context", "fake"])
+            .env("KUBECONFIG", kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("ferry dashboard printed no URL");
+    let url = line.split(": ").nth(1).expect("a URL").trim();
+    let authority = url
+        .strip_prefix("http://")
+        .and_then(|u| u.split('/').next())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(authority.starts_with("127.0.0.1:"), "{line}");
+    assert_ne!(authority, "127.0.0.1:8084", "{line}");
+    let mut conn = std::net::TcpStream::connect(authority).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "GET /api/v1/health HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = conn.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
 }
