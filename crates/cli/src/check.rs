@@ -9,6 +9,7 @@
 //! control plane's public API through a port-forward; the checks' logic is in [`checks`].
 
 mod checks;
+mod control_plane;
 mod kube;
 
 use std::fmt::Write as _;
