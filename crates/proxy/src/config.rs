@@ -6,7 +6,7 @@ use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, sync::Arc, time::Du
 use clap::Parser;
 use ferry_api::{env, ports};
 
-use crate::identity::IdentityConfig;
+use crate::{identity::IdentityConfig, orig_dst::OrigDst};
 
 /// The ports whose connections skip protocol detection: protocols where the server speaks
 /// first or that are never HTTP (SMTP, MySQL, Galera, PostgreSQL, Redis, Elasticsearch,
@@ -288,6 +288,9 @@ pub struct Config {
     pub inbound_require_identity: bool,
     /// Why identity is off although one of its flags was given, for `run` to log.
     pub identity_off_reason: Option<&'static str>,
+    /// How the generic outbound listener's connections learn their original destination:
+    /// `SO_ORIGINAL_DST` always, except in in-process tests (no flag sets it).
+    pub outbound_orig_dst: OrigDst,
 }
 
 impl Config {
@@ -322,6 +325,7 @@ impl Config {
                 }
                 _ => None,
             },
+            outbound_orig_dst: OrigDst::Socket,
         };
         config.validate()?;
         if let Some(identity) = &config.identity {
@@ -358,6 +362,7 @@ impl Config {
             identity: None,
             inbound_require_identity: false,
             identity_off_reason: None,
+            outbound_orig_dst: OrigDst::Socket,
         }
     }
 

@@ -44,11 +44,16 @@ pub enum Dest {
         /// The fixed authority label, if any.
         authority: Option<Arc<str>>,
     },
-    /// By each request's authority, or by the connection's original destination.
-    ByAuthority {
-        /// `SO_ORIGINAL_DST`, when the connection was redirected to the proxy.
-        orig_dst: Option<SocketAddr>,
+    /// By the connection's original destination: the upstream was decided (looked up) when
+    /// the connection was accepted; each request's authority labels its metrics.
+    OrigDst {
+        /// `SO_ORIGINAL_DST`: where the application was connecting.
+        addr: SocketAddr,
+        /// Where its requests go.
+        upstream: Upstream,
     },
+    /// By each request's authority (a connection that was not redirected).
+    ByAuthority,
 }
 
 /// A request authority, the upstream it resolved to, and for a single address the metrics
@@ -304,20 +309,13 @@ impl Conn {
                 upstream.clone(),
                 fixed.clone().unwrap_or_else(|| key.into()),
             ),
-            Dest::ByAuthority { orig_dst } => {
-                let target = match orig_dst {
-                    Some(addr) => Authority::from(*addr),
-                    None => parse_authority(authority)?,
-                };
-                if target
-                    .socket_addr()
-                    .is_some_and(|a| self.side.is_own_listener(a))
-                {
-                    return Err(ProxyError::new(
-                        ProxyErrorReason::LoopDetected,
-                        format!("{target} is this proxy's own listener"),
-                    ));
-                }
+            Dest::OrigDst { addr, upstream } => {
+                self.refuse_loop(&Authority::from(*addr))?;
+                (upstream.clone(), key.into())
+            }
+            Dest::ByAuthority => {
+                let target = parse_authority(authority)?;
+                self.refuse_loop(&target)?;
                 (self.side.upstreams.get(&target), key.into())
             }
         };
@@ -334,6 +332,20 @@ impl Conn {
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((key.into(), upstream.clone(), metrics.clone()));
         Ok((upstream, metrics))
+    }
+
+    /// Refuses a target that is one of the proxy's own listeners.
+    fn refuse_loop(&self, target: &Authority) -> Result<(), ProxyError> {
+        if target
+            .socket_addr()
+            .is_some_and(|a| self.side.is_own_listener(a))
+        {
+            return Err(ProxyError::new(
+                ProxyErrorReason::LoopDetected,
+                format!("{target} is this proxy's own listener"),
+            ));
+        }
+        Ok(())
     }
 
     fn fail(

@@ -45,6 +45,9 @@ pub struct Side {
     pub taps: Arc<Taps>,
     /// What the HTTP/1.1 fast path did, shared by both sides.
     pub h1: Arc<crate::h1::Stats>,
+    /// How the outbound listener's connections learn their original destination (inbound
+    /// always reads `SO_ORIGINAL_DST`).
+    pub orig_dst: crate::orig_dst::OrigDst,
 }
 
 impl Side {

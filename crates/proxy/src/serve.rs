@@ -21,7 +21,6 @@ use crate::{
     io::{Counted, Rewind},
     listener::{ListenerKind, Side},
     metrics::{Peer, Protocol, TcpLabels, Tls},
-    orig_dst::original_dst,
     state::ConnGuard,
     tap::{ConnMeta, PeerTls},
     upstream::Upstream,
@@ -36,7 +35,7 @@ pub async fn serve(side: Arc<Side>, kind: Arc<ListenerKind>, sock: TcpStream, pe
     let Ok(local) = sock.local_addr() else { return };
     let orig_dst = match *kind {
         ListenerKind::Upstream { .. } => None,
-        _ => original_dst(&sock),
+        _ => side.orig_dst.of(&sock),
     };
     let target: Option<Upstream> = match (&*kind, orig_dst) {
         // Redirected inbound traffic goes to the port the client asked for, on the app's host.
@@ -52,6 +51,11 @@ pub async fn serve(side: Arc<Side>, kind: Arc<ListenerKind>, sock: TcpStream, pe
         }
         (ListenerKind::Inbound { forward }, None) => Some(forward.clone()),
         (ListenerKind::Upstream { upstream, .. }, _) => Some(upstream.clone()),
+        // Redirected outbound traffic is looked up by its original destination; a
+        // connection to the proxy's own listener is not (HTTP answers it `loop-detected`).
+        (ListenerKind::Outbound, Some(orig)) if !side.is_own_listener(orig) => {
+            Some(side.upstreams.by_orig_dst(orig).await)
+        }
         (ListenerKind::Outbound, orig) => orig.map(|o| side.upstreams.get(&Authority::from(o))),
     };
     let target_label: Arc<str> = match &target {
@@ -229,7 +233,11 @@ async fn serve_protocol<I>(
                     upstream,
                     authority: None,
                 },
-                _ => Dest::ByAuthority { orig_dst },
+                (ListenerKind::Outbound, Some(upstream)) => match orig_dst {
+                    Some(addr) => Dest::OrigDst { addr, upstream },
+                    None => Dest::ByAuthority,
+                },
+                _ => Dest::ByAuthority,
             };
             let svc = HttpService::new(side.clone(), dest, meta);
             crate::http::serve(protocol, io, svc, &side).await;
