@@ -128,12 +128,41 @@ impl From<ProxyConfig> for ProxySettings {
     }
 }
 
-/// Serves the webhook on `listener` until `shutdown` completes; connections in flight are
-/// left to finish (each is bounded by [`READ_TIMEOUT`] and the API server's own timeout).
+/// How much a client may send and how long it may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest body read; a larger one is answered allowed, with a warning.
+    pub max_body: usize,
+    /// The bound on the TLS handshake, on the request headers, and on the body.
+    pub read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body: MAX_BODY,
+            read_timeout: READ_TIMEOUT,
+        }
+    }
+}
+
+/// Serves the webhook on `listener` with the default [`Limits`] until `shutdown`
+/// completes; connections still open then are closed.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     proxy: impl Into<ProxySettings>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    serve_with_limits(listener, tls, proxy, Limits::default(), shutdown).await
+}
+
+/// [`serve`] with other limits (tests shorten the timeout).
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    proxy: impl Into<ProxySettings>,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
@@ -147,8 +176,9 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    // Out of file descriptors and the like: keep serving the others.
+                    // Out of file descriptors and the like: keep serving, without spinning.
                     tracing::warn!(%error, "injector: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
@@ -157,7 +187,7 @@ pub async fn serve(
         let proxy = proxy.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(READ_TIMEOUT, acceptor.accept(tcp)).await {
+            let tls = match tokio::time::timeout(limits.read_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
                     tracing::debug!(%peer, %error, "injector: TLS handshake failed");
@@ -168,10 +198,10 @@ pub async fn serve(
                     return;
                 }
             };
-            let service = hyper::service::service_fn(move |req| handle(req, proxy.clone()));
+            let service = hyper::service::service_fn(move |req| handle(req, proxy.clone(), limits));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(READ_TIMEOUT)
+                .header_read_timeout(limits.read_timeout)
                 .serve_connection(TokioIo::new(tls), service);
             tokio::select! {
                 result = conn => if let Err(error) = result {
@@ -186,6 +216,7 @@ pub async fn serve(
 async fn handle(
     req: Request<Incoming>,
     proxy: ProxySettings,
+    limits: Limits,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     if req.uri().path() != ferry_api::k8s::INJECTOR_PATH {
         return Ok(plain(StatusCode::NOT_FOUND, "not found\n"));
@@ -193,8 +224,8 @@ async fn handle(
     if req.method() != Method::POST {
         return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "POST only\n"));
     }
-    let body = Limited::new(req.into_body(), MAX_BODY).collect();
-    let body = match tokio::time::timeout(READ_TIMEOUT, body).await {
+    let body = Limited::new(req.into_body(), limits.max_body).collect();
+    let body = match tokio::time::timeout(limits.read_timeout, body).await {
         Ok(Ok(body)) => body.to_bytes(),
         Ok(Err(error)) => {
             return Ok(json(review::answer_unreadable(&format!(

@@ -41,15 +41,28 @@ struct Webhook {
 
 impl Webhook {
     async fn start(proxy: impl Into<injector::ProxySettings>) -> Self {
+        Self::start_with_limits(proxy, injector::Limits::default()).await
+    }
+
+    async fn start_with_limits(
+        proxy: impl Into<injector::ProxySettings>,
+        limits: injector::Limits,
+    ) -> Self {
         let proxy: injector::ProxySettings = proxy.into();
         let pair = ServingPair::new();
         let tls = injector::tls_config(&pair.cert_file, &pair.key_file).expect("the pair loads");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(injector::serve(listener, tls, proxy, async {
-            let _ = stopped.await;
-        }));
+        tokio::spawn(injector::serve_with_limits(
+            listener,
+            tls,
+            proxy,
+            limits,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Self {
             addr,
             pair,
@@ -255,4 +268,52 @@ async fn injected_proxies_trust_the_anchors_the_ca_has_now() {
     current.send_replace(ca(&second));
     let response = webhook.review(&review).await;
     assert_eq!(anchors_in(&response), Some(second.trust_anchor_pem.clone()));
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_is_answered_or_dropped_within_the_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let limits = injector::Limits {
+        read_timeout: std::time::Duration::from_millis(300),
+        ..injector::Limits::default()
+    };
+    let webhook = Webhook::start_with_limits(ProxyConfig::default(), limits).await;
+
+    // Headers promise a body that never finishes: allowed, with a warning, once the
+    // timeout passes (not when the API server's own 10 s run out).
+    let mut tls = crate::webhook::connect(webhook.addr, &webhook.pair).await;
+    tls.write_all(
+        b"POST /inject HTTP/1.1\r\nhost: injector\r\ncontent-type: application/json\r\n\
+          content-length: 1000\r\n\r\n{\"kind\":",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = tls.read(&mut buf).await.unwrap_or(0);
+            answer.extend_from_slice(&buf[..n]);
+            if n == 0 || String::from_utf8_lossy(&answer).contains("\"allowed\":true") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within 5 s");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("took too long"), "{text}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+
+    // A client that connects and never starts TLS is dropped, not kept forever.
+    let mut idle = tokio::net::TcpStream::connect(webhook.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), idle.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the idle connection is still open: {closed:?}"
+    );
 }

@@ -67,14 +67,23 @@ impl ServingPair {
     }
 }
 
-/// POSTs `body` to `addr` over HTTPS as the API server does; the status and the parsed
-/// answer (`null` when it is not JSON).
-pub async fn post(
+/// A TLS connection to the webhook at `addr`, checked against the pair's CA.
+pub async fn connect(
     addr: SocketAddr,
     pair: &ServingPair,
-    path: &str,
-    body: Vec<u8>,
-) -> (http::StatusCode, Value) {
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let connector = connector(pair, vec![b"http/1.1".to_vec()]);
+    let connecting = async {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        connector
+            .connect(SERVER_NAME.try_into().unwrap(), tcp)
+            .await
+            .expect("TLS handshake")
+    };
+    within(LIMIT, "TLS connect", connecting).await
+}
+
+fn connector(pair: &ServingPair, alpn: Vec<Vec<u8>>) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pair.ca_der.clone().into()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -83,9 +92,20 @@ pub async fn post(
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    config.alpn_protocols = alpn;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// POSTs `body` to `addr` over HTTPS as the API server does; the status and the parsed
+/// answer (`null` when it is not JSON).
+pub async fn post(
+    addr: SocketAddr,
+    pair: &ServingPair,
+    path: &str,
+    body: Vec<u8>,
+) -> (http::StatusCode, Value) {
     // The API server offers h2 first; the webhook must settle on HTTP/1.1.
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = connector(pair, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
     let exchange = async {
         let tcp = TcpStream::connect(addr).await.unwrap();
         let tls = connector
