@@ -225,20 +225,11 @@ async fn handle(
         return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "POST only\n"));
     }
     let body = Limited::new(req.into_body(), limits.max_body).collect();
-    let body = match tokio::time::timeout(limits.read_timeout, body).await {
-        Ok(Ok(body)) => body.to_bytes(),
-        Ok(Err(error)) => {
-            return Ok(json(review::answer_unreadable(&format!(
-                "reading the request body: {error}"
-            ))))
-        }
-        Err(_) => {
-            return Ok(json(review::answer_unreadable(
-                "the request body took too long",
-            )))
-        }
+    let answer = match tokio::time::timeout(limits.read_timeout, body).await {
+        Ok(Ok(body)) => review::answer(&body.to_bytes(), &proxy.current()),
+        Ok(Err(error)) => review::answer_unreadable(&format!("reading the request body: {error}")),
+        Err(_) => review::answer_unreadable("the request body took too long"),
     };
-    let answer = review::answer(&body, &proxy.current());
     let uid = answer.review.response.uid.as_str();
     match &answer.decision {
         Decision::Failed(why) => {

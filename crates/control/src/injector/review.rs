@@ -114,8 +114,8 @@ pub fn answer(body: &[u8], cfg: &ProxyConfig) -> Answer {
 }
 
 /// The answer to a body that could not be read at all (too large, too slow).
-pub fn answer_unreadable(why: &str) -> Review {
-    failed("", why.to_string()).review
+pub fn answer_unreadable(why: &str) -> Answer {
+    failed("", why.to_string())
 }
 
 fn allowed(uid: &str, patch: Option<Vec<u8>>, decision: Decision) -> Answer {
