@@ -178,7 +178,14 @@ pub async fn serve_all<D: Discovery>(
     let _reload = identity
         .as_ref()
         .map(|identity| AbortOnDrop(tokio::spawn(identity.follow_files())));
-    let info = identity.as_ref().map(Identity::info);
+    // Read per request: a reloaded issuer shows in `/api/v1/identity` and the dashboard.
+    let info = match &identity {
+        Some(identity) => {
+            let identity = identity.clone();
+            api::IdentitySource::new(move || identity.info())
+        }
+        None => api::IdentitySource::default(),
+    };
     let service = identity.as_ref().map(Identity::service);
     let stop = CancellationToken::new();
     let signal = {
