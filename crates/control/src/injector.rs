@@ -1,12 +1,14 @@
 //! The proxy-injector webhook `ferry install` registers: HTTPS on `--injector-listen` with
 //! the certificate from the mounted Secret `ferry-proxy-injector-tls`, `POST /inject` with an
-//! AdmissionReview v1. The decision and the patch are [`review`]'s; this module owns TLS,
-//! HTTP, the body limit and the timeouts.
+//! AdmissionReview v1. The decision and the patch are [`review`]'s, the certificate (re-read
+//! when the Secret is renewed) [`serving`]'s; this module owns HTTP, the body limit and the
+//! timeouts.
 //!
 //! A request that is too large or too slow still gets `200` with `allowed: true` and a
 //! warning where it can be answered at all: the webhook never blocks a pod on its own error.
 
 pub mod review;
+pub mod serving;
 
 use std::future::Future;
 use std::io;
@@ -20,8 +22,6 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::identity::ca::Ca;
 use review::Decision;
+pub use serving::ServingCert;
 
 /// The largest AdmissionReview accepted. The API server's own request limit is 3 MiB; a
 /// review carries the object once more with its envelope.
@@ -70,29 +71,27 @@ pub enum InjectorError {
     Tls(#[source] rustls::Error),
 }
 
-/// Builds the server TLS configuration from the PEM files (TLS 1.2 and 1.3, ring, h1).
-pub fn tls_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, InjectorError> {
-    let certs = CertificateDer::pem_file_iter(cert_file)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|source| InjectorError::Pem {
-            what: "certificate",
-            path: cert_file.to_path_buf(),
-            source,
-        })?;
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|source| InjectorError::Pem {
-        what: "key",
-        path: key_file.to_path_buf(),
-        source,
-    })?;
+/// Loads the serving pair from the PEM files, to serve and to [`ServingCert::follow`].
+pub fn serving_cert(cert_file: &Path, key_file: &Path) -> Result<Arc<ServingCert>, InjectorError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    ServingCert::load(cert_file, key_file, provider).map(Arc::new)
+}
+
+/// The server TLS configuration serving `cert` as it is now (TLS 1.2 and 1.3, ring, h1).
+pub fn server_config(cert: Arc<ServingCert>) -> Result<Arc<ServerConfig>, InjectorError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(InjectorError::Tls)?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(InjectorError::Tls)?;
+        .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The server TLS configuration for the PEM files, read once.
+pub fn tls_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, InjectorError> {
+    server_config(serving_cert(cert_file, key_file)?)
 }
 
 /// What injected proxies are configured with: fixed settings, and the trust anchors of the

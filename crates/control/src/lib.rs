@@ -252,7 +252,8 @@ async fn start_injector(
     config: injector::InjectorConfig,
     identity: Option<&Identity>,
 ) -> Result<tokio_util::sync::DropGuard, RunError> {
-    let tls = injector::tls_config(&config.cert_file, &config.key_file)?;
+    let serving = injector::serving_cert(&config.cert_file, &config.key_file)?;
+    let tls = injector::server_config(serving.clone())?;
     let anchors = identity.map(Identity::watch_ca);
     let proxy = injector::ProxySettings::new(config.proxy, anchors);
     let listener = bind("injector", config.listen).await?;
@@ -263,6 +264,14 @@ async fn start_injector(
         proxy,
         stop.clone().cancelled_owned(),
     ));
+    let renewals = serving.follow(injector::serving::DEFAULT_INTERVAL);
+    let renewals_stop = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = renewals => {}
+            () = renewals_stop.cancelled() => {}
+        }
+    });
     Ok(stop.drop_guard())
 }
 

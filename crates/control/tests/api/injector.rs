@@ -48,9 +48,18 @@ impl Webhook {
         proxy: impl Into<injector::ProxySettings>,
         limits: injector::Limits,
     ) -> Self {
-        let proxy: injector::ProxySettings = proxy.into();
         let pair = ServingPair::new();
         let tls = injector::tls_config(&pair.cert_file, &pair.key_file).expect("the pair loads");
+        Self::start_serving(proxy, limits, tls, pair).await
+    }
+
+    async fn start_serving(
+        proxy: impl Into<injector::ProxySettings>,
+        limits: injector::Limits,
+        tls: Arc<rustls::ServerConfig>,
+        pair: ServingPair,
+    ) -> Self {
+        let proxy: injector::ProxySettings = proxy.into();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -316,4 +325,48 @@ async fn a_client_that_stalls_is_answered_or_dropped_within_the_read_timeout() {
         matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
         "the idle connection is still open: {closed:?}"
     );
+}
+
+#[tokio::test]
+async fn a_renewed_serving_certificate_is_served_without_a_restart() {
+    let first = ServingPair::new();
+    let serving = injector::serving_cert(&first.cert_file, &first.key_file).unwrap();
+    let tls = injector::server_config(serving.clone()).unwrap();
+    let webhook = Webhook::start_serving(
+        ProxyConfig::default(),
+        injector::Limits::default(),
+        tls,
+        first,
+    )
+    .await;
+    let review = serde_json::to_vec(&recorded("pod-create.request.json")).unwrap();
+    let (status, _) = post(webhook.addr, &webhook.pair, "/inject", review.clone()).await;
+    assert_eq!(status, http::StatusCode::OK);
+    assert!(!serving.reload().unwrap(), "nothing changed yet");
+
+    // The Secret is renewed (a new CA and certificate, written over the mounted files).
+    let renewed = ServingPair::new();
+    std::fs::copy(&renewed.cert_file, &webhook.pair.cert_file).unwrap();
+    std::fs::copy(&renewed.key_file, &webhook.pair.key_file).unwrap();
+    assert!(serving.reload().unwrap(), "the renewed pair is loaded");
+    let (status, _) = post(webhook.addr, &renewed, "/inject", review.clone()).await;
+    assert_eq!(
+        status,
+        http::StatusCode::OK,
+        "served with the renewed certificate"
+    );
+    let old_ca_rejected = tokio::spawn({
+        let (addr, old) = (webhook.addr, webhook.pair.ca_der.clone());
+        async move { crate::webhook::handshake_with_ca(addr, old).await }
+    });
+    assert!(
+        old_ca_rejected.await.unwrap().is_err(),
+        "the old certificate is no longer served"
+    );
+
+    // A broken renewal (a key that is not PEM) is refused and the last good pair stays.
+    std::fs::write(&webhook.pair.key_file, "not a key").unwrap();
+    assert!(serving.reload().is_err());
+    let (status, _) = post(webhook.addr, &renewed, "/inject", review).await;
+    assert_eq!(status, http::StatusCode::OK);
 }

@@ -83,9 +83,26 @@ pub async fn connect(
     within(LIMIT, "TLS connect", connecting).await
 }
 
+/// Whether a TLS handshake with `addr` succeeds when trusting only `ca_der`.
+pub async fn handshake_with_ca(addr: SocketAddr, ca_der: Vec<u8>) -> std::io::Result<()> {
+    let connector = connector_for(ca_der, vec![b"http/1.1".to_vec()]);
+    let tcp = TcpStream::connect(addr).await?;
+    within(
+        LIMIT,
+        "TLS handshake",
+        connector.connect(SERVER_NAME.try_into().unwrap(), tcp),
+    )
+    .await
+    .map(drop)
+}
+
 fn connector(pair: &ServingPair, alpn: Vec<Vec<u8>>) -> tokio_rustls::TlsConnector {
+    connector_for(pair.ca_der.clone(), alpn)
+}
+
+fn connector_for(ca_der: Vec<u8>, alpn: Vec<Vec<u8>>) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(pair.ca_der.clone().into()).unwrap();
+    roots.add(ca_der.into()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
