@@ -36,7 +36,7 @@ const MAX_BACKENDS: usize = 1024;
 
 /// The body of a forwarded request: the client's, or none when a bodiless request is
 /// retried on another endpoint.
-pub type ReqBody = Either<Incoming, Empty<Bytes>>;
+pub type ReqBody = Either<crate::body::ClientBody, Empty<Bytes>>;
 
 /// The body of an upstream's response: from hyper's HTTP/1 client, or from the backend's
 /// HTTP/2 connection.

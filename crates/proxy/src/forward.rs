@@ -8,7 +8,10 @@ use std::{
     net::SocketAddr,
     ops::ControlFlow,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use ferry_api::ProxyErrorReason;
@@ -25,7 +28,7 @@ use http_body_util::{Either, Empty};
 use crate::{
     backend::{ReqBody, UpstreamBody},
     balance::{Balancer, SendFailed},
-    body::{Recorder, ResponseBody},
+    body::{ClientBody, Recorder, ResponseBody},
     config::Authority,
     errors::ProxyError,
     listener::Side,
@@ -109,6 +112,8 @@ struct Outgoing {
     /// Method, URI, version and headers of a bodiless request, which can be retried on
     /// another endpoint when connecting fails (nothing was sent).
     retry: Option<http::request::Parts>,
+    /// Set when the client's body turned out malformed: the failure is the client's.
+    malformed: Arc<AtomicBool>,
 }
 
 impl Outgoing {
@@ -122,9 +127,12 @@ impl Outgoing {
             parts.headers = req.headers().clone();
             parts
         });
+        let malformed = Arc::new(AtomicBool::new(false));
+        let flag = malformed.clone();
         Self {
-            req: req.map(Either::Left),
+            req: req.map(|body| Either::Left(ClientBody::new(body, flag))),
             retry,
+            malformed,
         }
     }
 }
@@ -171,6 +179,7 @@ impl Conn {
         }
         let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
         let out = Outgoing::new(req, matches!(upstream, Upstream::Balanced(_)));
+        let malformed = out.malformed.clone();
 
         let (result, metrics) = match &upstream {
             Upstream::Addr(backend) => {
@@ -197,6 +206,14 @@ impl Conn {
         };
         let mut rsp = match result {
             Ok(rsp) => rsp,
+            // The upstream request failed because the client's body did: blame the client.
+            Err(e) if malformed.load(Ordering::Relaxed) => {
+                let e = ProxyError::new(
+                    ProxyErrorReason::MalformedRequest,
+                    format!("malformed request body; upstream request aborted ({e})"),
+                );
+                return self.fail(&metrics, e, grpc, start);
+            }
             Err(e) => return self.fail(&metrics, e, grpc, start),
         };
 
@@ -233,7 +250,7 @@ impl Conn {
         out: Outgoing,
         tap: &mut Option<Tapped>,
     ) -> Result<(Result<Response<UpstreamBody>, ProxyError>, Arc<HttpMetrics>), ProxyError> {
-        let Outgoing { mut req, retry } = out;
+        let Outgoing { mut req, retry, .. } = out;
         let mut tries = balancer.tries(retry.is_some()).await?;
         let endpoint = tries.endpoint();
         tap::dispatch(tap, || tap::Destination {
