@@ -26,11 +26,17 @@ use ferry_api::ProxyErrorReason;
 use self::chunked::Chunked;
 use self::head::{Framing, Parsed, RequestHead, ResponseHead};
 use crate::{
-    backend::Backend, balance::SendFailed, body::Recorder, errors::ProxyError,
+    backend::Backend,
+    balance::SendFailed,
+    body::Recorder,
+    errors::ProxyError,
     forward::HttpService,
     http::{may_resend, MAX_HEAD_BYTES},
-    io::Rewind, listener::Side, metrics::HttpMetrics,
-    tls::ClientStream, upstream::Upstream,
+    io::Rewind,
+    listener::Side,
+    metrics::HttpMetrics,
+    tls::ClientStream,
+    upstream::Upstream,
 };
 
 /// Reads ask for at least this much room.
@@ -485,7 +491,11 @@ async fn send_on(
             }
             // A pooled connection failed before any of the answer came: perhaps an idle
             // connection the upstream had closed, perhaps the upstream read the request.
-            Err(_) if reused && ubuf.is_empty() && may_resend(head.idempotent, fully_written, false) => {
+            Err(_)
+                if reused
+                    && ubuf.is_empty()
+                    && may_resend(head.idempotent, fully_written, false) =>
+            {
                 tracing::debug!(%target, "pooled connection was closed; sending on a new one");
             }
             Err(e) => {

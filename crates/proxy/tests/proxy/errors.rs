@@ -488,7 +488,11 @@ async fn a_malformed_request_body_is_the_clients_error() {
         )
         .await;
     assert_eq!(
-        ferry_testkit::metric_sum(&text, "inbound_http_errors_total", &[("error", "upstream-reset")]),
+        ferry_testkit::metric_sum(
+            &text,
+            "inbound_http_errors_total",
+            &[("error", "upstream-reset")]
+        ),
         0.0,
         "{text}"
     );
@@ -500,5 +504,74 @@ async fn a_malformed_request_body_is_the_clients_error() {
         ),
         expected,
         "{text}"
+    );
+}
+
+/// Issue #20's metrics-cardinality flood: hundreds of requests with distinct 20 KB `Host`
+/// headers, then hundreds with distinct valid ones. The long ones share one `invalid`
+/// series, the valid ones stop at the series cap (counted as dropped), `/metrics` stays
+/// small, and a well-behaved client's series stay intact and keep counting.
+#[tokio::test]
+async fn a_host_header_flood_keeps_metrics_bounded() {
+    let app = TestServer::http(|_req| async { Response::new(full("ok")) }).await;
+    let mut config = Config::for_tests(app.addr);
+    config.metrics.max_series = 16;
+    let proxy = Proxy::start(config).await;
+    let sock = tokio::net::TcpStream::connect(proxy.inbound).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(sock))
+            .await
+            .unwrap();
+    let _conn = tokio::spawn(conn);
+    let mut request = |host: String| {
+        let req = Request::get("/")
+            .header("host", host)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let sent = send.send_request(req);
+        async move {
+            let rsp = tokio::time::timeout(Duration::from_secs(5), sent)
+                .await
+                .expect("answered within 5 s")
+                .unwrap();
+            assert_eq!(rsp.status(), StatusCode::OK);
+            rsp.into_body().collect().await.unwrap();
+        }
+    };
+    for _ in 0..5 {
+        request("web.example:80".into()).await;
+    }
+    for i in 0..300 {
+        request(format!("h{i}-{}", "x".repeat(20 * 1024))).await;
+    }
+    for i in 0..300 {
+        request(format!("h{i}.flood.example")).await;
+    }
+    for _ in 0..5 {
+        request("web.example:80".into()).await;
+    }
+    let text = proxy.metrics().await;
+    assert!(text.len() < 256 * 1024, "/metrics is {} bytes", text.len());
+    let web = [("direction", "inbound"), ("authority", "web.example:80")];
+    assert_eq!(metric(&text, "request_total", &web), Some(10.0), "{text}");
+    let invalid = [("direction", "inbound"), ("authority", "invalid")];
+    assert_eq!(
+        metric(&text, "request_total", &invalid),
+        Some(300.0),
+        "{text}"
+    );
+    let dropped = ferry_testkit::metric_sum(
+        &text,
+        "proxy_metrics_series_dropped_total",
+        &[("family", "http"), ("direction", "inbound")],
+    );
+    assert!(dropped >= 300.0 - 16.0, "{dropped}\n{text}");
+    assert_eq!(
+        ferry_testkit::metric_sum(&text, "proxy_metrics_render_skipped_series", &[]),
+        0.0
+    );
+    assert!(
+        !text.contains(&"x".repeat(300)),
+        "a raw host reached a label"
     );
 }
