@@ -57,6 +57,9 @@ pub enum Dest {
     },
     /// By each request's authority (a connection that was not redirected).
     ByAuthority,
+    /// Redirected inbound traffic for one of the proxy's own ports (this original
+    /// destination): every request is refused `loop-detected`.
+    Loop(SocketAddr),
 }
 
 /// A request authority, the upstream it resolved to, and for a single address the metrics
@@ -319,6 +322,12 @@ impl Conn {
             }
         }
         let (upstream, label) = match &self.dest {
+            Dest::Loop(addr) => {
+                return Err(ProxyError::new(
+                    ProxyErrorReason::LoopDetected,
+                    format!("{addr} is one of this proxy's own ports"),
+                ))
+            }
             Dest::Fixed {
                 upstream,
                 authority: fixed,

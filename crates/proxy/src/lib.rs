@@ -266,6 +266,8 @@ pub async fn run(
                 Direction::Outbound => config.outbound_orig_dst,
                 Direction::Inbound => OrigDst::Socket,
             },
+            inbound_forward_loopback: direction == Direction::Inbound
+                && config.inbound_forward_loopback,
         })
     };
     let inbound = side(Direction::Inbound, Tls::NO_TLS_FROM_REMOTE, None);

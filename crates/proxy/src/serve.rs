@@ -38,9 +38,12 @@ pub async fn serve(side: Arc<Side>, kind: Arc<ListenerKind>, sock: TcpStream, pe
         _ => side.orig_dst.of(&sock),
     };
     let target: Option<Upstream> = match (&*kind, orig_dst) {
-        // Redirected inbound traffic goes to the port the client asked for, on the app's host.
+        // Redirected inbound traffic goes where the client sent it: the original destination
+        // (the pod IP), so a port the app binds to loopback stays private exactly as without
+        // the mesh. The opt-in loopback mode sends it to that port on the app's host instead.
         (ListenerKind::Inbound { forward }, Some(orig)) => {
             let ip = match forward {
+                _ if !side.inbound_forward_loopback => orig.ip(),
                 Upstream::Addr(b) => b.target_ip(),
                 Upstream::Balanced(_) => std::net::Ipv4Addr::LOCALHOST.into(),
             };
@@ -216,6 +219,10 @@ async fn serve_protocol<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // Redirected inbound traffic for one of the proxy's own ports is refused: HTTP gets
+    // `loop-detected`, anything else is closed and counted.
+    let inbound_loop = matches!(&*kind, ListenerKind::Inbound { .. })
+        && orig_dst.is_some_and(|o| side.is_own_port(o.port()));
     match protocol {
         Protocol::Http1 | Protocol::Http2 => {
             let dest = match (&*kind, target) {
@@ -229,6 +236,9 @@ async fn serve_protocol<I>(
                     upstream: upstream.clone(),
                     authority: Some(authority.clone()),
                 },
+                (ListenerKind::Inbound { .. }, _) if inbound_loop => {
+                    Dest::Loop(orig_dst.expect("a loop has an original destination"))
+                }
                 (ListenerKind::Inbound { .. }, Some(upstream)) => Dest::Fixed {
                     upstream,
                     authority: None,
@@ -241,6 +251,14 @@ async fn serve_protocol<I>(
             };
             let svc = HttpService::new(side.clone(), dest, meta);
             crate::http::serve(protocol, io, svc, &side).await;
+        }
+        Protocol::Tls | Protocol::Opaque if inbound_loop => {
+            tracing::debug!(orig_dst = ?orig_dst, "refusing inbound traffic for the proxy's own port");
+            side.registry.error(
+                side.direction,
+                crate::metrics::ErrorKind::Tcp,
+                ferry_api::ProxyErrorReason::LoopDetected,
+            );
         }
         Protocol::Tls | Protocol::Opaque => {
             crate::tcp::forward(io, target.as_ref(), early, &side).await
