@@ -68,6 +68,20 @@ impl SendError {
             Self::H2(_) | Self::Closed => false,
         }
     }
+
+    /// Whether the HTTP/1 upstream closed the connection after the request was written and
+    /// before any of the answer came: a case [`crate::http::may_resend`] decides.
+    pub fn is_closed_before_answer(&self) -> bool {
+        let Self::Pool(e) = self else { return false };
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            if let Some(h) = s.downcast_ref::<hyper::Error>() {
+                return h.is_incomplete_message();
+            }
+            source = s.source();
+        }
+        false
+    }
 }
 
 /// One upstream target and its connection pools.

@@ -31,6 +31,7 @@ use crate::{
     body::{ClientBody, Recorder, ResponseBody},
     config::Authority,
     errors::ProxyError,
+    http::{is_idempotent, may_resend},
     listener::Side,
     metrics::{ErrorKind, HttpLabels, HttpMetrics},
     tap::{self, ConnMeta, ConnTap, Tapped},
@@ -115,6 +116,9 @@ struct Outgoing {
     /// Method, URI, version and headers of a bodiless request, which can be retried on
     /// another endpoint when connecting fails (nothing was sent).
     retry: Option<http::request::Parts>,
+    /// Those of a bodiless idempotent request, which [`may_resend`] allows to send again
+    /// when the upstream closed the connection before answering.
+    resend: Option<http::request::Parts>,
     /// Set when the client's body turned out malformed: the failure is the client's.
     malformed: Arc<AtomicBool>,
 }
@@ -122,19 +126,25 @@ struct Outgoing {
 impl Outgoing {
     /// `retryable`: whether the upstream has other endpoints to retry on at all.
     fn new(req: Request<Incoming>, retryable: bool) -> Self {
-        let retry = (retryable && req.body().is_end_stream()).then(|| {
+        let parts = || {
             let mut parts = Request::new(()).into_parts().0;
             parts.method = req.method().clone();
             parts.uri = req.uri().clone();
             parts.version = req.version();
             parts.headers = req.headers().clone();
             parts
-        });
+        };
+        let bodiless = req.body().is_end_stream();
+        let retry = (retryable && bodiless).then(parts);
+        let idempotent = is_idempotent(req.method().as_str().as_bytes());
+        let resend =
+            (!retryable && bodiless && req.version() != Version::HTTP_2 && idempotent).then(parts);
         let malformed = Arc::new(AtomicBool::new(false));
         let flag = malformed.clone();
         Self {
             req: req.map(|body| Either::Left(ClientBody::new(body, flag))),
             retry,
+            resend,
             malformed,
         }
     }
@@ -193,7 +203,21 @@ impl Conn {
                     labels: None,
                     server_id: backend.connector().peer_identity().map(|p| &*p.server_id),
                 });
-                let result = backend.send(out.req).await;
+                let result = match backend.send(out.req).await {
+                    // The general path's half of the one re-send rule; hyper's pool itself
+                    // re-sends only requests it had not started writing.
+                    Err(e)
+                        if e.is_closed_before_answer()
+                            && may_resend(out.resend.is_some(), true, false) =>
+                    {
+                        tracing::debug!(target = %backend.target_label, error = %e, "upstream closed before answering; sending the idempotent request again");
+                        let parts = out.resend.expect("checked by may_resend");
+                        backend
+                            .send(Request::from_parts(parts, Either::Right(Empty::new())))
+                            .await
+                    }
+                    result => result,
+                };
                 (
                     result.map_err(|e| ProxyError::from_send(&e, &backend.target_label)),
                     metrics,

@@ -313,10 +313,13 @@ fn post(path: &str) -> Request<Body> {
 
 /// Issue #20: a request fully written to a reused upstream connection that then closes
 /// without answering may have been acted on. A POST is not sent again (the upstream sees
-/// it once, the client gets a labelled error); a GET is, on a new connection.
+/// it once, the client gets a labelled error); a GET is, on a new connection. The same rule
+/// on both HTTP/1 paths: absolute-form targets take the connection to the general path.
 #[tokio::test]
 async fn a_request_the_upstream_read_is_sent_again_only_when_idempotent() {
-    for (method, resent) in [("POST", false), ("GET", true)] {
+    let cases = [("POST", false), ("GET", true)];
+    for ((method, resent), base) in cases.into_iter().flat_map(|c| [(c, ""), (c, "http://app")]) {
+        let path = |p: &str| format!("{base}{p}");
         let seen = Arc::new(AtomicUsize::new(0));
         let accepted = Arc::new(AtomicUsize::new(0));
         let (s, a) = (seen.clone(), accepted.clone());
@@ -344,11 +347,11 @@ async fn a_request_the_upstream_read_is_sent_again_only_when_idempotent() {
         .await;
         let proxy = Proxy::inbound_to(app.addr).await;
         let (mut send, _conn) = connection(proxy.inbound).await;
-        let (status, _, _) = exchange(&mut send, get("/")).await;
+        let (status, _, _) = exchange(&mut send, get(&path("/"))).await;
         assert_eq!(status, StatusCode::OK);
         let req = Request::builder()
             .method(method)
-            .uri("/once")
+            .uri(path("/once"))
             .header("host", "app")
             .header("content-length", "0")
             .body(empty())
@@ -358,15 +361,16 @@ async fn a_request_the_upstream_read_is_sent_again_only_when_idempotent() {
             .await
             .expect("an answer within 5 s")
             .unwrap();
+        let case = format!("{method} {base}/once");
         if resent {
-            assert_eq!(rsp.status(), StatusCode::OK, "{method}");
-            assert_eq!(seen.load(Ordering::SeqCst), 2, "{method} is sent again");
-            assert_eq!(accepted.load(Ordering::SeqCst), 2);
+            assert_eq!(rsp.status(), StatusCode::OK, "{case}");
+            assert_eq!(seen.load(Ordering::SeqCst), 2, "{case} is sent again");
+            assert_eq!(accepted.load(Ordering::SeqCst), 2, "{case}");
         } else {
-            assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY, "{method}");
+            assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY, "{case}");
             assert_eq!(rsp.headers()["l5d-proxy-error"], "upstream-reset");
-            assert_eq!(seen.load(Ordering::SeqCst), 1, "{method} is not duplicated");
-            assert_eq!(accepted.load(Ordering::SeqCst), 1);
+            assert_eq!(seen.load(Ordering::SeqCst), 1, "{case} is not duplicated");
+            assert_eq!(accepted.load(Ordering::SeqCst), 1, "{case}");
         }
     }
 }
