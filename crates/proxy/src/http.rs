@@ -108,3 +108,31 @@ pub async fn until_drained<C>(
         tracing::debug!(%error, "{what} connection ended with an error");
     }
 }
+
+#[cfg(test)]
+mod resend_tests {
+    use super::*;
+
+    #[test]
+    fn only_idempotent_or_unsent_requests_go_out_again() {
+        for m in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
+            assert!(is_idempotent(m.as_bytes()), "{m}");
+            assert!(may_resend(true, true, false), "{m}");
+        }
+        for m in ["POST", "PATCH", "CONNECT", "get", "FOO"] {
+            assert!(!is_idempotent(m.as_bytes()), "{m}");
+        }
+        assert!(
+            !may_resend(false, true, false),
+            "a written POST is never duplicated"
+        );
+        assert!(
+            may_resend(false, false, false),
+            "a POST not fully written may go again"
+        );
+        assert!(
+            may_resend(false, true, true),
+            "a connection dead before writing"
+        );
+    }
+}
