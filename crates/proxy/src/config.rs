@@ -401,8 +401,28 @@ impl Config {
             }
             seen.push(addr);
         }
-        if self.inbound_forward == self.inbound_listen {
-            return Err(ConfigError::ForwardLoop(self.inbound_forward));
+        // The proxy never forwards to itself: not to the inbound listener, nor to any other
+        // of its listeners (an inbound forward to the outbound listener would be an open
+        // proxy carrying the pod's identity).
+        let own = [
+            self.inbound_listen,
+            self.outbound_listen,
+            self.admin_listen,
+            self.tap_listen,
+        ];
+        let forward = self.inbound_forward;
+        let is_own = |l: &SocketAddr| {
+            l.port() == forward.port()
+                && (l.ip() == forward.ip()
+                    || (l.ip().is_unspecified() && forward.ip().is_loopback()))
+        };
+        if forward == self.inbound_listen
+            || own
+                .iter()
+                .chain(self.upstreams.iter().map(|u| &u.local))
+                .any(|l| l.port() != 0 && is_own(l))
+        {
+            return Err(ConfigError::ForwardLoop(forward));
         }
         if self.inbound_require_identity && self.identity.is_none() {
             return Err(ConfigError::RequireWithoutIdentity);
@@ -457,6 +477,22 @@ mod tests {
 
         let u: UpstreamSpec = "[::1]:7003=[::1]:80".parse().unwrap();
         assert_eq!(u.target.to_string(), "[::1]:80");
+    }
+
+    #[test]
+    fn inbound_never_forwards_to_the_proxys_own_listeners() {
+        let app: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let mut config = Config::for_tests(app);
+        config.admin_listen = "0.0.0.0:4191".parse().unwrap();
+        config.outbound_listen = "127.0.0.1:4140".parse().unwrap();
+        assert!(config.validate().is_ok());
+        for own in ["127.0.0.1:4140", "127.0.0.1:4191"] {
+            config.inbound_forward = own.parse().unwrap();
+            assert!(
+                matches!(config.validate(), Err(ConfigError::ForwardLoop(_))),
+                "{own}"
+            );
+        }
     }
 
     #[test]

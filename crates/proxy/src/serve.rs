@@ -219,10 +219,14 @@ async fn serve_protocol<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    // Redirected inbound traffic for one of the proxy's own ports is refused: HTTP gets
+    // Redirected traffic for one of the proxy's own ports (inbound: the pod's own address, so
+    // any of its listeners' ports; outbound: one of its listeners) is refused: HTTP gets
     // `loop-detected`, anything else is closed and counted.
     let inbound_loop = matches!(&*kind, ListenerKind::Inbound { .. })
         && orig_dst.is_some_and(|o| side.is_own_port(o.port()));
+    let looped = inbound_loop
+        || (matches!(&*kind, ListenerKind::Outbound)
+            && orig_dst.is_some_and(|o| side.is_own_listener(o)));
     match protocol {
         Protocol::Http1 | Protocol::Http2 => {
             let dest = match (&*kind, target) {
@@ -252,8 +256,8 @@ async fn serve_protocol<I>(
             let svc = HttpService::new(side.clone(), dest, meta);
             crate::http::serve(protocol, io, svc, &side).await;
         }
-        Protocol::Tls | Protocol::Opaque if inbound_loop => {
-            tracing::debug!(orig_dst = ?orig_dst, "refusing inbound traffic for the proxy's own port");
+        Protocol::Tls | Protocol::Opaque if looped => {
+            tracing::debug!(orig_dst = ?orig_dst, "refusing redirected traffic for the proxy's own port");
             side.registry.error(
                 side.direction,
                 crate::metrics::ErrorKind::Tcp,
