@@ -16,38 +16,11 @@ use ferry_api::{metrics as names, ProxyErrorReason};
 mod text;
 
 mod authority;
+mod bounds;
 
 pub use authority::{authority_label, INVALID};
-
-/// Bounds on what the registry keeps and renders, so that no client can grow the proxy's
-/// memory or its scrapes without bound (issue #20). Each has a flag (see `docs/metrics.md`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Most label sets per family (HTTP, TCP) and per direction. Past it, new label sets
-    /// are not created (their traffic is not counted) and
-    /// `proxy_metrics_series_dropped_total` counts each refusal.
-    pub max_series: usize,
-    /// Largest `/metrics` body, in bytes (roughly: a series is never cut in half). Series
-    /// past it are left out of that scrape, and `proxy_metrics_render_skipped_series` says
-    /// how many.
-    pub max_render_bytes: usize,
-}
-
-impl Limits {
-    /// The default series cap per family and direction.
-    pub const DEFAULT_MAX_SERIES: usize = 1024;
-    /// The default rendered-size cap: 8 MiB.
-    pub const DEFAULT_MAX_RENDER_BYTES: usize = 8 * 1024 * 1024;
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_series: Self::DEFAULT_MAX_SERIES,
-            max_render_bytes: Self::DEFAULT_MAX_RENDER_BYTES,
-        }
-    }
-}
+pub use bounds::Limits;
+use bounds::{checked, Family};
 
 /// Which side of the proxy traffic is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -283,41 +256,6 @@ pub enum ErrorKind {
     Tcp,
 }
 
-/// The series of one family: label sets (counted per direction, for the cap) and their
-/// counters; refused label sets all share one handle that is never rendered.
-struct Family<K, V> {
-    map: HashMap<K, Arc<V>>,
-    per_direction: [usize; 2],
-    dropped: [u64; 2],
-    detached: Arc<V>,
-}
-
-impl<K, V: Default> Default for Family<K, V> {
-    fn default() -> Self {
-        Self {
-            map: HashMap::new(),
-            per_direction: [0; 2],
-            dropped: [0; 2],
-            detached: Arc::default(),
-        }
-    }
-}
-
-impl<K: Eq + std::hash::Hash, V: Default> Family<K, V> {
-    fn get_or_insert(&mut self, key: K, direction: Direction, max: usize) -> Arc<V> {
-        if let Some(v) = self.map.get(&key) {
-            return v.clone();
-        }
-        let d = direction.index();
-        if self.per_direction[d] >= max {
-            self.dropped[d] += 1;
-            return self.detached.clone();
-        }
-        self.per_direction[d] += 1;
-        self.map.entry(key).or_default().clone()
-    }
-}
-
 /// Every metric of one proxy.
 pub struct Registry {
     limits: Limits,
@@ -337,15 +275,6 @@ impl Default for Registry {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a metrics lock leaves plain counters, which are still valid.
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// `label` itself when it is a valid `host[:port]`, else [`INVALID`].
-fn checked(label: Arc<str>) -> Arc<str> {
-    if authority_label(&label) == INVALID && !label.is_empty() {
-        INVALID.into()
-    } else {
-        label
-    }
 }
 
 impl Registry {
