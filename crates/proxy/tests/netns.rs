@@ -339,6 +339,20 @@ fn traffic_reaches_the_app_only_through_the_proxy() {
     assert_eq!(admin("/state", &net.client, POD_IP), "403");
     assert_eq!(admin("/proxy-log-level", &net.client, POD_IP), "403");
     assert_eq!(admin("/state", &net.pod, "127.0.0.1"), "200");
+    // Opaque bytes for the proxy's own port are refused too: closed, counted as a loop.
+    let opaque =
+        format!("exec 3<>/dev/tcp/{POD_IP}/4140; printf '\\001\\002opaque\\n' >&3; cat <&3");
+    let out = Net::command(&net.client, "0", "timeout")
+        .args(["5", "bash", "-c", &opaque])
+        .output()
+        .expect("bash is installed");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let metrics = wait("the refusal to be counted", Duration::from_secs(10), || {
+        let text = Net::curl(&net.pod, "0", "http://127.0.0.1:4191/metrics")?;
+        let want = [("error", "loop-detected")];
+        (metric_sum(&text, "inbound_tcp_errors_total", &want) >= 1.0).then_some(text)
+    });
+    assert!(metrics.contains("inbound_tcp_errors_total"));
 
     // The documented opt-in for apps that only listen on loopback reaches them again, and
     // still refuses the proxy's own ports.
