@@ -60,3 +60,21 @@ impl Discovery for StaticDiscovery {
         self.tx.subscribe()
     }
 }
+
+/// The backend `run` chose, as one type.
+#[derive(Clone, Debug)]
+pub enum AnyDiscovery {
+    /// The workloads file.
+    File(file::FileDiscovery),
+    /// The Kubernetes API.
+    Kubernetes(kubernetes::KubeDiscovery),
+}
+
+impl Discovery for AnyDiscovery {
+    fn watch(&self) -> watch::Receiver<Arc<ClusterState>> {
+        match self {
+            Self::File(file) => file.watch(),
+            Self::Kubernetes(kube) => kube.watch(),
+        }
+    }
+}
