@@ -120,6 +120,12 @@ impl FakeKubeApi {
         self.world.lock().unwrap().get(kind, namespace, name)
     }
 
+    /// Answers TokenReviews of `token` for `audiences` with `response` from now on.
+    pub fn answer_token_review(&self, token: &str, audiences: &[&str], response: Value) {
+        let mut world = self.world.lock().unwrap();
+        world.answer_token_review(token, audiences, response);
+    }
+
     /// Compacts history: every RV up to now becomes too old, open watches are cut, and
     /// the next watch from an old RV gets the in-stream `410 Gone`, so clients re-list.
     pub fn compact(&self) {

@@ -160,6 +160,7 @@ pub struct World {
     live: broadcast::Sender<Arc<Event>>,
     cut: watch::Sender<u64>,
     reviews: HashMap<ReviewKey, Vec<Value>>,
+    overrides: HashMap<ReviewKey, Value>,
     /// Every request, `METHOD path[?watch]`.
     pub log: Vec<String>,
 }
@@ -175,6 +176,7 @@ impl World {
             live: broadcast::channel(4096).0,
             cut: watch::channel(0).0,
             reviews: HashMap::new(),
+            overrides: HashMap::new(),
             log: Vec::new(),
         }
     }
@@ -337,9 +339,19 @@ impl World {
         }
     }
 
+    /// Answers TokenReviews of `token` for `audiences` with `response` from now on, before
+    /// any recorded answer.
+    pub fn answer_token_review(&mut self, token: &str, audiences: &[&str], response: Value) {
+        let audiences = Some(audiences.iter().map(|a| a.to_string()).collect());
+        self.overrides.insert((token.to_string(), audiences), response);
+    }
+
     /// Answers a TokenReview: the recorded answer for its token and audiences. A
     /// pod-bound token is valid only while its pod exists (as the API server checks).
     pub fn review(&self, request: &Value) -> Value {
+        if let Some(answer) = self.overrides.get(&review_key(request)) {
+            return answer.clone();
+        }
         let candidates = self.reviews.get(&review_key(request));
         let pod_alive = |answer: &Value| {
             let user = &answer["status"]["user"];

@@ -16,6 +16,7 @@
 //! needs, and identity asks TokenReview about the token itself.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -87,6 +88,7 @@ pub async fn client(source: &KubeSource) -> Result<Client, KubeClientError> {
 pub struct KubeDiscovery {
     tx: Arc<watch::Sender<Arc<ClusterState>>>,
     synced: watch::Receiver<bool>,
+    published: Arc<AtomicU64>,
     _tasks: Arc<Tasks>,
 }
 
@@ -164,7 +166,9 @@ impl KubeDiscovery {
             replica_sets: start(&client, &changed, &mut reflect),
             jobs: start(&client, &changed, &mut reflect),
         };
+        let published = Arc::new(AtomicU64::new(0));
         let publisher = Publisher {
+            published: published.clone(),
             stores,
             changed,
             tx: Arc::downgrade(&tx),
@@ -176,8 +180,14 @@ impl KubeDiscovery {
         Self {
             tx,
             synced,
+            published,
             _tasks: Arc::new(Tasks(tasks)),
         }
+    }
+
+    /// How many distinct states have been published so far (to check coalescing).
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
     }
 
     /// Returns once the first complete state has been published.
@@ -236,6 +246,7 @@ struct Publisher {
     domains: Domains,
     coalesce: Duration,
     synced: watch::Sender<bool>,
+    published: Arc<AtomicU64>,
 }
 
 impl Publisher {
@@ -254,13 +265,16 @@ impl Publisher {
                     "Kubernetes discovery synced"
                 );
             }
-            tx.send_if_modified(|current| {
+            let sent = tx.send_if_modified(|current| {
                 let changed = **current != state;
                 if changed {
                     *current = Arc::new(state);
                 }
                 changed
             });
+            if sent {
+                self.published.fetch_add(1, Ordering::Relaxed);
+            }
             drop(tx);
             self.synced.send_replace(true);
             tokio::time::sleep(self.coalesce).await;
