@@ -132,11 +132,11 @@ impl FakeKubeApi {
         self.world.lock().unwrap().compact();
     }
 
-    /// How many requests of each `METHOD path?watch` shape were served (lists vs
-    /// watches), to see that a client re-listed.
-    pub fn requests(&self, pattern: &str) -> usize {
+    /// How many requests were exactly `METHOD path` (a list) or `METHOD path?watch` (a
+    /// watch), to see that a client re-listed.
+    pub fn requests(&self, request: &str) -> usize {
         let world = self.world.lock().unwrap();
-        world.log.iter().filter(|l| l.contains(pattern)).count()
+        world.log.iter().filter(|l| *l == request).count()
     }
 
     /// "Restarts" the server: drops every connection, refuses connections for `down`,

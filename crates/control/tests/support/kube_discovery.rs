@@ -74,10 +74,12 @@ pub fn found(state: &ClusterState, lookup: &Lookup) -> EndpointSet {
     }
 }
 
-/// The endpoints' addresses as strings, sorted.
+/// The endpoints' addresses as strings, sorted (none when the name does not exist).
 pub fn addrs(state: &ClusterState, lookup: &Lookup) -> Vec<String> {
-    let set = found(state, lookup);
-    set.endpoints.keys().map(ToString::to_string).collect()
+    match resolve(state, lookup) {
+        Resolution::Found(set) => set.endpoints.keys().map(ToString::to_string).collect(),
+        Resolution::NotFound => Vec::new(),
+    }
 }
 
 fn sock(s: &str) -> SocketAddr {
