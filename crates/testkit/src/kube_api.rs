@@ -139,6 +139,11 @@ impl FakeKubeApi {
         world.log.iter().filter(|l| *l == request).count()
     }
 
+    /// How many watches were answered with the in-stream `410 Gone`.
+    pub fn gone_answers(&self) -> usize {
+        self.world.lock().unwrap().gone
+    }
+
     /// "Restarts" the server: drops every connection, refuses connections for `down`,
     /// then serves again on the same address with the same world.
     pub async fn restart(&self, down: Duration) {

@@ -163,6 +163,8 @@ pub struct World {
     overrides: HashMap<ReviewKey, Value>,
     /// Every request, `METHOD path[?watch]`.
     pub log: Vec<String>,
+    /// How many watches were answered `410 Gone`.
+    pub gone: usize,
 }
 
 impl World {
@@ -178,6 +180,7 @@ impl World {
             reviews: HashMap::new(),
             overrides: HashMap::new(),
             log: Vec::new(),
+            gone: 0,
         }
     }
 
@@ -285,7 +288,7 @@ impl World {
     /// Starts a watch: `Err` is the `ERROR` 410 event for a compacted RV. Without an RV
     /// (or `0`), or with `sendInitialEvents`, every current object comes first as `ADDED`.
     pub fn watch(
-        &self,
+        &mut self,
         kind: &Kind,
         namespace: Option<String>,
         selector: &str,
@@ -305,6 +308,7 @@ impl World {
             _ if send_initial => self.items(kind, namespace.as_deref(), selector).map(typed).collect(),
             None | Some(0) => self.items(kind, namespace.as_deref(), selector).map(typed).collect(),
             Some(rv) if rv < self.compacted => {
+                self.gone += 1;
                 return Err(json!({"type":"ERROR","object":{"kind":"Status","apiVersion":"v1",
                     "metadata":{},"status":"Failure",
                     "message":"The resourceVersion for the provided watch is too old.",

@@ -436,8 +436,9 @@ async fn restart_and_410_resync_never_drop_a_streams_endpoints() {
     api.restart(Duration::from_millis(700)).await;
     // History is compacted: the next watch from a known RV gets 410 and must re-list.
     api.compact();
-    let relisted = ferry_testkit::wait_until(SHOWS, "pods re-listed", || async {
-        (api.requests("GET /api/v1/pods") > lists_before + 0).then_some(())
+    let relisted = ferry_testkit::wait_until(SHOWS, "pods re-listed after a 410", || async {
+        let relisted = api.requests("GET /api/v1/pods") > lists_before;
+        (relisted && api.gone_answers() >= 1).then_some(())
     });
     relisted.await.unwrap();
     // Nothing was removed in between.
