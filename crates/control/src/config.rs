@@ -236,7 +236,11 @@ impl Config {
                         &args.cluster_domain,
                         DEFAULT_CLUSTER_DOMAIN,
                     )?,
-                    trust_domain: domain("--trust-domain", &args.trust_domain, DEFAULT_TRUST_DOMAIN)?,
+                    trust_domain: domain(
+                        "--trust-domain",
+                        &args.trust_domain,
+                        DEFAULT_TRUST_DOMAIN,
+                    )?,
                 };
                 (discovery, TokenValidation::TokenReview)
             }
@@ -303,7 +307,9 @@ fn is_domain(s: &str) -> bool {
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })

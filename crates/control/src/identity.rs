@@ -22,12 +22,12 @@ use std::time::Duration;
 
 use ferry_api::control_api::{CertificateInfo, IdentityInfo};
 
+use crate::model::ObjectRef;
 use ca::{Ca, CertSummary};
 use material::{CaSource, MaterialError};
 use service::IdentityService;
 use tokenreview::TokenReviewer;
 use tokens::{LocalTokens, TokenError, TokenValidator};
-use crate::model::ObjectRef;
 
 /// How long issued workload certificates are valid unless configured (Linkerd's default).
 pub const DEFAULT_CERT_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);

@@ -52,8 +52,8 @@ use discovery::file::{FileDiscovery, FileDiscoveryError};
 use discovery::kube_build::Domains;
 use discovery::kubernetes::{KubeClientError, KubeDiscovery, DEFAULT_COALESCE};
 use discovery::{AnyDiscovery, Discovery};
-use identity::tokenreview::TokenReviewer;
 use identity::material::MaterialError;
+use identity::tokenreview::TokenReviewer;
 use identity::Identity;
 
 /// How long [`run`] lets connections take to close once shutdown has begun. A client that

@@ -163,9 +163,17 @@ async fn runs_on_kubernetes_from_a_kubeconfig_with_tokenreview() {
     let path = "/api/v1/endpoints?authority=web-svc.emojivoto.svc.cluster.local:80";
     let (status, endpoints) = http_get(bound["api"], path).await;
     assert_eq!(status, 200, "{endpoints}");
-    assert_eq!(endpoints["endpoints"].as_array().map(Vec::len), Some(2), "{endpoints}");
+    assert_eq!(
+        endpoints["endpoints"].as_array().map(Vec::len),
+        Some(2),
+        "{endpoints}"
+    );
     let (_, identity) = http_get(bound["api"], "/api/v1/identity").await;
-    assert_eq!(identity["trustDomain"].as_str(), Some("cluster.local"), "{identity}");
+    assert_eq!(
+        identity["trustDomain"].as_str(),
+        Some("cluster.local"),
+        "{identity}"
+    );
     // TokenReview mode writes no local tokens.
     assert!(!dir.path().join("tokens").exists());
     assert!(fake.requests("GET /api/v1/pods") >= 1);

@@ -126,6 +126,12 @@ impl FakeKubeApi {
         world.answer_token_review(token, audiences, response);
     }
 
+    /// Sends a `BOOKMARK` (at the current RV, shaped per kind) to every open watch that
+    /// allows bookmarks, as a watch cache does periodically.
+    pub fn bookmark(&self) {
+        self.world.lock().unwrap().bookmark();
+    }
+
     /// Compacts history: every RV up to now becomes too old, open watches are cut, and
     /// the next watch from an old RV gets the in-stream `410 Gone`, so clients re-list.
     pub fn compact(&self) {
@@ -216,16 +222,25 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Response<Bo
         return status(405, "MethodNotAllowed", "the fake API server only reads");
     }
     let Some((kind, namespace)) = Kind::route(&path) else {
-        return status(404, "NotFound", &format!("the server could not find {path}"));
+        return status(
+            404,
+            "NotFound",
+            &format!("the server could not find {path}"),
+        );
     };
     let selector = query.get("labelSelector").cloned().unwrap_or_default();
     if !watching {
-        let list = world.lock().unwrap().list(kind, namespace.as_deref(), &selector);
+        let list = world
+            .lock()
+            .unwrap()
+            .list(kind, namespace.as_deref(), &selector);
         return json_response(StatusCode::OK, &list);
     }
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
     let send_initial = query.get("sendInitialEvents").map(String::as_str) == Some("true");
-    let rv = query.get("resourceVersion").and_then(|v| v.parse::<u64>().ok());
+    let rv = query
+        .get("resourceVersion")
+        .and_then(|v| v.parse::<u64>().ok());
     let bookmarks = query.get("allowWatchBookmarks").map(String::as_str) == Some("true");
     let timeout = query
         .get("timeoutSeconds")
@@ -262,6 +277,10 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Response<Bo
                 event = live.recv() => event,
             };
             let text = match event {
+                Ok(event) if event.is_bookmark() => match bookmarks {
+                    true => line(&kind.bookmark(event.rv(), false)),
+                    false => continue,
+                },
                 Ok(event) => match event.matches(kind, namespace.as_deref(), &selector) {
                     Some(value) => line(&value),
                     None => continue,

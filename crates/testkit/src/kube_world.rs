@@ -48,10 +48,34 @@ pub static KINDS: &[Kind] = &[
     kind("Service", "v1", "/api/v1", "services", true),
     kind("ServiceAccount", "v1", "/api/v1", "serviceaccounts", true),
     kind("Endpoints", "v1", "/api/v1", "endpoints", true),
-    kind("EndpointSlice", "discovery.k8s.io/v1", "/apis/discovery.k8s.io/v1", "endpointslices", true),
-    kind("ReplicaSet", "apps/v1", "/apis/apps/v1", "replicasets", true),
-    kind("Deployment", "apps/v1", "/apis/apps/v1", "deployments", true),
-    kind("StatefulSet", "apps/v1", "/apis/apps/v1", "statefulsets", true),
+    kind(
+        "EndpointSlice",
+        "discovery.k8s.io/v1",
+        "/apis/discovery.k8s.io/v1",
+        "endpointslices",
+        true,
+    ),
+    kind(
+        "ReplicaSet",
+        "apps/v1",
+        "/apis/apps/v1",
+        "replicasets",
+        true,
+    ),
+    kind(
+        "Deployment",
+        "apps/v1",
+        "/apis/apps/v1",
+        "deployments",
+        true,
+    ),
+    kind(
+        "StatefulSet",
+        "apps/v1",
+        "/apis/apps/v1",
+        "statefulsets",
+        true,
+    ),
     kind("DaemonSet", "apps/v1", "/apis/apps/v1", "daemonsets", true),
     kind("Job", "batch/v1", "/apis/batch/v1", "jobs", true),
     kind("CronJob", "batch/v1", "/apis/batch/v1", "cronjobs", true),
@@ -84,7 +108,8 @@ impl Kind {
         if initial_end {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let mut object = json!({"kind": self.kind, "apiVersion": self.api_version, "metadata": metadata});
+        let mut object =
+            json!({"kind": self.kind, "apiVersion": self.api_version, "metadata": metadata});
         if self.kind == "Pod" {
             object["spec"] = json!({"containers": null});
             object["status"] = json!({});
@@ -104,6 +129,16 @@ pub struct Event {
 }
 
 impl Event {
+    /// Whether this is a bookmark for every open watch (each gets its own kind's shape).
+    pub fn is_bookmark(&self) -> bool {
+        self.kind == BOOKMARK
+    }
+
+    /// The resourceVersion the event happened at.
+    pub fn rv(&self) -> u64 {
+        self.rv
+    }
+
     /// The event's JSON when a watch of `kind` in `namespace` with `selector` sees it.
     pub fn matches(&self, kind: &Kind, namespace: Option<&str>, selector: &str) -> Option<Value> {
         let seen = self.kind == kind.kind
@@ -137,6 +172,9 @@ fn selects(selector: &str, labels: &BTreeMap<String, String>) -> bool {
         }
     })
 }
+
+/// The pseudo-kind of events that stand for a `BOOKMARK` to every watch.
+const BOOKMARK: &str = "*bookmark";
 
 type Key = (&'static str, String, String);
 type ReviewKey = (String, Option<Vec<String>>);
@@ -206,7 +244,11 @@ impl World {
         self.rv += 1;
         object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         object["apiVersion"] = json!(kind.api_version);
-        let type_ = if self.objects.contains_key(&key) { "MODIFIED" } else { "ADDED" };
+        let type_ = if self.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
         self.emit(kind, &key, type_, object.clone());
         strip_type(&mut object);
         self.objects.insert(key, object);
@@ -245,6 +287,18 @@ impl World {
             value: json!({"type": type_, "object": object}),
         });
         self.history.push(event.clone());
+        let _ = self.live.send(event);
+    }
+
+    /// Sends a `BOOKMARK` at the current RV to every open watch that allows them.
+    pub fn bookmark(&mut self) {
+        let event = Arc::new(Event {
+            rv: self.rv,
+            kind: BOOKMARK,
+            namespace: String::new(),
+            labels: BTreeMap::new(),
+            value: Value::Null,
+        });
         let _ = self.live.send(event);
     }
 
@@ -305,14 +359,22 @@ impl World {
             json!({"type": "ADDED", "object": v})
         };
         let backlog = match rv {
-            _ if send_initial => self.items(kind, namespace.as_deref(), selector).map(typed).collect(),
-            None | Some(0) => self.items(kind, namespace.as_deref(), selector).map(typed).collect(),
+            _ if send_initial => self
+                .items(kind, namespace.as_deref(), selector)
+                .map(typed)
+                .collect(),
+            None | Some(0) => self
+                .items(kind, namespace.as_deref(), selector)
+                .map(typed)
+                .collect(),
             Some(rv) if rv < self.compacted => {
                 self.gone += 1;
-                return Err(json!({"type":"ERROR","object":{"kind":"Status","apiVersion":"v1",
+                return Err(
+                    json!({"type":"ERROR","object":{"kind":"Status","apiVersion":"v1",
                     "metadata":{},"status":"Failure",
                     "message":"The resourceVersion for the provided watch is too old.",
-                    "reason":"Expired","code":410}}));
+                    "reason":"Expired","code":410}}),
+                );
             }
             Some(rv) => self
                 .history
@@ -339,7 +401,10 @@ impl World {
             };
             let request = read(&name);
             let response = read(&name.replace(".request.", ".response."));
-            self.reviews.entry(review_key(&request)).or_default().push(response);
+            self.reviews
+                .entry(review_key(&request))
+                .or_default()
+                .push(response);
         }
     }
 
@@ -347,7 +412,8 @@ impl World {
     /// any recorded answer.
     pub fn answer_token_review(&mut self, token: &str, audiences: &[&str], response: Value) {
         let audiences = Some(audiences.iter().map(|a| a.to_string()).collect());
-        self.overrides.insert((token.to_string(), audiences), response);
+        self.overrides
+            .insert((token.to_string(), audiences), response);
     }
 
     /// Answers a TokenReview: the recorded answer for its token and audiences. A
@@ -368,7 +434,10 @@ impl World {
         };
         let authenticated = |a: &&Value| a["status"]["authenticated"] == json!(true);
         let candidates = candidates.into_iter().flatten();
-        let valid = candidates.clone().filter(authenticated).find(|a| pod_alive(a));
+        let valid = candidates
+            .clone()
+            .filter(authenticated)
+            .find(|a| pod_alive(a));
         let refused = candidates.clone().find(|a| !authenticated(a));
         match valid.or(refused) {
             Some(answer) => answer.clone(),

@@ -82,10 +82,7 @@ pub fn build(snapshot: &Snapshot, domains: &Domains) -> ClusterState {
 }
 
 fn key_of(meta: &ObjectMeta) -> Option<ObjectRef> {
-    Some(ObjectRef::new(
-        meta.namespace.clone()?,
-        meta.name.clone()?,
-    ))
+    Some(ObjectRef::new(meta.namespace.clone()?, meta.name.clone()?))
 }
 
 fn controller(meta: &ObjectMeta) -> Option<&OwnerReference> {
@@ -230,7 +227,10 @@ fn add_services(state: &mut ClusterState, snapshot: &Snapshot) {
             continue;
         };
         if matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
-            slices.entry(ObjectRef::new(ns, svc)).or_default().push(slice);
+            slices
+                .entry(ObjectRef::new(ns, svc))
+                .or_default()
+                .push(slice);
         }
     }
     for svc in &snapshot.services {
@@ -244,8 +244,14 @@ fn add_services(state: &mut ClusterState, snapshot: &Snapshot) {
             continue;
         }
         let mut service = Service::default();
-        let ips = spec.cluster_ips.iter().flatten().chain(spec.cluster_ip.iter());
-        service.cluster_ips = ips.filter_map(|ip| ip.parse().ok()).collect::<BTreeSet<_>>();
+        let ips = spec
+            .cluster_ips
+            .iter()
+            .flatten()
+            .chain(spec.cluster_ip.iter());
+        service.cluster_ips = ips
+            .filter_map(|ip| ip.parse().ok())
+            .collect::<BTreeSet<_>>();
         let backing = slices.get(&key).map(Vec::as_slice).unwrap_or_default();
         for port in spec.ports.iter().flatten() {
             if port.protocol.as_deref().is_some_and(|p| p != "TCP") {
@@ -284,7 +290,10 @@ fn endpoints(
             p.name.as_deref().unwrap_or_default() == name
                 && p.protocol.as_deref().is_none_or(|p| p == "TCP")
         });
-        let Some(number) = port.and_then(|p| p.port).and_then(|p| u16::try_from(p).ok()) else {
+        let Some(number) = port
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
             continue;
         };
         target.get_or_insert(number);

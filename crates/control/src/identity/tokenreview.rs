@@ -109,17 +109,29 @@ mod tests {
 
     #[test]
     fn recorded_reviews_map_to_accounts_or_reasons() {
-        let web = account(&status("tokenreview-valid.response.json"), IDENTITY_TOKEN_AUDIENCE);
+        let web = account(
+            &status("tokenreview-valid.response.json"),
+            IDENTITY_TOKEN_AUDIENCE,
+        );
         assert_eq!(web.unwrap(), ObjectRef::new("emojivoto", "web"));
         let bound = status("tokenreview-pod-bound-valid.response.json");
         assert!(account(&bound, IDENTITY_TOKEN_AUDIENCE).is_ok());
         // The audience must be echoed: a review for another audience proves nothing.
         let other = account(&bound, "other.audience");
-        assert!(matches!(other, Err(TokenError::Audience { .. })), "{other:?}");
+        assert!(
+            matches!(other, Err(TokenError::Audience { .. })),
+            "{other:?}"
+        );
         for (file, reason) in [
             ("tokenreview-garbage.response.json", "invalid bearer token"),
-            ("tokenreview-wrong-audience.response.json", "wrong.audience.example"),
-            ("tokenreview-pod-bound-after-pod-deleted.response.json", "invalidated"),
+            (
+                "tokenreview-wrong-audience.response.json",
+                "wrong.audience.example",
+            ),
+            (
+                "tokenreview-pod-bound-after-pod-deleted.response.json",
+                "invalidated",
+            ),
         ] {
             let error = account(&status(file), IDENTITY_TOKEN_AUDIENCE).unwrap_err();
             assert!(matches!(error, TokenError::Refused(_)), "{file}: {error:?}");
@@ -128,6 +140,9 @@ mod tests {
         let mut user = status("tokenreview-valid.response.json");
         user.user.as_mut().unwrap().username = Some("admin".into());
         let error = account(&user, IDENTITY_TOKEN_AUDIENCE).unwrap_err();
-        assert!(matches!(error, TokenError::NotServiceAccount(_)), "{error:?}");
+        assert!(
+            matches!(error, TokenError::NotServiceAccount(_)),
+            "{error:?}"
+        );
     }
 }

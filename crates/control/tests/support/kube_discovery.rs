@@ -30,7 +30,9 @@ pub async fn discovery(api: &FakeKubeApi) -> KubeDiscovery {
         kubeconfig: Some(api.kubeconfig().to_path_buf()),
         context: None,
     };
-    let client = client(&source).await.expect("client from the fake kubeconfig");
+    let client = client(&source)
+        .await
+        .expect("client from the fake kubeconfig");
     let domains = Domains {
         cluster_domain: "cluster.local".into(),
         trust_domain: "cluster.local".into(),
@@ -126,13 +128,21 @@ async fn emojivoto_resolves_with_labels_and_identity_when_meshed() {
     assert_eq!(gb64m.identity, None, "not meshed yet");
     let key = ObjectRef::new(NS, "web-6fcf748b99-gb64m");
     assert_eq!(state.instances[&key].admin_addr, None);
-    assert_eq!(state.workloads[&ObjectRef::new(NS, "web")].kind, "deployment");
+    assert_eq!(
+        state.workloads[&ObjectRef::new(NS, "web")].kind,
+        "deployment"
+    );
 
+    // Bookmarks (a Pod's carries `"containers":null`) only move the watches' RV on.
+    api.bookmark();
     api.apply(meshed(&api, "web-6fcf748b99-gb64m"));
     let state = until(&mut rx, "gb64m meshed", |s| s.instances[&key].meshed).await;
     let web = found(&state, &service(WEB_SVC, 80));
     let identity = dns_name("web", NS, "cluster.local");
-    assert_eq!(web.endpoints[&sock("10.244.0.15:8080")].identity, Some(identity));
+    assert_eq!(
+        web.endpoints[&sock("10.244.0.15:8080")].identity,
+        Some(identity)
+    );
     assert_eq!(web.endpoints[&sock("10.244.0.14:8080")].identity, None);
     let instance = &state.instances[&key];
     assert_eq!(instance.admin_addr, Some(sock("10.244.0.15:4191")));
@@ -160,7 +170,9 @@ fn recorded_events() -> Vec<(u64, Value)> {
         let path = ferry_testkit::kube_api::fixtures_dir().join(format!("watch/{stream}.ndjson"));
         for line in std::fs::read_to_string(path).unwrap().lines() {
             let event: Value = serde_json::from_str(line).unwrap();
-            let rv = event["object"]["metadata"]["resourceVersion"].as_str().unwrap();
+            let rv = event["object"]["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap();
             events.push((rv.parse().unwrap(), event));
         }
     }
@@ -177,18 +189,26 @@ async fn recorded_watch_not_ready_terminating_and_replacement() {
     // (a) voting's pod turns not ready: its endpoint leaves, the service still exists.
     replay(&api, &events, 0, 385);
     let voting = service("voting-svc", 8080);
-    let state = until(&mut rx, "voting not ready", |s| addrs(s, &voting).is_empty()).await;
+    let state = until(&mut rx, "voting not ready", |s| {
+        addrs(s, &voting).is_empty()
+    })
+    .await;
     assert!(matches!(resolve(&state, &voting), Resolution::Found(_)));
     // (b) the scale-up pod's endpoint appears only once ready; (c) the deleted pod's
     // endpoint leaves as soon as it terminates, while still `serving`.
     replay(&api, &events, 386, 413);
     let web = service(WEB_SVC, 80);
     let want = ["10.244.0.15:8080", "10.244.0.16:8080"];
-    until(&mut rx, "terminating .14 left out", |s| addrs(s, &web) == want).await;
+    until(&mut rx, "terminating .14 left out", |s| {
+        addrs(s, &web) == want
+    })
+    .await;
     replay(&api, &events, 414, 10_000);
     let want = ["10.244.0.15:8080", "10.244.0.16:8080", "10.244.0.17:8080"];
     let state = until(&mut rx, "replacement .17 ready", |s| addrs(s, &web) == want).await;
-    assert!(!state.instances.contains_key(&ObjectRef::new(NS, "web-6fcf748b99-4pd44")));
+    assert!(!state
+        .instances
+        .contains_key(&ObjectRef::new(NS, "web-6fcf748b99-4pd44")));
     let s468g = &found(&state, &web).endpoints[&sock("10.244.0.17:8080")];
     assert_eq!(s468g.labels["deployment"], "web");
 }
@@ -196,16 +216,20 @@ async fn recorded_watch_not_ready_terminating_and_replacement() {
 /// A ReplicaSet of `deployment` and one ready pod of it at `ip`, labelled `app`.
 fn workload(api: &FakeKubeApi, deployment: &str, pod: &str, ip: &str, app: &str) {
     let rs = format!("{deployment}-5d8f");
-    api.apply(json!({"kind": "ReplicaSet", "metadata": {"name": rs, "namespace": NS,
+    api.apply(
+        json!({"kind": "ReplicaSet", "metadata": {"name": rs, "namespace": NS,
         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment,
             "uid": "u1", "controller": true}]},
-        "spec": {"selector": {"matchLabels": {"app": app}}}}));
-    api.apply(json!({"kind": "Pod", "metadata": {"name": pod, "namespace": NS,
+        "spec": {"selector": {"matchLabels": {"app": app}}}}),
+    );
+    api.apply(
+        json!({"kind": "Pod", "metadata": {"name": pod, "namespace": NS,
         "creationTimestamp": "2026-11-21T16:00:00Z", "labels": {"app": app},
         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs,
             "uid": "u2", "controller": true}]},
         "spec": {"serviceAccountName": deployment, "containers": [{"name": "app"}]},
-        "status": {"phase": "Running", "podIP": ip}}));
+        "status": {"phase": "Running", "podIP": ip}}),
+    );
 }
 
 fn slice_endpoint(ip: &str, pod: &str, ready: bool) -> Value {
@@ -226,8 +250,17 @@ async fn two_deployments_selector_change_and_named_port() {
     let api = FakeKubeApi::emojivoto().await;
     let discovery = discovery(&api).await;
     let mut rx = discovery.watch();
-    workload(&api, "web-canary", "web-canary-5d8f-x1", "10.244.0.40", "web-svc");
-    let mut recorded = with_kind(api.get("EndpointSlice", NS, "web-svc-qw6cn").unwrap(), "EndpointSlice");
+    workload(
+        &api,
+        "web-canary",
+        "web-canary-5d8f-x1",
+        "10.244.0.40",
+        "web-svc",
+    );
+    let mut recorded = with_kind(
+        api.get("EndpointSlice", NS, "web-svc-qw6cn").unwrap(),
+        "EndpointSlice",
+    );
     recorded["endpoints"]
         .as_array_mut()
         .unwrap()
@@ -237,7 +270,10 @@ async fn two_deployments_selector_change_and_named_port() {
     let state = until(&mut rx, "canary endpoint", |s| addrs(s, &web).len() == 3).await;
     let set = found(&state, &web);
     let by_deployment = |d: &str| {
-        let n = set.endpoints.values().filter(|e| e.labels.get("deployment").map(String::as_str) == Some(d));
+        let n = set
+            .endpoints
+            .values()
+            .filter(|e| e.labels.get("deployment").map(String::as_str) == Some(d));
         n.count()
     };
     assert_eq!((by_deployment("web"), by_deployment("web-canary")), (2, 1));
@@ -246,11 +282,15 @@ async fn two_deployments_selector_change_and_named_port() {
     // the resolved number under the service port's name.
     let mut svc = with_kind(api.get("Service", NS, WEB_SVC).unwrap(), "Service");
     svc["spec"]["selector"] = json!({"app": "web-canary"});
-    svc["spec"]["ports"] = json!([{"name": "http", "protocol": "TCP", "port": 80, "targetPort": "web-http"}]);
+    svc["spec"]["ports"] =
+        json!([{"name": "http", "protocol": "TCP", "port": 80, "targetPort": "web-http"}]);
     api.apply(svc);
     let canary = slice_endpoint("10.244.0.40", "web-canary-5d8f-x1", true);
     api.apply(slice("web-svc-qw6cn", WEB_SVC, "http", 9090, vec![canary]));
-    let state = until(&mut rx, "selector change", |s| addrs(s, &web) == ["10.244.0.40:9090"]).await;
+    let state = until(&mut rx, "selector change", |s| {
+        addrs(s, &web) == ["10.244.0.40:9090"]
+    })
+    .await;
     let port = &state.services[&ObjectRef::new(NS, WEB_SVC)].ports[&80];
     assert_eq!(port.target_port, 9090);
 }
@@ -263,46 +303,72 @@ async fn addresses_headless_and_reused_pod_ips() {
     let state = rx.borrow_and_update().clone();
     // A ClusterIP:port answers with the service port's endpoints, like its name.
     let cluster_ip = Lookup::Addr(sock("10.96.227.82:80"));
-    assert_eq!(addrs(&state, &cluster_ip), ["10.244.0.14:8080", "10.244.0.15:8080"]);
+    assert_eq!(
+        addrs(&state, &cluster_ip),
+        ["10.244.0.14:8080", "10.244.0.15:8080"]
+    );
     assert_eq!(found(&state, &cluster_ip).labels["service"], WEB_SVC);
     // A pod IP:port answers with that pod.
     let pod_ip = Lookup::Addr(sock("10.244.0.13:8080"));
     let set = found(&state, &pod_ip);
     assert_eq!(set.endpoints.len(), 1);
-    assert_eq!(set.endpoints.values().next().unwrap().labels["pod"], "voting-7c54cbc44c-j2l4p");
+    assert_eq!(
+        set.endpoints.values().next().unwrap().labels["pod"],
+        "voting-7c54cbc44c-j2l4p"
+    );
     // An unknown address is answered as is, without labels.
     let outside = found(&state, &Lookup::Addr(sock("192.0.2.1:443")));
     assert!(outside.endpoints.values().next().unwrap().labels.is_empty());
 
     // The voting pod is being deleted and its IP is already given to a new pod.
-    let mut old = with_kind(api.get("Pod", NS, "voting-7c54cbc44c-j2l4p").unwrap(), "Pod");
+    let mut old = with_kind(
+        api.get("Pod", NS, "voting-7c54cbc44c-j2l4p").unwrap(),
+        "Pod",
+    );
     old["metadata"]["deletionTimestamp"] = json!("2026-11-21T16:00:00Z");
     api.apply(old);
     workload(&api, "reuser", "reuser-5d8f-a", "10.244.0.13", "reuser");
     let owner = |s: &ClusterState| {
         let set = found(s, &pod_ip);
-        set.endpoints.values().next().unwrap().labels.get("pod").cloned()
+        set.endpoints
+            .values()
+            .next()
+            .unwrap()
+            .labels
+            .get("pod")
+            .cloned()
     };
-    until(&mut rx, "reused IP names the new pod", |s| owner(s).as_deref() == Some("reuser-5d8f-a")).await;
+    until(&mut rx, "reused IP names the new pod", |s| {
+        owner(s).as_deref() == Some("reuser-5d8f-a")
+    })
+    .await;
     api.delete("Pod", NS, "voting-7c54cbc44c-j2l4p");
     let state = until(&mut rx, "old pod gone", |s| {
-        !s.instances.contains_key(&ObjectRef::new(NS, "voting-7c54cbc44c-j2l4p"))
+        !s.instances
+            .contains_key(&ObjectRef::new(NS, "voting-7c54cbc44c-j2l4p"))
     })
     .await;
     assert_eq!(owner(&state).as_deref(), Some("reuser-5d8f-a"));
 
     // A headless service: `<pod>.<svc>.<ns>.svc...` is that pod alone.
-    api.apply(json!({"kind": "Service", "metadata": {"name": "web-hl", "namespace": NS},
+    api.apply(
+        json!({"kind": "Service", "metadata": {"name": "web-hl", "namespace": NS},
         "spec": {"clusterIP": "None", "clusterIPs": ["None"],
-            "ports": [{"name": "http", "protocol": "TCP", "port": 8080, "targetPort": 8080}]}}));
+            "ports": [{"name": "http", "protocol": "TCP", "port": 8080, "targetPort": 8080}]}}),
+    );
     let endpoints = vec![
         slice_endpoint("10.244.0.14", "web-6fcf748b99-4pd44", true),
         slice_endpoint("10.244.0.15", "web-6fcf748b99-gb64m", true),
     ];
     api.apply(slice("web-hl-abcde", "web-hl", "http", 8080, endpoints));
     let headless = service("web-hl", 8080);
-    let state = until(&mut rx, "headless service", |s| addrs(s, &headless).len() == 2).await;
-    assert!(state.services[&ObjectRef::new(NS, "web-hl")].cluster_ips.is_empty());
+    let state = until(&mut rx, "headless service", |s| {
+        addrs(s, &headless).len() == 2
+    })
+    .await;
+    assert!(state.services[&ObjectRef::new(NS, "web-hl")]
+        .cluster_ips
+        .is_empty());
     let one = Lookup::Service {
         namespace: NS.into(),
         name: "web-hl".into(),
@@ -328,7 +394,13 @@ async fn a_burst_of_events_is_published_coalesced() {
     let started = tokio::time::Instant::now();
     for i in 0..400u32 {
         let ip = format!("10.244.{}.{}", 1 + i / 250, 1 + i % 250);
-        workload(&api, &format!("burst{i}"), &format!("burst{i}-5d8f-a"), &ip, "burst");
+        workload(
+            &api,
+            &format!("burst{i}"),
+            &format!("burst{i}-5d8f-a"),
+            &ip,
+            "burst",
+        );
     }
     until(&mut rx, "the whole burst", |s| s.instances.len() >= 405).await;
     let elapsed = started.elapsed();
@@ -410,9 +482,13 @@ async fn restart_and_410_resync_never_drop_a_streams_endpoints() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(ferry_control::destination::serve(listener, discovery.clone(), async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(ferry_control::destination::serve(
+        listener,
+        discovery.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let _server = AbortOnDrop(server);
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -428,8 +504,13 @@ async fn restart_and_410_resync_never_drop_a_streams_endpoints() {
         .expect("Get answers")
         .expect("Get accepted")
         .into_inner();
-    let first = update_within(&mut stream, SHOWS).await.expect("first update");
-    assert_eq!(ips(&first), [sock("10.244.0.14:8080"), sock("10.244.0.15:8080")]);
+    let first = update_within(&mut stream, SHOWS)
+        .await
+        .expect("first update");
+    assert_eq!(
+        ips(&first),
+        [sock("10.244.0.14:8080"), sock("10.244.0.15:8080")]
+    );
 
     // The API server goes away for a while and comes back: the watches re-list.
     let lists_before = api.requests("GET /api/v1/pods");
@@ -442,18 +523,26 @@ async fn restart_and_410_resync_never_drop_a_streams_endpoints() {
     });
     relisted.await.unwrap();
     // Nothing was removed in between.
-    assert_eq!(update_within(&mut stream, Duration::from_millis(1500)).await, None);
+    assert_eq!(
+        update_within(&mut stream, Duration::from_millis(1500)).await,
+        None
+    );
     assert!(api.requests("GET /api/v1/pods?watch") >= 2);
 
     // After the resync, changes flow again.
-    let mut recorded = with_kind(api.get("EndpointSlice", NS, "web-svc-qw6cn").unwrap(), "EndpointSlice");
+    let mut recorded = with_kind(
+        api.get("EndpointSlice", NS, "web-svc-qw6cn").unwrap(),
+        "EndpointSlice",
+    );
     recorded["endpoints"]
         .as_array_mut()
         .unwrap()
         .push(slice_endpoint("10.244.0.15", "web-6fcf748b99-gb64m", true));
     recorded["endpoints"][2]["addresses"] = json!(["10.244.0.99"]);
     api.apply(recorded);
-    let next = update_within(&mut stream, SHOWS).await.expect("an update after resync");
+    let next = update_within(&mut stream, SHOWS)
+        .await
+        .expect("an update after resync");
     assert_eq!(ips(&next), [sock("10.244.0.99:8080")]);
     let _ = stop.send(());
 }

@@ -41,11 +41,22 @@ async fn tokenreview_allows_denies_and_checks_the_audience() {
     let api = FakeKubeApi::emojivoto().await;
     let reviewer = reviewer(&api).await;
     let web = token("token-web.jwt");
-    assert_eq!(validate(&reviewer, &web).await.unwrap(), ObjectRef::new("emojivoto", "web"));
-    assert_eq!(api.requests("POST /apis/authentication.k8s.io/v1/tokenreviews"), 1);
+    assert_eq!(
+        validate(&reviewer, &web).await.unwrap(),
+        ObjectRef::new("emojivoto", "web")
+    );
+    assert_eq!(
+        api.requests("POST /apis/authentication.k8s.io/v1/tokenreviews"),
+        1
+    );
 
-    let garbage = validate(&reviewer, b"not-a-jwt-garbage-token").await.unwrap_err();
-    assert!(matches!(garbage, TokenError::Refused(ref r) if r == "invalid bearer token"), "{garbage:?}");
+    let garbage = validate(&reviewer, b"not-a-jwt-garbage-token")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(garbage, TokenError::Refused(ref r) if r == "invalid bearer token"),
+        "{garbage:?}"
+    );
 
     // A token minted for another audience: the API server refuses it for ours.
     let other = "eyJother.audience.token";
@@ -53,7 +64,12 @@ async fn tokenreview_allows_denies_and_checks_the_audience() {
     refused["spec"]["token"] = json!(other);
     api.answer_token_review(other, &[IDENTITY_TOKEN_AUDIENCE], refused);
     let error = validate(&reviewer, other.as_bytes()).await.unwrap_err();
-    assert!(error.to_string().contains("is invalid for the target audiences"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("is invalid for the target audiences"),
+        "{error}"
+    );
     // An answer that does not echo our audience proves nothing either.
     let mut unechoed = fixture("authn/tokenreview-valid.response.json");
     unechoed["status"]["audiences"] = json!(["https://kubernetes.default.svc.cluster.local"]);
@@ -67,10 +83,18 @@ async fn a_pod_bound_token_dies_with_its_pod() {
     let api = FakeKubeApi::emojivoto().await;
     let reviewer = reviewer(&api).await;
     let bound = token("token-web-pod-bound.jwt");
-    assert_eq!(validate(&reviewer, &bound).await.unwrap(), ObjectRef::new("emojivoto", "web"));
+    assert_eq!(
+        validate(&reviewer, &bound).await.unwrap(),
+        ObjectRef::new("emojivoto", "web")
+    );
     assert!(api.delete("Pod", "emojivoto", "web-6fcf748b99-4pd44"));
     let error = validate(&reviewer, &bound).await.unwrap_err();
-    assert!(error.to_string().contains("service account token has been invalidated"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("service account token has been invalidated"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -96,30 +120,50 @@ async fn certify_issues_only_for_the_reviewed_service_account() {
             let _ = stopped.await;
         },
     ));
-    let mut client = within(LIMIT, "connect", IdentityClient::connect(format!("http://{addr}")))
-        .await
-        .unwrap();
+    let mut client = within(
+        LIMIT,
+        "connect",
+        IdentityClient::connect(format!("http://{addr}")),
+    )
+    .await
+    .unwrap();
     let web = dns_name("web", "emojivoto", trust_domain);
     let (_, der) = csr(&[&web]);
-    let issued = within(LIMIT, "Certify", client.certify(request(&web, token("token-web.jwt"), der)))
-        .await
-        .expect("web's token certifies web");
+    let issued = within(
+        LIMIT,
+        "Certify",
+        client.certify(request(&web, token("token-web.jwt"), der)),
+    )
+    .await
+    .expect("web's token certifies web");
     assert!(!issued.into_inner().leaf_certificate.is_empty());
 
     let voting = dns_name("voting", "emojivoto", trust_domain);
     let (_, der) = csr(&[&voting]);
-    let status = within(LIMIT, "Certify", client.certify(request(&voting, token("token-web.jwt"), der)))
-        .await
-        .expect_err("web's token never certifies voting");
+    let status = within(
+        LIMIT,
+        "Certify",
+        client.certify(request(&voting, token("token-web.jwt"), der)),
+    )
+    .await
+    .expect_err("web's token never certifies voting");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 
     let (_, der) = csr(&[&web]);
     let garbage = b"not-a-jwt-garbage-token".to_vec();
-    let status = within(LIMIT, "Certify", client.certify(request(&web, garbage, der)))
-        .await
-        .expect_err("garbage refused");
+    let status = within(
+        LIMIT,
+        "Certify",
+        client.certify(request(&web, garbage, der)),
+    )
+    .await
+    .expect_err("garbage refused");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    assert!(status.message().contains("invalid bearer token"), "{}", status.message());
+    assert!(
+        status.message().contains("invalid bearer token"),
+        "{}",
+        status.message()
+    );
     // No local token was written in TokenReview mode.
     assert!(!dir.path().join("tokens").exists());
     let _ = stop.send(());
