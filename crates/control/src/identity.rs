@@ -64,7 +64,7 @@ pub enum Validator {
     /// Local tokens written by the control plane (the workloads file).
     Local(LocalTokens),
     /// Projected service-account tokens checked with the TokenReview API (Kubernetes).
-    TokenReview(TokenReviewer),
+    TokenReview(Box<TokenReviewer>),
 }
 
 impl TokenValidator for Validator {
@@ -130,7 +130,7 @@ impl Identity {
     /// Returns the gRPC service.
     pub fn service(&self) -> IdentityService<Validator> {
         let validator = match &self.reviewer {
-            Some(reviewer) => Validator::TokenReview(reviewer.clone()),
+            Some(reviewer) => Validator::TokenReview(Box::new(reviewer.clone())),
             None => Validator::Local(self.tokens.clone()),
         };
         IdentityService::new(

@@ -157,7 +157,7 @@ async fn runs_on_kubernetes_from_a_kubeconfig_with_tokenreview() {
         "--log-format=json",
         "--log=info",
     ];
-    let mut control = Proc::spawn(env!("CARGO_BIN_EXE_ferry-control"), &args, &[])
+    let control = Proc::spawn(env!("CARGO_BIN_EXE_ferry-control"), &args, &[])
         .expect("spawning ferry-control");
     let bound = control.bound_addrs(2, PROCESS).await.unwrap();
     let path = "/api/v1/endpoints?authority=web-svc.emojivoto.svc.cluster.local:80";
