@@ -15,6 +15,7 @@
 //! - Each pod IP maps to the pod that currently holds it: finished pods are left out and,
 //!   when two pods claim one IP, the one not being deleted, then the newest, wins.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -174,10 +175,19 @@ fn add_pods(state: &mut ClusterState, snapshot: &Snapshot, owners: &Owners) {
             let workload = ObjectRef::new(&key.namespace, &owner.name);
             let mut labels = pod.metadata.labels.clone().unwrap_or_default();
             labels.remove(LABEL_POD_TEMPLATE_HASH);
-            state.workloads.entry(workload).or_insert(Workload {
-                kind: owner.kind.clone(),
-                labels: labels.into_iter().collect(),
-            });
+            // The labels all its pods share, whatever order the stores list them in.
+            match state.workloads.entry(workload) {
+                Entry::Vacant(entry) => {
+                    entry.insert(Workload {
+                        kind: owner.kind.clone(),
+                        labels,
+                    });
+                }
+                Entry::Occupied(mut entry) => {
+                    let shared = &mut entry.get_mut().labels;
+                    shared.retain(|k, v| labels.get(k) == Some(v));
+                }
+            }
         }
         let service_account = pod
             .spec
@@ -206,7 +216,8 @@ fn add_pods(state: &mut ClusterState, snapshot: &Snapshot, owners: &Owners) {
             let better = match claims.get(&ip) {
                 None => true,
                 // Not deleting beats deleting; then the newer one wins.
-                Some((d, c, _)) => (!deleting, &created) > (!*d, c),
+                // Ties go to the first name, so the answer does not depend on order.
+                Some((d, c, k)) => (!deleting, &created, std::cmp::Reverse(&key)) > (!*d, c, std::cmp::Reverse(k)),
             };
             if better {
                 claims.insert(ip, (deleting, created, key));

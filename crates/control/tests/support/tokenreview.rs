@@ -79,6 +79,20 @@ async fn tokenreview_allows_denies_and_checks_the_audience() {
 }
 
 #[tokio::test]
+async fn an_unreachable_api_server_is_not_a_verdict() {
+    let api = FakeKubeApi::emojivoto().await;
+    let reviewer = reviewer(&api).await;
+    // Stopped for longer than the review waits: the review cannot be made.
+    let restart = api.restart(Duration::from_secs(3));
+    let review = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        validate(&reviewer, &token("token-web.jwt")).await
+    };
+    let ((), result) = tokio::join!(restart, review);
+    assert!(matches!(result, Err(TokenError::Review(_))), "{result:?}");
+}
+
+#[tokio::test]
 async fn a_pod_bound_token_dies_with_its_pod() {
     let api = FakeKubeApi::emojivoto().await;
     let reviewer = reviewer(&api).await;
