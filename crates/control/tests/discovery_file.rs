@@ -6,6 +6,8 @@ mod fixture;
 /// The Kubernetes backend, in this binary to save a link.
 #[path = "support/kube_discovery.rs"]
 mod kube_discovery;
+#[path = "support/kube_resync.rs"]
+mod kube_resync;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -217,7 +217,9 @@ fn add_pods(state: &mut ClusterState, snapshot: &Snapshot, owners: &Owners) {
                 None => true,
                 // Not deleting beats deleting; then the newer one wins.
                 // Ties go to the first name, so the answer does not depend on order.
-                Some((d, c, k)) => (!deleting, &created, std::cmp::Reverse(&key)) > (!*d, c, std::cmp::Reverse(k)),
+                Some((d, c, k)) => {
+                    (!deleting, &created, std::cmp::Reverse(&key)) > (!*d, c, std::cmp::Reverse(k))
+                }
             };
             if better {
                 claims.insert(ip, (deleting, created, key));
