@@ -185,3 +185,39 @@ impl<T> Drop for AbortOnDrop<T> {
         self.0.abort();
     }
 }
+
+#[tokio::test]
+async fn the_fake_serves_streaming_lists_as_the_api_server_does() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::watcher;
+    use tokio_stream::StreamExt;
+
+    let api = FakeKubeApi::emojivoto().await;
+    let source = KubeSource {
+        kubeconfig: Some(api.kubeconfig().to_path_buf()),
+        context: None,
+    };
+    let pods: kube::Api<Pod> = kube::Api::all(client(&source).await.unwrap());
+    let config = watcher::Config::default().streaming_lists();
+    let mut events = std::pin::pin!(watcher(pods, config));
+    let mut listed = Vec::new();
+    let initial = async {
+        while let Some(event) = events.next().await {
+            match event.expect("watch event") {
+                watcher::Event::InitApply(pod) => listed.push(pod.metadata.name.unwrap()),
+                watcher::Event::InitDone => return,
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(SHOWS, initial)
+        .await
+        .expect("initial events end with the bookmark");
+    listed.sort();
+    assert_eq!(listed.len(), 5, "{listed:?}");
+    assert_eq!(
+        api.requests("GET /api/v1/pods"),
+        0,
+        "no list: the watch sent them"
+    );
+}
