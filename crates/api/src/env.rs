@@ -22,6 +22,13 @@ pub const PROXY_CONNECT_TIMEOUT: &str = "FERRY_PROXY_CONNECT_TIMEOUT";
 pub const PROXY_IDLE_TIMEOUT: &str = "FERRY_PROXY_IDLE_TIMEOUT";
 /// `--cores`: how many cores the proxy uses (Linkerd: `LINKERD2_PROXY_CORES`).
 pub const PROXY_CORES: &str = "FERRY_PROXY_CORES";
+/// `--inbound-forward-loopback`: send redirected inbound traffic to loopback (the old way,
+/// for apps that only listen there) rather than to the original destination (the pod IP).
+pub const PROXY_INBOUND_FORWARD_LOOPBACK: &str = "FERRY_PROXY_INBOUND_FORWARD_LOOPBACK";
+/// `--metrics-max-series`: most metric label sets per family and direction.
+pub const PROXY_METRICS_MAX_SERIES: &str = "FERRY_PROXY_METRICS_MAX_SERIES";
+/// `--metrics-max-render-bytes`: largest `/metrics` body, in bytes.
+pub const PROXY_METRICS_MAX_RENDER_BYTES: &str = "FERRY_PROXY_METRICS_MAX_RENDER_BYTES";
 /// `--header-read-timeout`: how long a client may take to send a request's headers.
 pub const PROXY_HEADER_READ_TIMEOUT: &str = "FERRY_PROXY_HEADER_READ_TIMEOUT";
 /// `--shutdown-grace-period`: how long in-flight work may continue after `SIGTERM`.
@@ -83,6 +90,14 @@ pub const CONTROL_IDENTITY_ISSUER_KEY_FILE: &str = "FERRY_CONTROL_IDENTITY_ISSUE
 pub const CONTROL_IDENTITY_CERT_LIFETIME: &str = "FERRY_CONTROL_IDENTITY_CERT_LIFETIME";
 /// `--trust-domain`: the identity trust domain (`cluster.local`).
 pub const CONTROL_TRUST_DOMAIN: &str = "FERRY_CONTROL_TRUST_DOMAIN";
+/// `--cluster-domain`: the cluster's DNS domain (`cluster.local`), Kubernetes discovery.
+pub const CONTROL_CLUSTER_DOMAIN: &str = "FERRY_CONTROL_CLUSTER_DOMAIN";
+/// `--kubeconfig`: a kubeconfig file instead of in-cluster configuration.
+pub const CONTROL_KUBECONFIG: &str = "FERRY_CONTROL_KUBECONFIG";
+/// `--kube-context`: the kubeconfig context to use instead of its current one.
+pub const CONTROL_KUBE_CONTEXT: &str = "FERRY_CONTROL_KUBE_CONTEXT";
+/// `--token-validation`: `tokenreview` (Kubernetes) or `local` (local token files).
+pub const CONTROL_TOKEN_VALIDATION: &str = "FERRY_CONTROL_TOKEN_VALIDATION";
 /// `--workloads-file`: the local workloads file the control plane watches.
 pub const CONTROL_WORKLOADS_FILE: &str = "FERRY_CONTROL_WORKLOADS_FILE";
 /// `--workloads-poll-interval`: how often the workloads file is checked for edits.

@@ -8,7 +8,11 @@ use std::time::Duration;
 use clap::Parser;
 use ferry_api::{env, ports};
 
+use ferry_api::destination::DEFAULT_CLUSTER_DOMAIN;
+use ferry_api::identity::DEFAULT_TRUST_DOMAIN;
+
 use crate::discovery::file::DEFAULT_POLL_INTERVAL;
+pub use crate::discovery::kubernetes::KubeSource;
 use crate::identity::material::CaSource;
 use crate::identity::{IdentityConfig, TOKENS_DIR};
 use crate::injector::InjectorConfig;
@@ -35,6 +39,24 @@ pub struct Args {
     /// The local workloads file to discover services from (see docs/workloads-file.md).
     #[arg(long, env = env::CONTROL_WORKLOADS_FILE)]
     pub workloads_file: Option<PathBuf>,
+    /// Kubernetes discovery: a kubeconfig file instead of in-cluster configuration.
+    #[arg(long, env = env::CONTROL_KUBECONFIG)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubernetes discovery: the kubeconfig context to use instead of its current one.
+    #[arg(long, env = env::CONTROL_KUBE_CONTEXT)]
+    pub kube_context: Option<String>,
+    /// Kubernetes discovery: the cluster's DNS domain (`<svc>.<ns>.svc.<domain>`).
+    /// The workloads file names its own.
+    #[arg(long, env = env::CONTROL_CLUSTER_DOMAIN)]
+    pub cluster_domain: Option<String>,
+    /// Kubernetes discovery: the identity trust domain. The workloads file names its own.
+    #[arg(long, env = env::CONTROL_TRUST_DOMAIN)]
+    pub trust_domain: Option<String>,
+    /// How `Certify` callers prove their service account: `tokenreview` (projected
+    /// service-account tokens, the default with Kubernetes discovery) or `local` (token
+    /// files under --identity-dir, the default with the workloads file).
+    #[arg(long, env = env::CONTROL_TOKEN_VALIDATION)]
+    pub token_validation: Option<TokenValidation>,
     /// How often the workloads file is checked for edits.
     #[arg(long, env = env::CONTROL_WORKLOADS_POLL_INTERVAL, default_value = "250ms", value_parser = humantime::parse_duration)]
     pub workloads_poll_interval: Duration,
@@ -82,12 +104,6 @@ pub struct Args {
     /// The control plane's own namespace, where injected proxies find it.
     #[arg(long, env = env::CONTROL_NAMESPACE, default_value = ferry_api::k8s::CONTROL_NAMESPACE)]
     pub namespace: String,
-    /// Identity trust domain injected proxies use.
-    #[arg(long, env = env::CONTROL_TRUST_DOMAIN, default_value = "cluster.local")]
-    pub trust_domain: String,
-    /// DNS suffix of the cluster's services, in injected proxies' control-plane address.
-    #[arg(long, env = env::CONTROL_CLUSTER_DOMAIN, default_value = ferry_api::destination::DEFAULT_CLUSTER_DOMAIN)]
-    pub cluster_domain: String,
     /// Log filter, in `tracing` syntax (e.g. `info` or `warn,ferry_control=debug`).
     #[arg(long, env = env::CONTROL_LOG, default_value = "info")]
     pub log: String,
@@ -101,8 +117,18 @@ pub struct Args {
 pub enum DiscoveryKind {
     /// The local workloads file (`--workloads-file`).
     File,
-    /// The Kubernetes API (not available yet).
+    /// The Kubernetes API (in-cluster, or --kubeconfig / --kube-context).
     Kubernetes,
+}
+
+/// How identity tokens are validated (`--token-validation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TokenValidation {
+    /// The Kubernetes TokenReview API.
+    #[value(name = "tokenreview")]
+    TokenReview,
+    /// Local token files the control plane writes.
+    Local,
 }
 
 /// How log lines are written.
@@ -125,6 +151,11 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// The identity CA, when it runs.
     pub identity: Option<IdentityConfig>,
+    /// How the identity CA validates tokens.
+    pub token_validation: TokenValidation,
+    /// Where the Kubernetes client's configuration comes from (used by Kubernetes
+    /// discovery and TokenReview).
+    pub kube: KubeSource,
     /// Where golden metrics come from.
     pub metrics: MetricsConfig,
     /// The proxy-injector webhook, when it runs.
@@ -140,6 +171,13 @@ pub enum DiscoveryConfig {
         path: PathBuf,
         /// How often it is checked.
         poll_interval: Duration,
+    },
+    /// The Kubernetes API, watched.
+    Kubernetes {
+        /// The cluster's DNS domain.
+        cluster_domain: String,
+        /// The identity trust domain.
+        trust_domain: String,
     },
 }
 
@@ -159,11 +197,18 @@ pub enum ConfigError {
     /// File discovery was chosen without a file.
     #[error("--discovery=file needs --workloads-file PATH")]
     NoWorkloadsFile,
-    /// Kubernetes discovery was chosen; it is not built yet.
-    #[error(
-        "--discovery=kubernetes is not available yet; use --discovery=file with --workloads-file"
-    )]
-    KubernetesUnavailable,
+    /// A Kubernetes-only flag was given with file discovery.
+    #[error("{0} applies to --discovery=kubernetes; the workloads file sets its own")]
+    KubernetesOnly(&'static str),
+    /// A domain flag is not a DNS name.
+    #[error("{flag} {value:?} is not a DNS name")]
+    Domain {
+        /// The flag.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+    },
+
     /// The poll interval is zero or longer than edits may take to apply.
     #[error("--workloads-poll-interval {0:?} must be between 10ms and 10s")]
     PollInterval(Duration),
@@ -200,29 +245,69 @@ impl Config {
         if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&interval) {
             return Err(ConfigError::PollInterval(interval));
         }
-        if args.discovery == DiscoveryKind::Kubernetes {
-            // TODO(#8): a Kubernetes backend that publishes the same ClusterState.
-            return Err(ConfigError::KubernetesUnavailable);
-        }
-        let path = args
-            .workloads_file
-            .clone()
-            .ok_or(ConfigError::NoWorkloadsFile)?;
+        let (discovery, default_validation) = match args.discovery {
+            DiscoveryKind::Kubernetes => {
+                let domain = |flag, value: &Option<String>, default: &str| match value {
+                    None => Ok(default.to_string()),
+                    Some(v) if is_domain(v) => Ok(v.trim_end_matches('.').to_lowercase()),
+                    Some(v) => Err(ConfigError::Domain {
+                        flag,
+                        value: v.clone(),
+                    }),
+                };
+                let discovery = DiscoveryConfig::Kubernetes {
+                    cluster_domain: domain(
+                        "--cluster-domain",
+                        &args.cluster_domain,
+                        DEFAULT_CLUSTER_DOMAIN,
+                    )?,
+                    trust_domain: domain(
+                        "--trust-domain",
+                        &args.trust_domain,
+                        DEFAULT_TRUST_DOMAIN,
+                    )?,
+                };
+                (discovery, TokenValidation::TokenReview)
+            }
+            DiscoveryKind::File => {
+                if args.cluster_domain.is_some() {
+                    return Err(ConfigError::KubernetesOnly("--cluster-domain"));
+                }
+                if args.trust_domain.is_some() {
+                    return Err(ConfigError::KubernetesOnly("--trust-domain"));
+                }
+                let path = args
+                    .workloads_file
+                    .clone()
+                    .ok_or(ConfigError::NoWorkloadsFile)?;
+                let discovery = DiscoveryConfig::File {
+                    path,
+                    poll_interval: interval,
+                };
+                (discovery, TokenValidation::Local)
+            }
+        };
+        let token_validation = args.token_validation.unwrap_or(default_validation);
         Ok(Self {
             grpc_listen: args.grpc_listen,
             api_listen: args.api_listen,
-            discovery: DiscoveryConfig::File {
-                path,
-                poll_interval: interval,
+            identity: identity(args, token_validation)?,
+            token_validation,
+            kube: KubeSource {
+                kubeconfig: args.kubeconfig.clone(),
+                context: args.kube_context.clone(),
             },
-            identity: identity(args)?,
             metrics: metrics(args)?,
-            injector: injector(args)?,
+            injector: injector(args, &discovery)?,
+            discovery,
         })
     }
 }
 
-fn injector(args: &Args) -> Result<Option<InjectorConfig>, ConfigError> {
+fn injector(
+    args: &Args,
+    discovery: &DiscoveryConfig,
+) -> Result<Option<InjectorConfig>, ConfigError> {
     let (listen, cert_file, key_file) = match (
         args.injector_listen,
         &args.injector_tls_cert_file,
@@ -239,20 +324,27 @@ fn injector(args: &Args) -> Result<Option<InjectorConfig>, ConfigError> {
             return Err(ConfigError::SameAddress(listen));
         }
     }
+    let mut proxy = ferry_inject::ProxyConfig {
+        image: args.proxy_image.clone(),
+        version: args.proxy_version.clone(),
+        control_namespace: args.namespace.clone(),
+        // Everything else as `ferry inject`'s defaults; the trust anchors are the CA's,
+        // filled in per review, and a workloads file's trust domain when it loads.
+        ..ferry_inject::ProxyConfig::default()
+    };
+    if let DiscoveryConfig::Kubernetes {
+        cluster_domain,
+        trust_domain,
+    } = discovery
+    {
+        proxy.cluster_domain = cluster_domain.clone();
+        proxy.trust_domain = trust_domain.clone();
+    }
     Ok(Some(InjectorConfig {
         listen,
         cert_file,
         key_file,
-        // Everything else as `ferry inject`'s defaults; the trust anchors are the CA's,
-        // filled in when it loads.
-        proxy: ferry_inject::ProxyConfig {
-            image: args.proxy_image.clone(),
-            version: args.proxy_version.clone(),
-            control_namespace: args.namespace.clone(),
-            trust_domain: args.trust_domain.clone(),
-            cluster_domain: args.cluster_domain.clone(),
-            ..ferry_inject::ProxyConfig::default()
-        },
+        proxy,
     }))
 }
 
@@ -279,7 +371,24 @@ fn metrics(args: &Args) -> Result<MetricsConfig, ConfigError> {
     })
 }
 
-fn identity(args: &Args) -> Result<Option<IdentityConfig>, ConfigError> {
+fn is_domain(s: &str) -> bool {
+    let s = s.trim_end_matches('.');
+    !s.is_empty()
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+fn identity(
+    args: &Args,
+    validation: TokenValidation,
+) -> Result<Option<IdentityConfig>, ConfigError> {
     let lifetime = args.identity_cert_lifetime;
     if !(MIN_CERT_LIFETIME..=MAX_CERT_LIFETIME).contains(&lifetime) {
         return Err(ConfigError::CertLifetime(lifetime));
@@ -304,10 +413,15 @@ fn identity(args: &Args) -> Result<Option<IdentityConfig>, ConfigError> {
         (_, _, None) => return Err(ConfigError::IdentityFiles("--identity-issuer-key-file")),
     };
     let Some(dir) = args.identity_dir.clone() else {
-        return match files {
-            // TODO(#8): on Kubernetes, TokenReview needs no directory.
-            Some(_) => Err(ConfigError::NoIdentityDir),
-            None => Ok(None),
+        return match (files, validation) {
+            // TokenReview needs no directory: nothing is written.
+            (Some(ca), TokenValidation::TokenReview) => Ok(Some(IdentityConfig {
+                tokens_dir: PathBuf::new(),
+                ca,
+                cert_lifetime: lifetime,
+            })),
+            (Some(_), TokenValidation::Local) => Err(ConfigError::NoIdentityDir),
+            (None, _) => Ok(None),
         };
     };
     Ok(Some(IdentityConfig {
@@ -318,148 +432,4 @@ fn identity(args: &Args) -> Result<Option<IdentityConfig>, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(flags: &[&str]) -> Args {
-        let argv = std::iter::once("ferry-control").chain(flags.iter().copied());
-        Args::try_parse_from(argv).expect("flags parse")
-    }
-
-    #[test]
-    fn defaults_use_the_documented_ports() {
-        let config = Config::from_args(&args(&["--workloads-file", "w.yaml"])).unwrap();
-        assert_eq!(config.grpc_listen, "0.0.0.0:8086".parse().unwrap());
-        assert_eq!(config.api_listen, "0.0.0.0:8084".parse().unwrap());
-        assert_eq!(config.discovery, DiscoveryConfig::file("w.yaml"));
-        assert_eq!(config.identity, None);
-        assert_eq!(config.metrics, MetricsConfig::default());
-        assert_eq!(config.injector, None);
-        let prom = Config::from_args(&args(&[
-            "--workloads-file=w",
-            "--scrape-interval=1s",
-            "--prometheus-url=http://127.0.0.1:9090/",
-        ]))
-        .unwrap();
-        assert_eq!(prom.metrics.scrape_interval, Duration::from_secs(1));
-        assert_eq!(
-            prom.metrics.prometheus_url.as_deref(),
-            Some("http://127.0.0.1:9090")
-        );
-        assert!(matches!(
-            Config::from_args(&args(&["--workloads-file=w", "--scrape-interval=10ms"])),
-            Err(ConfigError::ScrapeInterval(_))
-        ));
-        assert!(matches!(
-            Config::from_args(&args(&[
-                "--workloads-file=w",
-                "--prometheus-url=localhost:9090"
-            ])),
-            Err(ConfigError::PrometheusUrl(_))
-        ));
-    }
-
-    #[test]
-    fn identity_flags_make_an_identity_config() {
-        let dir = Config::from_args(&args(&["--workloads-file=w", "--identity-dir=/id"]));
-        assert_eq!(dir.unwrap().identity, Some(IdentityConfig::in_dir("/id")));
-        let files = Config::from_args(&args(&[
-            "--workloads-file=w",
-            "--identity-dir=/id",
-            "--identity-trust-anchors-file=ca.crt",
-            "--identity-issuer-certificate-file=tls.crt",
-            "--identity-issuer-key-file=tls.key",
-            "--identity-cert-lifetime=5s",
-        ]))
-        .unwrap()
-        .identity
-        .unwrap();
-        assert_eq!(files.cert_lifetime, Duration::from_secs(5));
-        assert_eq!(files.tokens_dir, PathBuf::from("/id/tokens"));
-        assert!(matches!(files.ca, CaSource::Files { .. }));
-        assert_eq!(
-            Config::from_args(&args(&[
-                "--workloads-file=w",
-                "--identity-issuer-key-file=k"
-            ])),
-            Err(ConfigError::IdentityFiles("--identity-trust-anchors-file"))
-        );
-        assert_eq!(
-            Config::from_args(&args(&[
-                "--workloads-file=w",
-                "--identity-dir=/id",
-                "--identity-cert-lifetime=500ms"
-            ])),
-            Err(ConfigError::CertLifetime(Duration::from_millis(500)))
-        );
-    }
-
-    #[test]
-    fn injector_flags_make_an_injector_config() {
-        let injector = Config::from_args(&args(&[
-            "--workloads-file=w",
-            "--injector-listen=127.0.0.1:8443",
-            "--injector-tls-cert-file=tls.crt",
-            "--injector-tls-key-file=tls.key",
-            "--proxy-image=registry.example/ferry-proxy",
-            "--proxy-version=v9",
-            "--namespace=mesh",
-            "--trust-domain=example.org",
-        ]))
-        .unwrap()
-        .injector
-        .unwrap();
-        assert_eq!(injector.listen, "127.0.0.1:8443".parse().unwrap());
-        assert_eq!(injector.cert_file, PathBuf::from("tls.crt"));
-        assert_eq!(injector.proxy.image, "registry.example/ferry-proxy");
-        assert_eq!(injector.proxy.version, "v9");
-        assert_eq!(
-            injector.proxy.control_addr(),
-            "ferry-control.mesh.svc.cluster.local:8086"
-        );
-        assert_eq!(injector.proxy.trust_domain, "example.org");
-        assert_eq!(
-            Config::from_args(&args(&[
-                "--workloads-file=w",
-                "--injector-listen=127.0.0.1:8443",
-                "--injector-tls-cert-file=tls.crt",
-            ])),
-            Err(ConfigError::InjectorFlags("--injector-tls-key-file"))
-        );
-        assert_eq!(
-            Config::from_args(&args(&[
-                "--workloads-file=w",
-                "--injector-listen=0.0.0.0:8084",
-                "--injector-tls-cert-file=c",
-                "--injector-tls-key-file=k",
-            ])),
-            Err(ConfigError::SameAddress("0.0.0.0:8084".parse().unwrap()))
-        );
-    }
-
-    #[test]
-    fn invalid_combinations_are_rejected() {
-        assert_eq!(
-            Config::from_args(&args(&[])),
-            Err(ConfigError::NoWorkloadsFile)
-        );
-        assert_eq!(
-            Config::from_args(&args(&["--discovery=kubernetes"])),
-            Err(ConfigError::KubernetesUnavailable)
-        );
-        let same = args(&[
-            "--workloads-file=w.yaml",
-            "--grpc-listen=127.0.0.1:9000",
-            "--api-listen=127.0.0.1:9000",
-        ]);
-        assert!(matches!(
-            Config::from_args(&same),
-            Err(ConfigError::SameAddress(_))
-        ));
-        let slow = args(&["--workloads-file=w.yaml", "--workloads-poll-interval=1m"]);
-        assert!(matches!(
-            Config::from_args(&slow),
-            Err(ConfigError::PollInterval(_))
-        ));
-    }
-}
+mod tests;

@@ -347,9 +347,7 @@ impl ProjectedVolume {
 
 /// Asks `service` for a certificate for `web`, in memory; returns the issuer it came from.
 async fn issuer_of_a_new_certificate(
-    service: &ferry_control::identity::service::IdentityService<
-        ferry_control::identity::tokens::LocalTokens,
-    >,
+    service: &ferry_control::identity::service::IdentityService<ferry_control::identity::Validator>,
     token: Vec<u8>,
 ) -> Vec<u8> {
     use linkerd2_proxy_api::identity::identity_server::Identity as _;

@@ -146,24 +146,24 @@ async fn an_invalid_file_at_start_exits_with_the_reason() {
 
 #[tokio::test]
 async fn the_injector_runs_from_the_settings_install_passes() {
-    let file = WorkloadsFile::new(&echo(&[("echo-0", 17101)]));
+    let fake = ferry_testkit::kube_api::FakeKubeApi::emojivoto().await;
+    let kubeconfig = fake.kubeconfig().display().to_string();
     let pair = webhook::ServingPair::new();
     let identity = tempfile::tempdir().unwrap();
-    let path = file.path().to_str().unwrap().to_string();
     let cert = pair.cert_file.to_str().unwrap().to_string();
     let key = pair.key_file.to_str().unwrap().to_string();
     let id_dir = identity.path().to_str().unwrap().to_string();
     let args = [
         "--grpc-listen=127.0.0.1:0",
         "--api-listen=127.0.0.1:0",
-        "--workloads-file",
-        path.as_str(),
         "--identity-dir",
         id_dir.as_str(),
         "--log-format=json",
     ];
     // As the Deployment `ferry install` renders sets them: environment, not flags.
     let envs = [
+        (ferry_api::env::CONTROL_DISCOVERY, "kubernetes"),
+        (ferry_api::env::CONTROL_KUBECONFIG, kubeconfig.as_str()),
         (ferry_api::env::CONTROL_INJECTOR_LISTEN, "127.0.0.1:0"),
         (
             ferry_api::env::CONTROL_INJECTOR_TLS_CERT_FILE,
@@ -216,4 +216,41 @@ async fn the_injector_runs_from_the_settings_install_passes() {
         env(ferry_api::env::PROXY_IDENTITY_TRUST_ANCHORS),
         anchors.as_str()
     );
+}
+
+#[tokio::test]
+async fn runs_on_kubernetes_from_a_kubeconfig_with_tokenreview() {
+    let fake = ferry_testkit::kube_api::FakeKubeApi::emojivoto().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = format!("--kubeconfig={}", fake.kubeconfig().display());
+    let identity = format!("--identity-dir={}", dir.path().display());
+    let args = [
+        "--grpc-listen=127.0.0.1:0",
+        "--api-listen=127.0.0.1:0",
+        "--discovery=kubernetes",
+        kubeconfig.as_str(),
+        identity.as_str(),
+        "--log-format=json",
+        "--log=info",
+    ];
+    let control = Proc::spawn(env!("CARGO_BIN_EXE_ferry-control"), &args, &[])
+        .expect("spawning ferry-control");
+    let bound = control.bound_addrs(2, PROCESS).await.unwrap();
+    let path = "/api/v1/endpoints?authority=web-svc.emojivoto.svc.cluster.local:80";
+    let (status, endpoints) = http_get(bound["api"], path).await;
+    assert_eq!(status, 200, "{endpoints}");
+    assert_eq!(
+        endpoints["endpoints"].as_array().map(Vec::len),
+        Some(2),
+        "{endpoints}"
+    );
+    let (_, identity) = http_get(bound["api"], "/api/v1/identity").await;
+    assert_eq!(
+        identity["trustDomain"].as_str(),
+        Some("cluster.local"),
+        "{identity}"
+    );
+    // TokenReview mode writes no local tokens.
+    assert!(!dir.path().join("tokens").exists());
+    assert!(fake.requests("GET /api/v1/pods") >= 1);
 }

@@ -8,7 +8,10 @@ use std::{
     net::SocketAddr,
     ops::ControlFlow,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use ferry_api::ProxyErrorReason;
@@ -25,9 +28,10 @@ use http_body_util::{Either, Empty};
 use crate::{
     backend::{ReqBody, UpstreamBody},
     balance::{Balancer, SendFailed},
-    body::{Recorder, ResponseBody},
+    body::{ClientBody, Recorder, ResponseBody},
     config::Authority,
     errors::ProxyError,
+    http::{is_idempotent, may_resend},
     listener::Side,
     metrics::{ErrorKind, HttpLabels, HttpMetrics},
     tap::{self, ConnMeta, ConnTap, Tapped},
@@ -54,6 +58,9 @@ pub enum Dest {
     },
     /// By each request's authority (a connection that was not redirected).
     ByAuthority,
+    /// Redirected inbound traffic for one of the proxy's own ports (this original
+    /// destination): every request is refused `loop-detected`.
+    Loop(SocketAddr),
 }
 
 /// A request authority, the upstream it resolved to, and for a single address the metrics
@@ -109,22 +116,36 @@ struct Outgoing {
     /// Method, URI, version and headers of a bodiless request, which can be retried on
     /// another endpoint when connecting fails (nothing was sent).
     retry: Option<http::request::Parts>,
+    /// Those of a bodiless idempotent request, which [`may_resend`] allows to send again
+    /// when the upstream closed the connection before answering.
+    resend: Option<http::request::Parts>,
+    /// Set when the client's body turned out malformed: the failure is the client's.
+    malformed: Arc<AtomicBool>,
 }
 
 impl Outgoing {
     /// `retryable`: whether the upstream has other endpoints to retry on at all.
     fn new(req: Request<Incoming>, retryable: bool) -> Self {
-        let retry = (retryable && req.body().is_end_stream()).then(|| {
+        let parts = || {
             let mut parts = Request::new(()).into_parts().0;
             parts.method = req.method().clone();
             parts.uri = req.uri().clone();
             parts.version = req.version();
             parts.headers = req.headers().clone();
             parts
-        });
+        };
+        let bodiless = req.body().is_end_stream();
+        let retry = (retryable && bodiless).then(parts);
+        let idempotent = is_idempotent(req.method().as_str().as_bytes());
+        let resend =
+            (!retryable && bodiless && req.version() != Version::HTTP_2 && idempotent).then(parts);
+        let malformed = Arc::new(AtomicBool::new(false));
+        let flag = malformed.clone();
         Self {
-            req: req.map(Either::Left),
+            req: req.map(|body| Either::Left(ClientBody::new(body, flag))),
             retry,
+            resend,
+            malformed,
         }
     }
 }
@@ -171,6 +192,7 @@ impl Conn {
         }
         let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
         let out = Outgoing::new(req, matches!(upstream, Upstream::Balanced(_)));
+        let malformed = out.malformed.clone();
 
         let (result, metrics) = match &upstream {
             Upstream::Addr(backend) => {
@@ -181,7 +203,21 @@ impl Conn {
                     labels: None,
                     server_id: backend.connector().peer_identity().map(|p| &*p.server_id),
                 });
-                let result = backend.send(out.req).await;
+                let result = match backend.send(out.req).await {
+                    // The general path's half of the one re-send rule; hyper's pool itself
+                    // re-sends only requests it had not started writing.
+                    Err(e)
+                        if e.is_closed_before_answer()
+                            && may_resend(out.resend.is_some(), true, false) =>
+                    {
+                        tracing::debug!(target = %backend.target_label, error = %e, "upstream closed before answering; sending the idempotent request again");
+                        let parts = out.resend.expect("checked by may_resend");
+                        backend
+                            .send(Request::from_parts(parts, Either::Right(Empty::new())))
+                            .await
+                    }
+                    result => result,
+                };
                 (
                     result.map_err(|e| ProxyError::from_send(&e, &backend.target_label)),
                     metrics,
@@ -197,6 +233,14 @@ impl Conn {
         };
         let mut rsp = match result {
             Ok(rsp) => rsp,
+            // The upstream request failed because the client's body did: blame the client.
+            Err(e) if malformed.load(Ordering::Relaxed) => {
+                let e = ProxyError::new(
+                    ProxyErrorReason::MalformedRequest,
+                    format!("malformed request body; upstream request aborted ({e})"),
+                );
+                return self.fail(&metrics, e, grpc, start);
+            }
             Err(e) => return self.fail(&metrics, e, grpc, start),
         };
 
@@ -233,7 +277,7 @@ impl Conn {
         out: Outgoing,
         tap: &mut Option<Tapped>,
     ) -> Result<(Result<Response<UpstreamBody>, ProxyError>, Arc<HttpMetrics>), ProxyError> {
-        let Outgoing { mut req, retry } = out;
+        let Outgoing { mut req, retry, .. } = out;
         let mut tries = balancer.tries(retry.is_some()).await?;
         let endpoint = tries.endpoint();
         tap::dispatch(tap, || tap::Destination {
@@ -302,6 +346,12 @@ impl Conn {
             }
         }
         let (upstream, label) = match &self.dest {
+            Dest::Loop(addr) => {
+                return Err(ProxyError::new(
+                    ProxyErrorReason::LoopDetected,
+                    format!("{addr} is one of this proxy's own ports"),
+                ))
+            }
             Dest::Fixed {
                 upstream,
                 authority: fixed,

@@ -169,7 +169,7 @@ pub async fn run(
     log: Option<Arc<dyn LogControl>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let registry = Arc::new(Registry::default());
+    let registry = Arc::new(Registry::new(config.metrics));
     let taps = Arc::new(tap::Taps::new(&config.pod_namespace, &config.pod_name));
     let h1_stats = Arc::new(h1::Stats::default());
     let connections = Arc::new(Connections::default());
@@ -266,6 +266,8 @@ pub async fn run(
                 Direction::Outbound => config.outbound_orig_dst,
                 Direction::Inbound => OrigDst::Socket,
             },
+            inbound_forward_loopback: direction == Direction::Inbound
+                && config.inbound_forward_loopback,
         })
     };
     let inbound = side(Direction::Inbound, Tls::NO_TLS_FROM_REMOTE, None);
