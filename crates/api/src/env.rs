@@ -71,8 +71,6 @@ pub const CONTROL_INJECTOR_TLS_KEY_FILE: &str = "FERRY_CONTROL_INJECTOR_TLS_KEY_
 pub const CONTROL_PROXY_IMAGE: &str = "FERRY_CONTROL_PROXY_IMAGE";
 /// `--proxy-version`: the proxy image tag and `ferry.io/proxy-version` the injector writes.
 pub const CONTROL_PROXY_VERSION: &str = "FERRY_CONTROL_PROXY_VERSION";
-/// `--cluster-domain`: DNS suffix of the cluster's services, in injected proxies' addresses.
-pub const CONTROL_CLUSTER_DOMAIN: &str = "FERRY_CONTROL_CLUSTER_DOMAIN";
 /// `--discovery`: `kubernetes` or `file`.
 pub const CONTROL_DISCOVERY: &str = "FERRY_CONTROL_DISCOVERY";
 /// `--namespace`: the control plane's own namespace.
