@@ -154,7 +154,7 @@ async fn a_mesh_on_a_fake_cluster() {
     }
     let pods = [&WEB[0], &WEB[1], &BOT];
     let api = cluster(&pods).await;
-    let mut node = Node::new();
+    let mut node = Node::new(SETTLE).await;
     let namespaces: Vec<String> = pods.iter().map(|p| node.add_pod(p.ip)).collect();
 
     // Files the proxies' and apps' users can read: binaries, tokens, trust anchors.
@@ -197,6 +197,7 @@ async fn a_mesh_on_a_fake_cluster() {
         &[],
     )
     .unwrap();
+    node.track(cp.pid());
     let addrs = or_logs(
         cp.bound_addrs(2, SETTLE).await,
         "control plane",
@@ -268,7 +269,16 @@ async fn a_mesh_on_a_fake_cluster() {
     }
     let reviews = api.requests("POST /apis/authentication.k8s.io/v1/tokenreviews");
     assert!(reviews >= pods.len(), "{reviews} TokenReviews");
-    for pod in pods {
+    for (pod, ns) in pods.iter().zip(&namespaces) {
+        // Each proxy holds a certificate for its pod's service account (the proxy checks
+        // that what it was issued names it). `/state` answers on the pod's loopback only.
+        let state = curl(ns, "0", &["http://127.0.0.1:4191/state"]).await;
+        let state: Value = serde_json::from_str(&state.expect("/state")).unwrap();
+        let id = &state["identity"];
+        assert_eq!(id["name"], identity(pod.sa), "{}: {state}", pod.name);
+        assert_eq!(id["ready"], true, "{}: {state}", pod.name);
+        assert_eq!(id["last_renewal"]["result"], "ok", "{}: {state}", pod.name);
+        // From the node, where the control plane scrapes it, the certificate is reported.
         let text = get_ok(&format!("http://{}:4191/metrics", pod.ip))
             .await
             .unwrap();

@@ -5,11 +5,17 @@
 //! forwarding on the host, no default route); ClusterIPs have an on-link route that only
 //! the pod's iptables rules make useful. Everything — namespaces, veths, bridge — is deleted
 //! on drop.
+//!
+//! The node's names and addresses are fixed, so one test at a time may hold them: a
+//! [`Node`] holds a lock file while it exists, and first removes what a run that was
+//! killed before its drop (a test timeout's SIGKILL) left behind.
 
+use std::fs::{File, TryLockError};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use ferry_testkit::netns::{command, must, Netns};
+use ferry_testkit::wait_until;
 
 /// The node's address on the pods' bridge, in the recorded cluster's pod range
 /// (`10.244.0.0/24`, used only inside this bridge and the namespaces on it).
@@ -18,39 +24,70 @@ pub const NODE_IP: &str = "10.244.0.1";
 /// The recorded cluster's service range (kind's default), where ClusterIPs live.
 pub const SERVICE_CIDR: &str = "10.96.0.0/12";
 
+/// The bridge's name, and the prefix of the pods' namespaces and veths.
+const PREFIX: &str = "ferry-e2e";
+const BRIDGE: &str = "ferry-e2e-br";
+
 /// The bridge and the pod namespaces on it.
 pub struct Node {
-    id: u32,
-    bridge: String,
     pods: Vec<Netns>,
+    _lock: File,
 }
 
 impl Node {
-    /// Creates the bridge with [`NODE_IP`].
-    pub fn new() -> Self {
-        let id = std::process::id() % 100_000;
+    /// Creates the bridge with [`NODE_IP`], once no other test holds the node (waiting at
+    /// most `limit`).
+    pub async fn new(limit: Duration) -> Self {
+        let path = std::env::temp_dir().join(format!("{PREFIX}-node.lock"));
+        let lock = File::create(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let held = wait_until(
+            limit,
+            "the node lock (another cluster test running?)",
+            || {
+                let held = match lock.try_lock() {
+                    Ok(()) => Some(()),
+                    Err(TryLockError::WouldBlock) => None,
+                    Err(TryLockError::Error(e)) => panic!("locking {}: {e}", path.display()),
+                };
+                async move { held }
+            },
+        )
+        .await;
+        held.unwrap_or_else(|e| panic!("{e}: {}", path.display()));
+        remove_leftovers(&pids_file());
         let node = Self {
-            id,
-            bridge: format!("fb{id}"),
             pods: Vec::new(),
+            _lock: lock,
         };
-        must(&["ip", "link", "add", &node.bridge, "type", "bridge"]);
+        must(&["ip", "link", "add", BRIDGE, "type", "bridge"]);
         let cidr = format!("{NODE_IP}/24");
-        must(&["ip", "addr", "add", &cidr, "dev", &node.bridge]);
-        must(&["ip", "link", "set", &node.bridge, "up"]);
+        must(&["ip", "addr", "add", &cidr, "dev", BRIDGE]);
+        must(&["ip", "link", "set", BRIDGE, "up"]);
         node
+    }
+
+    /// Notes `pid`, a process this test started outside the pods (the control plane), so
+    /// that the next test kills it if this one is killed before it can.
+    pub fn track(&self, pid: u32) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(pids_file())
+            .expect("the node's pid file");
+        writeln!(file, "{pid}").expect("writing the node's pid file");
     }
 
     /// A pod namespace with `ip` on the bridge; returns the namespace's name.
     pub fn add_pod(&mut self, ip: &str) -> String {
         let i = self.pods.len();
-        self.pods.push(Netns::new("ferry-e2e"));
+        self.pods.push(Netns::new(PREFIX));
         let ns = self.pods[i].name().to_string();
-        let (host, pod) = (format!("fe{}h{i}", self.id), format!("fe{}p{i}", self.id));
+        let (host, pod) = (format!("{PREFIX}-h{i}"), format!("{PREFIX}-p{i}"));
         must(&[
             "ip", "link", "add", &host, "type", "veth", "peer", "name", &pod, "netns", &ns,
         ]);
-        must(&["ip", "link", "set", &host, "master", &self.bridge]);
+        must(&["ip", "link", "set", &host, "master", BRIDGE]);
         must(&["ip", "link", "set", &host, "up"]);
         let cidr = format!("{ip}/24");
         must(&["ip", "-n", &ns, "addr", "add", &cidr, "dev", &pod]);
@@ -65,12 +102,65 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        // The pods' namespaces (and with them the veths) go when `pods` drops.
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .stdin(Stdio::null())
-            .status();
+        // A namespace's veth goes with it only once its last process is gone, which a
+        // SIGKILL does not wait for: delete the pairs now, so the names are free at once.
+        // The namespaces go when `pods` drops, and the lock after them.
+        for i in 0..self.pods.len() {
+            quiet(&["ip", "link", "del", &format!("{PREFIX}-h{i}")]);
+        }
+        quiet(&["ip", "link", "del", BRIDGE]);
+        let _ = std::fs::remove_file(pids_file());
     }
+}
+
+/// Runs a clean-up command whose failure (nothing to remove) does not matter.
+fn quiet(args: &[&str]) {
+    let _ = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn pids_file() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{PREFIX}-node.pids"))
+}
+
+/// Removes what a killed run left: its pods' processes and the ones it [tracked](Node::track)
+/// (killed by pid, if still a Ferry binary), namespaces, veths and bridge. Called with the
+/// lock held, so none of it belongs to a running test.
+fn remove_leftovers(pids: &std::path::Path) {
+    for pid in std::fs::read_to_string(pids).unwrap_or_default().lines() {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("/ferry-") {
+            eprintln!("killing {pid}, left by a cluster test that was killed");
+            quiet(&["kill", "-KILL", pid]);
+        }
+    }
+    let _ = std::fs::remove_file(pids);
+    for line in must(&["ip", "netns", "list"]).lines() {
+        let Some(ns) = line.split_whitespace().next() else {
+            continue;
+        };
+        if !ns.starts_with(&format!("{PREFIX}-")) {
+            continue;
+        }
+        eprintln!("removing {ns}, left by a cluster test that was killed");
+        let pids = std::process::Command::new("ip")
+            .args(["netns", "pids", ns])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for pid in pids.split_whitespace() {
+            quiet(&["kill", "-KILL", pid]);
+        }
+        quiet(&["ip", "netns", "del", ns]);
+    }
+    for i in 0..3 {
+        quiet(&["ip", "link", "del", &format!("{PREFIX}-h{i}")]);
+    }
+    quiet(&["ip", "link", "del", BRIDGE]);
 }
 
 /// Runs `program args` in pod `ns` (as `uid`, else root) to completion without blocking
