@@ -24,8 +24,9 @@ pub const NODE_IP: &str = "10.244.0.1";
 /// The recorded cluster's service range (kind's default), where ClusterIPs live.
 pub const SERVICE_CIDR: &str = "10.96.0.0/12";
 
-/// The bridge's name, and the prefix of the pods' namespaces and veths.
+/// The prefix of the pods' namespaces and veths and of the node's lock and pid files.
 const PREFIX: &str = "ferry-e2e";
+/// The bridge, in the test's own network namespace.
 const BRIDGE: &str = "ferry-e2e-br";
 
 /// The bridge and the pod namespaces on it.
