@@ -177,7 +177,7 @@ fn instance_counts(
     state: &ClusterState,
 ) -> std::collections::BTreeMap<(String, String), (usize, usize)> {
     let mut counts = std::collections::BTreeMap::new();
-    for (at, instance) in &state.instances {
+    for (at, instance) in state.instances.iter() {
         if let Some(owner) = &instance.owner {
             let entry = counts
                 .entry((at.namespace.clone(), owner.name.clone()))

@@ -6,19 +6,19 @@
 //! ([`crate::resolutions`]) and sends what changed. Streams end when the client goes away or the server shuts
 //! down; a client that reconnects receives the full current state as its first message.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use linkerd2_proxy_api::destination as pb;
 use linkerd2_proxy_api::destination::destination_server::{Destination, DestinationServer};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Response, Status};
-use tracing::Instrument;
 
 use crate::authority::{ContextToken, Lookup};
 use crate::discovery::Discovery;
@@ -32,9 +32,6 @@ use crate::translate;
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a ping may go unanswered before the connection is closed.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Messages buffered per stream before the task waits for the client to read.
-const STREAM_BUFFER: usize = 16;
 
 /// Serves the destination API on `listener` until `shutdown` completes, then ends every
 /// open stream and returns once connections have closed.
@@ -136,7 +133,7 @@ impl Query {
     }
 }
 
-type Stream<T> = ReceiverStream<Result<T, Status>>;
+type Stream<T> = Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl<D: Discovery> Destination for DestinationService<D> {
@@ -167,7 +164,7 @@ impl<D: Discovery> Destination for DestinationService<D> {
         let (req, subscription) = self.subscribe(req.get_ref())?;
         // Linkerd's convention: a name that is not a known service is rejected, which
         // tells the proxy to go on without a profile.
-        let known = subscription.rx.borrow().resolution != Resolution::NotFound;
+        let known = *subscription.rx.borrow().resolution != Resolution::NotFound;
         if !known {
             return Err(Status::invalid_argument(format!(
                 "unknown destination {:?}",
@@ -177,7 +174,7 @@ impl<D: Discovery> Destination for DestinationService<D> {
         let span = req.span("GetProfile");
         let mut last = None;
         let step = move |answer: &Answer| {
-            let profile = match (&answer.resolution, &answer.lookup) {
+            let profile = match (answer.resolution.as_ref(), &answer.lookup) {
                 // An instance's own name: Linkerd answers with that endpoint.
                 (
                     Resolution::Found(set),
@@ -215,52 +212,66 @@ impl<D: Discovery> Destination for DestinationService<D> {
 }
 
 impl<D: Discovery> DestinationService<D> {
-    /// Spawns the task that calls `step` on every answer and streams what it returns.
-    fn stream<T, F>(
-        &self,
-        mut subscription: Subscription,
-        mut step: F,
-        span: tracing::Span,
-    ) -> Stream<T>
+    /// The stream of what `step` returns for each answer the subscription sees, first the
+    /// current one. No task or channel per stream: the server polls it when the client's
+    /// connection can take more, and dropping it (the client went away) unsubscribes.
+    fn stream<T, F>(&self, subscription: Subscription, step: F, span: tracing::Span) -> Stream<T>
     where
         T: Send + 'static,
         F: FnMut(&Answer) -> Vec<T> + Send + 'static,
     {
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let drain = self.drain.clone();
-        let task = async move {
-            tracing::debug!("subscribed");
-            loop {
-                let answer = Arc::clone(&subscription.rx.borrow_and_update());
-                for message in step(&answer) {
-                    tokio::select! {
-                        sent = tx.send(Ok(message)) => if sent.is_err() {
-                            tracing::debug!("client went away");
-                            return;
-                        },
-                        _ = drain.cancelled() => return,
-                    }
-                }
+        span.in_scope(|| tracing::debug!("subscribed"));
+        let state = Streaming {
+            subscription,
+            step,
+            queue: VecDeque::new(),
+            started: false,
+            drain: self.drain.clone(),
+            span,
+        };
+        Box::pin(futures_util::stream::unfold(state, Streaming::next))
+    }
+}
+
+/// One destination stream's state between messages.
+struct Streaming<F, T> {
+    subscription: Subscription,
+    step: F,
+    /// Messages made from the last answer, not yet sent.
+    queue: VecDeque<T>,
+    started: bool,
+    drain: CancellationToken,
+    span: tracing::Span,
+}
+
+impl<F, T> Streaming<F, T>
+where
+    F: FnMut(&Answer) -> Vec<T>,
+{
+    async fn next(mut self) -> Option<(Result<T, Status>, Self)> {
+        loop {
+            if let Some(message) = self.queue.pop_front() {
+                return Some((Ok(message), self));
+            }
+            if self.started {
                 tokio::select! {
-                    _ = drain.cancelled() => {
-                        tracing::debug!("ending stream for shutdown");
-                        return;
+                    _ = self.drain.cancelled() => {
+                        self.span.in_scope(|| tracing::debug!("ending stream for shutdown"));
+                        return None;
                     }
-                    _ = tx.closed() => {
-                        tracing::debug!("client went away");
-                        return;
-                    }
-                    changed = subscription.rx.changed() => if changed.is_err() {
+                    changed = self.subscription.rx.changed() => if changed.is_err() {
                         // Discovery stopped: the last answer stands until the client
                         // reconnects to a control plane that has one.
-                        tracing::warn!("discovery stopped; ending stream");
-                        return;
+                        self.span.in_scope(|| tracing::warn!("discovery stopped; ending stream"));
+                        return None;
                     },
                 }
             }
-        };
-        tokio::spawn(task.instrument(span));
-        ReceiverStream::new(rx)
+            self.started = true;
+            let answer = Arc::clone(&self.subscription.rx.borrow_and_update());
+            let _entered = self.span.enter();
+            self.queue.extend((self.step)(&answer));
+        }
     }
 }
 

@@ -8,10 +8,12 @@
 //!
 //! - [`file`]: the workloads file, polled.
 //! - [`kubernetes`]: watchers and reflector stores on the Kubernetes API, published
-//!   coalesced; [`kube_build`] turns the stores' objects into a state (pure).
+//!   coalesced; [`kube_objects`] is what the stores keep of each object, [`kube_build`]
+//!   turns them into a state (pure).
 
 pub mod file;
 pub mod kube_build;
+pub mod kube_objects;
 pub mod kubernetes;
 
 use std::sync::Arc;

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use ferry_api::destination::{
     workload_label, DEFAULT_ENDPOINT_WEIGHT, LABEL_NAMESPACE, LABEL_POD, LABEL_SERVICE,
@@ -171,7 +172,8 @@ fn endpoint_of(state: &ClusterState, instance: Option<(&ObjectRef, &Instance)>) 
 /// updates that bring it up to date, following `destination.proto`'s rules.
 #[derive(Clone, Debug, Default)]
 pub struct Subscriber {
-    told: Option<Resolution>,
+    /// What it was told last, shared with every other stream told the same.
+    told: Option<Arc<Resolution>>,
 }
 
 /// One message to a subscriber, before translation to protobuf.
@@ -198,8 +200,9 @@ impl Subscriber {
     ///
     /// The first call always yields exactly one message (a subscriber must not keep stale
     /// state past it), and `no_endpoints` is only sent when there are none.
-    pub fn advance(&mut self, next: Resolution) -> Vec<Change> {
-        let changes = match (&self.told, &next) {
+    pub fn advance(&mut self, next: impl Into<Arc<Resolution>>) -> Vec<Change> {
+        let next = next.into();
+        let changes = match (self.told.as_deref(), next.as_ref()) {
             (Some(prev), next) if prev == next => Vec::new(),
             (_, Resolution::NotFound) => vec![Change::NoEndpoints { exists: false }],
             (Some(Resolution::Found(prev)), Resolution::Found(next)) => diff(prev, next),

@@ -4,10 +4,13 @@
 //! Every discovery backend (the workloads file today, Kubernetes later) produces a
 //! [`ClusterState`]; everything above discovery reads only this. A service lists its
 //! endpoints explicitly per port, the way Kubernetes' EndpointSlices do, so a backend that
-//! selects by labels or names resolves the selection itself.
+//! selects by labels or names resolves the selection itself. The big maps are shared
+//! (`Arc`): a new state whose services changed keeps the same instances, so building,
+//! comparing and diffing it costs what changed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use ferry_api::destination::DEFAULT_CLUSTER_DOMAIN;
 use ferry_api::identity::DEFAULT_TRUST_DOMAIN;
@@ -48,15 +51,15 @@ pub struct ClusterState {
     /// Every namespace known, including those with nothing in them yet.
     pub namespaces: BTreeSet<String>,
     /// Workloads (deployments, statefulsets, ...) by namespace and name.
-    pub workloads: BTreeMap<ObjectRef, Workload>,
+    pub workloads: Arc<BTreeMap<ObjectRef, Workload>>,
     /// Instances (pods) by namespace and name.
-    pub instances: BTreeMap<ObjectRef, Instance>,
+    pub instances: Arc<BTreeMap<ObjectRef, Instance>>,
     /// Services by namespace and name.
-    pub services: BTreeMap<ObjectRef, Service>,
+    pub services: Arc<BTreeMap<ObjectRef, Service>>,
     /// The instance that currently owns each pod IP (Kubernetes: running, not deleted
     /// pods only), so an address reused by a new pod names the new one. Empty for the
     /// workloads file, whose addresses are found through services.
-    pub instance_ips: BTreeMap<IpAddr, ObjectRef>,
+    pub instance_ips: Arc<BTreeMap<IpAddr, ObjectRef>>,
 }
 
 impl Default for ClusterState {
@@ -65,10 +68,10 @@ impl Default for ClusterState {
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_string(),
             trust_domain: DEFAULT_TRUST_DOMAIN.to_string(),
             namespaces: BTreeSet::new(),
-            workloads: BTreeMap::new(),
-            instances: BTreeMap::new(),
-            services: BTreeMap::new(),
-            instance_ips: BTreeMap::new(),
+            workloads: Arc::default(),
+            instances: Arc::default(),
+            services: Arc::default(),
+            instance_ips: Arc::default(),
         }
     }
 }

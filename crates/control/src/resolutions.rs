@@ -25,7 +25,7 @@ pub struct Answer {
     /// The request parsed against the current cluster domain.
     pub lookup: Lookup,
     /// What it resolves to.
-    pub resolution: Resolution,
+    pub resolution: Arc<Resolution>,
 }
 
 /// Shared answers over a discovery watch, kept current by one task.
@@ -215,11 +215,12 @@ fn answer(state: &ClusterState, path: &str, caller: &ContextToken) -> (Answer, D
         deps.instances
             .extend(set.endpoints.values().filter_map(|ep| ep.instance.clone()));
     }
+    let resolution = Arc::new(resolution);
     (Answer { lookup, resolution }, deps)
 }
 
-/// Compares two states by their maps' entries: linear in the cluster's size, once per
-/// state, however many streams are open.
+/// Compares two states by their maps' entries: linear in the size of the maps that were
+/// rebuilt (shared ones are skipped), once per state, however many streams are open.
 fn touched(prev: &ClusterState, next: &ClusterState) -> Touched {
     let mut touched = Touched {
         everything: prev.cluster_domain != next.cluster_domain
@@ -243,12 +244,17 @@ fn touched(prev: &ClusterState, next: &ClusterState) -> Touched {
     touched
 }
 
-/// The keys whose values differ between two maps, with both values.
+/// The keys whose values differ between two maps, with both values. A map the two states
+/// share (the part of the state that was not rebuilt) costs nothing.
 fn changed<'a, V: PartialEq>(
-    prev: &'a std::collections::BTreeMap<ObjectRef, V>,
-    next: &'a std::collections::BTreeMap<ObjectRef, V>,
+    prev: &'a Arc<std::collections::BTreeMap<ObjectRef, V>>,
+    next: &'a Arc<std::collections::BTreeMap<ObjectRef, V>>,
 ) -> Vec<(&'a ObjectRef, Option<&'a V>, Option<&'a V>)> {
     let mut out = Vec::new();
+    if Arc::ptr_eq(prev, next) {
+        return out;
+    }
+    let (prev, next) = (prev.as_ref(), next.as_ref());
     for (key, before) in prev {
         match next.get(key) {
             Some(after) if after == before => {}

@@ -88,7 +88,6 @@ fn store() -> (StaticDiscovery, Store) {
     let store = Store::new(Duration::from_secs(1));
     let by_pod = |pod: &str| {
         targets::targets(&state)
-            .into_iter()
             .find(|t| t.labels["pod"] == pod)
             .unwrap()
             .labels

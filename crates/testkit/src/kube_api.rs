@@ -3,7 +3,9 @@
 //! (`shared/k8s`), with a kubeconfig file pointing at it.
 //!
 //! It answers what `kube`'s watchers and clients send: lists (cluster-wide and per
-//! namespace, `labelSelector` equality terms) with the world's resourceVersion; watches
+//! namespace, `labelSelector` equality terms) with the world's resourceVersion, paged by
+//! `limit` and `continue` as the API server pages (`410 Expired` for a token older than the
+//! last compaction); watches
 //! (`watch=true`, `resourceVersion`, `timeoutSeconds`, `allowWatchBookmarks`,
 //! `sendInitialEvents`) as ndjson flushed per line, replaying the changes after the RV
 //! asked for, then live ones; an in-stream `ERROR` 410 for an RV older than the last
@@ -230,11 +232,17 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Response<Bo
     };
     let selector = query.get("labelSelector").cloned().unwrap_or_default();
     if !watching {
-        let list = world
-            .lock()
-            .unwrap()
-            .list(kind, namespace.as_deref(), &selector);
-        return json_response(StatusCode::OK, &list);
+        let limit = query.get("limit").and_then(|l| l.parse().ok());
+        let token = query.get("continue").map(String::as_str);
+        let page =
+            world
+                .lock()
+                .unwrap()
+                .list_page(kind, namespace.as_deref(), &selector, limit, token);
+        return match page {
+            Ok(list) => json_response(StatusCode::OK, &list),
+            Err((code, reason, message)) => status(code, reason, &message),
+        };
     }
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
     let send_initial = query.get("sendInitialEvents").map(String::as_str) == Some("true");

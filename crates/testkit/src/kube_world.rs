@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
+use base64::Engine as _;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 
@@ -186,13 +187,79 @@ impl World {
 
     /// The list of `kind` in `namespace` (all when `None`) selected by `selector`.
     pub fn list(&self, kind: &Kind, namespace: Option<&str>, selector: &str) -> Value {
-        let items: Vec<Value> = self.items(kind, namespace, selector).cloned().collect();
-        json!({
+        self.list_page(kind, namespace, selector, None, None)
+            .expect("an unpaged list always answers")
+    }
+
+    /// One page of a list, as the API server pages with `limit` and `continue`: at most
+    /// `limit` items in key order after the token's position; `metadata.continue` and
+    /// `remainingItemCount` while items remain. Tokens are the API server's shape (base64 of
+    /// `{"v":"meta.k8s.io/v1","rv":N,"start":"<key>\u0000"}`) and pages report the RV of the
+    /// first one. `Err` is the `410 Expired` Status for a token older than the last
+    /// [`World::compact`], or a `400` for a token that is not one.
+    pub fn list_page(
+        &self,
+        kind: &Kind,
+        namespace: Option<&str>,
+        selector: &str,
+        limit: Option<usize>,
+        token: Option<&str>,
+    ) -> Result<Value, (u16, &'static str, String)> {
+        let (rv, start) = match token {
+            None => (self.rv, String::new()),
+            Some(token) => {
+                let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(token.trim_end_matches('='))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+                let (Some(rv), Some(start)) = (
+                    decoded.as_ref().and_then(|t| t["rv"].as_u64()),
+                    decoded.as_ref().and_then(|t| t["start"].as_str()),
+                ) else {
+                    return Err((400, "BadRequest", "continue key is not valid".into()));
+                };
+                if rv < self.compacted {
+                    return Err((
+                        410,
+                        "Expired",
+                        "The provided continue parameter is too old to display a consistent \
+                         list result."
+                            .into(),
+                    ));
+                }
+                (rv, start.trim_end_matches('\0').to_string())
+            }
+        };
+        let key = |v: &Value| {
+            let meta = &v["metadata"];
+            let name = meta["name"].as_str().unwrap_or_default();
+            match meta["namespace"].as_str() {
+                Some(ns) if namespace.is_none() => format!("{ns}/{name}"),
+                _ => name.to_string(),
+            }
+        };
+        let mut rest = self
+            .items(kind, namespace, selector)
+            .filter(|v| start.is_empty() || key(v) > start);
+        let items: Vec<Value> = match limit.filter(|l| *l > 0) {
+            Some(limit) => rest.by_ref().take(limit).cloned().collect(),
+            None => rest.by_ref().cloned().collect(),
+        };
+        let remaining = rest.count();
+        let mut metadata = json!({"resourceVersion": rv.to_string()});
+        if let (true, Some(last)) = (remaining > 0, items.last()) {
+            let token =
+                json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{}\0", key(last))});
+            metadata["continue"] =
+                json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string()));
+            metadata["remainingItemCount"] = json!(remaining);
+        }
+        Ok(json!({
             "kind": format!("{}List", kind.kind),
             "apiVersion": kind.api_version,
-            "metadata": {"resourceVersion": self.rv.to_string()},
+            "metadata": metadata,
             "items": items,
-        })
+        }))
     }
 
     fn items<'a>(

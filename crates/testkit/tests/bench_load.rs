@@ -1,7 +1,8 @@
 //! `ferry-bench-load`, the benchmark harness's own generator: at a fixed rate it must send
 //! every scheduled request, evenly spaced in time (not in bursts, which is what made h2load's
 //! `--rps` unfit for latency), over HTTP/1.1, h2c, gRPC and TCP alike, and count non-2xx
-//! answers and gRPC failures as errors.
+//! answers and gRPC failures as errors. Also `ferry-bench-control`, the control plane's scale
+//! benchmark, run at a small scale.
 
 use std::{
     sync::{Arc, Mutex},
@@ -257,4 +258,59 @@ async fn the_log_file_has_every_request_in_order_of_start() {
     assert!(rows[99].0 >= 900_000, "{:?}", rows[99]);
     let max = rows.iter().map(|r| r.1).max().unwrap();
     assert_eq!(summary["max_us"], max, "{summary}");
+}
+
+/// `ferry-bench-control` at a small scale: the harness builds a synthetic cluster the real
+/// control plane accepts (600 pods: more than one page of the watchers' paged lists), every
+/// stream sees every EndpointSlice change, churn replaces pods, and the report carries each
+/// figure the scale goals are judged on.
+#[tokio::test]
+async fn the_control_plane_benchmark_runs_at_a_small_scale() {
+    let args = [
+        "--pods",
+        "600",
+        "--services",
+        "12",
+        "--endpoints-per-service",
+        "3",
+        "--streams",
+        "40",
+        "--changes",
+        "4",
+        "--churn-secs",
+        "2",
+        "--churn-rate",
+        "10",
+    ];
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(bin("ferry-bench-control"))
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("ferry-bench-control ran over 60 s")
+    .expect("spawning ferry-bench-control");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ferry-bench-control failed: {stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(report["services"], 12, "{report}");
+    assert_eq!(report["streams"], 40, "{report}");
+    assert_eq!(report["change_ms"]["changes"], 4, "{report}");
+    assert_eq!(report["change_ms"]["missed"], 0, "{report}");
+    assert!(
+        report["change_ms"]["p99"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        report["churn"]["pods_replaced"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    assert!(report["rss_synced_mb"].as_f64().unwrap() > 1.0, "{report}");
+    assert!(
+        report["churn"]["rss_after_mb"].as_f64().unwrap() > 1.0,
+        "{report}"
+    );
 }

@@ -149,7 +149,7 @@ pub async fn proxies(
     with_state: bool,
 ) -> Vec<ProxyInfo> {
     let mut reads = tokio::task::JoinSet::new();
-    for (at, instance) in &state.instances {
+    for (at, instance) in state.instances.iter() {
         if namespace.is_some_and(|ns| ns != at.namespace) {
             continue;
         }

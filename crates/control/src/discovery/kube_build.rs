@@ -24,11 +24,12 @@ use ferry_api::k8s::CONTAINER_PROXY;
 use ferry_api::ports;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service as KubeService};
+use k8s_openapi::api::core::v1::{Namespace, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::kube_objects::PodSummary;
 use crate::model::{
     ClusterState, EndpointRef, Instance, ObjectRef, Owner, Service, ServicePort, Workload,
 };
@@ -48,7 +49,7 @@ pub struct Snapshot {
     /// `discovery.k8s.io/v1` EndpointSlices.
     pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     /// Pods.
-    pub pods: Vec<Arc<Pod>>,
+    pub pods: Vec<Arc<PodSummary>>,
     /// ReplicaSets, to find a pod's Deployment.
     pub replica_sets: Vec<Arc<ReplicaSet>>,
     /// Jobs, to find a pod's CronJob.
@@ -66,20 +67,65 @@ pub struct Domains {
 
 /// Builds the state `snapshot` describes.
 pub fn build(snapshot: &Snapshot, domains: &Domains) -> ClusterState {
-    let mut state = ClusterState {
-        cluster_domain: domains.cluster_domain.clone(),
-        trust_domain: domains.trust_domain.clone(),
-        ..ClusterState::default()
-    };
-    for ns in &snapshot.namespaces {
-        if let Some(name) = &ns.metadata.name {
-            state.namespaces.insert(name.clone());
-        }
-    }
+    assemble(
+        domains,
+        &snapshot.namespaces,
+        &pods_part(snapshot),
+        &services_part(snapshot),
+    )
+}
+
+/// What pods, ReplicaSets and Jobs make of a state: workloads, instances and who holds
+/// each pod IP. Built again only when one of those changed.
+#[derive(Clone, Debug, Default)]
+pub struct PodsPart {
+    state: ClusterState,
+}
+
+/// What Services and EndpointSlices make of a state. Built again only when one of those
+/// changed: an endpoint that becomes ready costs the services, not the 10,000 pods.
+#[derive(Clone, Debug, Default)]
+pub struct ServicesPart {
+    state: ClusterState,
+}
+
+/// Builds the pods' part from `snapshot.pods`, `.replica_sets` and `.jobs`.
+pub fn pods_part(snapshot: &Snapshot) -> PodsPart {
+    let mut state = ClusterState::default();
     let owners = Owners::new(snapshot);
     add_pods(&mut state, snapshot, &owners);
+    PodsPart { state }
+}
+
+/// Builds the services' part from `snapshot.services` and `.endpoint_slices`.
+pub fn services_part(snapshot: &Snapshot) -> ServicesPart {
+    let mut state = ClusterState::default();
     add_services(&mut state, snapshot);
-    state
+    ServicesPart { state }
+}
+
+/// The state of `namespaces` and the two parts, sharing the parts' maps.
+pub fn assemble(
+    domains: &Domains,
+    namespaces: &[Arc<Namespace>],
+    pods: &PodsPart,
+    services: &ServicesPart,
+) -> ClusterState {
+    let mut names: BTreeSet<String> = namespaces
+        .iter()
+        .filter_map(|ns| ns.metadata.name.clone())
+        .collect();
+    names.extend(pods.state.namespaces.iter().cloned());
+    names.extend(services.state.namespaces.iter().cloned());
+    ClusterState {
+        cluster_domain: domains.cluster_domain.clone(),
+        trust_domain: domains.trust_domain.clone(),
+        namespaces: names,
+        workloads: pods.state.workloads.clone(),
+        instances: pods.state.instances.clone(),
+        instance_ips: pods.state.instance_ips.clone(),
+        services: services.state.services.clone(),
+    }
 }
 
 fn key_of(meta: &ObjectMeta) -> Option<ObjectRef> {
@@ -137,17 +183,17 @@ impl Owners {
     }
 }
 
-fn finished(pod: &Pod) -> bool {
+fn finished(pod: &PodSummary) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     matches!(phase, Some("Succeeded" | "Failed"))
 }
 
-fn pod_ip(pod: &Pod) -> Option<IpAddr> {
+fn pod_ip(pod: &PodSummary) -> Option<IpAddr> {
     pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
 }
 
 /// Whether the pod runs Ferry's proxy, as a container or a native sidecar.
-pub fn is_meshed(pod: &Pod) -> bool {
+pub fn is_meshed(pod: &PodSummary) -> bool {
     let Some(spec) = &pod.spec else {
         return false;
     };
@@ -176,7 +222,7 @@ fn add_pods(state: &mut ClusterState, snapshot: &Snapshot, owners: &Owners) {
             let mut labels = pod.metadata.labels.clone().unwrap_or_default();
             labels.remove(LABEL_POD_TEMPLATE_HASH);
             // The labels all its pods share, whatever order the stores list them in.
-            match state.workloads.entry(workload) {
+            match Arc::make_mut(&mut state.workloads).entry(workload) {
                 Entry::Vacant(entry) => {
                     entry.insert(Workload {
                         kind: owner.kind.clone(),
@@ -195,7 +241,7 @@ fn add_pods(state: &mut ClusterState, snapshot: &Snapshot, owners: &Owners) {
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_else(|| "default".to_string());
         let at = |port: u16| ip.filter(|_| meshed).map(|ip| SocketAddr::new(ip, port));
-        state.instances.insert(
+        Arc::make_mut(&mut state.instances).insert(
             key.clone(),
             Instance {
                 owner,
@@ -226,7 +272,7 @@ fn add_pods(state: &mut ClusterState, snapshot: &Snapshot, owners: &Owners) {
             }
         }
     }
-    state.instance_ips = claims.into_iter().map(|(ip, (_, _, k))| (ip, k)).collect();
+    state.instance_ips = Arc::new(claims.into_iter().map(|(ip, (_, _, k))| (ip, k)).collect());
 }
 
 fn add_services(state: &mut ClusterState, snapshot: &Snapshot) {
@@ -286,7 +332,7 @@ fn add_services(state: &mut ClusterState, snapshot: &Snapshot) {
             service.ports.insert(number, port);
         }
         state.namespaces.insert(key.namespace.clone());
-        state.services.insert(key, service);
+        Arc::make_mut(&mut state.services).insert(key, service);
     }
 }
 

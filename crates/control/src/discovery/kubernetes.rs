@@ -4,6 +4,10 @@
 //!
 //! - **Nothing before the first full sync**: the state is published only once every
 //!   store has finished its initial list ([`KubeDiscovery::synced`]).
+//! - **In parts**: pods (with ReplicaSets and Jobs) and services (with EndpointSlices)
+//!   are built separately and rebuilt only when their own objects changed; the state
+//!   shares the untouched part's maps, so an endpoint turning ready does not rebuild
+//!   10,000 pods ([`kube_build::assemble`]).
 //! - **Coalesced**: a burst of events (the initial list of 10,000 pods, churn) produces
 //!   at most one new state per [`DEFAULT_COALESCE`]; an unchanged rebuild is not fanned
 //!   out.
@@ -22,25 +26,23 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::{watch, Notify};
 use tokio_stream::StreamExt;
 
-use super::kube_build::{self, Domains, Snapshot};
+use super::kube_build::{self, Domains, PodsPart, ServicesPart, Snapshot};
+use super::kube_objects::{PodSummary, Trim};
 use super::Discovery;
 use crate::model::ClusterState;
 
 /// The shortest time between two published states while events keep arriving.
 pub const DEFAULT_COALESCE: Duration = Duration::from_millis(75);
-
-/// The annotation `kubectl apply` copies the whole object into; never read, so dropped.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Where the Kubernetes client's configuration comes from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -113,21 +115,28 @@ struct Stores {
     namespaces: Store<Namespace>,
     services: Store<Service>,
     endpoint_slices: Store<EndpointSlice>,
-    pods: Store<Pod>,
+    pods: Store<PodSummary>,
     replica_sets: Store<ReplicaSet>,
     jobs: Store<Job>,
 }
 
 impl Stores {
-    fn snapshot(&self) -> Snapshot {
-        Snapshot {
+    /// The stores' objects: namespaces always, the others when their part is rebuilt.
+    fn snapshot(&self, pods: bool, services: bool) -> Snapshot {
+        let mut snapshot = Snapshot {
             namespaces: self.namespaces.state(),
-            services: self.services.state(),
-            endpoint_slices: self.endpoint_slices.state(),
-            pods: self.pods.state(),
-            replica_sets: self.replica_sets.state(),
-            jobs: self.jobs.state(),
+            ..Snapshot::default()
+        };
+        if pods {
+            snapshot.pods = self.pods.state();
+            snapshot.replica_sets = self.replica_sets.state();
+            snapshot.jobs = self.jobs.state();
         }
+        if services {
+            snapshot.services = self.services.state();
+            snapshot.endpoint_slices = self.endpoint_slices.state();
+        }
+        snapshot
     }
 
     /// Returns once every store has completed its first list (or a writer is gone).
@@ -158,19 +167,23 @@ impl KubeDiscovery {
         let changed = Arc::new(Notify::new());
         let mut tasks = Vec::new();
         let mut reflect = |task| tasks.push(tokio::spawn(task));
+        let generations = Generations::default();
+        let (pods, services, namespaces) =
+            (&generations.pods, &generations.services, &Arc::default());
         let stores = Stores {
-            namespaces: start(&client, &changed, &mut reflect),
-            services: start(&client, &changed, &mut reflect),
-            endpoint_slices: start(&client, &changed, &mut reflect),
-            pods: start(&client, &changed, &mut reflect),
-            replica_sets: start(&client, &changed, &mut reflect),
-            jobs: start(&client, &changed, &mut reflect),
+            namespaces: start(&client, &changed, namespaces, &mut reflect),
+            services: start(&client, &changed, services, &mut reflect),
+            endpoint_slices: start(&client, &changed, services, &mut reflect),
+            pods: start(&client, &changed, pods, &mut reflect),
+            replica_sets: start(&client, &changed, pods, &mut reflect),
+            jobs: start(&client, &changed, pods, &mut reflect),
         };
         let published = Arc::new(AtomicU64::new(0));
         let publisher = Publisher {
             published: published.clone(),
             stores,
             changed,
+            generations,
             tx: Arc::downgrade(&tx),
             domains,
             coalesce,
@@ -203,33 +216,46 @@ impl Discovery for KubeDiscovery {
     }
 }
 
-/// Starts a reflector for `K` across all namespaces; every event wakes the publisher.
+/// Counts events per part of the state, so the publisher rebuilds only the parts whose
+/// objects changed.
+#[derive(Default)]
+struct Generations {
+    /// Pods, ReplicaSets, Jobs.
+    pods: Arc<AtomicU64>,
+    /// Services, EndpointSlices.
+    services: Arc<AtomicU64>,
+}
+
+/// Starts a reflector for `K` across all namespaces; every event counts in `generation`
+/// and wakes the publisher.
 fn start<K>(
     client: &Client,
     changed: &Arc<Notify>,
+    generation: &Arc<AtomicU64>,
     spawn: &mut impl FnMut(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
 ) -> Store<K>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
+    K: Resource<DynamicType = ()> + Trim + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
     K: 'static,
 {
     let api: Api<K> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
     let changed = changed.clone();
+    let generation = generation.clone();
     let kind = K::kind(&()).to_string();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(|object: &mut K| {
-            // Never read, and the bulk of many objects: keep the stores small.
-            object.managed_fields_mut().clear();
-            object.annotations_mut().remove(LAST_APPLIED);
-        })
+        // Keep only what the state is built from: the stores stay small at any scale.
+        .modify(Trim::trim)
         .reflect(writer);
     spawn(Box::pin(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => changed.notify_one(),
+                Ok(_) => {
+                    generation.fetch_add(1, Ordering::Release);
+                    changed.notify_one();
+                }
                 Err(error) => {
                     tracing::warn!(%kind, %error, "Kubernetes watch failed; retrying (known objects stay served)")
                 }
@@ -242,6 +268,7 @@ where
 struct Publisher {
     stores: Stores,
     changed: Arc<Notify>,
+    generations: Generations,
     tx: Weak<watch::Sender<Arc<ClusterState>>>,
     domains: Domains,
     coalesce: Duration,
@@ -252,8 +279,25 @@ struct Publisher {
 impl Publisher {
     async fn run(self) {
         self.stores.ready().await;
+        // Each part as last built, and the generation it was built at.
+        let mut pods: (Option<u64>, PodsPart) = Default::default();
+        let mut services: (Option<u64>, ServicesPart) = Default::default();
         loop {
-            let state = kube_build::build(&self.stores.snapshot(), &self.domains);
+            // Generations first: an event after this is in the stores read below, or
+            // makes the next round build again.
+            let pods_gen = Some(self.generations.pods.load(Ordering::Acquire));
+            let services_gen = Some(self.generations.services.load(Ordering::Acquire));
+            let snapshot = self
+                .stores
+                .snapshot(pods.0 != pods_gen, services.0 != services_gen);
+            if pods.0 != pods_gen {
+                pods = (pods_gen, kube_build::pods_part(&snapshot));
+            }
+            if services.0 != services_gen {
+                services = (services_gen, kube_build::services_part(&snapshot));
+            }
+            let state =
+                kube_build::assemble(&self.domains, &snapshot.namespaces, &pods.1, &services.1);
             let Some(tx) = self.tx.upgrade() else {
                 return;
             };

@@ -1,6 +1,7 @@
 //! The embedded scraper: every interval, fetch `/metrics` from every proxy discovery
-//! knows an admin address for, concurrently, and append the samples to the [`Store`]
-//! with the target's labels. A proxy that does not answer within the interval is logged
+//! knows an admin address for, [`MAX_IN_FLIGHT`] at a time, and append the samples to the
+//! [`Store`] with the target's labels. A proxy that does not answer within the interval (at
+//! most [`MAX_SCRAPE_TIME`]) is logged
 //! (once per failure streak) and skipped; its series simply get no new points.
 
 use std::collections::HashSet;
@@ -16,6 +17,11 @@ use super::targets::{targets, Target};
 use crate::fetch::{self, HttpClient};
 use crate::model::ClusterState;
 
+/// Most scrapes in flight at once.
+pub const MAX_IN_FLIGHT: usize = 64;
+/// Longest one scrape may take.
+pub const MAX_SCRAPE_TIME: Duration = Duration::from_secs(10);
+
 /// The default `--scrape-interval`.
 pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(10);
 /// The largest `/metrics` body read (a proxy's is a few tens of KiB).
@@ -23,6 +29,9 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// Scrapes every target of `states` into `store` every `store.scrape_interval()` until
 /// the task is dropped.
+///
+/// At most [`MAX_IN_FLIGHT`] proxies are scraped at once, each within the scrape interval
+/// or [`MAX_SCRAPE_TIME`], whichever is shorter (Prometheus' default `scrape_timeout`).
 pub async fn run(store: Store, states: watch::Receiver<Arc<ClusterState>>) {
     use super::MetricsBackend as _;
     let interval = store.scrape_interval();
@@ -34,15 +43,23 @@ pub async fn run(store: Store, states: watch::Receiver<Arc<ClusterState>>) {
         ticker.tick().await;
         let state = states.borrow().clone();
         let now = SystemTime::now();
+        // At most MAX_IN_FLIGHT scrapes at once: a mesh of 10,000 proxies is scraped in
+        // waves, never with 10,000 connections and their buffers at the same time.
+        let timeout = interval.min(MAX_SCRAPE_TIME);
         let mut round = tokio::task::JoinSet::new();
-        for target in targets(&state) {
-            let client = client.clone();
-            round.spawn(async move {
-                let result = scrape(&client, &target, interval).await;
-                (target, result)
-            });
-        }
-        while let Some(joined) = round.join_next().await {
+        let mut pending = targets(&state);
+        loop {
+            while round.len() < MAX_IN_FLIGHT {
+                let Some(target) = pending.next() else { break };
+                let client = client.clone();
+                round.spawn(async move {
+                    let result = scrape(&client, &target, timeout).await;
+                    (target, result)
+                });
+            }
+            let Some(joined) = round.join_next().await else {
+                break;
+            };
             let Ok((target, result)) = joined else {
                 continue;
             };

@@ -20,32 +20,28 @@ pub struct Target {
     pub labels: Labels,
 }
 
-/// Every instance with an admin address, sorted by namespace and pod.
-pub fn targets(state: &ClusterState) -> Vec<Target> {
-    state
-        .instances
-        .iter()
-        .filter_map(|(at, instance)| {
-            let admin_addr = instance.admin_addr?;
-            let mut labels = Labels::new();
-            labels.insert(LABEL_NAMESPACE.into(), at.namespace.clone());
-            labels.insert(LABEL_POD.into(), at.name.clone());
-            labels.insert(
-                LABEL_SERVICE_ACCOUNT.into(),
-                instance.service_account.clone(),
-            );
-            if let Some(owner) = &instance.owner {
-                labels.insert(workload_label(&owner.kind).into(), owner.name.clone());
-            }
-            Some(Target { admin_addr, labels })
-        })
-        .collect()
+/// Every instance with an admin address, sorted by namespace and pod; made one at a time,
+/// so a scrape round over 10,000 proxies holds only the labels of those in flight.
+pub fn targets(state: &ClusterState) -> impl Iterator<Item = Target> + '_ {
+    state.instances.iter().filter_map(|(at, instance)| {
+        let admin_addr = instance.admin_addr?;
+        let mut labels = Labels::new();
+        labels.insert(LABEL_NAMESPACE.into(), at.namespace.clone());
+        labels.insert(LABEL_POD.into(), at.name.clone());
+        labels.insert(
+            LABEL_SERVICE_ACCOUNT.into(),
+            instance.service_account.clone(),
+        );
+        if let Some(owner) = &instance.owner {
+            labels.insert(workload_label(&owner.kind).into(), owner.name.clone());
+        }
+        Some(Target { admin_addr, labels })
+    })
 }
 
 /// The same targets in Prometheus' `http_sd_configs` format, one group per proxy.
 pub fn prometheus_groups(state: &ClusterState) -> Vec<PrometheusTargetGroup> {
     targets(state)
-        .into_iter()
         .map(|t| PrometheusTargetGroup {
             targets: vec![t.admin_addr.to_string()],
             labels: t.labels,

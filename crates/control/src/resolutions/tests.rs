@@ -27,7 +27,7 @@ fn caller() -> ContextToken {
 }
 
 fn endpoints(rx: &watch::Receiver<Arc<Answer>>) -> Vec<SocketAddr> {
-    match &rx.borrow().resolution {
+    match rx.borrow().resolution.as_ref() {
         Resolution::Found(set) => set.endpoints.keys().copied().collect(),
         Resolution::NotFound => Vec::new(),
     }
@@ -92,7 +92,7 @@ async fn a_change_wakes_only_the_lookups_it_touches() {
     changed(&mut echo.rx).await;
     assert_eq!(endpoints(&echo.rx), ["127.0.0.1:17102".parse().unwrap()]);
     changed(&mut by_addr.rx).await;
-    let instance = match &by_addr.rx.borrow().resolution {
+    let instance = match by_addr.rx.borrow().resolution.as_ref() {
         Resolution::Found(set) => set
             .endpoints
             .values()
@@ -109,7 +109,7 @@ async fn a_change_wakes_only_the_lookups_it_touches() {
     // An instance-only change (no longer meshed) reaches the services it backs.
     f.discovery.set(state(false, "127.0.0.1:17102"));
     changed(&mut echo.rx).await;
-    let identity = match &echo.rx.borrow().resolution {
+    let identity = match echo.rx.borrow().resolution.as_ref() {
         Resolution::Found(set) => set
             .endpoints
             .values()
@@ -125,13 +125,16 @@ async fn a_change_wakes_only_the_lookups_it_touches() {
 async fn a_name_that_appears_later_is_followed() {
     let f = fixture();
     let mut later = f.resolutions.subscribe("later.default:80", &caller());
-    assert_eq!(later.rx.borrow().resolution, Resolution::NotFound);
+    assert_eq!(*later.rx.borrow().resolution, Resolution::NotFound);
     let mut next = state(true, "127.0.0.1:17101");
-    next.services
+    Arc::make_mut(&mut next.services)
         .insert(ObjectRef::new("default", "later"), Default::default());
     f.discovery.set(next);
     changed(&mut later.rx).await;
-    assert!(matches!(later.rx.borrow().resolution, Resolution::Found(_)));
+    assert!(matches!(
+        *later.rx.borrow().resolution,
+        Resolution::Found(_)
+    ));
 }
 
 #[tokio::test]

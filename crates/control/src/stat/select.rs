@@ -117,7 +117,7 @@ pub fn resources(
             }
         }
         "pod" => {
-            for (at, instance) in &state.instances {
+            for (at, instance) in state.instances.iter() {
                 if in_ns(&at.namespace) && named(&at.name) {
                     let m = meshed(std::iter::once((at, instance)));
                     out.insert((at.namespace.clone(), at.name.clone()), m);
@@ -125,7 +125,7 @@ pub fn resources(
             }
         }
         "service" => {
-            for (at, service) in &state.services {
+            for (at, service) in state.services.iter() {
                 if !(in_ns(&at.namespace) && named(&at.name)) {
                     continue;
                 }
@@ -145,7 +145,7 @@ pub fn resources(
             }
         }
         kind => {
-            for (at, workload) in &state.workloads {
+            for (at, workload) in state.workloads.iter() {
                 if workload.kind != kind || !in_ns(&at.namespace) || !named(&at.name) {
                     continue;
                 }

@@ -217,7 +217,7 @@ fn addresses(
         .map(|(k, _)| k.clone())
         .collect();
     let mut addrs = BTreeSet::new();
-    for (svc, service) in &state.services {
+    for (svc, service) in state.services.iter() {
         let whole = resource.kind == "service"
             && svc.namespace == namespace
             && resource.name.as_ref().is_none_or(|n| &svc.name == n);

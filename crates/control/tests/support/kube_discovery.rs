@@ -426,3 +426,68 @@ async fn addresses_headless_and_reused_pod_ips() {
     };
     assert_eq!(resolve(&state, &missing), Resolution::NotFound);
 }
+
+/// The fake API server pages lists as kube-apiserver does (the watchers list in pages of
+/// 500): the same pages as the recorded `?limit=2` ones, a token that outlives nothing
+/// compacted, and `410 Expired` for one that does.
+#[tokio::test]
+async fn the_fake_api_server_pages_lists_as_recorded() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams};
+    let api = FakeKubeApi::emojivoto().await;
+    let source = KubeSource {
+        kubeconfig: Some(api.kubeconfig().to_path_buf()),
+        context: None,
+    };
+    let pods: Api<Pod> = Api::namespaced(client(&source).await.unwrap(), NS);
+    let mut token: Option<String> = None;
+    for page in 1..=3 {
+        let recorded =
+            ferry_testkit::kube_api::fixture(&format!("scenario/pods.list.limit2-page{page}.json"));
+        let mut params = ListParams::default().limit(2);
+        if let Some(token) = &token {
+            params = params.continue_token(token);
+        }
+        let list = pods.list(&params).await.expect("a page");
+        let names = |items: Vec<Option<String>>| items.into_iter().flatten().collect::<Vec<_>>();
+        assert_eq!(
+            names(list.items.iter().map(|p| p.metadata.name.clone()).collect()),
+            names(
+                recorded["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["metadata"]["name"].as_str().map(String::from))
+                    .collect()
+            ),
+            "page {page}"
+        );
+        assert_eq!(
+            list.metadata.remaining_item_count,
+            recorded["metadata"]["remainingItemCount"].as_i64(),
+            "page {page}"
+        );
+        assert_eq!(
+            list.metadata.continue_.is_some(),
+            recorded["metadata"].get("continue").is_some(),
+            "page {page}"
+        );
+        token = list.metadata.continue_;
+    }
+    let first = pods.list(&ListParams::default().limit(2)).await.unwrap();
+    api.compact();
+    let expired = pods
+        .list(
+            &ListParams::default()
+                .limit(2)
+                .continue_token(first.metadata.continue_.as_deref().unwrap()),
+        )
+        .await
+        .expect_err("a token from before the compaction");
+    match expired {
+        kube::Error::Api(status) => {
+            assert_eq!((status.code, status.reason.as_str()), (410, "Expired"))
+        }
+        other => panic!("expected 410 Expired, got {other}"),
+    }
+}

@@ -1,0 +1,147 @@
+//! What the reflector stores keep of each object: only what [`super::kube_build`] reads.
+//! At 10,000 pods this is most of the control plane's memory, so:
+//!
+//! - **Pods** are read as [`PodSummary`], straight from the API's JSON (unknown fields are
+//!   skipped while parsing): names, labels, owners, timestamps, container names, the
+//!   service account, phase and IP. A `k8s_openapi` `Pod` takes kilobytes even with its
+//!   spec emptied (every optional field of every container is there), and a full one is
+//!   tens of kilobytes.
+//! - Every other kind is trimmed by [`Trim`] as it arrives: annotations and
+//!   `managedFields` (often most of an object: `kubectl apply` copies the whole object
+//!   into an annotation) are never read, nor are the specs of ReplicaSets and Jobs (a
+//!   whole pod template each; only their owners matter).
+
+use std::borrow::Cow;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::NamespaceResourceScope;
+use kube::Resource;
+use serde::Deserialize;
+
+/// A Pod as discovery keeps it; watched and listed as `v1` Pods.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct PodSummary {
+    /// The pod's metadata, trimmed like every object's.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// Container names and the service account.
+    pub spec: Option<PodSummarySpec>,
+    /// Phase and IP.
+    pub status: Option<PodSummaryStatus>,
+}
+
+/// The part of a pod's spec discovery reads.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSummarySpec {
+    /// The containers, by name.
+    #[serde(default)]
+    pub containers: Vec<ContainerName>,
+    /// The init containers (native sidecars among them), by name.
+    pub init_containers: Option<Vec<ContainerName>>,
+    /// `spec.serviceAccountName`.
+    pub service_account_name: Option<String>,
+}
+
+/// A container, by name only.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct ContainerName {
+    /// `name`.
+    pub name: String,
+}
+
+/// The part of a pod's status discovery reads.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSummaryStatus {
+    /// `Pending`, `Running`, `Succeeded`, `Failed`, `Unknown`.
+    pub phase: Option<String>,
+    /// `status.podIP`.
+    #[serde(rename = "podIP")]
+    pub pod_ip: Option<String>,
+}
+
+/// The same API resource as `v1` Pod: the watchers ask for pods and parse them as this.
+impl Resource for PodSummary {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        Pod::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        Pod::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        Pod::version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        Pod::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// Drops, as an object arrives, every field discovery does not read.
+pub trait Trim {
+    /// Drops what is never read.
+    fn trim(&mut self);
+}
+
+/// Metadata kept: name, namespace, uid, labels, owners, timestamps.
+fn trim_meta(meta: &mut ObjectMeta) {
+    meta.annotations = None;
+    meta.managed_fields = None;
+    meta.finalizers = None;
+}
+
+impl Trim for PodSummary {
+    fn trim(&mut self) {
+        trim_meta(&mut self.metadata);
+    }
+}
+
+impl Trim for Namespace {
+    fn trim(&mut self) {
+        trim_meta(&mut self.metadata);
+        self.spec = None;
+        self.status = None;
+    }
+}
+
+impl Trim for Service {
+    fn trim(&mut self) {
+        trim_meta(&mut self.metadata);
+        self.status = None;
+    }
+}
+
+impl Trim for EndpointSlice {
+    fn trim(&mut self) {
+        trim_meta(&mut self.metadata);
+    }
+}
+
+impl Trim for ReplicaSet {
+    fn trim(&mut self) {
+        trim_meta(&mut self.metadata);
+        self.spec = None;
+        self.status = None;
+    }
+}
+
+impl Trim for Job {
+    fn trim(&mut self) {
+        trim_meta(&mut self.metadata);
+        self.spec = None;
+        self.status = None;
+    }
+}
