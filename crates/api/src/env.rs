@@ -61,10 +61,16 @@ pub const PROXY_TRUST_DOMAIN: &str = "FERRY_PROXY_TRUST_DOMAIN";
 pub const CONTROL_GRPC_LISTEN: &str = "FERRY_CONTROL_GRPC_LISTEN";
 /// `--api-listen`: address of the control plane's public HTTP/JSON API and dashboard.
 pub const CONTROL_API_LISTEN: &str = "FERRY_CONTROL_API_LISTEN";
-/// `--webhook-listen`: the proxy-injector webhook's HTTPS listener.
-pub const CONTROL_WEBHOOK_LISTEN: &str = "FERRY_CONTROL_WEBHOOK_LISTEN";
-/// `--webhook-tls-dir`: directory with the webhook's `tls.crt` and `tls.key`.
-pub const CONTROL_WEBHOOK_TLS_DIR: &str = "FERRY_CONTROL_WEBHOOK_TLS_DIR";
+/// `--injector-listen`: the proxy-injector webhook's HTTPS listener (off when unset).
+pub const CONTROL_INJECTOR_LISTEN: &str = "FERRY_CONTROL_INJECTOR_LISTEN";
+/// `--injector-tls-cert-file`: PEM certificate chain the webhook serves (`tls.crt`).
+pub const CONTROL_INJECTOR_TLS_CERT_FILE: &str = "FERRY_CONTROL_INJECTOR_TLS_CERT_FILE";
+/// `--injector-tls-key-file`: PEM private key of that certificate (`tls.key`).
+pub const CONTROL_INJECTOR_TLS_KEY_FILE: &str = "FERRY_CONTROL_INJECTOR_TLS_KEY_FILE";
+/// `--proxy-image`: the proxy image (without tag) the injector adds to pods.
+pub const CONTROL_PROXY_IMAGE: &str = "FERRY_CONTROL_PROXY_IMAGE";
+/// `--proxy-version`: the proxy image tag and `ferry.io/proxy-version` the injector writes.
+pub const CONTROL_PROXY_VERSION: &str = "FERRY_CONTROL_PROXY_VERSION";
 /// `--discovery`: `kubernetes` or `file`.
 pub const CONTROL_DISCOVERY: &str = "FERRY_CONTROL_DISCOVERY";
 /// `--namespace`: the control plane's own namespace.

@@ -45,6 +45,8 @@ pub const CONTROL_NAME: &str = "ferry-control";
 pub const INJECTOR_NAME: &str = "ferry-proxy-injector";
 /// The webhook's name inside the MutatingWebhookConfiguration.
 pub const INJECTOR_WEBHOOK: &str = "proxy-injector.ferry.io";
+/// The second webhook: pods labelled `ferry.io/inject: enabled` outside enabled namespaces.
+pub const INJECTOR_WEBHOOK_PODS: &str = "pods.proxy-injector.ferry.io";
 /// The HTTP path the injector webhook serves.
 pub const INJECTOR_PATH: &str = "/inject";
 /// Secret holding the identity issuer's certificate and key (`tls.crt`, `tls.key`).

@@ -7,7 +7,8 @@
 //! - [`install`]: `ferry install`, the control plane as typed Kubernetes objects
 //!   ([`identity`] makes its certificates).
 //! - [`inject`]: `ferry inject` / `ferry uninject` over YAML streams ([`yaml`]), finding pod
-//!   templates ([`workload`]) and editing them ([`patch`]) with the containers of [`sidecar`];
+//!   templates ([`workload`]) and editing them ([`patch`]) with `ferry-inject`'s [`sidecar`]
+//!   containers and pod edits (shared with the control plane's injector webhook);
 //!   [`emitter`] writes YAML that kubectl reads back exactly.
 //! - [`chart`]: generates the Helm chart `charts/ferry` from the same objects as `install`.
 //! - [`check`]: `ferry check`, named health checks.
@@ -34,9 +35,11 @@ pub mod identity;
 pub mod inject;
 pub mod install;
 pub mod patch;
-pub mod sidecar;
 pub mod stat;
 pub mod tap;
 pub mod top;
 pub mod workload;
 pub mod yaml;
+
+/// The injected containers, from the `ferry-inject` crate the injector webhook shares.
+pub use ferry_inject::sidecar;

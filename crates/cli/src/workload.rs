@@ -16,7 +16,7 @@ const TEMPLATED_KINDS: &[&str] = &[
 /// Where a document's pods are described.
 pub enum PodSite<'a> {
     /// The pod-like mapping (a `Pod`, or a workload's template) holding `metadata` and `spec`.
-    Pod(&'a mut Mapping),
+    Pod(&'a mut Value),
     /// The document is a workload kind but has no pod template to work on.
     Missing,
     /// The document does not describe pods (a Service, a ConfigMap, ...).
@@ -73,8 +73,8 @@ pub fn pod_site<'a>(doc: &'a mut Value, kind: &str) -> PodSite<'a> {
     } else {
         return PodSite::NotWorkload;
     };
-    match site.and_then(Value::as_mapping_mut) {
-        Some(map) if map.get("spec").is_some_and(Value::is_mapping) => PodSite::Pod(map),
+    match site {
+        Some(pod) if pod.get("spec").is_some_and(Value::is_mapping) => PodSite::Pod(pod),
         _ => PodSite::Missing,
     }
 }
@@ -96,29 +96,4 @@ pub fn child_mapping<'a>(map: &'a mut Mapping, key: &str) -> Option<&'a mut Mapp
         map.insert(key.into(), Value::Mapping(Mapping::new()));
     }
     map.get_mut(key)?.as_mapping_mut()
-}
-
-/// Returns `map[key]` as a sequence, creating an empty one (at the end) when absent.
-pub fn child_sequence<'a>(map: &'a mut Mapping, key: &str) -> Option<&'a mut Vec<Value>> {
-    if !map.contains_key(key) || map.get(key).is_some_and(Value::is_null) {
-        map.insert(key.into(), Value::Sequence(Vec::new()));
-    }
-    map.get_mut(key)?.as_sequence_mut()
-}
-
-/// Removes `map[key]` when it is an empty mapping, empty sequence or null.
-pub fn prune_empty(map: &mut Mapping, key: &str) {
-    let empty = match map.get(key) {
-        Some(Value::Mapping(m)) => m.is_empty(),
-        Some(Value::Sequence(s)) => s.is_empty(),
-        _ => false,
-    };
-    if empty {
-        map.shift_remove(key);
-    }
-}
-
-/// The value of a named item's `name` field.
-pub fn item_name(item: &Value) -> Option<&str> {
-    item.get("name").and_then(Value::as_str)
 }

@@ -178,7 +178,13 @@ fn without_webhook_material(docs: &[Value]) -> Vec<Value> {
             d["data"]["tls.key"] = "key".into();
         }
         if d["kind"] == "MutatingWebhookConfiguration" {
-            d["webhooks"][0]["clientConfig"]["caBundle"] = "ca".into();
+            // Every webhook (per namespace, per pod label) trusts the same generated CA.
+            let hooks = d["webhooks"].as_sequence_mut().expect("webhooks");
+            let first = hooks[0]["clientConfig"]["caBundle"].clone();
+            for hook in hooks {
+                assert_eq!(hook["clientConfig"]["caBundle"], first, "one caBundle");
+                hook["clientConfig"]["caBundle"] = "ca".into();
+            }
         }
     }
     docs.sort_by_key(key);

@@ -475,3 +475,39 @@ fn control_plane_address_follows_namespace_and_cluster_domain() {
         "mesh"
     );
 }
+
+/// `ferry inject` and the control plane's injector webhook share one code path
+/// (`ferry-inject`): for every pod a real API server sent the webhook, `ferry inject` on that
+/// pod (YAML, through the binary) gives exactly what the shared code gives on the JSON the
+/// webhook patches — only `ferry.io/created-by` names the tool.
+#[test]
+fn ferry_inject_makes_of_recorded_pods_what_the_webhook_code_makes() {
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/k8s/admission/replicaset-pods");
+    let mut reviews: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("shared/k8s/admission exists")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".request.json"))
+        .collect();
+    reviews.sort();
+    assert_eq!(reviews.len(), 7, "{reviews:?}");
+    for path in reviews {
+        let review: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let object = &review["request"]["object"];
+        let (out, err) = ok(&["inject", "-"], &serde_json::to_vec(object).unwrap());
+        assert!(err.starts_with("pod \""), "{err}");
+        assert!(err.trim_end().ends_with("injected"), "{err}");
+        let from_cli = serde_json::to_value(docs(&out).remove(0)).unwrap();
+        let mut expected = object.clone();
+        let skipped = ferry_inject::pod::inject(
+            &mut expected,
+            &ferry_inject::ProxyConfig::default(),
+            &ferry_inject::created_by_cli(),
+        )
+        .unwrap();
+        assert_eq!(skipped, None);
+        assert_eq!(from_cli, expected, "{}", path.display());
+        assert_ne!(&from_cli, object, "{} was not injected", path.display());
+    }
+}

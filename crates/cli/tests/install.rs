@@ -276,6 +276,27 @@ fn generated_certificates_form_valid_p256_chains() {
         "mesh"
     );
     assert_eq!(webhook["webhooks"][0]["failurePolicy"], "Ignore");
+    // Enabled namespaces, or pods labelled enabled elsewhere (but never the control
+    // plane's own namespace): two webhooks, as a selector cannot say "or".
+    let ns_hook = &webhook["webhooks"][0];
+    assert_eq!(
+        ns_hook["namespaceSelector"]["matchLabels"]["ferry.io/inject"],
+        "enabled"
+    );
+    let pod_hook = &webhook["webhooks"][1];
+    assert_eq!(pod_hook["name"], "pods.proxy-injector.ferry.io");
+    assert_eq!(
+        pod_hook["objectSelector"]["matchLabels"]["ferry.io/inject"],
+        "enabled"
+    );
+    let excluded = &pod_hook["namespaceSelector"]["matchExpressions"][1];
+    assert_eq!(excluded["key"], "kubernetes.io/metadata.name");
+    assert!(excluded["values"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|v| v == "mesh"));
+    assert_eq!(pod_hook["failurePolicy"], "Ignore");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -19,13 +19,39 @@ use crate::authority::{ContextToken, Lookup};
 use crate::discovery::Discovery;
 use crate::index::{self, Resolution};
 
+/// What `GET /api/v1/identity` and the dashboard show of the CA, read on every request so
+/// that a reloaded issuer shows; none when the CA is off.
+#[derive(Clone, Default)]
+pub struct IdentitySource(Option<Arc<dyn Fn() -> IdentityInfo + Send + Sync>>);
+
+impl IdentitySource {
+    /// Reads the CA's public side from `read` on every request.
+    pub fn new(read: impl Fn() -> IdentityInfo + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(read)))
+    }
+
+    /// The CA's public side now, when it runs.
+    pub fn get(&self) -> Option<IdentityInfo> {
+        self.0.as_ref().map(|read| read())
+    }
+}
+
+impl From<Option<IdentityInfo>> for IdentitySource {
+    fn from(info: Option<IdentityInfo>) -> Self {
+        match info {
+            Some(info) => Self::new(move || info.clone()),
+            None => Self(None),
+        }
+    }
+}
+
 /// Serves the API on `listener` until `shutdown` completes; `identity` is what
 /// `GET /api/v1/identity` answers (404 when the CA is off); `metrics` answers the stat
 /// routes ([`crate::stat_api`]).
 pub async fn serve<D: Discovery>(
     listener: TcpListener,
     discovery: D,
-    identity: Option<IdentityInfo>,
+    identity: impl Into<IdentitySource>,
     metrics: crate::metrics::Backend,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -44,9 +70,12 @@ pub fn app<D: Discovery>(discovery: D) -> Router {
 }
 
 /// The API's routes; `identity` is the CA's public side when it runs.
-pub fn app_with_identity<D: Discovery>(discovery: D, identity: Option<IdentityInfo>) -> Router {
-    let identity = Arc::new(identity);
-    let dashboard = crate::dashboard::router(discovery.clone(), (*identity).clone());
+pub fn app_with_identity<D: Discovery>(
+    discovery: D,
+    identity: impl Into<IdentitySource>,
+) -> Router {
+    let identity: IdentitySource = identity.into();
+    let dashboard = crate::dashboard::router(discovery.clone(), identity.clone());
     Router::new()
         .route(control_api::HEALTH_PATH, get(health))
         .route(control_api::ENDPOINTS_PATH, get(endpoints::<D>))
@@ -59,9 +88,9 @@ pub fn app_with_identity<D: Discovery>(discovery: D, identity: Option<IdentityIn
         .merge(dashboard)
 }
 
-async fn identity_info(identity: Arc<Option<IdentityInfo>>) -> Response {
-    match identity.as_ref() {
-        Some(info) => Json(info.clone()).into_response(),
+async fn identity_info(identity: IdentitySource) -> Response {
+    match identity.get() {
+        Some(info) => Json(info).into_response(),
         None => {
             let body = ApiError {
                 error: "identity is not enabled: start ferry-control with --identity-dir"

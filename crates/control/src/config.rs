@@ -15,6 +15,7 @@ use crate::discovery::file::DEFAULT_POLL_INTERVAL;
 pub use crate::discovery::kubernetes::KubeSource;
 use crate::identity::material::CaSource;
 use crate::identity::{IdentityConfig, TOKENS_DIR};
+use crate::injector::InjectorConfig;
 use crate::metrics::MetricsConfig;
 
 /// The shortest certificate lifetime accepted (tests rotate every few seconds).
@@ -84,6 +85,25 @@ pub struct Args {
     /// instead of scraping proxies ourselves.
     #[arg(long, env = env::CONTROL_PROMETHEUS_URL)]
     pub prometheus_url: Option<String>,
+    /// Address of the proxy-injector webhook's HTTPS server (8443 on Kubernetes); the
+    /// webhook is off without it. Needs the two --injector-tls files.
+    #[arg(long, env = env::CONTROL_INJECTOR_LISTEN)]
+    pub injector_listen: Option<SocketAddr>,
+    /// PEM certificate chain the injector serves (the Secret `ferry-proxy-injector-tls`).
+    #[arg(long, env = env::CONTROL_INJECTOR_TLS_CERT_FILE)]
+    pub injector_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the injector's certificate.
+    #[arg(long, env = env::CONTROL_INJECTOR_TLS_KEY_FILE)]
+    pub injector_tls_key_file: Option<PathBuf>,
+    /// Proxy image, without tag, that the injector adds to pods.
+    #[arg(long, env = env::CONTROL_PROXY_IMAGE, default_value = ferry_inject::DEFAULT_PROXY_IMAGE)]
+    pub proxy_image: String,
+    /// Proxy version the injector adds: the image tag and `ferry.io/proxy-version`.
+    #[arg(long, env = env::CONTROL_PROXY_VERSION, default_value = ferry_inject::VERSION)]
+    pub proxy_version: String,
+    /// The control plane's own namespace, where injected proxies find it.
+    #[arg(long, env = env::CONTROL_NAMESPACE, default_value = ferry_api::k8s::CONTROL_NAMESPACE)]
+    pub namespace: String,
     /// Log filter, in `tracing` syntax (e.g. `info` or `warn,ferry_control=debug`).
     #[arg(long, env = env::CONTROL_LOG, default_value = "info")]
     pub log: String,
@@ -138,6 +158,8 @@ pub struct Config {
     pub kube: KubeSource,
     /// Where golden metrics come from.
     pub metrics: MetricsConfig,
+    /// The proxy-injector webhook, when it runs.
+    pub injector: Option<InjectorConfig>,
 }
 
 /// The discovery backend and its settings.
@@ -205,6 +227,9 @@ pub enum ConfigError {
     /// The scrape interval is out of range.
     #[error("--scrape-interval {0:?} must be between 100ms and 5m")]
     ScrapeInterval(Duration),
+    /// Some but not all of the injector's listener and TLS files were given.
+    #[error("--injector-listen, --injector-tls-cert-file and --injector-tls-key-file go together; {0} is missing")]
+    InjectorFlags(&'static str),
     /// The Prometheus URL is not `http://host:port`.
     #[error("--prometheus-url {0:?} must be an http:// URL like http://127.0.0.1:9090")]
     PrometheusUrl(String),
@@ -266,7 +291,6 @@ impl Config {
         Ok(Self {
             grpc_listen: args.grpc_listen,
             api_listen: args.api_listen,
-            discovery,
             identity: identity(args, token_validation)?,
             token_validation,
             kube: KubeSource {
@@ -274,8 +298,54 @@ impl Config {
                 context: args.kube_context.clone(),
             },
             metrics: metrics(args)?,
+            injector: injector(args, &discovery)?,
+            discovery,
         })
     }
+}
+
+fn injector(
+    args: &Args,
+    discovery: &DiscoveryConfig,
+) -> Result<Option<InjectorConfig>, ConfigError> {
+    let (listen, cert_file, key_file) = match (
+        args.injector_listen,
+        &args.injector_tls_cert_file,
+        &args.injector_tls_key_file,
+    ) {
+        (None, None, None) => return Ok(None),
+        (Some(listen), Some(cert), Some(key)) => (listen, cert.clone(), key.clone()),
+        (None, _, _) => return Err(ConfigError::InjectorFlags("--injector-listen")),
+        (_, None, _) => return Err(ConfigError::InjectorFlags("--injector-tls-cert-file")),
+        (_, _, None) => return Err(ConfigError::InjectorFlags("--injector-tls-key-file")),
+    };
+    for other in [args.grpc_listen, args.api_listen] {
+        if listen == other && listen.port() != 0 {
+            return Err(ConfigError::SameAddress(listen));
+        }
+    }
+    let mut proxy = ferry_inject::ProxyConfig {
+        image: args.proxy_image.clone(),
+        version: args.proxy_version.clone(),
+        control_namespace: args.namespace.clone(),
+        // Everything else as `ferry inject`'s defaults; the trust anchors are the CA's,
+        // filled in per review, and a workloads file's trust domain when it loads.
+        ..ferry_inject::ProxyConfig::default()
+    };
+    if let DiscoveryConfig::Kubernetes {
+        cluster_domain,
+        trust_domain,
+    } = discovery
+    {
+        proxy.cluster_domain = cluster_domain.clone();
+        proxy.trust_domain = trust_domain.clone();
+    }
+    Ok(Some(InjectorConfig {
+        listen,
+        cert_file,
+        key_file,
+        proxy,
+    }))
 }
 
 fn metrics(args: &Args) -> Result<MetricsConfig, ConfigError> {

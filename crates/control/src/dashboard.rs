@@ -42,7 +42,7 @@ const PROBE_CACHE: Duration = Duration::from_secs(1);
 /// What the dashboard's routes read.
 struct Ctx<D> {
     discovery: D,
-    identity: Option<IdentityInfo>,
+    identity: crate::api::IdentitySource,
     started: Instant,
     /// The last round of admin reads, for the discovery state it was made from. Held
     /// across the round, so concurrent requests wait for one round instead of each
@@ -77,7 +77,7 @@ impl<D: Discovery> Ctx<D> {
 }
 
 /// The dashboard's page, assets and routes; merged into the public API's router.
-pub fn router<D: Discovery>(discovery: D, identity: Option<IdentityInfo>) -> Router {
+pub fn router<D: Discovery>(discovery: D, identity: crate::api::IdentitySource) -> Router {
     let ctx = Arc::new(Ctx {
         discovery,
         identity,
@@ -123,7 +123,7 @@ async fn overview_route<D: Discovery>(State(ctx): State<Arc<Ctx<D>>>) -> Json<Ov
         status: "ok".to_string(),
         version: VERSION.to_string(),
         uptime_seconds: ctx.started.elapsed().as_secs(),
-        components: components(&state, ctx.identity.as_ref()),
+        components: components(&state, ctx.identity.get().as_ref()),
         proxies_known,
         proxies_ready,
         namespaces: namespaces(&state),

@@ -3,6 +3,7 @@
 //! account with a token. `docs/identity.md` documents it for users.
 //!
 //! - [`material`]: where the trust anchors and issuer come from (files, or generated).
+//! - [`reload`]: re-reads those files, so a rotated issuer is used without a restart.
 //! - [`ca`]: the loaded CA, its checks, and signing from CSRs.
 //! - [`tokens`]: the [`tokens::TokenValidator`] seam and local per-service-account tokens.
 //! - [`tokenreview`]: the Kubernetes validator (TokenReview API).
@@ -12,6 +13,7 @@
 
 pub mod ca;
 pub mod material;
+pub mod reload;
 pub mod service;
 pub mod tokenreview;
 pub mod tokens;
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_api::control_api::{CertificateInfo, IdentityInfo};
+use tokio::sync::watch;
 
 use crate::model::ObjectRef;
 use ca::{Ca, CertSummary};
@@ -79,7 +82,10 @@ impl TokenValidator for Validator {
 /// The running CA: loaded material, how tokens are validated, and the names it serves.
 #[derive(Clone, Debug)]
 pub struct Identity {
-    ca: Arc<Ca>,
+    /// The current CA; [`reload`] replaces it when the files change.
+    ca: Arc<watch::Sender<Arc<Ca>>>,
+    source: CaSource,
+    reload_interval: Duration,
     tokens: LocalTokens,
     reviewer: Option<TokenReviewer>,
     trust_domain: String,
@@ -98,7 +104,9 @@ impl Identity {
             "identity CA ready"
         );
         Ok(Self {
-            ca: Arc::new(ca),
+            ca: Arc::new(watch::Sender::new(Arc::new(ca))),
+            source: config.ca.clone(),
+            reload_interval: reload::DEFAULT_INTERVAL,
             tokens: LocalTokens::new(&config.tokens_dir),
             reviewer: None,
             trust_domain: trust_domain.to_string(),
@@ -122,9 +130,31 @@ impl Identity {
         &self.tokens
     }
 
-    /// Returns the CA.
-    pub fn ca(&self) -> &Ca {
-        &self.ca
+    /// Returns the current CA.
+    pub fn ca(&self) -> Arc<Ca> {
+        self.ca.borrow().clone()
+    }
+
+    /// Follows the current CA (it changes when [`reload`] accepts new files).
+    pub fn watch_ca(&self) -> watch::Receiver<Arc<Ca>> {
+        self.ca.subscribe()
+    }
+
+    /// Sets how often [`Identity::follow_files`] re-reads the CA's files.
+    pub fn with_reload_interval(mut self, interval: Duration) -> Self {
+        self.reload_interval = interval;
+        self
+    }
+
+    /// Re-reads the CA's files every reload interval, for as long as the returned future
+    /// runs (see [`reload`]).
+    pub fn follow_files(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        reload::follow(
+            self.source.clone(),
+            self.trust_domain.clone(),
+            self.ca.clone(),
+            self.reload_interval,
+        )
     }
 
     /// Returns the gRPC service.
@@ -134,7 +164,7 @@ impl Identity {
             None => Validator::Local(self.tokens.clone()),
         };
         IdentityService::new(
-            self.ca.clone(),
+            self.ca.subscribe(),
             validator,
             self.trust_domain.clone(),
             self.lifetime,
@@ -148,11 +178,12 @@ impl Identity {
             sha256: c.sha256.clone(),
             not_after: humantime::format_rfc3339_seconds(c.not_after).to_string(),
         };
+        let ca = self.ca();
         IdentityInfo {
             trust_domain: self.trust_domain.clone(),
-            trust_anchors_pem: self.ca.trust_anchors_pem().to_string(),
-            trust_anchors: self.ca.trust_anchors().iter().map(cert).collect(),
-            issuer: cert(self.ca.issuer()),
+            trust_anchors_pem: ca.trust_anchors_pem().to_string(),
+            trust_anchors: ca.trust_anchors().iter().map(cert).collect(),
+            issuer: cert(ca.issuer()),
             certificate_lifetime_seconds: self.lifetime.as_secs(),
         }
     }

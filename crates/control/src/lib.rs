@@ -20,6 +20,8 @@
 //! - [`metrics`]: proxies' metrics, scraped into memory or asked of Prometheus;
 //!   [`stat`] answers `stat`/`edges` over them and [`stat_api`] serves the routes.
 //! - [`dashboard`]: the web dashboard and the diagnostics routes it adds to the API.
+//! - [`injector`]: the proxy-injector webhook (AdmissionReview over HTTPS), adding what
+//!   `ferry inject` adds through the shared `ferry-inject` crate.
 //! - [`config`]: flags and the validated [`Config`].
 //!
 //! [`run`] wires them: load discovery, load the identity CA, bind both listeners, serve
@@ -34,6 +36,7 @@ pub mod discovery;
 pub mod fetch;
 pub mod identity;
 pub mod index;
+pub mod injector;
 pub mod metrics;
 pub mod model;
 pub mod resolutions;
@@ -81,7 +84,7 @@ pub enum RunError {
     /// A listener could not be bound.
     #[error("binding the {listener} listener on {addr}")]
     Bind {
-        /// Which listener (`grpc` or `api`).
+        /// Which listener (`grpc`, `api` or `injector`).
         listener: &'static str,
         /// The address asked for.
         addr: SocketAddr,
@@ -89,6 +92,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The injector webhook's certificate or key could not be loaded.
+    #[error("starting the proxy injector")]
+    Injector(#[from] injector::InjectorError),
     /// The gRPC server failed.
     #[error("serving gRPC")]
     Grpc(#[from] tonic::transport::Error),
@@ -145,6 +151,14 @@ pub async fn run(
     };
     let grpc = bind("grpc", config.grpc_listen).await?;
     let api = bind("api", config.api_listen).await?;
+    let _injector = match config.injector {
+        Some(mut injector) => {
+            // The trust domain the CA names identities in, whichever backend set it.
+            injector.proxy.trust_domain = discovery.watch().borrow().trust_domain.clone();
+            Some(start_injector(injector, identity.as_ref()).await?)
+        }
+        None => None,
+    };
     serve_all(
         grpc,
         api,
@@ -205,7 +219,17 @@ pub async fn serve_all<D: Discovery>(
         }
         _ => None,
     };
-    let info = identity.as_ref().map(Identity::info);
+    let _reload = identity
+        .as_ref()
+        .map(|identity| AbortOnDrop(tokio::spawn(identity.follow_files())));
+    // Read per request: a reloaded issuer shows in `/api/v1/identity` and the dashboard.
+    let info = match &identity {
+        Some(identity) => {
+            let identity = identity.clone();
+            api::IdentitySource::new(move || identity.info())
+        }
+        None => api::IdentitySource::default(),
+    };
     let service = identity.as_ref().map(Identity::service);
     let stop = CancellationToken::new();
     let signal = {
@@ -264,6 +288,35 @@ pub async fn serve_all<D: Discovery>(
             Ok(())
         }
     }
+}
+
+/// Loads the injector's certificate, binds its listener and serves it in a task that stops
+/// when the returned guard is dropped. Injected proxies trust the CA's current anchors.
+async fn start_injector(
+    config: injector::InjectorConfig,
+    identity: Option<&Identity>,
+) -> Result<tokio_util::sync::DropGuard, RunError> {
+    let serving = injector::serving_cert(&config.cert_file, &config.key_file)?;
+    let tls = injector::server_config(serving.clone())?;
+    let anchors = identity.map(Identity::watch_ca);
+    let proxy = injector::ProxySettings::new(config.proxy, anchors);
+    let listener = bind("injector", config.listen).await?;
+    let stop = CancellationToken::new();
+    tokio::spawn(injector::serve(
+        listener,
+        tls,
+        proxy,
+        stop.clone().cancelled_owned(),
+    ));
+    let renewals = serving.follow(injector::serving::DEFAULT_INTERVAL);
+    let renewals_stop = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = renewals => {}
+            () = renewals_stop.cancelled() => {}
+        }
+    });
+    Ok(stop.drop_guard())
 }
 
 /// Writes tokens for the service accounts discovery knows now, then follows it in a task

@@ -1,7 +1,11 @@
-//! The public HTTP/JSON API, driven in memory.
+//! The public HTTP/JSON API, driven in memory; and the proxy-injector webhook over HTTPS.
 
 #[path = "support/fixture.rs"]
 mod fixture;
+#[path = "api/injector.rs"]
+mod injector;
+#[path = "support/webhook.rs"]
+mod webhook;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -78,4 +82,40 @@ async fn bad_queries_are_400_with_a_reason() {
         call(&format!("{ENDPOINTS_PATH}?authority=echo.default:http")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.error.contains("echo.default:http"), "{}", body.error);
+}
+
+#[tokio::test]
+async fn identity_shows_the_ca_as_it_is_now() {
+    use ferry_api::control_api::{CertificateInfo, IdentityInfo, IDENTITY_PATH};
+    use ferry_control::api::{app_with_identity, IdentitySource};
+    use std::sync::{Arc, Mutex};
+
+    let info = |issuer: &str| IdentityInfo {
+        trust_domain: "cluster.local".to_string(),
+        trust_anchors_pem: String::new(),
+        trust_anchors: Vec::new(),
+        issuer: CertificateInfo {
+            subject: issuer.to_string(),
+            sha256: String::new(),
+            not_after: String::new(),
+        },
+        certificate_lifetime_seconds: 60,
+    };
+    let current = Arc::new(Mutex::new(info("CN=first")));
+    let source = {
+        let current = current.clone();
+        IdentitySource::new(move || current.lock().unwrap().clone())
+    };
+    let app = app_with_identity(discovery(), source);
+    let get = |app: axum::Router| async move {
+        let req = Request::get(IDENTITY_PATH).body(Body::empty()).unwrap();
+        let rsp = app.oneshot(req).await.unwrap();
+        assert_eq!(rsp.status(), StatusCode::OK);
+        let body = rsp.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice::<IdentityInfo>(&body).unwrap()
+    };
+    assert_eq!(get(app.clone()).await.issuer.subject, "CN=first");
+    // The issuer was reloaded: the same running API shows the new one.
+    *current.lock().unwrap() = info("CN=second");
+    assert_eq!(get(app).await.issuer.subject, "CN=second");
 }

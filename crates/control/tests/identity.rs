@@ -309,3 +309,132 @@ async fn tokens_follow_the_workloads_file() {
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
     cp.stop().await;
 }
+
+/// A Kubernetes volume as the kubelet writes it: the files are symlinks through `..data`,
+/// which is swapped atomically to a new timestamped directory on every update.
+struct ProjectedVolume {
+    dir: std::path::PathBuf,
+    generation: u32,
+}
+
+impl ProjectedVolume {
+    fn new(dir: std::path::PathBuf, files: &[(&str, &str)]) -> Self {
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut volume = Self { dir, generation: 0 };
+        volume.update(files);
+        for (name, _) in files {
+            std::os::unix::fs::symlink(format!("..data/{name}"), volume.dir.join(name)).unwrap();
+        }
+        volume
+    }
+
+    fn update(&mut self, files: &[(&str, &str)]) {
+        self.generation += 1;
+        let data = format!("..2026_12_06_{}", self.generation);
+        std::fs::create_dir(self.dir.join(&data)).unwrap();
+        for (name, text) in files {
+            std::fs::write(self.dir.join(&data).join(name), text).unwrap();
+        }
+        let tmp = self.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&data, &tmp).unwrap();
+        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// Asks `service` for a certificate for `web`, in memory; returns the issuer it came from.
+async fn issuer_of_a_new_certificate(
+    service: &ferry_control::identity::service::IdentityService<ferry_control::identity::Validator>,
+    token: Vec<u8>,
+) -> Vec<u8> {
+    use linkerd2_proxy_api::identity::identity_server::Identity as _;
+    let (_, der) = csr(&[&web()]);
+    let resp = service
+        .certify(tonic::Request::new(request(&web(), token, der)))
+        .await
+        .expect("certificate issued")
+        .into_inner();
+    resp.intermediate_certificates[0].clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_issuer_on_disk_is_used_without_a_restart_and_a_corrupt_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let first = ferry_api::ca::generate("ferry", TRUST_DOMAIN, now).unwrap();
+    let second = ferry_api::ca::generate("ferry", TRUST_DOMAIN, now).unwrap();
+    let mut roots = ProjectedVolume::new(
+        dir.path().join("trust-roots"),
+        &[("ca-bundle.crt", &first.trust_anchor_pem)],
+    );
+    let mut issuer = ProjectedVolume::new(
+        dir.path().join("issuer"),
+        &[
+            ("tls.crt", &first.issuer_cert_pem),
+            ("tls.key", &first.issuer_key_pem),
+        ],
+    );
+    let config = IdentityConfig {
+        ca: CaSource::Files {
+            trust_anchors: roots.path("ca-bundle.crt"),
+            issuer_cert: issuer.path("tls.crt"),
+            issuer_key: issuer.path("tls.key"),
+        },
+        tokens_dir: dir.path().join("tokens"),
+        cert_lifetime: Duration::from_secs(3600),
+    };
+    let interval = Duration::from_secs(10);
+    let identity = Identity::load(&config, TRUST_DOMAIN)
+        .unwrap()
+        .with_reload_interval(interval);
+    let state = ferry_control::workloads_file::parse(WORKLOADS).unwrap();
+    identity.tokens().ensure_all(&state).unwrap();
+    let token = std::fs::read(identity.tokens().path(&ObjectRef::new("emojivoto", "web"))).unwrap();
+    let service = identity.service();
+    let reload = tokio::spawn(identity.follow_files());
+    let a_tick = interval + Duration::from_secs(1);
+
+    let first_issuer = first_cert_der(&first.issuer_cert_pem);
+    let second_issuer = first_cert_der(&second.issuer_cert_pem);
+    assert_eq!(
+        issuer_of_a_new_certificate(&service, token.clone()).await,
+        first_issuer
+    );
+
+    // The Secret is updated before the ConfigMap: the new issuer is not signed by the old
+    // anchors, so the old issuer keeps signing in between.
+    issuer.update(&[
+        ("tls.crt", &second.issuer_cert_pem),
+        ("tls.key", &second.issuer_key_pem),
+    ]);
+    tokio::time::sleep(a_tick).await;
+    assert_eq!(
+        issuer_of_a_new_certificate(&service, token.clone()).await,
+        first_issuer
+    );
+
+    // Then the ConfigMap: the new pair is complete and signs the next certificate.
+    roots.update(&[("ca-bundle.crt", &second.trust_anchor_pem)]);
+    tokio::time::sleep(a_tick).await;
+    assert_eq!(
+        issuer_of_a_new_certificate(&service, token.clone()).await,
+        second_issuer
+    );
+    assert_eq!(identity.ca().trust_anchors_pem(), second.trust_anchor_pem);
+    assert_eq!(identity.info().trust_anchors_pem, second.trust_anchor_pem);
+
+    // A corrupt key is logged and ignored: the last good issuer stays.
+    issuer.update(&[
+        ("tls.crt", &first.issuer_cert_pem),
+        ("tls.key", "-----BEGIN PRIVATE KEY-----\ngarbage\n"),
+    ]);
+    tokio::time::sleep(a_tick * 3).await;
+    assert_eq!(
+        issuer_of_a_new_certificate(&service, token.clone()).await,
+        second_issuer
+    );
+    reload.abort();
+}

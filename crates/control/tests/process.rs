@@ -1,8 +1,10 @@
 //! The `ferry-control` binary as a user runs it: flags, logs, both listeners, SIGTERM,
-//! and a restart that proxies resubscribe to.
+//! a restart that proxies resubscribe to, and the injector webhook as `ferry install` runs it.
 
 #[path = "support/fixture.rs"]
 mod fixture;
+#[path = "support/webhook.rs"]
+mod webhook;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -140,6 +142,80 @@ async fn an_invalid_file_at_start_exits_with_the_reason() {
         .await
         .unwrap();
     assert!(line.contains("ghost") && line.contains("ERROR"), "{line}");
+}
+
+#[tokio::test]
+async fn the_injector_runs_from_the_settings_install_passes() {
+    let fake = ferry_testkit::kube_api::FakeKubeApi::emojivoto().await;
+    let kubeconfig = fake.kubeconfig().display().to_string();
+    let pair = webhook::ServingPair::new();
+    let identity = tempfile::tempdir().unwrap();
+    let cert = pair.cert_file.to_str().unwrap().to_string();
+    let key = pair.key_file.to_str().unwrap().to_string();
+    let id_dir = identity.path().to_str().unwrap().to_string();
+    let args = [
+        "--grpc-listen=127.0.0.1:0",
+        "--api-listen=127.0.0.1:0",
+        "--identity-dir",
+        id_dir.as_str(),
+        "--log-format=json",
+    ];
+    // As the Deployment `ferry install` renders sets them: environment, not flags.
+    let envs = [
+        (ferry_api::env::CONTROL_DISCOVERY, "kubernetes"),
+        (ferry_api::env::CONTROL_KUBECONFIG, kubeconfig.as_str()),
+        (ferry_api::env::CONTROL_INJECTOR_LISTEN, "127.0.0.1:0"),
+        (
+            ferry_api::env::CONTROL_INJECTOR_TLS_CERT_FILE,
+            cert.as_str(),
+        ),
+        (ferry_api::env::CONTROL_INJECTOR_TLS_KEY_FILE, key.as_str()),
+        (
+            ferry_api::env::CONTROL_PROXY_IMAGE,
+            "registry.example/ferry-proxy",
+        ),
+        (ferry_api::env::CONTROL_PROXY_VERSION, "v7"),
+        (ferry_api::env::CONTROL_NAMESPACE, "mesh"),
+        (ferry_api::env::CONTROL_TRUST_DOMAIN, "example.org"),
+    ];
+    let control = Proc::spawn(env!("CARGO_BIN_EXE_ferry-control"), &args, &envs)
+        .expect("spawning ferry-control");
+    let bound = control.bound_addrs(3, PROCESS).await.unwrap();
+
+    let review = webhook::recorded("replicaset-pods/01-emoji-68947b65f4.request.json");
+    let (status, answer) = webhook::post(
+        bound["injector"],
+        &pair,
+        "/inject?timeout=10s",
+        serde_json::to_vec(&review).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let response = &answer["response"];
+    assert_eq!(response["uid"], review["request"]["uid"]);
+    let pod = webhook::apply(response, &review["request"]["object"]);
+    let proxy = &pod["spec"]["initContainers"][1];
+    assert_eq!(proxy["image"], "registry.example/ferry-proxy:v7");
+    let env = |name: &str| {
+        proxy["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+            .unwrap_or_else(|| panic!("{name} not set: {proxy}"))
+    };
+    assert_eq!(
+        env(ferry_api::env::PROXY_DESTINATION_ADDR),
+        "ferry-control.mesh.svc.cluster.local:8086"
+    );
+    assert_eq!(env(ferry_api::env::PROXY_TRUST_DOMAIN), "example.org");
+    // Injected proxies trust the control plane's own anchors.
+    let anchors = std::fs::read_to_string(identity.path().join("ca/ca-bundle.crt")).unwrap();
+    assert_eq!(
+        env(ferry_api::env::PROXY_IDENTITY_TRUST_ANCHORS),
+        anchors.as_str()
+    );
 }
 
 #[tokio::test]

@@ -160,8 +160,18 @@ fn container(cfg: &InstallConfig) -> Container {
             var(env::CONTROL_DISCOVERY, "kubernetes".to_string()),
             var(env::CONTROL_GRPC_LISTEN, listen(ports::CONTROL_GRPC)),
             var(env::CONTROL_API_LISTEN, listen(ports::CONTROL_API)),
-            var(env::CONTROL_WEBHOOK_LISTEN, listen(ports::CONTROL_WEBHOOK)),
-            var(env::CONTROL_WEBHOOK_TLS_DIR, WEBHOOK_TLS_DIR.to_string()),
+            var(env::CONTROL_INJECTOR_LISTEN, listen(ports::CONTROL_WEBHOOK)),
+            var(
+                env::CONTROL_INJECTOR_TLS_CERT_FILE,
+                format!("{WEBHOOK_TLS_DIR}/tls.crt"),
+            ),
+            var(
+                env::CONTROL_INJECTOR_TLS_KEY_FILE,
+                format!("{WEBHOOK_TLS_DIR}/tls.key"),
+            ),
+            // What the injector adds to pods: the settings `ferry-config` records.
+            var(env::CONTROL_PROXY_IMAGE, cfg.proxy_image.clone()),
+            var(env::CONTROL_PROXY_VERSION, cfg.version.clone()),
             var(
                 env::CONTROL_IDENTITY_ISSUER_CERTIFICATE_FILE,
                 format!("{ISSUER_DIR}/tls.crt"),

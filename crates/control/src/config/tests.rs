@@ -15,6 +15,7 @@ fn defaults_use_the_documented_ports() {
     assert_eq!(config.discovery, DiscoveryConfig::file("w.yaml"));
     assert_eq!(config.identity, None);
     assert_eq!(config.metrics, MetricsConfig::default());
+    assert_eq!(config.injector, None);
     let prom = Config::from_args(&args(&[
         "--workloads-file=w",
         "--scrape-interval=1s",
@@ -134,6 +135,50 @@ fn kubernetes_flags_make_a_kubernetes_config() {
     assert_eq!(
         Config::from_args(&reviewed).unwrap().token_validation,
         TokenValidation::TokenReview
+    );
+}
+
+#[test]
+fn injector_flags_make_an_injector_config() {
+    let injector = Config::from_args(&args(&[
+        "--discovery=kubernetes",
+        "--injector-listen=127.0.0.1:8443",
+        "--injector-tls-cert-file=tls.crt",
+        "--injector-tls-key-file=tls.key",
+        "--proxy-image=registry.example/ferry-proxy",
+        "--proxy-version=v9",
+        "--namespace=mesh",
+        "--trust-domain=example.org",
+        "--cluster-domain=example.com",
+    ]))
+    .unwrap()
+    .injector
+    .unwrap();
+    assert_eq!(injector.listen, "127.0.0.1:8443".parse().unwrap());
+    assert_eq!(injector.cert_file, PathBuf::from("tls.crt"));
+    assert_eq!(injector.proxy.image, "registry.example/ferry-proxy");
+    assert_eq!(injector.proxy.version, "v9");
+    assert_eq!(
+        injector.proxy.control_addr(),
+        "ferry-control.mesh.svc.example.com:8086"
+    );
+    assert_eq!(injector.proxy.trust_domain, "example.org");
+    assert_eq!(
+        Config::from_args(&args(&[
+            "--workloads-file=w",
+            "--injector-listen=127.0.0.1:8443",
+            "--injector-tls-cert-file=tls.crt",
+        ])),
+        Err(ConfigError::InjectorFlags("--injector-tls-key-file"))
+    );
+    assert_eq!(
+        Config::from_args(&args(&[
+            "--workloads-file=w",
+            "--injector-listen=0.0.0.0:8084",
+            "--injector-tls-cert-file=c",
+            "--injector-tls-key-file=k",
+        ])),
+        Err(ConfigError::SameAddress("0.0.0.0:8084".parse().unwrap()))
     );
 }
 

@@ -37,6 +37,28 @@ pub enum CaSource {
     },
 }
 
+impl CaSource {
+    /// The trust anchors, issuer certificate and issuer key files, in that order.
+    pub fn files(&self) -> [PathBuf; 3] {
+        match self {
+            CaSource::Files {
+                trust_anchors,
+                issuer_cert,
+                issuer_key,
+            } => [
+                trust_anchors.clone(),
+                issuer_cert.clone(),
+                issuer_key.clone(),
+            ],
+            CaSource::Generated { dir } => [
+                dir.join(GENERATED_TRUST_ANCHORS),
+                dir.join(GENERATED_ISSUER_CERT),
+                dir.join(GENERATED_ISSUER_KEY),
+            ],
+        }
+    }
+}
+
 /// Why the CA could not be loaded or generated.
 #[derive(Debug, thiserror::Error)]
 pub enum MaterialError {

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use ferry_api::identity::dns_name;
 use linkerd2_proxy_api::identity as pb;
 use linkerd2_proxy_api::identity::identity_server::{Identity, IdentityServer};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use super::ca::Ca;
@@ -14,16 +15,22 @@ use super::tokens::{TokenError, TokenValidator};
 
 /// The identity CA over gRPC.
 pub struct IdentityService<V> {
-    ca: Arc<Ca>,
+    /// The current CA: a reloaded issuer replaces it for the next request.
+    ca: watch::Receiver<Arc<Ca>>,
     tokens: V,
     trust_domain: String,
     lifetime: Duration,
 }
 
 impl<V: TokenValidator> IdentityService<V> {
-    /// Issues certificates from `ca` for names in `trust_domain`, valid for `lifetime`, to
-    /// callers whose token `tokens` accepts.
-    pub fn new(ca: Arc<Ca>, tokens: V, trust_domain: String, lifetime: Duration) -> Self {
+    /// Issues certificates from the latest `ca` for names in `trust_domain`, valid for
+    /// `lifetime`, to callers whose token `tokens` accepts.
+    pub fn new(
+        ca: watch::Receiver<Arc<Ca>>,
+        tokens: V,
+        trust_domain: String,
+        lifetime: Duration,
+    ) -> Self {
         Self {
             ca,
             tokens,
@@ -62,8 +69,8 @@ impl<V: TokenValidator> IdentityService<V> {
                 req.identity, account.name, account.namespace
             )));
         }
-        let issued = self
-            .ca
+        let ca = self.ca.borrow().clone();
+        let issued = ca
             .issue(
                 &req.certificate_signing_request,
                 &account.name,

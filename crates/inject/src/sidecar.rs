@@ -1,7 +1,7 @@
 //! The objects injected into every meshed pod, built as typed `k8s-openapi` values: the
 //! `ferry-init` container (iptables), the `ferry-proxy` container and their volumes.
 //!
-//! Where they go in a pod spec, and how they are removed again, is `inject`'s business.
+//! Where they go in a pod spec, and how they are removed again, is [`crate::pod`]'s business.
 
 use std::collections::BTreeMap;
 
@@ -292,7 +292,7 @@ fn field(name: &str, path: &str) -> EnvVar {
 }
 
 /// A named TCP container port.
-pub(crate) fn port(name: &str, number: u16) -> ContainerPort {
+pub fn port(name: &str, number: u16) -> ContainerPort {
     ContainerPort {
         name: Some(name.to_string()),
         container_port: i32::from(number),
