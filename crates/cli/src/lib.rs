@@ -19,6 +19,7 @@
 //!   control plane's tap stream.
 //! - [`diagnostics`]: `ferry diagnostics endpoints`, over the control plane's public API
 //!   ([`control`] is its client).
+//! - [`version`]: `ferry version`, the CLI's, control plane's and proxies' versions.
 
 pub mod chart;
 pub mod check;
@@ -36,5 +37,6 @@ pub mod sidecar;
 pub mod stat;
 pub mod tap;
 pub mod top;
+pub mod version;
 pub mod workload;
 pub mod yaml;

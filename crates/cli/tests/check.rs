@@ -486,7 +486,7 @@ fn local_mode_checks_the_control_plane_on_this_machine() {
         "{out}"
     );
     assert!(
-        out.contains("× data-plane: proxies run this version: 1 of 2 proxies run another version: emojivoto/emoji-0 (0.0.1)"),
+        out.contains(&format!("× data-plane: proxies run this version: 1 of 2 proxies run another version: emojivoto/web-0 ({here})")),
         "{out}"
     );
 }

@@ -12,7 +12,7 @@ use tokio::io::AsyncReadExt;
 
 /// The emoji-voting demo app of `ferry demo`.
 #[derive(Parser, Debug)]
-#[command(name = "ferry-emojivoto", version, about)]
+#[command(name = "ferry-emojivoto", version = ferry_api::version::LONG, about)]
 struct Cli {
     #[command(subcommand)]
     workload: Workload,

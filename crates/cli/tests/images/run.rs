@@ -1,0 +1,305 @@
+//! Each image's entrypoint run from the image's own root filesystem, chrooted, as the user
+//! its config declares (containers cannot run on these machines: the runtime is refused its
+//! cgroups). Every server binds 127.0.0.1 and is killed on drop.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use ferry_testkit::{client, process::Proc};
+
+use super::{archives, unpack, Unpacked};
+use ferry_api::{images, version};
+
+/// How long a binary may take to start and answer.
+const START: Duration = Duration::from_secs(20);
+
+fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().expect("running id");
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// The unpacked image, with the device nodes a runtime would mount; `None` (said why) when
+/// these tests cannot run here.
+fn image(name: &str) -> Option<Unpacked> {
+    if !is_root() {
+        eprintln!("SKIPPED: chroot, mknod and user switches need root (CI runs as root)");
+        return None;
+    }
+    let image = unpack(&archives()?.join(format!("{name}.oci.tar")));
+    let dev = image.rootfs.join("dev");
+    std::fs::create_dir_all(&dev).unwrap();
+    for (node, minor) in [
+        ("null", "3"),
+        ("zero", "5"),
+        ("random", "8"),
+        ("urandom", "9"),
+    ] {
+        let path = dev.join(node);
+        let ok = Command::new("mknod")
+            .args(["-m", "666", path.to_str().unwrap(), "c", "1", minor])
+            .status()
+            .expect("running mknod");
+        assert!(ok.success(), "mknod {}", path.display());
+    }
+    Some(image)
+}
+
+impl Unpacked {
+    fn user(&self) -> String {
+        self.config["config"]["User"]
+            .as_str()
+            .unwrap_or("0")
+            .to_string()
+    }
+
+    fn entrypoint(&self) -> String {
+        self.config["config"]["Entrypoint"][0]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        self.config["config"]["Env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.as_str()?.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// `chroot` arguments that run the entrypoint with `args` as `user`.
+    fn chroot_args(&self, user: &str, args: &[&str]) -> Vec<String> {
+        let mut all = vec![
+            format!("--userspec={user}"),
+            self.rootfs.to_str().unwrap().to_string(),
+            self.entrypoint(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        all
+    }
+
+    /// Runs the entrypoint to completion as `user`.
+    fn run(&self, user: &str, args: &[&str]) -> Output {
+        Command::new("chroot")
+            .args(self.chroot_args(user, args))
+            .env_clear()
+            .envs(self.env())
+            .output()
+            .expect("running chroot")
+    }
+
+    /// Starts the entrypoint as the image's user (killed on drop).
+    fn spawn(&self, args: &[&str]) -> Proc {
+        let args = self.chroot_args(&self.user(), args);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env = self.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Proc::spawn("chroot", &args, &env).expect("spawning chroot")
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The real and effective UIDs of a running process.
+fn uids(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace()
+        .skip(1)
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn assert_version(image: &Unpacked, binary: &str) {
+    let out = image.run(&image.user(), &["--version"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = text(&out);
+    assert!(
+        printed.starts_with(&format!("{binary} {} (git ", version::VERSION)),
+        "{printed}"
+    );
+}
+
+#[tokio::test]
+async fn proxy_image_answers_ready_as_its_user_and_runs_the_init_step() {
+    let Some(image) = image(images::PROXY) else {
+        return;
+    };
+    assert_eq!(image.user(), "2102:2102");
+    assert_version(&image, "ferry-proxy");
+
+    let proxy = image.spawn(&[
+        "--inbound-listen=127.0.0.1:0",
+        "--outbound-listen=127.0.0.1:0",
+        "--admin-listen=127.0.0.1:0",
+        "--tap-listen=127.0.0.1:0",
+        "--log-format=json",
+    ]);
+    let addrs = proxy.bound_addrs(4, START).await.expect("the proxy binds");
+    assert_eq!(uids(proxy.pid()), "2102 2102");
+    let admin = addrs["admin"];
+    let ready = client::get(&format!("http://{admin}/ready")).await.unwrap();
+    assert_eq!(ready.status, 200);
+    let metrics = client::get(&format!("http://{admin}/metrics"))
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        metrics.contains(&format!(
+            "proxy_build_info{{version=\"{}\",git_sha=\"",
+            version::VERSION
+        )),
+        "{metrics}"
+    );
+
+    // The init container runs the same image as root.
+    let help = image.run("0:0", &["init", "--help"]);
+    assert!(help.status.success(), "{}", text(&help));
+    assert!(
+        text(&help).contains("--firewall-bin-path"),
+        "{}",
+        text(&help)
+    );
+
+    // And installs its rules with either backend, here in a network namespace of its own.
+    for backend in ["iptables-nft", "iptables-legacy"] {
+        let root = image.rootfs.to_str().unwrap();
+        let script = format!(
+            "chroot {root} {} init --firewall-bin-path {backend} && chroot {root} /usr/sbin/{backend} -t nat -S",
+            image.entrypoint()
+        );
+        let out = Command::new("unshare")
+            .args(["--net", "--", "sh", "-c", &script])
+            .env_clear()
+            .envs(image.env())
+            .output()
+            .expect("running unshare");
+        assert!(out.status.success(), "{backend}: {}", text(&out));
+        assert!(
+            text(&out).contains("-A PREROUTING -p tcp -j PROXY_INIT_REDIRECT"),
+            "{backend}: {}",
+            text(&out)
+        );
+    }
+}
+
+#[tokio::test]
+async fn control_image_answers_health_with_a_workloads_file() {
+    let Some(image) = image(images::CONTROL) else {
+        return;
+    };
+    assert_eq!(image.user(), "2103:2103");
+    assert_version(&image, "ferry-control");
+    let file = image.rootfs.join("tmp/workloads.yaml");
+    std::fs::write(
+        &file,
+        "workloads:\n  - name: echo\n    kind: deployment\n    serviceAccount: echo\n    instances: [{name: echo-0, addr: 127.0.0.1:1}]\nservices:\n  - {name: echo, namespace: default, port: 8080, workloads: [echo]}\n",
+    )
+    .unwrap();
+    let control = image.spawn(&[
+        "--workloads-file=/tmp/workloads.yaml",
+        "--api-listen=127.0.0.1:0",
+        "--grpc-listen=127.0.0.1:0",
+        "--log-format=json",
+    ]);
+    let addrs = control
+        .bound_addrs(2, START)
+        .await
+        .expect("the control plane binds");
+    assert_eq!(uids(control.pid()), "2103 2103");
+    let health = client::get(&format!("http://{}/api/v1/health", addrs["api"]))
+        .await
+        .unwrap();
+    assert_eq!(health.status, 200);
+    let health: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["version"], version::VERSION);
+    assert!(health["gitSha"].is_string(), "{health}");
+}
+
+#[test]
+fn demo_image_runs_as_its_user() {
+    let Some(image) = image(images::DEMO) else {
+        return;
+    };
+    assert_version(&image, "ferry-emojivoto");
+    let help = image.run(&image.user(), &["--help"]);
+    assert!(help.status.success(), "{}", text(&help));
+}
+
+/// Regular files under `dir` that start with the ELF magic.
+fn elf_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            elf_files(&entry.path(), out);
+        } else if kind.is_file() {
+            let bytes = std::fs::read(entry.path()).unwrap();
+            if bytes.starts_with(b"\x7fELF") {
+                out.push(entry.path());
+            }
+        }
+    }
+}
+
+#[test]
+fn images_hold_every_library_their_binaries_load_and_no_shell() {
+    for name in images::ALL {
+        let Some(image) = image(name) else { return };
+        let mut elves = Vec::new();
+        elf_files(&image.rootfs, &mut elves);
+        assert!(elves.len() >= 3, "{name}: {elves:?}");
+        for elf in &elves {
+            let inside = Path::new("/").join(elf.strip_prefix(&image.rootfs).unwrap());
+            if inside
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("ld-linux")
+            {
+                continue;
+            }
+            // The image's own dynamic loader resolves, inside the image, what each loads.
+            let out = Command::new("chroot")
+                .arg(&image.rootfs)
+                .args(["/lib64/ld-linux-x86-64.so.2", "--list"])
+                .arg(&inside)
+                .env_clear()
+                .output()
+                .expect("running chroot");
+            assert!(
+                out.status.success() && !text(&out).contains("not found"),
+                "{name}: {}: {}",
+                inside.display(),
+                text(&out)
+            );
+        }
+        for forbidden in ["sh", "bash", "dash", "busybox", "apt", "apt-get", "dpkg"] {
+            for dir in ["usr/bin", "usr/sbin", "usr/local/bin"] {
+                let path = image.rootfs.join(dir).join(forbidden);
+                assert!(!path.exists(), "{name} has {}", path.display());
+            }
+        }
+        if name == images::PROXY {
+            for bin in [
+                "iptables-nft",
+                "iptables-legacy",
+                "ip6tables-nft",
+                "ip6tables-legacy",
+            ] {
+                assert!(image.rootfs.join("usr/sbin").join(bin).exists(), "{bin}");
+            }
+        }
+    }
+}
