@@ -227,14 +227,19 @@ async fn control_image_answers_health_with_a_workloads_file() {
     assert!(health["gitSha"].is_string(), "{health}");
 }
 
-#[test]
-fn demo_image_runs_as_its_user() {
+#[tokio::test]
+async fn demo_image_runs_its_workloads_as_its_user() {
     let Some(image) = image(images::DEMO) else {
         return;
     };
+    assert_eq!(image.user(), "65532:65532");
     assert_version(&image, "ferry-emojivoto");
-    let help = image.run(&image.user(), &["--help"]);
-    assert!(help.status.success(), "{}", text(&help));
+    let emoji = image.spawn(&["emoji", "--listen=127.0.0.1:0"]);
+    emoji
+        .wait_for_log("listener bound", START)
+        .await
+        .expect("the emoji workload binds");
+    assert_eq!(uids(emoji.pid()), "65532 65532");
 }
 
 /// Regular files under `dir` that start with the ELF magic.
