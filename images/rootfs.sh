@@ -67,6 +67,7 @@ if [ "$image" = proxy ]; then
   xt=$(dirname "$(realpath "$(ldd /usr/sbin/xtables-nft-multi | awk '/libxtables/ { print $3 }')")")/xtables
   for ext in "$xt"/libxt_*.so "$xt"/libipt_*.so "$xt"/libip6t_*.so; do
     add "$ext"
+    add_libs "$ext"
   done
 fi
 

@@ -18,7 +18,7 @@ bindir=$target_dir/image
 out=$target_dir/images
 images=(proxy control demo)
 
-for tool in umoci ldd tar sha256sum; do
+for tool in umoci ldd tar; do
   command -v "$tool" >/dev/null || {
     echo "build-images: $tool is missing (Debian: apt-get install umoci; .ci/setup installs it)" >&2
     exit 1
@@ -28,13 +28,15 @@ done
   echo "build-images: the proxy image needs this machine's iptables (apt-get install iptables)" >&2
   exit 1
 }
-[ "$(id -u)" -eq 0 ] || rootless=(--rootless)
 
 if [ -z "${FERRY_IMAGES_SKIP_BUILD:-}" ]; then
   start=$SECONDS
   cargo build --locked --profile image -p ferry-proxy -p ferry-control -p ferry-demo
   echo "build-images: release build (profile image) took $((SECONDS - start)) s"
 fi
+
+# Files in the layers are dated at the commit built, so a rebuild of it yields the same layers.
+epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 
 # `ferry-proxy 0.1.0 (git 0123456789ab)`
 read -r _ version _ revision < <("$bindir/ferry-proxy" --version)
@@ -95,8 +97,11 @@ for image in "${images[@]}"; do
   images/rootfs.sh "$image" "$rootfs" "$bindir"
   umoci init --layout "$layout"
   umoci new --image "$layout:build"
-  umoci insert "${rootless[@]}" --image "$layout:build" \
-    --history.created_by "scripts/build-images.sh ($image rootfs)" "$rootfs" /
+  # One layer, as a tar made here: owned by root, sorted, paths relative (./usr/...).
+  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" \
+    -C "$rootfs" -cf "$work/$image-layer.tar" .
+  umoci raw add-layer --image "$layout:build" \
+    --history.created_by "scripts/build-images.sh ($image rootfs)" "$work/$image-layer.tar"
   mapfile -d '' flags < <(config_flags "images/$image/Containerfile")
   umoci config --image "$layout:build" --os linux --architecture amd64 \
     --author "Ferry" --history.created_by "scripts/build-images.sh ($image config)" "${flags[@]}"
@@ -123,7 +128,7 @@ for image in "${images[@]}"; do
     "${config_digest#sha256:}" "$ref" "$(IFS=,; echo "${layers[*]}")" > "$layout/manifest.json"
   tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 \
     -C "$layout" -cf "$out/$name.oci.tar" oci-layout index.json manifest.json blobs
-  uncompressed=$(du -sb --apparent-size "$rootfs" | cut -f1)
+  uncompressed=$(stat -c %s "$work/$image-layer.tar")
   awk -v i="$image" -v n="$full" -v c="$compressed" -v u="$uncompressed" \
     'BEGIN { printf "%-8s %-46s %9.1f MB %11.1f MB\n", i, n, c / 1e6, u / 1e6 }'
 done

@@ -185,11 +185,18 @@ async fn proxy_image_answers_ready_as_its_user_and_runs_the_init_step() {
             .output()
             .expect("running unshare");
         assert!(out.status.success(), "{backend}: {}", text(&out));
-        assert!(
-            text(&out).contains("-A PREROUTING -p tcp -j PROXY_INIT_REDIRECT"),
-            "{backend}: {}",
-            text(&out)
-        );
+        for rule in [
+            "-A PREROUTING -j PROXY_INIT_REDIRECT",
+            "-j REDIRECT --to-ports 4143",
+            "--uid-owner 2102",
+            "-j REDIRECT --to-ports 4140",
+        ] {
+            assert!(
+                text(&out).contains(rule),
+                "{backend}: no {rule:?} in {}",
+                text(&out)
+            );
+        }
     }
 }
 
@@ -281,6 +288,7 @@ fn images_hold_every_library_their_binaries_load_and_no_shell() {
                 .args(["/lib64/ld-linux-x86-64.so.2", "--list"])
                 .arg(&inside)
                 .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
                 .output()
                 .expect("running chroot");
             assert!(
