@@ -310,12 +310,37 @@ fn unpack(archive: &Path) -> Unpacked {
     }
 }
 
+/// skopeo (containers/image, what podman loads with) reads the archive and finds the
+/// same config; skipped, saying so, where skopeo is not installed (`.ci/setup` installs it).
+fn skopeo_reads(archive: &Path, config: &Json) {
+    let out = match Command::new("skopeo")
+        .args(["inspect", "--config"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("SKIPPED the skopeo check: {e}");
+            return;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(read["config"], config["config"], "{}", archive.display());
+}
+
 #[test]
 fn archives_carry_the_names_the_manifests_use_and_their_containerfiles_config() {
     let Some(dir) = archives() else { return };
     let manifests = manifest_images(&[], &[]);
     for name in images::ALL {
-        let image = unpack(&dir.join(format!("{name}.oci.tar")));
+        let archive = dir.join(format!("{name}.oci.tar"));
+        let image = unpack(&archive);
+        skopeo_reads(&archive, &image.config);
         let reference = format!(
             "{}:{}",
             images::repository(images::DEFAULT_REGISTRY, name),
