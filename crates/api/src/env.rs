@@ -22,6 +22,13 @@ pub const PROXY_CONNECT_TIMEOUT: &str = "FERRY_PROXY_CONNECT_TIMEOUT";
 pub const PROXY_IDLE_TIMEOUT: &str = "FERRY_PROXY_IDLE_TIMEOUT";
 /// `--cores`: how many cores the proxy uses (Linkerd: `LINKERD2_PROXY_CORES`).
 pub const PROXY_CORES: &str = "FERRY_PROXY_CORES";
+/// `--inbound-forward-loopback`: send redirected inbound traffic to loopback (the old way,
+/// for apps that only listen there) rather than to the original destination (the pod IP).
+pub const PROXY_INBOUND_FORWARD_LOOPBACK: &str = "FERRY_PROXY_INBOUND_FORWARD_LOOPBACK";
+/// `--metrics-max-series`: most metric label sets per family and direction.
+pub const PROXY_METRICS_MAX_SERIES: &str = "FERRY_PROXY_METRICS_MAX_SERIES";
+/// `--metrics-max-render-bytes`: largest `/metrics` body, in bytes.
+pub const PROXY_METRICS_MAX_RENDER_BYTES: &str = "FERRY_PROXY_METRICS_MAX_RENDER_BYTES";
 /// `--header-read-timeout`: how long a client may take to send a request's headers.
 pub const PROXY_HEADER_READ_TIMEOUT: &str = "FERRY_PROXY_HEADER_READ_TIMEOUT";
 /// `--shutdown-grace-period`: how long in-flight work may continue after `SIGTERM`.

@@ -39,6 +39,13 @@ pub const IDENTITY_CERT_EXPIRATION_TIMESTAMP_SECONDS: &str =
 pub const IDENTITY_CERT_REFRESH_TOTAL: &str = "identity_cert_refresh_total";
 /// Counter: connections by the protocol detection found.
 pub const TCP_DETECT_TOTAL: &str = "tcp_detect_total";
+/// Counter: label sets the proxy refused to create because their family's series cap for
+/// that direction was reached (labels `family`, `direction`; issue #20).
+pub const PROXY_METRICS_SERIES_DROPPED_TOTAL: &str = "proxy_metrics_series_dropped_total";
+/// Gauge: series left out of this scrape because the rendered-size cap was reached.
+pub const PROXY_METRICS_RENDER_SKIPPED_SERIES: &str = "proxy_metrics_render_skipped_series";
+/// Label of the metrics family a dropped series belonged to (`http`, `tcp`).
+pub const LABEL_FAMILY: &str = "family";
 /// Gauge: `1`, labelled with the proxy's version.
 pub const PROXY_BUILD_INFO: &str = "proxy_build_info";
 /// Gauge: when the proxy process started, in seconds since the Unix epoch.

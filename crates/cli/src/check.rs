@@ -4,10 +4,12 @@
 //! `--pre` checks a cluster before `ferry install` (API reachable, version, permissions, no
 //! earlier install); without it, the installed control plane, its webhook and certificates,
 //! and the meshed pods' proxy versions; `--local` a control plane on this machine through its
-//! public API (`--api-addr`). It talks to the Kubernetes API over plain HTTP, as served by
-//! `kubectl proxy` (the default address); the checks' logic is in [`checks`].
+//! public API (`--api-addr`). It talks to the Kubernetes API with the user's kubeconfig
+//! (`--kubeconfig`, `KUBECONFIG`, `--context`) or at `--api-server`, and to the installed
+//! control plane's public API through a port-forward; the checks' logic is in [`checks`].
 
 mod checks;
+mod control_plane;
 mod kube;
 
 use std::fmt::Write as _;
@@ -31,12 +33,16 @@ pub struct CheckArgs {
     /// The control plane's public API, for `--local` (the address every other command uses).
     #[arg(long, env = ferry_api::env::CLI_API_ADDR, default_value = crate::control::DEFAULT_API_ADDR)]
     pub api_addr: String,
-    /// The Kubernetes API, over plain HTTP (run `kubectl proxy` for the default).
+    /// The Kubernetes API's URL, instead of the kubeconfig's cluster (`kubectl proxy`'s
+    /// `http://127.0.0.1:8001`, or `https://…` with --token).
     #[arg(long, env = ferry_api::env::CLI_KUBE_API)]
     pub api_server: Option<String>,
-    /// Bearer token for the API, when not going through `kubectl proxy`.
+    /// Bearer token for --api-server.
     #[arg(long, env = ferry_api::env::CLI_KUBE_TOKEN, hide_env_values = true)]
     pub token: Option<String>,
+    /// The kubeconfig and context (when no --api-server is given).
+    #[command(flatten)]
+    pub kube: crate::cluster::KubeArgs,
     /// Namespace of the control plane.
     #[arg(long, default_value = names::CONTROL_NAMESPACE)]
     pub namespace: String,
@@ -117,18 +123,23 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let server = if args.local {
-        args.api_addr.clone()
-    } else {
-        args.api_server
-            .clone()
-            .unwrap_or_else(|| "http://127.0.0.1:8001".to_string())
-    };
-    let api = KubeApi::new(
-        &server,
-        args.token.clone(),
-        Duration::from_secs(args.timeout),
-    );
+    let timeout = Duration::from_secs(args.timeout);
+    let api = rt.block_on(async {
+        let (client, base) = if args.local {
+            let client = args.kube.client(Some((&args.api_addr, None))).await?;
+            (client, args.api_addr.clone())
+        } else if let Some(server) = &args.api_server {
+            let client = args.kube.client(Some((server, args.token.clone()))).await?;
+            (client, server.clone())
+        } else {
+            let config = args.kube.config().await?;
+            let base = config.cluster_url.to_string();
+            let client =
+                ::kube::Client::try_from(config).map_err(crate::cluster::ClusterError::Client)?;
+            (client, base)
+        };
+        anyhow::Ok(KubeApi::new(client, &base, timeout))
+    })?;
     let checks = if args.local {
         local()
     } else if args.pre {

@@ -11,7 +11,7 @@ use clap::Args;
 use ferry_api::control_api::{Health, HEALTH_PATH};
 use ferry_api::resource::Resource;
 
-use crate::control::{ControlClient, DEFAULT_API_ADDR};
+use crate::cluster::ApiArgs;
 
 /// Flags of `ferry dashboard`.
 #[derive(Args, Debug, Clone)]
@@ -21,17 +21,19 @@ pub struct DashboardArgs {
     /// The resource's namespace.
     #[arg(short, long, default_value = "default")]
     pub namespace: String,
-    /// The control plane's public API (which serves the dashboard).
-    #[arg(long, env = ferry_api::env::CLI_API_ADDR, default_value = DEFAULT_API_ADDR)]
-    pub api_addr: String,
+    /// The control plane's public API, which serves the dashboard: local, or on the
+    /// kubeconfig's cluster (then kept forwarded until Ctrl-C).
+    #[command(flatten)]
+    pub api: ApiArgs,
     /// Only print the URL; do not start a browser.
     #[arg(long)]
     pub no_open: bool,
 }
 
-/// The dashboard URL for `args`: the overview, or the page of the named resource.
-pub fn url(args: &DashboardArgs) -> anyhow::Result<String> {
-    let base = args.api_addr.trim_end_matches('/');
+/// The dashboard URL for `args` served at `base`: the overview, or the page of the named
+/// resource.
+pub fn url(args: &DashboardArgs, base: &str) -> anyhow::Result<String> {
+    let base = base.trim_end_matches('/');
     let Some(resource) = &args.resource else {
         return Ok(format!("{base}/#/"));
     };
@@ -47,21 +49,31 @@ pub fn url(args: &DashboardArgs) -> anyhow::Result<String> {
 
 /// Runs `ferry dashboard`.
 pub fn run(args: &DashboardArgs) -> anyhow::Result<()> {
-    let url = url(args)?;
-    let client = ControlClient::new(&args.api_addr)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let health: Health = rt.block_on(client.get(HEALTH_PATH))?;
-    println!("Ferry dashboard (control plane {}): {url}", health.version);
-    if args.no_open {
-        return Ok(());
-    }
-    match open(&url) {
-        Ok(()) => println!("opening it in your browser"),
-        Err(why) => println!("open it in a browser ({why})"),
-    }
-    Ok(())
+    rt.block_on(async {
+        let api = args.api.connect().await?;
+        let url = url(args, &api.base)?;
+        let health: Health = api.client.get(HEALTH_PATH).await?;
+        println!("Ferry dashboard (control plane {}): {url}", health.version);
+        if !args.no_open {
+            match open(&url) {
+                Ok(()) => println!("opening it in your browser"),
+                Err(why) => println!("open it in a browser ({why})"),
+            }
+        }
+        if let Some(forward) = &api.forward {
+            // The URL lives as long as the port-forward: keep it until Ctrl-C.
+            println!(
+                "forwarding {} to {}; press Ctrl-C to stop",
+                forward.local_addr(),
+                forward.target()
+            );
+            tokio::signal::ctrl_c().await?;
+        }
+        anyhow::Ok(())
+    })
 }
 
 /// Starts `xdg-open URL` (or `open` on macOS) without waiting for the browser.
@@ -95,22 +107,25 @@ mod tests {
         DashboardArgs {
             resource: resource.map(str::to_string),
             namespace: "emojivoto".to_string(),
-            api_addr: "http://127.0.0.1:8084/".to_string(),
+            api: ApiArgs::local("http://127.0.0.1:8084/"),
             no_open: true,
         }
     }
 
     #[test]
     fn urls_name_the_page() {
-        assert_eq!(url(&args(None)).unwrap(), "http://127.0.0.1:8084/#/");
         assert_eq!(
-            url(&args(Some("deploy/voting"))).unwrap(),
+            url(&args(None), "http://127.0.0.1:8084/").unwrap(),
+            "http://127.0.0.1:8084/#/"
+        );
+        assert_eq!(
+            url(&args(Some("deploy/voting")), "http://127.0.0.1:8084/").unwrap(),
             "http://127.0.0.1:8084/#/workload/emojivoto/deployment/voting"
         );
         assert_eq!(
-            url(&args(Some("ns/emojivoto"))).unwrap(),
+            url(&args(Some("ns/emojivoto")), "http://127.0.0.1:8084/").unwrap(),
             "http://127.0.0.1:8084/#/ns/emojivoto"
         );
-        assert!(url(&args(Some("deploy"))).is_err());
+        assert!(url(&args(Some("deploy")), "http://127.0.0.1:8084/").is_err());
     }
 }

@@ -476,7 +476,9 @@ fn log_tail(path: &Path) -> String {
 
 fn print_ready(layout: &Layout, state: &Path, mtls: bool) {
     let ferry = std::env::args().next().unwrap_or_else(|| "ferry".into());
-    let api = if layout.api.port() == ferry_api::ports::CONTROL_API {
+    // With a kubeconfig present the CLI goes to that cluster unless told otherwise.
+    let cluster = crate::cluster::KubeArgs::default().cluster_configured();
+    let api = if layout.api.port() == ferry_api::ports::CONTROL_API && !cluster {
         String::new()
     } else {
         format!(" --api-addr http://{}", layout.api)

@@ -7,14 +7,15 @@ use std::fmt::Write as _;
 use clap::{Args, Subcommand, ValueEnum};
 use ferry_api::control_api::{Endpoints, ENDPOINTS_PATH};
 
-use crate::control::{query_string, ControlClient, DEFAULT_API_ADDR};
+use crate::cluster::ApiArgs;
+use crate::control::query_string;
 
 /// `ferry diagnostics …`
 #[derive(Args, Debug)]
 pub struct DiagnosticsArgs {
-    /// The control plane's public API.
-    #[arg(long, global = true, env = ferry_api::env::CLI_API_ADDR, default_value = DEFAULT_API_ADDR)]
-    pub api_addr: String,
+    /// The control plane's public API: local, or on the kubeconfig's cluster.
+    #[command(flatten)]
+    pub api: ApiArgs,
     #[command(subcommand)]
     command: DiagnosticsCommand,
 }
@@ -44,12 +45,13 @@ enum Output {
 
 /// Runs `ferry diagnostics …`, printing to stdout.
 pub fn run(args: &DiagnosticsArgs) -> anyhow::Result<()> {
-    let client = ControlClient::new(&args.api_addr)?;
     let DiagnosticsCommand::Endpoints(endpoints) = &args.command;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let answers = runtime.block_on(async {
+        let api = args.api.connect().await?;
+        let client = &api.client;
         let mut answers = Vec::new();
         for authority in &endpoints.authorities {
             let query = format!(

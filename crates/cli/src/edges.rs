@@ -5,8 +5,8 @@ use clap::Args;
 use ferry_api::resource::Resource;
 use ferry_api::stat::{Edge, EdgesAnswer, DEFAULT_WINDOW, EDGES_PATH};
 
+use crate::cluster::ApiArgs;
 use crate::control::query_string;
-use crate::control::{ControlClient, DEFAULT_API_ADDR};
 use crate::stat::{align, block_on, Output};
 
 /// `ferry edges KIND`
@@ -26,9 +26,9 @@ pub struct EdgesArgs {
     /// Output format (`wide` adds CLIENT_ID and SERVER_ID).
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-    /// The control plane's public API.
-    #[arg(long, env = ferry_api::env::CLI_API_ADDR, default_value = DEFAULT_API_ADDR)]
-    pub api_addr: String,
+    /// The control plane's public API: local, or on the kubeconfig's cluster.
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 /// Runs `ferry edges`, printing to stdout.
@@ -47,9 +47,11 @@ pub fn run(args: &EdgesArgs) -> anyhow::Result<()> {
         pairs.push(("namespace", args.namespace.clone()));
     }
     pairs.push(("window", args.window.clone()));
-    let client = ControlClient::new(&args.api_addr)?;
     let path = format!("{EDGES_PATH}?{}", query_string(&pairs));
-    let answer: EdgesAnswer = block_on(client.get(&path))??;
+    let answer: EdgesAnswer = block_on(async {
+        let api = args.api.connect().await?;
+        anyhow::Ok(api.client.get(&path).await?)
+    })??;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&answer.edges)?),
         output if answer.edges.is_empty() => {

@@ -18,11 +18,13 @@
 //! - [`tap`], [`top`]: live requests of a resource, as lines or a table, over the
 //!   control plane's tap stream.
 //! - [`diagnostics`]: `ferry diagnostics endpoints`, over the control plane's public API
-//!   ([`control`] is its client).
+//!   ([`control`] is its client; [`cluster`] reaches it on a cluster through a port-forward,
+//!   with the user's kubeconfig).
 //! - [`version`]: `ferry version`, the CLI's, control plane's and proxies' versions.
 
 pub mod chart;
 pub mod check;
+pub mod cluster;
 pub mod control;
 pub mod dashboard;
 pub mod demo;

@@ -8,7 +8,8 @@ use clap::{Args, ValueEnum};
 use ferry_api::resource::Resource;
 use ferry_api::stat::{StatAnswer, StatRow, DEFAULT_WINDOW, STAT_PATH};
 
-use crate::control::{query_string, ControlClient, DEFAULT_API_ADDR};
+use crate::cluster::ApiArgs;
+use crate::control::query_string;
 
 /// `ferry stat KIND[/NAME] [NAME]`
 #[derive(Args, Debug)]
@@ -41,9 +42,9 @@ pub struct StatArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-    /// The control plane's public API.
-    #[arg(long, env = ferry_api::env::CLI_API_ADDR, default_value = DEFAULT_API_ADDR)]
-    pub api_addr: String,
+    /// The control plane's public API: local, or on the kubeconfig's cluster.
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 /// How `stat` and `edges` print.
@@ -60,8 +61,10 @@ pub enum Output {
 /// Runs `ferry stat`, printing to stdout.
 pub fn run(args: &StatArgs) -> anyhow::Result<()> {
     let path = query_path(args)?;
-    let client = ControlClient::new(&args.api_addr)?;
-    let answer: StatAnswer = block_on(client.get(&path))??;
+    let answer: StatAnswer = block_on(async {
+        let api = args.api.connect().await?;
+        anyhow::Ok(api.client.get(&path).await?)
+    })??;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&answer.rows)?),
         output => {

@@ -16,7 +16,8 @@ use ferry_api::tap::{
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::control::{query_string, ControlClient, DEFAULT_API_ADDR};
+use crate::cluster::ApiArgs;
+use crate::control::{query_string, ControlClient};
 
 /// What to tap: the flags `tap` and `top` share.
 #[derive(Args, Debug, Clone)]
@@ -49,9 +50,9 @@ pub struct TapTarget {
     /// Stop after this many requests.
     #[arg(long)]
     pub limit: Option<u32>,
-    /// The control plane's public API.
-    #[arg(long, env = ferry_api::env::CLI_API_ADDR, default_value = DEFAULT_API_ADDR)]
-    pub api_addr: String,
+    /// The control plane's public API: local, or on the kubeconfig's cluster.
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 /// `ferry tap RESOURCE`
@@ -109,12 +110,13 @@ impl TapTarget {
 /// Runs `ferry tap`, printing events to stdout until the stream ends or Ctrl-C.
 pub fn run(args: &TapArgs) -> anyhow::Result<()> {
     let query = args.target.query()?;
-    let client = ControlClient::new(&args.target.api_addr)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut stream = TapStream::open(&client, &query).await?;
+        let api = args.target.api.connect().await?;
+        let client = &api.client;
+        let mut stream = TapStream::open(client, &query).await?;
         let mut problems = Problems::default();
         let mut stdout = std::io::stdout();
         loop {

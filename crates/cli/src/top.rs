@@ -11,7 +11,6 @@ use std::time::Duration;
 use clap::Args;
 use ferry_api::tap::{TapEvent, TapEventKind};
 
-use crate::control::ControlClient;
 use crate::tap::{Problems, TapMessage, TapStream, TapTarget};
 
 /// `ferry top RESOURCE`
@@ -242,13 +241,13 @@ fn trim(s: String) -> String {
 /// Runs `ferry top`: redraws until Ctrl-C, `--duration`, or the end of the stream.
 pub fn run(args: &TopArgs) -> anyhow::Result<()> {
     let query = args.target.query()?;
-    let client = ControlClient::new(&args.target.api_addr)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let terminal = std::io::stdout().is_terminal();
     runtime.block_on(async {
-        let mut stream = TapStream::open(&client, &query).await?;
+        let api = args.target.api.connect().await?;
+        let mut stream = TapStream::open(&api.client, &query).await?;
         let mut table = Table::default();
         let mut problems = Problems::default();
         let mut tick = tokio::time::interval(args.refresh);

@@ -1,19 +1,23 @@
-//! The Helm chart `charts/ferry` and `ferry install` agree, proved without a helm binary:
+//! The Helm chart `charts/ferry` and `ferry install` agree, proved with a real `helm` (v4,
+//! installed by `.ci/setup`; `FERRY_HELM` overrides the binary):
 //!
 //! 1. the checked-in chart is exactly what `ferry::chart::generate` makes from the typed
 //!    objects today (regenerate with `FERRY_UPDATE_GOLDEN=1`);
-//! 2. rendering the checked-in templates with `values.yaml` (and with `ha: true`) gives the
-//!    same objects as `ferry install` with the same certificates.
-//!
-//! Rendering uses a small interpreter of the Go-template subset the generator emits; it
-//! refuses any other construct, so a hand edit outside that subset fails here instead of
-//! being silently misread.
+//! 2. `helm lint` passes, and `helm template` (identity values, with and without HA and a
+//!    webhook certificate) renders objects that pass the same OpenAPI schema validation as
+//!    `ferry install` (`support/schema.rs`) and equal `ferry install`'s objects, except the
+//!    webhook certificate the chart generates itself, which is checked on its own;
+//! 3. without the identity values `helm template` fails naming the missing value.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
+
+#[path = "support/schema.rs"]
+mod schema;
 
 fn chart_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/ferry")
@@ -48,106 +52,11 @@ fn checked_in_chart_is_generated_from_the_typed_objects() {
     );
 }
 
-/// Looks up `.Values.a.b` in the values tree.
-fn lookup<'a>(values: &'a Value, path: &str) -> &'a Value {
-    path.split('.').fold(values, |v, k| {
-        v.get(k).unwrap_or_else(|| panic!("no value {path}"))
-    })
-}
-
-fn scalar_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        other => panic!("not a scalar: {other:?}"),
-    }
-}
-
-/// Renders one template with the subset: `{{ .Values.x }}`, `| toJson`, `| b64enc`,
-/// `if .Values.x` / `else` / `end`, and `{{-` trimming.
-fn render(template: &str, values: &Value) -> String {
-    let mut out = String::new();
-    // One frame per open `if`: whether its current branch emits.
-    let mut stack: Vec<bool> = Vec::new();
-    let emitting = |stack: &[bool]| stack.iter().all(|on| *on);
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        let literal = &rest[..start];
-        if emitting(&stack) {
-            out.push_str(literal);
-        }
-        let end = rest[start..].find("}}").expect("unclosed action") + start;
-        let mut action = &rest[start + 2..end];
-        rest = &rest[end + 2..];
-        if let Some(a) = action.strip_prefix('-') {
-            action = a;
-            if emitting(&stack) {
-                let trimmed = out.trim_end().len();
-                out.truncate(trimmed);
-            }
-        }
-        assert!(
-            !action.ends_with('-'),
-            "`-}}` is not in the subset: {action}"
-        );
-        let action = action.trim();
-        let words: Vec<&str> = action.split_whitespace().collect();
-        match words.as_slice() {
-            ["if", cond] => {
-                let path = cond.strip_prefix(".Values.").expect("if on a value");
-                let on = lookup(values, path).as_bool().expect("if on a boolean");
-                stack.push(on);
-            }
-            ["else"] => {
-                let top = stack.last_mut().expect("else without if");
-                *top = !*top;
-            }
-            ["end"] => {
-                stack.pop().expect("end without if");
-            }
-            [value] | [value, "|", _] => {
-                let path = value
-                    .strip_prefix(".Values.")
-                    .unwrap_or_else(|| panic!("unsupported action {action}"));
-                let text = scalar_text(lookup(values, path));
-                let rendered = match words.get(2) {
-                    None => text,
-                    Some(&"toJson") => serde_json::to_string(&text).unwrap(),
-                    Some(&"b64enc") => base64::engine::general_purpose::STANDARD.encode(text),
-                    Some(other) => panic!("unsupported function {other}"),
-                };
-                if emitting(&stack) {
-                    out.push_str(&rendered);
-                }
-            }
-            _ => panic!("unsupported action {{{{{action}}}}}"),
-        }
-    }
-    assert!(stack.is_empty(), "unclosed if");
-    out.push_str(rest);
-    out
-}
-
 fn docs(text: &str) -> Vec<Value> {
     serde_yaml_ng::Deserializer::from_str(text)
         .map(|d| Value::deserialize(d).unwrap())
         .filter(|v| !v.is_null())
         .collect()
-}
-
-fn render_chart(values: &Value) -> Vec<Value> {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(chart_dir().join("templates"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    names.sort();
-    let mut all = Vec::new();
-    for path in names {
-        let rendered = render(&std::fs::read_to_string(&path).unwrap(), values);
-        all.extend(docs(&rendered));
-    }
-    all
 }
 
 /// `values.yaml` with the certificates a user would pass with `--set-file`.
@@ -189,50 +98,264 @@ fn install_docs(cfg: &ferry::install::InstallConfig) -> Vec<Value> {
     ))
 }
 
-#[test]
-fn chart_with_default_values_renders_what_install_prints() {
-    let cfg = install_config(false);
-    let chart = render_chart(&values_with_certs(&cfg, false));
-    let install = install_docs(&cfg);
-    assert_eq!(chart.len(), install.len());
+fn helm() -> Command {
+    let bin = std::env::var_os("FERRY_HELM").unwrap_or_else(|| "helm".into());
+    let mut cmd = Command::new(bin);
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+fn run_helm(args: &[&str], values: Option<&Value>) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = helm();
+    cmd.args(args).arg(chart_dir());
+    // helm keeps its caches and config here instead of $HOME.
+    for var in ["HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"] {
+        cmd.env(var, dir.path());
+    }
+    if let Some(values) = values {
+        let file = dir.path().join("values.yaml");
+        std::fs::write(&file, serde_yaml_ng::to_string(values).unwrap()).unwrap();
+        cmd.arg("-f").arg(&file);
+    }
+    cmd.output()
+        .expect("running helm: install it with .ci/setup (or set FERRY_HELM)")
+}
+
+fn helm_template(values: Option<&Value>) -> Vec<Value> {
+    let out = run_helm(&["template", "ferry"], values);
+    assert!(
+        out.status.success(),
+        "helm template failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    docs(std::str::from_utf8(&out.stdout).unwrap())
+}
+
+fn key(doc: &Value) -> (String, String) {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    (text(&doc["kind"]), text(&doc["metadata"]["name"]))
+}
+
+/// Every rendered document passes the schema validation `ferry install`'s output passes.
+fn validate(what: &str, docs: &[Value]) {
+    let json: Vec<serde_json::Value> = docs
+        .iter()
+        .map(|d| serde_json::to_value(d).unwrap())
+        .collect();
+    schema::validate_all(what, &json);
+}
+
+/// The webhook material in rendered objects: (Secret tls.crt, tls.key, caBundle), decoded.
+fn webhook_material(docs: &[Value]) -> (String, String, String) {
+    let b64 = |v: &Value| {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().expect("base64 text"))
+            .unwrap();
+        String::from_utf8(bytes).unwrap()
+    };
+    let secret = docs
+        .iter()
+        .find(|d| key(d) == ("Secret".into(), "ferry-proxy-injector-tls".into()))
+        .expect("the injector's Secret");
+    let webhook = docs
+        .iter()
+        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .expect("the MutatingWebhookConfiguration");
+    (
+        b64(&secret["data"]["tls.crt"]),
+        b64(&secret["data"]["tls.key"]),
+        b64(&webhook["webhooks"][0]["clientConfig"]["caBundle"]),
+    )
+}
+
+/// Replaces the webhook material with markers, to compare the rest.
+fn without_webhook_material(docs: &[Value]) -> Vec<Value> {
+    let mut docs = docs.to_vec();
+    for d in &mut docs {
+        if key(d) == ("Secret".into(), "ferry-proxy-injector-tls".into()) {
+            d["data"]["tls.crt"] = "crt".into();
+            d["data"]["tls.key"] = "key".into();
+        }
+        if d["kind"] == "MutatingWebhookConfiguration" {
+            d["webhooks"][0]["clientConfig"]["caBundle"] = "ca".into();
+        }
+    }
+    docs.sort_by_key(key);
+    docs
+}
+
+fn sorted(docs: &[Value]) -> Vec<Value> {
+    let mut docs = docs.to_vec();
+    docs.sort_by_key(key);
+    docs
+}
+
+fn assert_same_objects(chart: &[Value], install: &[Value]) {
+    let (chart, install) = (sorted(chart), sorted(install));
+    let keys = |d: &[Value]| d.iter().map(key).collect::<Vec<_>>();
+    assert_eq!(keys(&chart), keys(&install), "chart and install objects");
     for (c, i) in chart.iter().zip(&install) {
-        assert_eq!(
-            c, i,
-            "chart and install differ for {:?} {:?}",
-            i["kind"], i["metadata"]["name"]
+        assert_eq!(c, i, "chart and install differ for {:?}", key(i));
+    }
+}
+
+/// Values with only the identity material (what a Helm user must supply).
+fn identity_values(cfg: &ferry::install::InstallConfig, ha: bool) -> Value {
+    let mut values = values_with_certs(cfg, ha);
+    for field in ["caPEM", "crtPEM", "keyPEM"] {
+        values["webhook"][field] = "".into();
+    }
+    values
+}
+
+/// The generated webhook certificate: signed by the generated CA, for the injector
+/// Service's names, ECDSA P-256 like `ferry install`'s.
+fn assert_generated_webhook_tls(docs: &[Value], namespace: &str) {
+    use x509_parser::prelude::*;
+    let (crt, key_pem, ca) = webhook_material(docs);
+    assert!(key_pem.contains("EC PRIVATE KEY"), "{key_pem}");
+    let (_, crt_pem) = parse_x509_pem(crt.as_bytes()).unwrap();
+    let cert = crt_pem.parse_x509().unwrap();
+    let (_, ca_pem) = parse_x509_pem(ca.as_bytes()).unwrap();
+    let ca_cert = ca_pem.parse_x509().unwrap();
+    assert!(ca_cert.is_ca());
+    assert_eq!(cert.issuer(), ca_cert.subject());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &ca).unwrap();
+    std::fs::write(dir.path().join("crt.pem"), &crt).unwrap();
+    let verify = Command::new("openssl")
+        .args([
+            "verify",
+            "-purpose",
+            "sslserver",
+            "-CAfile",
+            "ca.pem",
+            "crt.pem",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("openssl (installed by .ci/setup)");
+    assert!(
+        verify.status.success(),
+        "the serving certificate is not signed by the caBundle's CA: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let sans: Vec<String> = cert
+        .subject_alternative_name()
+        .unwrap()
+        .expect("SANs")
+        .value
+        .general_names
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    let svc = format!("ferry-proxy-injector.{namespace}.svc");
+    assert_eq!(
+        sans,
+        [
+            format!("DNSName({svc})"),
+            format!("DNSName({svc}.cluster.local)")
+        ]
+    );
+    let days =
+        (cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp()) / 86_400;
+    assert!((364..=366).contains(&days), "validity {days} days");
+}
+
+#[test]
+fn helm_lint_passes_with_the_identity_values() {
+    let cfg = install_config(false);
+    for ha in [false, true] {
+        let out = run_helm(&["lint", "--strict"], Some(&identity_values(&cfg, ha)));
+        assert!(
+            out.status.success(),
+            "helm lint (ha {ha}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 }
 
 #[test]
-fn chart_with_ha_renders_what_install_ha_prints() {
-    let cfg = install_config(true);
-    let chart = render_chart(&values_with_certs(&cfg, true));
-    let install = install_docs(&cfg);
-    assert_eq!(chart, install);
-    assert!(chart.iter().any(|d| d["kind"] == "PodDisruptionBudget"));
+fn helm_template_without_identity_fails_naming_the_value() {
+    // Default values: whichever identity template helm renders first names its value.
+    let out = run_helm(&["template", "ferry"], None);
+    assert!(!out.status.success(), "rendered without identity material");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        ["trustAnchorsPEM", "issuer.crtPEM", "issuer.keyPEM"]
+            .iter()
+            .any(|v| stderr.contains(&format!("identity.{v} is required"))),
+        "{stderr}"
+    );
+    // Each missing value alone is named.
+    let cfg = install_config(false);
+    let mut values = identity_values(&cfg, false);
+    values["identity"]["trustAnchorsPEM"] = "".into();
+    let out = run_helm(&["template", "ferry"], Some(&values));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("identity.trustAnchorsPEM is required"),
+        "{stderr}"
+    );
+    let mut values = identity_values(&cfg, false);
+    values["identity"]["issuer"]["keyPEM"] = "".into();
+    let out = run_helm(&["template", "ferry"], Some(&values));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("identity.issuer.keyPEM is required"),
+        "{stderr}"
+    );
+    // A webhook certificate without its key is refused too.
+    let mut values = identity_values(&cfg, false);
+    values["webhook"]["crtPEM"] = cfg.webhook.cert_pem.clone().into();
+    let out = run_helm(&["template", "ferry"], Some(&values));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("webhook.keyPEM is required"), "{stderr}");
 }
 
 #[test]
-fn renderer_refuses_constructs_outside_the_subset() {
-    let values: Value = serde_yaml_ng::from_str("a: x\nha: true\n").unwrap();
-    assert_eq!(
-        render("k: {{ .Values.a | toJson }}\n", &values),
-        "k: \"x\"\n"
-    );
-    assert_eq!(
-        render(
-            "x\n{{- if .Values.ha }}\ny\n{{- else }}\nz\n{{- end }}\n",
-            &values
-        ),
-        "x\ny\n"
-    );
-    for bad in [
-        "{{ include \"x\" . }}",
-        "{{ .Values.a | quote }}",
-        "{{ range .Values.a }}",
-    ] {
-        let result = std::panic::catch_unwind(|| render(bad, &values));
-        assert!(result.is_err(), "{bad} must be refused");
+fn helm_template_generates_the_webhook_certificate_and_matches_install() {
+    for ha in [false, true] {
+        let cfg = install_config(ha);
+        let chart = helm_template(Some(&identity_values(&cfg, ha)));
+        validate(&format!("helm template (ha {ha})"), &chart);
+        assert_generated_webhook_tls(&chart, "ferry");
+        let install = install_docs(&cfg);
+        assert_same_objects(
+            &without_webhook_material(&chart),
+            &without_webhook_material(&install),
+        );
+        assert_eq!(chart.iter().any(|d| d["kind"] == "PodDisruptionBudget"), ha);
+    }
+}
+
+#[test]
+fn helm_template_generates_for_another_namespace() {
+    let cfg = install_config(false);
+    let mut values = identity_values(&cfg, false);
+    values["namespace"] = "mesh".into();
+    let chart = helm_template(Some(&values));
+    validate("helm template (namespace mesh)", &chart);
+    assert_generated_webhook_tls(&chart, "mesh");
+    assert!(chart
+        .iter()
+        .filter(|d| d["kind"] != "Namespace" && !d["metadata"]["namespace"].is_null())
+        .all(|d| d["metadata"]["namespace"] == "mesh"));
+}
+
+#[test]
+fn helm_template_with_every_certificate_renders_what_install_prints() {
+    for ha in [false, true] {
+        let cfg = install_config(ha);
+        let chart = helm_template(Some(&values_with_certs(&cfg, ha)));
+        validate(
+            &format!("helm template with certificates (ha {ha})"),
+            &chart,
+        );
+        assert_same_objects(&chart, &install_docs(&cfg));
     }
 }

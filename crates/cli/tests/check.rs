@@ -3,13 +3,9 @@
 //! install` and `ferry inject` produce.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use serde_json::{json, Value};
 
@@ -23,102 +19,18 @@ fn shared(file: &str) -> Value {
     .unwrap()
 }
 
-/// Answers by exact path (query included); anything else gets the apiserver's 404 Status.
-struct FakeApi {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<(String, String, String)>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+#[path = "support/fake_api.rs"]
+mod fake_api;
+use fake_api::Routes;
 
-type Routes = HashMap<(String, String), (u16, Value)>;
+#[path = "check/cluster.rs"]
+mod cluster;
+#[path = "check/post_install.rs"]
+mod post_install;
 
-impl FakeApi {
-    fn start(routes: Routes) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (log, halt) = (requests.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if halt.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(conn) = conn {
-                    serve_one(conn, &routes, &log);
-                }
-            }
-        });
-        Self {
-            addr,
-            requests,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn requests(&self) -> Vec<(String, String, String)> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-impl Drop for FakeApi {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve_one(conn: TcpStream, routes: &Routes, log: &Mutex<Vec<(String, String, String)>>) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() || line.is_empty() {
-        return;
-    }
-    let mut parts = line.split_whitespace();
-    let (method, path) = (
-        parts.next().unwrap_or("").to_string(),
-        parts.next().unwrap_or("").to_string(),
-    );
-    let mut length = 0;
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header).is_err() || header == "\r\n" || header.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = header.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    let _ = reader.read_exact(&mut body);
-    log.lock().unwrap().push((
-        method.clone(),
-        path.clone(),
-        String::from_utf8_lossy(&body).into_owned(),
-    ));
-    let (status, answer) = routes.get(&(method, path)).cloned().unwrap_or_else(|| {
-        let mut not_found = shared("scenario/errors/get-missing-pod.404.json");
-        not_found["message"] = json!("not found");
-        (404, not_found)
-    });
-    let text = answer.to_string();
-    let mut conn = conn;
-    let _ = write!(
-        conn,
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-        text.len()
-    );
+/// The fake API server with `routes`, port-forwarding to `forward_to`.
+fn fake(routes: Routes, forward_to: Option<SocketAddr>) -> fake_api::FakeApi {
+    fake_api::FakeApi::start(routes, fake_api::not_found(shared), forward_to)
 }
 
 fn get(routes: &mut Routes, path: &str, body: Value) {
@@ -162,7 +74,7 @@ fn pre_install_passes_on_a_fresh_cluster() {
         shared("openapi/discovery/version.json"),
     );
     routes.insert(("POST".into(), SSAR.into()), (201, ssar_answer(true)));
-    let api = FakeApi::start(routes);
+    let api = fake(routes, None);
     let (ok, out) = ferry_check(&["--pre", "--api-server", &api.url()]);
     assert!(ok, "{out}");
     assert!(
@@ -209,7 +121,7 @@ fn pre_install_fails_with_hints_when_installed_or_forbidden() {
         namespaces["items"][0].clone(),
     );
     routes.insert(("POST".into(), SSAR.into()), (201, ssar_answer(false)));
-    let api = FakeApi::start(routes);
+    let api = fake(routes, None);
     let (ok, out) = ferry_check(&[
         "--pre",
         "--api-server",
@@ -245,9 +157,9 @@ fn unreachable_api_is_fatal() {
         out.contains("× kubernetes-api: the API server answers"),
         "{out}"
     );
-    assert!(out.contains("hint: run `kubectl proxy`"), "{out}");
+    assert!(out.contains("hint: check the kubeconfig"), "{out}");
     assert!(
-        out.contains("1 check(s) failed; 8 skipped after a fatal failure"),
+        out.contains("1 check(s) failed; 11 skipped after a fatal failure"),
         "{out}"
     );
     assert_eq!(out.matches('✓').count(), 0);
@@ -286,9 +198,13 @@ fn installed(now: time::OffsetDateTime) -> HashMap<(String, String), Value> {
         .collect()
 }
 
-/// A recorded pod, made a control-plane pod, Ready or not.
+/// A recorded pod, made a control-plane pod, Ready (named `ferry-control-7c9d-ready`) or not
+/// (keeping its recorded name).
 fn control_pod(ready: bool) -> Value {
     let mut pod = shared("scenario/pods.list.json")["items"][0].clone();
+    if ready {
+        pod["metadata"]["name"] = json!("ferry-control-7c9d-ready");
+    }
     pod["metadata"]["namespace"] = json!("ferry");
     pod["metadata"]["labels"] = json!({"ferry.io/control-plane-component": "control", "ferry.io/control-plane-ns": "ferry"});
     for c in pod["status"]["conditions"].as_array_mut().unwrap() {
@@ -319,113 +235,6 @@ fn cluster_pods(proxy_version: &str) -> Value {
     list
 }
 
-fn post_install_routes(
-    objects: &HashMap<(String, String), Value>,
-    available: u64,
-    ready: bool,
-    proxy_version: &str,
-) -> Routes {
-    let obj = |k: &str, n: &str| objects[&(k.to_string(), n.to_string())].clone();
-    let mut routes = Routes::new();
-    get(
-        &mut routes,
-        "/version",
-        shared("openapi/discovery/version.json"),
-    );
-    get(
-        &mut routes,
-        "/api/v1/namespaces/ferry",
-        obj("Namespace", "ferry"),
-    );
-    let mut deploy = obj("Deployment", "ferry-control");
-    deploy["status"] =
-        json!({"replicas": 1, "availableReplicas": available, "readyReplicas": available});
-    get(
-        &mut routes,
-        "/apis/apps/v1/namespaces/ferry/deployments/ferry-control",
-        deploy,
-    );
-    get(
-        &mut routes,
-        "/api/v1/namespaces/ferry/pods?labelSelector=ferry.io/control-plane-component%3Dcontrol",
-        json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [control_pod(ready)]}),
-    );
-    get(
-        &mut routes,
-        "/api/v1/namespaces/ferry/configmaps/ferry-identity-trust-roots",
-        obj("ConfigMap", "ferry-identity-trust-roots"),
-    );
-    get(
-        &mut routes,
-        "/api/v1/namespaces/ferry/secrets/ferry-identity-issuer",
-        obj("Secret", "ferry-identity-issuer"),
-    );
-    get(&mut routes, "/api/v1/pods", cluster_pods(proxy_version));
-    routes
-}
-
-#[test]
-fn healthy_install_passes_every_check() {
-    let objects = installed(time::OffsetDateTime::now_utc());
-    let mut routes = post_install_routes(&objects, 1, true, env!("CARGO_PKG_VERSION"));
-    get(
-        &mut routes,
-        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/ferry-proxy-injector-ferry",
-        objects[&("MutatingWebhookConfiguration".to_string(), "ferry-proxy-injector-ferry".to_string())].clone(),
-    );
-    get(
-        &mut routes,
-        "/api/v1/namespaces/ferry/services/ferry-control:api/proxy/api/v1/health",
-        json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
-    );
-    let api = FakeApi::start(routes);
-    let (ok, out) = ferry_check(&["--api-server", &api.url()]);
-    assert!(ok, "{out}");
-    assert_eq!(out.matches('✓').count(), 9, "{out}");
-    assert!(out.contains("1/1 replicas available"), "{out}");
-    assert!(out.contains("trust anchors 36"), "{out}");
-    assert!(out.contains("1 meshed pod(s) of"), "{out}");
-}
-
-#[test]
-fn broken_install_fails_each_check_with_a_hint() {
-    // The issuer was made 364 days and 23 hours ago: one hour of its year is left.
-    let now =
-        time::OffsetDateTime::now_utc() - time::Duration::days(365) + time::Duration::hours(1);
-    let objects = installed(now);
-    let routes = post_install_routes(&objects, 0, false, "0.0.1");
-    let api = FakeApi::start(routes);
-    let (ok, out) = ferry_check(&["--api-server", &api.url()]);
-    assert!(!ok, "{out}");
-    for expected in [
-        "✓ control-plane: namespace exists",
-        "× control-plane: ferry-control deployment is available: 0/1 replicas available",
-        "    hint: kubectl -n ferry describe deployment ferry-control",
-        "× control-plane: pods are ready: not ready: emoji-",
-        "× webhook: proxy injector registered with a CA bundle: /apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/ferry-proxy-injector-ferry: HTTP 404",
-        "× identity: certificates valid for more than 24 h: issuer expires in ",
-        "× data-plane: proxies run this version: 1 of 1 meshed pods run another proxy: emojivoto/meshed-0 (0.0.1)",
-        "× control-plane: public API answers through the service proxy: /api/v1/namespaces/ferry/services/ferry-control:api/proxy/api/v1/health: HTTP 404",
-        "    hint: kubectl -n ferry logs deploy/ferry-control",
-        "6 of 9 check(s) failed",
-    ] {
-        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
-    }
-    let minutes: i64 = out
-        .split("issuer expires in ")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(
-        (50..=60).contains(&minutes),
-        "{minutes} min left, expected about an hour"
-    );
-}
-
 #[test]
 fn local_mode_checks_the_control_plane_on_this_machine() {
     let mut routes = Routes::new();
@@ -445,7 +254,7 @@ fn local_mode_checks_the_control_plane_on_this_machine() {
         "/api/v1/proxies",
         json!({"proxies": [proxy("web-0", true, here), proxy("emoji-0", true, here)]}),
     );
-    let api = FakeApi::start(routes);
+    let api = fake(routes, None);
     let (ok, out) = ferry_check(&["--local", "--api-addr", &api.url()]);
     assert!(ok, "{out}");
     assert!(
@@ -474,7 +283,7 @@ fn local_mode_checks_the_control_plane_on_this_machine() {
         "/api/v1/proxies",
         json!({"proxies": [proxy("web-0", false, here), proxy("emoji-0", true, "0.0.1")]}),
     );
-    let old = FakeApi::start(routes);
+    let old = fake(routes, None);
     let (ok, out) = ferry_check(&["--local", "--api-addr", &old.url()]);
     assert!(!ok);
     assert!(
@@ -532,7 +341,7 @@ fn version_prints_the_client_the_control_plane_and_each_proxy_version() {
         "/api/v1/proxies",
         json!({"proxies": [proxy("web-0", here), proxy("emoji-0", here), proxy("vote-0", "0.0.1")]}),
     );
-    let api = FakeApi::start(routes);
+    let api = fake(routes, None);
     assert_eq!(
         ferry(&["version", "--api-addr", &api.url()]),
         format!(

@@ -2,8 +2,8 @@
 //! over gRPC from whatever [`Discovery`] backend runs. The identity service shares its
 //! port ([`serve_with_identity`]).
 //!
-//! Each `Get` or `GetProfile` call gets a task that follows the discovery watch and sends
-//! what changed for its lookup. Streams end when the client goes away or the server shuts
+//! Each `Get` or `GetProfile` call gets a task that follows its lookup's shared answer
+//! ([`crate::resolutions`]) and sends what changed. Streams end when the client goes away or the server shuts
 //! down; a client that reconnects receives the full current state as its first message.
 
 use std::future::Future;
@@ -13,7 +13,7 @@ use std::time::Duration;
 use linkerd2_proxy_api::destination as pb;
 use linkerd2_proxy_api::destination::destination_server::{Destination, DestinationServer};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -24,8 +24,8 @@ use crate::authority::{ContextToken, Lookup};
 use crate::discovery::Discovery;
 use crate::identity::service::IdentityService;
 use crate::identity::tokens::{LocalTokens, TokenValidator};
-use crate::index::{self, Resolution, Subscriber};
-use crate::model::ClusterState;
+use crate::index::{Resolution, Subscriber};
+use crate::resolutions::{Answer, Resolutions, Subscription};
 use crate::translate;
 
 /// How often idle connections are pinged.
@@ -85,6 +85,8 @@ pub async fn serve_with_identity<D: Discovery, V: TokenValidator>(
 #[derive(Clone, Debug)]
 pub struct DestinationService<D> {
     discovery: D,
+    /// One answer per distinct lookup, shared by every stream asking for it.
+    resolutions: Resolutions,
     /// Cancelled at shutdown so that endless streams end and the server can drain.
     drain: CancellationToken,
 }
@@ -92,37 +94,37 @@ pub struct DestinationService<D> {
 impl<D: Discovery> DestinationService<D> {
     /// Serves lookups from `discovery`; streams end when `drain` is cancelled.
     pub fn new(discovery: D, drain: CancellationToken) -> Self {
-        Self { discovery, drain }
+        let resolutions = Resolutions::spawn(discovery.watch(), drain.clone());
+        Self {
+            discovery,
+            resolutions,
+            drain,
+        }
     }
 
-    /// Parses a request, rejecting paths that are not authorities at all.
-    fn lookup(
-        &self,
-        req: &pb::GetDestination,
-    ) -> Result<(Query, watch::Receiver<Arc<ClusterState>>), Status> {
-        let states = self.discovery.watch();
+    /// Parses a request, rejecting paths that are not authorities at all, and subscribes
+    /// to its shared answer.
+    fn subscribe(&self, req: &pb::GetDestination) -> Result<(Query, Subscription), Status> {
         let caller = ContextToken::parse(&req.context_token);
-        Lookup::parse(&req.path, &states.borrow().cluster_domain, &caller)
+        let domain = self.discovery.watch().borrow().cluster_domain.clone();
+        Lookup::parse(&req.path, &domain, &caller)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let parsed = Query {
+        let subscription = self.resolutions.subscribe(&req.path, &caller);
+        let query = Query {
             path: req.path.clone(),
             caller,
         };
-        Ok((parsed, states))
+        Ok((query, subscription))
     }
 }
 
-/// A parsed request, re-resolved against each state (the cluster domain can change).
+/// A parsed request, for the stream's log span.
 struct Query {
     path: String,
     caller: ContextToken,
 }
 
 impl Query {
-    fn lookup(&self, state: &ClusterState) -> Lookup {
-        Lookup::parse(&self.path, &state.cluster_domain, &self.caller).unwrap_or(Lookup::Unknown)
-    }
-
     fn span(&self, rpc: &'static str) -> tracing::Span {
         tracing::info_span!(
             "destination",
@@ -145,32 +147,27 @@ impl<D: Discovery> Destination for DestinationService<D> {
         &self,
         req: tonic::Request<pb::GetDestination>,
     ) -> Result<Response<Self::GetStream>, Status> {
-        let (req, states) = self.lookup(req.get_ref())?;
+        let (req, subscription) = self.subscribe(req.get_ref())?;
         let span = req.span("Get");
         let mut subscriber = Subscriber::default();
-        let step = move |state: &ClusterState| {
-            let resolution = index::resolve(state, &req.lookup(state));
-            let changes = subscriber.advance(resolution);
+        let step = move |answer: &Answer| {
+            let changes = subscriber.advance(answer.resolution.clone());
             for change in &changes {
                 tracing::debug!(?change, "sending");
             }
             changes.into_iter().map(translate::update).collect()
         };
-        Ok(Response::new(self.stream(states, step, span)))
+        Ok(Response::new(self.stream(subscription, step, span)))
     }
 
     async fn get_profile(
         &self,
         req: tonic::Request<pb::GetDestination>,
     ) -> Result<Response<Self::GetProfileStream>, Status> {
-        let (req, states) = self.lookup(req.get_ref())?;
+        let (req, subscription) = self.subscribe(req.get_ref())?;
         // Linkerd's convention: a name that is not a known service is rejected, which
         // tells the proxy to go on without a profile.
-        let known = {
-            // One guard: a second read lock can deadlock behind a waiting writer.
-            let state = states.borrow();
-            index::resolve(&state, &req.lookup(&state)) != Resolution::NotFound
-        };
+        let known = subscription.rx.borrow().resolution != Resolution::NotFound;
         if !known {
             return Err(Status::invalid_argument(format!(
                 "unknown destination {:?}",
@@ -179,9 +176,8 @@ impl<D: Discovery> Destination for DestinationService<D> {
         }
         let span = req.span("GetProfile");
         let mut last = None;
-        let step = move |state: &ClusterState| {
-            let lookup = req.lookup(state);
-            let profile = match (index::resolve(state, &lookup), &lookup) {
+        let step = move |answer: &Answer| {
+            let profile = match (&answer.resolution, &answer.lookup) {
                 // An instance's own name: Linkerd answers with that endpoint.
                 (
                     Resolution::Found(set),
@@ -214,29 +210,29 @@ impl<D: Discovery> Destination for DestinationService<D> {
                 _ => Vec::new(),
             }
         };
-        Ok(Response::new(self.stream(states, step, span)))
+        Ok(Response::new(self.stream(subscription, step, span)))
     }
 }
 
 impl<D: Discovery> DestinationService<D> {
-    /// Spawns the task that calls `step` on every state and streams what it returns.
+    /// Spawns the task that calls `step` on every answer and streams what it returns.
     fn stream<T, F>(
         &self,
-        mut states: watch::Receiver<Arc<ClusterState>>,
+        mut subscription: Subscription,
         mut step: F,
         span: tracing::Span,
     ) -> Stream<T>
     where
         T: Send + 'static,
-        F: FnMut(&ClusterState) -> Vec<T> + Send + 'static,
+        F: FnMut(&Answer) -> Vec<T> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let drain = self.drain.clone();
         let task = async move {
             tracing::debug!("subscribed");
             loop {
-                let messages = step(&states.borrow_and_update());
-                for message in messages {
+                let answer = Arc::clone(&subscription.rx.borrow_and_update());
+                for message in step(&answer) {
                     tokio::select! {
                         sent = tx.send(Ok(message)) => if sent.is_err() {
                             tracing::debug!("client went away");
@@ -254,7 +250,7 @@ impl<D: Discovery> DestinationService<D> {
                         tracing::debug!("client went away");
                         return;
                     }
-                    changed = states.changed() => if changed.is_err() {
+                    changed = subscription.rx.changed() => if changed.is_err() {
                         // Discovery stopped: the last answer stands until the client
                         // reconnects to a control plane that has one.
                         tracing::warn!("discovery stopped; ending stream");

@@ -9,6 +9,8 @@
 //! - [`workloads_file`]: the workloads file's format, parsed into a model.
 //! - [`authority`]: destination paths and context tokens, parsed into a lookup.
 //! - [`index`]: answers a lookup from the model and diffs answers into updates.
+//! - [`resolutions`]: one shared answer per distinct lookup, re-resolved only when the
+//!   services or instances it depends on change.
 //! - [`translate`]: index answers as `io.linkerd.proxy.destination` messages.
 //! - [`destination`]: the gRPC `Destination` service (`Get`, `GetProfile`), and the gRPC
 //!   server it shares with identity.
@@ -34,6 +36,7 @@ pub mod identity;
 pub mod index;
 pub mod metrics;
 pub mod model;
+pub mod resolutions;
 pub mod stat;
 pub mod stat_api;
 pub mod tap;

@@ -1,5 +1,7 @@
-//! The admin server: `/metrics` (Prometheus text), `/ready`, `/live`, `/state` (JSON) and
-//! `/proxy-log-level` (GET, or PUT from localhost only).
+//! The admin server: `/metrics` (Prometheus text), `/ready` and `/live` for anyone who can
+//! reach the port (scrapers, kubelet probes); `/state` (JSON: every connection's peers and
+//! targets) and `/proxy-log-level` (GET or PUT) only from loopback — elsewhere they answer
+//! 403 saying so (issue #20; see `docs/security.md`).
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc};
 
@@ -80,6 +82,14 @@ impl Admin {
     }
 
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        if matches!(path, "/state" | "/proxy-log-level") && !peer.ip().to_canonical().is_loopback()
+        {
+            return text(
+                StatusCode::FORBIDDEN,
+                format!("{path} only answers on loopback (from inside the pod); /metrics, /ready and /live answer anyone\n"),
+            );
+        }
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/metrics") => Response::builder()
                 .header(
@@ -117,7 +127,7 @@ impl Admin {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<Full<Bytes>> {
-        if !peer.ip().is_loopback() {
+        if !peer.ip().to_canonical().is_loopback() {
             return text(
                 StatusCode::FORBIDDEN,
                 "the log level can only be changed from localhost\n",

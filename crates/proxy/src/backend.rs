@@ -36,7 +36,7 @@ const MAX_BACKENDS: usize = 1024;
 
 /// The body of a forwarded request: the client's, or none when a bodiless request is
 /// retried on another endpoint.
-pub type ReqBody = Either<Incoming, Empty<Bytes>>;
+pub type ReqBody = Either<crate::body::ClientBody, Empty<Bytes>>;
 
 /// The body of an upstream's response: from hyper's HTTP/1 client, or from the backend's
 /// HTTP/2 connection.
@@ -67,6 +67,20 @@ impl SendError {
             Self::Pool(e) => e.is_connect(),
             Self::H2(_) | Self::Closed => false,
         }
+    }
+
+    /// Whether the HTTP/1 upstream closed the connection after the request was written and
+    /// before any of the answer came: a case [`crate::http::may_resend`] decides.
+    pub fn is_closed_before_answer(&self) -> bool {
+        let Self::Pool(e) = self else { return false };
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            if let Some(h) = s.downcast_ref::<hyper::Error>() {
+                return h.is_incomplete_message();
+            }
+            source = s.source();
+        }
+        false
     }
 }
 

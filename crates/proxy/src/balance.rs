@@ -407,6 +407,18 @@ impl Balancer {
         }
     }
 
+    /// Whether discovery has reported endpoints, waiting up to `wait` for its first answer:
+    /// `None` when it still has not answered.
+    pub async fn has_endpoints(&self, wait: Duration) -> Option<bool> {
+        let mut rx = self.snapshot.clone();
+        let answered =
+            tokio::time::timeout(wait, rx.wait_for(|s| s.resolution != Resolution::Pending)).await;
+        match answered {
+            Ok(Ok(snap)) => Some(!snap.endpoints.is_empty()),
+            _ => None,
+        }
+    }
+
     /// Picks an endpoint other than `avoid` when there is one.
     pub fn pick_other(&self, avoid: &Endpoint) -> Option<Arc<Endpoint>> {
         let snap = self.snapshot.borrow().clone();

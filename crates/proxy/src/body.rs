@@ -1,10 +1,16 @@
 //! The response body the proxy sends back: the upstream's stream, untouched, or the proxy's
 //! own error text. Either way it counts the response in `response_total` exactly once, when
-//! it ends — for gRPC only the trailers say whether the call succeeded.
+//! it ends — for gRPC only the trailers say whether the call succeeded. The request body on
+//! its way upstream ([`ClientBody`]) remembers when the client's bytes were malformed, so
+//! the failure is blamed on the client, not the upstream.
 
 use std::{
+    error::Error as _,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -188,6 +194,64 @@ impl Body for ResponseBody {
         }
         if let Some(tap) = this.tap.as_mut() {
             tap.observe(&polled, this.inner.is_end_stream());
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A client's request body on its way upstream. When the client's framing is malformed (a
+/// chunk size that overflows, a bare LF in chunked framing, a body longer than its
+/// `content-length`), hyper fails the body, the upstream request is aborted, and the flag
+/// this body shares says the client was at fault.
+pub struct ClientBody {
+    inner: hyper::body::Incoming,
+    malformed: Arc<AtomicBool>,
+}
+
+impl ClientBody {
+    /// Wraps `inner`; `malformed` is set if its framing turns out malformed.
+    pub fn new(inner: hyper::body::Incoming, malformed: Arc<AtomicBool>) -> Self {
+        Self { inner, malformed }
+    }
+}
+
+/// Whether a request body's error is the client's malformed framing (hyper's decoder says
+/// `InvalidData`/`InvalidInput`) rather than the connection ending early.
+pub fn is_malformed(error: &hyper::Error) -> bool {
+    let mut source = error.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            );
+        }
+        source = e.source();
+    }
+    error.is_parse()
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(e))) = &polled {
+            if is_malformed(e) {
+                self.malformed.store(true, Ordering::Relaxed);
+            }
         }
         polled
     }

@@ -6,7 +6,7 @@ use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, sync::Arc, time::Du
 use clap::Parser;
 use ferry_api::{env, ports};
 
-use crate::identity::IdentityConfig;
+use crate::{identity::IdentityConfig, orig_dst::OrigDst};
 
 /// The ports whose connections skip protocol detection: protocols where the server speaks
 /// first or that are never HTTP (SMTP, MySQL, Galera, PostgreSQL, Redis, Elasticsearch,
@@ -32,6 +32,19 @@ pub struct Args {
     /// Where inbound traffic goes: the application's address.
     #[arg(long, env = env::PROXY_INBOUND_FORWARD, default_value_t = SocketAddr::from(([127, 0, 0, 1], ports::APP_DEFAULT)))]
     pub inbound_forward: SocketAddr,
+    /// Send redirected inbound traffic to the original port on `--inbound-forward`'s host
+    /// (loopback) instead of to the original destination (the pod IP). Only for apps that
+    /// listen on loopback alone: it makes every loopback-only port of the pod reachable
+    /// from the network (see `docs/security.md`).
+    #[arg(long, env = env::PROXY_INBOUND_FORWARD_LOOPBACK)]
+    pub inbound_forward_loopback: bool,
+    /// Most metric label sets per family (HTTP, TCP) and direction; past it new ones are
+    /// not created and `proxy_metrics_series_dropped_total` counts them.
+    #[arg(long, env = env::PROXY_METRICS_MAX_SERIES, default_value_t = crate::metrics::Limits::DEFAULT_MAX_SERIES)]
+    pub metrics_max_series: usize,
+    /// Largest `/metrics` body in bytes; series past it are left out of that scrape.
+    #[arg(long, env = env::PROXY_METRICS_MAX_RENDER_BYTES, default_value_t = crate::metrics::Limits::DEFAULT_MAX_RENDER_BYTES)]
+    pub metrics_max_render_bytes: usize,
     /// Address of the generic outbound listener (routes HTTP by authority, TCP by original
     /// destination).
     #[arg(long, env = env::PROXY_OUTBOUND_LISTEN, default_value_t = SocketAddr::from(([127, 0, 0, 1], ports::PROXY_OUTBOUND)))]
@@ -262,6 +275,10 @@ pub struct Config {
     pub inbound_listen: SocketAddr,
     /// See [`Args::inbound_forward`].
     pub inbound_forward: SocketAddr,
+    /// See [`Args::inbound_forward_loopback`].
+    pub inbound_forward_loopback: bool,
+    /// Bounds on the metrics (see [`Args::metrics_max_series`]).
+    pub metrics: crate::metrics::Limits,
     /// See [`Args::outbound_listen`].
     pub outbound_listen: SocketAddr,
     /// See [`Args::admin_listen`].
@@ -288,6 +305,9 @@ pub struct Config {
     pub inbound_require_identity: bool,
     /// Why identity is off although one of its flags was given, for `run` to log.
     pub identity_off_reason: Option<&'static str>,
+    /// How the generic outbound listener's connections learn their original destination:
+    /// `SO_ORIGINAL_DST` always, except in in-process tests (no flag sets it).
+    pub outbound_orig_dst: OrigDst,
 }
 
 impl Config {
@@ -296,6 +316,11 @@ impl Config {
         let config = Self {
             inbound_listen: args.inbound_listen,
             inbound_forward: args.inbound_forward,
+            inbound_forward_loopback: args.inbound_forward_loopback,
+            metrics: crate::metrics::Limits {
+                max_series: args.metrics_max_series,
+                max_render_bytes: args.metrics_max_render_bytes,
+            },
             outbound_listen: args.outbound_listen,
             admin_listen: args.admin_listen,
             tap_listen: args.tap_listen,
@@ -322,6 +347,7 @@ impl Config {
                 }
                 _ => None,
             },
+            outbound_orig_dst: OrigDst::Socket,
         };
         config.validate()?;
         if let Some(identity) = &config.identity {
@@ -337,6 +363,8 @@ impl Config {
         Self {
             inbound_listen: any,
             inbound_forward,
+            inbound_forward_loopback: false,
+            metrics: crate::metrics::Limits::default(),
             outbound_listen: any,
             admin_listen: any,
             tap_listen: any,
@@ -358,6 +386,7 @@ impl Config {
             identity: None,
             inbound_require_identity: false,
             identity_off_reason: None,
+            outbound_orig_dst: OrigDst::Socket,
         }
     }
 
@@ -372,8 +401,28 @@ impl Config {
             }
             seen.push(addr);
         }
-        if self.inbound_forward == self.inbound_listen {
-            return Err(ConfigError::ForwardLoop(self.inbound_forward));
+        // The proxy never forwards to itself: not to the inbound listener, nor to any other
+        // of its listeners (an inbound forward to the outbound listener would be an open
+        // proxy carrying the pod's identity).
+        let own = [
+            self.inbound_listen,
+            self.outbound_listen,
+            self.admin_listen,
+            self.tap_listen,
+        ];
+        let forward = self.inbound_forward;
+        let is_own = |l: &SocketAddr| {
+            l.port() == forward.port()
+                && (l.ip() == forward.ip()
+                    || (l.ip().is_unspecified() && forward.ip().is_loopback()))
+        };
+        if forward == self.inbound_listen
+            || own
+                .iter()
+                .chain(self.upstreams.iter().map(|u| &u.local))
+                .any(|l| l.port() != 0 && is_own(l))
+        {
+            return Err(ConfigError::ForwardLoop(forward));
         }
         if self.inbound_require_identity && self.identity.is_none() {
             return Err(ConfigError::RequireWithoutIdentity);
@@ -428,6 +477,22 @@ mod tests {
 
         let u: UpstreamSpec = "[::1]:7003=[::1]:80".parse().unwrap();
         assert_eq!(u.target.to_string(), "[::1]:80");
+    }
+
+    #[test]
+    fn inbound_never_forwards_to_the_proxys_own_listeners() {
+        let app: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let mut config = Config::for_tests(app);
+        config.admin_listen = "0.0.0.0:4191".parse().unwrap();
+        config.outbound_listen = "127.0.0.1:4140".parse().unwrap();
+        assert!(config.validate().is_ok());
+        for own in ["127.0.0.1:4140", "127.0.0.1:4191"] {
+            config.inbound_forward = own.parse().unwrap();
+            assert!(
+                matches!(config.validate(), Err(ConfigError::ForwardLoop(_))),
+                "{own}"
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Service discovery from the control plane: one `Destination.Get` stream per service name,
-//! folded into the name's current endpoint set and published on a `watch` channel.
+//! Service discovery from the control plane: one `Destination.Get` stream per service name
+//! (or per `IP:port` a redirected connection went to), folded into its current endpoint set
+//! and published on a `watch` channel.
 //!
 //! The last known set survives the control plane: when a stream breaks, the proxy keeps
 //! routing with what it knew, reconnects with backoff, and takes the first message of the
@@ -75,8 +76,10 @@ pub struct Resolver {
 /// A name's entry in `/state`.
 #[derive(Serialize)]
 pub struct NameState {
-    /// The name.
+    /// The name, or the `IP:port` of a redirected connection's original destination.
     pub name: String,
+    /// `name` or `address`.
+    pub kind: &'static str,
     /// `pending`, `endpoints`, `no-endpoints` or `unknown-name`.
     pub state: &'static str,
     /// The stream to the control plane.
@@ -135,6 +138,10 @@ impl Resolver {
             .iter()
             .map(|(name, n)| NameState {
                 name: name.to_string(),
+                kind: match name.socket_addr() {
+                    Some(_) => "address",
+                    None => "name",
+                },
                 state: match &*n.rx.borrow() {
                     Resolution::Pending => "pending",
                     Resolution::Endpoints(_) => "endpoints",

@@ -8,7 +8,10 @@ use std::{
     net::SocketAddr,
     ops::ControlFlow,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use ferry_api::ProxyErrorReason;
@@ -25,9 +28,10 @@ use http_body_util::{Either, Empty};
 use crate::{
     backend::{ReqBody, UpstreamBody},
     balance::{Balancer, SendFailed},
-    body::{Recorder, ResponseBody},
+    body::{ClientBody, Recorder, ResponseBody},
     config::Authority,
     errors::ProxyError,
+    http::{is_idempotent, may_resend},
     listener::Side,
     metrics::{ErrorKind, HttpLabels, HttpMetrics},
     tap::{self, ConnMeta, ConnTap, Tapped},
@@ -44,11 +48,19 @@ pub enum Dest {
         /// The fixed authority label, if any.
         authority: Option<Arc<str>>,
     },
-    /// By each request's authority, or by the connection's original destination.
-    ByAuthority {
-        /// `SO_ORIGINAL_DST`, when the connection was redirected to the proxy.
-        orig_dst: Option<SocketAddr>,
+    /// By the connection's original destination: the upstream was decided (looked up) when
+    /// the connection was accepted; each request's authority labels its metrics.
+    OrigDst {
+        /// `SO_ORIGINAL_DST`: where the application was connecting.
+        addr: SocketAddr,
+        /// Where its requests go.
+        upstream: Upstream,
     },
+    /// By each request's authority (a connection that was not redirected).
+    ByAuthority,
+    /// Redirected inbound traffic for one of the proxy's own ports (this original
+    /// destination): every request is refused `loop-detected`.
+    Loop(SocketAddr),
 }
 
 /// A request authority, the upstream it resolved to, and for a single address the metrics
@@ -104,22 +116,36 @@ struct Outgoing {
     /// Method, URI, version and headers of a bodiless request, which can be retried on
     /// another endpoint when connecting fails (nothing was sent).
     retry: Option<http::request::Parts>,
+    /// Those of a bodiless idempotent request, which [`may_resend`] allows to send again
+    /// when the upstream closed the connection before answering.
+    resend: Option<http::request::Parts>,
+    /// Set when the client's body turned out malformed: the failure is the client's.
+    malformed: Arc<AtomicBool>,
 }
 
 impl Outgoing {
     /// `retryable`: whether the upstream has other endpoints to retry on at all.
     fn new(req: Request<Incoming>, retryable: bool) -> Self {
-        let retry = (retryable && req.body().is_end_stream()).then(|| {
+        let parts = || {
             let mut parts = Request::new(()).into_parts().0;
             parts.method = req.method().clone();
             parts.uri = req.uri().clone();
             parts.version = req.version();
             parts.headers = req.headers().clone();
             parts
-        });
+        };
+        let bodiless = req.body().is_end_stream();
+        let retry = (retryable && bodiless).then(parts);
+        let idempotent = is_idempotent(req.method().as_str().as_bytes());
+        let resend =
+            (!retryable && bodiless && req.version() != Version::HTTP_2 && idempotent).then(parts);
+        let malformed = Arc::new(AtomicBool::new(false));
+        let flag = malformed.clone();
         Self {
-            req: req.map(Either::Left),
+            req: req.map(|body| Either::Left(ClientBody::new(body, flag))),
             retry,
+            resend,
+            malformed,
         }
     }
 }
@@ -166,6 +192,7 @@ impl Conn {
         }
         let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
         let out = Outgoing::new(req, matches!(upstream, Upstream::Balanced(_)));
+        let malformed = out.malformed.clone();
 
         let (result, metrics) = match &upstream {
             Upstream::Addr(backend) => {
@@ -176,7 +203,21 @@ impl Conn {
                     labels: None,
                     server_id: backend.connector().peer_identity().map(|p| &*p.server_id),
                 });
-                let result = backend.send(out.req).await;
+                let result = match backend.send(out.req).await {
+                    // The general path's half of the one re-send rule; hyper's pool itself
+                    // re-sends only requests it had not started writing.
+                    Err(e)
+                        if e.is_closed_before_answer()
+                            && may_resend(out.resend.is_some(), true, false) =>
+                    {
+                        tracing::debug!(target = %backend.target_label, error = %e, "upstream closed before answering; sending the idempotent request again");
+                        let parts = out.resend.expect("checked by may_resend");
+                        backend
+                            .send(Request::from_parts(parts, Either::Right(Empty::new())))
+                            .await
+                    }
+                    result => result,
+                };
                 (
                     result.map_err(|e| ProxyError::from_send(&e, &backend.target_label)),
                     metrics,
@@ -192,6 +233,14 @@ impl Conn {
         };
         let mut rsp = match result {
             Ok(rsp) => rsp,
+            // The upstream request failed because the client's body did: blame the client.
+            Err(e) if malformed.load(Ordering::Relaxed) => {
+                let e = ProxyError::new(
+                    ProxyErrorReason::MalformedRequest,
+                    format!("malformed request body; upstream request aborted ({e})"),
+                );
+                return self.fail(&metrics, e, grpc, start);
+            }
             Err(e) => return self.fail(&metrics, e, grpc, start),
         };
 
@@ -228,7 +277,7 @@ impl Conn {
         out: Outgoing,
         tap: &mut Option<Tapped>,
     ) -> Result<(Result<Response<UpstreamBody>, ProxyError>, Arc<HttpMetrics>), ProxyError> {
-        let Outgoing { mut req, retry } = out;
+        let Outgoing { mut req, retry, .. } = out;
         let mut tries = balancer.tries(retry.is_some()).await?;
         let endpoint = tries.endpoint();
         tap::dispatch(tap, || tap::Destination {
@@ -297,6 +346,12 @@ impl Conn {
             }
         }
         let (upstream, label) = match &self.dest {
+            Dest::Loop(addr) => {
+                return Err(ProxyError::new(
+                    ProxyErrorReason::LoopDetected,
+                    format!("{addr} is one of this proxy's own ports"),
+                ))
+            }
             Dest::Fixed {
                 upstream,
                 authority: fixed,
@@ -304,20 +359,13 @@ impl Conn {
                 upstream.clone(),
                 fixed.clone().unwrap_or_else(|| key.into()),
             ),
-            Dest::ByAuthority { orig_dst } => {
-                let target = match orig_dst {
-                    Some(addr) => Authority::from(*addr),
-                    None => parse_authority(authority)?,
-                };
-                if target
-                    .socket_addr()
-                    .is_some_and(|a| self.side.is_own_listener(a))
-                {
-                    return Err(ProxyError::new(
-                        ProxyErrorReason::LoopDetected,
-                        format!("{target} is this proxy's own listener"),
-                    ));
-                }
+            Dest::OrigDst { addr, upstream } => {
+                self.refuse_loop(&Authority::from(*addr))?;
+                (upstream.clone(), key.into())
+            }
+            Dest::ByAuthority => {
+                let target = parse_authority(authority)?;
+                self.refuse_loop(&target)?;
                 (self.side.upstreams.get(&target), key.into())
             }
         };
@@ -334,6 +382,20 @@ impl Conn {
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((key.into(), upstream.clone(), metrics.clone()));
         Ok((upstream, metrics))
+    }
+
+    /// Refuses a target that is one of the proxy's own listeners.
+    fn refuse_loop(&self, target: &Authority) -> Result<(), ProxyError> {
+        if target
+            .socket_addr()
+            .is_some_and(|a| self.side.is_own_listener(a))
+        {
+            return Err(ProxyError::new(
+                ProxyErrorReason::LoopDetected,
+                format!("{target} is this proxy's own listener"),
+            ));
+        }
+        Ok(())
     }
 
     fn fail(

@@ -26,9 +26,17 @@ use ferry_api::ProxyErrorReason;
 use self::chunked::Chunked;
 use self::head::{Framing, Parsed, RequestHead, ResponseHead};
 use crate::{
-    backend::Backend, balance::SendFailed, body::Recorder, errors::ProxyError,
-    forward::HttpService, http::MAX_HEAD_BYTES, io::Rewind, listener::Side, metrics::HttpMetrics,
-    tls::ClientStream, upstream::Upstream,
+    backend::Backend,
+    balance::SendFailed,
+    body::Recorder,
+    errors::ProxyError,
+    forward::HttpService,
+    http::{may_resend, MAX_HEAD_BYTES},
+    io::Rewind,
+    listener::Side,
+    metrics::HttpMetrics,
+    tls::ClientStream,
+    upstream::Upstream,
 };
 
 /// Reads ask for at least this much room.
@@ -418,8 +426,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
 }
 
 /// Sends `req_out` to `backend` and reads the response head into `ubuf` (the client's
-/// rewritten head goes to `rsp_out`). A pooled connection the upstream closed while idle is
-/// replaced by a new one, once.
+/// rewritten head goes to `rsp_out`). A pooled connection that fails before any of the
+/// answer came is replaced by a new one, once, when [`may_resend`] allows it.
 async fn send_on(
     backend: &Backend,
     head: &RequestHead,
@@ -443,12 +451,21 @@ async fn send_on(
                     connect: true,
                 })?,
         };
+        // A request that cannot be repeated is not risked on a pooled connection the
+        // upstream has already closed. Idempotent requests skip the check: they are
+        // re-sent if need be, and the common case costs no syscall.
+        if reused && !head.idempotent && known_dead(&up) {
+            tracing::debug!(%target, "pooled connection was closed; not using it");
+            pooled = backend.checkout_h1();
+            continue;
+        }
         ubuf.clear();
         let sent = async {
             up.write_all(req_out).await?;
             up.flush().await
         }
         .await;
+        let fully_written = sent.is_ok();
         let result = match sent {
             Ok(()) => read_response_head(ubuf, rsp_out, &mut up, head, close).await,
             Err(e) => Err(Some(e)),
@@ -472,14 +489,24 @@ async fn send_on(
                     connect: false,
                 })
             }
-            // An idle connection the upstream had closed: nothing of the answer came.
-            Err(_) if reused && ubuf.is_empty() => {
+            // A pooled connection failed before any of the answer came: perhaps an idle
+            // connection the upstream had closed, perhaps the upstream read the request.
+            Err(_)
+                if reused
+                    && ubuf.is_empty()
+                    && may_resend(head.idempotent, fully_written, false) =>
+            {
                 tracing::debug!(%target, "pooled connection was closed; sending on a new one");
             }
             Err(e) => {
+                let not_resent = if reused && ubuf.is_empty() {
+                    " (not sent again: the method is not idempotent)"
+                } else {
+                    ""
+                };
                 let detail = match e {
-                    Some(e) => format!("{target}: connection error: {e}"),
-                    None => format!("{target}: connection closed before the response"),
+                    Some(e) => format!("{target}: connection error: {e}{not_resent}"),
+                    None => format!("{target}: connection closed before the response{not_resent}"),
                 };
                 return Err(SendFailed {
                     error: ProxyError::new(ProxyErrorReason::UpstreamReset, detail),
@@ -488,6 +515,18 @@ async fn send_on(
             }
         }
     }
+}
+
+/// Whether a pooled upstream connection is already closed (or sent bytes nobody asked
+/// for): a non-blocking peek that does not block says so. One syscall, paid only by
+/// requests that could not be sent again otherwise.
+fn known_dead(up: &ClientStream) -> bool {
+    let tcp = match up {
+        ClientStream::Plain(s) => s.get_ref(),
+        ClientStream::Tls(s) => s.get_ref().0.get_ref(),
+    };
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    !matches!(socket2::SockRef::from(tcp).peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// Reads until a final response head is in `ubuf` (1xx heads are dropped) and writes the

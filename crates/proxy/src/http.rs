@@ -24,6 +24,24 @@ pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 32;
 /// Most streams the server may reset for protocol errors before closing the connection.
 pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 256;
 
+/// Whether a method is idempotent (RFC 9110 §9.2.2): sending its request twice has the
+/// effect of sending it once, so a request the upstream may have seen can be sent again.
+pub fn is_idempotent(method: &[u8]) -> bool {
+    matches!(
+        method,
+        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+    )
+}
+
+/// The one rule for sending a request again after its upstream connection failed before
+/// any of the answer came: when the request was not fully written, or the connection was
+/// known dead before writing, the upstream cannot have acted on it; otherwise only an
+/// idempotent request may be repeated. A POST the upstream read and then dropped the
+/// connection on is never duplicated.
+pub fn may_resend(idempotent: bool, fully_written: bool, known_dead: bool) -> bool {
+    idempotent || !fully_written || known_dead
+}
+
 /// Serves `io` as `protocol` until the client closes or the drain finishes it. HTTP/1
 /// starts on the fast path ([`crate::h1`]), which hands unusual connections back to
 /// [`serve_h1`].
@@ -88,5 +106,33 @@ pub async fn until_drained<C>(
     };
     if let Err(error) = result {
         tracing::debug!(%error, "{what} connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod resend_tests {
+    use super::*;
+
+    #[test]
+    fn only_idempotent_or_unsent_requests_go_out_again() {
+        for m in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
+            assert!(is_idempotent(m.as_bytes()), "{m}");
+            assert!(may_resend(true, true, false), "{m}");
+        }
+        for m in ["POST", "PATCH", "CONNECT", "get", "FOO"] {
+            assert!(!is_idempotent(m.as_bytes()), "{m}");
+        }
+        assert!(
+            !may_resend(false, true, false),
+            "a written POST is never duplicated"
+        );
+        assert!(
+            may_resend(false, false, false),
+            "a POST not fully written may go again"
+        );
+        assert!(
+            may_resend(false, true, true),
+            "a connection dead before writing"
+        );
     }
 }

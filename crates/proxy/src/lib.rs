@@ -10,7 +10,8 @@
 //! - [`http`], [`forward`], [`body`]: serving HTTP, forwarding requests, counting responses.
 //! - [`tcp`]: opaque forwarding. [`connect`], [`backend`]: upstream connections and pools.
 //! - [`upstream`], [`discover`], [`balance`]: where traffic goes; service discovery from
-//!   the control plane; P2C/peak-EWMA balancing across endpoints.
+//!   the control plane (of names, and of redirected connections' original destinations);
+//!   P2C/peak-EWMA balancing across endpoints.
 //! - [`errors`]: proxy-made responses. [`metrics`]: counters and the text format.
 //! - [`admin`], [`state`]: the admin server and what `/state` reports.
 //! - [`identity`], [`tls`], [`inbound_tls`]: the workload certificate and its renewal, mTLS
@@ -66,6 +67,7 @@ use crate::{
     identity::Identity,
     listener::{ListenerKind, Side},
     metrics::{Direction, Registry, Tls},
+    orig_dst::OrigDst,
     state::{Connections, ListenerState, ProxyState},
     upstream::Upstreams,
 };
@@ -167,7 +169,7 @@ pub async fn run(
     log: Option<Arc<dyn LogControl>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let registry = Arc::new(Registry::default());
+    let registry = Arc::new(Registry::new(config.metrics));
     let taps = Arc::new(tap::Taps::new(&config.pod_namespace, &config.pod_name));
     let h1_stats = Arc::new(h1::Stats::default());
     let connections = Arc::new(Connections::default());
@@ -260,6 +262,12 @@ pub async fn run(
             require_identity: direction == Direction::Inbound && config.inbound_require_identity,
             taps: taps.clone(),
             h1: h1_stats.clone(),
+            orig_dst: match direction {
+                Direction::Outbound => config.outbound_orig_dst,
+                Direction::Inbound => OrigDst::Socket,
+            },
+            inbound_forward_loopback: direction == Direction::Inbound
+                && config.inbound_forward_loopback,
         })
     };
     let inbound = side(Direction::Inbound, Tls::NO_TLS_FROM_REMOTE, None);

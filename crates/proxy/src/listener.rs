@@ -45,9 +45,23 @@ pub struct Side {
     pub taps: Arc<Taps>,
     /// What the HTTP/1.1 fast path did, shared by both sides.
     pub h1: Arc<crate::h1::Stats>,
+    /// How the outbound listener's connections learn their original destination (inbound
+    /// always reads `SO_ORIGINAL_DST`).
+    pub orig_dst: crate::orig_dst::OrigDst,
+    /// Inbound only: redirected traffic goes to the original port on the forward address's
+    /// host (loopback) rather than to the original destination (`--inbound-forward-loopback`).
+    pub inbound_forward_loopback: bool,
 }
 
 impl Side {
+    /// Whether a redirected inbound connection's original destination is one of the proxy's
+    /// own ports. Its address is this pod's own (PREROUTING redirected it to us), so the port
+    /// alone says it: `podIP:4140` must not reach the outbound listener (an open proxy
+    /// carrying the pod's identity), nor `podIP:4191` the admin server.
+    pub fn is_own_port(&self, port: u16) -> bool {
+        self.own_listeners.iter().any(|l| l.port() == port)
+    }
+
     /// Whether `addr` is one of the proxy's own listeners.
     pub fn is_own_listener(&self, addr: SocketAddr) -> bool {
         self.own_listeners.iter().any(|l| {

@@ -15,10 +15,12 @@ use ferry_api::{metrics as names, ProxyErrorReason};
 
 mod text;
 
-/// Label sets past this many per family fold into one `authority="overflow"` series, so a
-/// client sending random `Host` headers cannot grow the proxy's memory without bound.
-const MAX_SERIES: usize = 2048;
-const OVERFLOW: &str = "overflow";
+mod authority;
+mod bounds;
+
+pub use authority::{authority_label, INVALID};
+pub use bounds::Limits;
+use bounds::{checked, Family};
 
 /// Which side of the proxy traffic is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -256,8 +258,9 @@ pub enum ErrorKind {
 
 /// Every metric of one proxy.
 pub struct Registry {
-    http: Mutex<HashMap<HttpLabels, Arc<HttpMetrics>>>,
-    tcp: Mutex<HashMap<TcpLabels, Arc<TcpMetrics>>>,
+    limits: Limits,
+    http: Mutex<Family<HttpLabels, HttpMetrics>>,
+    tcp: Mutex<Family<TcpLabels, TcpMetrics>>,
     errors: Mutex<HashMap<(Direction, ErrorKind, ProxyErrorReason), u64>>,
     detect: [[AtomicU64; Protocol::ALL.len()]; 2],
     started: SystemTime,
@@ -265,13 +268,7 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Self {
-            http: Mutex::default(),
-            tcp: Mutex::default(),
-            errors: Mutex::default(),
-            detect: Default::default(),
-            started: SystemTime::now(),
-        }
+        Self::new(Limits::default())
     }
 }
 
@@ -280,39 +277,34 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn get_or_insert<K: Clone + Eq + std::hash::Hash, V: Default>(
-    map: &Mutex<HashMap<K, Arc<V>>>,
-    key: K,
-    overflow: impl FnOnce(K) -> K,
-) -> Arc<V> {
-    let mut map = lock(map);
-    if let Some(v) = map.get(&key) {
-        return v.clone();
-    }
-    let key = if map.len() >= MAX_SERIES {
-        overflow(key)
-    } else {
-        key
-    };
-    map.entry(key).or_default().clone()
-}
-
 impl Registry {
-    /// The HTTP counters for a label set; callers keep the handle for later requests.
-    pub fn http(&self, labels: HttpLabels) -> Arc<HttpMetrics> {
-        get_or_insert(&self.http, labels, |mut l| {
-            l.authority = OVERFLOW.into();
-            l.target_addr = OVERFLOW.into();
-            l
-        })
+    /// A registry bounded by `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            http: Mutex::default(),
+            tcp: Mutex::default(),
+            errors: Mutex::default(),
+            detect: Default::default(),
+            started: SystemTime::now(),
+        }
+    }
+
+    /// The HTTP counters for a label set; callers keep the handle for later requests. An
+    /// authority or target that is not a valid `host[:port]` is labelled `invalid`; past
+    /// the series cap the handle counts nothing visible.
+    pub fn http(&self, mut labels: HttpLabels) -> Arc<HttpMetrics> {
+        labels.authority = checked(labels.authority);
+        labels.target_addr = checked(labels.target_addr);
+        let direction = labels.direction;
+        lock(&self.http).get_or_insert(labels, direction, self.limits.max_series)
     }
 
     /// The TCP counters for a label set; callers keep the handle for the connection's life.
-    pub fn tcp(&self, labels: TcpLabels) -> Arc<TcpMetrics> {
-        get_or_insert(&self.tcp, labels, |mut l| {
-            l.target_addr = OVERFLOW.into();
-            l
-        })
+    pub fn tcp(&self, mut labels: TcpLabels) -> Arc<TcpMetrics> {
+        labels.target_addr = checked(labels.target_addr);
+        let direction = labels.direction;
+        lock(&self.tcp).get_or_insert(labels, direction, self.limits.max_series)
     }
 
     /// Counts an error the proxy made (it answered a request, or dropped a connection).
@@ -338,14 +330,14 @@ mod tests {
             authority: authority.into(),
             target_addr: "127.0.0.1:8080".into(),
             tls: Tls::NO_TLS_FROM_REMOTE,
-            dst: Arc::from([("deployment".to_string(), "web-v1.2".to_string())]),
+            dst: Arc::from([("deployment".to_string(), "web-\"v1.2\"".to_string())]),
         }
     }
 
     #[test]
     fn renders_counts_buckets_and_escapes() {
         let r = Registry::default();
-        let m = r.http(labels("we\"b"));
+        let m = r.http(labels("web"));
         m.request();
         m.request();
         let ok = ResponseLabels {
@@ -357,7 +349,7 @@ mod tests {
         m.response(ok, Duration::from_micros(1500));
         m.response(ok, Duration::from_millis(7));
         let text = r.encode();
-        let base = r#"direction="inbound",authority="we\"b",target_addr="127.0.0.1:8080",tls="no_identity",no_tls_reason="no_tls_from_remote",dst_deployment="web-v1.2""#;
+        let base = r#"direction="inbound",authority="web",target_addr="127.0.0.1:8080",tls="no_identity",no_tls_reason="no_tls_from_remote",dst_deployment="web-\"v1.2\"""#;
         assert!(
             text.contains(&format!("request_total{{{base}}} 2\n")),
             "{text}"
@@ -402,12 +394,60 @@ mod tests {
     }
 
     #[test]
-    fn series_are_capped() {
-        let r = Registry::default();
-        for i in 0..MAX_SERIES + 10 {
-            r.http(labels(&format!("host-{i}"))).request();
+    fn series_are_capped_per_direction_and_counted() {
+        let r = Registry::new(Limits {
+            max_series: 8,
+            ..Limits::default()
+        });
+        for i in 0..20 {
+            r.http(labels(&format!("host-{i}.example:80"))).request();
         }
-        assert_eq!(lock(&r.http).len(), MAX_SERIES + 1);
-        assert!(r.encode().contains("authority=\"overflow\""));
+        let mut outbound = labels("kept.example");
+        outbound.direction = Direction::Outbound;
+        r.http(outbound).request();
+        assert_eq!(lock(&r.http).map.len(), 9, "8 inbound, then 1 outbound");
+        let text = r.encode();
+        assert!(text.contains("authority=\"host-7.example:80\""), "{text}");
+        assert!(!text.contains("host-8.example"), "{text}");
+        assert!(text.contains("authority=\"kept.example\""), "{text}");
+        assert!(
+            text.contains(
+                "proxy_metrics_series_dropped_total{family=\"http\",direction=\"inbound\"} 12\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn invalid_authorities_share_one_series() {
+        let r = Registry::default();
+        let long = "a".repeat(20 * 1024);
+        for bad in [long.as_str(), "a b", "x:99999", "a..b", "\"quote"] {
+            r.http(labels(bad)).request();
+        }
+        r.http(labels("")).request();
+        assert_eq!(lock(&r.http).map.len(), 2, "invalid and empty");
+        let text = r.encode();
+        assert!(text.contains("authority=\"invalid\""), "{text}");
+        assert!(text.len() < 16 * 1024, "{}", text.len());
+    }
+
+    #[test]
+    fn rendering_stops_at_the_size_cap() {
+        let r = Registry::new(Limits {
+            max_series: 10_000,
+            max_render_bytes: 64 * 1024,
+        });
+        for i in 0..2000 {
+            r.http(labels(&format!("host-{i}.example"))).request();
+        }
+        let text = r.encode();
+        assert!(text.len() < 80 * 1024, "{}", text.len());
+        assert!(
+            text.contains("proxy_metrics_render_skipped_series "),
+            "{text}"
+        );
+        assert!(text.ends_with('\n'));
+        assert!(text.contains("process_start_time_seconds"));
     }
 }

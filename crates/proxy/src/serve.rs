@@ -21,7 +21,6 @@ use crate::{
     io::{Counted, Rewind},
     listener::{ListenerKind, Side},
     metrics::{Peer, Protocol, TcpLabels, Tls},
-    orig_dst::original_dst,
     state::ConnGuard,
     tap::{ConnMeta, PeerTls},
     upstream::Upstream,
@@ -36,12 +35,15 @@ pub async fn serve(side: Arc<Side>, kind: Arc<ListenerKind>, sock: TcpStream, pe
     let Ok(local) = sock.local_addr() else { return };
     let orig_dst = match *kind {
         ListenerKind::Upstream { .. } => None,
-        _ => original_dst(&sock),
+        _ => side.orig_dst.of(&sock),
     };
     let target: Option<Upstream> = match (&*kind, orig_dst) {
-        // Redirected inbound traffic goes to the port the client asked for, on the app's host.
+        // Redirected inbound traffic goes where the client sent it: the original destination
+        // (the pod IP), so a port the app binds to loopback stays private exactly as without
+        // the mesh. The opt-in loopback mode sends it to that port on the app's host instead.
         (ListenerKind::Inbound { forward }, Some(orig)) => {
             let ip = match forward {
+                _ if !side.inbound_forward_loopback => orig.ip(),
                 Upstream::Addr(b) => b.target_ip(),
                 Upstream::Balanced(_) => std::net::Ipv4Addr::LOCALHOST.into(),
             };
@@ -52,6 +54,11 @@ pub async fn serve(side: Arc<Side>, kind: Arc<ListenerKind>, sock: TcpStream, pe
         }
         (ListenerKind::Inbound { forward }, None) => Some(forward.clone()),
         (ListenerKind::Upstream { upstream, .. }, _) => Some(upstream.clone()),
+        // Redirected outbound traffic is looked up by its original destination; a
+        // connection to the proxy's own listener is not (HTTP answers it `loop-detected`).
+        (ListenerKind::Outbound, Some(orig)) if !side.is_own_listener(orig) => {
+            Some(side.upstreams.by_orig_dst(orig).await)
+        }
         (ListenerKind::Outbound, orig) => orig.map(|o| side.upstreams.get(&Authority::from(o))),
     };
     let target_label: Arc<str> = match &target {
@@ -212,6 +219,14 @@ async fn serve_protocol<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // Redirected traffic for one of the proxy's own ports (inbound: the pod's own address, so
+    // any of its listeners' ports; outbound: one of its listeners) is refused: HTTP gets
+    // `loop-detected`, anything else is closed and counted.
+    let inbound_loop = matches!(&*kind, ListenerKind::Inbound { .. })
+        && orig_dst.is_some_and(|o| side.is_own_port(o.port()));
+    let looped = inbound_loop
+        || (matches!(&*kind, ListenerKind::Outbound)
+            && orig_dst.is_some_and(|o| side.is_own_listener(o)));
     match protocol {
         Protocol::Http1 | Protocol::Http2 => {
             let dest = match (&*kind, target) {
@@ -225,14 +240,29 @@ async fn serve_protocol<I>(
                     upstream: upstream.clone(),
                     authority: Some(authority.clone()),
                 },
+                (ListenerKind::Inbound { .. }, _) if inbound_loop => {
+                    Dest::Loop(orig_dst.expect("a loop has an original destination"))
+                }
                 (ListenerKind::Inbound { .. }, Some(upstream)) => Dest::Fixed {
                     upstream,
                     authority: None,
                 },
-                _ => Dest::ByAuthority { orig_dst },
+                (ListenerKind::Outbound, Some(upstream)) => match orig_dst {
+                    Some(addr) => Dest::OrigDst { addr, upstream },
+                    None => Dest::ByAuthority,
+                },
+                _ => Dest::ByAuthority,
             };
             let svc = HttpService::new(side.clone(), dest, meta);
             crate::http::serve(protocol, io, svc, &side).await;
+        }
+        Protocol::Tls | Protocol::Opaque if looped => {
+            tracing::debug!(orig_dst = ?orig_dst, "refusing redirected traffic for the proxy's own port");
+            side.registry.error(
+                side.direction,
+                crate::metrics::ErrorKind::Tcp,
+                ferry_api::ProxyErrorReason::LoopDetected,
+            );
         }
         Protocol::Tls | Protocol::Opaque => {
             crate::tcp::forward(io, target.as_ref(), early, &side).await

@@ -178,7 +178,7 @@ struct StateDoc {
     http1: crate::h1::StatsState,
 }
 
-/// A service name the proxy balances, as `/state` shows it.
+/// A service name, or a looked-up original destination, as `/state` shows it.
 #[derive(Serialize)]
 struct DestinationState {
     #[serde(flatten)]

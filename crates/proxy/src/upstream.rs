@@ -1,9 +1,18 @@
 //! Where traffic goes: one address, or a service name balanced across the endpoints the
 //! control plane reports. [`Upstreams`] decides which, once per target, for a side.
+//!
+//! A connection redirected to an address (a ClusterIP, a pod IP, anything outside) is looked
+//! up too, once per connection ([`Upstreams::by_orig_dst`]): with endpoints it is balanced
+//! like a name, with nothing known it goes to the address as is.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering::Relaxed},
+        Arc, Mutex,
+    },
+    time::Duration,
 };
 
 use tokio::net::TcpStream;
@@ -18,6 +27,14 @@ use crate::{
 
 /// How many endpoints one connection or bodiless request tries before giving up.
 pub const MAX_CONNECT_ATTEMPTS: usize = 3;
+
+/// How long a connection redirected to an address waits for the control plane's first
+/// answer about it before going to the address as is. A healthy control plane answers in
+/// a few milliseconds (an in-memory lookup, plus one HTTP/2 connect for the proxy's first
+/// stream); the wait only matters when it is absent or overloaded, and then each address
+/// pays it once (see [`AddrLookup`]). Short next to the 1 s connect timeout, long enough
+/// that a meshed peer is rarely reached in plaintext because of a slow answer.
+pub const ORIG_DST_DISCOVERY_WAIT: Duration = Duration::from_millis(200);
 
 /// A target of the proxy's traffic.
 #[derive(Clone)]
@@ -82,6 +99,17 @@ pub struct Upstreams {
     pub resolver: Option<Arc<Resolver>>,
     factory: EndpointFactory,
     balancers: Mutex<HashMap<Authority, Arc<Balancer>>>,
+    /// Addresses looked up for redirected connections. TODO(#20): like names, they are
+    /// never evicted; idle eviction of destinations will bound both.
+    addrs: Mutex<HashMap<SocketAddr, Arc<AddrLookup>>>,
+}
+
+/// One address's lookup: its balancer, fed by the address's one `Get` stream.
+struct AddrLookup {
+    balancer: Arc<Balancer>,
+    /// Set once a connection waited [`ORIG_DST_DISCOVERY_WAIT`] and heard nothing: while
+    /// the control plane stays silent about the address, later connections do not wait.
+    waited_in_vain: AtomicBool,
 }
 
 impl Upstreams {
@@ -96,6 +124,52 @@ impl Upstreams {
             resolver,
             factory,
             balancers: Mutex::default(),
+            addrs: Mutex::default(),
+        }
+    }
+
+    /// The upstream for an outbound connection redirected to `addr`. With a control plane,
+    /// the address is looked up (one shared stream per address): when discovery has
+    /// endpoints for it (a ClusterIP's, or a known pod's own, with its identity), they are
+    /// balanced; when it has none, or has not answered within
+    /// [`ORIG_DST_DISCOVERY_WAIT`], the connection goes to `addr` as is. An answer that
+    /// arrives later serves the next connection.
+    pub async fn by_orig_dst(&self, addr: SocketAddr) -> Upstream {
+        let target = Authority::from(addr);
+        let Some(resolver) = &self.resolver else {
+            return Upstream::Addr(self.backends.get(&target));
+        };
+        let lookup = {
+            let mut addrs = self.addrs.lock().unwrap_or_else(|e| e.into_inner());
+            addrs
+                .entry(addr)
+                .or_insert_with(|| {
+                    Arc::new(AddrLookup {
+                        balancer: Balancer::new(
+                            target.clone(),
+                            resolver.resolve(&target),
+                            self.factory.clone(),
+                        ),
+                        waited_in_vain: AtomicBool::new(false),
+                    })
+                })
+                .clone()
+        };
+        let wait = if lookup.waited_in_vain.load(Relaxed) {
+            Duration::ZERO
+        } else {
+            ORIG_DST_DISCOVERY_WAIT
+        };
+        match lookup.balancer.has_endpoints(wait).await {
+            Some(true) => Upstream::Balanced(lookup.balancer.clone()),
+            Some(false) => Upstream::Addr(self.backends.get(&target)),
+            None => {
+                if !wait.is_zero() {
+                    tracing::debug!(%addr, ?wait, "no answer from the control plane; forwarding as is");
+                    lookup.waited_in_vain.store(true, Relaxed);
+                }
+                Upstream::Addr(self.backends.get(&target))
+            }
         }
     }
 
@@ -116,7 +190,7 @@ impl Upstreams {
         Upstream::Balanced(balancer.clone())
     }
 
-    /// The balancers, for `/state`.
+    /// The balancers, of names and of looked-up addresses, for `/state`.
     pub fn balancers(&self) -> Vec<Arc<Balancer>> {
         let mut out: Vec<_> = self
             .balancers
@@ -125,7 +199,76 @@ impl Upstreams {
             .values()
             .cloned()
             .collect();
+        out.extend(
+            self.addrs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .map(|l| l.balancer.clone()),
+        );
         out.sort_by_key(|b| b.name().to_string());
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::metrics::{Direction, Tls};
+
+    /// Upstreams whose control plane never answers (nothing listens at its address).
+    fn silent_control_plane() -> Upstreams {
+        let timeouts = crate::Config::for_tests("127.0.0.1:9".parse().unwrap()).timeouts;
+        let registry: Arc<crate::metrics::Registry> = Arc::default();
+        let factory = EndpointFactory {
+            direction: Direction::Outbound,
+            tls: Tls::NOT_PROVIDED_BY_DISCOVERY,
+            identity: None,
+            timeouts,
+            registry: registry.clone(),
+        };
+        let backends = Arc::new(Backends::new(Direction::Outbound, timeouts, registry));
+        let resolver = Resolver::new(
+            &"127.0.0.1:9".parse().unwrap(),
+            String::new(),
+            timeouts.connect,
+        )
+        .unwrap();
+        Upstreams::new(backends, Some(Arc::new(resolver)), factory)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_control_plane_delays_each_address_once() {
+        let upstreams = silent_control_plane();
+        let addr: SocketAddr = "127.0.0.1:7".parse().unwrap();
+
+        let start = Instant::now();
+        let first = upstreams.by_orig_dst(addr).await;
+        assert_eq!(start.elapsed(), ORIG_DST_DISCOVERY_WAIT);
+        assert!(matches!(first, Upstream::Addr(_)), "forwarded as is");
+
+        let start = Instant::now();
+        let second = upstreams.by_orig_dst(addr).await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "no second wait");
+        assert!(matches!(second, Upstream::Addr(_)));
+
+        // Another address has its own lookup, and its own one wait.
+        let start = Instant::now();
+        upstreams.by_orig_dst("127.0.0.1:8".parse().unwrap()).await;
+        assert_eq!(start.elapsed(), ORIG_DST_DISCOVERY_WAIT);
+        assert_eq!(upstreams.balancers().len(), 2, "one lookup per address");
+    }
+
+    #[tokio::test]
+    async fn without_a_control_plane_addresses_are_not_looked_up() {
+        let mut upstreams = silent_control_plane();
+        upstreams.resolver = None;
+        let start = Instant::now();
+        let up = upstreams.by_orig_dst("127.0.0.1:7".parse().unwrap()).await;
+        assert!(start.elapsed() < ORIG_DST_DISCOVERY_WAIT);
+        assert!(matches!(up, Upstream::Addr(_)));
+        assert!(upstreams.balancers().is_empty());
     }
 }

@@ -136,8 +136,15 @@ impl Net {
 
     /// `curl` inside `ns` as `uid`: the body, or `None` if the request failed.
     fn curl(ns: &str, uid: &str, url: &str) -> Option<String> {
+        Self::curl_with(ns, uid, url, &[])
+    }
+
+    /// [`Net::curl`] with extra arguments (`-H …`, `-i`).
+    fn curl_with(ns: &str, uid: &str, url: &str, extra: &[&str]) -> Option<String> {
         let out = Self::command(ns, uid, "curl")
-            .args(["-sS", "--max-time", "3", url])
+            .args(["-sS", "--max-time", "3"])
+            .args(extra)
+            .arg(url)
             .output()
             .expect("curl is installed by .ci/setup");
         out.status
@@ -249,28 +256,39 @@ fn traffic_reaches_the_app_only_through_the_proxy() {
         &format!("{CLIENT_IP}:9090"),
         "hello from outside",
     );
-    let mut proxy_cmd = Net::command(&net.pod, "2102", &proxy_bin);
-    proxy_cmd.args([
-        "--inbound-listen",
-        "0.0.0.0:4143",
-        "--inbound-forward",
-        "127.0.0.1:8080",
-        "--outbound-listen",
-        "127.0.0.1:4140",
-        "--admin-listen",
-        "127.0.0.1:4191",
-        "--tap-listen",
-        "127.0.0.1:4190",
-    ]);
-    let proxy = spawn(proxy_cmd);
-
-    // Loopback is never redirected, so root in the pod can probe the admin port and the app.
-    wait("the proxy to be ready", Duration::from_secs(20), || {
-        Net::curl(&net.pod, "0", "http://127.0.0.1:4191/ready")
-    });
+    // A service the app keeps private, bound to loopback in the pod.
+    let _private = serve(&net.pod, APP_UID, &me, "127.0.0.1:9999", "private");
+    let start_proxy = |extra: &[&str]| {
+        let mut proxy_cmd = Net::command(&net.pod, "2102", &proxy_bin);
+        proxy_cmd.args([
+            "--inbound-listen",
+            "0.0.0.0:4143",
+            "--inbound-forward",
+            "127.0.0.1:8080",
+            "--outbound-listen",
+            "127.0.0.1:4140",
+            "--admin-listen",
+            "0.0.0.0:4191",
+            "--tap-listen",
+            "127.0.0.1:4190",
+        ]);
+        proxy_cmd.args(extra);
+        let proxy = spawn(proxy_cmd);
+        // Loopback is never redirected, so root in the pod can probe the admin port.
+        wait("the proxy to be ready", Duration::from_secs(20), || {
+            Net::curl(&net.pod, "0", "http://127.0.0.1:4191/ready")
+        });
+        proxy
+    };
+    let proxy = start_proxy(&[]);
     wait("the app to listen", Duration::from_secs(20), || {
         Net::curl(&net.pod, "0", "http://127.0.0.1:8080/")
     });
+    wait(
+        "the private service to listen",
+        Duration::from_secs(20),
+        || Net::curl(&net.pod, "0", "http://127.0.0.1:9999/"),
+    );
 
     // Inbound: the client dials the app's port; PREROUTING hands it to the proxy.
     let body = Net::curl(&net.client, "0", &format!("http://{POD_IP}:8080/"));
@@ -293,6 +311,64 @@ fn traffic_reaches_the_app_only_through_the_proxy() {
     );
     assert!(inbound >= 1.0, "inbound request not counted:\n{metrics}");
     assert!(outbound >= 1.0, "outbound request not counted:\n{metrics}");
+
+    // Issue #20: what the app keeps on loopback stays private. Inbound traffic goes to the
+    // original destination (the pod IP), where nothing listens on 9999.
+    let private_url = format!("http://{POD_IP}:9999/");
+    let body = Net::curl(&net.client, "0", &private_url).unwrap_or_default();
+    assert!(
+        !body.contains("private"),
+        "reached a loopback-only port: {body}"
+    );
+    assert!(body.contains("connect-refused"), "{body}");
+    // Nor through the proxy's own outbound listener: its port is refused, labelled.
+    let looped = format!("http://{POD_IP}:4140/");
+    let open_proxy = ["-i", "-H", "Host: 127.0.0.1:9999"];
+    let body = Net::curl_with(&net.client, "0", &looped, &open_proxy).unwrap_or_default();
+    assert!(!body.contains("private"), "an open proxy: {body}");
+    assert!(body.contains("l5d-proxy-error: loop-detected"), "{body}");
+    // The admin port: probes and scrapers get through; `/state` is for loopback only.
+    let admin = |path: &str, ns: &str, host: &str| {
+        let url = format!("http://{host}:4191{path}");
+        let out = Net::curl_with(ns, "0", &url, &["-o", "/dev/null", "-w", "%{http_code}"]);
+        out.unwrap_or_default()
+    };
+    assert_eq!(admin("/metrics", &net.client, POD_IP), "200");
+    assert_eq!(admin("/ready", &net.client, POD_IP), "200");
+    assert_eq!(admin("/live", &net.client, POD_IP), "200");
+    assert_eq!(admin("/state", &net.client, POD_IP), "403");
+    assert_eq!(admin("/proxy-log-level", &net.client, POD_IP), "403");
+    assert_eq!(admin("/state", &net.pod, "127.0.0.1"), "200");
+    // Opaque bytes for the proxy's own port are refused too: closed, counted as a loop.
+    let opaque =
+        format!("exec 3<>/dev/tcp/{POD_IP}/4140; printf '\\001\\002opaque\\n' >&3; cat <&3");
+    let out = Net::command(&net.client, "0", "timeout")
+        .args(["5", "bash", "-c", &opaque])
+        .output()
+        .expect("bash is installed");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let metrics = wait("the refusal to be counted", Duration::from_secs(10), || {
+        let text = Net::curl(&net.pod, "0", "http://127.0.0.1:4191/metrics")?;
+        let want = [("error", "loop-detected")];
+        (metric_sum(&text, "inbound_tcp_errors_total", &want) >= 1.0).then_some(text)
+    });
+    assert!(metrics.contains("inbound_tcp_errors_total"));
+
+    // The documented opt-in for apps that only listen on loopback reaches them again, and
+    // still refuses the proxy's own ports.
+    drop(proxy);
+    wait("the proxy to stop", Duration::from_secs(10), || {
+        Net::curl(&net.pod, "0", "http://127.0.0.1:4191/ready")
+            .is_none()
+            .then_some(())
+    });
+    let proxy = start_proxy(&["--inbound-forward-loopback"]);
+    let body = Net::curl(&net.client, "0", &private_url);
+    assert_eq!(body.as_deref(), Some("private"));
+    let body = Net::curl_with(&net.client, "0", &looped, &open_proxy).unwrap_or_default();
+    assert!(body.contains("l5d-proxy-error: loop-detected"), "{body}");
+    let body = Net::curl(&net.client, "0", &format!("http://{POD_IP}:8080/"));
+    assert_eq!(body.as_deref(), Some("hello from the app"));
 
     // Without the proxy nothing gets through: the rules do not fall back to the app.
     drop(proxy);

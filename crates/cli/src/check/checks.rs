@@ -1,4 +1,5 @@
-//! The checks themselves: each reads the API and says pass, or what is wrong and a hint.
+//! The checks that read the Kubernetes API; those asking the control plane itself are in
+//! `control_plane`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -6,13 +7,16 @@ use std::pin::Pin;
 use base64::Engine as _;
 use ferry_api::check as local;
 use ferry_api::k8s as names;
-use ferry_api::overview::{Proxies, ProxyInfo};
 use hyper::StatusCode;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
 use serde_json::Value;
 
+use super::control_plane::{
+    api_healthy_in_cluster, api_healthy_local, identity_issues, proxies_ready_in_cluster,
+    proxies_ready_local, proxies_version_local, version_matches_local, webhook_injects,
+};
 use super::kube::{Answer, KubeApi};
 use super::Outcome;
 use crate::sidecar::VERSION;
@@ -20,9 +24,9 @@ use crate::sidecar::VERSION;
 /// The oldest Kubernetes minor version Ferry supports: native sidecars (1.29).
 pub const MIN_MINOR: u64 = 29;
 /// Certificates must stay valid at least this long (a workload certificate's lifetime).
-const MIN_VALIDITY: time::Duration = time::Duration::hours(24);
+pub(super) const MIN_VALIDITY: time::Duration = time::Duration::hours(24);
 
-type CheckFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + 'a>>;
+pub(super) type CheckFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + 'a>>;
 
 /// One named check.
 pub struct Check {
@@ -89,7 +93,7 @@ pub fn post_install() -> Vec<Check> {
             run: pods_ready,
         },
         Check {
-            name: "control-plane: public API answers through the service proxy",
+            name: "control-plane: public API answers through a port-forward",
             fatal: false,
             run: api_healthy_in_cluster,
         },
@@ -99,14 +103,29 @@ pub fn post_install() -> Vec<Check> {
             run: webhook_registered,
         },
         Check {
+            name: "webhook: a dry-run pod create comes back injected",
+            fatal: false,
+            run: webhook_injects,
+        },
+        Check {
             name: "identity: certificates valid for more than 24 h",
             fatal: false,
             run: certificates_valid,
         },
         Check {
+            name: "identity: the control plane issues certificates",
+            fatal: false,
+            run: identity_issues,
+        },
+        Check {
             name: "data-plane: proxies run this version",
             fatal: false,
             run: proxies_up_to_date,
+        },
+        Check {
+            name: "data-plane: proxies are ready with certificates not near expiry",
+            fatal: false,
+            run: proxies_ready_in_cluster,
         },
     ]
 }
@@ -140,7 +159,7 @@ pub fn local() -> Vec<Check> {
     ]
 }
 
-fn fail(problem: impl Into<String>, hint: impl Into<String>) -> Outcome {
+pub(super) fn fail(problem: impl Into<String>, hint: impl Into<String>) -> Outcome {
     Outcome::Fail {
         problem: problem.into(),
         hint: hint.into(),
@@ -148,7 +167,7 @@ fn fail(problem: impl Into<String>, hint: impl Into<String>) -> Outcome {
 }
 
 /// GETs `path`, turning transport errors and unexpected statuses into failures.
-async fn get_ok(api: &KubeApi, path: &str, hint: &str) -> Result<Value, Outcome> {
+pub(super) async fn get_ok(api: &KubeApi, path: &str, hint: &str) -> Result<Value, Outcome> {
     match api.get(path).await {
         Ok(Answer { status, body }) if status == StatusCode::OK => Ok(body),
         Ok(Answer { status, body }) => Err(fail(
@@ -164,8 +183,8 @@ async fn get_ok(api: &KubeApi, path: &str, hint: &str) -> Result<Value, Outcome>
 
 fn api_reachable<'a>(api: &'a KubeApi, _: &'a str) -> CheckFuture<'a> {
     Box::pin(async move {
-        let hint =
-            "run `kubectl proxy` (ferry check talks to http://127.0.0.1:8001) or pass --api-server";
+        let hint = "check the kubeconfig (--kubeconfig, KUBECONFIG, --context; `kubectl version` \
+             should answer), or pass --api-server";
         match get_ok(api, "/version", hint).await {
             Ok(v) => Outcome::Pass(format!(
                 "{} at {}",
@@ -428,7 +447,7 @@ fn certificates_valid<'a>(api: &'a KubeApi, ns: &'a str) -> CheckFuture<'a> {
     })
 }
 
-fn has_proxy(pod: &Value) -> bool {
+pub(super) fn has_proxy(pod: &Value) -> bool {
     ["containers", "initContainers"].iter().any(|field| {
         pod["spec"][field]
             .as_array()
@@ -470,94 +489,6 @@ fn proxies_up_to_date<'a>(api: &'a KubeApi, _: &'a str) -> CheckFuture<'a> {
                 format!("{} of {} meshed pods run another proxy: {}", outdated.len(), meshed.len(), outdated.join(", ")),
                 "re-inject them: `kubectl get deploy -n NS -o yaml | ferry inject - | kubectl apply -f -`",
             )
-        }
-    })
-}
-
-/// Judges a `Health` body from the control plane.
-fn health(answer: Result<Value, Outcome>) -> Outcome {
-    match answer {
-        Ok(h) => judged(local::judge_health(
-            h["status"].as_str(),
-            h["version"].as_str(),
-            &h.to_string(),
-        )),
-        Err(f) => f,
-    }
-}
-
-/// An outcome from one of the judgements shared with the dashboard.
-fn judged(judgement: local::Judgement) -> Outcome {
-    match judgement {
-        Ok(seen) => Outcome::Pass(seen),
-        Err((problem, hint)) => fail(problem, hint),
-    }
-}
-
-fn api_healthy_in_cluster<'a>(api: &'a KubeApi, ns: &'a str) -> CheckFuture<'a> {
-    Box::pin(async move {
-        let hint = format!("kubectl -n {ns} logs deploy/{}", names::CONTROL_NAME);
-        let path = format!(
-            "/api/v1/namespaces/{ns}/services/{}:api/proxy{}",
-            names::CONTROL_NAME,
-            ferry_api::control_api::HEALTH_PATH
-        );
-        health(get_ok(api, &path, &hint).await)
-    })
-}
-
-fn api_healthy_local<'a>(api: &'a KubeApi, _: &'a str) -> CheckFuture<'a> {
-    Box::pin(async move {
-        let hint = "start it (`ferry-control`), or pass --api-server with its public API address";
-        health(get_ok(api, ferry_api::control_api::HEALTH_PATH, hint).await)
-    })
-}
-
-fn version_matches_local<'a>(api: &'a KubeApi, _: &'a str) -> CheckFuture<'a> {
-    Box::pin(async move {
-        let h = match get_ok(api, ferry_api::control_api::HEALTH_PATH, "").await {
-            Ok(h) => h,
-            Err(f) => return f,
-        };
-        judged(local::judge_version(
-            h["version"].as_str(),
-            VERSION,
-            "this CLI",
-        ))
-    })
-}
-
-/// The control plane's view of its proxies (`GET /api/v1/proxies`).
-async fn local_proxies(api: &KubeApi) -> Result<Vec<ProxyInfo>, Outcome> {
-    let hint = "a control plane of this release serves /api/v1/proxies";
-    let body = get_ok(api, ferry_api::overview::PROXIES_PATH, hint).await?;
-    serde_json::from_value::<Proxies>(body)
-        .map(|p| p.proxies)
-        .map_err(|e| fail(format!("/api/v1/proxies: {e}"), hint))
-}
-
-fn proxies_ready_local<'a>(api: &'a KubeApi, _: &'a str) -> CheckFuture<'a> {
-    Box::pin(async move {
-        match local_proxies(api).await {
-            Ok(proxies) => judged(local::judge_proxies_ready(&proxies)),
-            Err(f) => f,
-        }
-    })
-}
-
-fn proxies_version_local<'a>(api: &'a KubeApi, _: &'a str) -> CheckFuture<'a> {
-    Box::pin(async move {
-        // Proxies are judged against the control plane they talk to, as the dashboard does
-        // (the CLI against the control plane is the check before); this CLI's version only
-        // when the control plane does not say.
-        let control = get_ok(api, ferry_api::control_api::HEALTH_PATH, "")
-            .await
-            .ok()
-            .and_then(|h| h["version"].as_str().map(str::to_owned));
-        let version = control.as_deref().unwrap_or(VERSION);
-        match local_proxies(api).await {
-            Ok(proxies) => judged(local::judge_proxies_version(&proxies, version)),
-            Err(f) => f,
         }
     })
 }

@@ -1,12 +1,15 @@
-//! A minimal Kubernetes API client for `ferry check`: JSON GETs and POSTs over plain HTTP
-//! (`kubectl proxy`, or a test's fake server), with an optional bearer token.
+//! The Kubernetes API for `ferry check`: JSON GETs and POSTs by path through a `kube`
+//! client (the user's kubeconfig, or `--api-server` with an optional bearer token), and the
+//! control plane's public API through a port-forward opened on first use.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode, Uri};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use http_body_util::BodyExt;
+use hyper::{Method, Request, StatusCode};
 use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use crate::cluster::{ClusterError, Forward};
+use crate::control::ControlClient;
 
 /// Errors talking to the API server.
 #[derive(Debug, thiserror::Error)]
@@ -17,7 +20,7 @@ pub enum KubeError {
         base: String,
         path: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: kube::Error,
     },
     /// The address or path is not a valid URI.
     #[error("invalid URI {0}")]
@@ -27,7 +30,7 @@ pub enum KubeError {
     Body {
         path: String,
         #[source]
-        source: hyper::Error,
+        source: kube::Error,
     },
     /// The answer is not JSON.
     #[error("the answer to {path} is not JSON")]
@@ -56,19 +59,20 @@ pub struct Answer {
 /// A connection to one API server.
 pub struct KubeApi {
     base: String,
-    token: Option<String>,
     timeout: std::time::Duration,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: kube::Client,
+    /// The public API through a port-forward, opened by the first check that needs it.
+    control: OnceCell<Result<(ControlClient, Forward), String>>,
 }
 
 impl KubeApi {
-    /// A client for `base` (`http://127.0.0.1:8001`).
-    pub fn new(base: &str, token: Option<String>, timeout: std::time::Duration) -> Self {
+    /// A client of the API server `client` talks to (`base` names it in messages).
+    pub fn new(client: kube::Client, base: &str, timeout: std::time::Duration) -> Self {
         Self {
             base: base.trim_end_matches('/').to_string(),
-            token,
             timeout,
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client,
+            control: OnceCell::new(),
         }
     }
 
@@ -87,36 +91,57 @@ impl KubeApi {
         self.send(Method::POST, path, Some(body)).await
     }
 
+    /// `GET path` from the public API of a control-plane pod in `namespace`, through a
+    /// port-forward (opened once, reused by later calls): the JSON body, or what went wrong.
+    pub async fn control_get(&self, namespace: &str, path: &str) -> Result<Value, String> {
+        let control = self
+            .control
+            .get_or_init(|| async {
+                let forward = tokio::time::timeout(
+                    self.timeout,
+                    Forward::start(self.client.clone(), namespace),
+                )
+                .await
+                .map_err(|_| format!("no answer within {:?}", self.timeout))?
+                .map_err(|e| error_chain(&e))?;
+                let client = ControlClient::new(&format!("http://{}", forward.local_addr()))
+                    .map_err(|e| e.to_string())?;
+                Ok((client, forward))
+            })
+            .await;
+        match control {
+            Ok((client, forward)) => client
+                .get::<Value>(path)
+                .await
+                .map_err(|e| format!("{path} through a port-forward to {}: {e}", forward.target())),
+            Err(e) => Err(format!("port-forward to the control plane: {e}")),
+        }
+    }
+
     async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Answer, KubeError> {
-        let uri: Uri = format!("{}{path}", self.base)
-            .parse()
-            .map_err(|_| KubeError::Uri(format!("{}{path}", self.base)))?;
-        let mut req = Request::builder()
+        let req = Request::builder()
             .method(method)
-            .uri(uri)
+            .uri(path)
             .header("accept", "application/json");
-        if let Some(token) = &self.token {
-            req = req.header("authorization", format!("Bearer {token}"));
-        }
-        let payload = match body {
-            Some(b) => {
-                req = req.header("content-type", "application/json");
-                Bytes::from(b.to_string())
-            }
-            None => Bytes::new(),
+        let (req, payload) = match body {
+            Some(b) => (
+                req.header("content-type", "application/json"),
+                b.to_string().into_bytes(),
+            ),
+            None => (req, Vec::new()),
         };
         let req = req
-            .body(Full::new(payload))
+            .body(kube::client::Body::from(payload))
             .map_err(|_| KubeError::Uri(path.to_string()))?;
         let exchange = async {
             let resp = self
                 .client
-                .request(req)
+                .send(req)
                 .await
                 .map_err(|source| KubeError::Request {
                     base: self.base.clone(),
@@ -124,7 +149,7 @@ impl KubeApi {
                     source,
                 })?;
             let status = resp.status();
-            let bytes = resp
+            let bytes: Bytes = resp
                 .into_body()
                 .collect()
                 .await
@@ -150,4 +175,15 @@ impl KubeApi {
                 timeout: self.timeout,
             })?
     }
+}
+
+/// `error: cause: cause`, one line.
+fn error_chain(e: &ClusterError) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    out
 }

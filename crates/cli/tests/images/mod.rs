@@ -111,6 +111,11 @@ fn containerfiles_declare_the_users_ports_and_labels_the_manifests_expect() {
         );
         assert_eq!(label("org.opencontainers.image.title"), name);
         assert!(d.env.iter().any(|e| e.starts_with("PATH=")), "{name}");
+        let text = read(&workspace().join(format!("images/{}/Containerfile", dir_of(name))));
+        assert!(
+            text.contains(&format!("\nARG VERSION={}\n", version::VERSION)),
+            "{name}: the Containerfile's VERSION default is not this release's"
+        );
     }
 }
 

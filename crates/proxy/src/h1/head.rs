@@ -51,6 +51,8 @@ pub struct RequestHead {
     pub close: bool,
     /// `HEAD`: the response has no body whatever its headers say.
     pub head_method: bool,
+    /// The method is idempotent (RFC 9110 §9.2.2): the request may be sent again.
+    pub idempotent: bool,
     /// The `Host` header's value, within the input.
     pub host: Range<usize>,
 }
@@ -261,6 +263,7 @@ pub fn parse_request(input: &[u8], out: &mut Vec<u8>) -> Parsed<RequestHead> {
         framing,
         close,
         head_method: method == "HEAD",
+        idempotent: crate::http::is_idempotent(method.as_bytes()),
         host,
     })
 }

@@ -38,10 +38,12 @@ impl Registry {
     /// Renders every family in the Prometheus text format.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
-        self.encode_http(&mut out);
-        self.encode_tcp(&mut out);
+        let mut skipped = 0u64;
+        self.encode_http(&mut out, &mut skipped);
+        self.encode_tcp(&mut out, &mut skipped);
         self.encode_errors(&mut out);
         self.encode_detect(&mut out);
+        self.encode_bounds(&mut out, skipped);
         header(
             &mut out,
             names::PROXY_BUILD_INFO,
@@ -71,9 +73,57 @@ impl Registry {
         out
     }
 
-    fn encode_http(&self, out: &mut String) {
+    /// Whether the rendered-size cap leaves room for another series; counts those it
+    /// does not.
+    fn room(&self, out: &str, skipped: &mut u64) -> bool {
+        let room = out.len() < self.limits.max_render_bytes;
+        if !room {
+            *skipped += 1;
+        }
+        room
+    }
+
+    fn encode_bounds(&self, out: &mut String, skipped: u64) {
+        header(
+            out,
+            names::PROXY_METRICS_SERIES_DROPPED_TOTAL,
+            "counter",
+            "Total count of label sets not created because their family's series cap was reached.",
+        );
+        let dropped = [
+            ("http", lock(&self.http).dropped),
+            ("tcp", lock(&self.tcp).dropped),
+        ];
+        for (family, counts) in dropped {
+            for direction in [Direction::Inbound, Direction::Outbound] {
+                sample(
+                    out,
+                    names::PROXY_METRICS_SERIES_DROPPED_TOTAL,
+                    counts[direction.index()],
+                    |o| {
+                        label(o, names::LABEL_FAMILY, family);
+                        label(o, names::LABEL_DIRECTION, direction.as_str());
+                    },
+                );
+            }
+        }
+        header(
+            out,
+            names::PROXY_METRICS_RENDER_SKIPPED_SERIES,
+            "gauge",
+            "Series left out of this scrape because the rendered-size cap was reached.",
+        );
+        let _ = writeln!(
+            out,
+            "{} {skipped}",
+            names::PROXY_METRICS_RENDER_SKIPPED_SERIES
+        );
+    }
+
+    fn encode_http(&self, out: &mut String, skipped: &mut u64) {
         // Copy the handles out so scraping never holds the map lock while formatting.
         let series: Vec<(HttpLabels, Arc<HttpMetrics>)> = lock(&self.http)
+            .map
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
@@ -94,6 +144,9 @@ impl Registry {
             "Total count of HTTP requests.",
         );
         for (labels, m) in &series {
+            if !self.room(out, skipped) {
+                continue;
+            }
             sample(out, names::REQUEST_TOTAL, m.requests.load(Relaxed), |o| {
                 base(o, labels)
             });
@@ -107,6 +160,9 @@ impl Registry {
         );
         let mut latencies: Vec<(&HttpLabels, u16, Histogram)> = Vec::new();
         for (labels, m) in &series {
+            if !self.room(out, skipped) {
+                continue;
+            }
             let mut by_status: HashMap<u16, Histogram> = HashMap::new();
             for (r, stats) in lock(&m.responses).iter() {
                 sample(out, names::RESPONSE_TOTAL, stats.count, |o| {
@@ -133,6 +189,9 @@ impl Registry {
             "Elapsed times between a request's headers being received and its response's headers being sent, in milliseconds.",
         );
         for (labels, status, h) in &latencies {
+            if !self.room(out, skipped) {
+                continue;
+            }
             let with = |o: &mut String| {
                 base(o, labels);
                 label(o, names::LABEL_STATUS_CODE, itoa(*status).as_str());
@@ -162,8 +221,9 @@ impl Registry {
         }
     }
 
-    fn encode_tcp(&self, out: &mut String) {
+    fn encode_tcp(&self, out: &mut String, skipped: &mut u64) {
         let series: Vec<(TcpLabels, Arc<TcpMetrics>)> = lock(&self.tcp)
+            .map
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
@@ -213,6 +273,9 @@ impl Registry {
         for (name, kind, help, value) in families {
             header(out, name, kind, help);
             for (l, m) in &series {
+                if !self.room(out, skipped) {
+                    continue;
+                }
                 sample(out, name, value(m), |o| {
                     label(o, names::LABEL_DIRECTION, l.direction.as_str());
                     label(

@@ -48,7 +48,7 @@ impl dst::destination_server::Destination for Scripted {
     }
 }
 
-async fn scripted_destination() -> (
+pub async fn scripted_destination() -> (
     SocketAddr,
     mpsc::Receiver<(String, mpsc::Sender<Result<dst::Update, Status>>)>,
 ) {

@@ -406,3 +406,172 @@ async fn state_lists_listeners_and_open_connections() {
         app.addr.to_string().as_str()
     );
 }
+
+/// An app answering GETs on keep-alive connections; a POST it reads and never answers.
+/// Each connection's end is announced, so a test sees the upstream request aborted.
+async fn silent_post_app() -> (TestServer, Arc<tokio::sync::Notify>) {
+    let closed = Arc::new(tokio::sync::Notify::new());
+    let c = closed.clone();
+    let app = TestServer::tcp(move |mut sock| {
+        let closed = c.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let get = seen.starts_with(b"GET ");
+                    seen.drain(..end + 4);
+                    if get {
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if sock.write_all(ok).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+                match sock.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&chunk[..n]),
+                }
+            }
+            closed.notify_one();
+        }
+    })
+    .await;
+    (app, closed)
+}
+
+/// Issue #20: a client's malformed chunked body is the client's error: `400
+/// malformed-request`, the upstream request aborted, counted as such — never `502
+/// upstream-reset`. Both HTTP/1 paths: a connection whose first request is chunked goes
+/// straight to the general path; one that starts on the fast path hands over mid-way.
+#[tokio::test]
+async fn a_malformed_request_body_is_the_clients_error() {
+    let (app, closed) = silent_post_app().await;
+    let proxy = Proxy::inbound_to(app.addr).await;
+    let bodies: [&[u8]; 2] = [
+        // A chunk size that overflows 64 bits.
+        b"5\r\nhello\r\nFFFFFFFFFFFFFFFFFFFFFF\r\nxx\r\n0\r\n\r\n",
+        // Chunk framing with a bare LF.
+        b"5\r\nhello\r\n5\nworld\r\n0\r\n\r\n",
+    ];
+    let mut expected = 0.0;
+    for body in bodies {
+        for fast_first in [false, true] {
+            let mut request = Vec::new();
+            if fast_first {
+                request.extend_from_slice(b"GET /first HTTP/1.1\r\nHost: app\r\n\r\n");
+            }
+            request.extend_from_slice(
+                b"POST /upload HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n",
+            );
+            request.extend_from_slice(body);
+            let raw = raw_exchange(proxy.inbound, &request).await;
+            let answers: Vec<&str> = raw.split("HTTP/1.1 ").skip(1).collect();
+            let last = answers.last().copied().unwrap_or_default();
+            assert_eq!(answers.len(), 1 + usize::from(fast_first), "{raw}");
+            assert!(last.starts_with("400"), "{raw}");
+            assert!(last.contains("l5d-proxy-error: malformed-request"), "{raw}");
+            assert!(last.contains("connection: close"), "{raw}");
+            // The upstream connection carrying the request was closed, not left waiting.
+            tokio::time::timeout(Duration::from_secs(5), closed.notified())
+                .await
+                .expect("the upstream request is aborted");
+            expected += 1.0;
+        }
+    }
+    let text = proxy
+        .wait_metric(
+            "inbound_http_errors_total",
+            &[("error", "malformed-request")],
+            expected,
+        )
+        .await;
+    assert_eq!(
+        ferry_testkit::metric_sum(
+            &text,
+            "inbound_http_errors_total",
+            &[("error", "upstream-reset")]
+        ),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        ferry_testkit::metric_sum(
+            &text,
+            "response_total",
+            &[("error", "malformed-request"), ("status_code", "400")]
+        ),
+        expected,
+        "{text}"
+    );
+}
+
+/// Issue #20's metrics-cardinality flood: hundreds of requests with distinct 20 KB `Host`
+/// headers, then hundreds with distinct valid ones. The long ones share one `invalid`
+/// series, the valid ones stop at the series cap (counted as dropped), `/metrics` stays
+/// small, and a well-behaved client's series stay intact and keep counting.
+#[tokio::test]
+async fn a_host_header_flood_keeps_metrics_bounded() {
+    let app = TestServer::http(|_req| async { Response::new(full("ok")) }).await;
+    let mut config = Config::for_tests(app.addr);
+    config.metrics.max_series = 16;
+    let proxy = Proxy::start(config).await;
+    let sock = tokio::net::TcpStream::connect(proxy.inbound).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(sock))
+            .await
+            .unwrap();
+    let _conn = tokio::spawn(conn);
+    let mut request = |host: String| {
+        let req = Request::get("/")
+            .header("host", host)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let sent = send.send_request(req);
+        async move {
+            let rsp = tokio::time::timeout(Duration::from_secs(5), sent)
+                .await
+                .expect("answered within 5 s")
+                .unwrap();
+            assert_eq!(rsp.status(), StatusCode::OK);
+            rsp.into_body().collect().await.unwrap();
+        }
+    };
+    for _ in 0..5 {
+        request("web.example:80".into()).await;
+    }
+    for i in 0..300 {
+        request(format!("h{i}-{}", "x".repeat(20 * 1024))).await;
+    }
+    for i in 0..300 {
+        request(format!("h{i}.flood.example")).await;
+    }
+    for _ in 0..5 {
+        request("web.example:80".into()).await;
+    }
+    let text = proxy.metrics().await;
+    assert!(text.len() < 256 * 1024, "/metrics is {} bytes", text.len());
+    let web = [("direction", "inbound"), ("authority", "web.example:80")];
+    assert_eq!(metric(&text, "request_total", &web), Some(10.0), "{text}");
+    let invalid = [("direction", "inbound"), ("authority", "invalid")];
+    assert_eq!(
+        metric(&text, "request_total", &invalid),
+        Some(300.0),
+        "{text}"
+    );
+    let dropped = ferry_testkit::metric_sum(
+        &text,
+        "proxy_metrics_series_dropped_total",
+        &[("family", "http"), ("direction", "inbound")],
+    );
+    assert!(dropped >= 300.0 - 16.0, "{dropped}\n{text}");
+    assert_eq!(
+        ferry_testkit::metric_sum(&text, "proxy_metrics_render_skipped_series", &[]),
+        0.0
+    );
+    assert!(
+        !text.contains(&"x".repeat(300)),
+        "a raw host reached a label"
+    );
+}

@@ -286,8 +286,10 @@ async fn a_pooled_connection_the_upstream_closed_is_replaced() {
     .await;
     let proxy = Proxy::inbound_to(app.addr).await;
     let (mut send, _conn) = connection(proxy.inbound).await;
-    for i in 1..=3 {
-        let (status, body, _) = exchange(&mut send, get("/")).await;
+    for i in 1..=4 {
+        // A POST is not re-sent once written, so the proxy must see the close beforehand.
+        let req = if i % 2 == 0 { post("/") } else { get("/") };
+        let (status, body, _) = exchange(&mut send, req).await;
         assert_eq!(
             (status, body.as_str()),
             (StatusCode::OK, "ok"),
@@ -298,7 +300,79 @@ async fn a_pooled_connection_the_upstream_closed_is_replaced() {
             .await
             .expect("the upstream closes");
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    assert_eq!(accepted.load(Ordering::SeqCst), 4);
+}
+
+fn post(path: &str) -> Request<Body> {
+    Request::post(path)
+        .header("host", "app")
+        .header("content-length", "0")
+        .body(empty())
+        .unwrap()
+}
+
+/// Issue #20: a request fully written to a reused upstream connection that then closes
+/// without answering may have been acted on. A POST is not sent again (the upstream sees
+/// it once, the client gets a labelled error); a GET is, on a new connection. The same rule
+/// on both HTTP/1 paths: absolute-form targets take the connection to the general path.
+#[tokio::test]
+async fn a_request_the_upstream_read_is_sent_again_only_when_idempotent() {
+    let cases = [("POST", false), ("GET", true)];
+    for ((method, resent), base) in cases.into_iter().flat_map(|c| [(c, ""), (c, "http://app")]) {
+        let path = |p: &str| format!("{base}{p}");
+        let seen = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (s, a) = (seen.clone(), accepted.clone());
+        // The first connection answers `/`, then reads `/once` and closes unanswered;
+        // later connections answer everything.
+        let app = TestServer::tcp(move |mut sock| {
+            let first = a.fetch_add(1, Ordering::SeqCst) == 0;
+            let seen = s.clone();
+            async move {
+                let mut buf = Vec::new();
+                while let Some(line) = read_head(&mut sock, &mut buf).await {
+                    if line.contains("/once") {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        if first {
+                            return;
+                        }
+                    }
+                    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if sock.write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        let proxy = Proxy::inbound_to(app.addr).await;
+        let (mut send, _conn) = connection(proxy.inbound).await;
+        let (status, _, _) = exchange(&mut send, get(&path("/"))).await;
+        assert_eq!(status, StatusCode::OK);
+        let req = Request::builder()
+            .method(method)
+            .uri(path("/once"))
+            .header("host", "app")
+            .header("content-length", "0")
+            .body(empty())
+            .unwrap();
+        send.ready().await.unwrap();
+        let rsp = tokio::time::timeout(WAIT, send.send_request(req))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        let case = format!("{method} {base}/once");
+        if resent {
+            assert_eq!(rsp.status(), StatusCode::OK, "{case}");
+            assert_eq!(seen.load(Ordering::SeqCst), 2, "{case} is sent again");
+            assert_eq!(accepted.load(Ordering::SeqCst), 2, "{case}");
+        } else {
+            assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY, "{case}");
+            assert_eq!(rsp.headers()["l5d-proxy-error"], "upstream-reset");
+            assert_eq!(seen.load(Ordering::SeqCst), 1, "{case} is not duplicated");
+            assert_eq!(accepted.load(Ordering::SeqCst), 1, "{case}");
+        }
+    }
 }
 
 /// A client that gives up while the upstream is still working: the proxy notices at once

@@ -7,8 +7,10 @@ mod fast_path;
 mod grpc;
 mod http1;
 mod http2;
+mod orig_dst;
 mod tap;
 mod tcp;
+mod test_ca;
 
 use std::{net::SocketAddr, time::Duration};
 
