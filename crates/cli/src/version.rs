@@ -10,7 +10,7 @@ use ferry_api::control_api::{Health, HEALTH_PATH};
 use ferry_api::overview::{Proxies, ProxyInfo, PROXIES_PATH};
 use ferry_api::version;
 
-use crate::control::{ControlClient, DEFAULT_API_ADDR};
+use crate::cluster::ApiArgs;
 use crate::stat::block_on;
 
 /// Flags of `ferry version`.
@@ -19,9 +19,9 @@ pub struct VersionArgs {
     /// Print only this CLI's version; do not contact the control plane.
     #[arg(long)]
     pub client: bool,
-    /// The control plane's public API.
-    #[arg(long, env = ferry_api::env::CLI_API_ADDR, default_value = DEFAULT_API_ADDR)]
-    pub api_addr: String,
+    /// The control plane's public API: local, or on the kubeconfig's cluster.
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 /// `0.1.0 (git 0123456789ab)`, or the bare version when the revision is not known.
@@ -90,11 +90,19 @@ pub fn run(args: &VersionArgs) -> anyhow::Result<()> {
     if args.client {
         return Ok(());
     }
-    let client = ControlClient::new(&args.api_addr)?;
     let (health, proxies) = block_on(async {
-        match client.get::<Health>(HEALTH_PATH).await {
+        let api = match args.api.connect().await {
+            Ok(api) => api,
+            Err(e) => {
+                return (
+                    Err(format!("{e:#}")),
+                    Err("the control plane did not answer".to_string()),
+                )
+            }
+        };
+        match api.client.get::<Health>(HEALTH_PATH).await {
             Ok(health) => {
-                let proxies = client.get::<Proxies>(PROXIES_PATH).await;
+                let proxies = api.client.get::<Proxies>(PROXIES_PATH).await;
                 (
                     Ok(health),
                     proxies.map(|p| p.proxies).map_err(|e| e.to_string()),
