@@ -82,6 +82,14 @@ pub const CONTROL_IDENTITY_ISSUER_KEY_FILE: &str = "FERRY_CONTROL_IDENTITY_ISSUE
 pub const CONTROL_IDENTITY_CERT_LIFETIME: &str = "FERRY_CONTROL_IDENTITY_CERT_LIFETIME";
 /// `--trust-domain`: the identity trust domain (`cluster.local`).
 pub const CONTROL_TRUST_DOMAIN: &str = "FERRY_CONTROL_TRUST_DOMAIN";
+/// `--cluster-domain`: the cluster's DNS domain (`cluster.local`), Kubernetes discovery.
+pub const CONTROL_CLUSTER_DOMAIN: &str = "FERRY_CONTROL_CLUSTER_DOMAIN";
+/// `--kubeconfig`: a kubeconfig file instead of in-cluster configuration.
+pub const CONTROL_KUBECONFIG: &str = "FERRY_CONTROL_KUBECONFIG";
+/// `--kube-context`: the kubeconfig context to use instead of its current one.
+pub const CONTROL_KUBE_CONTEXT: &str = "FERRY_CONTROL_KUBE_CONTEXT";
+/// `--token-validation`: `tokenreview` (Kubernetes) or `local` (local token files).
+pub const CONTROL_TOKEN_VALIDATION: &str = "FERRY_CONTROL_TOKEN_VALIDATION";
 /// `--workloads-file`: the local workloads file the control plane watches.
 pub const CONTROL_WORKLOADS_FILE: &str = "FERRY_CONTROL_WORKLOADS_FILE";
 /// `--workloads-poll-interval`: how often the workloads file is checked for edits.

@@ -8,7 +8,11 @@ use std::time::Duration;
 use clap::Parser;
 use ferry_api::{env, ports};
 
+use ferry_api::destination::DEFAULT_CLUSTER_DOMAIN;
+use ferry_api::identity::DEFAULT_TRUST_DOMAIN;
+
 use crate::discovery::file::DEFAULT_POLL_INTERVAL;
+pub use crate::discovery::kubernetes::KubeSource;
 use crate::identity::material::CaSource;
 use crate::identity::{IdentityConfig, TOKENS_DIR};
 use crate::metrics::MetricsConfig;
@@ -34,6 +38,24 @@ pub struct Args {
     /// The local workloads file to discover services from (see docs/workloads-file.md).
     #[arg(long, env = env::CONTROL_WORKLOADS_FILE)]
     pub workloads_file: Option<PathBuf>,
+    /// Kubernetes discovery: a kubeconfig file instead of in-cluster configuration.
+    #[arg(long, env = env::CONTROL_KUBECONFIG)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubernetes discovery: the kubeconfig context to use instead of its current one.
+    #[arg(long, env = env::CONTROL_KUBE_CONTEXT)]
+    pub kube_context: Option<String>,
+    /// Kubernetes discovery: the cluster's DNS domain (`<svc>.<ns>.svc.<domain>`).
+    /// The workloads file names its own.
+    #[arg(long, env = env::CONTROL_CLUSTER_DOMAIN)]
+    pub cluster_domain: Option<String>,
+    /// Kubernetes discovery: the identity trust domain. The workloads file names its own.
+    #[arg(long, env = env::CONTROL_TRUST_DOMAIN)]
+    pub trust_domain: Option<String>,
+    /// How `Certify` callers prove their service account: `tokenreview` (projected
+    /// service-account tokens, the default with Kubernetes discovery) or `local` (token
+    /// files under --identity-dir, the default with the workloads file).
+    #[arg(long, env = env::CONTROL_TOKEN_VALIDATION)]
+    pub token_validation: Option<TokenValidation>,
     /// How often the workloads file is checked for edits.
     #[arg(long, env = env::CONTROL_WORKLOADS_POLL_INTERVAL, default_value = "250ms", value_parser = humantime::parse_duration)]
     pub workloads_poll_interval: Duration,
@@ -75,8 +97,18 @@ pub struct Args {
 pub enum DiscoveryKind {
     /// The local workloads file (`--workloads-file`).
     File,
-    /// The Kubernetes API (not available yet).
+    /// The Kubernetes API (in-cluster, or --kubeconfig / --kube-context).
     Kubernetes,
+}
+
+/// How identity tokens are validated (`--token-validation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TokenValidation {
+    /// The Kubernetes TokenReview API.
+    #[value(name = "tokenreview")]
+    TokenReview,
+    /// Local token files the control plane writes.
+    Local,
 }
 
 /// How log lines are written.
@@ -99,6 +131,11 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// The identity CA, when it runs.
     pub identity: Option<IdentityConfig>,
+    /// How the identity CA validates tokens.
+    pub token_validation: TokenValidation,
+    /// Where the Kubernetes client's configuration comes from (used by Kubernetes
+    /// discovery and TokenReview).
+    pub kube: KubeSource,
     /// Where golden metrics come from.
     pub metrics: MetricsConfig,
 }
@@ -112,6 +149,13 @@ pub enum DiscoveryConfig {
         path: PathBuf,
         /// How often it is checked.
         poll_interval: Duration,
+    },
+    /// The Kubernetes API, watched.
+    Kubernetes {
+        /// The cluster's DNS domain.
+        cluster_domain: String,
+        /// The identity trust domain.
+        trust_domain: String,
     },
 }
 
@@ -131,11 +175,18 @@ pub enum ConfigError {
     /// File discovery was chosen without a file.
     #[error("--discovery=file needs --workloads-file PATH")]
     NoWorkloadsFile,
-    /// Kubernetes discovery was chosen; it is not built yet.
-    #[error(
-        "--discovery=kubernetes is not available yet; use --discovery=file with --workloads-file"
-    )]
-    KubernetesUnavailable,
+    /// A Kubernetes-only flag was given with file discovery.
+    #[error("{0} applies to --discovery=kubernetes; the workloads file sets its own")]
+    KubernetesOnly(&'static str),
+    /// A domain flag is not a DNS name.
+    #[error("{flag} {value:?} is not a DNS name")]
+    Domain {
+        /// The flag.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+    },
+
     /// The poll interval is zero or longer than edits may take to apply.
     #[error("--workloads-poll-interval {0:?} must be between 10ms and 10s")]
     PollInterval(Duration),
@@ -169,22 +220,59 @@ impl Config {
         if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&interval) {
             return Err(ConfigError::PollInterval(interval));
         }
-        if args.discovery == DiscoveryKind::Kubernetes {
-            // TODO(#8): a Kubernetes backend that publishes the same ClusterState.
-            return Err(ConfigError::KubernetesUnavailable);
-        }
-        let path = args
-            .workloads_file
-            .clone()
-            .ok_or(ConfigError::NoWorkloadsFile)?;
+        let (discovery, default_validation) = match args.discovery {
+            DiscoveryKind::Kubernetes => {
+                let domain = |flag, value: &Option<String>, default: &str| match value {
+                    None => Ok(default.to_string()),
+                    Some(v) if is_domain(v) => Ok(v.trim_end_matches('.').to_lowercase()),
+                    Some(v) => Err(ConfigError::Domain {
+                        flag,
+                        value: v.clone(),
+                    }),
+                };
+                let discovery = DiscoveryConfig::Kubernetes {
+                    cluster_domain: domain(
+                        "--cluster-domain",
+                        &args.cluster_domain,
+                        DEFAULT_CLUSTER_DOMAIN,
+                    )?,
+                    trust_domain: domain(
+                        "--trust-domain",
+                        &args.trust_domain,
+                        DEFAULT_TRUST_DOMAIN,
+                    )?,
+                };
+                (discovery, TokenValidation::TokenReview)
+            }
+            DiscoveryKind::File => {
+                if args.cluster_domain.is_some() {
+                    return Err(ConfigError::KubernetesOnly("--cluster-domain"));
+                }
+                if args.trust_domain.is_some() {
+                    return Err(ConfigError::KubernetesOnly("--trust-domain"));
+                }
+                let path = args
+                    .workloads_file
+                    .clone()
+                    .ok_or(ConfigError::NoWorkloadsFile)?;
+                let discovery = DiscoveryConfig::File {
+                    path,
+                    poll_interval: interval,
+                };
+                (discovery, TokenValidation::Local)
+            }
+        };
+        let token_validation = args.token_validation.unwrap_or(default_validation);
         Ok(Self {
             grpc_listen: args.grpc_listen,
             api_listen: args.api_listen,
-            discovery: DiscoveryConfig::File {
-                path,
-                poll_interval: interval,
+            discovery,
+            identity: identity(args, token_validation)?,
+            token_validation,
+            kube: KubeSource {
+                kubeconfig: args.kubeconfig.clone(),
+                context: args.kube_context.clone(),
             },
-            identity: identity(args)?,
             metrics: metrics(args)?,
         })
     }
@@ -213,7 +301,24 @@ fn metrics(args: &Args) -> Result<MetricsConfig, ConfigError> {
     })
 }
 
-fn identity(args: &Args) -> Result<Option<IdentityConfig>, ConfigError> {
+fn is_domain(s: &str) -> bool {
+    let s = s.trim_end_matches('.');
+    !s.is_empty()
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+fn identity(
+    args: &Args,
+    validation: TokenValidation,
+) -> Result<Option<IdentityConfig>, ConfigError> {
     let lifetime = args.identity_cert_lifetime;
     if !(MIN_CERT_LIFETIME..=MAX_CERT_LIFETIME).contains(&lifetime) {
         return Err(ConfigError::CertLifetime(lifetime));
@@ -238,10 +343,15 @@ fn identity(args: &Args) -> Result<Option<IdentityConfig>, ConfigError> {
         (_, _, None) => return Err(ConfigError::IdentityFiles("--identity-issuer-key-file")),
     };
     let Some(dir) = args.identity_dir.clone() else {
-        return match files {
-            // TODO(#8): on Kubernetes, TokenReview needs no directory.
-            Some(_) => Err(ConfigError::NoIdentityDir),
-            None => Ok(None),
+        return match (files, validation) {
+            // TokenReview needs no directory: nothing is written.
+            (Some(ca), TokenValidation::TokenReview) => Ok(Some(IdentityConfig {
+                tokens_dir: PathBuf::new(),
+                ca,
+                cert_lifetime: lifetime,
+            })),
+            (Some(_), TokenValidation::Local) => Err(ConfigError::NoIdentityDir),
+            (None, _) => Ok(None),
         };
     };
     Ok(Some(IdentityConfig {
@@ -252,104 +362,4 @@ fn identity(args: &Args) -> Result<Option<IdentityConfig>, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(flags: &[&str]) -> Args {
-        let argv = std::iter::once("ferry-control").chain(flags.iter().copied());
-        Args::try_parse_from(argv).expect("flags parse")
-    }
-
-    #[test]
-    fn defaults_use_the_documented_ports() {
-        let config = Config::from_args(&args(&["--workloads-file", "w.yaml"])).unwrap();
-        assert_eq!(config.grpc_listen, "0.0.0.0:8086".parse().unwrap());
-        assert_eq!(config.api_listen, "0.0.0.0:8084".parse().unwrap());
-        assert_eq!(config.discovery, DiscoveryConfig::file("w.yaml"));
-        assert_eq!(config.identity, None);
-        assert_eq!(config.metrics, MetricsConfig::default());
-        let prom = Config::from_args(&args(&[
-            "--workloads-file=w",
-            "--scrape-interval=1s",
-            "--prometheus-url=http://127.0.0.1:9090/",
-        ]))
-        .unwrap();
-        assert_eq!(prom.metrics.scrape_interval, Duration::from_secs(1));
-        assert_eq!(
-            prom.metrics.prometheus_url.as_deref(),
-            Some("http://127.0.0.1:9090")
-        );
-        assert!(matches!(
-            Config::from_args(&args(&["--workloads-file=w", "--scrape-interval=10ms"])),
-            Err(ConfigError::ScrapeInterval(_))
-        ));
-        assert!(matches!(
-            Config::from_args(&args(&[
-                "--workloads-file=w",
-                "--prometheus-url=localhost:9090"
-            ])),
-            Err(ConfigError::PrometheusUrl(_))
-        ));
-    }
-
-    #[test]
-    fn identity_flags_make_an_identity_config() {
-        let dir = Config::from_args(&args(&["--workloads-file=w", "--identity-dir=/id"]));
-        assert_eq!(dir.unwrap().identity, Some(IdentityConfig::in_dir("/id")));
-        let files = Config::from_args(&args(&[
-            "--workloads-file=w",
-            "--identity-dir=/id",
-            "--identity-trust-anchors-file=ca.crt",
-            "--identity-issuer-certificate-file=tls.crt",
-            "--identity-issuer-key-file=tls.key",
-            "--identity-cert-lifetime=5s",
-        ]))
-        .unwrap()
-        .identity
-        .unwrap();
-        assert_eq!(files.cert_lifetime, Duration::from_secs(5));
-        assert_eq!(files.tokens_dir, PathBuf::from("/id/tokens"));
-        assert!(matches!(files.ca, CaSource::Files { .. }));
-        assert_eq!(
-            Config::from_args(&args(&[
-                "--workloads-file=w",
-                "--identity-issuer-key-file=k"
-            ])),
-            Err(ConfigError::IdentityFiles("--identity-trust-anchors-file"))
-        );
-        assert_eq!(
-            Config::from_args(&args(&[
-                "--workloads-file=w",
-                "--identity-dir=/id",
-                "--identity-cert-lifetime=500ms"
-            ])),
-            Err(ConfigError::CertLifetime(Duration::from_millis(500)))
-        );
-    }
-
-    #[test]
-    fn invalid_combinations_are_rejected() {
-        assert_eq!(
-            Config::from_args(&args(&[])),
-            Err(ConfigError::NoWorkloadsFile)
-        );
-        assert_eq!(
-            Config::from_args(&args(&["--discovery=kubernetes"])),
-            Err(ConfigError::KubernetesUnavailable)
-        );
-        let same = args(&[
-            "--workloads-file=w.yaml",
-            "--grpc-listen=127.0.0.1:9000",
-            "--api-listen=127.0.0.1:9000",
-        ]);
-        assert!(matches!(
-            Config::from_args(&same),
-            Err(ConfigError::SameAddress(_))
-        ));
-        let slow = args(&["--workloads-file=w.yaml", "--workloads-poll-interval=1m"]);
-        assert!(matches!(
-            Config::from_args(&slow),
-            Err(ConfigError::PollInterval(_))
-        ));
-    }
-}
+mod tests;

@@ -3,22 +3,16 @@
 //! A backend keeps a [`ClusterState`] up to date and publishes each new one through a
 //! `tokio::sync::watch` channel; readers clone the receiver and always see the latest
 //! state. Two backends implement it: [`file::FileDiscovery`] (the local workloads file)
-//! and, later, Kubernetes, which will publish the same state built from watches of
+//! and [`kubernetes::KubeDiscovery`], which publishes the same state built from watches of
 //! Services, EndpointSlices and Pods. Nothing above this module knows which one runs.
 //!
-//! How a Kubernetes backend fills the model (TODO(#8)):
-//! - `Namespace` → [`ClusterState::namespaces`];
-//! - `Pod` → an [`crate::model::Instance`]: owner resolved through its ReplicaSet to the
-//!   Deployment (or the StatefulSet, DaemonSet, Job...), `spec.serviceAccountName`, and
-//!   `meshed` when it carries a Ferry proxy;
-//! - `Service` + its ready `EndpointSlice` endpoints → a [`crate::model::Service`] whose
-//!   ports list `podIP:targetPort` endpoints, each naming its pod from `targetRef`;
-//! - the cluster and trust domains from flags.
-//!
-//! It would keep its own `ClusterState`, apply watch events to it, and publish a new
-//! `Arc` after each batch, as the file backend does after each edit.
+//! - [`file`]: the workloads file, polled.
+//! - [`kubernetes`]: watchers and reflector stores on the Kubernetes API, published
+//!   coalesced; [`kube_build`] turns the stores' objects into a state (pure).
 
 pub mod file;
+pub mod kube_build;
+pub mod kubernetes;
 
 use std::sync::Arc;
 
@@ -64,5 +58,23 @@ impl StaticDiscovery {
 impl Discovery for StaticDiscovery {
     fn watch(&self) -> watch::Receiver<Arc<ClusterState>> {
         self.tx.subscribe()
+    }
+}
+
+/// The backend `run` chose, as one type.
+#[derive(Clone, Debug)]
+pub enum AnyDiscovery {
+    /// The workloads file.
+    File(file::FileDiscovery),
+    /// The Kubernetes API.
+    Kubernetes(kubernetes::KubeDiscovery),
+}
+
+impl Discovery for AnyDiscovery {
+    fn watch(&self) -> watch::Receiver<Arc<ClusterState>> {
+        match self {
+            Self::File(file) => file.watch(),
+            Self::Kubernetes(kube) => kube.watch(),
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! - [`material`]: where the trust anchors and issuer come from (files, or generated).
 //! - [`ca`]: the loaded CA, its checks, and signing from CSRs.
 //! - [`tokens`]: the [`tokens::TokenValidator`] seam and local per-service-account tokens.
+//! - [`tokenreview`]: the Kubernetes validator (TokenReview API).
 //! - [`service`]: the gRPC service.
 //!
 //! Proxy-side concerns (CSR generation, renewal, TLS) live in `ferry-proxy`.
@@ -12,6 +13,7 @@
 pub mod ca;
 pub mod material;
 pub mod service;
+pub mod tokenreview;
 pub mod tokens;
 
 use std::path::PathBuf;
@@ -20,10 +22,12 @@ use std::time::Duration;
 
 use ferry_api::control_api::{CertificateInfo, IdentityInfo};
 
+use crate::model::ObjectRef;
 use ca::{Ca, CertSummary};
 use material::{CaSource, MaterialError};
 use service::IdentityService;
-use tokens::LocalTokens;
+use tokenreview::TokenReviewer;
+use tokens::{LocalTokens, TokenError, TokenValidator};
 
 /// How long issued workload certificates are valid unless configured (Linkerd's default).
 pub const DEFAULT_CERT_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
@@ -54,11 +58,30 @@ impl IdentityConfig {
     }
 }
 
-/// The running CA in local mode: loaded material, local tokens, and the names it serves.
+/// How `Certify` callers prove their service account.
+#[derive(Clone, Debug)]
+pub enum Validator {
+    /// Local tokens written by the control plane (the workloads file).
+    Local(LocalTokens),
+    /// Projected service-account tokens checked with the TokenReview API (Kubernetes).
+    TokenReview(Box<TokenReviewer>),
+}
+
+impl TokenValidator for Validator {
+    async fn validate(&self, token: &[u8]) -> Result<ObjectRef, TokenError> {
+        match self {
+            Self::Local(tokens) => tokens.validate(token).await,
+            Self::TokenReview(reviewer) => reviewer.validate(token).await,
+        }
+    }
+}
+
+/// The running CA: loaded material, how tokens are validated, and the names it serves.
 #[derive(Clone, Debug)]
 pub struct Identity {
     ca: Arc<Ca>,
     tokens: LocalTokens,
+    reviewer: Option<TokenReviewer>,
     trust_domain: String,
     lifetime: Duration,
 }
@@ -77,9 +100,21 @@ impl Identity {
         Ok(Self {
             ca: Arc::new(ca),
             tokens: LocalTokens::new(&config.tokens_dir),
+            reviewer: None,
             trust_domain: trust_domain.to_string(),
             lifetime: config.cert_lifetime,
         })
+    }
+
+    /// Validates tokens with the TokenReview API instead of local tokens.
+    pub fn with_token_review(mut self, reviewer: TokenReviewer) -> Self {
+        self.reviewer = Some(reviewer);
+        self
+    }
+
+    /// Whether callers present local tokens (which must then be written).
+    pub fn uses_local_tokens(&self) -> bool {
+        self.reviewer.is_none()
     }
 
     /// Returns the local tokens, to issue them as discovery finds service accounts.
@@ -93,10 +128,14 @@ impl Identity {
     }
 
     /// Returns the gRPC service.
-    pub fn service(&self) -> IdentityService<LocalTokens> {
+    pub fn service(&self) -> IdentityService<Validator> {
+        let validator = match &self.reviewer {
+            Some(reviewer) => Validator::TokenReview(Box::new(reviewer.clone())),
+            None => Validator::Local(self.tokens.clone()),
+        };
         IdentityService::new(
             self.ca.clone(),
-            self.tokens.clone(),
+            validator,
             self.trust_domain.clone(),
             self.lifetime,
         )

@@ -14,7 +14,7 @@ use ferry_api::destination::{
 use ferry_api::identity;
 
 use crate::authority::Lookup;
-use crate::model::{ClusterState, Instance, ObjectRef};
+use crate::model::{ClusterState, Instance, ObjectRef, Service};
 
 /// Labels as sent on the wire: sorted, so answers compare and print stably.
 pub type Labels = BTreeMap<String, String>;
@@ -69,25 +69,7 @@ pub fn resolve(state: &ClusterState, lookup: &Lookup) -> Resolution {
             let Some(service) = state.services.get(&key) else {
                 return Resolution::NotFound;
             };
-            let mut set = EndpointSet {
-                fully_qualified_name: Some(state.fully_qualified_name(&key)),
-                labels: service_labels(&key),
-                service: Some(key.clone()),
-                endpoints: BTreeMap::new(),
-            };
-            // A port the service does not expose has no endpoints, but the name exists.
-            if let Some(port) = service.ports.get(port) {
-                for (addr, endpoint) in &port.endpoints {
-                    if only.is_some() && endpoint.instance != *only {
-                        continue;
-                    }
-                    let instance = endpoint.instance.as_ref().and_then(|name| {
-                        let key = ObjectRef::new(namespace.as_str(), name.as_str());
-                        state.instances.get_key_value(&key)
-                    });
-                    set.endpoints.insert(*addr, endpoint_of(state, instance));
-                }
-            }
+            let mut set = service_set(state, &key, service, *port, only.as_deref());
             // An instance's own name exists only while it backs the service.
             if let Some(instance) = only {
                 if set.endpoints.is_empty() {
@@ -101,9 +83,44 @@ pub fn resolve(state: &ClusterState, lookup: &Lookup) -> Resolution {
     }
 }
 
-/// Resolves an address: the instance there when known, else the bare address (the
-/// destination is outside the mesh, which Linkerd answers the same way).
+/// The endpoints of one port of a service (of one instance of it when `only` is given).
+fn service_set(
+    state: &ClusterState,
+    key: &ObjectRef,
+    service: &Service,
+    port: u16,
+    only: Option<&str>,
+) -> EndpointSet {
+    let mut set = EndpointSet {
+        fully_qualified_name: Some(state.fully_qualified_name(key)),
+        labels: service_labels(key),
+        service: Some(key.clone()),
+        endpoints: BTreeMap::new(),
+    };
+    // A port the service does not expose has no endpoints, but the name exists.
+    if let Some(port) = service.ports.get(&port) {
+        for (addr, endpoint) in &port.endpoints {
+            if only.is_some() && endpoint.instance.as_deref() != only {
+                continue;
+            }
+            let instance = endpoint.instance.as_ref().and_then(|name| {
+                let key = ObjectRef::new(key.namespace.as_str(), name.as_str());
+                state.instances.get_key_value(&key)
+            });
+            set.endpoints.insert(*addr, endpoint_of(state, instance));
+        }
+    }
+    set
+}
+
+/// Resolves an address: a service's cluster IP answers with that service port's
+/// endpoints (the proxy balances them, as for the service's name); otherwise the instance
+/// there when known, else the bare address (the destination is outside the mesh, which
+/// Linkerd answers the same way).
 fn resolve_addr(state: &ClusterState, addr: SocketAddr) -> EndpointSet {
+    if let Some((key, service)) = state.service_at(addr.ip()) {
+        return service_set(state, key, service, addr.port(), None);
+    }
     let endpoint = endpoint_of(state, state.instance_at(addr));
     EndpointSet {
         endpoints: BTreeMap::from([(addr, endpoint)]),

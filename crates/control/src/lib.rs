@@ -50,10 +50,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Args, Config, DiscoveryConfig};
+pub use config::{Args, Config, DiscoveryConfig, TokenValidation};
 use discovery::file::{FileDiscovery, FileDiscoveryError};
-use discovery::Discovery;
+use discovery::kube_build::Domains;
+use discovery::kubernetes::{KubeClientError, KubeDiscovery, DEFAULT_COALESCE};
+use discovery::{AnyDiscovery, Discovery};
 use identity::material::MaterialError;
+use identity::tokenreview::TokenReviewer;
 use identity::Identity;
 
 /// How long [`run`] lets connections take to close once shutdown has begun. A client that
@@ -66,6 +69,12 @@ pub enum RunError {
     /// Discovery could not start.
     #[error("starting discovery")]
     Discovery(#[from] FileDiscoveryError),
+    /// No Kubernetes client could be made (Kubernetes discovery or TokenReview).
+    #[error("connecting to the Kubernetes API")]
+    Kubernetes(#[from] KubeClientError),
+    /// A Kubernetes backend was chosen but no client was made (a wiring bug).
+    #[error("no Kubernetes client for the configured backends")]
+    NoClient,
     /// The identity CA could not be loaded or generated.
     #[error("starting the identity CA")]
     Identity(#[from] MaterialError),
@@ -93,16 +102,44 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let wants_client = matches!(config.discovery, DiscoveryConfig::Kubernetes { .. })
+        || (config.identity.is_some() && config.token_validation == TokenValidation::TokenReview);
+    let client = if wants_client {
+        Some(discovery::kubernetes::client(&config.kube).await?)
+    } else {
+        None
+    };
     let discovery = match config.discovery {
         DiscoveryConfig::File {
             path,
             poll_interval,
-        } => FileDiscovery::spawn(path, poll_interval).await?,
+        } => AnyDiscovery::File(FileDiscovery::spawn(path, poll_interval).await?),
+        DiscoveryConfig::Kubernetes {
+            cluster_domain,
+            trust_domain,
+        } => {
+            let client = client.clone().ok_or(RunError::NoClient)?;
+            let domains = Domains {
+                cluster_domain,
+                trust_domain,
+            };
+            let kube = KubeDiscovery::spawn(client, domains, DEFAULT_COALESCE);
+            tracing::info!("waiting for the first complete list of the Kubernetes API");
+            kube.synced().await;
+            AnyDiscovery::Kubernetes(kube)
+        }
     };
     let identity = match &config.identity {
         Some(identity) => {
             let trust_domain = discovery.watch().borrow().trust_domain.clone();
-            Some(Identity::load(identity, &trust_domain)?)
+            let loaded = Identity::load(identity, &trust_domain)?;
+            match (config.token_validation, client) {
+                (TokenValidation::TokenReview, Some(client)) => {
+                    Some(loaded.with_token_review(TokenReviewer::new(client)))
+                }
+                (TokenValidation::TokenReview, None) => return Err(RunError::NoClient),
+                (TokenValidation::Local, _) => Some(loaded),
+            }
         }
         None => None,
     };
@@ -133,9 +170,9 @@ pub async fn serve<D: Discovery>(
     serve_with_identity(grpc, api, discovery, None, grace, shutdown).await
 }
 
-/// [`serve`], plus the identity CA on the gRPC listener when `identity` is given: local
-/// tokens are written for every service account discovery knows before serving starts,
-/// and for new ones as they appear.
+/// [`serve`], plus the identity CA on the gRPC listener when `identity` is given: with
+/// local tokens, they are written for every service account discovery knows before
+/// serving starts, and for new ones as they appear.
 pub async fn serve_with_identity<D: Discovery>(
     grpc: TcpListener,
     api: TcpListener,
@@ -161,9 +198,12 @@ pub async fn serve_all<D: Discovery>(
 ) -> Result<(), RunError> {
     let (backend, scraper) = metrics.start(discovery.watch());
     let _scraper = scraper.map(AbortOnDrop);
+    // Local tokens are written only when callers present them.
     let _tokens = match &identity {
-        Some(identity) => Some(issue_tokens(identity, &discovery).await),
-        None => None,
+        Some(identity) if identity.uses_local_tokens() => {
+            Some(issue_tokens(identity, &discovery).await)
+        }
+        _ => None,
     };
     let info = identity.as_ref().map(Identity::info);
     let service = identity.as_ref().map(Identity::service);

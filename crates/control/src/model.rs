@@ -7,7 +7,7 @@
 //! selects by labels or names resolves the selection itself.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ferry_api::destination::DEFAULT_CLUSTER_DOMAIN;
 use ferry_api::identity::DEFAULT_TRUST_DOMAIN;
@@ -53,6 +53,10 @@ pub struct ClusterState {
     pub instances: BTreeMap<ObjectRef, Instance>,
     /// Services by namespace and name.
     pub services: BTreeMap<ObjectRef, Service>,
+    /// The instance that currently owns each pod IP (Kubernetes: running, not deleted
+    /// pods only), so an address reused by a new pod names the new one. Empty for the
+    /// workloads file, whose addresses are found through services.
+    pub instance_ips: BTreeMap<IpAddr, ObjectRef>,
 }
 
 impl Default for ClusterState {
@@ -64,6 +68,7 @@ impl Default for ClusterState {
             workloads: BTreeMap::new(),
             instances: BTreeMap::new(),
             services: BTreeMap::new(),
+            instance_ips: BTreeMap::new(),
         }
     }
 }
@@ -107,6 +112,9 @@ pub struct Owner {
 pub struct Service {
     /// The service's ports, by port number.
     pub ports: BTreeMap<u16, ServicePort>,
+    /// The virtual IPs (Kubernetes ClusterIPs) traffic to the service is addressed to;
+    /// empty for headless services and the workloads file.
+    pub cluster_ips: BTreeSet<IpAddr>,
 }
 
 /// One port of a service and the endpoints that currently serve it.
@@ -129,6 +137,9 @@ pub struct EndpointRef {
 impl ClusterState {
     /// Returns the instance listening at `addr`, if any, with its coordinates.
     pub fn instance_at(&self, addr: SocketAddr) -> Option<(&ObjectRef, &Instance)> {
+        if let Some(key) = self.instance_ips.get(&addr.ip()) {
+            return self.instances.get_key_value(key);
+        }
         // Linear, but only IP lookups use it; name lookups go through services.
         self.services.iter().find_map(|(svc, service)| {
             service.ports.values().find_map(|port| {
@@ -137,6 +148,14 @@ impl ClusterState {
                     .get_key_value(&ObjectRef::new(&svc.namespace, name))
             })
         })
+    }
+
+    /// Returns the service whose cluster IP is `ip`, if any.
+    pub fn service_at(&self, ip: IpAddr) -> Option<(&ObjectRef, &Service)> {
+        // Linear like `instance_at`; transparent lookups are one per address and stream.
+        self.services
+            .iter()
+            .find(|(_, service)| service.cluster_ips.contains(&ip))
     }
 
     /// Returns the service's fully qualified DNS name: `<svc>.<ns>.svc.<cluster-domain>`.

@@ -1,7 +1,13 @@
-//! The workloads-file backend: loads, follows edits, and survives bad ones.
+//! Discovery backends: the workloads file (loads, follows edits, survives bad ones) and,
+//! in [`kube_discovery`], Kubernetes against the fake API server.
 
 #[path = "support/fixture.rs"]
 mod fixture;
+/// The Kubernetes backend, in this binary to save a link.
+#[path = "support/kube_discovery.rs"]
+mod kube_discovery;
+#[path = "support/kube_resync.rs"]
+mod kube_resync;
 
 use std::sync::Arc;
 use std::time::Duration;

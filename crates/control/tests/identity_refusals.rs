@@ -5,6 +5,9 @@
 mod ca;
 #[path = "support/fixture.rs"]
 mod fixture;
+/// TokenReview validation (Kubernetes), in this binary to save a link.
+#[path = "support/tokenreview.rs"]
+mod tokenreview;
 
 use ca::*;
 use ferry_api::identity::dns_name;

@@ -141,3 +141,40 @@ async fn an_invalid_file_at_start_exits_with_the_reason() {
         .unwrap();
     assert!(line.contains("ghost") && line.contains("ERROR"), "{line}");
 }
+
+#[tokio::test]
+async fn runs_on_kubernetes_from_a_kubeconfig_with_tokenreview() {
+    let fake = ferry_testkit::kube_api::FakeKubeApi::emojivoto().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = format!("--kubeconfig={}", fake.kubeconfig().display());
+    let identity = format!("--identity-dir={}", dir.path().display());
+    let args = [
+        "--grpc-listen=127.0.0.1:0",
+        "--api-listen=127.0.0.1:0",
+        "--discovery=kubernetes",
+        kubeconfig.as_str(),
+        identity.as_str(),
+        "--log-format=json",
+        "--log=info",
+    ];
+    let control = Proc::spawn(env!("CARGO_BIN_EXE_ferry-control"), &args, &[])
+        .expect("spawning ferry-control");
+    let bound = control.bound_addrs(2, PROCESS).await.unwrap();
+    let path = "/api/v1/endpoints?authority=web-svc.emojivoto.svc.cluster.local:80";
+    let (status, endpoints) = http_get(bound["api"], path).await;
+    assert_eq!(status, 200, "{endpoints}");
+    assert_eq!(
+        endpoints["endpoints"].as_array().map(Vec::len),
+        Some(2),
+        "{endpoints}"
+    );
+    let (_, identity) = http_get(bound["api"], "/api/v1/identity").await;
+    assert_eq!(
+        identity["trustDomain"].as_str(),
+        Some("cluster.local"),
+        "{identity}"
+    );
+    // TokenReview mode writes no local tokens.
+    assert!(!dir.path().join("tokens").exists());
+    assert!(fake.requests("GET /api/v1/pods") >= 1);
+}

@@ -5,11 +5,15 @@
 //! - [`server`]: in-process HTTP/1 + h2c servers with handlers, stopped on drop.
 //! - [`process`]: spawn a binary, read its bound addresses from its logs, kill it on drop.
 //! - [`browser`]: a headless Chromium driven over WebDriver, for the dashboard's tests.
+//! - [`kube_api`], [`kube_world`], [`kube_kinds`]: a fake Kubernetes API server serving recorded objects.
 //! - [`client`]: a small HTTP client (HTTP/1 or h2c) for tests.
 //! - [`wait_until`]: poll a condition until it holds or a deadline passes.
 
 pub mod browser;
 pub mod client;
+pub mod kube_api;
+pub mod kube_kinds;
+pub mod kube_world;
 pub mod process;
 pub mod server;
 

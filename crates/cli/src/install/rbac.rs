@@ -23,21 +23,15 @@ fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
 /// The cluster-wide permissions of the control plane, one rule per reason.
 pub fn rules() -> Vec<PolicyRule> {
     vec![
-        // Discovery: services and their pods, namespaces for per-namespace stats and
-        // namespace-level inject annotations, service accounts for identities.
-        rule(
-            "",
-            &["services", "pods", "namespaces", "serviceaccounts"],
-            READ,
-        ),
+        // Discovery (`ferry-control --discovery kubernetes`, reflector stores: list +
+        // watch): services and their pods; namespaces for per-namespace stats and the
+        // injector's namespace-level `ferry.io/inject`.
+        rule("", &["services", "pods", "namespaces"], READ),
         rule("discovery.k8s.io", &["endpointslices"], READ),
-        // Pod owners, so stats and identities can be grouped by workload.
-        rule(
-            "apps",
-            &["deployments", "replicasets", "statefulsets", "daemonsets"],
-            READ,
-        ),
-        rule("batch", &["jobs", "cronjobs"], READ),
+        // Pod owners: a pod's ReplicaSet names its Deployment and a Job its CronJob
+        // (StatefulSets and DaemonSets own pods directly, so they are never read).
+        rule("apps", &["replicasets"], READ),
+        rule("batch", &["jobs"], READ),
         // Identity: proxies prove who they are with their service-account token.
         rule("authentication.k8s.io", &["tokenreviews"], &["create"]),
     ]

@@ -10,7 +10,7 @@ use linkerd2_proxy_api::identity::identity_server::{Identity, IdentityServer};
 use tonic::{Request, Response, Status};
 
 use super::ca::Ca;
-use super::tokens::TokenValidator;
+use super::tokens::{TokenError, TokenValidator};
 
 /// The identity CA over gRPC.
 pub struct IdentityService<V> {
@@ -50,7 +50,11 @@ impl<V: TokenValidator> IdentityService<V> {
             .tokens
             .validate(&req.token)
             .await
-            .map_err(|e| Status::unauthenticated(error_chain(&e)))?;
+            .map_err(|e| match e {
+                // The API server could not be asked: retryable, not a verdict on the token.
+                TokenError::Review(_) => Status::unavailable(error_chain(&e)),
+                _ => Status::unauthenticated(error_chain(&e)),
+            })?;
         let expected = dns_name(&account.name, &account.namespace, &self.trust_domain);
         if req.identity != expected {
             return Err(Status::permission_denied(format!(

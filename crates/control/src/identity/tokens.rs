@@ -4,7 +4,7 @@
 //! A local token reads `ferry-local-v1:<namespace>:<service account>:<64 hex digits>`. It
 //! names its owner so the validator can find the one file to compare against (in constant
 //! time), and so deleting that file revokes it at once. On Kubernetes a TokenReview
-//! validator will implement the same trait (TODO(#4)).
+//! validator implements the same trait ([`super::tokenreview`]).
 
 use std::future::Future;
 use std::io;
@@ -33,6 +33,23 @@ pub enum TokenError {
     /// The secret does not match the one issued.
     #[error("token for service account {0} does not match the one issued")]
     Mismatch(ObjectRef),
+    /// The Kubernetes API server did not authenticate the token; its reason.
+    #[error("the Kubernetes API refused the token: {0}")]
+    Refused(String),
+    /// The token was reviewed for another audience than Ferry's identity audience.
+    #[error("the token is not for audience {expected:?} (reviewed for {got:?})")]
+    Audience {
+        /// The audience the control plane asked for.
+        expected: String,
+        /// The audiences the API server confirmed.
+        got: Vec<String>,
+    },
+    /// The token authenticates a user that is not a service account.
+    #[error("the token belongs to {0:?}, not to a service account")]
+    NotServiceAccount(String),
+    /// The TokenReview could not be made (API server unreachable, RBAC...).
+    #[error("asking the Kubernetes API to review the token")]
+    Review(#[source] kube::Error),
     /// The issued token could not be read.
     #[error("reading the issued token of {account}")]
     Read {

@@ -1,0 +1,310 @@
+//! A fake Kubernetes API server for discovery and identity tests: plain HTTP on
+//! `127.0.0.1:0`, serving real objects recorded from kube-apiserver v1.36
+//! (`shared/k8s`), with a kubeconfig file pointing at it.
+//!
+//! It answers what `kube`'s watchers and clients send: lists (cluster-wide and per
+//! namespace, `labelSelector` equality terms) with the world's resourceVersion; watches
+//! (`watch=true`, `resourceVersion`, `timeoutSeconds`, `allowWatchBookmarks`,
+//! `sendInitialEvents`) as ndjson flushed per line, replaying the changes after the RV
+//! asked for, then live ones; an in-stream `ERROR` 410 for an RV older than the last
+//! [`FakeKubeApi::compact`]; TokenReviews answered from `authn/*.response.json` by token
+//! and audiences. Tests change the world with [`FakeKubeApi::apply`] and
+//! [`FakeKubeApi::delete`] (each a watch event with a fresh RV), cut every connection
+//! with [`FakeKubeApi::restart`], and force re-lists with [`FakeKubeApi::compact`].
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::kube_world::{Kind, World};
+use crate::server::{full, Body, TestServer};
+
+/// The recorded fixtures: `shared/k8s` seen from a crate directory.
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/k8s")
+}
+
+/// Reads a recorded JSON fixture (path relative to `shared/k8s`).
+pub fn fixture(path: &str) -> Value {
+    let path = fixtures_dir().join(path);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading fixture {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+}
+
+/// A running fake API server; stopped on drop.
+pub struct FakeKubeApi {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    world: Arc<Mutex<World>>,
+    server: Mutex<Option<TestServer>>,
+    kubeconfig: tempfile::NamedTempFile,
+}
+
+impl FakeKubeApi {
+    /// Serves the emojivoto scenario at resourceVersion 377 (namespaces, services,
+    /// EndpointSlices, pods, ReplicaSets, Deployments, ServiceAccounts, nodes; no Jobs).
+    pub async fn emojivoto() -> Self {
+        let mut world = World::new(377);
+        for (kind, list) in [
+            ("Namespace", "namespaces"),
+            ("Service", "services"),
+            ("EndpointSlice", "endpointslices"),
+            ("Pod", "pods"),
+            ("ReplicaSet", "replicasets"),
+            ("Deployment", "deployments"),
+            ("ServiceAccount", "serviceaccounts"),
+            ("Node", "nodes"),
+        ] {
+            let list = fixture(&format!("scenario/{list}.list.json"));
+            for item in list["items"].as_array().into_iter().flatten() {
+                world.load(kind, item.clone());
+            }
+        }
+        world.load_token_reviews(&fixtures_dir().join("authn"));
+        Self::serve(world).await
+    }
+
+    /// Serves `world`.
+    pub async fn serve(world: World) -> Self {
+        let world = Arc::new(Mutex::new(world));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake API server");
+        let addr = listener.local_addr().expect("bound");
+        let server = start(listener, world.clone());
+        let kubeconfig = write_kubeconfig(addr);
+        Self {
+            addr,
+            world,
+            server: Mutex::new(Some(server)),
+            kubeconfig,
+        }
+    }
+
+    /// A kubeconfig file whose current context (`fake`) points here.
+    pub fn kubeconfig(&self) -> &Path {
+        self.kubeconfig.path()
+    }
+
+    /// The world's current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.world.lock().unwrap().rv
+    }
+
+    /// Creates or replaces `object` (with `kind`, `apiVersion`, `metadata.name` and, when
+    /// namespaced, `metadata.namespace`): an `ADDED` or `MODIFIED` event with a fresh RV.
+    pub fn apply(&self, object: Value) {
+        self.world.lock().unwrap().apply(object);
+    }
+
+    /// Deletes an object by kind (`Pod`, ...), namespace (empty if cluster-scoped) and
+    /// name: a `DELETED` event. Returns whether it existed.
+    pub fn delete(&self, kind: &str, namespace: &str, name: &str) -> bool {
+        self.world.lock().unwrap().delete(kind, namespace, name)
+    }
+
+    /// Returns a stored object (as a list item: without `kind`/`apiVersion`).
+    pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.world.lock().unwrap().get(kind, namespace, name)
+    }
+
+    /// Answers TokenReviews of `token` for `audiences` with `response` from now on.
+    pub fn answer_token_review(&self, token: &str, audiences: &[&str], response: Value) {
+        let mut world = self.world.lock().unwrap();
+        world.answer_token_review(token, audiences, response);
+    }
+
+    /// Sends a `BOOKMARK` (at the current RV, shaped per kind) to every open watch that
+    /// allows bookmarks, as a watch cache does periodically.
+    pub fn bookmark(&self) {
+        self.world.lock().unwrap().bookmark();
+    }
+
+    /// Compacts history: every RV up to now becomes too old, open watches are cut, and
+    /// the next watch from an old RV gets the in-stream `410 Gone`, so clients re-list.
+    pub fn compact(&self) {
+        self.world.lock().unwrap().compact();
+    }
+
+    /// How many requests were exactly `METHOD path` (a list) or `METHOD path?watch` (a
+    /// watch), to see that a client re-listed.
+    pub fn requests(&self, request: &str) -> usize {
+        let world = self.world.lock().unwrap();
+        world.log.iter().filter(|l| *l == request).count()
+    }
+
+    /// How many watches were answered with the in-stream `410 Gone`.
+    pub fn gone_answers(&self) -> usize {
+        self.world.lock().unwrap().gone
+    }
+
+    /// "Restarts" the server: drops every connection, refuses connections for `down`,
+    /// then serves again on the same address with the same world.
+    pub async fn restart(&self, down: Duration) {
+        drop(self.server.lock().unwrap().take());
+        self.world.lock().unwrap().cut_watches();
+        tokio::time::sleep(down).await;
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .expect("rebind fake API server");
+        *self.server.lock().unwrap() = Some(start(listener, self.world.clone()));
+    }
+}
+
+fn start(listener: tokio::net::TcpListener, world: Arc<Mutex<World>>) -> TestServer {
+    TestServer::http_on_listener(listener, move |req| {
+        let world = world.clone();
+        async move { handle(world, req).await }
+    })
+}
+
+fn write_kubeconfig(addr: SocketAddr) -> tempfile::NamedTempFile {
+    use std::io::Write;
+    let mut file = tempfile::NamedTempFile::new().expect("kubeconfig temp file");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\nusers:\n- name: fake\n  user:\n    token: fake-admin-token\n"
+    );
+    file.write_all(text.as_bytes()).expect("write kubeconfig");
+    file
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(full(value.to_string()))
+        .expect("response")
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
+    let body = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+        "message":message,"reason":reason,"code":code});
+    json_response(StatusCode::from_u16(code).unwrap(), &body)
+}
+
+async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let query: BTreeMap<String, String> = req
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let watching = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+    world.lock().unwrap().log.push(format!(
+        "{} {path}{}",
+        req.method(),
+        if watching { "?watch" } else { "" }
+    ));
+    if req.method() == Method::POST && path == "/apis/authentication.k8s.io/v1/tokenreviews" {
+        let body = match req.into_body().collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(_) => return status(400, "BadRequest", "unreadable body"),
+        };
+        let Ok(review) = serde_json::from_slice::<Value>(&body) else {
+            return status(400, "BadRequest", "TokenReview is not JSON");
+        };
+        let answer = world.lock().unwrap().review(&review);
+        return json_response(StatusCode::CREATED, &answer);
+    }
+    if req.method() != Method::GET {
+        return status(405, "MethodNotAllowed", "the fake API server only reads");
+    }
+    let Some((kind, namespace)) = Kind::route(&path) else {
+        return status(
+            404,
+            "NotFound",
+            &format!("the server could not find {path}"),
+        );
+    };
+    let selector = query.get("labelSelector").cloned().unwrap_or_default();
+    if !watching {
+        let list = world
+            .lock()
+            .unwrap()
+            .list(kind, namespace.as_deref(), &selector);
+        return json_response(StatusCode::OK, &list);
+    }
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
+    let send_initial = query.get("sendInitialEvents").map(String::as_str) == Some("true");
+    let rv = query
+        .get("resourceVersion")
+        .and_then(|v| v.parse::<u64>().ok());
+    let bookmarks = query.get("allowWatchBookmarks").map(String::as_str) == Some("true");
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse().ok())
+        .map_or(Duration::from_secs(290), Duration::from_secs);
+    let start = world
+        .lock()
+        .unwrap()
+        .watch(kind, namespace.clone(), &selector, rv, send_initial);
+    tokio::spawn(async move {
+        let (backlog, mut live, mut cut, current) = match start {
+            Err(gone) => {
+                let _ = tx.send(Ok(Frame::data(line(&gone)))).await;
+                return;
+            }
+            Ok(start) => start,
+        };
+        for event in backlog {
+            if tx.send(Ok(Frame::data(line(&event)))).await.is_err() {
+                return;
+            }
+        }
+        if send_initial && bookmarks {
+            let mark = kind.bookmark(current, true);
+            let _ = tx.send(Ok(Frame::data(line(&mark)))).await;
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        loop {
+            let event = tokio::select! {
+                () = &mut deadline => return,
+                () = tx.closed() => return,
+                _ = cut.changed() => return,
+                event = live.recv() => event,
+            };
+            let text = match event {
+                Ok(event) if event.is_bookmark() => match bookmarks {
+                    true => line(&kind.bookmark(event.rv(), false)),
+                    false => continue,
+                },
+                Ok(event) => match event.matches(kind, namespace.as_deref(), &selector) {
+                    Some(value) => line(&value),
+                    None => continue,
+                },
+                // A watcher that fell behind is cut, as the API server does.
+                Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if tx.send(Ok(Frame::data(text))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = StreamBody::new(ReceiverStream::new(rx))
+        .map_err(|e: Infallible| -> Box<dyn std::error::Error + Send + Sync> { match e {} })
+        .boxed();
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(body)
+        .expect("watch response")
+}
+
+fn line(value: &Value) -> Bytes {
+    let mut text = value.to_string();
+    text.push('\n');
+    Bytes::from(text)
+}

@@ -1,0 +1,141 @@
+//! The resources the fake API server serves, their paths and bookmark shapes, and label
+//! selectors.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+/// A resource the fake server serves.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Kind {
+    /// `Pod`, `EndpointSlice`, ...
+    pub kind: &'static str,
+    /// `v1`, `discovery.k8s.io/v1`, ...
+    pub api_version: &'static str,
+    /// The path prefix: `/api/v1` or `/apis/<group>/<version>`.
+    pub prefix: &'static str,
+    /// The resource's plural in paths.
+    pub plural: &'static str,
+    /// Whether objects live in namespaces.
+    pub namespaced: bool,
+}
+
+const fn kind(
+    kind: &'static str,
+    api_version: &'static str,
+    prefix: &'static str,
+    plural: &'static str,
+    namespaced: bool,
+) -> Kind {
+    Kind {
+        kind,
+        api_version,
+        prefix,
+        plural,
+        namespaced,
+    }
+}
+
+/// Every resource served.
+pub static KINDS: &[Kind] = &[
+    kind("Namespace", "v1", "/api/v1", "namespaces", false),
+    kind("Node", "v1", "/api/v1", "nodes", false),
+    kind("Pod", "v1", "/api/v1", "pods", true),
+    kind("Service", "v1", "/api/v1", "services", true),
+    kind("ServiceAccount", "v1", "/api/v1", "serviceaccounts", true),
+    kind("Endpoints", "v1", "/api/v1", "endpoints", true),
+    kind(
+        "EndpointSlice",
+        "discovery.k8s.io/v1",
+        "/apis/discovery.k8s.io/v1",
+        "endpointslices",
+        true,
+    ),
+    kind(
+        "ReplicaSet",
+        "apps/v1",
+        "/apis/apps/v1",
+        "replicasets",
+        true,
+    ),
+    kind(
+        "Deployment",
+        "apps/v1",
+        "/apis/apps/v1",
+        "deployments",
+        true,
+    ),
+    kind(
+        "StatefulSet",
+        "apps/v1",
+        "/apis/apps/v1",
+        "statefulsets",
+        true,
+    ),
+    kind("DaemonSet", "apps/v1", "/apis/apps/v1", "daemonsets", true),
+    kind("Job", "batch/v1", "/apis/batch/v1", "jobs", true),
+    kind("CronJob", "batch/v1", "/apis/batch/v1", "cronjobs", true),
+];
+
+impl Kind {
+    /// The kind named `name` (`Pod`).
+    pub fn named(name: &str) -> Option<&'static Kind> {
+        KINDS.iter().find(|k| k.kind == name)
+    }
+
+    /// Parses a collection path: the kind and, for `/namespaces/<ns>/<plural>`, the
+    /// namespace. Cluster-wide paths give `None`.
+    pub fn route(path: &str) -> Option<(&'static Kind, Option<String>)> {
+        let path = path.trim_end_matches('/');
+        KINDS.iter().find_map(|k| {
+            let rest = path.strip_prefix(k.prefix)?.strip_prefix('/')?;
+            if rest == k.plural {
+                return Some((k, None));
+            }
+            let (ns, plural) = rest.strip_prefix("namespaces/")?.split_once('/')?;
+            (k.namespaced && plural == k.plural).then(|| (k, Some(ns.to_string())))
+        })
+    }
+
+    /// A `BOOKMARK` event at `rv`, shaped as the API server sends it (a Pod's carries
+    /// `"containers":null`); `initial_end` marks the end of `sendInitialEvents`.
+    pub fn bookmark(&self, rv: u64, initial_end: bool) -> Value {
+        let mut metadata = json!({"resourceVersion": rv.to_string()});
+        if initial_end {
+            metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let mut object =
+            json!({"kind": self.kind, "apiVersion": self.api_version, "metadata": metadata});
+        if self.kind == "Pod" {
+            object["spec"] = json!({"containers": null});
+            object["status"] = json!({});
+        }
+        json!({"type": "BOOKMARK", "object": object})
+    }
+}
+
+/// The labels of an object.
+pub fn labels(object: &Value) -> BTreeMap<String, String> {
+    let labels = object["metadata"]["labels"].as_object();
+    labels
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect()
+}
+
+/// Whether equality-based `selector` (`a=b,c!=d,e`) selects `labels`.
+pub fn selects(selector: &str, labels: &BTreeMap<String, String>) -> bool {
+    selector.split(',').filter(|t| !t.is_empty()).all(|term| {
+        if let Some((k, v)) = term.split_once("!=") {
+            labels.get(k.trim()).map(String::as_str) != Some(v.trim())
+        } else if let Some((k, v)) = term.split_once('=') {
+            let v = v.trim_start_matches('=');
+            labels.get(k.trim()).map(String::as_str) == Some(v.trim())
+        } else if let Some(k) = term.strip_prefix('!') {
+            !labels.contains_key(k.trim())
+        } else {
+            labels.contains_key(term.trim())
+        }
+    })
+}

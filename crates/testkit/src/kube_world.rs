@@ -1,0 +1,336 @@
+//! The fake API server's world: objects by kind, namespace and name; the resourceVersion
+//! clock; the event history watches replay; recorded TokenReview answers. No IO besides
+//! loading fixtures; [`crate::kube_api`] serves it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, watch};
+
+use crate::kube_kinds::{labels, selects};
+pub use crate::kube_kinds::{Kind, KINDS};
+
+/// One change, as watches see it.
+#[derive(Debug)]
+pub struct Event {
+    rv: u64,
+    kind: &'static str,
+    namespace: String,
+    labels: BTreeMap<String, String>,
+    value: Value,
+}
+
+impl Event {
+    /// Whether this is a bookmark for every open watch (each gets its own kind's shape).
+    pub fn is_bookmark(&self) -> bool {
+        self.kind == BOOKMARK
+    }
+
+    /// The resourceVersion the event happened at.
+    pub fn rv(&self) -> u64 {
+        self.rv
+    }
+
+    /// The event's JSON when a watch of `kind` in `namespace` with `selector` sees it.
+    pub fn matches(&self, kind: &Kind, namespace: Option<&str>, selector: &str) -> Option<Value> {
+        let seen = self.kind == kind.kind
+            && namespace.is_none_or(|ns| ns == self.namespace)
+            && selects(selector, &self.labels);
+        seen.then(|| self.value.clone())
+    }
+}
+
+/// The pseudo-kind of events that stand for a `BOOKMARK` to every watch.
+const BOOKMARK: &str = "*bookmark";
+
+type Key = (&'static str, String, String);
+type ReviewKey = (String, Option<Vec<String>>);
+/// What a watch starts from: events to send first, live events, the cut signal, the RV.
+pub type WatchStart = (
+    Vec<Value>,
+    broadcast::Receiver<Arc<Event>>,
+    watch::Receiver<u64>,
+    u64,
+);
+
+/// The fake cluster's contents and history.
+#[derive(Debug)]
+pub struct World {
+    /// The latest resourceVersion.
+    pub rv: u64,
+    /// Watches from an RV below this get `410 Gone`.
+    compacted: u64,
+    objects: BTreeMap<Key, Value>,
+    history: Vec<Arc<Event>>,
+    live: broadcast::Sender<Arc<Event>>,
+    cut: watch::Sender<u64>,
+    reviews: HashMap<ReviewKey, Vec<Value>>,
+    overrides: HashMap<ReviewKey, Value>,
+    /// Every request, `METHOD path[?watch]`.
+    pub log: Vec<String>,
+    /// How many watches were answered `410 Gone`.
+    pub gone: usize,
+}
+
+impl World {
+    /// An empty world at resourceVersion `rv`.
+    pub fn new(rv: u64) -> Self {
+        Self {
+            rv,
+            compacted: 0,
+            objects: BTreeMap::new(),
+            history: Vec::new(),
+            live: broadcast::channel(4096).0,
+            cut: watch::channel(0).0,
+            reviews: HashMap::new(),
+            overrides: HashMap::new(),
+            log: Vec::new(),
+            gone: 0,
+        }
+    }
+
+    fn key(object: &Value) -> Option<(&'static Kind, Key)> {
+        let kind = Kind::named(object["kind"].as_str()?)?;
+        let meta = &object["metadata"];
+        let ns = meta["namespace"].as_str().unwrap_or_default().to_string();
+        let name = meta["name"].as_str()?.to_string();
+        Some((kind, (kind.kind, ns, name)))
+    }
+
+    /// Stores a list item of `kind` as is (its RV kept). No event.
+    pub fn load(&mut self, kind: &str, mut object: Value) {
+        object["kind"] = json!(kind);
+        let (_, key) = Self::key(&object).expect("object with kind and name");
+        strip_type(&mut object);
+        self.objects.insert(key, object);
+    }
+
+    /// Creates or replaces an object, with a fresh RV and an event.
+    pub fn apply(&mut self, mut object: Value) {
+        let (kind, key) = Self::key(&object).expect("object with a known kind and a name");
+        self.rv += 1;
+        object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        object["apiVersion"] = json!(kind.api_version);
+        let type_ = if self.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.emit(kind, &key, type_, object.clone());
+        strip_type(&mut object);
+        self.objects.insert(key, object);
+    }
+
+    /// Deletes an object, with an event; returns whether it existed.
+    pub fn delete(&mut self, kind: &str, namespace: &str, name: &str) -> bool {
+        let Some(kind) = Kind::named(kind) else {
+            return false;
+        };
+        let key = (kind.kind, namespace.to_string(), name.to_string());
+        let Some(mut object) = self.objects.remove(&key) else {
+            return false;
+        };
+        self.rv += 1;
+        object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        object["kind"] = json!(kind.kind);
+        object["apiVersion"] = json!(kind.api_version);
+        self.emit(kind, &key, "DELETED", object);
+        true
+    }
+
+    /// A stored object, as a list item.
+    pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        let kind = Kind::named(kind)?;
+        let key = (kind.kind, namespace.to_string(), name.to_string());
+        self.objects.get(&key).cloned()
+    }
+
+    fn emit(&mut self, kind: &'static Kind, key: &Key, type_: &str, object: Value) {
+        let event = Arc::new(Event {
+            rv: self.rv,
+            kind: kind.kind,
+            namespace: key.1.clone(),
+            labels: labels(&object),
+            value: json!({"type": type_, "object": object}),
+        });
+        self.history.push(event.clone());
+        let _ = self.live.send(event);
+    }
+
+    /// Sends a `BOOKMARK` at the current RV to every open watch that allows them.
+    pub fn bookmark(&mut self) {
+        let event = Arc::new(Event {
+            rv: self.rv,
+            kind: BOOKMARK,
+            namespace: String::new(),
+            labels: BTreeMap::new(),
+            value: Value::Null,
+        });
+        let _ = self.live.send(event);
+    }
+
+    /// Makes every RV so far too old and cuts open watches.
+    pub fn compact(&mut self) {
+        self.rv += 1;
+        self.compacted = self.rv;
+        self.history.clear();
+        self.cut_watches();
+    }
+
+    /// Ends every open watch stream.
+    pub fn cut_watches(&mut self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// The list of `kind` in `namespace` (all when `None`) selected by `selector`.
+    pub fn list(&self, kind: &Kind, namespace: Option<&str>, selector: &str) -> Value {
+        let items: Vec<Value> = self.items(kind, namespace, selector).cloned().collect();
+        json!({
+            "kind": format!("{}List", kind.kind),
+            "apiVersion": kind.api_version,
+            "metadata": {"resourceVersion": self.rv.to_string()},
+            "items": items,
+        })
+    }
+
+    fn items<'a>(
+        &'a self,
+        kind: &'a Kind,
+        namespace: Option<&'a str>,
+        selector: &'a str,
+    ) -> impl Iterator<Item = &'a Value> + 'a {
+        self.objects
+            .iter()
+            .filter(move |((k, ns, _), _)| *k == kind.kind && namespace.is_none_or(|n| n == ns))
+            .map(|(_, v)| v)
+            .filter(move |v| selects(selector, &labels(v)))
+    }
+
+    /// Starts a watch: `Err` is the `ERROR` 410 event for a compacted RV. Without an RV
+    /// (or `0`), or with `sendInitialEvents`, every current object comes first as `ADDED`.
+    pub fn watch(
+        &mut self,
+        kind: &Kind,
+        namespace: Option<String>,
+        selector: &str,
+        rv: Option<u64>,
+        send_initial: bool,
+    ) -> Result<WatchStart, Value> {
+        let live = self.live.subscribe();
+        let mut cut = self.cut.subscribe();
+        cut.mark_unchanged();
+        let typed = |v: &Value| {
+            let mut v = v.clone();
+            v["kind"] = json!(kind.kind);
+            v["apiVersion"] = json!(kind.api_version);
+            json!({"type": "ADDED", "object": v})
+        };
+        let backlog = match rv {
+            _ if send_initial => self
+                .items(kind, namespace.as_deref(), selector)
+                .map(typed)
+                .collect(),
+            None | Some(0) => self
+                .items(kind, namespace.as_deref(), selector)
+                .map(typed)
+                .collect(),
+            Some(rv) if rv < self.compacted => {
+                self.gone += 1;
+                return Err(
+                    json!({"type":"ERROR","object":{"kind":"Status","apiVersion":"v1",
+                    "metadata":{},"status":"Failure",
+                    "message":"The resourceVersion for the provided watch is too old.",
+                    "reason":"Expired","code":410}}),
+                );
+            }
+            Some(rv) => self
+                .history
+                .iter()
+                .filter(|e| e.rv > rv)
+                .filter_map(|e| e.matches(kind, namespace.as_deref(), selector))
+                .collect(),
+        };
+        Ok((backlog, live, cut, self.rv))
+    }
+
+    /// Loads `tokenreview-*.{request,response}.json` pairs from `dir`.
+    pub fn load_token_reviews(&mut self, dir: &Path) {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .expect("authn fixtures")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("tokenreview-") && n.ends_with(".request.json"))
+            .collect();
+        names.sort();
+        for name in names {
+            let read = |n: &str| -> Value {
+                serde_json::from_str(&std::fs::read_to_string(dir.join(n)).expect("fixture"))
+                    .expect("fixture JSON")
+            };
+            let request = read(&name);
+            let response = read(&name.replace(".request.", ".response."));
+            self.reviews
+                .entry(review_key(&request))
+                .or_default()
+                .push(response);
+        }
+    }
+
+    /// Answers TokenReviews of `token` for `audiences` with `response` from now on, before
+    /// any recorded answer.
+    pub fn answer_token_review(&mut self, token: &str, audiences: &[&str], response: Value) {
+        let audiences = Some(audiences.iter().map(|a| a.to_string()).collect());
+        self.overrides
+            .insert((token.to_string(), audiences), response);
+    }
+
+    /// Answers a TokenReview: the recorded answer for its token and audiences. A
+    /// pod-bound token is valid only while its pod exists (as the API server checks).
+    pub fn review(&self, request: &Value) -> Value {
+        if let Some(answer) = self.overrides.get(&review_key(request)) {
+            return answer.clone();
+        }
+        let candidates = self.reviews.get(&review_key(request));
+        let pod_alive = |answer: &Value| {
+            let user = &answer["status"]["user"];
+            let pod = user["extra"]["authentication.kubernetes.io/pod-name"][0].as_str();
+            let ns = user["username"].as_str().and_then(|u| u.split(':').nth(2));
+            match (pod, ns) {
+                (Some(pod), Some(ns)) => self.get("Pod", ns, pod).is_some(),
+                _ => true,
+            }
+        };
+        let authenticated = |a: &&Value| a["status"]["authenticated"] == json!(true);
+        let candidates = candidates.into_iter().flatten();
+        let valid = candidates
+            .clone()
+            .filter(authenticated)
+            .find(|a| pod_alive(a));
+        let refused = candidates.clone().find(|a| !authenticated(a));
+        match valid.or(refused) {
+            Some(answer) => answer.clone(),
+            None => json!({"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1",
+                "metadata":{},"spec":request["spec"].clone(),
+                "status":{"user":{},"error":"invalid bearer token"}}),
+        }
+    }
+}
+
+fn review_key(review: &Value) -> ReviewKey {
+    let spec = &review["spec"];
+    let token = spec["token"].as_str().unwrap_or_default().to_string();
+    let audiences = spec["audiences"].as_array().map(|a| {
+        a.iter()
+            .filter_map(|s| Some(s.as_str()?.to_string()))
+            .collect()
+    });
+    (token, audiences)
+}
+
+fn strip_type(object: &mut Value) {
+    if let Some(map) = object.as_object_mut() {
+        map.remove("kind");
+        map.remove("apiVersion");
+    }
+}
