@@ -68,7 +68,11 @@ async fn mesh() -> Mesh {
     let voting_app = TestServer::http(move |_req| {
         let n = calls.fetch_add(1, Ordering::Relaxed);
         async move {
-            let mut rsp = Response::new(full(if n % 2 == 0 { "voted" } else { "no such emoji" }));
+            let mut rsp = Response::new(full(if n.is_multiple_of(2) {
+                "voted"
+            } else {
+                "no such emoji"
+            }));
             if n % 2 == 1 {
                 *rsp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
             }
