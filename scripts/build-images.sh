@@ -2,9 +2,10 @@
 # Builds Ferry's container images without a container engine: a release build (profile
 # `image`), then per image a root filesystem (images/rootfs.sh) packed by umoci into an OCI
 # image whose user, entrypoint, ports, environment and labels come from the final stage of
-# images/<image>/Containerfile. Writes one OCI archive per image to target/images/, which
-# `docker load`, `podman load`, `kind load image-archive` and `skopeo copy oci-archive:...`
-# take, and prints each image's size. See docs/images.md.
+# images/<image>/Containerfile. Writes one OCI archive per image to images/ in cargo's target
+# directory (target/images/ unless CARGO_TARGET_DIR says otherwise), which `docker load`,
+# `podman load`, `kind load image-archive` and `skopeo copy oci-archive:...` take, and prints
+# each image's size. See docs/images.md.
 #
 #   scripts/build-images.sh             FERRY_REGISTRY (default ferrymesh) names the images
 #   FERRY_IMAGES_SKIP_BUILD=1 ...       reuse the binaries already in target/image
@@ -13,7 +14,10 @@ cd "$(dirname "$0")/.."
 
 registry=${FERRY_REGISTRY:-ferrymesh}
 registry=${registry%/}
-target_dir=${CARGO_TARGET_DIR:-target}
+# Cargo's own idea of the target directory (CARGO_TARGET_DIR, build.target-dir or target/).
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+[ -n "$target_dir" ] || { echo "build-images: cargo metadata named no target directory" >&2; exit 1; }
 bindir=$target_dir/image
 out=$target_dir/images
 images=(proxy control demo)

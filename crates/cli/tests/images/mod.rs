@@ -2,7 +2,7 @@
 //! the ones the manifests reference, their configs are what the Containerfiles declare, and
 //! each runs from its own root filesystem, chrooted, as its declared user.
 //!
-//! The archive tests read `target/images/*.oci.tar` (or `$FERRY_IMAGES_DIR`). Without root
+//! The archive tests read `images/*.oci.tar` in the target directory (or `$FERRY_IMAGES_DIR`). Without root
 //! they skip, saying so; without archives they skip too, unless `FERRY_REQUIRE_IMAGES` is
 //! set (CI builds the images first and sets it, so there they must run).
 
@@ -143,6 +143,27 @@ fn the_build_script_names_images_as_ferry_api_does() {
     );
 }
 
+#[test]
+fn ci_runs_the_readme_s_test_command_which_builds_the_images() {
+    let ci = read(&workspace().join(".ci/run"));
+    let command = ci
+        .lines()
+        .rfind(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .unwrap();
+    let readme = read(&workspace().join("README.md"));
+    assert!(
+        readme.lines().any(|l| l == command),
+        ".ci/run's test command {command:?} is not a line of README.md"
+    );
+    for step in [
+        ".ci/setup",
+        "scripts/build-images.sh",
+        "FERRY_REQUIRE_IMAGES=1",
+    ] {
+        assert!(command.contains(step), "{command:?} lacks {step}");
+    }
+}
+
 /// Every `image:` in a YAML stream.
 fn image_refs(text: &str) -> BTreeSet<String> {
     text.lines()
@@ -210,11 +231,183 @@ fn registry_and_tag_flags_and_environment_name_every_image() {
     );
 }
 
-/// Where the archives are, or why the archive tests skip (`None`).
+/// The demo app's manifest for a cluster (README "On a cluster"), one JSON value per object.
+fn demo_manifest() -> Vec<Json> {
+    let text = read(&workspace().join("images/demo/emojivoto.yaml"));
+    yaml_objects(&text)
+}
+
+fn yaml_objects(text: &str) -> Vec<Json> {
+    use serde::Deserialize;
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|doc| Json::deserialize(doc).expect("a YAML object"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// A Deployment of the demo manifest: its name, pod labels and only container.
+struct DemoWorkload {
+    name: String,
+    labels: Json,
+    container: Json,
+}
+
+impl DemoWorkload {
+    fn args(&self) -> Vec<String> {
+        self.container["args"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}: no args", self.name))
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The value of `--flag=VALUE` in the args.
+    fn flag(&self, flag: &str) -> Option<String> {
+        let prefix = format!("--{flag}=");
+        self.args()
+            .iter()
+            .find_map(|a| a.strip_prefix(&prefix).map(String::from))
+    }
+
+    fn container_port(&self) -> Option<u64> {
+        self.container["ports"][0]["containerPort"].as_u64()
+    }
+}
+
+/// The Deployments of the demo manifest, in the order the manifest lists them.
+fn demo_workloads(objects: &[Json]) -> Vec<DemoWorkload> {
+    objects
+        .iter()
+        .filter(|o| o["kind"] == "Deployment")
+        .map(|d| {
+            let name = d["metadata"]["name"].as_str().unwrap().to_string();
+            let spec = &d["spec"]["template"]["spec"];
+            let [container] = spec["containers"].as_array().unwrap().as_slice() else {
+                panic!("{name}: one container expected");
+            };
+            assert_eq!(spec["serviceAccountName"], name.as_str(), "{name}");
+            DemoWorkload {
+                labels: d["spec"]["template"]["metadata"]["labels"].clone(),
+                container: container.clone(),
+                name,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn demo_manifest_runs_every_workload_from_the_built_image_wired_through_its_services() {
+    let objects = demo_manifest();
+    let workloads = demo_workloads(&objects);
+    let names: Vec<&str> = workloads.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["emoji", "voting", "web", "vote-bot"]);
+    let image = format!("{}:{}", images::DEFAULT_DEMO_IMAGE, version::VERSION);
+    let declared = containerfile(images::DEMO).user;
+    let (uid, gid) = declared.split_once(':').unwrap();
+    for w in &workloads {
+        let c = &w.container;
+        assert_eq!(c["image"], image.as_str(), "{}", w.name);
+        // The workload is the first argument to the image's own entrypoint.
+        assert!(c["command"].is_null(), "{}", w.name);
+        assert_eq!(w.args()[0], w.name);
+        let security = &c["securityContext"];
+        assert_eq!(security["runAsNonRoot"], true, "{}", w.name);
+        assert_eq!(security["runAsUser"].to_string(), uid, "{}", w.name);
+        assert_eq!(security["runAsGroup"].to_string(), gid, "{}", w.name);
+        // Servers listen on every address of the pod (the proxy forwards to the pod IP),
+        // on their container port.
+        if let Some(listen) = w.flag("listen") {
+            assert_eq!(
+                listen,
+                format!("0.0.0.0:{}", w.container_port().unwrap()),
+                "{}",
+                w.name
+            );
+        }
+        // Each peer is called by a Service of the manifest that selects that peer's pods,
+        // on the port the peer listens on.
+        for arg in w.args() {
+            let Some((peer, addr)) = arg.strip_prefix("--").and_then(|a| a.split_once("-addr="))
+            else {
+                continue;
+            };
+            let (host, port) = addr.rsplit_once(':').unwrap();
+            let (service, namespace) = host.split_once('.').unwrap();
+            let svc = objects
+                .iter()
+                .find(|o| {
+                    o["kind"] == "Service"
+                        && o["metadata"]["name"] == service
+                        && o["metadata"]["namespace"] == namespace
+                })
+                .unwrap_or_else(|| panic!("{}: no Service {host}", w.name));
+            let svc_port = svc["spec"]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["port"].as_u64() == port.parse().ok())
+                .unwrap_or_else(|| panic!("{}: {host} has no port {port}", w.name));
+            let target = workloads
+                .iter()
+                .find(|t| {
+                    svc["spec"]["selector"]
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .all(|(k, v)| &t.labels[k] == v)
+                })
+                .unwrap_or_else(|| panic!("{host} selects no workload"));
+            assert_eq!(target.name, peer, "{}: --{peer}-addr={addr}", w.name);
+            assert_eq!(
+                svc_port["targetPort"].as_u64(),
+                target.container_port(),
+                "{host}"
+            );
+        }
+    }
+
+    // `ferry inject` meshes every workload of it, with the proxy image the script builds.
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["inject"])
+        .arg(workspace().join("images/demo/emojivoto.yaml"))
+        .env_remove(images::REGISTRY_ENV)
+        .output()
+        .expect("running ferry inject");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let injected = yaml_objects(&String::from_utf8(out.stdout).unwrap());
+    let proxy = format!("{}:{}", images::DEFAULT_PROXY_IMAGE, version::VERSION);
+    let meshed: Vec<&str> = injected
+        .iter()
+        .filter(|o| o["kind"] == "Deployment")
+        .filter(|d| {
+            // The proxy is a native sidecar: an init container that keeps running.
+            let spec = &d["spec"]["template"]["spec"];
+            ["initContainers", "containers"]
+                .iter()
+                .flat_map(|k| spec[k].as_array().into_iter().flatten())
+                .any(|c| c["name"] == k8s::CONTAINER_PROXY && c["image"] == proxy.as_str())
+        })
+        .map(|d| d["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(meshed, names, "deployments injected with {proxy}");
+}
+
+/// Where the archives are (`$FERRY_IMAGES_DIR`, else `images/` in the target directory these
+/// tests were built in, where the script writes them), or why the archive tests skip (`None`).
 fn archives() -> Option<PathBuf> {
+    // CARGO_BIN_EXE_ferry is <target dir>/<profile>/ferry.
+    let target_dir = Path::new(env!("CARGO_BIN_EXE_ferry"))
+        .parent()
+        .and_then(Path::parent)
+        .expect("the ferry binary is in <target dir>/<profile>/");
     let dir = std::env::var_os("FERRY_IMAGES_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/images"));
+        .unwrap_or_else(|| target_dir.join("images"));
     let missing: Vec<String> = images::ALL
         .iter()
         .map(|n| dir.join(format!("{n}.oci.tar")))
@@ -352,12 +545,15 @@ fn archives_carry_the_names_the_manifests_use_and_their_containerfiles_config() 
             version::VERSION
         );
         assert_eq!(image.name, images::normalize(&reference));
-        if name != images::DEMO {
-            assert!(
-                manifests.contains(&reference),
-                "{reference} not in {manifests:?}"
-            );
-        }
+        let referenced = if name == images::DEMO {
+            image_refs(&read(&workspace().join("images/demo/emojivoto.yaml")))
+        } else {
+            manifests.clone()
+        };
+        assert!(
+            referenced.contains(&reference),
+            "{reference} not in {referenced:?}"
+        );
         let declared = containerfile(name);
         let c = &image.config["config"];
         assert_eq!(c["User"], declared.user, "{name}");

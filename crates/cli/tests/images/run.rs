@@ -249,6 +249,100 @@ async fn demo_image_runs_its_workloads_as_its_user() {
     assert_eq!(uids(emoji.pid()), "65532 65532");
 }
 
+/// A network namespace of this test's own (`ip netns`), with loopback up; deleted on drop.
+struct NetNs(String);
+
+impl NetNs {
+    fn new(tag: &str) -> Self {
+        let name = format!("ferry-images-{tag}-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("running ip");
+            assert!(out.status.success(), "ip {args:?}: {}", text(&out));
+        };
+        ip(&["netns", "add", &name]);
+        let ns = Self(name);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        ns
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The demo manifest's four workloads, each started from the demo image exactly with the
+/// manifest's arguments, as the manifest's user, in one network namespace of their own
+/// (a pod's `0.0.0.0`), each service name resolving there through the image's
+/// `/etc/hosts`: the bot's votes go web → voting → emoji, and about half fail on the old
+/// endpoint, as in `ferry demo`.
+#[tokio::test]
+async fn demo_manifest_workloads_vote_through_each_other_from_the_image() {
+    let Some(image) = image(images::DEMO) else {
+        return;
+    };
+    let objects = super::demo_manifest();
+    let workloads = super::demo_workloads(&objects);
+    let mut hosts = String::from("127.0.0.1 localhost");
+    for svc in objects.iter().filter(|o| o["kind"] == "Service") {
+        let m = &svc["metadata"];
+        hosts += &format!(
+            " {}.{}",
+            m["name"].as_str().unwrap(),
+            m["namespace"].as_str().unwrap()
+        );
+    }
+    std::fs::write(image.rootfs.join("etc/hosts"), hosts + "\n").unwrap();
+    let ns = NetNs::new("demo");
+    let env = image.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut running = Vec::new();
+    for w in &workloads {
+        let security = &w.container["securityContext"];
+        let user = format!("{}:{}", security["runAsUser"], security["runAsGroup"]);
+        let mut args = vec![
+            "netns".to_string(),
+            "exec".to_string(),
+            ns.0.clone(),
+            "chroot".to_string(),
+        ];
+        args.extend(image.chroot_args(&user, &[]));
+        args.extend(w.args());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let proc = Proc::spawn("ip", &args, &env).expect("spawning ip netns exec");
+        if w.container_port().is_some() {
+            proc.wait_for_log("listener bound", START)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", w.name));
+        }
+        assert_eq!(uids(proc.pid()), "65532 65532", "{}", w.name);
+        running.push(proc);
+    }
+    let bot = running.last().unwrap();
+    // The bot reports its tally every 10 s.
+    let tally = ferry_testkit::wait_until(
+        Duration::from_secs(40),
+        "votes that passed and failed",
+        || async {
+            let logs = bot.logs();
+            let line = logs.iter().rev().find(|l| l.contains("votes so far"))?;
+            let count = |key: &str| -> Option<u64> {
+                let rest = &line[line.find(&format!("{key}="))? + key.len() + 1..];
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            };
+            let (ok, failed) = (count("ok")?, count("failed")?);
+            (ok > 0 && failed > 0).then(|| line.clone())
+        },
+    )
+    .await;
+    let all: Vec<String> = running.iter().flat_map(|p| p.logs()).collect();
+    tally.unwrap_or_else(|e| panic!("{e}; the workloads logged:\n{}", all.join("\n")));
+}
+
 /// Regular files under `dir` that start with the ELF magic.
 fn elf_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
