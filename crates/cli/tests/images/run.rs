@@ -311,11 +311,15 @@ async fn demo_manifest_workloads_vote_through_each_other_from_the_image() {
         args.extend(w.args());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let proc = Proc::spawn("ip", &args, &env).expect("spawning ip netns exec");
-        if w.container_port().is_some() {
-            proc.wait_for_log("listener bound", START)
-                .await
-                .unwrap_or_else(|e| panic!("{}: {e}", w.name));
-        }
+        // Servers log their bound listener; the bot says it is voting.
+        let started = if w.container_port().is_some() {
+            "listener bound"
+        } else {
+            "voting"
+        };
+        proc.wait_for_log(started, START)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", w.name));
         assert_eq!(uids(proc.pid()), "65532 65532", "{}", w.name);
         running.push(proc);
     }
