@@ -4,59 +4,16 @@
 
 use ferry_proxy::init;
 
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
+use ferry_testkit::netns::{must, Netns};
 use init::{apply, chain_rules, Firewall, InitArgs, InitError, PortRange, Subnet};
 
-/// A network namespace that exists for the life of the value.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "ferry-init-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        sh("ip", &["netns", "add", &name]);
-        let ns = Self { name };
-        sh("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `iptables-save -t nat` of this namespace, without comments and counters.
-    fn nat_rules(&self, save_bin: &str) -> Vec<String> {
-        let out = sh("ip", &["netns", "exec", &self.name, save_bin, "-t", "nat"]);
-        out.lines()
-            .filter(|l| l.starts_with("-A ") || l.starts_with(":PROXY_INIT"))
-            .map(|l| l.split(" [").next().unwrap().to_string())
-            .collect()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn sh(bin: &str, args: &[&str]) -> String {
-    let out = Command::new(bin)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{bin}: {e}"));
-    assert!(
-        out.status.success(),
-        "{bin} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+/// `iptables-save -t nat` of `ns`, without comments and counters.
+fn nat_rules(ns: &Netns, save_bin: &str) -> Vec<String> {
+    let out = must(&["ip", "netns", "exec", ns.name(), save_bin, "-t", "nat"]);
+    out.lines()
+        .filter(|l| l.starts_with("-A ") || l.starts_with(":PROXY_INIT"))
+        .map(|l| l.split(" [").next().unwrap().to_string())
+        .collect()
 }
 
 fn args(firewall: Firewall) -> InitArgs {
@@ -83,9 +40,9 @@ const EXPECTED: &[&str] = &[
 ];
 
 fn installs_idempotently(firewall: Firewall, save_bin: &str) {
-    let ns = Netns::new();
-    apply(&args(firewall), Some(&ns.name)).expect("first run");
-    let first = ns.nat_rules(save_bin);
+    let ns = Netns::new("ferry-init");
+    apply(&args(firewall), Some(ns.name())).expect("first run");
+    let first = nat_rules(&ns, save_bin);
     let mut sorted = first.clone();
     sorted.sort();
     let mut expected: Vec<String> = EXPECTED.iter().map(|s| s.to_string()).collect();
@@ -97,9 +54,9 @@ fn installs_idempotently(firewall: Firewall, save_bin: &str) {
         first.join("\n")
     );
 
-    apply(&args(firewall), Some(&ns.name)).expect("second run");
+    apply(&args(firewall), Some(ns.name())).expect("second run");
     assert_eq!(
-        ns.nat_rules(save_bin),
+        nat_rules(&ns, save_bin),
         first,
         "a second run must change nothing"
     );
@@ -117,15 +74,15 @@ fn installs_rules_with_iptables_legacy_idempotently() {
 
 #[test]
 fn changed_arguments_replace_the_old_rules() {
-    let ns = Netns::new();
-    apply(&args(Firewall::Nft), Some(&ns.name)).unwrap();
+    let ns = Netns::new("ferry-init");
+    apply(&args(Firewall::Nft), Some(ns.name())).unwrap();
     let narrower = InitArgs {
         firewall_bin_path: Firewall::Nft,
         incoming_proxy_port: 5143,
         ..InitArgs::default()
     };
-    apply(&narrower, Some(&ns.name)).unwrap();
-    let rules = ns.nat_rules("iptables-nft-save");
+    apply(&narrower, Some(ns.name())).unwrap();
+    let rules = nat_rules(&ns, "iptables-nft-save");
     assert!(
         rules.iter().any(|r| r.ends_with("--to-ports 5143")),
         "{rules:#?}"

@@ -10,13 +10,12 @@
 //! The app and the remote server are this test binary re-run in server mode
 //! (`FERRY_NETNS_SERVE`), so the test needs only `ip`, `setpriv`, `curl` and iptables.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_proxy::init::{apply, Firewall, InitArgs};
 use ferry_testkit::metric_sum;
+use ferry_testkit::netns::{self, must, runnable_copy, serve_http, Netns};
 
 const POD_IP: &str = "192.0.2.2";
 const CLIENT_IP: &str = "192.0.2.1";
@@ -30,61 +29,27 @@ const SERVE_ENV: &str = "FERRY_NETNS_SERVE";
 fn serve_mode() {
     let spec = std::env::var(SERVE_ENV).expect("FERRY_NETNS_SERVE=addr=body");
     let (addr, body) = spec.split_once('=').expect("addr=body");
-    let listener = TcpListener::bind(addr).expect("binding the app");
-    for conn in listener.incoming() {
-        let Ok(mut conn) = conn else { continue };
-        let mut buf = [0u8; 4096];
-        let mut seen = Vec::new();
-        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-            match conn.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-            }
-        }
-        let reply = format!(
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let _ = conn.write_all(reply.as_bytes());
-    }
+    serve_http(addr, body);
 }
 
-fn sh(args: &[&str]) -> std::process::Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn must(args: &[&str]) -> String {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Two namespaces joined by a veth pair, deleted on drop (which also kills what runs in
-/// them once their processes are killed by [`Running`]).
+/// Two namespaces joined by a veth pair, deleted on drop (after [`Running`] has killed
+/// what runs in them).
 struct Net {
     pod: String,
     client: String,
+    _namespaces: [Netns; 2],
 }
 
 impl Net {
     fn new() -> Self {
         let id = std::process::id() % 100_000;
+        let namespaces = [Netns::new("ferry-pod"), Netns::new("ferry-cli")];
         let net = Self {
-            pod: format!("ferry-pod-{id}"),
-            client: format!("ferry-cli-{id}"),
+            pod: namespaces[0].name().to_string(),
+            client: namespaces[1].name().to_string(),
+            _namespaces: namespaces,
         };
         let (vp, vc) = (format!("fp{id}"), format!("fc{id}"));
-        for ns in [&net.pod, &net.client] {
-            must(&["ip", "netns", "add", ns]);
-            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
         must(&[
             "ip",
             "link",
@@ -118,20 +83,7 @@ impl Net {
 
     /// A command run inside `ns` as `uid`.
     fn command(ns: &str, uid: &str, program: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns",
-            "exec",
-            ns,
-            "setpriv",
-            "--reuid",
-            uid,
-            "--regid",
-            uid,
-            "--clear-groups",
-            program,
-        ]);
-        cmd
+        netns::command(ns, Some(uid), program)
     }
 
     /// `curl` inside `ns` as `uid`: the body, or `None` if the request failed.
@@ -150,14 +102,6 @@ impl Net {
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for ns in [&self.pod, &self.client] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
     }
 }
 
@@ -187,16 +131,6 @@ fn spawn(mut cmd: Command) -> Running {
             .spawn()
             .expect("spawning"),
     )
-}
-
-/// Copies a binary where any user may run it: the build directory may sit under a home
-/// directory that the app's and the proxy's users cannot enter.
-fn runnable_copy(dir: &std::path::Path, from: &std::path::Path) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let to = dir.join(from.file_name().unwrap());
-    std::fs::copy(from, &to).unwrap();
-    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
-    to.to_str().unwrap().to_string()
 }
 
 fn serve(ns: &str, uid: &str, exe: &str, addr: &str, body: &str) -> Running {

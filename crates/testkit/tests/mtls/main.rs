@@ -3,6 +3,8 @@
 //! plane. Covers issuance, `/state`, metrics labels, `openssl s_client` against the inbound
 //! port, rotation under load, and each refusal (token, trust anchor, name, plaintext).
 
+mod cluster;
+mod cluster_net;
 mod fixture;
 
 use std::time::Duration;
