@@ -19,6 +19,9 @@ pub struct Health {
     pub status: String,
     /// The control plane's version.
     pub version: String,
+    /// The git revision it was built from (absent from control planes before 0.1.0's images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_sha: Option<String>,
 }
 
 /// The body of [`ENDPOINTS_PATH`]: the current answer of `Destination.Get` for one

@@ -36,6 +36,9 @@ pub const IDENTITY_TOKEN_FILE: &str = "ferry-identity-token";
 pub const IDENTITY_TOKEN_AUDIENCE: &str = "identity.ferry.cluster.local";
 /// UID the proxy runs as; the init step's rules let this UID's traffic out unredirected.
 pub const PROXY_UID: i64 = 2102;
+/// UID the control plane runs as (the proxy's plus one, so the init rules never exempt it);
+/// its image declares it too.
+pub const CONTROL_UID: i64 = 2103;
 
 /// Default namespace of the control plane.
 pub const CONTROL_NAMESPACE: &str = "ferry";

@@ -20,6 +20,8 @@
 //! - [`tap`]: the tap route of the public API and its JSON event.
 //! - [`stat`]: the metrics API's paths and JSON bodies (stat, edges, history, Prometheus SD).
 //! - [`cause`]: how an error chain is shown to a user (its innermost cause).
+//! - [`version`]: the release and git revision every binary reports.
+//! - [`images`]: container image names, registry and labels.
 //! - `ca` (feature `ca`): the identity CA's certificate profiles and their generation.
 
 pub mod env;
@@ -37,8 +39,10 @@ pub mod check;
 pub mod control_api;
 pub mod destination;
 pub mod identity;
+pub mod images;
 pub mod overview;
 pub mod resource;
 pub mod tap;
+pub mod version;
 
 pub use reason::{ProxyErrorReason, TlsFailure};

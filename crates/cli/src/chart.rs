@@ -18,15 +18,15 @@ use base64::Engine as _;
 use serde_yaml_ng::{Mapping, Value};
 
 use crate::identity::{IdentityMaterial, WebhookTls};
-use crate::install::{self, InstallConfig, RenderError, DEFAULT_CONTROL_IMAGE};
-use crate::sidecar::{DEFAULT_PROXY_IMAGE, VERSION};
+use crate::install::{self, InstallConfig, RenderError};
+use crate::sidecar::VERSION;
 use crate::{emitter, workload};
+use ferry_api::images;
 
 /// Every chart value: its path under `.Values` and its default.
 pub const VALUES: &[(&str, &str)] = &[
     ("namespace", ferry_api::k8s::CONTROL_NAMESPACE),
-    ("controlImage", DEFAULT_CONTROL_IMAGE),
-    ("proxyImage", DEFAULT_PROXY_IMAGE),
+    ("registry", images::DEFAULT_REGISTRY),
     ("version", VERSION),
     ("trustDomain", "cluster.local"),
     ("identity.trustAnchorsPEM", ""),
@@ -49,8 +49,8 @@ fn placeholder(path: &str) -> String {
 fn placeholder_config(ha: bool) -> InstallConfig {
     InstallConfig {
         namespace: placeholder("namespace"),
-        control_image: placeholder("controlImage"),
-        proxy_image: placeholder("proxyImage"),
+        control_image: images::repository(&placeholder("registry"), images::CONTROL),
+        proxy_image: images::repository(&placeholder("registry"), images::PROXY),
         version: placeholder("version"),
         trust_domain: placeholder("trustDomain"),
         ha,

@@ -8,11 +8,11 @@ use std::io::Write;
 
 use anyhow::Context;
 use clap::Args;
-use ferry_api::k8s as names;
+use ferry_api::{images, k8s as names};
 use serde_yaml_ng::Value;
 
 use crate::patch::{self, PatchError, Report};
-use crate::sidecar::{ProxyConfig, DEFAULT_PROXY_IMAGE, VERSION};
+use crate::sidecar::{ProxyConfig, VERSION};
 use crate::yaml::{self, YamlError};
 
 /// Flags of `ferry inject`.
@@ -21,11 +21,15 @@ pub struct InjectArgs {
     /// Files or directories of YAML, or `-` for stdin.
     #[arg(required = true)]
     pub inputs: Vec<String>,
-    /// Proxy image, without tag.
-    #[arg(long, default_value = DEFAULT_PROXY_IMAGE)]
-    pub proxy_image: String,
+    /// Registry (and path) of the proxy image: `<registry>/ferry-proxy:<tag>`, as
+    /// `scripts/build-images.sh` names it.
+    #[arg(long, env = images::REGISTRY_ENV, default_value = images::DEFAULT_REGISTRY)]
+    pub registry: String,
+    /// Proxy image, without tag (default: from `--registry`).
+    #[arg(long)]
+    pub proxy_image: Option<String>,
     /// Proxy version: the image tag and the `ferry.io/proxy-version` annotation.
-    #[arg(long, default_value = VERSION)]
+    #[arg(long, visible_alias = "tag", default_value = VERSION)]
     pub proxy_version: String,
     /// Namespace of the control plane the proxies talk to.
     #[arg(long, default_value = names::CONTROL_NAMESPACE)]
@@ -87,7 +91,10 @@ impl InjectArgs {
             None => None,
         };
         Ok(ProxyConfig {
-            image: self.proxy_image.clone(),
+            image: self
+                .proxy_image
+                .clone()
+                .unwrap_or_else(|| images::repository(&self.registry, images::PROXY)),
             version: self.proxy_version.clone(),
             control_namespace: self.control_namespace.clone(),
             trust_domain: self.trust_domain.clone(),

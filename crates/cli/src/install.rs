@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use ferry_api::k8s as names;
+use ferry_api::{images, k8s as names};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
@@ -20,11 +20,11 @@ use serde::Serialize;
 use serde_yaml_ng::Value;
 
 use crate::identity::{self, IdentityMaterial, WebhookTls};
-use crate::sidecar::{DEFAULT_PROXY_IMAGE, VERSION};
+use crate::sidecar::VERSION;
 use crate::yaml;
 
 /// Default control plane image (without tag).
-pub const DEFAULT_CONTROL_IMAGE: &str = "ferrymesh/ferry-control";
+pub use ferry_api::images::DEFAULT_CONTROL_IMAGE;
 /// Replicas of each control-plane Deployment with `--ha`.
 pub const HA_REPLICAS: i32 = 3;
 
@@ -37,14 +37,19 @@ pub struct InstallArgs {
     /// Namespace of the control plane.
     #[arg(long, default_value = names::CONTROL_NAMESPACE)]
     pub namespace: String,
-    /// Control plane image, without tag.
-    #[arg(long, default_value = DEFAULT_CONTROL_IMAGE)]
-    pub control_image: String,
-    /// Proxy image, without tag (recorded in the settings ConfigMap for the injector).
-    #[arg(long, default_value = DEFAULT_PROXY_IMAGE)]
-    pub proxy_image: String,
+    /// Registry (and path) of the images: `<registry>/ferry-control:<tag>` and
+    /// `<registry>/ferry-proxy:<tag>`, as `scripts/build-images.sh` names them.
+    #[arg(long, env = images::REGISTRY_ENV, default_value = images::DEFAULT_REGISTRY)]
+    pub registry: String,
+    /// Control plane image, without tag (default: from `--registry`).
+    #[arg(long)]
+    pub control_image: Option<String>,
+    /// Proxy image, without tag (default: from `--registry`; recorded in the settings
+    /// ConfigMap for the injector).
+    #[arg(long)]
+    pub proxy_image: Option<String>,
     /// Image tag of the control plane and proxy.
-    #[arg(long, default_value = VERSION)]
+    #[arg(long, visible_alias = "tag", default_value = VERSION)]
     pub version: String,
     /// Identity trust domain.
     #[arg(long, default_value = "cluster.local")]
@@ -102,8 +107,14 @@ impl InstallConfig {
         )?;
         Ok(Self {
             namespace: args.namespace.clone(),
-            control_image: args.control_image.clone(),
-            proxy_image: args.proxy_image.clone(),
+            control_image: args
+                .control_image
+                .clone()
+                .unwrap_or_else(|| images::repository(&args.registry, images::CONTROL)),
+            proxy_image: args
+                .proxy_image
+                .clone()
+                .unwrap_or_else(|| images::repository(&args.registry, images::PROXY)),
             version: args.version.clone(),
             trust_domain: args.trust_domain.clone(),
             ha: args.ha,

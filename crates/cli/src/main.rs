@@ -5,11 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ferry::dashboard;
-use ferry::{check, demo, diagnostics, edges, inject, install, stat, tap, top};
+use ferry::{check, demo, diagnostics, edges, inject, install, stat, tap, top, version};
 
 /// Ferry, a small service mesh.
 #[derive(Parser, Debug)]
-#[command(name = "ferry", version, about)]
+#[command(name = "ferry", version = ferry_api::version::LONG, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,6 +40,8 @@ enum Command {
     Tap(tap::TapArgs),
     /// A live table of a resource's most frequent requests, from tap.
     Top(top::TopArgs),
+    /// Print the CLI's version and, when reachable, the control plane's and its proxies'.
+    Version(version::VersionArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Edges(args) => edges::run(args),
         Command::Tap(args) => tap::run(args),
         Command::Top(args) => top::run(args),
+        Command::Version(args) => version::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -78,15 +78,20 @@ fn values_with_certs(cfg: &ferry::install::InstallConfig, ha: bool) -> Value {
 
 fn install_config(ha: bool) -> ferry::install::InstallConfig {
     // Exactly the defaults `ferry install` parses its flags into.
+    let mut args = vec!["install"];
+    if ha {
+        args.push("--ha");
+    }
+    install_config_from(&args)
+}
+
+/// What `ferry` parses `args` (starting with `install`) into.
+fn install_config_from(args: &[&str]) -> ferry::install::InstallConfig {
     use clap::Parser;
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
         install: ferry::install::InstallArgs,
-    }
-    let mut args = vec!["install"];
-    if ha {
-        args.push("--ha");
     }
     let cli = Cli::try_parse_from(args).unwrap();
     ferry::install::InstallConfig::from_args(&cli.install).unwrap()
@@ -364,4 +369,25 @@ fn helm_template_with_every_certificate_renders_what_install_prints() {
         );
         assert_same_objects(&chart, &install_docs(&cfg));
     }
+}
+
+#[test]
+fn helm_template_takes_the_registry_and_tag_as_install_does() {
+    let cfg = install_config_from(&[
+        "install",
+        "--registry",
+        "localhost:5001/me",
+        "--tag",
+        "9.9.9",
+    ]);
+    let mut values = values_with_certs(&cfg, false);
+    values["registry"] = "localhost:5001/me".into();
+    values["version"] = "9.9.9".into();
+    let chart = helm_template(Some(&values));
+    assert_same_objects(&chart, &install_docs(&cfg));
+    let text = serde_json::to_string(&chart).unwrap();
+    assert!(
+        text.contains("\"localhost:5001/me/ferry-control:9.9.9\""),
+        "{text}"
+    );
 }

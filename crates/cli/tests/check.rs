@@ -295,7 +295,72 @@ fn local_mode_checks_the_control_plane_on_this_machine() {
         "{out}"
     );
     assert!(
-        out.contains("× data-plane: proxies run this version: 1 of 2 proxies run another version: emojivoto/emoji-0 (0.0.1)"),
+        out.contains(&format!("× data-plane: proxies run this version: 1 of 2 proxies run another version: emojivoto/web-0 ({here})")),
+        "{out}"
+    );
+}
+
+#[test]
+fn version_prints_the_client_the_control_plane_and_each_proxy_version() {
+    let ferry = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let here = ferry_api::version::VERSION;
+    let client = format!(
+        "Client version: {here} (git {})",
+        ferry_api::version::GIT_SHA
+    );
+    assert_eq!(ferry(&["version", "--client"]), format!("{client}\n"));
+    assert_eq!(
+        ferry(&["--version"]),
+        format!("ferry {}\n", ferry_api::version::LONG)
+    );
+
+    let mut routes = Routes::new();
+    get(
+        &mut routes,
+        "/api/v1/health",
+        json!({"status": "ok", "version": here, "gitSha": "0123456789ab"}),
+    );
+    let proxy = |pod: &str, version: &str| {
+        json!({"namespace": "emojivoto", "pod": pod, "meshed": true, "ready": true,
+               "adminAddr": "127.0.0.1:4191", "state": {"version": version, "git_sha": "0123456789ab"}})
+    };
+    get(
+        &mut routes,
+        "/api/v1/proxies",
+        json!({"proxies": [proxy("web-0", here), proxy("emoji-0", here), proxy("vote-0", "0.0.1")]}),
+    );
+    let api = fake(routes, None);
+    assert_eq!(
+        ferry(&["version", "--api-addr", &api.url()]),
+        format!(
+            "{client}\nServer version: {here} (git 0123456789ab)\n\
+             Proxy version: 0.0.1 (git 0123456789ab) (1 proxy)\n\
+             Proxy version: {here} (git 0123456789ab) (2 proxies)\n"
+        )
+    );
+
+    // Nothing listens: the client's version, and the server's said to be unavailable.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = ferry(&["version", "--api-addr", &format!("http://{closed}")]);
+    assert!(
+        out.starts_with(&format!(
+            "{client}\nServer version: unavailable (cannot reach"
+        )),
         "{out}"
     );
 }

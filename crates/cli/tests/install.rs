@@ -1,6 +1,8 @@
 //! `ferry install`: the objects it prints, least-privilege RBAC, HA, and certificates that
 //! `openssl` accepts as a chain (trust anchor → issuer, webhook CA → serving certificate).
 
+mod images;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -362,8 +364,9 @@ fn rendering_is_deterministic_for_a_given_config() {
     let args = ferry::install::InstallArgs {
         crds: false,
         namespace: "ferry".into(),
-        control_image: "c".into(),
-        proxy_image: "p".into(),
+        registry: "r".into(),
+        control_image: Some("c".into()),
+        proxy_image: None,
         version: "v".into(),
         trust_domain: "cluster.local".into(),
         ha: true,

@@ -104,7 +104,8 @@ async fn identity_info(identity: IdentitySource) -> Response {
 async fn health() -> Json<Health> {
     Json(Health {
         status: "ok".to_string(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        version: ferry_api::version::VERSION.to_string(),
+        git_sha: Some(ferry_api::version::GIT_SHA.to_string()),
     })
 }
 

@@ -25,7 +25,7 @@ pub const MAX_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// The flags of `ferry-control`.
 #[derive(Debug, Parser)]
-#[command(name = "ferry-control", version, about = "Ferry's control plane")]
+#[command(name = "ferry-control", version = ferry_api::version::LONG, about = "Ferry's control plane")]
 pub struct Args {
     /// Address of the gRPC server proxies talk to (destination API).
     #[arg(long, env = env::CONTROL_GRPC_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::CONTROL_GRPC)))]

@@ -37,6 +37,8 @@ async fn health_says_ok() {
     let (status, health): (_, Health) = call(HEALTH_PATH).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(health.status, "ok");
+    assert_eq!(health.version, ferry_api::version::VERSION);
+    assert_eq!(health.git_sha.as_deref(), Some(ferry_api::version::GIT_SHA));
 }
 
 #[tokio::test]

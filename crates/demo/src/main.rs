@@ -12,7 +12,7 @@ use tokio::io::AsyncReadExt;
 
 /// The emoji-voting demo app of `ferry demo`.
 #[derive(Parser, Debug)]
-#[command(name = "ferry-emojivoto", version, about)]
+#[command(name = "ferry-emojivoto", version = ferry_api::version::LONG, about)]
 struct Cli {
     #[command(subcommand)]
     workload: Workload,
@@ -43,9 +43,10 @@ enum Workload {
         /// Where to listen (gRPC).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// emoji's address (in the mesh: this proxy's upstream listener for emoji-svc).
-        #[arg(long)]
-        emoji_addr: SocketAddr,
+        /// emoji's address, `HOST:PORT` (in the local mesh: this proxy's upstream listener
+        /// for emoji-svc; on a cluster: `emoji-svc.emojivoto:8080`).
+        #[arg(long, value_parser = ferry_demo::parse_addr)]
+        emoji_addr: String,
         /// The authority (`Host`) to call emoji by [default: --emoji-addr].
         #[arg(long)]
         emoji_authority: Option<String>,
@@ -55,24 +56,24 @@ enum Workload {
         /// Where to listen (HTTP/1).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// emoji's address (gRPC).
-        #[arg(long)]
-        emoji_addr: SocketAddr,
+        /// emoji's address (gRPC), `HOST:PORT`.
+        #[arg(long, value_parser = ferry_demo::parse_addr)]
+        emoji_addr: String,
         /// The authority to call emoji by [default: --emoji-addr].
         #[arg(long)]
         emoji_authority: Option<String>,
-        /// voting's address (gRPC).
-        #[arg(long)]
-        voting_addr: SocketAddr,
+        /// voting's address (gRPC), `HOST:PORT`.
+        #[arg(long, value_parser = ferry_demo::parse_addr)]
+        voting_addr: String,
         /// The authority to call voting by [default: --voting-addr].
         #[arg(long)]
         voting_authority: Option<String>,
     },
     /// Votes continuously through web's JSON API.
     VoteBot {
-        /// web's address.
-        #[arg(long)]
-        web_addr: SocketAddr,
+        /// web's address, `HOST:PORT`.
+        #[arg(long, value_parser = ferry_demo::parse_addr)]
+        web_addr: String,
         /// The authority (`Host`) to call web by [default: --web-addr].
         #[arg(long)]
         web_authority: Option<String>,

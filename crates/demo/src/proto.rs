@@ -100,7 +100,7 @@ pub struct ResultsResponse {
 /// A lazily connecting h2c channel to `peer`; the first call connects.
 pub fn channel(peer: &Peer) -> Channel {
     let endpoint = Channel::from_shared(format!("http://{}", peer.addr))
-        .expect("http://<socket address> is a valid URI");
+        .expect("http://HOST:PORT (ferry_demo::parse_addr) is a valid URI");
     let endpoint = match format!("http://{}", peer.authority).parse() {
         Ok(origin) => endpoint.origin(origin),
         Err(_) => endpoint,

@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 /// The version written into injected pods and used as the default image tag.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Default proxy image (without tag).
-pub const DEFAULT_PROXY_IMAGE: &str = "ferrymesh/ferry-proxy";
+pub use ferry_api::images::DEFAULT_PROXY_IMAGE;
 /// Volume backing `/run` in the init container, so iptables can take its lock file
 /// under a read-only root filesystem.
 pub const VOLUME_INIT_RUN: &str = "ferry-init-xtables-lock";

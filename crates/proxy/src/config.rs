@@ -17,7 +17,7 @@ pub const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
 #[derive(Debug, Parser)]
 #[command(
     name = "ferry-proxy",
-    version,
+    version = ferry_api::version::LONG,
     about = "Ferry's sidecar proxy",
     args_conflicts_with_subcommands = true
 )]

@@ -163,6 +163,7 @@ impl ProxyState {
 #[derive(Serialize)]
 struct StateDoc {
     version: &'static str,
+    git_sha: &'static str,
     uptime_seconds: u64,
     draining: bool,
     listeners: Vec<ListenerState>,
@@ -227,7 +228,8 @@ impl ProxyState {
             .collect();
         connections.sort_by_key(|c| c.id);
         let doc = StateDoc {
-            version: env!("CARGO_PKG_VERSION"),
+            version: ferry_api::version::VERSION,
+            git_sha: ferry_api::version::GIT_SHA,
             uptime_seconds: self.started.elapsed().as_secs(),
             draining: self.draining.load(Ordering::Relaxed),
             listeners: self.listeners.clone(),

@@ -259,8 +259,16 @@ pub(super) fn proxies_ready_local<'a>(api: &'a KubeApi, _: &'a str) -> CheckFutu
 
 pub(super) fn proxies_version_local<'a>(api: &'a KubeApi, _: &'a str) -> CheckFuture<'a> {
     Box::pin(async move {
+        // Proxies are judged against the control plane they talk to, as the dashboard does
+        // (the CLI against the control plane is the check before); this CLI's version only
+        // when the control plane does not say.
+        let control = get_ok(api, ferry_api::control_api::HEALTH_PATH, "")
+            .await
+            .ok()
+            .and_then(|h| h["version"].as_str().map(str::to_owned));
+        let version = control.as_deref().unwrap_or(VERSION);
         match local_proxies(api).await {
-            Ok(proxies) => judged(local::judge_proxies_version(&proxies, VERSION)),
+            Ok(proxies) => judged(local::judge_proxies_version(&proxies, version)),
             Err(f) => f,
         }
     })

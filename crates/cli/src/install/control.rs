@@ -21,8 +21,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::{InstallConfig, Objects, RenderError};
 use crate::sidecar::{port, resources, runtime_default};
 
-/// UID the control plane runs as (the proxy's plus one, so the init rules never exempt it).
-pub const CONTROL_UID: i64 = 2103;
+pub use ferry_api::k8s::CONTROL_UID;
 const ISSUER_DIR: &str = "/var/run/ferry/identity/issuer";
 const TRUST_ROOTS_DIR: &str = "/var/run/ferry/identity/trust-roots";
 const WEBHOOK_TLS_DIR: &str = "/var/run/ferry/webhook";

@@ -226,6 +226,12 @@ fn commands_reach_a_real_control_plane_only_through_the_port_forward() {
         );
     }
 
+    // `ferry version` reaches the control plane the same way: its version and revision.
+    let (ok, out, err) = ferry(&["version", "--context", "fake"], &cluster);
+    assert!(ok, "{out}{err}");
+    let server = format!("Server version: {}\n", ferry_api::version::LONG);
+    assert!(out.contains(&server), "missing {server:?} in:\n{out}{err}");
+
     // The dashboard's URL works while `ferry dashboard` keeps the forward open.
     let health = dashboard_health(&config);
     assert!(health.contains("\"status\":\"ok\""), "{health}");
@@ -236,7 +242,7 @@ fn commands_reach_a_real_control_plane_only_through_the_port_forward() {
         .iter()
         .filter(|s| s.path.contains("/portforward"))
         .collect();
-    assert!(forwards.len() >= 4, "{seen:?}");
+    assert!(forwards.len() >= 5, "{seen:?}");
     let ready = control_pod(true)["metadata"]["name"]
         .as_str()
         .unwrap()

@@ -124,10 +124,23 @@ async fn probe(
     }
 }
 
-/// The part of a `/state` document that `/metrics` also tells: the certificate's expiry.
+/// A label's value on the `proxy_build_info` line (`version`, `git_sha`).
+fn build_label(text: &str, label: &str) -> Option<String> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{}{{", ferry_api::metrics::PROXY_BUILD_INFO)))?;
+    let start = line.find(&format!("{label}=\""))? + label.len() + 2;
+    let len = line[start..].find('"')?;
+    Some(line[start..start + len].to_string())
+}
+
+/// The part of a `/state` document that `/metrics` also tells: the certificate's expiry,
+/// and the version and git revision (from `proxy_build_info`) for `ferry version` and the
+/// version checks.
 fn state_from_metrics(text: &[u8]) -> serde_json::Value {
     let name = ferry_api::metrics::IDENTITY_CERT_EXPIRATION_TIMESTAMP_SECONDS;
-    let expiry = String::from_utf8_lossy(text).lines().find_map(|line| {
+    let all = String::from_utf8_lossy(text);
+    let expiry = all.lines().find_map(|line| {
         let value = line.strip_prefix(name)?.strip_prefix(' ')?;
         value.trim().parse::<f64>().ok()
     });
@@ -135,10 +148,16 @@ fn state_from_metrics(text: &[u8]) -> serde_json::Value {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     let certificate = expiry.map(|at| serde_json::json!({"expires_in_seconds": (at - now) as i64}));
-    serde_json::json!({
+    let mut state = serde_json::json!({
         "source": "metrics",
         "identity": {"certificate": certificate},
-    })
+    });
+    for label in ["version", "git_sha"] {
+        if let Some(value) = build_label(&all, label) {
+            state[label] = value.into();
+        }
+    }
+    state
 }
 
 /// Every instance of `state` (in `namespace`, when given) with what its admin server says,
@@ -206,14 +225,19 @@ mod tests {
         let text = format!(
             "# TYPE identity_cert_expiration_timestamp_seconds gauge\n\
              identity_cert_expiration_timestamp_seconds {in_an_hour}\n\
-             identity_cert_refresh_total 2\n"
+             identity_cert_refresh_total 2\n\
+             # TYPE proxy_build_info gauge\n\
+             proxy_build_info{{version=\"0.1.0\",git_sha=\"0123456789ab\"}} 1\n"
         );
         let state = state_from_metrics(text.as_bytes());
+        assert_eq!(state["version"], "0.1.0");
+        assert_eq!(state["git_sha"], "0123456789ab");
         let left = state["identity"]["certificate"]["expires_in_seconds"]
             .as_i64()
             .expect("expiry read from the gauge");
         assert!((3590..=3600).contains(&left), "{left}");
         let without = state_from_metrics(b"request_total 1\n");
         assert!(without["identity"]["certificate"].is_null());
+        assert!(without["version"].is_null());
     }
 }

@@ -52,9 +52,10 @@ impl Registry {
         );
         let _ = writeln!(
             out,
-            "{}{{version=\"{}\"}} 1",
+            "{}{{version=\"{}\",git_sha=\"{}\"}} 1",
             names::PROXY_BUILD_INFO,
-            env!("CARGO_PKG_VERSION")
+            ferry_api::version::VERSION,
+            ferry_api::version::GIT_SHA
         );
         header(
             &mut out,
