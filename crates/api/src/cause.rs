@@ -1,6 +1,6 @@
-//! How an error is shown to a user when its chain ends in something more telling than
+//! How an error is shown to a user: its innermost cause when that is more telling than
 //! its outer layers (a client library's "error sending request" around "connection
-//! refused").
+//! refused"), or the whole chain when every layer adds something.
 
 use std::error::Error;
 
@@ -11,6 +11,19 @@ pub fn innermost_cause(error: &(dyn Error + 'static)) -> String {
         last = source;
     }
     last.to_string()
+}
+
+/// Returns `error` and each of its causes, joined by `: ` (`reading issuer: tls.key: No such
+/// file or directory`): for logs and messages where every layer says something.
+pub fn error_chain(error: &dyn Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }
 
 #[cfg(test)]
@@ -38,5 +51,11 @@ mod tests {
         assert_eq!(innermost_cause(&Outer(refused)), "refused");
         let alone = std::io::Error::other("alone");
         assert_eq!(innermost_cause(&alone), "alone");
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(
+            error_chain(&Outer(refused)),
+            "error sending request: refused"
+        );
+        assert_eq!(error_chain(&alone), "alone");
     }
 }

@@ -220,16 +220,8 @@ impl ProxyConfig {
             resources: Some(resources("100m", "20Mi", "250Mi")),
             restart_policy: self.native_sidecar.then(|| "Always".to_string()),
             security_context: Some(SecurityContext {
-                allow_privilege_escalation: Some(false),
-                capabilities: Some(Capabilities {
-                    drop: Some(vec!["ALL".to_string()]),
-                    ..Capabilities::default()
-                }),
-                read_only_root_filesystem: Some(true),
-                run_as_non_root: Some(true),
-                run_as_user: Some(names::PROXY_UID),
                 seccomp_profile: Some(runtime_default()),
-                ..SecurityContext::default()
+                ..restricted(names::PROXY_UID)
             }),
             termination_message_policy: Some("FallbackToLogsOnError".to_string()),
             volume_mounts: Some(vec![VolumeMount {
@@ -313,6 +305,22 @@ fn probe(path: &str, initial_delay: i32, period: i32, failure_threshold: i32) ->
         failure_threshold: Some(failure_threshold),
         timeout_seconds: Some(1),
         ..Probe::default()
+    }
+}
+
+/// A container that runs as `uid`, never as root, with no capabilities, no privilege
+/// escalation and a read-only root filesystem (the Pod Security "restricted" profile).
+pub fn restricted(uid: i64) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_string()]),
+            ..Capabilities::default()
+        }),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        ..SecurityContext::default()
     }
 }
 

@@ -15,6 +15,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use ferry_api::cause::error_chain;
 use ferry_api::metrics as metric_names;
 use linkerd2_proxy_api::identity::{identity_client::IdentityClient, CertifyRequest};
 use rustls::{
@@ -476,17 +477,6 @@ fn seconds_until(t: SystemTime) -> i64 {
 
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 /// Reads PEM trust anchors (a file, or the PEM itself) into a root store, with their

@@ -3,12 +3,13 @@
 //! control plane's public API through a port-forward opened on first use.
 
 use bytes::Bytes;
+use ferry_api::cause::error_chain;
 use http_body_util::BodyExt;
 use hyper::{Method, Request, StatusCode};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use crate::cluster::{ClusterError, Forward};
+use crate::cluster::Forward;
 use crate::control::ControlClient;
 
 /// Errors talking to the API server.
@@ -175,15 +176,4 @@ impl KubeApi {
                 timeout: self.timeout,
             })?
     }
-}
-
-/// `error: cause: cause`, one line.
-fn error_chain(e: &ClusterError) -> String {
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        out.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    out
 }

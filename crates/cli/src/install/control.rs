@@ -9,17 +9,17 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, HTTPGetAction,
+    Affinity, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount, WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{InstallConfig, Objects, RenderError};
-use crate::sidecar::{port, resources, runtime_default};
+use crate::sidecar::{port, resources, restricted, runtime_default};
 
 pub use ferry_api::k8s::CONTROL_UID;
 const ISSUER_DIR: &str = "/var/run/ferry/identity/issuer";
@@ -204,17 +204,7 @@ fn container(cfg: &InstallConfig) -> Container {
         readiness_probe: Some(probe("/ready")),
         liveness_probe: Some(probe("/live")),
         resources: Some(resources("100m", "50Mi", "250Mi")),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_string()]),
-                ..Capabilities::default()
-            }),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            run_as_user: Some(CONTROL_UID),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted(CONTROL_UID)),
         volume_mounts: Some(vec![
             mount("identity-issuer", ISSUER_DIR),
             mount("trust-roots", TRUST_ROOTS_DIR),

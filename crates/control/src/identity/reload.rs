@@ -9,6 +9,7 @@
 //! logged once and the old CA kept; it is tried again as soon as any file changes again.
 //! Certificates already issued stay valid: proxies renew against the new issuer.
 
+use ferry_api::cause::error_chain;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,17 +91,6 @@ fn read_all(files: &[PathBuf; 3]) -> Result<[Vec<u8>; 3], String> {
     // Three small files, a few times a minute: blocking reads do not hold the runtime up.
     let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
     Ok([read(&files[0])?, read(&files[1])?, read(&files[2])?])
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 /// Checks the files every `interval`, forever (callers abort it).

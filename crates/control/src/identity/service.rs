@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use ferry_api::cause::error_chain;
 use ferry_api::identity::dns_name;
 use linkerd2_proxy_api::identity as pb;
 use linkerd2_proxy_api::identity::identity_server::{Identity, IdentityServer};
@@ -91,17 +92,6 @@ impl<V: TokenValidator> IdentityService<V> {
             valid_until: Some(issued.valid_until.into()),
         })
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 #[tonic::async_trait]

@@ -2,6 +2,7 @@
 //! (cert-manager, or a re-run `ferry install`) is served without a restart. A renewed pair
 //! that does not load is logged and the previous one kept, as the identity CA does.
 
+use ferry_api::cause::error_chain;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -140,15 +141,4 @@ fn certified(
     CertifiedKey::from_der(certs, key, provider)
         .map(Arc::new)
         .map_err(InjectorError::Tls)
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
