@@ -6,6 +6,8 @@
 //! ([`crate::resolutions`]) and sends what changed. Streams end when the client goes away or the server shuts
 //! down; a client that reconnects receives the full current state as its first message.
 
+pub mod grpc;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use linkerd2_proxy_api::destination as pb;
-use linkerd2_proxy_api::destination::destination_server::{Destination, DestinationServer};
+use linkerd2_proxy_api::destination::destination_server::Destination;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
@@ -72,7 +74,7 @@ pub async fn serve_with_identity<D: Discovery, V: TokenValidator>(
         // their stream tasks do not linger until TCP gives up.
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_service(DestinationServer::new(service))
+        .add_service(grpc::Server::new(service))
         .add_optional_service(identity.map(IdentityService::into_server))
         .serve_with_incoming_shutdown(incoming, signal)
         .await
@@ -276,8 +278,6 @@ where
 }
 
 /// Wraps a service for a tonic router, for callers that build their own server.
-pub fn server<D: Discovery>(
-    service: DestinationService<D>,
-) -> DestinationServer<DestinationService<D>> {
-    DestinationServer::new(service)
+pub fn server<D: Discovery>(service: DestinationService<D>) -> grpc::Server<DestinationService<D>> {
+    grpc::Server::new(service)
 }

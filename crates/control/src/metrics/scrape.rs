@@ -35,7 +35,7 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 pub async fn run(store: Store, states: watch::Receiver<Arc<ClusterState>>) {
     use super::MetricsBackend as _;
     let interval = store.scrape_interval();
-    let client = fetch::client();
+    let client = fetch::client_without_pool();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing: HashSet<SocketAddr> = HashSet::new();
