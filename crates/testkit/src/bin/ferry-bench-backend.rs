@@ -3,11 +3,12 @@
 //! calls) and a TCP echo server, each on the address given; it runs until killed.
 //!
 //! ```text
-//! ferry-bench-backend [--http1 ADDR] [--h2c ADDR] [--echo ADDR]
+//! ferry-bench-backend [--http1 ADDR] [--h2c ADDR] [--echo ADDR] [--body TEXT]
 //! ```
 //!
 //! Every answer is a constant so that the origin costs as little as possible and the
-//! difference between variants is the middle hop's.
+//! difference between variants is the middle hop's. `--body` sets the plain HTTP answer
+//! (tests that run several of these tell them apart by it).
 
 use std::{
     convert::Infallible,
@@ -28,8 +29,10 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-/// The HTTP answer body; small, like a typical API reply's framing cost dominates.
-const BODY: &[u8] = b"hello from ferry-bench-backend\n";
+/// The default HTTP answer body; small, like a typical API reply's framing cost dominates.
+const DEFAULT_BODY: &str = "hello from ferry-bench-backend\n";
+/// The HTTP answer body: [`DEFAULT_BODY`] or `--body`, set once at start.
+static BODY: std::sync::OnceLock<&'static [u8]> = std::sync::OnceLock::new();
 /// A gRPC reply: an uncompressed, length-prefixed 2-byte protobuf message.
 const GRPC_REPLY: &[u8] = &[0, 0, 0, 0, 2, 0x08, 0x01];
 
@@ -38,15 +41,18 @@ struct Args {
     http1: Option<SocketAddr>,
     h2c: Option<SocketAddr>,
     echo: Option<SocketAddr>,
+    body: Option<String>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args::default();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .with_context(|| format!("{flag} needs an address"))?;
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        if flag == "--body" {
+            args.body = Some(value);
+            continue;
+        }
         let addr: SocketAddr = value
             .parse()
             .with_context(|| format!("{flag} {value:?} is not an address"))?;
@@ -54,7 +60,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--http1" => args.http1 = Some(addr),
             "--h2c" => args.h2c = Some(addr),
             "--echo" => args.echo = Some(addr),
-            other => bail!("unknown flag {other:?} (want --http1, --h2c, --echo)"),
+            other => bail!("unknown flag {other:?} (want --http1, --h2c, --echo, --body)"),
         }
     }
     if args.http1.is_none() && args.h2c.is_none() && args.echo.is_none() {
@@ -65,6 +71,11 @@ fn parse_args() -> anyhow::Result<Args> {
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    let body = args
+        .body
+        .clone()
+        .unwrap_or_else(|| DEFAULT_BODY.to_string());
+    BODY.get_or_init(|| Box::leak(body.into_boxed_str()).as_bytes());
     // One worker per core it may run on: the harness pins it with taskset.
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut runtime = if cores == 1 {
@@ -153,7 +164,7 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Reply>, Infallible> {
         rsp
     } else {
         let mut rsp = Response::new(Reply {
-            data: Some(Bytes::from_static(BODY)),
+            data: Some(Bytes::from_static(body())),
             trailers: None,
         });
         rsp.headers_mut()
@@ -162,9 +173,13 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Reply>, Infallible> {
     };
     if !grpc {
         rsp.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(BODY.len()));
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body().len()));
     }
     Ok(rsp)
+}
+
+fn body() -> &'static [u8] {
+    BODY.get().copied().unwrap_or(DEFAULT_BODY.as_bytes())
 }
 
 /// A body of at most one data frame and, for gRPC, a trailers frame.

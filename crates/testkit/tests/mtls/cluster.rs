@@ -9,14 +9,14 @@
 //! both pods answered, the servers saw `tls="true"` from vote-bot's identity, and
 //! `ferry stat deploy` groups the pods by deployment.
 //!
-//! The apps are this test binary re-run in server mode (`FERRY_E2E_SERVE`).
+//! The web pods' app is `ferry-bench-backend --body <pod name>`, so an answer names its pod.
 
 use std::time::Duration;
 
 use ferry_api::k8s::{CONTAINER_PROXY, IDENTITY_TOKEN_AUDIENCE};
 use ferry_api::stat::StatRow;
 use ferry_testkit::kube_api::{fixture, FakeKubeApi};
-use ferry_testkit::netns::{exec_args, missing_tool, runnable_copy, serve_http};
+use ferry_testkit::netns::{exec_args, missing_tool, runnable_copy};
 use ferry_testkit::process::{bin, Proc};
 use ferry_testkit::{client, metric, metric_sum, wait_until};
 use serde_json::{json, Value};
@@ -26,7 +26,6 @@ use super::cluster_net::{curl, run_in, Node, NODE_IP};
 const NS: &str = "emojivoto";
 const APP_UID: &str = "2201";
 const PROXY_UID: &str = "2102";
-const SERVE_ENV: &str = "FERRY_E2E_SERVE";
 const WEB_CLUSTER_IP: &str = "10.96.227.82";
 const WEB_NAME: &str = "web-svc.emojivoto.svc.cluster.local";
 /// The bound of each wait (the whole test takes a few seconds when nothing is wrong).
@@ -63,16 +62,6 @@ fn identity(sa: &str) -> String {
 
 fn token(pod: &Pod) -> String {
     format!("e2e-projected-token-{}", pod.name)
-}
-
-/// Server mode, run by the test below: answers every HTTP/1 request on `$FERRY_E2E_SERVE`
-/// (`addr=body`) with `body`.
-#[test]
-#[ignore = "server mode of a_mesh_on_a_fake_cluster, which runs it"]
-fn serve_mode() {
-    let spec = std::env::var(SERVE_ENV).expect("FERRY_E2E_SERVE=addr=body");
-    let (addr, body) = spec.split_once('=').expect("addr=body");
-    serve_http(addr, body);
 }
 
 /// The recorded emojivoto cluster with `pods` meshed (the injector's container added) and
@@ -165,7 +154,8 @@ async fn a_mesh_on_a_fake_cluster() {
         std::fs::set_permissions(share.path(), open).unwrap();
     }
     let proxy_bin = runnable_copy(share.path(), &bin("ferry-proxy"));
-    let me = runnable_copy(share.path(), &std::env::current_exe().unwrap());
+    // The web pods' app: an HTTP server answering with its pod's name.
+    let app_bin = runnable_copy(share.path(), &bin("ferry-bench-backend"));
     for pod in pods {
         let token_file = share.path().join(pod.name);
         std::fs::write(&token_file, token(pod)).unwrap();
@@ -244,16 +234,8 @@ async fn a_mesh_on_a_fake_cluster() {
         let proxy = spawn_in(ns, PROXY_UID, &proxy_bin, &args, &[]);
         running.push((format!("proxy {}", pod.name), proxy));
         if pod.sa == "web" {
-            let serve = [
-                "--ignored",
-                "--exact",
-                "cluster::serve_mode",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ];
-            let env = format!("0.0.0.0:8080={}", pod.name);
-            let app = spawn_in(ns, APP_UID, &me, &serve, &[(SERVE_ENV, env.as_str())]);
+            let serve = ["--http1", "0.0.0.0:8080", "--body", pod.name];
+            let app = spawn_in(ns, APP_UID, &app_bin, &serve, &[]);
             running.push((format!("app {}", pod.name), app));
         }
     }
