@@ -8,6 +8,13 @@ use ferry_control::config::LogFormat;
 use ferry_control::{Args, Config};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc rather than glibc's malloc. Every discovery change builds a new cluster state
+/// while the old one is still served, so small allocations of two generations interleave;
+/// glibc's arenas then keep the holes, and RSS rose 16-18 % over 10 minutes of pod churn
+/// with a flat live heap. jemalloc returns freed pages to the OS after a decay period.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();

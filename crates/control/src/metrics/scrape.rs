@@ -97,3 +97,69 @@ async fn scrape(
     let text = std::str::from_utf8(&body).map_err(|e| format!("/metrics is not UTF-8: {e}"))?;
     expfmt::parse(text).map_err(|e| format!("/metrics: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use ferry_testkit::server::{full, TestServer};
+
+    use super::*;
+    use crate::model::{Instance, ObjectRef};
+
+    /// Two waves of proxies, each holding its answer until `MAX_IN_FLIGHT` scrapes wait
+    /// together (or 2 s pass): the scraper reaches `MAX_IN_FLIGHT` at once and never more.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scrapes_at_most_max_in_flight_at_once() {
+        let proxies = 2 * MAX_IN_FLIGHT;
+        let (count, waiting) = watch::channel(0usize);
+        let count = Arc::new(count);
+        let (peak, served) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let server = {
+            let (peak, served) = (peak.clone(), served.clone());
+            TestServer::http(move |_req| {
+                let (count, mut waiting) = (count.clone(), waiting.clone());
+                let (peak, served) = (peak.clone(), served.clone());
+                async move {
+                    count.send_modify(|n| *n += 1);
+                    peak.fetch_max(*count.borrow(), Ordering::SeqCst);
+                    let wave = waiting.wait_for(|n| *n >= MAX_IN_FLIGHT);
+                    let _ = tokio::time::timeout(Duration::from_secs(2), wave).await;
+                    count.send_modify(|n| *n -= 1);
+                    served.fetch_add(1, Ordering::SeqCst);
+                    http::Response::new(full("# TYPE up gauge\nup 1\n"))
+                }
+            })
+            .await
+        };
+        let instances: BTreeMap<_, _> = (0..proxies)
+            .map(|i| {
+                let instance = Instance {
+                    owner: None,
+                    service_account: "default".into(),
+                    meshed: true,
+                    admin_addr: Some(server.addr),
+                    tap_addr: None,
+                };
+                (ObjectRef::new("ns", format!("pod-{i}")), instance)
+            })
+            .collect();
+        let state = ClusterState {
+            instances: Arc::new(instances),
+            ..ClusterState::default()
+        };
+        let (_tx, states) = watch::channel(Arc::new(state));
+        let scraper = tokio::spawn(run(Store::new(Duration::from_secs(60)), states));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while served.load(Ordering::SeqCst) < proxies {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the round did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        scraper.abort();
+        assert_eq!(peak.load(Ordering::SeqCst), MAX_IN_FLIGHT);
+    }
+}

@@ -13,7 +13,7 @@ use linkerd2_proxy_api::destination::destination_client::DestinationClient;
 use serde_json::json;
 
 use crate::kube_discovery::{
-    discovery, slice_endpoint, sock, until, with_kind, workload, NS, SHOWS,
+    addrs, discovery, service, slice_endpoint, sock, until, with_kind, workload, NS, SHOWS, WEB_SVC,
 };
 
 #[tokio::test]
@@ -40,6 +40,48 @@ async fn a_burst_of_events_is_published_coalesced() {
     assert!(
         published as u128 <= bound,
         "{published} states for 800 events in {elapsed:?} (at most {bound})"
+    );
+}
+
+#[tokio::test]
+async fn each_change_rebuilds_only_the_part_it_touches() {
+    let api = FakeKubeApi::emojivoto().await;
+    let discovery = discovery(&api).await;
+    let mut rx = discovery.watch();
+    let web = service(WEB_SVC, 80);
+    let (pods, services) = discovery.rebuilds();
+
+    // One more endpoint in a slice: the services' part is built again, the pods' is not.
+    let mut recorded = with_kind(
+        api.get("EndpointSlice", NS, "web-svc-qw6cn").unwrap(),
+        "EndpointSlice",
+    );
+    let endpoint = slice_endpoint("10.244.0.41", "web-extra", true);
+    recorded["endpoints"].as_array_mut().unwrap().push(endpoint);
+    api.apply(recorded);
+    until(&mut rx, "the new endpoint", |s| addrs(s, &web).len() == 3).await;
+    let after_slice = discovery.rebuilds();
+    assert_eq!(
+        after_slice.0, pods,
+        "an EndpointSlice change rebuilt the pods' part"
+    );
+    assert!(
+        after_slice.1 > services,
+        "the services' part was not rebuilt"
+    );
+
+    // A new pod: the pods' part is built again, the services' is not.
+    workload(&api, "web-extra", "web-extra", "10.244.0.41", "web-svc");
+    let pod = ferry_control::model::ObjectRef::new(NS, "web-extra");
+    until(&mut rx, "the new pod", |s| s.instances.contains_key(&pod)).await;
+    let after_pod = discovery.rebuilds();
+    assert!(
+        after_pod.0 > after_slice.0,
+        "the pods' part was not rebuilt"
+    );
+    assert_eq!(
+        after_pod.1, after_slice.1,
+        "a pod change rebuilt the services' part"
     );
 }
 
