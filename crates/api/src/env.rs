@@ -20,6 +20,11 @@ pub const PROXY_DETECT_TIMEOUT: &str = "FERRY_PROXY_DETECT_TIMEOUT";
 pub const PROXY_CONNECT_TIMEOUT: &str = "FERRY_PROXY_CONNECT_TIMEOUT";
 /// `--idle-timeout`: how long a pooled upstream connection may sit unused.
 pub const PROXY_IDLE_TIMEOUT: &str = "FERRY_PROXY_IDLE_TIMEOUT";
+/// `--destination-idle-timeout`: how long a destination (a name, or a looked-up address)
+/// nobody uses keeps its balancer and its stream to the control plane.
+pub const PROXY_DESTINATION_IDLE_TIMEOUT: &str = "FERRY_PROXY_DESTINATION_IDLE_TIMEOUT";
+/// `--response-head-timeout`: how long an upstream may take to start answering a request.
+pub const PROXY_RESPONSE_HEAD_TIMEOUT: &str = "FERRY_PROXY_RESPONSE_HEAD_TIMEOUT";
 /// `--cores`: how many cores the proxy uses (Linkerd: `LINKERD2_PROXY_CORES`).
 pub const PROXY_CORES: &str = "FERRY_PROXY_CORES";
 /// `--inbound-forward-loopback`: send redirected inbound traffic to loopback (the old way,

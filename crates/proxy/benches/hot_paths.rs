@@ -166,6 +166,8 @@ mod balance {
                 connect: Duration::from_secs(1),
                 idle: Duration::from_secs(10),
                 header_read: Duration::from_secs(10),
+                destination_idle: Duration::from_secs(60),
+                response_head: Some(Duration::from_secs(60)),
             },
             registry: Arc::new(Registry::default()),
         };

@@ -102,6 +102,15 @@ pub struct Args {
     /// How long a pooled upstream HTTP connection may sit unused before it is closed.
     #[arg(long, env = env::PROXY_IDLE_TIMEOUT, default_value = "10s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+    /// How long a destination (a name, or an address looked up for a redirected
+    /// connection) that no connection holds and no request asked for keeps its balancer
+    /// and its stream to the control plane.
+    #[arg(long, env = env::PROXY_DESTINATION_IDLE_TIMEOUT, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub destination_idle_timeout: Duration,
+    /// How long an upstream that has the whole request may take to send the response's
+    /// head; past it the client gets 504 `response-head-timeout`. `0s` turns it off.
+    #[arg(long, env = env::PROXY_RESPONSE_HEAD_TIMEOUT, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub response_head_timeout: Duration,
     /// How many cores the proxy uses: 1 runs everything on one thread (tokio's
     /// single-threaded scheduler, no cross-thread wake-ups); more runs that many worker
     /// threads. Default: the cores the process may run on (its CPU affinity).
@@ -266,6 +275,10 @@ pub struct Timeouts {
     pub idle: Duration,
     /// See [`Args::header_read_timeout`].
     pub header_read: Duration,
+    /// See [`Args::destination_idle_timeout`].
+    pub destination_idle: Duration,
+    /// See [`Args::response_head_timeout`]; `None` when off.
+    pub response_head: Option<Duration>,
 }
 
 /// A validated configuration.
@@ -334,6 +347,9 @@ impl Config {
                 connect: args.connect_timeout,
                 idle: args.idle_timeout,
                 header_read: args.header_read_timeout,
+                destination_idle: args.destination_idle_timeout,
+                response_head: (!args.response_head_timeout.is_zero())
+                    .then_some(args.response_head_timeout),
             },
             shutdown_grace_period: args.shutdown_grace_period,
             identity: identity_config(args)?,
@@ -381,6 +397,8 @@ impl Config {
                 connect: Duration::from_secs(1),
                 idle: Duration::from_secs(10),
                 header_read: Duration::from_secs(10),
+                destination_idle: Duration::from_secs(60),
+                response_head: Some(Duration::from_secs(60)),
             },
             shutdown_grace_period: Duration::from_secs(5),
             identity: None,
