@@ -34,6 +34,9 @@ pub enum ProxyErrorReason {
     IdentityRequired,
     /// The mTLS handshake with the upstream's proxy failed, for the reason carried.
     TlsHandshake(TlsFailure),
+    /// The upstream had the request but did not start its response (the head) within the
+    /// response-head timeout.
+    ResponseHeadTimeout,
 }
 
 /// Why a TLS handshake between two proxies failed.
@@ -89,7 +92,7 @@ impl fmt::Display for TlsFailure {
 
 impl ProxyErrorReason {
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [ProxyErrorReason; 17] = [
+    pub const ALL: [ProxyErrorReason; 18] = [
         Self::MalformedRequest,
         Self::HeadersTooLarge,
         Self::NoRoute,
@@ -107,6 +110,7 @@ impl ProxyErrorReason {
         Self::TlsHandshake(TlsFailure::NoClientCert),
         Self::TlsHandshake(TlsFailure::NoLocalIdentity),
         Self::TlsHandshake(TlsFailure::Other),
+        Self::ResponseHeadTimeout,
     ];
 
     /// The stable token used in headers and metric labels.
@@ -123,6 +127,7 @@ impl ProxyErrorReason {
             Self::UpstreamProtocol => "upstream-protocol",
             Self::LoopDetected => "loop-detected",
             Self::IdentityRequired => "identity-required",
+            Self::ResponseHeadTimeout => "response-head-timeout",
             Self::TlsHandshake(f) => match f {
                 TlsFailure::UnknownCa => "tls-handshake-unknown-ca",
                 TlsFailure::NameMismatch => "tls-handshake-name-mismatch",

@@ -11,6 +11,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{Request, Response, Version};
+use http_body::Body as _;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -57,6 +58,9 @@ pub enum SendError {
     /// HTTP/2 connections kept closing before they took the request.
     #[error("the http/2 connection closed before the request was sent")]
     Closed,
+    /// The upstream had the whole request and sent no response head within this.
+    #[error("no response head within {0:?}")]
+    ResponseHeadTimeout(Duration),
 }
 
 impl SendError {
@@ -65,7 +69,7 @@ impl SendError {
         match self {
             Self::Connect(_) => true,
             Self::Pool(e) => e.is_connect(),
-            Self::H2(_) | Self::Closed => false,
+            Self::H2(_) | Self::Closed | Self::ResponseHeadTimeout(_) => false,
         }
     }
 
@@ -94,6 +98,8 @@ pub struct Backend {
     /// The fast path's idle connections, the most recently used last.
     idle_h1: Mutex<Vec<(ClientStream, tokio::time::Instant)>>,
     idle_timeout: Duration,
+    /// See [`Timeouts::response_head`].
+    response_head: Option<Duration>,
 }
 
 impl Backend {
@@ -119,6 +125,7 @@ impl Backend {
             connector,
             idle_h1: Mutex::default(),
             idle_timeout: timeouts.idle,
+            response_head: timeouts.response_head,
         }
     }
 
@@ -173,7 +180,22 @@ impl Backend {
 
     /// Sends `req` and waits for the response head. The upstream hop speaks what the client
     /// spoke: HTTP/2 as a stream on the backend's one connection, HTTP/1 on a pooled one.
+    ///
+    /// With a response-head timeout, a request whose body is already whole (bodiless, or
+    /// read to its end) gets no more than that for the head; one whose body is still
+    /// streaming is not limited, since the upstream may rightly answer only after it.
     pub async fn send(&self, req: Request<ReqBody>) -> Result<Response<UpstreamBody>, SendError> {
+        match self.response_head {
+            Some(limit) if req.body().is_end_stream() => {
+                tokio::time::timeout(limit, self.send_now(req))
+                    .await
+                    .unwrap_or(Err(SendError::ResponseHeadTimeout(limit)))
+            }
+            _ => self.send_now(req).await,
+        }
+    }
+
+    async fn send_now(&self, req: Request<ReqBody>) -> Result<Response<UpstreamBody>, SendError> {
         if req.version() == Version::HTTP_2 {
             Ok(self.h2.send(req).await?.map(Either::Right))
         } else {

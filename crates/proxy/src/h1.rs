@@ -11,7 +11,7 @@
 pub mod chunked;
 pub mod head;
 
-use std::{collections::BTreeMap, ops::ControlFlow, sync::Mutex};
+use std::{collections::BTreeMap, ops::ControlFlow, pin::Pin, sync::Mutex, time::Duration};
 
 use bytes::{Buf, BytesMut};
 use http::HeaderMap;
@@ -19,7 +19,7 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use ferry_api::ProxyErrorReason;
 
@@ -117,6 +117,7 @@ where
         rsp_out: Vec::new(),
         host: String::new(),
         svc,
+        head_timer: None,
     };
     match conn.run(side).await {
         End::Closed => {}
@@ -142,6 +143,9 @@ struct Conn<I> {
     /// The request's authority, lowercased.
     host: String,
     svc: HttpService,
+    /// The response-head timeout's timer: one per connection, reset for each request
+    /// rather than made anew (made at the first request when the timeout is on).
+    head_timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
@@ -274,7 +278,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 let metrics = metrics.expect("an address upstream has metrics");
                 metrics.request();
                 match self
-                    .send(&backend, head, close)
+                    .send(&backend, head, close, side.timeouts.response_head)
                     .await
                     .map_err(|HungUp| ())?
                 {
@@ -295,7 +299,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 };
                 let result = loop {
                     let sent = self
-                        .send(&tries.endpoint().backend, head, close)
+                        .send(
+                            &tries.endpoint().backend,
+                            head,
+                            close,
+                            side.timeouts.response_head,
+                        )
                         .await
                         .map_err(|HungUp| ())?;
                     if let ControlFlow::Break(result) = tries.record(sent) {
@@ -316,12 +325,15 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
 
     /// Sends `req_out` to `backend` and reads the response head into `ubuf`, watching the
     /// client meanwhile: `Err(HungUp)` when it closes its connection first. The request's
-    /// upstream connection is then dropped, which tells the upstream too.
+    /// upstream connection is then dropped, which tells the upstream too. No head within
+    /// `limit` (the response-head timeout) fails the request the same way, with
+    /// `response-head-timeout`.
     async fn send(
         &mut self,
         backend: &Backend,
         head: &RequestHead,
         close: bool,
+        limit: Option<Duration>,
     ) -> Result<Result<Answer, SendFailed>, HungUp> {
         let Self {
             io,
@@ -329,8 +341,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             ubuf,
             req_out,
             rsp_out,
+            head_timer,
             ..
         } = self;
+        if let Some(limit) = limit {
+            let at = Instant::now() + limit;
+            match head_timer {
+                Some(timer) => timer.as_mut().reset(at),
+                None => *head_timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+        }
         tokio::select! {
             biased;
             sent = send_on(backend, head, close, req_out, ubuf, rsp_out) => Ok(sent),
@@ -338,6 +358,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 tracing::debug!(target = %backend.target_label, "client closed its connection while its request was in flight");
                 Err(HungUp)
             }
+            () = expires(head_timer.as_mut()) => Ok(Err(SendFailed {
+                error: ProxyError::response_head_timeout(
+                    &backend.target_label,
+                    limit.unwrap_or_default(),
+                ),
+                connect: false,
+            })),
         }
     }
 
@@ -566,6 +593,14 @@ async fn read_response_head(
             Ok(_) => {}
             Err(e) => return Err(Some(e)),
         }
+    }
+}
+
+/// Resolves when `timer` does; never without one.
+async fn expires(timer: Option<&mut Pin<Box<Sleep>>>) {
+    match timer {
+        Some(timer) => timer.await,
+        None => std::future::pending().await,
     }
 }
 

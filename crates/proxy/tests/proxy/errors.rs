@@ -575,3 +575,63 @@ async fn a_host_header_flood_keeps_metrics_bounded() {
         "a raw host reached a label"
     );
 }
+
+/// An upstream that takes the request and never starts its answer is cut off after
+/// `--response-head-timeout` with 504 `response-head-timeout` (issue #20), on the HTTP/1
+/// fast path, the HTTP/2 path and for gRPC callers; a quick answer on the same
+/// connection afterwards is untouched.
+#[tokio::test]
+async fn an_upstream_that_never_answers_times_out_with_a_labelled_504() {
+    let app = TestServer::http(|req: Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/slow" {
+            std::future::pending::<()>().await;
+        }
+        Response::new(full("quick"))
+    })
+    .await;
+    let mut config = Config::for_tests(app.addr);
+    config.timeouts.response_head = Some(Duration::from_millis(300));
+    let proxy = Proxy::start(config).await;
+    let slow = format!("http://{}/slow", proxy.inbound);
+    let quick = format!("http://{}/quick", proxy.inbound);
+
+    let h1 = client::http1();
+    let started = std::time::Instant::now();
+    let req = Request::get(&slow).body(Full::default()).unwrap();
+    let rsp = client::send(&h1, req).await.unwrap();
+    assert_labelled(&rsp, StatusCode::GATEWAY_TIMEOUT, "response-head-timeout");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let req = Request::get(&quick).body(Full::default()).unwrap();
+    assert_eq!(client::send(&h1, req).await.unwrap().text(), "quick");
+
+    let h2 = client::h2c();
+    let req = Request::get(&slow)
+        .version(Version::HTTP_2)
+        .body(Full::default())
+        .unwrap();
+    let rsp = client::send(&h2, req).await.unwrap();
+    assert_labelled(&rsp, StatusCode::GATEWAY_TIMEOUT, "response-head-timeout");
+    let req = Request::get(&quick)
+        .version(Version::HTTP_2)
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(client::send(&h2, req).await.unwrap().text(), "quick");
+
+    let req = Request::post(&slow)
+        .version(Version::HTTP_2)
+        .header("content-type", "application/grpc")
+        .body(Full::default())
+        .unwrap();
+    let rsp = client::send(&h2, req).await.unwrap();
+    assert_eq!(rsp.status, StatusCode::OK);
+    assert_eq!(rsp.headers["grpc-status"], "4", "DEADLINE_EXCEEDED");
+    assert_eq!(rsp.headers["l5d-proxy-error"], "response-head-timeout");
+
+    proxy
+        .wait_metric(
+            "inbound_http_errors_total",
+            &[("error", "response-head-timeout")],
+            3.0,
+        )
+        .await;
+}
