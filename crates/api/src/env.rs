@@ -25,6 +25,9 @@ pub const PROXY_IDLE_TIMEOUT: &str = "FERRY_PROXY_IDLE_TIMEOUT";
 pub const PROXY_DESTINATION_IDLE_TIMEOUT: &str = "FERRY_PROXY_DESTINATION_IDLE_TIMEOUT";
 /// `--response-head-timeout`: how long an upstream may take to start answering a request.
 pub const PROXY_RESPONSE_HEAD_TIMEOUT: &str = "FERRY_PROXY_RESPONSE_HEAD_TIMEOUT";
+/// `--stalled-stream-timeout`: how long an upstream HTTP/2 stream's reader may take
+/// nothing while the shared connection needs the window it holds.
+pub const PROXY_STALLED_STREAM_TIMEOUT: &str = "FERRY_PROXY_STALLED_STREAM_TIMEOUT";
 /// `--cores`: how many cores the proxy uses (Linkerd: `LINKERD2_PROXY_CORES`).
 pub const PROXY_CORES: &str = "FERRY_PROXY_CORES";
 /// `--inbound-forward-loopback`: send redirected inbound traffic to loopback (the old way,

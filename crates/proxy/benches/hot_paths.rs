@@ -168,6 +168,7 @@ mod balance {
                 header_read: Duration::from_secs(10),
                 destination_idle: Duration::from_secs(60),
                 response_head: Some(Duration::from_secs(60)),
+                stalled_stream: Duration::from_secs(10),
             },
             registry: Arc::new(Registry::default()),
         };

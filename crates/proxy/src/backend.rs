@@ -121,7 +121,7 @@ impl Backend {
         Self {
             target_label: connector.target().to_string().into(),
             h1: h1.build(connector.clone()),
-            h2: H2Upstream::new(connector.clone(), timeouts.idle),
+            h2: H2Upstream::new(connector.clone(), timeouts.idle, timeouts.stalled_stream),
             connector,
             idle_h1: Mutex::default(),
             idle_timeout: timeouts.idle,

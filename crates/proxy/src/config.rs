@@ -111,6 +111,11 @@ pub struct Args {
     /// head; past it the client gets 504 `response-head-timeout`. `0s` turns it off.
     #[arg(long, env = env::PROXY_RESPONSE_HEAD_TIMEOUT, default_value = "60s", value_parser = humantime::parse_duration)]
     pub response_head_timeout: Duration,
+    /// How long a response stream on a shared upstream HTTP/2 connection may go unread
+    /// (its client takes nothing) while the connection needs the window it holds; then
+    /// the stream is reset so the connection's other streams proceed.
+    #[arg(long, env = env::PROXY_STALLED_STREAM_TIMEOUT, default_value = "10s", value_parser = parse_positive_duration)]
+    pub stalled_stream_timeout: Duration,
     /// How many cores the proxy uses: 1 runs everything on one thread (tokio's
     /// single-threaded scheduler, no cross-thread wake-ups); more runs that many worker
     /// threads. Default: the cores the process may run on (its CPU affinity).
@@ -128,6 +133,15 @@ pub struct Args {
     /// Log format: `plain` or `json`.
     #[arg(long, env = env::PROXY_LOG_FORMAT, default_value = "plain")]
     pub log_format: LogFormat,
+}
+
+/// A duration that is not zero.
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// One-shot steps `ferry-proxy` can run instead of proxying.
@@ -279,6 +293,8 @@ pub struct Timeouts {
     pub destination_idle: Duration,
     /// See [`Args::response_head_timeout`]; `None` when off.
     pub response_head: Option<Duration>,
+    /// See [`Args::stalled_stream_timeout`].
+    pub stalled_stream: Duration,
 }
 
 /// A validated configuration.
@@ -350,6 +366,7 @@ impl Config {
                 destination_idle: args.destination_idle_timeout,
                 response_head: (!args.response_head_timeout.is_zero())
                     .then_some(args.response_head_timeout),
+                stalled_stream: args.stalled_stream_timeout,
             },
             shutdown_grace_period: args.shutdown_grace_period,
             identity: identity_config(args)?,
@@ -399,6 +416,7 @@ impl Config {
                 header_read: Duration::from_secs(10),
                 destination_idle: Duration::from_secs(60),
                 response_head: Some(Duration::from_secs(60)),
+                stalled_stream: Duration::from_secs(10),
             },
             shutdown_grace_period: Duration::from_secs(5),
             identity: None,

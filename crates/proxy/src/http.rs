@@ -23,6 +23,11 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 32;
 /// Most streams the server may reset for protocol errors before closing the connection.
 pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 256;
+/// Response data an HTTP/2 client's stream may have queued in the proxy, waiting for the
+/// client's connection to take it (hyper's default is 400 KiB: with 256 streams a client
+/// that stops reading its socket held ~100 MB of the proxy's memory). At most
+/// `MAX_CONCURRENT_STREAMS` × this per connection: 8 MiB.
+pub const MAX_SEND_BUF_BYTES: usize = 32 * 1024;
 
 /// Whether a method is idempotent (RFC 9110 §9.2.2): sending its request twice has the
 /// effect of sending it once, so a request the upstream may have seen can be sent again.
@@ -65,6 +70,7 @@ where
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
         .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
         .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .max_send_buf_size(MAX_SEND_BUF_BYTES)
         .serve_connection(TokioIo::new(io), svc);
     until_drained(conn, &side.drain, |c| c.graceful_shutdown(), "http/2").await;
 }
