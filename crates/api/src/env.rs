@@ -28,6 +28,8 @@ pub const PROXY_RESPONSE_HEAD_TIMEOUT: &str = "FERRY_PROXY_RESPONSE_HEAD_TIMEOUT
 /// `--stalled-stream-timeout`: how long an upstream HTTP/2 stream's reader may take
 /// nothing while the shared connection needs the window it holds.
 pub const PROXY_STALLED_STREAM_TIMEOUT: &str = "FERRY_PROXY_STALLED_STREAM_TIMEOUT";
+/// `--client-write-timeout`: how long a client may take none of what the proxy writes to it.
+pub const PROXY_CLIENT_WRITE_TIMEOUT: &str = "FERRY_PROXY_CLIENT_WRITE_TIMEOUT";
 /// `--cores`: how many cores the proxy uses (Linkerd: `LINKERD2_PROXY_CORES`).
 pub const PROXY_CORES: &str = "FERRY_PROXY_CORES";
 /// `--inbound-forward-loopback`: send redirected inbound traffic to loopback (the old way,

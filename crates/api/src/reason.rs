@@ -37,6 +37,10 @@ pub enum ProxyErrorReason {
     /// The upstream had the request but did not start its response (the head) within the
     /// response-head timeout.
     ResponseHeadTimeout,
+    /// The client did not take any of what the proxy was writing to it for the client-write
+    /// timeout; its connection was closed. Never sent (the client is not reading), only
+    /// counted.
+    ClientWriteTimeout,
 }
 
 /// Why a TLS handshake between two proxies failed.
@@ -92,7 +96,7 @@ impl fmt::Display for TlsFailure {
 
 impl ProxyErrorReason {
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [ProxyErrorReason; 18] = [
+    pub const ALL: [ProxyErrorReason; 19] = [
         Self::MalformedRequest,
         Self::HeadersTooLarge,
         Self::NoRoute,
@@ -111,6 +115,7 @@ impl ProxyErrorReason {
         Self::TlsHandshake(TlsFailure::NoLocalIdentity),
         Self::TlsHandshake(TlsFailure::Other),
         Self::ResponseHeadTimeout,
+        Self::ClientWriteTimeout,
     ];
 
     /// The stable token used in headers and metric labels.
@@ -128,6 +133,7 @@ impl ProxyErrorReason {
             Self::LoopDetected => "loop-detected",
             Self::IdentityRequired => "identity-required",
             Self::ResponseHeadTimeout => "response-head-timeout",
+            Self::ClientWriteTimeout => "client-write-timeout",
             Self::TlsHandshake(f) => match f {
                 TlsFailure::UnknownCa => "tls-handshake-unknown-ca",
                 TlsFailure::NameMismatch => "tls-handshake-name-mismatch",

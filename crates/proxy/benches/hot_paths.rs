@@ -169,6 +169,7 @@ mod balance {
                 destination_idle: Duration::from_secs(60),
                 response_head: Some(Duration::from_secs(60)),
                 stalled_stream: Duration::from_secs(10),
+                client_write: Some(Duration::from_secs(60)),
             },
             registry: Arc::new(Registry::default()),
         };

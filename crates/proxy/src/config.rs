@@ -116,6 +116,10 @@ pub struct Args {
     /// the stream is reset so the connection's other streams proceed.
     #[arg(long, env = env::PROXY_STALLED_STREAM_TIMEOUT, default_value = "10s", value_parser = parse_positive_duration)]
     pub stalled_stream_timeout: Duration,
+    /// How long a client may take none of what the proxy is writing to it (its socket does
+    /// not drain) before its connection is closed. `0s` turns it off.
+    #[arg(long, env = env::PROXY_CLIENT_WRITE_TIMEOUT, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub client_write_timeout: Duration,
     /// How many cores the proxy uses: 1 runs everything on one thread (tokio's
     /// single-threaded scheduler, no cross-thread wake-ups); more runs that many worker
     /// threads. Default: the cores the process may run on (its CPU affinity).
@@ -295,6 +299,8 @@ pub struct Timeouts {
     pub response_head: Option<Duration>,
     /// See [`Args::stalled_stream_timeout`].
     pub stalled_stream: Duration,
+    /// See [`Args::client_write_timeout`]; `None` when off.
+    pub client_write: Option<Duration>,
 }
 
 /// A validated configuration.
@@ -367,6 +373,8 @@ impl Config {
                 response_head: (!args.response_head_timeout.is_zero())
                     .then_some(args.response_head_timeout),
                 stalled_stream: args.stalled_stream_timeout,
+                client_write: (!args.client_write_timeout.is_zero())
+                    .then_some(args.client_write_timeout),
             },
             shutdown_grace_period: args.shutdown_grace_period,
             identity: identity_config(args)?,
@@ -417,6 +425,7 @@ impl Config {
                 destination_idle: Duration::from_secs(60),
                 response_head: Some(Duration::from_secs(60)),
                 stalled_stream: Duration::from_secs(10),
+                client_write: Some(Duration::from_secs(60)),
             },
             shutdown_grace_period: Duration::from_secs(5),
             identity: None,

@@ -59,6 +59,7 @@ impl ProxyError {
             | ProxyErrorReason::UpstreamProtocol
             | ProxyErrorReason::TlsHandshake(_) => StatusCode::BAD_GATEWAY,
             ProxyErrorReason::LoopDetected => StatusCode::LOOP_DETECTED,
+            ProxyErrorReason::ClientWriteTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyErrorReason::IdentityRequired => StatusCode::FORBIDDEN,
         }
     }
@@ -68,9 +69,9 @@ impl ProxyError {
         match self.reason {
             ProxyErrorReason::MalformedRequest => grpc::INVALID_ARGUMENT,
             ProxyErrorReason::HeadersTooLarge => grpc::RESOURCE_EXHAUSTED,
-            ProxyErrorReason::ConnectTimeout | ProxyErrorReason::ResponseHeadTimeout => {
-                grpc::DEADLINE_EXCEEDED
-            }
+            ProxyErrorReason::ConnectTimeout
+            | ProxyErrorReason::ResponseHeadTimeout
+            | ProxyErrorReason::ClientWriteTimeout => grpc::DEADLINE_EXCEEDED,
             ProxyErrorReason::LoopDetected => grpc::ABORTED,
             ProxyErrorReason::IdentityRequired => grpc::PERMISSION_DENIED,
             ProxyErrorReason::NoRoute

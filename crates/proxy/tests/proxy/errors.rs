@@ -635,3 +635,43 @@ async fn an_upstream_that_never_answers_times_out_with_a_labelled_504() {
         )
         .await;
 }
+
+/// A client that sends a request and then reads nothing of a large answer has its
+/// connection closed after `--client-write-timeout`, counted as
+/// `inbound_tcp_errors_total{error="client-write-timeout"}` (issue #20).
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
+    let big = bytes::Bytes::from(vec![b'x'; 64 * 1024 * 1024]);
+    let app = TestServer::http(move |_req| {
+        let big = big.clone();
+        async move { Response::new(full(big)) }
+    })
+    .await;
+    let mut config = Config::for_tests(app.addr);
+    config.timeouts.client_write = Some(Duration::from_millis(300));
+    let proxy = Proxy::start(config).await;
+
+    let mut client = tokio::net::TcpStream::connect(proxy.inbound).await.unwrap();
+    client
+        .write_all(b"GET /big HTTP/1.1\r\nhost: app\r\n\r\n")
+        .await
+        .unwrap();
+    proxy
+        .wait_metric(
+            "inbound_tcp_errors_total",
+            &[("error", "client-write-timeout")],
+            1.0,
+        )
+        .await;
+    // The connection is closed: what the kernel held for the client ends well short of
+    // the whole body.
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut got))
+        .await
+        .expect("the connection ends");
+    assert!(
+        read.is_err() || got.len() < 64 * 1024 * 1024,
+        "{} bytes",
+        got.len()
+    );
+}
