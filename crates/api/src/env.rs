@@ -30,6 +30,8 @@ pub const PROXY_RESPONSE_HEAD_TIMEOUT: &str = "FERRY_PROXY_RESPONSE_HEAD_TIMEOUT
 pub const PROXY_STALLED_STREAM_TIMEOUT: &str = "FERRY_PROXY_STALLED_STREAM_TIMEOUT";
 /// `--client-write-timeout`: how long a client may take none of what the proxy writes to it.
 pub const PROXY_CLIENT_WRITE_TIMEOUT: &str = "FERRY_PROXY_CLIENT_WRITE_TIMEOUT";
+/// `--body-idle-timeout`: how long an upstream's response body may bring nothing.
+pub const PROXY_BODY_IDLE_TIMEOUT: &str = "FERRY_PROXY_BODY_IDLE_TIMEOUT";
 /// `--cores`: how many cores the proxy uses (Linkerd: `LINKERD2_PROXY_CORES`).
 pub const PROXY_CORES: &str = "FERRY_PROXY_CORES";
 /// `--inbound-forward-loopback`: send redirected inbound traffic to loopback (the old way,

@@ -41,6 +41,9 @@ pub enum ProxyErrorReason {
     /// timeout; its connection was closed. Never sent (the client is not reading), only
     /// counted.
     ClientWriteTimeout,
+    /// A response body from the upstream brought nothing for the body-idle timeout; the
+    /// response was cut off (its head had already gone to the client).
+    BodyIdleTimeout,
 }
 
 /// Why a TLS handshake between two proxies failed.
@@ -96,7 +99,7 @@ impl fmt::Display for TlsFailure {
 
 impl ProxyErrorReason {
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [ProxyErrorReason; 19] = [
+    pub const ALL: [ProxyErrorReason; 20] = [
         Self::MalformedRequest,
         Self::HeadersTooLarge,
         Self::NoRoute,
@@ -116,6 +119,7 @@ impl ProxyErrorReason {
         Self::TlsHandshake(TlsFailure::Other),
         Self::ResponseHeadTimeout,
         Self::ClientWriteTimeout,
+        Self::BodyIdleTimeout,
     ];
 
     /// The stable token used in headers and metric labels.
@@ -134,6 +138,7 @@ impl ProxyErrorReason {
             Self::IdentityRequired => "identity-required",
             Self::ResponseHeadTimeout => "response-head-timeout",
             Self::ClientWriteTimeout => "client-write-timeout",
+            Self::BodyIdleTimeout => "body-idle-timeout",
             Self::TlsHandshake(f) => match f {
                 TlsFailure::UnknownCa => "tls-handshake-unknown-ca",
                 TlsFailure::NameMismatch => "tls-handshake-name-mismatch",

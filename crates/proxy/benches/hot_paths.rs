@@ -170,6 +170,7 @@ mod balance {
                 response_head: Some(Duration::from_secs(60)),
                 stalled_stream: Duration::from_secs(10),
                 client_write: Some(Duration::from_secs(60)),
+                body_idle: Some(Duration::from_secs(300)),
             },
             registry: Arc::new(Registry::default()),
         };

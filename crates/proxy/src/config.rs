@@ -120,6 +120,11 @@ pub struct Args {
     /// not drain) before its connection is closed. `0s` turns it off.
     #[arg(long, env = env::PROXY_CLIENT_WRITE_TIMEOUT, default_value = "60s", value_parser = humantime::parse_duration)]
     pub client_write_timeout: Duration,
+    /// How long a response body from an upstream may bring nothing (once the request has
+    /// gone whole) before the response is cut off, counted `body-idle-timeout`. `0s` turns
+    /// it off.
+    #[arg(long, env = env::PROXY_BODY_IDLE_TIMEOUT, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub body_idle_timeout: Duration,
     /// How many cores the proxy uses: 1 runs everything on one thread (tokio's
     /// single-threaded scheduler, no cross-thread wake-ups); more runs that many worker
     /// threads. Default: the cores the process may run on (its CPU affinity).
@@ -301,6 +306,8 @@ pub struct Timeouts {
     pub stalled_stream: Duration,
     /// See [`Args::client_write_timeout`]; `None` when off.
     pub client_write: Option<Duration>,
+    /// See [`Args::body_idle_timeout`]; `None` when off.
+    pub body_idle: Option<Duration>,
 }
 
 /// A validated configuration.
@@ -375,6 +382,7 @@ impl Config {
                 stalled_stream: args.stalled_stream_timeout,
                 client_write: (!args.client_write_timeout.is_zero())
                     .then_some(args.client_write_timeout),
+                body_idle: (!args.body_idle_timeout.is_zero()).then_some(args.body_idle_timeout),
             },
             shutdown_grace_period: args.shutdown_grace_period,
             identity: identity_config(args)?,
@@ -426,6 +434,7 @@ impl Config {
                 response_head: Some(Duration::from_secs(60)),
                 stalled_stream: Duration::from_secs(10),
                 client_write: Some(Duration::from_secs(60)),
+                body_idle: Some(Duration::from_secs(300)),
             },
             shutdown_grace_period: Duration::from_secs(5),
             identity: None,

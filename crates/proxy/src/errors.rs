@@ -50,9 +50,9 @@ impl ProxyError {
             ProxyErrorReason::NoRoute | ProxyErrorReason::NoEndpoints => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ProxyErrorReason::ConnectTimeout | ProxyErrorReason::ResponseHeadTimeout => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ProxyErrorReason::ConnectTimeout
+            | ProxyErrorReason::ResponseHeadTimeout
+            | ProxyErrorReason::BodyIdleTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyErrorReason::ConnectRefused
             | ProxyErrorReason::ConnectFailed
             | ProxyErrorReason::UpstreamReset
@@ -71,7 +71,8 @@ impl ProxyError {
             ProxyErrorReason::HeadersTooLarge => grpc::RESOURCE_EXHAUSTED,
             ProxyErrorReason::ConnectTimeout
             | ProxyErrorReason::ResponseHeadTimeout
-            | ProxyErrorReason::ClientWriteTimeout => grpc::DEADLINE_EXCEEDED,
+            | ProxyErrorReason::ClientWriteTimeout
+            | ProxyErrorReason::BodyIdleTimeout => grpc::DEADLINE_EXCEEDED,
             ProxyErrorReason::LoopDetected => grpc::ABORTED,
             ProxyErrorReason::IdentityRequired => grpc::PERMISSION_DENIED,
             ProxyErrorReason::NoRoute

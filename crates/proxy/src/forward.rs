@@ -193,6 +193,14 @@ impl Conn {
         let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
         let out = Outgoing::new(req, matches!(upstream, Upstream::Balanced(_)));
         let malformed = out.malformed.clone();
+        // Only an exchange whose request has gone whole waits on the upstream alone; a
+        // request body still streaming (uploads, bidirectional gRPC) may rightly leave the
+        // response quiet.
+        let body_idle = self
+            .side
+            .timeouts
+            .body_idle
+            .filter(|_| out.req.body().is_end_stream());
 
         let (result, metrics) = match &upstream {
             Upstream::Addr(backend) => {
@@ -266,7 +274,7 @@ impl Conn {
         }
         let status = rsp.status().as_u16();
         let recorder = Recorder::new(metrics, start.elapsed(), status, grpc, rsp.headers());
-        rsp.map(|body| ResponseBody::upstream(body, recorder))
+        rsp.map(|body| ResponseBody::upstream(body, recorder).idle_limit(body_idle))
     }
 
     /// Sends over a balanced service ([`crate::balance::Tries`]); a bodiless request whose connect failed is

@@ -143,8 +143,8 @@ struct Conn<I> {
     /// The request's authority, lowercased.
     host: String,
     svc: HttpService,
-    /// The response-head timeout's timer: one per connection, reset for each request
-    /// rather than made anew (made at the first request when the timeout is on).
+    /// The response-head and body-idle timeouts' timer: one per connection, reset for each
+    /// request and body read rather than made anew (made at the first use).
     head_timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -282,7 +282,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                     .await
                     .map_err(|HungUp| ())?
                 {
-                    Ok(answer) => self.relay(answer, &backend, metrics, start).await,
+                    Ok(answer) => {
+                        let idle = side.timeouts.body_idle;
+                        self.relay(answer, &backend, metrics, start, idle).await
+                    }
                     Err(SendFailed { error: e, .. }) => {
                         self.fail(&svc, &metrics, e, start, close).await
                     }
@@ -315,7 +318,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 match result {
                     Ok(answer) => {
                         let metrics = endpoint.metrics.clone();
-                        self.relay(answer, &endpoint.backend, metrics, start).await
+                        let idle = side.timeouts.body_idle;
+                        self.relay(answer, &endpoint.backend, metrics, start, idle)
+                            .await
                     }
                     Err(e) => self.fail(&svc, &endpoint.metrics, e, start, close).await,
                 }
@@ -345,11 +350,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             ..
         } = self;
         if let Some(limit) = limit {
-            let at = Instant::now() + limit;
-            match head_timer {
-                Some(timer) => timer.as_mut().reset(at),
-                None => *head_timer = Some(Box::pin(tokio::time::sleep_until(at))),
-            }
+            arm(head_timer, Instant::now() + limit);
         }
         tokio::select! {
             biased;
@@ -369,13 +370,15 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
     }
 
     /// Streams the answer's body to the client, then pools the upstream connection when it
-    /// can carry another request.
+    /// can carry another request. A body that brings nothing for `idle` (the body-idle
+    /// timeout) is cut off: the connection's one timer is reset per read, not made anew.
     async fn relay(
         &mut self,
         answer: Answer,
         backend: &Backend,
         metrics: Arc<HttpMetrics>,
         start: Instant,
+        idle: Option<Duration>,
     ) -> Result<bool, ()> {
         let Answer {
             mut up,
@@ -394,7 +397,22 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         while !body.is_done() {
             self.ubuf.clear();
             self.ubuf.reserve(READ_SIZE);
-            match up.read_buf(&mut self.ubuf).await {
+            let read = match idle {
+                None => up.read_buf(&mut self.ubuf).await,
+                Some(limit) => {
+                    arm(&mut self.head_timer, Instant::now() + limit);
+                    tokio::select! {
+                        biased;
+                        read = up.read_buf(&mut self.ubuf) => read,
+                        () = expires(self.head_timer.as_mut()) => {
+                            tracing::debug!(target = %backend.target_label, ?limit, "upstream response body idle; cutting it off");
+                            recorder.fail(ProxyErrorReason::BodyIdleTimeout);
+                            return Err(());
+                        }
+                    }
+                }
+            };
+            match read {
                 Ok(0) if framing == Framing::UntilClose => break,
                 Ok(0) | Err(_) => {
                     recorder.reset();
@@ -593,6 +611,14 @@ async fn read_response_head(
             Ok(_) => {}
             Err(e) => return Err(Some(e)),
         }
+    }
+}
+
+/// Sets the connection's timer to `at`, making it the first time.
+fn arm(timer: &mut Option<Pin<Box<Sleep>>>, at: Instant) {
+    match timer {
+        Some(timer) => timer.as_mut().reset(at),
+        None => *timer = Some(Box::pin(tokio::time::sleep_until(at))),
     }
 }
 

@@ -43,14 +43,57 @@ use ferry_api::ProxyErrorReason;
 use std::future::Future;
 use tokio::time::{Instant, Sleep};
 
-/// The client-write timeout of an accepted connection: a write (or flush) that cannot make
-/// progress for `limit` fails with `TimedOut`, which ends the connection. Nothing happens
-/// per write that goes through; the timer is made once, at the first write that blocks,
-/// and reset, not made anew, at later ones.
-pub struct WriteLimit {
+/// How long something has waited without progress, against a limit: the clock starts at
+/// the first poll that could not proceed and stops at the next that did. Nothing happens
+/// per poll that proceeds; the timer is made once, at the first wait, and reset (not made
+/// anew) at later ones.
+pub struct Stall {
     limit: Duration,
     timer: Option<Pin<Box<Sleep>>>,
-    blocked: bool,
+    waiting: bool,
+}
+
+impl Stall {
+    /// A stall limited to `limit`.
+    pub fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            timer: None,
+            waiting: false,
+        }
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// Progress was made: the clock stops.
+    pub fn progressed(&mut self) {
+        self.waiting = false;
+    }
+
+    /// A poll could not proceed: starts the clock if it is not running; `true` once it has
+    /// run out (`cx` is woken then).
+    pub fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.waiting {
+            self.waiting = true;
+            let at = Instant::now() + self.limit;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(at),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+        }
+        self.timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+    }
+}
+
+/// The client-write timeout of an accepted connection: a write (or flush) that cannot make
+/// progress for `limit` fails with `TimedOut`, which ends the connection (a [`Stall`]).
+pub struct WriteLimit {
+    stall: Stall,
     registry: Arc<Registry>,
     direction: Direction,
 }
@@ -59,32 +102,18 @@ impl WriteLimit {
     /// A limit counted, when it bites, in `registry` under `direction`.
     pub fn new(limit: Duration, registry: Arc<Registry>, direction: Direction) -> Self {
         Self {
-            limit,
-            timer: None,
-            blocked: false,
+            stall: Stall::new(limit),
             registry,
             direction,
         }
     }
 
-    /// After a write that could not proceed: starts the clock at the first, and fails
-    /// once it has run out.
+    /// After a write that could not proceed: fails once the limit has run out.
     fn pending<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
-        if !self.blocked {
-            self.blocked = true;
-            let at = Instant::now() + self.limit;
-            match &mut self.timer {
-                Some(timer) => timer.as_mut().reset(at),
-                None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
-            }
-        }
-        let Some(timer) = self.timer.as_mut() else {
-            return Poll::Pending;
-        };
-        if timer.as_mut().poll(cx).is_pending() {
+        if !self.stall.expired(cx) {
             return Poll::Pending;
         }
-        tracing::debug!(limit = ?self.limit, "client took nothing it was sent; closing its connection");
+        tracing::debug!(limit = ?self.stall.limit, "client took nothing it was sent; closing its connection");
         self.registry.error(
             self.direction,
             ErrorKind::Tcp,
@@ -92,7 +121,7 @@ impl WriteLimit {
         );
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
-            format!("client took nothing for {:?}", self.limit),
+            format!("client took nothing for {:?}", self.stall.limit),
         )))
     }
 }
@@ -106,7 +135,7 @@ fn limited<R>(
     match (limit, polled) {
         (Some(l), Poll::Pending) => l.pending(cx),
         (Some(l), ready) => {
-            l.blocked = false;
+            l.stall.progressed();
             ready
         }
         (None, polled) => polled,

@@ -675,3 +675,56 @@ async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
         got.len()
     );
 }
+
+/// An upstream that sends its response head and the start of its body, then nothing more,
+/// is cut off after `--body-idle-timeout`: the client's response ends early (HTTP/1: the
+/// connection is closed; HTTP/2: the stream is reset) and it is counted as
+/// `body-idle-timeout`, on the fast path and the general one (issue #20).
+#[tokio::test]
+async fn a_response_body_that_goes_quiet_is_cut_off() {
+    use http_body::Frame;
+    use tokio_stream::StreamExt;
+    let app = TestServer::http(|_req| async {
+        let frames = tokio_stream::iter([Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+            Frame::data(bytes::Bytes::from_static(b"first part;")),
+        )])
+        .chain(tokio_stream::pending());
+        Response::builder()
+            .header("content-length", "1000")
+            .body(http_body_util::StreamBody::new(frames).boxed())
+            .unwrap()
+    })
+    .await;
+    let mut config = Config::for_tests(app.addr);
+    config.timeouts.body_idle = Some(Duration::from_millis(300));
+    let proxy = Proxy::start(config).await;
+    let url = format!("http://{}/quiet", proxy.inbound);
+
+    for version in [Version::HTTP_11, Version::HTTP_2] {
+        let client = if version == Version::HTTP_2 {
+            client::h2c()
+        } else {
+            client::http1()
+        };
+        let req = Request::get(&url)
+            .version(version)
+            .body(Full::default())
+            .unwrap();
+        let rsp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
+            .await
+            .expect("the head comes")
+            .unwrap();
+        assert_eq!(rsp.status(), StatusCode::OK);
+        let body = tokio::time::timeout(Duration::from_secs(5), rsp.into_body().collect())
+            .await
+            .unwrap_or_else(|_| panic!("{version:?}: the body is cut off, not left hanging"));
+        assert!(body.is_err(), "{version:?}: the body ends in an error");
+    }
+    proxy
+        .wait_metric(
+            "response_total",
+            &[("direction", "inbound"), ("error", "body-idle-timeout")],
+            2.0,
+        )
+        .await;
+}
