@@ -32,6 +32,8 @@ pub const PROXY_STALLED_STREAM_TIMEOUT: &str = "FERRY_PROXY_STALLED_STREAM_TIMEO
 pub const PROXY_CLIENT_WRITE_TIMEOUT: &str = "FERRY_PROXY_CLIENT_WRITE_TIMEOUT";
 /// `--body-idle-timeout`: how long an upstream's response body may bring nothing.
 pub const PROXY_BODY_IDLE_TIMEOUT: &str = "FERRY_PROXY_BODY_IDLE_TIMEOUT";
+/// `--http2-idle-timeout`: how long a client's HTTP/2 connection may bring no new request.
+pub const PROXY_HTTP2_IDLE_TIMEOUT: &str = "FERRY_PROXY_HTTP2_IDLE_TIMEOUT";
 /// `--cores`: how many cores the proxy uses (Linkerd: `LINKERD2_PROXY_CORES`).
 pub const PROXY_CORES: &str = "FERRY_PROXY_CORES";
 /// `--inbound-forward-loopback`: send redirected inbound traffic to loopback (the old way,

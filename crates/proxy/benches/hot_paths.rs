@@ -171,6 +171,7 @@ mod balance {
                 stalled_stream: Duration::from_secs(10),
                 client_write: Some(Duration::from_secs(60)),
                 body_idle: Some(Duration::from_secs(300)),
+                http2_idle: Some(Duration::from_secs(600)),
             },
             registry: Arc::new(Registry::default()),
         };

@@ -125,6 +125,10 @@ pub struct Args {
     /// it off.
     #[arg(long, env = env::PROXY_BODY_IDLE_TIMEOUT, default_value = "5m", value_parser = humantime::parse_duration)]
     pub body_idle_timeout: Duration,
+    /// How long a client's HTTP/2 connection may bring no new request before it gets
+    /// GOAWAY (streams already open go on to their end). `0s` turns it off.
+    #[arg(long, env = env::PROXY_HTTP2_IDLE_TIMEOUT, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub http2_idle_timeout: Duration,
     /// How many cores the proxy uses: 1 runs everything on one thread (tokio's
     /// single-threaded scheduler, no cross-thread wake-ups); more runs that many worker
     /// threads. Default: the cores the process may run on (its CPU affinity).
@@ -308,6 +312,8 @@ pub struct Timeouts {
     pub client_write: Option<Duration>,
     /// See [`Args::body_idle_timeout`]; `None` when off.
     pub body_idle: Option<Duration>,
+    /// See [`Args::http2_idle_timeout`]; `None` when off.
+    pub http2_idle: Option<Duration>,
 }
 
 /// A validated configuration.
@@ -383,6 +389,7 @@ impl Config {
                 client_write: (!args.client_write_timeout.is_zero())
                     .then_some(args.client_write_timeout),
                 body_idle: (!args.body_idle_timeout.is_zero()).then_some(args.body_idle_timeout),
+                http2_idle: (!args.http2_idle_timeout.is_zero()).then_some(args.http2_idle_timeout),
             },
             shutdown_grace_period: args.shutdown_grace_period,
             identity: identity_config(args)?,
@@ -435,6 +442,7 @@ impl Config {
                 stalled_stream: Duration::from_secs(10),
                 client_write: Some(Duration::from_secs(60)),
                 body_idle: Some(Duration::from_secs(300)),
+                http2_idle: Some(Duration::from_secs(600)),
             },
             shutdown_grace_period: Duration::from_secs(5),
             identity: None,
