@@ -187,6 +187,8 @@ impl Backend {
     pub async fn send(&self, req: Request<ReqBody>) -> Result<Response<UpstreamBody>, SendError> {
         match self.response_head {
             Some(limit) if req.body().is_end_stream() => {
+                // A gRPC call that asks for a longer deadline gets it.
+                let limit = grpc_timeout(req.headers()).map_or(limit, |t| t.max(limit));
                 tokio::time::timeout(limit, self.send_now(req))
                     .await
                     .unwrap_or(Err(SendError::ResponseHeadTimeout(limit)))
@@ -262,5 +264,46 @@ impl Backends {
             .collect();
         out.sort_by(|a, b| a.target.cmp(&b.target));
         out
+    }
+}
+
+/// A gRPC request's `grpc-timeout` (1 to 8 digits and a unit: `H`, `M`, `S`, `m`, `u`, `n`).
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.as_bytes();
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b"H" => Duration::from_secs(n * 3600),
+        b"M" => Duration::from_secs(n * 60),
+        b"S" => Duration::from_secs(n),
+        b"m" => Duration::from_millis(n),
+        b"u" => Duration::from_micros(n),
+        b"n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod grpc_timeout_tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_and_bad_ones_are_ignored() {
+        let parse = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("grpc-timeout", v.parse().unwrap());
+            grpc_timeout(&h)
+        };
+        assert_eq!(parse("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse("90S"), Some(Duration::from_secs(90)));
+        assert_eq!(parse("1500m"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "S", "123456789S", "10s", "1.5S", "-1S", "10"] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
     }
 }

@@ -627,11 +627,23 @@ async fn an_upstream_that_never_answers_times_out_with_a_labelled_504() {
     assert_eq!(rsp.headers["grpc-status"], "4", "DEADLINE_EXCEEDED");
     assert_eq!(rsp.headers["l5d-proxy-error"], "response-head-timeout");
 
+    // A gRPC call that asks for a longer deadline gets it.
+    let req = Request::post(&slow)
+        .version(Version::HTTP_2)
+        .header("content-type", "application/grpc")
+        .header("grpc-timeout", "1S")
+        .body(Full::default())
+        .unwrap();
+    let started = std::time::Instant::now();
+    let rsp = client::send(&h2, req).await.unwrap();
+    assert_eq!(rsp.headers["l5d-proxy-error"], "response-head-timeout");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+
     proxy
         .wait_metric(
             "inbound_http_errors_total",
             &[("error", "response-head-timeout")],
-            3.0,
+            4.0,
         )
         .await;
 }
