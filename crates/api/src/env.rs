@@ -20,6 +20,20 @@ pub const PROXY_DETECT_TIMEOUT: &str = "FERRY_PROXY_DETECT_TIMEOUT";
 pub const PROXY_CONNECT_TIMEOUT: &str = "FERRY_PROXY_CONNECT_TIMEOUT";
 /// `--idle-timeout`: how long a pooled upstream connection may sit unused.
 pub const PROXY_IDLE_TIMEOUT: &str = "FERRY_PROXY_IDLE_TIMEOUT";
+/// `--destination-idle-timeout`: how long a destination (a name, or a looked-up address)
+/// nobody uses keeps its balancer and its stream to the control plane.
+pub const PROXY_DESTINATION_IDLE_TIMEOUT: &str = "FERRY_PROXY_DESTINATION_IDLE_TIMEOUT";
+/// `--response-head-timeout`: how long an upstream may take to start answering a request.
+pub const PROXY_RESPONSE_HEAD_TIMEOUT: &str = "FERRY_PROXY_RESPONSE_HEAD_TIMEOUT";
+/// `--stalled-stream-timeout`: how long an upstream HTTP/2 stream's reader may take
+/// nothing while the shared connection needs the window it holds.
+pub const PROXY_STALLED_STREAM_TIMEOUT: &str = "FERRY_PROXY_STALLED_STREAM_TIMEOUT";
+/// `--client-write-timeout`: how long a client may take none of what the proxy writes to it.
+pub const PROXY_CLIENT_WRITE_TIMEOUT: &str = "FERRY_PROXY_CLIENT_WRITE_TIMEOUT";
+/// `--body-idle-timeout`: how long an upstream's response body may bring nothing.
+pub const PROXY_BODY_IDLE_TIMEOUT: &str = "FERRY_PROXY_BODY_IDLE_TIMEOUT";
+/// `--http2-idle-timeout`: how long a client's HTTP/2 connection may bring no new request.
+pub const PROXY_HTTP2_IDLE_TIMEOUT: &str = "FERRY_PROXY_HTTP2_IDLE_TIMEOUT";
 /// `--cores`: how many cores the proxy uses (Linkerd: `LINKERD2_PROXY_CORES`).
 pub const PROXY_CORES: &str = "FERRY_PROXY_CORES";
 /// `--inbound-forward-loopback`: send redirected inbound traffic to loopback (the old way,

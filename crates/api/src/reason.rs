@@ -34,6 +34,16 @@ pub enum ProxyErrorReason {
     IdentityRequired,
     /// The mTLS handshake with the upstream's proxy failed, for the reason carried.
     TlsHandshake(TlsFailure),
+    /// The upstream had the request but did not start its response (the head) within the
+    /// response-head timeout.
+    ResponseHeadTimeout,
+    /// The client did not take any of what the proxy was writing to it for the client-write
+    /// timeout; its connection was closed. Never sent (the client is not reading), only
+    /// counted.
+    ClientWriteTimeout,
+    /// A response body from the upstream brought nothing for the body-idle timeout; the
+    /// response was cut off (its head had already gone to the client).
+    BodyIdleTimeout,
 }
 
 /// Why a TLS handshake between two proxies failed.
@@ -89,7 +99,7 @@ impl fmt::Display for TlsFailure {
 
 impl ProxyErrorReason {
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [ProxyErrorReason; 17] = [
+    pub const ALL: [ProxyErrorReason; 20] = [
         Self::MalformedRequest,
         Self::HeadersTooLarge,
         Self::NoRoute,
@@ -107,6 +117,9 @@ impl ProxyErrorReason {
         Self::TlsHandshake(TlsFailure::NoClientCert),
         Self::TlsHandshake(TlsFailure::NoLocalIdentity),
         Self::TlsHandshake(TlsFailure::Other),
+        Self::ResponseHeadTimeout,
+        Self::ClientWriteTimeout,
+        Self::BodyIdleTimeout,
     ];
 
     /// The stable token used in headers and metric labels.
@@ -123,6 +136,9 @@ impl ProxyErrorReason {
             Self::UpstreamProtocol => "upstream-protocol",
             Self::LoopDetected => "loop-detected",
             Self::IdentityRequired => "identity-required",
+            Self::ResponseHeadTimeout => "response-head-timeout",
+            Self::ClientWriteTimeout => "client-write-timeout",
+            Self::BodyIdleTimeout => "body-idle-timeout",
             Self::TlsHandshake(f) => match f {
                 TlsFailure::UnknownCa => "tls-handshake-unknown-ca",
                 TlsFailure::NameMismatch => "tls-handshake-name-mismatch",

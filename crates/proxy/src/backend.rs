@@ -11,6 +11,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{Request, Response, Version};
+use http_body::Body as _;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -57,6 +58,9 @@ pub enum SendError {
     /// HTTP/2 connections kept closing before they took the request.
     #[error("the http/2 connection closed before the request was sent")]
     Closed,
+    /// The upstream had the whole request and sent no response head within this.
+    #[error("no response head within {0:?}")]
+    ResponseHeadTimeout(Duration),
 }
 
 impl SendError {
@@ -65,7 +69,7 @@ impl SendError {
         match self {
             Self::Connect(_) => true,
             Self::Pool(e) => e.is_connect(),
-            Self::H2(_) | Self::Closed => false,
+            Self::H2(_) | Self::Closed | Self::ResponseHeadTimeout(_) => false,
         }
     }
 
@@ -94,6 +98,8 @@ pub struct Backend {
     /// The fast path's idle connections, the most recently used last.
     idle_h1: Mutex<Vec<(ClientStream, tokio::time::Instant)>>,
     idle_timeout: Duration,
+    /// See [`Timeouts::response_head`].
+    response_head: Option<Duration>,
 }
 
 impl Backend {
@@ -115,10 +121,11 @@ impl Backend {
         Self {
             target_label: connector.target().to_string().into(),
             h1: h1.build(connector.clone()),
-            h2: H2Upstream::new(connector.clone(), timeouts.idle),
+            h2: H2Upstream::new(connector.clone(), timeouts.idle, timeouts.stalled_stream),
             connector,
             idle_h1: Mutex::default(),
             idle_timeout: timeouts.idle,
+            response_head: timeouts.response_head,
         }
     }
 
@@ -173,7 +180,24 @@ impl Backend {
 
     /// Sends `req` and waits for the response head. The upstream hop speaks what the client
     /// spoke: HTTP/2 as a stream on the backend's one connection, HTTP/1 on a pooled one.
+    ///
+    /// With a response-head timeout, a request whose body is already whole (bodiless, or
+    /// read to its end) gets no more than that for the head; one whose body is still
+    /// streaming is not limited, since the upstream may rightly answer only after it.
     pub async fn send(&self, req: Request<ReqBody>) -> Result<Response<UpstreamBody>, SendError> {
+        match self.response_head {
+            Some(limit) if req.body().is_end_stream() => {
+                // A gRPC call that asks for a longer deadline gets it.
+                let limit = grpc_timeout(req.headers()).map_or(limit, |t| t.max(limit));
+                tokio::time::timeout(limit, self.send_now(req))
+                    .await
+                    .unwrap_or(Err(SendError::ResponseHeadTimeout(limit)))
+            }
+            _ => self.send_now(req).await,
+        }
+    }
+
+    async fn send_now(&self, req: Request<ReqBody>) -> Result<Response<UpstreamBody>, SendError> {
         if req.version() == Version::HTTP_2 {
             Ok(self.h2.send(req).await?.map(Either::Right))
         } else {
@@ -240,5 +264,46 @@ impl Backends {
             .collect();
         out.sort_by(|a, b| a.target.cmp(&b.target));
         out
+    }
+}
+
+/// A gRPC request's `grpc-timeout` (1 to 8 digits and a unit: `H`, `M`, `S`, `m`, `u`, `n`).
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.as_bytes();
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b"H" => Duration::from_secs(n * 3600),
+        b"M" => Duration::from_secs(n * 60),
+        b"S" => Duration::from_secs(n),
+        b"m" => Duration::from_millis(n),
+        b"u" => Duration::from_micros(n),
+        b"n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod grpc_timeout_tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_and_bad_ones_are_ignored() {
+        let parse = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("grpc-timeout", v.parse().unwrap());
+            grpc_timeout(&h)
+        };
+        assert_eq!(parse("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse("90S"), Some(Duration::from_secs(90)));
+        assert_eq!(parse("1500m"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "S", "123456789S", "10s", "1.5S", "-1S", "10"] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
     }
 }

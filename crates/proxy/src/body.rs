@@ -70,8 +70,13 @@ impl Recorder {
     }
 
     /// Records a response whose upstream failed part-way through the body.
-    pub fn reset(mut self) {
-        self.error = Some(ProxyErrorReason::UpstreamReset);
+    pub fn reset(self) {
+        self.fail(ProxyErrorReason::UpstreamReset);
+    }
+
+    /// Records a response cut off part-way for `reason`.
+    pub fn fail(mut self, reason: ProxyErrorReason) {
+        self.error = Some(reason);
         self.finish(false);
     }
 
@@ -124,6 +129,8 @@ pin_project_lite::pin_project! {
         recorder: Option<Recorder>,
         // Set only while a tap shows this response.
         tap: Option<ResponseTap>,
+        // The body-idle timeout, when it applies.
+        idle: Option<crate::io::Stall>,
     }
 }
 
@@ -149,7 +156,18 @@ impl ResponseBody {
             inner,
             recorder,
             tap: None,
+            idle: None,
         }
+    }
+
+    /// Cuts the body off (`body-idle-timeout`) when the upstream brings nothing for
+    /// `limit`. The clock runs only while the body waits for the upstream, not while the
+    /// client is slow to take it.
+    pub fn idle_limit(mut self, limit: Option<Duration>) -> Self {
+        if !self.inner.is_end_stream() {
+            self.idle = limit.map(crate::io::Stall::new);
+        }
+        self
     }
 
     /// Shows the body's end (bytes, gRPC status, reset) to the taps that saw its request.
@@ -173,6 +191,23 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut this = self.project();
         let polled = this.inner.as_mut().poll_frame(cx);
+        if let Some(idle) = this.idle.as_mut() {
+            if polled.is_ready() {
+                idle.progressed();
+            } else if idle.expired(cx) {
+                let limit = idle.limit();
+                tracing::debug!(?limit, "upstream response body idle; cutting it off");
+                *this.idle = None;
+                if let Some(r) = this.recorder.take() {
+                    r.fail(ProxyErrorReason::BodyIdleTimeout);
+                }
+                let error = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("body-idle-timeout: the upstream sent nothing for {limit:?}"),
+                );
+                return Poll::Ready(Some(Err(error.into())));
+            }
+        }
         if let Some(r) = this.recorder.as_mut() {
             match &polled {
                 Poll::Ready(Some(Ok(frame))) => {

@@ -102,6 +102,33 @@ pub struct Args {
     /// How long a pooled upstream HTTP connection may sit unused before it is closed.
     #[arg(long, env = env::PROXY_IDLE_TIMEOUT, default_value = "10s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+    /// How long a destination (a name, or an address looked up for a redirected
+    /// connection) that no connection holds and no request asked for keeps its balancer
+    /// and its stream to the control plane.
+    #[arg(long, env = env::PROXY_DESTINATION_IDLE_TIMEOUT, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub destination_idle_timeout: Duration,
+    /// How long an upstream that has the whole request may take to send the response's
+    /// head; past it the client gets 504 `response-head-timeout`. `0s` turns it off.
+    #[arg(long, env = env::PROXY_RESPONSE_HEAD_TIMEOUT, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub response_head_timeout: Duration,
+    /// How long a response stream on a shared upstream HTTP/2 connection may go unread
+    /// (its client takes nothing) while the connection needs the window it holds; then
+    /// the stream is reset so the connection's other streams proceed.
+    #[arg(long, env = env::PROXY_STALLED_STREAM_TIMEOUT, default_value = "10s", value_parser = parse_positive_duration)]
+    pub stalled_stream_timeout: Duration,
+    /// How long a client may take none of what the proxy is writing to it (its socket does
+    /// not drain) before its connection is closed. `0s` turns it off.
+    #[arg(long, env = env::PROXY_CLIENT_WRITE_TIMEOUT, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub client_write_timeout: Duration,
+    /// How long a response body from an upstream may bring nothing (once the request has
+    /// gone whole) before the response is cut off, counted `body-idle-timeout`. `0s` turns
+    /// it off.
+    #[arg(long, env = env::PROXY_BODY_IDLE_TIMEOUT, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub body_idle_timeout: Duration,
+    /// How long a client's HTTP/2 connection may bring no new request before it gets
+    /// GOAWAY (streams already open go on to their end). `0s` turns it off.
+    #[arg(long, env = env::PROXY_HTTP2_IDLE_TIMEOUT, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub http2_idle_timeout: Duration,
     /// How many cores the proxy uses: 1 runs everything on one thread (tokio's
     /// single-threaded scheduler, no cross-thread wake-ups); more runs that many worker
     /// threads. Default: the cores the process may run on (its CPU affinity).
@@ -119,6 +146,15 @@ pub struct Args {
     /// Log format: `plain` or `json`.
     #[arg(long, env = env::PROXY_LOG_FORMAT, default_value = "plain")]
     pub log_format: LogFormat,
+}
+
+/// A duration that is not zero.
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// One-shot steps `ferry-proxy` can run instead of proxying.
@@ -266,6 +302,18 @@ pub struct Timeouts {
     pub idle: Duration,
     /// See [`Args::header_read_timeout`].
     pub header_read: Duration,
+    /// See [`Args::destination_idle_timeout`].
+    pub destination_idle: Duration,
+    /// See [`Args::response_head_timeout`]; `None` when off.
+    pub response_head: Option<Duration>,
+    /// See [`Args::stalled_stream_timeout`].
+    pub stalled_stream: Duration,
+    /// See [`Args::client_write_timeout`]; `None` when off.
+    pub client_write: Option<Duration>,
+    /// See [`Args::body_idle_timeout`]; `None` when off.
+    pub body_idle: Option<Duration>,
+    /// See [`Args::http2_idle_timeout`]; `None` when off.
+    pub http2_idle: Option<Duration>,
 }
 
 /// A validated configuration.
@@ -334,6 +382,14 @@ impl Config {
                 connect: args.connect_timeout,
                 idle: args.idle_timeout,
                 header_read: args.header_read_timeout,
+                destination_idle: args.destination_idle_timeout,
+                response_head: (!args.response_head_timeout.is_zero())
+                    .then_some(args.response_head_timeout),
+                stalled_stream: args.stalled_stream_timeout,
+                client_write: (!args.client_write_timeout.is_zero())
+                    .then_some(args.client_write_timeout),
+                body_idle: (!args.body_idle_timeout.is_zero()).then_some(args.body_idle_timeout),
+                http2_idle: (!args.http2_idle_timeout.is_zero()).then_some(args.http2_idle_timeout),
             },
             shutdown_grace_period: args.shutdown_grace_period,
             identity: identity_config(args)?,
@@ -381,6 +437,12 @@ impl Config {
                 connect: Duration::from_secs(1),
                 idle: Duration::from_secs(10),
                 header_read: Duration::from_secs(10),
+                destination_idle: Duration::from_secs(60),
+                response_head: Some(Duration::from_secs(60)),
+                stalled_stream: Duration::from_secs(10),
+                client_write: Some(Duration::from_secs(60)),
+                body_idle: Some(Duration::from_secs(300)),
+                http2_idle: Some(Duration::from_secs(600)),
             },
             shutdown_grace_period: Duration::from_secs(5),
             identity: None,

@@ -61,16 +61,22 @@ pub struct StreamState {
     pub last_error: Option<String>,
 }
 
+/// One name's live answer. The map holds a sender, not a receiver, so that the name's
+/// stream ends when the last user (a balancer) lets its receiver go: its task then removes
+/// the entry and the `Get` stream to the control plane is closed (issue #20: idle
+/// destinations are freed).
 struct Name {
-    rx: watch::Receiver<Resolution>,
+    tx: watch::Sender<Resolution>,
     stream: Arc<Mutex<StreamState>>,
 }
+
+type Names = Arc<Mutex<HashMap<Authority, Name>>>;
 
 /// Resolves service names through the control plane's destination service.
 pub struct Resolver {
     client: DestinationClient<Channel>,
     context_token: String,
-    names: Mutex<HashMap<Authority, Name>>,
+    names: Names,
 }
 
 /// A name's entry in `/state`.
@@ -101,39 +107,47 @@ impl Resolver {
         Ok(Self {
             client: DestinationClient::new(channel),
             context_token,
-            names: Mutex::default(),
+            names: Names::default(),
         })
     }
 
-    /// The live answer for `name`, starting its stream on first use.
+    /// The live answer for `name`, starting its stream on first use. The stream lasts while
+    /// a receiver for the name does: when the last one is dropped, the stream is closed and
+    /// the name forgotten.
     pub fn resolve(&self, name: &Authority) -> watch::Receiver<Resolution> {
-        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names = lock(&self.names);
         if let Some(n) = names.get(name) {
-            return n.rx.clone();
+            return n.tx.subscribe();
         }
         let (tx, rx) = watch::channel(Resolution::Pending);
         let stream = Arc::new(Mutex::new(StreamState::default()));
         let task = Watch {
             client: self.client.clone(),
+            name: name.clone(),
             path: name.to_string(),
             context_token: self.context_token.clone(),
-            tx,
+            tx: tx.clone(),
             stream: stream.clone(),
+            names: self.names.clone(),
         };
         tokio::spawn(task.run());
-        names.insert(
-            name.clone(),
-            Name {
-                rx: rx.clone(),
-                stream,
-            },
-        );
+        names.insert(name.clone(), Name { tx, stream });
         rx
+    }
+
+    /// How many names (and addresses) have a stream to the control plane now.
+    pub fn len(&self) -> usize {
+        lock(&self.names).len()
+    }
+
+    /// Whether no name has a stream.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Every name resolved so far, for `/state`.
     pub fn state(&self) -> Vec<NameState> {
-        let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        let names = lock(&self.names);
         let mut out: Vec<NameState> = names
             .iter()
             .map(|(name, n)| NameState {
@@ -142,7 +156,7 @@ impl Resolver {
                     Some(_) => "address",
                     None => "name",
                 },
-                state: match &*n.rx.borrow() {
+                state: match &*n.tx.borrow() {
                     Resolution::Pending => "pending",
                     Resolution::Endpoints(_) => "endpoints",
                     Resolution::NoEndpoints { exists: true } => "no-endpoints",
@@ -156,23 +170,47 @@ impl Resolver {
     }
 }
 
+fn lock(names: &Names) -> std::sync::MutexGuard<'_, HashMap<Authority, Name>> {
+    names.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// One name's stream, reopened with backoff until nobody listens any more.
 struct Watch {
     client: DestinationClient<Channel>,
+    name: Authority,
     path: String,
     context_token: String,
     tx: watch::Sender<Resolution>,
     stream: Arc<Mutex<StreamState>>,
+    names: Names,
 }
 
 impl Watch {
+    /// Whether nobody listens any more; if so the name is forgotten (under the map's lock,
+    /// so a `resolve` racing with this either subscribed before, and keeps the stream, or
+    /// comes after and starts a new one).
+    fn release(&self) -> bool {
+        let mut names = lock(&self.names);
+        if self.tx.receiver_count() > 0 {
+            return false;
+        }
+        names.remove(&self.name);
+        tracing::debug!(name = %self.path, "destination unused; stream closed");
+        true
+    }
+
     async fn run(mut self) {
         let mut backoff = BACKOFF.0;
         loop {
             let tx = self.tx.clone();
             let ended = tokio::select! {
                 ended = self.stream_once() => ended,
-                _ = tx.closed() => return,
+                _ = tx.closed() => {
+                    if self.release() {
+                        return;
+                    }
+                    continue;
+                }
             };
             let healthy = ended.is_ok();
             let reason = match ended {
@@ -192,7 +230,7 @@ impl Watch {
             };
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = self.tx.closed() => return,
+                _ = self.tx.closed() => if self.release() { return },
             }
         }
     }

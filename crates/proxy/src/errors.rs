@@ -50,13 +50,16 @@ impl ProxyError {
             ProxyErrorReason::NoRoute | ProxyErrorReason::NoEndpoints => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ProxyErrorReason::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyErrorReason::ConnectTimeout
+            | ProxyErrorReason::ResponseHeadTimeout
+            | ProxyErrorReason::BodyIdleTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyErrorReason::ConnectRefused
             | ProxyErrorReason::ConnectFailed
             | ProxyErrorReason::UpstreamReset
             | ProxyErrorReason::UpstreamProtocol
             | ProxyErrorReason::TlsHandshake(_) => StatusCode::BAD_GATEWAY,
             ProxyErrorReason::LoopDetected => StatusCode::LOOP_DETECTED,
+            ProxyErrorReason::ClientWriteTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyErrorReason::IdentityRequired => StatusCode::FORBIDDEN,
         }
     }
@@ -66,7 +69,10 @@ impl ProxyError {
         match self.reason {
             ProxyErrorReason::MalformedRequest => grpc::INVALID_ARGUMENT,
             ProxyErrorReason::HeadersTooLarge => grpc::RESOURCE_EXHAUSTED,
-            ProxyErrorReason::ConnectTimeout => grpc::DEADLINE_EXCEEDED,
+            ProxyErrorReason::ConnectTimeout
+            | ProxyErrorReason::ResponseHeadTimeout
+            | ProxyErrorReason::ClientWriteTimeout
+            | ProxyErrorReason::BodyIdleTimeout => grpc::DEADLINE_EXCEEDED,
             ProxyErrorReason::LoopDetected => grpc::ABORTED,
             ProxyErrorReason::IdentityRequired => grpc::PERMISSION_DENIED,
             ProxyErrorReason::NoRoute
@@ -106,6 +112,14 @@ impl ProxyError {
         (rsp, status, grpc_status)
     }
 
+    /// The upstream did not start answering within `timeout`.
+    pub fn response_head_timeout(target: &str, timeout: std::time::Duration) -> Self {
+        Self::new(
+            ProxyErrorReason::ResponseHeadTimeout,
+            format!("{target}: no response head within {timeout:?}"),
+        )
+    }
+
     /// Classifies a failure to exchange a request with a backend.
     pub fn from_send(err: &SendError, target: &str) -> Self {
         match err {
@@ -117,6 +131,7 @@ impl ProxyError {
             SendError::Closed => {
                 Self::new(ProxyErrorReason::UpstreamReset, format!("{target}: {err}"))
             }
+            SendError::ResponseHeadTimeout(limit) => Self::response_head_timeout(target, *limit),
         }
     }
 

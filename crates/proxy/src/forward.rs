@@ -80,6 +80,8 @@ pub struct Conn {
     last: Mutex<Option<Resolved>>,
     /// What tap events say about the connection, and its tap stream ids.
     tap: ConnTap,
+    /// Requests so far (the HTTP/2 idle check compares it over time).
+    requests: std::sync::atomic::AtomicU64,
 }
 
 impl HttpService {
@@ -90,7 +92,13 @@ impl HttpService {
             dest,
             last: Mutex::new(None),
             tap: ConnTap::new(meta),
+            requests: std::sync::atomic::AtomicU64::new(0),
         }))
+    }
+
+    /// Requests this connection has sent through the general path so far.
+    pub fn requests(&self) -> u64 {
+        self.0.requests.load(Ordering::Relaxed)
     }
 
     /// The connection's routing and error answers.
@@ -105,6 +113,7 @@ impl hyper::service::Service<Request<Incoming>> for HttpService {
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
+        self.0.requests.fetch_add(1, Ordering::Relaxed);
         let conn = self.0.clone();
         Box::pin(async move { Ok(conn.handle(req).await) })
     }
@@ -193,6 +202,14 @@ impl Conn {
         let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
         let out = Outgoing::new(req, matches!(upstream, Upstream::Balanced(_)));
         let malformed = out.malformed.clone();
+        // Only an exchange whose request has gone whole waits on the upstream alone; a
+        // request body still streaming (uploads, bidirectional gRPC) may rightly leave the
+        // response quiet.
+        let body_idle = self
+            .side
+            .timeouts
+            .body_idle
+            .filter(|_| out.req.body().is_end_stream());
 
         let (result, metrics) = match &upstream {
             Upstream::Addr(backend) => {
@@ -266,7 +283,7 @@ impl Conn {
         }
         let status = rsp.status().as_u16();
         let recorder = Recorder::new(metrics, start.elapsed(), status, grpc, rsp.headers());
-        rsp.map(|body| ResponseBody::upstream(body, recorder))
+        rsp.map(|body| ResponseBody::upstream(body, recorder).idle_limit(body_idle))
     }
 
     /// Sends over a balanced service ([`crate::balance::Tries`]); a bodiless request whose connect failed is

@@ -11,7 +11,7 @@
 pub mod chunked;
 pub mod head;
 
-use std::{collections::BTreeMap, ops::ControlFlow, sync::Mutex};
+use std::{collections::BTreeMap, ops::ControlFlow, pin::Pin, sync::Mutex, time::Duration};
 
 use bytes::{Buf, BytesMut};
 use http::HeaderMap;
@@ -19,7 +19,7 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use ferry_api::ProxyErrorReason;
 
@@ -117,6 +117,7 @@ where
         rsp_out: Vec::new(),
         host: String::new(),
         svc,
+        head_timer: None,
     };
     match conn.run(side).await {
         End::Closed => {}
@@ -142,6 +143,9 @@ struct Conn<I> {
     /// The request's authority, lowercased.
     host: String,
     svc: HttpService,
+    /// The response-head and body-idle timeouts' timer: one per connection, reset for each
+    /// request and body read rather than made anew (made at the first use).
+    head_timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
@@ -274,11 +278,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 let metrics = metrics.expect("an address upstream has metrics");
                 metrics.request();
                 match self
-                    .send(&backend, head, close)
+                    .send(&backend, head, close, side.timeouts.response_head)
                     .await
                     .map_err(|HungUp| ())?
                 {
-                    Ok(answer) => self.relay(answer, &backend, metrics, start).await,
+                    Ok(answer) => {
+                        let idle = side.timeouts.body_idle;
+                        self.relay(answer, &backend, metrics, start, idle).await
+                    }
                     Err(SendFailed { error: e, .. }) => {
                         self.fail(&svc, &metrics, e, start, close).await
                     }
@@ -295,7 +302,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 };
                 let result = loop {
                     let sent = self
-                        .send(&tries.endpoint().backend, head, close)
+                        .send(
+                            &tries.endpoint().backend,
+                            head,
+                            close,
+                            side.timeouts.response_head,
+                        )
                         .await
                         .map_err(|HungUp| ())?;
                     if let ControlFlow::Break(result) = tries.record(sent) {
@@ -306,7 +318,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 match result {
                     Ok(answer) => {
                         let metrics = endpoint.metrics.clone();
-                        self.relay(answer, &endpoint.backend, metrics, start).await
+                        let idle = side.timeouts.body_idle;
+                        self.relay(answer, &endpoint.backend, metrics, start, idle)
+                            .await
                     }
                     Err(e) => self.fail(&svc, &endpoint.metrics, e, start, close).await,
                 }
@@ -316,12 +330,15 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
 
     /// Sends `req_out` to `backend` and reads the response head into `ubuf`, watching the
     /// client meanwhile: `Err(HungUp)` when it closes its connection first. The request's
-    /// upstream connection is then dropped, which tells the upstream too.
+    /// upstream connection is then dropped, which tells the upstream too. No head within
+    /// `limit` (the response-head timeout) fails the request the same way, with
+    /// `response-head-timeout`.
     async fn send(
         &mut self,
         backend: &Backend,
         head: &RequestHead,
         close: bool,
+        limit: Option<Duration>,
     ) -> Result<Result<Answer, SendFailed>, HungUp> {
         let Self {
             io,
@@ -329,8 +346,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             ubuf,
             req_out,
             rsp_out,
+            head_timer,
             ..
         } = self;
+        if let Some(limit) = limit {
+            arm(head_timer, Instant::now() + limit);
+        }
         tokio::select! {
             biased;
             sent = send_on(backend, head, close, req_out, ubuf, rsp_out) => Ok(sent),
@@ -338,17 +359,26 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 tracing::debug!(target = %backend.target_label, "client closed its connection while its request was in flight");
                 Err(HungUp)
             }
+            () = expires(head_timer.as_mut()) => Ok(Err(SendFailed {
+                error: ProxyError::response_head_timeout(
+                    &backend.target_label,
+                    limit.unwrap_or_default(),
+                ),
+                connect: false,
+            })),
         }
     }
 
     /// Streams the answer's body to the client, then pools the upstream connection when it
-    /// can carry another request.
+    /// can carry another request. A body that brings nothing for `idle` (the body-idle
+    /// timeout) is cut off: the connection's one timer is reset per read, not made anew.
     async fn relay(
         &mut self,
         answer: Answer,
         backend: &Backend,
         metrics: Arc<HttpMetrics>,
         start: Instant,
+        idle: Option<Duration>,
     ) -> Result<bool, ()> {
         let Answer {
             mut up,
@@ -367,7 +397,22 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         while !body.is_done() {
             self.ubuf.clear();
             self.ubuf.reserve(READ_SIZE);
-            match up.read_buf(&mut self.ubuf).await {
+            let read = match idle {
+                None => up.read_buf(&mut self.ubuf).await,
+                Some(limit) => {
+                    arm(&mut self.head_timer, Instant::now() + limit);
+                    tokio::select! {
+                        biased;
+                        read = up.read_buf(&mut self.ubuf) => read,
+                        () = expires(self.head_timer.as_mut()) => {
+                            tracing::debug!(target = %backend.target_label, ?limit, "upstream response body idle; cutting it off");
+                            recorder.fail(ProxyErrorReason::BodyIdleTimeout);
+                            return Err(());
+                        }
+                    }
+                }
+            };
+            match read {
                 Ok(0) if framing == Framing::UntilClose => break,
                 Ok(0) | Err(_) => {
                     recorder.reset();
@@ -566,6 +611,22 @@ async fn read_response_head(
             Ok(_) => {}
             Err(e) => return Err(Some(e)),
         }
+    }
+}
+
+/// Sets the connection's timer to `at`, making it the first time.
+fn arm(timer: &mut Option<Pin<Box<Sleep>>>, at: Instant) {
+    match timer {
+        Some(timer) => timer.as_mut().reset(at),
+        None => *timer = Some(Box::pin(tokio::time::sleep_until(at))),
+    }
+}
+
+/// Resolves when `timer` does; never without one.
+async fn expires(timer: Option<&mut Pin<Box<Sleep>>>) {
+    match timer {
+        Some(timer) => timer.await,
+        None => std::future::pending().await,
     }
 }
 

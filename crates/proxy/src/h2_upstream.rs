@@ -9,6 +9,13 @@
 //! timeout is let go and closes once its streams are done. The live connection is pinged
 //! every [`KEEPALIVE`], and closed when a ping goes unanswered that long: a timer per
 //! connection, not work per frame.
+//!
+//! Every client's streams share the connection's flow-control window, so a client that
+//! stops reading its response would, by holding unread data, stall the others. The windows
+//! are small (a stream holds at most [`STREAM_WINDOW`] unread), and the connection's task
+//! resets a **starved stream**: one whose reader has taken nothing for about the stalled
+//! stream timeout while the streams together hold half the connection's window or more
+//! (issue #20). Its unread data is given back to the connection at once.
 
 use std::{
     future::{poll_fn, Future},
@@ -42,18 +49,99 @@ const MAX_SEND_ATTEMPTS: usize = 3;
 /// A request body's last data frame up to this size is sent without reserving window first.
 const SMALL_LAST_FRAME: usize = 16 * 1024;
 
-/// Windows and buffers as hyper's client sets them (its defaults until now).
-const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
-const CONN_WINDOW: u32 = 5 * 1024 * 1024;
-const MAX_SEND_BUF: usize = 1024 * 1024;
+/// How much of a response one stream may receive before its reader takes it: HTTP/2's
+/// default window. Bounds the memory a reader that stops holds upstream (was hyper's 2 MiB:
+/// 2.5 stalled streams starved a whole connection).
+pub const STREAM_WINDOW: u32 = 64 * 1024;
+/// What all streams of the connection may hold unread together: as much as the most
+/// streams one client connection may open (256, `http::MAX_CONCURRENT_STREAMS`) can hold,
+/// so that one client alone cannot starve the connection; several together are dealt with
+/// by the starved-stream check.
+pub const CONN_WINDOW: u32 = crate::http::MAX_CONCURRENT_STREAMS * STREAM_WINDOW;
+/// Request body data one stream may queue beyond the upstream's window.
+const MAX_SEND_BUF: usize = 64 * 1024;
 const MAX_HEADER_LIST: u32 = 16 * 1024;
 
 type Sender = h2::client::SendRequest<Bytes>;
+
+/// The streams of one connection whose response body is being read, watched for
+/// starvation by the connection's task. Slots are reused: no allocation per request once
+/// the connection has seen its peak of concurrent streams.
+#[derive(Default)]
+struct Watched {
+    slots: Vec<Option<WatchedStream>>,
+    free: Vec<usize>,
+}
+
+struct WatchedStream {
+    flow: h2::FlowControl,
+    /// To reset the stream; `None` while the request body is still being sent (the body's
+    /// task holds it), in which case the stream is not reset by the check.
+    send: Option<h2::SendStream<Bytes>>,
+    /// Unread bytes at the previous check.
+    seen: usize,
+}
+
+type Streams = Arc<Mutex<Watched>>;
+
+fn lock_streams(streams: &Streams) -> MutexGuard<'_, Watched> {
+    streams.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Watched {
+    fn insert(&mut self, stream: WatchedStream) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(stream);
+                i
+            }
+            None => {
+                self.slots.push(Some(stream));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, i: usize) -> Option<WatchedStream> {
+        let taken = self.slots.get_mut(i)?.take();
+        if taken.is_some() {
+            self.free.push(i);
+        }
+        taken
+    }
+
+    /// Resets the streams whose readers took nothing since the previous check, when the
+    /// streams together hold half the connection's window or more; returns how many.
+    fn reset_starved(&mut self) -> usize {
+        let held: usize = self
+            .slots
+            .iter()
+            .flatten()
+            .map(|s| s.flow.used_capacity())
+            .sum();
+        let needed = held >= CONN_WINDOW as usize / 2;
+        let mut reset = 0;
+        for slot in self.slots.iter_mut().flatten() {
+            let used = slot.flow.used_capacity();
+            if needed && used > 0 && used == slot.seen {
+                if let Some(mut send) = slot.send.take() {
+                    send.send_reset(h2::Reason::CANCEL);
+                    // The unread data no longer counts against the connection's window.
+                    let _ = slot.flow.release_capacity(used);
+                    reset += 1;
+                }
+            }
+            slot.seen = used;
+        }
+        reset
+    }
+}
 
 /// The HTTP/2 connection to one backend, opened on first use.
 pub struct H2Upstream {
     connector: Connector,
     idle: Duration,
+    stalled: Duration,
     shared: Arc<Shared>,
 }
 
@@ -61,7 +149,7 @@ pub struct H2Upstream {
 #[derive(Default)]
 struct Shared {
     /// The open connection's sender, with the number of the attempt that opened it.
-    live: Mutex<Option<(u64, Sender)>>,
+    live: Mutex<Option<(u64, Sender, Streams)>>,
     /// Held while connecting; the last failed attempt's number and error.
     connecting: tokio::sync::Mutex<Option<(u64, ConnectError)>>,
     /// Connect attempts finished so far.
@@ -71,19 +159,19 @@ struct Shared {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Option<(u64, Sender)>> {
+    fn lock(&self) -> MutexGuard<'_, Option<(u64, Sender, Streams)>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether connection `id` is the live one.
     fn is_live(&self, id: u64) -> bool {
-        self.lock().as_ref().is_some_and(|(n, _)| *n == id)
+        self.lock().as_ref().is_some_and(|(n, _, _)| *n == id)
     }
 
     /// Forgets connection `id` if it is still the live one; returns whether it was.
     fn forget(&self, id: u64) -> bool {
         let mut live = self.lock();
-        if live.as_ref().is_some_and(|(n, _)| *n == id) {
+        if live.as_ref().is_some_and(|(n, _, _)| *n == id) {
             let sender = live.take();
             drop(live);
             drop(sender);
@@ -95,11 +183,13 @@ impl Shared {
 }
 
 impl H2Upstream {
-    /// Connections are opened with `connector`; one unused for `idle` is closed.
-    pub fn new(connector: Connector, idle: Duration) -> Self {
+    /// Connections are opened with `connector`; one unused for `idle` is closed; a stream
+    /// starved for about `stalled` is reset (see the module's notes).
+    pub fn new(connector: Connector, idle: Duration, stalled: Duration) -> Self {
         Self {
             connector,
             idle,
+            stalled,
             shared: Arc::default(),
         }
     }
@@ -112,15 +202,19 @@ impl H2Upstream {
         }
         let mut sender = None;
         for _ in 0..MAX_SEND_ATTEMPTS {
-            let current = self.shared.lock().as_ref().map(|(id, s)| (*id, s.clone()));
-            let Some((id, mut s)) = current else {
+            let current = self
+                .shared
+                .lock()
+                .as_ref()
+                .map(|(id, s, w)| (*id, s.clone(), w.clone()));
+            let Some((id, mut s, w)) = current else {
                 // Rare, and large: kept out of the per-request future.
                 Box::pin(self.connect()).await?;
                 continue;
             };
             match poll_fn(|cx| s.poll_ready(cx)).await {
                 Ok(()) => {
-                    sender = Some(s);
+                    sender = Some((s, w));
                     break;
                 }
                 Err(error) => {
@@ -129,7 +223,7 @@ impl H2Upstream {
                 }
             }
         }
-        let Some(mut sender) = sender else {
+        let Some((mut sender, streams)) = sender else {
             return Err(SendError::Closed);
         };
         let (mut head, body) = req.into_parts();
@@ -146,7 +240,9 @@ impl H2Upstream {
             .send_request(Request::from_parts(head, ()), eos)
             .map_err(SendError::H2)?;
         drop(sender);
-        if !eos {
+        let send = if eos {
+            Some(stream)
+        } else {
             // A small body that has already arrived (a unary gRPC call's) goes out at once;
             // one still arriving is streamed by a task of its own.
             let mut pipe = Box::pin(pipe_body(body, stream));
@@ -156,13 +252,24 @@ impl H2Upstream {
             {
                 tokio::spawn(pipe);
             }
-        }
-        let (head, recv) = response.await.map_err(SendError::H2)?.into_parts();
+            None
+        };
+        let (head, mut recv) = response.await.map_err(SendError::H2)?.into_parts();
         let length = head
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok());
-        Ok(Response::from_parts(head, H2Body::new(recv, length)))
+        // A response still to come is watched for starvation until its body is dropped.
+        let watch = (!recv.is_end_stream()).then(|| {
+            let stream = WatchedStream {
+                flow: recv.flow_control().clone(),
+                send,
+                seen: 0,
+            };
+            let slot = lock_streams(&streams).insert(stream);
+            (streams, slot)
+        });
+        Ok(Response::from_parts(head, H2Body::new(recv, length, watch)))
     }
 
     /// Opens the connection unless another request did meanwhile. Requests that waited for
@@ -184,7 +291,7 @@ impl H2Upstream {
         match opened {
             Ok(sender) => {
                 *last_failure = None;
-                let old = self.shared.lock().replace((id, sender));
+                let old = self.shared.lock().replace(sender);
                 drop(old);
                 Ok(())
             }
@@ -197,7 +304,7 @@ impl H2Upstream {
     }
 
     /// Opens connection `id` and starts driving it and its idle check.
-    async fn open(&self, id: u64) -> Result<Sender, SendError> {
+    async fn open(&self, id: u64) -> Result<(u64, Sender, Streams), SendError> {
         let io = self.connector.connect().await.map_err(SendError::Connect)?;
         let (sender, conn) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
@@ -210,17 +317,27 @@ impl H2Upstream {
             .map_err(SendError::H2)?;
         tracing::debug!(target = %self.connector.target(), "http/2 upstream connection open");
         let shared = Arc::downgrade(&self.shared);
-        tokio::spawn(drive(conn, shared.clone(), id));
+        let streams = Streams::default();
+        tokio::spawn(drive(
+            conn,
+            shared.clone(),
+            id,
+            streams.clone(),
+            self.stalled,
+        ));
         tokio::spawn(idle_check(shared, id, self.idle));
-        Ok(sender)
+        Ok((id, sender, streams))
     }
 }
 
-/// Drives connection `id` until it ends, pinging it while it is the live one.
+/// Drives connection `id` until it ends, pinging it while it is the live one, and checks
+/// its streams for starvation every half `stalled`.
 async fn drive(
     mut conn: h2::client::Connection<ClientStream, Bytes>,
     shared: Weak<Shared>,
     id: u64,
+    streams: Streams,
+    stalled: Duration,
 ) {
     let mut pings = conn.ping_pong();
     let mut conn = pin!(Deferred {
@@ -230,6 +347,9 @@ async fn drive(
     let timer = tokio::time::sleep(KEEPALIVE);
     let mut timer = pin!(timer);
     let mut ping_out = false;
+    let check_every = stalled / 2;
+    let check = tokio::time::sleep(check_every);
+    let mut check = pin!(check);
     loop {
         tokio::select! {
             biased;
@@ -261,6 +381,13 @@ async fn drive(
                     }
                 }
                 timer.as_mut().reset(Instant::now() + KEEPALIVE);
+            }
+            () = check.as_mut() => {
+                let reset = lock_streams(&streams).reset_starved();
+                if reset > 0 {
+                    tracing::debug!(reset, "reset http/2 upstream streams whose readers stopped reading");
+                }
+                check.as_mut().reset(Instant::now() + check_every);
             }
         }
     }
@@ -386,14 +513,27 @@ pub struct H2Body {
     data_done: bool,
     /// What is left of the `content-length`, when the response gave one.
     length: Option<u64>,
+    /// Its slot among the connection's watched streams.
+    watch: Option<(Streams, usize)>,
 }
 
 impl H2Body {
-    fn new(recv: h2::RecvStream, length: Option<u64>) -> Self {
+    fn new(recv: h2::RecvStream, length: Option<u64>, watch: Option<(Streams, usize)>) -> Self {
         Self {
             recv,
             data_done: false,
             length,
+            watch,
+        }
+    }
+}
+
+impl Drop for H2Body {
+    fn drop(&mut self) {
+        if let Some((streams, slot)) = self.watch.take() {
+            let stream = lock_streams(&streams).remove(slot);
+            // Dropped outside the lock: it takes the connection's own.
+            drop(stream);
         }
     }
 }

@@ -23,6 +23,11 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 32;
 /// Most streams the server may reset for protocol errors before closing the connection.
 pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 256;
+/// Response data an HTTP/2 client's stream may have queued in the proxy, waiting for the
+/// client's connection to take it (hyper's default is 400 KiB: with 256 streams a client
+/// that stops reading its socket held ~100 MB of the proxy's memory). At most
+/// `MAX_CONCURRENT_STREAMS` × this per connection: 8 MiB.
+pub const MAX_SEND_BUF_BYTES: usize = 32 * 1024;
 
 /// Whether a method is idempotent (RFC 9110 §9.2.2): sending its request twice has the
 /// effect of sending it once, so a request the upstream may have seen can be sent again.
@@ -59,14 +64,46 @@ async fn serve_h2<I>(io: I, svc: HttpService, side: &Side)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let counter = svc.clone();
     let conn = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
         .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
         .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .max_send_buf_size(MAX_SEND_BUF_BYTES)
         .serve_connection(TokioIo::new(io), svc);
-    until_drained(conn, &side.drain, |c| c.graceful_shutdown(), "http/2").await;
+    let Some(idle) = side.timeouts.http2_idle else {
+        return until_drained(conn, &side.drain, |c| c.graceful_shutdown(), "http/2").await;
+    };
+    // A connection that brought no new request for `idle` gets GOAWAY: streams already
+    // open go on to their end (a long gRPC stream is not cut), then it closes. One timer
+    // per connection; per request, one counter increment.
+    let mut conn = std::pin::pin!(conn);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = counter.requests();
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            () = side.drain.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                break conn.as_mut().await;
+            }
+            _ = tick.tick() => {
+                let now = counter.requests();
+                if now == seen {
+                    tracing::debug!(?idle, "http/2 connection idle; sending GOAWAY");
+                    conn.as_mut().graceful_shutdown();
+                    break conn.as_mut().await;
+                }
+                seen = now;
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "http/2 connection ended with an error");
+    }
 }
 
 /// Serves `io` as HTTP/1 with hyper: the general path, for everything the fast path does

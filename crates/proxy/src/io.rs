@@ -38,15 +38,119 @@ pub fn tune(sock: &TcpStream) {
     }
 }
 
-use crate::metrics::TcpMetrics;
+use crate::metrics::{Direction, ErrorKind, Registry, TcpMetrics};
+use ferry_api::ProxyErrorReason;
+use std::future::Future;
+use tokio::time::{Instant, Sleep};
+
+/// How long something has waited without progress, against a limit: the clock starts at
+/// the first poll that could not proceed and stops at the next that did. Nothing happens
+/// per poll that proceeds; the timer is made once, at the first wait, and reset (not made
+/// anew) at later ones.
+pub struct Stall {
+    limit: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+}
+
+impl Stall {
+    /// A stall limited to `limit`.
+    pub fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            timer: None,
+            waiting: false,
+        }
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// Progress was made: the clock stops.
+    pub fn progressed(&mut self) {
+        self.waiting = false;
+    }
+
+    /// A poll could not proceed: starts the clock if it is not running; `true` once it has
+    /// run out (`cx` is woken then).
+    pub fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.waiting {
+            self.waiting = true;
+            let at = Instant::now() + self.limit;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(at),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+        }
+        self.timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+    }
+}
+
+/// The client-write timeout of an accepted connection: a write (or flush) that cannot make
+/// progress for `limit` fails with `TimedOut`, which ends the connection (a [`Stall`]).
+pub struct WriteLimit {
+    stall: Stall,
+    registry: Arc<Registry>,
+    direction: Direction,
+}
+
+impl WriteLimit {
+    /// A limit counted, when it bites, in `registry` under `direction`.
+    pub fn new(limit: Duration, registry: Arc<Registry>, direction: Direction) -> Self {
+        Self {
+            stall: Stall::new(limit),
+            registry,
+            direction,
+        }
+    }
+
+    /// After a write that could not proceed: fails once the limit has run out.
+    fn pending<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+        if !self.stall.expired(cx) {
+            return Poll::Pending;
+        }
+        tracing::debug!(limit = ?self.stall.limit, "client took nothing it was sent; closing its connection");
+        self.registry.error(
+            self.direction,
+            ErrorKind::Tcp,
+            ProxyErrorReason::ClientWriteTimeout,
+        );
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("client took nothing for {:?}", self.stall.limit),
+        )))
+    }
+}
+
+/// Passes `polled` on, watching it with `limit` when there is one.
+fn limited<R>(
+    limit: &mut Option<WriteLimit>,
+    cx: &mut Context<'_>,
+    polled: Poll<io::Result<R>>,
+) -> Poll<io::Result<R>> {
+    match (limit, polled) {
+        (Some(l), Poll::Pending) => l.pending(cx),
+        (Some(l), ready) => {
+            l.stall.progressed();
+            ready
+        }
+        (None, polled) => polled,
+    }
+}
 
 pin_project_lite::pin_project! {
     /// A stream whose reads and writes are counted; opening and dropping it counts the
-    /// connection as opened and closed.
+    /// connection as opened and closed. An accepted connection may also have a
+    /// [`WriteLimit`].
     pub struct Counted<T> {
         #[pin]
         inner: T,
         metrics: Arc<TcpMetrics>,
+        limit: Option<WriteLimit>,
     }
 
     impl<T> PinnedDrop for Counted<T> {
@@ -60,7 +164,17 @@ impl<T> Counted<T> {
     /// Wraps `inner`, counting it as a newly opened connection.
     pub fn new(inner: T, metrics: Arc<TcpMetrics>) -> Self {
         metrics.open();
-        Self { inner, metrics }
+        Self {
+            inner,
+            metrics,
+            limit: None,
+        }
+    }
+
+    /// With a client-write timeout (see [`WriteLimit`]).
+    pub fn with_write_limit(mut self, limit: Option<WriteLimit>) -> Self {
+        self.limit = limit;
+        self
     }
 
     /// The wrapped stream.
@@ -100,7 +214,8 @@ impl<T: AsyncWrite> AsyncWrite for Counted<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        let ready = this.inner.poll_write(cx, buf);
+        let polled = this.inner.poll_write(cx, buf);
+        let ready = limited(this.limit, cx, polled);
         if let Poll::Ready(Ok(n)) = ready {
             this.metrics.write(n);
         }
@@ -113,7 +228,8 @@ impl<T: AsyncWrite> AsyncWrite for Counted<T> {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        let ready = this.inner.poll_write_vectored(cx, bufs);
+        let polled = this.inner.poll_write_vectored(cx, bufs);
+        let ready = limited(this.limit, cx, polled);
         if let Poll::Ready(Ok(n)) = ready {
             this.metrics.write(n);
         }
@@ -125,7 +241,9 @@ impl<T: AsyncWrite> AsyncWrite for Counted<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        let this = self.project();
+        let polled = this.inner.poll_flush(cx);
+        limited(this.limit, cx, polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -251,7 +251,11 @@ pub async fn run(
             direction,
             registry: registry.clone(),
             tls,
-            upstreams: Arc::new(Upstreams::new(backends, resolver, factory)),
+            upstreams: {
+                let upstreams = Arc::new(Upstreams::new(backends, resolver, factory));
+                Upstreams::spawn_eviction(&upstreams);
+                upstreams
+            },
             timeouts: config.timeouts,
             opaque_ports: config.opaque_ports.clone().into(),
             own_listeners: own_listeners.clone(),

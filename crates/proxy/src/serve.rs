@@ -71,7 +71,11 @@ pub async fn serve(side: Arc<Side>, kind: Arc<ListenerKind>, sock: TcpStream, pe
         target_addr: target_label.clone(),
         tls: side.tls.clone(),
     });
-    let io = Counted::new(sock, metrics);
+    let io = Counted::new(sock, metrics).with_write_limit(
+        side.timeouts
+            .client_write
+            .map(|t| crate::io::WriteLimit::new(t, side.registry.clone(), side.direction)),
+    );
     let guard = side.connections.register(
         kind.name(),
         local,

@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::net::TcpStream;
+use tokio::{net::TcpStream, time::Instant};
 
 use crate::{
     backend::{Backend, Backends},
@@ -91,6 +91,11 @@ impl Upstream {
     }
 }
 
+/// Most names, and most looked-up addresses, one side holds a balancer for. Past it the
+/// least recently used one nobody holds is let go; when every one is held (by open
+/// connections), the new one serves its connection without being kept.
+pub const MAX_DESTINATIONS: usize = 1024;
+
 /// The upstreams of one side: backends by address, balancers by service name.
 pub struct Upstreams {
     /// Backends by address.
@@ -98,10 +103,84 @@ pub struct Upstreams {
     /// Discovery, when the proxy has a control plane.
     pub resolver: Option<Arc<Resolver>>,
     factory: EndpointFactory,
-    balancers: Mutex<HashMap<Authority, Arc<Balancer>>>,
-    /// Addresses looked up for redirected connections. TODO(#20): like names, they are
-    /// never evicted; idle eviction of destinations will bound both.
-    addrs: Mutex<HashMap<SocketAddr, Arc<AddrLookup>>>,
+    balancers: Mutex<Held<Authority, Arc<Balancer>>>,
+    /// Addresses looked up for redirected connections.
+    addrs: Mutex<Held<SocketAddr, Arc<AddrLookup>>>,
+    /// A destination nobody has used for this long is let go (balancer, task, stream).
+    idle: Duration,
+}
+
+/// Whether something outside the cache still holds a destination.
+trait InUse {
+    fn in_use(&self) -> bool;
+}
+
+impl InUse for Arc<Balancer> {
+    fn in_use(&self) -> bool {
+        Arc::strong_count(self) > 1
+    }
+}
+
+impl InUse for Arc<AddrLookup> {
+    fn in_use(&self) -> bool {
+        Arc::strong_count(self) > 1 || Arc::strong_count(&self.balancer) > 1
+    }
+}
+
+/// Destinations kept for reuse: each with when it was last used (asked for, or found held
+/// by a connection at a sweep). One that nobody holds and nobody asked for during `idle`
+/// is dropped by [`Held::sweep`], which ends its balancer's task and its `Get` stream.
+struct Held<K, V> {
+    map: HashMap<K, (V, Instant)>,
+}
+
+impl<K, V> Default for Held<K, V> {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: InUse + Clone> Held<K, V> {
+    /// The destination for `key`, made with `make` when there is none. At
+    /// [`MAX_DESTINATIONS`] the least recently used idle one makes room; with none idle the
+    /// new one is returned without being kept.
+    fn get_or(&mut self, key: &K, now: Instant, make: impl FnOnce() -> V) -> V {
+        if let Some((v, used)) = self.map.get_mut(key) {
+            *used = now;
+            return v.clone();
+        }
+        let v = make();
+        if self.map.len() >= MAX_DESTINATIONS {
+            let oldest = self
+                .map
+                .iter()
+                .filter(|(_, (v, _))| !v.in_use())
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => {
+                    self.map.remove(&k);
+                }
+                None => return v,
+            }
+        }
+        self.map.insert(key.clone(), (v.clone(), now));
+        v
+    }
+
+    /// Drops what nobody held or asked for during `idle`; what is held counts as used now.
+    fn sweep(&mut self, now: Instant, idle: Duration) {
+        self.map.retain(|_, (v, used)| {
+            if v.in_use() {
+                *used = now;
+                true
+            } else {
+                now.saturating_duration_since(*used) < idle
+            }
+        });
+    }
 }
 
 /// One address's lookup: its balancer, fed by the address's one `Get` stream.
@@ -119,13 +198,48 @@ impl Upstreams {
         resolver: Option<Arc<Resolver>>,
         factory: EndpointFactory,
     ) -> Self {
+        let idle = factory.timeouts.destination_idle;
         Self {
             backends,
             resolver,
             factory,
             balancers: Mutex::default(),
             addrs: Mutex::default(),
+            idle,
         }
+    }
+
+    /// Lets go of destinations nobody has used for [`Upstreams::idle`]: their balancers,
+    /// balancer tasks and `Get` streams (see [`Held`]).
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        lock(&self.balancers).sweep(now, self.idle);
+        lock(&self.addrs).sweep(now, self.idle);
+    }
+
+    /// How many destinations (names and looked-up addresses) are held now.
+    pub fn held(&self) -> usize {
+        lock(&self.balancers).map.len() + lock(&self.addrs).map.len()
+    }
+
+    /// Sweeps every half idle period while `this` lives (with a control plane only: without
+    /// one nothing is held).
+    pub fn spawn_eviction(this: &Arc<Self>) {
+        if this.resolver.is_none() {
+            return;
+        }
+        let weak = Arc::downgrade(this);
+        let period = (this.idle / 2).max(Duration::from_millis(10));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(this) = weak.upgrade() else { return };
+                this.sweep();
+            }
+        });
     }
 
     /// The upstream for an outbound connection redirected to `addr`. With a control plane,
@@ -139,22 +253,16 @@ impl Upstreams {
         let Some(resolver) = &self.resolver else {
             return Upstream::Addr(self.backends.get(&target));
         };
-        let lookup = {
-            let mut addrs = self.addrs.lock().unwrap_or_else(|e| e.into_inner());
-            addrs
-                .entry(addr)
-                .or_insert_with(|| {
-                    Arc::new(AddrLookup {
-                        balancer: Balancer::new(
-                            target.clone(),
-                            resolver.resolve(&target),
-                            self.factory.clone(),
-                        ),
-                        waited_in_vain: AtomicBool::new(false),
-                    })
-                })
-                .clone()
-        };
+        let lookup = lock(&self.addrs).get_or(&addr, Instant::now(), || {
+            Arc::new(AddrLookup {
+                balancer: Balancer::new(
+                    target.clone(),
+                    resolver.resolve(&target),
+                    self.factory.clone(),
+                ),
+                waited_in_vain: AtomicBool::new(false),
+            })
+        });
         let wait = if lookup.waited_in_vain.load(Relaxed) {
             Duration::ZERO
         } else {
@@ -179,36 +287,36 @@ impl Upstreams {
         let (Some(resolver), None) = (&self.resolver, target.socket_addr()) else {
             return Upstream::Addr(self.backends.get(target));
         };
-        let mut balancers = self.balancers.lock().unwrap_or_else(|e| e.into_inner());
-        let balancer = balancers.entry(target.clone()).or_insert_with(|| {
+        let balancer = lock(&self.balancers).get_or(target, Instant::now(), || {
             Balancer::new(
                 target.clone(),
                 resolver.resolve(target),
                 self.factory.clone(),
             )
         });
-        Upstream::Balanced(balancer.clone())
+        Upstream::Balanced(balancer)
     }
 
     /// The balancers, of names and of looked-up addresses, for `/state`.
     pub fn balancers(&self) -> Vec<Arc<Balancer>> {
-        let mut out: Vec<_> = self
-            .balancers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let mut out: Vec<_> = lock(&self.balancers)
+            .map
             .values()
-            .cloned()
+            .map(|(b, _)| b.clone())
             .collect();
         out.extend(
-            self.addrs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+            lock(&self.addrs)
+                .map
                 .values()
-                .map(|l| l.balancer.clone()),
+                .map(|(l, _)| l.balancer.clone()),
         );
         out.sort_by_key(|b| b.name().to_string());
         out
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -270,5 +378,107 @@ mod tests {
         assert!(start.elapsed() < ORIG_DST_DISCOVERY_WAIT);
         assert!(matches!(up, Upstream::Addr(_)));
         assert!(upstreams.balancers().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_destinations_are_let_go_with_their_streams() {
+        let upstreams = silent_control_plane();
+        let idle = upstreams.idle;
+        let resolver = upstreams.resolver.clone().unwrap();
+        // One name held by a connection, one asked for once, one looked-up address.
+        let held = upstreams.get(&"held.default:80".parse().unwrap());
+        drop(upstreams.get(&"once.default:80".parse().unwrap()));
+        upstreams.by_orig_dst("127.0.0.1:7".parse().unwrap()).await;
+        assert_eq!(upstreams.held(), 3);
+        assert_eq!(resolver.len(), 3, "one stream each");
+
+        tokio::time::advance(idle - Duration::from_secs(1)).await;
+        upstreams.sweep();
+        assert_eq!(upstreams.held(), 3, "not idle long enough");
+        // Asked for again: idle counts from now.
+        drop(upstreams.get(&"once.default:80".parse().unwrap()));
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        upstreams.sweep();
+        assert_eq!(upstreams.held(), 2, "the address is let go");
+        wait_for(|| resolver.len() == 2).await;
+
+        tokio::time::advance(idle).await;
+        upstreams.sweep();
+        assert_eq!(upstreams.held(), 1, "only the one a connection holds stays");
+        wait_for(|| resolver.len() == 1).await;
+        assert_eq!(resolver.state()[0].name, "held.default:80");
+
+        // Once its connection is gone, it is idle from the last sweep that saw it held.
+        drop(held);
+        tokio::time::advance(idle / 2).await;
+        upstreams.sweep();
+        assert_eq!(upstreams.held(), 1);
+        tokio::time::advance(idle / 2).await;
+        upstreams.sweep();
+        assert_eq!(upstreams.held(), 0);
+        wait_for(|| resolver.is_empty()).await;
+
+        // A name asked for after it was let go gets a new stream.
+        let again = upstreams.get(&"held.default:80".parse().unwrap());
+        assert_eq!(resolver.len(), 1);
+        drop(again);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_eviction_task_sweeps_on_its_own() {
+        let upstreams = Arc::new(silent_control_plane());
+        Upstreams::spawn_eviction(&upstreams);
+        drop(upstreams.get(&"once.default:80".parse().unwrap()));
+        assert_eq!(upstreams.held(), 1);
+        tokio::time::sleep(upstreams.idle * 2).await;
+        assert_eq!(upstreams.held(), 0);
+        wait_for(|| upstreams.resolver.as_ref().unwrap().is_empty()).await;
+    }
+
+    impl InUse for Arc<u32> {
+        fn in_use(&self) -> bool {
+            Arc::strong_count(self) > 1
+        }
+    }
+
+    #[test]
+    fn at_the_cap_the_least_recently_used_idle_one_makes_room() {
+        let mut held: Held<u32, Arc<u32>> = Held::default();
+        let start = Instant::now();
+        let first = held.get_or(&0, start, || Arc::new(0));
+        for k in 1..MAX_DESTINATIONS as u32 {
+            held.get_or(&k, start + Duration::from_secs(u64::from(k)), || {
+                Arc::new(k)
+            });
+        }
+        assert_eq!(held.map.len(), MAX_DESTINATIONS);
+        let late = start + Duration::from_secs(10_000);
+        held.get_or(&5000, late, || Arc::new(5000));
+        assert_eq!(held.map.len(), MAX_DESTINATIONS);
+        assert!(held.map.contains_key(&0), "held by a connection: kept");
+        assert!(
+            !held.map.contains_key(&1),
+            "the least recently used idle one went"
+        );
+        assert!(held.map.contains_key(&5000));
+
+        // With every one held, a new one is served but not kept.
+        let all: Vec<_> = held.map.values().map(|(v, _)| v.clone()).collect();
+        let extra = held.get_or(&6000, late, || Arc::new(6000));
+        assert_eq!(*extra, 6000);
+        assert!(!held.map.contains_key(&6000));
+        assert_eq!(held.map.len(), MAX_DESTINATIONS);
+        drop((all, first));
+    }
+
+    async fn wait_for(mut done: impl FnMut() -> bool) {
+        for _ in 0..1000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("condition not reached");
     }
 }

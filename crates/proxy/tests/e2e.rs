@@ -306,3 +306,114 @@ async fn cores_picks_the_scheduler_and_bad_values_are_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue #20: HTTP/2 clients that open many streams for large responses and then stop
+/// reading (their socket, and so every stream's window) hold a bounded amount of the
+/// proxy's memory, and do not stall a well-behaved client whose streams share the proxy's
+/// one upstream HTTP/2 connection with theirs: the starved streams are reset. Two such
+/// clients, as one alone cannot hold the upstream connection's whole window.
+#[tokio::test]
+async fn http2_clients_that_stop_reading_hold_bounded_memory_and_stall_nobody() {
+    const STREAMS: usize = 200;
+    const BODY: usize = 512 * 1024;
+    let big = Bytes::from(vec![b'x'; BODY]);
+    let app = TestServer::http(move |_req| {
+        let big = big.clone();
+        async move { Response::new(full(big)) }
+    })
+    .await;
+    let app_addr = app.addr.to_string();
+    let b = proxy(&[
+        "--inbound-forward",
+        &app_addr,
+        "--stalled-stream-timeout",
+        "1s",
+    ])
+    .await;
+    let url = format!("http://{}/big", b.inbound());
+    let get = || {
+        Request::get(&url)
+            .version(http::Version::HTTP_2)
+            .body(Default::default())
+            .unwrap()
+    };
+    // The well-behaved client's first request opens the upstream connection.
+    let good = client::h2c();
+    assert_eq!(client::send(&good, get()).await.unwrap().body.len(), BODY);
+    let before = rss_kib(b.proc.pid(), "VmRSS:");
+
+    let first = stalled_h2_client(b.inbound(), &url, STREAMS).await;
+    // Let the proxy fill what it will for that client: its memory stops growing.
+    let mut last = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = rss_kib(b.proc.pid(), "VmRSS:");
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let one = rss_kib(b.proc.pid(), "VmHWM:").saturating_sub(before);
+    eprintln!("proxy: one stalling client grew it by {one} KiB");
+    assert!(
+        one < 32 * 1024,
+        "a client stalling {STREAMS} streams of {BODY} B grew the proxy by {one} KiB"
+    );
+    let second = stalled_h2_client(b.inbound(), &url, STREAMS).await;
+
+    // The well-behaved client keeps being answered, whole, while the others hold on.
+    for i in 0..5 {
+        let started = std::time::Instant::now();
+        let rsp = client::send(&good, get())
+            .await
+            .unwrap_or_else(|e| panic!("well-behaved request {i} failed while clients stall: {e}"));
+        assert_eq!(rsp.body.len(), BODY, "request {i}");
+        eprintln!("well-behaved request {i}: {:?}", started.elapsed());
+    }
+
+    let peak = rss_kib(b.proc.pid(), "VmHWM:");
+    let grew = peak.saturating_sub(before);
+    eprintln!("proxy: rss before {before} KiB, peak {peak} KiB");
+    assert!(
+        grew < 64 * 1024,
+        "two clients stalling {STREAMS} streams of {BODY} B each grew the proxy by {grew} KiB"
+    );
+    drop((first, second));
+}
+
+/// An HTTP/2 client with huge windows that sends `streams` GETs for `url`, reads every
+/// response head, then never reads again (its connection is no longer polled). Returned
+/// to be held.
+async fn stalled_h2_client(addr: SocketAddr, url: &str, streams: usize) -> Box<dyn std::any::Any> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (h2c, conn) = h2::client::Builder::new()
+        .initial_window_size(16 * 1024 * 1024)
+        .initial_connection_window_size(1 << 30)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    let mut conn = Box::pin(conn);
+    let heads = async {
+        let mut h2c = h2c;
+        let mut pending = Vec::new();
+        for _ in 0..streams {
+            h2c = h2c.ready().await?;
+            let req = http::Request::get(url).body(()).unwrap();
+            pending.push(h2c.send_request(req, true)?.0);
+        }
+        let mut bodies = Vec::new();
+        for rsp in pending {
+            bodies.push(rsp.await?.into_body());
+        }
+        Ok::<_, h2::Error>((h2c, bodies))
+    };
+    let held = tokio::time::timeout(WAIT, async {
+        tokio::select! {
+            heads = heads => heads.unwrap(),
+            ended = conn.as_mut() => panic!("stalling connection ended: {ended:?}"),
+        }
+    })
+    .await
+    .expect("every response head within 10 s");
+    Box::new((held, conn))
+}

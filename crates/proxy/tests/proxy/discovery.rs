@@ -247,3 +247,66 @@ async fn the_stream_drives_routing_and_dead_endpoints_are_skipped() {
     .unwrap();
     assert_eq!(rsp.text(), "one");
 }
+
+/// Every name asked for opens a `Get` stream; once no connection holds a name and nobody
+/// asked for it during `--destination-idle-timeout`, its stream is closed (issue #20).
+#[tokio::test]
+async fn idle_names_release_their_streams() {
+    const NAMES: usize = 16;
+    let (destination, mut streams) = scripted_destination().await;
+    let mut config = Config::for_tests("127.0.0.1:9".parse().unwrap());
+    config.destination_addr = Some(destination.into());
+    config.timeouts.destination_idle = Duration::from_secs(2);
+    let proxy = Proxy::start(config).await;
+    let url = format!("http://{}/", proxy.outbound);
+
+    let mut open = Vec::new();
+    for i in 0..NAMES {
+        let host = format!("svc-{i}.default:80");
+        let req = http::Request::get(&url)
+            .header(http::header::HOST, &host)
+            .body(Default::default())
+            .unwrap();
+        let rsp = tokio::spawn(async move { client::send(&client::http1(), req).await });
+        let (path, updates) = tokio::time::timeout(Duration::from_secs(5), streams.recv())
+            .await
+            .expect("a Get stream per name")
+            .unwrap();
+        assert_eq!(path, host);
+        updates.send(no_endpoints(false)).await.unwrap();
+        let rsp = rsp.await.unwrap().unwrap();
+        assert_eq!(rsp.headers["l5d-proxy-error"], "no-route");
+        open.push(updates);
+    }
+    assert!(
+        open.iter().all(|u| !u.is_closed()),
+        "streams stay open while their names are in use"
+    );
+
+    let closed = wait_until(Duration::from_secs(10), "every Get stream closed", || {
+        let all = open.iter().all(|u| u.is_closed());
+        async move { all.then_some(()) }
+    })
+    .await;
+    if let Err(e) = closed {
+        let n = open.iter().filter(|u| !u.is_closed()).count();
+        panic!("{e}: {n} of {NAMES} streams still open");
+    }
+
+    // A name asked for again opens a new stream.
+    let req = http::Request::get(&url)
+        .header(http::header::HOST, "svc-0.default:80")
+        .body(Default::default())
+        .unwrap();
+    let rsp = tokio::spawn(async move { client::send(&client::http1(), req).await });
+    let (path, updates) = tokio::time::timeout(Duration::from_secs(5), streams.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(path, "svc-0.default:80");
+    updates.send(no_endpoints(false)).await.unwrap();
+    assert_eq!(
+        rsp.await.unwrap().unwrap().headers["l5d-proxy-error"],
+        "no-route"
+    );
+}

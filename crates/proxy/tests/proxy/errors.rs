@@ -575,3 +575,168 @@ async fn a_host_header_flood_keeps_metrics_bounded() {
         "a raw host reached a label"
     );
 }
+
+/// An upstream that takes the request and never starts its answer is cut off after
+/// `--response-head-timeout` with 504 `response-head-timeout` (issue #20), on the HTTP/1
+/// fast path, the HTTP/2 path and for gRPC callers; a quick answer on the same
+/// connection afterwards is untouched.
+#[tokio::test]
+async fn an_upstream_that_never_answers_times_out_with_a_labelled_504() {
+    let app = TestServer::http(|req: Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/slow" {
+            std::future::pending::<()>().await;
+        }
+        Response::new(full("quick"))
+    })
+    .await;
+    let mut config = Config::for_tests(app.addr);
+    config.timeouts.response_head = Some(Duration::from_millis(300));
+    let proxy = Proxy::start(config).await;
+    let slow = format!("http://{}/slow", proxy.inbound);
+    let quick = format!("http://{}/quick", proxy.inbound);
+
+    let h1 = client::http1();
+    let started = std::time::Instant::now();
+    let req = Request::get(&slow).body(Full::default()).unwrap();
+    let rsp = client::send(&h1, req).await.unwrap();
+    assert_labelled(&rsp, StatusCode::GATEWAY_TIMEOUT, "response-head-timeout");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let req = Request::get(&quick).body(Full::default()).unwrap();
+    assert_eq!(client::send(&h1, req).await.unwrap().text(), "quick");
+
+    let h2 = client::h2c();
+    let req = Request::get(&slow)
+        .version(Version::HTTP_2)
+        .body(Full::default())
+        .unwrap();
+    let rsp = client::send(&h2, req).await.unwrap();
+    assert_labelled(&rsp, StatusCode::GATEWAY_TIMEOUT, "response-head-timeout");
+    let req = Request::get(&quick)
+        .version(Version::HTTP_2)
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(client::send(&h2, req).await.unwrap().text(), "quick");
+
+    let req = Request::post(&slow)
+        .version(Version::HTTP_2)
+        .header("content-type", "application/grpc")
+        .body(Full::default())
+        .unwrap();
+    let rsp = client::send(&h2, req).await.unwrap();
+    assert_eq!(rsp.status, StatusCode::OK);
+    assert_eq!(rsp.headers["grpc-status"], "4", "DEADLINE_EXCEEDED");
+    assert_eq!(rsp.headers["l5d-proxy-error"], "response-head-timeout");
+
+    // A gRPC call that asks for a longer deadline gets it.
+    let req = Request::post(&slow)
+        .version(Version::HTTP_2)
+        .header("content-type", "application/grpc")
+        .header("grpc-timeout", "1S")
+        .body(Full::default())
+        .unwrap();
+    let started = std::time::Instant::now();
+    let rsp = client::send(&h2, req).await.unwrap();
+    assert_eq!(rsp.headers["l5d-proxy-error"], "response-head-timeout");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+
+    proxy
+        .wait_metric(
+            "inbound_http_errors_total",
+            &[("error", "response-head-timeout")],
+            4.0,
+        )
+        .await;
+}
+
+/// A client that sends a request and then reads nothing of a large answer has its
+/// connection closed after `--client-write-timeout`, counted as
+/// `inbound_tcp_errors_total{error="client-write-timeout"}` (issue #20).
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
+    let big = bytes::Bytes::from(vec![b'x'; 64 * 1024 * 1024]);
+    let app = TestServer::http(move |_req| {
+        let big = big.clone();
+        async move { Response::new(full(big)) }
+    })
+    .await;
+    let mut config = Config::for_tests(app.addr);
+    config.timeouts.client_write = Some(Duration::from_millis(300));
+    let proxy = Proxy::start(config).await;
+
+    let mut client = tokio::net::TcpStream::connect(proxy.inbound).await.unwrap();
+    client
+        .write_all(b"GET /big HTTP/1.1\r\nhost: app\r\n\r\n")
+        .await
+        .unwrap();
+    proxy
+        .wait_metric(
+            "inbound_tcp_errors_total",
+            &[("error", "client-write-timeout")],
+            1.0,
+        )
+        .await;
+    // The connection is closed: what the kernel held for the client ends well short of
+    // the whole body.
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut got))
+        .await
+        .expect("the connection ends");
+    assert!(
+        read.is_err() || got.len() < 64 * 1024 * 1024,
+        "{} bytes",
+        got.len()
+    );
+}
+
+/// An upstream that sends its response head and the start of its body, then nothing more,
+/// is cut off after `--body-idle-timeout`: the client's response ends early (HTTP/1: the
+/// connection is closed; HTTP/2: the stream is reset) and it is counted as
+/// `body-idle-timeout`, on the fast path and the general one (issue #20).
+#[tokio::test]
+async fn a_response_body_that_goes_quiet_is_cut_off() {
+    use http_body::Frame;
+    use tokio_stream::StreamExt;
+    let app = TestServer::http(|_req| async {
+        let frames = tokio_stream::iter([Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+            Frame::data(bytes::Bytes::from_static(b"first part;")),
+        )])
+        .chain(tokio_stream::pending());
+        Response::builder()
+            .header("content-length", "1000")
+            .body(http_body_util::StreamBody::new(frames).boxed())
+            .unwrap()
+    })
+    .await;
+    let mut config = Config::for_tests(app.addr);
+    config.timeouts.body_idle = Some(Duration::from_millis(300));
+    let proxy = Proxy::start(config).await;
+    let url = format!("http://{}/quiet", proxy.inbound);
+
+    for version in [Version::HTTP_11, Version::HTTP_2] {
+        let client = if version == Version::HTTP_2 {
+            client::h2c()
+        } else {
+            client::http1()
+        };
+        let req = Request::get(&url)
+            .version(version)
+            .body(Full::default())
+            .unwrap();
+        let rsp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
+            .await
+            .expect("the head comes")
+            .unwrap();
+        assert_eq!(rsp.status(), StatusCode::OK);
+        let body = tokio::time::timeout(Duration::from_secs(5), rsp.into_body().collect())
+            .await
+            .unwrap_or_else(|_| panic!("{version:?}: the body is cut off, not left hanging"));
+        assert!(body.is_err(), "{version:?}: the body ends in an error");
+    }
+    proxy
+        .wait_metric(
+            "response_total",
+            &[("direction", "inbound"), ("error", "body-idle-timeout")],
+            2.0,
+        )
+        .await;
+}

@@ -347,3 +347,60 @@ async fn h2c_limits_are_advertised_and_enforced() {
     proxy.wait_metric("request_total", &inbound, 3.0).await;
     assert!(!app.seen.lock().unwrap().contains(&"/too-large".to_string()));
 }
+
+/// A client's HTTP/2 connection that brings no new request for `--http2-idle-timeout` gets
+/// GOAWAY and is closed, while a stream already open on it (a slow response) goes on to its
+/// end (issue #20).
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_but_open_streams_finish() {
+    use http_body::Frame;
+    use tokio_stream::StreamExt;
+    let app = TestServer::http(|req: Request<hyper::body::Incoming>| async move {
+        if req.uri().path() != "/slow" {
+            return Response::new(ferry_testkit::server::full("ok"));
+        }
+        // Ten chunks, 100 ms apart: a stream that outlives the idle timeout.
+        let chunks = tokio_stream::iter(0..10).then(|i| async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(Bytes::from(format!(
+                "{i}"
+            ))))
+        });
+        Response::new(http_body_util::StreamBody::new(chunks).boxed())
+    })
+    .await;
+    let mut config = ferry_proxy::Config::for_tests(app.addr);
+    config.timeouts.http2_idle = Some(Duration::from_millis(300));
+    let proxy = Proxy::start(config).await;
+
+    let tcp = tokio::net::TcpStream::connect(proxy.inbound).await.unwrap();
+    let (h2c, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let send = |path: &str, h2c: h2::client::SendRequest<Bytes>| {
+        let uri = format!("http://{}{path}", proxy.inbound);
+        async move {
+            let mut h2c = h2c.ready().await.unwrap();
+            let req = Request::get(uri).body(()).unwrap();
+            let rsp = h2c.send_request(req, true).unwrap().0.await.unwrap();
+            let mut body = rsp.into_body();
+            let mut got = Vec::new();
+            while let Some(data) = body.data().await {
+                let data = data.unwrap();
+                body.flow_control().release_capacity(data.len()).unwrap();
+                got.extend_from_slice(&data);
+            }
+            (h2c, String::from_utf8(got).unwrap())
+        }
+    };
+    let (h2c, quick) = send("/", h2c).await;
+    assert_eq!(quick, "ok");
+    let started = std::time::Instant::now();
+    let (h2c, slow) = send("/slow", h2c).await;
+    assert_eq!(slow, "0123456789", "the open stream goes on to its end");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    drop(h2c);
+    let ended = timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the idle connection is closed by the proxy");
+    assert!(ended.unwrap().is_ok(), "closed cleanly (GOAWAY)");
+}
