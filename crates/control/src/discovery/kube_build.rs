@@ -219,11 +219,14 @@ fn add_pods(state: &mut ClusterState, snapshot: &Snapshot, owners: &Owners) {
         let owner = owners.of(&pod.metadata);
         if let Some(owner) = &owner {
             let workload = ObjectRef::new(&key.namespace, &owner.name);
-            let mut labels = pod.metadata.labels.clone().unwrap_or_default();
-            labels.remove(LABEL_POD_TEMPLATE_HASH);
-            // The labels all its pods share, whatever order the stores list them in.
+            let labels = pod.metadata.labels.as_ref();
+            // The labels all its pods share, whatever order the stores list them in. Only
+            // a workload's first pod copies its labels: under churn this runs for every pod
+            // on every rebuild, and a copy per pod was most of the rebuild's allocations.
             match Arc::make_mut(&mut state.workloads).entry(workload) {
                 Entry::Vacant(entry) => {
+                    let mut labels = labels.cloned().unwrap_or_default();
+                    labels.remove(LABEL_POD_TEMPLATE_HASH);
                     entry.insert(Workload {
                         kind: owner.kind.clone(),
                         labels,
@@ -231,7 +234,7 @@ fn add_pods(state: &mut ClusterState, snapshot: &Snapshot, owners: &Owners) {
                 }
                 Entry::Occupied(mut entry) => {
                     let shared = &mut entry.get_mut().labels;
-                    shared.retain(|k, v| labels.get(k) == Some(v));
+                    shared.retain(|k, v| labels.and_then(|l| l.get(k)) == Some(v));
                 }
             }
         }
