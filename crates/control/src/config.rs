@@ -16,10 +16,14 @@ pub use crate::discovery::kubernetes::KubeSource;
 use crate::identity::material::CaSource;
 use crate::identity::{IdentityConfig, TOKENS_DIR};
 use crate::injector::InjectorConfig;
+use crate::limits::{ApiLimits, GrpcLimits, Limits};
 use crate::metrics::MetricsConfig;
 
 /// The shortest certificate lifetime accepted (tests rotate every few seconds).
 pub const MIN_CERT_LIFETIME: Duration = Duration::from_secs(1);
+/// The file under `--identity-dir` holding the public API's bearer token when it is exposed.
+pub const API_TOKEN_FILE: &str = "api-token";
+
 /// The longest certificate lifetime accepted (the generated issuer's own validity).
 pub const MAX_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
@@ -30,9 +34,46 @@ pub struct Args {
     /// Address of the gRPC server proxies talk to (destination API).
     #[arg(long, env = env::CONTROL_GRPC_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::CONTROL_GRPC)))]
     pub grpc_listen: SocketAddr,
-    /// Address of the public HTTP/JSON API the CLI and dashboard use.
-    #[arg(long, env = env::CONTROL_API_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::CONTROL_API)))]
+    /// Address of the public HTTP/JSON API the CLI and dashboard use. Loopback by default;
+    /// any other address requires a credential (see docs/security.md).
+    #[arg(long, env = env::CONTROL_API_LISTEN, default_value_t = SocketAddr::from(([127, 0, 0, 1], ports::CONTROL_API)))]
     pub api_listen: SocketAddr,
+    /// Address of a listener that answers only `/ready` and `/live` (for the kubelet, which
+    /// cannot reach a loopback API). Off without it.
+    #[arg(long, env = env::CONTROL_PROBE_LISTEN)]
+    pub probe_listen: Option<SocketAddr>,
+    /// A file holding the bearer token the public API requires (created, mode 0600, when
+    /// missing). Defaults to `<identity-dir>/api-token` when the API binds a non-loopback
+    /// address without Kubernetes discovery; with it, TokenReview checks callers instead.
+    #[arg(long, env = env::CONTROL_API_TOKEN_FILE)]
+    pub api_token_file: Option<PathBuf>,
+    /// How long an API client has to send a whole request head.
+    #[arg(long, env = env::CONTROL_API_HEADER_READ_TIMEOUT, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub api_header_read_timeout: Duration,
+    /// The largest request body the API accepts.
+    #[arg(long, env = env::CONTROL_API_MAX_BODY_BYTES, default_value_t = ApiLimits::default().max_body_bytes)]
+    pub api_max_body_bytes: usize,
+    /// API connections open at once.
+    #[arg(long, env = env::CONTROL_API_MAX_CONNECTIONS, default_value_t = ApiLimits::default().max_connections)]
+    pub api_max_connections: usize,
+    /// Event streams (tap, stat stream) open at once.
+    #[arg(long, env = env::CONTROL_API_MAX_SSE_CLIENTS, default_value_t = ApiLimits::default().max_sse_clients)]
+    pub api_max_sse_clients: usize,
+    /// Taps through the relay open at once.
+    #[arg(long, env = env::CONTROL_API_MAX_TAPS, default_value_t = ApiLimits::default().max_taps)]
+    pub api_max_taps: usize,
+    /// HTTP/2 streams one gRPC connection may have open at once.
+    #[arg(long, env = env::CONTROL_GRPC_MAX_CONCURRENT_STREAMS, default_value_t = GrpcLimits::default().max_concurrent_streams)]
+    pub grpc_max_concurrent_streams: u32,
+    /// Streams a gRPC client may reset before they are answered (HTTP/2 rapid reset).
+    #[arg(long, env = env::CONTROL_GRPC_MAX_PENDING_RESETS, default_value_t = GrpcLimits::default().max_pending_resets)]
+    pub grpc_max_pending_resets: usize,
+    /// gRPC connections open at once.
+    #[arg(long, env = env::CONTROL_GRPC_MAX_CONNECTIONS, default_value_t = GrpcLimits::default().max_connections)]
+    pub grpc_max_connections: usize,
+    /// The largest gRPC request message decoded.
+    #[arg(long, env = env::CONTROL_GRPC_MAX_MESSAGE_BYTES, default_value_t = GrpcLimits::default().max_message_bytes)]
+    pub grpc_max_message_bytes: usize,
     /// Where services and workloads are discovered from.
     #[arg(long, env = env::CONTROL_DISCOVERY, default_value = "file")]
     pub discovery: DiscoveryKind,
@@ -147,6 +188,12 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     /// Where the public API listens.
     pub api_listen: SocketAddr,
+    /// Where the probe listener listens, when it runs.
+    pub probe_listen: Option<SocketAddr>,
+    /// Who may call the public API.
+    pub api_auth: ApiAuthConfig,
+    /// The limits of both servers.
+    pub limits: Limits,
     /// Which discovery backend runs.
     pub discovery: DiscoveryConfig,
     /// The identity CA, when it runs.
@@ -160,6 +207,18 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The proxy-injector webhook, when it runs.
     pub injector: Option<InjectorConfig>,
+}
+
+/// Who may call the public API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiAuthConfig {
+    /// Anyone who reaches it: the API binds loopback.
+    Loopback,
+    /// Callers presenting the bearer token kept in this file (created when missing).
+    TokenFile(PathBuf),
+    /// Callers whose Kubernetes bearer token passes TokenReview, and whom
+    /// SubjectAccessReview allows the route's verb (docs/kubernetes.md).
+    Kubernetes,
 }
 
 /// The discovery backend and its settings.
@@ -230,6 +289,12 @@ pub enum ConfigError {
     /// Some but not all of the injector's listener and TLS files were given.
     #[error("--injector-listen, --injector-tls-cert-file and --injector-tls-key-file go together; {0} is missing")]
     InjectorFlags(&'static str),
+    /// The public API binds a non-loopback address with nothing to check callers against.
+    #[error("--api-listen {0} is not a loopback address: callers need a credential, so give --api-token-file FILE (or --identity-dir DIR, where api-token is kept), or bind 127.0.0.1")]
+    ApiExposed(SocketAddr),
+    /// A limit is zero.
+    #[error("{0} must be at least 1")]
+    ZeroLimit(&'static str),
     /// The Prometheus URL is not `http://host:port`.
     #[error("--prometheus-url {0:?} must be an http:// URL like http://127.0.0.1:9090")]
     PrometheusUrl(String),
@@ -291,6 +356,9 @@ impl Config {
         Ok(Self {
             grpc_listen: args.grpc_listen,
             api_listen: args.api_listen,
+            probe_listen: args.probe_listen,
+            api_auth: api_auth(args)?,
+            limits: limits(args)?,
             identity: identity(args, token_validation)?,
             token_validation,
             kube: KubeSource {
@@ -346,6 +414,46 @@ fn injector(
         key_file,
         proxy,
     }))
+}
+
+fn api_auth(args: &Args) -> Result<ApiAuthConfig, ConfigError> {
+    if let Some(file) = &args.api_token_file {
+        return Ok(ApiAuthConfig::TokenFile(file.clone()));
+    }
+    if args.api_listen.ip().is_loopback() {
+        return Ok(ApiAuthConfig::Loopback);
+    }
+    match (args.discovery, &args.identity_dir) {
+        (DiscoveryKind::Kubernetes, _) => Ok(ApiAuthConfig::Kubernetes),
+        (DiscoveryKind::File, Some(dir)) => Ok(ApiAuthConfig::TokenFile(dir.join(API_TOKEN_FILE))),
+        (DiscoveryKind::File, None) => Err(ConfigError::ApiExposed(args.api_listen)),
+    }
+}
+
+fn limits(args: &Args) -> Result<Limits, ConfigError> {
+    let nonzero = |flag, n: usize| if n == 0 { Err(ConfigError::ZeroLimit(flag)) } else { Ok(n) };
+    if args.api_header_read_timeout.is_zero() {
+        return Err(ConfigError::ZeroLimit("--api-header-read-timeout"));
+    }
+    if args.grpc_max_concurrent_streams == 0 {
+        return Err(ConfigError::ZeroLimit("--grpc-max-concurrent-streams"));
+    }
+    Ok(Limits {
+        api: ApiLimits {
+            header_read_timeout: args.api_header_read_timeout,
+            max_body_bytes: args.api_max_body_bytes,
+            max_connections: nonzero("--api-max-connections", args.api_max_connections)?,
+            max_sse_clients: nonzero("--api-max-sse-clients", args.api_max_sse_clients)?,
+            max_taps: nonzero("--api-max-taps", args.api_max_taps)?,
+        },
+        grpc: GrpcLimits {
+            max_concurrent_streams: args.grpc_max_concurrent_streams,
+            max_pending_resets: nonzero("--grpc-max-pending-resets", args.grpc_max_pending_resets)?,
+            max_connections: nonzero("--grpc-max-connections", args.grpc_max_connections)?,
+            max_message_bytes: nonzero("--grpc-max-message-bytes", args.grpc_max_message_bytes)?,
+            ..GrpcLimits::default()
+        },
+    })
 }
 
 fn metrics(args: &Args) -> Result<MetricsConfig, ConfigError> {

@@ -188,7 +188,7 @@ fn parse(token: &[u8]) -> Result<(ObjectRef, &[u8]), TokenError> {
 }
 
 /// Compares without stopping at the first difference, so timing does not leak the secret.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
