@@ -81,8 +81,6 @@ fn prints_every_control_plane_object_in_apply_order() {
             "Namespace",
             "ServiceAccount",
             "ClusterRole",
-            "ClusterRole",
-            "ClusterRole",
             "ClusterRoleBinding",
             "ConfigMap",
             "ConfigMap",
@@ -91,7 +89,9 @@ fn prints_every_control_plane_object_in_apply_order() {
             "Service",
             "Deployment",
             "Service",
-            "MutatingWebhookConfiguration"
+            "MutatingWebhookConfiguration",
+            "ClusterRole",
+            "ClusterRole",
         ]
     );
     for doc in &docs {

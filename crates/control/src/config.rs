@@ -118,6 +118,10 @@ pub struct Args {
     /// How long issued workload certificates are valid (1s to 365d).
     #[arg(long, env = env::CONTROL_IDENTITY_CERT_LIFETIME, default_value = "24h", value_parser = humantime::parse_duration)]
     pub identity_cert_lifetime: Duration,
+    /// How long local identity tokens (`--token-validation=local`) are valid (1s to 365d);
+    /// they are rewritten at half-life.
+    #[arg(long, env = env::CONTROL_IDENTITY_TOKEN_LIFETIME, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub identity_token_lifetime: Duration,
     /// How often the control plane scrapes every proxy's `/metrics` (100ms to 5m). With
     /// --prometheus-url, Prometheus' own scrape interval: the resolution of live stats.
     #[arg(long, env = env::CONTROL_SCRAPE_INTERVAL, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -280,8 +284,11 @@ pub enum ConfigError {
     /// The certificate lifetime is out of range.
     #[error("--identity-cert-lifetime {0:?} must be between 1s and 365d")]
     CertLifetime(Duration),
+    /// The token lifetime is out of range.
+    #[error("--identity-token-lifetime {0:?} must be between 1s and 365d")]
+    TokenLifetime(Duration),
     /// Both servers were given the same fixed address.
-    #[error("--grpc-listen and --api-listen are both {0}")]
+    #[error("two listeners (--grpc-listen, --api-listen, --probe-listen, --injector-listen) would both bind {0}")]
     SameAddress(SocketAddr),
     /// The scrape interval is out of range.
     #[error("--scrape-interval {0:?} must be between 100ms and 5m")]
@@ -303,8 +310,13 @@ pub enum ConfigError {
 impl Config {
     /// Validates flags into a config.
     pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
-        if args.grpc_listen == args.api_listen && args.grpc_listen.port() != 0 {
+        if clash(args.grpc_listen, args.api_listen) {
             return Err(ConfigError::SameAddress(args.grpc_listen));
+        }
+        if let Some(probe) = args.probe_listen {
+            if clash(probe, args.grpc_listen) || clash(probe, args.api_listen) {
+                return Err(ConfigError::SameAddress(probe));
+            }
         }
         let interval = args.workloads_poll_interval;
         if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&interval) {
@@ -388,7 +400,7 @@ fn injector(
         (_, _, None) => return Err(ConfigError::InjectorFlags("--injector-tls-key-file")),
     };
     for other in [args.grpc_listen, args.api_listen] {
-        if listen == other && listen.port() != 0 {
+        if clash(listen, other) {
             return Err(ConfigError::SameAddress(listen));
         }
     }
@@ -414,6 +426,14 @@ fn injector(
         key_file,
         proxy,
     }))
+}
+
+/// Whether two fixed listen addresses cannot both be bound: the same port on the same
+/// address, or on any address when one of them is the unspecified one.
+fn clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn api_auth(args: &Args) -> Result<ApiAuthConfig, ConfigError> {
@@ -501,6 +521,10 @@ fn identity(
     if !(MIN_CERT_LIFETIME..=MAX_CERT_LIFETIME).contains(&lifetime) {
         return Err(ConfigError::CertLifetime(lifetime));
     }
+    let token_lifetime = args.identity_token_lifetime;
+    if !(MIN_CERT_LIFETIME..=MAX_CERT_LIFETIME).contains(&token_lifetime) {
+        return Err(ConfigError::TokenLifetime(token_lifetime));
+    }
     let files = match (
         &args.identity_trust_anchors_file,
         &args.identity_issuer_certificate_file,
@@ -527,6 +551,7 @@ fn identity(
                 tokens_dir: PathBuf::new(),
                 ca,
                 cert_lifetime: lifetime,
+                token_lifetime,
             })),
             (Some(_), TokenValidation::Local) => Err(ConfigError::NoIdentityDir),
             (None, _) => Ok(None),
@@ -536,6 +561,7 @@ fn identity(
         tokens_dir: dir.join(TOKENS_DIR),
         ca: files.unwrap_or(CaSource::Generated { dir }),
         cert_lifetime: lifetime,
+        token_lifetime,
     }))
 }
 

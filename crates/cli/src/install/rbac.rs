@@ -59,6 +59,22 @@ pub fn api_roles() -> Vec<(&'static str, PolicyRule)> {
     ]
 }
 
+/// Renders the ClusterRoles for users of an exposed public API (bound to no one).
+pub fn render_api_roles(cfg: &InstallConfig, out: &mut Objects) -> Result<(), RenderError> {
+    for (suffix, rule) in api_roles() {
+        out.push(&ClusterRole {
+            metadata: ObjectMeta {
+                name: Some(format!("ferry-{suffix}-{}", cfg.namespace)),
+                labels: Some(cfg.labels()),
+                ..ObjectMeta::default()
+            },
+            rules: Some(vec![rule]),
+            ..ClusterRole::default()
+        })?;
+    }
+    Ok(())
+}
+
 /// The API group of the public API's RBAC resources (the control plane's
 /// `api::auth::API_GROUP`).
 pub const API_GROUP: &str = "api.ferry.io";
@@ -81,17 +97,6 @@ pub fn render(cfg: &InstallConfig, out: &mut Objects) -> Result<(), RenderError>
         rules: Some(rules()),
         ..ClusterRole::default()
     })?;
-    for (suffix, rule) in api_roles() {
-        out.push(&ClusterRole {
-            metadata: ObjectMeta {
-                name: Some(format!("ferry-{suffix}-{}", cfg.namespace)),
-                labels: Some(cfg.labels()),
-                ..ObjectMeta::default()
-            },
-            rules: Some(vec![rule]),
-            ..ClusterRole::default()
-        })?;
-    }
     out.push(&ClusterRoleBinding {
         metadata: cluster_meta,
         role_ref: RoleRef {
