@@ -474,3 +474,69 @@ async fn a_token_file_makes_every_route_require_the_bearer_token() {
         "{allowed}"
     );
 }
+
+#[tokio::test]
+async fn grpc_streams_per_connection_and_message_sizes_are_capped() {
+    let file = WorkloadsFile::new(&echo(&[("echo-0", 17151)]));
+    let (_control, grpc, _api) = spawn_with(
+        &file,
+        &[
+            "--grpc-max-concurrent-streams=2",
+            "--grpc-max-message-bytes=1024",
+        ],
+    )
+    .await;
+    let channel = Channel::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = DestinationClient::new(channel);
+    // Two streams on one connection fill it...
+    let mut first = client
+        .get(request("echo.default:8080"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut second = client
+        .get(request("echo.default:8080"))
+        .await
+        .unwrap()
+        .into_inner();
+    for stream in [&mut first, &mut second] {
+        let update = within(PROCESS, "an update", stream.message()).await;
+        assert_eq!(add_ports(update.unwrap()), [17151]);
+    }
+    // ...so a third waits for a place (the server advertised the limit)...
+    let mut waiting = client.clone();
+    let third = tokio::spawn(async move { waiting.get(request("echo.default:8080")).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "a third stream was opened beyond the cap");
+    // ...and gets one when a stream ends.
+    drop(first);
+    let mut third = within(PROCESS, "the third stream", third)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_inner();
+    let update = within(PROCESS, "an update", third.message()).await;
+    assert_eq!(add_ports(update.unwrap()), [17151]);
+
+    // A request message over the limit is refused with the reason.
+    let huge = pb::GetDestination {
+        path: format!("{}.default.svc.cluster.local:8080", "a".repeat(2000)),
+        ..request("x")
+    };
+    drop(second);
+    let refused = within(PROCESS, "the oversized request", client.get(huge))
+        .await
+        .expect_err("an oversized message is refused");
+    assert!(
+        matches!(
+            refused.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+        ),
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("too large"), "{refused:?}");
+}
