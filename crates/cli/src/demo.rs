@@ -268,9 +268,10 @@ async fn watch(
                 display_name(&name),
                 log.display()
             );
-            supervisor
-                .pending
-                .insert(name, (tokio::time::Instant::now() + backoff, Instant::now()));
+            supervisor.pending.insert(
+                name,
+                (tokio::time::Instant::now() + backoff, Instant::now()),
+            );
         }
         let due: Vec<String> = supervisor
             .pending
@@ -366,13 +367,9 @@ async fn start(
     let t = Instant::now();
     children.spawn_restartable(CONTROL, Box::new(control), false)?;
     let health = format!("http://{}/api/v1/health", layout.api);
-    wait_up(
-        children,
-        state,
-        CONTROL,
-        "the control plane's API",
-        || http_ok(&health),
-    )
+    wait_up(children, state, CONTROL, "the control plane's API", || {
+        http_ok(&health)
+    })
     .await?;
     let identity = Identity::new(&identity_dir);
     wait_up(children, state, CONTROL, "identity tokens", || async {

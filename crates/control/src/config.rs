@@ -451,7 +451,13 @@ fn api_auth(args: &Args) -> Result<ApiAuthConfig, ConfigError> {
 }
 
 fn limits(args: &Args) -> Result<Limits, ConfigError> {
-    let nonzero = |flag, n: usize| if n == 0 { Err(ConfigError::ZeroLimit(flag)) } else { Ok(n) };
+    let nonzero = |flag, n: usize| {
+        if n == 0 {
+            Err(ConfigError::ZeroLimit(flag))
+        } else {
+            Ok(n)
+        }
+    };
     if args.api_header_read_timeout.is_zero() {
         return Err(ConfigError::ZeroLimit("--api-header-read-timeout"));
     }

@@ -56,7 +56,6 @@ use tokio_util::sync::CancellationToken;
 
 use api::auth::{ApiAuth, KubeReviews};
 pub use config::{ApiAuthConfig, Args, Config, DiscoveryConfig, TokenValidation};
-use limits::Limits;
 use discovery::file::{FileDiscovery, FileDiscoveryError};
 use discovery::kube_build::Domains;
 use discovery::kubernetes::{KubeClientError, KubeDiscovery, DEFAULT_COALESCE};
@@ -64,6 +63,7 @@ use discovery::{AnyDiscovery, Discovery};
 use identity::material::MaterialError;
 use identity::tokenreview::TokenReviewer;
 use identity::Identity;
+use limits::Limits;
 
 /// How long [`run`] lets connections take to close once shutdown has begun. A client that
 /// connected and never spoke would otherwise hold the process forever.
@@ -165,17 +165,16 @@ pub async fn run(
     let auth = match &config.api_auth {
         ApiAuthConfig::Loopback => ApiAuth::Open,
         ApiAuthConfig::TokenFile(path) => {
-            let token = api::auth::load_or_create_token(path).map_err(|source| {
-                RunError::ApiToken {
+            let token =
+                api::auth::load_or_create_token(path).map_err(|source| RunError::ApiToken {
                     path: path.clone(),
                     source,
-                }
-            })?;
+                })?;
             ApiAuth::Token(token.into())
         }
-        ApiAuthConfig::Kubernetes => {
-            ApiAuth::Kubernetes(KubeReviews::new(client.clone().ok_or(RunError::NoClient)?))
-        }
+        ApiAuthConfig::Kubernetes => ApiAuth::Kubernetes(Box::new(KubeReviews::new(
+            client.clone().ok_or(RunError::NoClient)?,
+        ))),
     };
     let grpc = bind("grpc", config.grpc_listen).await?;
     let api = bind("api", config.api_listen).await?;
@@ -232,7 +231,9 @@ fn start_probes(listener: TcpListener, limits: &Limits) -> tokio_util::sync::Dro
     let limits = limits.api.clone();
     let until = stop.clone().cancelled_owned();
     tokio::spawn(async move {
-        if let Err(error) = api::server::serve(listener, api::server::probes(), &limits, until).await {
+        if let Err(error) =
+            api::server::serve(listener, api::server::probes(), &limits, until).await
+        {
             tracing::error!(%error, "the probe listener failed");
         }
     });

@@ -369,7 +369,10 @@ async fn event_streams_and_bodies_are_capped_with_clear_answers() {
     let second = raw_exchange(api, &stream).await;
     assert!(second.starts_with("HTTP/1.1 503"), "{second}");
     assert!(second.contains("--api-max-sse-clients"), "{second}");
-    assert!(second.contains("Retry-After") || second.contains("retry-after"), "{second}");
+    assert!(
+        second.contains("Retry-After") || second.contains("retry-after"),
+        "{second}"
+    );
     // Plain requests are not streams and still served.
     let (status, _) = http_get(api, "/api/v1/health").await;
     assert_eq!(status, 200);
@@ -440,11 +443,17 @@ async fn a_token_file_makes_every_route_require_the_bearer_token() {
     };
     let none = ask(None).await;
     assert!(none.starts_with("HTTP/1.1 401"), "{none}");
-    assert!(none.to_lowercase().contains("www-authenticate: bearer"), "{none}");
+    assert!(
+        none.to_lowercase().contains("www-authenticate: bearer"),
+        "{none}"
+    );
     assert!(none.contains("Authorization: Bearer"), "{none}");
     let wrong = ask(Some(format!("Bearer {}", "0".repeat(64)))).await;
     assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
-    assert!(wrong.contains("not this control plane's API token"), "{wrong}");
+    assert!(
+        wrong.contains("not this control plane's API token"),
+        "{wrong}"
+    );
     let basic = ask(Some("Basic YTpi".to_string())).await;
     assert!(basic.starts_with("HTTP/1.1 401"), "{basic}");
     let right = ask(Some(format!("Bearer {token}"))).await;
@@ -511,7 +520,10 @@ async fn grpc_streams_per_connection_and_message_sizes_are_capped() {
     let mut waiting = client.clone();
     let third = tokio::spawn(async move { waiting.get(request("echo.default:8080")).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!third.is_finished(), "a third stream was opened beyond the cap");
+    assert!(
+        !third.is_finished(),
+        "a third stream was opened beyond the cap"
+    );
     // ...and gets one when a stream ends.
     drop(first);
     let mut third = within(PROCESS, "the third stream", third)

@@ -605,9 +605,11 @@ async fn the_demo_survives_its_control_plane() {
         .args(["-KILL", &control.to_string()])
         .status()
         .unwrap();
-    let grpc = wait_until(Duration::from_secs(5), "the gRPC port to be free", || async {
-        std::net::TcpListener::bind(at(base + 6)).ok()
-    })
+    let grpc = wait_until(
+        Duration::from_secs(5),
+        "the gRPC port to be free",
+        || async { std::net::TcpListener::bind(at(base + 6)).ok() },
+    )
     .await
     .unwrap();
     let said = demo
@@ -657,9 +659,11 @@ async fn the_demo_survives_its_control_plane() {
     })
     .await
     .unwrap();
-    wait_until(Duration::from_secs(60), "traffic to emoji again", || async {
-        (through_the_mesh().await == 200).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "traffic to emoji again",
+        || async { (through_the_mesh().await == 200).then_some(()) },
+    )
     .await
     .unwrap();
 

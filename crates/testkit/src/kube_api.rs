@@ -231,8 +231,7 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Response<Bo
         let answer = world.lock().unwrap().review(&review);
         return json_response(StatusCode::CREATED, &answer);
     }
-    if req.method() == Method::POST
-        && path == "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+    if req.method() == Method::POST && path == "/apis/authorization.k8s.io/v1/subjectaccessreviews"
     {
         let body = match req.into_body().collect().await {
             Ok(body) => body.to_bytes(),

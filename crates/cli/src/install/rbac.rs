@@ -51,10 +51,7 @@ pub fn rules() -> Vec<PolicyRule> {
 /// not served by the Kubernetes API; the control plane asks SubjectAccessReview about them.
 pub fn api_roles() -> Vec<(&'static str, PolicyRule)> {
     vec![
-        (
-            "api-viewer",
-            rule(API_GROUP, &["api"], &["get"]),
-        ),
+        ("api-viewer", rule(API_GROUP, &["api"], &["get"])),
         ("tap", rule(API_GROUP, &["tap"], &["watch"])),
     ]
 }

@@ -54,7 +54,7 @@ pub enum ApiAuth {
     /// Callers must present this token.
     Token(Arc<str>),
     /// Callers' tokens are reviewed by the Kubernetes API.
-    Kubernetes(KubeReviews),
+    Kubernetes(Box<KubeReviews>),
 }
 
 impl std::fmt::Debug for ApiAuth {
@@ -102,29 +102,34 @@ pub fn protect(app: Router, auth: ApiAuth) -> Router {
         return app;
     }
     let auth = Arc::new(auth);
-    app.layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-        let auth = auth.clone();
-        async move {
-            let credential = req.headers().get(header::AUTHORIZATION).cloned();
-            let tap = req.uri().path() == ferry_api::tap::TAP_PATH;
-            match check(&auth, credential.as_ref(), tap).await {
-                Ok(()) => next.run(req).await,
-                Err(refusal) => refusal,
+    app.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let auth = auth.clone();
+            async move {
+                let credential = req.headers().get(header::AUTHORIZATION).cloned();
+                let tap = req.uri().path() == ferry_api::tap::TAP_PATH;
+                match check(&auth, credential.as_ref(), tap).await {
+                    Ok(()) => next.run(req).await,
+                    Err(refusal) => *refusal,
+                }
             }
-        }
-    }))
+        },
+    ))
 }
 
-fn unauthorized(message: String) -> Response {
+/// A refusal, boxed: responses are large and refusals rare.
+type Refusal = Box<Response>;
+
+fn unauthorized(message: String) -> Refusal {
     let mut response = error(StatusCode::UNAUTHORIZED, message);
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"ferry-control\""),
     );
-    response
+    Box::new(response)
 }
 
-fn bearer(credential: Option<&HeaderValue>) -> Result<&str, Response> {
+fn bearer(credential: Option<&HeaderValue>) -> Result<&str, Refusal> {
     let Some(value) = credential else {
         return Err(unauthorized(
             "this API needs a credential: send `Authorization: Bearer <token>` (the ferry CLI \
@@ -139,14 +144,10 @@ fn bearer(credential: Option<&HeaderValue>) -> Result<&str, Response> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            unauthorized(
-                "the Authorization header is not `Bearer <token>`".to_string(),
-            )
-        })
+        .ok_or_else(|| unauthorized("the Authorization header is not `Bearer <token>`".to_string()))
 }
 
-async fn check(auth: &ApiAuth, credential: Option<&HeaderValue>, tap: bool) -> Result<(), Response> {
+async fn check(auth: &ApiAuth, credential: Option<&HeaderValue>, tap: bool) -> Result<(), Refusal> {
     match auth {
         ApiAuth::Open => Ok(()),
         ApiAuth::Token(expected) => {
@@ -202,7 +203,7 @@ impl KubeReviews {
         }
     }
 
-    async fn check(&self, token: &str, resource: &'static str, verb: &str) -> Result<(), Response> {
+    async fn check(&self, token: &str, resource: &'static str, verb: &str) -> Result<(), Refusal> {
         let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
         let mut key_bytes = [0u8; 32];
         key_bytes.copy_from_slice(digest.as_ref());
@@ -232,18 +233,18 @@ impl KubeReviews {
         match decision {
             Decision::Allowed => Ok(()),
             Decision::Unauthenticated(why) => Err(unauthorized(why)),
-            Decision::Forbidden(why) => Err(error(StatusCode::FORBIDDEN, why)),
+            Decision::Forbidden(why) => Err(Box::new(error(StatusCode::FORBIDDEN, why))),
         }
     }
 
     /// Asks the Kubernetes API; only a failure to ask is not cached.
-    async fn review(&self, token: &str, resource: &str, verb: &str) -> Result<Decision, Response> {
+    async fn review(&self, token: &str, resource: &str, verb: &str) -> Result<Decision, Refusal> {
         let unavailable = |e: kube::Error| {
             tracing::warn!(error = %e, "cannot review an API caller's token");
-            error(
+            Box::new(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("cannot ask the Kubernetes API to review the credential: {e}"),
-            )
+            ))
         };
         let review = TokenReview {
             spec: TokenReviewSpec {
@@ -259,7 +260,9 @@ impl KubeReviews {
             .map_err(unavailable)?;
         let status = reviewed.status.unwrap_or_default();
         if status.authenticated != Some(true) {
-            let why = status.error.unwrap_or_else(|| "not authenticated".to_string());
+            let why = status
+                .error
+                .unwrap_or_else(|| "not authenticated".to_string());
             return Ok(Decision::Unauthenticated(format!(
                 "the Kubernetes API did not authenticate the bearer token: {why}"
             )));

@@ -53,10 +53,12 @@ pub fn limit(app: Router, limits: &ApiLimits) -> Router {
         max_taps: limits.max_taps,
     });
     let max_body = limits.max_body_bytes;
-    app.layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-        let streams = streams.clone();
-        async move { bounded(req, next, max_body, &streams).await }
-    }))
+    app.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let streams = streams.clone();
+            async move { bounded(req, next, max_body, &streams).await }
+        },
+    ))
 }
 
 struct StreamPermits {

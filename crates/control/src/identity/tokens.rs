@@ -487,9 +487,11 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..30 {
             tokio::time::advance(HOUR / 6).await;
-            ferry_testkit::wait_until(Duration::from_secs(5), "the token to be rewritten", || async {
-                (tokens.age(&tokens.path(&web)).ok()? < fresh).then_some(())
-            })
+            ferry_testkit::wait_until(
+                Duration::from_secs(5),
+                "the token to be rewritten",
+                || async { (tokens.age(&tokens.path(&web)).ok()? < fresh).then_some(()) },
+            )
             .await
             .unwrap();
             assert_eq!(tokens.validate(&held).await.unwrap(), web);

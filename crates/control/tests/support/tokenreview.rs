@@ -218,7 +218,7 @@ async fn an_exposed_api_checks_callers_with_tokenreview_and_subjectaccessreview(
     let reviews = KubeReviews::new(client(&source).await.expect("client"));
     let app = protect(
         ferry_control::api::app(StaticDiscovery::new(ClusterState::default())),
-        ApiAuth::Kubernetes(reviews),
+        ApiAuth::Kubernetes(Box::new(reviews)),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -227,8 +227,7 @@ async fn an_exposed_api_checks_callers_with_tokenreview_and_subjectaccessreview(
         let stop = stop.clone();
         async move {
             let limits = ApiLimits::default();
-            ferry_control::api::server::serve(listener, app, &limits, stop.cancelled_owned())
-                .await
+            ferry_control::api::server::serve(listener, app, &limits, stop.cancelled_owned()).await
         }
     });
     let http = ferry_testkit::client::http1();
@@ -292,5 +291,8 @@ async fn an_exposed_api_checks_callers_with_tokenreview_and_subjectaccessreview(
         access_before
     );
     stop.cancel();
-    within(LIMIT, "the API to stop", server).await.unwrap().unwrap();
+    within(LIMIT, "the API to stop", server)
+        .await
+        .unwrap()
+        .unwrap();
 }
