@@ -552,3 +552,96 @@ async fn grpc_streams_per_connection_and_message_sizes_are_capped() {
     );
     assert!(refused.message().contains("too large"), "{refused:?}");
 }
+
+/// One HTTP/2 frame: `kind`, `flags`, `stream`, `payload`.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut out = vec![len[1], len[2], len[3], kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A connection preface, then `n` streams each opened (a `Get` request head) and reset
+/// (`CANCEL`) straight away, all in one write: the server reads every reset before it could
+/// accept the streams, as in the HTTP/2 rapid reset attack.
+fn rapid_resets(authority: &str, n: u32) -> Vec<u8> {
+    // HPACK, without Huffman: indexed `:method: POST` (3) and `:scheme: http` (6), then
+    // literals without indexing for `:path` (name 4), `:authority` (name 1), content-type.
+    let literal = |name_index: u8, value: &str| {
+        let mut out = vec![name_index, u8::try_from(value.len()).unwrap()];
+        out.extend_from_slice(value.as_bytes());
+        out
+    };
+    let mut head = vec![0x83, 0x86];
+    head.extend(literal(4, "/io.linkerd.proxy.destination.Destination/Get"));
+    head.extend(literal(1, authority));
+    head.extend([0x00, 12]);
+    head.extend_from_slice(b"content-type");
+    head.push(16);
+    head.extend_from_slice(b"application/grpc");
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[]));
+    for i in 0..n {
+        let stream = 2 * i + 1;
+        out.extend(frame(0x1, 0x4, stream, &head));
+        out.extend(frame(0x3, 0, stream, &8u32.to_be_bytes()));
+    }
+    out
+}
+
+/// Sends `n` rapid resets on a new connection and reads frames until the server closes it
+/// or it has been quiet a while: the GOAWAY's error code, if one came.
+async fn goaway_after_rapid_resets(grpc: SocketAddr, n: u32) -> Option<u32> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(grpc).await.unwrap();
+    conn.write_all(&rapid_resets(&grpc.to_string(), n))
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        // Frames read so far: a GOAWAY (type 7) carries its error code after the last
+        // stream id.
+        let mut at = 0;
+        while buf.len() >= at + 9 {
+            let len = usize::from(buf[at]) << 16
+                | usize::from(buf[at + 1]) << 8
+                | usize::from(buf[at + 2]);
+            if buf.len() < at + 9 + len {
+                break;
+            }
+            if buf[at + 3] == 0x7 && len >= 8 {
+                let code = &buf[at + 9 + 4..at + 9 + 8];
+                return Some(u32::from_be_bytes(code.try_into().unwrap()));
+            }
+            at += 9 + len;
+        }
+        match tokio::time::timeout(Duration::from_secs(1), conn.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+            Ok(Ok(read)) => buf.extend_from_slice(&chunk[..read]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn grpc_rapid_resets_end_the_connection_and_others_are_served() {
+    let file = WorkloadsFile::new(&echo(&[("echo-0", 17161)]));
+    let (_control, grpc, _api) = spawn_with(&file, &["--grpc-max-pending-resets=100"]).await;
+    // Within the configured limit (above hyper's default of 20), resets are tolerated...
+    assert_eq!(goaway_after_rapid_resets(grpc, 50).await, None);
+    // ...past it, the server tells the client to calm down (ENHANCE_YOUR_CALM, 0xb).
+    assert_eq!(goaway_after_rapid_resets(grpc, 500).await, Some(0xb));
+    // A well-behaved proxy is still served.
+    let channel = Channel::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect_lazy();
+    let mut client = DestinationClient::new(channel);
+    let mut stream = client
+        .get(request("echo.default:8080"))
+        .await
+        .unwrap()
+        .into_inner();
+    let update = within(PROCESS, "an update", stream.message()).await;
+    assert_eq!(add_ports(update.unwrap()), [17161]);
+}

@@ -173,3 +173,69 @@ pub fn probes() -> Router {
         .route("/ready", get(|| async { "ready\n" }))
         .route("/live", get(|| async { "live\n" }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tower::ServiceExt as _;
+
+    /// An endless event stream, as the tap relay and the stat stream answer.
+    async fn endless() -> Response {
+        let stream = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(
+                std::time::Duration::from_secs(1),
+            )),
+            |_| Ok::<_, Infallible>(bytes::Bytes::from_static(b": tick\n\n")),
+        );
+        Response::new(Body::from_stream(stream))
+    }
+
+    async fn call(app: &Router, path: &str) -> Response {
+        let req = Request::get(path).body(Body::empty()).unwrap();
+        app.clone().oneshot(req).await.unwrap()
+    }
+
+    async fn message(response: Response) -> String {
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    #[tokio::test]
+    async fn taps_and_event_streams_have_their_own_caps() {
+        let limits = ApiLimits {
+            max_sse_clients: 2,
+            max_taps: 1,
+            ..ApiLimits::default()
+        };
+        let app = limit(
+            Router::new()
+                .route(ferry_api::tap::TAP_PATH, get(endless))
+                .route(ferry_api::stat::STAT_STREAM_PATH, get(endless))
+                .route("/plain", get(|| async { "ok" })),
+            &limits,
+        );
+        let tap = ferry_api::tap::TAP_PATH;
+        let stat = ferry_api::stat::STAT_STREAM_PATH;
+        // One tap holds the only tap place...
+        let first = call(&app, tap).await;
+        assert_eq!(first.status(), StatusCode::OK);
+        let second = call(&app, tap).await;
+        assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(second.headers()[header::RETRY_AFTER], "5");
+        assert!(message(second).await.contains("--api-max-taps"));
+        // ...while another kind of stream still fits, up to the streams' cap.
+        let stream = call(&app, stat).await;
+        assert_eq!(stream.status(), StatusCode::OK);
+        let over = call(&app, stat).await;
+        assert_eq!(over.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(message(over).await.contains("--api-max-sse-clients"));
+        // Plain routes are not counted.
+        assert_eq!(call(&app, "/plain").await.status(), StatusCode::OK);
+        // Dropping a stream frees its places.
+        drop(first);
+        assert_eq!(call(&app, tap).await.status(), StatusCode::OK);
+    }
+}
