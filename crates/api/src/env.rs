@@ -118,6 +118,32 @@ pub const CONTROL_WORKLOADS_POLL_INTERVAL: &str = "FERRY_CONTROL_WORKLOADS_POLL_
 pub const CONTROL_LOG: &str = "FERRY_CONTROL_LOG";
 /// `--log-format`: `plain` or `json`.
 pub const CONTROL_LOG_FORMAT: &str = "FERRY_CONTROL_LOG_FORMAT";
+/// `--probe-listen`: the control plane's probe listener (`/ready`, `/live` only).
+pub const CONTROL_PROBE_LISTEN: &str = "FERRY_CONTROL_PROBE_LISTEN";
+/// `--api-token-file`: the shared secret the public API requires (generated when missing).
+pub const CONTROL_API_TOKEN_FILE: &str = "FERRY_CONTROL_API_TOKEN_FILE";
+/// `--api-header-read-timeout`: how long a client has to send a request head.
+pub const CONTROL_API_HEADER_READ_TIMEOUT: &str = "FERRY_CONTROL_API_HEADER_READ_TIMEOUT";
+/// `--api-max-body-bytes`: the largest request body the public API accepts.
+pub const CONTROL_API_MAX_BODY_BYTES: &str = "FERRY_CONTROL_API_MAX_BODY_BYTES";
+/// `--api-max-connections`: connections the public API holds open at once.
+pub const CONTROL_API_MAX_CONNECTIONS: &str = "FERRY_CONTROL_API_MAX_CONNECTIONS";
+/// `--api-max-sse-clients`: event streams (tap, stat) open at once.
+pub const CONTROL_API_MAX_SSE_CLIENTS: &str = "FERRY_CONTROL_API_MAX_SSE_CLIENTS";
+/// `--api-max-taps`: tap streams through the relay open at once.
+pub const CONTROL_API_MAX_TAPS: &str = "FERRY_CONTROL_API_MAX_TAPS";
+/// `--grpc-max-concurrent-streams`: HTTP/2 streams per gRPC connection.
+pub const CONTROL_GRPC_MAX_CONCURRENT_STREAMS: &str = "FERRY_CONTROL_GRPC_MAX_CONCURRENT_STREAMS";
+/// `--grpc-max-pending-resets`: streams reset before being answered, per connection.
+pub const CONTROL_GRPC_MAX_PENDING_RESETS: &str = "FERRY_CONTROL_GRPC_MAX_PENDING_RESETS";
+/// `--grpc-max-connections`: gRPC connections open at once.
+pub const CONTROL_GRPC_MAX_CONNECTIONS: &str = "FERRY_CONTROL_GRPC_MAX_CONNECTIONS";
+/// `--grpc-max-message-bytes`: the largest gRPC request message decoded.
+pub const CONTROL_GRPC_MAX_MESSAGE_BYTES: &str = "FERRY_CONTROL_GRPC_MAX_MESSAGE_BYTES";
+/// `--identity-token-lifetime`: how long a local identity token is valid.
+pub const CONTROL_IDENTITY_TOKEN_LIFETIME: &str = "FERRY_CONTROL_IDENTITY_TOKEN_LIFETIME";
+/// `ferry --api-token-file`: the file holding the public API's bearer token.
+pub const CLI_API_TOKEN_FILE: &str = "FERRY_API_TOKEN_FILE";
 /// `ferry --api-addr`: where the CLI finds the control plane's public API.
 pub const CLI_API_ADDR: &str = "FERRY_API_ADDR";
 /// `ferry check --api-server`: the Kubernetes API over plain HTTP (`kubectl proxy`).

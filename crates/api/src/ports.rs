@@ -12,6 +12,9 @@ pub const PROXY_TAP: u16 = 4190;
 pub const CONTROL_GRPC: u16 = 8086;
 /// Control plane public HTTP/JSON API and dashboard.
 pub const CONTROL_API: u16 = 8084;
+/// Control plane probe listener (`/ready`, `/live`), for the kubelet: the public API binds
+/// loopback, which probes cannot reach.
+pub const CONTROL_PROBE: u16 = 9990;
 /// The application port an injected proxy forwards inbound traffic to by default.
 pub const APP_DEFAULT: u16 = 8080;
 /// Control plane proxy-injector webhook (HTTPS); its Service exposes it on 443.

@@ -41,6 +41,15 @@ pub enum ClusterError {
         #[source]
         source: kube::config::KubeconfigError,
     },
+    /// The API token file could not be read.
+    #[error("reading the API token file {path} (--api-token-file, FERRY_API_TOKEN_FILE)")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// `--api-server` is not a URL.
     #[error("invalid API server address {0:?}: expected a URL like https://10.0.0.1:6443")]
     ServerUrl(String),
@@ -138,6 +147,10 @@ pub struct ApiArgs {
     /// the kubeconfig through a port-forward, or the default local address).
     #[arg(long, global = true, env = ferry_api::env::CLI_API_ADDR)]
     pub api_addr: Option<String>,
+    /// A file holding the bearer token of a local control plane whose API is exposed
+    /// (`ferry-control --api-token-file`, or `<identity-dir>/api-token`).
+    #[arg(long, global = true, env = ferry_api::env::CLI_API_TOKEN_FILE)]
+    pub api_token_file: Option<PathBuf>,
     /// The control plane's namespace on a cluster.
     #[arg(long, global = true, default_value = names::CONTROL_NAMESPACE)]
     pub control_plane_namespace: String,
@@ -160,6 +173,7 @@ impl ApiArgs {
     pub fn local(addr: &str) -> Self {
         Self {
             api_addr: Some(addr.to_string()),
+            api_token_file: None,
             control_plane_namespace: names::CONTROL_NAMESPACE.to_string(),
             kube: KubeArgs::default(),
         }
@@ -168,11 +182,15 @@ impl ApiArgs {
     /// Connects: `--api-addr`, else a port-forward on a configured cluster, else the default
     /// address. Must run inside the runtime that will use the client.
     pub async fn connect(&self) -> Result<Connected, ClusterError> {
+        let token = match &self.api_token_file {
+            Some(path) => Some(read_token(path)?),
+            None => None,
+        };
         if let Some(addr) = &self.api_addr {
-            return local(addr);
+            return local(addr, token);
         }
         if !self.kube.cluster_configured() {
-            return local(DEFAULT_API_ADDR);
+            return local(DEFAULT_API_ADDR, token);
         }
         let kube = self.kube.client(None).await?;
         let forward = Forward::start(kube, &self.control_plane_namespace).await?;
@@ -185,9 +203,26 @@ impl ApiArgs {
     }
 }
 
-fn local(addr: &str) -> Result<Connected, ClusterError> {
+/// The token in `path`, trimmed; an empty file is an error.
+fn read_token(path: &std::path::Path) -> Result<String, ClusterError> {
+    let error = |source| ClusterError::TokenFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(error)?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(error(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the file is empty",
+        )));
+    }
+    Ok(token.to_string())
+}
+
+fn local(addr: &str, token: Option<String>) -> Result<Connected, ClusterError> {
     Ok(Connected {
-        client: ControlClient::new(addr)?,
+        client: ControlClient::new(addr)?.with_token(token),
         base: addr.trim_end_matches('/').to_string(),
         forward: None,
     })

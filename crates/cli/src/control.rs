@@ -52,6 +52,8 @@ pub enum ControlError {
 /// A client of one control plane's public API.
 pub struct ControlClient {
     base: String,
+    /// Sent as `Authorization: Bearer` when the API requires a credential.
+    token: Option<String>,
 }
 
 impl ControlClient {
@@ -66,7 +68,23 @@ impl ControlClient {
         }
         Ok(Self {
             base: base.to_string(),
+            token: None,
         })
+    }
+
+    /// Sends `token` as a bearer credential with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    fn request(&self, uri: http::Uri) -> Result<http::Request<Empty<Bytes>>, ControlError> {
+        let mut req = http::Request::get(uri);
+        if let Some(token) = &self.token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        req.body(Empty::new())
+            .map_err(|_| ControlError::Address(self.base.clone()))
     }
 
     /// `GET path_and_query` for a stream (Server-Sent Events): the open response body once
@@ -77,7 +95,8 @@ impl ControlClient {
         let uri: http::Uri = format!("{}{path_and_query}", self.base)
             .parse()
             .map_err(|_| ControlError::Address(self.base.clone()))?;
-        let rsp = tokio::time::timeout(TIMEOUT, client.get(uri))
+        let req = self.request(uri)?;
+        let rsp = tokio::time::timeout(TIMEOUT, client.request(req))
             .await
             .map_err(|_| self.unreachable(format!("no answer within {TIMEOUT:?}")))?
             .map_err(|e| self.unreachable(innermost_cause(&e)))?;
@@ -113,9 +132,10 @@ impl ControlClient {
         let uri: http::Uri = format!("{}{path_and_query}", self.base)
             .parse()
             .map_err(|_| ControlError::Address(self.base.clone()))?;
+        let req = self.request(uri)?;
         let exchange = async {
             let rsp = client
-                .get(uri)
+                .request(req)
                 .await
                 .map_err(|e| unreachable(innermost_cause(&e)))?;
             let status = rsp.status();

@@ -48,6 +48,7 @@ pub struct DemoArgs {
 }
 
 /// The binaries the demo runs, found next to `ferry`.
+#[derive(Clone)]
 struct Binaries {
     control: PathBuf,
     proxy: PathBuf,
@@ -148,7 +149,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         Some(Err(error)) => Err(error),
         Some(Ok(mtls)) => {
             print_ready(&layout, &state, mtls);
-            watch(&mut children, &mut stop, &state).await
+            watch(&mut children, &mut stop, &state, layout.api).await
         }
     };
     let count = children.pids().len();
@@ -215,28 +216,118 @@ fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = &'static st
     })
 }
 
-/// Waits for a signal, or for a child to exit on its own (an error).
+/// Waits for a signal, restarting children that exit on their own: each is reported in one
+/// line, started again after a backoff that doubles with every exit that follows a short
+/// run ([`RESTART_BACKOFF`] up to [`RESTART_BACKOFF_MAX`]), and the demo gives up (an
+/// error, with the child's log) after [`MAX_QUICK_EXITS`] such exits in a row. While the
+/// control plane is down the proxies keep routing on what it last told them; the demo
+/// says when it is back.
 async fn watch(
     children: &mut Children,
     stop: &mut (impl std::future::Future<Output = &'static str> + Unpin),
     state: &Path,
+    api: std::net::SocketAddr,
 ) -> anyhow::Result<()> {
+    let health = format!("http://{api}/api/v1/health");
+    let mut supervisor = Supervisor::default();
     loop {
         tokio::select! {
             signal = &mut *stop => {
                 println!("{signal}: stopping");
                 return Ok(());
             }
-            () = tokio::time::sleep(Duration::from_millis(250)) => {
-                if let Some((name, status)) = children.exited() {
-                    anyhow::bail!(
-                        "{name} exited unexpectedly ({status}); its log: {}\n{}",
-                        children.log_path(&name).display(),
-                        log_tail(&state.join("logs").join(format!("{name}.log")))
-                    );
-                }
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        for (name, status) in children.all_exited() {
+            if supervisor.pending.contains_key(&name) {
+                continue;
+            }
+            let ran = children.uptime(&name).unwrap_or_default();
+            let quick = supervisor.quick.entry(name.clone()).or_default();
+            *quick = if ran < STABLE_RUN { *quick + 1 } else { 1 };
+            let log = state.join("logs").join(format!("{name}.log"));
+            if *quick > MAX_QUICK_EXITS {
+                anyhow::bail!(
+                    "{} exited {MAX_QUICK_EXITS} times in a row within {STABLE_RUN:?} of starting \
+                     ({status}); giving up. Its log, {}:\n{}",
+                    display_name(&name),
+                    log.display(),
+                    log_tail(&log)
+                );
+            }
+            let backoff = RESTART_BACKOFF
+                .saturating_mul(1 << (*quick - 1).min(8))
+                .min(RESTART_BACKOFF_MAX);
+            let after = if name == CONTROL {
+                "; the proxies keep routing on its last answers"
+            } else {
+                ""
+            };
+            println!(
+                "{} exited ({status}){after}. Restarting it in {backoff:?} (log: {}).",
+                display_name(&name),
+                log.display()
+            );
+            supervisor.pending.insert(
+                name,
+                (tokio::time::Instant::now() + backoff, Instant::now()),
+            );
+        }
+        let due: Vec<String> = supervisor
+            .pending
+            .iter()
+            .filter(|(_, (at, _))| tokio::time::Instant::now() >= *at)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in due {
+            let (_, died) = supervisor.pending.remove(&name).expect("due");
+            children
+                .restart(&name)
+                .with_context(|| format!("restarting {}", display_name(&name)))?;
+            if name == CONTROL {
+                supervisor.control_down_since = Some(died);
             }
         }
+        if let Some(died) = supervisor.control_down_since {
+            if children.status_of(CONTROL).is_none() && http_ok(&health).await {
+                println!(
+                    "ferry-control is back ({:.1}s after it exited); the proxies resubscribe to it.",
+                    died.elapsed().as_secs_f64()
+                );
+                supervisor.control_down_since = None;
+            }
+        }
+    }
+}
+
+/// The control plane's child name.
+const CONTROL: &str = "control";
+/// The first restart's delay.
+const RESTART_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest delay between restarts.
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A child that ran this long before exiting is restarted as if for the first time.
+const STABLE_RUN: Duration = Duration::from_secs(30);
+/// Exits after short runs, in a row, before the demo gives up on a child.
+const MAX_QUICK_EXITS: u32 = 5;
+
+/// What [`watch`] remembers between ticks.
+#[derive(Default)]
+struct Supervisor {
+    /// Children waiting to be restarted: when, and when they exited.
+    pending: std::collections::BTreeMap<String, (tokio::time::Instant, Instant)>,
+    /// Exits after short runs, in a row, per child.
+    quick: std::collections::BTreeMap<String, u32>,
+    /// When the control plane exited, until it answers again.
+    control_down_since: Option<Instant>,
+}
+
+/// How a child is named to the user.
+fn display_name(name: &str) -> String {
+    match name {
+        CONTROL => "ferry-control".to_string(),
+        n if n.ends_with("-proxy") => format!("{}'s ferry-proxy", n.trim_end_matches("-proxy")),
+        n => format!("the {n} app"),
     }
 }
 
@@ -254,30 +345,34 @@ async fn start(
         .with_context(|| format!("writing {}", workloads_file.display()))?;
     let identity_dir = state.join("identity");
 
-    let mut control = Command::new(&bins.control);
-    control
-        .arg("--workloads-file")
-        .arg(&workloads_file)
-        .args(["--grpc-listen", &layout.grpc.to_string()])
-        .args(["--api-listen", &layout.api.to_string()])
-        .arg("--identity-dir")
-        .arg(&identity_dir);
-    if help_mentions(&bins.control, "--scrape-interval") {
-        control.args(["--scrape-interval", "1s"]);
-    }
+    let scrape_flag = help_mentions(&bins.control, "--scrape-interval");
+    let control = {
+        let (bin, grpc, api) = (bins.control.clone(), layout.grpc, layout.api);
+        let (workloads_file, identity_dir) = (workloads_file.clone(), identity_dir.clone());
+        move || {
+            let mut control = Command::new(&bin);
+            control
+                .arg("--workloads-file")
+                .arg(&workloads_file)
+                .args(["--grpc-listen", &grpc.to_string()])
+                .args(["--api-listen", &api.to_string()])
+                .arg("--identity-dir")
+                .arg(&identity_dir);
+            if scrape_flag {
+                control.args(["--scrape-interval", "1s"]);
+            }
+            control
+        }
+    };
     let t = Instant::now();
-    children.spawn("control", control, false)?;
+    children.spawn_restartable(CONTROL, Box::new(control), false)?;
     let health = format!("http://{}/api/v1/health", layout.api);
-    wait_up(
-        children,
-        state,
-        "control",
-        "the control plane's API",
-        || http_ok(&health),
-    )
+    wait_up(children, state, CONTROL, "the control plane's API", || {
+        http_ok(&health)
+    })
     .await?;
     let identity = Identity::new(&identity_dir);
-    wait_up(children, state, "control", "identity tokens", || async {
+    wait_up(children, state, CONTROL, "identity tokens", || async {
         identity.anchors.is_file()
             && layout
                 .workloads
@@ -296,8 +391,13 @@ async fn start(
     for name in ["emoji", "voting", "web", "vote-bot"] {
         let w = layout.workload(name);
         let t = Instant::now();
+        let mut app_cmd: Option<procs::MakeCommand> = Some({
+            let (bins, w) = (bins.clone(), w.clone());
+            Box::new(move || app_command(&bins, &w, rate))
+        });
         if w.serves {
-            children.spawn(name, app_command(bins, w, rate), true)?;
+            let app_cmd = app_cmd.take().expect("the app's command, once");
+            children.spawn_restartable(name, app_cmd, true)?;
             let app = w.app;
             wait_up(children, state, name, "the app's port", || async move {
                 tokio::net::TcpStream::connect(app).await.is_ok()
@@ -305,15 +405,19 @@ async fn start(
             .await?;
         }
         let proxy_name = format!("{name}-proxy");
-        let proxy = proxy_command(bins, layout, w, mtls.then_some(&identity));
-        children.spawn(&proxy_name, proxy, false)?;
+        let proxy = {
+            let (bins, layout, w) = (bins.clone(), layout.clone(), w.clone());
+            let identity = mtls.then(|| identity.clone());
+            Box::new(move || proxy_command(&bins, &layout, &w, identity.as_ref()))
+        };
+        children.spawn_restartable(&proxy_name, proxy, false)?;
         let ready = format!("http://{}/ready", w.admin);
         wait_up(children, state, &proxy_name, "the proxy's /ready", || {
             http_ok(&ready)
         })
         .await?;
-        if !w.serves {
-            children.spawn(name, app_command(bins, w, rate), true)?;
+        if let Some(app_cmd) = app_cmd.take() {
+            children.spawn_restartable(name, app_cmd, true)?;
         }
         let app = if w.serves {
             format!("app {}, ", w.app)
@@ -384,6 +488,7 @@ fn proxy_command(
 }
 
 /// Where the control plane keeps the demo's identity material.
+#[derive(Clone)]
 struct Identity {
     /// `<identity-dir>/tokens/<namespace>/`.
     tokens: PathBuf,

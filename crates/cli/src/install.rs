@@ -228,6 +228,7 @@ pub fn render(cfg: &InstallConfig) -> Result<Vec<Value>, RenderError> {
     ))?;
     control::render(cfg, &mut out)?;
     webhook::render(cfg, &mut out)?;
+    rbac::render_api_roles(cfg, &mut out)?;
     Ok(out.0)
 }
 

@@ -89,7 +89,9 @@ fn prints_every_control_plane_object_in_apply_order() {
             "Service",
             "Deployment",
             "Service",
-            "MutatingWebhookConfiguration"
+            "MutatingWebhookConfiguration",
+            "ClusterRole",
+            "ClusterRole",
         ]
     );
     for doc in &docs {
@@ -128,9 +130,23 @@ fn prints_every_control_plane_object_in_apply_order() {
         [
             i64::from(ferry_api::ports::CONTROL_GRPC),
             i64::from(ferry_api::ports::CONTROL_API),
-            8443
+            8443,
+            i64::from(ferry_api::ports::CONTROL_PROBE),
         ]
     );
+    // The public API binds loopback (reached through a port-forward); the kubelet probes a
+    // listener that answers `/ready` and `/live` only.
+    let env: BTreeMap<&str, &str> = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
+        .collect();
+    assert_eq!(env["FERRY_CONTROL_API_LISTEN"], "127.0.0.1:8084");
+    assert_eq!(env["FERRY_CONTROL_PROBE_LISTEN"], "0.0.0.0:9990");
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["port"], "probe", "{probe}");
+    }
     assert_eq!(
         deploy["spec"]["template"]["metadata"]["annotations"]["ferry.io/inject"],
         "disabled"
@@ -186,9 +202,25 @@ fn rbac_is_least_privilege() {
         grants.remove("authentication.k8s.io/tokenreviews").unwrap(),
         ["create"]
     );
+    // The exposed public API asks RBAC about its callers.
+    assert_eq!(
+        grants
+            .remove("authorization.k8s.io/subjectaccessreviews")
+            .unwrap(),
+        ["create"]
+    );
     assert!(grants.is_empty(), "unexpected grants: {grants:?}");
     let yaml = serde_yaml_ng::to_string(role).unwrap();
     assert!(!yaml.contains('*') && !yaml.contains("secrets"), "{yaml}");
+
+    // What users of an exposed API are bound to: reads, and taps, of api.ferry.io.
+    let viewer = find(&docs, "ClusterRole", "ferry-api-viewer-ferry");
+    assert_eq!(viewer["rules"][0]["apiGroups"][0], "api.ferry.io");
+    assert_eq!(viewer["rules"][0]["resources"][0], "api");
+    assert_eq!(viewer["rules"][0]["verbs"][0], "get");
+    let tap = find(&docs, "ClusterRole", "ferry-tap-ferry");
+    assert_eq!(tap["rules"][0]["resources"][0], "tap");
+    assert_eq!(tap["rules"][0]["verbs"][0], "watch");
 
     let binding = find(&docs, "ClusterRoleBinding", "ferry-control-ferry");
     assert_eq!(binding["roleRef"]["name"], "ferry-control-ferry");

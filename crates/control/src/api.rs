@@ -15,6 +15,9 @@ use ferry_api::control_api::{self, ApiError, Endpoints, Health, IdentityInfo};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
+pub mod auth;
+pub mod server;
+
 use crate::authority::{ContextToken, Lookup};
 use crate::discovery::Discovery;
 use crate::index::{self, Resolution};
@@ -45,23 +48,24 @@ impl From<Option<IdentityInfo>> for IdentitySource {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` completes; `identity` is what
-/// `GET /api/v1/identity` answers (404 when the CA is off); `metrics` answers the stat
-/// routes ([`crate::stat_api`]).
+/// Serves the API on `listener` within `limits`, to callers `auth` lets in, until
+/// `shutdown` completes; `identity` is
+/// what `GET /api/v1/identity` answers (404 when the CA is off); `metrics` answers the
+/// stat routes ([`crate::stat_api`]).
 pub async fn serve<D: Discovery>(
     listener: TcpListener,
     discovery: D,
     identity: impl Into<IdentitySource>,
     metrics: crate::metrics::Backend,
+    limits: &crate::limits::ApiLimits,
+    auth: auth::ApiAuth,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let metrics = crate::stat_api::router(discovery.clone(), metrics);
-    axum::serve(
-        listener,
-        app_with_identity(discovery, identity).merge(metrics),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let app = app_with_identity(discovery, identity).merge(metrics);
+    // Callers are checked first, so that a refused one holds no stream's place.
+    let app = auth::protect(server::limit(app, limits), auth);
+    server::serve(listener, app, limits, shutdown).await
 }
 
 /// The API's routes without an identity CA, for serving or for driving in memory in tests.

@@ -16,10 +16,14 @@ pub use crate::discovery::kubernetes::KubeSource;
 use crate::identity::material::CaSource;
 use crate::identity::{IdentityConfig, TOKENS_DIR};
 use crate::injector::InjectorConfig;
+use crate::limits::{ApiLimits, GrpcLimits, Limits};
 use crate::metrics::MetricsConfig;
 
 /// The shortest certificate lifetime accepted (tests rotate every few seconds).
 pub const MIN_CERT_LIFETIME: Duration = Duration::from_secs(1);
+/// The file under `--identity-dir` holding the public API's bearer token when it is exposed.
+pub const API_TOKEN_FILE: &str = "api-token";
+
 /// The longest certificate lifetime accepted (the generated issuer's own validity).
 pub const MAX_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
@@ -30,9 +34,46 @@ pub struct Args {
     /// Address of the gRPC server proxies talk to (destination API).
     #[arg(long, env = env::CONTROL_GRPC_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::CONTROL_GRPC)))]
     pub grpc_listen: SocketAddr,
-    /// Address of the public HTTP/JSON API the CLI and dashboard use.
-    #[arg(long, env = env::CONTROL_API_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::CONTROL_API)))]
+    /// Address of the public HTTP/JSON API the CLI and dashboard use. Loopback by default;
+    /// any other address requires a credential (see docs/security.md).
+    #[arg(long, env = env::CONTROL_API_LISTEN, default_value_t = SocketAddr::from(([127, 0, 0, 1], ports::CONTROL_API)))]
     pub api_listen: SocketAddr,
+    /// Address of a listener that answers only `/ready` and `/live` (for the kubelet, which
+    /// cannot reach a loopback API). Off without it.
+    #[arg(long, env = env::CONTROL_PROBE_LISTEN)]
+    pub probe_listen: Option<SocketAddr>,
+    /// A file holding the bearer token the public API requires (created, mode 0600, when
+    /// missing). Defaults to `<identity-dir>/api-token` when the API binds a non-loopback
+    /// address without Kubernetes discovery; with it, TokenReview checks callers instead.
+    #[arg(long, env = env::CONTROL_API_TOKEN_FILE)]
+    pub api_token_file: Option<PathBuf>,
+    /// How long an API client has to send a whole request head.
+    #[arg(long, env = env::CONTROL_API_HEADER_READ_TIMEOUT, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub api_header_read_timeout: Duration,
+    /// The largest request body the API accepts.
+    #[arg(long, env = env::CONTROL_API_MAX_BODY_BYTES, default_value_t = ApiLimits::default().max_body_bytes)]
+    pub api_max_body_bytes: usize,
+    /// API connections open at once.
+    #[arg(long, env = env::CONTROL_API_MAX_CONNECTIONS, default_value_t = ApiLimits::default().max_connections)]
+    pub api_max_connections: usize,
+    /// Event streams (tap, stat stream) open at once.
+    #[arg(long, env = env::CONTROL_API_MAX_SSE_CLIENTS, default_value_t = ApiLimits::default().max_sse_clients)]
+    pub api_max_sse_clients: usize,
+    /// Taps through the relay open at once.
+    #[arg(long, env = env::CONTROL_API_MAX_TAPS, default_value_t = ApiLimits::default().max_taps)]
+    pub api_max_taps: usize,
+    /// HTTP/2 streams one gRPC connection may have open at once.
+    #[arg(long, env = env::CONTROL_GRPC_MAX_CONCURRENT_STREAMS, default_value_t = GrpcLimits::default().max_concurrent_streams)]
+    pub grpc_max_concurrent_streams: u32,
+    /// Streams a gRPC client may reset before they are answered (HTTP/2 rapid reset).
+    #[arg(long, env = env::CONTROL_GRPC_MAX_PENDING_RESETS, default_value_t = GrpcLimits::default().max_pending_resets)]
+    pub grpc_max_pending_resets: usize,
+    /// gRPC connections open at once.
+    #[arg(long, env = env::CONTROL_GRPC_MAX_CONNECTIONS, default_value_t = GrpcLimits::default().max_connections)]
+    pub grpc_max_connections: usize,
+    /// The largest gRPC request message decoded.
+    #[arg(long, env = env::CONTROL_GRPC_MAX_MESSAGE_BYTES, default_value_t = GrpcLimits::default().max_message_bytes)]
+    pub grpc_max_message_bytes: usize,
     /// Where services and workloads are discovered from.
     #[arg(long, env = env::CONTROL_DISCOVERY, default_value = "file")]
     pub discovery: DiscoveryKind,
@@ -77,6 +118,10 @@ pub struct Args {
     /// How long issued workload certificates are valid (1s to 365d).
     #[arg(long, env = env::CONTROL_IDENTITY_CERT_LIFETIME, default_value = "24h", value_parser = humantime::parse_duration)]
     pub identity_cert_lifetime: Duration,
+    /// How long local identity tokens (`--token-validation=local`) are valid (1s to 365d);
+    /// they are rewritten at half-life.
+    #[arg(long, env = env::CONTROL_IDENTITY_TOKEN_LIFETIME, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub identity_token_lifetime: Duration,
     /// How often the control plane scrapes every proxy's `/metrics` (100ms to 5m). With
     /// --prometheus-url, Prometheus' own scrape interval: the resolution of live stats.
     #[arg(long, env = env::CONTROL_SCRAPE_INTERVAL, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -147,6 +192,12 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     /// Where the public API listens.
     pub api_listen: SocketAddr,
+    /// Where the probe listener listens, when it runs.
+    pub probe_listen: Option<SocketAddr>,
+    /// Who may call the public API.
+    pub api_auth: ApiAuthConfig,
+    /// The limits of both servers.
+    pub limits: Limits,
     /// Which discovery backend runs.
     pub discovery: DiscoveryConfig,
     /// The identity CA, when it runs.
@@ -160,6 +211,18 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The proxy-injector webhook, when it runs.
     pub injector: Option<InjectorConfig>,
+}
+
+/// Who may call the public API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiAuthConfig {
+    /// Anyone who reaches it: the API binds loopback.
+    Loopback,
+    /// Callers presenting the bearer token kept in this file (created when missing).
+    TokenFile(PathBuf),
+    /// Callers whose Kubernetes bearer token passes TokenReview, and whom
+    /// SubjectAccessReview allows the route's verb (docs/kubernetes.md).
+    Kubernetes,
 }
 
 /// The discovery backend and its settings.
@@ -221,8 +284,11 @@ pub enum ConfigError {
     /// The certificate lifetime is out of range.
     #[error("--identity-cert-lifetime {0:?} must be between 1s and 365d")]
     CertLifetime(Duration),
+    /// The token lifetime is out of range.
+    #[error("--identity-token-lifetime {0:?} must be between 1s and 365d")]
+    TokenLifetime(Duration),
     /// Both servers were given the same fixed address.
-    #[error("--grpc-listen and --api-listen are both {0}")]
+    #[error("two listeners (--grpc-listen, --api-listen, --probe-listen, --injector-listen) would both bind {0}")]
     SameAddress(SocketAddr),
     /// The scrape interval is out of range.
     #[error("--scrape-interval {0:?} must be between 100ms and 5m")]
@@ -230,6 +296,12 @@ pub enum ConfigError {
     /// Some but not all of the injector's listener and TLS files were given.
     #[error("--injector-listen, --injector-tls-cert-file and --injector-tls-key-file go together; {0} is missing")]
     InjectorFlags(&'static str),
+    /// The public API binds a non-loopback address with nothing to check callers against.
+    #[error("--api-listen {0} is not a loopback address: callers need a credential, so give --api-token-file FILE (or --identity-dir DIR, where api-token is kept), or bind 127.0.0.1")]
+    ApiExposed(SocketAddr),
+    /// A limit is zero.
+    #[error("{0} must be at least 1")]
+    ZeroLimit(&'static str),
     /// The Prometheus URL is not `http://host:port`.
     #[error("--prometheus-url {0:?} must be an http:// URL like http://127.0.0.1:9090")]
     PrometheusUrl(String),
@@ -238,8 +310,13 @@ pub enum ConfigError {
 impl Config {
     /// Validates flags into a config.
     pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
-        if args.grpc_listen == args.api_listen && args.grpc_listen.port() != 0 {
+        if clash(args.grpc_listen, args.api_listen) {
             return Err(ConfigError::SameAddress(args.grpc_listen));
+        }
+        if let Some(probe) = args.probe_listen {
+            if clash(probe, args.grpc_listen) || clash(probe, args.api_listen) {
+                return Err(ConfigError::SameAddress(probe));
+            }
         }
         let interval = args.workloads_poll_interval;
         if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&interval) {
@@ -291,6 +368,9 @@ impl Config {
         Ok(Self {
             grpc_listen: args.grpc_listen,
             api_listen: args.api_listen,
+            probe_listen: args.probe_listen,
+            api_auth: api_auth(args)?,
+            limits: limits(args)?,
             identity: identity(args, token_validation)?,
             token_validation,
             kube: KubeSource {
@@ -320,7 +400,7 @@ fn injector(
         (_, _, None) => return Err(ConfigError::InjectorFlags("--injector-tls-key-file")),
     };
     for other in [args.grpc_listen, args.api_listen] {
-        if listen == other && listen.port() != 0 {
+        if clash(listen, other) {
             return Err(ConfigError::SameAddress(listen));
         }
     }
@@ -346,6 +426,60 @@ fn injector(
         key_file,
         proxy,
     }))
+}
+
+/// Whether two fixed listen addresses cannot both be bound: the same port on the same
+/// address, or on any address when one of them is the unspecified one.
+fn clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+fn api_auth(args: &Args) -> Result<ApiAuthConfig, ConfigError> {
+    if let Some(file) = &args.api_token_file {
+        return Ok(ApiAuthConfig::TokenFile(file.clone()));
+    }
+    if args.api_listen.ip().is_loopback() {
+        return Ok(ApiAuthConfig::Loopback);
+    }
+    match (args.discovery, &args.identity_dir) {
+        (DiscoveryKind::Kubernetes, _) => Ok(ApiAuthConfig::Kubernetes),
+        (DiscoveryKind::File, Some(dir)) => Ok(ApiAuthConfig::TokenFile(dir.join(API_TOKEN_FILE))),
+        (DiscoveryKind::File, None) => Err(ConfigError::ApiExposed(args.api_listen)),
+    }
+}
+
+fn limits(args: &Args) -> Result<Limits, ConfigError> {
+    let nonzero = |flag, n: usize| {
+        if n == 0 {
+            Err(ConfigError::ZeroLimit(flag))
+        } else {
+            Ok(n)
+        }
+    };
+    if args.api_header_read_timeout.is_zero() {
+        return Err(ConfigError::ZeroLimit("--api-header-read-timeout"));
+    }
+    if args.grpc_max_concurrent_streams == 0 {
+        return Err(ConfigError::ZeroLimit("--grpc-max-concurrent-streams"));
+    }
+    Ok(Limits {
+        api: ApiLimits {
+            header_read_timeout: args.api_header_read_timeout,
+            max_body_bytes: args.api_max_body_bytes,
+            max_connections: nonzero("--api-max-connections", args.api_max_connections)?,
+            max_sse_clients: nonzero("--api-max-sse-clients", args.api_max_sse_clients)?,
+            max_taps: nonzero("--api-max-taps", args.api_max_taps)?,
+        },
+        grpc: GrpcLimits {
+            max_concurrent_streams: args.grpc_max_concurrent_streams,
+            max_pending_resets: nonzero("--grpc-max-pending-resets", args.grpc_max_pending_resets)?,
+            max_connections: nonzero("--grpc-max-connections", args.grpc_max_connections)?,
+            max_message_bytes: nonzero("--grpc-max-message-bytes", args.grpc_max_message_bytes)?,
+            ..GrpcLimits::default()
+        },
+    })
 }
 
 fn metrics(args: &Args) -> Result<MetricsConfig, ConfigError> {
@@ -393,6 +527,10 @@ fn identity(
     if !(MIN_CERT_LIFETIME..=MAX_CERT_LIFETIME).contains(&lifetime) {
         return Err(ConfigError::CertLifetime(lifetime));
     }
+    let token_lifetime = args.identity_token_lifetime;
+    if !(MIN_CERT_LIFETIME..=MAX_CERT_LIFETIME).contains(&token_lifetime) {
+        return Err(ConfigError::TokenLifetime(token_lifetime));
+    }
     let files = match (
         &args.identity_trust_anchors_file,
         &args.identity_issuer_certificate_file,
@@ -419,6 +557,7 @@ fn identity(
                 tokens_dir: PathBuf::new(),
                 ca,
                 cert_lifetime: lifetime,
+                token_lifetime,
             })),
             (Some(_), TokenValidation::Local) => Err(ConfigError::NoIdentityDir),
             (None, _) => Ok(None),
@@ -428,6 +567,7 @@ fn identity(
         tokens_dir: dir.join(TOKENS_DIR),
         ca: files.unwrap_or(CaSource::Generated { dir }),
         cert_lifetime: lifetime,
+        token_lifetime,
     }))
 }
 

@@ -12,13 +12,10 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use linkerd2_proxy_api::destination as pb;
 use linkerd2_proxy_api::destination::destination_server::Destination;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Response, Status};
 
@@ -27,13 +24,9 @@ use crate::discovery::Discovery;
 use crate::identity::service::IdentityService;
 use crate::identity::tokens::{LocalTokens, TokenValidator};
 use crate::index::{Resolution, Subscriber};
+use crate::limits::{GrpcLimits, LimitedListener};
 use crate::resolutions::{Answer, Resolutions, Subscription};
 use crate::translate;
-
-/// How often idle connections are pinged.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-/// How long a ping may go unanswered before the connection is closed.
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves the destination API on `listener` until `shutdown` completes, then ends every
 /// open stream and returns once connections have closed.
@@ -53,29 +46,41 @@ pub async fn serve_with_identity<D: Discovery, V: TokenValidator>(
     identity: Option<IdentityService<V>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let limits = GrpcLimits::default();
+    serve_limited(listener, discovery, identity, &limits, shutdown).await
+}
+
+/// [`serve_with_identity`] within `limits` (docs/security.md, "Limits").
+pub async fn serve_limited<D: Discovery, V: TokenValidator>(
+    listener: TcpListener,
+    discovery: D,
+    identity: Option<IdentityService<V>>,
+    limits: &GrpcLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let drain = CancellationToken::new();
     let service = DestinationService::new(discovery, drain.clone());
     let signal = async move {
         shutdown.await;
         drain.cancel();
     };
-    // Updates are small frames that must not wait for Nagle's algorithm (a delayed ACK
-    // otherwise adds ~40 ms to every message on an idle stream).
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(stream) = &conn {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "cannot disable Nagle on a destination connection");
-            }
-        }
-        conn
+    let incoming = LimitedListener::new(listener, limits.max_connections).into_stream();
+    let destination =
+        grpc::Server::new(service).max_decoding_message_size(limits.max_message_bytes);
+    let identity = identity.map(|identity| {
+        identity
+            .into_server()
+            .max_decoding_message_size(limits.max_message_bytes)
     });
     tonic::transport::Server::builder()
         // Pings find proxies that vanished without closing (a killed VM, a partition), so
         // their stream tasks do not linger until TCP gives up.
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_service(grpc::Server::new(service))
-        .add_optional_service(identity.map(IdentityService::into_server))
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_pending_accept_reset_streams(Some(limits.max_pending_resets))
+        .add_service(destination)
+        .add_optional_service(identity)
         .serve_with_incoming_shutdown(incoming, signal)
         .await
 }

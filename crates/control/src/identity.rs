@@ -46,6 +46,8 @@ pub struct IdentityConfig {
     pub tokens_dir: PathBuf,
     /// How long issued certificates are valid.
     pub cert_lifetime: Duration,
+    /// How long local tokens are valid (they are rewritten at half-life).
+    pub token_lifetime: Duration,
 }
 
 impl IdentityConfig {
@@ -57,6 +59,7 @@ impl IdentityConfig {
             tokens_dir: dir.join(TOKENS_DIR),
             ca: CaSource::Generated { dir },
             cert_lifetime: DEFAULT_CERT_LIFETIME,
+            token_lifetime: tokens::DEFAULT_TOKEN_LIFETIME,
         }
     }
 }
@@ -107,7 +110,7 @@ impl Identity {
             ca: Arc::new(watch::Sender::new(Arc::new(ca))),
             source: config.ca.clone(),
             reload_interval: reload::DEFAULT_INTERVAL,
-            tokens: LocalTokens::new(&config.tokens_dir),
+            tokens: LocalTokens::new(&config.tokens_dir).with_lifetime(config.token_lifetime),
             reviewer: None,
             trust_domain: trust_domain.to_string(),
             lifetime: config.cert_lifetime,

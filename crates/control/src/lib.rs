@@ -37,6 +37,7 @@ pub mod fetch;
 pub mod identity;
 pub mod index;
 pub mod injector;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod resolutions;
@@ -53,7 +54,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Args, Config, DiscoveryConfig, TokenValidation};
+use api::auth::{ApiAuth, KubeReviews};
+pub use config::{ApiAuthConfig, Args, Config, DiscoveryConfig, TokenValidation};
 use discovery::file::{FileDiscovery, FileDiscoveryError};
 use discovery::kube_build::Domains;
 use discovery::kubernetes::{KubeClientError, KubeDiscovery, DEFAULT_COALESCE};
@@ -61,6 +63,7 @@ use discovery::{AnyDiscovery, Discovery};
 use identity::material::MaterialError;
 use identity::tokenreview::TokenReviewer;
 use identity::Identity;
+use limits::Limits;
 
 /// How long [`run`] lets connections take to close once shutdown has begun. A client that
 /// connected and never spoke would otherwise hold the process forever.
@@ -101,6 +104,15 @@ pub enum RunError {
     /// The API server failed.
     #[error("serving the API")]
     Api(#[source] std::io::Error),
+    /// The public API's token file could not be read or written.
+    #[error("reading or creating the API token file {path}")]
+    ApiToken {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Runs the control plane from `config` until `shutdown` completes.
@@ -109,6 +121,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let wants_client = matches!(config.discovery, DiscoveryConfig::Kubernetes { .. })
+        || config.api_auth == ApiAuthConfig::Kubernetes
         || (config.identity.is_some() && config.token_validation == TokenValidation::TokenReview);
     let client = if wants_client {
         Some(discovery::kubernetes::client(&config.kube).await?)
@@ -139,7 +152,7 @@ pub async fn run(
         Some(identity) => {
             let trust_domain = discovery.watch().borrow().trust_domain.clone();
             let loaded = Identity::load(identity, &trust_domain)?;
-            match (config.token_validation, client) {
+            match (config.token_validation, client.clone()) {
                 (TokenValidation::TokenReview, Some(client)) => {
                     Some(loaded.with_token_review(TokenReviewer::new(client)))
                 }
@@ -149,8 +162,26 @@ pub async fn run(
         }
         None => None,
     };
+    let auth = match &config.api_auth {
+        ApiAuthConfig::Loopback => ApiAuth::Open,
+        ApiAuthConfig::TokenFile(path) => {
+            let token =
+                api::auth::load_or_create_token(path).map_err(|source| RunError::ApiToken {
+                    path: path.clone(),
+                    source,
+                })?;
+            ApiAuth::Token(token.into())
+        }
+        ApiAuthConfig::Kubernetes => ApiAuth::Kubernetes(Box::new(KubeReviews::new(
+            client.clone().ok_or(RunError::NoClient)?,
+        ))),
+    };
     let grpc = bind("grpc", config.grpc_listen).await?;
     let api = bind("api", config.api_listen).await?;
+    let _probes = match config.probe_listen {
+        Some(addr) => Some(start_probes(bind("probe", addr).await?, &config.limits)),
+        None => None,
+    };
     let _injector = match config.injector {
         Some(mut injector) => {
             // The trust domain the CA names identities in, whichever backend set it.
@@ -159,16 +190,54 @@ pub async fn run(
         }
         None => None,
     };
+    let surfaces = Surfaces {
+        limits: config.limits.clone(),
+        auth,
+    };
     serve_all(
         grpc,
         api,
         discovery,
         identity,
         &config.metrics,
+        &surfaces,
         SHUTDOWN_GRACE,
         shutdown,
     )
     .await
+}
+
+/// The servers' limits and who may call the public API.
+#[derive(Clone, Debug)]
+pub struct Surfaces {
+    /// Both servers' limits.
+    pub limits: Limits,
+    /// Who may call the public API.
+    pub auth: ApiAuth,
+}
+
+impl Default for Surfaces {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            auth: ApiAuth::Open,
+        }
+    }
+}
+
+/// Serves the probe routes on `listener` in a task that stops when the guard is dropped.
+fn start_probes(listener: TcpListener, limits: &Limits) -> tokio_util::sync::DropGuard {
+    let stop = CancellationToken::new();
+    let limits = limits.api.clone();
+    let until = stop.clone().cancelled_owned();
+    tokio::spawn(async move {
+        if let Err(error) =
+            api::server::serve(listener, api::server::probes(), &limits, until).await
+        {
+            tracing::error!(%error, "the probe listener failed");
+        }
+    });
+    stop.drop_guard()
 }
 
 /// Serves the destination API on `grpc` and the public API on `api` until `shutdown`
@@ -196,17 +265,24 @@ pub async fn serve_with_identity<D: Discovery>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let metrics = metrics::MetricsConfig::default();
-    serve_all(grpc, api, discovery, identity, &metrics, grace, shutdown).await
+    let surfaces = Surfaces::default();
+    serve_all(
+        grpc, api, discovery, identity, &metrics, &surfaces, grace, shutdown,
+    )
+    .await
 }
 
 /// [`serve_with_identity`], with metrics from `metrics`: the embedded scraper runs (until
-/// this returns) unless a Prometheus URL is configured.
+/// this returns) unless a Prometheus URL is configured; `surfaces` bounds both servers and
+/// says who may call the public API.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_all<D: Discovery>(
     grpc: TcpListener,
     api: TcpListener,
     discovery: D,
     identity: Option<Identity>,
     metrics: &metrics::MetricsConfig,
+    surfaces: &Surfaces,
     grace: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
@@ -244,10 +320,11 @@ pub async fn serve_all<D: Discovery>(
     };
     let grpc = {
         let stop = stop.clone();
-        let server = destination::serve_with_identity(
+        let server = destination::serve_limited(
             grpc,
             discovery.clone(),
             service,
+            &surfaces.limits.grpc,
             stop.clone().cancelled_owned(),
         );
         async move {
@@ -263,6 +340,8 @@ pub async fn serve_all<D: Discovery>(
             discovery,
             info,
             backend,
+            &surfaces.limits.api,
+            surfaces.auth.clone(),
             stop.clone().cancelled_owned(),
         );
         async move {

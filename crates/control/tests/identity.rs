@@ -13,6 +13,7 @@ use ca::*;
 use ferry_api::control_api::IdentityInfo;
 use ferry_api::identity::{dns_name, spiffe_uri};
 use ferry_control::identity::material::{CaSource, MaterialError};
+use ferry_control::identity::tokens::DEFAULT_TOKEN_LIFETIME;
 use ferry_control::identity::{Identity, IdentityConfig};
 use ferry_control::model::ObjectRef;
 use fixture::within;
@@ -151,6 +152,7 @@ async fn issues_from_user_supplied_files_and_refuses_inconsistent_ones() {
         ca: files,
         tokens_dir: dir.path().join("tokens"),
         cert_lifetime: Duration::from_secs(3600),
+        token_lifetime: DEFAULT_TOKEN_LIFETIME,
     };
     let cp = ControlPlane::start(config).await;
     assert_eq!(cp.identity.ca().trust_anchors_pem(), mine.trust_anchor_pem);
@@ -174,6 +176,7 @@ async fn issues_from_user_supplied_files_and_refuses_inconsistent_ones() {
             ca: files,
             tokens_dir: dir.path().join("tokens"),
             cert_lifetime: Duration::from_secs(60),
+            token_lifetime: DEFAULT_TOKEN_LIFETIME,
         };
         let error = Identity::load(&config, TRUST_DOMAIN).expect_err("refused");
         assert!(matches!(error, MaterialError::Invalid { .. }), "{error:?}");
@@ -385,6 +388,7 @@ async fn a_new_issuer_on_disk_is_used_without_a_restart_and_a_corrupt_one_is_not
         },
         tokens_dir: dir.path().join("tokens"),
         cert_lifetime: Duration::from_secs(3600),
+        token_lifetime: DEFAULT_TOKEN_LIFETIME,
     };
     let interval = Duration::from_secs(10);
     let identity = Identity::load(&config, TRUST_DOMAIN)

@@ -254,3 +254,394 @@ async fn runs_on_kubernetes_from_a_kubeconfig_with_tokenreview() {
     assert!(!dir.path().join("tokens").exists());
     assert!(fake.requests("GET /api/v1/pods") >= 1);
 }
+
+/// Starts `ferry-control` on `file` with loopback listeners and `extra` flags; returns it
+/// with its gRPC and API addresses.
+async fn spawn_with(file: &WorkloadsFile, extra: &[&str]) -> (Proc, SocketAddr, SocketAddr) {
+    let path = file.path().to_str().expect("a UTF-8 path").to_string();
+    let mut args = vec![
+        "--grpc-listen=127.0.0.1:0",
+        "--api-listen=127.0.0.1:0",
+        "--discovery=file",
+        "--workloads-file",
+        path.as_str(),
+        "--log-format=json",
+        "--log=info",
+    ];
+    args.extend_from_slice(extra);
+    let control = Proc::spawn(env!("CARGO_BIN_EXE_ferry-control"), &args, &[])
+        .expect("spawning ferry-control");
+    let bound = control.bound_addrs(2, PROCESS).await.unwrap();
+    let (grpc, api) = (bound["grpc"], bound["api"]);
+    (control, grpc, api)
+}
+
+/// Sends `head` (a whole request head) on a new connection and reads until the server
+/// closes or `limit` passes: what it answered.
+async fn raw_exchange(addr: SocketAddr, head: impl AsRef<str>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(head.as_ref().as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read the head and as much body as arrives within a moment (streams never end).
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_slow_request_head_is_cut_off_while_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let file = WorkloadsFile::new(&echo(&[("echo-0", 17111)]));
+    let (_control, _grpc, api) = spawn_with(&file, &["--api-header-read-timeout=1s"]).await;
+
+    // A client that dribbles a header line every 100 ms never finishes its head.
+    let mut slow = tokio::net::TcpStream::connect(api).await.unwrap();
+    slow.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let dribble = async {
+        for i in 0..60 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if slow
+                .write_all(format!("X-Slow-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    };
+    // Meanwhile a well-behaved client is served.
+    let served = async {
+        let (status, health) = http_get(api, "/api/v1/health").await;
+        assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    };
+    tokio::join!(dribble, served);
+    // The server hung up on the slow client: at most the timeout (plus scheduling) after
+    // it started, well before the 6 s it kept dribbling.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), slow.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok(),
+        "the slow connection was still open after {:?}",
+        started.elapsed()
+    );
+    let answered = String::from_utf8_lossy(&rest);
+    assert!(
+        !answered.contains("200 OK"),
+        "a head never finished was answered: {answered}"
+    );
+}
+
+#[tokio::test]
+async fn event_streams_and_bodies_are_capped_with_clear_answers() {
+    let file = WorkloadsFile::new(&echo(&[("echo-0", 17121)]));
+    let (_control, _grpc, api) = spawn_with(
+        &file,
+        &["--api-max-sse-clients=1", "--api-max-body-bytes=1024"],
+    )
+    .await;
+    let stream = format!(
+        "GET {}?kind=deploy HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+        ferry_api::stat::STAT_STREAM_PATH
+    );
+    // The first stream holds the only place...
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut first = tokio::net::TcpStream::connect(api).await.unwrap();
+    first.write_all(stream.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = within(PROCESS, "the first stream's head", first.read(&mut buf))
+        .await
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // ...so a second is refused, saying why.
+    let second = raw_exchange(api, &stream).await;
+    assert!(second.starts_with("HTTP/1.1 503"), "{second}");
+    assert!(second.contains("--api-max-sse-clients"), "{second}");
+    assert!(
+        second.contains("Retry-After") || second.contains("retry-after"),
+        "{second}"
+    );
+    // Plain requests are not streams and still served.
+    let (status, _) = http_get(api, "/api/v1/health").await;
+    assert_eq!(status, 200);
+    // Once the first stream is closed, its place is free again.
+    drop(first);
+    ferry_testkit::wait_until(PROCESS, "a stream's place to be freed", || async {
+        let again = raw_exchange(api, &stream).await;
+        again.starts_with("HTTP/1.1 200").then_some(())
+    })
+    .await
+    .unwrap();
+    // A body over the limit is refused before it is read.
+    let big = raw_exchange(
+        api,
+        "GET /api/v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+    )
+    .await;
+    assert!(big.starts_with("HTTP/1.1 413"), "{big}");
+    assert!(big.contains("--api-max-body-bytes"), "{big}");
+}
+
+#[tokio::test]
+async fn api_connections_beyond_the_cap_wait_for_a_place() {
+    let file = WorkloadsFile::new(&echo(&[("echo-0", 17131)]));
+    let (_control, _grpc, api) = spawn_with(&file, &["--api-max-connections=2"]).await;
+    // Two idle connections hold both places.
+    let idle_a = tokio::net::TcpStream::connect(api).await.unwrap();
+    let _idle_b = tokio::net::TcpStream::connect(api).await.unwrap();
+    let health = "GET /api/v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    // A third is not served while both are held...
+    let third = raw_exchange(api, health).await;
+    assert!(third.is_empty(), "served beyond the cap: {third}");
+    // ...and is once one of them closes.
+    drop(idle_a);
+    ferry_testkit::wait_until(PROCESS, "a connection's place to be freed", || async {
+        let again = raw_exchange(api, health).await;
+        again.starts_with("HTTP/1.1 200").then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_token_file_makes_every_route_require_the_bearer_token() {
+    let file = WorkloadsFile::new(&echo(&[("echo-0", 17141)]));
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("state/api-token");
+    let flag = format!("--api-token-file={}", token_file.display());
+    let (_control, _grpc, api) = spawn_with(&file, &[flag.as_str()]).await;
+    // Generated on first start, readable by the owner only.
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let token = token.trim();
+    assert_eq!(token.len(), 64, "{token:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let ask = |credential: Option<String>| {
+        let header = credential
+            .map(|c| format!("Authorization: {c}\r\n"))
+            .unwrap_or_default();
+        raw_exchange(
+            api,
+            format!("GET /api/v1/health HTTP/1.1\r\nHost: x\r\n{header}Connection: close\r\n\r\n"),
+        )
+    };
+    let none = ask(None).await;
+    assert!(none.starts_with("HTTP/1.1 401"), "{none}");
+    assert!(
+        none.to_lowercase().contains("www-authenticate: bearer"),
+        "{none}"
+    );
+    assert!(none.contains("Authorization: Bearer"), "{none}");
+    let wrong = ask(Some(format!("Bearer {}", "0".repeat(64)))).await;
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    assert!(
+        wrong.contains("not this control plane's API token"),
+        "{wrong}"
+    );
+    let basic = ask(Some("Basic YTpi".to_string())).await;
+    assert!(basic.starts_with("HTTP/1.1 401"), "{basic}");
+    let right = ask(Some(format!("Bearer {token}"))).await;
+    assert!(right.starts_with("HTTP/1.1 200"), "{right}");
+
+    // The CLI sends the token of --api-token-file.
+    let cli = |with_token: bool| {
+        let mut cmd = std::process::Command::new(ferry_testkit::process::bin("ferry"));
+        cmd.args(["version", "--api-addr", &format!("http://{api}")]);
+        if with_token {
+            cmd.args(["--api-token-file", token_file.to_str().unwrap()]);
+        }
+        cmd.output().unwrap()
+    };
+    let said = |out: std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let refused = said(cli(false));
+    assert!(refused.contains("401"), "{refused}");
+    let allowed = said(cli(true));
+    assert!(
+        allowed.contains("Server version: ") && !allowed.contains("unavailable"),
+        "{allowed}"
+    );
+}
+
+#[tokio::test]
+async fn grpc_streams_per_connection_and_message_sizes_are_capped() {
+    let file = WorkloadsFile::new(&echo(&[("echo-0", 17151)]));
+    let (_control, grpc, _api) = spawn_with(
+        &file,
+        &[
+            "--grpc-max-concurrent-streams=2",
+            "--grpc-max-message-bytes=1024",
+        ],
+    )
+    .await;
+    let channel = Channel::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = DestinationClient::new(channel);
+    // Two streams on one connection fill it...
+    let mut first = client
+        .get(request("echo.default:8080"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut second = client
+        .get(request("echo.default:8080"))
+        .await
+        .unwrap()
+        .into_inner();
+    for stream in [&mut first, &mut second] {
+        let update = within(PROCESS, "an update", stream.message()).await;
+        assert_eq!(add_ports(update.unwrap()), [17151]);
+    }
+    // ...so a third waits for a place (the server advertised the limit)...
+    let mut waiting = client.clone();
+    let third = tokio::spawn(async move { waiting.get(request("echo.default:8080")).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !third.is_finished(),
+        "a third stream was opened beyond the cap"
+    );
+    // ...and gets one when a stream ends.
+    drop(first);
+    let mut third = within(PROCESS, "the third stream", third)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_inner();
+    let update = within(PROCESS, "an update", third.message()).await;
+    assert_eq!(add_ports(update.unwrap()), [17151]);
+
+    // A request message over the limit is refused with the reason.
+    let huge = pb::GetDestination {
+        path: format!("{}.default.svc.cluster.local:8080", "a".repeat(2000)),
+        ..request("x")
+    };
+    drop(second);
+    let refused = within(PROCESS, "the oversized request", client.get(huge))
+        .await
+        .expect_err("an oversized message is refused");
+    assert!(
+        matches!(
+            refused.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+        ),
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("too large"), "{refused:?}");
+}
+
+/// One HTTP/2 frame: `kind`, `flags`, `stream`, `payload`.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut out = vec![len[1], len[2], len[3], kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A connection preface, then `n` streams each opened (a `Get` request head) and reset
+/// (`CANCEL`) straight away, all in one write: the server reads every reset before it could
+/// accept the streams, as in the HTTP/2 rapid reset attack.
+fn rapid_resets(authority: &str, n: u32) -> Vec<u8> {
+    // HPACK, without Huffman: indexed `:method: POST` (3) and `:scheme: http` (6), then
+    // literals without indexing for `:path` (name 4), `:authority` (name 1), content-type.
+    let literal = |name_index: u8, value: &str| {
+        let mut out = vec![name_index, u8::try_from(value.len()).unwrap()];
+        out.extend_from_slice(value.as_bytes());
+        out
+    };
+    let mut head = vec![0x83, 0x86];
+    head.extend(literal(4, "/io.linkerd.proxy.destination.Destination/Get"));
+    head.extend(literal(1, authority));
+    head.extend([0x00, 12]);
+    head.extend_from_slice(b"content-type");
+    head.push(16);
+    head.extend_from_slice(b"application/grpc");
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[]));
+    for i in 0..n {
+        let stream = 2 * i + 1;
+        out.extend(frame(0x1, 0x4, stream, &head));
+        out.extend(frame(0x3, 0, stream, &8u32.to_be_bytes()));
+    }
+    out
+}
+
+/// Sends `n` rapid resets on a new connection and reads frames until the server closes it
+/// or it has been quiet a while: the GOAWAY's error code, if one came.
+async fn goaway_after_rapid_resets(grpc: SocketAddr, n: u32) -> Option<u32> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(grpc).await.unwrap();
+    conn.write_all(&rapid_resets(&grpc.to_string(), n))
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        // Frames read so far: a GOAWAY (type 7) carries its error code after the last
+        // stream id.
+        let mut at = 0;
+        while buf.len() >= at + 9 {
+            let len = usize::from(buf[at]) << 16
+                | usize::from(buf[at + 1]) << 8
+                | usize::from(buf[at + 2]);
+            if buf.len() < at + 9 + len {
+                break;
+            }
+            if buf[at + 3] == 0x7 && len >= 8 {
+                let code = &buf[at + 9 + 4..at + 9 + 8];
+                return Some(u32::from_be_bytes(code.try_into().unwrap()));
+            }
+            at += 9 + len;
+        }
+        match tokio::time::timeout(Duration::from_secs(1), conn.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+            Ok(Ok(read)) => buf.extend_from_slice(&chunk[..read]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn grpc_rapid_resets_end_the_connection_and_others_are_served() {
+    let file = WorkloadsFile::new(&echo(&[("echo-0", 17161)]));
+    let (_control, grpc, _api) = spawn_with(&file, &["--grpc-max-pending-resets=100"]).await;
+    // Within the configured limit (above hyper's default of 20), resets are tolerated...
+    assert_eq!(goaway_after_rapid_resets(grpc, 50).await, None);
+    // ...past it, the server tells the client to calm down (ENHANCE_YOUR_CALM, 0xb).
+    assert_eq!(goaway_after_rapid_resets(grpc, 500).await, Some(0xb));
+    // A well-behaved proxy is still served.
+    let channel = Channel::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect_lazy();
+    let mut client = DestinationClient::new(channel);
+    let mut stream = client
+        .get(request("echo.default:8080"))
+        .await
+        .unwrap()
+        .into_inner();
+    let update = within(PROCESS, "an update", stream.message()).await;
+    assert_eq!(add_ports(update.unwrap()), [17161]);
+}

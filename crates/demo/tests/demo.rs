@@ -568,3 +568,113 @@ async fn after_a_sigkill_the_apps_exit_and_the_next_demo_cleans_up() {
         .unwrap()
         .success());
 }
+
+/// The pid the demo recorded for its child `name`.
+fn child_pid(state: &Path, name: &str) -> Option<u32> {
+    std::fs::read_to_string(state.join("children.pids"))
+        .ok()?
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let (pid, n) = l.split_once(' ')?;
+            (n == name).then(|| pid.parse().ok())?
+        })
+}
+
+#[tokio::test]
+async fn the_demo_survives_its_control_plane() {
+    let base = free_base();
+    let state = tempfile::tempdir().unwrap();
+    let _leftovers = Leftovers(state.path().to_path_buf());
+    let mut demo = demo(base, state.path());
+    demo.wait_for_log("Ready.", START).await.unwrap();
+    // web (inbound base+10) lists emojis from emoji, through both proxies.
+    let list = format!("http://{}/api/list", at(base + 10));
+    let through_the_mesh = || async {
+        client::get(&list)
+            .await
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(through_the_mesh().await, 200);
+
+    // Kill the control plane, and keep it down a while: its gRPC port is taken, so its
+    // restarts fail until the port is free again.
+    let control = child_pid(state.path(), "control").expect("control's pid");
+    Command::new("kill")
+        .args(["-KILL", &control.to_string()])
+        .status()
+        .unwrap();
+    let grpc = wait_until(
+        Duration::from_secs(5),
+        "the gRPC port to be free",
+        || async { std::net::TcpListener::bind(at(base + 6)).ok() },
+    )
+    .await
+    .unwrap();
+    let said = demo
+        .wait_for_log("ferry-control exited", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        said.contains("the proxies keep routing on its last answers"),
+        "{said}"
+    );
+    // Traffic keeps flowing on the proxies' last known state while there is no control
+    // plane at all.
+    for _ in 0..20 {
+        assert_eq!(through_the_mesh().await, 200, "{}", demo.logs().join("\n"));
+    }
+    let api = client::get(&format!("http://{}/api/v1/health", at(base + 4))).await;
+    assert!(api.is_err(), "the control plane answered while down");
+    // The failed restarts are reported, each with a longer wait.
+    demo.wait_for_log("Restarting it in 1s", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(demo.is_running(), "{}", demo.logs().join("\n"));
+
+    // Once the port is free, a restart succeeds and the demo says so.
+    drop(grpc);
+    demo.wait_for_log("ferry-control is back", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let api = client::get(&format!("http://{}/api/v1/health", at(base + 4)))
+        .await
+        .unwrap();
+    assert_eq!(api.status.as_u16(), 200);
+    assert_eq!(through_the_mesh().await, 200);
+    // Other children are restarted too: kill emoji's proxy.
+    let emoji_proxy = child_pid(state.path(), "emoji-proxy").expect("emoji-proxy's pid");
+    Command::new("kill")
+        .args(["-KILL", &emoji_proxy.to_string()])
+        .status()
+        .unwrap();
+    demo.wait_for_log("emoji's ferry-proxy exited", Duration::from_secs(10))
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(60), "emoji-proxy restarted", || async {
+        child_pid(state.path(), "emoji-proxy")
+            .filter(|pid| *pid != emoji_proxy && alive(*pid))
+            .map(|_| ())
+    })
+    .await
+    .unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "traffic to emoji again",
+        || async { (through_the_mesh().await == 200).then_some(()) },
+    )
+    .await
+    .unwrap();
+
+    // Ctrl-C still stops everything, the restarted children included.
+    Command::new("kill")
+        .args(["-INT", &demo.pid().to_string()])
+        .status()
+        .unwrap();
+    let status = demo.terminate_wait(Duration::from_secs(20)).await.unwrap();
+    assert!(status.success(), "{status}: {}", demo.logs().join("\n"));
+    demo.wait_for_log("Stopped 9 processes.", Duration::from_secs(5))
+        .await
+        .unwrap();
+}

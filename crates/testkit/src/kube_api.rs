@@ -128,6 +128,17 @@ impl FakeKubeApi {
         world.answer_token_review(token, audiences, response);
     }
 
+    /// Answers TokenReviews of `token` naming no audience with `response` from now on.
+    pub fn answer_token_review_default_audience(&self, token: &str, response: Value) {
+        let mut world = self.world.lock().unwrap();
+        world.answer_token_review_default_audience(token, response);
+    }
+
+    /// Lets `user` do `verb` on `resource` in SubjectAccessReviews.
+    pub fn grant(&self, user: &str, resource: &str, verb: &str) {
+        self.world.lock().unwrap().grant(user, resource, verb);
+    }
+
     /// Sends a `BOOKMARK` (at the current RV, shaped per kind) to every open watch that
     /// allows bookmarks, as a watch cache does periodically.
     pub fn bookmark(&self) {
@@ -218,6 +229,18 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Response<Bo
             return status(400, "BadRequest", "TokenReview is not JSON");
         };
         let answer = world.lock().unwrap().review(&review);
+        return json_response(StatusCode::CREATED, &answer);
+    }
+    if req.method() == Method::POST && path == "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+    {
+        let body = match req.into_body().collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(_) => return status(400, "BadRequest", "unreadable body"),
+        };
+        let Ok(review) = serde_json::from_slice::<Value>(&body) else {
+            return status(400, "BadRequest", "SubjectAccessReview is not JSON");
+        };
+        let answer = world.lock().unwrap().access_review(&review);
         return json_response(StatusCode::CREATED, &answer);
     }
     if req.method() != Method::GET {

@@ -69,6 +69,9 @@ pub struct World {
     cut: watch::Sender<u64>,
     reviews: HashMap<ReviewKey, Vec<Value>>,
     overrides: HashMap<ReviewKey, Value>,
+    /// SubjectAccessReview grants: (user, resource, verb). None is recorded; answers are
+    /// built as the API server shapes them.
+    grants: Vec<(String, String, String)>,
     /// Every request, `METHOD path[?watch]`.
     pub log: Vec<String>,
     /// How many watches were answered `410 Gone`.
@@ -87,6 +90,7 @@ impl World {
             cut: watch::channel(0).0,
             reviews: HashMap::new(),
             overrides: HashMap::new(),
+            grants: Vec::new(),
             log: Vec::new(),
             gone: 0,
         }
@@ -350,6 +354,39 @@ impl World {
         let audiences = Some(audiences.iter().map(|a| a.to_string()).collect());
         self.overrides
             .insert((token.to_string(), audiences), response);
+    }
+
+    /// Answers TokenReviews of `token` that name no audience (the API server's own) with
+    /// `response` from now on.
+    pub fn answer_token_review_default_audience(&mut self, token: &str, response: Value) {
+        self.overrides.insert((token.to_string(), None), response);
+    }
+
+    /// Lets `user` do `verb` on `resource` (any API group) in SubjectAccessReviews.
+    pub fn grant(&mut self, user: &str, resource: &str, verb: &str) {
+        self.grants
+            .push((user.to_string(), resource.to_string(), verb.to_string()));
+    }
+
+    /// Answers a SubjectAccessReview from the grants: allowed, or denied with no reason
+    /// (as RBAC answers when no rule matches).
+    pub fn access_review(&self, request: &Value) -> Value {
+        let spec = &request["spec"];
+        let attrs = &spec["resourceAttributes"];
+        let field = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        let asked = (
+            field(&spec["user"]),
+            field(&attrs["resource"]),
+            field(&attrs["verb"]),
+        );
+        let allowed = self.grants.contains(&asked);
+        let status = if allowed {
+            json!({"allowed": true, "reason": "RBAC: allowed by ClusterRoleBinding"})
+        } else {
+            json!({"allowed": false})
+        };
+        json!({"kind":"SubjectAccessReview","apiVersion":"authorization.k8s.io/v1",
+            "metadata":{},"spec":spec.clone(),"status":status})
     }
 
     /// Answers a TokenReview: the recorded answer for its token and audiences. A

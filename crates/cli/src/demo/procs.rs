@@ -10,11 +10,14 @@ use std::{
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 /// The binaries whose leftovers a new demo may stop (and no others).
 pub const BINARIES: &[&str] = &["ferry-control", "ferry-proxy", "ferry-emojivoto"];
+
+/// Makes a child's command afresh, to start it again.
+pub type MakeCommand = Box<dyn Fn() -> Command>;
 
 /// One running child.
 struct Running {
@@ -22,6 +25,10 @@ struct Running {
     child: Child,
     /// Held open so the child sees end-of-file on stdin if `ferry demo` dies.
     _stdin: Option<ChildStdin>,
+    /// How to start it again, and whether its stdin is held.
+    make: Option<(MakeCommand, bool)>,
+    /// When it was (last) started.
+    started: Instant,
 }
 
 /// Every process the demo started, in start order.
@@ -48,8 +55,91 @@ impl Children {
 
     /// Starts `cmd` as `name` in its own process group, output to its log file. With
     /// `hold_stdin`, its stdin is a pipe `ferry demo` keeps open until it exits.
-    pub fn spawn(&mut self, name: &str, mut cmd: Command, hold_stdin: bool) -> io::Result<u32> {
-        let log = fs::File::create(self.log_path(name))?;
+    pub fn spawn(&mut self, name: &str, cmd: Command, hold_stdin: bool) -> io::Result<u32> {
+        let running = self.start(name, cmd, hold_stdin, false)?;
+        let pid = running.child.id();
+        self.running.push(running);
+        Ok(pid)
+    }
+
+    /// [`Children::spawn`] from `make`, which [`Children::restart`] calls again.
+    pub fn spawn_restartable(
+        &mut self,
+        name: &str,
+        make: MakeCommand,
+        hold_stdin: bool,
+    ) -> io::Result<u32> {
+        let mut running = self.start(name, make(), hold_stdin, false)?;
+        running.make = Some((make, hold_stdin));
+        let pid = running.child.id();
+        self.running.push(running);
+        Ok(pid)
+    }
+
+    /// Starts the exited child `name` again, in its place in the start order (its log is
+    /// appended to). Returns its new pid; an error when it cannot be started again.
+    pub fn restart(&mut self, name: &str) -> io::Result<u32> {
+        let at = self
+            .running
+            .iter()
+            .position(|r| r.name == name)
+            .ok_or_else(|| io::Error::other(format!("no child called {name}")))?;
+        let Some((make, hold_stdin)) = self.running[at].make.take() else {
+            return Err(io::Error::other(format!("{name} cannot be restarted")));
+        };
+        let mut running = match self.start(name, make(), hold_stdin, true) {
+            Ok(running) => running,
+            Err(e) => {
+                self.running[at].make = Some((make, hold_stdin));
+                return Err(e);
+            }
+        };
+        running.make = Some((make, hold_stdin));
+        let pid = running.child.id();
+        // The exited child is reaped (it was waited for) and replaced.
+        self.running[at] = running;
+        // Only live children are recorded, so a later demo never kills a reused pid.
+        let live: String = self
+            .running
+            .iter()
+            .map(|r| format!("{} {}\n", r.child.id(), r.name))
+            .collect();
+        fs::write(self.state_dir.join("children.pids"), live)?;
+        Ok(pid)
+    }
+
+    /// How long the child `name` has been running since it was last started.
+    pub fn uptime(&self, name: &str) -> Option<Duration> {
+        self.running
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.started.elapsed())
+    }
+
+    /// The children that have exited, with their status.
+    pub fn all_exited(&mut self) -> Vec<(String, ExitStatus)> {
+        self.running
+            .iter_mut()
+            .filter_map(|r| match r.child.try_wait() {
+                Ok(Some(status)) => Some((r.name.clone(), status)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn start(
+        &mut self,
+        name: &str,
+        mut cmd: Command,
+        hold_stdin: bool,
+        append: bool,
+    ) -> io::Result<Running> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(self.log_path(name))?;
         cmd.stdout(log.try_clone()?)
             .stderr(log)
             .stdin(if hold_stdin {
@@ -65,12 +155,13 @@ impl Children {
             .append(true)
             .open(self.state_dir.join("children.pids"))?;
         writeln!(pids, "{pid} {name}")?;
-        self.running.push(Running {
+        Ok(Running {
             name: name.to_string(),
             _stdin: child.stdin.take(),
             child,
-        });
-        Ok(pid)
+            make: None,
+            started: Instant::now(),
+        })
     }
 
     /// The first child that has exited, with its status.

@@ -158,7 +158,14 @@ fn container(cfg: &InstallConfig) -> Container {
         env: Some(vec![
             var(env::CONTROL_DISCOVERY, "kubernetes".to_string()),
             var(env::CONTROL_GRPC_LISTEN, listen(ports::CONTROL_GRPC)),
-            var(env::CONTROL_API_LISTEN, listen(ports::CONTROL_API)),
+            // The public API on loopback: `ferry` reaches it through a port-forward, which
+            // lands on the pod's loopback; nothing else in the cluster can.
+            var(
+                env::CONTROL_API_LISTEN,
+                format!("127.0.0.1:{}", ports::CONTROL_API),
+            ),
+            // The kubelet's probes get a listener that answers `/ready` and `/live` only.
+            var(env::CONTROL_PROBE_LISTEN, listen(ports::CONTROL_PROBE)),
             var(env::CONTROL_INJECTOR_LISTEN, listen(ports::CONTROL_WEBHOOK)),
             var(
                 env::CONTROL_INJECTOR_TLS_CERT_FILE,
@@ -200,6 +207,7 @@ fn container(cfg: &InstallConfig) -> Container {
             port("grpc", ports::CONTROL_GRPC),
             port("api", ports::CONTROL_API),
             port("webhook", ports::CONTROL_WEBHOOK),
+            port("probe", ports::CONTROL_PROBE),
         ]),
         readiness_probe: Some(probe("/ready")),
         liveness_probe: Some(probe("/live")),
@@ -244,7 +252,7 @@ fn probe(path: &str) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
-            port: IntOrString::String("api".to_string()),
+            port: IntOrString::String("probe".to_string()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(10),

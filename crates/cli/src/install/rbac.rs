@@ -1,6 +1,8 @@
 //! The control plane's identity in the cluster and what it may do: a ServiceAccount and a
-//! read-mostly ClusterRole. It reads what discovery watches and may create TokenReviews;
-//! it cannot read Secrets or change anything in the cluster.
+//! read-mostly ClusterRole. It reads what discovery watches and may create TokenReviews
+//! and SubjectAccessReviews; it cannot read Secrets or change anything in the cluster.
+//! Two more ClusterRoles, bound to no one, are for users of an exposed public API
+//! (docs/kubernetes.md): `ferry-api-viewer-<ns>` and `ferry-tap-<ns>`.
 
 use ferry_api::k8s as names;
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -32,10 +34,47 @@ pub fn rules() -> Vec<PolicyRule> {
         // (StatefulSets and DaemonSets own pods directly, so they are never read).
         rule("apps", &["replicasets"], READ),
         rule("batch", &["jobs"], READ),
-        // Identity: proxies prove who they are with their service-account token.
+        // Identity: proxies prove who they are with their service-account token; the
+        // public API, when exposed, checks its callers' tokens the same way.
         rule("authentication.k8s.io", &["tokenreviews"], &["create"]),
+        // The public API, when exposed, asks RBAC whether a caller may use a route.
+        rule(
+            "authorization.k8s.io",
+            &["subjectaccessreviews"],
+            &["create"],
+        ),
     ]
 }
+
+/// The roles users are bound to for the public API when it is exposed (`--api-listen` on a
+/// non-loopback address): the name suffix (after `ferry-`) and the rule. The resources are
+/// not served by the Kubernetes API; the control plane asks SubjectAccessReview about them.
+pub fn api_roles() -> Vec<(&'static str, PolicyRule)> {
+    vec![
+        ("api-viewer", rule(API_GROUP, &["api"], &["get"])),
+        ("tap", rule(API_GROUP, &["tap"], &["watch"])),
+    ]
+}
+
+/// Renders the ClusterRoles for users of an exposed public API (bound to no one).
+pub fn render_api_roles(cfg: &InstallConfig, out: &mut Objects) -> Result<(), RenderError> {
+    for (suffix, rule) in api_roles() {
+        out.push(&ClusterRole {
+            metadata: ObjectMeta {
+                name: Some(format!("ferry-{suffix}-{}", cfg.namespace)),
+                labels: Some(cfg.labels()),
+                ..ObjectMeta::default()
+            },
+            rules: Some(vec![rule]),
+            ..ClusterRole::default()
+        })?;
+    }
+    Ok(())
+}
+
+/// The API group of the public API's RBAC resources (the control plane's
+/// `api::auth::API_GROUP`).
+pub const API_GROUP: &str = "api.ferry.io";
 
 /// Renders the ServiceAccount, ClusterRole and ClusterRoleBinding.
 pub fn render(cfg: &InstallConfig, out: &mut Objects) -> Result<(), RenderError> {

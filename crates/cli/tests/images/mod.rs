@@ -82,6 +82,7 @@ fn containerfiles_declare_the_users_ports_and_labels_the_manifests_expect() {
         ports::CONTROL_API,
         ports::CONTROL_GRPC,
         ports::CONTROL_WEBHOOK,
+        ports::CONTROL_PROBE,
     ] {
         assert!(
             control.exposed.contains(&format!("{port}/tcp")),

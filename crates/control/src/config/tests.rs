@@ -11,7 +11,11 @@ fn args(flags: &[&str]) -> Args {
 fn defaults_use_the_documented_ports() {
     let config = Config::from_args(&args(&["--workloads-file", "w.yaml"])).unwrap();
     assert_eq!(config.grpc_listen, "0.0.0.0:8086".parse().unwrap());
-    assert_eq!(config.api_listen, "0.0.0.0:8084".parse().unwrap());
+    // The public API is reachable from this host only, without a credential.
+    assert_eq!(config.api_listen, "127.0.0.1:8084".parse().unwrap());
+    assert_eq!(config.api_auth, ApiAuthConfig::Loopback);
+    assert_eq!(config.probe_listen, None);
+    assert_eq!(config.limits, Limits::default());
     assert_eq!(config.discovery, DiscoveryConfig::file("w.yaml"));
     assert_eq!(config.identity, None);
     assert_eq!(config.metrics, MetricsConfig::default());
@@ -206,4 +210,79 @@ fn invalid_combinations_are_rejected() {
         Config::from_args(&slow),
         Err(ConfigError::PollInterval(_))
     ));
+}
+
+#[test]
+fn an_exposed_api_needs_a_credential() {
+    let exposed = ["--workloads-file=w", "--api-listen=0.0.0.0:8084"];
+    assert_eq!(
+        Config::from_args(&args(&exposed)),
+        Err(ConfigError::ApiExposed("0.0.0.0:8084".parse().unwrap()))
+    );
+    let with_dir = [&exposed[..], &["--identity-dir=/state"]].concat();
+    assert_eq!(
+        Config::from_args(&args(&with_dir)).unwrap().api_auth,
+        ApiAuthConfig::TokenFile(PathBuf::from("/state/api-token"))
+    );
+    let with_file = [&exposed[..], &["--api-token-file=/t"]].concat();
+    assert_eq!(
+        Config::from_args(&args(&with_file)).unwrap().api_auth,
+        ApiAuthConfig::TokenFile(PathBuf::from("/t"))
+    );
+    // A token file applies on loopback too.
+    let loopback = ["--workloads-file=w", "--api-token-file=/t"];
+    assert_eq!(
+        Config::from_args(&args(&loopback)).unwrap().api_auth,
+        ApiAuthConfig::TokenFile(PathBuf::from("/t"))
+    );
+    let kube = ["--discovery=kubernetes", "--api-listen=[::]:8084"];
+    assert_eq!(
+        Config::from_args(&args(&kube)).unwrap().api_auth,
+        ApiAuthConfig::Kubernetes
+    );
+}
+
+#[test]
+fn limits_come_from_flags_and_zero_is_refused() {
+    let config = Config::from_args(&args(&[
+        "--workloads-file=w",
+        "--api-header-read-timeout=2s",
+        "--api-max-body-bytes=10",
+        "--api-max-connections=3",
+        "--api-max-sse-clients=4",
+        "--api-max-taps=5",
+        "--grpc-max-concurrent-streams=6",
+        "--grpc-max-pending-resets=7",
+        "--grpc-max-connections=8",
+        "--grpc-max-message-bytes=9",
+    ]))
+    .unwrap();
+    assert_eq!(
+        config.limits.api,
+        ApiLimits {
+            header_read_timeout: Duration::from_secs(2),
+            max_body_bytes: 10,
+            max_connections: 3,
+            max_sse_clients: 4,
+            max_taps: 5,
+        }
+    );
+    assert_eq!(config.limits.grpc.max_concurrent_streams, 6);
+    assert_eq!(config.limits.grpc.max_pending_resets, 7);
+    assert_eq!(config.limits.grpc.max_connections, 8);
+    assert_eq!(config.limits.grpc.max_message_bytes, 9);
+    for flag in [
+        "--api-header-read-timeout=0s",
+        "--api-max-connections=0",
+        "--api-max-sse-clients=0",
+        "--api-max-taps=0",
+        "--grpc-max-concurrent-streams=0",
+        "--grpc-max-pending-resets=0",
+        "--grpc-max-connections=0",
+        "--grpc-max-message-bytes=0",
+    ] {
+        let error = Config::from_args(&args(&["--workloads-file=w", flag])).unwrap_err();
+        let name = flag.split('=').next().unwrap();
+        assert_eq!(error.to_string(), format!("{name} must be at least 1"));
+    }
 }

@@ -31,6 +31,8 @@ const GET_PROFILE: &str = "/io.linkerd.proxy.destination.Destination/GetProfile"
 pub struct Server<T> {
     service: Arc<T>,
     generated: DestinationServer<T>,
+    /// The largest request message decoded (tonic's default, 4 MiB, when none).
+    max_decoding: Option<usize>,
 }
 
 impl<T> Server<T> {
@@ -43,13 +45,25 @@ impl<T> Server<T> {
         Self {
             generated: DestinationServer::from_arc(service.clone()),
             service,
+            max_decoding: None,
         }
+    }
+
+    /// Refuses request messages larger than `limit` bytes (`RESOURCE_EXHAUSTED`).
+    pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+        self.generated = self.generated.max_decoding_message_size(limit);
+        self.max_decoding = Some(limit);
+        self
     }
 }
 
 impl<T> Clone for Server<T> {
     fn clone(&self) -> Self {
-        Self::from_arc(self.service.clone())
+        let mut server = Self::from_arc(self.service.clone());
+        if let Some(limit) = self.max_decoding {
+            server = server.max_decoding_message_size(limit);
+        }
+        server
     }
 }
 
@@ -73,14 +87,17 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let service = self.service.clone();
+        let max = self.max_decoding;
         match req.uri().path() {
             GET => Box::pin(async move {
                 Ok(Grpc::new(SmallBuffers::default())
+                    .apply_max_message_size_config(max, None)
                     .server_streaming(Get(service), req)
                     .await)
             }),
             GET_PROFILE => Box::pin(async move {
                 Ok(Grpc::new(SmallBuffers::default())
+                    .apply_max_message_size_config(max, None)
                     .server_streaming(GetProfile(service), req)
                     .await)
             }),

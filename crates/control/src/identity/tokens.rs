@@ -5,11 +5,19 @@
 //! names its owner so the validator can find the one file to compare against (in constant
 //! time), and so deleting that file revokes it at once. On Kubernetes a TokenReview
 //! validator implements the same trait ([`super::tokenreview`]).
+//!
+//! Tokens expire: a token is valid for its lifetime ([`DEFAULT_TOKEN_LIFETIME`], or
+//! `--identity-token-lifetime`) from when it was written (the file's modification time).
+//! The control plane rewrites a token once it is half its lifetime old; the token it
+//! replaces is kept beside it (`.<service account>.previous`) and stays valid until its own
+//! expiry, so a proxy that read the file just before the rewrite still certifies. Proxies
+//! read the file at every renewal, so they pick up the new token by themselves.
 
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
@@ -33,6 +41,18 @@ pub enum TokenError {
     /// The secret does not match the one issued.
     #[error("token for service account {0} does not match the one issued")]
     Mismatch(ObjectRef),
+    /// The token was issued, but its lifetime is over.
+    #[error("the identity token of service account {account} expired at {at} (local tokens last {lifetime}; the control plane rewrites the token file before then: read it again)",
+        at = humantime::format_rfc3339_seconds(*.expired),
+        lifetime = humantime::format_duration(*.lifetime))]
+    Expired {
+        /// The service account.
+        account: ObjectRef,
+        /// When it expired.
+        expired: SystemTime,
+        /// How long tokens last.
+        lifetime: Duration,
+    },
     /// The Kubernetes API server did not authenticate the token; its reason.
     #[error("the Kubernetes API refused the token: {0}")]
     Refused(String),
@@ -67,10 +87,29 @@ pub trait TokenValidator: Send + Sync + 'static {
     fn validate(&self, token: &[u8]) -> impl Future<Output = Result<ObjectRef, TokenError>> + Send;
 }
 
+/// How long a local token is valid unless configured: as long as the certificates it buys
+/// (24 h by default), so a leaked token is worth no more than a leaked certificate, while a
+/// rewrite at half-life leaves readers 12 h to notice it.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The wall clock tokens are issued and checked against (a fake one in tests).
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
 /// Tokens kept as files `<dir>/<namespace>/<service account>`, one per service account.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LocalTokens {
     dir: PathBuf,
+    lifetime: Duration,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for LocalTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalTokens")
+            .field("dir", &self.dir)
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Fills `bytes` from the operating system's CSPRNG.
@@ -95,9 +134,48 @@ fn is_subdomain(s: &str) -> bool {
 }
 
 impl LocalTokens {
-    /// Keeps tokens under `dir`.
+    /// Keeps tokens under `dir`, valid for [`DEFAULT_TOKEN_LIFETIME`].
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            lifetime: DEFAULT_TOKEN_LIFETIME,
+            clock: Arc::new(SystemTime::now),
+        }
+    }
+
+    /// Tokens valid for `lifetime` from when they are written.
+    pub fn with_lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// Issues and checks tokens against `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How long tokens are valid.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// The file keeping the token `account` had before its last rewrite.
+    fn previous_path(&self, account: &ObjectRef) -> PathBuf {
+        self.dir
+            .join(&account.namespace)
+            .join(format!(".{}.previous", account.name))
+    }
+
+    /// When the token in `path` was written.
+    fn issued_at(path: &Path) -> io::Result<SystemTime> {
+        std::fs::metadata(path)?.modified()
+    }
+
+    /// How long after it was written a token in `path` is now (zero if written "later").
+    fn age(&self, path: &Path) -> io::Result<Duration> {
+        let issued = Self::issued_at(path)?;
+        Ok((self.clock)().duration_since(issued).unwrap_or_default())
     }
 
     /// Returns the file holding the token of `account`, which a proxy reads with
@@ -106,12 +184,17 @@ impl LocalTokens {
         self.dir.join(&account.namespace).join(&account.name)
     }
 
-    /// Makes sure `account` has a token, creating one if it has none; returns its file.
+    /// Makes sure `account` has a token that is less than half its lifetime old, writing
+    /// one if it has none and rewriting it (keeping the old one as the previous token)
+    /// once it is older; returns its file.
     pub fn ensure(&self, account: &ObjectRef) -> io::Result<PathBuf> {
         let path = self.path(account);
-        if path.exists() {
-            return Ok(path);
-        }
+        let rotating = match self.age(&path) {
+            Ok(age) if age < self.lifetime / 2 => return Ok(path),
+            Ok(_) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
         let mut secret = [0u8; 32];
         fill_random(&mut secret);
         let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
@@ -125,6 +208,21 @@ impl LocalTokens {
         // writer put there first, so every reader sees the one token that won.
         let tmp = parent.join(format!(".{}.{}.tmp", account.name, &hex[..16]));
         write_private(&tmp, token.as_bytes())?;
+        // Issued now by the token clock: the file's time is when its lifetime began.
+        std::fs::File::options()
+            .write(true)
+            .open(&tmp)?
+            .set_modified((self.clock)())?;
+        if rotating {
+            // The old token is kept (it stays valid until it expires), then the new one
+            // replaces it: each step a rename, so a reader always finds a whole file.
+            let kept = parent.join(format!(".{}.{}.previous.tmp", account.name, &hex[..16]));
+            std::fs::hard_link(&path, &kept)?;
+            std::fs::rename(&kept, self.previous_path(account))?;
+            std::fs::rename(&tmp, &path)?;
+            tracing::info!(account = %account, path = %path.display(), "rotated identity token");
+            return Ok(path);
+        }
         let linked = std::fs::hard_link(&tmp, &path);
         std::fs::remove_file(&tmp)?;
         match linked {
@@ -151,8 +249,18 @@ impl LocalTokens {
         Ok(())
     }
 
-    /// Issues tokens for every state `states` publishes until it closes.
+    /// How often [`LocalTokens::follow`] looks for tokens to rewrite: a tenth of their
+    /// lifetime, between 1 s and 10 min.
+    pub fn rotation_check_interval(&self) -> Duration {
+        (self.lifetime / 10).clamp(Duration::from_secs(1), Duration::from_secs(600))
+    }
+
+    /// Issues tokens for every state `states` publishes until it closes, and rewrites them
+    /// as they age.
     pub async fn follow(self, mut states: watch::Receiver<Arc<ClusterState>>) {
+        let mut check = tokio::time::interval(self.rotation_check_interval());
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        check.tick().await;
         loop {
             let state = states.borrow_and_update().clone();
             let tokens = self.clone();
@@ -164,8 +272,11 @@ impl LocalTokens {
                 }
                 Err(error) => tracing::error!(%error, "identity token task failed"),
             }
-            if states.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = states.changed() => if changed.is_err() {
+                    return;
+                },
+                _ = check.tick() => {}
             }
         }
     }
@@ -188,7 +299,7 @@ fn parse(token: &[u8]) -> Result<(ObjectRef, &[u8]), TokenError> {
 }
 
 /// Compares without stopping at the first difference, so timing does not leak the secret.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -206,11 +317,31 @@ impl TokenValidator for LocalTokens {
             Err(source) => return Err(TokenError::Read { account, source }),
         };
         let issued_secret = parse(&issued).map(|(_, s)| s.to_vec()).unwrap_or_default();
-        if constant_time_eq(&issued_secret, secret) {
-            Ok(account)
+        let path = if constant_time_eq(&issued_secret, secret) {
+            self.path(&account)
         } else {
-            Err(TokenError::Mismatch(account))
+            // The token before the last rewrite is still valid until it expires.
+            let previous = self.previous_path(&account);
+            let kept = tokio::fs::read(&previous).await.unwrap_or_default();
+            let kept_secret = parse(&kept).map(|(_, s)| s.to_vec()).unwrap_or_default();
+            if kept_secret.is_empty() || !constant_time_eq(&kept_secret, secret) {
+                return Err(TokenError::Mismatch(account));
+            }
+            previous
+        };
+        let issued_at = match Self::issued_at(&path) {
+            Ok(at) => at,
+            Err(source) => return Err(TokenError::Read { account, source }),
+        };
+        let expired = issued_at + self.lifetime;
+        if (self.clock)() >= expired {
+            return Err(TokenError::Expired {
+                account,
+                expired,
+                lifetime: self.lifetime,
+            });
         }
+        Ok(account)
     }
 }
 
@@ -263,5 +394,112 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    /// A token clock that follows tokio's (paused) time.
+    fn paused_clock() -> Clock {
+        let start = tokio::time::Instant::now();
+        let base = SystemTime::now();
+        Arc::new(move || base + start.elapsed())
+    }
+
+    fn state_with(account: &ObjectRef) -> ClusterState {
+        let instance = crate::model::Instance {
+            owner: None,
+            service_account: account.name.clone(),
+            meshed: true,
+            admin_addr: None,
+            tap_addr: None,
+        };
+        let instances = [(ObjectRef::new(&account.namespace, "web-0"), instance)];
+        ClusterState {
+            instances: Arc::new(instances.into_iter().collect()),
+            ..ClusterState::default()
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_expire_and_are_rewritten_at_half_life() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = LocalTokens::new(dir.path())
+            .with_lifetime(HOUR)
+            .with_clock(paused_clock());
+        let web = ObjectRef::new("emojivoto", "web");
+        let read = || std::fs::read(tokens.path(&web)).unwrap();
+
+        let path = tokens.ensure(&web).unwrap();
+        let first = read();
+        assert_eq!(tokens.validate(&first).await.unwrap(), web);
+        // Younger than half its lifetime: kept as is.
+        tokio::time::advance(HOUR / 2 - Duration::from_secs(1)).await;
+        assert_eq!(tokens.ensure(&web).unwrap(), path);
+        assert_eq!(read(), first);
+        // Past half-life: rewritten; the old token stays valid until it expires.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        tokens.ensure(&web).unwrap();
+        let second = read();
+        assert_ne!(second, first);
+        assert_eq!(tokens.validate(&first).await.unwrap(), web);
+        assert_eq!(tokens.validate(&second).await.unwrap(), web);
+        // An hour after it was written, the first is refused, saying so.
+        tokio::time::advance(HOUR / 2).await;
+        let error = tokens.validate(&first).await.unwrap_err();
+        assert!(matches!(error, TokenError::Expired { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(
+            message.contains("emojivoto/web")
+                && message.contains("expired at")
+                && message.contains("1h"),
+            "{message}"
+        );
+        assert_eq!(tokens.validate(&second).await.unwrap(), web);
+        // A control plane that stopped rewriting: the current token expires too.
+        tokio::time::advance(HOUR).await;
+        let error = tokens.validate(&second).await.unwrap_err();
+        assert!(matches!(error, TokenError::Expired { .. }), "{error:?}");
+        // A token never issued is still a mismatch, not an expiry.
+        let forged = format!("{LOCAL_TOKEN_PREFIX}:emojivoto:web:{}", "b".repeat(64));
+        let error = tokens.validate(forged.as_bytes()).await.unwrap_err();
+        assert!(matches!(error, TokenError::Mismatch(_)), "{error:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn following_discovery_keeps_a_reader_certifying_across_rotations() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = LocalTokens::new(dir.path())
+            .with_lifetime(HOUR)
+            .with_clock(paused_clock());
+        let web = ObjectRef::new("emojivoto", "web");
+        let (_tx, states) = watch::channel(Arc::new(state_with(&web)));
+        let follow = tokio::spawn(tokens.clone().follow(states));
+        ferry_testkit::wait_until(Duration::from_secs(5), "the first token", || async {
+            tokens.path(&web).exists().then_some(())
+        })
+        .await
+        .unwrap();
+        // A reader that, like a proxy, reads the file whenever it renews: every 10 minutes
+        // for five lifetimes, the token it read last time and the one it reads now are
+        // both accepted, and it sees the token change.
+        let fresh = HOUR / 2 + tokens.rotation_check_interval();
+        let mut held = tokio::fs::read(tokens.path(&web)).await.unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..30 {
+            tokio::time::advance(HOUR / 6).await;
+            ferry_testkit::wait_until(
+                Duration::from_secs(5),
+                "the token to be rewritten",
+                || async { (tokens.age(&tokens.path(&web)).ok()? < fresh).then_some(()) },
+            )
+            .await
+            .unwrap();
+            assert_eq!(tokens.validate(&held).await.unwrap(), web);
+            held = tokio::fs::read(tokens.path(&web)).await.unwrap();
+            assert_eq!(tokens.validate(&held).await.unwrap(), web);
+            seen.insert(held.clone());
+        }
+        assert!(seen.len() >= 8, "only {} distinct tokens", seen.len());
+        follow.abort();
     }
 }

@@ -183,3 +183,116 @@ async fn certify_issues_only_for_the_reviewed_service_account() {
     let _ = stop.send(());
     within(LIMIT, "shutdown", server).await.unwrap().unwrap();
 }
+
+/// What a TokenReview of a person's token (no audience: the API server's own) answers,
+/// shaped as the recorded `tokenreview-valid.response.json` is.
+fn user_review(user: &str) -> serde_json::Value {
+    json!({
+        "kind": "TokenReview",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {},
+        "spec": {},
+        "status": {
+            "authenticated": true,
+            "user": {"username": user, "groups": ["system:authenticated"]},
+            "audiences": ["https://kubernetes.default.svc.cluster.local"]
+        }
+    })
+}
+
+#[tokio::test]
+async fn an_exposed_api_checks_callers_with_tokenreview_and_subjectaccessreview() {
+    use ferry_control::api::auth::{protect, ApiAuth, KubeReviews};
+    use ferry_control::limits::ApiLimits;
+
+    let api = FakeKubeApi::emojivoto().await;
+    api.answer_token_review_default_audience("alice-token", user_review("alice"));
+    api.answer_token_review_default_audience("bob-token", user_review("bob"));
+    api.grant("alice", "api", "get");
+    api.grant("alice", "tap", "watch");
+    api.grant("bob", "api", "get");
+    let source = KubeSource {
+        kubeconfig: Some(api.kubeconfig().to_path_buf()),
+        context: None,
+    };
+    let reviews = KubeReviews::new(client(&source).await.expect("client"));
+    let app = protect(
+        ferry_control::api::app(StaticDiscovery::new(ClusterState::default())),
+        ApiAuth::Kubernetes(Box::new(reviews)),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let limits = ApiLimits::default();
+            ferry_control::api::server::serve(listener, app, &limits, stop.cancelled_owned()).await
+        }
+    });
+    let http = ferry_testkit::client::http1();
+    let ask = |path: &str, token: Option<&str>| {
+        let mut req = http::Request::get(format!("http://{addr}{path}"));
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let req = req.body(http_body_util::Full::default()).unwrap();
+        let http = http.clone();
+        async move {
+            let reply = ferry_testkit::client::send(&http, req).await.unwrap();
+            (reply.status.as_u16(), reply.text())
+        }
+    };
+    let health = "/api/v1/health";
+    // No query: past the credential check, the relay refuses it at once (no stream).
+    let tap = "/api/v1/tap";
+
+    let (status, text) = ask(health, None).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("Authorization: Bearer"), "{text}");
+    // A token the API server does not know: its reason.
+    let (status, text) = ask(health, Some("garbage")).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("invalid bearer token"), "{text}");
+    // A proxy's identity token is bound to the identity audience: it is no API credential
+    // (the recorded review for it without an audience says so).
+    let web = String::from_utf8(token("token-web.jwt")).unwrap();
+    let (status, text) = ask(health, Some(&web)).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("audiences"), "{text}");
+
+    // RBAC decides: bob may read but not tap, alice may do both.
+    let (status, text) = ask(health, Some("bob-token")).await;
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = ask(tap, Some("bob-token")).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(
+        text.contains("bob may not watch tap.api.ferry.io") && text.contains("ferry-tap-"),
+        "{text}"
+    );
+    let (status, text) = ask(health, Some("alice-token")).await;
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = ask(tap, Some("alice-token")).await;
+    assert!(status != 401 && status != 403, "{status} {text}");
+
+    // Answers are cached briefly: asking again reviews nothing more.
+    let reviews_before = api.requests("POST /apis/authentication.k8s.io/v1/tokenreviews");
+    let access_before = api.requests("POST /apis/authorization.k8s.io/v1/subjectaccessreviews");
+    for _ in 0..5 {
+        assert_eq!(ask(health, Some("alice-token")).await.0, 200);
+        assert_eq!(ask(tap, Some("bob-token")).await.0, 403);
+    }
+    assert_eq!(
+        api.requests("POST /apis/authentication.k8s.io/v1/tokenreviews"),
+        reviews_before
+    );
+    assert_eq!(
+        api.requests("POST /apis/authorization.k8s.io/v1/subjectaccessreviews"),
+        access_before
+    );
+    stop.cancel();
+    within(LIMIT, "the API to stop", server)
+        .await
+        .unwrap()
+        .unwrap();
+}
