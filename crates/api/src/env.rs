@@ -43,6 +43,10 @@ pub const PROXY_DESTINATION_ADDR: &str = "FERRY_PROXY_DESTINATION_ADDR";
 /// `--identity-addr`: the control plane's identity service (`host:port`); defaults to the
 /// destination address.
 pub const PROXY_IDENTITY_ADDR: &str = "FERRY_PROXY_IDENTITY_ADDR";
+/// `--tap-authorized-identity`: identities that may tap the proxy (comma-separated).
+pub const PROXY_TAP_AUTHORIZED_IDENTITY: &str = "FERRY_PROXY_TAP_AUTHORIZED_IDENTITY";
+/// `--tap-max-concurrent`: most taps running at once on the proxy.
+pub const PROXY_TAP_MAX_CONCURRENT: &str = "FERRY_PROXY_TAP_MAX_CONCURRENT";
 /// `--inbound-require-identity`: refuse inbound connections that are not mTLS from a meshed peer.
 pub const PROXY_INBOUND_REQUIRE_IDENTITY: &str = "FERRY_PROXY_INBOUND_REQUIRE_IDENTITY";
 /// `--identity-token-file`: the service-account token the proxy presents to the identity service.
@@ -73,6 +77,10 @@ pub const CONTROL_PROXY_IMAGE: &str = "FERRY_CONTROL_PROXY_IMAGE";
 pub const CONTROL_PROXY_VERSION: &str = "FERRY_CONTROL_PROXY_VERSION";
 /// `--discovery`: `kubernetes` or `file`.
 pub const CONTROL_DISCOVERY: &str = "FERRY_CONTROL_DISCOVERY";
+/// `--tap-max-concurrent`: most taps the control plane relays at once.
+pub const CONTROL_TAP_MAX_CONCURRENT: &str = "FERRY_CONTROL_TAP_MAX_CONCURRENT";
+/// `--tap-allow-unredacted-headers`: let tap callers ask for unredacted header values.
+pub const CONTROL_TAP_ALLOW_UNREDACTED_HEADERS: &str = "FERRY_CONTROL_TAP_ALLOW_UNREDACTED_HEADERS";
 /// `--namespace`: the control plane's own namespace.
 pub const CONTROL_NAMESPACE: &str = "FERRY_CONTROL_NAMESPACE";
 /// `--identity-dir`: the identity CA's state directory (generated CA, local tokens).

@@ -18,6 +18,10 @@ pub const DEFAULT_MAX_RPS: f64 = 100.0;
 /// The SSE event type of a non-fatal problem (one proxy unreachable, a stream ended).
 pub const SSE_EVENT_ERROR: &str = "tap-error";
 
+/// gRPC metadata of a `tap.Tap/Observe` call asking for unredacted header values
+/// (`true`); proxies grant it only to an authorised caller.
+pub const UNREDACTED_METADATA: &str = "ferry-tap-unredacted";
+
 /// The query of [`TAP_PATH`]; also what the CLI and the dashboard build it from.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

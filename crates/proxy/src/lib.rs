@@ -170,7 +170,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let registry = Arc::new(Registry::new(config.metrics));
-    let taps = Arc::new(tap::Taps::new(&config.pod_namespace, &config.pod_name));
+    let taps = Arc::new(
+        tap::Taps::new(&config.pod_namespace, &config.pod_name).with_max(config.tap_max_concurrent),
+    );
     let h1_stats = Arc::new(h1::Stats::default());
     let connections = Arc::new(Connections::default());
     let tracker = TaskTracker::new();
@@ -298,15 +300,22 @@ pub async fn run(
         state: state.clone(),
         log,
     });
+    let tap_loopback = listeners.tap_addr().ip().is_loopback();
     let admin_task = tokio::spawn(admin::serve(
         listeners.admin,
         admin,
         admin_stop.clone().cancelled_owned(),
     ));
 
+    let tap_access = tap::server::Access {
+        identity: identity.clone(),
+        authorized: config.tap_authorized.clone().into(),
+        plaintext_unredacted: tap_loopback,
+    };
     let tap_task = tokio::spawn(tap::server::serve(
         listeners.tap,
         taps,
+        tap_access,
         admin_stop.clone().cancelled_owned(),
     ));
 

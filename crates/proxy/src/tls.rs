@@ -145,6 +145,27 @@ impl TlsConfigs {
         Ok((stream, id.into()))
     }
 
+    /// Terminates TLS on one of the proxy's own servers (tap): the mesh's server config
+    /// (a client certificate chaining to the trust anchors is required), with failures left
+    /// to the caller to count. Returns the client's identity (its first DNS SAN), if any.
+    pub async fn accept_own<IO>(
+        &self,
+        io: IO,
+    ) -> Result<(server::TlsStream<IO>, Option<Arc<str>>), io::Error>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let stream = self.acceptor.accept(io).await?;
+        let id = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| dns_identity(c))
+            .map(Arc::from);
+        Ok((stream, id))
+    }
+
     /// Opens mTLS over `io` to a peer that must be `server_id`.
     pub async fn connect<IO>(
         &self,
