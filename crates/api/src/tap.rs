@@ -53,6 +53,11 @@ pub struct TapQuery {
     /// Stop after this many requests (their `req`, `rsp` and `end` events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// Ask for header values unredacted (`true`); the control plane refuses unless started
+    /// with `--tap-allow-unredacted-headers`. Without it, values of headers off the proxies'
+    /// allow-list read `[redacted]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub show_headers: Option<bool>,
 }
 
 /// Which of a request's three moments an event is.

@@ -53,12 +53,13 @@ pub async fn serve<D: Discovery>(
     discovery: D,
     identity: impl Into<IdentitySource>,
     metrics: crate::metrics::Backend,
+    relay: crate::tap::Relay,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let metrics = crate::stat_api::router(discovery.clone(), metrics);
     axum::serve(
         listener,
-        app_with_identity(discovery, identity).merge(metrics),
+        app_with_relay(discovery, identity, relay).merge(metrics),
     )
     .with_graceful_shutdown(shutdown)
     .await
@@ -74,12 +75,21 @@ pub fn app_with_identity<D: Discovery>(
     discovery: D,
     identity: impl Into<IdentitySource>,
 ) -> Router {
+    app_with_relay(discovery, identity, crate::tap::Relay::default())
+}
+
+/// [`app_with_identity`], with the tap relay configured.
+pub fn app_with_relay<D: Discovery>(
+    discovery: D,
+    identity: impl Into<IdentitySource>,
+    relay: crate::tap::Relay,
+) -> Router {
     let identity: IdentitySource = identity.into();
     let dashboard = crate::dashboard::router(discovery.clone(), identity.clone());
     Router::new()
         .route(control_api::HEALTH_PATH, get(health))
         .route(control_api::ENDPOINTS_PATH, get(endpoints::<D>))
-        .merge(crate::tap::router(discovery.clone()))
+        .merge(crate::tap::router(discovery.clone(), relay))
         .with_state(discovery)
         .route(
             control_api::IDENTITY_PATH,

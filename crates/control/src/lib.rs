@@ -81,6 +81,9 @@ pub enum RunError {
     /// The identity CA could not be loaded or generated.
     #[error("starting the identity CA")]
     Identity(#[from] MaterialError),
+    /// The control plane could not issue its own certificate.
+    #[error("starting the control plane's own identity")]
+    OwnIdentity(#[from] identity::own::OwnCertError),
     /// A listener could not be bound.
     #[error("binding the {listener} listener on {addr}")]
     Bind {
@@ -159,12 +162,14 @@ pub async fn run(
         }
         None => None,
     };
+    let identity = identity.map(|i| i.with_namespace(&config.namespace));
     serve_all(
         grpc,
         api,
         discovery,
         identity,
         &config.metrics,
+        &config.tap,
         SHUTDOWN_GRACE,
         shutdown,
     )
@@ -196,17 +201,21 @@ pub async fn serve_with_identity<D: Discovery>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let metrics = metrics::MetricsConfig::default();
-    serve_all(grpc, api, discovery, identity, &metrics, grace, shutdown).await
+    let tap = tap::RelayConfig::default();
+    serve_all(grpc, api, discovery, identity, &metrics, &tap, grace, shutdown).await
 }
 
 /// [`serve_with_identity`], with metrics from `metrics`: the embedded scraper runs (until
-/// this returns) unless a Prometheus URL is configured.
+/// this returns) unless a Prometheus URL is configured. With `identity`, the control plane
+/// issues itself a certificate (and keeps it renewed) that the tap relay dials proxies with.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_all<D: Discovery>(
     grpc: TcpListener,
     api: TcpListener,
     discovery: D,
     identity: Option<Identity>,
     metrics: &metrics::MetricsConfig,
+    tap: &tap::RelayConfig,
     grace: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
@@ -230,6 +239,14 @@ pub async fn serve_all<D: Discovery>(
         }
         None => api::IdentitySource::default(),
     };
+    let own = match &identity {
+        Some(identity) => Some(identity.own()?),
+        None => None,
+    };
+    let _own_renewal = own
+        .clone()
+        .map(|own| AbortOnDrop(tokio::spawn(own.run())));
+    let relay = tap::Relay::new(tap.clone(), own);
     let service = identity.as_ref().map(Identity::service);
     let stop = CancellationToken::new();
     let signal = {
@@ -263,6 +280,7 @@ pub async fn serve_all<D: Discovery>(
             discovery,
             info,
             backend,
+            relay,
             stop.clone().cancelled_owned(),
         );
         async move {
