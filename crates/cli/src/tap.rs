@@ -344,6 +344,7 @@ fn encode_query(q: &TapQuery) -> String {
     opt("authority", q.authority.clone());
     opt("maxRps", q.max_rps.map(|r| r.to_string()));
     opt("limit", q.limit.map(|l| l.to_string()));
+    opt("showHeaders", q.show_headers.map(|s| s.to_string()));
     query_string(pairs)
 }
 

@@ -202,7 +202,10 @@ pub async fn serve_with_identity<D: Discovery>(
 ) -> Result<(), RunError> {
     let metrics = metrics::MetricsConfig::default();
     let tap = tap::RelayConfig::default();
-    serve_all(grpc, api, discovery, identity, &metrics, &tap, grace, shutdown).await
+    serve_all(
+        grpc, api, discovery, identity, &metrics, &tap, grace, shutdown,
+    )
+    .await
 }
 
 /// [`serve_with_identity`], with metrics from `metrics`: the embedded scraper runs (until
@@ -243,9 +246,7 @@ pub async fn serve_all<D: Discovery>(
         Some(identity) => Some(identity.own()?),
         None => None,
     };
-    let _own_renewal = own
-        .clone()
-        .map(|own| AbortOnDrop(tokio::spawn(own.run())));
+    let _own_renewal = own.clone().map(|own| AbortOnDrop(tokio::spawn(own.run())));
     let relay = tap::Relay::new(tap.clone(), own);
     let service = identity.as_ref().map(Identity::service);
     let stop = CancellationToken::new();

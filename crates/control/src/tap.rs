@@ -32,8 +32,8 @@ use ferry_api::tap::{
 };
 use linkerd2_proxy_api::tap::{tap_client::TapClient, ObserveRequest, TapEvent as PbEvent};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -328,9 +328,10 @@ async fn observe(
         .map_err(|e| ferry_api::cause::innermost_cause(&e))?;
         let mut request = tonic::Request::new(upstream.request);
         if upstream.unredacted {
-            request
-                .metadata_mut()
-                .insert(UNREDACTED_METADATA, tonic::metadata::MetadataValue::from_static("true"));
+            request.metadata_mut().insert(
+                UNREDACTED_METADATA,
+                tonic::metadata::MetadataValue::from_static("true"),
+            );
         }
         let rsp = TapClient::new(channel)
             .observe(request)
@@ -390,9 +391,7 @@ type Connecting = std::pin::Pin<
     Box<
         dyn std::future::Future<
                 Output = std::io::Result<
-                    hyper_util::rt::TokioIo<
-                        tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
-                    >,
+                    hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
                 >,
             > + Send,
     >,
@@ -416,10 +415,7 @@ impl tonic::codegen::Service<http::Uri> for MtlsConnector {
             let tls = crate::identity::own::connect(this.config, this.addr, &this.server_id)
                 .await
                 .map_err(|e| {
-                    std::io::Error::other(format!(
-                        "mTLS to the proxy as {}: {e}",
-                        this.server_id
-                    ))
+                    std::io::Error::other(format!("mTLS to the proxy as {}: {e}", this.server_id))
                 })?;
             Ok(hyper_util::rt::TokioIo::new(tls))
         })

@@ -61,7 +61,14 @@ impl OwnIdentity {
     ) -> Result<Arc<Self>, OwnCertError> {
         let service_account = ferry_api::k8s::CONTROL_NAME;
         let name = ferry_api::identity::dns_name(service_account, namespace, trust_domain);
-        let first = issue(&ca.borrow(), &name, service_account, namespace, trust_domain, lifetime)?;
+        let first = issue(
+            &ca.borrow(),
+            &name,
+            service_account,
+            namespace,
+            trust_domain,
+            lifetime,
+        )?;
         let own = Self {
             name,
             service_account,
@@ -96,7 +103,9 @@ impl OwnIdentity {
         self.lock().2
     }
 
-    fn lock(&self) -> std::sync::RwLockReadGuard<'_, (Arc<CertifiedKey>, Arc<RootCertStore>, SystemTime)> {
+    fn lock(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, (Arc<CertifiedKey>, Arc<RootCertStore>, SystemTime)> {
         self.current.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -214,16 +223,19 @@ fn issue(
         )
         .map_err(|e| err(&e))?;
     let mut chain = vec![CertificateDer::from(issued.leaf_der)];
-    chain.extend(issued.intermediates_der.into_iter().map(CertificateDer::from));
+    chain.extend(
+        issued
+            .intermediates_der
+            .into_iter()
+            .map(CertificateDer::from),
+    );
     let signing = rustls::crypto::ring::sign::any_ecdsa_type(&PrivateKeyDer::Pkcs8(
         PrivatePkcs8KeyDer::from(key.serialize_der()),
     ))
     .map_err(|e| err(&e))?;
     let mut roots = RootCertStore::empty();
     for der in CertificateDer::pem_slice_iter(ca.trust_anchors_pem().as_bytes()) {
-        roots
-            .add(der.map_err(|e| err(&e))?)
-            .map_err(|e| err(&e))?;
+        roots.add(der.map_err(|e| err(&e))?).map_err(|e| err(&e))?;
     }
     Ok((
         Arc::new(CertifiedKey::new(chain, signing)),
@@ -265,15 +277,26 @@ mod tests {
     #[test]
     fn the_control_plane_names_itself_like_a_workload() {
         let (_dir, ca) = ca();
-        let own = OwnIdentity::new(ca.subscribe(), "ferry", "cluster.local", Duration::from_secs(3600))
-            .unwrap();
+        let own = OwnIdentity::new(
+            ca.subscribe(),
+            "ferry",
+            "cluster.local",
+            Duration::from_secs(3600),
+        )
+        .unwrap();
         assert_eq!(
             own.name(),
             "ferry-control.ferry.serviceaccount.identity.ferry.cluster.local"
         );
         let (_, sans) = leaf_sans(&own);
-        assert!(sans.contains("ferry-control.ferry.serviceaccount.identity.ferry.cluster.local"), "{sans}");
-        assert!(sans.contains("spiffe://cluster.local/ns/ferry/sa/ferry-control"), "{sans}");
+        assert!(
+            sans.contains("ferry-control.ferry.serviceaccount.identity.ferry.cluster.local"),
+            "{sans}"
+        );
+        assert!(
+            sans.contains("spiffe://cluster.local/ns/ferry/sa/ferry-control"),
+            "{sans}"
+        );
         assert!(own.client_config().is_ok());
     }
 
@@ -281,8 +304,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn renews_at_seventy_percent_of_its_validity() {
         let (_dir, ca) = ca();
-        let own = OwnIdentity::new(ca.subscribe(), "ferry", "cluster.local", Duration::from_secs(3600))
-            .unwrap();
+        let own = OwnIdentity::new(
+            ca.subscribe(),
+            "ferry",
+            "cluster.local",
+            Duration::from_secs(3600),
+        )
+        .unwrap();
         let (first, _) = leaf_sans(&own);
         let task = tokio::spawn(own.clone().run());
         // The CA backdates `not_before`; the renewal is 70 % of what is left from now.

@@ -201,7 +201,10 @@ impl Tap for TapService {
                     "{who} may not tap this proxy: only {} may (--tap-authorized-identity)",
                     self.authorized.join(", ")
                 );
-                tracing::info!(caller = who, "tap caller refused: not an authorised identity");
+                tracing::info!(
+                    caller = who,
+                    "tap caller refused: not an authorised identity"
+                );
                 return Err(tonic::Status::permission_denied(message));
             }
             Caller::Authorized => true,

@@ -32,7 +32,9 @@ fn request(taps: &Arc<Taps>, conn: &ConnTap) {
 #[test]
 fn a_tapper_that_does_not_read_loses_events_and_traffic_goes_on() {
     let taps = Arc::new(Taps::new("ns", "pod"));
-    let (sub, mut rx) = taps.subscribe(&ObserveRequest::default(), HeaderValues::Redacted).unwrap();
+    let (sub, mut rx) = taps
+        .subscribe(&ObserveRequest::default(), HeaderValues::Redacted)
+        .unwrap();
     let conn = conn();
     // 3 events a request: 400 requests are 1200 events for a 1024-event buffer.
     for _ in 0..400 {
@@ -160,7 +162,10 @@ fn header_values_are_redacted_unless_allow_listed_or_asked_for_unredacted() {
     assert_eq!(get(&h, "content-type"), "text/plain");
     let h = first_headers(&mut full);
     assert_eq!(get(&h, "authorization"), "Bearer s3cret");
-    assert!(first_headers(&mut none).is_empty(), "no headers unless asked");
+    assert!(
+        first_headers(&mut none).is_empty(),
+        "no headers unless asked"
+    );
 }
 
 #[test]
