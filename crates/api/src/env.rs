@@ -43,6 +43,9 @@ pub const PROXY_DESTINATION_ADDR: &str = "FERRY_PROXY_DESTINATION_ADDR";
 /// `--identity-addr`: the control plane's identity service (`host:port`); defaults to the
 /// destination address.
 pub const PROXY_IDENTITY_ADDR: &str = "FERRY_PROXY_IDENTITY_ADDR";
+/// `--control-plane-identity`: the identity the control plane's gRPC server must prove
+/// (Linkerd: `LINKERD2_PROXY_IDENTITY_SVC_NAME`, `..._DESTINATION_SVC_NAME`).
+pub const PROXY_CONTROL_PLANE_IDENTITY: &str = "FERRY_PROXY_CONTROL_PLANE_IDENTITY";
 /// `--tap-authorized-identity`: identities that may tap the proxy (comma-separated).
 pub const PROXY_TAP_AUTHORIZED_IDENTITY: &str = "FERRY_PROXY_TAP_AUTHORIZED_IDENTITY";
 /// `--tap-max-concurrent`: most taps running at once on the proxy.

@@ -42,15 +42,17 @@ pub async fn serve<D: Discovery>(
     discovery: D,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with_identity::<D, LocalTokens>(listener, discovery, None, shutdown).await
+    serve_with_identity::<D, LocalTokens>(listener, discovery, None, None, shutdown).await
 }
 
 /// Serves the destination API, and the identity service when given one, on the same
-/// `listener` (the control plane's one gRPC port) until `shutdown` completes.
+/// `listener` (the control plane's one gRPC port) until `shutdown` completes; over TLS
+/// with `tls` (the control plane's own certificate, see [`crate::identity::own`]).
 pub async fn serve_with_identity<D: Discovery, V: TokenValidator>(
     listener: TcpListener,
     discovery: D,
     identity: Option<IdentityService<V>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let drain = CancellationToken::new();
@@ -61,23 +63,30 @@ pub async fn serve_with_identity<D: Discovery, V: TokenValidator>(
     };
     // Updates are small frames that must not wait for Nagle's algorithm (a delayed ACK
     // otherwise adds ~40 ms to every message on an idle stream).
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(stream) = &conn {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "cannot disable Nagle on a destination connection");
-            }
-        }
-        conn
-    });
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         // Pings find proxies that vanished without closing (a killed VM, a partition), so
         // their stream tasks do not linger until TCP gives up.
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(grpc::Server::new(service))
-        .add_optional_service(identity.map(IdentityService::into_server))
-        .serve_with_incoming_shutdown(incoming, signal)
-        .await
+        .add_optional_service(identity.map(IdentityService::into_server));
+    match tls {
+        Some(config) => {
+            let incoming = crate::identity::own::tls_incoming(listener, config);
+            router.serve_with_incoming_shutdown(incoming, signal).await
+        }
+        None => {
+            let incoming = TcpListenerStream::new(listener).map(|conn| {
+                if let Ok(stream) = &conn {
+                    if let Err(error) = stream.set_nodelay(true) {
+                        tracing::debug!(%error, "cannot disable Nagle on a destination connection");
+                    }
+                }
+                conn
+            });
+            router.serve_with_incoming_shutdown(incoming, signal).await
+        }
+    }
 }
 
 /// The destination service over a discovery backend.

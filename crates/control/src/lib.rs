@@ -170,6 +170,7 @@ pub async fn run(
         identity,
         &config.metrics,
         &config.tap,
+        GrpcTls::WithIdentity,
         SHUTDOWN_GRACE,
         shutdown,
     )
@@ -189,9 +190,19 @@ pub async fn serve<D: Discovery>(
     serve_with_identity(grpc, api, discovery, None, grace, shutdown).await
 }
 
+/// Whether the gRPC port speaks TLS when the identity CA runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrpcTls {
+    /// TLS with the control plane's own certificate (the binary, always).
+    WithIdentity,
+    /// Plaintext even with the CA (in-process tests of the CA's gRPC service).
+    Plaintext,
+}
+
 /// [`serve`], plus the identity CA on the gRPC listener when `identity` is given: with
 /// local tokens, they are written for every service account discovery knows before
-/// serving starts, and for new ones as they appear.
+/// serving starts, and for new ones as they appear. gRPC stays plaintext here (in-process
+/// tests); `ferry-control` ([`run`]) serves it over TLS when the CA runs.
 pub async fn serve_with_identity<D: Discovery>(
     grpc: TcpListener,
     api: TcpListener,
@@ -203,7 +214,15 @@ pub async fn serve_with_identity<D: Discovery>(
     let metrics = metrics::MetricsConfig::default();
     let tap = tap::RelayConfig::default();
     serve_all(
-        grpc, api, discovery, identity, &metrics, &tap, grace, shutdown,
+        grpc,
+        api,
+        discovery,
+        identity,
+        &metrics,
+        &tap,
+        GrpcTls::Plaintext,
+        grace,
+        shutdown,
     )
     .await
 }
@@ -219,6 +238,7 @@ pub async fn serve_all<D: Discovery>(
     identity: Option<Identity>,
     metrics: &metrics::MetricsConfig,
     tap: &tap::RelayConfig,
+    grpc_tls: GrpcTls,
     grace: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
@@ -247,6 +267,10 @@ pub async fn serve_all<D: Discovery>(
         None => None,
     };
     let _own_renewal = own.clone().map(|own| AbortOnDrop(tokio::spawn(own.run())));
+    let tls = match (&own, grpc_tls) {
+        (Some(own), GrpcTls::WithIdentity) => Some(own.server_config()?),
+        _ => None,
+    };
     let relay = tap::Relay::new(tap.clone(), own);
     let service = identity.as_ref().map(Identity::service);
     let stop = CancellationToken::new();
@@ -266,6 +290,7 @@ pub async fn serve_all<D: Discovery>(
             grpc,
             discovery.clone(),
             service,
+            tls,
             stop.clone().cancelled_owned(),
         );
         async move {

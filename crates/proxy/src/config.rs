@@ -56,6 +56,10 @@ pub struct Args {
     /// --tap-authorized-identity may tap), `127.0.0.1:4190` without (plaintext).
     #[arg(long, env = env::PROXY_TAP_LISTEN)]
     pub tap_listen: Option<SocketAddr>,
+    /// With identity, the identity the control plane's gRPC server (identity and
+    /// destination) must prove over TLS. Default: `ferry-control.ferry.serviceaccount.identity.ferry.<td>`.
+    #[arg(long, env = env::PROXY_CONTROL_PLANE_IDENTITY)]
+    pub control_plane_identity: Option<String>,
     /// Identities that may tap this proxy over mTLS (repeatable; comma-separated in the
     /// environment). Default: the control plane's, `ferry-control.ferry.serviceaccount.identity.ferry.<td>`.
     #[arg(long = "tap-authorized-identity", env = env::PROXY_TAP_AUTHORIZED_IDENTITY, value_delimiter = ',')]
@@ -481,6 +485,12 @@ fn identity_config(args: &Args) -> Result<Option<IdentityConfig>, ConfigError> {
         addr,
         token_file,
         trust_anchors,
+        control_plane: Some(args.control_plane_identity.clone().unwrap_or_else(|| {
+            ferry_api::identity::control_plane_name(
+                ferry_api::k8s::CONTROL_NAMESPACE,
+                &args.trust_domain,
+            )
+        })),
         name: ferry_api::identity::dns_name(
             &args.service_account,
             &args.pod_namespace,

@@ -209,20 +209,6 @@ pub async fn run(
     }
     let own_listeners: Arc<[SocketAddr]> = listener_states.iter().map(|l| l.addr).collect();
 
-    let resolver = match &config.destination_addr {
-        None => None,
-        Some(addr) => {
-            let token =
-                ferry_api::destination::context_token(&config.pod_namespace, "", &config.pod_name);
-            match Resolver::new(addr, token, config.timeouts.connect) {
-                Ok(r) => Some(Arc::new(r)),
-                Err(error) => {
-                    tracing::error!(%addr, %error, "invalid destination address; names resolve by DNS");
-                    None
-                }
-            }
-        }
-    };
     if let Some(reason) = config.identity_off_reason {
         tracing::warn!(
             reason,
@@ -240,6 +226,21 @@ pub async fn run(
         },
     };
     let identity_task = identity.clone().map(|i| tokio::spawn(i.run()));
+    let resolver = match &config.destination_addr {
+        None => None,
+        Some(addr) => {
+            let token =
+                ferry_api::destination::context_token(&config.pod_namespace, "", &config.pod_name);
+            let tls = identity.as_ref().and_then(|i| i.control_plane_tls());
+            match Resolver::new(addr, token, config.timeouts.connect, tls) {
+                Ok(r) => Some(Arc::new(r)),
+                Err(error) => {
+                    tracing::error!(%addr, %error, "invalid destination address; names resolve by DNS");
+                    None
+                }
+            }
+        }
+    };
     let side = |direction: Direction, tls: Tls, resolver: Option<Arc<Resolver>>| {
         let factory = EndpointFactory {
             direction,

@@ -771,9 +771,17 @@ async fn certify_client(
         .serialize_request(&key)
         .unwrap();
     let token = std::fs::read(mesh.identity.join("tokens/default/client")).unwrap();
-    let mut identity = IdentityClient::connect(format!("http://{}", mesh.grpc))
+    // The control plane's gRPC port speaks TLS with its own identity.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", mesh.grpc))
+        .unwrap()
+        .connect_with_connector(TlsDial(
+            tls_client(mesh, None),
+            mesh.grpc.parse().unwrap(),
+            CONTROL_ID,
+        ))
         .await
         .unwrap();
+    let mut identity = IdentityClient::new(channel);
     let rsp = identity
         .certify(CertifyRequest {
             identity: CLIENT_ID.into(),
@@ -815,9 +823,13 @@ fn tls_client(
     })
 }
 
-/// Dials a tap server over TLS (as `ECHO_ID`'s server) for tonic.
+/// Dials `addr` over TLS for tonic, requiring the server to be the given identity.
 #[derive(Clone)]
-struct TlsDial(std::sync::Arc<rustls::ClientConfig>, SocketAddr);
+struct TlsDial(
+    std::sync::Arc<rustls::ClientConfig>,
+    SocketAddr,
+    &'static str,
+);
 
 impl tonic::codegen::Service<http::Uri> for TlsDial {
     type Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
@@ -832,10 +844,10 @@ impl tonic::codegen::Service<http::Uri> for TlsDial {
         std::task::Poll::Ready(Ok(()))
     }
     fn call(&mut self, _: http::Uri) -> Self::Future {
-        let TlsDial(config, addr) = self.clone();
+        let TlsDial(config, addr, name) = self.clone();
         Box::pin(async move {
             let tcp = tokio::net::TcpStream::connect(addr).await?;
-            let name = rustls::pki_types::ServerName::try_from(ECHO_ID).unwrap();
+            let name = rustls::pki_types::ServerName::try_from(name).unwrap();
             let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(name, tcp)
                 .await?;
@@ -855,7 +867,11 @@ async fn observe(
         .unwrap()
         .connect_timeout(WAIT);
     let channel = match config {
-        Some(config) => endpoint.connect_with_connector(TlsDial(config, addr)).await,
+        Some(config) => {
+            endpoint
+                .connect_with_connector(TlsDial(config, addr, ECHO_ID))
+                .await
+        }
         None => endpoint.connect().await,
     }
     .map_err(|e| tonic::Status::unavailable(format!("{e:?}")))?;
