@@ -153,7 +153,8 @@ pub struct TapEvent {
     /// `end`: the HTTP/2 reset code, when the stream was reset instead of ending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset_error: Option<u32>,
-    /// Request (`req`), response (`rsp`) or trailer (`end`) headers, when asked for.
+    /// Request (`req`), response (`rsp`) or trailer (`end`) headers; values outside the
+    /// proxies' allow-list read `[redacted]` unless `showHeaders` was allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
 }

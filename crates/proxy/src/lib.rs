@@ -302,6 +302,9 @@ pub async fn run(
         log,
     });
     let tap_loopback = listeners.tap_addr().ip().is_loopback();
+    if identity.is_none() && !tap_loopback {
+        tracing::warn!(addr = %listeners.tap_addr(), "the tap server is plaintext without identity: anyone who reaches this address can tap (header values stay redacted)");
+    }
     let admin_task = tokio::spawn(admin::serve(
         listeners.admin,
         admin,

@@ -175,6 +175,9 @@ pub enum SubscribeError {
     /// The match is invalid.
     #[error(transparent)]
     Match(#[from] matcher::MatchError),
+    /// Tapping is off (`--tap-max-concurrent 0`).
+    #[error("tapping is disabled on this proxy (--tap-max-concurrent 0)")]
+    Disabled,
     /// As many taps as allowed are running.
     #[error("this proxy already runs {max} taps, its limit (--tap-max-concurrent); try again when one ends")]
     TooMany {
@@ -359,6 +362,9 @@ impl Taps {
         if sessions.len() >= self.max {
             drop(sessions);
             self.refused(Refusal::TooManyTaps);
+            if self.max == 0 {
+                return Err(SubscribeError::Disabled);
+            }
             return Err(SubscribeError::TooMany { max: self.max });
         }
         sessions.push(session);

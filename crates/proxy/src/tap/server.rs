@@ -226,7 +226,7 @@ impl Tap for TapService {
         let req = request.into_inner();
         let (subscription, rx) = self.taps.subscribe(&req, values).map_err(|e| match e {
             SubscribeError::Match(e) => tonic::Status::invalid_argument(e.to_string()),
-            e @ SubscribeError::TooMany { .. } => {
+            e @ (SubscribeError::TooMany { .. } | SubscribeError::Disabled) => {
                 tracing::info!("tap refused: {e}");
                 tonic::Status::resource_exhausted(e.to_string())
             }
