@@ -57,6 +57,13 @@ pub const PROXY_DESTINATION_ADDR: &str = "FERRY_PROXY_DESTINATION_ADDR";
 /// `--identity-addr`: the control plane's identity service (`host:port`); defaults to the
 /// destination address.
 pub const PROXY_IDENTITY_ADDR: &str = "FERRY_PROXY_IDENTITY_ADDR";
+/// `--control-plane-identity`: the identity the control plane's gRPC server must prove
+/// (Linkerd: `LINKERD2_PROXY_IDENTITY_SVC_NAME`, `..._DESTINATION_SVC_NAME`).
+pub const PROXY_CONTROL_PLANE_IDENTITY: &str = "FERRY_PROXY_CONTROL_PLANE_IDENTITY";
+/// `--tap-authorized-identity`: identities that may tap the proxy (comma-separated).
+pub const PROXY_TAP_AUTHORIZED_IDENTITY: &str = "FERRY_PROXY_TAP_AUTHORIZED_IDENTITY";
+/// `--tap-max-concurrent`: most taps running at once on the proxy.
+pub const PROXY_TAP_MAX_CONCURRENT: &str = "FERRY_PROXY_TAP_MAX_CONCURRENT";
 /// `--inbound-require-identity`: refuse inbound connections that are not mTLS from a meshed peer.
 pub const PROXY_INBOUND_REQUIRE_IDENTITY: &str = "FERRY_PROXY_INBOUND_REQUIRE_IDENTITY";
 /// `--identity-token-file`: the service-account token the proxy presents to the identity service.
@@ -87,6 +94,10 @@ pub const CONTROL_PROXY_IMAGE: &str = "FERRY_CONTROL_PROXY_IMAGE";
 pub const CONTROL_PROXY_VERSION: &str = "FERRY_CONTROL_PROXY_VERSION";
 /// `--discovery`: `kubernetes` or `file`.
 pub const CONTROL_DISCOVERY: &str = "FERRY_CONTROL_DISCOVERY";
+/// `--tap-max-concurrent`: most taps the control plane relays at once.
+pub const CONTROL_TAP_MAX_CONCURRENT: &str = "FERRY_CONTROL_TAP_MAX_CONCURRENT";
+/// `--tap-allow-unredacted-headers`: let tap callers ask for unredacted header values.
+pub const CONTROL_TAP_ALLOW_UNREDACTED_HEADERS: &str = "FERRY_CONTROL_TAP_ALLOW_UNREDACTED_HEADERS";
 /// `--namespace`: the control plane's own namespace.
 pub const CONTROL_NAMESPACE: &str = "FERRY_CONTROL_NAMESPACE";
 /// `--identity-dir`: the identity CA's state directory (generated CA, local tokens).
@@ -130,8 +141,6 @@ pub const CONTROL_API_MAX_BODY_BYTES: &str = "FERRY_CONTROL_API_MAX_BODY_BYTES";
 pub const CONTROL_API_MAX_CONNECTIONS: &str = "FERRY_CONTROL_API_MAX_CONNECTIONS";
 /// `--api-max-sse-clients`: event streams (tap, stat) open at once.
 pub const CONTROL_API_MAX_SSE_CLIENTS: &str = "FERRY_CONTROL_API_MAX_SSE_CLIENTS";
-/// `--api-max-taps`: tap streams through the relay open at once.
-pub const CONTROL_API_MAX_TAPS: &str = "FERRY_CONTROL_API_MAX_TAPS";
 /// `--grpc-max-concurrent-streams`: HTTP/2 streams per gRPC connection.
 pub const CONTROL_GRPC_MAX_CONCURRENT_STREAMS: &str = "FERRY_CONTROL_GRPC_MAX_CONCURRENT_STREAMS";
 /// `--grpc-max-pending-resets`: streams reset before being answered, per connection.

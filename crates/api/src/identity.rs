@@ -22,6 +22,13 @@ pub fn dns_name(service_account: &str, namespace: &str, trust_domain: &str) -> S
     )
 }
 
+/// Returns the control plane's own identity: its service account (`ferry-control`) in its
+/// namespace, named like any workload's. Its certificate, issued by its own CA, is what
+/// proxies' tap servers authorise by default.
+pub fn control_plane_name(namespace: &str, trust_domain: &str) -> String {
+    dns_name(crate::k8s::CONTROL_NAME, namespace, trust_domain)
+}
+
 /// Returns the SPIFFE ID of a workload: `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`.
 pub fn spiffe_uri(service_account: &str, namespace: &str, trust_domain: &str) -> String {
     format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")

@@ -44,6 +44,11 @@ pub const TCP_DETECT_TOTAL: &str = "tcp_detect_total";
 pub const PROXY_METRICS_SERIES_DROPPED_TOTAL: &str = "proxy_metrics_series_dropped_total";
 /// Gauge: series left out of this scrape because the rendered-size cap was reached.
 pub const PROXY_METRICS_RENDER_SKIPPED_SERIES: &str = "proxy_metrics_render_skipped_series";
+/// Counter: tap callers the proxy refused, by `reason` (`tls_handshake`, `unauthorized`,
+/// `too_many_taps`).
+pub const PROXY_TAP_REFUSED_TOTAL: &str = "proxy_tap_refused_total";
+/// Gauge: taps running on the proxy now.
+pub const PROXY_TAP_ACTIVE: &str = "proxy_tap_active";
 /// Label of the metrics family a dropped series belonged to (`http`, `tcp`).
 pub const LABEL_FAMILY: &str = "family";
 /// Gauge: `1`, labelled with the proxy's version.

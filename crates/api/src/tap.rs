@@ -18,6 +18,10 @@ pub const DEFAULT_MAX_RPS: f64 = 100.0;
 /// The SSE event type of a non-fatal problem (one proxy unreachable, a stream ended).
 pub const SSE_EVENT_ERROR: &str = "tap-error";
 
+/// gRPC metadata of a `tap.Tap/Observe` call asking for unredacted header values
+/// (`true`); proxies grant it only to an authorised caller.
+pub const UNREDACTED_METADATA: &str = "ferry-tap-unredacted";
+
 /// The query of [`TAP_PATH`]; also what the CLI and the dashboard build it from.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -49,6 +53,11 @@ pub struct TapQuery {
     /// Stop after this many requests (their `req`, `rsp` and `end` events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// Ask for header values unredacted (`true`); the control plane refuses unless started
+    /// with `--tap-allow-unredacted-headers`. Without it, values of headers off the proxies'
+    /// allow-list read `[redacted]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub show_headers: Option<bool>,
 }
 
 /// Which of a request's three moments an event is.
@@ -144,7 +153,8 @@ pub struct TapEvent {
     /// `end`: the HTTP/2 reset code, when the stream was reset instead of ending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset_error: Option<u32>,
-    /// Request (`req`), response (`rsp`) or trailer (`end`) headers, when asked for.
+    /// Request (`req`), response (`rsp`) or trailer (`end`) headers; values outside the
+    /// proxies' allow-list read `[redacted]` unless `showHeaders` was allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
 }

@@ -63,6 +63,11 @@ pub struct TapArgs {
     /// Output format: Linkerd's lines, the lines with every label, or JSON per line.
     #[arg(short, long, value_enum, default_value_t = Output::Lines)]
     output: Output,
+    /// Ask for header values unredacted (`-o json` shows headers). Values of headers other
+    /// than content-type, user-agent and the like read `[redacted]` unless the control plane
+    /// allows this (`ferry-control --tap-allow-unredacted-headers`).
+    #[arg(long)]
+    show_headers: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -103,13 +108,15 @@ impl TapTarget {
             authority: self.authority.clone(),
             max_rps: Some(self.max_rps),
             limit: self.limit,
+            show_headers: None,
         })
     }
 }
 
 /// Runs `ferry tap`, printing events to stdout until the stream ends or Ctrl-C.
 pub fn run(args: &TapArgs) -> anyhow::Result<()> {
-    let query = args.target.query()?;
+    let mut query = args.target.query()?;
+    query.show_headers = args.show_headers.then_some(true);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -337,6 +344,7 @@ fn encode_query(q: &TapQuery) -> String {
     opt("authority", q.authority.clone());
     opt("maxRps", q.max_rps.map(|r| r.to_string()));
     opt("limit", q.limit.map(|l| l.to_string()));
+    opt("showHeaders", q.show_headers.map(|s| s.to_string()));
     query_string(pairs)
 }
 

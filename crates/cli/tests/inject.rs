@@ -223,8 +223,9 @@ fn multi_container_pod_keeps_its_containers_ports_and_init_order() {
         ferry_api::env::PROXY_INBOUND_LISTEN,
         ferry_api::env::PROXY_OUTBOUND_LISTEN,
         ferry_api::env::PROXY_ADMIN_LISTEN,
-        ferry_api::env::PROXY_TAP_LISTEN,
         ferry_api::env::PROXY_DESTINATION_ADDR,
+        ferry_api::env::PROXY_CONTROL_PLANE_IDENTITY,
+        ferry_api::env::PROXY_TAP_AUTHORIZED_IDENTITY,
         ferry_api::env::PROXY_POD_NAMESPACE,
         ferry_api::env::PROXY_POD_NAME,
         ferry_api::env::PROXY_SERVICE_ACCOUNT,
@@ -232,6 +233,8 @@ fn multi_container_pod_keeps_its_containers_ports_and_init_order() {
     ] {
         assert!(env.contains(&name), "{name} missing from {env:?}");
     }
+    // Without trust anchors the proxy has no identity: its plaintext tap stays on loopback.
+    assert!(!env.contains(&ferry_api::env::PROXY_TAP_LISTEN), "{env:?}");
     let token = &spec["volumes"][1]["projected"]["sources"][0]["serviceAccountToken"];
     assert_eq!(token["audience"], ferry_api::k8s::IDENTITY_TOKEN_AUDIENCE);
 

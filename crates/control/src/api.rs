@@ -52,6 +52,7 @@ impl From<Option<IdentityInfo>> for IdentitySource {
 /// `shutdown` completes; `identity` is
 /// what `GET /api/v1/identity` answers (404 when the CA is off); `metrics` answers the
 /// stat routes ([`crate::stat_api`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<D: Discovery>(
     listener: TcpListener,
     discovery: D,
@@ -59,10 +60,11 @@ pub async fn serve<D: Discovery>(
     metrics: crate::metrics::Backend,
     limits: &crate::limits::ApiLimits,
     auth: auth::ApiAuth,
+    relay: crate::tap::Relay,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let metrics = crate::stat_api::router(discovery.clone(), metrics);
-    let app = app_with_identity(discovery, identity).merge(metrics);
+    let app = app_with_relay(discovery, identity, relay).merge(metrics);
     // Callers are checked first, so that a refused one holds no stream's place.
     let app = auth::protect(server::limit(app, limits), auth);
     server::serve(listener, app, limits, shutdown).await
@@ -78,12 +80,21 @@ pub fn app_with_identity<D: Discovery>(
     discovery: D,
     identity: impl Into<IdentitySource>,
 ) -> Router {
+    app_with_relay(discovery, identity, crate::tap::Relay::default())
+}
+
+/// [`app_with_identity`], with the tap relay configured.
+pub fn app_with_relay<D: Discovery>(
+    discovery: D,
+    identity: impl Into<IdentitySource>,
+    relay: crate::tap::Relay,
+) -> Router {
     let identity: IdentitySource = identity.into();
     let dashboard = crate::dashboard::router(discovery.clone(), identity.clone());
     Router::new()
         .route(control_api::HEALTH_PATH, get(health))
         .route(control_api::ENDPOINTS_PATH, get(endpoints::<D>))
-        .merge(crate::tap::router(discovery.clone()))
+        .merge(crate::tap::router(discovery.clone(), relay))
         .with_state(discovery)
         .route(
             control_api::IDENTITY_PATH,

@@ -59,9 +59,6 @@ pub struct Args {
     /// Event streams (tap, stat stream) open at once.
     #[arg(long, env = env::CONTROL_API_MAX_SSE_CLIENTS, default_value_t = ApiLimits::default().max_sse_clients)]
     pub api_max_sse_clients: usize,
-    /// Taps through the relay open at once.
-    #[arg(long, env = env::CONTROL_API_MAX_TAPS, default_value_t = ApiLimits::default().max_taps)]
-    pub api_max_taps: usize,
     /// HTTP/2 streams one gRPC connection may have open at once.
     #[arg(long, env = env::CONTROL_GRPC_MAX_CONCURRENT_STREAMS, default_value_t = GrpcLimits::default().max_concurrent_streams)]
     pub grpc_max_concurrent_streams: u32,
@@ -146,9 +143,17 @@ pub struct Args {
     /// Proxy version the injector adds: the image tag and `ferry.io/proxy-version`.
     #[arg(long, env = env::CONTROL_PROXY_VERSION, default_value = ferry_inject::VERSION)]
     pub proxy_version: String,
-    /// The control plane's own namespace, where injected proxies find it.
+    /// The control plane's own namespace, where injected proxies find it; also names its
+    /// own identity, `ferry-control.<namespace>.serviceaccount.identity.ferry.<td>`.
     #[arg(long, env = env::CONTROL_NAMESPACE, default_value = ferry_api::k8s::CONTROL_NAMESPACE)]
     pub namespace: String,
+    /// Most taps relayed at once; more are answered 429.
+    #[arg(long, env = env::CONTROL_TAP_MAX_CONCURRENT, default_value_t = crate::tap::DEFAULT_MAX_CONCURRENT)]
+    pub tap_max_concurrent: usize,
+    /// Let tap callers ask for unredacted header values (`ferry tap --show-headers`):
+    /// `Authorization`, `Cookie` and every header off the allow-list. Off by default.
+    #[arg(long, env = env::CONTROL_TAP_ALLOW_UNREDACTED_HEADERS)]
+    pub tap_allow_unredacted_headers: bool,
     /// Log filter, in `tracing` syntax (e.g. `info` or `warn,ferry_control=debug`).
     #[arg(long, env = env::CONTROL_LOG, default_value = "info")]
     pub log: String,
@@ -211,6 +216,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The proxy-injector webhook, when it runs.
     pub injector: Option<InjectorConfig>,
+    /// The control plane's own namespace (names its own identity).
+    pub namespace: String,
+    /// The tap relay's limits.
+    pub tap: crate::tap::RelayConfig,
 }
 
 /// Who may call the public API.
@@ -380,6 +389,11 @@ impl Config {
             metrics: metrics(args)?,
             injector: injector(args, &discovery)?,
             discovery,
+            namespace: args.namespace.clone(),
+            tap: crate::tap::RelayConfig {
+                max_concurrent: args.tap_max_concurrent,
+                allow_unredacted: args.tap_allow_unredacted_headers,
+            },
         })
     }
 }
@@ -470,7 +484,6 @@ fn limits(args: &Args) -> Result<Limits, ConfigError> {
             max_body_bytes: args.api_max_body_bytes,
             max_connections: nonzero("--api-max-connections", args.api_max_connections)?,
             max_sse_clients: nonzero("--api-max-sse-clients", args.api_max_sse_clients)?,
-            max_taps: nonzero("--api-max-taps", args.api_max_taps)?,
         },
         grpc: GrpcLimits {
             max_concurrent_streams: args.grpc_max_concurrent_streams,

@@ -35,19 +35,21 @@ pub async fn serve<D: Discovery>(
     discovery: D,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with_identity::<D, LocalTokens>(listener, discovery, None, shutdown).await
+    serve_with_identity::<D, LocalTokens>(listener, discovery, None, None, shutdown).await
 }
 
 /// Serves the destination API, and the identity service when given one, on the same
-/// `listener` (the control plane's one gRPC port) until `shutdown` completes.
+/// `listener` (the control plane's one gRPC port) until `shutdown` completes; over TLS
+/// with `tls` (the control plane's own certificate, see [`crate::identity::own`]).
 pub async fn serve_with_identity<D: Discovery, V: TokenValidator>(
     listener: TcpListener,
     discovery: D,
     identity: Option<IdentityService<V>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let limits = GrpcLimits::default();
-    serve_limited(listener, discovery, identity, &limits, shutdown).await
+    serve_limited(listener, discovery, identity, tls, &limits, shutdown).await
 }
 
 /// [`serve_with_identity`] within `limits` (docs/security.md, "Limits").
@@ -55,6 +57,7 @@ pub async fn serve_limited<D: Discovery, V: TokenValidator>(
     listener: TcpListener,
     discovery: D,
     identity: Option<IdentityService<V>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     limits: &GrpcLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
@@ -64,7 +67,7 @@ pub async fn serve_limited<D: Discovery, V: TokenValidator>(
         shutdown.await;
         drain.cancel();
     };
-    let incoming = LimitedListener::new(listener, limits.max_connections).into_stream();
+    let listener = LimitedListener::new(listener, limits.max_connections);
     let destination =
         grpc::Server::new(service).max_decoding_message_size(limits.max_message_bytes);
     let identity = identity.map(|identity| {
@@ -72,7 +75,7 @@ pub async fn serve_limited<D: Discovery, V: TokenValidator>(
             .into_server()
             .max_decoding_message_size(limits.max_message_bytes)
     });
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         // Pings find proxies that vanished without closing (a killed VM, a partition), so
         // their stream tasks do not linger until TCP gives up.
         .http2_keepalive_interval(Some(limits.keepalive_interval))
@@ -80,9 +83,18 @@ pub async fn serve_limited<D: Discovery, V: TokenValidator>(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_max_pending_accept_reset_streams(Some(limits.max_pending_resets))
         .add_service(destination)
-        .add_optional_service(identity)
-        .serve_with_incoming_shutdown(incoming, signal)
-        .await
+        .add_optional_service(identity);
+    // Either way, connections count against the limit from accept to close.
+    match tls {
+        Some(config) => {
+            let incoming = crate::identity::own::tls_incoming(listener, config);
+            router.serve_with_incoming_shutdown(incoming, signal).await
+        }
+        None => {
+            let incoming = listener.into_stream();
+            router.serve_with_incoming_shutdown(incoming, signal).await
+        }
+    }
 }
 
 /// The destination service over a discovery backend.

@@ -8,11 +8,13 @@
 //! - [`tokens`]: the [`tokens::TokenValidator`] seam and local per-service-account tokens.
 //! - [`tokenreview`]: the Kubernetes validator (TokenReview API).
 //! - [`service`]: the gRPC service.
+//! - [`own`]: the control plane's own certificate, which it issues itself and renews.
 //!
 //! Proxy-side concerns (CSR generation, renewal, TLS) live in `ferry-proxy`.
 
 pub mod ca;
 pub mod material;
+pub mod own;
 pub mod reload;
 pub mod service;
 pub mod tokenreview;
@@ -93,6 +95,8 @@ pub struct Identity {
     reviewer: Option<TokenReviewer>,
     trust_domain: String,
     lifetime: Duration,
+    /// The control plane's own namespace: part of its own identity name.
+    namespace: String,
 }
 
 impl Identity {
@@ -114,7 +118,25 @@ impl Identity {
             reviewer: None,
             trust_domain: trust_domain.to_string(),
             lifetime: config.cert_lifetime,
+            namespace: ferry_api::k8s::CONTROL_NAMESPACE.to_string(),
         })
+    }
+
+    /// Names the control plane's own identity in `namespace` (default `ferry`).
+    pub fn with_namespace(mut self, namespace: &str) -> Self {
+        self.namespace = namespace.to_string();
+        self
+    }
+
+    /// Issues the control plane its own certificate (`ferry-control.<namespace>...`);
+    /// [`own::OwnIdentity::run`] keeps it renewed.
+    pub fn own(&self) -> Result<Arc<own::OwnIdentity>, own::OwnCertError> {
+        own::OwnIdentity::new(
+            self.ca.subscribe(),
+            &self.namespace,
+            &self.trust_domain,
+            self.lifetime,
+        )
     }
 
     /// Validates tokens with the TokenReview API instead of local tokens.

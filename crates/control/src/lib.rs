@@ -84,6 +84,9 @@ pub enum RunError {
     /// The identity CA could not be loaded or generated.
     #[error("starting the identity CA")]
     Identity(#[from] MaterialError),
+    /// The control plane could not issue its own certificate.
+    #[error("starting the control plane's own identity")]
+    OwnIdentity(#[from] identity::own::OwnCertError),
     /// A listener could not be bound.
     #[error("binding the {listener} listener on {addr}")]
     Bind {
@@ -190,9 +193,12 @@ pub async fn run(
         }
         None => None,
     };
+    let identity = identity.map(|i| i.with_namespace(&config.namespace));
     let surfaces = Surfaces {
         limits: config.limits.clone(),
         auth,
+        tap: config.tap.clone(),
+        grpc_tls: GrpcTls::WithIdentity,
     };
     serve_all(
         grpc,
@@ -207,13 +213,18 @@ pub async fn run(
     .await
 }
 
-/// The servers' limits and who may call the public API.
+/// The servers' limits, who may call the public API, and how the gRPC port and the tap
+/// relay speak.
 #[derive(Clone, Debug)]
 pub struct Surfaces {
     /// Both servers' limits.
     pub limits: Limits,
     /// Who may call the public API.
     pub auth: ApiAuth,
+    /// The tap relay's limits and what it may ask proxies for.
+    pub tap: tap::RelayConfig,
+    /// Whether the gRPC port speaks TLS when the identity CA runs.
+    pub grpc_tls: GrpcTls,
 }
 
 impl Default for Surfaces {
@@ -221,6 +232,8 @@ impl Default for Surfaces {
         Self {
             limits: Limits::default(),
             auth: ApiAuth::Open,
+            tap: tap::RelayConfig::default(),
+            grpc_tls: GrpcTls::Plaintext,
         }
     }
 }
@@ -253,9 +266,19 @@ pub async fn serve<D: Discovery>(
     serve_with_identity(grpc, api, discovery, None, grace, shutdown).await
 }
 
+/// Whether the gRPC port speaks TLS when the identity CA runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrpcTls {
+    /// TLS with the control plane's own certificate (the binary, always).
+    WithIdentity,
+    /// Plaintext even with the CA (in-process tests of the CA's gRPC service).
+    Plaintext,
+}
+
 /// [`serve`], plus the identity CA on the gRPC listener when `identity` is given: with
 /// local tokens, they are written for every service account discovery knows before
-/// serving starts, and for new ones as they appear.
+/// serving starts, and for new ones as they appear. gRPC stays plaintext here (in-process
+/// tests); `ferry-control` ([`run`]) serves it over TLS when the CA runs.
 pub async fn serve_with_identity<D: Discovery>(
     grpc: TcpListener,
     api: TcpListener,
@@ -274,7 +297,9 @@ pub async fn serve_with_identity<D: Discovery>(
 
 /// [`serve_with_identity`], with metrics from `metrics`: the embedded scraper runs (until
 /// this returns) unless a Prometheus URL is configured; `surfaces` bounds both servers and
-/// says who may call the public API.
+/// says who may call the public API. With `identity`, the control plane issues itself a
+/// certificate (and keeps it renewed) that the tap relay dials proxies with, and that the
+/// gRPC port serves when `surfaces.grpc_tls` says so.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve_all<D: Discovery>(
     grpc: TcpListener,
@@ -306,6 +331,16 @@ pub async fn serve_all<D: Discovery>(
         }
         None => api::IdentitySource::default(),
     };
+    let own = match &identity {
+        Some(identity) => Some(identity.own()?),
+        None => None,
+    };
+    let _own_renewal = own.clone().map(|own| AbortOnDrop(tokio::spawn(own.run())));
+    let tls = match (&own, surfaces.grpc_tls) {
+        (Some(own), GrpcTls::WithIdentity) => Some(own.server_config()?),
+        _ => None,
+    };
+    let relay = tap::Relay::new(surfaces.tap.clone(), own);
     let service = identity.as_ref().map(Identity::service);
     let stop = CancellationToken::new();
     let signal = {
@@ -324,6 +359,7 @@ pub async fn serve_all<D: Discovery>(
             grpc,
             discovery.clone(),
             service,
+            tls,
             &surfaces.limits.grpc,
             stop.clone().cancelled_owned(),
         );
@@ -342,6 +378,7 @@ pub async fn serve_all<D: Discovery>(
             backend,
             &surfaces.limits.api,
             surfaces.auth.clone(),
+            relay,
             stop.clone().cancelled_owned(),
         );
         async move {

@@ -33,8 +33,6 @@ pub struct ApiLimits {
     pub max_connections: usize,
     /// Server-Sent Event streams open at once (tap and stat streams, the dashboard's).
     pub max_sse_clients: usize,
-    /// Tap streams through the relay open at once (counted in the SSE clients too).
-    pub max_taps: usize,
 }
 
 impl Default for ApiLimits {
@@ -44,7 +42,6 @@ impl Default for ApiLimits {
             max_body_bytes: 64 * 1024,
             max_connections: 256,
             max_sse_clients: 64,
-            max_taps: 16,
         }
     }
 }

@@ -4,6 +4,13 @@
 //! requests a second (token bucket over requests: a request skipped skips its response
 //! events too) and stops after `limit` requests. When the client goes away, every upstream
 //! stream is dropped, which ends the taps on the proxies.
+//!
+//! With the identity CA on, the relay dials each proxy over mTLS with the control plane's
+//! own certificate ([`crate::identity::own`]) and requires the proxy to prove the identity
+//! discovery gives its instance. Header values come redacted by the proxies; `showHeaders`
+//! asks for them unredacted, which only a control plane started with
+//! `--tap-allow-unredacted-headers` relays (else `403`). At most
+//! [`RelayConfig::max_concurrent`] taps are relayed at once (else `429`).
 
 pub mod convert;
 pub mod select;
@@ -20,15 +27,73 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use ferry_api::control_api::ApiError;
-use ferry_api::tap::{TapEventKind, TapQuery, DEFAULT_MAX_RPS, SSE_EVENT_ERROR, TAP_PATH};
+use ferry_api::tap::{
+    TapEventKind, TapQuery, DEFAULT_MAX_RPS, SSE_EVENT_ERROR, TAP_PATH, UNREDACTED_METADATA,
+};
 use linkerd2_proxy_api::tap::{tap_client::TapClient, ObserveRequest, TapEvent as PbEvent};
+use std::sync::Arc;
 use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::discovery::Discovery;
+use crate::identity::own::OwnIdentity;
 use select::{SelectError, Target};
+
+/// Taps the control plane relays at once unless configured (`--tap-max-concurrent`).
+pub const DEFAULT_MAX_CONCURRENT: usize = 32;
+
+/// How the relay runs (flags of `ferry-control`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// Most taps relayed at once; more are answered `429`.
+    pub max_concurrent: usize,
+    /// Whether callers may ask for unredacted header values (`showHeaders=true`).
+    pub allow_unredacted: bool,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
+            allow_unredacted: false,
+        }
+    }
+}
+
+/// The relay's settings and state, shared by its requests.
+#[derive(Clone)]
+pub struct Relay {
+    config: RelayConfig,
+    /// The control plane's own identity: with it, proxies are tapped over mTLS.
+    own: Option<Arc<OwnIdentity>>,
+    slots: Arc<Semaphore>,
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Self::new(RelayConfig::default(), None)
+    }
+}
+
+impl Relay {
+    /// A relay as `config` says, tapping over mTLS as `own` when given.
+    pub fn new(config: RelayConfig, own: Option<Arc<OwnIdentity>>) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(config.max_concurrent)),
+            config,
+            own,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct RelayState<D> {
+    discovery: D,
+    relay: Relay,
+}
 
 /// How long connecting to one proxy's tap server and starting the tap may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -38,19 +103,38 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
 const BUFFER: usize = 1024;
 
 /// The tap routes, for merging into the public API (of any state type).
-pub fn router<D: Discovery, S: Clone + Send + Sync + 'static>(discovery: D) -> Router<S> {
+pub fn router<D: Discovery, S: Clone + Send + Sync + 'static>(
+    discovery: D,
+    relay: Relay,
+) -> Router<S> {
     Router::new()
         .route(TAP_PATH, get(tap::<D>))
-        .with_state(discovery)
+        .with_state(RelayState { discovery, relay })
 }
 
 async fn tap<D: Discovery>(
-    State(discovery): State<D>,
+    State(RelayState { discovery, relay }): State<RelayState<D>>,
     query: Result<Query<TapQuery>, QueryRejection>,
 ) -> Response {
     let Query(query) = match query {
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let unredacted = query.show_headers == Some(true);
+    if unredacted && !relay.config.allow_unredacted {
+        return error(
+            StatusCode::FORBIDDEN,
+            "unredacted header values are not allowed by this control plane (it must be started with --tap-allow-unredacted-headers); without showHeaders, values outside the allow-list read [redacted]".to_string(),
+        );
+    }
+    let Ok(slot) = relay.slots.clone().try_acquire_owned() else {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "the control plane already relays {} taps, its limit (--tap-max-concurrent); try again when one ends",
+                relay.config.max_concurrent
+            ),
+        );
     };
     let max_rps = query.max_rps.unwrap_or(DEFAULT_MAX_RPS);
     if !max_rps.is_finite() || max_rps < 0.0 {
@@ -76,11 +160,19 @@ async fn tap<D: Discovery>(
     let request = ObserveRequest {
         limit: query.limit.unwrap_or(0),
         r#match,
-        extract: None,
+        extract: Some(extract_headers()),
     };
     tracing::debug!(resource = %query.resource, proxies = targets.len(), "tap started");
     let (out, rx) = mpsc::channel(BUFFER);
-    tokio::spawn(relay(state, targets, request, max_rps, query.limit, out));
+    let upstream = Upstreams {
+        request,
+        unredacted,
+        tls: relay.own.clone(),
+    };
+    tokio::spawn(async move {
+        run_relay(state, targets, upstream, max_rps, query.limit, out).await;
+        drop(slot);
+    });
     Sse::new(ReceiverStream::new(rx))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response()
@@ -88,6 +180,28 @@ async fn tap<D: Discovery>(
 
 fn error(status: StatusCode, error: String) -> Response {
     (status, Json(ApiError { error })).into_response()
+}
+
+/// Asks proxies for request, response and trailer headers.
+fn extract_headers() -> linkerd2_proxy_api::tap::observe_request::Extract {
+    use linkerd2_proxy_api::tap::observe_request::{extract, Extract};
+    Extract {
+        extract: Some(extract::Extract::Http(extract::Http {
+            extract: Some(extract::http::Extract::Headers(
+                extract::http::Headers::default(),
+            )),
+        })),
+    }
+}
+
+/// How every proxy of one tap is called.
+#[derive(Clone)]
+struct Upstreams {
+    request: ObserveRequest,
+    /// Ask for unredacted header values.
+    unredacted: bool,
+    /// Dial over mTLS as this identity.
+    tls: Option<Arc<OwnIdentity>>,
 }
 
 /// What an upstream task tells the relay.
@@ -98,10 +212,10 @@ enum Upstream {
 
 /// Merges the proxies' events into `out` until the client goes away, the limit is met,
 /// or every proxy's stream ended; then stops every upstream stream.
-async fn relay(
+async fn run_relay(
     state: std::sync::Arc<crate::model::ClusterState>,
     targets: Vec<Target>,
-    request: ObserveRequest,
+    request: Upstreams,
     max_rps: f64,
     limit: Option<u32>,
     out: mpsc::Sender<Result<Event, Infallible>>,
@@ -189,7 +303,7 @@ async fn relay(
 async fn observe(
     i: usize,
     target: Target,
-    request: ObserveRequest,
+    upstream: Upstreams,
     tx: mpsc::Sender<Upstream>,
     stop: CancellationToken,
 ) {
@@ -199,14 +313,30 @@ async fn observe(
             tonic::transport::Endpoint::from_shared(format!("http://{}", target.tap_addr))
                 .map_err(|e| e.to_string())?
                 .connect_timeout(CONNECT_TIMEOUT);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| ferry_api::cause::innermost_cause(&e))?;
+        let channel = match &upstream.tls {
+            None => endpoint.connect().await,
+            Some(own) => {
+                let config = own.client_config().map_err(|e| e.to_string())?;
+                let connector = MtlsConnector {
+                    config,
+                    addr: target.tap_addr,
+                    server_id: target.identity.clone().into(),
+                };
+                endpoint.connect_with_connector(connector).await
+            }
+        }
+        .map_err(|e| ferry_api::cause::innermost_cause(&e))?;
+        let mut request = tonic::Request::new(upstream.request);
+        if upstream.unredacted {
+            request.metadata_mut().insert(
+                UNREDACTED_METADATA,
+                tonic::metadata::MetadataValue::from_static("true"),
+            );
+        }
         let rsp = TapClient::new(channel)
             .observe(request)
             .await
-            .map_err(|s| s.message().to_string())?;
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
         Ok::<_, String>(rsp.into_inner())
     };
     let started = tokio::select! {
@@ -246,6 +376,49 @@ async fn observe(
                 return;
             }
         }
+    }
+}
+
+/// Dials one proxy's tap server over mTLS, requiring it to be `server_id`.
+#[derive(Clone)]
+struct MtlsConnector {
+    config: Arc<rustls::ClientConfig>,
+    addr: std::net::SocketAddr,
+    server_id: Arc<str>,
+}
+
+type Connecting = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = std::io::Result<
+                    hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+                >,
+            > + Send,
+    >,
+>;
+
+impl tonic::codegen::Service<http::Uri> for MtlsConnector {
+    type Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+    type Error = std::io::Error;
+    type Future = Connecting;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let tls = crate::identity::own::connect(this.config, this.addr, &this.server_id)
+                .await
+                .map_err(|e| {
+                    std::io::Error::other(format!("mTLS to the proxy as {}: {e}", this.server_id))
+                })?;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        })
     }
 }
 

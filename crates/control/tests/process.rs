@@ -210,6 +210,18 @@ async fn the_injector_runs_from_the_settings_install_passes() {
         "ferry-control.mesh.svc.cluster.local:8086"
     );
     assert_eq!(env(ferry_api::env::PROXY_TRUST_DOMAIN), "example.org");
+    // The control plane's identity in its namespace: what the proxy's gRPC to it must
+    // prove and the one identity allowed to tap; with identity the tap port is mTLS-only.
+    let control_id = "ferry-control.mesh.serviceaccount.identity.ferry.example.org";
+    assert_eq!(
+        env(ferry_api::env::PROXY_CONTROL_PLANE_IDENTITY),
+        control_id
+    );
+    assert_eq!(
+        env(ferry_api::env::PROXY_TAP_AUTHORIZED_IDENTITY),
+        control_id
+    );
+    assert_eq!(env(ferry_api::env::PROXY_TAP_LISTEN), "0.0.0.0:4190");
     // Injected proxies trust the control plane's own anchors.
     let anchors = std::fs::read_to_string(identity.path().join("ca/ca-bundle.crt")).unwrap();
     assert_eq!(

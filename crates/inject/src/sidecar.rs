@@ -180,10 +180,6 @@ impl ProxyConfig {
                 env::PROXY_ADMIN_LISTEN,
                 format!("0.0.0.0:{}", ports::PROXY_ADMIN),
             ),
-            value(
-                env::PROXY_TAP_LISTEN,
-                format!("0.0.0.0:{}", ports::PROXY_TAP),
-            ),
             value(env::PROXY_DESTINATION_ADDR, self.control_addr()),
             value(env::PROXY_TRUST_DOMAIN, self.trust_domain.clone()),
             value(
@@ -199,8 +195,20 @@ impl ProxyConfig {
             field(env::PROXY_SERVICE_ACCOUNT, "spec.serviceAccountName"),
             value(env::PROXY_LOG, "warn,ferry_proxy=info".to_string()),
         ];
+        // The control plane's identity, in its namespace: what the proxy's gRPC to it must
+        // prove, and the one identity allowed to tap.
+        let control_id =
+            ferry_api::identity::control_plane_name(&self.control_namespace, &self.trust_domain);
+        env.push(value(env::PROXY_CONTROL_PLANE_IDENTITY, control_id.clone()));
+        env.push(value(env::PROXY_TAP_AUTHORIZED_IDENTITY, control_id));
         if let Some(pem) = &self.trust_anchors_pem {
             env.push(value(env::PROXY_IDENTITY_TRUST_ANCHORS, pem.clone()));
+            // With identity the tap server is mTLS-only and authorised by identity, so the
+            // control plane may reach it across the network; without, it stays on loopback.
+            env.push(value(
+                env::PROXY_TAP_LISTEN,
+                format!("0.0.0.0:{}", ports::PROXY_TAP),
+            ));
         }
         Container {
             name: names::CONTAINER_PROXY.to_string(),

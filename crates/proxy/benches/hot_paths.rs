@@ -309,11 +309,14 @@ mod tap {
             })),
         };
         let (_sub, _rx) = taps
-            .subscribe(&ObserveRequest {
-                limit: 0,
-                r#match: Some(only),
-                extract: None,
-            })
+            .subscribe(
+                &ObserveRequest {
+                    limit: 0,
+                    r#match: Some(only),
+                    extract: None,
+                },
+                ferry_proxy::tap::HeaderValues::Redacted,
+            )
             .unwrap();
         let conn = conn();
         let req = request();

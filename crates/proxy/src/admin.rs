@@ -75,6 +75,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 impl Admin {
     fn metrics_text(&self) -> String {
         let mut out = self.registry.encode();
+        self.state.taps.encode_metrics(&mut out);
         if let Some(identity) = &self.state.identity {
             identity.encode_metrics(&mut out);
         }

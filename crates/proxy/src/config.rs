@@ -52,9 +52,21 @@ pub struct Args {
     /// Address of the admin server (`/metrics`, `/ready`, `/live`, `/state`).
     #[arg(long, env = env::PROXY_ADMIN_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::PROXY_ADMIN)))]
     pub admin_listen: SocketAddr,
-    /// Address of the tap server.
-    #[arg(long, env = env::PROXY_TAP_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::PROXY_TAP)))]
-    pub tap_listen: SocketAddr,
+    /// Address of the tap server. Default: `0.0.0.0:4190` with identity (mTLS, only
+    /// --tap-authorized-identity may tap), `127.0.0.1:4190` without (plaintext).
+    #[arg(long, env = env::PROXY_TAP_LISTEN)]
+    pub tap_listen: Option<SocketAddr>,
+    /// With identity, the identity the control plane's gRPC server (identity and
+    /// destination) must prove over TLS. Default: `ferry-control.ferry.serviceaccount.identity.ferry.<td>`.
+    #[arg(long, env = env::PROXY_CONTROL_PLANE_IDENTITY)]
+    pub control_plane_identity: Option<String>,
+    /// Identities that may tap this proxy over mTLS (repeatable; comma-separated in the
+    /// environment). Default: the control plane's, `ferry-control.ferry.serviceaccount.identity.ferry.<td>`.
+    #[arg(long = "tap-authorized-identity", env = env::PROXY_TAP_AUTHORIZED_IDENTITY, value_delimiter = ',')]
+    pub tap_authorized_identities: Vec<String>,
+    /// Most taps running at once; more are refused with `RESOURCE_EXHAUSTED`.
+    #[arg(long, env = env::PROXY_TAP_MAX_CONCURRENT, default_value_t = crate::tap::DEFAULT_MAX_TAPS, value_parser = clap::value_parser!(usize))]
+    pub tap_max_concurrent: usize,
     /// An upstream listener `LOCAL_ADDR=TARGET`: what the app sends to LOCAL_ADDR goes to
     /// TARGET (`host:port`). Repeatable; comma-separated in the environment.
     #[arg(long = "upstream", env = env::PROXY_UPSTREAM, value_delimiter = ',')]
@@ -333,6 +345,10 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// See [`Args::tap_listen`].
     pub tap_listen: SocketAddr,
+    /// See [`Args::tap_authorized_identities`] (the default filled in).
+    pub tap_authorized: Vec<String>,
+    /// See [`Args::tap_max_concurrent`].
+    pub tap_max_concurrent: usize,
     /// See [`Args::upstreams`].
     pub upstreams: Vec<UpstreamSpec>,
     /// See [`Args::destination_addr`].
@@ -371,7 +387,23 @@ impl Config {
             },
             outbound_listen: args.outbound_listen,
             admin_listen: args.admin_listen,
-            tap_listen: args.tap_listen,
+            tap_listen: args.tap_listen.unwrap_or_else(|| {
+                let ip = if identity_config(args).ok().flatten().is_some() {
+                    [0, 0, 0, 0]
+                } else {
+                    [127, 0, 0, 1]
+                };
+                SocketAddr::from((ip, ports::PROXY_TAP))
+            }),
+            tap_authorized: if args.tap_authorized_identities.is_empty() {
+                vec![ferry_api::identity::control_plane_name(
+                    ferry_api::k8s::CONTROL_NAMESPACE,
+                    &args.trust_domain,
+                )]
+            } else {
+                args.tap_authorized_identities.clone()
+            },
+            tap_max_concurrent: args.tap_max_concurrent,
             upstreams: args.upstreams.clone(),
             destination_addr: args.destination_addr.clone(),
             pod_namespace: args.pod_namespace.clone(),
@@ -424,6 +456,11 @@ impl Config {
             outbound_listen: any,
             admin_listen: any,
             tap_listen: any,
+            tap_authorized: vec![ferry_api::identity::control_plane_name(
+                ferry_api::k8s::CONTROL_NAMESPACE,
+                ferry_api::identity::DEFAULT_TRUST_DOMAIN,
+            )],
+            tap_max_concurrent: crate::tap::DEFAULT_MAX_TAPS,
             upstreams: Vec::new(),
             destination_addr: None,
             pod_namespace: "default".into(),
@@ -510,6 +547,12 @@ fn identity_config(args: &Args) -> Result<Option<IdentityConfig>, ConfigError> {
         addr,
         token_file,
         trust_anchors,
+        control_plane: Some(args.control_plane_identity.clone().unwrap_or_else(|| {
+            ferry_api::identity::control_plane_name(
+                ferry_api::k8s::CONTROL_NAMESPACE,
+                &args.trust_domain,
+            )
+        })),
         name: ferry_api::identity::dns_name(
             &args.service_account,
             &args.pod_namespace,

@@ -94,16 +94,21 @@ pub struct NameState {
 
 impl Resolver {
     /// A resolver using the destination service at `addr`; connects lazily.
+    /// With `tls`, over TLS verifying the control plane's identity.
     pub fn new(
         addr: &Authority,
         context_token: String,
         connect_timeout: Duration,
+        tls: Option<crate::tls::ControlTls>,
     ) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(connect_timeout)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(10));
+        let channel = match tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(tls.connector(addr.clone())),
+            None => endpoint.connect_lazy(),
+        };
         Ok(Self {
             client: DestinationClient::new(channel),
             context_token,

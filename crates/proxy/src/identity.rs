@@ -49,6 +49,9 @@ pub struct IdentityConfig {
     pub trust_anchors: PathBuf,
     /// The DNS-like identity to ask for (from service account, namespace and trust domain).
     pub name: String,
+    /// The identity the control plane's gRPC server must prove over TLS
+    /// (`--control-plane-identity`); `None` speaks plaintext gRPC (in-process tests only).
+    pub control_plane: Option<String>,
 }
 
 /// Identity could not be set up at start.
@@ -238,6 +241,13 @@ impl Identity {
             || (!suffix.is_empty() && sni.ends_with(suffix) && sni.len() > suffix.len())
     }
 
+    /// How to reach the control plane's gRPC server: TLS verified against the trust anchors
+    /// and `--control-plane-identity`, or plaintext when none is configured.
+    pub fn control_plane_tls(&self) -> Option<crate::tls::ControlTls> {
+        let name = self.config.control_plane.clone()?;
+        Some(crate::tls::ControlTls::new(self.roots.clone(), name))
+    }
+
     /// The TLS configs built over this identity's certificate slot.
     pub fn tls(&self) -> &TlsConfigs {
         &self.tls
@@ -310,7 +320,17 @@ impl Identity {
     /// about 70 % of the current one's lifetime; failures back off and are retried.
     pub async fn run(self: Arc<Self>) {
         let channel = match Endpoint::from_shared(format!("http://{}", self.config.addr)) {
-            Ok(e) => e.connect_timeout(Duration::from_secs(3)).connect_lazy(),
+            Ok(e) => {
+                let e = e.connect_timeout(Duration::from_secs(3));
+                match self.control_plane_tls() {
+                    // The first Certify happens before we have a certificate: the server is
+                    // authenticated by TLS, we are by the token.
+                    Some(tls) => {
+                        e.connect_with_connector_lazy(tls.connector(self.config.addr.clone()))
+                    }
+                    None => e.connect_lazy(),
+                }
+            }
             Err(_) => {
                 tracing::error!(addr = %self.config.addr, "invalid identity address");
                 return;
@@ -550,6 +570,7 @@ mod tests {
             token_file: dir.path().join("token"),
             trust_anchors: anchors,
             name: ferry_api::identity::dns_name("web", "emojivoto", "cluster.local"),
+            control_plane: None,
         })
         .unwrap();
         assert!(identity.is_mesh_name("web.emojivoto.serviceaccount.identity.ferry.cluster.local"));

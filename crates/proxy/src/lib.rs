@@ -170,7 +170,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let registry = Arc::new(Registry::new(config.metrics));
-    let taps = Arc::new(tap::Taps::new(&config.pod_namespace, &config.pod_name));
+    let taps = Arc::new(
+        tap::Taps::new(&config.pod_namespace, &config.pod_name).with_max(config.tap_max_concurrent),
+    );
     let h1_stats = Arc::new(h1::Stats::default());
     let connections = Arc::new(Connections::default());
     let tracker = TaskTracker::new();
@@ -207,20 +209,6 @@ pub async fn run(
     }
     let own_listeners: Arc<[SocketAddr]> = listener_states.iter().map(|l| l.addr).collect();
 
-    let resolver = match &config.destination_addr {
-        None => None,
-        Some(addr) => {
-            let token =
-                ferry_api::destination::context_token(&config.pod_namespace, "", &config.pod_name);
-            match Resolver::new(addr, token, config.timeouts.connect) {
-                Ok(r) => Some(Arc::new(r)),
-                Err(error) => {
-                    tracing::error!(%addr, %error, "invalid destination address; names resolve by DNS");
-                    None
-                }
-            }
-        }
-    };
     if let Some(reason) = config.identity_off_reason {
         tracing::warn!(
             reason,
@@ -238,6 +226,21 @@ pub async fn run(
         },
     };
     let identity_task = identity.clone().map(|i| tokio::spawn(i.run()));
+    let resolver = match &config.destination_addr {
+        None => None,
+        Some(addr) => {
+            let token =
+                ferry_api::destination::context_token(&config.pod_namespace, "", &config.pod_name);
+            let tls = identity.as_ref().and_then(|i| i.control_plane_tls());
+            match Resolver::new(addr, token, config.timeouts.connect, tls) {
+                Ok(r) => Some(Arc::new(r)),
+                Err(error) => {
+                    tracing::error!(%addr, %error, "invalid destination address; names resolve by DNS");
+                    None
+                }
+            }
+        }
+    };
     let side = |direction: Direction, tls: Tls, resolver: Option<Arc<Resolver>>| {
         let factory = EndpointFactory {
             direction,
@@ -302,15 +305,25 @@ pub async fn run(
         state: state.clone(),
         log,
     });
+    let tap_loopback = listeners.tap_addr().ip().is_loopback();
+    if identity.is_none() && !tap_loopback {
+        tracing::warn!(addr = %listeners.tap_addr(), "the tap server is plaintext without identity: anyone who reaches this address can tap (header values stay redacted)");
+    }
     let admin_task = tokio::spawn(admin::serve(
         listeners.admin,
         admin,
         admin_stop.clone().cancelled_owned(),
     ));
 
+    let tap_access = tap::server::Access {
+        identity: identity.clone(),
+        authorized: config.tap_authorized.clone().into(),
+        plaintext_unredacted: tap_loopback,
+    };
     let tap_task = tokio::spawn(tap::server::serve(
         listeners.tap,
         taps,
+        tap_access,
         admin_stop.clone().cancelled_owned(),
     ));
 

@@ -10,6 +10,10 @@
 //! Connection facts (client address, TLS and the peer's identity) come from the
 //! [`ConnMeta`] the connection was served with; the mTLS side fills `tls` when it
 //! terminates TLS.
+//!
+//! Header values are redacted ([`REDACTED`]) unless their name is on [`HEADER_ALLOW_LIST`]
+//! or the tap was started unredacted (which the server allows only to an authorised
+//! caller, see [`server`]). At most [`Taps::max`] taps run at once; more are refused.
 
 pub mod matcher;
 pub mod server;
@@ -40,6 +44,33 @@ use matcher::{Input, Matcher};
 
 /// Events a tap may have waiting before new ones are dropped.
 pub const EVENT_BUFFER: usize = 1024;
+/// Concurrent taps per proxy unless configured (`--tap-max-concurrent`).
+pub const DEFAULT_MAX_TAPS: usize = 8;
+/// What a redacted header value reads as.
+pub const REDACTED: &str = "[redacted]";
+/// Headers whose values a tap shows without being asked for unredacted values: they
+/// describe the protocol and the content, never a credential or a session. Everything else
+/// (`authorization`, `cookie`, `set-cookie`, `x-api-key`, custom headers) is [`REDACTED`].
+pub const HEADER_ALLOW_LIST: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "cache-control",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "date",
+    "grpc-encoding",
+    "grpc-status",
+    "host",
+    "l5d-proxy-error",
+    "server",
+    "te",
+    "transfer-encoding",
+    "user-agent",
+    "vary",
+    "via",
+];
 /// `tls` label of a plaintext connection accepted from a client.
 pub const NO_TLS_FROM_REMOTE: &str = "no_tls_from_remote";
 /// `tls` label of a plaintext request to an endpoint (mTLS ones say `true`).
@@ -108,6 +139,60 @@ struct Stats {
     tapped: AtomicU64,
     /// Events dropped because a tapper was slow.
     dropped: AtomicU64,
+    /// Tap callers refused, by [`Refusal`].
+    refused: [AtomicU64; Refusal::ALL.len()],
+}
+
+/// Why a tap caller was refused: the `reason` label of `proxy_tap_refused_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The TLS handshake failed: no client certificate, or one that does not chain to the
+    /// trust anchors (or plaintext to a tap server that requires mTLS).
+    Handshake,
+    /// A valid client certificate of an identity that may not tap.
+    Unauthorized,
+    /// The concurrent taps cap was reached (`RESOURCE_EXHAUSTED`).
+    TooManyTaps,
+}
+
+impl Refusal {
+    /// Every reason, in label order.
+    pub const ALL: [Refusal; 3] = [Self::Handshake, Self::Unauthorized, Self::TooManyTaps];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Handshake => "tls_handshake",
+            Self::Unauthorized => "unauthorized",
+            Self::TooManyTaps => "too_many_taps",
+        }
+    }
+}
+
+/// A tap could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    /// The match is invalid.
+    #[error(transparent)]
+    Match(#[from] matcher::MatchError),
+    /// Tapping is off (`--tap-max-concurrent 0`).
+    #[error("tapping is disabled on this proxy (--tap-max-concurrent 0)")]
+    Disabled,
+    /// As many taps as allowed are running.
+    #[error("this proxy already runs {max} taps, its limit (--tap-max-concurrent); try again when one ends")]
+    TooMany {
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Which header values a tap gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderValues {
+    /// Values of headers off [`HEADER_ALLOW_LIST`] read [`REDACTED`].
+    Redacted,
+    /// Every value as sent.
+    Unredacted,
 }
 
 /// Every active tap of one proxy.
@@ -121,6 +206,8 @@ pub struct Taps {
     /// This proxy's own labels (`namespace`, `pod`): the source of outbound events and the
     /// destination of inbound ones.
     own: Labels,
+    /// Most taps at once.
+    max: usize,
 }
 
 /// What `/state` shows of the taps.
@@ -132,6 +219,8 @@ pub struct TapState {
     pub tapped_requests: u64,
     /// Events dropped for slow tappers since start.
     pub dropped_events: u64,
+    /// Most taps at once (`--tap-max-concurrent`).
+    pub max_concurrent: usize,
 }
 
 /// One `Observe` call.
@@ -140,7 +229,8 @@ struct Session {
     matcher: Matcher,
     /// Requests still to match before the tap is complete; `None` for no limit.
     remaining: Option<AtomicU32>,
-    headers: bool,
+    /// Whether the tap asked for headers, and which values it gets.
+    headers: Option<HeaderValues>,
     tx: EventTx,
     stats: Arc<Stats>,
 }
@@ -192,7 +282,41 @@ impl Taps {
             next_base: AtomicU32::new(0),
             next_session: AtomicU64::new(0),
             own,
+            max: DEFAULT_MAX_TAPS,
         }
+    }
+
+    /// Allows at most `max` taps at once.
+    pub fn with_max(mut self, max: usize) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// Most taps at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Counts a refused tap caller.
+    pub fn refused(&self, why: Refusal) {
+        let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.stats.refused[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Renders `proxy_tap_refused_total` and `proxy_tap_active` in the Prometheus text format.
+    pub fn encode_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let name = ferry_api::metrics::PROXY_TAP_REFUSED_TOTAL;
+        let _ = writeln!(out, "# HELP {name} Tap callers refused, by reason.");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (i, r) in Refusal::ALL.iter().enumerate() {
+            let n = self.stats.refused[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {n}", r.as_str());
+        }
+        let name = ferry_api::metrics::PROXY_TAP_ACTIVE;
+        let _ = writeln!(out, "# HELP {name} Taps running now.");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(out, "{name} {}", self.active.load(Ordering::Relaxed));
     }
 
     /// Whether any tap is active: the hot path's only question while nobody taps.
@@ -207,17 +331,23 @@ impl Taps {
             active: self.active.load(Ordering::Relaxed),
             tapped_requests: self.stats.tapped.load(Ordering::Relaxed),
             dropped_events: self.stats.dropped.load(Ordering::Relaxed),
+            max_concurrent: self.max,
         }
     }
 
     /// Starts a tap: its events arrive on the receiver until the limit is reached or the
-    /// subscription is dropped.
+    /// subscription is dropped. Header values, when asked for, are as `values` says.
     pub fn subscribe(
         self: &Arc<Self>,
         req: &pb::ObserveRequest,
-    ) -> Result<(Subscription, EventRx), matcher::MatchError> {
+        values: HeaderValues,
+    ) -> Result<(Subscription, EventRx), SubscribeError> {
         let matcher = Matcher::compile(req.r#match.as_ref())?;
-        let headers = req.extract.as_ref().is_some_and(|e| e.extract.is_some());
+        let headers = req
+            .extract
+            .as_ref()
+            .is_some_and(|e| e.extract.is_some())
+            .then_some(values);
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let session = Arc::new(Session {
@@ -229,6 +359,14 @@ impl Taps {
             stats: self.stats.clone(),
         });
         let mut sessions = self.sessions.write().unwrap_or_else(|e| e.into_inner());
+        if sessions.len() >= self.max {
+            drop(sessions);
+            self.refused(Refusal::TooManyTaps);
+            if self.max == 0 {
+                return Err(SubscribeError::Disabled);
+            }
+            return Err(SubscribeError::TooMany { max: self.max });
+        }
         sessions.push(session);
         self.active.store(sessions.len(), Ordering::Relaxed);
         drop(sessions);
@@ -275,7 +413,7 @@ impl Taps {
         let stream = conn.streams.fetch_add(1, Ordering::Relaxed);
         let headers = sessions
             .iter()
-            .any(|s| s.headers)
+            .any(|s| s.headers.is_some())
             .then(|| req.headers().clone());
         Some(Tapped {
             taps: self.clone(),
@@ -466,7 +604,7 @@ impl Tapped {
             http_status: rsp.status().as_u16().into(),
             headers: None,
         });
-        let wants_headers = matched.sessions.iter().any(|s| s.headers);
+        let wants_headers = matched.sessions.iter().any(|s| s.headers.is_some());
         matched.send(init, wants_headers.then_some(rsp.headers()), |e, h| {
             if let tap_event::http::Event::ResponseInit(r) = e {
                 r.headers = Some(h);
@@ -494,15 +632,26 @@ impl Matched {
         headers: Option<&HeaderMap>,
         set: impl Fn(&mut tap_event::http::Event, http_types::Headers),
     ) {
-        let with_headers = headers.map(|h| {
-            let mut e = event.clone();
-            set(&mut e, to_headers(h));
-            e
-        });
+        // Each variant is built once, and only when a tap wants it.
+        let variant = |values| {
+            headers.map(|h| {
+                let mut e = event.clone();
+                set(&mut e, to_headers(h, values));
+                e
+            })
+        };
+        let (mut redacted, mut unredacted) = (None, None);
         for s in &self.sessions {
-            let e = match (&with_headers, s.headers) {
-                (Some(e), true) => e.clone(),
-                _ => event.clone(),
+            let e = match s.headers {
+                Some(HeaderValues::Redacted) => redacted
+                    .get_or_insert_with(|| variant(HeaderValues::Redacted))
+                    .clone()
+                    .unwrap_or_else(|| event.clone()),
+                Some(HeaderValues::Unredacted) => unredacted
+                    .get_or_insert_with(|| variant(HeaderValues::Unredacted))
+                    .clone()
+                    .unwrap_or_else(|| event.clone()),
+                None => event.clone(),
             };
             let mut ev = self.template.clone();
             ev.event = Some(pb::tap_event::Event::Http(pb::tap_event::Http {
@@ -610,16 +759,25 @@ fn duration(d: Duration) -> prost_types::Duration {
     }
 }
 
-fn to_headers(h: &HeaderMap) -> http_types::Headers {
+fn to_headers(h: &HeaderMap, values: HeaderValues) -> http_types::Headers {
     http_types::Headers {
         headers: h
             .iter()
             .map(|(k, v)| http_types::headers::Header {
                 name: k.as_str().to_string(),
-                value: v.as_bytes().to_vec(),
+                value: match values {
+                    HeaderValues::Unredacted => v.as_bytes().to_vec(),
+                    HeaderValues::Redacted if is_allowed(k.as_str()) => v.as_bytes().to_vec(),
+                    HeaderValues::Redacted => REDACTED.as_bytes().to_vec(),
+                },
             })
             .collect(),
     }
+}
+
+/// Whether a header's value is shown to redacted taps (names are lowercase in a `HeaderMap`).
+pub fn is_allowed(name: &str) -> bool {
+    HEADER_ALLOW_LIST.contains(&name)
 }
 
 #[cfg(test)]

@@ -145,6 +145,27 @@ impl TlsConfigs {
         Ok((stream, id.into()))
     }
 
+    /// Terminates TLS on one of the proxy's own servers (tap): the mesh's server config
+    /// (a client certificate chaining to the trust anchors is required), with failures left
+    /// to the caller to count. Returns the client's identity (its first DNS SAN), if any.
+    pub async fn accept_own<IO>(
+        &self,
+        io: IO,
+    ) -> Result<(server::TlsStream<IO>, Option<Arc<str>>), io::Error>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let stream = self.acceptor.accept(io).await?;
+        let id = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| dns_identity(c))
+            .map(Arc::from);
+        Ok((stream, id))
+    }
+
     /// Opens mTLS over `io` to a peer that must be `server_id`.
     pub async fn connect<IO>(
         &self,
@@ -294,6 +315,79 @@ fn dns_identity(der: &[u8]) -> Option<String> {
         .ok()?
         .first_dns_name()
         .map(str::to_owned)
+}
+
+/// TLS to the control plane's gRPC server (identity and destination): its certificate must
+/// chain to the trust anchors and name the control plane's identity. No client certificate:
+/// the first `Certify` comes before the proxy has one, and the token authenticates it.
+#[derive(Clone)]
+pub struct ControlTls {
+    config: Arc<ClientConfig>,
+    name: Arc<str>,
+}
+
+impl ControlTls {
+    /// Verifying against `roots` that the server is `name`.
+    pub fn new(roots: Arc<RootCertStore>, name: String) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Self {
+            config: Arc::new(config),
+            name: name.into(),
+        }
+    }
+
+    /// A tonic connector dialling `addr` over this TLS.
+    pub fn connector(&self, addr: crate::config::Authority) -> ControlConnector {
+        ControlConnector {
+            tls: self.clone(),
+            addr: addr.to_string().into(),
+        }
+    }
+}
+
+/// Dials the control plane over TLS for a tonic channel.
+#[derive(Clone)]
+pub struct ControlConnector {
+    tls: ControlTls,
+    addr: Arc<str>,
+}
+
+type ControlIo = hyper_util::rt::TokioIo<client::TlsStream<TcpStream>>;
+
+impl tonic::codegen::Service<http::Uri> for ControlConnector {
+    type Response = ControlIo;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = io::Result<ControlIo>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let name = ServerName::try_from(this.tls.name.to_string()).map_err(|_| {
+                io::Error::other(format!("{:?} is not a valid identity name", this.tls.name))
+            })?;
+            let tcp = TcpStream::connect(&*this.addr).await?;
+            let _ = tcp.set_nodelay(true);
+            let tls = TlsConnector::from(this.tls.config.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| {
+                    io::Error::other(format!(
+                        "TLS to the control plane at {} (expecting {}): {e}",
+                        this.addr, this.tls.name
+                    ))
+                })?;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        })
+    }
 }
 
 /// An upstream connection: plain, or mTLS to a meshed peer.

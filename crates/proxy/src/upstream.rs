@@ -342,6 +342,7 @@ mod tests {
             &"127.0.0.1:9".parse().unwrap(),
             String::new(),
             timeouts.connect,
+            None,
         )
         .unwrap();
         Upstreams::new(backends, Some(Arc::new(resolver)), factory)

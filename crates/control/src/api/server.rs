@@ -25,15 +25,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::limits::{ApiLimits, LimitedListener};
 
-/// The routes that answer with an endless event stream, and whether each is a tap.
-fn stream_kind(path: &str) -> Option<bool> {
-    if path == ferry_api::tap::TAP_PATH {
-        Some(true)
-    } else if path == ferry_api::stat::STAT_STREAM_PATH {
-        Some(false)
-    } else {
-        None
-    }
+/// Whether `path` answers with an endless event stream (tap, the stat stream).
+fn is_stream(path: &str) -> bool {
+    path == ferry_api::tap::TAP_PATH || path == ferry_api::stat::STAT_STREAM_PATH
 }
 
 /// A JSON error answer (`{"error": ...}`).
@@ -48,9 +42,7 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
 pub fn limit(app: Router, limits: &ApiLimits) -> Router {
     let streams = Arc::new(StreamPermits {
         sse: Arc::new(Semaphore::new(limits.max_sse_clients)),
-        taps: Arc::new(Semaphore::new(limits.max_taps)),
         max_sse: limits.max_sse_clients,
-        max_taps: limits.max_taps,
     });
     let max_body = limits.max_body_bytes;
     app.layer(axum::middleware::from_fn(
@@ -63,9 +55,7 @@ pub fn limit(app: Router, limits: &ApiLimits) -> Router {
 
 struct StreamPermits {
     sse: Arc<Semaphore>,
-    taps: Arc<Semaphore>,
     max_sse: usize,
-    max_taps: usize,
 }
 
 async fn bounded(req: Request, next: Next, max_body: usize, streams: &StreamPermits) -> Response {
@@ -81,33 +71,20 @@ async fn bounded(req: Request, next: Next, max_body: usize, streams: &StreamPerm
         );
     }
     let req = req.map(|body| Body::new(http_body_util::Limited::new(body, max_body)));
-    let Some(is_tap) = stream_kind(req.uri().path()) else {
+    if !is_stream(req.uri().path()) {
         return next.run(req).await;
-    };
+    }
     let Ok(sse) = streams.sse.clone().try_acquire_owned() else {
         return busy(format!(
             "too many event streams open ({} of --api-max-sse-clients); close one or try again later",
             streams.max_sse
         ));
     };
-    let tap = if is_tap {
-        match streams.taps.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                return busy(format!(
-                    "too many taps open ({} of --api-max-taps); close one or try again later",
-                    streams.max_taps
-                ))
-            }
-        }
-    } else {
-        None
-    };
     let response = next.run(req).await;
     // The places are held for as long as the stream's body lives.
     let (parts, body) = response.into_parts();
     let stream = tokio_stream::StreamExt::map(body.into_data_stream(), move |chunk| {
-        let _held = (&sse, &tap);
+        let _held = &sse;
         chunk
     });
     Response::from_parts(parts, Body::from_stream(stream))
@@ -204,10 +181,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn taps_and_event_streams_have_their_own_caps() {
+    async fn event_streams_are_capped_and_plain_routes_are_not() {
         let limits = ApiLimits {
             max_sse_clients: 2,
-            max_taps: 1,
             ..ApiLimits::default()
         };
         let app = limit(
@@ -219,22 +195,22 @@ mod tests {
         );
         let tap = ferry_api::tap::TAP_PATH;
         let stat = ferry_api::stat::STAT_STREAM_PATH;
-        // One tap holds the only tap place...
+        // A tap and a stat stream take the two places (the relay caps taps on its own,
+        // `--tap-max-concurrent`)...
         let first = call(&app, tap).await;
         assert_eq!(first.status(), StatusCode::OK);
-        let second = call(&app, tap).await;
-        assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(second.headers()[header::RETRY_AFTER], "5");
-        assert!(message(second).await.contains("--api-max-taps"));
-        // ...while another kind of stream still fits, up to the streams' cap.
         let stream = call(&app, stat).await;
         assert_eq!(stream.status(), StatusCode::OK);
-        let over = call(&app, stat).await;
-        assert_eq!(over.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert!(message(over).await.contains("--api-max-sse-clients"));
+        // ...so a third stream of either kind waits for one to end.
+        for path in [tap, stat] {
+            let over = call(&app, path).await;
+            assert_eq!(over.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(over.headers()[header::RETRY_AFTER], "5");
+            assert!(message(over).await.contains("--api-max-sse-clients"));
+        }
         // Plain routes are not counted.
         assert_eq!(call(&app, "/plain").await.status(), StatusCode::OK);
-        // Dropping a stream frees its places.
+        // Dropping a stream frees its place.
         drop(first);
         assert_eq!(call(&app, tap).await.status(), StatusCode::OK);
     }

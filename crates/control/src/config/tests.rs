@@ -250,7 +250,6 @@ fn limits_come_from_flags_and_zero_is_refused() {
         "--api-max-body-bytes=10",
         "--api-max-connections=3",
         "--api-max-sse-clients=4",
-        "--api-max-taps=5",
         "--grpc-max-concurrent-streams=6",
         "--grpc-max-pending-resets=7",
         "--grpc-max-connections=8",
@@ -264,7 +263,6 @@ fn limits_come_from_flags_and_zero_is_refused() {
             max_body_bytes: 10,
             max_connections: 3,
             max_sse_clients: 4,
-            max_taps: 5,
         }
     );
     assert_eq!(config.limits.grpc.max_concurrent_streams, 6);
@@ -275,7 +273,6 @@ fn limits_come_from_flags_and_zero_is_refused() {
         "--api-header-read-timeout=0s",
         "--api-max-connections=0",
         "--api-max-sse-clients=0",
-        "--api-max-taps=0",
         "--grpc-max-concurrent-streams=0",
         "--grpc-max-pending-resets=0",
         "--grpc-max-connections=0",

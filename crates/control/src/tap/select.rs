@@ -38,6 +38,8 @@ pub struct Target {
     pub tap_addr: SocketAddr,
     /// Its resource labels: `namespace`, `pod`, `serviceaccount`, the owner's kind.
     pub labels: Vec<(String, String)>,
+    /// The identity its proxy must prove over mTLS (from its service account).
+    pub identity: String,
 }
 
 /// Resolves `resource` in `namespace` to its instances, in name order.
@@ -123,6 +125,11 @@ pub fn targets(state: &ClusterState, query: &TapQuery) -> Result<Vec<Target>, Se
                 instance: (*key).clone(),
                 tap_addr: instance.tap_addr.filter(|_| instance.meshed)?,
                 labels: labels_of(key, instance),
+                identity: ferry_api::identity::dns_name(
+                    &instance.service_account,
+                    &key.namespace,
+                    &state.trust_domain,
+                ),
             })
         })
         .collect();

@@ -3,10 +3,14 @@
 //! caller goes away, or the proxy shuts down; then the tap is removed and requests stop
 //! doing tap work.
 //!
-//! Linkerd's tap server only accepts callers presenting the tap controller's mTLS
-//! identity. Ferry's serves plaintext on the configured address: bind it to loopback (or
-//! a pod address only the control plane can reach) until TODO(#4) mTLS on the tap port,
-//! accepting only the control plane's identity.
+//! Who may tap ([`Access`]): when the proxy has an identity, every connection must be mTLS
+//! with a client certificate chaining to the trust anchors (else the handshake is refused),
+//! and only the authorised identities (`--tap-authorized-identity`, by default the control
+//! plane's) may call `Observe`; any other gets `PERMISSION_DENIED`. Without identity the
+//! server is plaintext, and by default bound to loopback (docs/tap.md). Header values are
+//! redacted unless the call carries [`UNREDACTED_METADATA`] and the caller may have them:
+//! an authorised identity, or a plaintext caller of a loopback-only server. Refusals are
+//! counted in `proxy_tap_refused_total`.
 
 use std::{
     future::Future,
@@ -30,7 +34,48 @@ use tokio_util::{
 };
 use tower_service::Service as _;
 
-use super::{EventRx, Subscription, Taps};
+use super::{EventRx, HeaderValues, Refusal, SubscribeError, Subscription, Taps};
+use crate::identity::Identity;
+
+pub use ferry_api::tap::UNREDACTED_METADATA;
+
+/// How long a tap client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who may tap this proxy and how they prove it.
+#[derive(Clone)]
+pub struct Access {
+    /// With an identity, callers must present a client certificate (mTLS); without, the
+    /// server is plaintext.
+    pub identity: Option<Arc<Identity>>,
+    /// The identities that may tap (mTLS only).
+    pub authorized: Arc<[String]>,
+    /// Whether plaintext callers may ask for unredacted header values: only when the
+    /// server listens on loopback alone.
+    pub plaintext_unredacted: bool,
+}
+
+impl Access {
+    /// Plaintext, unredacted values allowed (tests on loopback).
+    pub fn plaintext() -> Self {
+        Self {
+            identity: None,
+            authorized: Arc::from([]),
+            plaintext_unredacted: true,
+        }
+    }
+}
+
+/// Who is calling, as one connection established it.
+#[derive(Clone, Debug)]
+enum Caller {
+    /// Plaintext (no identity on this proxy); whether it may have unredacted values.
+    Plaintext { unredacted: bool },
+    /// mTLS from an authorised identity.
+    Authorized,
+    /// mTLS from an identity that may not tap (`None`: its certificate names none).
+    Unauthorized(Option<Arc<str>>),
+}
 
 /// How often an idle tap connection is pinged, so a vanished tapper is noticed.
 const KEEPALIVE: Duration = Duration::from_secs(20);
@@ -42,12 +87,14 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Connections are served by hyper's HTTP/2 server directly rather than tonic's transport
 /// server: that stack (its router, layers and HTTP/1 side) was only used here and is code
 /// every proxy would carry resident (docs/proxy.md, "Memory").
-pub async fn serve(listener: TcpListener, taps: Arc<Taps>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    taps: Arc<Taps>,
+    access: Access,
+    shutdown: impl Future<Output = ()>,
+) {
     let drain = CancellationToken::new();
-    let service = TapServer::new(TapService {
-        taps,
-        drain: drain.clone(),
-    });
+    let authorized = access.authorized.clone();
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
@@ -64,16 +111,40 @@ pub async fn serve(listener: TcpListener, taps: Arc<Taps>, shutdown: impl Future
         };
         // Events are small frames that must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        let service = service.clone();
-        let svc = hyper::service::service_fn(move |req| service.clone().call(req));
         let drain = drain.clone();
+        let (taps, access, authorized) = (taps.clone(), access.clone(), authorized.clone());
         connections.spawn(async move {
-            let conn = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .keep_alive_interval(KEEPALIVE)
-                .keep_alive_timeout(KEEPALIVE)
-                .serve_connection(TokioIo::new(stream), svc);
-            crate::http::until_drained(conn, &drain, |c| c.graceful_shutdown(), "tap").await;
+            let Some(identity) = &access.identity else {
+                let caller = Caller::Plaintext {
+                    unredacted: access.plaintext_unredacted,
+                };
+                serve_conn(stream, taps, caller, authorized, drain).await;
+                return;
+            };
+            let peer = stream.peer_addr().ok();
+            let handshake = tokio::time::timeout(
+                HANDSHAKE_TIMEOUT,
+                identity.tls().accept_own(stream),
+            )
+            .await;
+            let (tls, id) = match handshake {
+                Ok(Ok(accepted)) => accepted,
+                Ok(Err(error)) => {
+                    taps.refused(Refusal::Handshake);
+                    tracing::info!(?peer, %error, "tap caller refused: the TLS handshake failed (a client certificate from the mesh's trust anchors is required)");
+                    return;
+                }
+                Err(_) => {
+                    taps.refused(Refusal::Handshake);
+                    tracing::info!(?peer, "tap caller refused: no TLS handshake within {HANDSHAKE_TIMEOUT:?}");
+                    return;
+                }
+            };
+            let caller = match &id {
+                Some(id) if authorized.iter().any(|a| a == &**id) => Caller::Authorized,
+                _ => Caller::Unauthorized(id),
+            };
+            serve_conn(tls, taps, caller, authorized, drain).await;
         });
     }
     drain.cancel();
@@ -81,9 +152,36 @@ pub async fn serve(listener: TcpListener, taps: Arc<Taps>, shutdown: impl Future
     connections.wait().await;
 }
 
-/// `Tap` over a proxy's registry.
+/// Serves HTTP/2 `Tap` on one accepted connection, for `caller`.
+async fn serve_conn<IO>(
+    io: IO,
+    taps: Arc<Taps>,
+    caller: Caller,
+    authorized: Arc<[String]>,
+    drain: CancellationToken,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TapServer::new(TapService {
+        taps,
+        caller,
+        authorized,
+        drain: drain.clone(),
+    });
+    let svc = hyper::service::service_fn(move |req| service.clone().call(req));
+    let conn = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE)
+        .serve_connection(TokioIo::new(io), svc);
+    crate::http::until_drained(conn, &drain, |c| c.graceful_shutdown(), "tap").await;
+}
+
+/// `Tap` over a proxy's registry, for one connection's caller.
 pub struct TapService {
     taps: Arc<Taps>,
+    caller: Caller,
+    authorized: Arc<[String]>,
     drain: CancellationToken,
 }
 
@@ -95,11 +193,44 @@ impl Tap for TapService {
         &self,
         request: tonic::Request<ObserveRequest>,
     ) -> Result<tonic::Response<ObserveStream>, tonic::Status> {
+        let unredacted = match &self.caller {
+            Caller::Unauthorized(id) => {
+                self.taps.refused(Refusal::Unauthorized);
+                let who = id.as_deref().unwrap_or("a certificate without a DNS name");
+                let message = format!(
+                    "{who} may not tap this proxy: only {} may (--tap-authorized-identity)",
+                    self.authorized.join(", ")
+                );
+                tracing::info!(
+                    caller = who,
+                    "tap caller refused: not an authorised identity"
+                );
+                return Err(tonic::Status::permission_denied(message));
+            }
+            Caller::Authorized => true,
+            Caller::Plaintext { unredacted } => *unredacted,
+        };
+        let asks = request
+            .metadata()
+            .get(UNREDACTED_METADATA)
+            .is_some_and(|v| v == "true");
+        let values = match (asks, unredacted) {
+            (true, true) => HeaderValues::Unredacted,
+            (true, false) => {
+                return Err(tonic::Status::permission_denied(
+                    "unredacted header values are only for an authorised mTLS caller or a loopback-only tap server",
+                ))
+            }
+            (false, _) => HeaderValues::Redacted,
+        };
         let req = request.into_inner();
-        let (subscription, rx) = self
-            .taps
-            .subscribe(&req)
-            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+        let (subscription, rx) = self.taps.subscribe(&req, values).map_err(|e| match e {
+            SubscribeError::Match(e) => tonic::Status::invalid_argument(e.to_string()),
+            e @ (SubscribeError::TooMany { .. } | SubscribeError::Disabled) => {
+                tracing::info!("tap refused: {e}");
+                tonic::Status::resource_exhausted(e.to_string())
+            }
+        })?;
         Ok(tonic::Response::new(ObserveStream {
             rx,
             stop: Box::pin(self.drain.clone().cancelled_owned()),

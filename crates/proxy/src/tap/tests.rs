@@ -32,7 +32,9 @@ fn request(taps: &Arc<Taps>, conn: &ConnTap) {
 #[test]
 fn a_tapper_that_does_not_read_loses_events_and_traffic_goes_on() {
     let taps = Arc::new(Taps::new("ns", "pod"));
-    let (sub, mut rx) = taps.subscribe(&ObserveRequest::default()).unwrap();
+    let (sub, mut rx) = taps
+        .subscribe(&ObserveRequest::default(), HeaderValues::Redacted)
+        .unwrap();
     let conn = conn();
     // 3 events a request: 400 requests are 1200 events for a 1024-event buffer.
     for _ in 0..400 {
@@ -65,7 +67,7 @@ fn a_limited_tap_ends_itself() {
         limit: 2,
         ..ObserveRequest::default()
     };
-    let (_sub, mut rx) = taps.subscribe(&req).unwrap();
+    let (_sub, mut rx) = taps.subscribe(&req, HeaderValues::Redacted).unwrap();
     let conn = conn();
     for _ in 0..3 {
         request(&taps, &conn);
@@ -85,4 +87,110 @@ fn a_limited_tap_ends_itself() {
         rx.try_recv(),
         Err(mpsc::error::TryRecvError::Disconnected)
     ));
+}
+
+fn with_headers() -> ObserveRequest {
+    use linkerd2_proxy_api::tap::observe_request::{extract, Extract};
+    ObserveRequest {
+        extract: Some(Extract {
+            extract: Some(extract::Extract::Http(extract::Http {
+                extract: Some(extract::http::Extract::Headers(
+                    extract::http::Headers::default(),
+                )),
+            })),
+        }),
+        ..ObserveRequest::default()
+    }
+}
+
+/// The request-init headers of the first event on `rx`.
+fn first_headers(rx: &mut EventRx) -> Vec<(String, String)> {
+    while let Ok(Ok(e)) = rx.try_recv() {
+        if let Some(tap_event::Event::Http(h)) = e.event {
+            if let Some(tap_event::http::Event::RequestInit(r)) = h.event {
+                return r
+                    .headers
+                    .unwrap_or_default()
+                    .headers
+                    .into_iter()
+                    .map(|h| (h.name, String::from_utf8(h.value).unwrap()))
+                    .collect();
+            }
+        }
+    }
+    panic!("no request event")
+}
+
+#[test]
+fn header_values_are_redacted_unless_allow_listed_or_asked_for_unredacted() {
+    let taps = Arc::new(Taps::new("ns", "pod"));
+    let (_a, mut redacted) = taps
+        .subscribe(&with_headers(), HeaderValues::Redacted)
+        .unwrap();
+    let (_b, mut full) = taps
+        .subscribe(&with_headers(), HeaderValues::Unredacted)
+        .unwrap();
+    let (_c, mut none) = taps
+        .subscribe(&ObserveRequest::default(), HeaderValues::Unredacted)
+        .unwrap();
+    let conn = conn();
+    let req = Request::get("/x")
+        .header("authorization", "Bearer s3cret")
+        .header("cookie", "session=s3cret")
+        .header("x-custom", "s3cret")
+        .header("user-agent", "curl/8")
+        .header("content-type", "text/plain")
+        .body(())
+        .unwrap();
+    let mut tapped = taps.capture(&conn, Direction::Inbound, &req, Some("app:80"));
+    dispatch(&mut tapped, || Destination {
+        addr: "127.0.0.1:8080".parse().unwrap(),
+        labels: None,
+        server_id: None,
+    });
+    let h = first_headers(&mut redacted);
+    let get = |h: &[(String, String)], n: &str| {
+        h.iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    for name in ["authorization", "cookie", "x-custom"] {
+        assert_eq!(get(&h, name), REDACTED, "{name}");
+    }
+    assert_eq!(get(&h, "user-agent"), "curl/8");
+    assert_eq!(get(&h, "content-type"), "text/plain");
+    let h = first_headers(&mut full);
+    assert_eq!(get(&h, "authorization"), "Bearer s3cret");
+    assert!(
+        first_headers(&mut none).is_empty(),
+        "no headers unless asked"
+    );
+}
+
+#[test]
+fn taps_past_the_cap_are_refused_and_counted() {
+    let taps = Arc::new(Taps::new("ns", "pod").with_max(2));
+    let a = taps
+        .subscribe(&ObserveRequest::default(), HeaderValues::Redacted)
+        .unwrap();
+    let _b = taps
+        .subscribe(&ObserveRequest::default(), HeaderValues::Redacted)
+        .unwrap();
+    let err = taps
+        .subscribe(&ObserveRequest::default(), HeaderValues::Redacted)
+        .err()
+        .unwrap();
+    assert!(matches!(err, SubscribeError::TooMany { max: 2 }), "{err}");
+    assert!(err.to_string().contains("--tap-max-concurrent"), "{err}");
+    let mut metrics = String::new();
+    taps.encode_metrics(&mut metrics);
+    assert!(
+        metrics.contains("proxy_tap_refused_total{reason=\"too_many_taps\"} 1"),
+        "{metrics}"
+    );
+    drop(a);
+    assert!(taps
+        .subscribe(&ObserveRequest::default(), HeaderValues::Redacted)
+        .is_ok());
 }

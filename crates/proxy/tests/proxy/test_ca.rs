@@ -53,6 +53,8 @@ impl TestCa {
             token_file: self.dir.path().join("token"),
             trust_anchors: self.anchors(),
             name: identity_of(sa),
+            // The test CA serves plaintext gRPC.
+            control_plane: None,
         }
     }
 

@@ -406,10 +406,12 @@ async fn a_proxy_with_another_trust_anchor_is_refused_on_both_sides() {
     mesh.set_echo(server.inbound()).await;
     ready(&server).await;
 
-    // Another control plane, another CA: its client resolves through the first mesh's
-    // destination service but is certified by its own CA.
+    // Another control plane, another CA, that sends its client to the same server. (The
+    // first mesh's destination service would not do: its TLS does not verify against the
+    // stranger's anchors.)
     let stranger_ca = Mesh::start("1h").await;
-    let stranger = client_proxy(&stranger_ca, mesh.grpc, &[]).await;
+    stranger_ca.set_echo(server.inbound()).await;
+    let stranger = client_proxy(&stranger_ca, stranger_ca.grpc, &[]).await;
     ready(&stranger).await;
     let r = handshake_refusal(&echo_url(&stranger)).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
@@ -573,4 +575,47 @@ async fn wait_inbound_handshake_error(server: &ProxyProc, reason: &str) {
     })
     .await
     .unwrap();
+}
+
+/// With identity, the proxy ↔ control plane gRPC is TLS verified against the trust anchors
+/// and the control plane's identity: the default name works; a proxy expecting another
+/// control-plane identity refuses the server (its token is never sent) and stays not ready;
+/// a plaintext gRPC client gets no answer from the control plane.
+#[tokio::test]
+async fn the_control_planes_grpc_is_tls_verified_by_identity() {
+    use linkerd2_proxy_api::identity::{identity_client::IdentityClient, CertifyRequest};
+    let mesh = Mesh::start("1h").await;
+    let app = app().await;
+    let good = server_proxy(&mesh, "echo", &app, &[]).await;
+    ready(&good).await;
+
+    let other = "ferry-control.elsewhere.serviceaccount.identity.ferry.cluster.local";
+    let wrong = server_proxy(&mesh, "echo", &app, &["--control-plane-identity", other]).await;
+    let error = wait_until(WAIT, "a failed certificate request", || async {
+        let s = state(&wrong).await;
+        s["identity"]["last_renewal"]["error"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .await
+    .unwrap();
+    assert!(error.contains(other), "{error}");
+    assert!(error.contains("not valid for name"), "{error}");
+    assert_eq!(state(&wrong).await["identity"]["ready"], false);
+
+    let plaintext = async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", mesh.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        IdentityClient::new(channel)
+            .certify(CertifyRequest::default())
+            .await
+    };
+    let answer = tokio::time::timeout(WAIT, plaintext)
+        .await
+        .expect("bounded");
+    let status = answer.expect_err("plaintext gRPC is not served");
+    assert_ne!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
 }
