@@ -107,8 +107,42 @@ fn string(s: &str, indent: usize) -> String {
     if let Some(block) = literal_block(s, indent) {
         return block;
     }
-    // JSON string escapes are valid in YAML double-quoted scalars.
-    serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
+    double_quoted(s)
+}
+
+/// Whether a YAML 1.1 reader (libyaml, kubectl's go-yaml) takes `c` as a line break: NEL,
+/// LINE SEPARATOR and PARAGRAPH SEPARATOR end a line there as LF and CR do.
+fn is_yaml_break(c: char) -> bool {
+    matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}')
+}
+
+/// Whether `c` may stand for itself in a YAML scalar (the spec's `c-printable`), neither a
+/// line break nor a byte-order mark.
+fn is_yaml_printable(c: char) -> bool {
+    matches!(c, '\t' | ' '..='~' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
+        && c != '\u{feff}'
+}
+
+/// A double-quoted scalar: every character that is not printable, or that YAML 1.1 reads
+/// as a line break, escaped (`\uXXXX`, valid in both YAML versions), so nothing folds.
+fn double_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if is_yaml_printable(c) && !is_yaml_break(c) => out.push(c),
+            // Everything else is below U+10000 (every plane above is printable).
+            c => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Whether `s` reads back as the same string under YAML 1.1 and 1.2 when written plain.
@@ -142,7 +176,12 @@ fn literal_block(s: &str, indent: usize) -> Option<String> {
     if !s.contains('\n') || s.starts_with([' ', '\n']) || s.ends_with("\n\n") {
         return None;
     }
-    if s.chars().any(|c| c.is_control() && c != '\n') {
+    // Only LF may break its lines: a CR, NEL, U+2028 or U+2029 would end a line early for
+    // a YAML 1.1 reader, and a block scalar cannot escape anything.
+    if s
+        .chars()
+        .any(|c| c != '\n' && (!is_yaml_printable(c) || is_yaml_break(c) || c == '\t'))
+    {
         return None;
     }
     let (header, body) = match s.strip_suffix('\n') {
@@ -236,5 +275,35 @@ mod tests {
         );
         let back = Value::deserialize(serde_yaml_ng::Deserializer::from_str(&out)).unwrap();
         assert_eq!(back, serde_yaml_ng::from_str::<Value>(text).unwrap());
+    }
+
+    #[test]
+    fn line_breaks_of_yaml_1_1_never_end_a_scalar_early() {
+        for s in [
+            "a\u{2028}b",
+            "a\u{2029}b",
+            "a\u{85}b",
+            "a\rb",
+            "line1\nx\u{2028}key: injected\n",
+            "two\nlines\u{2029}",
+            "nel\n\u{85}\n",
+            "bom\u{feff}",
+            "del\u{7f}c1\u{9f}",
+            "\u{fffe}\u{ffff}",
+        ] {
+            let value = Value::Mapping(
+                [(Value::String("k".into()), Value::String(s.into()))]
+                    .into_iter()
+                    .collect(),
+            );
+            let mut out = String::new();
+            document(&value, &mut out);
+            for c in ['\u{85}', '\u{2028}', '\u{2029}', '\r', '\u{feff}'] {
+                assert!(!out.contains(c), "{s:?} emitted {c:?} raw: {out:?}");
+            }
+            assert!(out.starts_with("k: \""), "{s:?} must be double-quoted: {out:?}");
+            let back: Value = serde_yaml_ng::from_str(&out).unwrap();
+            assert_eq!(back, value, "{s:?} did not read back: {out:?}");
+        }
     }
 }
