@@ -16,13 +16,14 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use linkerd2_proxy_api::tap::{
     tap_server::{Tap, TapServer},
     ObserveRequest, TapEvent,
 };
-use tokio::net::TcpListener;
+use tokio::{io::AsyncReadExt, net::TcpListener};
 use tokio_stream::Stream;
 use tokio_util::{
     sync::{CancellationToken, WaitForCancellationFutureOwned},
@@ -31,9 +32,16 @@ use tokio_util::{
 use tower_service::Service as _;
 
 use super::{EventRx, Subscription, Taps};
+use crate::io::Rewind;
 
 /// How often an idle tap connection is pinged, so a vanished tapper is noticed.
 const KEEPALIVE: Duration = Duration::from_secs(20);
+/// How long a new connection has to send the HTTP/2 client preface before it is closed:
+/// hyper's server waits for it without a limit, so a client trickling it (slowloris) would
+/// hold the connection for ever.
+const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The HTTP/2 client preface (RFC 9113 §3.4).
+const PREFACE_LEN: usize = 24;
 /// The pause after a failed accept (e.g. out of file descriptors) before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -68,6 +76,18 @@ pub async fn serve(listener: TcpListener, taps: Arc<Taps>, shutdown: impl Future
         let svc = hyper::service::service_fn(move |req| service.clone().call(req));
         let drain = drain.clone();
         connections.spawn(async move {
+            let mut stream = stream;
+            let mut preface = [0u8; PREFACE_LEN];
+            tokio::select! {
+                () = drain.cancelled() => return,
+                read = tokio::time::timeout(PREFACE_TIMEOUT, stream.read_exact(&mut preface)) => {
+                    if !matches!(read, Ok(Ok(_))) {
+                        tracing::debug!("tap server: no HTTP/2 preface in time; closed");
+                        return;
+                    }
+                }
+            }
+            let stream = Rewind::new(Bytes::copy_from_slice(&preface), stream);
             let conn = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .keep_alive_interval(KEEPALIVE)
