@@ -127,10 +127,8 @@ async fn under_attack(
     let started = Instant::now();
     let (mut peak, mut served, mut turn) = (before, 0, 0usize);
     let status = loop {
-        if let Ok(status) = child.try_wait() {
-            if let Some(status) = status {
-                break status;
-            }
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
         }
         assert!(
             started.elapsed() < ATTACK_LIMIT,
