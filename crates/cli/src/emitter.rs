@@ -178,8 +178,7 @@ fn literal_block(s: &str, indent: usize) -> Option<String> {
     }
     // Only LF may break its lines: a CR, NEL, U+2028 or U+2029 would end a line early for
     // a YAML 1.1 reader, and a block scalar cannot escape anything.
-    if s
-        .chars()
+    if s.chars()
         .any(|c| c != '\n' && (!is_yaml_printable(c) || is_yaml_break(c) || c == '\t'))
     {
         return None;
@@ -301,7 +300,10 @@ mod tests {
             for c in ['\u{85}', '\u{2028}', '\u{2029}', '\r', '\u{feff}'] {
                 assert!(!out.contains(c), "{s:?} emitted {c:?} raw: {out:?}");
             }
-            assert!(out.starts_with("k: \""), "{s:?} must be double-quoted: {out:?}");
+            assert!(
+                out.starts_with("k: \""),
+                "{s:?} must be double-quoted: {out:?}"
+            );
             let back: Value = serde_yaml_ng::from_str(&out).unwrap();
             assert_eq!(back, value, "{s:?} did not read back: {out:?}");
         }
