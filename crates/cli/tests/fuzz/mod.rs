@@ -45,13 +45,23 @@ fn cargo_fuzz_installed() -> bool {
     ok
 }
 
-/// `cargo fuzz` with the flags every run uses: no sanitizer (safe Rust; and `-s none`
-/// builds on the stable toolchain), and the fuzz crate's own target directory.
+/// `cargo fuzz` with the flags every run uses (build and run must agree, or the run
+/// rebuilds): no sanitizer (safe Rust; and `-s none` builds on the stable toolchain), 16
+/// codegen units (the build parallelises; the default for release is 1), and the fuzz crate's own
+/// target directory.
 fn cargo_fuzz(sub: &str) -> Command {
     let dir = fuzz_dir();
     let mut cmd = Command::new("cargo");
     cmd.current_dir(dir.join(".."))
-        .args(["fuzz", sub, "-s", "none", "--target-dir"])
+        .args([
+            "fuzz",
+            sub,
+            "-s",
+            "none",
+            "--codegen-units",
+            "16",
+            "--target-dir",
+        ])
         .arg(dir.join("target"))
         // The workspace's target directory is for the workspace; the fuzz build is apart.
         .env_remove("CARGO_TARGET_DIR");
