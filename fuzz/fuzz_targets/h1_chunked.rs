@@ -3,7 +3,8 @@
 #![no_main]
 
 use ferry_proxy::h1::chunked::Chunked;
-use libfuzzer_sys::{arbitrary::Arbitrary, fuzz_target};
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
 struct Input<'a> {

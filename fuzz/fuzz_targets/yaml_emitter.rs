@@ -5,7 +5,8 @@
 #[path = "common.rs"]
 mod common;
 
-use libfuzzer_sys::{arbitrary::Arbitrary, fuzz_target};
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
 use serde_yaml_ng::{Mapping, Value};
 
 #[derive(Arbitrary, Debug)]

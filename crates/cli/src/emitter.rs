@@ -20,8 +20,9 @@ pub fn document(value: &Value, out: &mut String) {
     match value {
         Value::Mapping(m) if !m.is_empty() => mapping(m, 0, false, out),
         Value::Sequence(s) if !s.is_empty() => sequence(s, 0, out),
+        // Indented as under a key: a block scalar's lines cannot start at column 0.
         other => {
-            out.push_str(&scalar(other, 0));
+            out.push_str(&scalar(other, 2));
             out.push('\n');
         }
     }
@@ -37,7 +38,16 @@ fn mapping(map: &serde_yaml_ng::Mapping, indent: usize, first_inline: bool, out:
         if i > 0 || !first_inline {
             pad(indent, out);
         }
-        out.push_str(&scalar(key, indent));
+        let key = key_scalar(key, indent);
+        // An implicit key is at most 1024 characters (YAML 1.2 §7.4); longer, it is explicit.
+        if key.chars().count() > 1000 {
+            out.push_str("? ");
+            out.push_str(&key);
+            out.push('\n');
+            pad(indent, out);
+        } else {
+            out.push_str(&key);
+        }
         out.push(':');
         value_after_key(value, indent, out);
     }
@@ -97,6 +107,14 @@ fn scalar(value: &Value, indent: usize) -> String {
         Value::Mapping(_) => "{}".to_string(),
         Value::Sequence(_) => "[]".to_string(),
         Value::Tagged(tagged) => format!("{} {}", tagged.tag, scalar(&tagged.value, indent)),
+    }
+}
+
+/// A mapping key: on one line, never a block scalar.
+fn key_scalar(key: &Value, indent: usize) -> String {
+    match key {
+        Value::String(s) if !is_plain_safe(s) => double_quoted(s),
+        other => scalar(other, indent),
     }
 }
 
@@ -306,6 +324,37 @@ mod tests {
             );
             let back: Value = serde_yaml_ng::from_str(&out).unwrap();
             assert_eq!(back, value, "{s:?} did not read back: {out:?}");
+        }
+    }
+
+    #[test]
+    fn multi_line_documents_and_keys_read_back() {
+        // Found by the `yaml_emitter` and `inject` fuzz targets: a multi-line string as a
+        // whole document was a block scalar at column 0, and one as a key a block scalar
+        // before the colon; neither parsed.
+        let long = "k".repeat(2000);
+        for value in [
+            Value::String("a\nb".into()),
+            Value::String("line\n".into()),
+            Value::Mapping(
+                [
+                    (Value::String("a\nb".into()), Value::Null),
+                    (Value::String(long.clone()), Value::String("x\ny".into())),
+                ]
+                .into_iter()
+                .collect(),
+            ),
+            Value::Sequence(vec![Value::Mapping(
+                [(Value::String(long.clone()), Value::Bool(true))]
+                    .into_iter()
+                    .collect(),
+            )]),
+        ] {
+            let mut out = String::new();
+            document(&value, &mut out);
+            let back: Value =
+                serde_yaml_ng::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+            assert_eq!(back, value, "{out}");
         }
     }
 }
