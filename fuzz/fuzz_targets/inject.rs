@@ -13,9 +13,11 @@ fuzz_target!(|text: &str| {
     let Ok(docs) = parse_stream("fuzz", text) else {
         return;
     };
-    if docs.iter().all(common::in_domain) {
-        common::assert_round_trip(&docs);
+    // Outside the emitter's domain (YAML tags, collection keys) it is not exact yet.
+    if !docs.iter().all(common::in_domain) {
+        return;
     }
+    common::assert_round_trip(&docs);
     let cfg = ProxyConfig::default();
     let Ok((once, _)) = inject_text("fuzz", text, &cfg) else {
         return;

@@ -172,7 +172,9 @@ pub fn is_plain_safe(s: &str) -> bool {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "_./-:@=+".contains(c));
     let start_ok = first.is_ascii_alphanumeric() || "_./".contains(first) || s.starts_with("--");
-    if !body_ok || !start_ok || s.ends_with(':') || s.contains("://") {
+    // `---` and `...` at the start of a line are document markers.
+    let marker = s.starts_with("---") || s.starts_with("...");
+    if !body_ok || !start_ok || marker || s.ends_with(':') || s.contains("://") {
         return false;
     }
     if RESERVED.iter().any(|w| w.eq_ignore_ascii_case(s)) {
@@ -256,6 +258,10 @@ mod tests {
             "&x",
             "!x",
             "a:",
+            // Found by the `yaml_emitter` fuzz target: plain, these end or start a document.
+            "---",
+            "...",
+            "---x",
         ] {
             assert!(!is_plain_safe(s), "{s:?} must be quoted");
         }
