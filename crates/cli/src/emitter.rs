@@ -20,8 +20,9 @@ pub fn document(value: &Value, out: &mut String) {
     match value {
         Value::Mapping(m) if !m.is_empty() => mapping(m, 0, false, out),
         Value::Sequence(s) if !s.is_empty() => sequence(s, 0, out),
+        // Indented as under a key: a block scalar's lines cannot start at column 0.
         other => {
-            out.push_str(&scalar(other, 0));
+            out.push_str(&scalar(other, 2));
             out.push('\n');
         }
     }
@@ -37,7 +38,16 @@ fn mapping(map: &serde_yaml_ng::Mapping, indent: usize, first_inline: bool, out:
         if i > 0 || !first_inline {
             pad(indent, out);
         }
-        out.push_str(&scalar(key, indent));
+        let key = key_scalar(key, indent);
+        // An implicit key is at most 1024 characters (YAML 1.2 §7.4); longer, it is explicit.
+        if key.chars().count() > 1000 {
+            out.push_str("? ");
+            out.push_str(&key);
+            out.push('\n');
+            pad(indent, out);
+        } else {
+            out.push_str(&key);
+        }
         out.push(':');
         value_after_key(value, indent, out);
     }
@@ -100,6 +110,14 @@ fn scalar(value: &Value, indent: usize) -> String {
     }
 }
 
+/// A mapping key: on one line, never a block scalar.
+fn key_scalar(key: &Value, indent: usize) -> String {
+    match key {
+        Value::String(s) if !is_plain_safe(s) => double_quoted(s),
+        other => scalar(other, indent),
+    }
+}
+
 fn string(s: &str, indent: usize) -> String {
     if is_plain_safe(s) {
         return s.to_string();
@@ -107,8 +125,42 @@ fn string(s: &str, indent: usize) -> String {
     if let Some(block) = literal_block(s, indent) {
         return block;
     }
-    // JSON string escapes are valid in YAML double-quoted scalars.
-    serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
+    double_quoted(s)
+}
+
+/// Whether a YAML 1.1 reader (libyaml, kubectl's go-yaml) takes `c` as a line break: NEL,
+/// LINE SEPARATOR and PARAGRAPH SEPARATOR end a line there as LF and CR do.
+fn is_yaml_break(c: char) -> bool {
+    matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}')
+}
+
+/// Whether `c` may stand for itself in a YAML scalar (the spec's `c-printable`), neither a
+/// line break nor a byte-order mark.
+fn is_yaml_printable(c: char) -> bool {
+    matches!(c, '\t' | ' '..='~' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
+        && c != '\u{feff}'
+}
+
+/// A double-quoted scalar: every character that is not printable, or that YAML 1.1 reads
+/// as a line break, escaped (`\uXXXX`, valid in both YAML versions), so nothing folds.
+fn double_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if is_yaml_printable(c) && !is_yaml_break(c) => out.push(c),
+            // Everything else is below U+10000 (every plane above is printable).
+            c => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Whether `s` reads back as the same string under YAML 1.1 and 1.2 when written plain.
@@ -120,7 +172,9 @@ pub fn is_plain_safe(s: &str) -> bool {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "_./-:@=+".contains(c));
     let start_ok = first.is_ascii_alphanumeric() || "_./".contains(first) || s.starts_with("--");
-    if !body_ok || !start_ok || s.ends_with(':') || s.contains("://") {
+    // `---` and `...` at the start of a line are document markers.
+    let marker = s.starts_with("---") || s.starts_with("...");
+    if !body_ok || !start_ok || marker || s.ends_with(':') || s.contains("://") {
         return false;
     }
     if RESERVED.iter().any(|w| w.eq_ignore_ascii_case(s)) {
@@ -142,7 +196,11 @@ fn literal_block(s: &str, indent: usize) -> Option<String> {
     if !s.contains('\n') || s.starts_with([' ', '\n']) || s.ends_with("\n\n") {
         return None;
     }
-    if s.chars().any(|c| c.is_control() && c != '\n') {
+    // Only LF may break its lines: a CR, NEL, U+2028 or U+2029 would end a line early for
+    // a YAML 1.1 reader, and a block scalar cannot escape anything.
+    if s.chars()
+        .any(|c| c != '\n' && (!is_yaml_printable(c) || is_yaml_break(c) || c == '\t'))
+    {
         return None;
     }
     let (header, body) = match s.strip_suffix('\n') {
@@ -200,6 +258,10 @@ mod tests {
             "&x",
             "!x",
             "a:",
+            // Found by the `yaml_emitter` fuzz target: plain, these end or start a document.
+            "---",
+            "...",
+            "---x",
         ] {
             assert!(!is_plain_safe(s), "{s:?} must be quoted");
         }
@@ -236,5 +298,69 @@ mod tests {
         );
         let back = Value::deserialize(serde_yaml_ng::Deserializer::from_str(&out)).unwrap();
         assert_eq!(back, serde_yaml_ng::from_str::<Value>(text).unwrap());
+    }
+
+    #[test]
+    fn line_breaks_of_yaml_1_1_never_end_a_scalar_early() {
+        for s in [
+            "a\u{2028}b",
+            "a\u{2029}b",
+            "a\u{85}b",
+            "a\rb",
+            "line1\nx\u{2028}key: injected\n",
+            "two\nlines\u{2029}",
+            "nel\n\u{85}\n",
+            "bom\u{feff}",
+            "del\u{7f}c1\u{9f}",
+            "\u{fffe}\u{ffff}",
+        ] {
+            let value = Value::Mapping(
+                [(Value::String("k".into()), Value::String(s.into()))]
+                    .into_iter()
+                    .collect(),
+            );
+            let mut out = String::new();
+            document(&value, &mut out);
+            for c in ['\u{85}', '\u{2028}', '\u{2029}', '\r', '\u{feff}'] {
+                assert!(!out.contains(c), "{s:?} emitted {c:?} raw: {out:?}");
+            }
+            assert!(
+                out.starts_with("k: \""),
+                "{s:?} must be double-quoted: {out:?}"
+            );
+            let back: Value = serde_yaml_ng::from_str(&out).unwrap();
+            assert_eq!(back, value, "{s:?} did not read back: {out:?}");
+        }
+    }
+
+    #[test]
+    fn multi_line_documents_and_keys_read_back() {
+        // Found by the `yaml_emitter` and `inject` fuzz targets: a multi-line string as a
+        // whole document was a block scalar at column 0, and one as a key a block scalar
+        // before the colon; neither parsed.
+        let long = "k".repeat(2000);
+        for value in [
+            Value::String("a\nb".into()),
+            Value::String("line\n".into()),
+            Value::Mapping(
+                [
+                    (Value::String("a\nb".into()), Value::Null),
+                    (Value::String(long.clone()), Value::String("x\ny".into())),
+                ]
+                .into_iter()
+                .collect(),
+            ),
+            Value::Sequence(vec![Value::Mapping(
+                [(Value::String(long.clone()), Value::Bool(true))]
+                    .into_iter()
+                    .collect(),
+            )]),
+        ] {
+            let mut out = String::new();
+            document(&value, &mut out);
+            let back: Value =
+                serde_yaml_ng::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+            assert_eq!(back, value, "{out}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! `ferry install`: the objects it prints, least-privilege RBAC, HA, and certificates that
 //! `openssl` accepts as a chain (trust anchor → issuer, webhook CA → serving certificate).
 
+mod fuzz;
 mod images;
 
 use std::collections::BTreeMap;

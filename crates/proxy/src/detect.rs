@@ -81,7 +81,8 @@ pub fn classify(buf: &[u8]) -> Option<Protocol> {
                 Protocol::Opaque
             })
         }
-        None if plausible_request_line_prefix(buf) => None,
+        // A CR at the very end may be the first half of the line's CRLF.
+        None if plausible_request_line_prefix(buf.strip_suffix(b"\r").unwrap_or(buf)) => None,
         None => Some(Protocol::Opaque),
     }
 }
@@ -161,6 +162,12 @@ mod tests {
         assert_eq!(classify(b"GET /index HTTP/1."), None);
         assert_eq!(classify(b"PRI * HTTP/2"), None);
         assert_eq!(classify(&[0x16]), None);
+        // Found writing the `detect` fuzz target (a decision must hold for longer inputs): a
+        // segment ending between the request line's CR and LF was taken for opaque bytes.
+        assert_eq!(classify(b"GET / HTTP/1.1\r"), None);
+        assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Protocol::Http1));
+        assert_eq!(classify(b"GET /\r"), None);
+        assert_eq!(classify(b"GET /\rx"), Some(Protocol::Opaque));
         // Rules HTTP out at the first impossible byte rather than waiting for a line end.
         assert_eq!(classify(b"\x00"), Some(Protocol::Opaque));
         assert_eq!(classify(b"GE\x01"), Some(Protocol::Opaque));

@@ -12,6 +12,9 @@ use ferry_testkit::{
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
+#[path = "e2e/abuse.rs"]
+mod abuse;
+
 const BIN: &str = env!("CARGO_BIN_EXE_ferry-proxy");
 const WAIT: Duration = Duration::from_secs(10);
 

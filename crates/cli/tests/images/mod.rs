@@ -160,6 +160,7 @@ fn ci_runs_the_readme_s_test_command_which_builds_the_images() {
         ".ci/setup",
         "scripts/build-images.sh",
         "FERRY_REQUIRE_IMAGES=1",
+        "FERRY_REQUIRE_ATTACK_TOOLS=1",
     ] {
         assert!(command.contains(step), "{command:?} lacks {step}");
     }

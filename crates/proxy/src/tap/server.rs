@@ -20,13 +20,14 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use linkerd2_proxy_api::tap::{
     tap_server::{Tap, TapServer},
     ObserveRequest, TapEvent,
 };
-use tokio::net::TcpListener;
+use tokio::{io::AsyncReadExt, net::TcpListener};
 use tokio_stream::Stream;
 use tokio_util::{
     sync::{CancellationToken, WaitForCancellationFutureOwned},
@@ -36,6 +37,7 @@ use tower_service::Service as _;
 
 use super::{EventRx, HeaderValues, Refusal, SubscribeError, Subscription, Taps};
 use crate::identity::Identity;
+use crate::io::Rewind;
 
 pub use ferry_api::tap::UNREDACTED_METADATA;
 
@@ -79,6 +81,12 @@ enum Caller {
 
 /// How often an idle tap connection is pinged, so a vanished tapper is noticed.
 const KEEPALIVE: Duration = Duration::from_secs(20);
+/// How long a new connection has to send the HTTP/2 client preface before it is closed:
+/// hyper's server waits for it without a limit, so a client trickling it (slowloris) would
+/// hold the connection for ever.
+const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The HTTP/2 client preface (RFC 9113 §3.4).
+const PREFACE_LEN: usize = 24;
 /// The pause after a failed accept (e.g. out of file descriptors) before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -162,6 +170,20 @@ async fn serve_conn<IO>(
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // hyper waits for the HTTP/2 preface without a limit: a caller trickling it (after
+    // the TLS handshake, which has its own limit) would hold the connection for good.
+    let mut io = io;
+    let mut preface = [0u8; PREFACE_LEN];
+    tokio::select! {
+        () = drain.cancelled() => return,
+        read = tokio::time::timeout(PREFACE_TIMEOUT, io.read_exact(&mut preface)) => {
+            if !matches!(read, Ok(Ok(_))) {
+                tracing::debug!("tap server: no HTTP/2 preface in time; closed");
+                return;
+            }
+        }
+    }
+    let io = Rewind::new(Bytes::copy_from_slice(&preface), io);
     let service = TapServer::new(TapService {
         taps,
         caller,
