@@ -263,3 +263,23 @@ impl ControlProc {
         })
     }
 }
+
+/// Whether a tool the fuzz and abuse tests drive is there: `probe` runs it and must
+/// succeed. Without it the calling test skips, saying so on stderr, unless
+/// `FERRY_REQUIRE_ATTACK_TOOLS` is set (as in CI), which fails it: a green CI run then
+/// means the attacks ran.
+pub fn attack_tool(probe: &mut std::process::Command, what: &str) -> bool {
+    let ok = probe
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("FERRY_REQUIRE_ATTACK_TOOLS").is_none(),
+            "FERRY_REQUIRE_ATTACK_TOOLS is set but {what} is missing: run .ci/setup"
+        );
+        eprintln!("SKIPPED: {what} is missing; run .ci/setup (CI does, with FERRY_REQUIRE_ATTACK_TOOLS=1)");
+    }
+    ok
+}

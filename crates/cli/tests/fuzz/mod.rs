@@ -6,7 +6,7 @@
 //! unless `FERRY_REQUIRE_ATTACK_TOOLS` is set (CI sets it), when it fails.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 /// Every target in `fuzz/Cargo.toml`, each with a seed corpus in `fuzz/corpus/<target>`.
@@ -29,20 +29,9 @@ fn fuzz_dir() -> PathBuf {
 }
 
 fn cargo_fuzz_installed() -> bool {
-    let ok = Command::new("cargo")
-        .args(["fuzz", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("FERRY_REQUIRE_ATTACK_TOOLS").is_none(),
-            "FERRY_REQUIRE_ATTACK_TOOLS is set but cargo-fuzz is missing: run .ci/setup"
-        );
-        eprintln!("SKIPPED: cargo-fuzz is missing; run .ci/setup (CI does, with FERRY_REQUIRE_ATTACK_TOOLS=1)");
-    }
-    ok
+    let mut probe = Command::new("cargo");
+    probe.args(["fuzz", "--version"]);
+    ferry_testkit::process::attack_tool(&mut probe, "cargo-fuzz")
 }
 
 /// `cargo fuzz` with the flags every run uses (build and run must agree, or the run

@@ -38,19 +38,9 @@ fn script() -> PathBuf {
 
 /// Whether Python's `h2` is there; panics without it when CI requires it.
 fn attack_tools() -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import h2, hpack, hyperframe"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("FERRY_REQUIRE_ATTACK_TOOLS").is_none(),
-            "FERRY_REQUIRE_ATTACK_TOOLS is set but python3 with the h2 package is missing: run .ci/setup"
-        );
-        eprintln!("SKIPPED: python3 with the h2 package is missing; run .ci/setup (CI does, with FERRY_REQUIRE_ATTACK_TOOLS=1)");
-    }
-    ok
+    let mut probe = std::process::Command::new("python3");
+    probe.args(["-c", "import h2, hpack, hyperframe"]);
+    ferry_testkit::process::attack_tool(&mut probe, "python3 with the h2 package")
 }
 
 /// A backend that counts the requests that reached it.
