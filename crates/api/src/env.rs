@@ -161,5 +161,10 @@ pub const CLI_KUBE_API: &str = "FERRY_KUBE_API";
 pub const CLI_KUBE_TOKEN: &str = "FERRY_KUBE_TOKEN";
 /// `--scrape-interval`: how often the control plane scrapes every proxy's `/metrics`.
 pub const CONTROL_SCRAPE_INTERVAL: &str = "FERRY_CONTROL_SCRAPE_INTERVAL";
+/// `--metrics-max-series-per-target`: series the embedded store keeps per scraped proxy.
+pub const CONTROL_METRICS_MAX_SERIES_PER_TARGET: &str =
+    "FERRY_CONTROL_METRICS_MAX_SERIES_PER_TARGET";
+/// `--metrics-max-series`: series the embedded store keeps in all.
+pub const CONTROL_METRICS_MAX_SERIES: &str = "FERRY_CONTROL_METRICS_MAX_SERIES";
 /// `--prometheus-url`: answer stat queries with PromQL from this Prometheus instead.
 pub const CONTROL_PROMETHEUS_URL: &str = "FERRY_CONTROL_PROMETHEUS_URL";

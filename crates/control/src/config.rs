@@ -17,6 +17,7 @@ use crate::identity::material::CaSource;
 use crate::identity::{IdentityConfig, TOKENS_DIR};
 use crate::injector::InjectorConfig;
 use crate::limits::{ApiLimits, GrpcLimits, Limits};
+use crate::metrics::store::SeriesLimits;
 use crate::metrics::MetricsConfig;
 
 /// The shortest certificate lifetime accepted (tests rotate every few seconds).
@@ -127,6 +128,13 @@ pub struct Args {
     /// instead of scraping proxies ourselves.
     #[arg(long, env = env::CONTROL_PROMETHEUS_URL)]
     pub prometheus_url: Option<String>,
+    /// Series the embedded metrics store keeps from one proxy's scrape; the rest of a
+    /// scrape is left out.
+    #[arg(long, env = env::CONTROL_METRICS_MAX_SERIES_PER_TARGET, default_value_t = SeriesLimits::default().per_target)]
+    pub metrics_max_series_per_target: usize,
+    /// Series the embedded metrics store keeps in all; no new one past it.
+    #[arg(long, env = env::CONTROL_METRICS_MAX_SERIES, default_value_t = SeriesLimits::default().total)]
+    pub metrics_max_series: usize,
     /// Address of the proxy-injector webhook's HTTPS server (8443 on Kubernetes); the
     /// webhook is off without it. Needs the two --injector-tls files.
     #[arg(long, env = env::CONTROL_INJECTOR_LISTEN)]
@@ -464,14 +472,16 @@ fn api_auth(args: &Args) -> Result<ApiAuthConfig, ConfigError> {
     }
 }
 
+/// `n`, unless it is 0: a limit of nothing is a mistake, not a way to turn a limit off.
+fn nonzero(flag: &'static str, n: usize) -> Result<usize, ConfigError> {
+    if n == 0 {
+        Err(ConfigError::ZeroLimit(flag))
+    } else {
+        Ok(n)
+    }
+}
+
 fn limits(args: &Args) -> Result<Limits, ConfigError> {
-    let nonzero = |flag, n: usize| {
-        if n == 0 {
-            Err(ConfigError::ZeroLimit(flag))
-        } else {
-            Ok(n)
-        }
-    };
     if args.api_header_read_timeout.is_zero() {
         return Err(ConfigError::ZeroLimit("--api-header-read-timeout"));
     }
@@ -515,6 +525,13 @@ fn metrics(args: &Args) -> Result<MetricsConfig, ConfigError> {
     Ok(MetricsConfig {
         scrape_interval: interval,
         prometheus_url,
+        series: SeriesLimits {
+            per_target: nonzero(
+                "--metrics-max-series-per-target",
+                args.metrics_max_series_per_target,
+            )?,
+            total: nonzero("--metrics-max-series", args.metrics_max_series)?,
+        },
     })
 }
 

@@ -217,6 +217,8 @@ pub struct MetricsConfig {
     pub scrape_interval: Duration,
     /// Answer with PromQL from this Prometheus instead of scraping ourselves.
     pub prometheus_url: Option<String>,
+    /// The embedded store's caps on series.
+    pub series: store::SeriesLimits,
 }
 
 impl Default for MetricsConfig {
@@ -224,6 +226,7 @@ impl Default for MetricsConfig {
         Self {
             scrape_interval: scrape::DEFAULT_SCRAPE_INTERVAL,
             prometheus_url: None,
+            series: store::SeriesLimits::default(),
         }
     }
 }
@@ -247,7 +250,7 @@ impl MetricsConfig {
                 )
             }
             None => {
-                let store = store::Store::new(self.scrape_interval);
+                let store = store::Store::new(self.scrape_interval).with_limits(self.series);
                 let task = tokio::spawn(scrape::run(store.clone(), states));
                 tracing::info!(interval = ?self.scrape_interval, "scraping proxies' metrics");
                 (Backend::Embedded(store), Some(task))

@@ -277,6 +277,8 @@ fn limits_come_from_flags_and_zero_is_refused() {
         "--grpc-max-pending-resets=0",
         "--grpc-max-connections=0",
         "--grpc-max-message-bytes=0",
+        "--metrics-max-series=0",
+        "--metrics-max-series-per-target=0",
     ] {
         let error = Config::from_args(&args(&["--workloads-file=w", flag])).unwrap_err();
         let name = flag.split('=').next().unwrap();

@@ -5,8 +5,12 @@
 //! dashboard's 15-minute charts plus one window) is dropped on the next append, and a
 //! buffer never holds more than retention ÷ scrape interval points (plus slack). A series
 //! that stops being scraped (its proxy went away) is removed once all its points expired.
+//! And the number of series is capped, per target and overall ([`SeriesLimits`]): a proxy
+//! that exports a flood of label sets (or a hostile one) cannot grow the control plane
+//! without bound, nor crowd out the others beyond its own share.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -19,6 +23,25 @@ use ferry_api::stat::BACKEND_EMBEDDED;
 
 /// How long points are kept: 15 minutes of charts plus the longest default window.
 pub const RETENTION: Duration = Duration::from_secs(16 * 60);
+
+/// How many series the store holds at most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeriesLimits {
+    /// Series one target's scrape may have (a proxy exports a few hundred; its own caps
+    /// allow 1,024 label sets per family and direction).
+    pub per_target: usize,
+    /// Series in all (each up to retention ÷ interval points: about 2 KB at the defaults).
+    pub total: usize,
+}
+
+impl Default for SeriesLimits {
+    fn default() -> Self {
+        Self {
+            per_target: 10_000,
+            total: 250_000,
+        }
+    }
+}
 
 /// Every series' points, oldest first.
 type Series = HashMap<SeriesKey, VecDeque<(i64, f64)>>;
@@ -35,6 +58,9 @@ pub struct Store {
     series: Arc<RwLock<Series>>,
     interval: Duration,
     retention: Duration,
+    limits: SeriesLimits,
+    /// Samples not stored because a limit was reached: in all, and at the last round's end.
+    dropped: Arc<(AtomicU64, AtomicU64)>,
     rounds: Arc<watch::Sender<u64>>,
 }
 
@@ -51,8 +77,21 @@ impl Store {
             series: Arc::default(),
             interval,
             retention,
+            limits: SeriesLimits::default(),
+            dropped: Arc::default(),
             rounds: Arc::new(rounds),
         }
+    }
+
+    /// The same store with other series limits.
+    pub fn with_limits(mut self, limits: SeriesLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Samples not stored so far because a series limit was reached.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.0.load(Ordering::Relaxed)
     }
 
     fn max_points(&self) -> usize {
@@ -62,10 +101,14 @@ impl Store {
 
     /// Appends one scrape of a target: every sample gets the target's labels (which win
     /// over a sample's own label of the same name, as Prometheus' target labels do).
-    pub fn ingest(&self, target: &Labels, at: SystemTime, samples: Vec<Sample>) {
+    /// Past [`SeriesLimits::per_target`] samples, the rest of the scrape is left out; a
+    /// new series past [`SeriesLimits::total`] is not created.
+    pub fn ingest(&self, target: &Labels, at: SystemTime, mut samples: Vec<Sample>) {
         let at = unix_ms(at);
         let oldest = at - self.retention.as_millis() as i64;
         let max = self.max_points();
+        let mut dropped = samples.len().saturating_sub(self.limits.per_target);
+        samples.truncate(self.limits.per_target);
         let mut series = self.series.write().unwrap_or_else(|e| e.into_inner());
         for sample in samples {
             let mut labels = sample.labels;
@@ -76,6 +119,10 @@ impl Store {
                 name: sample.name,
                 labels,
             };
+            if series.len() >= self.limits.total && !series.contains_key(&key) {
+                dropped += 1;
+                continue;
+            }
             let points = series.entry(key).or_default();
             if points.back().is_some_and(|&(t, _)| t >= at) {
                 continue;
@@ -85,6 +132,10 @@ impl Store {
                 points.pop_front();
             }
             points.make_contiguous();
+        }
+        drop(series);
+        if dropped > 0 {
+            self.dropped.0.fetch_add(dropped as u64, Ordering::Relaxed);
         }
     }
 
@@ -101,6 +152,18 @@ impl Store {
                 points.make_contiguous();
                 !points.is_empty()
             });
+        }
+        let (total, reported) = (&self.dropped.0, &self.dropped.1);
+        let now_dropped = total.load(Ordering::Relaxed);
+        let before = reported.swap(now_dropped, Ordering::Relaxed);
+        if now_dropped > before {
+            let limits = self.limits;
+            tracing::warn!(
+                samples = now_dropped - before,
+                per_target = limits.per_target,
+                total = limits.total,
+                "metrics series limit reached: samples left out this round"
+            );
         }
         self.rounds.send_modify(|n| *n += 1);
     }
@@ -298,6 +361,36 @@ mod tests {
         assert!(store.eval(&query, window, at_ms - 60_000).is_empty());
         let series = store.series.read().unwrap();
         assert!(series.values().all(|p| p.len() <= 31), "bounded");
+    }
+
+    #[test]
+    fn series_are_capped_per_target_and_in_all() {
+        let limits = SeriesLimits {
+            per_target: 3,
+            total: 5,
+        };
+        let store = Store::new(Duration::from_secs(1)).with_limits(limits);
+        let target = |pod: &str| -> Labels { [("pod".to_string(), pod.to_string())].into() };
+        let scrape = |n: usize| {
+            let text: String = (0..n).map(|i| format!("flood{{i=\"{i}\"}} 1\n")).collect();
+            super::super::expfmt::parse(&text).unwrap()
+        };
+        let now = SystemTime::now();
+        // A flooding target keeps its first three series; the rest of its scrape is left out.
+        store.ingest(&target("a"), now, scrape(10));
+        assert_eq!((store.series_count(), store.dropped()), (3, 7));
+        // The next target fills what is left of the total and no more.
+        store.ingest(&target("b"), now, scrape(3));
+        assert_eq!((store.series_count(), store.dropped()), (5, 8));
+        // Series already held keep getting points at the cap.
+        store.ingest(&target("a"), now + Duration::from_secs(1), scrape(3));
+        assert_eq!((store.series_count(), store.dropped()), (5, 8));
+        let series = store.series.read().unwrap();
+        let a0 = series
+            .iter()
+            .find(|(k, _)| k.labels["pod"] == "a" && k.labels["i"] == "0")
+            .unwrap();
+        assert_eq!(a0.1.len(), 2);
     }
 
     #[test]
