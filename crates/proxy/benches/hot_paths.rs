@@ -163,15 +163,7 @@ mod balance {
             identity: None,
             timeouts: Timeouts {
                 detect: Duration::from_secs(1),
-                connect: Duration::from_secs(1),
-                idle: Duration::from_secs(10),
-                header_read: Duration::from_secs(10),
-                destination_idle: Duration::from_secs(60),
-                response_head: Some(Duration::from_secs(60)),
-                stalled_stream: Duration::from_secs(10),
-                client_write: Some(Duration::from_secs(60)),
-                body_idle: Some(Duration::from_secs(300)),
-                http2_idle: Some(Duration::from_secs(600)),
+                ..Timeouts::default()
             },
             registry: Arc::new(Registry::default()),
         };

@@ -304,7 +304,7 @@ pub enum ConfigError {
 }
 
 /// Timeouts, applied on both sides.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     /// See [`Args::detect_timeout`].
     pub detect: Duration,
@@ -326,6 +326,24 @@ pub struct Timeouts {
     pub body_idle: Option<Duration>,
     /// See [`Args::http2_idle_timeout`]; `None` when off.
     pub http2_idle: Option<Duration>,
+}
+
+/// The flags' defaults (docs/proxy.md).
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            detect: Duration::from_secs(10),
+            connect: Duration::from_secs(1),
+            idle: Duration::from_secs(10),
+            header_read: Duration::from_secs(10),
+            destination_idle: Duration::from_secs(60),
+            response_head: Some(Duration::from_secs(60)),
+            stalled_stream: Duration::from_secs(10),
+            client_write: Some(Duration::from_secs(60)),
+            body_idle: Some(Duration::from_secs(300)),
+            http2_idle: Some(Duration::from_secs(600)),
+        }
+    }
 }
 
 /// A validated configuration.
@@ -469,18 +487,7 @@ impl Config {
                 .split(',')
                 .map(|p| p.parse().expect("default opaque ports parse"))
                 .collect(),
-            timeouts: Timeouts {
-                detect: Duration::from_secs(10),
-                connect: Duration::from_secs(1),
-                idle: Duration::from_secs(10),
-                header_read: Duration::from_secs(10),
-                destination_idle: Duration::from_secs(60),
-                response_head: Some(Duration::from_secs(60)),
-                stalled_stream: Duration::from_secs(10),
-                client_write: Some(Duration::from_secs(60)),
-                body_idle: Some(Duration::from_secs(300)),
-                http2_idle: Some(Duration::from_secs(600)),
-            },
+            timeouts: Timeouts::default(),
             shutdown_grace_period: Duration::from_secs(5),
             identity: None,
             inbound_require_identity: false,
@@ -628,6 +635,10 @@ mod tests {
             Config::from_args(&args),
             Err(ConfigError::DuplicateListen(_))
         ));
+
+        // The flags' defaults and `Timeouts::default()` are one set of values.
+        let defaults = Config::from_args(&Args::try_parse_from(["ferry-proxy"]).unwrap());
+        assert_eq!(defaults.unwrap().timeouts, Timeouts::default());
 
         let args = Args::try_parse_from(["ferry-proxy", "--detect-timeout", "250ms"]).unwrap();
         let config = Config::from_args(&args).unwrap();
