@@ -11,7 +11,6 @@ use std::{
 
 use bytes::Bytes;
 use http::{Request, Response, Version};
-use http_body::Body as _;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -121,7 +120,12 @@ impl Backend {
         Self {
             target_label: connector.target().to_string().into(),
             h1: h1.build(connector.clone()),
-            h2: H2Upstream::new(connector.clone(), timeouts.idle, timeouts.stalled_stream),
+            h2: H2Upstream::new(
+                connector.clone(),
+                timeouts.idle,
+                timeouts.stalled_stream,
+                timeouts.response_head,
+            ),
             connector,
             idle_h1: Mutex::default(),
             idle_timeout: timeouts.idle,
@@ -181,29 +185,40 @@ impl Backend {
     /// Sends `req` and waits for the response head. The upstream hop speaks what the client
     /// spoke: HTTP/2 as a stream on the backend's one connection, HTTP/1 on a pooled one.
     ///
-    /// With a response-head timeout, a request whose body is already whole (bodiless, or
-    /// read to its end) gets no more than that for the head; one whose body is still
-    /// streaming is not limited, since the upstream may rightly answer only after it.
-    pub async fn send(&self, req: Request<ReqBody>) -> Result<Response<UpstreamBody>, SendError> {
-        match self.response_head {
-            Some(limit) if req.body().is_end_stream() => {
-                // A gRPC call that asks for a longer deadline gets it.
-                let limit = grpc_timeout(req.headers()).map_or(limit, |t| t.max(limit));
-                tokio::time::timeout(limit, self.send_now(req))
-                    .await
-                    .unwrap_or(Err(SendError::ResponseHeadTimeout(limit)))
+    /// `whole` and `grpc` are what the caller found when it looked at the request once:
+    /// whether its body has all come, and whether it is a gRPC call. With a response-head
+    /// timeout, a whole request gets no more than that for the head (a gRPC call that asks
+    /// for a longer deadline gets it); one whose body is still streaming is not limited,
+    /// since the upstream may rightly answer only after it.
+    pub async fn send(
+        &self,
+        req: Request<ReqBody>,
+        whole: bool,
+        grpc: bool,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let limit = self.response_head.filter(|_| whole).map(|limit| {
+            if grpc {
+                grpc_timeout(req.headers()).map_or(limit, |t| t.max(limit))
+            } else {
+                limit
             }
-            _ => self.send_now(req).await,
+        });
+        if req.version() == Version::HTTP_2 {
+            // The connection's task keeps the deadline: no timer per request.
+            return Ok(self.h2.send(req, whole, limit).await?.map(Either::Right));
+        }
+        match limit {
+            Some(limit) => tokio::time::timeout(limit, self.send_h1(req))
+                .await
+                .unwrap_or(Err(SendError::ResponseHeadTimeout(limit))),
+            None => self.send_h1(req).await,
         }
     }
 
-    async fn send_now(&self, req: Request<ReqBody>) -> Result<Response<UpstreamBody>, SendError> {
-        if req.version() == Version::HTTP_2 {
-            Ok(self.h2.send(req).await?.map(Either::Right))
-        } else {
-            let rsp = self.h1.request(req).await.map_err(SendError::Pool)?;
-            Ok(rsp.map(Either::Left))
-        }
+    /// Sends an HTTP/1 request on a pooled connection.
+    async fn send_h1(&self, req: Request<ReqBody>) -> Result<Response<UpstreamBody>, SendError> {
+        let rsp = self.h1.request(req).await.map_err(SendError::Pool)?;
+        Ok(rsp.map(Either::Left))
     }
 }
 

@@ -130,11 +130,16 @@ struct Outgoing {
     resend: Option<http::request::Parts>,
     /// Set when the client's body turned out malformed: the failure is the client's.
     malformed: Arc<AtomicBool>,
+    /// Whether the request's body had all come when it was looked at (once, here: with
+    /// HTTP/2 each look takes the connection's lock).
+    whole: bool,
+    /// Whether it is a gRPC call.
+    grpc: bool,
 }
 
 impl Outgoing {
     /// `retryable`: whether the upstream has other endpoints to retry on at all.
-    fn new(req: Request<Incoming>, retryable: bool) -> Self {
+    fn new(req: Request<Incoming>, retryable: bool, grpc: bool) -> Self {
         let parts = || {
             let mut parts = Request::new(()).into_parts().0;
             parts.method = req.method().clone();
@@ -155,6 +160,8 @@ impl Outgoing {
             retry,
             resend,
             malformed,
+            whole: bodiless,
+            grpc,
         }
     }
 }
@@ -200,16 +207,12 @@ impl Conn {
             return self.fail(&metrics, e, grpc, start);
         }
         let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
-        let out = Outgoing::new(req, matches!(upstream, Upstream::Balanced(_)));
+        let out = Outgoing::new(req, matches!(upstream, Upstream::Balanced(_)), grpc);
         let malformed = out.malformed.clone();
         // Only an exchange whose request has gone whole waits on the upstream alone; a
         // request body still streaming (uploads, bidirectional gRPC) may rightly leave the
         // response quiet.
-        let body_idle = self
-            .side
-            .timeouts
-            .body_idle
-            .filter(|_| out.req.body().is_end_stream());
+        let body_idle = self.side.timeouts.body_idle.filter(|_| out.whole);
 
         let (result, metrics) = match &upstream {
             Upstream::Addr(backend) => {
@@ -220,7 +223,7 @@ impl Conn {
                     labels: None,
                     server_id: backend.connector().peer_identity().map(|p| &*p.server_id),
                 });
-                let result = match backend.send(out.req).await {
+                let result = match backend.send(out.req, out.whole, grpc).await {
                     // The general path's half of the one re-send rule; hyper's pool itself
                     // re-sends only requests it had not started writing.
                     Err(e)
@@ -229,9 +232,8 @@ impl Conn {
                     {
                         tracing::debug!(target = %backend.target_label, error = %e, "upstream closed before answering; sending the idempotent request again");
                         let parts = out.resend.expect("checked by may_resend");
-                        backend
-                            .send(Request::from_parts(parts, Either::Right(Empty::new())))
-                            .await
+                        let req = Request::from_parts(parts, Either::Right(Empty::new()));
+                        backend.send(req, true, grpc).await
                     }
                     result => result,
                 };
@@ -294,7 +296,13 @@ impl Conn {
         out: Outgoing,
         tap: &mut Option<Tapped>,
     ) -> Result<(Result<Response<UpstreamBody>, ProxyError>, Arc<HttpMetrics>), ProxyError> {
-        let Outgoing { mut req, retry, .. } = out;
+        let Outgoing {
+            mut req,
+            retry,
+            mut whole,
+            grpc,
+            ..
+        } = out;
         let mut tries = balancer.tries(retry.is_some()).await?;
         let endpoint = tries.endpoint();
         tap::dispatch(tap, || tap::Destination {
@@ -308,10 +316,13 @@ impl Conn {
         });
         loop {
             let backend = &tries.endpoint().backend;
-            let sent = backend.send(req).await.map_err(|e| SendFailed {
-                connect: e.is_connect(),
-                error: ProxyError::from_send(&e, &backend.target_label),
-            });
+            let sent = backend
+                .send(req, whole, grpc)
+                .await
+                .map_err(|e| SendFailed {
+                    connect: e.is_connect(),
+                    error: ProxyError::from_send(&e, &backend.target_label),
+                });
             match tries.record(sent) {
                 ControlFlow::Break(result) => {
                     return Ok((result, tries.endpoint().metrics.clone()))
@@ -322,6 +333,7 @@ impl Conn {
                         unreachable!("a request without parts is not retryable")
                     };
                     req = Request::from_parts(parts, Either::Right(Empty::new()));
+                    whole = true;
                 }
             }
         }

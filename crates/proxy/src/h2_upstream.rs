@@ -16,6 +16,11 @@
 //! resets a **starved stream**: one whose reader has taken nothing for about the stalled
 //! stream timeout while the streams together hold half the connection's window or more
 //! (issue #20). Its unread data is given back to the connection at once.
+//!
+//! The same check enforces the response-head timeout: a stream whose request went whole
+//! and whose response head has not come by its deadline is reset, and its request fails
+//! `response-head-timeout`. One registration per request in a list the connection's task
+//! walks now and then, rather than a timer per request.
 
 use std::{
     future::{poll_fn, Future},
@@ -61,6 +66,8 @@ pub const CONN_WINDOW: u32 = crate::http::MAX_CONCURRENT_STREAMS * STREAM_WINDOW
 /// Request body data one stream may queue beyond the upstream's window.
 const MAX_SEND_BUF: usize = 64 * 1024;
 const MAX_HEADER_LIST: u32 = 16 * 1024;
+/// The connection's task checks its streams at most this often.
+const MIN_CHECK_EVERY: Duration = Duration::from_millis(10);
 
 type Sender = h2::client::SendRequest<Bytes>;
 
@@ -74,12 +81,45 @@ struct Watched {
 }
 
 struct WatchedStream {
-    flow: h2::FlowControl,
+    /// The response's flow control, once its head has come.
+    flow: Option<h2::FlowControl>,
     /// To reset the stream; `None` while the request body is still being sent (the body's
     /// task holds it), in which case the stream is not reset by the check.
     send: Option<h2::SendStream<Bytes>>,
     /// Unread bytes at the previous check.
     seen: usize,
+    /// While the response head has not come: when to give up on it.
+    head_deadline: Option<Instant>,
+    /// Set when the check reset the stream for its head deadline.
+    timed_out: bool,
+}
+
+/// A stream's place among its connection's watched streams; leaving it (dropping this)
+/// takes the stream out.
+struct Slot {
+    streams: Streams,
+    index: usize,
+}
+
+impl Slot {
+    fn new(streams: Streams, stream: WatchedStream) -> Self {
+        let index = lock_streams(&streams).insert(stream);
+        Self { streams, index }
+    }
+
+    /// Runs `f` on the watched stream, under the list's lock.
+    fn with<R>(&self, f: impl FnOnce(&mut WatchedStream) -> R) -> Option<R> {
+        let mut streams = lock_streams(&self.streams);
+        streams.slots.get_mut(self.index)?.as_mut().map(f)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let stream = lock_streams(&self.streams).remove(self.index);
+        // Dropped outside the lock: it takes the connection's own.
+        drop(stream);
+    }
 }
 
 type Streams = Arc<Mutex<Watched>>;
@@ -110,30 +150,45 @@ impl Watched {
         taken
     }
 
-    /// Resets the streams whose readers took nothing since the previous check, when the
-    /// streams together hold half the connection's window or more; returns how many.
-    fn reset_starved(&mut self) -> usize {
+    /// Resets the streams whose response head is overdue at `now`, and those whose
+    /// readers took nothing since the previous check when the streams together hold half
+    /// the connection's window or more; returns how many of each.
+    fn check(&mut self, now: Instant) -> (usize, usize) {
+        let mut overdue = 0;
+        for slot in self.slots.iter_mut().flatten() {
+            if slot.head_deadline.is_some_and(|d| d <= now) {
+                if let Some(mut send) = slot.send.take() {
+                    send.send_reset(h2::Reason::CANCEL);
+                    slot.head_deadline = None;
+                    slot.timed_out = true;
+                    overdue += 1;
+                }
+            }
+        }
         let held: usize = self
             .slots
             .iter()
             .flatten()
-            .map(|s| s.flow.used_capacity())
+            .filter_map(|s| Some(s.flow.as_ref()?.used_capacity()))
             .sum();
         let needed = held >= CONN_WINDOW as usize / 2;
-        let mut reset = 0;
+        let mut starved = 0;
         for slot in self.slots.iter_mut().flatten() {
-            let used = slot.flow.used_capacity();
+            let Some(flow) = slot.flow.as_mut() else {
+                continue;
+            };
+            let used = flow.used_capacity();
             if needed && used > 0 && used == slot.seen {
                 if let Some(mut send) = slot.send.take() {
                     send.send_reset(h2::Reason::CANCEL);
                     // The unread data no longer counts against the connection's window.
-                    let _ = slot.flow.release_capacity(used);
-                    reset += 1;
+                    let _ = flow.release_capacity(used);
+                    starved += 1;
                 }
             }
             slot.seen = used;
         }
-        reset
+        (overdue, starved)
     }
 }
 
@@ -141,7 +196,8 @@ impl Watched {
 pub struct H2Upstream {
     connector: Connector,
     idle: Duration,
-    stalled: Duration,
+    /// How often the connection's task checks its streams.
+    check_every: Duration,
     shared: Arc<Shared>,
 }
 
@@ -184,19 +240,36 @@ impl Shared {
 
 impl H2Upstream {
     /// Connections are opened with `connector`; one unused for `idle` is closed; a stream
-    /// starved for about `stalled` is reset (see the module's notes).
-    pub fn new(connector: Connector, idle: Duration, stalled: Duration) -> Self {
+    /// starved for about `stalled` is reset (see the module's notes). With a response-head
+    /// timeout, streams are checked often enough that one is cut off within a tenth of it
+    /// past its deadline.
+    pub fn new(
+        connector: Connector,
+        idle: Duration,
+        stalled: Duration,
+        response_head: Option<Duration>,
+    ) -> Self {
+        let check_every = response_head
+            .map_or(stalled / 2, |t| (t / 10).min(stalled / 2))
+            .max(MIN_CHECK_EVERY);
         Self {
             connector,
             idle,
-            stalled,
+            check_every,
             shared: Arc::default(),
         }
     }
 
     /// Sends `req` as a stream on the backend's connection, opening one when there is none,
-    /// and waits for the response head.
-    pub async fn send(&self, req: Request<ReqBody>) -> Result<Response<H2Body>, SendError> {
+    /// and waits for the response head. `whole`: the request's body has all come (the
+    /// caller looked once, so this need not); only then does `head_limit` (the
+    /// response-head timeout) apply.
+    pub async fn send(
+        &self,
+        req: Request<ReqBody>,
+        whole: bool,
+        head_limit: Option<Duration>,
+    ) -> Result<Response<H2Body>, SendError> {
         if !self.shared.used.load(Ordering::Relaxed) {
             self.shared.used.store(true, Ordering::Relaxed);
         }
@@ -228,7 +301,7 @@ impl H2Upstream {
         };
         let (mut head, body) = req.into_parts();
         let is_connect = head.method == Method::CONNECT;
-        let eos = body.is_end_stream() && !is_connect;
+        let eos = whole && !is_connect;
         if eos && !matches!(head.method, Method::GET | Method::HEAD | Method::DELETE) && !is_connect
         {
             // As hyper did: an empty body with payload semantics says so.
@@ -240,8 +313,18 @@ impl H2Upstream {
             .send_request(Request::from_parts(head, ()), eos)
             .map_err(SendError::H2)?;
         drop(sender);
-        let send = if eos {
-            Some(stream)
+        // A whole request is watched from now: for its head deadline, then its reader.
+        let mut slot = if eos {
+            Some(Slot::new(
+                streams.clone(),
+                WatchedStream {
+                    flow: None,
+                    send: Some(stream),
+                    seen: 0,
+                    head_deadline: head_limit.map(|l| Instant::now() + l),
+                    timed_out: false,
+                },
+            ))
         } else {
             // A small body that has already arrived (a unary gRPC call's) goes out at once;
             // one still arriving is streamed by a task of its own.
@@ -254,21 +337,45 @@ impl H2Upstream {
             }
             None
         };
-        let (head, mut recv) = response.await.map_err(SendError::H2)?.into_parts();
+        let (head, mut recv) = match response.await {
+            Ok(rsp) => rsp.into_parts(),
+            Err(e) => {
+                let timed_out = slot.as_ref().and_then(|s| s.with(|w| w.timed_out));
+                return Err(match (timed_out, head_limit) {
+                    (Some(true), Some(limit)) => SendError::ResponseHeadTimeout(limit),
+                    _ => SendError::H2(e),
+                });
+            }
+        };
         let length = head
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok());
         // A response still to come is watched for starvation until its body is dropped.
-        let watch = (!recv.is_end_stream()).then(|| {
-            let stream = WatchedStream {
-                flow: recv.flow_control().clone(),
-                send,
-                seen: 0,
-            };
-            let slot = lock_streams(&streams).insert(stream);
-            (streams, slot)
-        });
+        let watch = if recv.is_end_stream() {
+            None
+        } else {
+            let flow = recv.flow_control().clone();
+            match slot.take() {
+                Some(slot) => {
+                    slot.with(|w| {
+                        w.head_deadline = None;
+                        w.flow = Some(flow);
+                    });
+                    Some(slot)
+                }
+                None => Some(Slot::new(
+                    streams,
+                    WatchedStream {
+                        flow: Some(flow),
+                        send: None,
+                        seen: 0,
+                        head_deadline: None,
+                        timed_out: false,
+                    },
+                )),
+            }
+        };
         Ok(Response::from_parts(head, H2Body::new(recv, length, watch)))
     }
 
@@ -323,7 +430,7 @@ impl H2Upstream {
             shared.clone(),
             id,
             streams.clone(),
-            self.stalled,
+            self.check_every,
         ));
         tokio::spawn(idle_check(shared, id, self.idle));
         Ok((id, sender, streams))
@@ -331,13 +438,13 @@ impl H2Upstream {
 }
 
 /// Drives connection `id` until it ends, pinging it while it is the live one, and checks
-/// its streams for starvation every half `stalled`.
+/// its streams (overdue heads, starved readers) every `check_every`.
 async fn drive(
     mut conn: h2::client::Connection<ClientStream, Bytes>,
     shared: Weak<Shared>,
     id: u64,
     streams: Streams,
-    stalled: Duration,
+    check_every: Duration,
 ) {
     let mut pings = conn.ping_pong();
     let mut conn = pin!(Deferred {
@@ -347,7 +454,6 @@ async fn drive(
     let timer = tokio::time::sleep(KEEPALIVE);
     let mut timer = pin!(timer);
     let mut ping_out = false;
-    let check_every = stalled / 2;
     let check = tokio::time::sleep(check_every);
     let mut check = pin!(check);
     loop {
@@ -383,9 +489,12 @@ async fn drive(
                 timer.as_mut().reset(Instant::now() + KEEPALIVE);
             }
             () = check.as_mut() => {
-                let reset = lock_streams(&streams).reset_starved();
-                if reset > 0 {
-                    tracing::debug!(reset, "reset http/2 upstream streams whose readers stopped reading");
+                let (overdue, starved) = lock_streams(&streams).check(Instant::now());
+                if overdue > 0 {
+                    tracing::debug!(overdue, "reset http/2 upstream streams whose response head is overdue");
+                }
+                if starved > 0 {
+                    tracing::debug!(starved, "reset http/2 upstream streams whose readers stopped reading");
                 }
                 check.as_mut().reset(Instant::now() + check_every);
             }
@@ -513,27 +622,17 @@ pub struct H2Body {
     data_done: bool,
     /// What is left of the `content-length`, when the response gave one.
     length: Option<u64>,
-    /// Its slot among the connection's watched streams.
-    watch: Option<(Streams, usize)>,
+    /// Its place among the connection's watched streams, held until the body is dropped.
+    _watch: Option<Slot>,
 }
 
 impl H2Body {
-    fn new(recv: h2::RecvStream, length: Option<u64>, watch: Option<(Streams, usize)>) -> Self {
+    fn new(recv: h2::RecvStream, length: Option<u64>, watch: Option<Slot>) -> Self {
         Self {
             recv,
             data_done: false,
             length,
-            watch,
-        }
-    }
-}
-
-impl Drop for H2Body {
-    fn drop(&mut self) {
-        if let Some((streams, slot)) = self.watch.take() {
-            let stream = lock_streams(&streams).remove(slot);
-            // Dropped outside the lock: it takes the connection's own.
-            drop(stream);
+            _watch: watch,
         }
     }
 }

@@ -77,32 +77,33 @@ where
         return until_drained(conn, &side.drain, |c| c.graceful_shutdown(), "http/2").await;
     };
     // A connection that brought no new request for `idle` gets GOAWAY: streams already
-    // open go on to their end (a long gRPC stream is not cut), then it closes. One timer
-    // per connection; per request, one counter increment.
-    let mut conn = std::pin::pin!(conn);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seen = counter.requests();
-    let result = loop {
+    // open go on to their end (a long gRPC stream is not cut), then it closes. Idleness
+    // ends the connection as a drain does, so one token stands for both, watched by a task
+    // of its own: per request, one counter increment, and nothing more for the
+    // connection's task to poll than without the timeout.
+    let stop = side.drain.child_token();
+    tokio::spawn(watch_idle(counter, idle, stop.clone()));
+    until_drained(conn, &stop, |c| c.graceful_shutdown(), "http/2").await;
+    // Ends the watch.
+    stop.cancel();
+}
+
+/// Cancels `stop` when `svc`'s connection brings no request for `idle`; ends when `stop`
+/// is cancelled otherwise (the connection ended, or the drain began).
+async fn watch_idle(svc: HttpService, idle: std::time::Duration, stop: CancellationToken) {
+    let mut seen = svc.requests();
+    loop {
         tokio::select! {
-            r = conn.as_mut() => break r,
-            () = side.drain.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                break conn.as_mut().await;
-            }
-            _ = tick.tick() => {
-                let now = counter.requests();
-                if now == seen {
-                    tracing::debug!(?idle, "http/2 connection idle; sending GOAWAY");
-                    conn.as_mut().graceful_shutdown();
-                    break conn.as_mut().await;
-                }
-                seen = now;
-            }
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(idle) => {}
         }
-    };
-    if let Err(error) = result {
-        tracing::debug!(%error, "http/2 connection ended with an error");
+        let now = svc.requests();
+        if now == seen {
+            tracing::debug!(?idle, "http/2 connection idle; sending GOAWAY");
+            stop.cancel();
+            return;
+        }
+        seen = now;
     }
 }
 
