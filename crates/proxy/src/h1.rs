@@ -11,7 +11,7 @@
 pub mod chunked;
 pub mod head;
 
-use std::{collections::BTreeMap, ops::ControlFlow, pin::Pin, sync::Mutex, time::Duration};
+use std::{collections::BTreeMap, ops::ControlFlow, sync::Mutex, time::Duration};
 
 use bytes::{Buf, BytesMut};
 use http::HeaderMap;
@@ -19,7 +19,7 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use ferry_api::ProxyErrorReason;
 
@@ -32,7 +32,7 @@ use crate::{
     errors::ProxyError,
     forward::HttpService,
     http::{may_resend, MAX_HEAD_BYTES},
-    io::Rewind,
+    io::{Deadline, Rewind},
     listener::Side,
     metrics::HttpMetrics,
     tls::ClientStream,
@@ -117,7 +117,7 @@ where
         rsp_out: Vec::new(),
         host: String::new(),
         svc,
-        head_timer: None,
+        head_timer: Deadline::default(),
     };
     match conn.run(side).await {
         End::Closed => {}
@@ -143,9 +143,9 @@ struct Conn<I> {
     /// The request's authority, lowercased.
     host: String,
     svc: HttpService,
-    /// The response-head and body-idle timeouts' timer: one per connection, reset for each
-    /// request and body read rather than made anew (made at the first use).
-    head_timer: Option<Pin<Box<Sleep>>>,
+    /// The response-head and body-idle timeouts' deadline: one timer per connection, made
+    /// at the first use and moved lazily (see [`Deadline`]), not made anew per request.
+    head_timer: Deadline,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
@@ -278,7 +278,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 let metrics = metrics.expect("an address upstream has metrics");
                 metrics.request();
                 match self
-                    .send(&backend, head, close, side.timeouts.response_head)
+                    .send(&backend, head, close, start, side.timeouts.response_head)
                     .await
                     .map_err(|HungUp| ())?
                 {
@@ -300,12 +300,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                         return self.fail(&svc, &metrics, e, start, close).await;
                     }
                 };
+                let mut sent_at = start;
                 let result = loop {
                     let sent = self
                         .send(
                             &tries.endpoint().backend,
                             head,
                             close,
+                            sent_at,
                             side.timeouts.response_head,
                         )
                         .await
@@ -313,6 +315,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                     if let ControlFlow::Break(result) = tries.record(sent) {
                         break result;
                     }
+                    sent_at = Instant::now();
                 };
                 let endpoint = tries.endpoint().clone();
                 match result {
@@ -331,13 +334,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
     /// Sends `req_out` to `backend` and reads the response head into `ubuf`, watching the
     /// client meanwhile: `Err(HungUp)` when it closes its connection first. The request's
     /// upstream connection is then dropped, which tells the upstream too. No head within
-    /// `limit` (the response-head timeout) fails the request the same way, with
-    /// `response-head-timeout`.
+    /// `limit` (the response-head timeout) of `sent_at` fails the request the same way,
+    /// with `response-head-timeout`.
     async fn send(
         &mut self,
         backend: &Backend,
         head: &RequestHead,
         close: bool,
+        sent_at: Instant,
         limit: Option<Duration>,
     ) -> Result<Result<Answer, SendFailed>, HungUp> {
         let Self {
@@ -350,7 +354,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             ..
         } = self;
         if let Some(limit) = limit {
-            arm(head_timer, Instant::now() + limit);
+            head_timer.set(sent_at + limit);
         }
         tokio::select! {
             biased;
@@ -359,7 +363,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 tracing::debug!(target = %backend.target_label, "client closed its connection while its request was in flight");
                 Err(HungUp)
             }
-            () = expires(head_timer.as_mut()) => Ok(Err(SendFailed {
+            () = head_timer.expired(), if limit.is_some() => Ok(Err(SendFailed {
                 error: ProxyError::response_head_timeout(
                     &backend.target_label,
                     limit.unwrap_or_default(),
@@ -400,11 +404,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             let read = match idle {
                 None => up.read_buf(&mut self.ubuf).await,
                 Some(limit) => {
-                    arm(&mut self.head_timer, Instant::now() + limit);
+                    self.head_timer.set(Instant::now() + limit);
                     tokio::select! {
                         biased;
                         read = up.read_buf(&mut self.ubuf) => read,
-                        () = expires(self.head_timer.as_mut()) => {
+                        () = self.head_timer.expired() => {
                             tracing::debug!(target = %backend.target_label, ?limit, "upstream response body idle; cutting it off");
                             recorder.fail(ProxyErrorReason::BodyIdleTimeout);
                             return Err(());
@@ -611,22 +615,6 @@ async fn read_response_head(
             Ok(_) => {}
             Err(e) => return Err(Some(e)),
         }
-    }
-}
-
-/// Sets the connection's timer to `at`, making it the first time.
-fn arm(timer: &mut Option<Pin<Box<Sleep>>>, at: Instant) {
-    match timer {
-        Some(timer) => timer.as_mut().reset(at),
-        None => *timer = Some(Box::pin(tokio::time::sleep_until(at))),
-    }
-}
-
-/// Resolves when `timer` does; never without one.
-async fn expires(timer: Option<&mut Pin<Box<Sleep>>>) {
-    match timer {
-        Some(timer) => timer.await,
-        None => std::future::pending().await,
     }
 }
 

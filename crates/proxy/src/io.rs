@@ -43,13 +43,56 @@ use ferry_api::ProxyErrorReason;
 use std::future::Future;
 use tokio::time::{Instant, Sleep};
 
+/// A deadline kept on one timer that is made once and moved later lazily: setting a later
+/// deadline only records it, and when the timer fires before the deadline it is moved to
+/// it then. A connection that sets a deadline per request (or per read) re-registers its
+/// timer about once per limit period instead of once per request. Setting an earlier
+/// deadline moves the timer at once.
+#[derive(Default)]
+pub struct Deadline {
+    at: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Deadline {
+    /// Expires at `at` (replacing any earlier setting).
+    pub fn set(&mut self, at: Instant) {
+        self.at = Some(at);
+        match &mut self.timer {
+            // Due no later: it fires, and is moved on to `at` then.
+            Some(timer) if timer.deadline() <= at => {}
+            Some(timer) => timer.as_mut().reset(at),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+
+    /// Ready once the deadline has passed; pending while none is set.
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let (Some(at), Some(timer)) = (self.at, self.timer.as_mut()) else {
+            return Poll::Pending;
+        };
+        loop {
+            std::task::ready!(timer.as_mut().poll(cx));
+            if timer.deadline() >= at {
+                return Poll::Ready(());
+            }
+            // Fired for an earlier setting: on to this one.
+            timer.as_mut().reset(at);
+        }
+    }
+
+    /// Resolves once the deadline has passed; never while none is set.
+    pub async fn expired(&mut self) {
+        std::future::poll_fn(|cx| self.poll_expired(cx)).await
+    }
+}
+
 /// How long something has waited without progress, against a limit: the clock starts at
 /// the first poll that could not proceed and stops at the next that did. Nothing happens
-/// per poll that proceeds; the timer is made once, at the first wait, and reset (not made
-/// anew) at later ones.
+/// per poll that proceeds; the timer ([`Deadline`]) is made once, at the first wait.
 pub struct Stall {
     limit: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
+    deadline: Deadline,
     waiting: bool,
 }
 
@@ -58,7 +101,7 @@ impl Stall {
     pub fn new(limit: Duration) -> Self {
         Self {
             limit,
-            timer: None,
+            deadline: Deadline::default(),
             waiting: false,
         }
     }
@@ -78,15 +121,9 @@ impl Stall {
     pub fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         if !self.waiting {
             self.waiting = true;
-            let at = Instant::now() + self.limit;
-            match &mut self.timer {
-                Some(timer) => timer.as_mut().reset(at),
-                None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
-            }
+            self.deadline.set(Instant::now() + self.limit);
         }
-        self.timer
-            .as_mut()
-            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+        self.deadline.poll_expired(cx).is_ready()
     }
 }
 
@@ -323,6 +360,46 @@ impl<T: AsyncWrite> AsyncWrite for Rewind<T> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Whether `deadline` has expired, polled once.
+    fn expired_now(deadline: &mut Deadline) -> bool {
+        let waker = std::task::Waker::noop();
+        deadline
+            .poll_expired(&mut Context::from_waker(waker))
+            .is_ready()
+    }
+
+    /// A later deadline leaves the timer where it was and is honoured when it fires; an
+    /// earlier one moves it at once; none set never expires.
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_moved_later_expires_then_not_before() {
+        let start = Instant::now();
+        let mut deadline = Deadline::default();
+        assert!(!expired_now(&mut deadline), "no deadline set");
+        deadline.set(start + Duration::from_secs(10));
+        let timer_at = |d: &Deadline| d.timer.as_ref().unwrap().deadline();
+        // Per request: later and later deadlines, the timer untouched.
+        deadline.set(start + Duration::from_secs(20));
+        assert_eq!(timer_at(&deadline), start + Duration::from_secs(10));
+        tokio::time::advance(Duration::from_secs(15)).await;
+        assert!(
+            !expired_now(&mut deadline),
+            "fired for the first setting only"
+        );
+        assert_eq!(timer_at(&deadline), start + Duration::from_secs(20));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(expired_now(&mut deadline));
+        // An earlier deadline than the timer's moves it.
+        deadline.set(start + Duration::from_secs(60));
+        deadline.set(start + Duration::from_secs(30));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(expired_now(&mut deadline));
+        // And `expired` resolves at the deadline, not at the timer's earlier instant.
+        deadline.set(start + Duration::from_secs(40));
+        deadline.set(start + Duration::from_secs(45));
+        deadline.expired().await;
+        assert_eq!(Instant::now(), start + Duration::from_secs(45));
+    }
 
     #[tokio::test]
     async fn rewind_replays_then_reads_and_counts() {
