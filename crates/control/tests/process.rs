@@ -25,6 +25,7 @@ fn spawn(file: &WorkloadsFile, grpc: SocketAddr) -> Proc {
     let args = [
         grpc.as_str(),
         "--api-listen=127.0.0.1:0",
+        "--trace-listen=127.0.0.1:0",
         "--discovery=file",
         "--workloads-file",
         path.as_str(),
@@ -156,6 +157,7 @@ async fn the_injector_runs_from_the_settings_install_passes() {
     let args = [
         "--grpc-listen=127.0.0.1:0",
         "--api-listen=127.0.0.1:0",
+        "--trace-listen=127.0.0.1:0",
         "--identity-dir",
         id_dir.as_str(),
         "--log-format=json",
@@ -239,6 +241,7 @@ async fn runs_on_kubernetes_from_a_kubeconfig_with_tokenreview() {
     let args = [
         "--grpc-listen=127.0.0.1:0",
         "--api-listen=127.0.0.1:0",
+        "--trace-listen=127.0.0.1:0",
         "--discovery=kubernetes",
         kubeconfig.as_str(),
         identity.as_str(),
@@ -274,6 +277,7 @@ async fn spawn_with(file: &WorkloadsFile, extra: &[&str]) -> (Proc, SocketAddr, 
     let mut args = vec![
         "--grpc-listen=127.0.0.1:0",
         "--api-listen=127.0.0.1:0",
+        "--trace-listen=127.0.0.1:0",
         "--discovery=file",
         "--workloads-file",
         path.as_str(),
