@@ -200,9 +200,38 @@ pub fn waterfall(trace: &Trace) -> String {
         ]);
     }
     // Name, service and kind left; the figures right; the bar and status left again.
-    let table = align(&lines, 3);
-    for line in table.lines() {
-        let _ = writeln!(out, "{line}");
+    out.push_str(&columns(
+        &lines,
+        &[false, false, false, true, true, false, false],
+    ));
+    out
+}
+
+/// Columns separated by three spaces, right-aligned where `right` says so.
+fn columns(lines: &[Vec<String>], right: &[bool]) -> String {
+    let widths: Vec<usize> = (0..right.len())
+        .map(|i| {
+            lines
+                .iter()
+                .map(|l| l[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for line in lines {
+        let cells: Vec<String> = line
+            .iter()
+            .zip(widths.iter().zip(right))
+            .map(|(c, (w, r))| {
+                if *r {
+                    format!("{c:>w$}")
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("   ").trim_end());
     }
     out
 }
@@ -339,7 +368,10 @@ mod tests {
             lines[3].contains("10.0ms") && lines[3].contains("20.0ms"),
             "{text}"
         );
-        assert!(lines[4].ends_with("error: 503"), "{text}");
+        assert!(lines[4].ends_with("|   error: 503"), "{text}");
+        // Headers sit over their columns: TIMELINE over the bars' left edge.
+        let bar_at = lines[2].chars().position(|c| c == '|');
+        assert_eq!(lines[1].find("TIMELINE"), bar_at, "{text}");
     }
 
     #[test]

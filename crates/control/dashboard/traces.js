@@ -39,8 +39,9 @@
       { key: "spanCount", label: "Spans", num: true },
       { key: "durationMicros", label: "Duration", num: true, cell: (t) => micros(t.durationMicros) },
       { key: "status", label: "Status", value: (t) => t.errorCount, cell: (t) => statusBadge(t.status, t.errorCount) },
-      { key: "startUnixMicros", label: "Started", num: true, cell: (t) => ago(t.startUnixMicros) },
-    ], { sort: "startUnixMicros", cls: "traces", empty: "No traces match.",
+      // By age, youngest first: newest traces on top, as the API lists them.
+      { key: "age", label: "Started", num: true, value: (t) => -t.startUnixMicros, cell: (t) => ago(t.startUnixMicros) },
+    ], { sort: "age", cls: "traces", empty: "No traces match.",
       rowAttrs: (t) => ({ "data-trace": t.traceId, class: t.status === "error" ? "row-bad" : "" }) });
     view.append(h("h1", {}, "Traces"),
       note("The most recent traces the control plane keeps from the spans proxies export over OTLP. Click one for its waterfall."),

@@ -1054,13 +1054,14 @@ mod traces {
                 &target,
                 "--trace-no-store",
                 "--trace-collector-queue-spans=50",
-                "--trace-collector-timeout=300ms",
+                "--trace-collector-timeout=2s",
             ])
             .await;
             let slowest = export_many(trace).await;
+            // Far below the 2 s the forwarder gives the collector: nobody waits for it.
             eprintln!("{what} collector: slowest of 19 exports took {slowest:?}");
             assert!(
-                slowest < Duration::from_millis(250),
+                slowest < Duration::from_secs(1),
                 "{what}: an export took {slowest:?}"
             );
             let list =
