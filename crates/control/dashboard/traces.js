@@ -115,7 +115,10 @@
           sp.name, " ", h("span", { class: "muted" }, sp.service)),
         h("div", { class: "wf-track" },
           h("div", { class: "wf-bar", style: `left:${Math.min(left, 99.6)}%;width:${Math.min(width, 100 - Math.min(left, 99.6))}%` }),
-          h("span", { class: "wf-dur", style: `left:${Math.min(left + width, 92)}%` }, micros(sp.durationMicros))));
+          // Beside the bar, or inside its end when the bar reaches the right edge.
+          left + width > 88
+            ? h("span", { class: "wf-dur inside", style: `right:${Math.max(0, 100 - left - width)}%` }, micros(sp.durationMicros))
+            : h("span", { class: "wf-dur", style: `left:${left + width}%` }, micros(sp.durationMicros))));
         return h("div", {}, row, detail);
       }));
     }).catch((e) => {
