@@ -474,6 +474,22 @@ async fn a_token_file_makes_every_route_require_the_bearer_token() {
     assert!(basic.starts_with("HTTP/1.1 401"), "{basic}");
     let right = ask(Some(format!("Bearer {token}"))).await;
     assert!(right.starts_with("HTTP/1.1 200"), "{right}");
+    // The traces routes are read routes like the others.
+    for path in [
+        "/api/v1/traces",
+        "/api/v1/traces/4bf92f3577b34da6a3ce929d0e0e4736",
+    ] {
+        let get = |header: String| {
+            raw_exchange(
+                api,
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\n{header}Connection: close\r\n\r\n"),
+            )
+        };
+        let refused = get(String::new()).await;
+        assert!(refused.starts_with("HTTP/1.1 401"), "{path}: {refused}");
+        let let_in = get(format!("Authorization: Bearer {token}\r\n")).await;
+        assert!(!let_in.starts_with("HTTP/1.1 401"), "{path}: {let_in}");
+    }
 
     // The CLI sends the token of --api-token-file.
     let cli = |with_token: bool| {
