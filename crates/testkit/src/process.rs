@@ -257,8 +257,9 @@ impl ControlProc {
             args.extend(["--grpc-listen", "127.0.0.1:0"]);
         }
         // Never the default 0.0.0.0:4317, which tests running side by side would share.
-        let trace_off = extra.windows(2).any(|w| w == ["--trace-listen", "off"]);
-        if !extra.contains(&"--trace-listen") {
+        let trace_off = extra.contains(&"--trace-listen=off")
+            || extra.windows(2).any(|w| w == ["--trace-listen", "off"]);
+        if !extra.iter().any(|a| a.starts_with("--trace-listen")) {
             args.extend(["--trace-listen", "127.0.0.1:0"]);
         }
         args.extend_from_slice(extra);
