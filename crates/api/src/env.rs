@@ -96,6 +96,24 @@ pub const CONTROL_PROXY_VERSION: &str = "FERRY_CONTROL_PROXY_VERSION";
 pub const CONTROL_DISCOVERY: &str = "FERRY_CONTROL_DISCOVERY";
 /// `--tap-max-concurrent`: most taps the control plane relays at once.
 pub const CONTROL_TAP_MAX_CONCURRENT: &str = "FERRY_CONTROL_TAP_MAX_CONCURRENT";
+/// `--trace-listen`: address of the control plane's OTLP/gRPC trace receiver, or `off`.
+pub const CONTROL_TRACE_LISTEN: &str = "FERRY_CONTROL_TRACE_LISTEN";
+/// `--trace-max-message-bytes`: the largest OTLP export request the receiver decodes.
+pub const CONTROL_TRACE_MAX_MESSAGE_BYTES: &str = "FERRY_CONTROL_TRACE_MAX_MESSAGE_BYTES";
+/// `--trace-max-concurrent-exports`: OTLP export requests decoded at once.
+pub const CONTROL_TRACE_MAX_CONCURRENT_EXPORTS: &str = "FERRY_CONTROL_TRACE_MAX_CONCURRENT_EXPORTS";
+/// `--trace-store-max-traces`: traces the in-memory store keeps.
+pub const CONTROL_TRACE_STORE_MAX_TRACES: &str = "FERRY_CONTROL_TRACE_STORE_MAX_TRACES";
+/// `--trace-store-max-bytes`: bytes of spans the in-memory store keeps.
+pub const CONTROL_TRACE_STORE_MAX_BYTES: &str = "FERRY_CONTROL_TRACE_STORE_MAX_BYTES";
+/// `--trace-no-store`: forward received spans only, keep none.
+pub const CONTROL_TRACE_NO_STORE: &str = "FERRY_CONTROL_TRACE_NO_STORE";
+/// `--trace-collector`: an OTLP/gRPC collector received spans are forwarded to.
+pub const CONTROL_TRACE_COLLECTOR: &str = "FERRY_CONTROL_TRACE_COLLECTOR";
+/// `--trace-collector-queue-spans`: spans queued for the collector at most.
+pub const CONTROL_TRACE_COLLECTOR_QUEUE_SPANS: &str = "FERRY_CONTROL_TRACE_COLLECTOR_QUEUE_SPANS";
+/// `--trace-collector-timeout`: how long the collector has to accept a batch.
+pub const CONTROL_TRACE_COLLECTOR_TIMEOUT: &str = "FERRY_CONTROL_TRACE_COLLECTOR_TIMEOUT";
 /// `--tap-allow-unredacted-headers`: let tap callers ask for unredacted header values.
 pub const CONTROL_TAP_ALLOW_UNREDACTED_HEADERS: &str = "FERRY_CONTROL_TAP_ALLOW_UNREDACTED_HEADERS";
 /// `--namespace`: the control plane's own namespace.

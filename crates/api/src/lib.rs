@@ -18,6 +18,7 @@
 //! - [`check`]: the local checks' judgements, shared by `ferry check` and the dashboard.
 //! - [`resource`]: kubectl-style resource names (`deploy/web`), parsed once for every part.
 //! - [`tap`]: the tap route of the public API and its JSON event.
+//! - [`trace`]: the traces routes of the public API and the span contract's attribute names.
 //! - [`stat`]: the metrics API's paths and JSON bodies (stat, edges, history, Prometheus SD).
 //! - [`cause`]: how an error chain is shown to a user (its innermost cause).
 //! - [`version`]: the release and git revision every binary reports.
@@ -43,6 +44,7 @@ pub mod images;
 pub mod overview;
 pub mod resource;
 pub mod tap;
+pub mod trace;
 pub mod version;
 
 pub use reason::{ProxyErrorReason, TlsFailure};

@@ -19,3 +19,6 @@ pub const CONTROL_PROBE: u16 = 9990;
 pub const APP_DEFAULT: u16 = 8080;
 /// Control plane proxy-injector webhook (HTTPS); its Service exposes it on 443.
 pub const CONTROL_WEBHOOK: u16 = 8443;
+/// Control plane OTLP/gRPC trace receiver: the OpenTelemetry collector's standard port, where
+/// Linkerd's proxies send spans to a collector too.
+pub const CONTROL_OTLP: u16 = 4317;

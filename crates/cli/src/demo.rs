@@ -346,8 +346,9 @@ async fn start(
     let identity_dir = state.join("identity");
 
     let scrape_flag = help_mentions(&bins.control, "--scrape-interval");
+    let trace_flag = help_mentions(&bins.control, "--trace-listen");
     let control = {
-        let (bin, grpc, api) = (bins.control.clone(), layout.grpc, layout.api);
+        let (bin, grpc, api, trace) = (bins.control.clone(), layout.grpc, layout.api, layout.trace);
         let (workloads_file, identity_dir) = (workloads_file.clone(), identity_dir.clone());
         move || {
             let mut control = Command::new(&bin);
@@ -360,6 +361,10 @@ async fn start(
                 .arg(&identity_dir);
             if scrape_flag {
                 control.args(["--scrape-interval", "1s"]);
+            }
+            if trace_flag {
+                // The demo's own port, never the default 0.0.0.0:4317.
+                control.args(["--trace-listen", &trace.to_string()]);
             }
             control
         }

@@ -21,6 +21,7 @@
 //! - [`diagnostics`]: `ferry diagnostics endpoints`, over the control plane's public API
 //!   ([`control`] is its client; [`cluster`] reaches it on a cluster through a port-forward,
 //!   with the user's kubeconfig).
+//! - [`trace`]: `ferry trace`, recent slow or failed traces and one trace's waterfall.
 //! - [`version`]: `ferry version`, the CLI's, control plane's and proxies' versions.
 
 pub mod chart;
@@ -39,6 +40,7 @@ pub mod patch;
 pub mod stat;
 pub mod tap;
 pub mod top;
+pub mod trace;
 pub mod version;
 pub mod workload;
 pub mod yaml;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ferry::dashboard;
-use ferry::{check, demo, diagnostics, edges, inject, install, stat, tap, top, version};
+use ferry::{check, demo, diagnostics, edges, inject, install, stat, tap, top, trace, version};
 
 /// Ferry, a small service mesh.
 #[derive(Parser, Debug)]
@@ -40,6 +40,8 @@ enum Command {
     Tap(tap::TapArgs),
     /// A live table of a resource's most frequent requests, from tap.
     Top(top::TopArgs),
+    /// Recent traces (slow or failed with --min-duration, --errors), or one as a waterfall.
+    Trace(trace::TraceArgs),
     /// Print the CLI's version and, when reachable, the control plane's and its proxies'.
     Version(version::VersionArgs),
 }
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Edges(args) => edges::run(args),
         Command::Tap(args) => tap::run(args),
         Command::Top(args) => top::run(args),
+        Command::Trace(args) => trace::run(args),
         Command::Version(args) => version::run(args),
     };
     match result {

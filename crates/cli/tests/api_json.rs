@@ -204,3 +204,61 @@ fn tap_events_match_the_openapi_schema() {
     bad["type"] = json!("request");
     assert!(!v.is_valid(&bad));
 }
+
+fn trace_summary(root_workload: Option<&str>) -> ferry_api::trace::TraceSummary {
+    ferry_api::trace::TraceSummary {
+        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        root_name: "POST /api/vote".into(),
+        root_service: "web".into(),
+        root_workload: root_workload.map(Into::into),
+        start_unix_micros: 1_765_000_000_000_000,
+        duration_micros: 60_000,
+        span_count: 2,
+        error_count: 1,
+        status: "error".into(),
+        workloads: vec!["emojivoto/voting".into(), "emojivoto/web".into()],
+    }
+}
+
+#[test]
+fn traces_match_the_openapi_schema() {
+    use ferry_api::trace::{Span, Trace, TraceList, TraceStats};
+    let list = TraceList {
+        traces: vec![trace_summary(Some("emojivoto/web")), trace_summary(None)],
+        kept: 2,
+        stats: TraceStats {
+            receiving: true,
+            spans_received: 10,
+            spans_forward_dropped: 3,
+            ..TraceStats::default()
+        },
+    };
+    assert_valid("TraceList", &serde_json::to_value(&list).unwrap());
+    let span = |parent: Option<&str>, message: Option<&str>| Span {
+        span_id: "a000000000000001".into(),
+        parent_span_id: parent.map(Into::into),
+        depth: usize::from(parent.is_some()),
+        name: "POST /api/vote".into(),
+        kind: "server".into(),
+        service: "web".into(),
+        workload: parent.map(|_| "emojivoto/web".into()),
+        start_unix_micros: 1_765_000_000_000_000,
+        offset_micros: 0,
+        duration_micros: 60_000,
+        status: if message.is_some() { "error" } else { "unset" }.into(),
+        status_message: message.map(Into::into),
+        attributes: BTreeMap::from([("http.request.method".into(), "POST".into())]),
+    };
+    let trace = Trace {
+        summary: trace_summary(Some("emojivoto/web")),
+        spans: vec![
+            span(None, None),
+            span(Some("a000000000000001"), Some("503")),
+        ],
+    };
+    assert_valid("Trace", &serde_json::to_value(&trace).unwrap());
+    // And the schema is closed: a field the types never write is refused.
+    let mut extra = serde_json::to_value(&trace).unwrap();
+    extra["spans"][0]["durationMs"] = json!(60);
+    assert!(!validator("Trace").is_valid(&extra));
+}

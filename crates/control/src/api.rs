@@ -51,7 +51,7 @@ impl From<Option<IdentityInfo>> for IdentitySource {
 /// Serves the API on `listener` within `limits`, to callers `auth` lets in, until
 /// `shutdown` completes; `identity` is
 /// what `GET /api/v1/identity` answers (404 when the CA is off); `metrics` answers the
-/// stat routes ([`crate::stat_api`]).
+/// stat routes ([`crate::stat_api`]); `traces` the traces routes ([`crate::traces::api`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn serve<D: Discovery>(
     listener: TcpListener,
@@ -61,10 +61,13 @@ pub async fn serve<D: Discovery>(
     limits: &crate::limits::ApiLimits,
     auth: auth::ApiAuth,
     relay: crate::tap::Relay,
+    traces: crate::traces::store::TraceStore,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let metrics = crate::stat_api::router(discovery.clone(), metrics);
-    let app = app_with_relay(discovery, identity, relay).merge(metrics);
+    let app = app_with_relay(discovery, identity, relay)
+        .merge(metrics)
+        .merge(crate::traces::api::router(traces));
     // Callers are checked first, so that a refused one holds no stream's place.
     let app = auth::protect(server::limit(app, limits), auth);
     server::serve(listener, app, limits, shutdown).await

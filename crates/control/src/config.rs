@@ -19,6 +19,9 @@ use crate::injector::InjectorConfig;
 use crate::limits::{ApiLimits, GrpcLimits, Limits};
 use crate::metrics::store::SeriesLimits;
 use crate::metrics::MetricsConfig;
+use crate::traces::forward::ForwardConfig;
+use crate::traces::store::StoreLimits;
+use crate::traces::{ReceiverLimits, TraceConfig};
 
 /// The shortest certificate lifetime accepted (tests rotate every few seconds).
 pub const MIN_CERT_LIFETIME: Duration = Duration::from_secs(1);
@@ -162,12 +165,82 @@ pub struct Args {
     /// `Authorization`, `Cookie` and every header off the allow-list. Off by default.
     #[arg(long, env = env::CONTROL_TAP_ALLOW_UNREDACTED_HEADERS)]
     pub tap_allow_unredacted_headers: bool,
+    /// Address of the OTLP/gRPC trace receiver proxies export spans to, or `off`.
+    #[arg(long, env = env::CONTROL_TRACE_LISTEN, default_value_t = ListenAddr::On(SocketAddr::from(([0, 0, 0, 0], ports::CONTROL_OTLP))))]
+    pub trace_listen: ListenAddr,
+    /// The largest OTLP export request the trace receiver decodes.
+    #[arg(long, env = env::CONTROL_TRACE_MAX_MESSAGE_BYTES, default_value_t = ReceiverLimits::default().max_message_bytes)]
+    pub trace_max_message_bytes: usize,
+    /// OTLP export requests decoded at once; more wait their turn.
+    #[arg(long, env = env::CONTROL_TRACE_MAX_CONCURRENT_EXPORTS, default_value_t = ReceiverLimits::default().max_concurrent_exports)]
+    pub trace_max_concurrent_exports: usize,
+    /// Traces the in-memory trace store keeps; the oldest are evicted.
+    #[arg(long, env = env::CONTROL_TRACE_STORE_MAX_TRACES, default_value_t = StoreLimits::default().max_traces)]
+    pub trace_store_max_traces: usize,
+    /// Bytes of spans the in-memory trace store keeps; the oldest traces are evicted.
+    #[arg(long, env = env::CONTROL_TRACE_STORE_MAX_BYTES, default_value_t = StoreLimits::default().max_bytes)]
+    pub trace_store_max_bytes: usize,
+    /// Keep no traces in memory: forward received spans to --trace-collector only.
+    #[arg(long, env = env::CONTROL_TRACE_NO_STORE)]
+    pub trace_no_store: bool,
+    /// An OTLP/gRPC collector (`http://host:4317` or `host:4317`) received spans are
+    /// forwarded to, in batches; spans it cannot take in time are dropped and counted.
+    #[arg(long, env = env::CONTROL_TRACE_COLLECTOR)]
+    pub trace_collector: Option<String>,
+    /// Spans queued for --trace-collector at most; more are dropped and counted.
+    #[arg(long, env = env::CONTROL_TRACE_COLLECTOR_QUEUE_SPANS, default_value_t = ForwardConfig::new("").max_queue_spans)]
+    pub trace_collector_queue_spans: usize,
+    /// How long --trace-collector has to accept a batch (and a connection).
+    #[arg(long, env = env::CONTROL_TRACE_COLLECTOR_TIMEOUT, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub trace_collector_timeout: Duration,
     /// Log filter, in `tracing` syntax (e.g. `info` or `warn,ferry_control=debug`).
     #[arg(long, env = env::CONTROL_LOG, default_value = "info")]
     pub log: String,
     /// Log format: `plain` or `json`.
     #[arg(long, env = env::CONTROL_LOG_FORMAT, default_value = "plain")]
     pub log_format: LogFormat,
+}
+
+/// A listener's address, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// Listen here.
+    On(SocketAddr),
+    /// Do not listen.
+    Off,
+}
+
+impl ListenAddr {
+    /// The address, when on.
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            Self::On(addr) => Some(addr),
+            Self::Off => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::On(addr) => addr.fmt(f),
+            Self::Off => f.write_str("off"),
+        }
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "off" {
+            return Ok(Self::Off);
+        }
+        s.trim()
+            .parse()
+            .map(Self::On)
+            .map_err(|_| format!("{s:?} is neither an address like 0.0.0.0:4317 nor `off`"))
+    }
 }
 
 /// The discovery backends `--discovery` chooses from.
@@ -228,6 +301,8 @@ pub struct Config {
     pub namespace: String,
     /// The tap relay's limits.
     pub tap: crate::tap::RelayConfig,
+    /// The trace receiver, store and forwarder.
+    pub traces: TraceConfig,
 }
 
 /// Who may call the public API.
@@ -319,6 +394,14 @@ pub enum ConfigError {
     /// A limit is zero.
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),
+    /// `--trace-no-store` without anywhere to forward to.
+    #[error(
+        "--trace-no-store keeps no traces, so it needs --trace-collector ADDR to send them to"
+    )]
+    NoTraceDestination,
+    /// The trace collector is not an OTLP/gRPC address.
+    #[error("--trace-collector {0:?} must be host:port or an http:// URL like http://otel-collector:4317 (TLS is not supported)")]
+    TraceCollector(String),
     /// The Prometheus URL is not `http://host:port`.
     #[error("--prometheus-url {0:?} must be an http:// URL like http://127.0.0.1:9090")]
     PrometheusUrl(String),
@@ -329,6 +412,16 @@ impl Config {
     pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
         if clash(args.grpc_listen, args.api_listen) {
             return Err(ConfigError::SameAddress(args.grpc_listen));
+        }
+        let fixed = [
+            Some(args.grpc_listen),
+            Some(args.api_listen),
+            args.probe_listen,
+        ];
+        if let Some(trace) = args.trace_listen.addr() {
+            if fixed.iter().flatten().any(|other| clash(trace, *other)) {
+                return Err(ConfigError::SameAddress(trace));
+            }
         }
         if let Some(probe) = args.probe_listen {
             if clash(probe, args.grpc_listen) || clash(probe, args.api_listen) {
@@ -402,6 +495,7 @@ impl Config {
                 max_concurrent: args.tap_max_concurrent,
                 allow_unredacted: args.tap_allow_unredacted_headers,
             },
+            traces: traces(args)?,
         })
     }
 }
@@ -503,6 +597,63 @@ fn limits(args: &Args) -> Result<Limits, ConfigError> {
             ..GrpcLimits::default()
         },
     })
+}
+
+fn traces(args: &Args) -> Result<TraceConfig, ConfigError> {
+    let forward = match &args.trace_collector {
+        Some(addr) => Some(ForwardConfig {
+            collector: collector_url(addr)?,
+            max_queue_spans: nonzero(
+                "--trace-collector-queue-spans",
+                args.trace_collector_queue_spans,
+            )?,
+            timeout: if args.trace_collector_timeout.is_zero() {
+                return Err(ConfigError::ZeroLimit("--trace-collector-timeout"));
+            } else {
+                args.trace_collector_timeout
+            },
+            ..ForwardConfig::new("")
+        }),
+        None if args.trace_no_store => return Err(ConfigError::NoTraceDestination),
+        None => None,
+    };
+    Ok(TraceConfig {
+        listen: args.trace_listen.addr(),
+        limits: ReceiverLimits {
+            max_message_bytes: nonzero("--trace-max-message-bytes", args.trace_max_message_bytes)?,
+            max_concurrent_exports: nonzero(
+                "--trace-max-concurrent-exports",
+                args.trace_max_concurrent_exports,
+            )?,
+            ..ReceiverLimits::default()
+        },
+        keep: !args.trace_no_store,
+        store: StoreLimits {
+            max_traces: nonzero("--trace-store-max-traces", args.trace_store_max_traces)?,
+            max_bytes: nonzero("--trace-store-max-bytes", args.trace_store_max_bytes)?,
+            ..StoreLimits::default()
+        },
+        forward,
+    })
+}
+
+/// `host:port` or `http://host:port[/]` as the URL tonic dials.
+fn collector_url(addr: &str) -> Result<String, ConfigError> {
+    let url = if addr.contains("://") {
+        addr.trim_end_matches('/').to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let ok = url.parse::<axum::http::Uri>().is_ok_and(|u| {
+        u.scheme_str() == Some("http")
+            && u.authority().is_some_and(|a| a.port_u16().is_some())
+            && u.path().trim_matches('/').is_empty()
+    });
+    if ok {
+        Ok(url)
+    } else {
+        Err(ConfigError::TraceCollector(addr.to_string()))
+    }
 }
 
 fn metrics(args: &Args) -> Result<MetricsConfig, ConfigError> {

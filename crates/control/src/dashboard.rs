@@ -31,6 +31,7 @@ const APP_JS: &str = include_str!("../dashboard/app.js");
 const CHARTS_JS: &str = include_str!("../dashboard/charts.js");
 const PAGES_JS: &str = include_str!("../dashboard/pages.js");
 const DIAG_JS: &str = include_str!("../dashboard/diag.js");
+const TRACES_JS: &str = include_str!("../dashboard/traces.js");
 const STYLE_CSS: &str = include_str!("../dashboard/style.css");
 const JS: &str = "text/javascript; charset=utf-8";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -104,6 +105,7 @@ pub fn router<D: Discovery>(discovery: D, identity: crate::api::IdentitySource) 
         .route("/dashboard/charts.js", asset(JS, CHARTS_JS))
         .route("/dashboard/pages.js", asset(JS, PAGES_JS))
         .route("/dashboard/diag.js", asset(JS, DIAG_JS))
+        .route("/dashboard/traces.js", asset(JS, TRACES_JS))
         .route(
             "/dashboard/style.css",
             asset("text/css; charset=utf-8", STYLE_CSS),

@@ -19,6 +19,8 @@
 //! - [`tap`]: the tap relay: `GET /api/v1/tap` fans out to the proxies' tap servers.
 //! - [`metrics`]: proxies' metrics, scraped into memory or asked of Prometheus;
 //!   [`stat`] answers `stat`/`edges` over them and [`stat_api`] serves the routes.
+//! - [`traces`]: the OTLP trace receiver, the in-memory trace store, forwarding to a
+//!   collector, and the traces routes.
 //! - [`dashboard`]: the web dashboard and the diagnostics routes it adds to the API.
 //! - [`injector`]: the proxy-injector webhook (AdmissionReview over HTTPS), adding what
 //!   `ferry inject` adds through the shared `ferry-inject` crate.
@@ -44,6 +46,7 @@ pub mod resolutions;
 pub mod stat;
 pub mod stat_api;
 pub mod tap;
+pub mod traces;
 pub mod translate;
 pub mod workloads_file;
 
@@ -90,7 +93,7 @@ pub enum RunError {
     /// A listener could not be bound.
     #[error("binding the {listener} listener on {addr}")]
     Bind {
-        /// Which listener (`grpc`, `api` or `injector`).
+        /// Which listener (`grpc`, `api`, `probe`, `trace` or `injector`).
         listener: &'static str,
         /// The address asked for.
         addr: SocketAddr,
@@ -193,12 +196,22 @@ pub async fn run(
         }
         None => None,
     };
+    let traces = traces::store::TraceStore::new(config.traces.store.clone());
+    let _trace_receiver = match config.traces.listen {
+        Some(addr) => Some(start_trace_receiver(
+            bind("trace", addr).await?,
+            &config.traces,
+            &traces,
+        )?),
+        None => None,
+    };
     let identity = identity.map(|i| i.with_namespace(&config.namespace));
     let surfaces = Surfaces {
         limits: config.limits.clone(),
         auth,
         tap: config.tap.clone(),
         grpc_tls: GrpcTls::WithIdentity,
+        traces,
     };
     serve_all(
         grpc,
@@ -225,6 +238,8 @@ pub struct Surfaces {
     pub tap: tap::RelayConfig,
     /// Whether the gRPC port speaks TLS when the identity CA runs.
     pub grpc_tls: GrpcTls,
+    /// The traces the public API lists (filled by the OTLP receiver when it runs).
+    pub traces: traces::store::TraceStore,
 }
 
 impl Default for Surfaces {
@@ -234,6 +249,7 @@ impl Default for Surfaces {
             auth: ApiAuth::Open,
             tap: tap::RelayConfig::default(),
             grpc_tls: GrpcTls::Plaintext,
+            traces: traces::store::TraceStore::default(),
         }
     }
 }
@@ -251,6 +267,25 @@ fn start_probes(listener: TcpListener, limits: &Limits) -> tokio_util::sync::Dro
         }
     });
     stop.drop_guard()
+}
+
+/// Serves the OTLP trace receiver on `listener` (and forwards when configured) in tasks
+/// that stop when the returned guard is dropped.
+fn start_trace_receiver(
+    listener: TcpListener,
+    config: &traces::TraceConfig,
+    store: &traces::store::TraceStore,
+) -> Result<(tokio_util::sync::DropGuard, Option<AbortOnDrop>), RunError> {
+    let (receiver, forwarding) = traces::receiver(config, store).map_err(RunError::Grpc)?;
+    let stop = CancellationToken::new();
+    let limits = config.limits.clone();
+    let until = stop.clone().cancelled_owned();
+    tokio::spawn(async move {
+        if let Err(error) = traces::receiver::serve(listener, receiver, &limits, until).await {
+            tracing::error!(%error, "the trace receiver failed");
+        }
+    });
+    Ok((stop.drop_guard(), forwarding.map(AbortOnDrop)))
 }
 
 /// Serves the destination API on `grpc` and the public API on `api` until `shutdown`
@@ -379,6 +414,7 @@ pub async fn serve_all<D: Discovery>(
             &surfaces.limits.api,
             surfaces.auth.clone(),
             relay,
+            surfaces.traces.clone(),
             stop.clone().cancelled_owned(),
         );
         async move {

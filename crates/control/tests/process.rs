@@ -25,6 +25,7 @@ fn spawn(file: &WorkloadsFile, grpc: SocketAddr) -> Proc {
     let args = [
         grpc.as_str(),
         "--api-listen=127.0.0.1:0",
+        "--trace-listen=127.0.0.1:0",
         "--discovery=file",
         "--workloads-file",
         path.as_str(),
@@ -156,6 +157,7 @@ async fn the_injector_runs_from_the_settings_install_passes() {
     let args = [
         "--grpc-listen=127.0.0.1:0",
         "--api-listen=127.0.0.1:0",
+        "--trace-listen=127.0.0.1:0",
         "--identity-dir",
         id_dir.as_str(),
         "--log-format=json",
@@ -239,6 +241,7 @@ async fn runs_on_kubernetes_from_a_kubeconfig_with_tokenreview() {
     let args = [
         "--grpc-listen=127.0.0.1:0",
         "--api-listen=127.0.0.1:0",
+        "--trace-listen=127.0.0.1:0",
         "--discovery=kubernetes",
         kubeconfig.as_str(),
         identity.as_str(),
@@ -274,6 +277,7 @@ async fn spawn_with(file: &WorkloadsFile, extra: &[&str]) -> (Proc, SocketAddr, 
     let mut args = vec![
         "--grpc-listen=127.0.0.1:0",
         "--api-listen=127.0.0.1:0",
+        "--trace-listen=127.0.0.1:0",
         "--discovery=file",
         "--workloads-file",
         path.as_str(),
@@ -470,6 +474,22 @@ async fn a_token_file_makes_every_route_require_the_bearer_token() {
     assert!(basic.starts_with("HTTP/1.1 401"), "{basic}");
     let right = ask(Some(format!("Bearer {token}"))).await;
     assert!(right.starts_with("HTTP/1.1 200"), "{right}");
+    // The traces routes are read routes like the others.
+    for path in [
+        "/api/v1/traces",
+        "/api/v1/traces/4bf92f3577b34da6a3ce929d0e0e4736",
+    ] {
+        let get = |header: String| {
+            raw_exchange(
+                api,
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\n{header}Connection: close\r\n\r\n"),
+            )
+        };
+        let refused = get(String::new()).await;
+        assert!(refused.starts_with("HTTP/1.1 401"), "{path}: {refused}");
+        let let_in = get(format!("Authorization: Bearer {token}\r\n")).await;
+        assert!(!let_in.starts_with("HTTP/1.1 401"), "{path}: {let_in}");
+    }
 
     // The CLI sends the token of --api-token-file.
     let cli = |with_token: bool| {
@@ -656,4 +676,456 @@ async fn grpc_rapid_resets_end_the_connection_and_others_are_served() {
         .into_inner();
     let update = within(PROCESS, "an update", stream.message()).await;
     assert_eq!(add_ports(update.unwrap()), [17161]);
+}
+
+// ---- Traces: the OTLP receiver, the store behind /api/v1/traces, forwarding ----
+
+mod traces {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use ferry_testkit::process::Proc;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{
+        span::SpanKind, status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
+    };
+    use tokio_util::sync::CancellationToken;
+    use tonic::transport::Channel;
+
+    use super::{echo, http_get, WorkloadsFile, PROCESS};
+
+    /// Starts `ferry-control` with its trace receiver on an ephemeral port and `extra` flags;
+    /// returns it with its API and receiver addresses.
+    async fn control(
+        extra: &[&str],
+    ) -> (
+        Proc,
+        std::net::SocketAddr,
+        std::net::SocketAddr,
+        WorkloadsFile,
+    ) {
+        let file = WorkloadsFile::new(&echo(&[("echo-0", 17111)]));
+        let path = file.path().to_str().unwrap().to_string();
+        let mut args = vec![
+            "--grpc-listen=127.0.0.1:0",
+            "--api-listen=127.0.0.1:0",
+            "--trace-listen=127.0.0.1:0",
+            "--workloads-file",
+            path.as_str(),
+            "--log-format=json",
+        ];
+        args.extend_from_slice(extra);
+        let proc = Proc::spawn(env!("CARGO_BIN_EXE_ferry-control"), &args, &[])
+            .expect("spawning ferry-control");
+        let bound = proc.bound_addrs(3, PROCESS).await.unwrap();
+        let (api, trace) = (bound["api"], bound["trace"]);
+        (proc, api, trace, file)
+    }
+
+    fn client(addr: std::net::SocketAddr) -> TraceServiceClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        TraceServiceClient::new(channel)
+    }
+
+    fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.to_string(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(value.to_string())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    const TRACE: [u8; 16] = [
+        0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47,
+        0x36,
+    ];
+    const TRACE_HEX: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    fn span(
+        trace: [u8; 16],
+        id: u8,
+        parent: Option<u8>,
+        kind: SpanKind,
+        start_ms: u64,
+        ms: u64,
+        error: bool,
+    ) -> Span {
+        let base = 1_765_000_000_000_000_000u64;
+        Span {
+            trace_id: trace.to_vec(),
+            span_id: vec![0xa0, 0, 0, 0, 0, 0, 0, id],
+            parent_span_id: parent
+                .map(|p| vec![0xa0, 0, 0, 0, 0, 0, 0, p])
+                .unwrap_or_default(),
+            name: format!("GET /api/vote-{id}"),
+            kind: kind as i32,
+            start_time_unix_nano: base + start_ms * 1_000_000,
+            end_time_unix_nano: base + (start_ms + ms) * 1_000_000,
+            attributes: vec![
+                kv("http.request.method", "GET"),
+                kv("ferry.direction", "outbound"),
+            ],
+            status: Some(Status {
+                code: if error {
+                    StatusCode::Error
+                } else {
+                    StatusCode::Unset
+                } as i32,
+                message: if error {
+                    "503 from voting".to_string()
+                } else {
+                    String::new()
+                },
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// An export from `workload`'s proxy in `emojivoto`.
+    fn export(workload: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![
+                        kv("service.name", workload),
+                        kv("k8s.namespace.name", "emojivoto"),
+                        kv("ferry.workload", &format!("emojivoto/{workload}")),
+                    ],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// Ten spans of a trace of their own, numbered `n`.
+    fn ten_spans(n: u8) -> ExportTraceServiceRequest {
+        let mut trace = TRACE;
+        trace[0] = n;
+        let spans = (1..=10)
+            .map(|i| span(trace, i, None, SpanKind::Server, 0, 1, false))
+            .collect();
+        export("web", spans)
+    }
+
+    #[tokio::test]
+    async fn exported_spans_are_kept_listed_and_shown_as_one_trace() {
+        let (_control, api, trace, _file) = control(&["--trace-max-message-bytes=65536"]).await;
+        let mut otlp = client(trace);
+        // Both proxies of the hop web → voting export their side; the server side failed.
+        let client_side = export(
+            "web",
+            vec![
+                span(TRACE, 1, None, SpanKind::Server, 0, 120, false),
+                span(TRACE, 2, Some(1), SpanKind::Client, 10, 100, true),
+            ],
+        );
+        let server_side = export(
+            "voting",
+            vec![span(TRACE, 3, Some(2), SpanKind::Server, 12, 95, true)],
+        );
+        let answer = otlp.export(client_side).await.unwrap().into_inner();
+        assert_eq!(answer.partial_success, None);
+        otlp.export(server_side).await.unwrap();
+        // A malformed span is refused, and the exporter is told which.
+        let mut bad = span(TRACE, 4, None, SpanKind::Server, 0, 1, false);
+        bad.trace_id = vec![1, 2, 3];
+        let answer = otlp
+            .export(export("emoji", vec![bad]))
+            .await
+            .unwrap()
+            .into_inner();
+        let partial = answer.partial_success.expect("a partial success");
+        assert_eq!(partial.rejected_spans, 1);
+        assert!(
+            partial.error_message.contains("trace_id must be 16 bytes"),
+            "{partial:?}"
+        );
+        // Larger than --trace-max-message-bytes: refused whole, with a gRPC status.
+        let mut huge = span(TRACE, 5, None, SpanKind::Server, 0, 1, false);
+        huge.attributes = vec![kv("big", &"x".repeat(70_000))];
+        let refused = otlp.export(export("emoji", vec![huge])).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+
+        let (status, list) = http_get(api, "/api/v1/traces").await;
+        assert_eq!(status, 200, "{list}");
+        let traces = list["traces"].as_array().unwrap();
+        assert_eq!(traces.len(), 1, "{list}");
+        let summary = &traces[0];
+        assert_eq!(summary["traceId"], TRACE_HEX);
+        assert_eq!(summary["spanCount"], 3);
+        assert_eq!(summary["status"], "error");
+        assert_eq!(summary["rootService"], "web");
+        assert_eq!(summary["rootWorkload"], "emojivoto/web");
+        assert_eq!(summary["durationMicros"], 120_000);
+        assert_eq!(
+            summary["workloads"],
+            serde_json::json!(["emojivoto/voting", "emojivoto/web"])
+        );
+        assert_eq!(list["stats"]["receiving"], true);
+        assert_eq!(list["stats"]["spansReceived"], 4);
+        assert_eq!(list["stats"]["spansRejected"], 1);
+
+        for (query, found) in [
+            ("?status=error", 1),
+            ("?status=ok", 0),
+            ("?workload=voting", 1),
+            ("?workload=emojivoto/web", 1),
+            ("?workload=emoji", 0),
+            ("?minDuration=100ms", 1),
+            ("?minDuration=1s", 0),
+            ("?limit=1", 1),
+        ] {
+            let (status, list) = http_get(api, &format!("/api/v1/traces{query}")).await;
+            assert_eq!(status, 200, "{query}: {list}");
+            assert_eq!(
+                list["traces"].as_array().unwrap().len(),
+                found,
+                "{query}: {list}"
+            );
+        }
+        for (query, says) in [
+            ("?status=maybe", "status \"maybe\""),
+            ("?minDuration=soon", "minDuration \"soon\""),
+            ("?limit=0", "limit 0"),
+            ("?limit=many", "invalid query"),
+        ] {
+            let (status, body) = http_get(api, &format!("/api/v1/traces{query}")).await;
+            assert_eq!(status, 400, "{query}: {body}");
+            assert!(
+                body["error"].as_str().unwrap().contains(says),
+                "{query}: {body}"
+            );
+        }
+
+        let (status, trace) = http_get(api, &format!("/api/v1/traces/{TRACE_HEX}")).await;
+        assert_eq!(status, 200, "{trace}");
+        let spans: Vec<(&str, u64, &str, &str)> = trace["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["service"].as_str().unwrap(),
+                    s["depth"].as_u64().unwrap(),
+                    s["kind"].as_str().unwrap(),
+                    s["status"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                ("web", 0, "server", "unset"),
+                ("web", 1, "client", "error"),
+                ("voting", 2, "server", "error")
+            ]
+        );
+        assert_eq!(trace["spans"][2]["parentSpanId"], "a000000000000002");
+        assert_eq!(trace["spans"][2]["offsetMicros"], 12_000);
+        assert_eq!(trace["spans"][2]["statusMessage"], "503 from voting");
+        assert_eq!(
+            trace["spans"][1]["attributes"]["ferry.direction"],
+            "outbound"
+        );
+
+        let (status, body) = http_get(api, "/api/v1/traces/nothex").await;
+        assert_eq!(status, 400, "{body}");
+        let (status, body) =
+            http_get(api, &format!("/api/v1/traces/{}", "0".repeat(31) + "1")).await;
+        assert_eq!(status, 404, "{body}");
+    }
+
+    /// A collector built on the same protobufs: records what it is sent, after `delay`.
+    #[derive(Clone, Default)]
+    struct Collector {
+        got: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+        delay: Duration,
+    }
+
+    impl Collector {
+        fn spans(&self) -> usize {
+            let got = self.got.lock().unwrap();
+            got.iter()
+                .flat_map(|r| &r.resource_spans)
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum()
+        }
+    }
+
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            tokio::time::sleep(self.delay).await;
+            self.got.lock().unwrap().push(request.into_inner());
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    /// Serves `collector` on an ephemeral loopback port until the token is cancelled (on drop).
+    async fn serve(collector: Collector) -> (std::net::SocketAddr, tokio_util::sync::DropGuard) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let until = stop.clone().cancelled_owned();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(collector))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    until,
+                ),
+        );
+        (addr, stop.drop_guard())
+    }
+
+    async fn stats(api: std::net::SocketAddr) -> serde_json::Value {
+        let (status, list) = http_get(api, "/api/v1/traces").await;
+        assert_eq!(status, 200, "{list}");
+        list
+    }
+
+    #[tokio::test]
+    async fn spans_are_forwarded_to_a_collector_in_batches_and_kept_as_well() {
+        let collector = Collector::default();
+        let (addr, _stop) = serve(collector.clone()).await;
+        let target = format!("--trace-collector=http://{addr}");
+        let (_control, api, trace, _file) = control(&[&target]).await;
+        let mut otlp = client(trace);
+        for n in 1..=5 {
+            otlp.export(ten_spans(n)).await.unwrap();
+        }
+        ferry_testkit::wait_until(PROCESS, "the collector to get 50 spans", || async {
+            (collector.spans() == 50).then_some(())
+        })
+        .await
+        .unwrap();
+        // Batched: fewer exports than were received (the forwarder waits 500ms to fill one).
+        let exports = collector.got.lock().unwrap().len();
+        assert!(exports < 5, "{exports} exports for 5 received");
+        let list = ferry_testkit::wait_until(PROCESS, "spansForwarded to say 50", || async {
+            let list = stats(api).await;
+            (list["stats"]["spansForwarded"] == 50).then_some(list)
+        })
+        .await
+        .unwrap();
+        assert_eq!(list["stats"]["spansForwardDropped"], 0);
+        assert_eq!(list["kept"], 5);
+        // The forwarded spans are what was received, resource and all.
+        let got = collector.got.lock().unwrap();
+        let resource = got[0].resource_spans[0].resource.as_ref().unwrap();
+        assert!(resource
+            .attributes
+            .contains(&kv("ferry.workload", "emojivoto/web")));
+    }
+
+    /// Exports 20 requests of 10 spans and returns the slowest export's time.
+    async fn export_many(trace: std::net::SocketAddr) -> Duration {
+        let mut otlp = client(trace);
+        otlp.export(ten_spans(0)).await.unwrap(); // connects
+        let mut slowest = Duration::ZERO;
+        for n in 1..=19 {
+            let t = Instant::now();
+            otlp.export(ten_spans(n)).await.unwrap();
+            slowest = slowest.max(t.elapsed());
+        }
+        slowest
+    }
+
+    #[tokio::test]
+    async fn a_dead_or_hanging_collector_costs_the_receiver_nothing_and_drops_are_counted() {
+        // Dead: nothing listens there any more.
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead_addr = dead.local_addr().unwrap();
+        drop(dead);
+        // Hanging: answers after far longer than the forwarder waits.
+        let (hanging_addr, _stop) = serve(Collector {
+            delay: Duration::from_secs(60),
+            ..Collector::default()
+        })
+        .await;
+        for (what, addr) in [("dead", dead_addr), ("hanging", hanging_addr)] {
+            let target = format!("--trace-collector={addr}");
+            let (_control, api, trace, _file) = control(&[
+                &target,
+                "--trace-no-store",
+                "--trace-collector-queue-spans=50",
+                "--trace-collector-timeout=2s",
+            ])
+            .await;
+            let slowest = export_many(trace).await;
+            // Far below the 2 s the forwarder gives the collector: nobody waits for it.
+            eprintln!("{what} collector: slowest of 19 exports took {slowest:?}");
+            assert!(
+                slowest < Duration::from_secs(1),
+                "{what}: an export took {slowest:?}"
+            );
+            let list =
+                ferry_testkit::wait_until(PROCESS, "every span counted as dropped", || async {
+                    let list = stats(api).await;
+                    (list["stats"]["spansForwardDropped"] == 200).then_some(list)
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(list["stats"]["spansForwarded"], 0, "{what}: {list}");
+            assert_eq!(list["stats"]["spansReceived"], 200, "{what}: {list}");
+            // --trace-no-store: forwarded only.
+            assert_eq!(list["kept"], 0, "{what}: {list}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_trace_flags_exit_with_the_reason() {
+        for (flags, says) in [
+            (
+                &["--trace-no-store"][..],
+                "--trace-no-store keeps no traces",
+            ),
+            (
+                &["--trace-collector=https://collector:4317"][..],
+                "TLS is not supported",
+            ),
+            (&["--trace-collector=collector"][..], "must be host:port"),
+            (&["--trace-listen=nowhere"][..], "neither an address"),
+            (
+                &["--trace-store-max-traces=0"][..],
+                "--trace-store-max-traces must be at least 1",
+            ),
+        ] {
+            let file = WorkloadsFile::new(&echo(&[("echo-0", 17112)]));
+            let path = file.path().to_str().unwrap().to_string();
+            let mut args = vec![
+                "--workloads-file",
+                path.as_str(),
+                "--api-listen=127.0.0.1:0",
+                "--log-format=json",
+            ];
+            args.extend_from_slice(flags);
+            let mut control = Proc::spawn(env!("CARGO_BIN_EXE_ferry-control"), &args, &[]).unwrap();
+            let status = control.terminate_wait(PROCESS).await.unwrap();
+            assert_eq!(status.code(), Some(2), "{flags:?}");
+            let logs = control.logs().join("\n");
+            assert!(logs.contains(says), "{flags:?} logged:\n{logs}");
+        }
+    }
 }

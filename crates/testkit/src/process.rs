@@ -234,12 +234,15 @@ pub struct ControlProc {
     pub grpc: SocketAddr,
     /// The public API and dashboard.
     pub api: SocketAddr,
+    /// The OTLP trace receiver, unless `extra` turned it off (`--trace-listen off`).
+    pub trace: Option<SocketAddr>,
 }
 
 impl ControlProc {
     /// Starts `ferry-control` over the workloads file `file`, with `extra` flags. Its
     /// listeners are on ephemeral loopback ports, except the gRPC one when `extra` sets
-    /// `--grpc-listen` (to restart on the same address).
+    /// `--grpc-listen` (to restart on the same address) and the trace receiver when it sets
+    /// `--trace-listen`.
     pub async fn spawn(file: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let file = file.to_str().expect("a UTF-8 workloads path");
         let mut args = vec![
@@ -253,12 +256,20 @@ impl ControlProc {
         if !extra.contains(&"--grpc-listen") {
             args.extend(["--grpc-listen", "127.0.0.1:0"]);
         }
+        // Never the default 0.0.0.0:4317, which tests running side by side would share.
+        let trace_off = extra.contains(&"--trace-listen=off")
+            || extra.windows(2).any(|w| w == ["--trace-listen", "off"]);
+        if !extra.iter().any(|a| a.starts_with("--trace-listen")) {
+            args.extend(["--trace-listen", "127.0.0.1:0"]);
+        }
         args.extend_from_slice(extra);
         let proc = Proc::spawn(bin("ferry-control"), &args, &[])?;
-        let addrs = proc.bound_addrs(2, Duration::from_secs(15)).await?;
+        let count = if trace_off { 2 } else { 3 };
+        let addrs = proc.bound_addrs(count, Duration::from_secs(15)).await?;
         Ok(Self {
             grpc: addrs["grpc"],
             api: addrs["api"],
+            trace: addrs.get("trace").copied(),
             proc,
         })
     }

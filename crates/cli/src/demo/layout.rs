@@ -72,6 +72,8 @@ pub struct Layout {
     pub api: SocketAddr,
     /// The control plane's gRPC port.
     pub grpc: SocketAddr,
+    /// The control plane's OTLP trace receiver (docs/tracing.md).
+    pub trace: SocketAddr,
     /// web, emoji, voting, vote-bot, in that order.
     pub workloads: Vec<Workload>,
 }
@@ -131,6 +133,7 @@ impl Layout {
             base,
             api: local(base + 4),
             grpc: local(base + 6),
+            trace: local(base + 7),
             workloads,
         })
     }
@@ -148,6 +151,7 @@ impl Layout {
         let mut all = vec![
             (self.api, "the control plane's API".to_string()),
             (self.grpc, "the control plane's gRPC port".to_string()),
+            (self.trace, "the control plane's trace receiver".to_string()),
         ];
         for w in &self.workloads {
             let name = w.name;

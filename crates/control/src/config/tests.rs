@@ -285,3 +285,54 @@ fn limits_come_from_flags_and_zero_is_refused() {
         assert_eq!(error.to_string(), format!("{name} must be at least 1"));
     }
 }
+
+#[test]
+fn traces_default_to_the_otlp_port_and_validate_their_flags() {
+    let config = Config::from_args(&args(&["--workloads-file=w"])).unwrap();
+    assert_eq!(config.traces.listen, Some("0.0.0.0:4317".parse().unwrap()));
+    assert!(config.traces.keep);
+    assert_eq!(config.traces.forward, None);
+    assert_eq!(config.traces.store, StoreLimits::default());
+    let off = Config::from_args(&args(&["--workloads-file=w", "--trace-listen=off"])).unwrap();
+    assert_eq!(off.traces.listen, None);
+    let forward = Config::from_args(&args(&[
+        "--workloads-file=w",
+        "--trace-collector=otel.observability:4317",
+        "--trace-no-store",
+        "--trace-collector-timeout=2s",
+    ]))
+    .unwrap();
+    let f = forward.traces.forward.unwrap();
+    assert_eq!(f.collector, "http://otel.observability:4317");
+    assert_eq!(f.timeout, Duration::from_secs(2));
+    assert!(!forward.traces.keep);
+    assert_eq!(
+        Config::from_args(&args(&[
+            "--workloads-file=w",
+            "--trace-listen=0.0.0.0:8086"
+        ])),
+        Err(ConfigError::SameAddress("0.0.0.0:8086".parse().unwrap()))
+    );
+    for (flag, error) in [
+        ("--trace-no-store", ConfigError::NoTraceDestination),
+        (
+            "--trace-collector=https://otel:4317",
+            ConfigError::TraceCollector("https://otel:4317".into()),
+        ),
+        (
+            "--trace-collector=http://otel:4317/v1/traces",
+            ConfigError::TraceCollector("http://otel:4317/v1/traces".into()),
+        ),
+        (
+            "--trace-max-concurrent-exports=0",
+            ConfigError::ZeroLimit("--trace-max-concurrent-exports"),
+        ),
+    ] {
+        assert_eq!(
+            Config::from_args(&args(&["--workloads-file=w", flag])),
+            Err(error),
+            "{flag}"
+        );
+    }
+    assert!(Args::try_parse_from(["ferry-control", "--trace-listen=somewhere"]).is_err());
+}

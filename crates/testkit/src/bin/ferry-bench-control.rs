@@ -393,6 +393,8 @@ async fn main() -> anyhow::Result<()> {
             "127.0.0.1:0",
             "--api-listen",
             "127.0.0.1:0",
+            "--trace-listen",
+            "127.0.0.1:0",
             "--scrape-interval",
             "5m",
             "--log-format",

@@ -4,11 +4,13 @@
 //! - [`mesh`]: `ferry-control`, a `ferry-proxy` per workload and test apps with steady
 //!   traffic; every page of the dashboard, clicked through.
 //! - [`demo`]: the judged scenario, with `ferry demo` running.
+//! - [`traces`]: spans exported over OTLP, read back by `ferry trace` and the Traces pages.
 //!
 //! Both run alone (`.config/nextest.toml`): a cold Chromium on a busy two-core machine.
 
 mod demo;
 mod mesh;
+mod traces;
 
 use std::{path::PathBuf, time::Duration};
 

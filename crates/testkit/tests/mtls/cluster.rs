@@ -177,6 +177,8 @@ async fn a_mesh_on_a_fake_cluster() {
             &grpc_listen,
             "--api-listen",
             "127.0.0.1:0",
+            "--trace-listen",
+            "127.0.0.1:0",
             "--identity-dir",
             identity_dir.to_str().unwrap(),
             "--scrape-interval",
