@@ -22,6 +22,8 @@
 //! - [`dashboard`]: the web dashboard and the diagnostics routes it adds to the API.
 //! - [`injector`]: the proxy-injector webhook (AdmissionReview over HTTPS), adding what
 //!   `ferry inject` adds through the shared `ferry-inject` crate.
+//! - [`routes`]: Gateway API routes (local files), validated, served as Linkerd's
+//!   `OutboundPolicies` on the gRPC port.
 //! - [`config`]: flags and the validated [`Config`].
 //!
 //! [`run`] wires them: load discovery, load the identity CA, bind both listeners, serve
@@ -41,6 +43,7 @@ pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod resolutions;
+pub mod routes;
 pub mod stat;
 pub mod stat_api;
 pub mod tap;
@@ -107,6 +110,9 @@ pub enum RunError {
     /// The API server failed.
     #[error("serving the API")]
     Api(#[source] std::io::Error),
+    /// The route documents could not be loaded.
+    #[error("loading routes")]
+    Routes(#[from] routes::file::RoutesFileError),
     /// The public API's token file could not be read or written.
     #[error("reading or creating the API token file {path}")]
     ApiToken {
@@ -194,11 +200,16 @@ pub async fn run(
         None => None,
     };
     let identity = identity.map(|i| i.with_namespace(&config.namespace));
+    let routes = match &config.routes {
+        Some(path) => routes::file::spawn(path.clone(), config.routes_poll_interval).await?,
+        None => routes::Routes::default(),
+    };
     let surfaces = Surfaces {
         limits: config.limits.clone(),
         auth,
         tap: config.tap.clone(),
         grpc_tls: GrpcTls::WithIdentity,
+        routes,
     };
     serve_all(
         grpc,
@@ -225,6 +236,8 @@ pub struct Surfaces {
     pub tap: tap::RelayConfig,
     /// Whether the gRPC port speaks TLS when the identity CA runs.
     pub grpc_tls: GrpcTls,
+    /// The routes `OutboundPolicies` serves (none: every Service gets its default route).
+    pub routes: routes::Routes,
 }
 
 impl Default for Surfaces {
@@ -234,6 +247,7 @@ impl Default for Surfaces {
             auth: ApiAuth::Open,
             tap: tap::RelayConfig::default(),
             grpc_tls: GrpcTls::Plaintext,
+            routes: routes::Routes::default(),
         }
     }
 }
@@ -361,6 +375,7 @@ pub async fn serve_all<D: Discovery>(
             service,
             tls,
             &surfaces.limits.grpc,
+            &surfaces.routes,
             stop.clone().cancelled_owned(),
         );
         async move {
