@@ -61,10 +61,14 @@ pub async fn serve<D: Discovery>(
     limits: &crate::limits::ApiLimits,
     auth: auth::ApiAuth,
     relay: crate::tap::Relay,
+    routes: crate::routes::Routes,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let metrics = crate::stat_api::router(discovery.clone(), metrics);
-    let app = app_with_relay(discovery, identity, relay).merge(metrics);
+    let policy = crate::routes::api::router(discovery.clone(), routes);
+    let app = app_with_relay(discovery, identity, relay)
+        .merge(metrics)
+        .merge(policy);
     // Callers are checked first, so that a refused one holds no stream's place.
     let app = auth::protect(server::limit(app, limits), auth);
     server::serve(listener, app, limits, shutdown).await

@@ -394,6 +394,7 @@ pub async fn serve_all<D: Discovery>(
             &surfaces.limits.api,
             surfaces.auth.clone(),
             relay,
+            surfaces.routes.clone(),
             stop.clone().cancelled_owned(),
         );
         async move {

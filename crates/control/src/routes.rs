@@ -8,10 +8,12 @@
 //! - [`policy`]: the routes that apply to one Service port, resolved against discovery.
 //! - [`outbound`]: that policy as `io.linkerd.proxy.outbound` messages, and the gRPC
 //!   service that serves them (`Get`, `Watch`).
+//! - [`api`]: `GET /api/v1/policy`, the same policy as JSON for `ferry diagnostics policy`.
 //! - [`file`]: local mode: the documents in a file or directory, polled for edits.
 //!
 //! Parsing here is pure: text in, a [`RouteSet`] or an error naming the line and field out.
 
+pub mod api;
 pub mod file;
 pub mod gateway;
 pub mod order;

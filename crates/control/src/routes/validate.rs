@@ -256,11 +256,11 @@ fn metadata(v: &mut V, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Ob
         ),
         Some(name) if name.contains('/') || name.contains('%') || name == "." || name == ".." => v
             .push(
-            "metadata.name",
-            format!(
+                "metadata.name",
+                format!(
                 "Invalid value: {name:?}: may not contain '/' or '%' and may not be '.' or '..'"
             ),
-        ),
+            ),
         Some(_) => {}
     }
     if let Some(ns) = meta.namespace.as_deref() {
