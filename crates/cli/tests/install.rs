@@ -385,11 +385,13 @@ fn supplied_identity_files_are_used_verbatim() {
 }
 
 #[test]
-fn crds_flag_says_there_are_none() {
+fn crds_flag_prints_the_httpfault_crd() {
     let out = ferry(&["install", "--crds"]);
     assert!(out.status.success());
-    assert!(out.stdout.is_empty());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no CustomResourceDefinitions"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("kind: CustomResourceDefinition"), "{text}");
+    assert!(text.contains("name: httpfaults.policy.ferry.io"), "{text}");
+    assert_eq!(text.matches("kind: CustomResourceDefinition").count(), 1);
 }
 
 #[test]
