@@ -200,9 +200,15 @@ pub async fn run(
         None => None,
     };
     let identity = identity.map(|i| i.with_namespace(&config.namespace));
-    let routes = match &config.routes {
-        Some(path) => routes::file::spawn(path.clone(), config.routes_poll_interval).await?,
-        None => routes::Routes::default(),
+    // Local files when given; else, on Kubernetes, the routes the API server stores.
+    let routes = match (&config.routes, &discovery, &client) {
+        (Some(path), _, _) => {
+            routes::file::spawn(path.clone(), config.routes_poll_interval).await?
+        }
+        (None, AnyDiscovery::Kubernetes(_), Some(client)) => {
+            routes::kubernetes::spawn(client.clone(), discovery.watch(), DEFAULT_COALESCE)
+        }
+        (None, _, _) => routes::Routes::default(),
     };
     let surfaces = Surfaces {
         limits: config.limits.clone(),

@@ -9,6 +9,7 @@
 //! - [`outbound`]: that policy as `io.linkerd.proxy.outbound` messages, and the gRPC
 //!   service that serves them (`Get`, `Watch`).
 //! - [`api`]: `GET /api/v1/policy`, the same policy as JSON for `ferry diagnostics policy`.
+//! - [`kubernetes`]: on Kubernetes: the routes watched, their status written back.
 //! - [`file`]: local mode: the documents in a file or directory, polled for edits.
 //!
 //! Parsing here is pure: text in, a [`RouteSet`] or an error naming the line and field out.
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod file;
 pub mod gateway;
+pub mod kubernetes;
 pub mod order;
 pub mod outbound;
 pub mod policy;
@@ -67,6 +69,8 @@ impl RouteSet {
 #[derive(Clone, Debug)]
 pub struct Routes {
     tx: Arc<watch::Sender<Arc<RouteSet>>>,
+    /// The Kubernetes watches feeding `tx`, stopped with the last clone.
+    _tasks: Option<Arc<kubernetes::AbortTasks>>,
 }
 
 impl Default for Routes {
@@ -79,7 +83,10 @@ impl Routes {
     /// Starts with `set`.
     pub fn new(set: RouteSet) -> Self {
         let (tx, _) = watch::channel(Arc::new(set));
-        Self { tx: Arc::new(tx) }
+        Self {
+            tx: Arc::new(tx),
+            _tasks: None,
+        }
     }
 
     /// The latest set, notified on every change.

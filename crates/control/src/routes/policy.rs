@@ -220,6 +220,64 @@ mod opt_duration {
     }
 }
 
+/// Why a Service backend of a route in `route_ns` does not resolve: the `ResolvedRefs`
+/// reason (`RefNotPermitted`, `BackendNotFound`) and a message; `None` when it does.
+pub fn unresolved(
+    state: &ClusterState,
+    route_ns: &str,
+    ns: &str,
+    name: &str,
+    port: Option<i64>,
+) -> Option<(&'static str, String)> {
+    let svc = ObjectRef::new(ns, name);
+    if ns != route_ns {
+        return Some((
+            "RefNotPermitted",
+            format!("backend {svc} is in another namespace than the route (ReferenceGrant is not supported)"),
+        ));
+    }
+    let port16 = port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0);
+    match state.services.get(&svc) {
+        None => Some(("BackendNotFound", format!("service {svc} not found"))),
+        Some(s) if !s.ports.contains_key(&port16) => Some((
+            "BackendNotFound",
+            format!("service {svc} has no port {port16}"),
+        )),
+        Some(_) => None,
+    }
+}
+
+/// The first backend of `rules` (backendRefs, then mirrors) that does not resolve, as a
+/// `ResolvedRefs` reason and message.
+pub fn first_unresolved<'a>(
+    state: &ClusterState,
+    route_ns: &str,
+    rules: impl Iterator<Item = (&'a [BackendRef], &'a [RouteFilter])>,
+) -> Option<(&'static str, String)> {
+    for (backends, filters) in rules {
+        for b in backends {
+            let ns = b.namespace.as_deref().unwrap_or(route_ns);
+            if !b.is_service() {
+                return Some((
+                    "InvalidKind",
+                    format!("backend kind {}.{} is not supported", b.kind, b.group),
+                ));
+            }
+            if let Some(problem) = unresolved(state, route_ns, ns, &b.name, b.port) {
+                return Some(problem);
+            }
+        }
+        for m in filters.iter().filter_map(|f| f.request_mirror.as_ref()) {
+            let b = &m.backend_ref;
+            let ns = b.namespace.as_deref().unwrap_or(route_ns);
+            if let Some(problem) = unresolved(state, route_ns, ns, &b.name, b.port) {
+                return Some(problem);
+            }
+        }
+    }
+    None
+}
+
 /// Whether `parent` names the target's Service and port, from a route in `route_ns`.
 fn attaches(parent: &ParentRef, route_ns: &str, target: &Target) -> bool {
     parent.is_service()
@@ -356,17 +414,8 @@ impl Context<'_> {
     ) -> PolicyBackend {
         let port16 = port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0);
         let svc = ObjectRef::new(ns, name);
-        let error = if ns != route_ns {
-            Some(format!("backend {svc} is in another namespace than the route (RefNotPermitted: no ReferenceGrant support)"))
-        } else {
-            match self.state.services.get(&svc) {
-                None => Some(format!("service {svc} not found (BackendNotFound)")),
-                Some(s) if !s.ports.contains_key(&port16) => Some(format!(
-                    "service {svc} has no port {port16} (BackendNotFound)"
-                )),
-                Some(_) => None,
-            }
-        };
+        let error = unresolved(self.state, route_ns, ns, name, port)
+            .map(|(reason, message)| format!("{message} ({reason})"));
         PolicyBackend {
             namespace: ns.to_string(),
             name: name.to_string(),
