@@ -192,6 +192,9 @@ fn rbac_is_least_privilege() {
         "discovery.k8s.io/endpointslices",
         "apps/replicasets",
         "batch/jobs",
+        "gateway.networking.k8s.io/httproutes",
+        "gateway.networking.k8s.io/grpcroutes",
+        "policy.ferry.io/httpfaults",
     ] {
         assert_eq!(
             grants.remove(resource).unwrap_or_default(),
@@ -203,6 +206,17 @@ fn rbac_is_least_privilege() {
         grants.remove("authentication.k8s.io/tokenreviews").unwrap(),
         ["create"]
     );
+    // Route status (Accepted, ResolvedRefs) is the one thing it writes.
+    for status in [
+        "gateway.networking.k8s.io/httproutes/status",
+        "gateway.networking.k8s.io/grpcroutes/status",
+    ] {
+        assert_eq!(
+            grants.remove(status).unwrap_or_default(),
+            ["patch"],
+            "{status}"
+        );
+    }
     // The exposed public API asks RBAC about its callers.
     assert_eq!(
         grants
