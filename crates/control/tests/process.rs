@@ -847,7 +847,7 @@ async fn outbound_policies_serve_the_routes_file_and_follow_its_edits() {
         weights(&rules[1]),
         [(web.to_string(), 90), (canary.clone(), 10)]
     );
-    let timeouts = rules[1].timeouts.clone().expect("timeouts");
+    let timeouts = rules[1].timeouts.expect("timeouts");
     assert_eq!(timeouts.request.map(|d| d.seconds), Some(5));
     assert_eq!(timeouts.response.map(|d| d.seconds), Some(2));
     let retry = rules[1].retry.clone().expect("retry");

@@ -637,7 +637,7 @@ fn filter(v: &mut V, field: &str, f: &RouteFilter, kind: Kind) {
         );
         v.rule(
             field,
-            !(!set && t == ty),
+            set || t != ty,
             &format!("filter.{name} must be specified for {tn} filter.type"),
         );
     }
