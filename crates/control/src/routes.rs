@@ -23,12 +23,26 @@ pub mod outbound;
 pub mod policy;
 pub mod validate;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use gateway::{GrpcRoute, HttpFault, HttpRoute};
+
+use crate::model::ObjectRef;
+
+/// Whether an annotation is one of Linkerd's that routes read.
+pub fn is_policy_annotation(key: &str) -> bool {
+    [
+        "retry.linkerd.io/",
+        "timeout.linkerd.io/",
+        "balancer.linkerd.io/",
+    ]
+    .iter()
+    .any(|p| key.starts_with(p))
+}
 
 /// The namespace of local documents that name none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -42,6 +56,9 @@ pub struct RouteSet {
     pub grpc: Vec<GrpcRoute>,
     /// `HTTPFault`s, namespaces filled in.
     pub faults: Vec<HttpFault>,
+    /// Linkerd's annotations of Services (`retry.linkerd.io/*`, `timeout.linkerd.io/*`,
+    /// `balancer.linkerd.io/*`), by Service; Services without any are absent.
+    pub services: BTreeMap<ObjectRef, BTreeMap<String, String>>,
 }
 
 impl RouteSet {
@@ -50,11 +67,12 @@ impl RouteSet {
         self.http.extend(other.http);
         self.grpc.extend(other.grpc);
         self.faults.extend(other.faults);
+        self.services.extend(other.services);
     }
 
     /// How many documents there are.
     pub fn len(&self) -> usize {
-        self.http.len() + self.grpc.len() + self.faults.len()
+        self.http.len() + self.grpc.len() + self.faults.len() + self.services.len()
     }
 
     /// Whether there are none.
@@ -223,8 +241,26 @@ fn parse_document(doc: &str) -> Result<Option<RouteSet>, Vec<DocumentError>> {
         .unwrap_or("");
     let mut set = RouteSet::default();
     match kind {
-        // Services may sit beside their routes; in local mode the workloads file declares them.
-        "Service" if api_version == "v1" => return Ok(None),
+        // Services may sit beside their routes: the workloads file declares their endpoints,
+        // and their Linkerd annotations (retries, timeouts, failure accrual) are read here.
+        "Service" if api_version == "v1" => {
+            let meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta =
+                serde_yaml_ng::from_value(value.get("metadata").cloned().unwrap_or_default())
+                    .map_err(|e| vec![syntax_error(&e)])?;
+            let annotations: BTreeMap<String, String> = meta
+                .annotations
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(k, _)| is_policy_annotation(k))
+                .collect();
+            if let (Some(name), false) = (meta.name, annotations.is_empty()) {
+                let ns = meta
+                    .namespace
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+                set.services.insert(ObjectRef::new(ns, name), annotations);
+            }
+        }
         "HTTPRoute" => {
             let mut route: HttpRoute = typed(doc)?;
             validate::http_route(&route).map_err(|e| invalid(doc, e))?;

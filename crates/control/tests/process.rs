@@ -702,6 +702,14 @@ metadata:
   name: flaky
 spec:
   abort: {httpStatus: 503, percent: 25}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web-canary
+  annotations:
+    timeout.linkerd.io/request: 3s
+    balancer.linkerd.io/failure-accrual: consecutive
 ";
 
 const GRPC_ROUTE: &str = "
@@ -779,6 +787,17 @@ mod policies {
         match &h.value {
             Some(hr::header_match::Value::Exact(v)) => (h.name.clone(), v.clone()),
             other => panic!("expected exact, got {other:?}"),
+        }
+    }
+
+    /// The consecutive-failures limit of a detect policy's HTTP/1 routes, if any.
+    pub fn failure_accrual(policy: &pb::OutboundPolicy) -> Option<u32> {
+        let Some(Kind::Detect(d)) = policy.protocol.as_ref().and_then(|p| p.kind.as_ref()) else {
+            return None;
+        };
+        match d.http1.as_ref()?.failure_accrual.as_ref()?.kind.as_ref()? {
+            pb::failure_accrual::Kind::ConsecutiveFailures(c) => Some(c.max_failures),
+            pb::failure_accrual::Kind::Unified(_) => None,
         }
     }
 
@@ -864,6 +883,10 @@ async fn outbound_policies_serve_the_routes_file_and_follow_its_edits() {
     let default = http_routes(&policy);
     assert_eq!(route_name(default[0].metadata.as_ref()), "default:http");
     assert_eq!(weights(&default[0].rules[0]), [(canary.clone(), 1)]);
+    // With the Service's annotations: its timeout, and failure accrual (Linkerd's defaults).
+    let request = default[0].rules[0].timeouts.and_then(|t| t.request);
+    assert_eq!(request.map(|d| d.seconds), Some(3));
+    assert_eq!(failure_accrual(&policy), Some(7));
     // Unknown services and ports are NotFound; garbage is InvalidArgument.
     let status = client
         .get(spec("nope.default.svc.cluster.local:8080"))

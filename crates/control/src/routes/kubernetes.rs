@@ -35,8 +35,8 @@ fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
 }
 
-/// The watched resources.
-fn resources() -> [ApiResource; 3] {
+/// The watched resources; Services last (only their Linkerd annotations are kept).
+fn resources() -> [ApiResource; 4] {
     [
         resource(
             super::gateway::GATEWAY_GROUP,
@@ -56,6 +56,7 @@ fn resources() -> [ApiResource; 3] {
             super::gateway::HTTP_FAULT_KIND,
             "httpfaults",
         ),
+        resource("", "v1", "Service", "services"),
     ]
 }
 
@@ -68,9 +69,9 @@ pub fn spawn(
 ) -> Routes {
     let routes = Routes::default();
     let changed = Arc::new(Notify::new());
-    let [http, grpc, faults] = resources();
+    let [http, grpc, faults, services] = resources();
     let mut tasks = Vec::new();
-    let stores = [&http, &grpc, &faults].map(|ar| {
+    let stores = [&http, &grpc, &faults, &services].map(|ar| {
         let (store, task) = reflect(&client, ar, &changed);
         tasks.push(task);
         store
@@ -78,7 +79,7 @@ pub fn spawn(
     let publisher = Publisher {
         client,
         stores,
-        resources: [http, grpc, faults],
+        resources: [http, grpc, faults, services],
         changed,
         states,
         routes: Arc::downgrade(&routes.tx),
@@ -119,8 +120,20 @@ fn reflect(
     let reader = writer.as_reader();
     let kind = ar.kind.clone();
     let changed = changed.clone();
+    let services = ar.plural == "services";
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
+        // Of Services only their Linkerd annotations matter here (discovery has the rest).
+        .modify(move |o: &mut DynamicObject| {
+            if services {
+                o.data = Value::Null;
+                o.metadata.managed_fields = None;
+                o.metadata.labels = None;
+                if let Some(a) = o.metadata.annotations.as_mut() {
+                    a.retain(|k, _| super::is_policy_annotation(k));
+                }
+            }
+        })
         .reflect(writer);
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -140,8 +153,8 @@ fn reflect(
 
 struct Publisher {
     client: Client,
-    stores: [Store<DynamicObject>; 3],
-    resources: [ApiResource; 3],
+    stores: [Store<DynamicObject>; 4],
+    resources: [ApiResource; 4],
     changed: Arc<Notify>,
     states: watch::Receiver<Arc<ClusterState>>,
     routes: std::sync::Weak<watch::Sender<Arc<RouteSet>>>,
@@ -193,7 +206,7 @@ impl Publisher {
     async fn run(mut self) {
         loop {
             let state = self.states.borrow_and_update().clone();
-            let [http_ar, grpc_ar, fault_ar] = &self.resources;
+            let [http_ar, grpc_ar, fault_ar, _] = &self.resources;
             let http: Vec<Read<HttpRoute>> = by_name(self.stores[0].state())
                 .into_iter()
                 .map(|object| {
@@ -233,10 +246,21 @@ impl Publisher {
                     }
                 })
                 .collect();
+            let services = self.stores[3]
+                .state()
+                .into_iter()
+                .filter_map(|o| {
+                    let a = o.metadata.annotations.clone().filter(|a| !a.is_empty())?;
+                    let key =
+                        ObjectRef::new(o.metadata.namespace.clone()?, o.metadata.name.clone()?);
+                    Some((key, a))
+                })
+                .collect();
             let mut set = RouteSet {
                 http: http.iter().filter_map(|r| r.route.clone().ok()).collect(),
                 grpc: grpc.iter().filter_map(|r| r.route.clone().ok()).collect(),
                 faults,
+                services,
             };
             // Store order is arbitrary; keep the set stable so unchanged reads do not fan out.
             set.http

@@ -143,10 +143,11 @@ pub fn translate(p: &ServicePolicy) -> pb::OutboundPolicy {
         error: None,
         filters: Vec::new(),
     };
+    let failure_accrual = p.failure_accrual.as_ref().map(accrual);
     let kind = if p.protocol == "grpc" {
         pb::proxy_protocol::Kind::Grpc(pb::proxy_protocol::Grpc {
             routes: p.routes.iter().map(grpc_route).collect(),
-            failure_accrual: None,
+            failure_accrual,
         })
     } else {
         let routes: Vec<pb::HttpRoute> = p.routes.iter().map(http_route).collect();
@@ -157,17 +158,34 @@ pub fn translate(p: &ServicePolicy) -> pb::OutboundPolicy {
             }),
             http1: Some(pb::proxy_protocol::Http1 {
                 routes: routes.clone(),
-                failure_accrual: None,
+                failure_accrual: failure_accrual.clone(),
             }),
             http2: Some(pb::proxy_protocol::Http2 {
                 routes,
-                failure_accrual: None,
+                failure_accrual,
             }),
         })
     };
     pb::OutboundPolicy {
         protocol: Some(pb::ProxyProtocol { kind: Some(kind) }),
         metadata: Some(resource("core", "Service", &p.namespace, &p.name, p.port)),
+    }
+}
+
+fn accrual(f: &policy::FailureAccrual) -> pb::FailureAccrual {
+    pb::FailureAccrual {
+        ejection: None,
+        kind: Some(pb::failure_accrual::Kind::ConsecutiveFailures(
+            pb::failure_accrual::ConsecutiveFailures {
+                max_failures: f.max_failures,
+                backoff: Some(pb::ExponentialBackoff {
+                    min_backoff: Some(duration(f.min_penalty)),
+                    max_backoff: Some(duration(f.max_penalty)),
+                    jitter_ratio: f.jitter_ratio,
+                    respect_retry_after_hint: false,
+                }),
+            },
+        )),
     }
 }
 

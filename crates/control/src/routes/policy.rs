@@ -11,8 +11,10 @@
 //! Service itself.
 //!
 //! Effective retry and timeout settings come from the rule's `retry` / `timeouts` fields,
-//! else from Linkerd's annotations on the route (`retry.linkerd.io/http`, `…/grpc`,
-//! `…/limit`, `…/timeout`, `timeout.linkerd.io/request`, `…/response`, `…/idle`).
+//! else from Linkerd's annotations on the route, else on the Service (`retry.linkerd.io/http`,
+//! `…/grpc`, `…/limit`, `…/timeout`, `timeout.linkerd.io/request`, `…/response`, `…/idle`);
+//! the default route takes the Service's. Failure accrual comes from the Service's
+//! `balancer.linkerd.io/failure-accrual` annotations.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -64,6 +66,69 @@ pub struct ServicePolicy {
     pub protocol: &'static str,
     /// The routes, oldest first (then by namespace/name); the default route when none.
     pub routes: Vec<PolicyRoute>,
+    /// Per-endpoint circuit breaking, from the Service's
+    /// `balancer.linkerd.io/failure-accrual` annotations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_accrual: Option<FailureAccrual>,
+}
+
+/// Consecutive-failures accrual: an endpoint failing `max_failures` times in a row is
+/// ejected, and probed again after a backoff from `min_penalty` to `max_penalty`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureAccrual {
+    /// Consecutive failures that eject an endpoint.
+    pub max_failures: u32,
+    /// The first ejection's length.
+    #[serde(with = "duration_text")]
+    pub min_penalty: Duration,
+    /// The longest ejection.
+    #[serde(with = "duration_text")]
+    pub max_penalty: Duration,
+    /// Random spread of each penalty, as a ratio of it.
+    pub jitter_ratio: f32,
+}
+
+mod duration_text {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+/// Linkerd's defaults for consecutive-failures accrual.
+pub const DEFAULT_MAX_FAILURES: u32 = 7;
+/// See [`DEFAULT_MAX_FAILURES`].
+pub const DEFAULT_MIN_PENALTY: Duration = Duration::from_secs(1);
+/// See [`DEFAULT_MAX_FAILURES`].
+pub const DEFAULT_MAX_PENALTY: Duration = Duration::from_secs(60);
+/// See [`DEFAULT_MAX_FAILURES`].
+pub const DEFAULT_JITTER_RATIO: f32 = 0.5;
+
+/// `balancer.linkerd.io/failure-accrual: consecutive` and its
+/// `failure-accrual-consecutive-{max-failures,min-penalty,max-penalty,jitter-ratio}`.
+pub fn failure_accrual(annotations: &BTreeMap<String, String>) -> Option<FailureAccrual> {
+    const PREFIX: &str = "balancer.linkerd.io/failure-accrual";
+    if annotations.get(PREFIX).map(|v| v.trim()) != Some("consecutive") {
+        return None;
+    }
+    let get = |k: &str| annotations.get(&format!("{PREFIX}-consecutive-{k}"));
+    Some(FailureAccrual {
+        max_failures: get("max-failures")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_MAX_FAILURES),
+        min_penalty: get("min-penalty")
+            .and_then(|v| annotation_duration(v))
+            .unwrap_or(DEFAULT_MIN_PENALTY),
+        max_penalty: get("max-penalty")
+            .and_then(|v| annotation_duration(v))
+            .unwrap_or(DEFAULT_MAX_PENALTY),
+        jitter_ratio: get("jitter-ratio")
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|r: &f32| (0.0..=100.0).contains(r))
+            .unwrap_or(DEFAULT_JITTER_RATIO),
+    })
 }
 
 /// One route as served.
@@ -371,6 +436,11 @@ pub fn compile(state: &ClusterState, routes: &RouteSet, target: &Target) -> Opti
         authority,
         protocol,
         routes,
+        failure_accrual: cx
+            .routes
+            .services
+            .get(&target.service)
+            .and_then(failure_accrual),
     })
 }
 
@@ -381,6 +451,20 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
+    /// The Service's Linkerd annotations, overridden key by key by the route's.
+    fn notes(&self, route: Option<&ObjectMeta>) -> Annotations {
+        let mut merged = self
+            .routes
+            .services
+            .get(&self.target.service)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(a) = route.and_then(|m| m.annotations.as_ref()) {
+            merged.extend(a.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        Annotations::read(&merged)
+    }
+
     fn parent_backend(&self) -> PolicyBackend {
         self.backend(
             &self.target.service.namespace,
@@ -391,7 +475,9 @@ impl Context<'_> {
         )
     }
 
+    /// Every request to the Service itself, with the Service's Linkerd annotations.
     fn default_route(&self) -> PolicyRoute {
+        let notes = self.notes(None);
         PolicyRoute {
             kind: "default",
             namespace: self.target.service.namespace.clone(),
@@ -399,6 +485,12 @@ impl Context<'_> {
             rules: vec![PolicyRule {
                 http_matches: vec![HttpRouteMatch::default()],
                 backends: vec![self.parent_backend()],
+                timeouts: Timeouts {
+                    request: notes.request_timeout.filter(|d| !d.is_zero()),
+                    backend_request: notes.response_timeout,
+                    idle: notes.idle_timeout,
+                },
+                retry: notes.http_retry(),
                 ..PolicyRule::default()
             }],
         }
@@ -544,7 +636,7 @@ impl Context<'_> {
 
     fn http_route(&self, route: &HttpRoute) -> PolicyRoute {
         let ns = namespace(&route.metadata);
-        let notes = Annotations::read(&route.metadata);
+        let notes = self.notes(Some(&route.metadata));
         let rules = route
             .spec
             .rules
@@ -607,7 +699,7 @@ impl Context<'_> {
 
     fn grpc_route(&self, route: &GrpcRoute) -> PolicyRoute {
         let ns = namespace(&route.metadata);
-        let notes = Annotations::read(&route.metadata);
+        let notes = self.notes(Some(&route.metadata));
         let rules = route
             .spec
             .rules
@@ -639,7 +731,7 @@ impl Context<'_> {
     }
 }
 
-/// Linkerd's retry and timeout annotations on a route.
+/// Linkerd's retry and timeout annotations: the Service's, each overridden by the route's.
 #[derive(Debug, Default)]
 struct Annotations {
     http: Option<Vec<(u16, u16)>>,
@@ -652,9 +744,7 @@ struct Annotations {
 }
 
 impl Annotations {
-    fn read(meta: &ObjectMeta) -> Self {
-        let empty = BTreeMap::new();
-        let a = meta.annotations.as_ref().unwrap_or(&empty);
+    fn read(a: &BTreeMap<String, String>) -> Self {
         let get = |k: &str| a.get(k).map(String::as_str);
         let duration = |k: &str| get(k).and_then(annotation_duration);
         Self {
@@ -846,3 +936,6 @@ fn regex_ok(out: &mut Vec<FieldError>, field: &str, pattern: &str) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests;

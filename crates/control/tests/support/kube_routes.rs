@@ -157,6 +157,22 @@ async fn recorded_routes_are_served_and_their_status_written_back() {
         "status is written only when it changes"
     );
 
+    // Linkerd's annotations on Services are watched too (only those are kept).
+    let mut voting = api.get("Service", NS, "voting-svc").unwrap();
+    voting["kind"] = json!("Service");
+    voting["metadata"]["annotations"] = json!({
+        "balancer.linkerd.io/failure-accrual": "consecutive",
+        "retry.linkerd.io/limit": "3",
+    });
+    api.apply(voting);
+    let svc = ObjectRef::new(NS, "voting-svc");
+    let set = tokio::time::timeout(SHOWS, rx.wait_for(|set| set.services.contains_key(&svc)))
+        .await
+        .expect("the Service's annotations are read")
+        .unwrap()
+        .clone();
+    assert_eq!(set.services[&svc].len(), 2, "{:?}", set.services[&svc]);
+
     // Deleted routes leave the set.
     assert!(api.delete("HTTPRoute", NS, "voting-split"));
     tokio::time::timeout(SHOWS, rx.wait_for(|set| set.http.is_empty()))
