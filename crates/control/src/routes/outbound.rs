@@ -158,7 +158,7 @@ pub fn translate(p: &ServicePolicy) -> pb::OutboundPolicy {
             }),
             http1: Some(pb::proxy_protocol::Http1 {
                 routes: routes.clone(),
-                failure_accrual: failure_accrual.clone(),
+                failure_accrual,
             }),
             http2: Some(pb::proxy_protocol::Http2 {
                 routes,
