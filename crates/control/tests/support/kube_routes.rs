@@ -5,9 +5,11 @@ use ferry_control::discovery::kubernetes::{client, KubeSource, DEFAULT_COALESCE}
 use ferry_control::discovery::Discovery;
 use ferry_control::model::ObjectRef;
 use ferry_control::routes::kubernetes::{spawn, CONTROLLER_NAME};
+use ferry_control::routes::outbound;
 use ferry_control::routes::policy::{compile, Target};
 use ferry_testkit::kube_api::FakeKubeApi;
 use ferry_testkit::wait_until;
+use linkerd2_proxy_api::outbound::{traffic_spec, TrafficSpec};
 use serde_json::{json, Value};
 
 use super::kube_discovery::{discovery, NS, SHOWS};
@@ -77,6 +79,22 @@ async fn recorded_routes_are_served_and_their_status_written_back() {
         caller_namespace: None,
     };
     let state = discovery.watch().borrow().clone();
+    // Proxies may ask by ClusterIP: the Service's address names the same target.
+    let by_ip = outbound::target(
+        &state,
+        &TrafficSpec {
+            source_workload: "emojivoto:web-0".into(),
+            target: Some(traffic_spec::Target::Addr(
+                "10.96.24.60:8080"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            )),
+        },
+    )
+    .expect("voting-svc's ClusterIP");
+    assert_eq!(by_ip.service, target.service);
+    assert_eq!(by_ip.caller_namespace.as_deref(), Some(NS));
     let policy = compile(&state, &rx.borrow(), &target).expect("voting-svc:8080 is known");
     assert_eq!(policy.protocol, "grpc");
     assert_eq!(policy.routes[0].name, "voting-grpc");

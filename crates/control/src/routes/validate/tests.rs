@@ -503,3 +503,61 @@ fn collect_messages(value: &serde_yaml_ng::Value, out: &mut Vec<String>) {
         _ => {}
     }
 }
+
+/// Every `pattern` of the CRDs' schemas for the fields Ferry models is the one checked here,
+/// character for character, and every string enum value is spelled here or in the types.
+#[test]
+fn every_pattern_and_enum_of_the_crds_is_the_one_checked() {
+    let dir = ferry_testkit::kube_api::fixtures_dir().join("gateway-api-v1.6.1/experimental");
+    let source = format!(
+        "{}{}",
+        include_str!("../validate.rs"),
+        include_str!("../gateway.rs")
+    );
+    let mut patterns = 0;
+    for file in ["httproutes.yaml", "grpcroutes.yaml"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let crd: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let v1 = crd["spec"]["versions"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "v1")
+            .unwrap();
+        let spec = &v1["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        walk(spec, &mut |node| {
+            if let Some(p) = node.get("pattern").and_then(|p| p.as_str()) {
+                patterns += 1;
+                assert!(source.contains(p), "pattern not checked: {p}");
+            }
+            for value in node
+                .get("enum")
+                .and_then(|e| e.as_sequence())
+                .into_iter()
+                .flatten()
+            {
+                if let Some(v) = value.as_str() {
+                    assert!(source.contains(v), "enum value not known: {v}");
+                }
+            }
+        });
+    }
+    assert!(patterns > 20, "read the CRDs' patterns ({patterns})");
+}
+
+/// Visits every schema node, except the parts Ferry refuses as unsupported.
+fn walk(node: &serde_yaml_ng::Value, visit: &mut impl FnMut(&serde_yaml_ng::Value)) {
+    visit(node);
+    if let Some(props) = node.get("properties").and_then(|p| p.as_mapping()) {
+        for (key, child) in props {
+            let skip = ["cors", "externalAuth", "sessionPersistence"];
+            if key.as_str().is_some_and(|k| skip.contains(&k)) {
+                continue;
+            }
+            walk(child, visit);
+        }
+    }
+    if let Some(items) = node.get("items") {
+        walk(items, visit);
+    }
+}
