@@ -214,3 +214,39 @@ fn locate_follows_block_style_and_falls_back_to_the_enclosing_field_in_flow_styl
     let doc = "spec:\n  rules:\n  - name: a\n  - name: b\n    x: 1\n";
     assert_eq!(locate(doc, "spec.rules[1].x"), 5);
 }
+
+/// Bad input gets an error, never a panic: every one-byte edit and every truncation of a
+/// valid stream parses or is refused with a line inside the text.
+#[test]
+fn mangled_documents_are_refused_without_panicking() {
+    let text = format!("{SPLIT}---\n{}", recorded("applied-routes.yaml"));
+    let lines = text.lines().count() + 1;
+    let mut refused = 0;
+    let mut check = |candidate: &str| {
+        if let Err(errors) = parse(candidate) {
+            refused += 1;
+            for e in errors.0 {
+                assert!(e.line >= 1 && e.line <= lines, "{e} in:\n{candidate}");
+            }
+        }
+    };
+    for cut in (0..text.len()).step_by(7) {
+        check(&text[..cut]);
+    }
+    let bytes = text.as_bytes();
+    for (i, replacement) in (0..bytes.len()).step_by(3).zip(
+        [b'-', b':', b' ', b'{', b'"', b'\n', b'x', b'9']
+            .iter()
+            .cycle(),
+    ) {
+        let mut edited = bytes.to_vec();
+        edited[i] = *replacement;
+        if let Ok(candidate) = std::str::from_utf8(&edited) {
+            check(candidate);
+        }
+    }
+    assert!(
+        refused > 100,
+        "the edits broke something ({refused} refused)"
+    );
+}
