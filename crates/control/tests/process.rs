@@ -962,6 +962,20 @@ async fn outbound_policies_serve_the_routes_file_and_follow_its_edits() {
         .unwrap()
         .unwrap();
     assert!(is_grpc(&next), "{next:?}");
+
+    // Discovery changes move the policy too: without web-canary, its backend fails.
+    file.write(&WEB.replace(
+        "  - {name: web-canary, port: 8080, workloads: [web-canary]}\n",
+        "",
+    ));
+    let next = within(PROCESS, "the policy without web-canary", stream.message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        format!("{next:?}").contains("service default/web-canary not found"),
+        "{next:?}"
+    );
 }
 
 #[tokio::test]
