@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 pub const HEALTH_PATH: &str = "/api/v1/health";
 /// `GET ?authority=<name:port>`: what `Destination.Get` answers; answers [`Endpoints`].
 pub const ENDPOINTS_PATH: &str = "/api/v1/endpoints";
+/// `GET ?authority=<name:port>[&callerNamespace=<ns>]`: the routes policy
+/// `OutboundPolicies` serves for a Service port, as JSON (docs/routes.md).
+pub const POLICY_PATH: &str = "/api/v1/policy";
 
 /// The body of [`HEALTH_PATH`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

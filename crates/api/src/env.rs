@@ -141,6 +141,8 @@ pub const CONTROL_KUBE_CONTEXT: &str = "FERRY_CONTROL_KUBE_CONTEXT";
 pub const CONTROL_TOKEN_VALIDATION: &str = "FERRY_CONTROL_TOKEN_VALIDATION";
 /// `--workloads-file`: the local workloads file the control plane watches.
 pub const CONTROL_WORKLOADS_FILE: &str = "FERRY_CONTROL_WORKLOADS_FILE";
+/// `--routes`: a file or directory of route documents (HTTPRoute, GRPCRoute, HTTPFault).
+pub const CONTROL_ROUTES: &str = "FERRY_CONTROL_ROUTES";
 /// `--workloads-poll-interval`: how often the workloads file is checked for edits.
 pub const CONTROL_WORKLOADS_POLL_INTERVAL: &str = "FERRY_CONTROL_WORKLOADS_POLL_INTERVAL";
 /// `--log`: the control plane's tracing filter (e.g. `info,ferry_control=debug`).

@@ -167,6 +167,17 @@ pub fn generate() -> Result<Vec<(String, String)>, RenderError> {
         ("values.yaml".to_string(), values_yaml()),
         ("templates/_helpers.tpl".to_string(), helpers_tpl()),
     ];
+    // CRDs go in `crds/`, which Helm applies before the templates (and never templates).
+    for crd in install::render_crds() {
+        let name = crd["metadata"]["name"]
+            .as_str()
+            .unwrap_or("crd")
+            .to_string();
+        files.push((
+            format!("crds/{name}.yaml"),
+            format!("{HEADER}{}", yaml(&crd)),
+        ));
+    }
     // HA renders a superset of the objects, in the same order: walk it.
     for (i, h) in ha.iter().enumerate() {
         let body = match plain.iter().find(|p| same_object(p, h)) {

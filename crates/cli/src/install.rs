@@ -269,17 +269,90 @@ fn tls_secret(cfg: &InstallConfig, name: &str, cert: &str, key: &str) -> Secret 
     }
 }
 
-/// What `--crds` prints: Ferry defines no custom resources yet.
+/// What `--crds` prints: Ferry's one custom resource, `HTTPFault` (`policy.ferry.io`), the
+/// fault injection routes reference with an `ExtensionRef` filter (docs/routes.md). Its
+/// schema states the same rules `ferry-control` checks in local files.
 pub fn render_crds() -> Vec<Value> {
-    Vec::new()
+    let percent = serde_json::json!({
+        "type": "integer", "minimum": 0, "maximum": 100, "default": 100,
+        "description": "Share of requests, 0-100.",
+    });
+    let schema = serde_json::json!({
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": {
+                "type": "object",
+                "description": "What to inject into requests the referencing route rule selects.",
+                "x-kubernetes-validations": [{
+                    "rule": "has(self.abort) || has(self.delay)",
+                    "message": "at least one of abort and delay must be specified",
+                }],
+                "properties": {
+                    "abort": {
+                        "type": "object",
+                        "description": "Answer instead of the backend.",
+                        "x-kubernetes-validations": [{
+                            "rule": "has(self.httpStatus) != has(self.grpcStatus)",
+                            "message": "exactly one of httpStatus and grpcStatus must be specified",
+                        }],
+                        "properties": {
+                            "httpStatus": {"type": "integer", "minimum": 100, "maximum": 599},
+                            "grpcStatus": {"type": "integer", "minimum": 1, "maximum": 16},
+                            "percent": percent,
+                        },
+                    },
+                    "delay": {
+                        "type": "object",
+                        "description": "Wait before forwarding.",
+                        "required": ["fixedDelay"],
+                        "properties": {
+                            "fixedDelay": {
+                                "type": "string",
+                                "pattern": "^([0-9]{1,5}(h|m|s|ms)){1,4}$",
+                                "description": "A Gateway API duration: 2s, 150ms, 1m30s.",
+                            },
+                            "percent": percent,
+                        },
+                    },
+                },
+            },
+        },
+    });
+    let crd = serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": "httpfaults.policy.ferry.io",
+            "labels": {"app.kubernetes.io/part-of": "ferry"},
+        },
+        "spec": {
+            "group": "policy.ferry.io",
+            "scope": "Namespaced",
+            "names": {
+                "kind": "HTTPFault",
+                "listKind": "HTTPFaultList",
+                "plural": "httpfaults",
+                "singular": "httpfault",
+            },
+            "versions": [{
+                "name": "v1alpha1",
+                "served": true,
+                "storage": true,
+                "schema": {"openAPIV3Schema": schema},
+            }],
+        },
+    });
+    // Plain JSON data always has a YAML form.
+    vec![serde_yaml_ng::to_value(crd).expect("JSON converts to YAML")]
 }
 
 /// Runs `ferry install`.
 pub fn run(args: &InstallArgs) -> anyhow::Result<()> {
     let docs = if args.crds {
-        eprintln!(
-            "ferry defines no CustomResourceDefinitions yet: there is nothing to apply with --crds"
-        );
         render_crds()
     } else {
         let cfg = InstallConfig::from_args(args).context("preparing the install")?;

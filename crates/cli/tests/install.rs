@@ -192,6 +192,9 @@ fn rbac_is_least_privilege() {
         "discovery.k8s.io/endpointslices",
         "apps/replicasets",
         "batch/jobs",
+        "gateway.networking.k8s.io/httproutes",
+        "gateway.networking.k8s.io/grpcroutes",
+        "policy.ferry.io/httpfaults",
     ] {
         assert_eq!(
             grants.remove(resource).unwrap_or_default(),
@@ -203,6 +206,17 @@ fn rbac_is_least_privilege() {
         grants.remove("authentication.k8s.io/tokenreviews").unwrap(),
         ["create"]
     );
+    // Route status (Accepted, ResolvedRefs) is the one thing it writes.
+    for status in [
+        "gateway.networking.k8s.io/httproutes/status",
+        "gateway.networking.k8s.io/grpcroutes/status",
+    ] {
+        assert_eq!(
+            grants.remove(status).unwrap_or_default(),
+            ["patch"],
+            "{status}"
+        );
+    }
     // The exposed public API asks RBAC about its callers.
     assert_eq!(
         grants
@@ -385,11 +399,13 @@ fn supplied_identity_files_are_used_verbatim() {
 }
 
 #[test]
-fn crds_flag_says_there_are_none() {
+fn crds_flag_prints_the_httpfault_crd() {
     let out = ferry(&["install", "--crds"]);
     assert!(out.status.success());
-    assert!(out.stdout.is_empty());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no CustomResourceDefinitions"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("kind: CustomResourceDefinition"), "{text}");
+    assert!(text.contains("name: httpfaults.policy.ferry.io"), "{text}");
+    assert_eq!(text.matches("kind: CustomResourceDefinition").count(), 1);
 }
 
 #[test]

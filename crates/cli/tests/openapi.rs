@@ -49,6 +49,14 @@ fn install_output_validates() {
 }
 
 #[test]
+fn install_crds_output_validates() {
+    let docs = parse_stream(&run_ok(ferry().args(["install", "--crds"])));
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0]["kind"], "CustomResourceDefinition");
+    validate_all("ferry install --crds", &docs);
+}
+
+#[test]
 fn install_ha_output_validates() {
     let docs = parse_stream(&run_ok(ferry().args(["install", "--ha"])));
     assert!(docs.iter().any(|d| d["kind"] == "PodDisruptionBudget"));

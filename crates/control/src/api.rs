@@ -62,12 +62,15 @@ pub async fn serve<D: Discovery>(
     auth: auth::ApiAuth,
     relay: crate::tap::Relay,
     traces: crate::traces::store::TraceStore,
+    routes: crate::routes::Routes,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let metrics = crate::stat_api::router(discovery.clone(), metrics);
+    let policy = crate::routes::api::router(discovery.clone(), routes);
     let app = app_with_relay(discovery, identity, relay)
         .merge(metrics)
-        .merge(crate::traces::api::router(traces));
+        .merge(crate::traces::api::router(traces))
+        .merge(policy);
     // Callers are checked first, so that a refused one holds no stream's place.
     let app = auth::protect(server::limit(app, limits), auth);
     server::serve(listener, app, limits, shutdown).await

@@ -99,7 +99,12 @@ pub struct Args {
     /// files under --identity-dir, the default with the workloads file).
     #[arg(long, env = env::CONTROL_TOKEN_VALIDATION)]
     pub token_validation: Option<TokenValidation>,
-    /// How often the workloads file is checked for edits.
+    /// Route documents (Gateway API HTTPRoute / GRPCRoute, Ferry's HTTPFault): a YAML file,
+    /// or a directory of them; checked for edits as often as the workloads file
+    /// (docs/routes.md).
+    #[arg(long, env = env::CONTROL_ROUTES)]
+    pub routes: Option<PathBuf>,
+    /// How often the workloads file (and --routes) is checked for edits.
     #[arg(long, env = env::CONTROL_WORKLOADS_POLL_INTERVAL, default_value = "250ms", value_parser = humantime::parse_duration)]
     pub workloads_poll_interval: Duration,
     /// Directory of the identity CA's state: turns the CA on. Holds the trust anchor and
@@ -303,6 +308,10 @@ pub struct Config {
     pub tap: crate::tap::RelayConfig,
     /// The trace receiver, store and forwarder.
     pub traces: TraceConfig,
+    /// Route documents to serve (`--routes`).
+    pub routes: Option<PathBuf>,
+    /// How often `routes` is checked for edits.
+    pub routes_poll_interval: Duration,
 }
 
 /// Who may call the public API.
@@ -491,6 +500,8 @@ impl Config {
             injector: injector(args, &discovery)?,
             discovery,
             namespace: args.namespace.clone(),
+            routes: args.routes.clone(),
+            routes_poll_interval: interval,
             tap: crate::tap::RelayConfig {
                 max_concurrent: args.tap_max_concurrent,
                 allow_unredacted: args.tap_allow_unredacted_headers,

@@ -49,19 +49,29 @@ pub async fn serve_with_identity<D: Discovery, V: TokenValidator>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let limits = GrpcLimits::default();
-    serve_limited(listener, discovery, identity, tls, &limits, shutdown).await
+    let routes = crate::routes::Routes::default();
+    serve_limited(
+        listener, discovery, identity, tls, &limits, &routes, shutdown,
+    )
+    .await
 }
 
-/// [`serve_with_identity`] within `limits` (docs/security.md, "Limits").
+/// [`serve_with_identity`] within `limits` (docs/security.md, "Limits"), with
+/// `OutboundPolicies` serving `routes` (docs/routes.md).
 pub async fn serve_limited<D: Discovery, V: TokenValidator>(
     listener: TcpListener,
     discovery: D,
     identity: Option<IdentityService<V>>,
     tls: Option<Arc<rustls::ServerConfig>>,
     limits: &GrpcLimits,
+    routes: &crate::routes::Routes,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let drain = CancellationToken::new();
+    let outbound =
+        crate::routes::outbound::OutboundService::new(discovery.watch(), routes, drain.clone())
+            .into_server()
+            .max_decoding_message_size(limits.max_message_bytes);
     let service = DestinationService::new(discovery, drain.clone());
     let signal = async move {
         shutdown.await;
@@ -83,6 +93,7 @@ pub async fn serve_limited<D: Discovery, V: TokenValidator>(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_max_pending_accept_reset_streams(Some(limits.max_pending_resets))
         .add_service(destination)
+        .add_service(outbound)
         .add_optional_service(identity);
     // Either way, connections count against the limit from accept to close.
     match tls {

@@ -24,6 +24,8 @@
 //! - [`dashboard`]: the web dashboard and the diagnostics routes it adds to the API.
 //! - [`injector`]: the proxy-injector webhook (AdmissionReview over HTTPS), adding what
 //!   `ferry inject` adds through the shared `ferry-inject` crate.
+//! - [`routes`]: Gateway API routes (local files), validated, served as Linkerd's
+//!   `OutboundPolicies` on the gRPC port.
 //! - [`config`]: flags and the validated [`Config`].
 //!
 //! [`run`] wires them: load discovery, load the identity CA, bind both listeners, serve
@@ -43,6 +45,7 @@ pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod resolutions;
+pub mod routes;
 pub mod stat;
 pub mod stat_api;
 pub mod tap;
@@ -110,6 +113,9 @@ pub enum RunError {
     /// The API server failed.
     #[error("serving the API")]
     Api(#[source] std::io::Error),
+    /// The route documents could not be loaded.
+    #[error("loading routes")]
+    Routes(#[from] routes::file::RoutesFileError),
     /// The public API's token file could not be read or written.
     #[error("reading or creating the API token file {path}")]
     ApiToken {
@@ -206,12 +212,23 @@ pub async fn run(
         None => None,
     };
     let identity = identity.map(|i| i.with_namespace(&config.namespace));
+    // Local files when given; else, on Kubernetes, the routes the API server stores.
+    let routes = match (&config.routes, &discovery, &client) {
+        (Some(path), _, _) => {
+            routes::file::spawn(path.clone(), config.routes_poll_interval).await?
+        }
+        (None, AnyDiscovery::Kubernetes(_), Some(client)) => {
+            routes::kubernetes::spawn(client.clone(), discovery.watch(), DEFAULT_COALESCE)
+        }
+        (None, _, _) => routes::Routes::default(),
+    };
     let surfaces = Surfaces {
         limits: config.limits.clone(),
         auth,
         tap: config.tap.clone(),
         grpc_tls: GrpcTls::WithIdentity,
         traces,
+        routes,
     };
     serve_all(
         grpc,
@@ -240,6 +257,8 @@ pub struct Surfaces {
     pub grpc_tls: GrpcTls,
     /// The traces the public API lists (filled by the OTLP receiver when it runs).
     pub traces: traces::store::TraceStore,
+    /// The routes `OutboundPolicies` serves (none: every Service gets its default route).
+    pub routes: routes::Routes,
 }
 
 impl Default for Surfaces {
@@ -250,6 +269,7 @@ impl Default for Surfaces {
             tap: tap::RelayConfig::default(),
             grpc_tls: GrpcTls::Plaintext,
             traces: traces::store::TraceStore::default(),
+            routes: routes::Routes::default(),
         }
     }
 }
@@ -396,6 +416,7 @@ pub async fn serve_all<D: Discovery>(
             service,
             tls,
             &surfaces.limits.grpc,
+            &surfaces.routes,
             stop.clone().cancelled_owned(),
         );
         async move {
@@ -415,6 +436,7 @@ pub async fn serve_all<D: Discovery>(
             surfaces.auth.clone(),
             relay,
             surfaces.traces.clone(),
+            surfaces.routes.clone(),
             stop.clone().cancelled_owned(),
         );
         async move {

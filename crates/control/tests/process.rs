@@ -1129,3 +1129,353 @@ mod traces {
         }
     }
 }
+/// `web` (two instances) and `web-canary` (one), both on 8080 in `default`.
+const WEB: &str = "\
+workloads:
+  - name: web
+    instances:
+      - {name: web-0, addr: 127.0.0.1:17201}
+      - {name: web-1, addr: 127.0.0.1:17202}
+  - name: web-canary
+    instances:
+      - {name: web-canary-0, addr: 127.0.0.1:17203}
+services:
+  - {name: web, port: 8080, workloads: [web]}
+  - {name: web-canary, port: 8080, workloads: [web-canary]}
+";
+
+/// A 90/10 split of `web` with a header match, a timeout, retries and a fault.
+const SPLIT: &str = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: web-split
+spec:
+  parentRefs:
+  - {group: \"\", kind: Service, name: web, port: 8080}
+  rules:
+  - matches:
+    - headers: [{name: x-canary, value: \"yes\"}]
+    backendRefs:
+    - {name: web-canary, port: 8080}
+    filters:
+    - type: ExtensionRef
+      extensionRef: {group: policy.ferry.io, kind: HTTPFault, name: flaky}
+  - backendRefs:
+    - {name: web, port: 8080, weight: 90}
+    - {name: web-canary, port: 8080, weight: 10}
+    timeouts: {request: 5s, backendRequest: 2s}
+    retry: {codes: [503], attempts: 3, backoff: 50ms}
+---
+apiVersion: policy.ferry.io/v1alpha1
+kind: HTTPFault
+metadata:
+  name: flaky
+spec:
+  abort: {httpStatus: 503, percent: 25}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web-canary
+  annotations:
+    timeout.linkerd.io/request: 3s
+    balancer.linkerd.io/failure-accrual: consecutive
+";
+
+const GRPC_ROUTE: &str = "
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata:
+  name: web-grpc
+spec:
+  parentRefs:
+  - {group: \"\", kind: Service, name: web, port: 8080}
+  rules:
+  - matches: [{method: {service: pkg.Web, method: Get}}]
+    backendRefs: [{name: web-canary, port: 8080}]
+";
+
+mod policies {
+    use linkerd2_proxy_api::http_route as hr;
+    use linkerd2_proxy_api::meta::metadata::Kind as Meta;
+    use linkerd2_proxy_api::outbound as pb;
+    use linkerd2_proxy_api::outbound::proxy_protocol::Kind;
+
+    pub fn spec(authority: &str) -> pb::TrafficSpec {
+        pb::TrafficSpec {
+            source_workload: "default:client-0".to_string(),
+            target: Some(pb::traffic_spec::Target::Authority(authority.to_string())),
+        }
+    }
+
+    /// The HTTP/1 routes of a detect policy.
+    pub fn http_routes(policy: &pb::OutboundPolicy) -> &[pb::HttpRoute] {
+        match policy.protocol.as_ref().and_then(|p| p.kind.as_ref()) {
+            Some(Kind::Detect(d)) => &d.http1.as_ref().expect("http1").routes,
+            other => panic!("expected detect, got {other:?}"),
+        }
+    }
+
+    pub fn route_name(meta: Option<&linkerd2_proxy_api::meta::Metadata>) -> String {
+        match meta.and_then(|m| m.kind.as_ref()) {
+            Some(Meta::Default(name)) => format!("default:{name}"),
+            Some(Meta::Resource(r)) => format!("{}/{}", r.kind, r.name),
+            None => "none".to_string(),
+        }
+    }
+
+    /// `(destination path, weight)` of a rule's backends.
+    pub fn weights(rule: &pb::http_route::Rule) -> Vec<(String, u32)> {
+        use pb::http_route::distribution::Kind as D;
+        let dst = |b: &pb::http_route::RouteBackend| match b
+            .backend
+            .as_ref()
+            .and_then(|b| b.kind.as_ref())
+        {
+            Some(pb::backend::Kind::Balancer(p2c)) => {
+                match p2c.discovery.as_ref().and_then(|d| d.kind.as_ref()) {
+                    Some(pb::backend::endpoint_discovery::Kind::Dst(d)) => d.path.clone(),
+                    None => String::new(),
+                }
+            }
+            other => panic!("expected a balancer, got {other:?}"),
+        };
+        match rule.backends.as_ref().and_then(|b| b.kind.as_ref()) {
+            Some(D::RandomAvailable(r)) => r
+                .backends
+                .iter()
+                .map(|w| (dst(w.backend.as_ref().unwrap()), w.weight))
+                .collect(),
+            Some(D::FirstAvailable(f)) => f.backends.iter().map(|b| (dst(b), 1)).collect(),
+            other => panic!("unexpected distribution {other:?}"),
+        }
+    }
+
+    pub fn header_exact(m: &hr::HttpRouteMatch) -> (String, Vec<u8>) {
+        let h = &m.headers[0];
+        match &h.value {
+            Some(hr::header_match::Value::Exact(v)) => (h.name.clone(), v.clone()),
+            other => panic!("expected exact, got {other:?}"),
+        }
+    }
+
+    /// The consecutive-failures limit of a detect policy's HTTP/1 routes, if any.
+    pub fn failure_accrual(policy: &pb::OutboundPolicy) -> Option<u32> {
+        let Some(Kind::Detect(d)) = policy.protocol.as_ref().and_then(|p| p.kind.as_ref()) else {
+            return None;
+        };
+        match d.http1.as_ref()?.failure_accrual.as_ref()?.kind.as_ref()? {
+            pb::failure_accrual::Kind::ConsecutiveFailures(c) => Some(c.max_failures),
+            pb::failure_accrual::Kind::Unified(_) => None,
+        }
+    }
+
+    pub fn is_grpc(policy: &pb::OutboundPolicy) -> bool {
+        matches!(
+            policy.protocol.as_ref().and_then(|p| p.kind.as_ref()),
+            Some(Kind::Grpc(_))
+        )
+    }
+}
+
+#[tokio::test]
+async fn outbound_policies_serve_the_routes_file_and_follow_its_edits() {
+    use linkerd2_proxy_api::http_route as hr;
+    use linkerd2_proxy_api::outbound::http_route::filter::Kind as F;
+    use linkerd2_proxy_api::outbound::outbound_policies_client::OutboundPoliciesClient;
+    use policies::*;
+
+    let file = WorkloadsFile::new(WEB);
+    let routes = file.path().with_file_name("routes.yaml");
+    std::fs::write(&routes, SPLIT).unwrap();
+    let routes_arg = routes.to_str().unwrap().to_string();
+    let (control, grpc, api) = spawn_with(&file, &["--routes", routes_arg.as_str()]).await;
+    control
+        .wait_for_log("loaded routes", PROCESS)
+        .await
+        .unwrap();
+    let channel = Channel::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect_lazy();
+    let mut client = OutboundPoliciesClient::new(channel);
+    let web = "web.default.svc.cluster.local:8080";
+
+    // Get: the route, its rules in order, each as written.
+    let policy = within(PROCESS, "Get", client.get(spec(web)))
+        .await
+        .expect("a policy")
+        .into_inner();
+    let routes_sent = http_routes(&policy);
+    assert_eq!(routes_sent.len(), 1);
+    assert_eq!(
+        route_name(routes_sent[0].metadata.as_ref()),
+        "HTTPRoute/web-split"
+    );
+    let rules = &routes_sent[0].rules;
+    assert_eq!(
+        header_exact(&rules[0].matches[0]),
+        ("x-canary".to_string(), b"yes".to_vec())
+    );
+    let canary = "web-canary.default.svc.cluster.local:8080".to_string();
+    assert_eq!(weights(&rules[0]), [(canary.clone(), 1)]);
+    match rules[0].filters[0].kind.as_ref() {
+        Some(F::FailureInjector(f)) => {
+            assert_eq!(f.status, 503);
+            assert_eq!(
+                f.ratio,
+                Some(hr::Ratio {
+                    numerator: 25,
+                    denominator: 100
+                })
+            );
+        }
+        other => panic!("expected the HTTPFault's abort, got {other:?}"),
+    }
+    assert_eq!(
+        weights(&rules[1]),
+        [(web.to_string(), 90), (canary.clone(), 10)]
+    );
+    let timeouts = rules[1].timeouts.expect("timeouts");
+    assert_eq!(timeouts.request.map(|d| d.seconds), Some(5));
+    assert_eq!(timeouts.response.map(|d| d.seconds), Some(2));
+    let retry = rules[1].retry.clone().expect("retry");
+    assert_eq!(retry.max_retries, 3);
+    assert_eq!(retry.max_request_bytes, 64 * 1024);
+    let ranges = retry.conditions.unwrap().status_ranges;
+    assert_eq!((ranges[0].start, ranges[0].end), (503, 503));
+
+    // A Service without routes: the default route to itself.
+    let policy = within(PROCESS, "Get", client.get(spec(&canary)))
+        .await
+        .expect("a policy")
+        .into_inner();
+    let default = http_routes(&policy);
+    assert_eq!(route_name(default[0].metadata.as_ref()), "default:http");
+    assert_eq!(weights(&default[0].rules[0]), [(canary.clone(), 1)]);
+    // With the Service's annotations: its timeout, and failure accrual (Linkerd's defaults).
+    let request = default[0].rules[0].timeouts.and_then(|t| t.request);
+    assert_eq!(request.map(|d| d.seconds), Some(3));
+    assert_eq!(failure_accrual(&policy), Some(7));
+    // Unknown services and ports are NotFound; garbage is InvalidArgument.
+    let status = client
+        .get(spec("nope.default.svc.cluster.local:8080"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    let status = client
+        .get(spec("web.default.svc.cluster.local:9"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    let status = client.get(spec("web.default:http")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+
+    // The same policy as JSON on the public API.
+    let (status, body) = http_get(api, "/api/v1/policy?authority=web.default:8080").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["routes"][0]["name"], "web-split");
+    assert_eq!(body["routes"][0]["rules"][1]["backends"][0]["weight"], 90);
+    assert_eq!(
+        body["routes"][0]["rules"][0]["faults"][0]["httpStatus"],
+        503
+    );
+
+    // Watch: the current policy, then one message per effective edit.
+    let mut stream = within(PROCESS, "Watch", client.watch(spec(web)))
+        .await
+        .expect("a stream")
+        .into_inner();
+    let first = within(PROCESS, "the first policy", stream.message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(weights(&http_routes(&first)[0].rules[1])[1].1, 10);
+
+    // An invalid edit is refused with file, line and field; the last good set stays.
+    std::fs::write(&routes, SPLIT.replace("weight: 10", "weight: -1")).unwrap();
+    let line = control
+        .wait_for_log("rejected routes edit", PROCESS)
+        .await
+        .unwrap();
+    assert!(
+        line.contains("routes.yaml")
+            && line.contains("line 18")
+            && line.contains("spec.rules[1].backendRefs[1].weight"),
+        "{line}"
+    );
+    let (_, body) = http_get(api, "/api/v1/policy?authority=web.default:8080").await;
+    assert_eq!(body["routes"][0]["rules"][1]["backends"][1]["weight"], 10);
+
+    // 90/10 → 50/50: the stream's next message has the new weights (and the invalid
+    // edit before it sent nothing).
+    std::fs::write(
+        &routes,
+        SPLIT
+            .replace("weight: 90", "weight: 50")
+            .replace("weight: 10", "weight: 50"),
+    )
+    .unwrap();
+    let next = within(PROCESS, "the edited policy", stream.message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        weights(&http_routes(&next)[0].rules[1]),
+        [(web.to_string(), 50), (canary.clone(), 50)]
+    );
+
+    // A GRPCRoute on the same Service: gRPC routes take over.
+    std::fs::write(&routes, format!("{SPLIT}{GRPC_ROUTE}")).unwrap();
+    let next = within(PROCESS, "the gRPC policy", stream.message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(is_grpc(&next), "{next:?}");
+
+    // Discovery changes move the policy too: without web-canary, its backend fails.
+    file.write(&WEB.replace(
+        "  - {name: web-canary, port: 8080, workloads: [web-canary]}\n",
+        "",
+    ));
+    let next = within(PROCESS, "the policy without web-canary", stream.message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        format!("{next:?}").contains("service default/web-canary not found"),
+        "{next:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_routes_file_at_start_exits_naming_file_line_and_field() {
+    let file = WorkloadsFile::new(WEB);
+    let routes = file.path().with_file_name("routes.yaml");
+    std::fs::write(&routes, SPLIT.replace("value: \"yes\"", "value: \"\"")).unwrap();
+    let path = file.path().to_str().unwrap().to_string();
+    let routes_arg = routes.to_str().unwrap().to_string();
+    let args = [
+        "--grpc-listen=127.0.0.1:0",
+        "--api-listen=127.0.0.1:0",
+        "--workloads-file",
+        path.as_str(),
+        "--routes",
+        routes_arg.as_str(),
+        "--log-format=json",
+    ];
+    let mut control = Proc::spawn(env!("CARGO_BIN_EXE_ferry-control"), &args, &[]).unwrap();
+    let status = control.terminate_wait(PROCESS).await.unwrap();
+    assert!(!status.success());
+    let line = control
+        .wait_for_log("loading routes", PROCESS)
+        .await
+        .unwrap();
+    assert!(
+        line.contains("routes.yaml")
+            && line.contains("line 10")
+            && line.contains("spec.rules[0].matches[0].headers[0].value"),
+        "{line}"
+    );
+}

@@ -117,6 +117,20 @@ impl FakeKubeApi {
         self.world.lock().unwrap().delete(kind, namespace, name)
     }
 
+    /// Loads the Gateway API routes a real API server stored
+    /// (`gateway-api-v1.6.1/recorded/{httproutes,grpcroutes}.list.json`): an `ADDED` event
+    /// each, status as recorded (none).
+    pub fn apply_recorded_routes(&self) {
+        for (kind, list) in [("HTTPRoute", "httproutes"), ("GRPCRoute", "grpcroutes")] {
+            let list = fixture(&format!("gateway-api-v1.6.1/recorded/{list}.list.json"));
+            for item in list["items"].as_array().into_iter().flatten() {
+                let mut item = item.clone();
+                item["kind"] = Value::from(kind);
+                self.apply(item);
+            }
+        }
+    }
+
     /// Returns a stored object (as a list item: without `kind`/`apiVersion`).
     pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
         self.world.lock().unwrap().get(kind, namespace, name)
@@ -242,6 +256,45 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Response<Bo
         };
         let answer = world.lock().unwrap().access_review(&review);
         return json_response(StatusCode::CREATED, &answer);
+    }
+    if req.method() == Method::PATCH {
+        let Some((kind, namespace, name)) = Kind::route_status(&path) else {
+            return status(
+                405,
+                "MethodNotAllowed",
+                "the fake API server patches status only",
+            );
+        };
+        let merge = req
+            .headers()
+            .get("content-type")
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/merge-patch+json"));
+        if !merge {
+            return status(
+                415,
+                "UnsupportedMediaType",
+                "the fake API server takes merge patches only",
+            );
+        }
+        let body = match req.into_body().collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(_) => return status(400, "BadRequest", "unreadable body"),
+        };
+        let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+            return status(400, "BadRequest", "the patch is not JSON");
+        };
+        let answer = world
+            .lock()
+            .unwrap()
+            .patch_status(kind, &namespace, &name, &patch);
+        return match answer {
+            Some(object) => json_response(StatusCode::OK, &object),
+            None => status(
+                404,
+                "NotFound",
+                &format!("{} {name:?} not found", kind.plural),
+            ),
+        };
     }
     if req.method() != Method::GET {
         return status(405, "MethodNotAllowed", "the fake API server only reads");

@@ -75,12 +75,43 @@ pub static KINDS: &[Kind] = &[
     kind("DaemonSet", "apps/v1", "/apis/apps/v1", "daemonsets", true),
     kind("Job", "batch/v1", "/apis/batch/v1", "jobs", true),
     kind("CronJob", "batch/v1", "/apis/batch/v1", "cronjobs", true),
+    // Gateway API routes (the v1.6.1 CRDs' storage version) and Ferry's HTTPFault.
+    kind(
+        "HTTPRoute",
+        "gateway.networking.k8s.io/v1",
+        "/apis/gateway.networking.k8s.io/v1",
+        "httproutes",
+        true,
+    ),
+    kind(
+        "GRPCRoute",
+        "gateway.networking.k8s.io/v1",
+        "/apis/gateway.networking.k8s.io/v1",
+        "grpcroutes",
+        true,
+    ),
+    kind(
+        "HTTPFault",
+        "policy.ferry.io/v1alpha1",
+        "/apis/policy.ferry.io/v1alpha1",
+        "httpfaults",
+        true,
+    ),
 ];
 
 impl Kind {
     /// The kind named `name` (`Pod`).
     pub fn named(name: &str) -> Option<&'static Kind> {
         KINDS.iter().find(|k| k.kind == name)
+    }
+
+    /// Parses an object's status path (`…/namespaces/<ns>/<plural>/<name>/status`): the
+    /// kind, namespace and name.
+    pub fn route_status(path: &str) -> Option<(&'static Kind, String, String)> {
+        let rest = path.trim_end_matches('/').strip_suffix("/status")?;
+        let (collection, name) = rest.rsplit_once('/')?;
+        let (kind, namespace) = Self::route(collection)?;
+        Some((kind, namespace?, name.to_string()))
     }
 
     /// Parses a collection path: the kind and, for `/namespaces/<ns>/<plural>`, the

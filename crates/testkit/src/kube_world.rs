@@ -145,6 +145,30 @@ impl World {
         true
     }
 
+    /// Applies a JSON merge patch (RFC 7386) to an object's `status`, as `PATCH …/status`
+    /// does: only `status` changes, with a fresh RV and a `MODIFIED` event (the generation
+    /// stays). Returns the object as the API server answers it, or `None` if it is missing.
+    pub fn patch_status(
+        &mut self,
+        kind: &'static Kind,
+        namespace: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Option<Value> {
+        let key = (kind.kind, namespace.to_string(), name.to_string());
+        let mut object = self.objects.get(&key)?.clone();
+        merge(&mut object["status"], &patch["status"]);
+        self.rv += 1;
+        object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        object["kind"] = json!(kind.kind);
+        object["apiVersion"] = json!(kind.api_version);
+        self.emit(kind, &key, "MODIFIED", object.clone());
+        let answer = object.clone();
+        strip_type(&mut object);
+        self.objects.insert(key, object);
+        Some(answer)
+    }
+
     /// A stored object, as a list item.
     pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
         let kind = Kind::named(kind)?;
@@ -430,6 +454,26 @@ fn review_key(review: &Value) -> ReviewKey {
             .collect()
     });
     (token, audiences)
+}
+
+/// RFC 7386: objects merge key by key, `null` removes, anything else replaces.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(target), Some(patch)) => {
+            for (key, value) in patch {
+                if value.is_null() {
+                    target.remove(key);
+                } else {
+                    merge(target.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        (None, Some(_)) => {
+            *target = json!({});
+            merge(target, patch);
+        }
+        _ => *target = patch.clone(),
+    }
 }
 
 fn strip_type(object: &mut Value) {

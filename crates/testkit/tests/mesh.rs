@@ -378,3 +378,97 @@ async fn unknown_names_fail_fast_and_a_missing_control_plane_is_labelled() {
         rsp.text()
     );
 }
+
+/// `ferry diagnostics policy` prints what `OutboundPolicies` serves for a Service port:
+/// the routes file's split, fault, timeouts and retries, and a default route elsewhere.
+#[tokio::test]
+async fn diagnostics_policy_prints_the_routes_the_control_plane_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("workloads.yaml");
+    std::fs::write(
+        &file,
+        "workloads:\n  - name: web\n    instances: [{name: web-0, addr: \"127.0.0.1:17301\"}]\n  - name: canary\n    instances: [{name: canary-0, addr: \"127.0.0.1:17302\"}]\nservices:\n  - {name: web, port: 8080, workloads: [web]}\n  - {name: canary, port: 8080, workloads: [canary]}\n",
+    )
+    .unwrap();
+    let routes = dir.path().join("routes.yaml");
+    std::fs::write(
+        &routes,
+        "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web-split}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: web, port: 8080}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /api}, headers: [{name: x-canary, value: \"yes\"}]}]
+    filters: [{type: ExtensionRef, extensionRef: {group: policy.ferry.io, kind: HTTPFault, name: flaky}}]
+    backendRefs: [{name: canary, port: 8080}]
+  - backendRefs: [{name: web, port: 8080, weight: 90}, {name: canary, port: 8080, weight: 10}]
+    timeouts: {request: 5s, backendRequest: 2s}
+    retry: {codes: [503], attempts: 3}
+---
+apiVersion: policy.ferry.io/v1alpha1
+kind: HTTPFault
+metadata: {name: flaky}
+spec: {abort: {httpStatus: 503, percent: 25}}
+",
+    )
+    .unwrap();
+    let routes = routes.to_str().unwrap().to_string();
+    let cp = ControlProc::spawn(&file, &["--routes", routes.as_str()])
+        .await
+        .unwrap();
+    let api_url = format!("http://{}", cp.api);
+
+    let (ok, out, err) = ferry(&[
+        "diagnostics",
+        "policy",
+        "svc/web:8080",
+        "--api-addr",
+        &api_url,
+    ])
+    .await;
+    assert!(ok, "{err}");
+    for expected in [
+        "Service default/web port 8080 (web.default.svc.cluster.local:8080), protocol http",
+        "HTTPRoute default/web-split",
+        "match     path PathPrefix /api, header x-canary = yes",
+        "fault     abort 503 for 25% (HTTPFault default/flaky)",
+        "backend   canary.default:8080 weight 1",
+        "backend   web.default:8080 weight 90",
+        "backend   canary.default:8080 weight 10",
+        "timeouts  request 5s, backendRequest 2s",
+        "retry     up to 3 on 503",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+
+    let (ok, out, err) = ferry(&[
+        "diagnostics",
+        "policy",
+        "canary.default.svc.cluster.local:8080",
+        "-o",
+        "json",
+        "--api-addr",
+        &api_url,
+    ])
+    .await;
+    assert!(ok, "{err}");
+    let policy: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(policy["routes"][0]["kind"], "default");
+    assert_eq!(
+        policy["routes"][0]["rules"][0]["backends"][0]["name"],
+        "canary"
+    );
+
+    let (ok, _, err) = ferry(&[
+        "diagnostics",
+        "policy",
+        "svc/nope:8080",
+        "--api-addr",
+        &api_url,
+    ])
+    .await;
+    assert!(!ok);
+    assert!(err.contains("nope"), "{err}");
+}

@@ -1,6 +1,7 @@
 //! The control plane's identity in the cluster and what it may do: a ServiceAccount and a
-//! read-mostly ClusterRole. It reads what discovery watches and may create TokenReviews
-//! and SubjectAccessReviews; it cannot read Secrets or change anything in the cluster.
+//! read-mostly ClusterRole. It reads what discovery watches and the routes it serves, may
+//! create TokenReviews and SubjectAccessReviews, and may write route status; it cannot read
+//! Secrets or change anything else in the cluster.
 //! Two more ClusterRoles, bound to no one, are for users of an exposed public API
 //! (docs/kubernetes.md): `ferry-api-viewer-<ns>` and `ferry-tap-<ns>`.
 
@@ -34,6 +35,19 @@ pub fn rules() -> Vec<PolicyRule> {
         // (StatefulSets and DaemonSets own pods directly, so they are never read).
         rule("apps", &["replicasets"], READ),
         rule("batch", &["jobs"], READ),
+        // Routes (docs/routes.md): Gateway API routes attached to Services and Ferry's
+        // HTTPFault, watched; the routes' status (Accepted, ResolvedRefs) written back.
+        rule(
+            "gateway.networking.k8s.io",
+            &["httproutes", "grpcroutes"],
+            READ,
+        ),
+        rule(
+            "gateway.networking.k8s.io",
+            &["httproutes/status", "grpcroutes/status"],
+            &["patch"],
+        ),
+        rule("policy.ferry.io", &["httpfaults"], READ),
         // Identity: proxies prove who they are with their service-account token; the
         // public API, when exposed, checks its callers' tokens the same way.
         rule("authentication.k8s.io", &["tokenreviews"], &["create"]),
