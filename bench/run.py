@@ -255,7 +255,7 @@ services:
     grpc = free_port()
     cmd = [RELEASE / "ferry-control", "--workloads-file", d / "workloads.yaml",
            "--grpc-listen", f"127.0.0.1:{grpc}", "--api-listen", f"127.0.0.1:{free_port()}",
-           "--identity-dir", d / "identity", "--log-format", "json"]
+           "--trace-listen", "off", "--identity-dir", d / "identity", "--log-format", "json"]
     p = spawn(cmd, LOAD_CPU, work / f"{tag}-control.log")
     wait_port(grpc, p, tag + " (control plane)")
     mesh = {"grpc": grpc, "dir": d / "identity"}

@@ -69,7 +69,7 @@ workloads() { # instance lines for the workloads file
 workloads "{ name: echo-a, addr: 127.0.0.1:14151 }" "{ name: echo-b, addr: 127.0.0.1:14161 }" > "$work/workloads.yaml"
 
 step "ferry-control on 127.0.0.1:18086 (gRPC) and :18084 (API), serving $work/workloads.yaml"
-"$control" --workloads-file "$work/workloads.yaml" --grpc-listen 127.0.0.1:18086 --api-listen 127.0.0.1:18084 --log warn & cp=$!; pids+=("$cp")
+"$control" --workloads-file "$work/workloads.yaml" --grpc-listen 127.0.0.1:18086 --api-listen 127.0.0.1:18084 --trace-listen off --log warn & cp=$!; pids+=("$cp")
 wait_http http://127.0.0.1:18084/api/v1/health
 step "a client proxy: upstream 127.0.0.1:17002 -> echo.default:8080, resolved by the control plane"
 "$bin" --upstream 127.0.0.1:17002=echo.default:8080 --destination-addr 127.0.0.1:18086 --inbound-listen 127.0.0.1:24153 \

@@ -217,6 +217,7 @@ async fn control_image_answers_health_with_a_workloads_file() {
         "--workloads-file=/tmp/workloads.yaml",
         "--api-listen=127.0.0.1:0",
         "--grpc-listen=127.0.0.1:0",
+        "--trace-listen=127.0.0.1:0",
         "--log-format=json",
     ]);
     let addrs = control
