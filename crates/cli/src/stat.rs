@@ -188,8 +188,14 @@ fn or_dash(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
 /// Columns separated by three spaces; the first `left` left-aligned, the rest
 /// right-aligned.
 pub fn align(lines: &[Vec<String>], left: usize) -> String {
-    let columns = lines.first().map_or(0, Vec::len);
-    let widths: Vec<usize> = (0..columns)
+    let count = lines.first().map_or(0, Vec::len);
+    let right: Vec<bool> = (0..count).map(|i| i >= left).collect();
+    columns(lines, &right)
+}
+
+/// Columns separated by three spaces, right-aligned where `right` says so.
+pub fn columns(lines: &[Vec<String>], right: &[bool]) -> String {
+    let widths: Vec<usize> = (0..right.len())
         .map(|i| {
             lines
                 .iter()
@@ -202,13 +208,12 @@ pub fn align(lines: &[Vec<String>], left: usize) -> String {
     for line in lines {
         let cells: Vec<String> = line
             .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(i, (c, w))| {
-                if i < left {
-                    format!("{c:<w$}")
-                } else {
+            .zip(widths.iter().zip(right))
+            .map(|(c, (w, r))| {
+                if *r {
                     format!("{c:>w$}")
+                } else {
+                    format!("{c:<w$}")
                 }
             })
             .collect();

@@ -2,7 +2,6 @@
 //! lists recent traces, slow or failed ones with `--min-duration` and `--errors`; with an
 //! id it prints the trace as a text waterfall, one line per span.
 
-use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, ValueEnum};
@@ -10,7 +9,7 @@ use ferry_api::trace::{Trace, TraceList, TraceSummary, STATUS_ERROR, TRACES_PATH
 
 use crate::cluster::ApiArgs;
 use crate::control::query_string;
-use crate::stat::{align, block_on};
+use crate::stat::{align, block_on, columns};
 
 /// `ferry trace [ID]`
 #[derive(Args, Debug)]
@@ -204,35 +203,6 @@ pub fn waterfall(trace: &Trace) -> String {
         &lines,
         &[false, false, false, true, true, false, false],
     ));
-    out
-}
-
-/// Columns separated by three spaces, right-aligned where `right` says so.
-fn columns(lines: &[Vec<String>], right: &[bool]) -> String {
-    let widths: Vec<usize> = (0..right.len())
-        .map(|i| {
-            lines
-                .iter()
-                .map(|l| l[i].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for line in lines {
-        let cells: Vec<String> = line
-            .iter()
-            .zip(widths.iter().zip(right))
-            .map(|(c, (w, r))| {
-                if *r {
-                    format!("{c:>w$}")
-                } else {
-                    format!("{c:<w$}")
-                }
-            })
-            .collect();
-        let _ = writeln!(out, "{}", cells.join("   ").trim_end());
-    }
     out
 }
 

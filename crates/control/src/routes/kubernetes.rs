@@ -312,6 +312,9 @@ impl Publisher {
                 self.write_status(grpc_ar, &r.object, &state, problem.as_ref())
                     .await;
             }
+            // Not held while waiting: under pod churn discovery publishes a new state every
+            // few milliseconds, and each one kept alive here is a whole copy of the cluster.
+            drop(state);
             tokio::time::sleep(self.coalesce).await;
             tokio::select! {
                 () = self.changed.notified() => {}
