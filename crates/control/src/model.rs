@@ -118,6 +118,10 @@ pub struct Service {
     /// The virtual IPs (Kubernetes ClusterIPs) traffic to the service is addressed to;
     /// empty for headless services and the workloads file.
     pub cluster_ips: BTreeSet<IpAddr>,
+    /// Linkerd's policy annotations of the Service (`retry.linkerd.io/*`,
+    /// `timeout.linkerd.io/*`, `balancer.linkerd.io/*`; [`crate::routes`] reads them); the
+    /// Service's other annotations are not kept.
+    pub policy_annotations: BTreeMap<String, String>,
 }
 
 /// One port of a service and the endpoints that currently serve it.

@@ -305,7 +305,10 @@ fn add_services(state: &mut ClusterState, snapshot: &Snapshot) {
         if spec.type_.as_deref() == Some("ExternalName") {
             continue;
         }
-        let mut service = Service::default();
+        let mut service = Service {
+            policy_annotations: svc.metadata.annotations.clone().unwrap_or_default(),
+            ..Service::default()
+        };
         let ips = spec
             .cluster_ips
             .iter()

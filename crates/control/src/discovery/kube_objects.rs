@@ -6,9 +6,9 @@
 //!   service account, phase and IP. A `k8s_openapi` `Pod` takes kilobytes even with its
 //!   spec emptied (every optional field of every container is there), and a full one is
 //!   tens of kilobytes.
-//! - Every other kind is trimmed by [`Trim`] as it arrives: annotations and
-//!   `managedFields` (often most of an object: `kubectl apply` copies the whole object
-//!   into an annotation) are never read, nor are the specs of ReplicaSets and Jobs (a
+//! - Every other kind is trimmed by [`Trim`] as it arrives: annotations (but Services'
+//!   Linkerd policy annotations) and `managedFields` (often most of an object: `kubectl
+//!   apply` copies the whole object into an annotation) are never read, nor are the specs of ReplicaSets and Jobs (a
 //!   whole pod template each; only their owners matter).
 
 use std::borrow::Cow;
@@ -119,7 +119,12 @@ impl Trim for Namespace {
 
 impl Trim for Service {
     fn trim(&mut self) {
+        // Of the annotations, Linkerd's policy ones are read (routes: retries, timeouts,
+        // failure accrual): kept here, so that no second watch of Services is needed.
+        let mut annotations = self.metadata.annotations.take().unwrap_or_default();
+        annotations.retain(|k, _| crate::routes::is_policy_annotation(k));
         trim_meta(&mut self.metadata);
+        self.metadata.annotations = (!annotations.is_empty()).then_some(annotations);
         self.status = None;
     }
 }

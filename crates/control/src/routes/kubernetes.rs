@@ -35,8 +35,9 @@ fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
 }
 
-/// The watched resources; Services last (only their Linkerd annotations are kept).
-fn resources() -> [ApiResource; 4] {
+/// The watched resources. Services' Linkerd annotations come from discovery's watch of
+/// Services (the cluster state keeps them), not a second one.
+fn resources() -> [ApiResource; 3] {
     [
         resource(
             super::gateway::GATEWAY_GROUP,
@@ -56,7 +57,6 @@ fn resources() -> [ApiResource; 4] {
             super::gateway::HTTP_FAULT_KIND,
             "httpfaults",
         ),
-        resource("", "v1", "Service", "services"),
     ]
 }
 
@@ -69,9 +69,9 @@ pub fn spawn(
 ) -> Routes {
     let routes = Routes::default();
     let changed = Arc::new(Notify::new());
-    let [http, grpc, faults, services] = resources();
+    let [http, grpc, faults] = resources();
     let mut tasks = Vec::new();
-    let stores = [&http, &grpc, &faults, &services].map(|ar| {
+    let stores = [&http, &grpc, &faults].map(|ar| {
         let (store, task) = reflect(&client, ar, &changed);
         tasks.push(task);
         store
@@ -79,7 +79,7 @@ pub fn spawn(
     let publisher = Publisher {
         client,
         stores,
-        resources: [http, grpc, faults, services],
+        resources: [http, grpc, faults],
         changed,
         states,
         routes: Arc::downgrade(&routes.tx),
@@ -120,20 +120,8 @@ fn reflect(
     let reader = writer.as_reader();
     let kind = ar.kind.clone();
     let changed = changed.clone();
-    let services = ar.plural == "services";
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
-        // Of Services only their Linkerd annotations matter here (discovery has the rest).
-        .modify(move |o: &mut DynamicObject| {
-            if services {
-                o.data = Value::Null;
-                o.metadata.managed_fields = None;
-                o.metadata.labels = None;
-                if let Some(a) = o.metadata.annotations.as_mut() {
-                    a.retain(|k, _| super::is_policy_annotation(k));
-                }
-            }
-        })
         .reflect(writer);
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -153,8 +141,8 @@ fn reflect(
 
 struct Publisher {
     client: Client,
-    stores: [Store<DynamicObject>; 4],
-    resources: [ApiResource; 4],
+    stores: [Store<DynamicObject>; 3],
+    resources: [ApiResource; 3],
     changed: Arc<Notify>,
     states: watch::Receiver<Arc<ClusterState>>,
     routes: std::sync::Weak<watch::Sender<Arc<RouteSet>>>,
@@ -206,7 +194,7 @@ impl Publisher {
     async fn run(mut self) {
         loop {
             let state = self.states.borrow_and_update().clone();
-            let [http_ar, grpc_ar, fault_ar, _] = &self.resources;
+            let [http_ar, grpc_ar, fault_ar] = &self.resources;
             let http: Vec<Read<HttpRoute>> = by_name(self.stores[0].state())
                 .into_iter()
                 .map(|object| {
@@ -246,15 +234,11 @@ impl Publisher {
                     }
                 })
                 .collect();
-            let services = self.stores[3]
-                .state()
-                .into_iter()
-                .filter_map(|o| {
-                    let a = o.metadata.annotations.clone().filter(|a| !a.is_empty())?;
-                    let key =
-                        ObjectRef::new(o.metadata.namespace.clone()?, o.metadata.name.clone()?);
-                    Some((key, a))
-                })
+            let services = state
+                .services
+                .iter()
+                .filter(|(_, svc)| !svc.policy_annotations.is_empty())
+                .map(|(key, svc)| (key.clone(), svc.policy_annotations.clone()))
                 .collect();
             let mut set = RouteSet {
                 http: http.iter().filter_map(|r| r.route.clone().ok()).collect(),

@@ -175,12 +175,19 @@ async fn recorded_routes_are_served_and_their_status_written_back() {
         "status is written only when it changes"
     );
 
-    // Linkerd's annotations on Services are watched too (only those are kept).
+    // Linkerd's annotations on Services are read too (only those are kept), from
+    // discovery's watch of Services: Services are listed once, not by routes again.
+    assert_eq!(
+        api.requests("GET /api/v1/services"),
+        1,
+        "one list of Services: discovery's"
+    );
     let mut voting = api.get("Service", NS, "voting-svc").unwrap();
     voting["kind"] = json!("Service");
     voting["metadata"]["annotations"] = json!({
         "balancer.linkerd.io/failure-accrual": "consecutive",
         "retry.linkerd.io/limit": "3",
+        "kubectl.kubernetes.io/last-applied-configuration": "{\"kind\":\"Service\"}",
     });
     api.apply(voting);
     let svc = ObjectRef::new(NS, "voting-svc");
