@@ -183,3 +183,25 @@ pub fn run_uninject(args: &UninjectArgs) -> anyhow::Result<()> {
     let (docs, reports) = uninject_docs(docs);
     emit(&yaml::write_stream(&docs), &reports)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pod whose `initContainers` is null or empty and followed by other fields is
+    /// injected the same way again: the fuzzer's find (the list came back in another place
+    /// the second time, since removing the proxy prunes the list it emptied).
+    #[test]
+    fn a_null_or_empty_list_followed_by_other_fields_injects_idempotently() {
+        let cfg = ProxyConfig::default();
+        for list in ["null", "[]", ""] {
+            let pod = format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: shop\nspec:\n  initContainers: {list}\n  \
+                 hostname: shop\n  containers:\n  - name: app\n    image: shop:1\n"
+            );
+            let (once, _) = inject_text("pod", &pod, &cfg).unwrap();
+            let (twice, _) = inject_text("injected", &once, &cfg).unwrap();
+            assert_eq!(once, twice, "initContainers: {list:?}");
+        }
+    }
+}

@@ -53,9 +53,13 @@ pub trait Tree: Sized {
         self.get_mut(key).filter(|m| m.is_mapping())
     }
 
-    /// `self[key]` as a sequence, created empty (at the end) when absent or null.
+    /// `self[key]` as a sequence, created empty at the end when absent, null or empty: the
+    /// place removal leaves it in (it prunes what it emptied), so injecting again puts it
+    /// back in the same place.
     fn child_sequence(&mut self, key: &str) -> Option<&mut Vec<Self>> {
-        if self.get(key).is_none_or(Self::is_null) {
+        let vacant = |v: &Self| v.is_null() || (v.is_empty_collection() && !v.is_mapping());
+        if self.get(key).is_none_or(vacant) {
+            self.remove(key);
             self.insert(key, Self::empty_sequence());
         }
         self.get_mut(key)?.as_sequence_mut()
