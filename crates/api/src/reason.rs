@@ -44,6 +44,14 @@ pub enum ProxyErrorReason {
     /// A response body from the upstream brought nothing for the body-idle timeout; the
     /// response was cut off (its head had already gone to the client).
     BodyIdleTimeout,
+    /// A route's `timeouts.request` ran out before the response head came (retries
+    /// included).
+    RequestTimeout,
+    /// A route's `timeouts.backendRequest` ran out on one try before its response head came.
+    BackendRequestTimeout,
+    /// A route's fault-injection filter aborted the request (an `HTTPFault`, or a backend
+    /// the route names that does not resolve).
+    FaultInjected,
 }
 
 /// Why a TLS handshake between two proxies failed.
@@ -99,7 +107,7 @@ impl fmt::Display for TlsFailure {
 
 impl ProxyErrorReason {
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [ProxyErrorReason; 20] = [
+    pub const ALL: [ProxyErrorReason; 23] = [
         Self::MalformedRequest,
         Self::HeadersTooLarge,
         Self::NoRoute,
@@ -120,6 +128,9 @@ impl ProxyErrorReason {
         Self::ResponseHeadTimeout,
         Self::ClientWriteTimeout,
         Self::BodyIdleTimeout,
+        Self::RequestTimeout,
+        Self::BackendRequestTimeout,
+        Self::FaultInjected,
     ];
 
     /// The stable token used in headers and metric labels.
@@ -139,6 +150,9 @@ impl ProxyErrorReason {
             Self::ResponseHeadTimeout => "response-head-timeout",
             Self::ClientWriteTimeout => "client-write-timeout",
             Self::BodyIdleTimeout => "body-idle-timeout",
+            Self::RequestTimeout => "request-timeout",
+            Self::BackendRequestTimeout => "backend-request-timeout",
+            Self::FaultInjected => "fault-injected",
             Self::TlsHandshake(f) => match f {
                 TlsFailure::UnknownCa => "tls-handshake-unknown-ca",
                 TlsFailure::NameMismatch => "tls-handshake-name-mismatch",

@@ -169,7 +169,7 @@ mod balance {
         };
         let name: Authority = "web-svc.emojivoto:8080".parse().unwrap();
         let balancer = rt.block_on(async {
-            let balancer = Balancer::new(name, rx, factory);
+            let balancer = Balancer::new(name, rx, factory, None);
             // The balancer builds its endpoints on its own task: wait for them.
             while balancer.pick().await.is_err() {
                 tokio::task::yield_now().await;

@@ -9,9 +9,8 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
 use http::{Request, Response, Version};
-use http_body_util::{Either, Empty};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::Client,
@@ -34,9 +33,9 @@ const MAX_IDLE_H1: usize = 512;
 /// dropped together, so that random authorities cannot grow memory without bound.
 const MAX_BACKENDS: usize = 1024;
 
-/// The body of a forwarded request: the client's, or none when a bodiless request is
-/// retried on another endpoint.
-pub type ReqBody = Either<crate::body::ClientBody, Empty<Bytes>>;
+/// The body of a forwarded request: the client's, or a kept copy (or none) when the request
+/// is sent again.
+pub type ReqBody = Either<crate::body::ClientBody, crate::body::Replayed>;
 
 /// The body of an upstream's response: from hyper's HTTP/1 client, or from the backend's
 /// HTTP/2 connection.

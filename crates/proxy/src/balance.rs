@@ -26,6 +26,7 @@ use crate::{
     discover::{EndpointMeta, Resolution},
     errors::ProxyError,
     metrics::{Direction, HttpLabels, HttpMetrics, Registry, Tls},
+    policy::{Policy, PolicyState},
     upstream::MAX_CONNECT_ATTEMPTS,
 };
 
@@ -227,7 +228,21 @@ pub struct Balancer {
     name: Authority,
     epoch: Instant,
     snapshot: watch::Receiver<Arc<Snapshot>>,
+    /// The name's outbound policy, when the control plane serves policies.
+    policy: Option<Routing>,
 }
+
+/// A name's outbound policy as the request path reads it.
+struct Routing {
+    rx: watch::Receiver<PolicyState>,
+    /// Set once a request waited [`POLICY_WAIT`] and heard nothing: while the control
+    /// plane stays silent about the name, later requests do not wait.
+    waited_in_vain: std::sync::atomic::AtomicBool,
+}
+
+/// How long a request waits for the control plane's first policy answer about its service
+/// before going to the service as is (as [`crate::upstream::ORIG_DST_DISCOVERY_WAIT`]).
+pub const POLICY_WAIT: Duration = Duration::from_millis(200);
 
 /// An endpoint as `/state` shows it.
 #[derive(Serialize)]
@@ -332,6 +347,7 @@ impl Balancer {
         name: Authority,
         mut resolution: watch::Receiver<Resolution>,
         factory: EndpointFactory,
+        policy: Option<watch::Receiver<PolicyState>>,
     ) -> Arc<Self> {
         let first = Arc::new(Snapshot {
             resolution: Resolution::Pending,
@@ -363,7 +379,57 @@ impl Balancer {
             name,
             epoch: Instant::now(),
             snapshot: rx,
+            policy: policy.map(|rx| Routing {
+                rx,
+                waited_in_vain: Default::default(),
+            }),
         })
+    }
+
+    /// The routes to choose from for a request, if the service has any; waits up to
+    /// [`POLICY_WAIT`] for the control plane's first answer (once per name while it stays
+    /// silent). `None`: the request goes to the service itself.
+    pub async fn policy(&self) -> Option<Arc<Policy>> {
+        let routing = self.policy.as_ref()?;
+        match &*routing.rx.borrow() {
+            PolicyState::Routes(p) => return Some(p.clone()),
+            PolicyState::None => return None,
+            PolicyState::Pending => {}
+        }
+        if routing.waited_in_vain.load(Relaxed) {
+            return None;
+        }
+        let mut rx = routing.rx.clone();
+        let answered = tokio::time::timeout(
+            POLICY_WAIT,
+            rx.wait_for(|s| !matches!(s, PolicyState::Pending)),
+        )
+        .await;
+        match answered {
+            Ok(Ok(state)) => match &*state {
+                PolicyState::Routes(p) => Some(p.clone()),
+                _ => None,
+            },
+            _ => {
+                tracing::debug!(name = %self.name, "no policy answer from the control plane; sending to the service as is");
+                routing.waited_in_vain.store(true, Relaxed);
+                None
+            }
+        }
+    }
+
+    /// The routes as known now, without waiting: what the HTTP/1.1 fast path checks.
+    /// `Err(())` while the control plane has not answered.
+    pub fn policy_now(&self) -> Result<Option<Arc<Policy>>, ()> {
+        let Some(routing) = &self.policy else {
+            return Ok(None);
+        };
+        match &*routing.rx.borrow() {
+            PolicyState::Routes(p) => Ok(Some(p.clone())),
+            PolicyState::None => Ok(None),
+            PolicyState::Pending if routing.waited_in_vain.load(Relaxed) => Ok(None),
+            PolicyState::Pending => Err(()),
+        }
     }
 
     /// The service name.
@@ -557,7 +623,7 @@ mod tests {
 
     async fn balancer(res: Resolution) -> (Arc<Balancer>, watch::Sender<Resolution>) {
         let (tx, rx) = watch::channel(res);
-        let b = Balancer::new("echo.default:8080".parse().unwrap(), rx, factory());
+        let b = Balancer::new("echo.default:8080".parse().unwrap(), rx, factory(), None);
         let mut snap = b.snapshot.clone();
         snap.wait_for(|s| s.resolution != Resolution::Pending)
             .await

@@ -9,7 +9,7 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     task::{Context, Poll},
     time::Duration,
@@ -17,7 +17,7 @@ use std::{
 
 use crate::{
     backend::UpstreamBody,
-    metrics::{HttpMetrics, ResponseLabels},
+    metrics::{HttpMetrics, ResponseLabels, RouteMetrics},
     tap::ResponseTap,
 };
 use bytes::Bytes;
@@ -29,6 +29,8 @@ use http_body_util::{Either, Full};
 /// What a response's classification needs, recorded when the body ends.
 pub struct Recorder {
     metrics: Arc<HttpMetrics>,
+    /// The route's counters too, when a route carried the request.
+    route: Option<Arc<RouteMetrics>>,
     latency: Duration,
     status: u16,
     grpc: bool,
@@ -49,6 +51,7 @@ impl Recorder {
     ) -> Self {
         Self {
             metrics,
+            route: None,
             latency,
             status,
             grpc,
@@ -56,6 +59,12 @@ impl Recorder {
             error: None,
             done: false,
         }
+    }
+
+    /// Records the response on its route's counters too.
+    pub fn route(mut self, route: Option<Arc<RouteMetrics>>) -> Self {
+        self.route = route;
+        self
     }
 
     /// Marks the response as made by the proxy for `reason`.
@@ -108,6 +117,9 @@ impl Recorder {
             success,
         };
         self.metrics.response(labels, self.latency);
+        if let Some(route) = &self.route {
+            route.responses.response(labels, self.latency);
+        }
     }
 }
 
@@ -249,12 +261,88 @@ impl Body for ResponseBody {
 pub struct ClientBody {
     inner: hyper::body::Incoming,
     malformed: Arc<AtomicBool>,
+    /// Where the body is kept as it goes, for a retry, and up to how many bytes.
+    keep: Option<(Arc<Mutex<Kept>>, usize)>,
 }
 
 impl ClientBody {
     /// Wraps `inner`; `malformed` is set if its framing turns out malformed.
     pub fn new(inner: hyper::body::Incoming, malformed: Arc<AtomicBool>) -> Self {
-        Self { inner, malformed }
+        Self {
+            inner,
+            malformed,
+            keep: None,
+        }
+    }
+
+    /// Keeps a copy of the body as it is sent, up to `limit` bytes, so that the request can
+    /// be sent again ([`Kept::replay`]).
+    pub fn keep(mut self, limit: usize) -> (Self, Arc<Mutex<Kept>>) {
+        let kept = Arc::new(Mutex::new(Kept {
+            complete: self.inner.is_end_stream(),
+            ..Kept::default()
+        }));
+        self.keep = Some((kept.clone(), limit));
+        (self, kept)
+    }
+}
+
+/// A request body as far as it went upstream, kept for a retry.
+#[derive(Default)]
+pub struct Kept {
+    chunks: Vec<Bytes>,
+    trailers: Option<HeaderMap>,
+    len: usize,
+    /// The whole body went.
+    complete: bool,
+    /// It was larger than the limit: not kept.
+    over: bool,
+}
+
+impl Kept {
+    /// The body again, when all of it went and it was within the limit.
+    pub fn replay(&self) -> Option<Replayed> {
+        (self.complete && !self.over).then(|| Replayed {
+            chunks: self.chunks.iter().cloned().collect(),
+            trailers: self.trailers.clone(),
+        })
+    }
+}
+
+/// A kept request body, sent again (or no body at all).
+#[derive(Default)]
+pub struct Replayed {
+    chunks: std::collections::VecDeque<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Replayed {
+    /// No body.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+}
+
+impl Body for Replayed {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(chunk) = self.chunks.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.chunks.iter().map(|c| c.len() as u64).sum())
     }
 }
 
@@ -283,10 +371,35 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Err(e))) = &polled {
-            if is_malformed(e) {
+        match &polled {
+            Poll::Ready(Some(Err(e))) if is_malformed(e) => {
                 self.malformed.store(true, Ordering::Relaxed);
             }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some((kept, limit)) = &self.keep {
+                    let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(data) = frame.data_ref() {
+                        kept.len += data.len();
+                        if kept.len > *limit {
+                            kept.over = true;
+                            kept.chunks = Vec::new();
+                        } else if !kept.over {
+                            kept.chunks.push(data.clone());
+                        }
+                    } else if let Some(t) = frame.trailers_ref() {
+                        kept.trailers = Some(t.clone());
+                    }
+                    if self.inner.is_end_stream() {
+                        kept.complete = true;
+                    }
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some((kept, _)) = &self.keep {
+                    kept.lock().unwrap_or_else(|e| e.into_inner()).complete = true;
+                }
+            }
+            _ => {}
         }
         polled
     }

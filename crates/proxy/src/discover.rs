@@ -61,22 +61,53 @@ pub struct StreamState {
     pub last_error: Option<String>,
 }
 
+/// What one kind of control-plane stream carries: how to open it for a name, and how its
+/// messages fold into the name's current value. Destinations ([`DestinationFeed`]) and
+/// outbound policies ([`crate::policy::PolicyFeed`]) share the rest: one stream per name,
+/// reconnects with backoff keeping the last value, and the stream closed when nobody
+/// listens any more.
+pub trait Feed: Clone + Send + Sync + 'static {
+    /// The current answer for one name.
+    type Value: Clone + Send + Sync + std::fmt::Debug + 'static;
+    /// The answer before the control plane has said anything.
+    fn pending() -> Self::Value;
+    /// The answer's state word for `/state`.
+    fn describe(value: &Self::Value) -> &'static str;
+    /// Opens `name`'s stream and publishes each new answer on `tx` until it ends; `opened`
+    /// is called once the control plane has accepted the stream.
+    fn stream(
+        &mut self,
+        name: &Authority,
+        tx: &watch::Sender<Self::Value>,
+        opened: impl FnOnce() + Send,
+    ) -> impl std::future::Future<Output = Result<(), tonic::Status>> + Send;
+}
+
 /// One name's live answer. The map holds a sender, not a receiver, so that the name's
 /// stream ends when the last user (a balancer) lets its receiver go: its task then removes
-/// the entry and the `Get` stream to the control plane is closed (issue #20: idle
-/// destinations are freed).
-struct Name {
-    tx: watch::Sender<Resolution>,
+/// the entry and the stream to the control plane is closed (issue #20: idle destinations
+/// are freed).
+struct Name<V> {
+    tx: watch::Sender<V>,
     stream: Arc<Mutex<StreamState>>,
 }
 
-type Names = Arc<Mutex<HashMap<Authority, Name>>>;
+type Names<V> = Arc<Mutex<HashMap<Authority, Name<V>>>>;
+
+/// One stream per name to the control plane, of one [`Feed`].
+pub struct Streams<F: Feed> {
+    feed: F,
+    names: Names<F::Value>,
+}
 
 /// Resolves service names through the control plane's destination service.
-pub struct Resolver {
+pub type Resolver = Streams<DestinationFeed>;
+
+/// The destination service's `Get`: endpoints of a name.
+#[derive(Clone)]
+pub struct DestinationFeed {
     client: DestinationClient<Channel>,
     context_token: String,
-    names: Names,
 }
 
 /// A name's entry in `/state`.
@@ -86,51 +117,61 @@ pub struct NameState {
     pub name: String,
     /// `name` or `address`.
     pub kind: &'static str,
-    /// `pending`, `endpoints`, `no-endpoints` or `unknown-name`.
+    /// For destinations `pending`, `endpoints`, `no-endpoints` or `unknown-name`; for
+    /// policies `pending`, `routes` or `none`.
     pub state: &'static str,
     /// The stream to the control plane.
     pub stream: StreamState,
 }
 
+/// The control plane's gRPC channel at `addr` (lazy; with `tls`, verifying its identity).
+pub fn channel(
+    addr: &Authority,
+    connect_timeout: Duration,
+    tls: Option<crate::tls::ControlTls>,
+) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(connect_timeout)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10));
+    Ok(match tls {
+        Some(tls) => endpoint.connect_with_connector_lazy(tls.connector(addr.clone())),
+        None => endpoint.connect_lazy(),
+    })
+}
+
 impl Resolver {
-    /// A resolver using the destination service at `addr`; connects lazily.
-    /// With `tls`, over TLS verifying the control plane's identity.
-    pub fn new(
-        addr: &Authority,
-        context_token: String,
-        connect_timeout: Duration,
-        tls: Option<crate::tls::ControlTls>,
-    ) -> Result<Self, tonic::transport::Error> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(connect_timeout)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(10));
-        let channel = match tls {
-            Some(tls) => endpoint.connect_with_connector_lazy(tls.connector(addr.clone())),
-            None => endpoint.connect_lazy(),
-        };
-        Ok(Self {
+    /// A resolver using the destination service on `channel` (see [`channel`]).
+    pub fn new(channel: Channel, context_token: String) -> Self {
+        Self::with_feed(DestinationFeed {
             client: DestinationClient::new(channel),
             context_token,
-            names: Names::default(),
         })
+    }
+}
+
+impl<F: Feed> Streams<F> {
+    /// Streams of `feed`.
+    pub fn with_feed(feed: F) -> Self {
+        Self {
+            feed,
+            names: Arc::default(),
+        }
     }
 
     /// The live answer for `name`, starting its stream on first use. The stream lasts while
     /// a receiver for the name does: when the last one is dropped, the stream is closed and
     /// the name forgotten.
-    pub fn resolve(&self, name: &Authority) -> watch::Receiver<Resolution> {
+    pub fn resolve(&self, name: &Authority) -> watch::Receiver<F::Value> {
         let mut names = lock(&self.names);
         if let Some(n) = names.get(name) {
             return n.tx.subscribe();
         }
-        let (tx, rx) = watch::channel(Resolution::Pending);
+        let (tx, rx) = watch::channel(F::pending());
         let stream = Arc::new(Mutex::new(StreamState::default()));
         let task = Watch {
-            client: self.client.clone(),
+            feed: self.feed.clone(),
             name: name.clone(),
-            path: name.to_string(),
-            context_token: self.context_token.clone(),
             tx: tx.clone(),
             stream: stream.clone(),
             names: self.names.clone(),
@@ -161,12 +202,7 @@ impl Resolver {
                     Some(_) => "address",
                     None => "name",
                 },
-                state: match &*n.tx.borrow() {
-                    Resolution::Pending => "pending",
-                    Resolution::Endpoints(_) => "endpoints",
-                    Resolution::NoEndpoints { exists: true } => "no-endpoints",
-                    Resolution::NoEndpoints { exists: false } => "unknown-name",
-                },
+                state: F::describe(&n.tx.borrow()),
                 stream: n.stream.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             })
             .collect();
@@ -175,22 +211,20 @@ impl Resolver {
     }
 }
 
-fn lock(names: &Names) -> std::sync::MutexGuard<'_, HashMap<Authority, Name>> {
+fn lock<V>(names: &Names<V>) -> std::sync::MutexGuard<'_, HashMap<Authority, Name<V>>> {
     names.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One name's stream, reopened with backoff until nobody listens any more.
-struct Watch {
-    client: DestinationClient<Channel>,
+struct Watch<F: Feed> {
+    feed: F,
     name: Authority,
-    path: String,
-    context_token: String,
-    tx: watch::Sender<Resolution>,
+    tx: watch::Sender<F::Value>,
     stream: Arc<Mutex<StreamState>>,
-    names: Names,
+    names: Names<F::Value>,
 }
 
-impl Watch {
+impl<F: Feed> Watch<F> {
     /// Whether nobody listens any more; if so the name is forgotten (under the map's lock,
     /// so a `resolve` racing with this either subscribed before, and keeps the stream, or
     /// comes after and starts a new one).
@@ -200,7 +234,7 @@ impl Watch {
             return false;
         }
         names.remove(&self.name);
-        tracing::debug!(name = %self.path, "destination unused; stream closed");
+        tracing::debug!(name = %self.name, "unused; stream closed");
         true
     }
 
@@ -208,8 +242,14 @@ impl Watch {
         let mut backoff = BACKOFF.0;
         loop {
             let tx = self.tx.clone();
+            let stream = self.stream.clone();
+            let opened = move || {
+                let mut s = stream.lock().unwrap_or_else(|e| e.into_inner());
+                s.connected = true;
+                s.streams_opened += 1;
+            };
             let ended = tokio::select! {
-                ended = self.stream_once() => ended,
+                ended = self.feed.stream(&self.name, &tx, opened) => ended,
                 _ = tx.closed() => {
                     if self.release() {
                         return;
@@ -222,7 +262,7 @@ impl Watch {
                 Ok(()) => "stream ended by the control plane".to_string(),
                 Err(status) => format!("{}: {}", status.code(), status.message()),
             };
-            tracing::debug!(name = %self.path, %reason, ?backoff, "destination stream lost; keeping the last known endpoints");
+            tracing::debug!(name = %self.name, %reason, ?backoff, "control-plane stream lost; keeping the last answer");
             {
                 let mut s = self.stream.lock().unwrap_or_else(|e| e.into_inner());
                 s.connected = false;
@@ -239,20 +279,38 @@ impl Watch {
             }
         }
     }
+}
 
-    /// Opens a stream and applies its updates until it ends.
-    async fn stream_once(&mut self) -> Result<(), tonic::Status> {
+impl Feed for DestinationFeed {
+    type Value = Resolution;
+
+    fn pending() -> Resolution {
+        Resolution::Pending
+    }
+
+    fn describe(value: &Resolution) -> &'static str {
+        match value {
+            Resolution::Pending => "pending",
+            Resolution::Endpoints(_) => "endpoints",
+            Resolution::NoEndpoints { exists: true } => "no-endpoints",
+            Resolution::NoEndpoints { exists: false } => "unknown-name",
+        }
+    }
+
+    /// Opens a `Get` stream and applies its updates until it ends.
+    async fn stream(
+        &mut self,
+        name: &Authority,
+        tx: &watch::Sender<Resolution>,
+        opened: impl FnOnce() + Send,
+    ) -> Result<(), tonic::Status> {
         let req = api::GetDestination {
             scheme: String::new(),
-            path: self.path.clone(),
+            path: name.to_string(),
             context_token: self.context_token.clone(),
         };
         let mut updates = self.client.get(req).await?.into_inner();
-        {
-            let mut s = self.stream.lock().unwrap_or_else(|e| e.into_inner());
-            s.connected = true;
-            s.streams_opened += 1;
-        }
+        opened();
         // The first message of a stream is the whole state, not a change to the old one.
         let mut current: Option<BTreeMap<SocketAddr, EndpointMeta>> = None;
         while let Some(update) = updates.message().await? {
@@ -265,8 +323,8 @@ impl Watch {
                 Err(exists) => Resolution::NoEndpoints { exists: *exists },
             };
             current = Some(next.unwrap_or_default());
-            tracing::debug!(name = %self.path, ?resolution, "destination update");
-            self.tx.send_replace(resolution);
+            tracing::debug!(%name, ?resolution, "destination update");
+            tx.send_replace(resolution);
         }
         Ok(())
     }

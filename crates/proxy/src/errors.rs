@@ -21,6 +21,9 @@ pub struct ProxyError {
     pub reason: ProxyErrorReason,
     /// A human-readable account, sent in the body (and `grpc-message` for gRPC callers).
     pub detail: String,
+    /// The HTTP and gRPC statuses when the reason's own do not apply (an injected fault
+    /// names its own).
+    pub statuses: Option<(StatusCode, u16)>,
 }
 
 /// gRPC status codes the proxy uses.
@@ -30,6 +33,7 @@ mod grpc {
     pub const DEADLINE_EXCEEDED: u16 = 4;
     pub const RESOURCE_EXHAUSTED: u16 = 8;
     pub const ABORTED: u16 = 10;
+    pub const UNKNOWN: u16 = 2;
     pub const UNAVAILABLE: u16 = 14;
 }
 
@@ -39,11 +43,21 @@ impl ProxyError {
         Self {
             reason,
             detail: detail.into(),
+            statuses: None,
         }
+    }
+
+    /// The same error answered with these HTTP and gRPC statuses.
+    pub fn with_statuses(mut self, http: StatusCode, grpc: u16) -> Self {
+        self.statuses = Some((http, grpc));
+        self
     }
 
     /// The HTTP status for HTTP callers.
     pub fn status(&self) -> StatusCode {
+        if let Some((http, _)) = self.statuses {
+            return http;
+        }
         match self.reason {
             ProxyErrorReason::MalformedRequest => StatusCode::BAD_REQUEST,
             ProxyErrorReason::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -52,7 +66,11 @@ impl ProxyError {
             }
             ProxyErrorReason::ConnectTimeout
             | ProxyErrorReason::ResponseHeadTimeout
-            | ProxyErrorReason::BodyIdleTimeout => StatusCode::GATEWAY_TIMEOUT,
+            | ProxyErrorReason::BodyIdleTimeout
+            | ProxyErrorReason::RequestTimeout
+            | ProxyErrorReason::BackendRequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+            // A fault carries its own status (see `ProxyError::with_status`); without one, 500.
+            ProxyErrorReason::FaultInjected => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyErrorReason::ConnectRefused
             | ProxyErrorReason::ConnectFailed
             | ProxyErrorReason::UpstreamReset
@@ -66,13 +84,19 @@ impl ProxyError {
 
     /// The gRPC status for gRPC callers (who get HTTP 200 with `grpc-status`).
     pub fn grpc_status(&self) -> u16 {
+        if let Some((_, grpc)) = self.statuses {
+            return grpc;
+        }
         match self.reason {
             ProxyErrorReason::MalformedRequest => grpc::INVALID_ARGUMENT,
             ProxyErrorReason::HeadersTooLarge => grpc::RESOURCE_EXHAUSTED,
             ProxyErrorReason::ConnectTimeout
             | ProxyErrorReason::ResponseHeadTimeout
             | ProxyErrorReason::ClientWriteTimeout
-            | ProxyErrorReason::BodyIdleTimeout => grpc::DEADLINE_EXCEEDED,
+            | ProxyErrorReason::BodyIdleTimeout
+            | ProxyErrorReason::RequestTimeout
+            | ProxyErrorReason::BackendRequestTimeout => grpc::DEADLINE_EXCEEDED,
+            ProxyErrorReason::FaultInjected => grpc::UNKNOWN,
             ProxyErrorReason::LoopDetected => grpc::ABORTED,
             ProxyErrorReason::IdentityRequired => grpc::PERMISSION_DENIED,
             ProxyErrorReason::NoRoute

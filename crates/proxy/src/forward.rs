@@ -23,17 +23,19 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use http_body::Body as _;
-use http_body_util::{Either, Empty};
+use http_body_util::Either;
 
 use crate::{
-    backend::{ReqBody, UpstreamBody},
+    backend::{Backend, ReqBody, UpstreamBody},
     balance::{Balancer, SendFailed},
-    body::{ClientBody, Recorder, ResponseBody},
+    body::{ClientBody, Recorder, Replayed, ResponseBody},
     config::Authority,
     errors::ProxyError,
     http::{is_idempotent, may_resend},
     listener::Side,
-    metrics::{ErrorKind, HttpLabels, HttpMetrics},
+    metrics::{ErrorKind, HttpLabels, HttpMetrics, RouteMetrics},
+    policy::Policy,
+    route::{self, Decision, TryOutcome},
     tap::{self, ConnMeta, ConnTap, Tapped},
     upstream::Upstream,
 };
@@ -138,6 +140,35 @@ struct Outgoing {
 }
 
 impl Outgoing {
+    /// A copy of the request's head.
+    fn parts(&self) -> http::request::Parts {
+        let mut parts = Request::new(()).into_parts().0;
+        parts.method = self.req.method().clone();
+        parts.uri = self.req.uri().clone();
+        parts.version = self.req.version();
+        parts.headers = self.req.headers().clone();
+        parts
+    }
+
+    /// A request sent again whole (a route's retry): like a bodiless one, it may go to
+    /// another endpoint when connecting fails.
+    fn new_whole(req: Request<ReqBody>, retryable: bool, grpc: bool) -> Self {
+        // `whole` is what the backend reads as "no body to stream": a kept body is sent.
+        let bodiless = req.body().is_end_stream();
+        let mut out = Self {
+            req,
+            retry: None,
+            resend: None,
+            malformed: Arc::new(AtomicBool::new(false)),
+            whole: bodiless,
+            grpc,
+        };
+        if retryable && bodiless {
+            out.retry = Some(out.parts());
+        }
+        out
+    }
+
     /// `retryable`: whether the upstream has other endpoints to retry on at all.
     fn new(req: Request<Incoming>, retryable: bool, grpc: bool) -> Self {
         let parts = || {
@@ -196,6 +227,15 @@ impl Conn {
             Ok(route) => route,
             Err(e) => return self.fail(&self.unrouted(authority.as_deref(), ""), e, grpc, start),
         };
+        if let Upstream::Balanced(balancer) = &upstream {
+            if !wants_upgrade(&req) {
+                if let Some(policy) = balancer.policy().await {
+                    return self
+                        .forward_routed(policy, req, tap, grpc, start, authority.as_deref())
+                        .await;
+                }
+            }
+        }
         if let Err(e) = prepare_request(&mut req, &upstream.label(), authority.as_deref()) {
             let metrics = match &metrics {
                 Some(m) => {
@@ -214,41 +254,12 @@ impl Conn {
         // response quiet.
         let body_idle = self.side.timeouts.body_idle.filter(|_| out.whole);
 
-        let (result, metrics) = match &upstream {
-            Upstream::Addr(backend) => {
-                let metrics = metrics.expect("an address upstream has metrics");
-                metrics.request();
-                tap::dispatch(tap, || tap::Destination {
-                    addr: backend.target_addr(),
-                    labels: None,
-                    server_id: backend.connector().peer_identity().map(|p| &*p.server_id),
-                });
-                let result = match backend.send(out.req, out.whole, grpc).await {
-                    // The general path's half of the one re-send rule; hyper's pool itself
-                    // re-sends only requests it had not started writing.
-                    Err(e)
-                        if e.is_closed_before_answer()
-                            && may_resend(out.resend.is_some(), true, false) =>
-                    {
-                        tracing::debug!(target = %backend.target_label, error = %e, "upstream closed before answering; sending the idempotent request again");
-                        let parts = out.resend.expect("checked by may_resend");
-                        let req = Request::from_parts(parts, Either::Right(Empty::new()));
-                        backend.send(req, true, grpc).await
-                    }
-                    result => result,
-                };
-                (
-                    result.map_err(|e| ProxyError::from_send(&e, &backend.target_label)),
-                    metrics,
-                )
+        let (result, metrics) = match self.send_to(&upstream, out, metrics, tap).await {
+            Ok(sent) => sent,
+            Err(e) => {
+                let metrics = self.unrouted(authority.as_deref(), "");
+                return self.fail(&metrics, e, grpc, start);
             }
-            Upstream::Balanced(balancer) => match self.send_balanced(balancer, out, tap).await {
-                Ok(ok) => ok,
-                Err(e) => {
-                    let metrics = self.unrouted(authority.as_deref(), "");
-                    return self.fail(&metrics, e, grpc, start);
-                }
-            },
         };
         let mut rsp = match result {
             Ok(rsp) => rsp,
@@ -286,6 +297,177 @@ impl Conn {
         let status = rsp.status().as_u16();
         let recorder = Recorder::new(metrics, start.elapsed(), status, grpc, rsp.headers());
         rsp.map(|body| ResponseBody::upstream(body, recorder).idle_limit(body_idle))
+    }
+
+    /// Forwards a request to a service with routes ([`crate::route`]): the route's filters,
+    /// its weighted backend, its timeouts, and its retries within the budget (the body
+    /// kept for them up to the retry's limit).
+    async fn forward_routed(
+        &self,
+        policy: Arc<Policy>,
+        mut req: Request<Incoming>,
+        tap: &mut Option<Tapped>,
+        grpc: bool,
+        start: Instant,
+        authority: Option<&str>,
+    ) -> Response<ResponseBody> {
+        let decided = route::decide(
+            policy,
+            &req,
+            authority.unwrap_or(""),
+            &self.side.registry,
+            start,
+        );
+        let mut plan = match decided {
+            Decision::Send(plan) => plan,
+            Decision::Fail(e, route) => {
+                let metrics = self.unrouted(authority, "");
+                return self.fail_on_route(&metrics, e, grpc, start, route);
+            }
+            Decision::Redirect(status, location, route) => {
+                let metrics = self.unrouted(authority, "");
+                let rsp = Response::builder()
+                    .status(status)
+                    .header(header::LOCATION, location)
+                    .body(bytes::Bytes::new())
+                    .expect("a valid redirect");
+                let recorder = Recorder::new(
+                    metrics,
+                    start.elapsed(),
+                    status.as_u16(),
+                    grpc,
+                    rsp.headers(),
+                )
+                .route(Some(route));
+                return rsp.map(|body| ResponseBody::proxy(body, Some(recorder)));
+            }
+        };
+        let target = plan.upstream().label();
+        if let Err(e) = prepare_request(&mut req, &target, authority) {
+            let metrics = self.unrouted(authority, &target);
+            return self.fail_on_route(&metrics, e, grpc, start, Some(plan.metrics.clone()));
+        }
+        plan.request_headers(req.headers_mut());
+        let retryable = matches!(plan.upstream(), Upstream::Balanced(_));
+        let mut out = Outgoing::new(req, retryable, grpc);
+        let malformed = out.malformed.clone();
+        let body_idle = self.side.timeouts.body_idle.filter(|_| out.whole);
+        // With retries, the request is kept: its head, and its body as it goes.
+        let kept = plan.retry().map(|r| {
+            let parts = out.parts();
+            let Either::Left(body) =
+                std::mem::replace(out.req.body_mut(), Either::Right(Replayed::empty()))
+            else {
+                unreachable!("a new request carries the client's body")
+            };
+            let (body, kept) = body.keep(r.max_request_bytes);
+            *out.req.body_mut() = Either::Left(body);
+            (parts, kept)
+        });
+        let (result, metrics) = loop {
+            let upstream = plan.upstream().clone();
+            let limit = plan.try_limit();
+            let send = self.send_to(&upstream, out, None, tap);
+            let sent = match limit {
+                None => send.await,
+                Some((deadline, which)) => tokio::time::timeout_at(deadline, send)
+                    .await
+                    .unwrap_or_else(|_| Err(plan.timeout_error(which))),
+            };
+            let (result, metrics) = match sent {
+                Ok(sent) => sent,
+                Err(e) => (Err(e), self.unrouted(authority, &target)),
+            };
+            let answer = result
+                .as_ref()
+                .ok()
+                .map(|r| (r.status().as_u16(), route::head_grpc_status(r.headers())));
+            let replay = kept.as_ref().and_then(|(parts, kept)| {
+                let body = kept.lock().unwrap_or_else(|e| e.into_inner()).replay()?;
+                Some(Request::from_parts(parts.clone(), Either::Right(body)))
+            });
+            match plan.after_try(answer, replay.is_some()) {
+                TryOutcome::Done => break (result, metrics),
+                TryOutcome::Retry(backoff) => {
+                    tracing::debug!(route = plan.route_name(), ?answer, ?backoff, "retrying");
+                    drop(result);
+                    tokio::time::sleep(backoff).await;
+                    let req = replay.expect("a retry has a request to send");
+                    out = Outgoing::new_whole(req, retryable, grpc);
+                }
+            }
+        };
+        let mut rsp = match result {
+            Ok(rsp) => rsp,
+            Err(e) if malformed.load(Ordering::Relaxed) => {
+                let e = ProxyError::new(
+                    ProxyErrorReason::MalformedRequest,
+                    format!("malformed request body; upstream request aborted ({e})"),
+                );
+                return self.fail_on_route(&metrics, e, grpc, start, Some(plan.metrics.clone()));
+            }
+            Err(e) => {
+                return self.fail_on_route(&metrics, e, grpc, start, Some(plan.metrics.clone()))
+            }
+        };
+        strip_hop_by_hop(rsp.headers_mut(), false);
+        plan.response_headers(rsp.headers_mut());
+        let status = rsp.status().as_u16();
+        let recorder = Recorder::new(metrics, start.elapsed(), status, grpc, rsp.headers())
+            .route(Some(plan.metrics.clone()));
+        rsp.map(|body| ResponseBody::upstream(body, recorder).idle_limit(body_idle))
+    }
+
+    /// Sends `out` to `upstream`: the request's result and the metrics it counts on.
+    /// `metrics` are an address upstream's (a balanced service's are per endpoint). `Err`:
+    /// no endpoint could be picked.
+    async fn send_to(
+        &self,
+        upstream: &Upstream,
+        out: Outgoing,
+        metrics: Option<Arc<HttpMetrics>>,
+        tap: &mut Option<Tapped>,
+    ) -> Result<(Result<Response<UpstreamBody>, ProxyError>, Arc<HttpMetrics>), ProxyError> {
+        let backend = match upstream {
+            Upstream::Balanced(balancer) => return self.send_balanced(balancer, out, tap).await,
+            Upstream::Addr(backend) => backend,
+        };
+        let metrics =
+            metrics.unwrap_or_else(|| self.addr_metrics(backend, backend.target_label.clone()));
+        metrics.request();
+        tap::dispatch(tap, || tap::Destination {
+            addr: backend.target_addr(),
+            labels: None,
+            server_id: backend.connector().peer_identity().map(|p| &*p.server_id),
+        });
+        let result = match backend.send(out.req, out.whole, out.grpc).await {
+            // The general path's half of the one re-send rule; hyper's pool itself
+            // re-sends only requests it had not started writing.
+            Err(e)
+                if e.is_closed_before_answer() && may_resend(out.resend.is_some(), true, false) =>
+            {
+                tracing::debug!(target = %backend.target_label, error = %e, "upstream closed before answering; sending the idempotent request again");
+                let parts = out.resend.expect("checked by may_resend");
+                let req = Request::from_parts(parts, Either::Right(Replayed::empty()));
+                backend.send(req, true, out.grpc).await
+            }
+            result => result,
+        };
+        Ok((
+            result.map_err(|e| ProxyError::from_send(&e, &backend.target_label)),
+            metrics,
+        ))
+    }
+
+    /// The metrics of requests to an address upstream, labelled with `authority`.
+    pub fn addr_metrics(&self, backend: &Backend, authority: Arc<str>) -> Arc<HttpMetrics> {
+        self.side.registry.http(HttpLabels {
+            direction: self.side.direction,
+            authority,
+            target_addr: backend.target_label.clone(),
+            tls: self.side.tls.clone(),
+            dst: Arc::from([]),
+        })
     }
 
     /// Sends over a balanced service ([`crate::balance::Tries`]); a bodiless request whose connect failed is
@@ -332,7 +514,7 @@ impl Conn {
                     let Some(parts) = retry.clone() else {
                         unreachable!("a request without parts is not retryable")
                     };
-                    req = Request::from_parts(parts, Either::Right(Empty::new()));
+                    req = Request::from_parts(parts, Either::Right(Replayed::empty()));
                     whole = true;
                 }
             }
@@ -399,13 +581,7 @@ impl Conn {
             }
         };
         let metrics = match &upstream {
-            Upstream::Addr(backend) => Some(self.side.registry.http(HttpLabels {
-                direction: self.side.direction,
-                authority: label,
-                target_addr: backend.target_label.clone(),
-                tls: self.side.tls.clone(),
-                dst: Arc::from([]),
-            })),
+            Upstream::Addr(backend) => Some(self.addr_metrics(backend, label)),
             Upstream::Balanced(_) => None,
         };
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -434,8 +610,21 @@ impl Conn {
         grpc: bool,
         start: Instant,
     ) -> Response<ResponseBody> {
+        self.fail_on_route(metrics, err, grpc, start, None)
+    }
+
+    /// [`Conn::fail`], counted on the route too.
+    fn fail_on_route(
+        &self,
+        metrics: &Arc<HttpMetrics>,
+        err: ProxyError,
+        grpc: bool,
+        start: Instant,
+        route: Option<Arc<RouteMetrics>>,
+    ) -> Response<ResponseBody> {
         let close = err.reason == ProxyErrorReason::MalformedRequest;
         let (mut rsp, recorder) = self.fail_parts(metrics, err, grpc, start);
+        let recorder = recorder.route(route);
         if close && !grpc {
             // After a malformed request the stream's framing cannot be trusted: end it.
             rsp.headers_mut()

@@ -34,7 +34,8 @@ use crate::{
     http::{may_resend, MAX_HEAD_BYTES},
     io::{Deadline, Rewind},
     listener::Side,
-    metrics::HttpMetrics,
+    metrics::{HttpMetrics, RouteMetrics},
+    route::{self, Decision, Plan, TryOutcome},
     tls::ClientStream,
     upstream::Upstream,
 };
@@ -118,6 +119,7 @@ where
         host: String::new(),
         svc,
         head_timer: Deadline::default(),
+        route: None,
     };
     match conn.run(side).await {
         End::Closed => {}
@@ -146,6 +148,8 @@ struct Conn<I> {
     /// The response-head and body-idle timeouts' deadline: one timer per connection, made
     /// at the first use and moved lazily (see [`Deadline`]), not made anew per request.
     head_timer: Deadline,
+    /// The current request's route counters, when a route carries it.
+    route: Option<Arc<RouteMetrics>>,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
@@ -156,7 +160,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 Err(end) => return end,
             };
             let close = head.close || side.drain.is_cancelled();
-            let keep = self.forward(&head, close, side).await;
+            let start = Instant::now();
+            let decision = match self.plan(&head, side, start).await {
+                Ok(decision) => decision,
+                Err(why) => return End::General(why),
+            };
+            let keep = self.forward(&head, close, side, start, decision).await;
+            self.route = None;
             self.trim();
             match keep {
                 Ok(true) if !close => {}
@@ -254,81 +264,190 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         End::Closed
     }
 
-    /// Forwards the request at the start of `buf` and relays the answer. `Ok(keep)` says
-    /// whether the client connection can carry another request; `Err` that it broke.
-    async fn forward(&mut self, head: &RequestHead, close: bool, side: &Side) -> Result<bool, ()> {
-        let start = Instant::now();
-        side.h1.fast_requests.fetch_add(1, Relaxed);
+    /// The route decision for the request at the start of `buf` when its service has
+    /// routes ([`crate::route`]); `Err` hands the connection to the general path, for a
+    /// route that changes headers (which this path does not rewrite).
+    async fn plan(
+        &mut self,
+        head: &RequestHead,
+        side: &Side,
+        start: Instant,
+    ) -> Result<Option<Decision>, &'static str> {
         self.host.clear();
         let raw_host = std::str::from_utf8(&self.buf[head.host.clone()]).unwrap_or_default();
         self.host.push_str(raw_host);
         self.host.make_ascii_lowercase();
+        let svc = self.svc.clone();
+        let Ok((Upstream::Balanced(balancer), _)) = svc.conn().route(Some(&self.host)) else {
+            return Ok(None);
+        };
+        let Some(policy) = balancer.policy().await else {
+            return Ok(None);
+        };
+        let view = head::RawRequest::parse(&self.buf[..head.len]).ok_or("unparsable head")?;
+        let decision = route::decide(policy, &view, &self.host, &side.registry, start);
+        if let Decision::Send(plan) = &decision {
+            if plan.changes_headers() {
+                return Err("route changes headers");
+            }
+        }
+        Ok(Some(decision))
+    }
+
+    /// Forwards the request at the start of `buf` and relays the answer. `Ok(keep)` says
+    /// whether the client connection can carry another request; `Err` that it broke.
+    async fn forward(
+        &mut self,
+        head: &RequestHead,
+        close: bool,
+        side: &Side,
+        start: Instant,
+        decision: Option<Decision>,
+    ) -> Result<bool, ()> {
+        side.h1.fast_requests.fetch_add(1, Relaxed);
         self.buf.advance(head.len + body_len(head));
         let svc = self.svc.clone();
         let conn = svc.conn();
-        let (upstream, metrics) = match conn.route(Some(&self.host)) {
-            Ok(route) => route,
-            Err(e) => {
+        let mut plan = match decision {
+            None => None,
+            Some(Decision::Send(plan)) => {
+                self.route = Some(plan.metrics.clone());
+                Some(plan)
+            }
+            Some(Decision::Fail(e, route)) => {
+                self.route = route;
                 let metrics = conn.unrouted(Some(&self.host), "");
                 return self.fail(&svc, &metrics, e, start, close).await;
             }
-        };
-        match upstream {
-            Upstream::Addr(backend) => {
-                let metrics = metrics.expect("an address upstream has metrics");
-                metrics.request();
-                match self
-                    .send(&backend, head, close, start, side.timeouts.response_head)
-                    .await
-                    .map_err(|HungUp| ())?
-                {
-                    Ok(answer) => {
-                        let idle = side.timeouts.body_idle;
-                        self.relay(answer, &backend, metrics, start, idle).await
-                    }
-                    Err(SendFailed { error: e, .. }) => {
-                        self.fail(&svc, &metrics, e, start, close).await
-                    }
-                }
+            Some(Decision::Redirect(status, location, route)) => {
+                self.route = Some(route);
+                let metrics = conn.unrouted(Some(&self.host), "");
+                return self
+                    .redirect(metrics, status, &location, start, close)
+                    .await;
             }
-            Upstream::Balanced(balancer) => {
-                // The whole request is in `req_out`: any try can be repeated elsewhere.
-                let mut tries = match balancer.tries(true).await {
-                    Ok(tries) => tries,
-                    Err(e) => {
-                        let metrics = conn.unrouted(Some(&self.host), "");
-                        return self.fail(&svc, &metrics, e, start, close).await;
-                    }
-                };
-                let mut sent_at = start;
-                let result = loop {
+        };
+        let (upstream, metrics) = match &plan {
+            Some(plan) => (plan.upstream().clone(), None),
+            None => match conn.route(Some(&self.host)) {
+                Ok(route) => route,
+                Err(e) => {
+                    let metrics = conn.unrouted(Some(&self.host), "");
+                    return self.fail(&svc, &metrics, e, start, close).await;
+                }
+            },
+        };
+        let head_limit = side.timeouts.response_head;
+        loop {
+            let limit = match &plan {
+                Some(plan) => Limit::of(plan, head_limit),
+                None => head_limit.map(Limit::Head),
+            };
+            let (sent, backend, metrics) = match &upstream {
+                Upstream::Addr(backend) => {
+                    let metrics = metrics.clone().unwrap_or_else(|| {
+                        conn.addr_metrics(backend, backend.target_label.clone())
+                    });
+                    metrics.request();
                     let sent = self
-                        .send(
-                            &tries.endpoint().backend,
-                            head,
-                            close,
-                            sent_at,
-                            side.timeouts.response_head,
-                        )
+                        .send(backend, head, close, start, limit, plan.as_ref())
                         .await
                         .map_err(|HungUp| ())?;
-                    if let ControlFlow::Break(result) = tries.record(sent) {
-                        break result;
-                    }
-                    sent_at = Instant::now();
-                };
-                let endpoint = tries.endpoint().clone();
-                match result {
-                    Ok(answer) => {
-                        let metrics = endpoint.metrics.clone();
-                        let idle = side.timeouts.body_idle;
-                        self.relay(answer, &endpoint.backend, metrics, start, idle)
+                    (sent, backend.clone(), metrics)
+                }
+                Upstream::Balanced(balancer) => {
+                    // The whole request is in `req_out`: any try can be repeated elsewhere.
+                    let mut tries = match balancer.tries(true).await {
+                        Ok(tries) => tries,
+                        Err(e) => {
+                            let metrics = conn.unrouted(Some(&self.host), "");
+                            return self.fail(&svc, &metrics, e, start, close).await;
+                        }
+                    };
+                    let mut sent_at = start;
+                    let result = loop {
+                        let sent = self
+                            .send(
+                                &tries.endpoint().backend,
+                                head,
+                                close,
+                                sent_at,
+                                limit,
+                                plan.as_ref(),
+                            )
                             .await
-                    }
-                    Err(e) => self.fail(&svc, &endpoint.metrics, e, start, close).await,
+                            .map_err(|HungUp| ())?;
+                        if let ControlFlow::Break(result) = tries.record(sent) {
+                            break result;
+                        }
+                        sent_at = Instant::now();
+                    };
+                    let endpoint = tries.endpoint().clone();
+                    (
+                        result.map_err(|error| SendFailed {
+                            error,
+                            connect: false,
+                        }),
+                        endpoint.backend.clone(),
+                        endpoint.metrics.clone(),
+                    )
+                }
+            };
+            if let Some(p) = plan.as_mut() {
+                let answer = sent.as_ref().ok().map(|a| (a.status, None));
+                if let TryOutcome::Retry(backoff) = p.after_try(answer, true) {
+                    tracing::debug!(route = p.route_name(), ?answer, ?backoff, "retrying");
+                    // The answer's body is not wanted: its connection goes with it.
+                    drop(sent);
+                    tokio::time::sleep(backoff).await;
+                    continue;
                 }
             }
+            return match sent {
+                Ok(answer) => {
+                    let idle = side.timeouts.body_idle;
+                    self.relay(answer, &backend, metrics, start, idle).await
+                }
+                Err(SendFailed { error: e, .. }) => {
+                    self.fail(&svc, &metrics, e, start, close).await
+                }
+            };
         }
+    }
+
+    /// Answers with a route's redirect.
+    async fn redirect(
+        &mut self,
+        metrics: Arc<HttpMetrics>,
+        status: http::StatusCode,
+        location: &str,
+        start: Instant,
+        close: bool,
+    ) -> Result<bool, ()> {
+        let recorder = Recorder::new(
+            metrics,
+            start.elapsed(),
+            status.as_u16(),
+            false,
+            &HeaderMap::new(),
+        )
+        .route(self.route.take());
+        let out = &mut self.rsp_out;
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\nlocation: ");
+        out.extend_from_slice(location.as_bytes());
+        out.extend_from_slice(b"\r\ncontent-length: 0\r\n");
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        write_out(&mut self.io, &self.rsp_out).await?;
+        recorder.end();
+        Ok(true)
     }
 
     /// Sends `req_out` to `backend` and reads the response head into `ubuf`, watching the
@@ -342,7 +461,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         head: &RequestHead,
         close: bool,
         sent_at: Instant,
-        limit: Option<Duration>,
+        limit: Option<Limit>,
+        plan: Option<&Plan>,
     ) -> Result<Result<Answer, SendFailed>, HungUp> {
         let Self {
             io,
@@ -353,8 +473,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             head_timer,
             ..
         } = self;
-        if let Some(limit) = limit {
-            head_timer.set(sent_at + limit);
+        let deadline = limit.map(|l| l.deadline(sent_at));
+        if let Some(deadline) = deadline {
+            head_timer.set(deadline);
         }
         tokio::select! {
             biased;
@@ -363,11 +484,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 tracing::debug!(target = %backend.target_label, "client closed its connection while its request was in flight");
                 Err(HungUp)
             }
-            () = head_timer.expired(), if limit.is_some() => Ok(Err(SendFailed {
-                error: ProxyError::response_head_timeout(
-                    &backend.target_label,
-                    limit.unwrap_or_default(),
-                ),
+            () = head_timer.expired(), if deadline.is_some() => Ok(Err(SendFailed {
+                error: match (limit, plan) {
+                    (Some(Limit::Route(_, which)), Some(plan)) => plan.timeout_error(which),
+                    (Some(Limit::Head(limit)), _) => ProxyError::response_head_timeout(&backend.target_label, limit),
+                    _ => ProxyError::response_head_timeout(&backend.target_label, Duration::ZERO),
+                },
                 connect: false,
             })),
         }
@@ -391,7 +513,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             close: up_close,
             head_len,
         } = answer;
-        let recorder = Recorder::new(metrics, start.elapsed(), status, false, &HeaderMap::new());
+        let recorder = Recorder::new(metrics, start.elapsed(), status, false, &HeaderMap::new())
+            .route(self.route.take());
         let mut body = BodyEnd::new(framing);
         self.ubuf.advance(head_len);
         let n = body.advance(&self.ubuf).map_err(|_| ())?;
@@ -448,6 +571,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         close: bool,
     ) -> Result<bool, ()> {
         let (rsp, recorder) = svc.conn().fail_parts(metrics, err, false, start);
+        let recorder = recorder.route(self.route.take());
         let out = &mut self.rsp_out;
         out.clear();
         let status = rsp.status();
@@ -620,6 +744,36 @@ async fn read_response_head(
 
 /// The client closed its connection while its request was in flight.
 struct HungUp;
+
+/// What limits a try's wait for its response head.
+#[derive(Clone, Copy)]
+enum Limit {
+    /// The proxy's response-head timeout, from when the try was sent.
+    Head(Duration),
+    /// A route's timeout, at this instant.
+    Route(Instant, route::Timeout),
+}
+
+impl Limit {
+    /// The nearer of the route's limit and the response-head timeout (for a try sent now).
+    fn of(plan: &Plan, head: Option<Duration>) -> Option<Self> {
+        let route = plan.try_limit();
+        match (route, head) {
+            (Some((at, which)), Some(h)) if at <= Instant::now() + h => {
+                Some(Self::Route(at, which))
+            }
+            (Some((at, which)), None) => Some(Self::Route(at, which)),
+            (_, h) => h.map(Self::Head),
+        }
+    }
+
+    fn deadline(self, sent_at: Instant) -> Instant {
+        match self {
+            Self::Head(d) => sent_at + d,
+            Self::Route(at, _) => at,
+        }
+    }
+}
 
 /// Resolves when the client closes its connection (or it fails) while its request is in
 /// flight, as hyper's server notices a closed connection. Bytes the client sends meanwhile

@@ -40,6 +40,8 @@ pub mod io;
 pub mod listener;
 pub mod metrics;
 pub mod orig_dst;
+pub mod policy;
+pub mod route;
 pub mod serve;
 pub mod state;
 pub mod tap;
@@ -226,14 +228,13 @@ pub async fn run(
         },
     };
     let identity_task = identity.clone().map(|i| tokio::spawn(i.run()));
-    let resolver = match &config.destination_addr {
+    let token = ferry_api::destination::context_token(&config.pod_namespace, "", &config.pod_name);
+    let channel = match &config.destination_addr {
         None => None,
         Some(addr) => {
-            let token =
-                ferry_api::destination::context_token(&config.pod_namespace, "", &config.pod_name);
             let tls = identity.as_ref().and_then(|i| i.control_plane_tls());
-            match Resolver::new(addr, token, config.timeouts.connect, tls) {
-                Ok(r) => Some(Arc::new(r)),
+            match discover::channel(addr, config.timeouts.connect, tls) {
+                Ok(c) => Some(c),
                 Err(error) => {
                     tracing::error!(%addr, %error, "invalid destination address; names resolve by DNS");
                     None
@@ -241,6 +242,9 @@ pub async fn run(
             }
         }
     };
+    let resolver = channel
+        .clone()
+        .map(|c| Arc::new(Resolver::new(c, token.clone())));
     let side = |direction: Direction, tls: Tls, resolver: Option<Arc<Resolver>>| {
         let factory = EndpointFactory {
             direction,
@@ -283,6 +287,9 @@ pub async fn run(
         Tls::NO_TLS_FROM_REMOTE,
         resolver.clone(),
     );
+    if let Some(channel) = channel {
+        Upstreams::enable_policies(&outbound.upstreams, channel, token);
+    }
 
     let state = Arc::new(ProxyState {
         listeners: listener_states,

@@ -247,6 +247,40 @@ impl TcpMetrics {
     }
 }
 
+/// Labels of the route families: the Service a route is attached to, and the route.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RouteLabels {
+    /// `outbound_grpc_route_*` rather than `outbound_http_route_*`.
+    pub grpc: bool,
+    /// The parent Service (`parent_*`).
+    pub parent: crate::policy::ObjectLabels,
+    /// The route (`route_*`).
+    pub route: crate::policy::ObjectLabels,
+}
+
+/// The counters of one route: responses as the caller saw them (after retries), and the
+/// retries themselves.
+#[derive(Default)]
+pub struct RouteMetrics {
+    /// Responses by status, with their latency (from the request to the response head).
+    pub responses: HttpMetrics,
+    /// Retries sent.
+    pub retries: AtomicU64,
+    /// Requests that succeeded on a retry.
+    pub retry_successes: AtomicU64,
+    /// Requests that still failed when they had used all their retries.
+    pub retry_limit_exceeded: AtomicU64,
+    /// Retries not sent because the retry budget was spent.
+    pub retry_overflow: AtomicU64,
+}
+
+impl RouteMetrics {
+    /// Counts one of the counters.
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+}
+
 /// Whether an error happened on an HTTP request or a TCP connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
@@ -261,6 +295,7 @@ pub struct Registry {
     limits: Limits,
     http: Mutex<Family<HttpLabels, HttpMetrics>>,
     tcp: Mutex<Family<TcpLabels, TcpMetrics>>,
+    routes: Mutex<Family<RouteLabels, RouteMetrics>>,
     errors: Mutex<HashMap<(Direction, ErrorKind, ProxyErrorReason), u64>>,
     detect: [[AtomicU64; Protocol::ALL.len()]; 2],
     started: SystemTime,
@@ -284,6 +319,7 @@ impl Registry {
             limits,
             http: Mutex::default(),
             tcp: Mutex::default(),
+            routes: Mutex::default(),
             errors: Mutex::default(),
             detect: Default::default(),
             started: SystemTime::now(),
@@ -305,6 +341,11 @@ impl Registry {
         labels.target_addr = checked(labels.target_addr);
         let direction = labels.direction;
         lock(&self.tcp).get_or_insert(labels, direction, self.limits.max_series)
+    }
+
+    /// The counters of a route (outbound), capped like the other families.
+    pub fn route(&self, labels: RouteLabels) -> Arc<RouteMetrics> {
+        lock(&self.routes).get_or_insert(labels, Direction::Outbound, self.limits.max_series)
     }
 
     /// Counts an error the proxy made (it answered a request, or dropped a connection).

@@ -23,6 +23,7 @@ use crate::{
     config::Authority,
     discover::Resolver,
     errors::ProxyError,
+    policy::{Compile, Policies},
 };
 
 /// How many endpoints one connection or bodiless request tries before giving up.
@@ -108,6 +109,8 @@ pub struct Upstreams {
     addrs: Mutex<Held<SocketAddr, Arc<AddrLookup>>>,
     /// A destination nobody has used for this long is let go (balancer, task, stream).
     idle: Duration,
+    /// Outbound policies, when enabled ([`Upstreams::enable_policies`]).
+    policies: std::sync::OnceLock<Policies>,
 }
 
 /// Whether something outside the cache still holds a destination.
@@ -206,7 +209,42 @@ impl Upstreams {
             balancers: Mutex::default(),
             addrs: Mutex::default(),
             idle,
+            policies: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Asks the control plane on `channel` for each name's outbound policy (routes), as
+    /// `workload`. Only outbound upstreams with a resolver route.
+    pub fn enable_policies(this: &Arc<Self>, channel: tonic::transport::Channel, workload: String) {
+        if this.resolver.is_none() {
+            return;
+        }
+        let weak = Arc::downgrade(this);
+        let compile: Compile = Arc::new(move |name, policy| {
+            let Some(upstreams) = weak.upgrade() else {
+                return Err("the proxy is shutting down".to_string());
+            };
+            let compiled = crate::policy::compile(policy, &*upstreams);
+            if let Ok(Some(p)) = &compiled {
+                tracing::debug!(%name, parent = %p.parent.name, "routes compiled");
+            }
+            compiled
+        });
+        let _ = this.policies.set(Policies::new(channel, workload, compile));
+    }
+
+    /// The policy streams, for `/state`.
+    pub fn policies(&self) -> Option<&Policies> {
+        self.policies.get()
+    }
+
+    fn balancer(&self, target: &Authority, resolver: &Resolver) -> Arc<Balancer> {
+        Balancer::new(
+            target.clone(),
+            resolver.resolve(target),
+            self.factory.clone(),
+            self.policies.get().map(|p| p.resolve(target)),
+        )
     }
 
     /// Lets go of destinations nobody has used for [`Upstreams::idle`]: their balancers,
@@ -255,11 +293,7 @@ impl Upstreams {
         };
         let lookup = lock(&self.addrs).get_or(&addr, Instant::now(), || {
             Arc::new(AddrLookup {
-                balancer: Balancer::new(
-                    target.clone(),
-                    resolver.resolve(&target),
-                    self.factory.clone(),
-                ),
+                balancer: self.balancer(&target, resolver),
                 waited_in_vain: AtomicBool::new(false),
             })
         });
@@ -287,13 +321,8 @@ impl Upstreams {
         let (Some(resolver), None) = (&self.resolver, target.socket_addr()) else {
             return Upstream::Addr(self.backends.get(target));
         };
-        let balancer = lock(&self.balancers).get_or(target, Instant::now(), || {
-            Balancer::new(
-                target.clone(),
-                resolver.resolve(target),
-                self.factory.clone(),
-            )
-        });
+        let balancer = lock(&self.balancers)
+            .get_or(target, Instant::now(), || self.balancer(target, resolver));
         Upstream::Balanced(balancer)
     }
 
@@ -312,6 +341,13 @@ impl Upstreams {
         );
         out.sort_by_key(|b| b.name().to_string());
         out
+    }
+}
+
+impl crate::policy::Backends for Upstreams {
+    fn backend(&self, path: &str) -> Option<Upstream> {
+        let target: Authority = path.parse().ok()?;
+        Some(self.get(&target))
     }
 }
 
@@ -338,13 +374,10 @@ mod tests {
             registry: registry.clone(),
         };
         let backends = Arc::new(Backends::new(Direction::Outbound, timeouts, registry));
-        let resolver = Resolver::new(
-            &"127.0.0.1:9".parse().unwrap(),
-            String::new(),
-            timeouts.connect,
-            None,
-        )
-        .unwrap();
+        let channel =
+            crate::discover::channel(&"127.0.0.1:9".parse().unwrap(), timeouts.connect, None)
+                .unwrap();
+        let resolver = Resolver::new(channel, String::new());
         Upstreams::new(backends, Some(Arc::new(resolver)), factory)
     }
 

@@ -7,7 +7,7 @@ use std::{
     net::SocketAddr,
     path::Path,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::Duration,
@@ -471,4 +471,239 @@ spec: {abort: {httpStatus: 503, percent: 25}}
     .await;
     assert!(!ok);
     assert!(err.contains("nope"), "{err}");
+}
+
+/// A backend answering with its name; `fail_every` makes the calls whose number modulo 10
+/// is below it answer 503, and `/slow` waits 2 s. It echoes request bodies, and counts
+/// calls.
+async fn routed_app(name: &'static str, fail_below: u64, calls: Arc<AtomicU64>) -> TestServer {
+    TestServer::http(move |req| {
+        let calls = calls.clone();
+        async move {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            if req.uri().path() == "/slow" {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            let body = http_body_util::BodyExt::collect(req.into_body())
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            if n % 10 < fail_below {
+                let mut rsp = Response::new(full("failing"));
+                *rsp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                return rsp;
+            }
+            if body.is_empty() {
+                Response::new(full(name))
+            } else {
+                Response::new(full(body))
+            }
+        }
+    })
+    .await
+}
+
+/// Routes steer traffic through a real client proxy (issue #21), on the HTTP/1.1 fast
+/// path and, over h2c, the general path: header matches, a 90/10 split, fault aborts,
+/// backend timeouts, retries of a flaky backend (POST bodies intact), and the retry
+/// budget bounding the extra load on a backend that always fails.
+#[tokio::test]
+async fn routes_split_match_fault_time_out_and_retry_within_the_budget() {
+    let calls: Vec<Arc<AtomicU64>> = (0..4).map(|_| Arc::default()).collect();
+    let web = routed_app("web", 0, calls[0].clone()).await;
+    let canary = routed_app("canary", 0, calls[1].clone()).await;
+    let flaky = routed_app("flaky", 3, calls[2].clone()).await;
+    let down = routed_app("down", 10, calls[3].clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("workloads.yaml");
+    let mut yaml = String::from("workloads:\n");
+    for (name, app) in [
+        ("web", &web),
+        ("canary", &canary),
+        ("flaky", &flaky),
+        ("down", &down),
+    ] {
+        yaml.push_str(&format!(
+            "  - name: {name}\n    instances: [{{name: {name}-0, addr: \"{}\"}}]\n",
+            app.addr
+        ));
+    }
+    yaml.push_str("services:\n");
+    for name in ["web", "canary", "flaky", "down"] {
+        yaml.push_str(&format!(
+            "  - {{name: {name}, port: 8080, workloads: [{name}]}}\n"
+        ));
+    }
+    std::fs::write(&file, yaml).unwrap();
+    let routes = dir.path().join("routes.yaml");
+    std::fs::write(
+        &routes,
+        "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web-routes}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: web, port: 8080}]
+  rules:
+  - matches: [{headers: [{name: x-canary, value: \"yes\"}]}]
+    backendRefs: [{name: canary, port: 8080}]
+  - matches: [{path: {type: Exact, value: /teapot}}]
+    filters: [{type: ExtensionRef, extensionRef: {group: policy.ferry.io, kind: HTTPFault, name: teapot}}]
+  - matches: [{path: {type: PathPrefix, value: /slow}}]
+    timeouts: {backendRequest: 300ms}
+  - backendRefs: [{name: web, port: 8080, weight: 90}, {name: canary, port: 8080, weight: 10}]
+---
+apiVersion: policy.ferry.io/v1alpha1
+kind: HTTPFault
+metadata: {name: teapot}
+spec: {abort: {httpStatus: 418, percent: 100}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: flaky-retries}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: flaky, port: 8080}]
+  rules:
+  - retry: {codes: [503], attempts: 3}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: down-retries}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: down, port: 8080}]
+  rules:
+  - retry: {codes: [503], attempts: 3}
+",
+    )
+    .unwrap();
+    let routes = routes.to_str().unwrap().to_string();
+    let cp = ControlProc::spawn(&file, &["--routes", routes.as_str()])
+        .await
+        .unwrap();
+    let grpc = cp.grpc.to_string();
+    let client_proxy = proxy(&[
+        "--upstream",
+        "127.0.0.1:0=web.default:8080",
+        "--upstream",
+        "127.0.0.1:0=flaky.default:8080",
+        "--upstream",
+        "127.0.0.1:0=down.default:8080",
+        "--destination-addr",
+        &grpc,
+    ])
+    .await;
+    let web_url = format!("http://{}", client_proxy.upstream("web.default:8080"));
+    let (h1, h2) = (client::http1(), client::h2c());
+    let get = |version: http::Version, path: &str, header: Option<(&str, &str)>| {
+        let mut req = http::Request::get(format!("{web_url}{path}")).version(version);
+        if let Some((k, v)) = header {
+            req = req.header(k, v);
+        }
+        let client = if version == http::Version::HTTP_2 {
+            &h2
+        } else {
+            &h1
+        };
+        client::send(client, req.body(Default::default()).unwrap())
+    };
+
+    for client in [http::Version::HTTP_11, http::Version::HTTP_2] {
+        // A header match sends every request to the canary.
+        for _ in 0..20 {
+            let r = get(client, "/", Some(("x-canary", "yes"))).await.unwrap();
+            assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "canary"));
+        }
+        // A fault aborts, labelled as the proxy's.
+        let r = get(client, "/teapot", None).await.unwrap();
+        assert_eq!(r.status.as_u16(), 418, "{}", r.text());
+        assert_eq!(r.headers["l5d-proxy-error"], "fault-injected");
+        // The backend timeout answers 504 long before the backend would.
+        let started = std::time::Instant::now();
+        let r = get(client, "/slow", None).await.unwrap();
+        assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text());
+        assert_eq!(r.headers["l5d-proxy-error"], "backend-request-timeout");
+        assert!(started.elapsed() < Duration::from_millis(1500));
+    }
+
+    // A 90/10 split over 10,000 requests (fast path and general path alike).
+    let mut canaries = 0;
+    let mut batch = tokio::task::JoinSet::new();
+    for i in 0..10_000 {
+        let client = if i % 2 == 0 { h1.clone() } else { h2.clone() };
+        let url = format!("{web_url}/split");
+        batch.spawn(async move {
+            let mut req = http::Request::get(url);
+            if i % 2 == 1 {
+                req = req.version(http::Version::HTTP_2);
+            }
+            client::send(&client, req.body(Default::default()).unwrap()).await
+        });
+        if batch.len() >= 32 || i == 9_999 {
+            while let Some(r) = batch.join_next().await {
+                let r = r.unwrap().unwrap();
+                assert_eq!(r.status, StatusCode::OK);
+                canaries += usize::from(r.text() == "canary");
+            }
+        }
+    }
+    eprintln!("split: {canaries} of 10000 to the canary");
+    assert!((700..=1300).contains(&canaries), "{canaries} of 10000");
+
+    // A flaky backend (30 % 503) is retried: every caller succeeds, POST bodies intact.
+    let flaky_url = format!("http://{}", client_proxy.upstream("flaky.default:8080"));
+    for i in 0..200 {
+        let (client, version) = if i % 2 == 0 {
+            (&h1, http::Version::HTTP_11)
+        } else {
+            (&h2, http::Version::HTTP_2)
+        };
+        let body = format!("{i:05}").repeat(2000);
+        let req = http::Request::post(&flaky_url)
+            .version(version)
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())))
+            .unwrap();
+        let r = client::send(client, req).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "request {i}: {}", r.text());
+        assert!(r.body == body.as_bytes(), "request {i}: body changed");
+    }
+    let flaky_calls = calls[2].load(Ordering::SeqCst);
+    eprintln!("flaky: 200 requests, {flaky_calls} calls");
+    assert!(flaky_calls > 200, "retries happened");
+
+    // A backend that always fails gets no more than the budget's retries: 10/s over the
+    // 10 s window plus 20 % of the requests.
+    let down_url = format!("http://{}", client_proxy.upstream("down.default:8080"));
+    for _ in 0..500 {
+        let r = client::get(&down_url).await.unwrap();
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let down_calls = calls[3].load(Ordering::SeqCst);
+    eprintln!("down: 500 requests, {down_calls} calls");
+    assert!(
+        (600..=500 + 100 + 100 + 10).contains(&down_calls),
+        "{down_calls} calls for 500 requests"
+    );
+
+    // The route families.
+    let metrics = client::get(&format!("http://{}/metrics", client_proxy.admin()))
+        .await
+        .unwrap()
+        .text();
+    let overflow = ferry_testkit::metric(
+        &metrics,
+        "outbound_http_route_retry_overflow_total",
+        &[("parent_name", "down"), ("route_name", "down-retries")],
+    );
+    assert!(overflow.is_some_and(|v| v > 0.0), "{metrics}");
+    let teapots = ferry_testkit::metric(
+        &metrics,
+        "outbound_http_route_request_statuses_total",
+        &[
+            ("route_name", "web-routes"),
+            ("http_status", "418"),
+            ("error", "fault-injected"),
+        ],
+    );
+    assert_eq!(teapots, Some(2.0), "{metrics}");
+    drop(cp);
 }

@@ -12,7 +12,7 @@ use ferry_api::{metrics as names, ProxyErrorReason};
 
 use super::{
     lock, Direction, ErrorKind, Histogram, HttpLabels, HttpMetrics, Peer, Protocol, Registry,
-    TcpLabels, TcpMetrics, Tls,
+    RouteLabels, RouteMetrics, TcpLabels, TcpMetrics, Tls,
 };
 
 impl Tls {
@@ -41,6 +41,7 @@ impl Registry {
         let mut skipped = 0u64;
         self.encode_http(&mut out, &mut skipped);
         self.encode_tcp(&mut out, &mut skipped);
+        self.encode_routes(&mut out, &mut skipped);
         self.encode_errors(&mut out);
         self.encode_detect(&mut out);
         self.encode_bounds(&mut out, skipped);
@@ -218,6 +219,123 @@ impl Registry {
                 h.count,
                 with,
             );
+        }
+    }
+
+    /// Linkerd's Gateway API route families (`outbound_http_route_*`,
+    /// `outbound_grpc_route_*`): statuses as the caller saw them, latency in seconds, and
+    /// retries.
+    fn encode_routes(&self, out: &mut String, skipped: &mut u64) {
+        let series: Vec<(RouteLabels, Arc<RouteMetrics>)> = lock(&self.routes)
+            .map
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if series.is_empty() {
+            return;
+        }
+        let base = |out: &mut String, l: &RouteLabels| {
+            for (prefix, o) in [("parent", &l.parent), ("route", &l.route)] {
+                label(out, &format!("{prefix}_group"), &o.group);
+                label(out, &format!("{prefix}_kind"), &o.kind);
+                label(out, &format!("{prefix}_namespace"), &o.namespace);
+                label(out, &format!("{prefix}_name"), &o.name);
+                if prefix == "parent" {
+                    label(out, "parent_port", itoa(o.port).as_str());
+                }
+            }
+        };
+        for grpc in [false, true] {
+            let family = |suffix: &str| {
+                let proto = if grpc { "grpc" } else { "http" };
+                format!("outbound_{proto}_route_{suffix}")
+            };
+            let of_kind: Vec<_> = series.iter().filter(|(l, _)| l.grpc == grpc).collect();
+            if of_kind.is_empty() {
+                continue;
+            }
+            let name = family("request_statuses_total");
+            header(
+                out,
+                &name,
+                "counter",
+                "Completed route requests, as the caller saw them (after retries).",
+            );
+            let mut durations = Vec::new();
+            for (labels, m) in &of_kind {
+                if !self.room(out, skipped) {
+                    continue;
+                }
+                let mut all = Histogram::default();
+                for (r, stats) in lock(&m.responses.responses).iter() {
+                    sample(out, &name, stats.count, |o| {
+                        base(o, labels);
+                        label(o, "http_status", itoa(r.status).as_str());
+                        label(
+                            o,
+                            "grpc_status",
+                            &r.grpc_status.map(itoa).unwrap_or_default(),
+                        );
+                        label(o, "error", r.error.map_or("", |e| e.as_str()));
+                    });
+                    all.merge(&stats.latency);
+                }
+                durations.push((labels, all));
+            }
+            let name = family("request_duration_seconds");
+            header(
+                out,
+                &name,
+                "histogram",
+                "Time from a route request's arrival to its response head.",
+            );
+            for (labels, h) in &durations {
+                let mut cumulative = 0;
+                for (ms, n) in names::LATENCY_BUCKETS_MS.iter().zip(h.buckets) {
+                    cumulative += n;
+                    sample(out, &format!("{name}_bucket"), cumulative, |o| {
+                        base(o, labels);
+                        label(o, "le", &(*ms as f64 / 1000.0).to_string());
+                    });
+                }
+                sample(out, &format!("{name}_bucket"), h.count, |o| {
+                    base(o, labels);
+                    label(o, "le", "+Inf");
+                });
+                let secs = h.sum_us as f64 / 1e6;
+                write_sample(out, &format!("{name}_sum"), &secs.to_string(), |o| {
+                    base(o, labels)
+                });
+                sample(out, &format!("{name}_count"), h.count, |o| base(o, labels));
+            }
+            for (suffix, help, get) in [
+                (
+                    "retry_requests_total",
+                    "Retries sent.",
+                    (|m: &RouteMetrics| m.retries.load(Relaxed)) as fn(&RouteMetrics) -> u64,
+                ),
+                (
+                    "retry_successes_total",
+                    "Requests that succeeded on a retry.",
+                    |m| m.retry_successes.load(Relaxed),
+                ),
+                (
+                    "retry_limit_exceeded_total",
+                    "Requests that failed after their last retry.",
+                    |m| m.retry_limit_exceeded.load(Relaxed),
+                ),
+                (
+                    "retry_overflow_total",
+                    "Retries not sent because the retry budget was spent.",
+                    |m| m.retry_overflow.load(Relaxed),
+                ),
+            ] {
+                let name = family(suffix);
+                header(out, &name, "counter", help);
+                for (labels, m) in &of_kind {
+                    sample(out, &name, get(m), |o| base(o, labels));
+                }
+            }
         }
     }
 
