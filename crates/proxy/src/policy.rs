@@ -1227,3 +1227,252 @@ pub fn no_route(parent: &ObjectLabels) -> ProxyError {
     )
     .with_statuses(StatusCode::NOT_FOUND, 12)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Req(http::Request<()>);
+
+    fn req(method: &str, uri: &str, headers: &[(&str, &str)]) -> Req {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        Req(b.body(()).unwrap())
+    }
+
+    struct NoBackends;
+    impl Backends for NoBackends {
+        fn backend(&self, _: &str) -> Option<Upstream> {
+            None
+        }
+    }
+
+    fn route(name: &str, rules: Vec<pb::http_route::Rule>) -> pb::HttpRoute {
+        pb::HttpRoute {
+            metadata: Some(meta::Metadata {
+                kind: Some(meta::metadata::Kind::Resource(meta::Resource {
+                    group: "gateway.networking.k8s.io".into(),
+                    kind: "HTTPRoute".into(),
+                    name: name.into(),
+                    namespace: "default".into(),
+                    ..Default::default()
+                })),
+            }),
+            hosts: Vec::new(),
+            rules,
+        }
+    }
+
+    fn rule(matches: Vec<hr::HttpRouteMatch>) -> pb::http_route::Rule {
+        pb::http_route::Rule {
+            matches,
+            ..Default::default()
+        }
+    }
+
+    fn path(kind: hr::path_match::Kind) -> hr::HttpRouteMatch {
+        hr::HttpRouteMatch {
+            path: Some(hr::PathMatch { kind: Some(kind) }),
+            ..Default::default()
+        }
+    }
+
+    fn policy(routes: Vec<pb::HttpRoute>) -> Policy {
+        let p = pb::OutboundPolicy {
+            protocol: Some(pb::ProxyProtocol {
+                kind: Some(pb::proxy_protocol::Kind::Http1(pb::proxy_protocol::Http1 {
+                    routes,
+                    failure_accrual: None,
+                })),
+            }),
+            metadata: None,
+        };
+        compile(&p, &NoBackends).unwrap().unwrap()
+    }
+
+    /// Which route and rule (by index) a request selects.
+    fn selected(p: &Policy, r: &Req) -> Option<(String, usize)> {
+        let (route, rule) = p.select(&r.0)?;
+        let i = route
+            .rules
+            .iter()
+            .position(|x| std::ptr::eq(x, rule))
+            .unwrap();
+        Some((route.labels.name.to_string(), i))
+    }
+
+    #[test]
+    fn the_most_specific_match_wins_then_the_earlier_route() {
+        use hr::path_match::Kind;
+        let header = |name: &str, v: &str| hr::HeaderMatch {
+            name: name.into(),
+            value: Some(hr::header_match::Value::Exact(v.as_bytes().to_vec())),
+        };
+        let p = policy(vec![
+            route(
+                "a",
+                vec![
+                    rule(vec![path(Kind::Prefix("/".into()))]),
+                    rule(vec![path(Kind::Prefix("/api".into()))]),
+                    rule(vec![hr::HttpRouteMatch {
+                        headers: vec![header("x-canary", "yes")],
+                        ..path(Kind::Prefix("/api".into()))
+                    }]),
+                ],
+            ),
+            route(
+                "b",
+                vec![
+                    rule(vec![path(Kind::Exact("/api/login".into()))]),
+                    rule(vec![path(Kind::Regex("/api/v[0-9]+/.*".into()))]),
+                    // Same as route a's second rule: route a came first and keeps it.
+                    rule(vec![path(Kind::Prefix("/api".into()))]),
+                    rule(vec![hr::HttpRouteMatch {
+                        method: Some(http_types::HttpMethod::from(Method::POST)),
+                        ..path(Kind::Prefix("/api".into()))
+                    }]),
+                ],
+            ),
+        ]);
+        let cases = [
+            (req("GET", "/", &[]), ("a", 0)),
+            (req("GET", "/apix", &[]), ("a", 0)),
+            (req("GET", "/api", &[]), ("a", 1)),
+            (req("GET", "/api/x", &[]), ("a", 1)),
+            (req("GET", "/api/x", &[("x-canary", "yes")]), ("a", 2)),
+            (req("POST", "/api/x", &[("x-canary", "yes")]), ("b", 3)),
+            (req("GET", "/api/login", &[("x-canary", "yes")]), ("b", 0)),
+            (req("GET", "/api/v2/x", &[]), ("b", 1)),
+            (req("GET", "/api/v2", &[]), ("a", 1)),
+        ];
+        for (r, (route, rule)) in cases {
+            assert_eq!(
+                selected(&p, &r),
+                Some((route.to_string(), rule)),
+                "{} {}",
+                r.0.method(),
+                r.0.uri()
+            );
+        }
+    }
+
+    #[test]
+    fn queries_regexes_and_no_match() {
+        use hr::path_match::Kind;
+        let p = policy(vec![route(
+            "q",
+            vec![rule(vec![hr::HttpRouteMatch {
+                query_params: vec![hr::QueryParamMatch {
+                    name: "v".into(),
+                    value: Some(hr::query_param_match::Value::Regex("[0-9]+".into())),
+                }],
+                headers: vec![hr::HeaderMatch {
+                    name: "x-user".into(),
+                    value: Some(hr::header_match::Value::Regex(".*@example\\.com".into())),
+                }],
+                ..path(Kind::Exact("/q".into()))
+            }])],
+        )]);
+        let user = [("x-user", "ann@example.com")];
+        assert!(selected(&p, &req("GET", "/q?a=1&v=12", &user)).is_some());
+        assert!(
+            selected(&p, &req("GET", "/q?v=12x", &user)).is_none(),
+            "whole value"
+        );
+        assert!(selected(&p, &req("GET", "/q?v=1", &[("x-user", "ann@example.org")])).is_none());
+        assert!(selected(&p, &req("GET", "/q", &user)).is_none());
+        let e = no_route(&p.parent);
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn the_default_route_alone_needs_no_routing() {
+        let default = pb::HttpRoute {
+            metadata: Some(meta::Metadata {
+                kind: Some(meta::metadata::Kind::Default("http".into())),
+            }),
+            hosts: Vec::new(),
+            rules: vec![pb::http_route::Rule {
+                matches: vec![path(hr::path_match::Kind::Prefix("/".into()))],
+                backends: Some(pb::http_route::Distribution {
+                    kind: Some(pb::http_route::distribution::Kind::FirstAvailable(
+                        pb::http_route::distribution::FirstAvailable {
+                            backends: vec![pb::http_route::RouteBackend {
+                                backend: Some(pb::Backend::default()),
+                                ..Default::default()
+                            }],
+                        },
+                    )),
+                }),
+                ..Default::default()
+            }],
+        };
+        let p = pb::OutboundPolicy {
+            protocol: Some(pb::ProxyProtocol {
+                kind: Some(pb::proxy_protocol::Kind::Http1(pb::proxy_protocol::Http1 {
+                    routes: vec![default.clone()],
+                    failure_accrual: None,
+                })),
+            }),
+            metadata: None,
+        };
+        assert!(compile(&p, &NoBackends).unwrap().is_none());
+        let mut with_timeout = default;
+        with_timeout.rules[0].timeouts = Some(hr::Timeouts {
+            request: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            ..Default::default()
+        });
+        let p = pb::OutboundPolicy {
+            protocol: Some(pb::ProxyProtocol {
+                kind: Some(pb::proxy_protocol::Kind::Http1(pb::proxy_protocol::Http1 {
+                    routes: vec![with_timeout],
+                    failure_accrual: None,
+                })),
+            }),
+            metadata: None,
+        };
+        assert!(compile(&p, &NoBackends).unwrap().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_allows_its_reserve_plus_a_share_of_requests_per_window() {
+        let budget = Budget::default();
+        // The reserve: 10 a second over the 10 s window.
+        let mut granted = 0;
+        while budget.withdraw() {
+            granted += 1;
+            assert!(granted <= 100);
+        }
+        assert_eq!(granted, 100);
+        // 50 requests earn 10 more.
+        for _ in 0..50 {
+            budget.deposit();
+        }
+        let more = (0..20).filter(|_| budget.withdraw()).count();
+        assert_eq!(more, 10);
+        // Once the window has passed, the old retries no longer count.
+        tokio::time::advance(BUDGET_WINDOW + Duration::from_secs(1)).await;
+        let again = (0..200).filter(|_| budget.withdraw()).count();
+        assert_eq!(again, 100);
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_within_bounds() {
+        let r = Retry {
+            max_retries: 3,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            statuses: vec![(500, 504)],
+            grpc: vec![],
+            timeout: None,
+            backoff: Some((Duration::from_millis(25), Duration::from_millis(100), 0.0)),
+        };
+        assert!(r.retries(503, None) && !r.retries(404, None) && !r.retries(200, Some(14)));
+        let waits: Vec<_> = (1..=4).map(|n| r.backoff(n).as_millis()).collect();
+        assert_eq!(waits, [25, 50, 100, 100]);
+    }
+}
