@@ -418,20 +418,6 @@ impl Balancer {
         }
     }
 
-    /// The routes as known now, without waiting: what the HTTP/1.1 fast path checks.
-    /// `Err(())` while the control plane has not answered.
-    pub fn policy_now(&self) -> Result<Option<Arc<Policy>>, ()> {
-        let Some(routing) = &self.policy else {
-            return Ok(None);
-        };
-        match &*routing.rx.borrow() {
-            PolicyState::Routes(p) => Ok(Some(p.clone())),
-            PolicyState::None => Ok(None),
-            PolicyState::Pending if routing.waited_in_vain.load(Relaxed) => Ok(None),
-            PolicyState::Pending => Err(()),
-        }
-    }
-
     /// The service name.
     pub fn name(&self) -> &Authority {
         &self.name

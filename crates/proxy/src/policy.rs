@@ -1151,7 +1151,7 @@ fn grpc_routes(routes: &[pb::GrpcRoute]) -> Result<Vec<RawRoute<'_>>, String> {
                         filters: &rule.filters,
                         timeouts: rule.timeouts.as_ref(),
                         retry: rule.retry.as_ref().map(|r| {
-                            let c = r.conditions.clone().unwrap_or_default();
+                            let c = r.conditions.unwrap_or_default();
                             let grpc = [
                                 (c.cancelled, 1),
                                 (c.deadine_exceeded, 4),

@@ -371,6 +371,52 @@ pub fn parse_response(
     }))
 }
 
+/// A request head as routes see it ([`crate::policy::RequestView`]): parsed again from the
+/// client's bytes, only for requests to services with routes.
+pub struct RawRequest<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+    headers: Vec<(&'a str, &'a [u8])>,
+}
+
+impl<'a> RawRequest<'a> {
+    /// The head at the start of `input` (already accepted by [`parse_request`]).
+    pub fn parse(input: &'a [u8]) -> Option<Self> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        req.parse(input).ok()?;
+        let (method, target) = (req.method?, req.path?);
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        Some(Self {
+            method,
+            path,
+            query,
+            headers: req.headers.iter().map(|h| (h.name, h.value)).collect(),
+        })
+    }
+}
+
+impl crate::policy::RequestView for RawRequest<'_> {
+    fn method(&self) -> &str {
+        self.method
+    }
+    fn path(&self) -> &str {
+        self.path
+    }
+    fn query(&self) -> Option<&str> {
+        self.query
+    }
+    fn any_header(&self, name: &http::HeaderName, f: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+        self.headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case(name.as_str()) && f(v))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -581,51 +627,5 @@ mod tests {
             Parsed::Done(ResponseHead::Informational { len: 25 })
         );
         assert_eq!(response("HTTP/1.1 200 OK\r\n", false).0, Parsed::Partial);
-    }
-}
-
-/// A request head as routes see it ([`crate::policy::RequestView`]): parsed again from the
-/// client's bytes, only for requests to services with routes.
-pub struct RawRequest<'a> {
-    method: &'a str,
-    path: &'a str,
-    query: Option<&'a str>,
-    headers: Vec<(&'a str, &'a [u8])>,
-}
-
-impl<'a> RawRequest<'a> {
-    /// The head at the start of `input` (already accepted by [`parse_request`]).
-    pub fn parse(input: &'a [u8]) -> Option<Self> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        req.parse(input).ok()?;
-        let (method, target) = (req.method?, req.path?);
-        let (path, query) = match target.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (target, None),
-        };
-        Some(Self {
-            method,
-            path,
-            query,
-            headers: req.headers.iter().map(|h| (h.name, h.value)).collect(),
-        })
-    }
-}
-
-impl crate::policy::RequestView for RawRequest<'_> {
-    fn method(&self) -> &str {
-        self.method
-    }
-    fn path(&self) -> &str {
-        self.path
-    }
-    fn query(&self) -> Option<&str> {
-        self.query
-    }
-    fn any_header(&self, name: &http::HeaderName, f: &mut dyn FnMut(&[u8]) -> bool) -> bool {
-        self.headers
-            .iter()
-            .any(|(n, v)| n.eq_ignore_ascii_case(name.as_str()) && f(v))
     }
 }
