@@ -93,6 +93,12 @@ enum End {
     General(&'static str),
 }
 
+impl crate::balance::Answered for Answer {
+    fn failed(&self) -> bool {
+        self.status >= 500
+    }
+}
+
 /// An upstream's answer whose head has arrived.
 struct Answer {
     up: ClientStream,

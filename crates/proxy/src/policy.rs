@@ -1216,6 +1216,32 @@ fn is_default(parent: &ObjectLabels, routes: &[RawRoute<'_>]) -> bool {
         && to_parent
 }
 
+/// The failure accrual (circuit breaking) `policy` asks for its backends' endpoints.
+pub fn accrual(policy: &pb::OutboundPolicy) -> Option<crate::balance::Accrual> {
+    use pb::proxy_protocol::Kind;
+    let fa = match policy.protocol.as_ref()?.kind.as_ref()? {
+        Kind::Detect(d) => d.http1.as_ref()?.failure_accrual.as_ref(),
+        Kind::Http1(h) => h.failure_accrual.as_ref(),
+        Kind::Http2(h) => h.failure_accrual.as_ref(),
+        Kind::Grpc(g) => g.failure_accrual.as_ref(),
+        Kind::Opaque(_) | Kind::Tls(_) => None,
+    }?;
+    let pb::failure_accrual::Kind::ConsecutiveFailures(c) = fa.kind.as_ref()? else {
+        return None;
+    };
+    let (min, max, jitter) = backoff(c.backoff.as_ref()).unwrap_or((
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+        0.5,
+    ));
+    Some(crate::balance::Accrual {
+        max_failures: c.max_failures,
+        min_penalty: min,
+        max_penalty: max,
+        jitter,
+    })
+}
+
 /// A request whose rule matched no route.
 pub fn no_route(parent: &ObjectLabels) -> ProxyError {
     ProxyError::new(

@@ -514,6 +514,27 @@ async fn routes_split_match_fault_time_out_and_retry_within_the_budget() {
     let canary = routed_app("canary", 0, calls[1].clone()).await;
     let flaky = routed_app("flaky", 3, calls[2].clone()).await;
     let down = routed_app("down", 10, calls[3].clone()).await;
+    // Two endpoints of one service, one failing until told otherwise.
+    let (cb_good, cb_bad_calls, cb_bad_fails) = (
+        routed_app("cb-good", 0, Arc::default()).await,
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(true)),
+    );
+    let cb_bad = {
+        let (calls, fails) = (cb_bad_calls.clone(), cb_bad_fails.clone());
+        TestServer::http(move |_req| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let failing = fails.load(Ordering::SeqCst);
+            async move {
+                let mut rsp = Response::new(full("cb-bad"));
+                if failing {
+                    *rsp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                }
+                rsp
+            }
+        })
+        .await
+    };
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("workloads.yaml");
     let mut yaml = String::from("workloads:\n");
@@ -528,8 +549,12 @@ async fn routes_split_match_fault_time_out_and_retry_within_the_budget() {
             app.addr
         ));
     }
+    yaml.push_str(&format!(
+        "  - name: cb\n    instances: [{{name: cb-0, addr: \"{}\"}}, {{name: cb-1, addr: \"{}\"}}]\n",
+        cb_good.addr, cb_bad.addr
+    ));
     yaml.push_str("services:\n");
-    for name in ["web", "canary", "flaky", "down"] {
+    for name in ["web", "canary", "flaky", "down", "cb"] {
         yaml.push_str(&format!(
             "  - {{name: {name}, port: 8080, workloads: [{name}]}}\n"
         ));
@@ -573,6 +598,17 @@ spec:
   parentRefs: [{group: \"\", kind: Service, name: down, port: 8080}]
   rules:
   - retry: {codes: [503], attempts: 3}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: cb
+  annotations:
+    balancer.linkerd.io/failure-accrual: consecutive
+    balancer.linkerd.io/failure-accrual-consecutive-max-failures: \"3\"
+    balancer.linkerd.io/failure-accrual-consecutive-min-penalty: 1s
+    balancer.linkerd.io/failure-accrual-consecutive-max-penalty: 2s
+    balancer.linkerd.io/failure-accrual-consecutive-jitter-ratio: \"0\"
 ",
     )
     .unwrap();
@@ -588,6 +624,8 @@ spec:
         "127.0.0.1:0=flaky.default:8080",
         "--upstream",
         "127.0.0.1:0=down.default:8080",
+        "--upstream",
+        "127.0.0.1:0=cb.default:8080",
         "--destination-addr",
         &grpc,
     ])
@@ -683,6 +721,35 @@ spec:
         (600..=500 + 100 + 100 + 10).contains(&down_calls),
         "{down_calls} calls for 500 requests"
     );
+
+    // Circuit breaking: the failing endpoint is ejected after 3 failures in a row, so of
+    // 100 requests it sees a few (the first ones, and probes after each penalty)...
+    let cb_url = format!("http://{}", client_proxy.upstream("cb.default:8080"));
+    let mut cb_failures = 0;
+    for _ in 0..100 {
+        let r = client::get(&cb_url).await.unwrap();
+        if r.status != StatusCode::OK && cb_failures == 0 {
+            eprintln!("first failure: {} {}", r.status, r.text());
+        }
+        cb_failures += usize::from(r.status != StatusCode::OK);
+    }
+    let bad_calls = cb_bad_calls.load(Ordering::SeqCst);
+    eprintln!("circuit breaking: 100 requests, {cb_failures} failed, {bad_calls} reached the bad endpoint");
+    assert!(
+        bad_calls <= 12,
+        "{bad_calls} requests reached the ejected endpoint"
+    );
+    // ... and once it recovers, it is brought back after its penalty.
+    cb_bad_fails.store(false, Ordering::SeqCst);
+    wait_until(WAIT, "the recovered endpoint is used again", || {
+        let url = cb_url.clone();
+        async move {
+            let r = client::get(&url).await.ok()?;
+            (r.text() == "cb-bad").then_some(())
+        }
+    })
+    .await
+    .unwrap();
 
     // The route families.
     let metrics = client::get(&format!("http://{}/metrics", client_proxy.admin()))
