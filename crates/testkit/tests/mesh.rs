@@ -481,7 +481,8 @@ async fn routed_app(name: &'static str, fail_below: u64, calls: Arc<AtomicU64>) 
         let calls = calls.clone();
         async move {
             let n = calls.fetch_add(1, Ordering::SeqCst);
-            if req.uri().path() == "/slow" {
+            let path = req.uri().path().to_string();
+            if path == "/slow" || name == "mirror-slow" {
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
             let body = http_body_util::BodyExt::collect(req.into_body())
@@ -493,11 +494,15 @@ async fn routed_app(name: &'static str, fail_below: u64, calls: Arc<AtomicU64>) 
                 *rsp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
                 return rsp;
             }
-            if body.is_empty() {
+            let mut rsp = if body.is_empty() {
                 Response::new(full(name))
             } else {
                 Response::new(full(body))
+            };
+            if let Ok(v) = http::HeaderValue::from_str(&path) {
+                rsp.headers_mut().insert("x-path", v);
             }
+            rsp
         }
     })
     .await
@@ -514,6 +519,12 @@ async fn routes_split_match_fault_time_out_and_retry_within_the_budget() {
     let canary = routed_app("canary", 0, calls[1].clone()).await;
     let flaky = routed_app("flaky", 3, calls[2].clone()).await;
     let down = routed_app("down", 10, calls[3].clone()).await;
+    let mirror_calls = Arc::new(AtomicU64::new(0));
+    let mirror_slow = routed_app("mirror-slow", 0, mirror_calls.clone()).await;
+    let dead_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
     // Two endpoints of one service, one failing until told otherwise.
     let (cb_good, cb_bad_calls, cb_bad_fails) = (
         routed_app("cb-good", 0, Arc::default()).await,
@@ -553,8 +564,20 @@ async fn routes_split_match_fault_time_out_and_retry_within_the_budget() {
         "  - name: cb\n    instances: [{{name: cb-0, addr: \"{}\"}}, {{name: cb-1, addr: \"{}\"}}]\n",
         cb_good.addr, cb_bad.addr
     ));
+    yaml.push_str(&format!(
+        "  - name: mirror-slow\n    instances: [{{name: ms-0, addr: \"{}\"}}]\n  - name: mirror-dead\n    instances: [{{name: md-0, addr: \"{dead_addr}\"}}]\n",
+        mirror_slow.addr
+    ));
     yaml.push_str("services:\n");
-    for name in ["web", "canary", "flaky", "down", "cb"] {
+    for name in [
+        "web",
+        "canary",
+        "flaky",
+        "down",
+        "cb",
+        "mirror-slow",
+        "mirror-dead",
+    ] {
         yaml.push_str(&format!(
             "  - {{name: {name}, port: 8080, workloads: [{name}]}}\n"
         ));
@@ -576,12 +599,25 @@ spec:
     filters: [{type: ExtensionRef, extensionRef: {group: policy.ferry.io, kind: HTTPFault, name: teapot}}]
   - matches: [{path: {type: PathPrefix, value: /slow}}]
     timeouts: {backendRequest: 300ms}
+  - matches: [{path: {type: PathPrefix, value: /mirror-dead}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: mirror-dead, port: 8080}, percent: 25}}]
+  - matches: [{path: {type: PathPrefix, value: /mirror-slow}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: mirror-slow, port: 8080}, percent: 25}}]
+  - matches: [{path: {type: PathPrefix, value: /delayed}}]
+    filters: [{type: ExtensionRef, extensionRef: {group: policy.ferry.io, kind: HTTPFault, name: slowdown}}]
+  - matches: [{path: {type: PathPrefix, value: /old}}]
+    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}}]
   - backendRefs: [{name: web, port: 8080, weight: 90}, {name: canary, port: 8080, weight: 10}]
 ---
 apiVersion: policy.ferry.io/v1alpha1
 kind: HTTPFault
 metadata: {name: teapot}
 spec: {abort: {httpStatus: 418, percent: 100}}
+---
+apiVersion: policy.ferry.io/v1alpha1
+kind: HTTPFault
+metadata: {name: slowdown}
+spec: {delay: {fixedDelay: 300ms, percent: 100}}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -661,7 +697,44 @@ metadata:
         assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text());
         assert_eq!(r.headers["l5d-proxy-error"], "backend-request-timeout");
         assert!(started.elapsed() < Duration::from_millis(1500));
+        // A fault's delay holds the request back.
+        let started = std::time::Instant::now();
+        let r = get(client, "/delayed", None).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        // A rewrite replaces the matched prefix (on the general path, for both).
+        let r = get(client, "/old/x?q=1", None).await.unwrap();
+        assert_eq!(r.headers["x-path"], "/new/x", "{client:?}");
     }
+
+    // Mirroring 25 %: to a dead mirror, then to one that takes 2 s to answer; the primary's
+    // latency does not move, and the slow mirror gets about a quarter of the requests.
+    for path in ["/mirror-dead", "/mirror-slow"] {
+        let mut slowest = Duration::ZERO;
+        for i in 0..200 {
+            let version = if i % 2 == 0 {
+                http::Version::HTTP_11
+            } else {
+                http::Version::HTTP_2
+            };
+            let started = std::time::Instant::now();
+            let r = get(version, path, None).await.unwrap();
+            assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "web"));
+            slowest = slowest.max(started.elapsed());
+        }
+        eprintln!("{path}: slowest primary of 200: {slowest:?}");
+        assert!(slowest < Duration::from_millis(500), "{path}: {slowest:?}");
+    }
+    let mirrored = wait_until(WAIT, "mirror copies arrive", || {
+        let n = mirror_calls.load(Ordering::SeqCst);
+        async move { (n >= 25).then_some(n) }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mirrored = mirror_calls.load(Ordering::SeqCst).max(mirrored);
+    eprintln!("mirror: {mirrored} of 200");
+    assert!((25..=80).contains(&mirrored), "{mirrored} of 200 mirrored");
 
     // A 90/10 split over 10,000 requests (fast path and general path alike).
     let mut canaries = 0;
