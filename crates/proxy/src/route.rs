@@ -72,18 +72,22 @@ pub fn decide(
     });
     let mut request_headers = Vec::new();
     let mut response_headers = Vec::new();
-    let mut apply = |filters: &[Filter]| -> Result<(), Decision> {
+    let mut apply = |filters: &[Filter]| -> Result<(), Box<Decision>> {
         for f in filters {
             match f {
                 Filter::Abort { .. } => {
                     if let Some(error) = f.aborts() {
-                        return Err(Decision::Fail(error, Some(metrics.clone())));
+                        return Err(Box::new(Decision::Fail(error, Some(metrics.clone()))));
                     }
                 }
                 Filter::Redirect(r) => {
                     let prefix = policy::matched_prefix(rule, req);
                     let location = r.location(authority, req.path(), req.query(), prefix);
-                    return Err(Decision::Redirect(r.status(), location, metrics.clone()));
+                    return Err(Box::new(Decision::Redirect(
+                        r.status(),
+                        location,
+                        metrics.clone(),
+                    )));
                 }
                 Filter::RequestHeaders(m) => request_headers.push(m.clone()),
                 Filter::ResponseHeaders(m) => response_headers.push(m.clone()),
@@ -92,7 +96,7 @@ pub fn decide(
         Ok(())
     };
     if let Err(d) = apply(&rule.filters) {
-        return d;
+        return *d;
     }
     let Some(backend) = rule.pick_backend() else {
         return Decision::Fail(
@@ -105,7 +109,7 @@ pub fn decide(
         );
     };
     if let Err(d) = apply(&backend.filters) {
-        return d;
+        return *d;
     }
     if backend.upstream.is_none() {
         return Decision::Fail(
