@@ -568,7 +568,7 @@ async fn routes_split_match_fault_time_out_and_retry_within_the_budget() {
         "  - name: mirror-slow\n    instances: [{{name: ms-0, addr: \"{}\"}}]\n  - name: mirror-dead\n    instances: [{{name: md-0, addr: \"{dead_addr}\"}}]\n",
         mirror_slow.addr
     ));
-    yaml.push_str("services:\n");
+    let mut services = String::from("services:\n");
     for name in [
         "web",
         "canary",
@@ -578,11 +578,11 @@ async fn routes_split_match_fault_time_out_and_retry_within_the_budget() {
         "mirror-slow",
         "mirror-dead",
     ] {
-        yaml.push_str(&format!(
+        services.push_str(&format!(
             "  - {{name: {name}, port: 8080, workloads: [{name}]}}\n"
         ));
     }
-    std::fs::write(&file, yaml).unwrap();
+    std::fs::write(&file, format!("{yaml}{services}")).unwrap();
     let routes = dir.path().join("routes.yaml");
     std::fs::write(
         &routes,
@@ -649,9 +649,12 @@ metadata:
     )
     .unwrap();
     let routes = routes.to_str().unwrap().to_string();
-    let cp = ControlProc::spawn(&file, &["--routes", routes.as_str()])
-        .await
-        .unwrap();
+    let cp = ControlProc::spawn(
+        &file,
+        &["--routes", routes.as_str(), "--scrape-interval", "1s"],
+    )
+    .await
+    .unwrap();
     let grpc = cp.grpc.to_string();
     let client_proxy = proxy(&[
         "--upstream",
@@ -666,6 +669,12 @@ metadata:
         &grpc,
     ])
     .await;
+    // The client joins the file, so the control plane scrapes its route metrics.
+    yaml.push_str(&format!(
+        "  - name: client\n    instances: [{{name: client-0, addr: \"127.0.0.1:9\", adminAddr: \"{}\"}}]\n",
+        client_proxy.admin()
+    ));
+    std::fs::write(&file, format!("{yaml}{services}")).unwrap();
     let web_url = format!("http://{}", client_proxy.upstream("web.default:8080"));
     let (h1, h2) = (client::http1(), client::h2c());
     let get = |version: http::Version, path: &str, header: Option<(&str, &str)>| {
@@ -780,6 +789,49 @@ metadata:
     let flaky_calls = calls[2].load(Ordering::SeqCst);
     eprintln!("flaky: 200 requests, {flaky_calls} calls");
     assert!(flaky_calls > 200, "retries happened");
+
+    // `ferry routes` shows the retried route: effective (every caller succeeded) and actual
+    // (every try, so the retries show).
+    let api = format!("http://{}", cp.api);
+    let row = wait_until(WAIT, "ferry routes to show the flaky route", || {
+        let api = api.clone();
+        async move {
+            let (ok, out, _) = ferry(&[
+                "routes",
+                "deploy/client",
+                "--to",
+                "svc/flaky",
+                "-o",
+                "json",
+                "--api-addr",
+                &api,
+            ])
+            .await;
+            let rows: Vec<serde_json::Value> = serde_json::from_str(&out).ok().filter(|_| ok)?;
+            let row = rows
+                .into_iter()
+                .find(|r| r["route"] == "HTTPRoute/default/flaky-retries")?;
+            (row["retriesPerSec"].as_f64()? > 0.0).then_some(row)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(row["service"], "default/flaky:8080", "{row}");
+    assert_eq!(row["success"].as_f64(), Some(1.0), "{row}");
+    let (rps, actual) = (
+        row["rps"].as_f64().unwrap(),
+        row["actualRps"].as_f64().unwrap(),
+    );
+    assert!(actual > rps, "{row}");
+    assert!(row["actualSuccess"].as_f64().unwrap() < 0.9, "{row}");
+    let (ok, table, err) =
+        ferry(&["routes", "deploy/client", "-o", "wide", "--api-addr", &api]).await;
+    assert!(ok, "{err}");
+    eprintln!("{table}");
+    assert!(
+        table.starts_with("ROUTE") && table.contains("HTTPRoute/default/web-routes"),
+        "{table}"
+    );
 
     // A backend that always fails gets no more than the budget's retries: 10/s over the
     // 10 s window plus 20 % of the requests.
