@@ -156,6 +156,29 @@
     const outbound = sortable(peerCols("out"), { empty: "no destinations in the last minute", cls: "outbound",
       rowAttrs: (r) => ({ "data-peer": r.name, class: `row-${health(r.success)}` }) });
     const pods = h("div");
+    // The routes this workload's proxies apply: effective and actual figures, and each
+    // rule's backends with their weights as the control plane serves them now.
+    const routesNote = h("div");
+    const weights = new Map();
+    const routes = sortable([
+      { key: "route", label: "Route", cell: (r) => h("span", { class: "mono" }, r.route) },
+      { key: "service", label: "Service", cell: (r) => h("span", { class: "mono" }, r.service) },
+      ...metricCols(),
+      { key: "retriesPerSec", label: "Retries", num: true, cell: (r) => rps(r.retriesPerSec) },
+      { key: "actualSuccess", label: "Actual success", num: true, cell: (r) => pct(r.actualSuccess) },
+      { key: "backends", label: "Backends (weight)", value: (r) => weights.get(`${r.service} ${r.route}`) || "",
+        cell: (r) => h("span", { class: "weights" }, weights.get(`${r.service} ${r.route}`) || "-") },
+    ], { empty: "no route traffic in the last minute", cls: "routes",
+      rowAttrs: (r) => ({ "data-route": r.route, class: `row-${health(r.success)}` }) });
+    const policyWeights = async (service, route) => {
+      const [ns, rest] = service.split("/");
+      const [svc, port] = rest.split(":");
+      const policy = await api(`/api/v1/policy?${q({ authority: `${svc}.${ns}:${port}`, callerNamespace: ns })}`);
+      const name = route.split("/").pop();
+      const r = (policy.routes || []).find((x) => route === "default" ? x.kind === "default" : x.name === name);
+      return r ? r.rules.filter((x) => (x.backends || []).length)
+        .map((x) => x.backends.map((b) => `${b.name} ${b.weight}`).join(" · ")).join(" | ") : "";
+    };
     view.append(
       h("p", { class: "crumbs" }, h("a", { href: "#/" }, "Overview"), " › ",
         h("a", { href: `#/ns/${encodeURIComponent(ns)}` }, `namespace ${ns}`), " › ", res),
@@ -164,6 +187,7 @@
       section("Call graph", graph),
       section("Outbound: destinations (ferry stat --from " + res + ")", outbound.el),
       section("Inbound: callers (ferry stat --to " + res + ")", inbound.el),
+      section("Routes (ferry routes " + res + ")", routesNote, routes.el),
       section("History (up to the last 15 minutes)", historyCharts(res, ns)),
       section("Instances", pods),
     );
@@ -188,6 +212,14 @@
       );
       inbound.update(ins);
       outbound.update(outs);
+      try {
+        const rs = (await api(`/api/v1/routes?${q({ kind, name, namespace: ns })}`)).rows || [];
+        // Weights as served now: a route edit shows on the next refresh.
+        await Promise.all(rs.map(async (r) =>
+          weights.set(`${r.service} ${r.route}`, await policyWeights(r.service, r.route).catch(() => ""))));
+        routes.update(rs);
+        routesNote.replaceChildren();
+      } catch (e) { statError(routesNote, e); }
       const node = (r) => ({ label: resource(r.kind, r.name), href: workloadHref(r.namespace, r.kind, r.name), success: r.success,
         edgeLabel: r.success === null || r.success === undefined ? "" : `${pct(r.success)} · ${rps(r.rps)}` });
       graph.replaceChildren(Charts.callGraph({ label: res, href: "#" + location.hash.slice(1), success: me.success },

@@ -84,7 +84,15 @@ async fn mesh() -> Mesh {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("workloads.yaml");
     std::fs::write(&file, "namespaces: [shop]\n").unwrap();
-    let control = ControlProc::spawn(&file, &["--scrape-interval", "1s"])
+    // A route on emoji: a timeout, and all of it to emoji (the workload page shows it).
+    let routes = dir.path().join("routes.yaml");
+    std::fs::write(
+        &routes,
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: emoji-route, namespace: shop}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: emoji, port: 8080}]\n  rules:\n  - backendRefs: [{name: emoji, port: 8080, weight: 100}]\n    timeouts: {request: 5s}\n",
+    )
+    .unwrap();
+    let routes = routes.to_str().unwrap().to_string();
+    let control = ControlProc::spawn(&file, &["--scrape-interval", "1s", "--routes", &routes])
         .await
         .unwrap();
     let (grpc, api) = (control.grpc, control.api);
@@ -275,6 +283,23 @@ async fn the_dashboard_shows_the_apis_numbers_drills_down_and_taps() {
     assert!(voting_rate < 0.8, "voting from web is failing: {dests}");
     assert!(emoji_rate > 0.99, "emoji from web is fine: {dests}");
     assert!(dests[2].as_str().unwrap().contains("row-bad"), "{dests}");
+    // web's routes: the emoji route with its weight, as `ferry routes deploy/web` has it.
+    let route = browser
+        .wait_for(
+            "web's routes",
+            r#"const r = document.querySelector('table.routes tr[data-route="HTTPRoute/shop/emoji-route"]');
+               if (!r) return null;
+               const w = r.querySelector('.weights').textContent;
+               return w !== '-' ? [w, r.querySelector('[data-success]').dataset.success] : null;"#,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(route[0], "emoji 100", "{route}");
+    assert!(
+        route[1].as_str().unwrap().parse::<f64>().unwrap() > 0.99,
+        "{route}"
+    );
     assert!(browser
         .url()
         .await
