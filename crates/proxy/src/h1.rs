@@ -709,15 +709,8 @@ async fn send_on(
 /// A mirror copy's exchange on the fast path: the request's bytes to an endpoint of `to`,
 /// its answer's head read and the connection then dropped.
 async fn send_copy(to: Upstream, head: RequestHead, req: Vec<u8>) {
-    let backend = match &to {
-        Upstream::Addr(b) => b.clone(),
-        Upstream::Balanced(balancer) => match balancer.pick().await {
-            Ok(endpoint) => endpoint.backend.clone(),
-            Err(error) => {
-                tracing::debug!(%error, "mirror copy not sent");
-                return;
-            }
-        },
+    let Some(backend) = route::copy_backend(&to).await else {
+        return;
     };
     let (mut ubuf, mut rsp_out) = (BytesMut::new(), Vec::new());
     if let Err(failed) = send_on(&backend, &head, true, &req, &mut ubuf, &mut rsp_out).await {

@@ -1190,6 +1190,31 @@ struct RawRoute<'a> {
     rules: Vec<AnyRule<'a>>,
 }
 
+/// A rule's backends as `(weight, backend, filters)`, from either route kind's
+/// `Distribution` (`D` its `Kind`): the first of `FirstAvailable`, every weighted one of
+/// `RandomAvailable`.
+macro_rules! rule_backends {
+    ($dist:expr, $kind:ident) => {
+        match $dist.and_then(|d| d.kind.as_ref()) {
+            Some($kind::FirstAvailable(f)) => f
+                .backends
+                .iter()
+                .take(1)
+                .map(|b| (1, b.backend.as_ref(), b.filters.as_slice()))
+                .collect(),
+            Some($kind::RandomAvailable(r)) => r
+                .backends
+                .iter()
+                .filter_map(|w| {
+                    let b = w.backend.as_ref()?;
+                    Some((w.weight, b.backend.as_ref(), b.filters.as_slice()))
+                })
+                .collect(),
+            Some($kind::Empty(_)) | None => Vec::new(),
+        }
+    };
+}
+
 fn http_routes(routes: Option<&[pb::HttpRoute]>) -> Result<Vec<RawRoute<'_>>, String> {
     use pb::http_route::distribution::Kind as D;
     Ok(routes
@@ -1201,23 +1226,7 @@ fn http_routes(routes: Option<&[pb::HttpRoute]>) -> Result<Vec<RawRoute<'_>>, St
                 .rules
                 .iter()
                 .map(|rule| {
-                    let backends = match rule.backends.as_ref().and_then(|d| d.kind.as_ref()) {
-                        Some(D::FirstAvailable(f)) => f
-                            .backends
-                            .iter()
-                            .take(1)
-                            .map(|b| (1, b.backend.as_ref(), b.filters.as_slice()))
-                            .collect(),
-                        Some(D::RandomAvailable(r)) => r
-                            .backends
-                            .iter()
-                            .filter_map(|w| {
-                                let b = w.backend.as_ref()?;
-                                Some((w.weight, b.backend.as_ref(), b.filters.as_slice()))
-                            })
-                            .collect(),
-                        Some(D::Empty(_)) | None => Vec::new(),
-                    };
+                    let backends = rule_backends!(rule.backends.as_ref(), D);
                     AnyRule::Http(RawRule {
                         matches: rule.matches.iter().map(http_match).collect(),
                         filters: &rule.filters,
@@ -1261,23 +1270,7 @@ fn grpc_routes(routes: &[pb::GrpcRoute]) -> Result<Vec<RawRoute<'_>>, String> {
                 .rules
                 .iter()
                 .map(|rule| {
-                    let backends = match rule.backends.as_ref().and_then(|d| d.kind.as_ref()) {
-                        Some(D::FirstAvailable(f)) => f
-                            .backends
-                            .iter()
-                            .take(1)
-                            .map(|b| (1, b.backend.as_ref(), b.filters.as_slice()))
-                            .collect(),
-                        Some(D::RandomAvailable(r)) => r
-                            .backends
-                            .iter()
-                            .filter_map(|w| {
-                                let b = w.backend.as_ref()?;
-                                Some((w.weight, b.backend.as_ref(), b.filters.as_slice()))
-                            })
-                            .collect(),
-                        Some(D::Empty(_)) | None => Vec::new(),
-                    };
+                    let backends = rule_backends!(rule.backends.as_ref(), D);
                     AnyRule::Grpc(RawRule {
                         matches: rule.matches.iter().map(grpc_match).collect(),
                         filters: &rule.filters,

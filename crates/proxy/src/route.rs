@@ -369,6 +369,20 @@ pub fn spawn_mirror(
     });
 }
 
+/// Where a mirror copy goes: the address, or an endpoint of the balanced service.
+pub async fn copy_backend(upstream: &Upstream) -> Option<Arc<crate::backend::Backend>> {
+    match upstream {
+        Upstream::Addr(b) => Some(b.clone()),
+        Upstream::Balanced(balancer) => match balancer.pick().await {
+            Ok(endpoint) => Some(endpoint.backend.clone()),
+            Err(error) => {
+                tracing::debug!(%error, "mirror copy not sent");
+                None
+            }
+        },
+    }
+}
+
 /// A mirror copy's exchange on the general path: `req` to an endpoint of `upstream`, its
 /// answer dropped unread.
 pub async fn send_copy(
@@ -376,15 +390,8 @@ pub async fn send_copy(
     req: http::Request<crate::backend::ReqBody>,
     grpc: bool,
 ) {
-    let backend = match &upstream {
-        Upstream::Addr(b) => b.clone(),
-        Upstream::Balanced(balancer) => match balancer.pick().await {
-            Ok(endpoint) => endpoint.backend.clone(),
-            Err(error) => {
-                tracing::debug!(%error, "mirror copy not sent");
-                return;
-            }
-        },
+    let Some(backend) = copy_backend(&upstream).await else {
+        return;
     };
     let whole = http_body::Body::is_end_stream(req.body());
     if let Err(error) = backend.send(req, whole, grpc).await {
