@@ -241,6 +241,8 @@ pub struct Route {
     pub labels: ObjectLabels,
     /// Its rules.
     pub rules: Vec<Rule>,
+    /// Its counters, looked up in the registry by the first request (not by every one).
+    pub metrics: std::sync::OnceLock<Arc<crate::metrics::RouteMetrics>>,
 }
 
 /// One rule: when it applies, what it does, where requests go.
@@ -482,9 +484,11 @@ impl Retry {
 pub struct Budget {
     ratio: f64,
     min_per_sec: u32,
-    window: Duration,
-    /// Per second of the window: (its start, requests, retries).
-    slots: Mutex<std::collections::VecDeque<(Instant, u32, u32)>>,
+    window_secs: u64,
+    /// When the budget was made: slots are whole seconds since.
+    epoch: Instant,
+    /// Per second of the window: (its second, requests, retries), oldest first.
+    slots: Mutex<std::collections::VecDeque<(u64, u32, u32)>>,
 }
 
 impl Default for Budget {
@@ -495,54 +499,58 @@ impl Default for Budget {
 
 impl Budget {
     /// A budget allowing `min_per_sec` retries a second plus `ratio` of the requests over
-    /// `window`.
+    /// `window` (whole seconds).
     pub fn new(ratio: f64, min_per_sec: u32, window: Duration) -> Self {
         Self {
             ratio,
             min_per_sec,
-            window,
+            window_secs: window.as_secs().max(1),
+            epoch: Instant::now(),
             slots: Mutex::default(),
         }
     }
 
-    fn with_slot<T>(&self, f: impl FnOnce(&mut (Instant, u32, u32), u32, u32) -> T) -> T {
-        let now = Instant::now();
+    /// The current second's slot, with the window's older ones kept and the rest dropped.
+    fn with_slots<T>(&self, f: impl FnOnce(&mut std::collections::VecDeque<(u64, u32, u32)>) -> T) -> T {
+        let now = Instant::now().saturating_duration_since(self.epoch).as_secs();
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         while slots
             .front()
-            .is_some_and(|(start, _, _)| now.saturating_duration_since(*start) >= self.window)
+            .is_some_and(|(sec, _, _)| sec + self.window_secs <= now)
         {
             slots.pop_front();
         }
-        if slots.back().is_none_or(|(start, _, _)| {
-            now.saturating_duration_since(*start) >= Duration::from_secs(1)
-        }) {
+        if slots.back().is_none_or(|(sec, _, _)| *sec != now) {
             slots.push_back((now, 0, 0));
         }
-        let (requests, retries) = slots
-            .iter()
-            .fold((0, 0), |(a, b), (_, r, t)| (a + r, b + t));
-        let last = slots.back_mut().expect("a slot was just ensured");
-        f(last, requests, retries)
+        f(&mut slots)
     }
 
     /// Counts a request (not a retry).
     pub fn deposit(&self) {
-        self.with_slot(|slot, _, _| slot.1 += 1);
+        self.with_slots(|slots| {
+            if let Some(last) = slots.back_mut() {
+                last.1 += 1;
+            }
+        });
     }
 
     /// Takes one retry from the budget, if it has one.
     pub fn withdraw(&self) -> bool {
-        let reserve = f64::from(self.min_per_sec) * self.window.as_secs_f64();
-        let (ratio, reserve) = (self.ratio, reserve);
-        self.with_slot(|slot, requests, retries| {
-            let allowed = reserve + ratio * f64::from(requests);
-            if f64::from(retries) + 1.0 <= allowed {
-                slot.2 += 1;
-                true
-            } else {
-                false
+        let reserve = f64::from(self.min_per_sec) * self.window_secs as f64;
+        let ratio = self.ratio;
+        self.with_slots(|slots| {
+            let (requests, retries) = slots
+                .iter()
+                .fold((0u64, 0u64), |(a, b), (_, r, t)| (a + u64::from(*r), b + u64::from(*t)));
+            let allowed = reserve + ratio * requests as f64;
+            if retries as f64 + 1.0 > allowed {
+                return false;
             }
+            if let Some(last) = slots.back_mut() {
+                last.2 += 1;
+            }
+            true
         })
     }
 }
@@ -1149,6 +1157,7 @@ pub fn compile(
         .into_iter()
         .map(|r| {
             Ok(Route {
+                metrics: std::sync::OnceLock::new(),
                 labels: r.labels,
                 rules: r
                     .rules

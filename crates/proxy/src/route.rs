@@ -65,11 +65,16 @@ pub fn decide(
     let Some((route, rule)) = policy.select(req) else {
         return Decision::Fail(policy::no_route(&policy.parent), None);
     };
-    let metrics = registry.route(RouteLabels {
-        grpc: policy.grpc,
-        parent: policy.parent.clone(),
-        route: route.labels.clone(),
-    });
+    let metrics = route
+        .metrics
+        .get_or_init(|| {
+            registry.route(RouteLabels {
+                grpc: policy.grpc,
+                parent: policy.parent.clone(),
+                route: route.labels.clone(),
+            })
+        })
+        .clone();
     let mut request_headers = Vec::new();
     let mut response_headers = Vec::new();
     let mut apply = |filters: &[Filter]| -> Result<(), Box<Decision>> {
@@ -297,7 +302,10 @@ impl Plan {
         answer: Option<(u16, Option<u16>)>,
         replayable: bool,
     ) -> TryOutcome {
-        let Some(retry) = self.rule().retry.clone() else {
+        // A second handle on the policy, so the rule can be read while `self` changes.
+        let policy = self.policy.clone();
+        let rule = &policy.routes[self.route].rules[self.rule];
+        let Some(retry) = &rule.retry else {
             return TryOutcome::Done;
         };
         let failed = match answer {
@@ -318,14 +326,13 @@ impl Plan {
             RouteMetrics::count(&self.metrics.retry_limit_exceeded);
             return TryOutcome::Done;
         }
-        let limit_left = self
-            .rule()
+        let limit_left = rule
             .request_timeout
             .is_none_or(|t| Instant::now() < self.start + t);
         if !limit_left {
             return TryOutcome::Done;
         }
-        if !self.rule().budget.withdraw() {
+        if !rule.budget.withdraw() {
             RouteMetrics::count(&self.metrics.retry_overflow);
             return TryOutcome::Done;
         }
