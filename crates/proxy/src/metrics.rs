@@ -187,7 +187,9 @@ struct ResponseStats {
 #[derive(Default)]
 pub struct HttpMetrics {
     requests: AtomicU64,
-    responses: Mutex<HashMap<ResponseLabels, ResponseStats>>,
+    /// By label set. A handful of label sets per series (the statuses it sees) make a
+    /// scan of a short list cheaper than hashing the labels on every response.
+    responses: Mutex<Vec<(ResponseLabels, ResponseStats)>>,
 }
 
 impl HttpMetrics {
@@ -199,7 +201,14 @@ impl HttpMetrics {
     /// Counts a response completed, with the latency to its headers.
     pub fn response(&self, labels: ResponseLabels, latency: Duration) {
         let mut responses = lock(&self.responses);
-        let stats = responses.entry(labels).or_default();
+        let i = match responses.iter().position(|(l, _)| *l == labels) {
+            Some(i) => i,
+            None => {
+                responses.push((labels, ResponseStats::default()));
+                responses.len() - 1
+            }
+        };
+        let stats = &mut responses[i].1;
         stats.count += 1;
         stats.latency.record(latency);
     }

@@ -511,8 +511,13 @@ impl Budget {
     }
 
     /// The current second's slot, with the window's older ones kept and the rest dropped.
-    fn with_slots<T>(&self, f: impl FnOnce(&mut std::collections::VecDeque<(u64, u32, u32)>) -> T) -> T {
-        let now = Instant::now().saturating_duration_since(self.epoch).as_secs();
+    fn with_slots<T>(
+        &self,
+        f: impl FnOnce(&mut std::collections::VecDeque<(u64, u32, u32)>) -> T,
+    ) -> T {
+        let now = Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_secs();
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         while slots
             .front()
@@ -540,9 +545,9 @@ impl Budget {
         let reserve = f64::from(self.min_per_sec) * self.window_secs as f64;
         let ratio = self.ratio;
         self.with_slots(|slots| {
-            let (requests, retries) = slots
-                .iter()
-                .fold((0u64, 0u64), |(a, b), (_, r, t)| (a + u64::from(*r), b + u64::from(*t)));
+            let (requests, retries) = slots.iter().fold((0u64, 0u64), |(a, b), (_, r, t)| {
+                (a + u64::from(*r), b + u64::from(*t))
+            });
             let allowed = reserve + ratio * requests as f64;
             if retries as f64 + 1.0 > allowed {
                 return false;

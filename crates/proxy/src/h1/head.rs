@@ -386,7 +386,7 @@ pub struct RawRequest<'a> {
 impl<'a> RawRequest<'a> {
     /// The head at the start of `input`.
     pub fn parse(input: &'a [u8]) -> Option<Self> {
-        let end = input.iter().position(|&b| b == b'\n')?;
+        let end = memchr::memchr(b'\n', input)?;
         let line = input[..end].strip_suffix(b"\r").unwrap_or(&input[..end]);
         let mut parts = line.splitn(3, |&b| b == b' ');
         let method = std::str::from_utf8(parts.next()?).ok()?;
@@ -416,15 +416,20 @@ impl crate::policy::RequestView for RawRequest<'_> {
     }
     fn any_header(&self, name: &http::HeaderName, f: &mut dyn FnMut(&[u8]) -> bool) -> bool {
         let name = name.as_str().as_bytes();
-        for line in self.headers.split(|&b| b == b'\n') {
+        let mut rest = self.headers;
+        while let Some(end) = memchr::memchr(b'\n', rest) {
+            let line = &rest[..end];
+            rest = &rest[end + 1..];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.is_empty() {
                 break;
             }
-            let Some(colon) = line.iter().position(|&b| b == b':') else {
-                continue;
-            };
-            if line[..colon].eq_ignore_ascii_case(name) && f(line[colon + 1..].trim_ascii()) {
+            // `name:` at the start of the line, case-insensitively.
+            if line.len() > name.len()
+                && line[name.len()] == b':'
+                && line[..name.len()].eq_ignore_ascii_case(name)
+                && f(line[name.len() + 1..].trim_ascii())
+            {
                 return true;
             }
         }
@@ -647,18 +652,29 @@ mod tests {
     #[test]
     fn routes_read_the_raw_head_as_hyper_would() {
         use crate::policy::RequestView;
-        let head = b"GET /api/v1?x=1 HTTP/1.1\r\nHost: web\r\nX-Canary:  yes \r\nx-canary: no\r\n\r\nbody";
+        let head =
+            b"GET /api/v1?x=1 HTTP/1.1\r\nHost: web\r\nX-Canary:  yes \r\nx-canary: no\r\n\r\nbody";
         let r = RawRequest::parse(head).unwrap();
-        assert_eq!((r.method(), r.path(), r.query()), ("GET", "/api/v1", Some("x=1")));
+        assert_eq!(
+            (r.method(), r.path(), r.query()),
+            ("GET", "/api/v1", Some("x=1"))
+        );
         let canary = http::HeaderName::from_static("x-canary");
         let mut seen = Vec::new();
         assert!(!r.any_header(&canary, &mut |v| {
             seen.push(v.to_vec());
             false
         }));
-        assert_eq!(seen, [b"yes".to_vec(), b"no".to_vec()], "every value, trimmed");
+        assert_eq!(
+            seen,
+            [b"yes".to_vec(), b"no".to_vec()],
+            "every value, trimmed"
+        );
         assert!(r.any_header(&canary, &mut |v| v == b"no"));
         let body = http::HeaderName::from_static("body");
-        assert!(!r.any_header(&body, &mut |_| true), "the body is not a header");
+        assert!(
+            !r.any_header(&body, &mut |_| true),
+            "the body is not a header"
+        );
     }
 }
