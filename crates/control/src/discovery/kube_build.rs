@@ -132,12 +132,46 @@ pub struct PodsPart {
 }
 
 /// A workload's instances, counted: how many, of which owner kind, carrying which labels.
+/// Sorted vectors, not maps: a workload has one kind and a few labels, and a map's node
+/// is hundreds of bytes (1,000 workloads).
 #[derive(Debug, Default)]
 struct Members {
     count: usize,
-    kinds: BTreeMap<String, usize>,
-    /// Label key → value → how many instances carry it.
-    labels: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Owner kind → how many instances have it.
+    kinds: Tally<String>,
+    /// (label key, value) → how many instances carry it.
+    labels: Tally<(String, String)>,
+}
+
+/// Counts per key, sorted by key.
+#[derive(Debug)]
+struct Tally<K>(Vec<(K, usize)>);
+
+impl<K> Default for Tally<K> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<K: Ord> Tally<K> {
+    /// Counts `key` in (`add`) or out, dropping it at zero; `make` builds an absent key.
+    fn count<Q: Ord + ?Sized>(&mut self, key: &Q, add: bool, make: impl FnOnce() -> K)
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        let at = self.0.binary_search_by(|(k, _)| k.borrow().cmp(key));
+        match (at, add) {
+            (Ok(i), true) => self.0[i].1 += 1,
+            (Err(i), true) => self.0.insert(i, (make(), 1)),
+            (Ok(i), false) => {
+                self.0[i].1 -= 1;
+                if self.0[i].1 == 0 {
+                    self.0.remove(i);
+                }
+            }
+            (Err(_), false) => {}
+        }
+    }
 }
 
 /// What Services and EndpointSlices make of a state, with what it takes to update them
@@ -152,8 +186,8 @@ pub struct ServicesPart {
     objects: HashMap<ObjectRef, Arc<KubeService>>,
     /// Each EndpointSlice as last applied.
     slices: HashMap<ObjectRef, Arc<EndpointSlice>>,
-    /// The EndpointSlices of each Service, by name.
-    by_service: HashMap<ObjectRef, BTreeSet<ObjectRef>>,
+    /// The EndpointSlices of each Service (in its namespace), by name, sorted.
+    by_service: HashMap<ObjectRef, Vec<String>>,
 }
 
 /// Builds the pods' part from `snapshot.pods`, `.replica_sets` and `.jobs`.
@@ -353,15 +387,12 @@ impl PodsPart {
             let workload = ObjectRef::new(&key.namespace, &owner.name);
             let members = self.members.entry(workload.clone()).or_default();
             members.count += 1;
-            count(&mut members.kinds, &owner.kind, true);
+            members
+                .kinds
+                .count(owner.kind.as_str(), true, || owner.kind.clone());
             for (k, v) in workload_labels(pod) {
-                match members.labels.get_mut(k) {
-                    Some(values) => count(values, v, true),
-                    None => {
-                        let values = BTreeMap::from([(v.clone(), 1)]);
-                        members.labels.insert(k.clone(), values);
-                    }
-                }
+                let pair = (k.clone(), v.clone());
+                members.labels.count(&pair, true, || pair.clone());
             }
             workloads.insert(workload);
         }
@@ -402,14 +433,10 @@ impl PodsPart {
             let workload = ObjectRef::new(&key.namespace, &owner.name);
             if let Some(members) = self.members.get_mut(&workload) {
                 members.count -= 1;
-                count(&mut members.kinds, &owner.kind, false);
+                members.kinds.count(owner.kind.as_str(), false, String::new);
                 for (k, v) in workload_labels(pod) {
-                    if let Some(values) = members.labels.get_mut(k) {
-                        count(values, v, false);
-                        if values.is_empty() {
-                            members.labels.remove(k);
-                        }
-                    }
+                    let pair = (k.clone(), v.clone());
+                    members.labels.count(&pair, false, || pair.clone());
                 }
                 if members.count == 0 {
                     self.members.remove(&workload);
@@ -434,14 +461,14 @@ impl PodsPart {
             self.workloads.remove(&key);
             return;
         };
-        let kind = members.kinds.keys().next().cloned().unwrap_or_default();
+        let kind = members.kinds.0.first().map(|(k, _)| k.clone());
+        let kind = kind.unwrap_or_default();
         let labels = members
             .labels
+            .0
             .iter()
-            .flat_map(|(k, values)| {
-                let shared = values.iter().filter(|(_, n)| **n == members.count);
-                shared.map(move |(v, _)| (k.clone(), v.clone()))
-            })
+            .filter(|(_, n)| *n == members.count)
+            .map(|(pair, _)| pair.clone())
             .collect();
         let workload = Workload { kind, labels };
         if self.workloads.get(&key) != Some(&workload) {
@@ -546,7 +573,9 @@ impl ServicesPart {
             if let Some(old) = self.slices.remove(&key) {
                 if let Some(service) = service_of_slice(&old) {
                     if let Some(slices) = self.by_service.get_mut(&service) {
-                        slices.remove(&key);
+                        if let Ok(at) = slices.binary_search(&key.name) {
+                            slices.remove(at);
+                        }
                         if slices.is_empty() {
                             self.by_service.remove(&service);
                         }
@@ -557,7 +586,9 @@ impl ServicesPart {
             if let Some(slice) = slice {
                 if let Some(service) = service_of_slice(&slice) {
                     let slices = self.by_service.entry(service.clone()).or_default();
-                    slices.insert(key.clone());
+                    if let Err(at) = slices.binary_search(&key.name) {
+                        slices.insert(at, key.name.clone());
+                    }
                     dirty.insert(service);
                 }
                 self.slices.insert(key, slice);
@@ -587,7 +618,10 @@ impl ServicesPart {
             .get(&key)
             .into_iter()
             .flatten()
-            .filter_map(|slice| self.slices.get(slice).map(|slice| &**slice))
+            .filter_map(|name| {
+                let slice = ObjectRef::new(&key.namespace, name);
+                self.slices.get(&slice).map(|slice| &**slice)
+            })
             .collect();
         let built = self
             .objects
