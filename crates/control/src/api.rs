@@ -170,7 +170,7 @@ async fn endpoints<D: Discovery>(
                 .map(|(addr, ep)| control_api::Endpoint {
                     addr,
                     weight: ep.weight,
-                    metric_labels: ep.labels,
+                    metric_labels: ep.labels.into_iter().collect(),
                     tls_identity: ep.identity,
                 })
                 .collect(),

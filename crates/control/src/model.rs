@@ -4,16 +4,17 @@
 //! Every discovery backend (the workloads file today, Kubernetes later) produces a
 //! [`ClusterState`]; everything above discovery reads only this. A service lists its
 //! endpoints explicitly per port, the way Kubernetes' EndpointSlices do, so a backend that
-//! selects by labels or names resolves the selection itself. The big maps are shared
-//! (`Arc`): a new state whose services changed keeps the same instances, so building,
-//! comparing and diffing it costs what changed.
-
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+//! selects by labels or names resolves the selection itself. The big maps are persistent
+//! ([`imbl::OrdMap`]): a new state shares every unchanged entry's tree nodes with the one
+//! before, so building, comparing and diffing it ([`imbl::OrdMap::diff`] skips shared
+//! nodes) costs what changed, and holding an old state next to a new one costs only the
+//! difference.
 
 use ferry_api::destination::DEFAULT_CLUSTER_DOMAIN;
 use ferry_api::identity::DEFAULT_TRUST_DOMAIN;
+pub use imbl::OrdMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 
 /// A namespaced object's coordinates: `(namespace, name)`, ordered namespace first.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -51,15 +52,15 @@ pub struct ClusterState {
     /// Every namespace known, including those with nothing in them yet.
     pub namespaces: BTreeSet<String>,
     /// Workloads (deployments, statefulsets, ...) by namespace and name.
-    pub workloads: Arc<BTreeMap<ObjectRef, Workload>>,
+    pub workloads: OrdMap<ObjectRef, Workload>,
     /// Instances (pods) by namespace and name.
-    pub instances: Arc<BTreeMap<ObjectRef, Instance>>,
+    pub instances: OrdMap<ObjectRef, Instance>,
     /// Services by namespace and name.
-    pub services: Arc<BTreeMap<ObjectRef, Service>>,
+    pub services: OrdMap<ObjectRef, Service>,
     /// The instance that currently owns each pod IP (Kubernetes: running, not deleted
     /// pods only), so an address reused by a new pod names the new one. Empty for the
     /// workloads file, whose addresses are found through services.
-    pub instance_ips: Arc<BTreeMap<IpAddr, ObjectRef>>,
+    pub instance_ips: OrdMap<IpAddr, ObjectRef>,
 }
 
 impl Default for ClusterState {
@@ -68,10 +69,10 @@ impl Default for ClusterState {
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_string(),
             trust_domain: DEFAULT_TRUST_DOMAIN.to_string(),
             namespaces: BTreeSet::new(),
-            workloads: Arc::default(),
-            instances: Arc::default(),
-            services: Arc::default(),
-            instance_ips: Arc::default(),
+            workloads: OrdMap::new(),
+            instances: OrdMap::new(),
+            services: OrdMap::new(),
+            instance_ips: OrdMap::new(),
         }
     }
 }

@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::authority::{ContextToken, Lookup};
 use crate::index::{self, Resolution};
-use crate::model::{ClusterState, ObjectRef};
+use crate::model::{ClusterState, ObjectRef, OrdMap};
+use imbl::ordmap::DiffItem;
 
 /// A lookup and its current resolution, as every stream for it sees them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -219,8 +220,8 @@ fn answer(state: &ClusterState, path: &str, caller: &ContextToken) -> (Answer, D
     (Answer { lookup, resolution }, deps)
 }
 
-/// Compares two states by their maps' entries: linear in the size of the maps that were
-/// rebuilt (shared ones are skipped), once per state, however many streams are open.
+/// Compares two states by their maps' entries: in what changed (shared subtrees are
+/// skipped), once per state, however many streams are open.
 fn touched(prev: &ClusterState, next: &ClusterState) -> Touched {
     let mut touched = Touched {
         everything: prev.cluster_domain != next.cluster_domain
@@ -244,29 +245,22 @@ fn touched(prev: &ClusterState, next: &ClusterState) -> Touched {
     touched
 }
 
-/// The keys whose values differ between two maps, with both values. A map the two states
-/// share (the part of the state that was not rebuilt) costs nothing.
-fn changed<'a, V: PartialEq>(
-    prev: &'a Arc<std::collections::BTreeMap<ObjectRef, V>>,
-    next: &'a Arc<std::collections::BTreeMap<ObjectRef, V>>,
+/// The keys whose values differ between two maps, with both values. Subtrees the two
+/// states share (everything an update did not touch) are skipped without a look.
+fn changed<'a, V: PartialEq + Clone>(
+    prev: &'a OrdMap<ObjectRef, V>,
+    next: &'a OrdMap<ObjectRef, V>,
 ) -> Vec<(&'a ObjectRef, Option<&'a V>, Option<&'a V>)> {
-    let mut out = Vec::new();
-    if Arc::ptr_eq(prev, next) {
-        return out;
-    }
-    let (prev, next) = (prev.as_ref(), next.as_ref());
-    for (key, before) in prev {
-        match next.get(key) {
-            Some(after) if after == before => {}
-            after => out.push((key, Some(before), after)),
-        }
-    }
-    for (key, after) in next {
-        if !prev.contains_key(key) {
-            out.push((key, None, Some(after)));
-        }
-    }
-    out
+    prev.diff(next)
+        .map(|item| match item {
+            DiffItem::Add(key, after) => (key, None, Some(after)),
+            DiffItem::Update {
+                old: (key, before),
+                new: (_, after),
+            } => (key, Some(before), Some(after)),
+            DiffItem::Remove(key, before) => (key, Some(before), None),
+        })
+        .collect()
 }
 
 impl Touched {

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use ferry_api::destination::DEFAULT_CLUSTER_DOMAIN;
 use ferry_api::identity::DEFAULT_TRUST_DOMAIN;
@@ -163,10 +162,7 @@ fn build(spec: FileSpec) -> Result<ClusterState, WorkloadsFileError> {
             kind: kind.clone(),
             labels: w.labels,
         };
-        if Arc::make_mut(&mut state.workloads)
-            .insert(workload.clone(), model)
-            .is_some()
-        {
+        if state.workloads.insert(workload.clone(), model).is_some() {
             return Err(WorkloadsFileError::DuplicateWorkload(workload));
         }
         state.namespaces.insert(namespace.clone());
@@ -190,10 +186,7 @@ fn build(spec: FileSpec) -> Result<ClusterState, WorkloadsFileError> {
                 admin_addr: i.admin_addr,
                 tap_addr: i.tap_addr,
             };
-            if Arc::make_mut(&mut state.instances)
-                .insert(instance.clone(), model)
-                .is_some()
-            {
+            if state.instances.insert(instance.clone(), model).is_some() {
                 return Err(WorkloadsFileError::DuplicateInstance(instance));
             }
             list.push((instance.name, i.addr));
@@ -237,9 +230,7 @@ fn build(spec: FileSpec) -> Result<ClusterState, WorkloadsFileError> {
             endpoints,
         };
         state.namespaces.insert(service.namespace.clone());
-        let entry = Arc::make_mut(&mut state.services)
-            .entry(service.clone())
-            .or_default();
+        let entry = state.services.entry(service.clone()).or_default();
         if entry.ports.insert(s.port, port).is_some() {
             return Err(WorkloadsFileError::DuplicatePort {
                 service,

@@ -4,10 +4,15 @@
 //!
 //! - **Nothing before the first full sync**: the state is published only once every
 //!   store has finished its initial list ([`KubeDiscovery::synced`]).
-//! - **In parts**: pods (with ReplicaSets and Jobs) and services (with EndpointSlices)
-//!   are built separately and rebuilt only when their own objects changed; the state
-//!   shares the untouched part's maps, so an endpoint turning ready does not rebuild
-//!   10,000 pods ([`kube_build::assemble`]).
+//! - **Object by object**: each watch notes which objects its events named; the
+//!   publisher reads just those from the stores and updates the pods' part (Pods,
+//!   ReplicaSets, Jobs) or the services' part (Services, EndpointSlices) with them, so a
+//!   pod event costs that pod and an EndpointSlice event its one Service, never the
+//!   10,000 pods or the 2,000 Services ([`kube_build::PodsPart::update`]). The parts'
+//!   maps are persistent: a new state shares all but the changed entries with the last
+//!   one, so under churn the process never holds two whole copies of the cluster. A
+//!   (re-)list brings the part to the complete new list in the same way
+//!   ([`kube_build::PodsPart::resync`]).
 //! - **Coalesced**: a burst of events (the initial list of 10,000 pods, churn) produces
 //!   at most one new state per [`DEFAULT_COALESCE`]; an unchanged rebuild is not fanned
 //!   out.
@@ -19,9 +24,10 @@
 //! ServiceAccounts are not watched: a pod's `spec.serviceAccountName` is all the model
 //! needs, and identity asks TokenReview about the token itself.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -36,10 +42,12 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{watch, Notify};
 use tokio_stream::StreamExt;
 
-use super::kube_build::{self, Domains, PodsPart, ServicesPart, Snapshot};
+use super::kube_build::{
+    self, Changed, Domains, PodChanges, PodsPart, ServiceChanges, ServicesPart, Snapshot,
+};
 use super::kube_objects::{PodSummary, Trim};
 use super::Discovery;
-use crate::model::ClusterState;
+use crate::model::{ClusterState, ObjectRef};
 
 /// The shortest time between two published states while events keep arriving.
 pub const DEFAULT_COALESCE: Duration = Duration::from_millis(75);
@@ -95,12 +103,15 @@ pub struct KubeDiscovery {
     _tasks: Arc<Tasks>,
 }
 
-/// How often each part of the state was built, so a test (and whoever profiles) can tell
-/// that an EndpointSlice change costs the services' part and not the 10,000 pods.
+/// How often each part of the state was updated and how many objects that took, so a
+/// test (and whoever profiles) can tell that an EndpointSlice change costs one Service
+/// and not the 10,000 pods.
 #[derive(Debug, Default)]
 struct Rebuilds {
     pods: AtomicU64,
     services: AtomicU64,
+    pods_applied: AtomicU64,
+    services_built: AtomicU64,
 }
 
 impl std::fmt::Debug for KubeDiscovery {
@@ -176,16 +187,15 @@ impl KubeDiscovery {
         let changed = Arc::new(Notify::new());
         let mut tasks = Vec::new();
         let mut reflect = |task| tasks.push(tokio::spawn(task));
-        let generations = Generations::default();
-        let (pods, services, namespaces) =
-            (&generations.pods, &generations.services, &Arc::default());
+        let pending = Pendings::default();
+        let p = &pending;
         let stores = Stores {
-            namespaces: start(&client, &changed, namespaces, &mut reflect),
-            services: start(&client, &changed, services, &mut reflect),
-            endpoint_slices: start(&client, &changed, services, &mut reflect),
-            pods: start(&client, &changed, pods, &mut reflect),
-            replica_sets: start(&client, &changed, pods, &mut reflect),
-            jobs: start(&client, &changed, pods, &mut reflect),
+            namespaces: start(&client, &changed, None, &mut reflect),
+            services: start(&client, &changed, Some(&p.services), &mut reflect),
+            endpoint_slices: start(&client, &changed, Some(&p.endpoint_slices), &mut reflect),
+            pods: start(&client, &changed, Some(&p.pods), &mut reflect),
+            replica_sets: start(&client, &changed, Some(&p.replica_sets), &mut reflect),
+            jobs: start(&client, &changed, Some(&p.jobs), &mut reflect),
         };
         let published = Arc::new(AtomicU64::new(0));
         let rebuilds = Arc::new(Rebuilds::default());
@@ -194,7 +204,7 @@ impl KubeDiscovery {
             rebuilds: rebuilds.clone(),
             stores,
             changed,
-            generations,
+            pending,
             tx: Arc::downgrade(&tx),
             domains,
             coalesce,
@@ -215,8 +225,7 @@ impl KubeDiscovery {
         self.published.load(Ordering::Relaxed)
     }
 
-    /// Returns once the first complete state has been published.
-    /// How many times the pods' part and the services' part of the state were built.
+    /// How many times the pods' part and the services' part of the state were updated.
     pub fn rebuilds(&self) -> (u64, u64) {
         let r = &self.rebuilds;
         (
@@ -225,6 +234,17 @@ impl KubeDiscovery {
         )
     }
 
+    /// How many pods were applied to the state, and how many Services were built, so far:
+    /// a change costs the objects it touched.
+    pub fn applied(&self) -> (u64, u64) {
+        let r = &self.rebuilds;
+        (
+            r.pods_applied.load(Ordering::Relaxed),
+            r.services_built.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Returns once the first complete state has been published.
     pub async fn synced(&self) {
         let mut synced = self.synced.clone();
         let _ = synced.wait_for(|s| *s).await;
@@ -237,22 +257,88 @@ impl Discovery for KubeDiscovery {
     }
 }
 
-/// Counts events per part of the state, so the publisher rebuilds only the parts whose
-/// objects changed.
-#[derive(Default)]
-struct Generations {
-    /// Pods, ReplicaSets, Jobs.
-    pods: Arc<AtomicU64>,
-    /// Services, EndpointSlices.
-    services: Arc<AtomicU64>,
+/// The objects of one kind that events named since the publisher last looked.
+#[derive(Debug)]
+struct Pending {
+    /// Namespace and name of each object an event added, changed or deleted.
+    keys: HashSet<ObjectRef>,
+    /// The whole list was read (first sync, re-list): every object counts.
+    relist: bool,
 }
 
-/// Starts a reflector for `K` across all namespaces; every event counts in `generation`
-/// and wakes the publisher.
+impl Default for Pending {
+    fn default() -> Self {
+        Self {
+            keys: HashSet::new(),
+            relist: true,
+        }
+    }
+}
+
+/// What each watch (but the Namespaces') has seen change.
+#[derive(Default)]
+struct Pendings {
+    services: Arc<Mutex<Pending>>,
+    endpoint_slices: Arc<Mutex<Pending>>,
+    pods: Arc<Mutex<Pending>>,
+    replica_sets: Arc<Mutex<Pending>>,
+    jobs: Arc<Mutex<Pending>>,
+}
+
+fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+    // Nothing panics while holding the lock; a poisoned one still holds valid keys.
+    pending.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Notes the object an event names, or that a list completed.
+fn note<K: Resource>(pending: &Mutex<Pending>, event: &watcher::Event<K>) {
+    match event {
+        watcher::Event::Apply(object) | watcher::Event::Delete(object) => {
+            let meta = object.meta();
+            if let (Some(namespace), Some(name)) = (&meta.namespace, &meta.name) {
+                lock(pending).keys.insert(ObjectRef::new(namespace, name));
+            }
+        }
+        // The reflector swaps the new list in at `InitDone`; until then nothing changed.
+        watcher::Event::InitDone => lock(pending).relist = true,
+        watcher::Event::Init | watcher::Event::InitApply(_) => {}
+    }
+}
+
+/// What changed of one kind since the last look.
+enum Taken<K> {
+    /// The list was read again: compare everything.
+    Relist,
+    /// These objects, as the store holds them now (`None`: deleted).
+    Objects(Changed<K>),
+}
+
+fn take<K>(pending: &Mutex<Pending>, store: &Store<K>) -> Taken<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let keys = {
+        let mut pending = lock(pending);
+        if std::mem::take(&mut pending.relist) {
+            pending.keys.clear();
+            return Taken::Relist;
+        }
+        std::mem::take(&mut pending.keys)
+    };
+    let objects = keys.into_iter().map(|key| {
+        let at = reflector::ObjectRef::new(&key.name).within(&key.namespace);
+        let object = store.get(&at);
+        (key, object)
+    });
+    Taken::Objects(objects.collect())
+}
+
+/// Starts a reflector for `K` across all namespaces; every event is noted in `pending`
+/// (when given) and wakes the publisher.
 fn start<K>(
     client: &Client,
     changed: &Arc<Notify>,
-    generation: &Arc<AtomicU64>,
+    pending: Option<&Arc<Mutex<Pending>>>,
     spawn: &mut impl FnMut(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
 ) -> Store<K>
 where
@@ -262,7 +348,7 @@ where
     let api: Api<K> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
     let changed = changed.clone();
-    let generation = generation.clone();
+    let pending = pending.cloned();
     let kind = K::kind(&()).to_string();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
@@ -273,8 +359,10 @@ where
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => {
-                    generation.fetch_add(1, Ordering::Release);
+                Ok(event) => {
+                    if let Some(pending) = &pending {
+                        note(pending, &event);
+                    }
                     changed.notify_one();
                 }
                 Err(error) => {
@@ -289,7 +377,7 @@ where
 struct Publisher {
     stores: Stores,
     changed: Arc<Notify>,
-    generations: Generations,
+    pending: Pendings,
     tx: Weak<watch::Sender<Arc<ClusterState>>>,
     domains: Domains,
     coalesce: Duration,
@@ -301,27 +389,13 @@ struct Publisher {
 impl Publisher {
     async fn run(self) {
         self.stores.ready().await;
-        // Each part as last built, and the generation it was built at.
-        let mut pods: (Option<u64>, PodsPart) = Default::default();
-        let mut services: (Option<u64>, ServicesPart) = Default::default();
+        let mut pods = PodsPart::default();
+        let mut services = ServicesPart::default();
         loop {
-            // Generations first: an event after this is in the stores read below, or
-            // makes the next round build again.
-            let pods_gen = Some(self.generations.pods.load(Ordering::Acquire));
-            let services_gen = Some(self.generations.services.load(Ordering::Acquire));
-            let snapshot = self
-                .stores
-                .snapshot(pods.0 != pods_gen, services.0 != services_gen);
-            if pods.0 != pods_gen {
-                pods = (pods_gen, kube_build::pods_part(&snapshot));
-                self.rebuilds.pods.fetch_add(1, Ordering::Relaxed);
-            }
-            if services.0 != services_gen {
-                services = (services_gen, kube_build::services_part(&snapshot));
-                self.rebuilds.services.fetch_add(1, Ordering::Relaxed);
-            }
-            let state =
-                kube_build::assemble(&self.domains, &snapshot.namespaces, &pods.1, &services.1);
+            self.update_pods(&mut pods);
+            self.update_services(&mut services);
+            let namespaces = self.stores.namespaces.state();
+            let state = kube_build::assemble(&self.domains, &namespaces, &pods, &services);
             let Some(tx) = self.tx.upgrade() else {
                 return;
             };
@@ -348,5 +422,60 @@ impl Publisher {
             tokio::time::sleep(self.coalesce).await;
             self.changed.notified().await;
         }
+    }
+
+    /// Applies the Pods, ReplicaSets and Jobs that changed (all of them after a list).
+    fn update_pods(&self, part: &mut PodsPart) {
+        let (p, s) = (&self.pending, &self.stores);
+        let taken = (
+            take(&p.pods, &s.pods),
+            take(&p.replica_sets, &s.replica_sets),
+            take(&p.jobs, &s.jobs),
+        );
+        let applied = match taken {
+            (Taken::Objects(pods), Taken::Objects(replica_sets), Taken::Objects(jobs)) => {
+                if pods.is_empty() && replica_sets.is_empty() && jobs.is_empty() {
+                    return;
+                }
+                part.update(PodChanges {
+                    pods,
+                    replica_sets,
+                    jobs,
+                })
+            }
+            // A list was read again: the stores hold what the keys named, and the rest.
+            _ => part.resync(&s.snapshot(true, false)),
+        };
+        self.rebuilds.pods.fetch_add(1, Ordering::Relaxed);
+        let applied = applied as u64;
+        self.rebuilds
+            .pods_applied
+            .fetch_add(applied, Ordering::Relaxed);
+    }
+
+    /// Applies the Services and EndpointSlices that changed (all of them after a list).
+    fn update_services(&self, part: &mut ServicesPart) {
+        let (p, s) = (&self.pending, &self.stores);
+        let taken = (
+            take(&p.services, &s.services),
+            take(&p.endpoint_slices, &s.endpoint_slices),
+        );
+        let built = match taken {
+            (Taken::Objects(services), Taken::Objects(endpoint_slices)) => {
+                if services.is_empty() && endpoint_slices.is_empty() {
+                    return;
+                }
+                part.update(ServiceChanges {
+                    services,
+                    endpoint_slices,
+                })
+            }
+            _ => part.resync(&s.snapshot(false, true)),
+        };
+        self.rebuilds.services.fetch_add(1, Ordering::Relaxed);
+        let built = built as u64;
+        self.rebuilds
+            .services_built
+            .fetch_add(built, Ordering::Relaxed);
     }
 }

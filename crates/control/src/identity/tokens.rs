@@ -413,7 +413,7 @@ mod tests {
         };
         let instances = [(ObjectRef::new(&account.namespace, "web-0"), instance)];
         ClusterState {
-            instances: Arc::new(instances.into_iter().collect()),
+            instances: instances.into_iter().collect(),
             ..ClusterState::default()
         }
     }

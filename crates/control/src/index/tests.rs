@@ -189,3 +189,25 @@ fn edits_become_adds_and_removes_of_only_what_changed() {
 
     assert_eq!(added(&advance(&mut sub, ECHO, path)), [17101, 17102]);
 }
+
+#[test]
+fn endpoint_labels_are_sorted_pairs_that_read_like_a_map() {
+    let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+    let labels = EndpointLabels::from_pairs(vec![
+        pair("serviceaccount", "web"),
+        pair("pod", "web-0"),
+        pair("deployment", "old"),
+        pair("deployment", "web"),
+    ]);
+    let keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["deployment", "pod", "serviceaccount"]);
+    assert_eq!(labels["deployment"], "web", "the later of two pairs wins");
+    assert_eq!(labels.get("pod").map(String::as_str), Some("web-0"));
+    assert!(!labels.contains_key("namespace"));
+    let map: Labels = labels.clone().into_iter().collect();
+    assert_eq!(labels, map);
+    assert_eq!(labels.len(), 3);
+    assert!(EndpointLabels::default().is_empty());
+    let collected: EndpointLabels = map.into_iter().collect();
+    assert_eq!(collected, labels);
+}

@@ -146,7 +146,7 @@ mod tests {
             })
             .collect();
         let state = ClusterState {
-            instances: Arc::new(instances),
+            instances: instances.into(),
             ..ClusterState::default()
         };
         let (_tx, states) = watch::channel(Arc::new(state));

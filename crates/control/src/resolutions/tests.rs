@@ -127,7 +127,7 @@ async fn a_name_that_appears_later_is_followed() {
     let mut later = f.resolutions.subscribe("later.default:80", &caller());
     assert_eq!(*later.rx.borrow().resolution, Resolution::NotFound);
     let mut next = state(true, "127.0.0.1:17101");
-    Arc::make_mut(&mut next.services)
+    next.services
         .insert(ObjectRef::new("default", "later"), Default::default());
     f.discovery.set(next);
     changed(&mut later.rx).await;

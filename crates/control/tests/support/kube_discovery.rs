@@ -8,12 +8,25 @@ use std::time::Duration;
 
 use ferry_api::identity::dns_name;
 use ferry_control::authority::Lookup;
-use ferry_control::discovery::kube_build::{build, Domains, Snapshot};
+use ferry_control::discovery::kube_build::{
+    assemble, build, Changed, Domains, PodChanges, PodsPart, ServiceChanges, ServicesPart,
+    Snapshot, LABEL_SERVICE_NAME,
+};
+use ferry_control::discovery::kube_objects::{
+    ContainerName, PodSummary, PodSummarySpec, PodSummaryStatus,
+};
 use ferry_control::discovery::kubernetes::{client, KubeDiscovery, KubeSource, DEFAULT_COALESCE};
 use ferry_control::discovery::Discovery;
 use ferry_control::index::{resolve, EndpointSet, Resolution};
 use ferry_control::model::{ClusterState, ObjectRef};
 use ferry_testkit::kube_api::FakeKubeApi;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{
+    ObjectReference, Service as KubeService, ServicePort, ServiceSpec,
+};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -136,6 +149,340 @@ fn the_state_does_not_depend_on_store_order() {
         "{:?}",
         web.labels
     );
+}
+
+/// A small deterministic generator (xorshift), so the sequence below replays exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// The objects of the incremental test's cluster, by namespace and name.
+#[derive(Default)]
+struct World {
+    pods: BTreeMap<ObjectRef, Arc<PodSummary>>,
+    replica_sets: BTreeMap<ObjectRef, Arc<ReplicaSet>>,
+    services: BTreeMap<ObjectRef, Arc<KubeService>>,
+    slices: BTreeMap<ObjectRef, Arc<EndpointSlice>>,
+}
+
+impl World {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            namespaces: Vec::new(),
+            services: self.services.values().cloned().collect(),
+            endpoint_slices: self.slices.values().cloned().collect(),
+            pods: self.pods.values().cloned().collect(),
+            replica_sets: self.replica_sets.values().cloned().collect(),
+            jobs: Vec::new(),
+        }
+    }
+}
+
+fn meta(ns: &str, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        namespace: Some(ns.into()),
+        name: Some(name.into()),
+        ..ObjectMeta::default()
+    }
+}
+
+fn owned_by(kind: &str, name: &str) -> Option<Vec<OwnerReference>> {
+    Some(vec![OwnerReference {
+        kind: kind.into(),
+        name: name.into(),
+        controller: Some(true),
+        ..OwnerReference::default()
+    }])
+}
+
+/// One random pod: a few names, IPs, owners, labels, phases and creation times, so that
+/// IPs are shared, workloads gain and lose members and labels, pods finish and go.
+fn random_pod(rng: &mut Rng, ns: &str, name: &str) -> PodSummary {
+    let mut metadata = meta(ns, name);
+    let rs = ["a-1", "a-2", "b-1", "c-1"][rng.below(4)];
+    metadata.owner_references = match rng.below(6) {
+        0 => None,
+        1 => owned_by("StatefulSet", "db"),
+        _ => owned_by("ReplicaSet", rs),
+    };
+    let mut labels = BTreeMap::from([("app".to_string(), rs[..1].to_string())]);
+    labels.insert("pod-template-hash".into(), rs.into());
+    if rng.below(2) == 0 {
+        labels.insert("version".into(), format!("v{}", rng.below(2)));
+    }
+    metadata.labels = Some(labels);
+    let created = format!("2026-11-21T15:5{}:00Z", rng.below(3));
+    metadata.creation_timestamp = Some(Time(created.parse().unwrap()));
+    if rng.below(5) == 0 {
+        metadata.deletion_timestamp = metadata.creation_timestamp.clone();
+    }
+    let proxy = ContainerName {
+        name: ferry_api::k8s::CONTAINER_PROXY.into(),
+    };
+    let app = ContainerName { name: "app".into() };
+    let containers = if rng.below(3) == 0 {
+        vec![app]
+    } else {
+        vec![app, proxy]
+    };
+    let phase = ["Running", "Running", "Pending", "Succeeded", "Failed"][rng.below(5)];
+    let ip = (rng.below(5) > 0).then(|| format!("10.244.0.{}", rng.below(6)));
+    PodSummary {
+        metadata,
+        spec: Some(PodSummarySpec {
+            containers,
+            init_containers: None,
+            service_account_name: (rng.below(3) > 0).then(|| format!("sa{}", rng.below(2))),
+        }),
+        status: Some(PodSummaryStatus {
+            phase: Some(phase.into()),
+            pod_ip: ip,
+        }),
+    }
+}
+
+fn random_replica_set(rng: &mut Rng, ns: &str, name: &str) -> ReplicaSet {
+    let mut metadata = meta(ns, name);
+    metadata.owner_references = match rng.below(3) {
+        0 => None,
+        _ => owned_by("Deployment", ["a", "b"][rng.below(2)]),
+    };
+    ReplicaSet {
+        metadata,
+        ..ReplicaSet::default()
+    }
+}
+
+fn random_service(rng: &mut Rng, ns: &str, name: &str) -> KubeService {
+    let port = |name: &str, port: i32| ServicePort {
+        name: Some(name.into()),
+        port,
+        protocol: Some("TCP".into()),
+        target_port: Some(IntOrString::String("http".into())),
+        ..ServicePort::default()
+    };
+    let ports = match rng.below(3) {
+        0 => vec![port("http", 80)],
+        1 => vec![port("http", 80), port("admin", 9990)],
+        _ => vec![port("", 8080)],
+    };
+    let type_ = ["ClusterIP", "ClusterIP", "ExternalName"][rng.below(3)];
+    KubeService {
+        metadata: meta(ns, name),
+        spec: Some(ServiceSpec {
+            type_: Some(type_.into()),
+            cluster_ip: Some(format!("10.96.0.{}", rng.below(4))),
+            ports: Some(ports),
+            ..ServiceSpec::default()
+        }),
+        ..KubeService::default()
+    }
+}
+
+fn random_slice(rng: &mut Rng, ns: &str, name: &str) -> EndpointSlice {
+    let mut metadata = meta(ns, name);
+    let service = ["s0", "s1", "s2"][rng.below(3)];
+    metadata.labels = Some(BTreeMap::from([(
+        LABEL_SERVICE_NAME.to_string(),
+        service.to_string(),
+    )]));
+    let endpoints = (0..rng.below(4))
+        .map(|_| Endpoint {
+            addresses: vec![format!("10.244.0.{}", rng.below(6))],
+            conditions: Some(EndpointConditions {
+                ready: [None, Some(true), Some(false)][rng.below(3)],
+                terminating: (rng.below(4) == 0).then_some(true),
+                ..EndpointConditions::default()
+            }),
+            target_ref: Some(ObjectReference {
+                kind: Some("Pod".into()),
+                name: Some(format!("p{}", rng.below(8))),
+                ..ObjectReference::default()
+            }),
+            ..Endpoint::default()
+        })
+        .collect();
+    let ports = [("http", 8080), ("admin", 9990), ("", 8081)]
+        .into_iter()
+        .filter(|_| rng.below(3) > 0)
+        .map(|(name, port)| EndpointPort {
+            name: Some(name.into()),
+            port: Some(port),
+            protocol: Some("TCP".into()),
+            ..EndpointPort::default()
+        })
+        .collect();
+    EndpointSlice {
+        metadata,
+        address_type: ["IPv4", "IPv4", "FQDN"][rng.below(3)].into(),
+        endpoints: Some(endpoints),
+        ports: Some(ports),
+    }
+}
+
+/// Changes `map[key]` at random (new version, deletion, or an equal copy); notes the key.
+fn churn<K>(
+    rng: &mut Rng,
+    map: &mut BTreeMap<ObjectRef, Arc<K>>,
+    changed: &mut Vec<ObjectRef>,
+    key: ObjectRef,
+    make: impl FnOnce(&mut Rng) -> K,
+) where
+    K: Clone,
+{
+    match rng.below(4) {
+        0 => {
+            map.remove(&key);
+        }
+        1 => {
+            // The same object again (a status-only change, a re-list): equal, not new.
+            if let Some(object) = map.get(&key) {
+                let copy = K::clone(object);
+                map.insert(key.clone(), Arc::new(copy));
+            }
+        }
+        _ => {
+            map.insert(key.clone(), Arc::new(make(rng)));
+        }
+    }
+    changed.push(key);
+}
+
+fn changes<K>(map: &BTreeMap<ObjectRef, Arc<K>>, keys: Vec<ObjectRef>) -> Changed<K> {
+    let with = |key: ObjectRef| {
+        let object = map.get(&key).cloned();
+        (key, object)
+    };
+    keys.into_iter().map(with).collect()
+}
+
+/// Parts updated object by object through a random sequence of events equal, after every
+/// batch, the parts a build from scratch of the same objects gives; and a change costs
+/// only the objects it touched.
+#[test]
+fn incremental_updates_equal_a_build_from_scratch() {
+    let domains = Domains {
+        cluster_domain: "cluster.local".into(),
+        trust_domain: "cluster.local".into(),
+    };
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut world = World::default();
+    let mut pods = PodsPart::default();
+    let mut services = ServicesPart::default();
+    let namespaces = ["ns1", "ns2"];
+    for round in 0..3000 {
+        let (mut pod_keys, mut rs_keys, mut svc_keys, mut slice_keys) = Default::default();
+        for _ in 0..1 + rng.below(4) {
+            let ns = namespaces[rng.below(2)];
+            match rng.below(10) {
+                0..=4 => {
+                    let key = ObjectRef::new(ns, format!("p{}", rng.below(8)));
+                    let name = key.name.clone();
+                    churn(&mut rng, &mut world.pods, &mut pod_keys, key, |r| {
+                        random_pod(r, ns, &name)
+                    });
+                }
+                5 => {
+                    let key = ObjectRef::new(ns, ["a-1", "a-2", "b-1", "c-1"][rng.below(4)]);
+                    let name = key.name.clone();
+                    churn(&mut rng, &mut world.replica_sets, &mut rs_keys, key, |r| {
+                        random_replica_set(r, ns, &name)
+                    });
+                }
+                6 => {
+                    let key = ObjectRef::new(ns, format!("s{}", rng.below(3)));
+                    let name = key.name.clone();
+                    churn(&mut rng, &mut world.services, &mut svc_keys, key, |r| {
+                        random_service(r, ns, &name)
+                    });
+                }
+                _ => {
+                    let key = ObjectRef::new(ns, format!("slice{}", rng.below(5)));
+                    let name = key.name.clone();
+                    churn(&mut rng, &mut world.slices, &mut slice_keys, key, |r| {
+                        random_slice(r, ns, &name)
+                    });
+                }
+            }
+        }
+        let touched = pod_keys.len();
+        let applied = pods.update(PodChanges {
+            pods: changes(&world.pods, pod_keys),
+            replica_sets: changes(&world.replica_sets, rs_keys),
+            jobs: Vec::new(),
+        });
+        if round > 0 {
+            // A pod costs itself; a ReplicaSet whose owner moved costs its pods.
+            assert!(
+                applied <= touched + world.pods.len(),
+                "{applied} pods applied"
+            );
+        }
+        services.update(ServiceChanges {
+            services: changes(&world.services, svc_keys),
+            endpoint_slices: changes(&world.slices, slice_keys),
+        });
+        let incremental = assemble(&domains, &[], &pods, &services);
+        let snapshot = world.snapshot();
+        let scratch = build(&snapshot, &domains);
+        assert_eq!(incremental, scratch, "round {round}");
+        // A re-list of the very same objects changes nothing.
+        if round % 500 == 499 {
+            assert_eq!(pods.resync(&snapshot), 0, "round {round}");
+            assert_eq!(services.resync(&snapshot), 0, "round {round}");
+        }
+    }
+    // The sequence did reach the interesting cases.
+    let state = build(&world.snapshot(), &domains);
+    assert!(!state.instances.is_empty() && !state.services.is_empty());
+}
+
+#[test]
+fn one_pod_costs_one_pod() {
+    let snapshot = Snapshot {
+        namespaces: items("namespaces"),
+        services: items("services"),
+        endpoint_slices: items("endpointslices"),
+        pods: items("pods"),
+        replica_sets: items("replicasets"),
+        jobs: Vec::new(),
+    };
+    let mut pods = PodsPart::default();
+    assert_eq!(pods.resync(&snapshot), snapshot.pods.len());
+    let mut services = ServicesPart::default();
+    assert_eq!(services.resync(&snapshot), snapshot.services.len());
+    // An unchanged re-list costs nothing; one changed pod costs that pod.
+    assert_eq!(pods.resync(&snapshot), 0);
+    let mut moved = PodSummary::clone(&snapshot.pods[0]);
+    moved.status.as_mut().unwrap().pod_ip = Some("10.244.9.9".into());
+    let key = ObjectRef::new(NS, moved.metadata.name.clone().unwrap());
+    let applied = pods.update(PodChanges {
+        pods: vec![(key.clone(), Some(Arc::new(moved)))],
+        ..PodChanges::default()
+    });
+    assert_eq!(applied, 1);
+    let domains = Domains {
+        cluster_domain: "cluster.local".into(),
+        trust_domain: "cluster.local".into(),
+    };
+    let state = assemble(&domains, &snapshot.namespaces, &pods, &services);
+    let ip: std::net::IpAddr = "10.244.9.9".parse().unwrap();
+    assert_eq!(state.instance_ips.get(&ip), Some(&key));
+    // One slice costs its one Service.
+    let slice = snapshot.endpoint_slices[0].clone();
+    let slice_key = ObjectRef::new(NS, slice.metadata.name.clone().unwrap());
+    let built = services.update(ServiceChanges {
+        endpoint_slices: vec![(slice_key, None)],
+        ..ServiceChanges::default()
+    });
+    assert_eq!(built, 1);
 }
 
 #[tokio::test]

@@ -50,6 +50,7 @@ async fn each_change_rebuilds_only_the_part_it_touches() {
     let mut rx = discovery.watch();
     let web = service(WEB_SVC, 80);
     let (pods, services) = discovery.rebuilds();
+    let applied = discovery.applied();
 
     // One more endpoint in a slice: the services' part is built again, the pods' is not.
     let mut recorded = with_kind(
@@ -64,6 +65,14 @@ async fn each_change_rebuilds_only_the_part_it_touches() {
     assert_eq!(
         after_slice.0, pods,
         "an EndpointSlice change rebuilt the pods' part"
+    );
+    // ...and of the services, only the one the slice belongs to.
+    let applied_slice = discovery.applied();
+    assert_eq!(applied_slice.0, applied.0, "pods applied for a slice");
+    assert_eq!(
+        applied_slice.1,
+        applied.1 + 1,
+        "Services built for one slice"
     );
     assert!(
         after_slice.1 > services,
@@ -82,6 +91,13 @@ async fn each_change_rebuilds_only_the_part_it_touches() {
     assert_eq!(
         after_pod.1, after_slice.1,
         "a pod change rebuilt the services' part"
+    );
+    // That pod applied, not the emojivoto's every pod: once, or twice when its
+    // ReplicaSet's owner arrives after it (the watches are separate streams).
+    let applied_pod = discovery.applied().0 - applied_slice.0;
+    assert!(
+        (1..=2).contains(&applied_pod),
+        "{applied_pod} pods applied for one"
     );
 }
 
