@@ -41,6 +41,7 @@ pub mod listener;
 pub mod metrics;
 pub mod orig_dst;
 pub mod serve;
+pub mod splice;
 pub mod state;
 pub mod tap;
 pub mod tcp;
