@@ -42,6 +42,8 @@ use crate::{
 
 /// Reads ask for at least this much room.
 const READ_SIZE: usize = 8 * 1024;
+/// The most one read of a response body asks for.
+const MAX_READ: usize = 64 * 1024;
 /// Buffers a large request or response grew past this are given back between requests,
 /// so an idle keep-alive connection holds little memory whatever it carried before.
 const MAX_KEPT: usize = 4 * READ_SIZE;
@@ -415,9 +417,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
                 }
             }
         }
+        // Reads grow while they come back full (a large body being copied: chunked, or
+        // to or from TLS), up to MAX_READ, so a large body takes fewer reads and writes;
+        // `trim` gives the buffer back after the response.
+        let mut read_size = READ_SIZE;
         while !body.is_done() {
             self.ubuf.clear();
-            self.ubuf.reserve(READ_SIZE);
+            self.ubuf.reserve(read_size);
             let read = match idle {
                 None => up.read_buf(&mut self.ubuf).await,
                 Some(limit) => {
@@ -440,6 +446,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
                     return Err(());
                 }
                 Ok(_) => {}
+            }
+            if self.ubuf.len() >= read_size {
+                read_size = (read_size * 2).min(MAX_READ);
             }
             let Ok(n) = body.advance(&self.ubuf) else {
                 recorder.reset();
