@@ -5,8 +5,8 @@
 //! length of at least [`SPLICE_MIN`] bytes. Small messages keep the plain read/write path.
 //!
 //! Memory is bounded per stream by the pipe: bytes are taken from the source only when the
-//! pipe is empty, so a slow reader holds at most one pipe-full (64 KiB) in the kernel and
-//! nothing in the proxy. The counters see every byte (read on the source, written on the
+//! pipe is empty, so a slow reader holds at most one pipe-full ([`PIPE_SIZE`]) in the kernel
+//! and nothing in the proxy. The counters see every byte (read on the source, written on the
 //! destination), and a destination with a client-write timeout fails as a plain write does.
 
 use std::{
@@ -16,7 +16,7 @@ use std::{
     task::{ready, Context, Poll},
 };
 
-use rustix::pipe::{pipe_with, splice, PipeFlags, SpliceFlags};
+use rustix::pipe::{fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags};
 use tokio::{io::Interest, net::TcpStream};
 
 use crate::{
@@ -35,19 +35,27 @@ pub struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
     held: usize,
+    /// The pipe's capacity: the most one splice into it asks for.
+    size: usize,
 }
 
-/// The most one splice into the pipe asks for: the pipe's default capacity.
-const PIPE_BYTES: usize = 64 * 1024;
+/// The capacity asked for a pipe: four times the kernel's default, so a bulk stream takes
+/// a quarter of the wake-ups and splices. A pipe the kernel refuses to grow (the user's
+/// pipe-buffer allowance, `/proc/sys/fs/pipe-user-pages-soft`, is spent) keeps its 64 KiB.
+pub const PIPE_SIZE: usize = 256 * 1024;
+/// The kernel's default pipe capacity.
+const DEFAULT_PIPE_SIZE: usize = 64 * 1024;
 
 impl Pipe {
     /// A new, empty, non-blocking pipe.
     pub fn new() -> io::Result<Self> {
         let (read, write) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+        let size = fcntl_setpipe_size(&write, PIPE_SIZE).unwrap_or(DEFAULT_PIPE_SIZE);
         Ok(Self {
             read,
             write,
             held: 0,
+            size,
         })
     }
 
@@ -73,7 +81,7 @@ impl Pipe {
         // (a part-full pipe may lack slots for the socket's fragments, and that must not
         // be taken for the socket's readiness), and at most one pipe-full is held.
         debug_assert_eq!(self.held, 0);
-        let len = max.min(PIPE_BYTES);
+        let len = max.min(self.size);
         loop {
             ready!(src.poll_read_ready(cx))?;
             let moved = src.try_io(Interest::READABLE, || {
@@ -222,7 +230,7 @@ async fn one_way(
                 }
             }
             Some(p) => {
-                let n = p.fill(src, src_metrics, PIPE_BYTES).await?;
+                let n = p.fill(src, src_metrics, usize::MAX).await?;
                 if n == 0 {
                     break;
                 }
