@@ -494,6 +494,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
         };
         let (c_sock, c_metrics, c_limit) = client.parts().1.parts();
         let (u_sock, u_metrics, _) = up.parts();
+        let (c_sock, u_sock) = (&*c_sock, &*u_sock);
         while *left > 0 {
             let max = usize::try_from(*left).unwrap_or(usize::MAX);
             let filled = match idle {

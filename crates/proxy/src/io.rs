@@ -221,8 +221,8 @@ impl<T> Counted<T> {
 
     /// The parts zero-copy forwarding ([`crate::splice`]) works with: the socket, its
     /// counters and its client-write timeout.
-    pub(crate) fn parts(&mut self) -> (&T, &TcpMetrics, &mut Option<WriteLimit>) {
-        (&self.inner, &self.metrics, &mut self.limit)
+    pub(crate) fn parts(&mut self) -> (&mut T, &TcpMetrics, &mut Option<WriteLimit>) {
+        (&mut self.inner, &self.metrics, &mut self.limit)
     }
 
     /// Moves the connection to another label set (e.g. once a TLS handshake has told who

@@ -17,7 +17,13 @@ use std::{
 };
 
 use rustix::pipe::{fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags};
-use tokio::{io::Interest, net::TcpStream};
+use tokio::{
+    io::{AsyncReadExt, Interest},
+    net::{
+        tcp::{ReadHalf, WriteHalf},
+        TcpStream,
+    },
+};
 
 use crate::{
     io::{limited, Counted, Rewind, WriteLimit},
@@ -179,32 +185,18 @@ async fn write_all(
     Ok(())
 }
 
-/// Reads what `src` has into `buf`, waiting for it; `Ok(0)` at its end.
-async fn read(src: &TcpStream, metrics: &TcpMetrics, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        src.readable().await?;
-        match src.try_read(buf) {
-            Ok(n) => {
-                metrics.read(n);
-                return Ok(n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// One direction of an opaque stream: `prefix` (bytes already read from `src`), then
 /// `src` to its end, into `dst`, whose write half is then shut down. Bytes are copied
 /// through a small buffer until a read fills it; from then on they are spliced.
 async fn one_way(
     prefix: &[u8],
-    src: (&TcpStream, &TcpMetrics),
-    dst: (&TcpStream, &TcpMetrics),
+    src: (ReadHalf<'_>, &TcpMetrics),
+    dst: (WriteHalf<'_>, &TcpMetrics),
     limit: &mut Option<WriteLimit>,
 ) -> io::Result<u64> {
-    let (src, src_metrics) = src;
-    let (dst, dst_metrics) = dst;
+    let (mut src_half, src_metrics) = src;
+    let (dst_half, dst_metrics) = dst;
+    let dst: &TcpStream = dst_half.as_ref();
     write_all(dst, dst_metrics, limit, prefix).await?;
     let mut total = prefix.len() as u64;
     let mut buf = vec![0; COPY_BUF];
@@ -212,10 +204,13 @@ async fn one_way(
     loop {
         match pipe.as_mut() {
             None => {
-                let n = read(src, src_metrics, &mut buf).await?;
+                // tokio's own read: a short read marks the socket drained, so the next
+                // wait costs no `EAGAIN` read (small messages pay what they did before).
+                let n = src_half.read(&mut buf).await?;
                 if n == 0 {
                     break;
                 }
+                src_metrics.read(n);
                 write_all(dst, dst_metrics, limit, &buf[..n]).await?;
                 total += n as u64;
                 if n == buf.len() {
@@ -230,7 +225,7 @@ async fn one_way(
                 }
             }
             Some(p) => {
-                let n = p.fill(src, src_metrics, usize::MAX).await?;
+                let n = p.fill(src_half.as_ref(), src_metrics, usize::MAX).await?;
                 if n == 0 {
                     break;
                 }
@@ -255,7 +250,9 @@ pub async fn bidirectional(
     let prefix = std::mem::take(prefix);
     let (c_sock, c_metrics, c_limit) = client.parts();
     let (u_sock, u_metrics, u_limit) = upstream.parts();
-    let up = one_way(&prefix, (c_sock, c_metrics), (u_sock, u_metrics), u_limit);
-    let down = one_way(&[], (u_sock, u_metrics), (c_sock, c_metrics), c_limit);
+    let (c_read, c_write) = c_sock.split();
+    let (u_read, u_write) = u_sock.split();
+    let up = one_way(&prefix, (c_read, c_metrics), (u_write, u_metrics), u_limit);
+    let down = one_way(&[], (u_read, u_metrics), (c_write, c_metrics), c_limit);
     tokio::try_join!(up, down)
 }
