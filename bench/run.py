@@ -2,6 +2,7 @@
 """Ferry's benchmark harness: ferry-proxy against direct traffic, nginx and haproxy, in one run.
 
 Usage: bench/run.py [--quick] [--runs N] [--seconds S] [--rate RPS] [--only PROTO,...]
+                    [--cells grid,bulk | CELL,...]
 See bench/README.md for what it measures and how to read the table.
 
 Python (stdlib only) rather than bash: the harness parses three generators' outputs, reads
@@ -582,6 +583,209 @@ def load(proto, shape, port, seconds, rate, work):
     return h2load(port, seconds, proto, work)
 
 
+# ---------------------------------------------------------------- bulk cells (issue #25)
+
+# Bulk traffic: large bodies and long one-way streams, reported as GB/s (10^9 bytes of body or
+# stream a second) and the middle hop's CPU seconds per GB. The origin is nginx serving files
+# with sendfile (HTTP/1.1 and h2c), or ferry-bench-backend --source for the opaque stream,
+# both on the load core: it has to be fast enough not to be the limit (direct shows its rate).
+# cell: (protocol the middles speak, what the generator does, path, body bytes)
+BULK_CELLS = {
+    "h1-64k": ("http1", "get", "/64k", 64 * 1024),
+    "h1-1m": ("http1", "get", "/1m", 1 << 20),
+    "h1-post-1m": ("http1", "post", "/upload", 1 << 20),
+    "h2-1m": ("h2c", "get", "/1m", 1 << 20),
+    "tcp-stream": ("tcp", "stream", None, None),
+}
+# The two-proxy mTLS path carries 1 MiB responses in this cell only.
+BULK_2HOP_CELLS = {"h1-1m"}
+BULK_CONNECTIONS = 8
+
+
+def start_bulk_origin(work):
+    """nginx as the bulk cells' HTTP origin, on the load core: files of 64 KiB and 1 MiB sent
+    with sendfile, over HTTP/1.1 and h2c (prior knowledge), and POST /upload read and answered
+    200. Returns the process and its ports."""
+    d = work / "origin"
+    (d / "www").mkdir(parents=True, exist_ok=True)
+    (d / "tmp").mkdir(exist_ok=True)
+    for name, size in (("64k", 64 * 1024), ("1m", 1 << 20)):
+        (d / "www" / name).write_bytes(os.urandom(size))
+    h1, h2 = free_port(), free_port()
+    (d / "nginx.conf").write_text(f"""daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  http2_max_requests 1000000;
+  client_max_body_size 0;
+  client_body_temp_path {d}/tmp/body;
+  proxy_temp_path {d}/tmp/proxy;
+  fastcgi_temp_path {d}/tmp/fastcgi;
+  uwsgi_temp_path {d}/tmp/uwsgi;
+  scgi_temp_path {d}/tmp/scgi;
+  server {{
+    listen 127.0.0.1:{h1};
+    listen 127.0.0.1:{h2} http2;
+    root {d}/www;
+    location = /upload {{ return 200 "ok\\n"; }}
+  }}
+}}
+""")
+    p = spawn(["nginx", "-e", d / "error.log", "-c", d / "nginx.conf", "-p", d], LOAD_CPU,
+              work / "origin.log")
+    wait_port(h1, p, "nginx origin")
+    wait_port(h2, p, "nginx origin (h2c)")
+    return p, {"http1": h1, "h2c": h2}
+
+
+def wrk_bulk(port, path, seconds, work, post_size=None):
+    """wrk over BULK_CONNECTIONS connections: GETs of `path`, or POSTs of `post_size` bytes."""
+    cmd = ["wrk", "-t1", f"-c{BULK_CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s"]
+    if post_size:
+        script = work / f"post-{post_size}.lua"
+        script.write_text(f'wrk.method = "POST"\nwrk.body = string.rep("x", {post_size})\n'
+                          'wrk.headers["Content-Type"] = "application/octet-stream"\n')
+        cmd += ["-s", script]
+    out = run_bounded(cmd + [f"http://127.0.0.1:{port}{path}"], seconds + 30)
+    res = {"errors": 0}
+    for line in out.splitlines():
+        s = line.split()
+        if "requests in" in line:
+            res["requests"], res["seconds"] = int(s[0]), parse_unit_ms(s[3].rstrip(",")) / 1e3
+        if "Non-2xx" in line or line.strip().startswith("Socket errors"):
+            res["errors"] += sum(int(x.strip(",")) for x in s if x.strip(",").isdigit())
+    return res
+
+
+def h2load_bulk(port, path, seconds):
+    out = run_bounded(["h2load", "-t1", f"-c{BULK_CONNECTIONS}", "-m1", f"-D{seconds}",
+                       f"http://127.0.0.1:{port}{path}"], seconds + 30)
+    res = {"errors": 0}
+    for line in out.splitlines():
+        s = line.split()
+        if line.startswith("finished in"):
+            res["seconds"] = parse_unit_ms(s[2].rstrip(","))
+        if line.startswith("requests:"):
+            res["requests"] = int(s[7])
+            res["errors"] = int(s[9]) + int(s[11]) + int(s[13])
+        if line.startswith("status codes:"):
+            res["errors"] += sum(int(s[i]) for i in (4, 6, 8))
+    res["seconds"] /= 1e3
+    return res
+
+
+def bulk_load(cell, port, seconds, work):
+    """One bulk run: bytes of body (or stream) moved, seconds and errors."""
+    _, kind, path, size = BULK_CELLS[cell]
+    if kind == "stream":
+        cmd = [RELEASE / "ferry-bench-load", f"127.0.0.1:{port}", "--proto", "stream",
+               "--seconds", seconds, "--connections", BULK_CONNECTIONS]
+        r = own_load_summary(run_bounded(cmd, seconds + 30))
+        return {"bytes": r["bytes"], "seconds": r["seconds"], "errors": r["errors"]}
+    if kind == "post":
+        r = wrk_bulk(port, path, seconds, work, post_size=size)
+    elif BULK_CELLS[cell][0] == "h2c":
+        r = h2load_bulk(port, path, seconds)
+    else:
+        r = wrk_bulk(port, path, seconds, work)
+    r["bytes"] = r["requests"] * size
+    return r
+
+
+def measure_bulk(cell, args, work, origin_ports, results):
+    """One bulk cell: its middles started afresh, `args.runs` rounds over the variants in a
+    rotated order. Records GB/s, CPU s/GB and the middle's peak RSS under (cell, "bulk", v)."""
+    proto = BULK_CELLS[cell][0]
+    port = origin_ports["tcp-source" if proto == "tcp" else proto]
+    variants = [v for v in args.variants if v != "ferry-2hop" or cell in BULK_2HOP_CELLS]
+    middles = {}
+    try:
+        for v in variants:
+            middles[v] = start_middle(v, proto, port, work, args)
+        for m in middles.values():
+            if not args.quick:
+                bulk_load(cell, m.port, 1, work)
+        order = list(middles)
+        for run in range(args.runs):
+            k = run % len(order)
+            for v in order[k:] + order[:k]:
+                m = middles[v]
+                pids = pids_of(m.procs)
+                cpu0 = cpu_seconds(pids) if pids else 0.0
+                res = bulk_load(cell, m.port, args.seconds, work)
+                if pids:
+                    if any(p.poll() is not None for p in m.procs):
+                        raise RuntimeError(f"{v} died during bulk cell {cell}")
+                    res["cpu_s_per_gb"] = (cpu_seconds(pids) - cpu0) / max(res["bytes"] / 1e9, 1e-9)
+                    res["peak_rss_mb"] = status_kb(pids, "VmHWM") / 1024
+                res["gbps"] = res["bytes"] / res["seconds"] / 1e9
+                results.setdefault((cell, "bulk", v), []).append(res)
+                log(f"{cell:10} {v:10} run {run + 1}: {res['gbps']:.3f} GB/s "
+                    f"cpu/GB {fmt(res.get('cpu_s_per_gb'), '.3f')} s errors {res['errors']}")
+    finally:
+        for m in middles.values():
+            stop(m.procs + m.aux)
+
+
+# Issue #25's goals on plaintext hops, judged on these cells.
+BULK_GOAL_CELLS = ("h1-64k", "h1-1m", "tcp-stream")
+BULK_GOAL_X_DIRECT = 0.8
+
+
+def bulk_report(cells, results):
+    """The bulk cells' table and issue #25's goals; [] without bulk cells."""
+    def fig(cell, v, key):
+        rs = results.get((cell, "bulk", v))
+        return med([r.get(key) for r in rs]) if rs else None
+
+    lines = []
+    rows = []
+    for cell in cells:
+        d, h = fig(cell, "direct", "gbps"), fig(cell, "haproxy", "gbps")
+        hc = fig(cell, "haproxy", "cpu_s_per_gb")
+        for v in VARIANTS + ["ferry-alt"]:
+            rs = results.get((cell, "bulk", v))
+            if not rs:
+                continue
+            g, c = fig(cell, v, "gbps"), fig(cell, v, "cpu_s_per_gb")
+            rows.append(f"| {cell} | {v} | {fmt(g, '.3f')} | {ratio(g, d)} | {ratio(g, h)} | "
+                        f"{fmt(c, '.3f')} | {ratio(c, hc)} | {fmt(fig(cell, v, 'peak_rss_mb'), '.1f')} | "
+                        f"{sum(r['errors'] for r in rs)} |")
+    if not rows:
+        return []
+    lines += ["## Bulk — large bodies and one-way streams (GB/s = 10^9 bytes of body a second)", "",
+              f"{BULK_CONNECTIONS} connections; medians; CPU and RSS are the middle hop's "
+              "(`ferry-2hop`: both proxies, mTLS between them).", "",
+              "| cell | variant | GB/s | ×direct | ×haproxy | CPU s/GB | ×haproxy | peak RSS MB | errors |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|", *rows, ""]
+    goal_rows = []
+    for cell in BULK_GOAL_CELLS:
+        f, d, h = (fig(cell, v, "gbps") for v in ("ferry", "direct", "haproxy"))
+        fc, hc = fig(cell, "ferry", "cpu_s_per_gb"), fig(cell, "haproxy", "cpu_s_per_gb")
+        if None in (f, d, h, fc, hc):
+            continue
+        ok = f >= h and fc <= hc and f >= BULK_GOAL_X_DIRECT * d
+        goal_rows.append(f"| {cell}: ≥ haproxy's GB/s, ≤ its CPU/GB, ≥ {BULK_GOAL_X_DIRECT}× direct | "
+                         f"{f:.3f} vs {h:.3f} GB/s ({f / h:.2f}×), {fc:.3f} vs {hc:.3f} s/GB, "
+                         f"{f / d:.2f}× direct | {'met' if ok else '**missed**'} |")
+    m, f = fig("h1-1m", "ferry-2hop", "gbps"), fig("h1-1m", "ferry", "gbps")
+    if m is not None:
+        goal_rows.append(f"| two proxies with mTLS, 1 MiB responses (report; goal ≥ 2× the rate before "
+                         f"issue #25) | {m:.3f} GB/s" + (f", {m / f:.2f}× one plaintext hop" if f else "")
+                         + " | — |")
+    if goal_rows:
+        lines += ["## Goals of issue #25, judged on this run", "", "| goal | measured | |",
+                  "|---|---|---|", *goal_rows, ""]
+    return lines
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -950,7 +1154,7 @@ def goals(results, figs, memory, soak_result):
             *rows, ""]
 
 
-def report(args, results, memory, started, soak_result=None):
+def report(args, results, memory, started, soak_result=None, bulk_cells=()):
     lines = [
         f"# Ferry benchmark — {started:%Y-%m-%d %H:%M} UTC",
         "",
@@ -964,7 +1168,8 @@ def report(args, results, memory, started, soak_result=None):
         + "; " + os.popen("uptime").read().strip(),
         "",
     ]
-    figs = {cell: figures(rs) for cell, rs in results.items()}
+    lines += bulk_report(bulk_cells, results)
+    figs = {cell: figures(rs) for cell, rs in results.items() if cell[1] != "bulk"}
     lines += goals(results, figs, memory, soak_result)
     for proto in args.protocols:
         for shape in ("max", "rate", "p99"):
@@ -1041,6 +1246,9 @@ def main():
                     "per variant a round; 0: none)")
     ap.add_argument("--only", default=",".join(PROTOCOLS), help="protocols: " + ",".join(PROTOCOLS))
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--cells", default="grid,bulk",
+                    help="what to run: grid (the --only protocols' cells, the p99 run, the soak), "
+                    "bulk (every bulk cell), or bulk cells by name: " + ",".join(BULK_CELLS))
     ap.add_argument("--soak", type=int, default=0, metavar="SECONDS",
                     help="also run one ferry hop at --rate this long, sampling RSS (e.g. 120)")
     ap.add_argument("--proxy", help="the ferry-proxy binary to measure (default: the one built)")
@@ -1056,7 +1264,12 @@ def main():
     if args.quick:
         args.runs, args.seconds, args.rate_seconds, args.rate_slices = 1, 1, 1, 1
         args.p99_rounds = min(args.p99_rounds, 2)
-    args.protocols = [p for p in args.only.split(",") if p]
+    cells = [c for c in args.cells.split(",") if c]
+    unknown = set(cells) - {"grid", "bulk", *BULK_CELLS}
+    if unknown:
+        ap.error(f"unknown cells {sorted(unknown)}: grid, bulk, " + ", ".join(BULK_CELLS))
+    args.bulk_cells = [c for c in BULK_CELLS if "bulk" in cells or c in cells]
+    args.protocols = [p for p in args.only.split(",") if p] if "grid" in cells else []
     args.variants = [v for v in args.variants.split(",") if v]
     if args.alt_proxy and "ferry-alt" not in args.variants:
         args.variants.insert(args.variants.index("ferry") + 1 if "ferry" in args.variants else 1,
@@ -1088,9 +1301,11 @@ def main():
     (work / "grpc-request.bin").write_bytes(bytes([0, 0, 0, 0, 2, 0x08, 0x01]))
     log(f"work dir {work}; load average {os.getloadavg()}")
 
-    ports = {"http1": free_port(), "h2c": free_port(), "tcp": free_port()}
+    ports = {"http1": free_port(), "h2c": free_port(), "tcp": free_port(),
+             "tcp-source": free_port()}
     backend = spawn([RELEASE / "ferry-bench-backend", "--http1", f"127.0.0.1:{ports['http1']}",
-                     "--h2c", f"127.0.0.1:{ports['h2c']}", "--echo", f"127.0.0.1:{ports['tcp']}"],
+                     "--h2c", f"127.0.0.1:{ports['h2c']}", "--echo", f"127.0.0.1:{ports['tcp']}",
+                     "--source", f"127.0.0.1:{ports['tcp-source']}"],
                     LOAD_CPU, work / "backend.log")
     for p in ports.values():
         wait_port(p, backend, "backend")
@@ -1104,10 +1319,18 @@ def main():
         measure_group(proto, grid_plan(args), args, work, ports, results, memory)
     if args.p99_rounds and "http1" in args.protocols and set(P99_VARIANTS) <= set(args.variants):
         measure_group("http1", p99_plan(args), args, work, ports, results)
-    soak_result = soak(args, work, ports) if args.soak else None
+    soak_result = soak(args, work, ports) if args.soak and "grid" in cells else None
+    if args.bulk_cells:
+        origin, origin_ports = start_bulk_origin(work)
+        try:
+            for cell in args.bulk_cells:
+                measure_bulk(cell, args, work, {**origin_ports, "tcp-source": ports["tcp-source"]},
+                             results)
+        finally:
+            stop([origin])
     stop([backend])
 
-    text = report(args, results, memory, started, soak_result)
+    text = report(args, results, memory, started, soak_result, args.bulk_cells)
     print(text)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -32,16 +32,19 @@ use crate::{
     errors::ProxyError,
     forward::HttpService,
     http::{may_resend, MAX_HEAD_BYTES},
-    io::{Deadline, Rewind},
+    io::{Counted, Deadline, Rewind},
     listener::Side,
     metrics::{HttpMetrics, RouteMetrics},
     route::{self, Decision, Plan, TryOutcome},
+    splice::{Pipe, SPLICE_MIN},
     tls::ClientStream,
     upstream::Upstream,
 };
 
 /// Reads ask for at least this much room.
 const READ_SIZE: usize = 8 * 1024;
+/// The most one read of a response body asks for.
+const MAX_READ: usize = 64 * 1024;
 /// Buffers a large request or response grew past this are given back between requests,
 /// so an idle keep-alive connection holds little memory whatever it carried before.
 const MAX_KEPT: usize = 4 * READ_SIZE;
@@ -126,6 +129,7 @@ where
         svc,
         head_timer: Deadline::default(),
         route: None,
+        pipe: None,
     };
     match conn.run(side).await {
         End::Closed => {}
@@ -156,9 +160,12 @@ struct Conn<I> {
     head_timer: Deadline,
     /// The current request's route counters, when a route carries it.
     route: Option<Arc<RouteMetrics>>,
+    /// The pipe large bodies are spliced through, made at the first and kept (empty, it
+    /// holds no memory worth giving back).
+    pipe: Option<Pipe>,
 }
 
-impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
+impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
     async fn run(&mut self, side: &Side) -> End {
         loop {
             let head = match self.read_request(side).await {
@@ -537,9 +544,25 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         self.rsp_out.extend_from_slice(&self.ubuf[..n]);
         let mut extra = self.ubuf.len() > n;
         write_out(&mut self.io, &self.rsp_out).await?;
+        if let (BodyEnd::Length(left), ClientStream::Plain(plain)) = (&mut body, &mut up) {
+            if *left >= SPLICE_MIN {
+                if let Err(failed) = self.splice_body(plain, left, backend, idle).await {
+                    // The upstream failed, or the client (dropping the recorder counts
+                    // that, as on the copying path).
+                    if let Some(reason) = failed {
+                        recorder.fail(reason);
+                    }
+                    return Err(());
+                }
+            }
+        }
+        // Reads grow while they come back full (a large body being copied: chunked, or
+        // to or from TLS), up to MAX_READ, so a large body takes fewer reads and writes;
+        // `trim` gives the buffer back after the response.
+        let mut read_size = READ_SIZE;
         while !body.is_done() {
             self.ubuf.clear();
-            self.ubuf.reserve(READ_SIZE);
+            self.ubuf.reserve(read_size);
             let read = match idle {
                 None => up.read_buf(&mut self.ubuf).await,
                 Some(limit) => {
@@ -563,6 +586,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 }
                 Ok(_) => {}
             }
+            if self.ubuf.len() >= read_size {
+                read_size = (read_size * 2).min(MAX_READ);
+            }
             let Ok(n) = body.advance(&self.ubuf) else {
                 recorder.reset();
                 return Err(());
@@ -575,6 +601,68 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             backend.checkin_h1(up);
         }
         Ok(framing != Framing::UntilClose)
+    }
+
+    /// Moves the `left` bytes of a sized response body from a plaintext upstream to a
+    /// plaintext client with `splice(2)` (`splice.rs`); does nothing (the caller copies)
+    /// when the client's side is not a plain socket or no pipe can be had. The body-idle
+    /// timeout and the client-write timeout apply as on the copying path.
+    async fn splice_body(
+        &mut self,
+        up: &mut Counted<tokio::net::TcpStream>,
+        left: &mut u64,
+        backend: &Backend,
+        idle: Option<Duration>,
+    ) -> Result<(), Option<ProxyErrorReason>> {
+        let any: &mut dyn std::any::Any = &mut self.io;
+        let Some(client) = any.downcast_mut::<Rewind<Counted<tokio::net::TcpStream>>>() else {
+            return Ok(());
+        };
+        if !client.replayed() {
+            return Ok(());
+        }
+        let pipe = match &mut self.pipe {
+            Some(pipe) => pipe,
+            None => match Pipe::new() {
+                Ok(pipe) => self.pipe.insert(pipe),
+                Err(error) => {
+                    tracing::debug!(%error, "no pipe; copying the body");
+                    return Ok(());
+                }
+            },
+        };
+        let (c_sock, c_metrics, c_limit) = client.parts().1.parts();
+        let (u_sock, u_metrics, _) = up.parts();
+        let (c_sock, u_sock) = (&*c_sock, &*u_sock);
+        while *left > 0 {
+            let max = usize::try_from(*left).unwrap_or(usize::MAX);
+            let filled = match idle {
+                None => pipe.fill(u_sock, u_metrics, max).await,
+                Some(limit) => {
+                    self.head_timer.set(Instant::now() + limit);
+                    tokio::select! {
+                        biased;
+                        filled = pipe.fill(u_sock, u_metrics, max) => filled,
+                        () = self.head_timer.expired() => {
+                            tracing::debug!(target = %backend.target_label, ?limit, "upstream response body idle; cutting it off");
+                            return Err(Some(ProxyErrorReason::BodyIdleTimeout));
+                        }
+                    }
+                }
+            };
+            match filled {
+                Ok(0) | Err(_) => {
+                    self.pipe = None;
+                    return Err(Some(ProxyErrorReason::UpstreamReset));
+                }
+                Ok(n) => *left -= n as u64,
+            }
+            if pipe.drain(c_sock, c_metrics, c_limit).await.is_err() {
+                self.pipe = None;
+                return Err(None);
+            }
+        }
+        Ok(())
     }
 
     /// Answers with the proxy's own error response.

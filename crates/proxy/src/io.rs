@@ -164,7 +164,7 @@ impl WriteLimit {
 }
 
 /// Passes `polled` on, watching it with `limit` when there is one.
-fn limited<R>(
+pub(crate) fn limited<R>(
     limit: &mut Option<WriteLimit>,
     cx: &mut Context<'_>,
     polled: Poll<io::Result<R>>,
@@ -217,6 +217,12 @@ impl<T> Counted<T> {
     /// The wrapped stream.
     pub fn get_ref(&self) -> &T {
         &self.inner
+    }
+
+    /// The parts zero-copy forwarding ([`crate::splice`]) works with: the socket, its
+    /// counters and its client-write timeout.
+    pub(crate) fn parts(&mut self) -> (&mut T, &TcpMetrics, &mut Option<WriteLimit>) {
+        (&mut self.inner, &self.metrics, &mut self.limit)
     }
 
     /// Moves the connection to another label set (e.g. once a TLS handshake has told who
@@ -306,6 +312,16 @@ impl<T> Rewind<T> {
     /// The wrapped stream.
     pub fn get_mut(&mut self) -> &mut T {
         &mut self.inner
+    }
+
+    /// Whether every byte of the prefix has been replayed.
+    pub fn replayed(&self) -> bool {
+        self.prefix.is_empty()
+    }
+
+    /// The bytes still to replay, and the wrapped stream.
+    pub fn parts(&mut self) -> (&mut Bytes, &mut T) {
+        (&mut self.prefix, &mut self.inner)
     }
 }
 

@@ -43,6 +43,7 @@ pub mod orig_dst;
 pub mod policy;
 pub mod route;
 pub mod serve;
+pub mod splice;
 pub mod state;
 pub mod tap;
 pub mod tcp;

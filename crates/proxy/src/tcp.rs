@@ -7,7 +7,11 @@ use tokio::{
 };
 
 use crate::{
-    errors::ProxyError, io::Counted, listener::Side, metrics::ErrorKind, tls::ClientStream,
+    errors::ProxyError,
+    io::{Counted, Rewind},
+    listener::Side,
+    metrics::ErrorKind,
+    tls::ClientStream,
     upstream::Upstream,
 };
 
@@ -20,7 +24,7 @@ pub async fn forward<C>(
     early: Option<Counted<TcpStream>>,
     side: &Side,
 ) where
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let Some(target) = target else {
         side.registry
@@ -51,7 +55,16 @@ pub async fn forward<C>(
             return;
         }
     };
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    // Plaintext on both sides: the kernel moves the bytes (`splice.rs`).
+    let plain_client =
+        (&mut client as &mut dyn std::any::Any).downcast_mut::<Rewind<Counted<TcpStream>>>();
+    let copied = match (plain_client, &mut upstream) {
+        (Some(client), ClientStream::Plain(upstream)) => {
+            crate::splice::bidirectional(client, upstream).await
+        }
+        (_, upstream) => tokio::io::copy_bidirectional(&mut client, upstream).await,
+    };
+    match copied {
         Ok((up, down)) => tracing::trace!(up, down, "opaque connection closed"),
         Err(error) => tracing::debug!(%error, "opaque connection ended with an error"),
     }

@@ -1,9 +1,10 @@
 //! `ferry-bench-backend`: the origin the benchmark harness (`bench/run.py`) measures against.
 //! A minimal HTTP/1.1 keep-alive server, an h2c server (plain answers and gRPC-style unary
-//! calls) and a TCP echo server, each on the address given; it runs until killed.
+//! calls), a TCP echo server and a TCP source (`--source`: every connection gets an endless
+//! one-way stream, for the bulk cells), each on the address given; it runs until killed.
 //!
 //! ```text
-//! ferry-bench-backend [--http1 ADDR] [--h2c ADDR] [--echo ADDR] [--body TEXT]
+//! ferry-bench-backend [--http1 ADDR] [--h2c ADDR] [--echo ADDR] [--source ADDR] [--body TEXT]
 //! ```
 //!
 //! Every answer is a constant so that the origin costs as little as possible and the
@@ -41,6 +42,7 @@ struct Args {
     http1: Option<SocketAddr>,
     h2c: Option<SocketAddr>,
     echo: Option<SocketAddr>,
+    source: Option<SocketAddr>,
     body: Option<String>,
 }
 
@@ -60,11 +62,14 @@ fn parse_args() -> anyhow::Result<Args> {
             "--http1" => args.http1 = Some(addr),
             "--h2c" => args.h2c = Some(addr),
             "--echo" => args.echo = Some(addr),
-            other => bail!("unknown flag {other:?} (want --http1, --h2c, --echo, --body)"),
+            "--source" => args.source = Some(addr),
+            other => {
+                bail!("unknown flag {other:?} (want --http1, --h2c, --echo, --source, --body)")
+            }
         }
     }
-    if args.http1.is_none() && args.h2c.is_none() && args.echo.is_none() {
-        bail!("nothing to serve: give at least one of --http1, --h2c, --echo");
+    if args.http1.is_none() && args.h2c.is_none() && args.echo.is_none() && args.source.is_none() {
+        bail!("nothing to serve: give at least one of --http1, --h2c, --echo, --source");
     }
     Ok(args)
 }
@@ -97,6 +102,10 @@ fn main() -> anyhow::Result<()> {
         if let Some(addr) = args.echo {
             let listener = bind(addr).await?;
             servers.spawn(echo(listener));
+        }
+        if let Some(addr) = args.source {
+            let listener = bind(addr).await?;
+            servers.spawn(source(listener));
         }
         // The harness waits for this line before it sends load.
         println!("ready");
@@ -231,5 +240,14 @@ async fn echo_conn(mut sock: TcpStream) {
                 }
             }
         }
+    }
+}
+
+/// Sends every connection 1 MiB writes of one constant buffer until it goes away.
+async fn source(listener: TcpListener) -> anyhow::Result<()> {
+    let chunk: &'static [u8] = Box::leak(vec![b'x'; 1 << 20].into_boxed_slice());
+    loop {
+        let (mut sock, _) = listener.accept().await?;
+        tokio::spawn(async move { while sock.write_all(chunk).await.is_ok() {} });
     }
 }

@@ -16,8 +16,12 @@
 //!   is a unary call over h2c (POST `--path`, a 2-byte message) that must end with
 //!   `grpc-status: 0`.
 //!
+//! - **One-way TCP streams** (`--proto stream`): N connections that only read, as fast as they
+//!   can, whatever the far end sends (`ferry-bench-backend --source`), for the bulk cells; prints
+//!   `bytes`, `seconds`, `gbps` (10^9 bytes a second) and `errors` instead.
+//!
 //! ```text
-//! ferry-bench-load ADDR --connections N --seconds S [--rate RPS] [--proto tcp|http1|h2c|grpc]
+//! ferry-bench-load ADDR --connections N --seconds S [--rate RPS] [--proto tcp|http1|h2c|grpc|stream]
 //!                  [--size BYTES] [--path PATH] [--log-file FILE] [--pooling]
 //! ```
 //!
@@ -47,7 +51,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const USAGE: &str = "usage: ferry-bench-load ADDR --connections N --seconds S [--rate RPS] \
-                     [--proto tcp|http1|h2c|grpc] [--size BYTES] [--path PATH] [--log-file FILE] \
+                     [--proto tcp|http1|h2c|grpc|stream] [--size BYTES] [--path PATH] [--log-file FILE] \
                      [--pooling]";
 
 #[derive(Clone, Copy, PartialEq)]
@@ -56,6 +60,7 @@ enum Proto {
     Http1,
     H2c,
     Grpc,
+    Stream,
 }
 
 struct Args {
@@ -107,7 +112,10 @@ fn parse_args() -> anyhow::Result<Args> {
                     "http1" => Proto::Http1,
                     "h2c" => Proto::H2c,
                     "grpc" => Proto::Grpc,
-                    other => bail!("--proto must be tcp, http1, h2c or grpc, not {other:?}"),
+                    "stream" => Proto::Stream,
+                    other => {
+                        bail!("--proto must be tcp, http1, h2c, grpc or stream, not {other:?}")
+                    }
                 }
             }
             other => bail!("unknown flag {other:?}\n{USAGE}"),
@@ -119,7 +127,10 @@ fn parse_args() -> anyhow::Result<Args> {
     if args.rate.is_some_and(|r| r <= 0.0) {
         bail!("--rate must be positive");
     }
-    if args.rate.is_none() && args.proto != Proto::Tcp {
+    if args.proto == Proto::Stream && args.rate.is_some() {
+        bail!("--proto stream reads at full speed: no --rate");
+    }
+    if args.rate.is_none() && !matches!(args.proto, Proto::Tcp | Proto::Stream) {
         bail!("HTTP at full speed is wrk's and h2load's job: give --rate, or --proto tcp");
     }
     Ok(args)
@@ -159,6 +170,17 @@ impl Sample {
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    if args.proto == Proto::Stream {
+        let (bytes, seconds, errors) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(drain_streams(&args))?;
+        println!(
+            "{{\"bytes\":{bytes},\"seconds\":{seconds:.3},\"gbps\":{:.4},\"errors\":{errors}}}",
+            bytes as f64 / seconds / 1e9
+        );
+        return Ok(());
+    }
     let (mut all, seconds) = match args.rate {
         Some(rate) => paced(&args, rate)?,
         None => tokio::runtime::Builder::new_current_thread()
@@ -455,6 +477,43 @@ fn opaque_message(size: usize) -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------- TCP at full speed
+
+/// `--proto stream`: every connection reads, into a 256 KiB buffer, until the run's end.
+/// Returns the bytes read, the seconds taken and the connections that failed.
+async fn drain_streams(args: &Args) -> anyhow::Result<(u64, f64, u64)> {
+    let mut socks = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        let sock = tokio::net::TcpStream::connect(args.addr)
+            .await
+            .with_context(|| format!("connecting to {}", args.addr))?;
+        socks.push(sock);
+    }
+    let start = Instant::now();
+    let end = tokio::time::Instant::from_std(start + Duration::from_secs_f64(args.seconds));
+    let tasks: Vec<_> = socks
+        .into_iter()
+        .map(|mut sock| {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut bytes = 0u64;
+                loop {
+                    match tokio::time::timeout_at(end, sock.read(&mut buf)).await {
+                        Err(_) => return (bytes, false),
+                        Ok(Ok(0)) | Ok(Err(_)) => return (bytes, true),
+                        Ok(Ok(n)) => bytes += n as u64,
+                    }
+                }
+            })
+        })
+        .collect();
+    let (mut bytes, mut errors) = (0, 0);
+    for task in tasks {
+        let (n, failed) = task.await?;
+        bytes += n;
+        errors += u64::from(failed);
+    }
+    Ok((bytes, start.elapsed().as_secs_f64(), errors))
+}
 
 async fn flat_out_tcp(args: &Args) -> anyhow::Result<(Sample, f64)> {
     let mut socks = Vec::with_capacity(args.connections);
