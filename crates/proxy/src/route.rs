@@ -284,6 +284,11 @@ impl Plan {
     pub fn route_name(&self) -> &str {
         &self.policy.routes[self.route].labels.name
     }
+
+    /// The matched route's namespace and name.
+    pub fn route_labels(&self) -> &crate::policy::ObjectLabels {
+        &self.policy.routes[self.route].labels
+    }
 }
 
 /// The gRPC status in a response head (a trailers-only answer).
