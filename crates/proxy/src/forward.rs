@@ -214,13 +214,15 @@ impl Conn {
             None => None,
             Some(tracer) => {
                 let force = self.trace_next.swap(false, Ordering::Relaxed);
-                trace::start(
-                    tracer,
-                    &mut req,
-                    self.side.direction,
-                    self.tap.meta(),
-                    force,
-                )
+                // An upstream listener's target names the destination, not the request's Host.
+                let target = match &self.dest {
+                    Dest::Fixed {
+                        authority: Some(a), ..
+                    } => Some(&**a),
+                    _ => None,
+                };
+                let conn = self.tap.meta();
+                trace::start(tracer, &mut req, self.side.direction, conn, target, force)
             }
         };
         // While nobody taps, this load is all the tap costs a request.

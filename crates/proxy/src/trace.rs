@@ -451,6 +451,9 @@ pub struct ConnInfo<'a> {
     pub peer: SocketAddr,
     /// The client's mTLS identity, when it had one.
     pub client_id: Option<&'a str>,
+    /// The destination's name when the listener fixes it (an upstream listener's target):
+    /// it names the span and `server.*` rather than the request's authority.
+    pub target: Option<&'a str>,
 }
 
 impl Tracer {
@@ -593,10 +596,9 @@ impl Tracer {
     fn request_span<B>(&self, req: &Request<B>, direction: Direction, conn: &ConnInfo<'_>) -> Span {
         let method = req.method().as_str();
         let path = req.uri().path();
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
+        let authority = conn
+            .target
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .or_else(|| {
                 req.headers()
                     .get(http::header::HOST)
@@ -908,11 +910,13 @@ pub fn start<B>(
     req: &mut Request<B>,
     direction: Direction,
     conn: &crate::tap::ConnMeta,
+    target: Option<&str>,
     force: bool,
 ) -> Option<Arc<Active>> {
     let info = ConnInfo {
         peer: conn.peer,
         client_id: conn.tls.as_ref().and_then(|t| t.client_id.as_deref()),
+        target,
     };
     let span = tracer.start(req, direction, info, force)?;
     req.extensions_mut().insert(span.clone());
