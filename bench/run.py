@@ -61,6 +61,11 @@ def mesh_a_args(mesh):
             "--service-account", "bench-a"]
 
 VARIANTS = ["direct", "ferry", "ferry-2hop", "nginx", "haproxy"]
+# Tracing cells (not in the default set; `--variants ferry,ferry-trace0,ferry-trace100`):
+# the single proxy with `--trace-collector` on, sampling 0 (nothing traced: the cost of the
+# checks alone, goal <= 2 % of `ferry`'s throughput) and 1 (every request a span, exported
+# to a ferry-control trace receiver on the load core; its cost is reported).
+TRACE_VARIANTS = {"ferry-trace0": "0", "ferry-trace100": "1"}
 PROTOCOLS = ["http1", "h2c", "grpc", "tcp"]
 
 # The backend's unary gRPC method (ferry-bench-backend answers any path alike).
@@ -268,6 +273,23 @@ services:
     return p, mesh
 
 
+def start_trace_collector(work, tag):
+    """ferry-control as an OTLP/gRPC trace receiver for the tracing cells, pinned to the
+    load core. Returns the process and the receiver's address."""
+    d = work / f"{tag}-traces"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir()
+    (d / "workloads.yaml").write_text("workloads: []\nservices: []\n")
+    trace = free_port()
+    cmd = [RELEASE / "ferry-control", "--workloads-file", d / "workloads.yaml",
+           "--grpc-listen", f"127.0.0.1:{free_port()}", "--api-listen", f"127.0.0.1:{free_port()}",
+           "--trace-listen", f"127.0.0.1:{trace}", "--identity-dir", d / "identity",
+           "--log-format", "json"]
+    p = spawn(cmd, LOAD_CPU, work / f"{tag}-control.log")
+    wait_port(trace, p, tag + " (trace receiver)")
+    return p, f"127.0.0.1:{trace}"
+
+
 def wait_ready(admin_port, proc, what, timeout=15.0):
     """Waits for a proxy's /ready: with identity on, until its first certificate."""
     deadline = time.monotonic() + timeout
@@ -354,6 +376,24 @@ def start_middle(variant, proto, backend_port, work, args):
         port, p = start_ferry(binary, backend_port, work, tag)
         wait_port(port, p, tag)
         return Middle(variant, [p], port)
+    if variant in TRACE_VARIANTS:
+        sampling = TRACE_VARIANTS[variant]
+        aux = []
+        if sampling == "0":
+            # Nothing is exported at 0 %: a port nobody listens on will do.
+            collector = f"127.0.0.1:{free_port()}"
+        else:
+            cp, collector = start_trace_collector(work, tag)
+            aux = [cp]
+        try:
+            port, p = start_ferry(proxy, backend_port, work, tag,
+                                  extra=["--trace-collector", collector,
+                                         "--trace-sampling", sampling])
+            wait_port(port, p, tag)
+        except Exception:
+            stop(aux)
+            raise
+        return Middle(variant, [p], port, aux=aux)
     if variant == "ferry-2hop" and not MESH_TLS:
         b_port, b = start_ferry(proxy, backend_port, work, tag + "-b")
         wait_port(b_port, b, tag + " (proxy B)")
