@@ -5,7 +5,7 @@
 //! bounded queue.
 //!
 //! Cost: with tracing off (no `--trace-collector`) a request pays one `Option` check. With
-//! it on, a request that carries no context pays three header lookups and, when the
+//! it on, a request that carries no context pays four header lookups and, when the
 //! sampling rate is above zero, one random number; an unsampled request is left untouched
 //! and emits nothing. A sampled request's span lives in an [`Active`] shared by the request
 //! (its extensions, where the forwarding code adds what it learns: the route, the endpoint)

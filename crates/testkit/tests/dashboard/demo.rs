@@ -96,6 +96,34 @@ async fn with_ferry_demo_running_the_dashboard_finds_the_broken_edge() {
         );
     }
 
+    // Traces (issue #24): the bot's proxy starts one for every vote, the apps carry it on,
+    // so a failed vote's trace crosses bot → web → voting → emoji, with the proxies'
+    // spans around each hop (bot client, web server, web's two clients, emoji server,
+    // voting server, voting's client, emoji server: at least 8).
+    let last = std::sync::Mutex::new(String::new());
+    let traced = wait_until(
+        WAIT,
+        "a failed vote's trace across all four workloads",
+        || async {
+            let v = get_json(&format!("{api}/api/v1/traces?status=error&workload=voting")).await;
+            *last.lock().unwrap() = format!("{v:?}");
+            let v = v.ok()?;
+            v["traces"].as_array()?.iter().find_map(|t| {
+                let names: Vec<&str> = t["workloads"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|w| w.as_str())
+                    .map(|w| w.rsplit('/').next().unwrap_or(w))
+                    .collect();
+                let all = workloads.iter().all(|w| names.contains(w));
+                (all && t["spanCount"].as_u64()? >= 8).then(|| t.clone())
+            })
+        },
+    )
+    .await;
+    let trace = traced.unwrap_or_else(|e| panic!("{e}; last answer: {}", last.lock().unwrap()));
+    eprintln!("a failed vote's trace: {trace}");
+
     let browser = Browser::start(1366, 900).await.unwrap();
     browser.goto(&format!("{api}/#/")).await.unwrap();
     browser
