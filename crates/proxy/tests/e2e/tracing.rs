@@ -312,3 +312,70 @@ async fn bad_trace_flags_are_refused_with_the_reason() {
         assert!(err.contains(want), "{flag} {value}: {err}");
     }
 }
+
+#[tokio::test]
+async fn a_collector_that_never_answers_delays_nothing_and_a_full_queue_drops_spans() {
+    // It takes the export requests and holds them past the proxy's 5 s export timeout.
+    let collector = Collector::slow(Duration::from_secs(60));
+    let (otlp, _serving) = collector.serve().await;
+    let app = TestServer::http(|_req| async { Response::new(full("pong")) }).await;
+    let a = proxy(&[
+        "--inbound-forward",
+        &app.addr.to_string(),
+        "--trace-collector",
+        &otlp.to_string(),
+        "--trace-sampling",
+        "1",
+    ])
+    .await;
+    let url = format!("http://{}/ping", a.inbound());
+    // More spans than the queue (2048) and the batch in flight (512) hold together.
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let url = url.clone();
+        workers.push(tokio::spawn(async move {
+            let client = client::http1();
+            let mut slowest = Duration::ZERO;
+            for _ in 0..400 {
+                let t = Instant::now();
+                let req = Request::get(&url).body(Full::<Bytes>::default()).unwrap();
+                let rsp = client::send(&client, req).await.unwrap();
+                assert_eq!(rsp.status, StatusCode::OK);
+                slowest = slowest.max(t.elapsed());
+            }
+            slowest
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    for w in workers {
+        slowest = slowest.max(w.await.unwrap());
+    }
+    eprintln!(
+        "3200 traced requests, collector never answering: {:?}, slowest {slowest:?}",
+        started.elapsed()
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a stuck collector delayed a request: slowest {slowest:?}"
+    );
+    let m = scrape(a.admin()).await;
+    let full = metric(
+        &m,
+        "proxy_trace_spans_dropped_total",
+        &[("reason", "queue_full")],
+    );
+    assert!(full.is_some_and(|n| n >= 3200.0 - 2048.0 - 512.0), "{m}");
+    // The batch the collector holds times out and is counted as failed.
+    wait_until(WAIT, "the held batch counted as failed", || async {
+        let m = scrape(a.admin()).await;
+        metric(
+            &m,
+            "proxy_trace_spans_dropped_total",
+            &[("reason", "export_failed")],
+        )
+        .filter(|n| *n >= 1.0)
+    })
+    .await
+    .unwrap();
+}
