@@ -423,6 +423,11 @@ impl Conn {
                 TryOutcome::Done => break (result, metrics),
                 TryOutcome::Retry(backoff) => {
                     tracing::debug!(route = plan.route_name(), ?answer, ?backoff, "retrying");
+                    trace::attempt_done(
+                        span.as_ref(),
+                        answer,
+                        result.as_ref().err().map(|e| e.reason),
+                    );
                     drop(result);
                     tokio::time::sleep(backoff).await;
                     let mut req = replay.expect("a retry has a request to send");

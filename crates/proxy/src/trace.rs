@@ -818,47 +818,61 @@ impl Active {
         let Some(mut span) = self.span.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
-        span.end_time_unix_nano = now_nanos().max(span.start_time_unix_nano);
-        span.attributes
-            .push(kv_int("http.response.status_code", status.into()));
-        if let Some(g) = grpc_status {
-            span.attributes
-                .push(kv_int("rpc.grpc.status_code", g.into()));
-        }
-        let server = span.kind == SpanKind::Server as i32;
-        let failed = match grpc_status {
-            // UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
-            Some(g) if server => matches!(g, 2 | 4 | 12 | 13 | 14 | 15),
-            Some(g) => g != 0,
-            None if server => status >= 500,
-            None => status >= 400,
-        };
-        let error = error.or((!ended).then_some(ProxyErrorReason::UpstreamReset));
-        span.status = Some(match error {
-            Some(reason) => {
-                span.attributes
-                    .push(kv(attr::ERROR_REASON, reason.as_str()));
-                span.attributes.push(kv("error.type", reason.as_str()));
-                Status {
-                    code: StatusCode::Error as i32,
-                    message: reason.as_str().to_string(),
-                }
-            }
-            None if failed => {
-                let code = grpc_status.map_or(status, |g| g).to_string();
-                span.attributes.push(kv("error.type", code.clone()));
-                Status {
-                    code: StatusCode::Error as i32,
-                    message: match grpc_status {
-                        Some(g) => format!("grpc-status {g}"),
-                        None => format!("HTTP {status}"),
-                    },
-                }
-            }
-            None => Status::default(),
-        });
+        close(&mut span, Some(status), grpc_status, error, ended);
         self.tracer.offer(span);
     }
+}
+
+/// Sets a span's end, its response attributes and its status.
+fn close(
+    span: &mut Span,
+    status: Option<u16>,
+    grpc_status: Option<u16>,
+    error: Option<ProxyErrorReason>,
+    ended: bool,
+) {
+    span.end_time_unix_nano = now_nanos().max(span.start_time_unix_nano);
+    if let Some(status) = status {
+        span.attributes
+            .push(kv_int("http.response.status_code", status.into()));
+    }
+    if let Some(g) = grpc_status {
+        span.attributes
+            .push(kv_int("rpc.grpc.status_code", g.into()));
+    }
+    let server = span.kind == SpanKind::Server as i32;
+    let status = status.unwrap_or(0);
+    let failed = match grpc_status {
+        // UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
+        Some(g) if server => matches!(g, 2 | 4 | 12 | 13 | 14 | 15),
+        Some(g) => g != 0,
+        None if server => status >= 500,
+        None => status >= 400,
+    };
+    let error = error.or((!ended).then_some(ProxyErrorReason::UpstreamReset));
+    span.status = Some(match error {
+        Some(reason) => {
+            span.attributes
+                .push(kv(attr::ERROR_REASON, reason.as_str()));
+            span.attributes.push(kv("error.type", reason.as_str()));
+            Status {
+                code: StatusCode::Error as i32,
+                message: reason.as_str().to_string(),
+            }
+        }
+        None if failed => {
+            let code = grpc_status.map_or(status, |g| g).to_string();
+            span.attributes.push(kv("error.type", code.clone()));
+            Status {
+                code: StatusCode::Error as i32,
+                message: match grpc_status {
+                    Some(g) => format!("grpc-status {g}"),
+                    None => format!("HTTP {status}"),
+                },
+            }
+        }
+        None => Status::default(),
+    });
 }
 
 impl Drop for Active {
@@ -883,7 +897,11 @@ pub fn endpoint(
         return;
     };
     active.with(|span| {
-        span.attributes.retain(|a| a.key != attr::ENDPOINT);
+        if span.kind == SpanKind::Server as i32 {
+            // Inbound: the application is the endpoint, named by the span's resource.
+            return;
+        }
+        span.attributes.retain(|a| !is_endpoint_attribute(&a.key));
         span.attributes.push(kv(attr::ENDPOINT, addr.to_string()));
         span.attributes
             .push(kv("network.peer.address", addr.ip().to_string()));
@@ -901,6 +919,18 @@ pub fn endpoint(
             }
         }
     });
+}
+
+/// The attributes [`endpoint`] sets.
+fn is_endpoint_attribute(key: &str) -> bool {
+    matches!(
+        key,
+        attr::ENDPOINT
+            | attr::DESTINATION_WORKLOAD
+            | attr::DESTINATION_IDENTITY
+            | "network.peer.address"
+            | "network.peer.port"
+    )
 }
 
 /// Starts the span of `req` if it is sampled ([`Tracer::start`]) and puts it in the
@@ -929,27 +959,80 @@ pub fn of(ext: &http::Extensions) -> Option<Arc<Active>> {
     ext.get::<Arc<Active>>().cloned()
 }
 
-/// A route's retry of a traced request: the attempt is counted and the new request
-/// carries the span (its headers already name it as the parent).
-pub fn next_attempt<B>(span: Option<&Arc<Active>>, req: &mut Request<B>) {
-    let Some(span) = span else {
+/// A route is about to retry a traced request: the attempt's `CLIENT` span ends with its
+/// answer (`status`, gRPC status) or the proxy's error, and the next attempt's span is
+/// readied ([`next_attempt`] starts it).
+pub fn attempt_done(
+    span: Option<&Arc<Active>>,
+    answer: Option<(u16, Option<u16>)>,
+    error: Option<ProxyErrorReason>,
+) {
+    let Some(active) = span else {
         return;
     };
-    span.with(|s| {
-        for a in s
-            .attributes
-            .iter_mut()
-            .filter(|a| a.key == attr::RETRY_ATTEMPT)
+    let mut guard = active.span.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(current) = guard.as_mut() else {
+        return;
+    };
+    let mut done = current.clone();
+    close(
+        &mut done,
+        answer.map(|a| a.0),
+        answer.and_then(|a| a.1),
+        error,
+        true,
+    );
+    // What the next attempt learns anew (its endpoint) is not carried over.
+    current
+        .attributes
+        .retain(|a| !is_endpoint_attribute(&a.key));
+    for a in current
+        .attributes
+        .iter_mut()
+        .filter(|a| a.key == attr::RETRY_ATTEMPT)
+    {
+        if let Some(AnyValue {
+            value: Some(any_value::Value::IntValue(n)),
+        }) = a.value.as_mut()
         {
-            if let Some(AnyValue {
-                value: Some(any_value::Value::IntValue(n)),
-            }) = a.value.as_mut()
-            {
-                *n += 1;
+            *n += 1;
+        }
+    }
+    drop(guard);
+    active.tracer.offer(done);
+}
+
+/// Starts the next attempt's `CLIENT` span (a sibling of the last, with the same parent):
+/// a new span id, written into `req`'s context headers in place of the last attempt's, so
+/// the destination's `SERVER` span hangs under the attempt that reached it.
+pub fn next_attempt<B>(span: Option<&Arc<Active>>, req: &mut Request<B>) {
+    let Some(active) = span else {
+        return;
+    };
+    {
+        let mut guard = active.span.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(current) = guard.as_mut() else {
+            return;
+        };
+        let new_id = loop {
+            let id = fastrand::u64(..).to_be_bytes();
+            if id != [0; 8] && id[..] != current.span_id[..] {
+                break id;
+            }
+        };
+        let (old_hex, new_hex) = (hex(&current.span_id), hex(&new_id));
+        for name in [TRACEPARENT, B3, B3_SPAN_ID] {
+            let Some(v) = req.headers().get(&name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            if let Ok(v) = HeaderValue::try_from(v.replace(&old_hex, &new_hex)) {
+                req.headers_mut().insert(name, v);
             }
         }
-    });
-    req.extensions_mut().insert(span.clone());
+        current.span_id = new_id.to_vec();
+        current.start_time_unix_nano = now_nanos();
+    }
+    req.extensions_mut().insert(active.clone());
 }
 
 /// Sends batches from `rx` to `collector` until every sender is gone, or `stop`: then what
