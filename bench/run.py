@@ -66,6 +66,24 @@ VARIANTS = ["direct", "ferry", "ferry-2hop", "nginx", "haproxy"]
 # checks alone, goal <= 2 % of `ferry`'s throughput) and 1 (every request a span, exported
 # to a ferry-control trace receiver on the load core; its cost is reported).
 TRACE_VARIANTS = {"ferry-trace0": "0", "ferry-trace100": "1"}
+# Issue #21's cell: one proxy reaching ROUTE_SERVICE through a ferry-control (no identity),
+# without routes (`ferry-svc`) and with a route that has a header match, two weighted
+# backends, timeouts and retries within the budget (`ferry-route`; ROUTES below). Not in
+# the default grid: `--variants ferry-svc,ferry-route` (and others to compare).
+ROUTE_VARIANTS = ("ferry-svc", "ferry-route")
+ROUTE_SERVICE = "bench.default:8080"
+ROUTES = """apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bench-route, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: bench, port: 8080}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}, headers: [{name: x-canary, value: "yes"}]}]
+    backendRefs: [{name: bench-canary, port: 8080}]
+  - backendRefs: [{name: bench, port: 8080, weight: 90}, {name: bench-canary, port: 8080, weight: 10}]
+    timeouts: {request: 10s, backendRequest: 5s}
+    retry: {codes: [502, 503], attempts: 2}
+"""
 PROTOCOLS = ["http1", "h2c", "grpc", "tcp"]
 
 # The backend's unary gRPC method (ferry-bench-backend answers any path alike).
@@ -290,6 +308,34 @@ def start_trace_collector(work, tag):
     return p, f"127.0.0.1:{trace}"
 
 
+def start_route_control(work, tag, backend_port, routes):
+    """ferry-control for the route variants: services `bench` and `bench-canary` both reach
+    the backend; with `routes`, ROUTES applies to `bench`. Returns the process and its gRPC
+    port."""
+    d = work / f"{tag}-routes"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir()
+    (d / "workloads.yaml").write_text(f"""workloads:
+  - name: bench
+    namespace: default
+    instances:
+      - {{ name: bench-0, addr: "127.0.0.1:{backend_port}" }}
+services:
+  - {{name: bench, namespace: default, port: 8080, workloads: [bench]}}
+  - {{name: bench-canary, namespace: default, port: 8080, workloads: [bench]}}
+""")
+    grpc = free_port()
+    cmd = [RELEASE / "ferry-control", "--workloads-file", d / "workloads.yaml",
+           "--grpc-listen", f"127.0.0.1:{grpc}", "--api-listen", f"127.0.0.1:{free_port()}",
+           "--trace-listen", "off", "--log-format", "json"]
+    if routes:
+        (d / "routes.yaml").write_text(ROUTES)
+        cmd += ["--routes", d / "routes.yaml"]
+    p = spawn(cmd, LOAD_CPU, work / f"{tag}-control.log")
+    wait_port(grpc, p, tag + " (control plane)")
+    return p, grpc
+
+
 def wait_ready(admin_port, proc, what, timeout=15.0):
     """Waits for a proxy's /ready: with identity on, until its first certificate."""
     deadline = time.monotonic() + timeout
@@ -394,6 +440,16 @@ def start_middle(variant, proto, backend_port, work, args):
             stop(aux)
             raise
         return Middle(variant, [p], port, aux=aux)
+    if variant in ROUTE_VARIANTS:
+        cp, grpc = start_route_control(work, tag, backend_port, variant == "ferry-route")
+        try:
+            port, p = start_ferry_upstream(proxy, ROUTE_SERVICE, work, tag,
+                                           extra=["--destination-addr", f"127.0.0.1:{grpc}"])
+            wait_port(port, p, tag)
+        except Exception:
+            stop([cp])
+            raise
+        return Middle(variant, [p], port, aux=[cp])
     if variant == "ferry-2hop" and not MESH_TLS:
         b_port, b = start_ferry(proxy, backend_port, work, tag + "-b")
         wait_port(b_port, b, tag + " (proxy B)")
@@ -918,6 +974,12 @@ def goals(results, figs, memory, soak_result):
     if soak_result:
         early, late = soak_growth(soak_result["samples"])
         row("no RSS growth over the soak", f"{late - early:+d} KB", late - early <= GOAL_SOAK_GROWTH_KB)
+    for proto in ("http1", "h2c", "grpc"):
+        r, b = m(proto, "max", "ferry-route", "rps"), m(proto, "max", "ferry-svc", "rps")
+        if r and b:
+            row(f"{proto}, a route with a header match, two weighted backends, timeouts and a "
+                "retry budget: ≥ 95 % of the same service's throughput without routes (#21)",
+                f"{r:,.0f} vs {b:,.0f} RPS ({r / b:.1%})", r >= 0.95 * b)
     h2 = m("h2c", "max", "ferry", "rps")
     if h2 and f1:
         row("h2c throughput ≥ 80 % of HTTP/1.1's", f"{h2:,.0f} vs {f1:,.0f} RPS ({h2 / f1:.0%})",

@@ -42,6 +42,8 @@ pub mod destination;
 pub mod identity;
 pub mod images;
 pub mod overview;
+#[cfg(feature = "policy")]
+pub mod policy;
 pub mod resource;
 pub mod tap;
 pub mod trace;

@@ -94,3 +94,23 @@ pub const LATENCY_BUCKETS_MS: [u64; 25] = [
     1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 1000, 2000, 3000, 4000, 5000,
     10000, 20000, 30000, 40000, 50000,
 ];
+
+/// Route families (Linkerd's, per route of a Service with routes; docs/routes.md):
+/// completed requests by `http_status`/`grpc_status`/`error`, after retries.
+pub const OUTBOUND_HTTP_ROUTE_REQUEST_STATUSES_TOTAL: &str =
+    "outbound_http_route_request_statuses_total";
+/// Histogram, seconds: a route request's arrival to its response head.
+pub const OUTBOUND_HTTP_ROUTE_REQUEST_DURATION_SECONDS: &str =
+    "outbound_http_route_request_duration_seconds";
+/// Retries sent on a route.
+pub const OUTBOUND_HTTP_ROUTE_RETRY_REQUESTS_TOTAL: &str =
+    "outbound_http_route_retry_requests_total";
+/// [`OUTBOUND_HTTP_ROUTE_REQUEST_STATUSES_TOTAL`] of gRPC routes.
+pub const OUTBOUND_GRPC_ROUTE_REQUEST_STATUSES_TOTAL: &str =
+    "outbound_grpc_route_request_statuses_total";
+/// [`OUTBOUND_HTTP_ROUTE_REQUEST_DURATION_SECONDS`] of gRPC routes.
+pub const OUTBOUND_GRPC_ROUTE_REQUEST_DURATION_SECONDS: &str =
+    "outbound_grpc_route_request_duration_seconds";
+/// [`OUTBOUND_HTTP_ROUTE_RETRY_REQUESTS_TOTAL`] of gRPC routes.
+pub const OUTBOUND_GRPC_ROUTE_RETRY_REQUESTS_TOTAL: &str =
+    "outbound_grpc_route_retry_requests_total";

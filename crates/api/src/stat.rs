@@ -267,3 +267,43 @@ pub struct PrometheusTargetGroup {
 fn is_false(b: &bool) -> bool {
     !*b
 }
+
+/// `GET`: per-route golden metrics of the routes a resource's proxies apply (`ferry routes`),
+/// with [`StatQuery`]'s parameters: `kind`/`name`/`namespace` the sender (`deploy/web`),
+/// `to` a Service whose routes alone are shown, `window`. Answers [`RoutesAnswer`].
+pub const ROUTES_PATH: &str = "/api/v1/routes";
+
+/// The body of [`ROUTES_PATH`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutesAnswer {
+    /// One row per route, sorted by Service then route.
+    pub rows: Vec<RouteRow>,
+    /// The window as asked (`1m`).
+    pub window: String,
+    /// [`BACKEND_EMBEDDED`] or [`BACKEND_PROMETHEUS`].
+    pub backend: String,
+}
+
+/// One route's figures over the window, from the sender's proxies. Effective: what the
+/// callers saw (one per request, after retries). Actual: what the backends saw (every try).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteRow {
+    /// The Service the route is attached to: `namespace/name:port`.
+    pub service: String,
+    /// The route: `HTTPRoute/namespace/name`, or `default` for a Service without routes.
+    pub route: String,
+    /// Effective success rate, 0.0 to 1.0.
+    pub success: Option<f64>,
+    /// Effective requests per second.
+    pub rps: Option<f64>,
+    /// Effective latency percentiles (to the response head), milliseconds.
+    pub latency_ms: Latency,
+    /// Retries per second.
+    pub retries_per_sec: Option<f64>,
+    /// Actual success rate: successful tries over all tries (a retry follows a failed try).
+    pub actual_success: Option<f64>,
+    /// Actual tries per second (requests plus retries).
+    pub actual_rps: Option<f64>,
+}

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ferry::dashboard;
-use ferry::{check, demo, diagnostics, edges, inject, install, stat, tap, top, trace, version};
+use ferry::{
+    check, demo, diagnostics, edges, inject, install, routes, stat, tap, top, trace, version,
+};
 
 /// Ferry, a small service mesh.
 #[derive(Parser, Debug)]
@@ -34,6 +36,8 @@ enum Command {
     Diagnostics(diagnostics::DiagnosticsArgs),
     /// Golden metrics per resource: success rate, RPS, latencies, TCP connections.
     Stat(stat::StatArgs),
+    /// Per-route success, RPS and latency of a resource's outbound routes (effective and actual).
+    Routes(routes::RoutesArgs),
     /// Which resources talk to which, and whether with mTLS.
     Edges(edges::EdgesArgs),
     /// Stream live requests of a resource (req, rsp and end events).
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Command::Dashboard(args) => dashboard::run(args),
         Command::Diagnostics(args) => diagnostics::run(args),
         Command::Stat(args) => stat::run(args),
+        Command::Routes(args) => routes::run(args),
         Command::Edges(args) => edges::run(args),
         Command::Tap(args) => tap::run(args),
         Command::Top(args) => top::run(args),

@@ -123,6 +123,22 @@ fn stat_answers_match_the_documented_schema() {
     };
     assert_valid("EdgesAnswer", &serde_json::to_value(&edges).unwrap());
 
+    let routes = ferry_api::stat::RoutesAnswer {
+        rows: vec![ferry_api::stat::RouteRow {
+            service: "emojivoto/voting-svc:8080".into(),
+            route: "HTTPRoute/emojivoto/voting".into(),
+            success: Some(1.0),
+            rps: Some(3.0),
+            latency_ms: Latency::default(),
+            retries_per_sec: Some(1.0),
+            actual_success: Some(0.75),
+            actual_rps: Some(4.0),
+        }],
+        window: "1m".into(),
+        backend: "embedded".into(),
+    };
+    assert_valid("RoutesAnswer", &serde_json::to_value(&routes).unwrap());
+
     let group = PrometheusTargetGroup {
         targets: vec!["127.0.0.1:4191".into()],
         labels: BTreeMap::from([("namespace".into(), "emojivoto".into())]),

@@ -68,10 +68,12 @@ pub async fn serve_limited<D: Discovery, V: TokenValidator>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let drain = CancellationToken::new();
-    let outbound =
-        crate::routes::outbound::OutboundService::new(discovery.watch(), routes, drain.clone())
-            .into_server()
-            .max_decoding_message_size(limits.max_message_bytes);
+    let policies =
+        crate::routes::outbound::OutboundService::new(discovery.watch(), routes, drain.clone());
+    let ferry_outbound = crate::routes::outbound::FerryOutboundServer::new(policies.clone());
+    let outbound = policies
+        .into_server()
+        .max_decoding_message_size(limits.max_message_bytes);
     let service = DestinationService::new(discovery, drain.clone());
     let signal = async move {
         shutdown.await;
@@ -94,6 +96,7 @@ pub async fn serve_limited<D: Discovery, V: TokenValidator>(
         .http2_max_pending_accept_reset_streams(Some(limits.max_pending_resets))
         .add_service(destination)
         .add_service(outbound)
+        .add_service(ferry_outbound)
         .add_optional_service(identity);
     // Either way, connections count against the limit from accept to close.
     match tls {

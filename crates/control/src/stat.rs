@@ -16,6 +16,7 @@
 
 pub mod edges;
 pub mod history;
+pub mod routes;
 pub mod select;
 
 use std::collections::BTreeMap;

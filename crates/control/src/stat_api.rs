@@ -14,8 +14,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use ferry_api::control_api::ApiError;
 use ferry_api::stat::{
-    EdgesQuery, HistoryQuery, StatQuery, EDGES_PATH, PROMETHEUS_TARGETS_PATH, STAT_HISTORY_PATH,
-    STAT_PATH, STAT_STREAM_PATH,
+    EdgesQuery, HistoryQuery, StatQuery, EDGES_PATH, PROMETHEUS_TARGETS_PATH, ROUTES_PATH,
+    STAT_HISTORY_PATH, STAT_PATH, STAT_STREAM_PATH,
 };
 use serde::Serialize;
 use tokio_stream::wrappers::ReceiverStream;
@@ -37,6 +37,7 @@ pub fn router<D: Discovery>(discovery: D, backend: Backend) -> Router {
         .route(STAT_STREAM_PATH, get(stat_stream::<D>))
         .route(STAT_HISTORY_PATH, get(history::<D>))
         .route(EDGES_PATH, get(edges::<D>))
+        .route(ROUTES_PATH, get(routes::<D>))
         .route(PROMETHEUS_TARGETS_PATH, get(prometheus_targets::<D>))
         .with_state(Ctx { discovery, backend })
 }
@@ -75,6 +76,18 @@ async fn stat_once<D: Discovery>(
     };
     let state = ctx.discovery.watch().borrow().clone();
     answer(stat::stat(&ctx.backend, &state, &req).await)
+}
+
+async fn routes<D: Discovery>(
+    State(ctx): State<Ctx<D>>,
+    query: Result<Query<StatQuery>, QueryRejection>,
+) -> Response {
+    let req = match stat_request(query) {
+        Ok(req) => req,
+        Err(refused) => return *refused,
+    };
+    let state = ctx.discovery.watch().borrow().clone();
+    answer(stat::routes::routes(&ctx.backend, &state, &req).await)
 }
 
 /// A `stat` event after every scrape round (embedded) or every scrape interval

@@ -90,6 +90,10 @@ pub struct Endpoint {
     failures: AtomicU32,
     /// Backed off until this many milliseconds after the balancer's epoch.
     backoff_until_ms: AtomicU64,
+    /// Failure accrual: failed responses in a row, and how many times in a row the
+    /// endpoint has been ejected for them (the penalty doubles with each).
+    failed_responses: AtomicU32,
+    ejections: AtomicU32,
 }
 
 /// Marks a request dispatched to an endpoint; dropping it without [`InFlight::done`] counts
@@ -186,7 +190,7 @@ impl Tries<'_> {
 
     /// Records a try's outcome: `Break` with the request's result, or `Continue` to send
     /// it again to the next [`Tries::endpoint`].
-    pub fn record<T>(
+    pub fn record<T: Answered>(
         &mut self,
         result: Result<T, SendFailed>,
     ) -> ControlFlow<Result<T, ProxyError>> {
@@ -196,10 +200,12 @@ impl Tries<'_> {
                 if let Some(f) = in_flight {
                     f.done();
                 }
+                self.balancer.accrue(&self.endpoint, answer.failed());
                 self.endpoint.metrics.request();
                 return ControlFlow::Break(Ok(answer));
             }
             Err(failed) if !failed.connect => {
+                self.balancer.accrue(&self.endpoint, true);
                 self.endpoint.metrics.request();
                 return ControlFlow::Break(Err(failed.error));
             }
@@ -223,8 +229,40 @@ impl Tries<'_> {
     }
 }
 
+/// An answer as failure accrual sees it.
+pub trait Answered {
+    /// Whether it counts as a failure of the endpoint (a 5xx).
+    fn failed(&self) -> bool;
+}
+
+impl<B> Answered for http::Response<B> {
+    fn failed(&self) -> bool {
+        self.status().is_server_error()
+    }
+}
+
+/// Circuit breaking by consecutive failures (Linkerd's `ConsecutiveFailures` failure
+/// accrual): after `max_failures` failed responses in a row an endpoint is ejected for a
+/// penalty that starts at `min_penalty` and doubles with each ejection in a row, up to
+/// `max_penalty`, with `jitter` of it added at random. Once the penalty is over the
+/// endpoint is tried again: a success brings it back (and resets the penalty), a failure
+/// ejects it again.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Accrual {
+    /// Failed responses in a row that eject an endpoint.
+    pub max_failures: u32,
+    /// The first penalty.
+    pub min_penalty: Duration,
+    /// The longest penalty.
+    pub max_penalty: Duration,
+    /// Share of the penalty added at random, 0 to 1.
+    pub jitter: f64,
+}
+
 /// Balances one service name across its endpoints.
 pub struct Balancer {
+    /// Failure accrual, when the service's policy asks for it.
+    accrual: Mutex<Option<Accrual>>,
     name: Authority,
     epoch: Instant,
     snapshot: watch::Receiver<Arc<Snapshot>>,
@@ -337,6 +375,8 @@ impl EndpointFactory {
             in_flight: AtomicU32::new(0),
             failures: AtomicU32::new(reuse.map_or(0, |o| o.failures.load(Relaxed))),
             backoff_until_ms: AtomicU64::new(reuse.map_or(0, |o| o.backoff_until_ms.load(Relaxed))),
+            failed_responses: AtomicU32::new(reuse.map_or(0, |o| o.failed_responses.load(Relaxed))),
+            ejections: AtomicU32::new(reuse.map_or(0, |o| o.ejections.load(Relaxed))),
         })
     }
 }
@@ -376,6 +416,7 @@ impl Balancer {
             }
         });
         Arc::new(Self {
+            accrual: Mutex::new(None),
             name,
             epoch: Instant::now(),
             snapshot: rx,
@@ -530,6 +571,38 @@ impl Balancer {
         tracing::debug!(name = %self.name, addr = %endpoint.addr, ?backoff, "endpoint backed off");
     }
 
+    /// Sets (or clears) failure accrual for this service's endpoints.
+    pub fn set_accrual(&self, accrual: Option<Accrual>) {
+        *self.accrual.lock().unwrap_or_else(|e| e.into_inner()) = accrual;
+    }
+
+    /// Records an endpoint's answer for failure accrual.
+    pub fn accrue(&self, endpoint: &Endpoint, failed: bool) {
+        if !failed {
+            if endpoint.failed_responses.load(Relaxed) != 0 {
+                endpoint.failed_responses.store(0, Relaxed);
+                endpoint.ejections.store(0, Relaxed);
+            }
+            return;
+        }
+        let Some(accrual) = *self.accrual.lock().unwrap_or_else(|e| e.into_inner()) else {
+            return;
+        };
+        let failures = endpoint.failed_responses.fetch_add(1, Relaxed) + 1;
+        if failures < accrual.max_failures.max(1) {
+            return;
+        }
+        let n = endpoint.ejections.fetch_add(1, Relaxed).min(16);
+        let base = accrual
+            .min_penalty
+            .saturating_mul(2u32.saturating_pow(n))
+            .min(accrual.max_penalty.max(accrual.min_penalty));
+        let penalty = base + base.mul_f64(accrual.jitter.clamp(0.0, 1.0) * fastrand::f64());
+        let until = self.now_ms() + u64::try_from(penalty.as_millis()).unwrap_or(u64::MAX);
+        endpoint.backoff_until_ms.store(until, Relaxed);
+        tracing::debug!(name = %self.name, addr = %endpoint.addr, failures, ?penalty, "endpoint ejected after failed responses");
+    }
+
     /// Starts sending one HTTP request: picks its first endpoint by P2C. See [`Tries`].
     pub async fn tries(&self, retryable: bool) -> Result<Tries<'_>, ProxyError> {
         let endpoint = self.pick().await?;
@@ -615,6 +688,56 @@ mod tests {
             .await
             .unwrap();
         (b, tx)
+    }
+
+    #[tokio::test]
+    async fn failed_responses_in_a_row_eject_an_endpoint_for_a_growing_penalty() {
+        let (b, _tx) = balancer(set(&["127.0.0.1:1", "127.0.0.1:2"])).await;
+        let snap = b.snapshot.borrow().clone();
+        let bad = &snap.endpoints[0];
+        let penalty = |b: &Balancer| {
+            bad.backoff_until_ms
+                .load(Relaxed)
+                .saturating_sub(b.now_ms())
+        };
+        // Without accrual, failures eject nothing.
+        for _ in 0..10 {
+            b.accrue(bad, true);
+        }
+        assert_eq!(penalty(&b), 0);
+        bad.failed_responses.store(0, Relaxed);
+
+        b.set_accrual(Some(Accrual {
+            max_failures: 3,
+            min_penalty: Duration::from_secs(10),
+            max_penalty: Duration::from_secs(25),
+            jitter: 0.0,
+        }));
+        b.accrue(bad, true);
+        b.accrue(bad, true);
+        b.accrue(bad, false);
+        b.accrue(bad, true);
+        b.accrue(bad, true);
+        assert_eq!(
+            penalty(&b),
+            0,
+            "a success in between starts the count again"
+        );
+        b.accrue(bad, true);
+        let first = penalty(&b);
+        assert!((9_900..=10_000).contains(&first), "{first}");
+        for _ in 0..200 {
+            assert_eq!(b.p2c(&snap.endpoints, None).addr.port(), 2, "ejected");
+        }
+        // Tried again after the penalty and failing: ejected for twice as long, then the
+        // most; a success brings it back with the count and the penalty reset.
+        b.accrue(bad, true);
+        assert!((19_900..=20_000).contains(&penalty(&b)));
+        b.accrue(bad, true);
+        assert!((24_900..=25_000).contains(&penalty(&b)));
+        b.accrue(bad, false);
+        assert_eq!(bad.ejections.load(Relaxed), 0);
+        assert_eq!(bad.failed_responses.load(Relaxed), 0);
     }
 
     #[tokio::test]

@@ -381,22 +381,40 @@ impl Conn {
             return self.fail_on_route(&metrics, e, grpc, start, Some(plan.metrics.clone()));
         }
         plan.request_headers(req.headers_mut());
+        if plan.rule().rewrite.is_some() {
+            let matched = plan.matched_prefix(&req);
+            plan.rewrite(&mut req, matched.as_deref());
+        }
         let retryable = matches!(plan.upstream(), Upstream::Balanced(_));
         let mut out = Outgoing::new(req, retryable, grpc);
         let malformed = out.malformed.clone();
         let body_idle = self.side.timeouts.body_idle.filter(|_| out.whole);
-        // With retries, the request is kept: its head, and its body as it goes.
-        let kept = plan.retry().map(|r| {
+        // A bodiless request's mirror copy goes at once; one with a body goes once the
+        // body has been sent (kept for it, as for retries).
+        let mut mirror = plan.mirror().cloned();
+        if let (Some(to), true) = (&mirror, out.whole) {
+            let copy = Request::from_parts(out.parts(), Either::Right(Replayed::empty()));
+            route::spawn_mirror(&plan.metrics, route::send_copy(to.clone(), copy, grpc));
+            mirror = None;
+        }
+        // With retries (or a mirror), the request is kept: its head, and its body as it goes.
+        let keep = plan.retry().map(|r| r.max_request_bytes).or(mirror
+            .as_ref()
+            .map(|_| crate::policy::DEFAULT_MAX_REQUEST_BYTES));
+        let kept = keep.map(|limit| {
             let parts = out.parts();
             let Either::Left(body) =
                 std::mem::replace(out.req.body_mut(), Either::Right(Replayed::empty()))
             else {
                 unreachable!("a new request carries the client's body")
             };
-            let (body, kept) = body.keep(r.max_request_bytes);
+            let (body, kept) = body.keep(limit);
             *out.req.body_mut() = Either::Left(body);
             (parts, kept)
         });
+        if let Some(delay) = plan.delay {
+            tokio::time::sleep(delay).await;
+        }
         let (result, metrics) = loop {
             let upstream = plan.upstream().clone();
             let limit = plan.try_limit();
@@ -436,6 +454,16 @@ impl Conn {
                 }
             }
         };
+        if let (Some(to), Some((parts, kept))) = (mirror, &kept) {
+            let body = kept.lock().unwrap_or_else(|e| e.into_inner()).replay();
+            match body {
+                Some(body) => {
+                    let copy = Request::from_parts(parts.clone(), Either::Right(body));
+                    route::spawn_mirror(&plan.metrics, route::send_copy(to, copy, grpc));
+                }
+                None => RouteMetrics::count(&plan.metrics.mirror_dropped),
+            }
+        }
         let mut rsp = match result {
             Ok(rsp) => rsp,
             Err(e) if malformed.load(Ordering::Relaxed) => {

@@ -93,6 +93,12 @@ enum End {
     General(&'static str),
 }
 
+impl crate::balance::Answered for Answer {
+    fn failed(&self) -> bool {
+        self.status >= 500
+    }
+}
+
 /// An upstream's answer whose head has arrived.
 struct Answer {
     up: ClientStream,
@@ -360,6 +366,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 }
             },
         };
+        if let Some(plan) = &plan {
+            if let Some(to) = plan.mirror() {
+                // The whole request is in `req_out`: its copy goes now, on its own.
+                let (to, head, req) = (to.clone(), head.clone(), self.req_out.clone());
+                route::spawn_mirror(&plan.metrics, send_copy(to, head, req));
+            }
+            if let Some(delay) = plan.delay {
+                tokio::time::sleep(delay).await;
+            }
+        }
         let head_limit = side.timeouts.response_head;
         loop {
             let limit = match &plan {
@@ -710,6 +726,25 @@ async fn send_on(
                 });
             }
         }
+    }
+}
+
+/// A mirror copy's exchange on the fast path: the request's bytes to an endpoint of `to`,
+/// its answer's head read and the connection then dropped.
+async fn send_copy(to: Upstream, head: RequestHead, req: Vec<u8>) {
+    let backend = match &to {
+        Upstream::Addr(b) => b.clone(),
+        Upstream::Balanced(balancer) => match balancer.pick().await {
+            Ok(endpoint) => endpoint.backend.clone(),
+            Err(error) => {
+                tracing::debug!(%error, "mirror copy not sent");
+                return;
+            }
+        },
+    };
+    let (mut ubuf, mut rsp_out) = (BytesMut::new(), Vec::new());
+    if let Err(failed) = send_on(&backend, &head, true, &req, &mut ubuf, &mut rsp_out).await {
+        tracing::debug!(target = %backend.target_label, error = %failed.error, "mirror copy failed");
     }
 }
 

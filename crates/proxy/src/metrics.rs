@@ -272,6 +272,10 @@ pub struct RouteMetrics {
     pub retry_limit_exceeded: AtomicU64,
     /// Retries not sent because the retry budget was spent.
     pub retry_overflow: AtomicU64,
+    /// Mirror copies sent.
+    pub mirrors: AtomicU64,
+    /// Mirror copies not sent: too many in flight, or a body too large to copy.
+    pub mirror_dropped: AtomicU64,
 }
 
 impl RouteMetrics {

@@ -28,7 +28,7 @@ use crate::{
     errors::ProxyError,
     upstream::Upstream,
 };
-use ferry_api::ProxyErrorReason;
+use ferry_api::{policy as ext, ProxyErrorReason};
 
 /// Linkerd's retry budget defaults: retries may add this share of the requests...
 pub const BUDGET_RATIO: f64 = 0.2;
@@ -53,11 +53,12 @@ pub enum PolicyState {
 
 /// Compiles a policy message for a name; the upstreams make the backends' balancers.
 pub type Compile =
-    Arc<dyn Fn(&Authority, &pb::OutboundPolicy) -> Result<Option<Policy>, String> + Send + Sync>;
+    Arc<dyn Fn(&Authority, &ext::OutboundPolicy) -> Result<Option<Policy>, String> + Send + Sync>;
 
 /// `OutboundPolicies.Watch`, one stream per name.
 #[derive(Clone)]
 pub struct PolicyFeed {
+    channel: Channel,
     client: OutboundPoliciesClient<Channel>,
     workload: String,
     compile: Compile,
@@ -71,7 +72,8 @@ impl Policies {
     /// token: the control plane reads the caller's namespace from it).
     pub fn new(channel: Channel, workload: String, compile: Compile) -> Self {
         Self::with_feed(PolicyFeed {
-            client: OutboundPoliciesClient::new(channel),
+            client: OutboundPoliciesClient::new(channel.clone()),
+            channel,
             workload,
             compile,
         })
@@ -107,8 +109,8 @@ impl Feed for PolicyFeed {
             source_workload: self.workload.clone(),
             target: Some(target),
         };
-        let mut updates = match self.client.watch(spec).await {
-            Ok(rsp) => rsp.into_inner(),
+        let mut updates = match self.watch(spec).await {
+            Ok(updates) => updates,
             Err(status) => {
                 // Not a service the control plane knows (or a control plane without
                 // policies): requests go to the name itself. Asked again after a backoff.
@@ -124,7 +126,10 @@ impl Feed for PolicyFeed {
             }
         };
         opened();
-        while let Some(policy) = updates.message().await? {
+        while let Some(policy) = tokio_stream::StreamExt::next(&mut updates)
+            .await
+            .transpose()?
+        {
             match (self.compile)(name, &policy) {
                 Ok(Some(p)) => {
                     tracing::debug!(%name, routes = p.routes.len(), "outbound policy");
@@ -138,6 +143,37 @@ impl Feed for PolicyFeed {
             }
         }
         Ok(())
+    }
+}
+
+type PolicyStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<ext::OutboundPolicy, tonic::Status>> + Send>,
+>;
+
+impl PolicyFeed {
+    /// Ferry's `Watch` (with the rules' extensions), or Linkerd's when the control plane
+    /// does not serve Ferry's.
+    async fn watch(&mut self, spec: pb::TrafficSpec) -> Result<PolicyStream, tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("control plane: {e}")))?;
+        let path = http::uri::PathAndQuery::from_static(ext::WATCH);
+        let codec = tonic_prost::ProstCodec::<pb::TrafficSpec, ext::OutboundPolicy>::default();
+        match grpc
+            .server_streaming(tonic::Request::new(spec.clone()), path, codec)
+            .await
+        {
+            Ok(rsp) => Ok(Box::pin(rsp.into_inner())),
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                let rsp = self.client.watch(spec).await?;
+                Ok(Box::pin(tokio_stream::StreamExt::map(
+                    rsp.into_inner(),
+                    |p| p.map(ext::OutboundPolicy::from),
+                )))
+            }
+            Err(status) => Err(status),
+        }
     }
 }
 
@@ -223,6 +259,92 @@ pub struct Rule {
     pub retry: Option<Retry>,
     /// What retries may draw on.
     pub budget: Arc<Budget>,
+    /// A copy of a share of requests to another backend (Ferry's extension).
+    pub mirror: Option<RouteMirror>,
+    /// A delay before a share of requests (an `HTTPFault`'s; Ferry's extension).
+    pub delay: Option<(Duration, f64)>,
+    /// A change of host and path (`URLRewrite`; Ferry's extension).
+    pub rewrite: Option<Rewrite>,
+}
+
+/// A rule's `RequestMirror`.
+pub struct RouteMirror {
+    /// Where copies go.
+    pub upstream: Upstream,
+    /// The share of requests copied, 0 to 1.
+    pub ratio: f64,
+    /// The mirror Service, for logs.
+    pub labels: ObjectLabels,
+}
+
+/// A rule's `URLRewrite`.
+#[derive(Clone, Debug)]
+pub struct Rewrite {
+    /// The new host, if any.
+    pub hostname: Option<String>,
+    /// The new path: the whole of it, or what replaces the matched prefix.
+    path: Option<PathModifier>,
+}
+
+impl Rewrite {
+    /// The rewritten path (and query) for `path`, matched by `prefix` when the rule
+    /// matched by a prefix.
+    pub fn path(&self, path: &str, query: Option<&str>, prefix: Option<&str>) -> Option<String> {
+        let new = match self.path.as_ref()? {
+            PathModifier::Full(p) => p.clone(),
+            PathModifier::Prefix(p) => replace_prefix(path, p, prefix),
+        };
+        Some(match query {
+            Some(q) => format!("{new}?{q}"),
+            None => new,
+        })
+    }
+}
+
+/// `path` with its matched `prefix` replaced by `with` (Gateway API `ReplacePrefixMatch`).
+fn replace_prefix(path: &str, with: &str, prefix: Option<&str>) -> String {
+    let rest = prefix
+        .map(|m| m.trim_end_matches('/'))
+        .and_then(|m| path.strip_prefix(m))
+        .unwrap_or(path);
+    let with = with.trim_end_matches('/');
+    match (with.is_empty(), rest.is_empty()) {
+        (true, true) => "/".to_string(),
+        (true, false) => rest.to_string(),
+        (false, _) => format!("{with}{rest}"),
+    }
+}
+
+fn extend(rule: &mut Rule, x: &ext::RuleExtension, backends: &dyn Backends) -> Result<(), String> {
+    if let Some(m) = &x.mirror {
+        if let Some(upstream) = backends.backend(&m.path) {
+            rule.mirror = Some(RouteMirror {
+                upstream,
+                ratio: if m.denominator == 0 {
+                    0.0
+                } else {
+                    f64::from(m.numerator) / f64::from(m.denominator)
+                },
+                labels: ObjectLabels::from_meta(m.metadata.as_ref()),
+            });
+        }
+    }
+    if let Some(d) = &x.delay {
+        if let Some(fixed) = duration(d.fixed.as_ref()) {
+            rule.delay = Some((fixed, f64::from(d.percent.min(100)) / 100.0));
+        }
+    }
+    if let Some(r) = &x.rewrite {
+        rule.rewrite = Some(Rewrite {
+            hostname: (!r.hostname.is_empty()).then(|| r.hostname.clone()),
+            path: match (&r.full_path, &r.prefix) {
+                (Some(f), _) => Some(PathModifier::Full(f.clone())),
+                (None, Some(p)) => Some(PathModifier::Prefix(p.clone())),
+                (None, None) => None,
+            },
+        });
+    }
+    Ok(())
 }
 
 /// A backend of a rule.
@@ -306,7 +428,7 @@ pub struct Redirect {
     status: StatusCode,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 enum PathModifier {
     Full(String),
     Prefix(String),
@@ -675,12 +797,7 @@ impl Redirect {
         let path = match &self.path {
             None => path.to_string(),
             Some(PathModifier::Full(p)) => p.clone(),
-            Some(PathModifier::Prefix(p)) => {
-                let rest = matched_prefix
-                    .and_then(|m| path.strip_prefix(m.trim_end_matches('/')))
-                    .unwrap_or("");
-                format!("{}{}", p.trim_end_matches('/'), rest).replace("//", "/")
-            }
+            Some(PathModifier::Prefix(p)) => replace_prefix(path, p, matched_prefix),
         };
         let mut out = format!("{scheme}://{host}");
         if let Some(port) = port {
@@ -996,13 +1113,16 @@ fn rule<F>(
         backend_timeout: raw.timeouts.and_then(|t| duration(t.response.as_ref())),
         retry: raw.retry,
         budget: Arc::default(),
+        mirror: None,
+        delay: None,
+        rewrite: None,
     })
 }
 
 /// Compiles `policy` for `name`: `Ok(None)` when it is nothing but the default route to the
 /// service itself (requests then take the plain path).
 pub fn compile(
-    policy: &pb::OutboundPolicy,
+    policy: &ext::OutboundPolicy,
     backends: &dyn Backends,
 ) -> Result<Option<Policy>, String> {
     use pb::proxy_protocol::Kind;
@@ -1022,10 +1142,10 @@ pub fn compile(
         Kind::Grpc(g) => (true, grpc_routes(&g.routes)?),
         Kind::Opaque(_) | Kind::Tls(_) => return Ok(None),
     };
-    if is_default(&parent, &routes) {
+    if policy.rule_extensions.is_empty() && is_default(&parent, &routes) {
         return Ok(None);
     }
-    let routes = routes
+    let mut routes: Vec<Route> = routes
         .into_iter()
         .map(|r| {
             Ok(Route {
@@ -1041,6 +1161,18 @@ pub fn compile(
             })
         })
         .collect::<Result<_, String>>()?;
+    for x in &policy.rule_extensions {
+        let rule = routes
+            .get_mut(x.route as usize)
+            .and_then(|r| r.rules.get_mut(x.rule as usize))
+            .ok_or_else(|| {
+                format!(
+                    "extension for route {} rule {}: no such rule",
+                    x.route, x.rule
+                )
+            })?;
+        extend(rule, x, backends)?;
+    }
     Ok(Some(Policy {
         parent,
         grpc,
@@ -1216,6 +1348,32 @@ fn is_default(parent: &ObjectLabels, routes: &[RawRoute<'_>]) -> bool {
         && to_parent
 }
 
+/// The failure accrual (circuit breaking) `policy` asks for its backends' endpoints.
+pub fn accrual(policy: &ext::OutboundPolicy) -> Option<crate::balance::Accrual> {
+    use pb::proxy_protocol::Kind;
+    let fa = match policy.protocol.as_ref()?.kind.as_ref()? {
+        Kind::Detect(d) => d.http1.as_ref()?.failure_accrual.as_ref(),
+        Kind::Http1(h) => h.failure_accrual.as_ref(),
+        Kind::Http2(h) => h.failure_accrual.as_ref(),
+        Kind::Grpc(g) => g.failure_accrual.as_ref(),
+        Kind::Opaque(_) | Kind::Tls(_) => None,
+    }?;
+    let pb::failure_accrual::Kind::ConsecutiveFailures(c) = fa.kind.as_ref()? else {
+        return None;
+    };
+    let (min, max, jitter) = backoff(c.backoff.as_ref()).unwrap_or((
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+        0.5,
+    ));
+    Some(crate::balance::Accrual {
+        max_failures: c.max_failures,
+        min_penalty: min,
+        max_penalty: max,
+        jitter,
+    })
+}
+
 /// A request whose rule matched no route.
 pub fn no_route(parent: &ObjectLabels) -> ProxyError {
     ProxyError::new(
@@ -1289,7 +1447,7 @@ mod tests {
             }),
             metadata: None,
         };
-        compile(&p, &NoBackends).unwrap().unwrap()
+        compile(&p.clone().into(), &NoBackends).unwrap().unwrap()
     }
 
     /// Which route and rule (by index) a request selects.
@@ -1418,7 +1576,7 @@ mod tests {
             }),
             metadata: None,
         };
-        assert!(compile(&p, &NoBackends).unwrap().is_none());
+        assert!(compile(&p.clone().into(), &NoBackends).unwrap().is_none());
         let mut with_timeout = default;
         with_timeout.rules[0].timeouts = Some(hr::Timeouts {
             request: Some(prost_types::Duration {
@@ -1436,7 +1594,7 @@ mod tests {
             }),
             metadata: None,
         };
-        assert!(compile(&p, &NoBackends).unwrap().is_some());
+        assert!(compile(&p.clone().into(), &NoBackends).unwrap().is_some());
     }
 
     #[tokio::test(start_paused = true)]

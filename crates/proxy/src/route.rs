@@ -47,6 +47,10 @@ pub struct Plan {
     start: Instant,
     /// Retries sent so far.
     retries: u32,
+    /// How long this request waits before it is sent (a fault's delay that fired).
+    pub delay: Option<Duration>,
+    /// Whether a copy of this request goes to the rule's mirror.
+    pub mirrored: bool,
 }
 
 /// Chooses what happens to `req` under `policy`. `authority` is the request's, for
@@ -68,18 +72,22 @@ pub fn decide(
     });
     let mut request_headers = Vec::new();
     let mut response_headers = Vec::new();
-    let mut apply = |filters: &[Filter]| -> Result<(), Decision> {
+    let mut apply = |filters: &[Filter]| -> Result<(), Box<Decision>> {
         for f in filters {
             match f {
                 Filter::Abort { .. } => {
                     if let Some(error) = f.aborts() {
-                        return Err(Decision::Fail(error, Some(metrics.clone())));
+                        return Err(Box::new(Decision::Fail(error, Some(metrics.clone()))));
                     }
                 }
                 Filter::Redirect(r) => {
                     let prefix = policy::matched_prefix(rule, req);
                     let location = r.location(authority, req.path(), req.query(), prefix);
-                    return Err(Decision::Redirect(r.status(), location, metrics.clone()));
+                    return Err(Box::new(Decision::Redirect(
+                        r.status(),
+                        location,
+                        metrics.clone(),
+                    )));
                 }
                 Filter::RequestHeaders(m) => request_headers.push(m.clone()),
                 Filter::ResponseHeaders(m) => response_headers.push(m.clone()),
@@ -88,7 +96,7 @@ pub fn decide(
         Ok(())
     };
     if let Err(d) = apply(&rule.filters) {
-        return d;
+        return *d;
     }
     let Some(backend) = rule.pick_backend() else {
         return Decision::Fail(
@@ -101,7 +109,7 @@ pub fn decide(
         );
     };
     if let Err(d) = apply(&backend.filters) {
-        return d;
+        return *d;
     }
     if backend.upstream.is_none() {
         return Decision::Fail(
@@ -115,16 +123,22 @@ pub fn decide(
             Some(metrics),
         );
     }
+    let chance = |ratio: f64| ratio >= 1.0 || (ratio > 0.0 && fastrand::f64() < ratio);
     let plan = Plan {
         route: index(&policy.routes, route),
         rule: index(&route.rules, rule),
         backend: index(&rule.backends, backend),
-        policy: policy.clone(),
         request_headers,
         response_headers,
         metrics,
         start,
         retries: 0,
+        delay: rule
+            .delay
+            .filter(|(_, ratio)| chance(*ratio))
+            .map(|(d, _)| d),
+        mirrored: rule.mirror.as_ref().is_some_and(|m| chance(m.ratio)),
+        policy: policy.clone(),
     };
     plan.rule().budget.deposit();
     Decision::Send(plan)
@@ -173,10 +187,50 @@ impl Plan {
             .expect("decide() sends only to backends that resolve")
     }
 
-    /// Whether the request or response headers change: the fast path leaves those to the
-    /// general path.
+    /// Whether the request's head (headers, host, path) or the response's headers change:
+    /// the fast path leaves those to the general path.
     pub fn changes_headers(&self) -> bool {
-        !self.request_headers.is_empty() || !self.response_headers.is_empty()
+        !self.request_headers.is_empty()
+            || !self.response_headers.is_empty()
+            || self.rule().rewrite.is_some()
+    }
+
+    /// Where this request's copy goes, when it is mirrored.
+    pub fn mirror(&self) -> Option<&Upstream> {
+        let m = self.rule().mirror.as_ref().filter(|_| self.mirrored)?;
+        Some(&m.upstream)
+    }
+
+    /// Applies the rule's `URLRewrite` to `req` (its path, and its host and authority).
+    /// `matched`: the rule's prefix the request matched, for `ReplacePrefixMatch`.
+    pub fn rewrite<B>(&self, req: &mut http::Request<B>, matched: Option<&str>) {
+        let Some(rw) = &self.rule().rewrite else {
+            return;
+        };
+        let mut parts = req.uri().clone().into_parts();
+        if let Some(path) = rw.path(req.uri().path(), req.uri().query(), matched) {
+            if let Ok(pq) = http::uri::PathAndQuery::try_from(path) {
+                parts.path_and_query = Some(pq);
+            }
+        }
+        if let Some(host) = &rw.hostname {
+            if let Ok(value) = http::HeaderValue::from_str(host) {
+                req.headers_mut().insert(http::header::HOST, value);
+            }
+            if parts.authority.is_some() {
+                if let Ok(a) = http::uri::Authority::try_from(host.as_str()) {
+                    parts.authority = Some(a);
+                }
+            }
+        }
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+
+    /// The prefix of the rule's match that `req` matched, if it matched by a prefix.
+    pub fn matched_prefix(&self, req: &dyn RequestView) -> Option<String> {
+        policy::matched_prefix(self.rule(), req).map(str::to_string)
     }
 
     /// The retry policy, if any.
@@ -288,6 +342,58 @@ impl Plan {
     /// The matched route's namespace and name.
     pub fn route_labels(&self) -> &crate::policy::ObjectLabels {
         &self.policy.routes[self.route].labels
+    }
+}
+
+/// Most mirror copies in flight per proxy; past it a copy is dropped (and counted), so a
+/// slow mirror cannot pile up tasks and connections.
+pub const MAX_MIRRORS_IN_FLIGHT: usize = 256;
+/// A mirror copy's answer is waited for at most this long.
+pub const MIRROR_TIMEOUT: Duration = Duration::from_secs(10);
+
+static MIRRORS_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Runs `send` (a mirror copy's exchange, its answer discarded) in the background, within
+/// [`MAX_MIRRORS_IN_FLIGHT`] and [`MIRROR_TIMEOUT`]: the primary request never waits for it.
+pub fn spawn_mirror(
+    metrics: &Arc<RouteMetrics>,
+    send: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if MIRRORS_IN_FLIGHT.fetch_add(1, Relaxed) >= MAX_MIRRORS_IN_FLIGHT {
+        MIRRORS_IN_FLIGHT.fetch_sub(1, Relaxed);
+        RouteMetrics::count(&metrics.mirror_dropped);
+        return;
+    }
+    RouteMetrics::count(&metrics.mirrors);
+    tokio::spawn(async move {
+        if tokio::time::timeout(MIRROR_TIMEOUT, send).await.is_err() {
+            tracing::debug!("mirror copy unanswered; abandoned");
+        }
+        MIRRORS_IN_FLIGHT.fetch_sub(1, Relaxed);
+    });
+}
+
+/// A mirror copy's exchange on the general path: `req` to an endpoint of `upstream`, its
+/// answer dropped unread.
+pub async fn send_copy(
+    upstream: Upstream,
+    req: http::Request<crate::backend::ReqBody>,
+    grpc: bool,
+) {
+    let backend = match &upstream {
+        Upstream::Addr(b) => b.clone(),
+        Upstream::Balanced(balancer) => match balancer.pick().await {
+            Ok(endpoint) => endpoint.backend.clone(),
+            Err(error) => {
+                tracing::debug!(%error, "mirror copy not sent");
+                return;
+            }
+        },
+    };
+    let whole = http_body::Body::is_end_stream(req.body());
+    if let Err(error) = backend.send(req, whole, grpc).await {
+        tracing::debug!(target = %backend.target_label, %error, "mirror copy failed");
     }
 }
 

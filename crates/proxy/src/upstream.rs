@@ -225,8 +225,28 @@ impl Upstreams {
                 return Err("the proxy is shutting down".to_string());
             };
             let compiled = crate::policy::compile(policy, &*upstreams);
+            // Circuit breaking applies to the service's own endpoints and to its routes'
+            // backends, with or without routes.
+            let accrual = crate::policy::accrual(policy);
+            let mut balancers = Vec::new();
+            if let Upstream::Balanced(b) = upstreams.get(name) {
+                balancers.push(b);
+            }
             if let Ok(Some(p)) = &compiled {
                 tracing::debug!(%name, parent = %p.parent.name, "routes compiled");
+                let backends = p
+                    .routes
+                    .iter()
+                    .flat_map(|r| &r.rules)
+                    .flat_map(|r| &r.backends);
+                for b in backends {
+                    if let Some(Upstream::Balanced(b)) = &b.upstream {
+                        balancers.push(b.clone());
+                    }
+                }
+            }
+            for b in balancers {
+                b.set_accrual(accrual);
             }
             compiled
         });

@@ -481,7 +481,8 @@ async fn routed_app(name: &'static str, fail_below: u64, calls: Arc<AtomicU64>) 
         let calls = calls.clone();
         async move {
             let n = calls.fetch_add(1, Ordering::SeqCst);
-            if req.uri().path() == "/slow" {
+            let path = req.uri().path().to_string();
+            if path == "/slow" || name == "mirror-slow" {
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
             let body = http_body_util::BodyExt::collect(req.into_body())
@@ -493,11 +494,15 @@ async fn routed_app(name: &'static str, fail_below: u64, calls: Arc<AtomicU64>) 
                 *rsp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
                 return rsp;
             }
-            if body.is_empty() {
+            let mut rsp = if body.is_empty() {
                 Response::new(full(name))
             } else {
                 Response::new(full(body))
+            };
+            if let Ok(v) = http::HeaderValue::from_str(&path) {
+                rsp.headers_mut().insert("x-path", v);
             }
+            rsp
         }
     })
     .await
@@ -514,6 +519,33 @@ async fn routes_split_match_fault_time_out_and_retry_within_the_budget() {
     let canary = routed_app("canary", 0, calls[1].clone()).await;
     let flaky = routed_app("flaky", 3, calls[2].clone()).await;
     let down = routed_app("down", 10, calls[3].clone()).await;
+    let mirror_calls = Arc::new(AtomicU64::new(0));
+    let mirror_slow = routed_app("mirror-slow", 0, mirror_calls.clone()).await;
+    let dead_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    // Two endpoints of one service, one failing until told otherwise.
+    let (cb_good, cb_bad_calls, cb_bad_fails) = (
+        routed_app("cb-good", 0, Arc::default()).await,
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(true)),
+    );
+    let cb_bad = {
+        let (calls, fails) = (cb_bad_calls.clone(), cb_bad_fails.clone());
+        TestServer::http(move |_req| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let failing = fails.load(Ordering::SeqCst);
+            async move {
+                let mut rsp = Response::new(full("cb-bad"));
+                if failing {
+                    *rsp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                }
+                rsp
+            }
+        })
+        .await
+    };
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("workloads.yaml");
     let mut yaml = String::from("workloads:\n");
@@ -528,13 +560,29 @@ async fn routes_split_match_fault_time_out_and_retry_within_the_budget() {
             app.addr
         ));
     }
-    yaml.push_str("services:\n");
-    for name in ["web", "canary", "flaky", "down"] {
-        yaml.push_str(&format!(
+    yaml.push_str(&format!(
+        "  - name: cb\n    instances: [{{name: cb-0, addr: \"{}\"}}, {{name: cb-1, addr: \"{}\"}}]\n",
+        cb_good.addr, cb_bad.addr
+    ));
+    yaml.push_str(&format!(
+        "  - name: mirror-slow\n    instances: [{{name: ms-0, addr: \"{}\"}}]\n  - name: mirror-dead\n    instances: [{{name: md-0, addr: \"{dead_addr}\"}}]\n",
+        mirror_slow.addr
+    ));
+    let mut services = String::from("services:\n");
+    for name in [
+        "web",
+        "canary",
+        "flaky",
+        "down",
+        "cb",
+        "mirror-slow",
+        "mirror-dead",
+    ] {
+        services.push_str(&format!(
             "  - {{name: {name}, port: 8080, workloads: [{name}]}}\n"
         ));
     }
-    std::fs::write(&file, yaml).unwrap();
+    std::fs::write(&file, format!("{yaml}{services}")).unwrap();
     let routes = dir.path().join("routes.yaml");
     std::fs::write(
         &routes,
@@ -551,12 +599,25 @@ spec:
     filters: [{type: ExtensionRef, extensionRef: {group: policy.ferry.io, kind: HTTPFault, name: teapot}}]
   - matches: [{path: {type: PathPrefix, value: /slow}}]
     timeouts: {backendRequest: 300ms}
+  - matches: [{path: {type: PathPrefix, value: /mirror-dead}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: mirror-dead, port: 8080}, percent: 25}}]
+  - matches: [{path: {type: PathPrefix, value: /mirror-slow}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: mirror-slow, port: 8080}, percent: 25}}]
+  - matches: [{path: {type: PathPrefix, value: /delayed}}]
+    filters: [{type: ExtensionRef, extensionRef: {group: policy.ferry.io, kind: HTTPFault, name: slowdown}}]
+  - matches: [{path: {type: PathPrefix, value: /old}}]
+    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}}]
   - backendRefs: [{name: web, port: 8080, weight: 90}, {name: canary, port: 8080, weight: 10}]
 ---
 apiVersion: policy.ferry.io/v1alpha1
 kind: HTTPFault
 metadata: {name: teapot}
 spec: {abort: {httpStatus: 418, percent: 100}}
+---
+apiVersion: policy.ferry.io/v1alpha1
+kind: HTTPFault
+metadata: {name: slowdown}
+spec: {delay: {fixedDelay: 300ms, percent: 100}}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -573,13 +634,27 @@ spec:
   parentRefs: [{group: \"\", kind: Service, name: down, port: 8080}]
   rules:
   - retry: {codes: [503], attempts: 3}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: cb
+  annotations:
+    balancer.linkerd.io/failure-accrual: consecutive
+    balancer.linkerd.io/failure-accrual-consecutive-max-failures: \"3\"
+    balancer.linkerd.io/failure-accrual-consecutive-min-penalty: 1s
+    balancer.linkerd.io/failure-accrual-consecutive-max-penalty: 2s
+    balancer.linkerd.io/failure-accrual-consecutive-jitter-ratio: \"0\"
 ",
     )
     .unwrap();
     let routes = routes.to_str().unwrap().to_string();
-    let cp = ControlProc::spawn(&file, &["--routes", routes.as_str()])
-        .await
-        .unwrap();
+    let cp = ControlProc::spawn(
+        &file,
+        &["--routes", routes.as_str(), "--scrape-interval", "1s"],
+    )
+    .await
+    .unwrap();
     let grpc = cp.grpc.to_string();
     let client_proxy = proxy(&[
         "--upstream",
@@ -588,10 +663,18 @@ spec:
         "127.0.0.1:0=flaky.default:8080",
         "--upstream",
         "127.0.0.1:0=down.default:8080",
+        "--upstream",
+        "127.0.0.1:0=cb.default:8080",
         "--destination-addr",
         &grpc,
     ])
     .await;
+    // The client joins the file, so the control plane scrapes its route metrics.
+    yaml.push_str(&format!(
+        "  - name: client\n    instances: [{{name: client-0, addr: \"127.0.0.1:9\", adminAddr: \"{}\"}}]\n",
+        client_proxy.admin()
+    ));
+    std::fs::write(&file, format!("{yaml}{services}")).unwrap();
     let web_url = format!("http://{}", client_proxy.upstream("web.default:8080"));
     let (h1, h2) = (client::http1(), client::h2c());
     let get = |version: http::Version, path: &str, header: Option<(&str, &str)>| {
@@ -623,7 +706,44 @@ spec:
         assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text());
         assert_eq!(r.headers["l5d-proxy-error"], "backend-request-timeout");
         assert!(started.elapsed() < Duration::from_millis(1500));
+        // A fault's delay holds the request back.
+        let started = std::time::Instant::now();
+        let r = get(client, "/delayed", None).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        // A rewrite replaces the matched prefix (on the general path, for both).
+        let r = get(client, "/old/x?q=1", None).await.unwrap();
+        assert_eq!(r.headers["x-path"], "/new/x", "{client:?}");
     }
+
+    // Mirroring 25 %: to a dead mirror, then to one that takes 2 s to answer; the primary's
+    // latency does not move, and the slow mirror gets about a quarter of the requests.
+    for path in ["/mirror-dead", "/mirror-slow"] {
+        let mut slowest = Duration::ZERO;
+        for i in 0..200 {
+            let version = if i % 2 == 0 {
+                http::Version::HTTP_11
+            } else {
+                http::Version::HTTP_2
+            };
+            let started = std::time::Instant::now();
+            let r = get(version, path, None).await.unwrap();
+            assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "web"));
+            slowest = slowest.max(started.elapsed());
+        }
+        eprintln!("{path}: slowest primary of 200: {slowest:?}");
+        assert!(slowest < Duration::from_millis(500), "{path}: {slowest:?}");
+    }
+    let mirrored = wait_until(WAIT, "mirror copies arrive", || {
+        let n = mirror_calls.load(Ordering::SeqCst);
+        async move { (n >= 25).then_some(n) }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mirrored = mirror_calls.load(Ordering::SeqCst).max(mirrored);
+    eprintln!("mirror: {mirrored} of 200");
+    assert!((25..=80).contains(&mirrored), "{mirrored} of 200 mirrored");
 
     // A 90/10 split over 10,000 requests (fast path and general path alike).
     let mut canaries = 0;
@@ -670,6 +790,49 @@ spec:
     eprintln!("flaky: 200 requests, {flaky_calls} calls");
     assert!(flaky_calls > 200, "retries happened");
 
+    // `ferry routes` shows the retried route: effective (every caller succeeded) and actual
+    // (every try, so the retries show).
+    let api = format!("http://{}", cp.api);
+    let row = wait_until(WAIT, "ferry routes to show the flaky route", || {
+        let api = api.clone();
+        async move {
+            let (ok, out, _) = ferry(&[
+                "routes",
+                "deploy/client",
+                "--to",
+                "svc/flaky",
+                "-o",
+                "json",
+                "--api-addr",
+                &api,
+            ])
+            .await;
+            let rows: Vec<serde_json::Value> = serde_json::from_str(&out).ok().filter(|_| ok)?;
+            let row = rows
+                .into_iter()
+                .find(|r| r["route"] == "HTTPRoute/default/flaky-retries")?;
+            (row["retriesPerSec"].as_f64()? > 0.0).then_some(row)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(row["service"], "default/flaky:8080", "{row}");
+    assert_eq!(row["success"].as_f64(), Some(1.0), "{row}");
+    let (rps, actual) = (
+        row["rps"].as_f64().unwrap(),
+        row["actualRps"].as_f64().unwrap(),
+    );
+    assert!(actual > rps, "{row}");
+    assert!(row["actualSuccess"].as_f64().unwrap() < 0.9, "{row}");
+    let (ok, table, err) =
+        ferry(&["routes", "deploy/client", "-o", "wide", "--api-addr", &api]).await;
+    assert!(ok, "{err}");
+    eprintln!("{table}");
+    assert!(
+        table.starts_with("ROUTE") && table.contains("HTTPRoute/default/web-routes"),
+        "{table}"
+    );
+
     // A backend that always fails gets no more than the budget's retries: 10/s over the
     // 10 s window plus 20 % of the requests.
     let down_url = format!("http://{}", client_proxy.upstream("down.default:8080"));
@@ -683,6 +846,35 @@ spec:
         (600..=500 + 100 + 100 + 10).contains(&down_calls),
         "{down_calls} calls for 500 requests"
     );
+
+    // Circuit breaking: the failing endpoint is ejected after 3 failures in a row, so of
+    // 100 requests it sees a few (the first ones, and probes after each penalty)...
+    let cb_url = format!("http://{}", client_proxy.upstream("cb.default:8080"));
+    let mut cb_failures = 0;
+    for _ in 0..100 {
+        let r = client::get(&cb_url).await.unwrap();
+        if r.status != StatusCode::OK && cb_failures == 0 {
+            eprintln!("first failure: {} {}", r.status, r.text());
+        }
+        cb_failures += usize::from(r.status != StatusCode::OK);
+    }
+    let bad_calls = cb_bad_calls.load(Ordering::SeqCst);
+    eprintln!("circuit breaking: 100 requests, {cb_failures} failed, {bad_calls} reached the bad endpoint");
+    assert!(
+        bad_calls <= 12,
+        "{bad_calls} requests reached the ejected endpoint"
+    );
+    // ... and once it recovers, it is brought back after its penalty.
+    cb_bad_fails.store(false, Ordering::SeqCst);
+    wait_until(WAIT, "the recovered endpoint is used again", || {
+        let url = cb_url.clone();
+        async move {
+            let r = client::get(&url).await.ok()?;
+            (r.text() == "cb-bad").then_some(())
+        }
+    })
+    .await
+    .unwrap();
 
     // The route families.
     let metrics = client::get(&format!("http://{}/metrics", client_proxy.admin()))

@@ -32,6 +32,7 @@ use super::policy::{self, PolicyBackend, PolicyRoute, PolicyRule, ServicePolicy,
 use super::{RouteSet, Routes};
 use crate::authority::{ContextToken, Lookup};
 use crate::model::{ClusterState, ObjectRef};
+use ferry_api::policy as ext;
 
 /// How long a proxy waits for a client to speak first before treating a connection as
 /// opaque (Linkerd's default).
@@ -668,18 +669,47 @@ impl OutboundService {
     }
 }
 
-type Stream = Pin<Box<dyn futures_util::Stream<Item = Result<pb::OutboundPolicy, Status>> + Send>>;
+type Stream<M = pb::OutboundPolicy> =
+    Pin<Box<dyn futures_util::Stream<Item = Result<M, Status>> + Send>>;
 
-struct Watching {
+/// One `Watch` stream: the policy as `render` makes it, again whenever it changes.
+struct Watching<M> {
     states: watch::Receiver<Arc<ClusterState>>,
     routes: watch::Receiver<Arc<RouteSet>>,
     target: Target,
-    last: Option<pb::OutboundPolicy>,
+    last: Option<M>,
     drain: CancellationToken,
+    render: fn(&ServicePolicy) -> M,
 }
 
-impl Watching {
-    async fn next(mut self) -> Option<(Result<pb::OutboundPolicy, Status>, Self)> {
+impl<M: Clone + PartialEq + Send + 'static> Watching<M> {
+    /// The stream for `req`: the current policy, then each change.
+    fn stream(
+        service: &OutboundService,
+        req: &pb::TrafficSpec,
+        render: fn(&ServicePolicy) -> M,
+    ) -> Result<Stream<M>, Status> {
+        let (mut states, mut routes) = (service.states.clone(), service.routes.clone());
+        let (target, _) = OutboundService::answer(req, &mut states, &mut routes)?;
+        let state = states.borrow().clone();
+        let set = routes.borrow().clone();
+        let first = policy::compile(&state, &set, &target)
+            .map(|p| render(&p))
+            .ok_or_else(|| Status::not_found("service port vanished"))?;
+        let watching = Watching {
+            states,
+            routes,
+            target,
+            last: Some(first.clone()),
+            drain: service.drain.clone(),
+            render,
+        };
+        let rest = futures_util::stream::unfold(watching, Watching::next);
+        let first = futures_util::stream::once(async move { Ok(first) });
+        Ok(Box::pin(futures_util::StreamExt::chain(first, rest)))
+    }
+
+    async fn next(mut self) -> Option<(Result<M, Status>, Self)> {
         loop {
             if self.last.is_some() {
                 tokio::select! {
@@ -691,7 +721,8 @@ impl Watching {
             let state = self.states.borrow_and_update().clone();
             let routes = self.routes.borrow_and_update().clone();
             // A Service that disappears keeps its last policy until it returns.
-            if let Some(policy) = policy(&state, &routes, &self.target) {
+            let policy = policy::compile(&state, &routes, &self.target).map(|p| (self.render)(&p));
+            if let Some(policy) = policy {
                 if self.last.as_ref() != Some(&policy) {
                     self.last = Some(policy.clone());
                     return Some((Ok(policy), self));
@@ -715,19 +746,132 @@ impl OutboundPolicies for OutboundService {
     type WatchStream = Stream;
 
     async fn watch(&self, req: Request<pb::TrafficSpec>) -> Result<Response<Stream>, Status> {
-        let (mut states, mut routes) = (self.states.clone(), self.routes.clone());
-        let (target, first) = Self::answer(req.get_ref(), &mut states, &mut routes)?;
-        let watching = Watching {
-            states,
-            routes,
-            target,
-            last: Some(first.clone()),
-            drain: self.drain.clone(),
-        };
-        let rest = futures_util::stream::unfold(watching, Watching::next);
-        let first = futures_util::stream::once(async move { Ok(first) });
-        Ok(Response::new(Box::pin(futures_util::StreamExt::chain(
-            first, rest,
-        ))))
+        Watching::stream(self, req.get_ref(), translate).map(Response::new)
+    }
+}
+
+/// [`translate`] with Ferry's rule extensions (`ferry_api::policy`): mirrors, rewrites and
+/// fault delays, which Linkerd's messages cannot carry.
+pub fn translate_ferry(p: &ServicePolicy) -> ext::OutboundPolicy {
+    let linkerd = translate(p);
+    let mut rule_extensions = Vec::new();
+    for (route, r) in p.routes.iter().enumerate() {
+        for (rule, x) in r.rules.iter().enumerate() {
+            let mirror = x.mirror.as_ref().and_then(|m| {
+                Some(ext::Mirror {
+                    path: m.backend.authority.clone()?,
+                    numerator: m.numerator,
+                    denominator: m.denominator,
+                    metadata: Some(resource(
+                        "core",
+                        "Service",
+                        &m.backend.namespace,
+                        &m.backend.name,
+                        m.backend.port,
+                    )),
+                })
+            });
+            let delay = x.faults.iter().find_map(|f| {
+                let d = f.delay.filter(|_| f.delay_percent > 0)?;
+                Some(ext::Delay {
+                    fixed: Some(duration(d)),
+                    percent: f.delay_percent.min(100),
+                })
+            });
+            let rewrite = x.filters.iter().find_map(|f| {
+                let u = f
+                    .url_rewrite
+                    .as_ref()
+                    .filter(|_| f.kind == FilterType::URLRewrite)?;
+                let path = u.path.as_ref();
+                let full = path.filter(|p| p.kind == "ReplaceFullPath");
+                let prefix = path.filter(|p| p.kind != "ReplaceFullPath");
+                Some(ext::Rewrite {
+                    hostname: u.hostname.clone().unwrap_or_default(),
+                    full_path: full.and_then(|p| p.replace_full_path.clone()),
+                    prefix: prefix.and_then(|p| p.replace_prefix_match.clone()),
+                })
+            });
+            if mirror.is_some() || delay.is_some() || rewrite.is_some() {
+                rule_extensions.push(ext::RuleExtension {
+                    route: u32::try_from(route).unwrap_or(u32::MAX),
+                    rule: u32::try_from(rule).unwrap_or(u32::MAX),
+                    mirror,
+                    delay,
+                    rewrite,
+                });
+            }
+        }
+    }
+    ext::OutboundPolicy {
+        protocol: linkerd.protocol,
+        metadata: linkerd.metadata,
+        rule_extensions,
+    }
+}
+
+/// Ferry's `OutboundPolicies/Watch` ([`ext::WATCH`]) beside Linkerd's, on the same port.
+#[derive(Clone)]
+pub struct FerryOutboundServer(Arc<OutboundService>);
+
+impl FerryOutboundServer {
+    /// Serves `service`'s policies with Ferry's extensions.
+    pub fn new(service: OutboundService) -> Self {
+        Self(Arc::new(service))
+    }
+}
+
+impl tonic::server::NamedService for FerryOutboundServer {
+    const NAME: &'static str = ext::SERVICE;
+}
+
+struct FerryWatch(Arc<OutboundService>);
+
+impl tonic::server::ServerStreamingService<pb::TrafficSpec> for FerryWatch {
+    type Response = ext::OutboundPolicy;
+    type ResponseStream = Stream<ext::OutboundPolicy>;
+    type Future = tonic::codegen::BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, req: Request<pb::TrafficSpec>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move {
+            Watching::stream(&service, req.get_ref(), translate_ferry).map(Response::new)
+        })
+    }
+}
+
+impl<B> tonic::codegen::Service<http::Request<B>> for FerryOutboundServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let service = self.0.clone();
+        if req.uri().path() != ext::WATCH {
+            return Box::pin(async {
+                Ok(
+                    Status::unimplemented("ferry.proxy.outbound.OutboundPolicies has only Watch")
+                        .into_http(),
+                )
+            });
+        }
+        Box::pin(async move {
+            let codec = tonic_prost::ProstCodec::<ext::OutboundPolicy, pb::TrafficSpec>::default();
+            Ok(tonic::server::Grpc::new(codec)
+                .apply_max_message_size_config(Some(64 * 1024), None)
+                .server_streaming(FerryWatch(service), req)
+                .await)
+        })
     }
 }

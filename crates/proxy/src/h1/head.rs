@@ -41,7 +41,7 @@ pub enum Parsed<T> {
 }
 
 /// A request head the fast path forwards.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestHead {
     /// Length of the head in the input.
     pub len: usize,

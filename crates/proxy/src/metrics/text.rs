@@ -329,6 +329,16 @@ impl Registry {
                     "Retries not sent because the retry budget was spent.",
                     |m| m.retry_overflow.load(Relaxed),
                 ),
+                (
+                    "mirror_requests_total",
+                    "Copies of requests sent to the route's mirror.",
+                    |m| m.mirrors.load(Relaxed),
+                ),
+                (
+                    "mirror_dropped_total",
+                    "Mirror copies not sent (too many in flight, or a body too large to keep).",
+                    |m| m.mirror_dropped.load(Relaxed),
+                ),
             ] {
                 let name = family(suffix);
                 header(out, &name, "counter", help);
