@@ -62,6 +62,11 @@ def mesh_a_args(mesh):
             "--service-account", "bench-a"]
 
 VARIANTS = ["direct", "ferry", "ferry-2hop", "nginx", "haproxy"]
+# Tracing cells (not in the default set; `--variants ferry,ferry-trace0,ferry-trace100`):
+# the single proxy with `--trace-collector` on, sampling 0 (nothing traced: the cost of the
+# checks alone, goal <= 2 % of `ferry`'s throughput) and 1 (every request a span, exported
+# to a ferry-control trace receiver on the load core; its cost is reported).
+TRACE_VARIANTS = {"ferry-trace0": "0", "ferry-trace100": "1"}
 # Issue #21's cell: one proxy reaching ROUTE_SERVICE through a ferry-control (no identity),
 # without routes (`ferry-svc`) and with a route that has a header match, two weighted
 # backends, timeouts and retries within the budget (`ferry-route`; ROUTES below). Not in
@@ -287,6 +292,23 @@ services:
     return p, mesh
 
 
+def start_trace_collector(work, tag):
+    """ferry-control as an OTLP/gRPC trace receiver for the tracing cells, pinned to the
+    load core. Returns the process and the receiver's address."""
+    d = work / f"{tag}-traces"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir()
+    (d / "workloads.yaml").write_text("workloads: []\nservices: []\n")
+    trace = free_port()
+    cmd = [RELEASE / "ferry-control", "--workloads-file", d / "workloads.yaml",
+           "--grpc-listen", f"127.0.0.1:{free_port()}", "--api-listen", f"127.0.0.1:{free_port()}",
+           "--trace-listen", f"127.0.0.1:{trace}", "--identity-dir", d / "identity",
+           "--log-format", "json"]
+    p = spawn(cmd, LOAD_CPU, work / f"{tag}-control.log")
+    wait_port(trace, p, tag + " (trace receiver)")
+    return p, f"127.0.0.1:{trace}"
+
+
 def start_route_control(work, tag, backend_port, routes):
     """ferry-control for the route variants: services `bench` and `bench-canary` both reach
     the backend; with `routes`, ROUTES applies to `bench`. Returns the process and its gRPC
@@ -401,6 +423,24 @@ def start_middle(variant, proto, backend_port, work, args):
         port, p = start_ferry(binary, backend_port, work, tag)
         wait_port(port, p, tag)
         return Middle(variant, [p], port)
+    if variant in TRACE_VARIANTS:
+        sampling = TRACE_VARIANTS[variant]
+        aux = []
+        if sampling == "0":
+            # Nothing is exported at 0 %: a port nobody listens on will do.
+            collector = f"127.0.0.1:{free_port()}"
+        else:
+            cp, collector = start_trace_collector(work, tag)
+            aux = [cp]
+        try:
+            port, p = start_ferry(proxy, backend_port, work, tag,
+                                  extra=["--trace-collector", collector,
+                                         "--trace-sampling", sampling])
+            wait_port(port, p, tag)
+        except Exception:
+            stop(aux)
+            raise
+        return Middle(variant, [p], port, aux=aux)
     if variant in ROUTE_VARIANTS:
         cp, grpc = start_route_control(work, tag, backend_port, variant == "ferry-route")
         try:

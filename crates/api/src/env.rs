@@ -64,6 +64,12 @@ pub const PROXY_CONTROL_PLANE_IDENTITY: &str = "FERRY_PROXY_CONTROL_PLANE_IDENTI
 pub const PROXY_TAP_AUTHORIZED_IDENTITY: &str = "FERRY_PROXY_TAP_AUTHORIZED_IDENTITY";
 /// `--tap-max-concurrent`: most taps running at once on the proxy.
 pub const PROXY_TAP_MAX_CONCURRENT: &str = "FERRY_PROXY_TAP_MAX_CONCURRENT";
+/// `--trace-collector`: the OTLP/gRPC collector the proxy exports spans to (docs/tracing.md).
+pub const PROXY_TRACE_COLLECTOR: &str = "FERRY_PROXY_TRACE_COLLECTOR";
+/// `--trace-sampling`: the rate (0.0–1.0) at which requests without a context are traced.
+pub const PROXY_TRACE_SAMPLING: &str = "FERRY_PROXY_TRACE_SAMPLING";
+/// `--trace-resource-attributes`: extra resource attributes of the proxy's spans, `k=v,k=v`.
+pub const PROXY_TRACE_RESOURCE_ATTRIBUTES: &str = "FERRY_PROXY_TRACE_RESOURCE_ATTRIBUTES";
 /// `--inbound-require-identity`: refuse inbound connections that are not mTLS from a meshed peer.
 pub const PROXY_INBOUND_REQUIRE_IDENTITY: &str = "FERRY_PROXY_INBOUND_REQUIRE_IDENTITY";
 /// `--identity-token-file`: the service-account token the proxy presents to the identity service.

@@ -49,6 +49,10 @@ pub const PROXY_METRICS_RENDER_SKIPPED_SERIES: &str = "proxy_metrics_render_skip
 pub const PROXY_TAP_REFUSED_TOTAL: &str = "proxy_tap_refused_total";
 /// Gauge: taps running on the proxy now.
 pub const PROXY_TAP_ACTIVE: &str = "proxy_tap_active";
+/// Counter: spans the proxy exported that the trace collector accepted (docs/tracing.md).
+pub const PROXY_TRACE_SPANS_EXPORTED_TOTAL: &str = "proxy_trace_spans_exported_total";
+/// Counter: spans the proxy dropped, by `reason` (`queue_full`, `export_failed`).
+pub const PROXY_TRACE_SPANS_DROPPED_TOTAL: &str = "proxy_trace_spans_dropped_total";
 /// Label of the metrics family a dropped series belonged to (`http`, `tcp`).
 pub const LABEL_FAMILY: &str = "family";
 /// Gauge: `1`, labelled with the proxy's version.

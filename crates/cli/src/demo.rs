@@ -393,6 +393,8 @@ async fn start(
     );
 
     let mtls = help_mentions(&bins.proxy, "--identity-token-file");
+    // Proxies trace every vote into the control plane's receiver, when both sides can.
+    let tracing = trace_flag && help_mentions(&bins.proxy, "--trace-collector");
     for name in ["emoji", "voting", "web", "vote-bot"] {
         let w = layout.workload(name);
         let t = Instant::now();
@@ -413,7 +415,7 @@ async fn start(
         let proxy = {
             let (bins, layout, w) = (bins.clone(), layout.clone(), w.clone());
             let identity = mtls.then(|| identity.clone());
-            Box::new(move || proxy_command(&bins, &layout, &w, identity.as_ref()))
+            Box::new(move || proxy_command(&bins, &layout, &w, identity.as_ref(), tracing))
         };
         children.spawn_restartable(&proxy_name, proxy, false)?;
         let ready = format!("http://{}/ready", w.admin);
@@ -464,11 +466,14 @@ fn app_command(bins: &Binaries, w: &Workload, rate: f64) -> Command {
 
 /// The proxy of `w`. With `identity` (the proxy supports mTLS), it proves `w`'s service
 /// account with the token the control plane wrote for it, and trusts the demo's anchors.
+/// With `tracing`, it traces every request that arrives without a context (the bot's
+/// votes) and continues the others, exporting to the control plane's receiver.
 fn proxy_command(
     bins: &Binaries,
     layout: &Layout,
     w: &Workload,
     identity: Option<&Identity>,
+    tracing: bool,
 ) -> Command {
     let mut cmd = Command::new(&bins.proxy);
     cmd.args(["--inbound-listen", &w.inbound.to_string()])
@@ -481,6 +486,14 @@ fn proxy_command(
         .args(["--shutdown-grace-period", "2s"]);
     for (local, target) in &w.upstreams {
         cmd.args(["--upstream", &format!("{local}={target}")]);
+    }
+    if tracing {
+        cmd.args(["--trace-collector", &layout.trace.to_string()])
+            .args(["--trace-sampling", "1"])
+            .args([
+                "--trace-resource-attributes",
+                &format!("service.name={},k8s.deployment.name={}", w.name, w.name),
+            ]);
     }
     if let Some(identity) = identity {
         cmd.arg("--identity-token-file")

@@ -681,23 +681,16 @@ async fn grpc_rapid_resets_end_the_connection_and_others_are_served() {
 // ---- Traces: the OTLP receiver, the store behind /api/v1/traces, forwarding ----
 
 mod traces {
-    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
+    use ferry_testkit::otlp::{kv, Collector};
     use ferry_testkit::process::Proc;
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-        TraceService, TraceServiceServer,
-    };
-    use opentelemetry_proto::tonic::collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-    };
-    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{
         span::SpanKind, status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
     };
-    use tokio_util::sync::CancellationToken;
     use tonic::transport::Channel;
 
     use super::{echo, http_get, WorkloadsFile, PROCESS};
@@ -735,16 +728,6 @@ mod traces {
             .unwrap()
             .connect_lazy();
         TraceServiceClient::new(channel)
-    }
-
-    fn kv(key: &str, value: &str) -> KeyValue {
-        KeyValue {
-            key: key.to_string(),
-            value: Some(AnyValue {
-                value: Some(Value::StringValue(value.to_string())),
-            }),
-            ..Default::default()
-        }
     }
 
     const TRACE: [u8; 16] = [
@@ -952,53 +935,6 @@ mod traces {
         assert_eq!(status, 404, "{body}");
     }
 
-    /// A collector built on the same protobufs: records what it is sent, after `delay`.
-    #[derive(Clone, Default)]
-    struct Collector {
-        got: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
-        delay: Duration,
-    }
-
-    impl Collector {
-        fn spans(&self) -> usize {
-            let got = self.got.lock().unwrap();
-            got.iter()
-                .flat_map(|r| &r.resource_spans)
-                .flat_map(|r| &r.scope_spans)
-                .map(|s| s.spans.len())
-                .sum()
-        }
-    }
-
-    #[tonic::async_trait]
-    impl TraceService for Collector {
-        async fn export(
-            &self,
-            request: tonic::Request<ExportTraceServiceRequest>,
-        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-            tokio::time::sleep(self.delay).await;
-            self.got.lock().unwrap().push(request.into_inner());
-            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-        }
-    }
-
-    /// Serves `collector` on an ephemeral loopback port until the token is cancelled (on drop).
-    async fn serve(collector: Collector) -> (std::net::SocketAddr, tokio_util::sync::DropGuard) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let until = stop.clone().cancelled_owned();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(collector))
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    until,
-                ),
-        );
-        (addr, stop.drop_guard())
-    }
-
     async fn stats(api: std::net::SocketAddr) -> serde_json::Value {
         let (status, list) = http_get(api, "/api/v1/traces").await;
         assert_eq!(status, 200, "{list}");
@@ -1008,7 +944,7 @@ mod traces {
     #[tokio::test]
     async fn spans_are_forwarded_to_a_collector_in_batches_and_kept_as_well() {
         let collector = Collector::default();
-        let (addr, _stop) = serve(collector.clone()).await;
+        let (addr, _stop) = collector.serve().await;
         let target = format!("--trace-collector=http://{addr}");
         let (_control, api, trace, _file) = control(&[&target]).await;
         let mut otlp = client(trace);
@@ -1021,7 +957,7 @@ mod traces {
         .await
         .unwrap();
         // Batched: fewer exports than were received (the forwarder waits 500ms to fill one).
-        let exports = collector.got.lock().unwrap().len();
+        let exports = collector.requests().len();
         assert!(exports < 5, "{exports} exports for 5 received");
         let list = ferry_testkit::wait_until(PROCESS, "spansForwarded to say 50", || async {
             let list = stats(api).await;
@@ -1032,7 +968,7 @@ mod traces {
         assert_eq!(list["stats"]["spansForwardDropped"], 0);
         assert_eq!(list["kept"], 5);
         // The forwarded spans are what was received, resource and all.
-        let got = collector.got.lock().unwrap();
+        let got = collector.requests();
         let resource = got[0].resource_spans[0].resource.as_ref().unwrap();
         assert!(resource
             .attributes
@@ -1059,11 +995,7 @@ mod traces {
         let dead_addr = dead.local_addr().unwrap();
         drop(dead);
         // Hanging: answers after far longer than the forwarder waits.
-        let (hanging_addr, _stop) = serve(Collector {
-            delay: Duration::from_secs(60),
-            ..Collector::default()
-        })
-        .await;
+        let (hanging_addr, _stop) = Collector::slow(Duration::from_secs(60)).serve().await;
         for (what, addr) in [("dead", dead_addr), ("hanging", hanging_addr)] {
             let target = format!("--trace-collector={addr}");
             let (_control, api, trace, _file) = control(&[

@@ -121,10 +121,15 @@ where
         .await
         .map_err(|e| Status::unavailable(format!("connecting: {e}")))?;
     let codec: ProstCodec<Req, Resp> = ProstCodec::default();
-    Ok(grpc
-        .unary(Request::new(message), path, codec)
-        .await?
-        .into_inner())
+    let mut request = Request::new(message);
+    for (name, value) in crate::serve::context() {
+        if let Ok(value) = value.parse() {
+            request
+                .metadata_mut()
+                .insert(tonic::metadata::MetadataKey::from_static(name), value);
+        }
+    }
+    Ok(grpc.unary(request, path, codec).await?.into_inner())
 }
 
 /// Answers one unary gRPC request with `handler`, decoding and encoding the messages.

@@ -42,6 +42,37 @@ pub async fn bind(workload: &'static str, addr: SocketAddr) -> Result<TcpListene
     })
 }
 
+/// The trace-context headers (W3C and B3) an instrumented app carries from the request it
+/// serves to the calls it makes for it, so that its proxies' spans join one trace.
+pub const CONTEXT_HEADERS: [&str; 8] = [
+    "traceparent",
+    "tracestate",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+];
+
+tokio::task_local! {
+    /// The context headers of the request being served (see [`context`]).
+    static CONTEXT: Vec<(&'static str, String)>;
+}
+
+/// The trace-context headers of the request this task serves, to copy onto the calls it
+/// makes (empty outside a request, or when it carried none).
+pub fn context() -> Vec<(&'static str, String)> {
+    CONTEXT.try_with(Clone::clone).unwrap_or_default()
+}
+
+fn context_of(headers: &http::HeaderMap) -> Vec<(&'static str, String)> {
+    CONTEXT_HEADERS
+        .iter()
+        .filter_map(|name| Some((*name, headers.get(*name)?.to_str().ok()?.to_string())))
+        .collect()
+}
+
 /// A request handler: one request in, one response out.
 pub trait Handler: Send + Sync + 'static {
     /// Answers `req`.
@@ -77,7 +108,8 @@ pub async fn serve<H: Handler>(
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler.handle(req).await) }
+                let context = context_of(req.headers());
+                async move { Ok::<_, Infallible>(CONTEXT.scope(context, handler.handle(req)).await) }
             });
             if let Err(error) = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)

@@ -57,9 +57,12 @@ impl VotingApp {
             .parse()
             .map_err(|e| Status::internal(format!("building {uri}: {e}")))?;
         let call = async {
-            let request = http::Request::get(uri.clone())
-                .header(http::header::HOST, &self.emoji.authority)
-                .body(Empty::new())?;
+            let mut request =
+                http::Request::get(uri.clone()).header(http::header::HOST, &self.emoji.authority);
+            for (name, value) in crate::serve::context() {
+                request = request.header(name, value);
+            }
+            let request = request.body(Empty::new())?;
             let response = self.client.request(request).await?;
             let status = response.status();
             let body = response.into_body().collect().await?.to_bytes();

@@ -79,6 +79,9 @@ impl Admin {
         if let Some(identity) = &self.state.identity {
             identity.encode_metrics(&mut out);
         }
+        if let Some(trace) = &self.state.trace {
+            trace.encode_metrics(&mut out);
+        }
         out
     }
 

@@ -37,6 +37,8 @@ pub struct Recorder {
     grpc_status: Option<u16>,
     error: Option<ProxyErrorReason>,
     done: bool,
+    /// The request's span, when it is traced: ended with the response.
+    span: Option<Arc<crate::trace::Active>>,
 }
 
 impl Recorder {
@@ -58,6 +60,16 @@ impl Recorder {
             grpc_status: grpc.then(|| grpc_status(headers)).flatten(),
             error: None,
             done: false,
+            span: None,
+        }
+    }
+
+    /// Ends `span` with the response (now, if the response is already over).
+    pub fn trace(&mut self, span: Arc<crate::trace::Active>) {
+        if self.done {
+            span.end(self.status, self.grpc_status, self.error, true);
+        } else {
+            self.span = Some(span);
         }
     }
 
@@ -102,6 +114,9 @@ impl Recorder {
     fn finish(&mut self, ended: bool) {
         if std::mem::replace(&mut self.done, true) {
             return;
+        }
+        if let Some(span) = self.span.take() {
+            span.end(self.status, self.grpc_status, self.error, ended);
         }
         let success = self.error.is_none()
             && ended
@@ -178,6 +193,14 @@ impl ResponseBody {
     pub fn idle_limit(mut self, limit: Option<Duration>) -> Self {
         if !self.inner.is_end_stream() {
             self.idle = limit.map(crate::io::Stall::new);
+        }
+        self
+    }
+
+    /// Ends the request's span with this response (its recorder's status and error).
+    pub fn traced(mut self, span: Arc<crate::trace::Active>) -> Self {
+        if let Some(r) = self.recorder.as_mut() {
+            r.trace(span);
         }
         self
     }

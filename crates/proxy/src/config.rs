@@ -152,12 +152,47 @@ pub struct Args {
     /// After SIGTERM, how long in-flight requests and connections may take to finish.
     #[arg(long, env = env::PROXY_SHUTDOWN_GRACE_PERIOD, default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace_period: Duration,
+    /// An OTLP/gRPC collector (`host:port` or `http://host:port`, plaintext) the proxy
+    /// exports spans to (docs/tracing.md). Tracing is off without it; empty turns it off.
+    #[arg(long, env = env::PROXY_TRACE_COLLECTOR)]
+    pub trace_collector: Option<String>,
+    /// The rate, 0.0 to 1.0, at which requests that arrive without a trace context are
+    /// traced; requests with one follow its sampled flag.
+    #[arg(long, env = env::PROXY_TRACE_SAMPLING, default_value = "0", value_parser = crate::trace::parse_sampling)]
+    pub trace_sampling: f64,
+    /// Extra resource attributes of the proxy's spans, `k=v,k=v` (as
+    /// `OTEL_RESOURCE_ATTRIBUTES`); `service.name` also names the workload.
+    #[arg(long, env = env::PROXY_TRACE_RESOURCE_ATTRIBUTES, default_value = "")]
+    pub trace_resource_attributes: String,
     /// Log filter, in `tracing` syntax (e.g. `info` or `warn,ferry_proxy=debug`).
     #[arg(long, env = env::PROXY_LOG, default_value = "info")]
     pub log: String,
     /// Log format: `plain` or `json`.
     #[arg(long, env = env::PROXY_LOG_FORMAT, default_value = "plain")]
     pub log_format: LogFormat,
+}
+
+/// The tracing flags: `None` without a collector.
+fn trace_config(args: &Args) -> Result<Option<crate::trace::TraceConfig>, ConfigError> {
+    let resource = crate::trace::parse_resource(&args.trace_resource_attributes)?;
+    let Some(raw) = args.trace_collector.as_deref().map(str::trim) else {
+        return Ok(None);
+    };
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let addr = raw
+        .strip_prefix("http://")
+        .unwrap_or(raw)
+        .trim_end_matches('/');
+    let collector = addr
+        .parse()
+        .map_err(|_| ConfigError::TraceCollector(raw.to_string()))?;
+    Ok(Some(crate::trace::TraceConfig {
+        collector,
+        sampling: args.trace_sampling,
+        resource,
+    }))
 }
 
 /// A duration that is not zero.
@@ -301,6 +336,12 @@ pub enum ConfigError {
     /// The trust anchors cannot be used.
     #[error(transparent)]
     Identity(#[from] crate::identity::IdentityError),
+    /// `--trace-collector` is not `host:port`.
+    #[error("trace collector {0:?} is not HOST:PORT or http://HOST:PORT")]
+    TraceCollector(String),
+    /// Another `--trace-*` flag is invalid.
+    #[error(transparent)]
+    Trace(#[from] crate::trace::TraceConfigError),
 }
 
 /// Timeouts, applied on both sides.
@@ -390,6 +431,8 @@ pub struct Config {
     /// How the generic outbound listener's connections learn their original destination:
     /// `SO_ORIGINAL_DST` always, except in in-process tests (no flag sets it).
     pub outbound_orig_dst: OrigDst,
+    /// Tracing, when a collector is configured (see [`Args::trace_collector`]).
+    pub trace: Option<crate::trace::TraceConfig>,
 }
 
 impl Config {
@@ -454,6 +497,7 @@ impl Config {
                 _ => None,
             },
             outbound_orig_dst: OrigDst::Socket,
+            trace: trace_config(args)?,
         };
         config.validate()?;
         if let Some(identity) = &config.identity {
@@ -493,6 +537,7 @@ impl Config {
             inbound_require_identity: false,
             identity_off_reason: None,
             outbound_orig_dst: OrigDst::Socket,
+            trace: None,
         }
     }
 

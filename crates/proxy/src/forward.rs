@@ -37,6 +37,7 @@ use crate::{
     policy::Policy,
     route::{self, Decision, TryOutcome},
     tap::{self, ConnMeta, ConnTap, Tapped},
+    trace,
     upstream::Upstream,
 };
 
@@ -84,6 +85,8 @@ pub struct Conn {
     tap: ConnTap,
     /// Requests so far (the HTTP/2 idle check compares it over time).
     requests: std::sync::atomic::AtomicU64,
+    /// The next request is traced whatever the sampling rate (the fast path sampled it).
+    trace_next: AtomicBool,
 }
 
 impl HttpService {
@@ -95,6 +98,7 @@ impl HttpService {
             last: Mutex::new(None),
             tap: ConnTap::new(meta),
             requests: std::sync::atomic::AtomicU64::new(0),
+            trace_next: AtomicBool::new(false),
         }))
     }
 
@@ -198,7 +202,29 @@ impl Outgoing {
 }
 
 impl Conn {
-    async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+    /// Traces the next request this connection serves (the fast path sampled it before
+    /// handing the connection over).
+    pub fn trace_next(&self) {
+        self.trace_next.store(true, Ordering::Relaxed);
+    }
+
+    async fn handle(&self, mut req: Request<Incoming>) -> Response<ResponseBody> {
+        // While tracing is off, this check is all it costs a request.
+        let span = match &self.side.trace {
+            None => None,
+            Some(tracer) => {
+                let force = self.trace_next.swap(false, Ordering::Relaxed);
+                // An upstream listener's target names the destination, not the request's Host.
+                let target = match &self.dest {
+                    Dest::Fixed {
+                        authority: Some(a), ..
+                    } => Some(&**a),
+                    _ => None,
+                };
+                let conn = self.tap.meta();
+                trace::start(tracer, &mut req, self.side.direction, conn, target, force)
+            }
+        };
         // While nobody taps, this load is all the tap costs a request.
         let mut tap = None;
         if self.side.taps.is_active() {
@@ -208,7 +234,10 @@ impl Conn {
                     .taps
                     .capture(&self.tap, self.side.direction, &req, authority.as_deref());
         }
-        let rsp = self.forward(req, &mut tap).await;
+        let mut rsp = self.forward(req, &mut tap).await;
+        if let Some(span) = span {
+            rsp = rsp.map(|body| body.traced(span));
+        }
         match tap.and_then(|t| t.respond(&rsp)) {
             Some(shown) => rsp.map(|body| body.tapped(shown)),
             None => rsp,
@@ -342,6 +371,10 @@ impl Conn {
                 return rsp.map(|body| ResponseBody::proxy(body, Some(recorder)));
             }
         };
+        let span = trace::of(req.extensions());
+        if let Some(span) = &span {
+            span.route(plan.route_labels());
+        }
         let target = plan.upstream().label();
         if let Err(e) = prepare_request(&mut req, &target, authority) {
             let metrics = self.unrouted(authority, &target);
@@ -408,9 +441,15 @@ impl Conn {
                 TryOutcome::Done => break (result, metrics),
                 TryOutcome::Retry(backoff) => {
                     tracing::debug!(route = plan.route_name(), ?answer, ?backoff, "retrying");
+                    trace::attempt_done(
+                        span.as_ref(),
+                        answer,
+                        result.as_ref().err().map(|e| e.reason),
+                    );
                     drop(result);
                     tokio::time::sleep(backoff).await;
-                    let req = replay.expect("a retry has a request to send");
+                    let mut req = replay.expect("a retry has a request to send");
+                    trace::next_attempt(span.as_ref(), &mut req);
                     out = Outgoing::new_whole(req, retryable, grpc);
                 }
             }
@@ -468,6 +507,12 @@ impl Conn {
             labels: None,
             server_id: backend.connector().peer_identity().map(|p| &*p.server_id),
         });
+        trace::endpoint(
+            out.req.extensions(),
+            backend.target_addr(),
+            None,
+            backend.connector().peer_identity().map(|p| &*p.server_id),
+        );
         let result = match backend.send(out.req, out.whole, out.grpc).await {
             // The general path's half of the one re-send rule; hyper's pool itself
             // re-sends only requests it had not started writing.
@@ -524,6 +569,16 @@ impl Conn {
                 .peer_identity()
                 .map(|p| &*p.server_id),
         });
+        trace::endpoint(
+            req.extensions(),
+            endpoint.addr,
+            Some(&endpoint.meta.labels),
+            endpoint
+                .backend
+                .connector()
+                .peer_identity()
+                .map(|p| &*p.server_id),
+        );
         loop {
             let backend = &tries.endpoint().backend;
             let sent = backend

@@ -228,6 +228,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
                     Parsed::Done(head) => {
                         let total = head.len + body_len(&head);
                         if self.buf.len() >= total {
+                            if let Some(tracer) = &side.trace {
+                                if self.traced(tracer, &head) {
+                                    return Err(End::General("traced"));
+                                }
+                            }
                             self.req_out.extend_from_slice(&self.buf[head.len..total]);
                             return Ok(head);
                         }
@@ -258,6 +263,24 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
                 }
                 _ = side.drain.cancelled(), if idle => return Err(End::Closed),
             }
+        }
+    }
+
+    /// Whether the request at the start of `buf` is traced: the fast path does not write
+    /// spans, so a traced request (and its connection) goes to the general path, told to
+    /// trace it when this path took the sampling decision.
+    fn traced(&self, tracer: &crate::trace::Tracer, head: &RequestHead) -> bool {
+        let decided = match head.trace {
+            true => crate::trace::raw_head_sampled(&self.buf[..head.len]),
+            false => None,
+        };
+        match decided {
+            Some(sampled) => sampled,
+            None if tracer.sample_new() => {
+                self.svc.conn().trace_next();
+                true
+            }
+            None => false,
         }
     }
 

@@ -16,6 +16,7 @@
 //! - [`admin`], [`state`]: the admin server and what `/state` reports.
 //! - [`identity`], [`tls`], [`inbound_tls`]: the workload certificate and its renewal, mTLS
 //!   configs and handshakes, and the inbound checks (terminate, pass on, refuse).
+//! - [`trace`]: W3C/B3 propagation, spans of sampled requests, OTLP export.
 //! - [`tap`]: live request events for `tap.Tap/Observe`, free while nobody taps.
 //! - [`io`], [`orig_dst`]: byte-stream wrappers and `SO_ORIGINAL_DST`.
 //! - [`init`]: the `ferry-proxy init` step that installs the iptables redirect rules.
@@ -48,6 +49,7 @@ pub mod state;
 pub mod tap;
 pub mod tcp;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 
 use std::{
@@ -178,6 +180,21 @@ pub async fn run(
     );
     let h1_stats = Arc::new(h1::Stats::default());
     let connections = Arc::new(Connections::default());
+    let trace_stop = CancellationToken::new();
+    let tracer = config.trace.as_ref().map(|t| {
+        let (tracer, exporter) = trace::Tracer::new(
+            t,
+            &config.pod_namespace,
+            &config.pod_name,
+            trace_stop.clone(),
+        );
+        tracing::info!(collector = %t.collector, sampling = t.sampling, "tracing on");
+        (tracer, tokio::spawn(exporter))
+    });
+    let (tracer, export_task) = match tracer {
+        Some((t, task)) => (Some(t), Some(task)),
+        None => (None, None),
+    };
     let tracker = TaskTracker::new();
     let drain = CancellationToken::new();
 
@@ -280,6 +297,7 @@ pub async fn run(
             },
             inbound_forward_loopback: direction == Direction::Inbound
                 && config.inbound_forward_loopback,
+            trace: tracer.clone(),
         })
     };
     let inbound = side(Direction::Inbound, Tls::NO_TLS_FROM_REMOTE, None);
@@ -306,6 +324,7 @@ pub async fn run(
         identity_error,
         taps: taps.clone(),
         h1: h1_stats,
+        trace: tracer.clone(),
     });
     let admin_stop = CancellationToken::new();
     let admin = Arc::new(Admin {
@@ -385,5 +404,15 @@ pub async fn run(
         task.abort();
     }
     let _ = tap_task.await;
+    if let Some(task) = export_task {
+        // Spans of the drained requests get a last export, bounded by the export timeout.
+        trace_stop.cancel();
+        if tokio::time::timeout(trace::EXPORT_TIMEOUT, task)
+            .await
+            .is_err()
+        {
+            tracing::debug!("the last trace export did not finish in time");
+        }
+    }
     tracing::info!("stopped");
 }

@@ -51,6 +51,8 @@ pub struct Side {
     /// Inbound only: redirected traffic goes to the original port on the forward address's
     /// host (loopback) rather than to the original destination (`--inbound-forward-loopback`).
     pub inbound_forward_loopback: bool,
+    /// The tracer, when tracing is on (`--trace-collector`).
+    pub trace: Option<Arc<crate::trace::Tracer>>,
 }
 
 impl Side {

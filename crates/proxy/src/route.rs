@@ -345,6 +345,11 @@ impl Plan {
     pub fn route_name(&self) -> &str {
         &self.policy.routes[self.route].labels.name
     }
+
+    /// The matched route's namespace and name.
+    pub fn route_labels(&self) -> &crate::policy::ObjectLabels {
+        &self.policy.routes[self.route].labels
+    }
 }
 
 /// Most mirror copies in flight per proxy; past it a copy is dropped (and counted), so a

@@ -137,6 +137,8 @@ pub struct ProxyState {
     pub taps: Arc<Taps>,
     /// What the HTTP/1.1 fast path did.
     pub h1: Arc<crate::h1::Stats>,
+    /// The tracer, when tracing is on (its export counters are metrics).
+    pub trace: Option<Arc<crate::trace::Tracer>>,
 }
 
 impl ProxyState {

@@ -122,6 +122,11 @@ pub struct ConnTap {
 }
 
 impl ConnTap {
+    /// The connection.
+    pub fn meta(&self) -> &ConnMeta {
+        &self.meta
+    }
+
     /// For a connection described by `meta`.
     pub fn new(meta: ConnMeta) -> Self {
         Self {

@@ -14,6 +14,8 @@ use http_body_util::BodyExt;
 
 #[path = "e2e/abuse.rs"]
 mod abuse;
+#[path = "e2e/tracing.rs"]
+mod tracing;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry-proxy");
 const WAIT: Duration = Duration::from_secs(10);

@@ -7,6 +7,7 @@
 //! - [`browser`]: a headless Chromium driven over WebDriver, for the dashboard's tests.
 //! - [`kube_api`], [`kube_world`], [`kube_kinds`]: a fake Kubernetes API server serving recorded objects.
 //! - [`client`]: a small HTTP client (HTTP/1 or h2c) for tests.
+//! - [`otlp`]: an OTLP/gRPC trace collector that records what proxies export.
 //! - [`netns`]: network namespaces, commands in them as other users, a tiny app (root only).
 //! - [`wait_until`]: poll a condition until it holds or a deadline passes.
 
@@ -16,6 +17,7 @@ pub mod kube_api;
 pub mod kube_kinds;
 pub mod kube_world;
 pub mod netns;
+pub mod otlp;
 pub mod process;
 pub mod server;
 

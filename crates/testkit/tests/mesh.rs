@@ -899,3 +899,142 @@ metadata:
     assert_eq!(teapots, Some(2.0), "{metrics}");
     drop(cp);
 }
+
+/// A route's retry is traced as one `CLIENT` span per attempt (docs/tracing.md): both
+/// children of the caller's span, the first failed with the backend's 503, and the
+/// backend sees the second attempt's span as its parent.
+#[tokio::test]
+async fn each_retry_attempt_of_a_traced_request_is_its_own_client_span() {
+    use ferry_testkit::otlp::{hex, Collector};
+    let calls = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let app = {
+        let (calls, seen) = (calls.clone(), seen.clone());
+        TestServer::http(move |req| {
+            let (calls, seen) = (calls.clone(), seen.clone());
+            async move {
+                let parent = req
+                    .headers()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                seen.lock().unwrap().push(parent);
+                let mut rsp = Response::new(full("ok"));
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    *rsp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                }
+                rsp
+            }
+        })
+        .await
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("workloads.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "workloads:\n  - name: flaky\n    instances: [{{name: flaky-0, addr: \"{}\"}}]\n\
+             services:\n  - {{name: flaky, port: 8080, workloads: [flaky]}}\n",
+            app.addr
+        ),
+    )
+    .unwrap();
+    let routes = dir.path().join("routes.yaml");
+    std::fs::write(
+        &routes,
+        "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: flaky-retries}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: flaky, port: 8080}]
+  rules:
+  - retry: {codes: [503], attempts: 3}
+",
+    )
+    .unwrap();
+    let routes = routes.to_str().unwrap().to_string();
+    let cp = ControlProc::spawn(&file, &["--routes", routes.as_str()])
+        .await
+        .unwrap();
+    let collector = Collector::default();
+    let (otlp, _serving) = collector.serve().await;
+    let client_proxy = proxy(&[
+        "--upstream",
+        "127.0.0.1:0=flaky.default:8080",
+        "--destination-addr",
+        &cp.grpc.to_string(),
+        "--trace-collector",
+        &otlp.to_string(),
+    ])
+    .await;
+    let url = format!("http://{}/", client_proxy.upstream("flaky.default:8080"));
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let caller = "b7ad6b7169203331";
+    // The route may come a moment after the proxy is ready: until it does, a 503 is not
+    // retried. Wait for a routed answer with an untraced request first.
+    wait_until(WAIT, "the route to retry the 503", || async {
+        calls.store(0, Ordering::SeqCst);
+        let r = client::get(&url).await.ok()?;
+        (r.status == StatusCode::OK).then_some(())
+    })
+    .await
+    .unwrap();
+    calls.store(0, Ordering::SeqCst);
+    seen.lock().unwrap().clear();
+    let req = http::Request::get(&url)
+        .header("traceparent", format!("00-{trace}-{caller}-01"))
+        .body(Default::default())
+        .unwrap();
+    let r = client::send(&client::http1(), req).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let attempts = wait_until(WAIT, "two client spans", || async {
+        let mut spans: Vec<_> = collector
+            .received()
+            .into_iter()
+            .filter(|s| hex(&s.span.trace_id) == trace)
+            .collect();
+        spans.sort_by_key(|s| s.attr("ferry.retry.attempt"));
+        (spans.len() == 2).then_some(spans)
+    })
+    .await
+    .unwrap();
+    let (first, second) = (&attempts[0], &attempts[1]);
+    for (span, attempt) in [(first, "1"), (second, "2")] {
+        assert_eq!(hex(&span.span.parent_span_id), caller);
+        assert_eq!(span.attr("ferry.retry.attempt").as_deref(), Some(attempt));
+        assert_eq!(
+            span.attr("ferry.route").as_deref(),
+            Some("default/flaky-retries")
+        );
+        assert_eq!(span.attr("ferry.endpoint"), Some(app.addr.to_string()));
+        assert_eq!(
+            span.attr("ferry.destination.workload").as_deref(),
+            Some("default/flaky")
+        );
+    }
+    assert_ne!(first.span.span_id, second.span.span_id);
+    assert_eq!(
+        first.attr("http.response.status_code").as_deref(),
+        Some("503")
+    );
+    assert_eq!(
+        first.span.status.as_ref().unwrap().code,
+        2,
+        "the first attempt failed"
+    );
+    assert_eq!(
+        second.attr("http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert!(second.span.start_time_unix_nano >= first.span.end_time_unix_nano);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            format!("00-{trace}-{}-01", hex(&first.span.span_id)),
+            format!("00-{trace}-{}-01", hex(&second.span.span_id)),
+        ]
+    );
+}

@@ -55,6 +55,8 @@ pub struct RequestHead {
     pub idempotent: bool,
     /// The `Host` header's value, within the input.
     pub host: Range<usize>,
+    /// The request names a trace context (`traceparent`, `b3`, `x-b3-*`; [`crate::trace`]).
+    pub trace: bool,
 }
 
 /// A response head.
@@ -186,6 +188,7 @@ pub fn parse_request(input: &[u8], out: &mut Vec<u8>) -> Parsed<RequestHead> {
     let base = input.as_ptr() as usize;
     let (mut host, mut hosts) = (0..0, 0);
     let (mut length, mut lengths, mut chunked) = (None, 0, false);
+    let mut trace = false;
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
@@ -219,6 +222,8 @@ pub fn parse_request(input: &[u8], out: &mut Vec<u8>) -> Parsed<RequestHead> {
             && h.value.starts_with(b"application/grpc")
         {
             return Parsed::General("grpc");
+        } else if crate::trace::is_context_header(name) {
+            trace = true;
         }
     }
     if hosts != 1 || std::str::from_utf8(&input[host.clone()]).is_err() {
@@ -265,6 +270,7 @@ pub fn parse_request(input: &[u8], out: &mut Vec<u8>) -> Parsed<RequestHead> {
         head_method: method == "HEAD",
         idempotent: crate::http::is_idempotent(method.as_bytes()),
         host,
+        trace,
     })
 }
 

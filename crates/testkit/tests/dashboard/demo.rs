@@ -96,6 +96,13 @@ async fn with_ferry_demo_running_the_dashboard_finds_the_broken_edge() {
         );
     }
 
+    // Traces (issue #24): the bot's proxy starts one for every vote, the apps carry it on,
+    // so a failed vote's trace crosses bot → web → voting → emoji, with the proxies'
+    // spans around each hop (bot client, web server, web's two clients, emoji server,
+    // voting server, voting's client, emoji server: at least 8).
+    let trace = failed_vote_trace(&api, &workloads).await;
+    eprintln!("a failed vote's trace: {trace}");
+
     let browser = Browser::start(1366, 900).await.unwrap();
     browser.goto(&format!("{api}/#/")).await.unwrap();
     browser
@@ -177,6 +184,56 @@ async fn with_ferry_demo_running_the_dashboard_finds_the_broken_edge() {
         .unwrap();
     shot(&browser, "demo-4-proxies").await;
     assert_checks_pass(&browser, &api).await;
+
+    // The failed vote's trace as a waterfall: the proxies' spans nested hop by hop, down
+    // to emoji's, the failing ones in red.
+    // A recent one: the store keeps the last 1000 traces, some 50 s of votes at this rate.
+    let trace = failed_vote_trace(&api, &workloads).await;
+    let id = trace["traceId"].as_str().unwrap();
+    browser.goto(&format!("{api}/#/trace/{id}")).await.unwrap();
+    let rows = browser
+        .wait_for(
+            "the failed vote's waterfall down to emoji's span, the failing ones in red",
+            r#"const rows = [...document.querySelectorAll('#waterfall .wf-row[data-span]')];
+               if (rows.length < 8) return null;
+               const deepest = Math.max(...rows.map((r) => Number(r.dataset.depth)));
+               const red = rows.filter((r) => r.classList.contains('wf-error')).length;
+               return deepest >= 5 && red >= 4 ? [rows.length, deepest, red] : null;"#,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    eprintln!("waterfall rows, depth, failed: {rows}");
+    shot(&browser, "demo-5-trace").await;
     drop(browser);
     let _ = demo.terminate(Duration::from_secs(20)).await;
+}
+
+/// A failed vote's trace that crosses all of `workloads`: the bot's proxy starts one for
+/// every vote and the apps carry it on, so it has the proxies' spans around each hop (bot
+/// client, web server, web's two clients, emoji server, voting server, voting's client,
+/// emoji server: at least 8).
+async fn failed_vote_trace(api: &str, workloads: &[&str]) -> serde_json::Value {
+    let last = std::sync::Mutex::new(String::new());
+    let traced = wait_until(
+        WAIT,
+        "a failed vote's trace across all four workloads",
+        || async {
+            let v = get_json(&format!("{api}/api/v1/traces?status=error&workload=voting")).await;
+            *last.lock().unwrap() = format!("{v:?}");
+            let v = v.ok()?;
+            v["traces"].as_array()?.iter().find_map(|t| {
+                let names: Vec<&str> = t["workloads"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|w| w.as_str())
+                    .map(|w| w.rsplit('/').next().unwrap_or(w))
+                    .collect();
+                let all = workloads.iter().all(|w| names.contains(w));
+                (all && t["spanCount"].as_u64()? >= 8).then(|| t.clone())
+            })
+        },
+    )
+    .await;
+    traced.unwrap_or_else(|e| panic!("{e}; last answer: {}", last.lock().unwrap()))
 }

@@ -6,27 +6,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_testkit::{
     browser::Browser,
+    otlp::kv,
     process::{bin, ControlProc},
 };
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
     span::SpanKind, status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
 };
 
 use crate::{shot, WAIT};
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(value.to_string())),
-        }),
-        ..Default::default()
-    }
-}
 
 /// One vote's trace as the proxies would report it: bot → web → voting, the call to
 /// voting failing when `fail`. Trace ids are `n` repeated.
