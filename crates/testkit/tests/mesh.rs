@@ -48,6 +48,24 @@ async fn control(file: &Path, grpc: &str) -> (Proc, SocketAddr, SocketAddr) {
     (cp.proc, cp.grpc, cp.api)
 }
 
+/// Writes the workloads file and the routes file into `dir` and starts a control plane
+/// serving both (with `extra` flags); returns it and the workloads file's path.
+async fn control_with_routes(
+    dir: &Path,
+    workloads: &str,
+    routes: &str,
+    extra: &[&str],
+) -> (ControlProc, std::path::PathBuf) {
+    let file = dir.join("workloads.yaml");
+    std::fs::write(&file, workloads).unwrap();
+    let path = dir.join("routes.yaml");
+    std::fs::write(&path, routes).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    let mut args = vec!["--routes", path.as_str()];
+    args.extend_from_slice(extra);
+    (ControlProc::spawn(&file, &args).await.unwrap(), file)
+}
+
 /// Runs the `ferry` CLI to completion (bounded) and returns (success, stdout, stderr).
 async fn ferry(args: &[&str]) -> (bool, String, String) {
     let run = tokio::process::Command::new(bin("ferry"))
@@ -384,16 +402,7 @@ async fn unknown_names_fail_fast_and_a_missing_control_plane_is_labelled() {
 #[tokio::test]
 async fn diagnostics_policy_prints_the_routes_the_control_plane_serves() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("workloads.yaml");
-    std::fs::write(
-        &file,
-        "workloads:\n  - name: web\n    instances: [{name: web-0, addr: \"127.0.0.1:17301\"}]\n  - name: canary\n    instances: [{name: canary-0, addr: \"127.0.0.1:17302\"}]\nservices:\n  - {name: web, port: 8080, workloads: [web]}\n  - {name: canary, port: 8080, workloads: [canary]}\n",
-    )
-    .unwrap();
-    let routes = dir.path().join("routes.yaml");
-    std::fs::write(
-        &routes,
-        "\
+    let (cp, _) = control_with_routes(dir.path(), &"workloads:\n  - name: web\n    instances: [{name: web-0, addr: \"127.0.0.1:17301\"}]\n  - name: canary\n    instances: [{name: canary-0, addr: \"127.0.0.1:17302\"}]\nservices:\n  - {name: web, port: 8080, workloads: [web]}\n  - {name: canary, port: 8080, workloads: [canary]}\n", "\
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: web-split}
@@ -411,13 +420,7 @@ apiVersion: policy.ferry.io/v1alpha1
 kind: HTTPFault
 metadata: {name: flaky}
 spec: {abort: {httpStatus: 503, percent: 25}}
-",
-    )
-    .unwrap();
-    let routes = routes.to_str().unwrap().to_string();
-    let cp = ControlProc::spawn(&file, &["--routes", routes.as_str()])
-        .await
-        .unwrap();
+", &[]).await;
     let api_url = format!("http://{}", cp.api);
 
     let (ok, out, err) = ferry(&[
@@ -582,10 +585,9 @@ async fn routes_split_match_fault_time_out_and_retry_within_the_budget() {
             "  - {{name: {name}, port: 8080, workloads: [{name}]}}\n"
         ));
     }
-    std::fs::write(&file, format!("{yaml}{services}")).unwrap();
-    let routes = dir.path().join("routes.yaml");
-    std::fs::write(
-        &routes,
+    let (cp, _) = control_with_routes(
+        dir.path(),
+        &format!("{yaml}{services}"),
         "\
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -646,15 +648,9 @@ metadata:
     balancer.linkerd.io/failure-accrual-consecutive-max-penalty: 2s
     balancer.linkerd.io/failure-accrual-consecutive-jitter-ratio: \"0\"
 ",
+        &["--scrape-interval", "1s"],
     )
-    .unwrap();
-    let routes = routes.to_str().unwrap().to_string();
-    let cp = ControlProc::spawn(
-        &file,
-        &["--routes", routes.as_str(), "--scrape-interval", "1s"],
-    )
-    .await
-    .unwrap();
+    .await;
     let grpc = cp.grpc.to_string();
     let client_proxy = proxy(&[
         "--upstream",
@@ -930,19 +926,13 @@ async fn each_retry_attempt_of_a_traced_request_is_its_own_client_span() {
         .await
     };
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("workloads.yaml");
-    std::fs::write(
-        &file,
-        format!(
+    let (cp, _) = control_with_routes(
+        dir.path(),
+        &format!(
             "workloads:\n  - name: flaky\n    instances: [{{name: flaky-0, addr: \"{}\"}}]\n\
              services:\n  - {{name: flaky, port: 8080, workloads: [flaky]}}\n",
             app.addr
         ),
-    )
-    .unwrap();
-    let routes = dir.path().join("routes.yaml");
-    std::fs::write(
-        &routes,
         "\
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -952,12 +942,9 @@ spec:
   rules:
   - retry: {codes: [503], attempts: 3}
 ",
+        &[],
     )
-    .unwrap();
-    let routes = routes.to_str().unwrap().to_string();
-    let cp = ControlProc::spawn(&file, &["--routes", routes.as_str()])
-        .await
-        .unwrap();
+    .await;
     let collector = Collector::default();
     let (otlp, _serving) = collector.serve().await;
     let client_proxy = proxy(&[
