@@ -402,7 +402,7 @@ async fn unknown_names_fail_fast_and_a_missing_control_plane_is_labelled() {
 #[tokio::test]
 async fn diagnostics_policy_prints_the_routes_the_control_plane_serves() {
     let dir = tempfile::tempdir().unwrap();
-    let (cp, _) = control_with_routes(dir.path(), &"workloads:\n  - name: web\n    instances: [{name: web-0, addr: \"127.0.0.1:17301\"}]\n  - name: canary\n    instances: [{name: canary-0, addr: \"127.0.0.1:17302\"}]\nservices:\n  - {name: web, port: 8080, workloads: [web]}\n  - {name: canary, port: 8080, workloads: [canary]}\n", "\
+    let (cp, _) = control_with_routes(dir.path(), "workloads:\n  - name: web\n    instances: [{name: web-0, addr: \"127.0.0.1:17301\"}]\n  - name: canary\n    instances: [{name: canary-0, addr: \"127.0.0.1:17302\"}]\nservices:\n  - {name: web, port: 8080, workloads: [web]}\n  - {name: canary, port: 8080, workloads: [canary]}\n", "\
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: web-split}
