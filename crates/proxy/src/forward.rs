@@ -292,15 +292,7 @@ impl Conn {
         };
         let mut rsp = match result {
             Ok(rsp) => rsp,
-            // The upstream request failed because the client's body did: blame the client.
-            Err(e) if malformed.load(Ordering::Relaxed) => {
-                let e = ProxyError::new(
-                    ProxyErrorReason::MalformedRequest,
-                    format!("malformed request body; upstream request aborted ({e})"),
-                );
-                return self.fail(&metrics, e, grpc, start);
-            }
-            Err(e) => return self.fail(&metrics, e, grpc, start),
+            Err(e) => return self.fail(&metrics, Self::blame(e, &malformed), grpc, start),
         };
 
         if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -323,8 +315,35 @@ impl Conn {
         } else {
             strip_hop_by_hop(rsp.headers_mut(), false);
         }
+        self.relay(rsp, metrics, grpc, start, body_idle, None)
+    }
+
+    /// The request's failure as the proxy answers it: blamed on the client when its body
+    /// turned out malformed (the upstream request failed because the client's body did).
+    fn blame(e: ProxyError, malformed: &AtomicBool) -> ProxyError {
+        if !malformed.load(Ordering::Relaxed) {
+            return e;
+        }
+        ProxyError::new(
+            ProxyErrorReason::MalformedRequest,
+            format!("malformed request body; upstream request aborted ({e})"),
+        )
+    }
+
+    /// Streams an upstream's response to the client, counting it (on `route` too) when its
+    /// body ends.
+    fn relay(
+        &self,
+        rsp: Response<UpstreamBody>,
+        metrics: Arc<HttpMetrics>,
+        grpc: bool,
+        start: Instant,
+        body_idle: Option<std::time::Duration>,
+        route: Option<Arc<RouteMetrics>>,
+    ) -> Response<ResponseBody> {
         let status = rsp.status().as_u16();
-        let recorder = Recorder::new(metrics, start.elapsed(), status, grpc, rsp.headers());
+        let recorder =
+            Recorder::new(metrics, start.elapsed(), status, grpc, rsp.headers()).route(route);
         rsp.map(|body| ResponseBody::upstream(body, recorder).idle_limit(body_idle))
     }
 
@@ -355,11 +374,7 @@ impl Conn {
             }
             Decision::Redirect(status, location, route) => {
                 let metrics = self.unrouted(authority, "");
-                let rsp = Response::builder()
-                    .status(status)
-                    .header(header::LOCATION, location)
-                    .body(bytes::Bytes::new())
-                    .expect("a valid redirect");
+                let rsp = route::redirect_response(status, &location);
                 let recorder = Recorder::new(
                     metrics,
                     start.elapsed(),
@@ -466,23 +481,15 @@ impl Conn {
         }
         let mut rsp = match result {
             Ok(rsp) => rsp,
-            Err(e) if malformed.load(Ordering::Relaxed) => {
-                let e = ProxyError::new(
-                    ProxyErrorReason::MalformedRequest,
-                    format!("malformed request body; upstream request aborted ({e})"),
-                );
-                return self.fail_on_route(&metrics, e, grpc, start, Some(plan.metrics.clone()));
-            }
             Err(e) => {
-                return self.fail_on_route(&metrics, e, grpc, start, Some(plan.metrics.clone()))
+                let (e, route) = (Self::blame(e, &malformed), Some(plan.metrics.clone()));
+                return self.fail_on_route(&metrics, e, grpc, start, route);
             }
         };
         strip_hop_by_hop(rsp.headers_mut(), false);
         plan.response_headers(rsp.headers_mut());
-        let status = rsp.status().as_u16();
-        let recorder = Recorder::new(metrics, start.elapsed(), status, grpc, rsp.headers())
-            .route(Some(plan.metrics.clone()));
-        rsp.map(|body| ResponseBody::upstream(body, recorder).idle_limit(body_idle))
+        let route = Some(plan.metrics.clone());
+        self.relay(rsp, metrics, grpc, start, body_idle, route)
     }
 
     /// Sends `out` to `upstream`: the request's result and the metrics it counts on.

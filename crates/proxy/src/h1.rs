@@ -174,11 +174,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
             };
             let close = head.close || side.drain.is_cancelled();
             let start = Instant::now();
-            let decision = match self.plan(&head, side, start).await {
-                Ok(decision) => decision,
+            let planned = match self.plan(&head, side, start).await {
+                Ok(planned) => planned,
                 Err(why) => return End::General(why),
             };
-            let keep = self.forward(&head, close, side, start, decision).await;
+            let keep = self.forward(&head, close, side, start, planned).await;
             self.route = None;
             self.trim();
             match keep {
@@ -300,25 +300,31 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
         End::Closed
     }
 
-    /// The route decision for the request at the start of `buf` when its service has
-    /// routes ([`crate::route`]); `Err` hands the connection to the general path, for a
-    /// route that changes headers (which this path does not rewrite).
+    /// Where the request at the start of `buf` goes: its upstream, or the route decision
+    /// when its service has routes ([`crate::route`]) or it cannot be routed; `Err` hands the
+    /// connection to the general path, for a route that changes headers (which this path
+    /// does not rewrite).
     async fn plan(
         &mut self,
         head: &RequestHead,
         side: &Side,
         start: Instant,
-    ) -> Result<Option<Decision>, &'static str> {
+    ) -> Result<Planned, &'static str> {
         self.host.clear();
         let raw_host = std::str::from_utf8(&self.buf[head.host.clone()]).unwrap_or_default();
         self.host.push_str(raw_host);
         self.host.make_ascii_lowercase();
         let svc = self.svc.clone();
-        let Ok((Upstream::Balanced(balancer), _)) = svc.conn().route(Some(&self.host)) else {
-            return Ok(None);
+        let (upstream, metrics) = match svc.conn().route(Some(&self.host)) {
+            Ok(routed) => routed,
+            Err(e) => return Ok(Planned::Decided(Decision::Fail(e, None))),
         };
-        let Some(policy) = balancer.policy().await else {
-            return Ok(None);
+        let policy = match &upstream {
+            Upstream::Balanced(balancer) => balancer.policy().await,
+            Upstream::Addr(_) => None,
+        };
+        let Some(policy) = policy else {
+            return Ok(Planned::Upstream(upstream, metrics));
         };
         let view = head::RawRequest::parse(&self.buf[..head.len]).ok_or("unparsable head")?;
         let decision = route::decide(policy, &view, &self.host, &side.registry, start);
@@ -327,7 +333,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
                 return Err("route changes headers");
             }
         }
-        Ok(Some(decision))
+        Ok(Planned::Decided(decision))
     }
 
     /// Forwards the request at the start of `buf` and relays the answer. `Ok(keep)` says
@@ -338,40 +344,31 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
         close: bool,
         side: &Side,
         start: Instant,
-        decision: Option<Decision>,
+        planned: Planned,
     ) -> Result<bool, ()> {
         side.h1.fast_requests.fetch_add(1, Relaxed);
         self.buf.advance(head.len + body_len(head));
         let svc = self.svc.clone();
         let conn = svc.conn();
-        let mut plan = match decision {
-            None => None,
-            Some(Decision::Send(plan)) => {
+        let (mut plan, upstream, metrics) = match planned {
+            Planned::Upstream(upstream, metrics) => (None, upstream, metrics),
+            Planned::Decided(Decision::Send(plan)) => {
                 self.route = Some(plan.metrics.clone());
-                Some(plan)
+                let upstream = plan.upstream().clone();
+                (Some(plan), upstream, None)
             }
-            Some(Decision::Fail(e, route)) => {
+            Planned::Decided(Decision::Fail(e, route)) => {
                 self.route = route;
                 let metrics = conn.unrouted(Some(&self.host), "");
                 return self.fail(&svc, &metrics, e, start, close).await;
             }
-            Some(Decision::Redirect(status, location, route)) => {
+            Planned::Decided(Decision::Redirect(status, location, route)) => {
                 self.route = Some(route);
                 let metrics = conn.unrouted(Some(&self.host), "");
                 return self
                     .redirect(metrics, status, &location, start, close)
                     .await;
             }
-        };
-        let (upstream, metrics) = match &plan {
-            Some(plan) => (plan.upstream().clone(), None),
-            None => match conn.route(Some(&self.host)) {
-                Ok(route) => route,
-                Err(e) => {
-                    let metrics = conn.unrouted(Some(&self.host), "");
-                    return self.fail(&svc, &metrics, e, start, close).await;
-                }
-            },
         };
         if let Some(plan) = &plan {
             if let Some(to) = plan.mirror() {
@@ -470,30 +467,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
         start: Instant,
         close: bool,
     ) -> Result<bool, ()> {
+        let rsp = route::redirect_response(status, location);
         let recorder = Recorder::new(
             metrics,
             start.elapsed(),
             status.as_u16(),
             false,
-            &HeaderMap::new(),
+            rsp.headers(),
         )
         .route(self.route.take());
-        let out = &mut self.rsp_out;
-        out.clear();
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(status.as_str().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-        out.extend_from_slice(b"\r\nlocation: ");
-        out.extend_from_slice(location.as_bytes());
-        out.extend_from_slice(b"\r\ncontent-length: 0\r\n");
-        if close {
-            out.extend_from_slice(b"connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        write_out(&mut self.io, &self.rsp_out).await?;
-        recorder.end();
-        Ok(true)
+        self.answer(&rsp, recorder, close).await
     }
 
     /// Sends `req_out` to `backend` and reads the response head into `ubuf`, watching the
@@ -699,6 +682,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
     ) -> Result<bool, ()> {
         let (rsp, recorder) = svc.conn().fail_parts(metrics, err, false, start);
         let recorder = recorder.route(self.route.take());
+        self.answer(&rsp, recorder, close).await
+    }
+
+    /// Writes a response the proxy made (an error, a redirect), then records it.
+    async fn answer(
+        &mut self,
+        rsp: &http::Response<bytes::Bytes>,
+        recorder: Recorder,
+        close: bool,
+    ) -> Result<bool, ()> {
         let out = &mut self.rsp_out;
         out.clear();
         let status = rsp.status();
@@ -883,6 +876,14 @@ async fn read_response_head(
 
 /// The client closed its connection while its request was in flight.
 struct HungUp;
+
+/// Where a request goes, decided once before it is forwarded ([`Conn::plan`]).
+enum Planned {
+    /// Straight to this upstream (with an address upstream's metrics).
+    Upstream(Upstream, Option<Arc<HttpMetrics>>),
+    /// As a route decided, or failed when it cannot be routed.
+    Decided(Decision),
+}
 
 /// What limits a try's wait for its response head.
 #[derive(Clone, Copy)]

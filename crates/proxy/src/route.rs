@@ -411,6 +411,16 @@ pub async fn send_copy(
     }
 }
 
+/// A route's redirect, as both HTTP paths answer it.
+pub fn redirect_response(status: StatusCode, location: &str) -> http::Response<bytes::Bytes> {
+    let mut rsp = http::Response::new(bytes::Bytes::new());
+    *rsp.status_mut() = status;
+    if let Ok(value) = http::HeaderValue::from_str(location) {
+        rsp.headers_mut().insert(http::header::LOCATION, value);
+    }
+    rsp
+}
+
 /// The gRPC status in a response head (a trailers-only answer).
 pub fn head_grpc_status(headers: &HeaderMap) -> Option<u16> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
