@@ -9,6 +9,8 @@
 
 use linkerd2_proxy_api::{meta, outbound};
 
+pub mod inbound;
+
 /// The gRPC service.
 pub const SERVICE: &str = "ferry.proxy.outbound.OutboundPolicies";
 /// Its one method: a stream of [`OutboundPolicy`] for a `TrafficSpec`.
