@@ -690,6 +690,48 @@ mod tests {
         (b, tx)
     }
 
+    /// A request waits [`POLICY_WAIT`] for the first policy answer, once per silent name;
+    /// an answer within it ends the wait at once.
+    #[tokio::test(start_paused = true)]
+    async fn requests_wait_for_the_first_policy_answer_once_and_within_a_bound() {
+        use tokio::time::Instant;
+        let policy_balancer = |state| {
+            let (tx, rx) = watch::channel(state);
+            let (_res_tx, res_rx) = watch::channel(set(&["127.0.0.1:1"]));
+            let b = Balancer::new(
+                "echo.default:8080".parse().unwrap(),
+                res_rx,
+                factory(),
+                Some(rx),
+            );
+            (b, tx)
+        };
+
+        let (silent, _tx) = policy_balancer(PolicyState::Pending);
+        let start = Instant::now();
+        assert!(silent.policy().await.is_none());
+        assert_eq!(
+            start.elapsed(),
+            POLICY_WAIT,
+            "the first request waits the bound"
+        );
+        let again = Instant::now();
+        assert!(silent.policy().await.is_none());
+        assert_eq!(again.elapsed(), Duration::ZERO, "later ones do not wait");
+
+        let (answered, tx) = policy_balancer(PolicyState::Pending);
+        let start = Instant::now();
+        let waiting = tokio::spawn(async move { answered.policy().await.is_none() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.send_replace(PolicyState::None);
+        assert!(waiting.await.unwrap());
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(50),
+            "the answer ends the wait"
+        );
+    }
+
     #[tokio::test]
     async fn failed_responses_in_a_row_eject_an_endpoint_for_a_growing_penalty() {
         let (b, _tx) = balancer(set(&["127.0.0.1:1", "127.0.0.1:2"])).await;

@@ -57,7 +57,7 @@ impl Recorder {
             latency,
             status,
             grpc,
-            grpc_status: grpc.then(|| grpc_status(headers)).flatten(),
+            grpc_status: grpc.then(|| crate::http::grpc_status(headers)).flatten(),
             error: None,
             done: false,
             span: None,
@@ -103,7 +103,7 @@ impl Recorder {
 
     fn trailers(&mut self, trailers: &HeaderMap) {
         if self.grpc {
-            if let Some(s) = grpc_status(trailers) {
+            if let Some(s) = crate::http::grpc_status(trailers) {
                 self.grpc_status = Some(s);
             }
         }
@@ -142,10 +142,6 @@ impl Drop for Recorder {
     fn drop(&mut self) {
         self.finish(false);
     }
-}
-
-fn grpc_status(headers: &HeaderMap) -> Option<u16> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
 pin_project_lite::pin_project! {
@@ -323,9 +319,14 @@ pub struct Kept {
 }
 
 impl Kept {
+    /// Whether all of the body went, within the limit: whether [`Kept::replay`] has it.
+    pub fn whole(&self) -> bool {
+        self.complete && !self.over
+    }
+
     /// The body again, when all of it went and it was within the limit.
     pub fn replay(&self) -> Option<Replayed> {
-        (self.complete && !self.over).then(|| Replayed {
+        self.whole().then(|| Replayed {
             chunks: self.chunks.iter().cloned().collect(),
             trailers: self.trailers.clone(),
         })

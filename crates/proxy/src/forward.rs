@@ -28,7 +28,7 @@ use http_body_util::Either;
 use crate::{
     backend::{Backend, ReqBody, UpstreamBody},
     balance::{Balancer, SendFailed},
-    body::{ClientBody, Recorder, Replayed, ResponseBody},
+    body::{ClientBody, Kept, Recorder, Replayed, ResponseBody},
     config::Authority,
     errors::ProxyError,
     http::{is_idempotent, may_resend},
@@ -130,10 +130,11 @@ struct Outgoing {
     req: Request<ReqBody>,
     /// Method, URI, version and headers of a bodiless request, which can be retried on
     /// another endpoint when connecting fails (nothing was sent).
-    retry: Option<http::request::Parts>,
+    /// Shared with a route's kept request (one copy of the head per request).
+    retry: Option<Arc<http::request::Parts>>,
     /// Those of a bodiless idempotent request, which [`may_resend`] allows to send again
     /// when the upstream closed the connection before answering.
-    resend: Option<http::request::Parts>,
+    resend: Option<Arc<http::request::Parts>>,
     /// Set when the client's body turned out malformed: the failure is the client's.
     malformed: Arc<AtomicBool>,
     /// Whether the request's body had all come when it was looked at (once, here: with
@@ -168,7 +169,7 @@ impl Outgoing {
             grpc,
         };
         if retryable && bodiless {
-            out.retry = Some(out.parts());
+            out.retry = Some(Arc::new(out.parts()));
         }
         out
     }
@@ -181,7 +182,7 @@ impl Outgoing {
             parts.uri = req.uri().clone();
             parts.version = req.version();
             parts.headers = req.headers().clone();
-            parts
+            Arc::new(parts)
         };
         let bodiless = req.body().is_end_stream();
         let retry = (retryable && bodiless).then(parts);
@@ -417,7 +418,7 @@ impl Conn {
             .as_ref()
             .map(|_| crate::policy::DEFAULT_MAX_REQUEST_BYTES));
         let kept = keep.map(|limit| {
-            let parts = out.parts();
+            let parts = out.retry.clone().unwrap_or_else(|| Arc::new(out.parts()));
             let Either::Left(body) =
                 std::mem::replace(out.req.body_mut(), Either::Right(Replayed::empty()))
             else {
@@ -447,12 +448,11 @@ impl Conn {
             let answer = result
                 .as_ref()
                 .ok()
-                .map(|r| (r.status().as_u16(), route::head_grpc_status(r.headers())));
-            let replay = kept.as_ref().and_then(|(parts, kept)| {
-                let body = kept.lock().unwrap_or_else(|e| e.into_inner()).replay()?;
-                Some(Request::from_parts(parts.clone(), Either::Right(body)))
-            });
-            match plan.after_try(answer, replay.is_some()) {
+                .map(|r| (r.status().as_u16(), crate::http::grpc_status(r.headers())));
+            let replayable = kept
+                .as_ref()
+                .is_some_and(|(_, kept)| kept.lock().unwrap_or_else(|e| e.into_inner()).whole());
+            match plan.after_try(answer, replayable) {
                 TryOutcome::Done => break (result, metrics),
                 TryOutcome::Retry(backoff) => {
                     tracing::debug!(route = plan.route_name(), ?answer, ?backoff, "retrying");
@@ -463,19 +463,15 @@ impl Conn {
                     );
                     drop(result);
                     tokio::time::sleep(backoff).await;
-                    let mut req = replay.expect("a retry has a request to send");
+                    let mut req = replay(kept.as_ref()).expect("a retry has a whole request");
                     trace::next_attempt(span.as_ref(), &mut req);
                     out = Outgoing::new_whole(req, retryable, grpc);
                 }
             }
         };
-        if let (Some(to), Some((parts, kept))) = (mirror, &kept) {
-            let body = kept.lock().unwrap_or_else(|e| e.into_inner()).replay();
-            match body {
-                Some(body) => {
-                    let copy = Request::from_parts(parts.clone(), Either::Right(body));
-                    route::spawn_mirror(&plan.metrics, route::send_copy(to, copy, grpc));
-                }
+        if let Some(to) = mirror {
+            match replay(kept.as_ref()) {
+                Some(copy) => route::spawn_mirror(&plan.metrics, route::send_copy(to, copy, grpc)),
                 None => RouteMetrics::count(&plan.metrics.mirror_dropped),
             }
         }
@@ -527,7 +523,7 @@ impl Conn {
                 if e.is_closed_before_answer() && may_resend(out.resend.is_some(), true, false) =>
             {
                 tracing::debug!(target = %backend.target_label, error = %e, "upstream closed before answering; sending the idempotent request again");
-                let parts = out.resend.expect("checked by may_resend");
+                let parts = Arc::unwrap_or_clone(out.resend.expect("checked by may_resend"));
                 let req = Request::from_parts(parts, Either::Right(Replayed::empty()));
                 backend.send(req, true, out.grpc).await
             }
@@ -601,9 +597,10 @@ impl Conn {
                 }
                 ControlFlow::Continue(()) => {
                     // Only a retryable request is tried again, so its parts are there.
-                    let Some(parts) = retry.clone() else {
+                    let Some(parts) = &retry else {
                         unreachable!("a request without parts is not retryable")
                     };
+                    let parts = http::request::Parts::clone(parts);
                     req = Request::from_parts(parts, Either::Right(Replayed::empty()));
                     whole = true;
                 }
@@ -747,6 +744,17 @@ impl Conn {
         .proxy_error(err.reason);
         (rsp, recorder)
     }
+}
+
+/// A kept request, whole again: its head and the body as it went, when all of it went within
+/// the limit.
+fn replay(
+    kept: Option<&(Arc<http::request::Parts>, Arc<Mutex<Kept>>)>,
+) -> Option<Request<ReqBody>> {
+    let (parts, kept) = kept?;
+    let body = kept.lock().unwrap_or_else(|e| e.into_inner()).replay()?;
+    let parts = http::request::Parts::clone(parts);
+    Some(Request::from_parts(parts, Either::Right(body)))
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {

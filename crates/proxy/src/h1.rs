@@ -49,6 +49,10 @@ const MAX_READ: usize = 64 * 1024;
 /// so an idle keep-alive connection holds little memory whatever it carried before.
 const MAX_KEPT: usize = 4 * READ_SIZE;
 
+/// A keep-alive connection idle this long gives back all of its buffers (a request after
+/// that starts with a small read): 10,000 idle connections then hold no buffers at all.
+const IDLE_TRIM: Duration = Duration::from_secs(1);
+
 /// How many requests took the fast path, and why connections left it; for `/state`.
 #[derive(Default)]
 pub struct Stats {
@@ -206,6 +210,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
         }
     }
 
+    /// Gives back every buffer of an idle connection.
+    fn release(&mut self) {
+        self.buf = BytesMut::new();
+        self.ubuf = BytesMut::new();
+        self.req_out = Vec::new();
+        self.rsp_out = Vec::new();
+    }
+
     /// Waits for a whole request (head and body) at the start of `buf`, within the header
     /// read timeout, which also bounds how long an idle connection is kept. The rewritten
     /// head and the body are left in `req_out`. A body still arriving when the timeout is
@@ -213,6 +225,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
     /// deadline: the fast path does not fail a slow upload that hyper would carry.
     async fn read_request(&mut self, side: &Side) -> Result<RequestHead, End> {
         let deadline = Instant::now() + side.timeouts.header_read;
+        let trim_at = Instant::now() + IDLE_TRIM;
+        let mut trimmed = false;
         // A head already parsed (and rewritten into `req_out`) whose body is still coming.
         let mut pending: Option<RequestHead> = None;
         loop {
@@ -248,14 +262,26 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
                     Parsed::General(why) => return Err(End::General(why)),
                 }
             }
-            self.buf.reserve(READ_SIZE);
             let idle = self.buf.is_empty();
+            if !trimmed {
+                self.buf.reserve(READ_SIZE);
+            }
+            // One timer: the read deadline, or before it the idle trim.
+            let wake = match idle && !trimmed {
+                true => trim_at.min(deadline),
+                false => deadline,
+            };
             tokio::select! {
                 read = self.io.read_buf(&mut self.buf) => match read {
                     Ok(0) | Err(_) => return Err(End::Closed),
                     Ok(_) => {}
                 },
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = tokio::time::sleep_until(wake) => {
+                    if wake < deadline {
+                        self.release();
+                        trimmed = true;
+                        continue;
+                    }
                     return Err(match pending {
                         Some(_) => End::General("slow request body"),
                         None => End::Closed,

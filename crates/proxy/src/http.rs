@@ -29,6 +29,14 @@ pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 256;
 /// `MAX_CONCURRENT_STREAMS` × this per connection: 8 MiB.
 pub const MAX_SEND_BUF_BYTES: usize = 32 * 1024;
 
+/// `grpc-status`, parsed once.
+pub const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
+/// The gRPC status in a response head (a trailers-only answer) or in trailers.
+pub fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
+    headers.get(GRPC_STATUS)?.to_str().ok()?.parse().ok()
+}
+
 /// Whether a method is idempotent (RFC 9110 §9.2.2): sending its request twice has the
 /// effect of sending it once, so a request the upstream may have seen can be sent again.
 pub fn is_idempotent(method: &[u8]) -> bool {

@@ -358,7 +358,14 @@ pub const MAX_MIRRORS_IN_FLIGHT: usize = 256;
 /// A mirror copy's answer is waited for at most this long.
 pub const MIRROR_TIMEOUT: Duration = Duration::from_secs(10);
 
-static MIRRORS_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Mirror copies in flight, up to a cap.
+pub struct MirrorSlots {
+    in_flight: std::sync::atomic::AtomicUsize,
+    cap: usize,
+}
+
+/// The proxy's one set of mirror slots.
+static MIRRORS: MirrorSlots = MirrorSlots::new(MAX_MIRRORS_IN_FLIGHT);
 
 /// Runs `send` (a mirror copy's exchange, its answer discarded) in the background, within
 /// [`MAX_MIRRORS_IN_FLIGHT`] and [`MIRROR_TIMEOUT`]: the primary request never waits for it.
@@ -366,19 +373,38 @@ pub fn spawn_mirror(
     metrics: &Arc<RouteMetrics>,
     send: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
-    if MIRRORS_IN_FLIGHT.fetch_add(1, Relaxed) >= MAX_MIRRORS_IN_FLIGHT {
-        MIRRORS_IN_FLIGHT.fetch_sub(1, Relaxed);
-        RouteMetrics::count(&metrics.mirror_dropped);
-        return;
-    }
-    RouteMetrics::count(&metrics.mirrors);
-    tokio::spawn(async move {
-        if tokio::time::timeout(MIRROR_TIMEOUT, send).await.is_err() {
-            tracing::debug!("mirror copy unanswered; abandoned");
+    MIRRORS.spawn(metrics, send);
+}
+
+impl MirrorSlots {
+    /// Slots for `cap` copies.
+    pub const fn new(cap: usize) -> Self {
+        Self {
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            cap,
         }
-        MIRRORS_IN_FLIGHT.fetch_sub(1, Relaxed);
-    });
+    }
+
+    /// See [`spawn_mirror`]: a copy past the cap is dropped and counted.
+    pub fn spawn(
+        &'static self,
+        metrics: &Arc<RouteMetrics>,
+        send: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.in_flight.fetch_add(1, Relaxed) >= self.cap {
+            self.in_flight.fetch_sub(1, Relaxed);
+            RouteMetrics::count(&metrics.mirror_dropped);
+            return;
+        }
+        RouteMetrics::count(&metrics.mirrors);
+        tokio::spawn(async move {
+            if tokio::time::timeout(MIRROR_TIMEOUT, send).await.is_err() {
+                tracing::debug!("mirror copy unanswered; abandoned");
+            }
+            self.in_flight.fetch_sub(1, Relaxed);
+        });
+    }
 }
 
 /// Where a mirror copy goes: the address, or an endpoint of the balanced service.
@@ -421,7 +447,41 @@ pub fn redirect_response(status: StatusCode, location: &str) -> http::Response<b
     rsp
 }
 
-/// The gRPC status in a response head (a trailers-only answer).
-pub fn head_grpc_status(headers: &HeaderMap) -> Option<u16> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use super::*;
+
+    /// Copies past the cap are dropped and counted; a copy that never answers frees its slot
+    /// after [`MIRROR_TIMEOUT`], and only then.
+    #[tokio::test(start_paused = true)]
+    async fn mirror_copies_are_capped_and_abandoned_after_their_timeout() {
+        static SLOTS: MirrorSlots = MirrorSlots::new(MAX_MIRRORS_IN_FLIGHT);
+        let metrics = Arc::new(RouteMetrics::default());
+        for _ in 0..MAX_MIRRORS_IN_FLIGHT + 3 {
+            SLOTS.spawn(&metrics, std::future::pending());
+        }
+        assert_eq!(metrics.mirrors.load(Relaxed), MAX_MIRRORS_IN_FLIGHT as u64);
+        assert_eq!(metrics.mirror_dropped.load(Relaxed), 3);
+
+        tokio::time::sleep(MIRROR_TIMEOUT - Duration::from_millis(1)).await;
+        SLOTS.spawn(&metrics, std::future::pending());
+        assert_eq!(
+            metrics.mirror_dropped.load(Relaxed),
+            4,
+            "slots held until the timeout"
+        );
+
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(SLOTS.in_flight.load(Relaxed), 0, "every copy abandoned");
+        SLOTS.spawn(&metrics, async {});
+        assert_eq!(
+            metrics.mirrors.load(Relaxed),
+            MAX_MIRRORS_IN_FLIGHT as u64 + 1
+        );
+    }
 }

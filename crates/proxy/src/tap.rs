@@ -754,7 +754,7 @@ fn reset(code: u32) -> pb::Eos {
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<u32> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+    crate::http::grpc_status(headers).map(u32::from)
 }
 
 fn duration(d: Duration) -> prost_types::Duration {

@@ -11,7 +11,7 @@ use ferry_testkit::{
     wait_until,
 };
 use http::{Response, StatusCode};
-use linkerd2_proxy_api::{destination as dst, net::TcpAddress};
+use linkerd2_proxy_api::{destination as dst, http_route as hr, meta, net::TcpAddress, outbound};
 use tokio::sync::{mpsc, Mutex};
 use tokio_stream::{wrappers::ReceiverStream, Stream};
 use tonic::Status;
@@ -52,6 +52,16 @@ pub async fn scripted_destination() -> (
     SocketAddr,
     mpsc::Receiver<(String, mpsc::Sender<Result<dst::Update, Status>>)>,
 ) {
+    scripted_control_plane(None).await
+}
+
+/// [`scripted_destination`], serving Linkerd's `OutboundPolicies` too when given.
+async fn scripted_control_plane(
+    policies: Option<LinkerdPolicies>,
+) -> (
+    SocketAddr,
+    mpsc::Receiver<(String, mpsc::Sender<Result<dst::Update, Status>>)>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (streams, rx) = mpsc::channel(4);
@@ -60,9 +70,46 @@ pub async fn scripted_destination() -> (
             .add_service(dst::destination_server::DestinationServer::new(Scripted {
                 streams,
             }))
+            .add_optional_service(
+                policies.map(outbound::outbound_policies_server::OutboundPoliciesServer::new),
+            )
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     (addr, rx)
+}
+
+type Policies = Pin<Box<dyn Stream<Item = Result<outbound::OutboundPolicy, Status>> + Send>>;
+
+/// Linkerd's `OutboundPolicies` alone, as a Linkerd control plane serves it (no Ferry
+/// extension): every `Watch` gets `policy`, then stays open.
+struct LinkerdPolicies {
+    policy: outbound::OutboundPolicy,
+    watched: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl outbound::outbound_policies_server::OutboundPolicies for LinkerdPolicies {
+    type WatchStream = Policies;
+
+    async fn get(
+        &self,
+        _: tonic::Request<outbound::TrafficSpec>,
+    ) -> Result<tonic::Response<outbound::OutboundPolicy>, Status> {
+        Ok(tonic::Response::new(self.policy.clone()))
+    }
+
+    async fn watch(
+        &self,
+        _: tonic::Request<outbound::TrafficSpec>,
+    ) -> Result<tonic::Response<Policies>, Status> {
+        use tokio_stream::StreamExt as _;
+        self.watched
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let first = tokio_stream::once(Ok(self.policy.clone()));
+        Ok(tonic::Response::new(Box::pin(
+            first.chain(tokio_stream::pending()),
+        )))
+    }
 }
 
 fn add(addrs: &[SocketAddr]) -> Result<dst::Update, Status> {
@@ -309,4 +356,210 @@ async fn idle_names_release_their_streams() {
         rsp.await.unwrap().unwrap().headers["l5d-proxy-error"],
         "no-route"
     );
+}
+
+/// Against a control plane that serves only Linkerd's `OutboundPolicies` (Ferry's `Watch`
+/// answers `Unimplemented`), the proxy takes its routes from Linkerd's `Watch`: here a
+/// route whose fault filter fails every request with 418.
+#[tokio::test]
+async fn routes_come_from_linkerds_watch_when_the_control_plane_has_no_ferry_extension() {
+    let fault = outbound::http_route::Filter {
+        kind: Some(outbound::http_route::filter::Kind::FailureInjector(
+            hr::HttpFailureInjector {
+                status: 418,
+                message: "from Linkerd's Watch".into(),
+                ratio: None,
+            },
+        )),
+    };
+    let watched = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let policies = LinkerdPolicies {
+        policy: linkerd_policy(outbound::http_route::Rule {
+            filters: vec![fault],
+            ..Default::default()
+        }),
+        watched: watched.clone(),
+    };
+    let (destination, _streams) = scripted_control_plane(Some(policies)).await;
+    let mut config = Config::for_tests("127.0.0.1:9".parse().unwrap());
+    config.destination_addr = Some(destination.into());
+    config.upstreams = vec!["127.0.0.1:0=echo.default:8080".parse().unwrap()];
+    let proxy = Proxy::start(config).await;
+
+    let rsp = client::get(&proxy.upstream_url("/")).await.unwrap();
+    assert_eq!(rsp.status, StatusCode::IM_A_TEAPOT);
+    assert_eq!(rsp.headers["ferry-proxy-error"], "fault-injected");
+    assert_eq!(watched.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+/// Linkerd's policy message with one HTTP/1 route of one rule.
+fn linkerd_policy(rule: outbound::http_route::Rule) -> outbound::OutboundPolicy {
+    let route = outbound::HttpRoute {
+        metadata: Some(meta::Metadata {
+            kind: Some(meta::metadata::Kind::Resource(meta::Resource {
+                group: "gateway.networking.k8s.io".into(),
+                kind: "HTTPRoute".into(),
+                name: "the-route".into(),
+                namespace: "default".into(),
+                ..Default::default()
+            })),
+        }),
+        hosts: Vec::new(),
+        rules: vec![rule],
+    };
+    let http = |routes: Vec<outbound::HttpRoute>| outbound::proxy_protocol::Detect {
+        timeout: Some(prost_types::Duration {
+            seconds: 10,
+            nanos: 0,
+        }),
+        opaque: None,
+        http1: Some(outbound::proxy_protocol::Http1 {
+            routes: routes.clone(),
+            failure_accrual: None,
+        }),
+        http2: Some(outbound::proxy_protocol::Http2 {
+            routes,
+            failure_accrual: None,
+        }),
+    };
+    outbound::OutboundPolicy {
+        protocol: Some(outbound::ProxyProtocol {
+            kind: Some(outbound::proxy_protocol::Kind::Detect(http(vec![route]))),
+        }),
+        metadata: None,
+    }
+}
+
+/// A request whose body had not all gone upstream when the failed answer came is not
+/// retried (there is nothing whole to send again); a whole one is, with its body intact.
+#[tokio::test]
+async fn a_request_is_retried_only_when_its_whole_body_went() {
+    use http_body::Frame;
+    use http_body_util::BodyExt as _;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    // Answers 500 at once, the body unread; `x-flaky` requests are read, answered 500 the
+    // first time, then with their body.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = TestServer::http({
+        let calls = calls.clone();
+        move |req: http::Request<hyper::body::Incoming>| {
+            let n = calls.fetch_add(1, Relaxed);
+            async move {
+                if req.headers().contains_key("x-flaky") {
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    if n > 0 {
+                        return Response::new(full(body));
+                    }
+                }
+                Response::builder()
+                    .status(StatusCode::INTERNAL_SERVER_ERROR)
+                    .body(full("failed"))
+                    .unwrap()
+            }
+        }
+    })
+    .await;
+    let backend = outbound::Backend {
+        metadata: None,
+        queue: Some(outbound::Queue {
+            capacity: 100,
+            failfast_timeout: Some(prost_types::Duration {
+                seconds: 3,
+                nanos: 0,
+            }),
+        }),
+        kind: Some(outbound::backend::Kind::Balancer(
+            outbound::backend::BalanceP2c {
+                discovery: Some(outbound::backend::EndpointDiscovery {
+                    kind: Some(outbound::backend::endpoint_discovery::Kind::Dst(
+                        outbound::backend::endpoint_discovery::DestinationGet {
+                            path: "echo.default:8080".into(),
+                        },
+                    )),
+                }),
+                load: None,
+            },
+        )),
+    };
+    let retry = outbound::http_route::Retry {
+        max_retries: 3,
+        max_request_bytes: 64 * 1024,
+        conditions: Some(outbound::http_route::retry::Conditions {
+            status_ranges: vec![outbound::http_route::retry::conditions::StatusRange {
+                start: 500,
+                end: 599,
+            }],
+        }),
+        timeout: None,
+        backoff: None,
+    };
+    let rule = outbound::http_route::Rule {
+        backends: Some(outbound::http_route::Distribution {
+            kind: Some(outbound::http_route::distribution::Kind::FirstAvailable(
+                outbound::http_route::distribution::FirstAvailable {
+                    backends: vec![outbound::http_route::RouteBackend {
+                        backend: Some(backend),
+                        ..Default::default()
+                    }],
+                },
+            )),
+        }),
+        retry: Some(retry),
+        ..Default::default()
+    };
+    let policies = LinkerdPolicies {
+        policy: linkerd_policy(rule),
+        watched: Arc::default(),
+    };
+    let (destination, mut streams) = scripted_control_plane(Some(policies)).await;
+    let mut config = Config::for_tests("127.0.0.1:9".parse().unwrap());
+    config.destination_addr = Some(destination.into());
+    config.upstreams = vec!["127.0.0.1:0=echo.default:8080".parse().unwrap()];
+    let proxy = Proxy::start(config).await;
+    let url = proxy.upstream_url("/upload");
+    let endpoints = tokio::spawn(async move {
+        let (_, updates) = streams.recv().await.unwrap();
+        updates.send(add(&[app.addr])).await.unwrap();
+        (updates, app)
+    });
+
+    // A whole body: retried, and the second try reads it intact.
+    let req = http::Request::post(&url)
+        .version(http::Version::HTTP_2)
+        .header("x-flaky", "1")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"all of it",
+        )))
+        .unwrap();
+    let rsp = tokio::time::timeout(Duration::from_secs(10), client::h2c().request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rsp.status(), StatusCode::OK);
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"all of it");
+    assert_eq!(calls.swap(0, Relaxed), 2);
+
+    // A body still coming when the 500 arrives: answered as is, sent once.
+    let (tx, rx) = mpsc::channel::<Result<Frame<bytes::Bytes>, std::convert::Infallible>>(4);
+    tx.send(Ok(Frame::data(bytes::Bytes::from_static(b"first part;"))))
+        .await
+        .unwrap();
+    let body = http_body_util::StreamBody::new(ReceiverStream::new(rx));
+    let req = http::Request::post(&url)
+        .version(http::Version::HTTP_2)
+        .body(body)
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let rsp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rsp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    drop(tx);
+    assert_eq!(calls.load(Relaxed), 1, "not retried");
+    drop(endpoints);
 }
