@@ -38,6 +38,9 @@ def main():
     ap.add_argument("--connections", type=int, default=10_000)
     ap.add_argument("--path", default="/64k")
     ap.add_argument("--proxy", default=str(R.RELEASE / "ferry-proxy"))
+    ap.add_argument("--settle", type=float, default=3.0,
+                    help="seconds the connections stay idle before RSS is read again "
+                         "(the proxy gives back an idle connection's buffers after 1 s)")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = args.connections + 100
@@ -54,13 +57,17 @@ def main():
     socks = []
     for i in range(args.connections):
         socks.append(fetch(port, args.path))
-    time.sleep(1)
+    at_once = R.status_kb([proxy.pid], "VmRSS")
+    time.sleep(args.settle)
     after = R.status_kb([proxy.pid], "VmRSS")
     peak = R.status_kb([proxy.pid], "VmHWM")
     per = (after - before) * 1024 / args.connections
+    per_at_once = (at_once - before) * 1024 / args.connections
     print(f"{args.connections} idle keep-alive connections, each after one {args.path}: "
-          f"VmRSS {before} KB -> {after} KB (peak {peak} KB): {per:,.0f} bytes per connection "
-          f"(client side only; the upstream pool keeps at most 512)")
+          f"VmRSS {before} KB -> {at_once} KB right after the last ({per_at_once:,.0f} bytes "
+          f"per connection) -> {after} KB after {args.settle:g} s idle (peak {peak} KB): "
+          f"{per:,.0f} bytes per connection (client side only; the upstream pool keeps at "
+          f"most 512)")
     for s in socks:
         s.close()
     R.stop([proxy, origin])

@@ -98,6 +98,11 @@ pub const CONTROL_INJECTOR_TLS_KEY_FILE: &str = "FERRY_CONTROL_INJECTOR_TLS_KEY_
 pub const CONTROL_PROXY_IMAGE: &str = "FERRY_CONTROL_PROXY_IMAGE";
 /// `--proxy-version`: the proxy image tag and `ferry.io/proxy-version` the injector writes.
 pub const CONTROL_PROXY_VERSION: &str = "FERRY_CONTROL_PROXY_VERSION";
+/// `--proxy-trace-collector`: where injected proxies export spans (default: the control
+/// plane's own receiver; empty: no tracing).
+pub const CONTROL_PROXY_TRACE_COLLECTOR: &str = "FERRY_CONTROL_PROXY_TRACE_COLLECTOR";
+/// `--proxy-trace-sampling`: the rate injected proxies trace requests without a context at.
+pub const CONTROL_PROXY_TRACE_SAMPLING: &str = "FERRY_CONTROL_PROXY_TRACE_SAMPLING";
 /// `--discovery`: `kubernetes` or `file`.
 pub const CONTROL_DISCOVERY: &str = "FERRY_CONTROL_DISCOVERY";
 /// `--tap-max-concurrent`: most taps the control plane relays at once.

@@ -15,6 +15,13 @@ pub const ANNOTATION_SKIP_OUTBOUND_PORTS: &str = "config.ferry.io/skip-outbound-
 /// Annotation (pod template): CIDRs the init step must not redirect (`10.0.0.0/8,...`).
 pub const ANNOTATION_SKIP_SUBNETS: &str = "config.ferry.io/skip-subnets";
 
+/// Annotation (pod template): the OTLP/gRPC collector the proxy exports spans to (`host:port`);
+/// empty turns the proxy's tracing off. Default: the control plane's own receiver.
+pub const ANNOTATION_TRACE_COLLECTOR: &str = "config.ferry.io/trace-collector";
+/// Annotation (pod template): the rate (0.0–1.0) at which the proxy traces requests that
+/// arrive without a trace context.
+pub const ANNOTATION_TRACE_SAMPLING: &str = "config.ferry.io/trace-sampling";
+
 /// Label on meshed pods: the namespace of the control plane that serves them.
 pub const LABEL_CONTROL_PLANE_NS: &str = "ferry.io/control-plane-ns";
 /// Label on the control plane's own objects: which component (`control`, ...).

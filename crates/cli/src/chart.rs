@@ -29,6 +29,7 @@ pub const VALUES: &[(&str, &str)] = &[
     ("registry", images::DEFAULT_REGISTRY),
     ("version", VERSION),
     ("trustDomain", "cluster.local"),
+    ("proxyTraceSampling", "0"),
     ("identity.trustAnchorsPEM", ""),
     ("identity.issuer.crtPEM", ""),
     ("identity.issuer.keyPEM", ""),
@@ -54,6 +55,7 @@ fn placeholder_config(ha: bool) -> InstallConfig {
         version: placeholder("version"),
         trust_domain: placeholder("trustDomain"),
         ha,
+        proxy_trace_sampling: placeholder("proxyTraceSampling"),
         identity: IdentityMaterial {
             trust_anchors_pem: placeholder("identity.trustAnchorsPEM"),
             issuer_cert_pem: placeholder("identity.issuer.crtPEM"),

@@ -56,6 +56,15 @@ pub struct InjectArgs {
     /// CIDRs whose traffic is not redirected (comma-separated), for every pod.
     #[arg(long, value_delimiter = ',')]
     pub skip_subnets: Vec<String>,
+    /// OTLP/gRPC collector the proxies export spans to (default: the control plane's own
+    /// receiver, `ferry-control.<namespace>.svc.<cluster domain>:4317`; empty: no tracing).
+    /// A pod's `config.ferry.io/trace-collector` annotation overrides it.
+    #[arg(long)]
+    pub trace_collector: Option<String>,
+    /// The rate (0.0–1.0) at which the proxies trace requests that arrive without a trace
+    /// context. A pod's `config.ferry.io/trace-sampling` annotation overrides it.
+    #[arg(long, default_value = "0", value_parser = ferry_inject::sidecar::sampling_rate)]
+    pub trace_sampling: String,
     /// PEM file of the identity trust anchors, handed to every proxy.
     #[arg(long)]
     pub identity_trust_anchors_file: Option<std::path::PathBuf>,
@@ -105,6 +114,8 @@ impl InjectArgs {
             skip_outbound_ports: self.skip_outbound_ports.clone(),
             skip_subnets: self.skip_subnets.clone(),
             trust_anchors_pem,
+            trace_collector: self.trace_collector.clone(),
+            trace_sampling: self.trace_sampling.clone(),
         })
     }
 }

@@ -57,6 +57,10 @@ pub struct InstallArgs {
     /// Replicated control plane: 3 replicas, anti-affinity and PodDisruptionBudgets.
     #[arg(long)]
     pub ha: bool,
+    /// The rate (0.0–1.0) at which injected proxies trace requests that arrive without a
+    /// trace context (their spans go to the control plane's receiver).
+    #[arg(long, default_value = "0", value_parser = ferry_inject::sidecar::sampling_rate)]
+    pub proxy_trace_sampling: String,
     /// PEM trust anchors; with the two issuer flags, replaces the generated identity CA.
     #[arg(long, requires_all = ["identity_issuer_certificate_file", "identity_issuer_key_file"])]
     pub identity_trust_anchors_file: Option<PathBuf>,
@@ -83,6 +87,8 @@ pub struct InstallConfig {
     pub trust_domain: String,
     /// Replicated control plane.
     pub ha: bool,
+    /// The injected proxies' trace sampling rate.
+    pub proxy_trace_sampling: String,
     /// Identity CA material.
     pub identity: IdentityMaterial,
     /// The injector webhook's serving chain.
@@ -118,6 +124,7 @@ impl InstallConfig {
             version: args.version.clone(),
             trust_domain: args.trust_domain.clone(),
             ha: args.ha,
+            proxy_trace_sampling: args.proxy_trace_sampling.clone(),
             identity,
             webhook,
         })
@@ -246,6 +253,7 @@ fn settings(cfg: &InstallConfig) -> ConfigMap {
             names::IDENTITY_TOKEN_AUDIENCE.to_string(),
         ),
         ("ha", cfg.ha.to_string()),
+        ("proxyTraceSampling", cfg.proxy_trace_sampling.clone()),
     ];
     ConfigMap {
         metadata: cfg.meta(names::CONFIGMAP_CONFIG),

@@ -174,6 +174,7 @@ fn installed(now: time::OffsetDateTime) -> HashMap<(String, String), Value> {
         version: "v".into(),
         trust_domain: "cluster.local".into(),
         ha: false,
+        proxy_trace_sampling: "0".into(),
         identity: ferry::identity::generate("ferry", "cluster.local", now).unwrap(),
         webhook: ferry::identity::generate_webhook(
             vec!["ferry-proxy-injector.ferry.svc".into()],

@@ -419,6 +419,7 @@ fn rendering_is_deterministic_for_a_given_config() {
         version: "v".into(),
         trust_domain: "cluster.local".into(),
         ha: true,
+        proxy_trace_sampling: "0".into(),
         identity_trust_anchors_file: None,
         identity_issuer_certificate_file: None,
         identity_issuer_key_file: None,

@@ -159,6 +159,15 @@ pub struct Args {
     /// Proxy version the injector adds: the image tag and `ferry.io/proxy-version`.
     #[arg(long, env = env::CONTROL_PROXY_VERSION, default_value = ferry_inject::VERSION)]
     pub proxy_version: String,
+    /// OTLP/gRPC collector injected proxies export spans to (default: this control plane's
+    /// receiver, `ferry-control.<namespace>.svc.<cluster domain>:4317`; empty: no
+    /// tracing). A pod's `config.ferry.io/trace-collector` annotation overrides it.
+    #[arg(long, env = env::CONTROL_PROXY_TRACE_COLLECTOR)]
+    pub proxy_trace_collector: Option<String>,
+    /// The rate (0.0–1.0) at which injected proxies trace requests without a trace context.
+    /// A pod's `config.ferry.io/trace-sampling` annotation overrides it.
+    #[arg(long, env = env::CONTROL_PROXY_TRACE_SAMPLING, default_value = "0", value_parser = ferry_inject::sidecar::sampling_rate)]
+    pub proxy_trace_sampling: String,
     /// The control plane's own namespace, where injected proxies find it; also names its
     /// own identity, `ferry-control.<namespace>.serviceaccount.identity.ferry.<td>`.
     #[arg(long, env = env::CONTROL_NAMESPACE, default_value = ferry_api::k8s::CONTROL_NAMESPACE)]
@@ -535,6 +544,8 @@ fn injector(
         image: args.proxy_image.clone(),
         version: args.proxy_version.clone(),
         control_namespace: args.namespace.clone(),
+        trace_collector: args.proxy_trace_collector.clone(),
+        trace_sampling: args.proxy_trace_sampling.clone(),
         // Everything else as `ferry inject`'s defaults; the trust anchors are the CA's,
         // filled in per review, and a workloads file's trust domain when it loads.
         ..ferry_inject::ProxyConfig::default()

@@ -8,7 +8,7 @@ use std::fmt;
 use ferry_api::k8s as names;
 use serde::Serialize;
 
-use crate::sidecar::{PodOverrides, ProxyConfig, VOLUME_INIT_RUN};
+use crate::sidecar::{sampling_rate, PodOverrides, ProxyConfig, VOLUME_INIT_RUN};
 use crate::tree::Tree;
 
 /// Why a resource was left as it was.
@@ -52,6 +52,16 @@ pub enum PodError {
         /// The serializer's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An annotation's value the proxy could not run with.
+    #[error("annotation {key}: {value:?} is not {expected}")]
+    Annotation {
+        /// The annotation.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
     },
     /// A field that must be a mapping or list holds something else.
     #[error("field {field} has an unexpected type")]
@@ -140,7 +150,7 @@ pub fn add_proxy<T: Tree>(
     let meta = pod
         .child_mapping("metadata")
         .ok_or_else(|| shape("metadata"))?;
-    let overrides = overrides(meta);
+    let overrides = overrides(meta)?;
     let annotations = meta
         .child_mapping("annotations")
         .ok_or_else(|| shape("metadata.annotations"))?;
@@ -155,7 +165,7 @@ pub fn add_proxy<T: Tree>(
     );
 
     let init: T = serialize("init container", &cfg.init_container(&overrides))?;
-    let proxy: T = serialize("proxy container", &cfg.proxy_container())?;
+    let proxy: T = serialize("proxy container", &cfg.proxy_container(&overrides))?;
     let volumes = cfg
         .volumes()
         .iter()
@@ -185,7 +195,7 @@ pub fn add_proxy<T: Tree>(
 }
 
 /// The pod's own additions to the skip lists, from its annotations.
-fn overrides<T: Tree>(meta: &T) -> PodOverrides {
+fn overrides<T: Tree>(meta: &T) -> Result<PodOverrides, PodError> {
     let list = |key: &str| -> Vec<String> {
         meta.get("annotations")
             .and_then(|a| a.get(key))
@@ -199,11 +209,30 @@ fn overrides<T: Tree>(meta: &T) -> PodOverrides {
             })
             .unwrap_or_default()
     };
-    PodOverrides {
+    let text = |key: &str| {
+        meta.get("annotations")
+            .and_then(|a| a.get(key))
+            .and_then(T::as_str)
+            .map(str::to_string)
+    };
+    let trace_sampling = text(names::ANNOTATION_TRACE_SAMPLING);
+    if let Some(value) = trace_sampling
+        .as_ref()
+        .filter(|s| sampling_rate(s).is_err())
+    {
+        return Err(PodError::Annotation {
+            key: names::ANNOTATION_TRACE_SAMPLING,
+            value: value.clone(),
+            expected: "a sampling rate from 0.0 to 1.0",
+        });
+    }
+    Ok(PodOverrides {
         skip_inbound_ports: list(names::ANNOTATION_SKIP_INBOUND_PORTS),
         skip_outbound_ports: list(names::ANNOTATION_SKIP_OUTBOUND_PORTS),
         skip_subnets: list(names::ANNOTATION_SKIP_SUBNETS),
-    }
+        trace_collector: text(names::ANNOTATION_TRACE_COLLECTOR),
+        trace_sampling,
+    })
 }
 
 /// Removes everything [`add_proxy`] adds; returns whether there was anything to remove.
@@ -268,6 +297,7 @@ fn prune<T: Tree>(pod: &mut T) {
 
 #[cfg(test)]
 mod tests {
+    use ferry_api::env;
     use serde_json::{json, Value};
 
     use super::*;
@@ -305,6 +335,78 @@ mod tests {
         assert!(remove_proxy(&mut removed));
         assert_eq!(removed, pod());
         assert!(!remove_proxy(&mut removed));
+    }
+
+    /// The proxy's trace env: the control plane's receiver at the injector's rate by
+    /// default, the pod's annotations over that, none for an empty collector, and an
+    /// error naming the annotation for a rate the proxy could not run with.
+    #[test]
+    fn tracing_goes_to_the_control_plane_unless_the_pod_says_otherwise() {
+        let trace_env = |pod: &Value| -> Vec<(String, String)> {
+            pod["spec"]["initContainers"][1]["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["name"].as_str().unwrap().starts_with("FERRY_PROXY_TRACE"))
+                .map(|e| {
+                    let s = |k: &str| e[k].as_str().unwrap().to_string();
+                    (s("name"), s("value"))
+                })
+                .collect()
+        };
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let cfg = ProxyConfig {
+            trace_sampling: "0.01".into(),
+            ..ProxyConfig::default()
+        };
+        let mut plain = pod();
+        inject(&mut plain, &cfg, "test").unwrap();
+        assert_eq!(
+            trace_env(&plain),
+            [
+                pair(
+                    env::PROXY_TRACE_COLLECTOR,
+                    "ferry-control.ferry.svc.cluster.local:4317"
+                ),
+                pair(env::PROXY_TRACE_SAMPLING, "0.01"),
+            ]
+        );
+
+        let annotated = |annotations: Value| {
+            let mut p = pod();
+            p["metadata"]["annotations"] = annotations;
+            p
+        };
+        let mut own = annotated(json!({
+            names::ANNOTATION_TRACE_COLLECTOR: "otel.observability:4317",
+            names::ANNOTATION_TRACE_SAMPLING: "1",
+        }));
+        inject(&mut own, &cfg, "test").unwrap();
+        assert_eq!(
+            trace_env(&own),
+            [
+                pair(env::PROXY_TRACE_COLLECTOR, "otel.observability:4317"),
+                pair(env::PROXY_TRACE_SAMPLING, "1"),
+            ]
+        );
+
+        let mut off = annotated(json!({names::ANNOTATION_TRACE_COLLECTOR: ""}));
+        inject(&mut off, &cfg, "test").unwrap();
+        assert!(trace_env(&off).is_empty());
+        let mut off_everywhere = pod();
+        let no_tracing = ProxyConfig {
+            trace_collector: Some(String::new()),
+            ..cfg.clone()
+        };
+        inject(&mut off_everywhere, &no_tracing, "test").unwrap();
+        assert!(trace_env(&off_everywhere).is_empty());
+
+        let mut bad = annotated(json!({names::ANNOTATION_TRACE_SAMPLING: "10%"}));
+        let err = inject(&mut bad, &cfg, "test").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "annotation config.ferry.io/trace-sampling: \"10%\" is not a sampling rate from 0.0 to 1.0"
+        );
     }
 
     #[test]

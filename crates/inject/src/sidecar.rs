@@ -50,6 +50,11 @@ pub struct ProxyConfig {
     pub skip_subnets: Vec<String>,
     /// PEM trust anchors handed to the proxy, when known at inject time.
     pub trust_anchors_pem: Option<String>,
+    /// The OTLP/gRPC collector proxies export spans to: `None` is the control plane's own
+    /// receiver, `Some("")` no tracing.
+    pub trace_collector: Option<String>,
+    /// The rate at which proxies trace requests without a context (checked: 0.0–1.0).
+    pub trace_sampling: String,
 }
 
 impl Default for ProxyConfig {
@@ -66,6 +71,8 @@ impl Default for ProxyConfig {
             skip_outbound_ports: Vec::new(),
             skip_subnets: Vec::new(),
             trust_anchors_pem: None,
+            trace_collector: None,
+            trace_sampling: "0".to_string(),
         }
     }
 }
@@ -79,6 +86,19 @@ pub struct PodOverrides {
     pub skip_outbound_ports: Vec<String>,
     /// From `config.ferry.io/skip-subnets`.
     pub skip_subnets: Vec<String>,
+    /// From `config.ferry.io/trace-collector`.
+    pub trace_collector: Option<String>,
+    /// From `config.ferry.io/trace-sampling` (checked: 0.0–1.0).
+    pub trace_sampling: Option<String>,
+}
+
+/// A sampling rate, 0.0–1.0, as the proxy's `--trace-sampling` reads it (trimmed); the
+/// error says what is wrong (a flag's value parser).
+pub fn sampling_rate(s: &str) -> Result<String, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(s.trim().to_string()),
+        _ => Err(format!("{s:?} is not a sampling rate from 0.0 to 1.0")),
+    }
 }
 
 impl ProxyConfig {
@@ -94,6 +114,17 @@ impl ProxyConfig {
             self.control_namespace,
             self.cluster_domain,
             ports::CONTROL_GRPC
+        )
+    }
+
+    /// The control plane's OTLP/gRPC trace receiver as proxies dial it.
+    pub fn control_otlp_addr(&self) -> String {
+        format!(
+            "{}.{}.svc.{}:{}",
+            names::CONTROL_NAME,
+            self.control_namespace,
+            self.cluster_domain,
+            ports::CONTROL_OTLP
         )
     }
 
@@ -166,7 +197,7 @@ impl ProxyConfig {
     }
 
     /// The `ferry-proxy` container.
-    pub fn proxy_container(&self) -> Container {
+    pub fn proxy_container(&self, pod: &PodOverrides) -> Container {
         let mut env = vec![
             value(
                 env::PROXY_INBOUND_LISTEN,
@@ -201,6 +232,24 @@ impl ProxyConfig {
             ferry_api::identity::control_plane_name(&self.control_namespace, &self.trust_domain);
         env.push(value(env::PROXY_CONTROL_PLANE_IDENTITY, control_id.clone()));
         env.push(value(env::PROXY_TAP_AUTHORIZED_IDENTITY, control_id));
+        // Tracing: the pod's annotations over the injector's settings; an empty collector
+        // is none.
+        let collector = pod
+            .trace_collector
+            .clone()
+            .or_else(|| self.trace_collector.clone())
+            .unwrap_or_else(|| self.control_otlp_addr());
+        if !collector.trim().is_empty() {
+            let sampling = pod.trace_sampling.as_ref().unwrap_or(&self.trace_sampling);
+            env.push(value(
+                env::PROXY_TRACE_COLLECTOR,
+                collector.trim().to_string(),
+            ));
+            env.push(value(
+                env::PROXY_TRACE_SAMPLING,
+                sampling.trim().to_string(),
+            ));
+        }
         if let Some(pem) = &self.trust_anchors_pem {
             env.push(value(env::PROXY_IDENTITY_TRUST_ANCHORS, pem.clone()));
             // With identity the tap server is mTLS-only and authorised by identity, so the

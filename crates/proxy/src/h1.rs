@@ -224,8 +224,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
     /// up goes, with what came of it, to the general path, which streams bodies with no
     /// deadline: the fast path does not fail a slow upload that hyper would carry.
     async fn read_request(&mut self, side: &Side) -> Result<RequestHead, End> {
-        let deadline = Instant::now() + side.timeouts.header_read;
-        let trim_at = Instant::now() + IDLE_TRIM;
+        let now = Instant::now();
+        let (deadline, trim_at) = (now + side.timeouts.header_read, now + IDLE_TRIM);
         let mut trimmed = false;
         // A head already parsed (and rewritten into `req_out`) whose body is still coming.
         let mut pending: Option<RequestHead> = None;

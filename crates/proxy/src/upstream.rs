@@ -228,29 +228,47 @@ impl Upstreams {
             // Circuit breaking applies to the service's own endpoints and to its routes'
             // backends, with or without routes.
             let accrual = crate::policy::accrual(policy);
-            let mut balancers = Vec::new();
-            if let Upstream::Balanced(b) = upstreams.get(name) {
-                balancers.push(b);
-            }
             if let Ok(Some(p)) = &compiled {
                 tracing::debug!(%name, parent = %p.parent.name, "routes compiled");
-                let backends = p
-                    .routes
-                    .iter()
-                    .flat_map(|r| &r.rules)
-                    .flat_map(|r| &r.backends);
-                for b in backends {
-                    if let Some(Upstream::Balanced(b)) = &b.upstream {
-                        balancers.push(b.clone());
-                    }
-                }
             }
+            let balancers =
+                upstreams.accrual_balancers(name, compiled.as_ref().ok().and_then(Option::as_ref));
             for b in balancers {
                 b.set_accrual(accrual);
             }
             compiled
         });
         let _ = this.policies.set(Policies::new(channel, workload, compile));
+    }
+
+    /// The balancers a policy for `name` puts its failure accrual on: the one serving
+    /// `name` itself (a name's, or a looked-up address's) and those of its routes'
+    /// backends.
+    fn accrual_balancers(
+        &self,
+        name: &Authority,
+        policy: Option<&crate::policy::Policy>,
+    ) -> Vec<Arc<Balancer>> {
+        let own = match name.socket_addr() {
+            Some(addr) => lock(&self.addrs)
+                .map
+                .get(&addr)
+                .map(|(lookup, _)| lookup.balancer.clone()),
+            None => match self.get(name) {
+                Upstream::Balanced(b) => Some(b),
+                Upstream::Addr(_) => None,
+            },
+        };
+        let backends = policy
+            .into_iter()
+            .flat_map(|p| &p.routes)
+            .flat_map(|r| &r.rules)
+            .flat_map(|r| &r.backends)
+            .filter_map(|b| match &b.upstream {
+                Some(Upstream::Balanced(b)) => Some(b.clone()),
+                _ => None,
+            });
+        own.into_iter().chain(backends).collect()
     }
 
     /// The policy streams, for `/state`.
@@ -421,6 +439,24 @@ mod tests {
         upstreams.by_orig_dst("127.0.0.1:8".parse().unwrap()).await;
         assert_eq!(start.elapsed(), ORIG_DST_DISCOVERY_WAIT);
         assert_eq!(upstreams.balancers().len(), 2, "one lookup per address");
+    }
+
+    /// A policy's failure accrual reaches the balancer of a looked-up address, as it does
+    /// a name's.
+    #[tokio::test(start_paused = true)]
+    async fn accrual_reaches_looked_up_addresses_and_names() {
+        let upstreams = silent_control_plane();
+        let addr: SocketAddr = "127.0.0.1:7".parse().unwrap();
+        assert!(upstreams
+            .accrual_balancers(&Authority::from(addr), None)
+            .is_empty());
+        upstreams.by_orig_dst(addr).await;
+        let looked_up = upstreams.accrual_balancers(&Authority::from(addr), None);
+        assert_eq!(looked_up.len(), 1);
+        assert_eq!(looked_up[0].name(), &Authority::from(addr));
+        let name = "web.default:80".parse().unwrap();
+        let named = upstreams.accrual_balancers(&name, None);
+        assert_eq!(named[0].name(), &name);
     }
 
     #[tokio::test]

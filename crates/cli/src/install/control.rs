@@ -50,6 +50,8 @@ pub fn render(cfg: &InstallConfig, out: &mut Objects) -> Result<(), RenderError>
             ports: Some(vec![
                 service_port("grpc", ports::CONTROL_GRPC, "grpc"),
                 service_port("api", ports::CONTROL_API, "api"),
+                // Injected proxies export their spans here by default (docs/tracing.md).
+                service_port("otlp", ports::CONTROL_OTLP, "otlp"),
             ]),
             ..ServiceSpec::default()
         }),
@@ -179,6 +181,10 @@ fn container(cfg: &InstallConfig) -> Container {
             var(env::CONTROL_PROXY_IMAGE, cfg.proxy_image.clone()),
             var(env::CONTROL_PROXY_VERSION, cfg.version.clone()),
             var(
+                env::CONTROL_PROXY_TRACE_SAMPLING,
+                cfg.proxy_trace_sampling.clone(),
+            ),
+            var(
                 env::CONTROL_IDENTITY_ISSUER_CERTIFICATE_FILE,
                 format!("{ISSUER_DIR}/tls.crt"),
             ),
@@ -208,6 +214,7 @@ fn container(cfg: &InstallConfig) -> Container {
             port("api", ports::CONTROL_API),
             port("webhook", ports::CONTROL_WEBHOOK),
             port("probe", ports::CONTROL_PROBE),
+            port("otlp", ports::CONTROL_OTLP),
         ]),
         readiness_probe: Some(probe("/ready")),
         liveness_probe: Some(probe("/live")),
