@@ -177,6 +177,9 @@ pub mod attr {
     pub const DESTINATION_IDENTITY: &str = "ferry.destination.identity";
     /// Span: the route (HTTPRoute/GRPCRoute `namespace/name`) that matched.
     pub const ROUTE: &str = "ferry.route";
+    /// The matched route rule's path (exact, prefix or regular expression), as
+    /// OpenTelemetry's `http.route`.
+    pub const HTTP_ROUTE: &str = "http.route";
     /// Span: `inbound` or `outbound`.
     pub const DIRECTION: &str = "ferry.direction";
     /// Span (client): the attempt number, 1 for the first try.

@@ -389,7 +389,8 @@ impl Conn {
         };
         let span = trace::of(req.extensions());
         if let Some(span) = &span {
-            span.route(plan.route_labels());
+            let path = crate::policy::matched_path(plan.rule(), &req);
+            span.route(plan.route_labels(), path);
         }
         let target = plan.upstream().label();
         if let Err(e) = prepare_request(&mut req, &target, authority) {

@@ -830,6 +830,20 @@ impl Redirect {
     }
 }
 
+/// The path of this rule's match that `req` matched (exact, prefix or regular expression):
+/// the route's path, as tracing's `http.route` names it.
+pub fn matched_path<'a>(rule: &'a Rule, req: &dyn RequestView) -> Option<&'a str> {
+    rule.matches.iter().find_map(|m| match m {
+        Match::Http {
+            path: Some(path), ..
+        } if m.is_match(req) => Some(match path {
+            PathMatch::Exact(p) | PathMatch::Prefix(p) => p.as_str(),
+            PathMatch::Regex(r, _) => r.as_str(),
+        }),
+        _ => None,
+    })
+}
+
 /// Whether this rule's prefix match for `req` (if it matched by prefix) is `Some(prefix)`,
 /// for redirects that replace a prefix.
 pub fn matched_prefix<'a>(rule: &'a Rule, req: &dyn RequestView) -> Option<&'a str> {

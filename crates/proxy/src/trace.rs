@@ -791,12 +791,16 @@ pub struct Active {
 
 impl Active {
     /// Records the route that matched, `namespace/name`.
-    pub fn route(&self, route: &crate::policy::ObjectLabels) {
+    /// The route (and the path of its rule's match, `http.route`) the request took.
+    pub fn route(&self, route: &crate::policy::ObjectLabels, path: Option<&str>) {
         self.with(|span| {
             span.attributes.push(kv(
                 attr::ROUTE,
                 format!("{}/{}", route.namespace, route.name),
             ));
+            if let Some(path) = path {
+                span.attributes.push(kv(attr::HTTP_ROUTE, path.to_string()));
+            }
         });
     }
 

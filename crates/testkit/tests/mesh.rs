@@ -940,7 +940,8 @@ metadata: {name: flaky-retries}
 spec:
   parentRefs: [{group: \"\", kind: Service, name: flaky, port: 8080}]
   rules:
-  - retry: {codes: [503], attempts: 3}
+  - matches: [{path: {type: PathPrefix, value: /api}}]
+    retry: {codes: [503], attempts: 3}
 ",
         &[],
     )
@@ -956,7 +957,10 @@ spec:
         &otlp.to_string(),
     ])
     .await;
-    let url = format!("http://{}/", client_proxy.upstream("flaky.default:8080"));
+    let url = format!(
+        "http://{}/api/vote",
+        client_proxy.upstream("flaky.default:8080")
+    );
     let trace = "0af7651916cd43dd8448eb211c80319c";
     let caller = "b7ad6b7169203331";
     // The route may come a moment after the proxy is ready: until it does, a 503 is not
@@ -995,6 +999,7 @@ spec:
             span.attr("ferry.route").as_deref(),
             Some("default/flaky-retries")
         );
+        assert_eq!(span.attr("http.route").as_deref(), Some("/api"));
         assert_eq!(span.attr("ferry.endpoint"), Some(app.addr.to_string()));
         assert_eq!(
             span.attr("ferry.destination.workload").as_deref(),
