@@ -267,6 +267,11 @@ pub async fn run(
         .clone()
         .map(|c| Arc::new(Resolver::new(c, token.clone())));
     let inbound_authz = inbound_policies(&config, channel.clone());
+    if let Some(p) = &inbound_authz {
+        // The application's own port is watched from the start, so its policy is there
+        // before the first connection; other (redirected) ports on first use.
+        p.port(config.inbound_forward.port());
+    }
     let side = |direction: Direction, tls: Tls, resolver: Option<Arc<Resolver>>| {
         let factory = EndpointFactory {
             direction,

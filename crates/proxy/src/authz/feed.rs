@@ -141,6 +141,8 @@ pub enum PortState {
 pub struct InboundFeed {
     channel: Channel,
     workload: String,
+    /// Published when the control plane serves no inbound policy for the port.
+    default: Arc<ServerPolicy>,
 }
 
 /// Inbound policies by port, and the default.
@@ -202,10 +204,16 @@ impl InboundPolicies {
     /// Policies from the control plane on `channel` (asked for as `workload`,
     /// `<namespace>:<pod>`), or only `default` without one.
     pub fn new(default: ServerPolicy, channel: Option<(Channel, String)>) -> Self {
+        let default = Arc::new(default);
         Self {
-            default: Arc::new(default),
-            streams: channel
-                .map(|(channel, workload)| Streams::with_feed(InboundFeed { channel, workload })),
+            streams: channel.map(|(channel, workload)| {
+                Streams::with_feed(InboundFeed {
+                    channel,
+                    workload,
+                    default: default.clone(),
+                })
+            }),
+            default,
             ports: Mutex::default(),
         }
     }
@@ -277,7 +285,24 @@ impl Feed for InboundFeed {
             workload: self.workload.clone(),
             port: u32::from(name.port),
         };
-        let mut updates = self.watch(spec).await?;
+        let mut updates = match self.watch(spec).await {
+            Ok(updates) => updates,
+            Err(status) => {
+                // A control plane without inbound policies (or that does not know the
+                // port): the default applies now rather than after the first wait. Asked
+                // again after a backoff.
+                if matches!(
+                    status.code(),
+                    tonic::Code::NotFound
+                        | tonic::Code::Unimplemented
+                        | tonic::Code::InvalidArgument
+                ) && matches!(&*tx.borrow(), PortState::Pending)
+                {
+                    tx.send_replace(PortState::Server(self.default.clone()));
+                }
+                return Err(status);
+            }
+        };
         opened();
         while let Some(server) = tokio_stream::StreamExt::next(&mut updates)
             .await
