@@ -354,7 +354,7 @@ fn decide(
 
 fn networks(nets: &[pb::Network]) -> Result<Vec<(IpNet, Vec<IpNet>)>, String> {
     let net = |n: &linkerd2_proxy_api::net::IpNetwork| {
-        IpNet::try_from(n.clone()).map_err(|e| format!("invalid network {n:?}: {e}"))
+        IpNet::try_from(*n).map_err(|e| format!("invalid network {n:?}: {e}"))
     };
     nets.iter()
         .map(|n| {

@@ -382,8 +382,10 @@ async fn routes_networks_jwts_and_a_silent_control_plane() {
     let (cp, mut streams, cp_task) = scripted_policies().await;
     let proxy = guarded(app.addr, cp, DefaultPolicy::Deny).await;
 
-    // Until the policy comes, the default (deny) decides.
+    // Until the policy comes, the default (deny) decides, after a short wait at most.
+    let started = Instant::now();
     let first = request(&proxy, "GET", "/votes", &[]).await;
+    assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(
         (first.status.as_u16(), reason(&first).as_str()),
         (403, "unauthorized")
@@ -805,4 +807,74 @@ async fn identities_over_mtls_and_a_policy_change_within_a_second() {
     };
     assert_eq!(opened(&b), 1.0, "b's connection was kept\n{text}");
     assert!(opened(&a) >= 2.0, "a reconnected\n{text}");
+}
+
+/// Linkerd's `InboundServerPolicies` only (a Linkerd-compatible control plane).
+struct LinkerdPolicies(ext::Server);
+
+#[tonic::async_trait]
+impl pb::inbound_server_policies_server::InboundServerPolicies for LinkerdPolicies {
+    type WatchPortStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::Server, Status>> + Send>>;
+
+    async fn get_port(
+        &self,
+        _: tonic::Request<pb::PortSpec>,
+    ) -> Result<tonic::Response<pb::Server>, Status> {
+        Err(Status::unimplemented("watch instead"))
+    }
+
+    async fn watch_port(
+        &self,
+        _: tonic::Request<pb::PortSpec>,
+    ) -> Result<tonic::Response<Self::WatchPortStream>, Status> {
+        let s = self.0.clone();
+        let server = pb::Server {
+            protocol: s.protocol,
+            server_ips: s.server_ips,
+            authorizations: s.authorizations,
+            labels: s.labels,
+        };
+        let stream = tokio_stream::StreamExt::chain(
+            tokio_stream::iter([Ok(server)]),
+            tokio_stream::pending(),
+        );
+        Ok(tonic::Response::new(Box::pin(stream)))
+    }
+}
+
+#[tokio::test]
+async fn linkerds_watch_port_serves_when_ferrys_is_not() {
+    let app = app().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cp = listener.local_addr().unwrap();
+    let policy = server(
+        http1(
+            vec![route("read", "GET", "/", vec![anyone("everyone")])],
+            None,
+        ),
+        vec![],
+    );
+    let _cp = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                pb::inbound_server_policies_server::InboundServerPoliciesServer::new(
+                    LinkerdPolicies(policy),
+                ),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let proxy = guarded(app.addr, cp, DefaultPolicy::Deny).await;
+    wait_until(
+        Duration::from_secs(2),
+        "Linkerd's policy applies",
+        || async { (request(&proxy, "GET", "/", &[]).await.status == 200).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let post = request(&proxy, "POST", "/", &[]).await;
+    assert_eq!(
+        (post.status.as_u16(), reason(&post).as_str()),
+        (404, "no-route")
+    );
 }
