@@ -878,3 +878,57 @@ async fn linkerds_watch_port_serves_when_ferrys_is_not() {
         (404, "no-route")
     );
 }
+
+#[tokio::test]
+async fn a_server_decided_per_connection_keeps_the_fast_path() {
+    let app = app().await;
+    let (cp, mut streams, _cp) = scripted_policies().await;
+    let proxy = guarded(app.addr, cp, DefaultPolicy::Deny).await;
+    let (_, tx) = next_stream(&mut streams).await;
+    tx.send(Ok(server(detect(), vec![anyone("everyone")])))
+        .await
+        .unwrap();
+    let stats = || async {
+        let url = format!("http://{}/state", proxy.admin);
+        let state: serde_json::Value =
+            serde_json::from_str(&client::get(&url).await.unwrap().text()).unwrap();
+        state["http1"].clone()
+    };
+    wait_until(Duration::from_secs(1), "the policy applies", || async {
+        (request(&proxy, "GET", "/", &[]).await.status == 200).then_some(())
+    })
+    .await
+    .unwrap();
+    let before = stats().await;
+    for _ in 0..3 {
+        assert_eq!(request(&proxy, "GET", "/", &[]).await.status, 200);
+    }
+    let after = stats().await;
+    assert_eq!(
+        after["fast_path_requests"].as_u64().unwrap(),
+        before["fast_path_requests"].as_u64().unwrap() + 3,
+        "{after}"
+    );
+    assert!(
+        after["general_path_connections"]["authorization"].is_null(),
+        "{after}"
+    );
+
+    // A route makes the server decide per request: the general path's one policy step.
+    tx.send(Ok(server(
+        http1(
+            vec![route("all", "GET", "/", vec![anyone("everyone")])],
+            None,
+        ),
+        vec![],
+    )))
+    .await
+    .unwrap();
+    wait_until(Duration::from_secs(1), "the route applies", || async {
+        (request(&proxy, "POST", "/", &[]).await.status == 404).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(request(&proxy, "GET", "/", &[]).await.status, 200);
+    assert!(stats().await["general_path_connections"]["authorization"].as_u64() >= Some(2));
+}
