@@ -113,7 +113,20 @@ async fn dispatch(
     let (detected, early) = if opaque_port && inbound_identity.is_none() {
         (Detected::Protocol(Protocol::Opaque), None)
     } else {
-        match detect_or_race(&mut io, &mut buf, target.as_ref(), &side).await {
+        // Never connect ahead to the application for a client its policy does not admit:
+        // silent clients are plaintext, so the decision needs only the address.
+        let admitted = || match (&*kind, &side.inbound_authz, &target) {
+            (ListenerKind::Inbound { .. }, Some(policies), Some(t)) => policies
+                .port(t.port())
+                .current()
+                .admit(crate::authz::Client {
+                    ip: meta.peer.ip(),
+                    identity: None,
+                })
+                .is_ok(),
+            _ => true,
+        };
+        match detect_or_race(&mut io, &mut buf, target.as_ref(), &side, &admitted).await {
             Ok(d) => d,
             Err(error) => {
                 tracing::debug!(%error, "connection failed during detection");
@@ -345,6 +358,7 @@ async fn detect_or_race(
     buf: &mut BytesMut,
     target: Option<&Upstream>,
     side: &Side,
+    admitted: &(dyn Fn() -> bool + Sync),
 ) -> std::io::Result<(Detected, Option<Counted<TcpStream>>)> {
     let deadline = Instant::now() + side.timeouts.detect;
     let Some(upstream) = target else {
@@ -355,7 +369,8 @@ async fn detect_or_race(
         Ok(Ok(0)) => return Ok((Detected::Closed, None)),
         Ok(Ok(_)) => return Ok((detect(io, buf, deadline).await?, None)),
         Ok(Err(e)) => return Err(e),
-        Err(_silent) => tracing::trace!("client silent; connecting ahead"),
+        Err(_silent) if admitted() => tracing::trace!("client silent; connecting ahead"),
+        Err(_silent) => return Ok((detect(io, buf, deadline).await?, None)),
     }
     let Ok((early, backend)) = upstream.connect().await else {
         // Nobody to hear from: wait for the client, and report the failure when forwarding.

@@ -637,6 +637,24 @@ async fn refused_tcp_never_reaches_the_app_and_audit_admits_and_counts() {
         }
     })
     .await;
+    // A silent client the policy refuses: the proxy does not connect ahead to the app
+    // (as it would for a server-speaks-first protocol), and closes it once it speaks.
+    let mut config = Config::for_tests(app.addr);
+    config.default_inbound_policy = DefaultPolicy::Deny;
+    let proxy = Proxy::start(config).await;
+    let before = accepted.load(Ordering::SeqCst);
+    let mut sock = tokio::net::TcpStream::connect(proxy.inbound).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = sock.write_all(b"\x00\x01 not http").await;
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "closed: {read:?}");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        before,
+        "the app saw nothing"
+    );
+
     for (default, admitted) in [(DefaultPolicy::Deny, false), (DefaultPolicy::Audit, true)] {
         let mut config = Config::for_tests(app.addr);
         config.opaque_ports = vec![app.addr.port()];
