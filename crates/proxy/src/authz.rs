@@ -44,19 +44,19 @@ pub struct Client<'a> {
 pub struct Named {
     /// `kind` (`default` for defaults).
     pub kind: Arc<str>,
-    /// `name` (`namespace/name`, or the default's name).
+    /// `name` (the resource's, or the default's).
     pub name: Arc<str>,
 }
 
 impl Named {
+    /// The resource's kind and name, as Linkerd labels them (its namespace is the
+    /// workload's own).
     fn of(meta: Option<&linkerd2_proxy_api::meta::Metadata>) -> Self {
         let o = ObjectLabels::from_meta(meta);
-        let name = if o.namespace.is_empty() {
-            o.name
-        } else {
-            format!("{}/{}", o.namespace, o.name).into()
-        };
-        Self { kind: o.kind, name }
+        Self {
+            kind: o.kind,
+            name: o.name,
+        }
     }
 
     /// A default's name.
@@ -525,6 +525,12 @@ pub fn compile(server: &ext::inbound::Server) -> Result<ServerPolicy, String> {
             authzs,
         })
         .collect();
+    if let Some((route, authz)) = jwts.keys().next() {
+        // Requirements for an authorization that is not there: the message is inconsistent.
+        return Err(format!(
+            "a JWT requirement names authorization {authz} of route {route}, which does not exist"
+        ));
+    }
     let rate_limit = rl.and_then(RateLimit::new);
     let per_request =
         !routes.is_empty() || rate_limit.is_some() || authzs.iter().any(|a| !a.jwt.is_empty());

@@ -179,9 +179,9 @@ fn every_authentication_kind_networks_with_exceptions_and_suffixes() {
     .unwrap();
     assert!(!p.per_request(), "no routes, JWT or limits: per connection");
     let admit = |ip, id| p.admit(client(ip, id)).map(|a| a.authz.name.to_string());
-    assert_eq!(admit("192.0.2.1", Some(WEB)).unwrap(), "ns/exact");
-    assert_eq!(admit("192.0.2.1", Some(BOT)).unwrap(), "ns/suffix");
-    assert_eq!(admit("10.1.9.9", None).unwrap(), "ns/office");
+    assert_eq!(admit("192.0.2.1", Some(WEB)).unwrap(), "exact");
+    assert_eq!(admit("192.0.2.1", Some(BOT)).unwrap(), "suffix");
+    assert_eq!(admit("10.1.9.9", None).unwrap(), "office");
     let no = Err(R::Unauthorized(F::NoAuthorization));
     assert_eq!(admit("10.1.2.3", None), no, "excepted network");
     assert_eq!(admit("192.0.2.1", None), no);
@@ -233,10 +233,7 @@ fn routes_decide_per_request_with_their_own_authorizations() {
     .unwrap();
     assert!(p.per_request());
     let anon = client("127.0.0.1", None);
-    assert_eq!(
-        check(&p, anon, &req("GET", "/api/x", None)).unwrap(),
-        "ns/all"
-    );
+    assert_eq!(check(&p, anon, &req("GET", "/api/x", None)).unwrap(), "all");
     assert_eq!(
         check(&p, anon, &req("POST", "/api/x", None)).unwrap_err(),
         "unauthorized"
@@ -248,7 +245,7 @@ fn routes_decide_per_request_with_their_own_authorizations() {
             &req("POST", "/api", None)
         )
         .unwrap(),
-        "ns/admins",
+        "admins",
         "server-wide authorizations apply to every route"
     );
     assert_eq!(
@@ -319,7 +316,7 @@ fn jwt_requirements_apply_to_their_authorization_with_distinct_reasons() {
     let good = key.sign(&good_claims());
     assert_eq!(
         check(&p, anon, &req("GET", "/", Some(&good))).unwrap(),
-        "ns/voters"
+        "voters"
     );
     assert_eq!(
         check(&p, anon, &req("GET", "/", None)).unwrap_err(),
@@ -351,7 +348,7 @@ fn audit_admits_what_would_be_denied_and_says_why() {
     s.authorizations.extend(audit.authorizations);
     let p = compile(&s).unwrap();
     let a = p.admit(client("127.0.0.1", Some(WEB))).unwrap();
-    assert_eq!((a.authz.name.as_ref(), a.audit), ("ns/web", None));
+    assert_eq!((a.authz.name.as_ref(), a.audit), ("web", None));
     let a = p.admit(client("127.0.0.1", None)).unwrap();
     assert_eq!(a.authz.name.as_ref(), "audit");
     assert_eq!(a.authz.kind.as_ref(), "default");
@@ -404,4 +401,17 @@ fn default_policies() {
         let p = super::feed::InboundPolicies::new(compile(&d.server(&cluster)).unwrap(), None);
         assert!(!p.is_open(), "{d:?}");
     }
+}
+
+#[test]
+fn a_jwt_requirement_for_a_missing_authorization_is_an_invalid_policy() {
+    let key = TestKey::new("k1");
+    let mut s = server(vec![authz("all", &[], unauthenticated())], vec![]);
+    s.authz_extensions = vec![ext::AuthzExtension {
+        route: 1,
+        authz: 0,
+        jwt: vec![requirement(&[&key])],
+    }];
+    let err = compile(&s).unwrap_err();
+    assert!(err.contains("authorization 0 of route 1"), "{err}");
 }

@@ -431,11 +431,7 @@ async fn routes_networks_jwts_and_a_silent_control_plane() {
         (post.status.as_u16(), reason(&post).as_str()),
         (403, "unauthorized")
     );
-    assert!(
-        post.text().contains("route default/votes-write"),
-        "{}",
-        post.text()
-    );
+    assert!(post.text().contains("route votes-write"), "{}", post.text());
     let lost = request(&proxy, "GET", "/nowhere", &[]).await;
     assert_eq!(
         (lost.status.as_u16(), reason(&lost).as_str()),
@@ -514,10 +510,7 @@ async fn routes_networks_jwts_and_a_silent_control_plane() {
     let text = proxy
         .wait_metric(
             "inbound_http_authz_deny_total",
-            &[
-                ("route_name", "default/votes-write"),
-                ("srv_name", "web-http"),
-            ],
+            &[("route_name", "votes-write"), ("srv_name", "web-http")],
             2.0,
         )
         .await;
@@ -533,10 +526,7 @@ async fn routes_networks_jwts_and_a_silent_control_plane() {
         ferry_testkit::metric_sum(
             &text,
             "inbound_http_authz_allow_total",
-            &[
-                ("authz_name", "default/token-holders"),
-                ("route_kind", "HTTPRoute")
-            ]
+            &[("authz_name", "token-holders"), ("route_kind", "HTTPRoute")]
         ) >= 2.0,
         "{text}"
     );
@@ -790,7 +780,7 @@ async fn identities_over_mtls_and_a_policy_change_within_a_second() {
     );
     web.wait_metric(
         "inbound_tcp_authz_allow_total",
-        &[("authz_name", "default/ab")],
+        &[("authz_name", "ab")],
         2.0,
     )
     .await;
