@@ -135,7 +135,6 @@ pub struct ServerPolicy {
     authzs: Vec<Authz>,
     /// Routes (HTTP or gRPC); empty when the server has none that decides anything.
     routes: Vec<InboundRoute>,
-    grpc: bool,
     /// The server's local rate limit.
     pub rate_limit: Option<RateLimit>,
     /// Whether requests must be seen: routes, JWT requirements or a rate limit.
@@ -537,19 +536,11 @@ pub fn compile(server: &ext::inbound::Server) -> Result<ServerPolicy, String> {
     Ok(ServerPolicy {
         server: named,
         authzs,
-        grpc: !grpc.is_empty(),
         routes,
         rate_limit,
         per_request,
         audit_logged: Mutex::default(),
     })
-}
-
-impl ServerPolicy {
-    /// Whether the server's routes are gRPC routes.
-    pub fn grpc(&self) -> bool {
-        self.grpc
-    }
 }
 
 #[cfg(test)]
