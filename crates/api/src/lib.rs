@@ -49,4 +49,4 @@ pub mod tap;
 pub mod trace;
 pub mod version;
 
-pub use reason::{ProxyErrorReason, TlsFailure};
+pub use reason::{AuthzFailure, ProxyErrorReason, TlsFailure};

@@ -52,6 +52,57 @@ pub enum ProxyErrorReason {
     /// A route's fault-injection filter aborted the request (an `HTTPFault`, or a backend
     /// the route names that does not resolve).
     FaultInjected,
+    /// No inbound authorization admits the request or connection, for the reason carried
+    /// (docs/authorization.md).
+    Unauthorized(AuthzFailure),
+    /// The inbound server's local rate limit refused the request.
+    RateLimited,
+}
+
+/// Why an inbound request was not authorized.
+///
+/// `NoAuthorization` is the token `unauthorized`; the JWT failures are
+/// `unauthorized-jwt-<what>`: the authorizations that would admit the client by its network
+/// and identity all require a token, and the first of them failed this way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuthzFailure {
+    /// No authorization admits the client's address and identity.
+    NoAuthorization,
+    /// The request carries no token (no `Authorization: Bearer`, or no named header).
+    JwtMissing,
+    /// The token is not a JWT (not three base64url parts, not JSON, not bearer).
+    JwtMalformed,
+    /// The token's signature does not verify with the key it names.
+    JwtBadSignature,
+    /// The token names a key (`kid`) the issuer's key set does not hold, or an algorithm
+    /// none of its keys can verify.
+    JwtUnknownKey,
+    /// The token's `exp` has passed (beyond the leeway).
+    JwtExpired,
+    /// The token's `nbf` is still ahead (beyond the leeway).
+    JwtNotYetValid,
+    /// The token's `iss` is not the required issuer.
+    JwtWrongIssuer,
+    /// The token's `aud` names none of the required audiences.
+    JwtWrongAudience,
+    /// The token lacks a required claim (`exp` included), or has none of its values.
+    JwtMissingClaim,
+}
+
+impl AuthzFailure {
+    /// Every failure, for documentation and exhaustive tests.
+    pub const ALL: [AuthzFailure; 10] = [
+        Self::NoAuthorization,
+        Self::JwtMissing,
+        Self::JwtMalformed,
+        Self::JwtBadSignature,
+        Self::JwtUnknownKey,
+        Self::JwtExpired,
+        Self::JwtNotYetValid,
+        Self::JwtWrongIssuer,
+        Self::JwtWrongAudience,
+        Self::JwtMissingClaim,
+    ];
 }
 
 /// Why a TLS handshake between two proxies failed.
@@ -107,7 +158,7 @@ impl fmt::Display for TlsFailure {
 
 impl ProxyErrorReason {
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [ProxyErrorReason; 23] = [
+    pub const ALL: [ProxyErrorReason; 34] = [
         Self::MalformedRequest,
         Self::HeadersTooLarge,
         Self::NoRoute,
@@ -131,6 +182,17 @@ impl ProxyErrorReason {
         Self::RequestTimeout,
         Self::BackendRequestTimeout,
         Self::FaultInjected,
+        Self::Unauthorized(AuthzFailure::NoAuthorization),
+        Self::Unauthorized(AuthzFailure::JwtMissing),
+        Self::Unauthorized(AuthzFailure::JwtMalformed),
+        Self::Unauthorized(AuthzFailure::JwtBadSignature),
+        Self::Unauthorized(AuthzFailure::JwtUnknownKey),
+        Self::Unauthorized(AuthzFailure::JwtExpired),
+        Self::Unauthorized(AuthzFailure::JwtNotYetValid),
+        Self::Unauthorized(AuthzFailure::JwtWrongIssuer),
+        Self::Unauthorized(AuthzFailure::JwtWrongAudience),
+        Self::Unauthorized(AuthzFailure::JwtMissingClaim),
+        Self::RateLimited,
     ];
 
     /// The stable token used in headers and metric labels.
@@ -153,6 +215,19 @@ impl ProxyErrorReason {
             Self::RequestTimeout => "request-timeout",
             Self::BackendRequestTimeout => "backend-request-timeout",
             Self::FaultInjected => "fault-injected",
+            Self::RateLimited => "rate-limited",
+            Self::Unauthorized(f) => match f {
+                AuthzFailure::NoAuthorization => "unauthorized",
+                AuthzFailure::JwtMissing => "unauthorized-jwt-missing",
+                AuthzFailure::JwtMalformed => "unauthorized-jwt-malformed",
+                AuthzFailure::JwtBadSignature => "unauthorized-jwt-bad-signature",
+                AuthzFailure::JwtUnknownKey => "unauthorized-jwt-unknown-key",
+                AuthzFailure::JwtExpired => "unauthorized-jwt-expired",
+                AuthzFailure::JwtNotYetValid => "unauthorized-jwt-not-yet-valid",
+                AuthzFailure::JwtWrongIssuer => "unauthorized-jwt-wrong-issuer",
+                AuthzFailure::JwtWrongAudience => "unauthorized-jwt-wrong-audience",
+                AuthzFailure::JwtMissingClaim => "unauthorized-jwt-missing-claim",
+            },
             Self::TlsHandshake(f) => match f {
                 TlsFailure::UnknownCa => "tls-handshake-unknown-ca",
                 TlsFailure::NameMismatch => "tls-handshake-name-mismatch",

@@ -102,6 +102,14 @@ pub struct Args {
     /// a 403 with `l5d-proxy-error: identity-required`; other plaintext is closed).
     #[arg(long, env = env::PROXY_INBOUND_REQUIRE_IDENTITY)]
     pub inbound_require_identity: bool,
+    /// The inbound authorization policy applied until the control plane has answered for a
+    /// port (at most 200 ms is waited for it), and without a control plane
+    /// (docs/authorization.md).
+    #[arg(long, env = env::PROXY_DEFAULT_INBOUND_POLICY, value_enum, default_value = "all-unauthenticated")]
+    pub default_inbound_policy: crate::authz::feed::DefaultPolicy,
+    /// The networks the `cluster-*` default inbound policies admit (comma-separated CIDRs).
+    #[arg(long, env = env::PROXY_CLUSTER_NETWORKS, value_delimiter = ',', default_value = crate::authz::feed::DEFAULT_CLUSTER_NETWORKS)]
+    pub cluster_networks: Vec<ipnet::IpNet>,
     /// Target ports whose connections are forwarded as opaque TCP without detection.
     #[arg(long, env = env::PROXY_OPAQUE_PORTS, value_delimiter = ',', default_value = DEFAULT_OPAQUE_PORTS)]
     pub opaque_ports: Vec<u16>,
@@ -426,6 +434,10 @@ pub struct Config {
     pub identity: Option<IdentityConfig>,
     /// See [`Args::inbound_require_identity`].
     pub inbound_require_identity: bool,
+    /// See [`Args::default_inbound_policy`].
+    pub default_inbound_policy: crate::authz::feed::DefaultPolicy,
+    /// See [`Args::cluster_networks`].
+    pub cluster_networks: Vec<ipnet::IpNet>,
     /// Why identity is off although one of its flags was given, for `run` to log.
     pub identity_off_reason: Option<&'static str>,
     /// How the generic outbound listener's connections learn their original destination:
@@ -487,6 +499,8 @@ impl Config {
             shutdown_grace_period: args.shutdown_grace_period,
             identity: identity_config(args)?,
             inbound_require_identity: args.inbound_require_identity,
+            default_inbound_policy: args.default_inbound_policy,
+            cluster_networks: args.cluster_networks.clone(),
             identity_off_reason: match (&args.identity_token_file, &args.identity_trust_anchors) {
                 (Some(_), None) => {
                     Some("--identity-token-file is set but --identity-trust-anchors is not")
@@ -535,6 +549,11 @@ impl Config {
             shutdown_grace_period: Duration::from_secs(5),
             identity: None,
             inbound_require_identity: false,
+            default_inbound_policy: crate::authz::feed::DefaultPolicy::AllUnauthenticated,
+            cluster_networks: crate::authz::feed::parse_networks(
+                crate::authz::feed::DEFAULT_CLUSTER_NETWORKS,
+            )
+            .expect("the default cluster networks parse"),
             identity_off_reason: None,
             outbound_orig_dst: OrigDst::Socket,
             trace: None,

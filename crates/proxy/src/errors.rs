@@ -78,7 +78,10 @@ impl ProxyError {
             | ProxyErrorReason::TlsHandshake(_) => StatusCode::BAD_GATEWAY,
             ProxyErrorReason::LoopDetected => StatusCode::LOOP_DETECTED,
             ProxyErrorReason::ClientWriteTimeout => StatusCode::REQUEST_TIMEOUT,
-            ProxyErrorReason::IdentityRequired => StatusCode::FORBIDDEN,
+            ProxyErrorReason::IdentityRequired | ProxyErrorReason::Unauthorized(_) => {
+                StatusCode::FORBIDDEN
+            }
+            ProxyErrorReason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -98,7 +101,10 @@ impl ProxyError {
             | ProxyErrorReason::BackendRequestTimeout => grpc::DEADLINE_EXCEEDED,
             ProxyErrorReason::FaultInjected => grpc::UNKNOWN,
             ProxyErrorReason::LoopDetected => grpc::ABORTED,
-            ProxyErrorReason::IdentityRequired => grpc::PERMISSION_DENIED,
+            ProxyErrorReason::IdentityRequired | ProxyErrorReason::Unauthorized(_) => {
+                grpc::PERMISSION_DENIED
+            }
+            ProxyErrorReason::RateLimited => grpc::RESOURCE_EXHAUSTED,
             ProxyErrorReason::NoRoute
             | ProxyErrorReason::NoEndpoints
             | ProxyErrorReason::ConnectRefused

@@ -87,6 +87,9 @@ pub struct Conn {
     requests: std::sync::atomic::AtomicU64,
     /// The next request is traced whatever the sampling rate (the fast path sampled it).
     trace_next: AtomicBool,
+    /// Inbound: each request is authorized first (the fast path leaves such connections
+    /// to this path). `None` for connections decided when accepted.
+    authz: Option<Arc<crate::authz::conn::RequestAuthz>>,
 }
 
 impl HttpService {
@@ -99,7 +102,23 @@ impl HttpService {
             tap: ConnTap::new(meta),
             requests: std::sync::atomic::AtomicU64::new(0),
             trace_next: AtomicBool::new(false),
+            authz: None,
         }))
+    }
+
+    /// The same service authorizing each request with `authz`, if given. Call before the
+    /// service is shared.
+    pub fn authorized(mut self, authz: Option<Arc<crate::authz::conn::RequestAuthz>>) -> Self {
+        if let Some(conn) = Arc::get_mut(&mut self.0) {
+            conn.authz = authz;
+        }
+        self
+    }
+
+    /// Whether requests are authorized one by one (the HTTP/1.1 fast path then leaves the
+    /// connection to the general path).
+    pub fn authorizes_requests(&self) -> bool {
+        self.0.authz.is_some()
     }
 
     /// Requests this connection has sent through the general path so far.
@@ -253,6 +272,11 @@ impl Conn {
         let start = Instant::now();
         let grpc = is_grpc(req.headers());
         let authority = request_authority(&req);
+        if let Some(authz) = &self.authz {
+            if let Err(e) = authz.check(&req) {
+                return self.fail(&self.unrouted(authority.as_deref(), ""), e, grpc, start);
+            }
+        }
         let (upstream, metrics) = match self.route(authority.as_deref()) {
             Ok(route) => route,
             Err(e) => return self.fail(&self.unrouted(authority.as_deref(), ""), e, grpc, start),

@@ -123,6 +123,11 @@ pub async fn serve<I>(io: I, svc: HttpService, side: &Side)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Requests to authorize one by one take the general path, which has the one policy step.
+    if svc.authorizes_requests() {
+        side.h1.general("authorization");
+        return crate::http::serve_h1(io, svc, side).await;
+    }
     let mut conn = Conn {
         io,
         buf: BytesMut::with_capacity(READ_SIZE),

@@ -12,6 +12,8 @@
 //! - [`upstream`], [`discover`], [`balance`]: where traffic goes; service discovery from
 //!   the control plane (of names, and of redirected connections' original destinations);
 //!   P2C/peak-EWMA balancing across endpoints.
+//! - [`authz`]: inbound authorization: policies per port from the control plane, decided
+//!   per connection or per request (JWTs, rate limits).
 //! - [`errors`]: proxy-made responses. [`metrics`]: counters and the text format.
 //! - [`admin`], [`state`]: the admin server and what `/state` reports.
 //! - [`identity`], [`tls`], [`inbound_tls`]: the workload certificate and its renewal, mTLS
@@ -22,6 +24,7 @@
 //! - [`init`]: the `ferry-proxy init` step that installs the iptables redirect rules.
 
 pub mod admin;
+pub mod authz;
 pub mod backend;
 pub mod balance;
 pub mod body;
@@ -263,6 +266,12 @@ pub async fn run(
     let resolver = channel
         .clone()
         .map(|c| Arc::new(Resolver::new(c, token.clone())));
+    let inbound_authz = inbound_policies(&config, channel.clone());
+    if let Some(p) = &inbound_authz {
+        // The application's own port is watched from the start, so its policy is there
+        // before the first connection; other (redirected) ports on first use.
+        p.port(config.inbound_forward.port());
+    }
     let side = |direction: Direction, tls: Tls, resolver: Option<Arc<Resolver>>| {
         let factory = EndpointFactory {
             direction,
@@ -289,6 +298,10 @@ pub async fn run(
             drain: drain.clone(),
             identity: identity.clone(),
             require_identity: direction == Direction::Inbound && config.inbound_require_identity,
+            inbound_authz: match direction {
+                Direction::Inbound => inbound_authz.clone(),
+                Direction::Outbound => None,
+            },
             taps: taps.clone(),
             h1: h1_stats.clone(),
             orig_dst: match direction {
@@ -319,6 +332,7 @@ pub async fn run(
             ("outbound", outbound.upstreams.clone()),
         ],
         resolver,
+        inbound_policies: inbound_authz.clone(),
         started: Instant::now(),
         identity: identity.clone(),
         identity_error,
@@ -415,4 +429,33 @@ pub async fn run(
         }
     }
     tracing::info!("stopped");
+}
+
+/// The inbound side's authorization policies: from the control plane on `channel` when
+/// there is one, with the configured default until it answers; `None` when nothing would
+/// ever be refused (no control plane, default `all-unauthenticated`).
+fn inbound_policies(
+    config: &Config,
+    channel: Option<tonic::transport::Channel>,
+) -> Option<Arc<authz::feed::InboundPolicies>> {
+    let default = config
+        .default_inbound_policy
+        .server(&config.cluster_networks);
+    let default = match authz::compile(&default) {
+        Ok(p) => p,
+        Err(error) => {
+            tracing::error!(%error, "default inbound policy does not compile; every client is admitted");
+            return None;
+        }
+    };
+    let workload = format!("{}:{}", config.pod_namespace, config.pod_name);
+    let policies = authz::feed::InboundPolicies::new(default, channel.map(|c| (c, workload)));
+    if policies.is_open() {
+        return None;
+    }
+    tracing::info!(
+        default = config.default_inbound_policy.name(),
+        "inbound authorization on"
+    );
+    Some(Arc::new(policies))
 }

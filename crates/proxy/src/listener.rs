@@ -41,6 +41,9 @@ pub struct Side {
     pub identity: Option<Arc<crate::identity::Identity>>,
     /// Inbound only: refuse connections that are not mTLS from a meshed peer.
     pub require_identity: bool,
+    /// Inbound only: authorization policies by port; `None` when nothing is ever refused
+    /// (no control plane, and a default policy admitting every client).
+    pub inbound_authz: Option<Arc<crate::authz::feed::InboundPolicies>>,
     /// Active taps, shared by both sides and the tap server.
     pub taps: Arc<Taps>,
     /// What the HTTP/1.1 fast path did, shared by both sides.

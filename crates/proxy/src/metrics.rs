@@ -13,6 +13,7 @@ use std::{
 
 use ferry_api::{metrics as names, ProxyErrorReason};
 
+pub mod authz;
 mod text;
 
 mod authority;
@@ -310,6 +311,7 @@ pub struct Registry {
     tcp: Mutex<Family<TcpLabels, TcpMetrics>>,
     routes: Mutex<Family<RouteLabels, RouteMetrics>>,
     errors: Mutex<HashMap<(Direction, ErrorKind, ProxyErrorReason), u64>>,
+    authz: Mutex<HashMap<(authz::AuthzEvent, authz::AuthzLabels), u64>>,
     detect: [[AtomicU64; Protocol::ALL.len()]; 2],
     started: SystemTime,
 }
@@ -334,6 +336,7 @@ impl Registry {
             tcp: Mutex::default(),
             routes: Mutex::default(),
             errors: Mutex::default(),
+            authz: Mutex::default(),
             detect: Default::default(),
             started: SystemTime::now(),
         }

@@ -194,7 +194,7 @@ pub struct ObjectLabels {
 }
 
 impl ObjectLabels {
-    fn from_meta(m: Option<&meta::Metadata>) -> Self {
+    pub(crate) fn from_meta(m: Option<&meta::Metadata>) -> Self {
         match m.and_then(|m| m.kind.as_ref()) {
             Some(meta::metadata::Kind::Resource(r)) => Self {
                 group: r.group.as_str().into(),
@@ -587,7 +587,7 @@ impl<B> RequestView for http::Request<B> {
     }
 }
 
-enum StrMatch {
+pub(crate) enum StrMatch {
     Exact(Vec<u8>),
     Regex(Regex),
 }
@@ -607,13 +607,13 @@ fn full_match(r: &Regex, v: &str) -> bool {
         .is_some_and(|m| m.start() == 0 && m.end() == v.len())
 }
 
-enum PathMatch {
+pub(crate) enum PathMatch {
     Exact(String),
     Prefix(String),
     Regex(Regex, usize),
 }
 
-enum Match {
+pub(crate) enum Match {
     Http {
         path: Option<PathMatch>,
         headers: Vec<(HeaderName, StrMatch)>,
@@ -629,10 +629,10 @@ enum Match {
 
 /// How specific a match is: the larger wins (Gateway API precedence; regular expressions
 /// rank between exact paths and prefixes, longer first, as Linkerd's proxy ranks them).
-type Rank = (u8, usize, bool, usize, usize);
+pub(crate) type Rank = (u8, usize, bool, usize, usize);
 
 impl Match {
-    fn rank(&self) -> Rank {
+    pub(crate) fn rank(&self) -> Rank {
         match self {
             Self::Http {
                 path,
@@ -662,7 +662,7 @@ impl Match {
         }
     }
 
-    fn is_match(&self, req: &dyn RequestView) -> bool {
+    pub(crate) fn is_match(&self, req: &dyn RequestView) -> bool {
         let headers_match = |headers: &[(HeaderName, StrMatch)]| {
             headers
                 .iter()
@@ -884,7 +884,7 @@ fn header_matches(list: &[hr::HeaderMatch]) -> Result<Vec<(HeaderName, StrMatch)
         .collect()
 }
 
-fn http_match(m: &hr::HttpRouteMatch) -> Result<Match, String> {
+pub(crate) fn http_match(m: &hr::HttpRouteMatch) -> Result<Match, String> {
     let path = match m.path.as_ref().and_then(|p| p.kind.as_ref()) {
         None => None,
         Some(hr::path_match::Kind::Exact(p)) => Some(PathMatch::Exact(p.clone())),
@@ -941,7 +941,7 @@ fn http_match(m: &hr::HttpRouteMatch) -> Result<Match, String> {
     })
 }
 
-fn grpc_match(m: &gr::GrpcRouteMatch) -> Result<Match, String> {
+pub(crate) fn grpc_match(m: &gr::GrpcRouteMatch) -> Result<Match, String> {
     let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
     Ok(Match::Grpc {
         service: m.rpc.as_ref().and_then(|r| nonempty(&r.service)),

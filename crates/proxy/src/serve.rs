@@ -14,6 +14,7 @@ use tokio::{io::AsyncReadExt, net::TcpStream, time::Instant};
 use tracing::Instrument;
 
 use crate::{
+    authz::conn::ConnAuthz,
     config::Authority,
     detect::{detect, Detected},
     forward::{Dest, HttpService},
@@ -112,7 +113,20 @@ async fn dispatch(
     let (detected, early) = if opaque_port && inbound_identity.is_none() {
         (Detected::Protocol(Protocol::Opaque), None)
     } else {
-        match detect_or_race(&mut io, &mut buf, target.as_ref(), &side).await {
+        // Never connect ahead to the application for a client its policy does not admit:
+        // silent clients are plaintext, so the decision needs only the address.
+        let admitted = || match (&*kind, &side.inbound_authz, &target) {
+            (ListenerKind::Inbound { .. }, Some(policies), Some(t)) => policies
+                .port(t.port())
+                .current()
+                .admit(crate::authz::Client {
+                    ip: meta.peer.ip(),
+                    identity: None,
+                })
+                .is_ok(),
+            _ => true,
+        };
+        match detect_or_race(&mut io, &mut buf, target.as_ref(), &side, &admitted).await {
             Ok(d) => d,
             Err(error) => {
                 tracing::debug!(%error, "connection failed during detection");
@@ -231,6 +245,68 @@ async fn serve_protocol<I>(
     let looped = inbound_loop
         || (matches!(&*kind, ListenerKind::Outbound)
             && orig_dst.is_some_and(|o| side.is_own_listener(o)));
+    // Inbound authorization: once here for the connection, or per request on the HTTP path.
+    let mut request_authz = None;
+    let mut revocable = None;
+    if let (ListenerKind::Inbound { .. }, Some(policies), Some(t), false) =
+        (&*kind, &side.inbound_authz, &target, inbound_loop)
+    {
+        let peer = crate::authz::conn::Peer {
+            ip: meta.peer.ip(),
+            identity: match &side.tls {
+                Tls::Client(id) => Some(id.clone()),
+                _ => None,
+            },
+            target: t.label(),
+            registry: side.registry.clone(),
+        };
+        let http = matches!(protocol, Protocol::Http1 | Protocol::Http2);
+        match crate::authz::conn::decide(policies.port(t.port()), peer, http).await {
+            ConnAuthz::Refused => return,
+            ConnAuthz::PerRequest(a) => request_authz = Some(a),
+            ConnAuthz::Admitted(r) => revocable = r,
+        }
+    }
+    let served = serve_authorized(
+        side,
+        kind,
+        protocol,
+        io,
+        target,
+        orig_dst,
+        early,
+        meta,
+        (inbound_loop, looped),
+        request_authz,
+    );
+    match revocable {
+        None => served.await,
+        // A connection a new policy no longer admits is closed (dropping its future).
+        Some(r) => {
+            tokio::select! {
+                () = served => {}
+                () = r.revoked() => {}
+            }
+        }
+    }
+}
+
+/// Serves a connection whose protocol is known and that is authorized.
+#[allow(clippy::too_many_arguments)]
+async fn serve_authorized<I>(
+    side: Arc<Side>,
+    kind: Arc<ListenerKind>,
+    protocol: Protocol,
+    io: I,
+    target: Option<Upstream>,
+    orig_dst: Option<SocketAddr>,
+    early: Option<Counted<TcpStream>>,
+    meta: ConnMeta,
+    (inbound_loop, looped): (bool, bool),
+    request_authz: Option<Arc<crate::authz::conn::RequestAuthz>>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     match protocol {
         Protocol::Http1 | Protocol::Http2 => {
             let dest = match (&*kind, target) {
@@ -257,7 +333,7 @@ async fn serve_protocol<I>(
                 },
                 _ => Dest::ByAuthority,
             };
-            let svc = HttpService::new(side.clone(), dest, meta);
+            let svc = HttpService::new(side.clone(), dest, meta).authorized(request_authz);
             crate::http::serve(protocol, io, svc, &side).await;
         }
         Protocol::Tls | Protocol::Opaque if looped => {
@@ -282,6 +358,7 @@ async fn detect_or_race(
     buf: &mut BytesMut,
     target: Option<&Upstream>,
     side: &Side,
+    admitted: &(dyn Fn() -> bool + Sync),
 ) -> std::io::Result<(Detected, Option<Counted<TcpStream>>)> {
     let deadline = Instant::now() + side.timeouts.detect;
     let Some(upstream) = target else {
@@ -292,7 +369,8 @@ async fn detect_or_race(
         Ok(Ok(0)) => return Ok((Detected::Closed, None)),
         Ok(Ok(_)) => return Ok((detect(io, buf, deadline).await?, None)),
         Ok(Err(e)) => return Err(e),
-        Err(_silent) => tracing::trace!("client silent; connecting ahead"),
+        Err(_silent) if admitted() => tracing::trace!("client silent; connecting ahead"),
+        Err(_silent) => return Ok((detect(io, buf, deadline).await?, None)),
     }
     let Ok((early, backend)) = upstream.connect().await else {
         // Nobody to hear from: wait for the client, and report the failure when forwarding.

@@ -127,6 +127,8 @@ pub struct ProxyState {
     pub upstreams: Vec<(&'static str, Arc<Upstreams>)>,
     /// Discovery, when there is a control plane.
     pub resolver: Option<Arc<Resolver>>,
+    /// Inbound authorization policies, when on.
+    pub inbound_policies: Option<Arc<crate::authz::feed::InboundPolicies>>,
     /// When the proxy started.
     pub started: Instant,
     /// The proxy's identity, when identity is on.
@@ -172,6 +174,9 @@ struct StateDoc {
     connections: Vec<ConnState>,
     backends: HashMap<&'static str, Vec<BackendState>>,
     destinations: Vec<DestinationState>,
+    /// Inbound ports' policy streams (`name` is `0.0.0.0:<port>`; `state` is `pending` or
+    /// `server`).
+    inbound_policies: Vec<NameState>,
     #[serde(skip_serializing_if = "Option::is_none")]
     identity: Option<IdentityState>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -242,6 +247,11 @@ impl ProxyState {
                 .map(|(d, u)| (*d, u.backends.state()))
                 .collect(),
             destinations: self.destinations(),
+            inbound_policies: self
+                .inbound_policies
+                .as_ref()
+                .map(|p| p.state())
+                .unwrap_or_default(),
             identity: self.identity.as_ref().map(|i| i.state()),
             identity_error: self.identity_error.clone(),
             tap: self.taps.state(),

@@ -43,6 +43,7 @@ impl Registry {
         self.encode_tcp(&mut out, &mut skipped);
         self.encode_routes(&mut out, &mut skipped);
         self.encode_errors(&mut out);
+        self.encode_authz(&mut out);
         self.encode_detect(&mut out);
         self.encode_bounds(&mut out, skipped);
         header(
@@ -482,11 +483,11 @@ fn itoa(n: impl Into<u64>) -> String {
     n.into().to_string()
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(super) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn sample(out: &mut String, name: &str, value: u64, labels: impl FnOnce(&mut String)) {
+pub(super) fn sample(out: &mut String, name: &str, value: u64, labels: impl FnOnce(&mut String)) {
     write_sample(out, name, itoa(value).as_str(), labels);
 }
 
@@ -523,7 +524,7 @@ fn dst_label(out: &mut String, key: &str, value: &str) {
 }
 
 /// Appends `name="value",` with the value escaped as the text format requires.
-fn label(out: &mut String, name: &str, value: &str) {
+pub(super) fn label(out: &mut String, name: &str, value: &str) {
     out.push_str(name);
     out.push_str("=\"");
     for c in value.chars() {

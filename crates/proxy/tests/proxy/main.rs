@@ -1,6 +1,7 @@
 //! In-process tests of the proxy's data path: real sockets on 127.0.0.1, real servers and
 //! clients, the proxy's `run` on its own listeners. Process-level checks live in `e2e.rs`.
 
+mod authz;
 mod bulk;
 mod discovery;
 mod errors;
