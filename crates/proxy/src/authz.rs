@@ -456,46 +456,34 @@ pub fn compile(server: &ext::inbound::Server) -> Result<ServerPolicy, String> {
         _ => (&[][..], &[][..], None),
     };
     let mut routes = Vec::new();
-    for (i, r) in http.iter().enumerate() {
-        let rules = r
-            .rules
-            .iter()
-            .map(|rule| rule.matches.iter().map(http_match).collect())
-            .collect::<Result<Vec<Vec<Match>>, String>>()?;
-        let route = (i + 1) as u32;
-        let authzs = r
-            .authorizations
-            .iter()
-            .enumerate()
-            .map(|(j, a)| authz(a, take(route, j)))
-            .collect::<Result<Vec<_>, _>>()?;
-        routes.push((
-            Named::of(r.metadata.as_ref()),
-            rules,
-            authzs,
-            &r.authorizations,
-        ));
+    // HTTP and gRPC routes alike (one of the two lists is empty): route n ≥ 1 is the
+    // (n−1)-th, as the JWT extensions count them.
+    macro_rules! compile_routes {
+        ($list:expr, $matcher:expr) => {
+            for (i, r) in $list.iter().enumerate() {
+                let rules = r
+                    .rules
+                    .iter()
+                    .map(|rule| rule.matches.iter().map($matcher).collect())
+                    .collect::<Result<Vec<Vec<Match>>, String>>()?;
+                let route = (i + 1) as u32;
+                let authzs = r
+                    .authorizations
+                    .iter()
+                    .enumerate()
+                    .map(|(j, a)| authz(a, take(route, j)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                routes.push((
+                    Named::of(r.metadata.as_ref()),
+                    rules,
+                    authzs,
+                    &r.authorizations,
+                ));
+            }
+        };
     }
-    for (i, r) in grpc.iter().enumerate() {
-        let rules = r
-            .rules
-            .iter()
-            .map(|rule| rule.matches.iter().map(grpc_match).collect())
-            .collect::<Result<Vec<Vec<Match>>, String>>()?;
-        let route = (i + 1) as u32;
-        let authzs = r
-            .authorizations
-            .iter()
-            .enumerate()
-            .map(|(j, a)| authz(a, take(route, j)))
-            .collect::<Result<Vec<_>, _>>()?;
-        routes.push((
-            Named::of(r.metadata.as_ref()),
-            rules,
-            authzs,
-            &r.authorizations,
-        ));
-    }
+    compile_routes!(http, http_match);
+    compile_routes!(grpc, grpc_match);
     // A lone default route that matches everything and adds no authorization of its own
     // (Linkerd's control plane sends one for servers without routes) decides nothing:
     // without it, the server can be decided per connection.

@@ -146,34 +146,18 @@ impl Feed for PolicyFeed {
     }
 }
 
-type PolicyStream = std::pin::Pin<
-    Box<dyn tokio_stream::Stream<Item = Result<ext::OutboundPolicy, tonic::Status>> + Send>,
->;
-
 impl PolicyFeed {
     /// Ferry's `Watch` (with the rules' extensions), or Linkerd's when the control plane
     /// does not serve Ferry's.
-    async fn watch(&mut self, spec: pb::TrafficSpec) -> Result<PolicyStream, tonic::Status> {
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
-        grpc.ready()
-            .await
-            .map_err(|e| tonic::Status::unavailable(format!("control plane: {e}")))?;
-        let path = http::uri::PathAndQuery::from_static(ext::WATCH);
-        let codec = tonic_prost::ProstCodec::<pb::TrafficSpec, ext::OutboundPolicy>::default();
-        match grpc
-            .server_streaming(tonic::Request::new(spec.clone()), path, codec)
-            .await
-        {
-            Ok(rsp) => Ok(Box::pin(rsp.into_inner())),
-            Err(status) if status.code() == tonic::Code::Unimplemented => {
-                let rsp = self.client.watch(spec).await?;
-                Ok(Box::pin(tokio_stream::StreamExt::map(
-                    rsp.into_inner(),
-                    |p| p.map(ext::OutboundPolicy::from),
-                )))
-            }
-            Err(status) => Err(status),
-        }
+    async fn watch(
+        &mut self,
+        spec: pb::TrafficSpec,
+    ) -> Result<crate::discover::Answers<ext::OutboundPolicy>, tonic::Status> {
+        let mut client = self.client.clone();
+        crate::discover::ferry_or_linkerd(&self.channel, ext::WATCH, spec, |spec| async move {
+            client.watch(spec).await
+        })
+        .await
     }
 }
 

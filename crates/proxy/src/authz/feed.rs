@@ -323,34 +323,18 @@ impl Feed for InboundFeed {
     }
 }
 
-type ServerStream =
-    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<ext::Server, tonic::Status>> + Send>>;
-
 impl InboundFeed {
     /// Ferry's `WatchPort` (with the JWT extensions), or Linkerd's when the control plane
     /// does not serve Ferry's.
-    async fn watch(&mut self, spec: pb::PortSpec) -> Result<ServerStream, tonic::Status> {
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
-        grpc.ready()
-            .await
-            .map_err(|e| tonic::Status::unavailable(format!("control plane: {e}")))?;
-        let path = http::uri::PathAndQuery::from_static(ext::WATCH_PORT);
-        let codec = tonic_prost::ProstCodec::<pb::PortSpec, ext::Server>::default();
-        match grpc
-            .server_streaming(tonic::Request::new(spec.clone()), path, codec)
-            .await
-        {
-            Ok(rsp) => Ok(Box::pin(rsp.into_inner())),
-            Err(status) if status.code() == tonic::Code::Unimplemented => {
-                let mut client = InboundServerPoliciesClient::new(self.channel.clone());
-                let rsp = client.watch_port(spec).await?;
-                Ok(Box::pin(tokio_stream::StreamExt::map(
-                    rsp.into_inner(),
-                    |s| s.map(ext::Server::from),
-                )))
-            }
-            Err(status) => Err(status),
-        }
+    async fn watch(
+        &mut self,
+        spec: pb::PortSpec,
+    ) -> Result<crate::discover::Answers<ext::Server>, tonic::Status> {
+        let mut client = InboundServerPoliciesClient::new(self.channel.clone());
+        crate::discover::ferry_or_linkerd(&self.channel, ext::WATCH_PORT, spec, |spec| async move {
+            client.watch_port(spec).await
+        })
+        .await
     }
 }
 

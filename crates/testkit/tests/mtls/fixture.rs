@@ -29,10 +29,15 @@ impl Mesh {
     /// one instance at a placeholder address until [`Mesh::set_echo`]) and `client`, issuing
     /// certificates valid for `lifetime`; waits for both service accounts' tokens.
     pub async fn start(lifetime: &str) -> Self {
+        Self::start_with(lifetime, &[]).await
+    }
+
+    /// [`Mesh::start`] with more control-plane flags.
+    pub async fn start_with(lifetime: &str, flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("workloads.yaml");
         std::fs::write(&file, workloads("127.0.0.1:9".parse().unwrap())).unwrap();
-        let mesh = Self::restart_on(dir, lifetime).await;
+        let mesh = Self::start_on(dir, lifetime, flags).await;
         for sa in ["echo", "client"] {
             let token = mesh.token(sa);
             wait_until(WAIT, "token files", || {
@@ -48,9 +53,13 @@ impl Mesh {
     /// Starts a control plane on the directory of an earlier one (same workloads file, CA
     /// and tokens).
     pub async fn restart_on(dir: tempfile::TempDir, lifetime: &str) -> Self {
+        Self::start_on(dir, lifetime, &[]).await
+    }
+
+    async fn start_on(dir: tempfile::TempDir, lifetime: &str, flags: &[&str]) -> Self {
         let file = dir.path().join("workloads.yaml");
         let identity = dir.path().join("identity");
-        let extra = [
+        let mut extra = vec![
             "--workloads-poll-interval",
             "100ms",
             "--identity-dir",
@@ -58,6 +67,7 @@ impl Mesh {
             "--identity-cert-lifetime",
             lifetime,
         ];
+        extra.extend_from_slice(flags);
         let cp = ControlProc::spawn(&file, &extra).await.unwrap();
         Self {
             grpc: cp.grpc,
@@ -101,6 +111,7 @@ pub fn workloads(echo: SocketAddr) -> String {
   - name: echo
     namespace: default
     serviceAccount: echo
+    labels: {{ app: echo }}
     instances:
       - {{ name: echo-0, addr: \"{echo}\" }}
   - name: client
@@ -108,6 +119,11 @@ pub fn workloads(echo: SocketAddr) -> String {
     serviceAccount: client
     instances:
       - {{ name: client-0, addr: \"127.0.0.1:7\" }}
+  - name: bot
+    namespace: default
+    serviceAccount: bot
+    instances:
+      - {{ name: bot-0, addr: \"127.0.0.1:6\" }}
 services:
   - name: echo
     namespace: default
@@ -137,13 +153,18 @@ pub async fn server_proxy(mesh: &Mesh, sa: &str, app: &TestServer, extra: &[&str
 /// A client proxy (`client`) with an upstream listener for `echo.default:8080`, resolving
 /// through `dest` and certified by `mesh`.
 pub async fn client_proxy(mesh: &Mesh, dest: SocketAddr, extra: &[&str]) -> ProxyProc {
+    client_proxy_as(mesh, "client", dest, extra).await
+}
+
+/// [`client_proxy`] for service account `sa`.
+pub async fn client_proxy_as(mesh: &Mesh, sa: &str, dest: SocketAddr, extra: &[&str]) -> ProxyProc {
     let mut args = vec![
         "--upstream".to_string(),
         "127.0.0.1:0=echo.default:8080".into(),
         "--destination-addr".into(),
         dest.to_string(),
     ];
-    args.extend(mesh.identity_args("client"));
+    args.extend(mesh.identity_args(sa));
     args.extend(extra.iter().map(|s| s.to_string()));
     proxy(&args).await
 }

@@ -3,6 +3,7 @@
 //! plane. Covers issuance, `/state`, metrics labels, `openssl s_client` against the inbound
 //! port, rotation under load, and each refusal (token, trust anchor, name, plaintext).
 
+mod authz;
 mod cluster;
 mod cluster_net;
 mod fixture;
