@@ -466,17 +466,35 @@ impl Conn {
                     .await
                     .unwrap_or_else(|_| Err(plan.timeout_error(which))),
             };
-            let (result, metrics) = match sent {
+            let (mut result, metrics) = match sent {
                 Ok(sent) => sent,
                 Err(e) => (Err(e), self.unrouted(authority, &target)),
             };
-            let answer = result
+            let mut answer = result
                 .as_ref()
                 .ok()
                 .map(|r| (r.status().as_u16(), crate::http::grpc_status(r.headers())));
             let replayable = kept
                 .as_ref()
                 .is_some_and(|(_, kept)| kept.lock().unwrap_or_else(|e| e.into_inner()).whole());
+            // A gRPC answer with no status in its head may still be an error sent as a
+            // head and trailers: read up to its first frame (within the try's deadline).
+            if let (Ok(rsp), Some((_, grpc_status @ None)), true) = (
+                &mut result,
+                &mut answer,
+                grpc && replayable && plan.retries_grpc(),
+            ) {
+                if let Either::Right(body) = rsp.body_mut() {
+                    let peek = body.peek_trailers();
+                    let trailers = match limit {
+                        Some((deadline, _)) => {
+                            tokio::time::timeout_at(deadline, peek).await.ok().flatten()
+                        }
+                        None => peek.await,
+                    };
+                    *grpc_status = trailers.as_ref().and_then(crate::http::grpc_status);
+                }
+            }
             match plan.after_try(answer, replayable) {
                 TryOutcome::Done => break (result, metrics),
                 TryOutcome::Retry(backoff) => {

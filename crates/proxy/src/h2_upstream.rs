@@ -624,6 +624,8 @@ pub struct H2Body {
     length: Option<u64>,
     /// Its place among the connection's watched streams, held until the body is dropped.
     _watch: Option<Slot>,
+    /// The first frame, read ahead by [`H2Body::peek_trailers`], given out first.
+    peeked: Option<Result<Frame<Bytes>, h2::Error>>,
 }
 
 impl H2Body {
@@ -633,7 +635,19 @@ impl H2Body {
             data_done: false,
             length,
             _watch: watch,
+            peeked: None,
         }
+    }
+
+    /// The trailers, when they come before any data: a gRPC answer without a message (an
+    /// error, as most servers send it: a head, then trailers with `grpc-status`). Reads one
+    /// frame ahead and keeps it to be given out; `None` when data comes first or the body
+    /// ends (or fails) without trailers.
+    pub async fn peek_trailers(&mut self) -> Option<http::HeaderMap> {
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut *self).poll_frame(cx)).await?;
+        let trailers = frame.as_ref().ok().and_then(Frame::trailers_ref).cloned();
+        self.peeked = Some(frame);
+        trailers
     }
 }
 
@@ -645,6 +659,9 @@ impl Body for H2Body {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if let Some(frame) = self.peeked.take() {
+            return Poll::Ready(Some(frame));
+        }
         if !self.data_done {
             match ready!(self.recv.poll_data(cx)) {
                 Some(Ok(data)) => {
@@ -664,11 +681,12 @@ impl Body for H2Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
+        self.peeked.is_none() && self.recv.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
         match self.length {
+            _ if self.peeked.is_some() => SizeHint::default(),
             _ if self.recv.is_end_stream() => SizeHint::with_exact(0),
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),

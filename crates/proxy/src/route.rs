@@ -243,6 +243,12 @@ impl Plan {
         self.rule().retry.as_ref()
     }
 
+    /// Whether the rule retries on gRPC statuses: then an answer whose head has none is
+    /// looked into for trailers that come before any message.
+    pub fn retries_grpc(&self) -> bool {
+        self.retry().is_some_and(|r| !r.grpc.is_empty())
+    }
+
     /// Applies the request header changes.
     pub fn request_headers(&self, headers: &mut HeaderMap) {
         for m in &self.request_headers {

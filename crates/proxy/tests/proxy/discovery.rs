@@ -460,28 +460,7 @@ async fn a_request_is_retried_only_when_its_whole_body_went() {
         }
     })
     .await;
-    let backend = outbound::Backend {
-        metadata: None,
-        queue: Some(outbound::Queue {
-            capacity: 100,
-            failfast_timeout: Some(prost_types::Duration {
-                seconds: 3,
-                nanos: 0,
-            }),
-        }),
-        kind: Some(outbound::backend::Kind::Balancer(
-            outbound::backend::BalanceP2c {
-                discovery: Some(outbound::backend::EndpointDiscovery {
-                    kind: Some(outbound::backend::endpoint_discovery::Kind::Dst(
-                        outbound::backend::endpoint_discovery::DestinationGet {
-                            path: "echo.default:8080".into(),
-                        },
-                    )),
-                }),
-                load: None,
-            },
-        )),
-    };
+    let backend = balanced("echo.default:8080");
     let retry = outbound::http_route::Retry {
         max_retries: 3,
         max_request_bytes: 64 * 1024,
@@ -561,5 +540,149 @@ async fn a_request_is_retried_only_when_its_whole_body_went() {
     assert_eq!(rsp.status(), StatusCode::INTERNAL_SERVER_ERROR);
     drop(tx);
     assert_eq!(calls.load(Relaxed), 1, "not retried");
+    drop(endpoints);
+}
+
+/// A route backend balanced over discovery's endpoints for `path`.
+fn balanced(path: &str) -> outbound::Backend {
+    outbound::Backend {
+        metadata: None,
+        queue: Some(outbound::Queue {
+            capacity: 100,
+            failfast_timeout: Some(prost_types::Duration {
+                seconds: 3,
+                nanos: 0,
+            }),
+        }),
+        kind: Some(outbound::backend::Kind::Balancer(
+            outbound::backend::BalanceP2c {
+                discovery: Some(outbound::backend::EndpointDiscovery {
+                    kind: Some(outbound::backend::endpoint_discovery::Kind::Dst(
+                        outbound::backend::endpoint_discovery::DestinationGet { path: path.into() },
+                    )),
+                }),
+                load: None,
+            },
+        )),
+    }
+}
+
+/// A gRPC error sent as a head and then trailers (no status in the head, as most servers
+/// send one) is retried on its status like a trailers-only answer.
+#[tokio::test]
+async fn grpc_statuses_in_trailers_after_the_head_are_retried() {
+    use http_body::Frame;
+    use http_body_util::BodyExt as _;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    // The first call: 200, then trailers with UNAVAILABLE (14); the next: a message and OK.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = TestServer::http({
+        let calls = calls.clone();
+        move |req: http::Request<hyper::body::Incoming>| {
+            let n = calls.fetch_add(1, Relaxed);
+            async move {
+                // A unary call's server reads the request message first.
+                req.into_body().collect().await.unwrap();
+                let mut trailers = http::HeaderMap::new();
+                let frames = if n == 0 {
+                    trailers.insert("grpc-status", "14".parse().unwrap());
+                    vec![Frame::trailers(trailers)]
+                } else {
+                    trailers.insert("grpc-status", "0".parse().unwrap());
+                    let message = bytes::Bytes::from_static(b"\0\0\0\0\x02hi");
+                    vec![Frame::data(message), Frame::trailers(trailers)]
+                };
+                let frames = tokio_stream::iter(frames.into_iter().map(Ok));
+                Response::builder()
+                    .header("content-type", "application/grpc")
+                    .body(http_body_util::StreamBody::new(frames).boxed())
+                    .unwrap()
+            }
+        }
+    })
+    .await;
+    let rule = outbound::grpc_route::Rule {
+        backends: Some(outbound::grpc_route::Distribution {
+            kind: Some(outbound::grpc_route::distribution::Kind::FirstAvailable(
+                outbound::grpc_route::distribution::FirstAvailable {
+                    backends: vec![outbound::grpc_route::RouteBackend {
+                        backend: Some(balanced("echo.default:8080")),
+                        ..Default::default()
+                    }],
+                },
+            )),
+        }),
+        retry: Some(outbound::grpc_route::Retry {
+            max_retries: 2,
+            max_request_bytes: 64 * 1024,
+            conditions: Some(outbound::grpc_route::retry::Conditions {
+                unavailable: true,
+                ..Default::default()
+            }),
+            timeout: None,
+            backoff: None,
+        }),
+        ..Default::default()
+    };
+    let route = outbound::GrpcRoute {
+        metadata: Some(meta::Metadata {
+            kind: Some(meta::metadata::Kind::Resource(meta::Resource {
+                group: "gateway.networking.k8s.io".into(),
+                kind: "GRPCRoute".into(),
+                name: "retry-unavailable".into(),
+                namespace: "default".into(),
+                ..Default::default()
+            })),
+        }),
+        hosts: Vec::new(),
+        rules: vec![rule],
+    };
+    let policies = LinkerdPolicies {
+        policy: outbound::OutboundPolicy {
+            protocol: Some(outbound::ProxyProtocol {
+                kind: Some(outbound::proxy_protocol::Kind::Grpc(
+                    outbound::proxy_protocol::Grpc {
+                        routes: vec![route],
+                        failure_accrual: None,
+                    },
+                )),
+            }),
+            metadata: None,
+        },
+        watched: Arc::default(),
+    };
+    let (destination, mut streams) = scripted_control_plane(Some(policies)).await;
+    let mut config = Config::for_tests("127.0.0.1:9".parse().unwrap());
+    config.destination_addr = Some(destination.into());
+    config.upstreams = vec!["127.0.0.1:0=echo.default:8080".parse().unwrap()];
+    let proxy = Proxy::start(config).await;
+    let endpoints = tokio::spawn(async move {
+        let (_, updates) = streams.recv().await.unwrap();
+        updates.send(add(&[app.addr])).await.unwrap();
+        (updates, app)
+    });
+
+    let call = http::Request::post(proxy.upstream_url("/greet.Greeter/Hello"))
+        .version(http::Version::HTTP_2)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"\0\0\0\0\x02yo",
+        )))
+        .unwrap();
+    let rsp = tokio::time::timeout(Duration::from_secs(10), client::h2c().request(call))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rsp.status(), StatusCode::OK);
+    let body = tokio::time::timeout(Duration::from_secs(10), rsp.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap();
+    let trailers = body.trailers().cloned().unwrap_or_default();
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0", "{trailers:?}");
+    assert_eq!(&body.to_bytes()[..], b"\0\0\0\0\x02hi");
+    assert_eq!(calls.load(Relaxed), 2, "the UNAVAILABLE answer was retried");
     drop(endpoints);
 }
