@@ -369,6 +369,49 @@ pub fn apply(
     }
 }
 
+/// A stream of a control plane's answers, as one of its streaming calls returns them.
+pub type Answers<T> =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+/// Calls Ferry's streaming method `path` (Linkerd's message with Ferry's extensions) on
+/// `channel`; when the control plane does not serve it (`Unimplemented`), calls Linkerd's
+/// own with `linkerd` and reads its messages as Ferry's without extensions.
+pub async fn ferry_or_linkerd<Req, Ferry, Linkerd, Fut>(
+    channel: &Channel,
+    path: &'static str,
+    req: Req,
+    linkerd: impl FnOnce(Req) -> Fut,
+) -> Result<Answers<Ferry>, tonic::Status>
+where
+    Req: tonic_prost::prost::Message + Clone + 'static,
+    Ferry: tonic_prost::prost::Message + Default + From<Linkerd> + 'static,
+    Linkerd: Send + 'static,
+    Fut: std::future::Future<
+        Output = Result<tonic::Response<tonic::Streaming<Linkerd>>, tonic::Status>,
+    >,
+{
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("control plane: {e}")))?;
+    let codec = tonic_prost::ProstCodec::<Req, Ferry>::default();
+    let call = tonic::Request::new(req.clone());
+    match grpc
+        .server_streaming(call, http::uri::PathAndQuery::from_static(path), codec)
+        .await
+    {
+        Ok(rsp) => Ok(Box::pin(rsp.into_inner())),
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            let rsp = linkerd(req).await?;
+            Ok(Box::pin(tokio_stream::StreamExt::map(
+                rsp.into_inner(),
+                |m| m.map(Ferry::from),
+            )))
+        }
+        Err(status) => Err(status),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,48 +470,5 @@ mod tests {
             apply(set, Update::NoEndpoints(api::NoEndpoints { exists: false })),
             Err(false)
         );
-    }
-}
-
-/// A stream of a control plane's answers, as one of its streaming calls returns them.
-pub type Answers<T> =
-    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send>>;
-
-/// Calls Ferry's streaming method `path` (Linkerd's message with Ferry's extensions) on
-/// `channel`; when the control plane does not serve it (`Unimplemented`), calls Linkerd's
-/// own with `linkerd` and reads its messages as Ferry's without extensions.
-pub async fn ferry_or_linkerd<Req, Ferry, Linkerd, Fut>(
-    channel: &Channel,
-    path: &'static str,
-    req: Req,
-    linkerd: impl FnOnce(Req) -> Fut,
-) -> Result<Answers<Ferry>, tonic::Status>
-where
-    Req: tonic_prost::prost::Message + Clone + 'static,
-    Ferry: tonic_prost::prost::Message + Default + From<Linkerd> + 'static,
-    Linkerd: Send + 'static,
-    Fut: std::future::Future<
-        Output = Result<tonic::Response<tonic::Streaming<Linkerd>>, tonic::Status>,
-    >,
-{
-    let mut grpc = tonic::client::Grpc::new(channel.clone());
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(format!("control plane: {e}")))?;
-    let codec = tonic_prost::ProstCodec::<Req, Ferry>::default();
-    let call = tonic::Request::new(req.clone());
-    match grpc
-        .server_streaming(call, http::uri::PathAndQuery::from_static(path), codec)
-        .await
-    {
-        Ok(rsp) => Ok(Box::pin(rsp.into_inner())),
-        Err(status) if status.code() == tonic::Code::Unimplemented => {
-            let rsp = linkerd(req).await?;
-            Ok(Box::pin(tokio_stream::StreamExt::map(
-                rsp.into_inner(),
-                |m| m.map(Ferry::from),
-            )))
-        }
-        Err(status) => Err(status),
     }
 }
