@@ -72,6 +72,11 @@ pub const PROXY_TRACE_SAMPLING: &str = "FERRY_PROXY_TRACE_SAMPLING";
 pub const PROXY_TRACE_RESOURCE_ATTRIBUTES: &str = "FERRY_PROXY_TRACE_RESOURCE_ATTRIBUTES";
 /// `--inbound-require-identity`: refuse inbound connections that are not mTLS from a meshed peer.
 pub const PROXY_INBOUND_REQUIRE_IDENTITY: &str = "FERRY_PROXY_INBOUND_REQUIRE_IDENTITY";
+/// `--default-inbound-policy`: the inbound authorization policy applied until the control plane
+/// has answered for a port, or without a control plane (docs/authorization.md).
+pub const PROXY_DEFAULT_INBOUND_POLICY: &str = "FERRY_PROXY_DEFAULT_INBOUND_POLICY";
+/// `--cluster-networks`: the networks the `cluster-*` default inbound policies admit.
+pub const PROXY_CLUSTER_NETWORKS: &str = "FERRY_PROXY_CLUSTER_NETWORKS";
 /// `--identity-token-file`: the service-account token the proxy presents to the identity service.
 pub const PROXY_IDENTITY_TOKEN_FILE: &str = "FERRY_PROXY_IDENTITY_TOKEN_FILE";
 /// `--identity-trust-anchors`: PEM trust anchors the proxy verifies peers and the CA with.
@@ -149,6 +154,12 @@ pub const CONTROL_TOKEN_VALIDATION: &str = "FERRY_CONTROL_TOKEN_VALIDATION";
 pub const CONTROL_WORKLOADS_FILE: &str = "FERRY_CONTROL_WORKLOADS_FILE";
 /// `--routes`: a file or directory of route documents (HTTPRoute, GRPCRoute, HTTPFault).
 pub const CONTROL_ROUTES: &str = "FERRY_CONTROL_ROUTES";
+/// `--default-inbound-policy`: the cluster's default inbound policy (docs/authorization.md).
+pub const CONTROL_DEFAULT_INBOUND_POLICY: &str = "FERRY_CONTROL_DEFAULT_INBOUND_POLICY";
+/// `--cluster-networks`: the networks the `cluster-*` default inbound policies admit.
+pub const CONTROL_CLUSTER_NETWORKS: &str = "FERRY_CONTROL_CLUSTER_NETWORKS";
+/// `--jwks-refresh-interval`: how often fetched JWK Sets (`jwksURI`) are fetched again.
+pub const CONTROL_JWKS_REFRESH_INTERVAL: &str = "FERRY_CONTROL_JWKS_REFRESH_INTERVAL";
 /// `--workloads-poll-interval`: how often the workloads file is checked for edits.
 pub const CONTROL_WORKLOADS_POLL_INTERVAL: &str = "FERRY_CONTROL_WORKLOADS_POLL_INTERVAL";
 /// `--log`: the control plane's tracing filter (e.g. `info,ferry_control=debug`).

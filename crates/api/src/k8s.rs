@@ -14,6 +14,11 @@ pub const ANNOTATION_SKIP_INBOUND_PORTS: &str = "config.ferry.io/skip-inbound-po
 pub const ANNOTATION_SKIP_OUTBOUND_PORTS: &str = "config.ferry.io/skip-outbound-ports";
 /// Annotation (pod template): CIDRs the init step must not redirect (`10.0.0.0/8,...`).
 pub const ANNOTATION_SKIP_SUBNETS: &str = "config.ferry.io/skip-subnets";
+/// Annotation of a namespace or workload: its default inbound policy (docs/authorization.md).
+pub const ANNOTATION_DEFAULT_INBOUND_POLICY: &str = "config.ferry.io/default-inbound-policy";
+/// Linkerd's name for [`ANNOTATION_DEFAULT_INBOUND_POLICY`], read too.
+pub const ANNOTATION_LINKERD_DEFAULT_INBOUND_POLICY: &str =
+    "config.linkerd.io/default-inbound-policy";
 
 /// Label on meshed pods: the namespace of the control plane that serves them.
 pub const LABEL_CONTROL_PLANE_NS: &str = "ferry.io/control-plane-ns";

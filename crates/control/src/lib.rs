@@ -33,6 +33,7 @@
 
 pub mod api;
 pub mod authority;
+pub mod authz;
 pub mod config;
 pub mod dashboard;
 pub mod destination;
@@ -229,6 +230,7 @@ pub async fn run(
         grpc_tls: GrpcTls::WithIdentity,
         traces,
         routes,
+        inbound: config.inbound.clone(),
     };
     serve_all(
         grpc,
@@ -257,8 +259,11 @@ pub struct Surfaces {
     pub grpc_tls: GrpcTls,
     /// The traces the public API lists (filled by the OTLP receiver when it runs).
     pub traces: traces::store::TraceStore,
-    /// The routes `OutboundPolicies` serves (none: every Service gets its default route).
+    /// The routes `OutboundPolicies` serves (none: every Service gets its default route),
+    /// and the authorization documents `InboundServerPolicies` serves.
     pub routes: routes::Routes,
+    /// The cluster-wide settings of inbound policy.
+    pub inbound: authz::InboundConfig,
 }
 
 impl Default for Surfaces {
@@ -270,6 +275,7 @@ impl Default for Surfaces {
             grpc_tls: GrpcTls::Plaintext,
             traces: traces::store::TraceStore::default(),
             routes: routes::Routes::default(),
+            inbound: authz::InboundConfig::default(),
         }
     }
 }
@@ -417,6 +423,7 @@ pub async fn serve_all<D: Discovery>(
             tls,
             &surfaces.limits.grpc,
             &surfaces.routes,
+            &surfaces.inbound,
             stop.clone().cancelled_owned(),
         );
         async move {

@@ -245,6 +245,8 @@ impl Publisher {
                 grpc: grpc.iter().filter_map(|r| r.route.clone().ok()).collect(),
                 faults,
                 services,
+                // TODO(#23): watch the policy.ferry.io / policy.linkerd.io resources.
+                authz: Default::default(),
             };
             // Store order is arbitrary; keep the set stable so unchanged reads do not fan out.
             set.http
