@@ -19,6 +19,16 @@ pub const ANNOTATION_DEFAULT_INBOUND_POLICY: &str = "config.ferry.io/default-inb
 /// Linkerd's name for [`ANNOTATION_DEFAULT_INBOUND_POLICY`], read too.
 pub const ANNOTATION_LINKERD_DEFAULT_INBOUND_POLICY: &str =
     "config.linkerd.io/default-inbound-policy";
+/// The default inbound policies' names, as the annotation, the control plane's and the
+/// proxy's `--default-inbound-policy` spell them.
+pub const DEFAULT_INBOUND_POLICIES: [&str; 6] = [
+    "all-unauthenticated",
+    "all-authenticated",
+    "cluster-unauthenticated",
+    "cluster-authenticated",
+    "deny",
+    "audit",
+];
 
 /// Label on meshed pods: the namespace of the control plane that serves them.
 pub const LABEL_CONTROL_PLANE_NS: &str = "ferry.io/control-plane-ns";

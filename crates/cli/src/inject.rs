@@ -50,6 +50,10 @@ pub struct InjectArgs {
     /// Inbound ports not redirected to the proxy (comma-separated), for every pod.
     #[arg(long, value_delimiter = ',')]
     pub skip_inbound_ports: Vec<String>,
+    /// The proxies' default inbound policy (`FERRY_PROXY_DEFAULT_INBOUND_POLICY`) for pods
+    /// whose `config.ferry.io/default-inbound-policy` annotation does not name one.
+    #[arg(long, value_parser = names::DEFAULT_INBOUND_POLICIES)]
+    pub default_inbound_policy: Option<String>,
     /// Outbound ports not redirected to the proxy (comma-separated), for every pod.
     #[arg(long, value_delimiter = ',')]
     pub skip_outbound_ports: Vec<String>,
@@ -105,6 +109,8 @@ impl InjectArgs {
             skip_outbound_ports: self.skip_outbound_ports.clone(),
             skip_subnets: self.skip_subnets.clone(),
             trust_anchors_pem,
+            default_inbound_policy: self.default_inbound_policy.clone(),
+            namespace_inbound_policies: Default::default(),
         })
     }
 }

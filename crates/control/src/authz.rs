@@ -9,6 +9,8 @@
 //! - [`inbound`]: that policy as `io.linkerd.proxy.inbound.Server` (and Ferry's `Server`
 //!   with JWT requirements), and the gRPC services that stream it.
 //! - [`jwks`]: JWK Sets named by `jwksURI`, fetched and refreshed.
+//! - [`kubernetes`]: the resources as the API server stores them, read from the routes'
+//!   watches.
 //!
 //! The documents travel with the routes: the same files in local mode (`--routes`), the
 //! same [`crate::routes::RouteSet`] and watch channel, so a proxy's stream is woken by the
@@ -17,6 +19,7 @@
 pub mod cidr;
 pub mod inbound;
 pub mod jwks;
+pub mod kubernetes;
 pub mod resolve;
 pub mod resources;
 pub mod validate;
@@ -49,14 +52,7 @@ pub enum DefaultPolicy {
 
 impl DefaultPolicy {
     /// The names, as annotations and flags spell them.
-    pub const NAMES: [&'static str; 6] = [
-        "all-unauthenticated",
-        "all-authenticated",
-        "cluster-unauthenticated",
-        "cluster-authenticated",
-        "deny",
-        "audit",
-    ];
+    pub const NAMES: [&'static str; 6] = ferry_api::k8s::DEFAULT_INBOUND_POLICIES;
 
     /// The name.
     pub fn as_str(self) -> &'static str {

@@ -576,6 +576,8 @@ fn injector(
         control_namespace: args.namespace.clone(),
         // Everything else as `ferry inject`'s defaults; the trust anchors are the CA's,
         // filled in per review, and a workloads file's trust domain when it loads.
+        // The cluster's default inbound policy, until a namespace or pod names another.
+        default_inbound_policy: Some(args.default_inbound_policy.to_string()),
         ..ferry_inject::ProxyConfig::default()
     };
     if let DiscoveryConfig::Kubernetes {

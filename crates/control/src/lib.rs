@@ -199,7 +199,7 @@ pub async fn run(
         Some(mut injector) => {
             // The trust domain the CA names identities in, whichever backend set it.
             injector.proxy.trust_domain = discovery.watch().borrow().trust_domain.clone();
-            Some(start_injector(injector, identity.as_ref()).await?)
+            Some(start_injector(injector, identity.as_ref(), discovery.watch()).await?)
         }
         None => None,
     };
@@ -476,11 +476,12 @@ pub async fn serve_all<D: Discovery>(
 async fn start_injector(
     config: injector::InjectorConfig,
     identity: Option<&Identity>,
+    states: tokio::sync::watch::Receiver<std::sync::Arc<model::ClusterState>>,
 ) -> Result<tokio_util::sync::DropGuard, RunError> {
     let serving = injector::serving_cert(&config.cert_file, &config.key_file)?;
     let tls = injector::server_config(serving.clone())?;
     let anchors = identity.map(Identity::watch_ca);
-    let proxy = injector::ProxySettings::new(config.proxy, anchors);
+    let proxy = injector::ProxySettings::new(config.proxy, anchors).with_states(states);
     let listener = bind("injector", config.listen).await?;
     let stop = CancellationToken::new();
     tokio::spawn(injector::serve(

@@ -50,6 +50,12 @@ pub struct ProxyConfig {
     pub skip_subnets: Vec<String>,
     /// PEM trust anchors handed to the proxy, when known at inject time.
     pub trust_anchors_pem: Option<String>,
+    /// The proxy's default inbound policy (`FERRY_PROXY_DEFAULT_INBOUND_POLICY`) unless the
+    /// pod's annotation names one: the namespace's or the cluster's, when known (the webhook).
+    pub default_inbound_policy: Option<String>,
+    /// Namespaces' `default-inbound-policy` annotations, when known (the webhook): they
+    /// replace `default_inbound_policy` for pods in them.
+    pub namespace_inbound_policies: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ProxyConfig {
@@ -66,6 +72,8 @@ impl Default for ProxyConfig {
             skip_outbound_ports: Vec::new(),
             skip_subnets: Vec::new(),
             trust_anchors_pem: None,
+            default_inbound_policy: None,
+            namespace_inbound_policies: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -79,6 +87,8 @@ pub struct PodOverrides {
     pub skip_outbound_ports: Vec<String>,
     /// From `config.ferry.io/skip-subnets`.
     pub skip_subnets: Vec<String>,
+    /// From `config.ferry.io/default-inbound-policy` (or Linkerd's), when it names a policy.
+    pub default_inbound_policy: Option<String>,
 }
 
 impl ProxyConfig {
@@ -166,7 +176,7 @@ impl ProxyConfig {
     }
 
     /// The `ferry-proxy` container.
-    pub fn proxy_container(&self) -> Container {
+    pub fn proxy_container(&self, pod: &PodOverrides) -> Container {
         let mut env = vec![
             value(
                 env::PROXY_INBOUND_LISTEN,
@@ -201,6 +211,13 @@ impl ProxyConfig {
             ferry_api::identity::control_plane_name(&self.control_namespace, &self.trust_domain);
         env.push(value(env::PROXY_CONTROL_PLANE_IDENTITY, control_id.clone()));
         env.push(value(env::PROXY_TAP_AUTHORIZED_IDENTITY, control_id));
+        let policy = pod
+            .default_inbound_policy
+            .as_ref()
+            .or(self.default_inbound_policy.as_ref());
+        if let Some(policy) = policy {
+            env.push(value(env::PROXY_DEFAULT_INBOUND_POLICY, policy.clone()));
+        }
         if let Some(pem) = &self.trust_anchors_pem {
             env.push(value(env::PROXY_IDENTITY_TRUST_ANCHORS, pem.clone()));
             // With identity the tap server is mTLS-only and authorised by identity, so the
