@@ -23,7 +23,10 @@ pub fn resources() -> Vec<ApiResource> {
     ]
     .into_iter()
     .map(|(kind, plural)| {
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(FERRY_GROUP, VERSION, kind), plural)
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(FERRY_GROUP, VERSION, kind),
+            plural,
+        )
     })
     .collect()
 }
