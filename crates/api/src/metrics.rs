@@ -60,6 +60,33 @@ pub const PROXY_BUILD_INFO: &str = "proxy_build_info";
 /// Gauge: when the proxy process started, in seconds since the Unix epoch.
 pub const PROCESS_START_TIME_SECONDS: &str = "process_start_time_seconds";
 
+/// Counter: inbound HTTP requests an authorization admitted (docs/authorization.md).
+pub const INBOUND_HTTP_AUTHZ_ALLOW_TOTAL: &str = "inbound_http_authz_allow_total";
+/// Counter: inbound HTTP requests no authorization admitted (answered 403).
+pub const INBOUND_HTTP_AUTHZ_DENY_TOTAL: &str = "inbound_http_authz_deny_total";
+/// Counter: inbound HTTP requests that matched no route of a server with routes (404).
+pub const INBOUND_HTTP_ROUTE_NOT_FOUND_TOTAL: &str = "inbound_http_route_not_found_total";
+/// Counter: inbound HTTP requests answered 429 by the server's local rate limit.
+pub const INBOUND_HTTP_LOCAL_RATELIMIT_TOTAL: &str = "inbound_http_local_ratelimit_total";
+/// Counter: inbound connections an authorization admitted.
+pub const INBOUND_TCP_AUTHZ_ALLOW_TOTAL: &str = "inbound_tcp_authz_allow_total";
+/// Counter: inbound connections no authorization admitted (closed before any byte).
+pub const INBOUND_TCP_AUTHZ_DENY_TOTAL: &str = "inbound_tcp_authz_deny_total";
+/// Counter: inbound connections closed because a new policy no longer admits them.
+pub const INBOUND_TCP_AUTHZ_TERMINATE_TOTAL: &str = "inbound_tcp_authz_terminate_total";
+/// Label: the kind of the inbound server (`server`, or `default` for a default policy).
+pub const LABEL_SRV_KIND: &str = "srv_kind";
+/// Label: the name of the inbound server.
+pub const LABEL_SRV_NAME: &str = "srv_name";
+/// Label: the kind of the inbound route (`HTTPRoute`, `GRPCRoute`, `default`).
+pub const LABEL_ROUTE_KIND: &str = "route_kind";
+/// Label: the name of the inbound route.
+pub const LABEL_ROUTE_NAME: &str = "route_name";
+/// Label: the kind of the authorization (`AuthorizationPolicy`, `default`, ...).
+pub const LABEL_AUTHZ_KIND: &str = "authz_kind";
+/// Label: the name of the authorization (`audit` for an audited server's catch-all).
+pub const LABEL_AUTHZ_NAME: &str = "authz_name";
+
 /// Label: `inbound` or `outbound`.
 pub const LABEL_DIRECTION: &str = "direction";
 /// Label: the request's authority (inbound) or the logical target (outbound).

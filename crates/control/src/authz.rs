@@ -8,6 +8,7 @@
 //!   authorizations, routes and rate limit.
 //! - [`inbound`]: that policy as `io.linkerd.proxy.inbound.Server` (and Ferry's `Server`
 //!   with JWT requirements), and the gRPC services that stream it.
+//! - [`api`]: `GET /api/v1/authz`, the policy with allow/deny counts (`ferry authz`).
 //! - [`jwks`]: JWK Sets named by `jwksURI`, fetched and refreshed.
 //! - [`kubernetes`]: the resources as the API server stores them, read from the routes'
 //!   watches.
@@ -16,6 +17,7 @@
 //! same [`crate::routes::RouteSet`] and watch channel, so a proxy's stream is woken by the
 //! mechanism that wakes `OutboundPolicies`.
 
+pub mod api;
 pub mod cidr;
 pub mod inbound;
 pub mod jwks;

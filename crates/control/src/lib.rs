@@ -444,6 +444,7 @@ pub async fn serve_all<D: Discovery>(
             relay,
             surfaces.traces.clone(),
             surfaces.routes.clone(),
+            surfaces.inbound.clone(),
             stop.clone().cancelled_owned(),
         );
         async move {
