@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 
 /// The path.
 pub const AUTHZ_PATH: &str = "/api/v1/authz";
+/// `GET ?workload=<ns>:<pod>&port=N`: the inbound policy the control plane serves for a
+/// pod port, as JSON (`ferry diagnostics policy po/NAME:PORT`).
+pub const INBOUND_POLICY_PATH: &str = "/api/v1/policy/inbound";
 
 /// Query parameters of [`AUTHZ_PATH`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

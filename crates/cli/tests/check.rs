@@ -159,7 +159,7 @@ fn unreachable_api_is_fatal() {
     );
     assert!(out.contains("hint: check the kubeconfig"), "{out}");
     assert!(
-        out.contains("1 check(s) failed; 11 skipped after a fatal failure"),
+        out.contains("1 check(s) failed; 12 skipped after a fatal failure"),
         "{out}"
     );
     assert_eq!(out.matches('✓').count(), 0);

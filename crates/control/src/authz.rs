@@ -5,7 +5,7 @@
 //!
 //! - [`resources`]: the documents, typed; [`validate`]: what serde cannot check.
 //! - [`resolve`]: the policy of one pod port: its Server (or the default policy), its
-//!   authorizations, routes and rate limit.
+//!   authorizations, routes and rate limit — [`resolved`], plain data.
 //! - [`inbound`]: that policy as `io.linkerd.proxy.inbound.Server` (and Ferry's `Server`
 //!   with JWT requirements), and the gRPC services that stream it.
 //! - [`api`]: `GET /api/v1/authz`, the policy with allow/deny counts (`ferry authz`).
@@ -23,6 +23,7 @@ pub mod inbound;
 pub mod jwks;
 pub mod kubernetes;
 pub mod resolve;
+pub mod resolved;
 pub mod resources;
 pub mod validate;
 

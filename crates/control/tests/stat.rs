@@ -494,6 +494,20 @@ async fn authz_lists_servers_routes_and_authorizations_with_what_they_allowed_an
         "denials name no authorization: {rows:#?}"
     );
 
+    // The inbound policy itself, for `ferry diagnostics policy po/NAME:PORT`.
+    let (status, body) = ask("/api/v1/policy/inbound?workload=emojivoto:voting-0&port=8080").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["server"]["name"], "voting-http");
+    assert_eq!(body["protocol"], "HTTP/1");
+    assert_eq!(
+        body["routes"][0]["authorizations"][0]["authentication"]["meshTls"]["identities"][0],
+        "web.emojivoto.serviceaccount.identity.ferry.cluster.local"
+    );
+    let (status, _) = ask("/api/v1/policy/inbound?workload=emojivoto:nope&port=8080").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = ask("/api/v1/policy/inbound?workload=voting-0&port=8080").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
     let (status, body) = ask("/api/v1/authz?resource=deploy/nope&namespace=emojivoto").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, body) = ask("/api/v1/authz?resource=deploy&namespace=emojivoto").await;

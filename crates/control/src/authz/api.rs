@@ -16,7 +16,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use ferry_api::authz::{AuthzAnswer, AuthzQuery, AuthzRow, PolicyRef, AUTHZ_PATH};
+use ferry_api::authz::{
+    AuthzAnswer, AuthzQuery, AuthzRow, PolicyRef, AUTHZ_PATH, INBOUND_POLICY_PATH,
+};
 use ferry_api::control_api::ApiError;
 use ferry_api::metrics as names;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -58,6 +60,7 @@ pub fn router<D: Discovery>(
 ) -> Router {
     Router::new()
         .route(AUTHZ_PATH, get(authz::<D>))
+        .route(INBOUND_POLICY_PATH, get(inbound_policy::<D>))
         .with_state(Ctx {
             discovery,
             routes,
@@ -83,6 +86,48 @@ async fn authz<D: Discovery>(
     match answer(&ctx.backend, &state, &routes, &ctx.config, &query).await {
         Ok(a) => Json(a).into_response(),
         Err(e) => error(e.status(), e.to_string()),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct InboundQuery {
+    workload: String,
+    port: u32,
+}
+
+/// The policy `InboundServerPolicies` serves for a pod port, before translation.
+async fn inbound_policy<D: Discovery>(
+    State(ctx): State<Ctx<D>>,
+    query: Result<Query<InboundQuery>, QueryRejection>,
+) -> Response {
+    let error = |status: StatusCode, message: String| {
+        (status, Json(ApiError { error: message })).into_response()
+    };
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(r) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid query: {}", r.body_text()),
+            )
+        }
+    };
+    let spec = linkerd2_proxy_api::inbound::PortSpec {
+        workload: query.workload,
+        port: query.port,
+    };
+    let target = match super::inbound::port_target(&spec) {
+        Ok(t) => t,
+        Err(status) => return error(StatusCode::BAD_REQUEST, status.message().to_string()),
+    };
+    let state = ctx.discovery.watch().borrow().clone();
+    let routes = ctx.routes.watch().borrow().clone();
+    match resolve::compile(&state, &routes, &ctx.config, &Keys::new(), &target) {
+        Some(p) => Json(p).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no pod {} is known", target.pod),
+        ),
     }
 }
 
