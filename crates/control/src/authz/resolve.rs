@@ -18,9 +18,7 @@ pub use super::resolved::*;
 use super::resources::*;
 use super::{DefaultPolicy, InboundConfig};
 use crate::model::{ClusterState, Instance, ObjectRef};
-use crate::routes::gateway::{
-    GrpcRouteMatch, HttpRouteMatch, ParentRef, RouteFilter, GATEWAY_GROUP,
-};
+use crate::routes::gateway::{GrpcRouteMatch, HttpRouteMatch, ParentRef, GATEWAY_GROUP};
 use crate::routes::RouteSet;
 use ferry_api::k8s::{
     ANNOTATION_DEFAULT_INBOUND_POLICY, ANNOTATION_LINKERD_DEFAULT_INBOUND_POLICY,
