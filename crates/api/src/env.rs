@@ -159,6 +159,12 @@ pub const CONTROL_TOKEN_VALIDATION: &str = "FERRY_CONTROL_TOKEN_VALIDATION";
 pub const CONTROL_WORKLOADS_FILE: &str = "FERRY_CONTROL_WORKLOADS_FILE";
 /// `--routes`: a file or directory of route documents (HTTPRoute, GRPCRoute, HTTPFault).
 pub const CONTROL_ROUTES: &str = "FERRY_CONTROL_ROUTES";
+/// `--default-inbound-policy`: the cluster's default inbound policy (docs/authorization.md).
+pub const CONTROL_DEFAULT_INBOUND_POLICY: &str = "FERRY_CONTROL_DEFAULT_INBOUND_POLICY";
+/// `--cluster-networks`: the networks the `cluster-*` default inbound policies admit.
+pub const CONTROL_CLUSTER_NETWORKS: &str = "FERRY_CONTROL_CLUSTER_NETWORKS";
+/// `--jwks-refresh-interval`: how often fetched JWK Sets (`jwksURI`) are fetched again.
+pub const CONTROL_JWKS_REFRESH_INTERVAL: &str = "FERRY_CONTROL_JWKS_REFRESH_INTERVAL";
 /// `--workloads-poll-interval`: how often the workloads file is checked for edits.
 pub const CONTROL_WORKLOADS_POLL_INTERVAL: &str = "FERRY_CONTROL_WORKLOADS_POLL_INTERVAL";
 /// `--log`: the control plane's tracing filter (e.g. `info,ferry_control=debug`).

@@ -14,6 +14,21 @@ pub const ANNOTATION_SKIP_INBOUND_PORTS: &str = "config.ferry.io/skip-inbound-po
 pub const ANNOTATION_SKIP_OUTBOUND_PORTS: &str = "config.ferry.io/skip-outbound-ports";
 /// Annotation (pod template): CIDRs the init step must not redirect (`10.0.0.0/8,...`).
 pub const ANNOTATION_SKIP_SUBNETS: &str = "config.ferry.io/skip-subnets";
+/// Annotation of a namespace or workload: its default inbound policy (docs/authorization.md).
+pub const ANNOTATION_DEFAULT_INBOUND_POLICY: &str = "config.ferry.io/default-inbound-policy";
+/// Linkerd's name for [`ANNOTATION_DEFAULT_INBOUND_POLICY`], read too.
+pub const ANNOTATION_LINKERD_DEFAULT_INBOUND_POLICY: &str =
+    "config.linkerd.io/default-inbound-policy";
+/// The default inbound policies' names, as the annotation, the control plane's and the
+/// proxy's `--default-inbound-policy` spell them.
+pub const DEFAULT_INBOUND_POLICIES: [&str; 6] = [
+    "all-unauthenticated",
+    "all-authenticated",
+    "cluster-unauthenticated",
+    "cluster-authenticated",
+    "deny",
+    "audit",
+];
 
 /// Annotation (pod template): the OTLP/gRPC collector the proxy exports spans to (`host:port`);
 /// empty turns the proxy's tracing off. Default: the control plane's own receiver.

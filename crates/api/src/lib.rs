@@ -33,6 +33,7 @@ pub mod ports;
 mod reason;
 pub mod stat;
 
+pub mod authz;
 #[cfg(feature = "ca")]
 pub mod ca;
 pub mod cause;

@@ -60,10 +60,6 @@ pub const PROXY_BUILD_INFO: &str = "proxy_build_info";
 /// Gauge: when the proxy process started, in seconds since the Unix epoch.
 pub const PROCESS_START_TIME_SECONDS: &str = "process_start_time_seconds";
 
-/// Label: `inbound` or `outbound`.
-pub const LABEL_DIRECTION: &str = "direction";
-/// Label: the request's authority (inbound) or the logical target (outbound).
-pub const LABEL_AUTHORITY: &str = "authority";
 /// Counter: inbound HTTP requests an authorization admitted (docs/authorization.md).
 pub const INBOUND_HTTP_AUTHZ_ALLOW_TOTAL: &str = "inbound_http_authz_allow_total";
 /// Counter: inbound HTTP requests no authorization admitted (answered 403).
@@ -90,6 +86,11 @@ pub const LABEL_ROUTE_NAME: &str = "route_name";
 pub const LABEL_AUTHZ_KIND: &str = "authz_kind";
 /// Label: the name of the authorization (`audit` for an audited server's catch-all).
 pub const LABEL_AUTHZ_NAME: &str = "authz_name";
+
+/// Label: `inbound` or `outbound`.
+pub const LABEL_DIRECTION: &str = "direction";
+/// Label: the request's authority (inbound) or the logical target (outbound).
+pub const LABEL_AUTHORITY: &str = "authority";
 /// Label: the address the proxy forwards to.
 pub const LABEL_TARGET_ADDR: &str = "target_addr";
 /// Label: `src` for connections the proxy accepted, `dst` for those it opened.

@@ -11,6 +11,7 @@
 mod checks;
 mod control_plane;
 mod kube;
+mod policy;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -58,6 +59,9 @@ pub enum Outcome {
     Pass(String),
     /// It does not hold: what is wrong, and what to do about it.
     Fail { problem: String, hint: String },
+    /// It holds, but something looks unintended: what, and what to do about it. Not a
+    /// failure (the exit status stays 0).
+    Warn { problem: String, hint: String },
 }
 
 /// A check's name and what it found.
@@ -98,14 +102,28 @@ pub fn render(results: &[CheckResult], planned: usize) -> String {
                 let _ = writeln!(out, "× {}: {problem}", r.name);
                 let _ = writeln!(out, "    hint: {hint}");
             }
+            Outcome::Warn { problem, hint } => {
+                let _ = writeln!(out, "‼ {}: {problem}", r.name);
+                let _ = writeln!(out, "    hint: {hint}");
+            }
         }
     }
+    let warned = results
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Warn { .. }))
+        .count();
     let failed = results
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Fail { .. }))
         .count();
     let skipped = planned - results.len();
-    if failed == 0 {
+    if failed == 0 && warned > 0 {
+        let _ = writeln!(
+            out,
+            "\nall {} checks passed, {warned} with warnings",
+            results.len()
+        );
+    } else if failed == 0 {
         let _ = writeln!(out, "\nall {} checks passed", results.len());
     } else if skipped > 0 {
         let _ = writeln!(

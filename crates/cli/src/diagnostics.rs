@@ -34,7 +34,8 @@ enum DiagnosticsCommand {
 #[derive(Args, Debug)]
 struct PolicyArgs {
     /// The Service port: `svc/web.emojivoto:8080`, `svc/web:8080` (in --namespace) or
-    /// `web.emojivoto.svc.cluster.local:8080`.
+    /// `web.emojivoto.svc.cluster.local:8080`; or a pod port, `po/voting-0:8080`, for the
+    /// inbound policy (`InboundServerPolicies`, docs/authorization.md).
     target: String,
     /// The namespace of `svc/NAME:PORT` targets.
     #[arg(short, long, default_value = "default")]
@@ -71,7 +72,144 @@ pub fn policy_authority(target: &str, namespace: &str) -> anyhow::Result<String>
     })
 }
 
+/// For a pod target (`po/NAME:PORT`): the `workload` (`<ns>:<pod>`) and port the inbound
+/// policy is asked for.
+pub fn inbound_target(target: &str, namespace: &str) -> Option<anyhow::Result<(String, u16)>> {
+    let named = ["po/", "pod/", "pods/"]
+        .iter()
+        .find_map(|p| target.trim().strip_prefix(p))?;
+    let parsed = named
+        .rsplit_once(':')
+        .and_then(|(pod, port)| Some((pod, port.parse::<u16>().ok().filter(|p| *p != 0)?)))
+        .filter(|(pod, _)| !pod.is_empty())
+        .map(|(pod, port)| (format!("{namespace}:{pod}"), port))
+        .ok_or_else(|| anyhow::anyhow!("invalid target {target:?}: expected po/NAME:PORT"));
+    Some(parsed)
+}
+
+fn run_inbound(api: &ApiArgs, args: &PolicyArgs, workload: &str, port: u16) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let policy: Value = runtime.block_on(async {
+        let api = api.connect().await?;
+        let port = port.to_string();
+        let pairs = [("workload", workload), ("port", port.as_str())];
+        let query = format!(
+            "{}?{}",
+            ferry_api::authz::INBOUND_POLICY_PATH,
+            query_string(pairs)
+        );
+        anyhow::Ok(api.client.get::<Value>(&query).await?)
+    })?;
+    match args.output {
+        PolicyOutput::Json => println!("{}", serde_json::to_string_pretty(&policy)?),
+        PolicyOutput::Text => print!("{}", inbound_text(&policy)),
+    }
+    Ok(())
+}
+
+fn meta_text(m: &Value) -> String {
+    let kind = s(&m["kind"]);
+    if kind == "default" {
+        format!("default:{}", s(&m["name"]))
+    } else {
+        format!("{kind} {}/{}", s(&m["namespace"]), s(&m["name"]))
+    }
+}
+
+fn authz_text(a: &Value) -> String {
+    let nets: Vec<String> = a["networks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            let except: Vec<String> = n["except"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(s)
+                .collect();
+            if except.is_empty() {
+                s(&n["net"])
+            } else {
+                format!("{} except {}", s(&n["net"]), except.join(" "))
+            }
+        })
+        .collect();
+    let who = match &a["authentication"] {
+        Value::Object(m) if m.contains_key("meshTls") => {
+            let t = &m["meshTls"];
+            let mut ids: Vec<String> = t["identities"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(s)
+                .collect();
+            ids.extend(
+                t["suffixes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|x| match s(x) {
+                        x if x.is_empty() => "any identity".to_string(),
+                        x => format!("*.{x}"),
+                    }),
+            );
+            format!("mesh TLS {}", ids.join(", "))
+        }
+        _ => "unauthenticated".to_string(),
+    };
+    let mut text = format!("{}: {who} from {}", meta_text(&a["meta"]), nets.join(", "));
+    for j in a["jwt"].as_array().into_iter().flatten() {
+        let _ = write!(text, "; JWT from {}", s(&j["issuer"]));
+    }
+    text
+}
+
+/// The inbound policy as readable text.
+pub fn inbound_text(p: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "server    {} ({})",
+        meta_text(&p["server"]),
+        s(&p["protocol"])
+    );
+    for a in p["authorizations"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "  authz   {}", authz_text(a));
+    }
+    for r in p["routes"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "route     {}", meta_text(&r["meta"]));
+        for a in r["authorizations"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "  authz   {}", authz_text(a));
+        }
+    }
+    if let Some(l) = p.get("rateLimit").filter(|l| l.is_object()) {
+        let _ = writeln!(
+            out,
+            "ratelimit {}: total {}, per identity {}",
+            meta_text(&l["meta"]),
+            if l["total"].is_null() {
+                "-".to_string()
+            } else {
+                format!("{}/s", s(&l["total"]))
+            },
+            if l["identity"].is_null() {
+                "-".to_string()
+            } else {
+                format!("{}/s", s(&l["identity"]))
+            },
+        );
+    }
+    out
+}
+
 fn run_policy(api: &ApiArgs, args: &PolicyArgs) -> anyhow::Result<()> {
+    if let Some(inbound) = inbound_target(&args.target, &args.namespace) {
+        let (workload, port) = inbound?;
+        return run_inbound(api, args, &workload, port);
+    }
     let authority = policy_authority(&args.target, &args.namespace)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -343,6 +481,44 @@ pub fn table(answers: &[Endpoints]) -> String {
 mod tests {
     use super::*;
     use ferry_api::control_api::Endpoint;
+
+    #[test]
+    fn pod_targets_ask_for_the_inbound_policy() {
+        let t = |t: &str| inbound_target(t, "emojivoto").map(|r| r.map_err(|e| e.to_string()));
+        assert_eq!(
+            t("po/voting-0:8080"),
+            Some(Ok(("emojivoto:voting-0".into(), 8080)))
+        );
+        assert!(matches!(t("po/voting-0"), Some(Err(_))));
+        assert_eq!(t("svc/web:8080"), None);
+        let policy = serde_json::json!({
+            "server": {"group": "policy.ferry.io", "kind": "Server", "namespace": "emojivoto", "name": "voting"},
+            "protocol": "HTTP/2",
+            "authorizations": [{
+                "meta": {"group": "policy.ferry.io", "kind": "AuthorizationPolicy", "namespace": "emojivoto", "name": "web"},
+                "networks": [{"net": "10.0.0.0/8", "except": ["10.1.0.0/16"]}],
+                "authentication": {"meshTls": {"identities": ["web.emojivoto.serviceaccount.identity.ferry.cluster.local"], "suffixes": [""]}},
+                "jwt": [{"issuer": "https://issuer"}],
+            }],
+            "routes": [{"meta": {"group": "", "kind": "default", "namespace": "", "name": "default"}, "rules": [], "authorizations": [{
+                "meta": {"group": "", "kind": "default", "namespace": "", "name": "audit"},
+                "networks": [{"net": "0.0.0.0/0", "except": []}],
+                "authentication": "unauthenticated",
+                "jwt": [],
+            }]}],
+            "rateLimit": {"meta": {"group": "policy.ferry.io", "kind": "HTTPLocalRateLimitPolicy", "namespace": "emojivoto", "name": "rl"}, "total": 100, "identity": null, "overrides": []},
+        });
+        assert_eq!(
+            inbound_text(&policy),
+            "\
+server    Server emojivoto/voting (HTTP/2)
+  authz   AuthorizationPolicy emojivoto/web: mesh TLS web.emojivoto.serviceaccount.identity.ferry.cluster.local, any identity from 10.0.0.0/8 except 10.1.0.0/16; JWT from https://issuer
+route     default:default
+  authz   default:audit: unauthenticated from 0.0.0.0/0
+ratelimit HTTPLocalRateLimitPolicy emojivoto/rl: total 100/s, per identity -
+"
+        );
+    }
 
     #[test]
     fn policy_targets_become_authorities() {

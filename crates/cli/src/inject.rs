@@ -50,6 +50,10 @@ pub struct InjectArgs {
     /// Inbound ports not redirected to the proxy (comma-separated), for every pod.
     #[arg(long, value_delimiter = ',')]
     pub skip_inbound_ports: Vec<String>,
+    /// The proxies' default inbound policy (`FERRY_PROXY_DEFAULT_INBOUND_POLICY`) for pods
+    /// whose `config.ferry.io/default-inbound-policy` annotation does not name one.
+    #[arg(long, value_parser = names::DEFAULT_INBOUND_POLICIES)]
+    pub default_inbound_policy: Option<String>,
     /// Outbound ports not redirected to the proxy (comma-separated), for every pod.
     #[arg(long, value_delimiter = ',')]
     pub skip_outbound_ports: Vec<String>,
@@ -116,6 +120,8 @@ impl InjectArgs {
             trust_anchors_pem,
             trace_collector: self.trace_collector.clone(),
             trace_sampling: self.trace_sampling.clone(),
+            default_inbound_policy: self.default_inbound_policy.clone(),
+            namespace_inbound_policies: Default::default(),
         })
     }
 }

@@ -4,6 +4,7 @@
 //! so tests (and the Helm chart check) render the same thing the command prints.
 
 mod control;
+mod policy_crds;
 mod rbac;
 mod webhook;
 
@@ -277,9 +278,10 @@ fn tls_secret(cfg: &InstallConfig, name: &str, cert: &str, key: &str) -> Secret 
     }
 }
 
-/// What `--crds` prints: Ferry's one custom resource, `HTTPFault` (`policy.ferry.io`), the
-/// fault injection routes reference with an `ExtensionRef` filter (docs/routes.md). Its
-/// schema states the same rules `ferry-control` checks in local files.
+/// What `--crds` prints: Ferry's custom resources (`policy.ferry.io`): `HTTPFault`, the
+/// fault injection routes reference with an `ExtensionRef` filter (docs/routes.md), and the
+/// authorization resources ([`policy_crds`], docs/authorization.md). Their schemas state the
+/// rules `ferry-control` checks in local files.
 pub fn render_crds() -> Vec<Value> {
     let percent = serde_json::json!({
         "type": "integer", "minimum": 0, "maximum": 100, "default": 100,
@@ -355,7 +357,10 @@ pub fn render_crds() -> Vec<Value> {
         },
     });
     // Plain JSON data always has a YAML form.
-    vec![serde_yaml_ng::to_value(crd).expect("JSON converts to YAML")]
+    std::iter::once(crd)
+        .chain(policy_crds::render())
+        .map(|crd| serde_yaml_ng::to_value(crd).expect("JSON converts to YAML"))
+        .collect()
 }
 
 /// Runs `ferry install`.

@@ -24,6 +24,7 @@
 //! - [`trace`]: `ferry trace`, recent slow or failed traces and one trace's waterfall.
 //! - [`version`]: `ferry version`, the CLI's, control plane's and proxies' versions.
 
+pub mod authz;
 pub mod chart;
 pub mod check;
 pub mod cluster;

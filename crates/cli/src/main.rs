@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ferry::dashboard;
 use ferry::{
-    check, demo, diagnostics, edges, inject, install, routes, stat, tap, top, trace, version,
+    authz, check, demo, diagnostics, edges, inject, install, routes, stat, tap, top, trace, version,
 };
 
 /// Ferry, a small service mesh.
@@ -38,6 +38,8 @@ enum Command {
     Stat(stat::StatArgs),
     /// Per-route success, RPS and latency of a resource's outbound routes (effective and actual).
     Routes(routes::RoutesArgs),
+    /// A workload's servers, routes and authorization policies, with what each allowed and denied.
+    Authz(authz::AuthzArgs),
     /// Which resources talk to which, and whether with mTLS.
     Edges(edges::EdgesArgs),
     /// Stream live requests of a resource (req, rsp and end events).
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Diagnostics(args) => diagnostics::run(args),
         Command::Stat(args) => stat::run(args),
         Command::Routes(args) => routes::run(args),
+        Command::Authz(args) => authz::run(args),
         Command::Edges(args) => edges::run(args),
         Command::Tap(args) => tap::run(args),
         Command::Top(args) => top::run(args),

@@ -278,3 +278,40 @@ fn traces_match_the_openapi_schema() {
     extra["spans"][0]["durationMs"] = json!(60);
     assert!(!validator("Trace").is_valid(&extra));
 }
+
+#[test]
+fn authz_answers_match_the_openapi_schema() {
+    use ferry_api::authz::{AuthzAnswer, AuthzRow, PolicyRef};
+    let r = |kind: &str, name: &str| PolicyRef {
+        kind: kind.into(),
+        name: name.into(),
+    };
+    let answer = AuthzAnswer {
+        resource: "deployment/voting".into(),
+        namespace: "emojivoto".into(),
+        window: "1m".into(),
+        rows: vec![
+            AuthzRow {
+                server: r("Server", "voting-grpc"),
+                route: r("HTTPRoute", "vote"),
+                authorization: r("AuthorizationPolicy", "web-to-voting"),
+                allowed: 180,
+                denied: 0,
+            },
+            AuthzRow {
+                server: r("Server", "voting-tcp"),
+                route: PolicyRef::default(),
+                authorization: PolicyRef::default(),
+                allowed: 0,
+                denied: 3,
+            },
+        ],
+    };
+    assert_valid("AuthzAnswer", &serde_json::to_value(&answer).unwrap());
+    let mut extra = serde_json::to_value(&answer).unwrap();
+    extra["rows"][0]["rps"] = json!(1.0);
+    assert!(
+        !validator("AuthzAnswer").is_valid(&extra),
+        "an undocumented field"
+    );
+}

@@ -1,6 +1,7 @@
 //! `ferry check` against a scripted fake API server (never a real cluster), fed with the
 //! objects a real kube-apiserver v1.36 returned (`shared/k8s`) and the objects `ferry
-//! install` and `ferry inject` produce.
+//! install` and `ferry inject` produce; and the commands that read a real local control
+//! plane's policy (`check/authz.rs`).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -23,6 +24,8 @@ fn shared(file: &str) -> Value {
 mod fake_api;
 use fake_api::Routes;
 
+#[path = "check/authz.rs"]
+mod authz;
 #[path = "check/cluster.rs"]
 mod cluster;
 #[path = "check/post_install.rs"]
@@ -159,7 +162,7 @@ fn unreachable_api_is_fatal() {
     );
     assert!(out.contains("hint: check the kubeconfig"), "{out}");
     assert!(
-        out.contains("1 check(s) failed; 11 skipped after a fatal failure"),
+        out.contains("1 check(s) failed; 12 skipped after a fatal failure"),
         "{out}"
     );
     assert_eq!(out.matches('✓').count(), 0);

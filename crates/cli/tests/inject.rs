@@ -514,3 +514,49 @@ fn ferry_inject_makes_of_recorded_pods_what_the_webhook_code_makes() {
         assert_ne!(&from_cli, object, "{} was not injected", path.display());
     }
 }
+
+#[test]
+fn the_default_inbound_policy_flag_reaches_the_proxy_unless_the_pod_names_one() {
+    let pod = "\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  annotations: {}
+spec:
+  containers: [{name: app, image: web}]
+";
+    let policy_of = |out: &str| -> Option<String> {
+        let doc = &docs(out)[0];
+        let inits = doc["spec"]["initContainers"].as_sequence()?;
+        let proxy = inits
+            .iter()
+            .find(|c| c["name"].as_str() == Some("ferry-proxy"))?;
+        proxy["env"]
+            .as_sequence()?
+            .iter()
+            .find(|e| e["name"].as_str() == Some(ferry_api::env::PROXY_DEFAULT_INBOUND_POLICY))
+            .and_then(|e| e["value"].as_str().map(str::to_string))
+    };
+    let (out, _) = ok(&["inject", "-"], pod.as_bytes());
+    assert_eq!(policy_of(&out), None);
+    let (out, _) = ok(
+        &["inject", "--default-inbound-policy=deny", "-"],
+        pod.as_bytes(),
+    );
+    assert_eq!(policy_of(&out).as_deref(), Some("deny"));
+    let annotated = pod.replace(
+        "annotations: {}",
+        "annotations: {config.ferry.io/default-inbound-policy: audit}",
+    );
+    let (out, _) = ok(
+        &["inject", "--default-inbound-policy=deny", "-"],
+        annotated.as_bytes(),
+    );
+    assert_eq!(policy_of(&out).as_deref(), Some("audit"));
+    let refused = ferry(
+        &["inject", "--default-inbound-policy=allow", "-"],
+        pod.as_bytes(),
+    );
+    assert!(!refused.status.success());
+}

@@ -399,13 +399,26 @@ fn supplied_identity_files_are_used_verbatim() {
 }
 
 #[test]
-fn crds_flag_prints_the_httpfault_crd() {
+fn crds_flag_prints_ferrys_crds() {
     let out = ferry(&["install", "--crds"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("kind: CustomResourceDefinition"), "{text}");
     assert!(text.contains("name: httpfaults.policy.ferry.io"), "{text}");
-    assert_eq!(text.matches("kind: CustomResourceDefinition").count(), 1);
+    for name in [
+        "servers",
+        "authorizationpolicies",
+        "meshtlsauthentications",
+        "networkauthentications",
+        "jwtauthentications",
+        "httplocalratelimitpolicies",
+    ] {
+        assert!(
+            text.contains(&format!("name: {name}.policy.ferry.io")),
+            "{text}"
+        );
+    }
+    assert_eq!(text.matches("kind: CustomResourceDefinition").count(), 7);
 }
 
 #[test]

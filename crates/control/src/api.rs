@@ -51,7 +51,8 @@ impl From<Option<IdentityInfo>> for IdentitySource {
 /// Serves the API on `listener` within `limits`, to callers `auth` lets in, until
 /// `shutdown` completes; `identity` is
 /// what `GET /api/v1/identity` answers (404 when the CA is off); `metrics` answers the
-/// stat routes ([`crate::stat_api`]); `traces` the traces routes ([`crate::traces::api`]).
+/// stat routes ([`crate::stat_api`]) and, with `routes` and `inbound`, the authz route
+/// ([`crate::authz::api`]); `traces` the traces routes ([`crate::traces::api`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn serve<D: Discovery>(
     listener: TcpListener,
@@ -63,14 +64,18 @@ pub async fn serve<D: Discovery>(
     relay: crate::tap::Relay,
     traces: crate::traces::store::TraceStore,
     routes: crate::routes::Routes,
+    inbound: crate::authz::InboundConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let authz =
+        crate::authz::api::router(discovery.clone(), routes.clone(), metrics.clone(), inbound);
     let metrics = crate::stat_api::router(discovery.clone(), metrics);
     let policy = crate::routes::api::router(discovery.clone(), routes);
     let app = app_with_relay(discovery, identity, relay)
         .merge(metrics)
         .merge(crate::traces::api::router(traces))
-        .merge(policy);
+        .merge(policy)
+        .merge(authz);
     // Callers are checked first, so that a refused one holds no stream's place.
     let app = auth::protect(server::limit(app, limits), auth);
     server::serve(listener, app, limits, shutdown).await

@@ -104,6 +104,18 @@ pub struct Args {
     /// (docs/routes.md).
     #[arg(long, env = env::CONTROL_ROUTES)]
     pub routes: Option<PathBuf>,
+    /// What a pod port admits when no `Server` selects it and no annotation says otherwise:
+    /// all-unauthenticated, all-authenticated, cluster-unauthenticated,
+    /// cluster-authenticated, deny or audit (docs/authorization.md).
+    #[arg(long, env = env::CONTROL_DEFAULT_INBOUND_POLICY, default_value = "all-unauthenticated")]
+    pub default_inbound_policy: crate::authz::DefaultPolicy,
+    /// The networks the cluster-* default policies admit, comma-separated (loopback is
+    /// added with the workloads file).
+    #[arg(long, env = env::CONTROL_CLUSTER_NETWORKS, default_value = crate::authz::DEFAULT_CLUSTER_NETWORKS)]
+    pub cluster_networks: String,
+    /// How often a JWTAuthentication's jwksURI is fetched again.
+    #[arg(long, env = env::CONTROL_JWKS_REFRESH_INTERVAL, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub jwks_refresh_interval: Duration,
     /// How often the workloads file (and --routes) is checked for edits.
     #[arg(long, env = env::CONTROL_WORKLOADS_POLL_INTERVAL, default_value = "250ms", value_parser = humantime::parse_duration)]
     pub workloads_poll_interval: Duration,
@@ -321,6 +333,8 @@ pub struct Config {
     pub routes: Option<PathBuf>,
     /// How often `routes` is checked for edits.
     pub routes_poll_interval: Duration,
+    /// Inbound policy's cluster-wide settings.
+    pub inbound: crate::authz::InboundConfig,
 }
 
 /// Who may call the public API.
@@ -367,6 +381,9 @@ impl DiscoveryConfig {
 /// Why flags do not make a valid [`Config`].
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// `--cluster-networks` has something that is not a network.
+    #[error("--cluster-networks: {0}")]
+    ClusterNetworks(#[from] crate::authz::cidr::CidrError),
     /// File discovery was chosen without a file.
     #[error("--discovery=file needs --workloads-file PATH")]
     NoWorkloadsFile,
@@ -493,6 +510,7 @@ impl Config {
             }
         };
         let token_validation = args.token_validation.unwrap_or(default_validation);
+        let inbound = inbound(args, &discovery)?;
         Ok(Self {
             grpc_listen: args.grpc_listen,
             api_listen: args.api_listen,
@@ -511,6 +529,7 @@ impl Config {
             namespace: args.namespace.clone(),
             routes: args.routes.clone(),
             routes_poll_interval: interval,
+            inbound,
             tap: crate::tap::RelayConfig {
                 max_concurrent: args.tap_max_concurrent,
                 allow_unredacted: args.tap_allow_unredacted_headers,
@@ -518,6 +537,26 @@ impl Config {
             traces: traces(args)?,
         })
     }
+}
+
+/// Inbound policy's settings; with the workloads file, loopback counts as the cluster.
+fn inbound(
+    args: &Args,
+    discovery: &DiscoveryConfig,
+) -> Result<crate::authz::InboundConfig, ConfigError> {
+    let mut cluster_networks = crate::authz::cidr::parse_list(&args.cluster_networks)?;
+    if matches!(discovery, DiscoveryConfig::File { .. }) {
+        for local in ["127.0.0.0/8", "::1/128"] {
+            if let Ok(net) = local.parse() {
+                cluster_networks.push(net);
+            }
+        }
+    }
+    Ok(crate::authz::InboundConfig {
+        default_policy: args.default_inbound_policy,
+        cluster_networks,
+        jwks_refresh: args.jwks_refresh_interval,
+    })
 }
 
 fn injector(
@@ -548,6 +587,8 @@ fn injector(
         trace_sampling: args.proxy_trace_sampling.clone(),
         // Everything else as `ferry inject`'s defaults; the trust anchors are the CA's,
         // filled in per review, and a workloads file's trust domain when it loads.
+        // The cluster's default inbound policy, until a namespace or pod names another.
+        default_inbound_policy: Some(args.default_inbound_policy.to_string()),
         ..ferry_inject::ProxyConfig::default()
     };
     if let DiscoveryConfig::Kubernetes {

@@ -50,14 +50,17 @@ pub async fn serve_with_identity<D: Discovery, V: TokenValidator>(
 ) -> Result<(), tonic::transport::Error> {
     let limits = GrpcLimits::default();
     let routes = crate::routes::Routes::default();
+    let inbound = crate::authz::InboundConfig::default();
     serve_limited(
-        listener, discovery, identity, tls, &limits, &routes, shutdown,
+        listener, discovery, identity, tls, &limits, &routes, &inbound, shutdown,
     )
     .await
 }
 
 /// [`serve_with_identity`] within `limits` (docs/security.md, "Limits"), with
-/// `OutboundPolicies` serving `routes` (docs/routes.md).
+/// `OutboundPolicies` serving `routes` (docs/routes.md) and `InboundServerPolicies` the
+/// authorization documents among them (docs/authorization.md).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_limited<D: Discovery, V: TokenValidator>(
     listener: TcpListener,
     discovery: D,
@@ -65,9 +68,20 @@ pub async fn serve_limited<D: Discovery, V: TokenValidator>(
     tls: Option<Arc<rustls::ServerConfig>>,
     limits: &GrpcLimits,
     routes: &crate::routes::Routes,
+    inbound: &crate::authz::InboundConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let drain = CancellationToken::new();
+    let inbound_policies = crate::authz::inbound::InboundService::new(
+        discovery.watch(),
+        routes,
+        inbound.clone(),
+        drain.clone(),
+    );
+    let ferry_inbound = crate::authz::inbound::FerryInboundServer::new(inbound_policies.clone());
+    let inbound_policies = inbound_policies
+        .into_server()
+        .max_decoding_message_size(limits.max_message_bytes);
     let policies =
         crate::routes::outbound::OutboundService::new(discovery.watch(), routes, drain.clone());
     let ferry_outbound = crate::routes::outbound::FerryOutboundServer::new(policies.clone());
@@ -97,6 +111,8 @@ pub async fn serve_limited<D: Discovery, V: TokenValidator>(
         .add_service(destination)
         .add_service(outbound)
         .add_service(ferry_outbound)
+        .add_service(inbound_policies)
+        .add_service(ferry_inbound)
         .add_optional_service(identity);
     // Either way, connections count against the limit from accept to close.
     match tls {

@@ -100,6 +100,8 @@ pub fn tls_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>
 pub struct ProxySettings {
     proxy: Arc<ProxyConfig>,
     anchors: Option<watch::Receiver<Arc<Ca>>>,
+    /// Discovery's states, for namespaces' default inbound policies.
+    states: Option<watch::Receiver<Arc<crate::model::ClusterState>>>,
 }
 
 impl ProxySettings {
@@ -108,7 +110,14 @@ impl ProxySettings {
         Self {
             proxy: Arc::new(proxy),
             anchors,
+            states: None,
         }
+    }
+
+    /// Reads namespaces' default inbound policies from `states` too.
+    pub fn with_states(mut self, states: watch::Receiver<Arc<crate::model::ClusterState>>) -> Self {
+        self.states = Some(states);
+        self
     }
 
     /// The configuration for the pod being reviewed now.
@@ -116,6 +125,15 @@ impl ProxySettings {
         let mut proxy = (*self.proxy).clone();
         if let Some(ca) = &self.anchors {
             proxy.trust_anchors_pem = Some(ca.borrow().trust_anchors_pem().to_string());
+        }
+        if let Some(states) = &self.states {
+            proxy.namespace_inbound_policies = states
+                .borrow()
+                .namespace_defaults
+                .iter()
+                .filter(|(_, p)| p.parse::<crate::authz::DefaultPolicy>().is_ok())
+                .map(|(ns, p)| (ns.clone(), p.clone()))
+                .collect();
         }
         proxy
     }

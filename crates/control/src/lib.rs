@@ -33,6 +33,7 @@
 
 pub mod api;
 pub mod authority;
+pub mod authz;
 pub mod config;
 pub mod dashboard;
 pub mod destination;
@@ -198,7 +199,7 @@ pub async fn run(
         Some(mut injector) => {
             // The trust domain the CA names identities in, whichever backend set it.
             injector.proxy.trust_domain = discovery.watch().borrow().trust_domain.clone();
-            Some(start_injector(injector, identity.as_ref()).await?)
+            Some(start_injector(injector, identity.as_ref(), discovery.watch()).await?)
         }
         None => None,
     };
@@ -229,6 +230,7 @@ pub async fn run(
         grpc_tls: GrpcTls::WithIdentity,
         traces,
         routes,
+        inbound: config.inbound.clone(),
     };
     serve_all(
         grpc,
@@ -257,8 +259,11 @@ pub struct Surfaces {
     pub grpc_tls: GrpcTls,
     /// The traces the public API lists (filled by the OTLP receiver when it runs).
     pub traces: traces::store::TraceStore,
-    /// The routes `OutboundPolicies` serves (none: every Service gets its default route).
+    /// The routes `OutboundPolicies` serves (none: every Service gets its default route),
+    /// and the authorization documents `InboundServerPolicies` serves.
     pub routes: routes::Routes,
+    /// The cluster-wide settings of inbound policy.
+    pub inbound: authz::InboundConfig,
 }
 
 impl Default for Surfaces {
@@ -270,6 +275,7 @@ impl Default for Surfaces {
             grpc_tls: GrpcTls::Plaintext,
             traces: traces::store::TraceStore::default(),
             routes: routes::Routes::default(),
+            inbound: authz::InboundConfig::default(),
         }
     }
 }
@@ -417,6 +423,7 @@ pub async fn serve_all<D: Discovery>(
             tls,
             &surfaces.limits.grpc,
             &surfaces.routes,
+            &surfaces.inbound,
             stop.clone().cancelled_owned(),
         );
         async move {
@@ -437,6 +444,7 @@ pub async fn serve_all<D: Discovery>(
             relay,
             surfaces.traces.clone(),
             surfaces.routes.clone(),
+            surfaces.inbound.clone(),
             stop.clone().cancelled_owned(),
         );
         async move {
@@ -469,11 +477,12 @@ pub async fn serve_all<D: Discovery>(
 async fn start_injector(
     config: injector::InjectorConfig,
     identity: Option<&Identity>,
+    states: tokio::sync::watch::Receiver<std::sync::Arc<model::ClusterState>>,
 ) -> Result<tokio_util::sync::DropGuard, RunError> {
     let serving = injector::serving_cert(&config.cert_file, &config.key_file)?;
     let tls = injector::server_config(serving.clone())?;
     let anchors = identity.map(Identity::watch_ca);
-    let proxy = injector::ProxySettings::new(config.proxy, anchors);
+    let proxy = injector::ProxySettings::new(config.proxy, anchors).with_states(states);
     let listener = bind("injector", config.listen).await?;
     let stop = CancellationToken::new();
     tokio::spawn(injector::serve(

@@ -61,6 +61,8 @@ pub struct ClusterState {
     /// pods only), so an address reused by a new pod names the new one. Empty for the
     /// workloads file, whose addresses are found through services.
     pub instance_ips: OrdMap<IpAddr, ObjectRef>,
+    /// Each namespace's `default-inbound-policy` annotation, when it has one (unparsed).
+    pub namespace_defaults: BTreeMap<String, String>,
 }
 
 impl Default for ClusterState {
@@ -73,6 +75,7 @@ impl Default for ClusterState {
             instances: OrdMap::new(),
             services: OrdMap::new(),
             instance_ips: OrdMap::new(),
+            namespace_defaults: BTreeMap::new(),
         }
     }
 }
@@ -100,6 +103,17 @@ pub struct Instance {
     pub admin_addr: Option<SocketAddr>,
     /// The instance proxy's tap listener (`tap.Tap/Observe`), when the file names it.
     pub tap_addr: Option<SocketAddr>,
+    /// What inbound policy reads of the instance (docs/authorization.md).
+    pub inbound: InboundMeta,
+}
+
+/// What inbound policy reads of an instance besides its workload's labels.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InboundMeta {
+    /// Its `default-inbound-policy` annotation (Ferry's, else Linkerd's), unparsed.
+    pub default_policy: Option<String>,
+    /// Its named container ports, which a `Server` may name.
+    pub ports: BTreeMap<String, u16>,
 }
 
 /// The workload that owns an instance.

@@ -8,6 +8,8 @@
 //! - [`policy`]: the routes that apply to one Service port, resolved against discovery.
 //! - [`outbound`]: that policy as `io.linkerd.proxy.outbound` messages, and the gRPC
 //!   service that serves them (`Get`, `Watch`).
+//! - [`watching`]: one policy stream over the shared watch channels (outbound and
+//!   inbound policies alike).
 //! - [`api`]: `GET /api/v1/policy`, the same policy as JSON for `ferry diagnostics policy`.
 //! - [`kubernetes`]: on Kubernetes: the routes watched, their status written back.
 //! - [`file`]: local mode: the documents in a file or directory, polled for edits.
@@ -22,6 +24,7 @@ pub mod order;
 pub mod outbound;
 pub mod policy;
 pub mod validate;
+pub mod watching;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -59,6 +62,8 @@ pub struct RouteSet {
     /// Linkerd's annotations of Services (`retry.linkerd.io/*`, `timeout.linkerd.io/*`,
     /// `balancer.linkerd.io/*`), by Service; Services without any are absent.
     pub services: BTreeMap<ObjectRef, BTreeMap<String, String>>,
+    /// Authorization documents (`Server`, `AuthorizationPolicy`, ...), [`crate::authz`].
+    pub authz: crate::authz::resources::PolicySet,
 }
 
 impl RouteSet {
@@ -68,11 +73,16 @@ impl RouteSet {
         self.grpc.extend(other.grpc);
         self.faults.extend(other.faults);
         self.services.extend(other.services);
+        self.authz.extend(other.authz);
     }
 
     /// How many documents there are.
     pub fn len(&self) -> usize {
-        self.http.len() + self.grpc.len() + self.faults.len() + self.services.len()
+        self.http.len()
+            + self.grpc.len()
+            + self.faults.len()
+            + self.services.len()
+            + self.authz.len()
     }
 
     /// Whether there are none.
@@ -281,17 +291,71 @@ fn parse_document(doc: &str) -> Result<Option<RouteSet>, Vec<DocumentError>> {
             default_namespace(&mut fault.metadata);
             set.faults.push(fault);
         }
+        // A Namespace's default inbound policy (local mode; Kubernetes has the objects).
+        "Namespace" if api_version == "v1" => {
+            let meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta =
+                serde_yaml_ng::from_value(value.get("metadata").cloned().unwrap_or_default())
+                    .map_err(|e| vec![syntax_error(&e)])?;
+            if let (Some(name), Some(policy)) = (
+                meta.name.clone(),
+                crate::authz::resolve::annotated_policy(meta.annotations.as_ref()),
+            ) {
+                policy
+                    .parse::<crate::authz::DefaultPolicy>()
+                    .map_err(|e| {
+                        let field = "metadata.annotations";
+                        vec![DocumentError {
+                            line: locate(doc, field),
+                            field: field.to_string(),
+                            message: format!("Invalid value: {e}"),
+                        }]
+                    })?;
+                set.authz.namespace_defaults.insert(name, policy);
+            }
+        }
+        kind if crate::authz::resources::KINDS.contains(&kind) => {
+            set.authz = parse_authz(kind, doc)?;
+        }
         other => {
             return Err(vec![DocumentError {
                 line: locate(doc, "kind"),
                 field: "kind".to_string(),
                 message: format!(
-                    "Unsupported value: {other:?}: supported values: \"HTTPRoute\", \"GRPCRoute\", \"HTTPFault\" (and v1 \"Service\", ignored)"
+                    "Unsupported value: {other:?}: supported values: \"HTTPRoute\", \"GRPCRoute\", \"HTTPFault\", \"Server\", \"AuthorizationPolicy\", \"MeshTLSAuthentication\", \"NetworkAuthentication\", \"JWTAuthentication\", \"HTTPLocalRateLimitPolicy\" (and v1 \"Service\", \"Namespace\")"
                 ),
             }])
         }
     }
     Ok(Some(set))
+}
+
+/// An authorization document ([`crate::authz::resources`]).
+fn parse_authz(
+    kind: &str,
+    doc: &str,
+) -> Result<crate::authz::resources::PolicySet, Vec<DocumentError>> {
+    use crate::authz::{resources as r, validate as check};
+    fn one<S: DeserializeOwned>(
+        doc: &str,
+        check: fn(&r::Document<S>) -> Result<(), Vec<validate::FieldError>>,
+    ) -> Result<r::Document<S>, Vec<DocumentError>> {
+        let mut d: r::Document<S> = typed(doc)?;
+        check(&d).map_err(|e| invalid(doc, validate::Invalid(e)))?;
+        default_namespace(&mut d.metadata);
+        Ok(d)
+    }
+    let mut set = r::PolicySet::default();
+    match kind {
+        r::SERVER => set.servers.push(one(doc, check::server)?),
+        r::AUTHORIZATION_POLICY => set
+            .authorization_policies
+            .push(one(doc, check::authorization_policy)?),
+        r::MESH_TLS_AUTHENTICATION => set.mesh_tls.push(one(doc, check::mesh_tls)?),
+        r::NETWORK_AUTHENTICATION => set.networks.push(one(doc, check::network)?),
+        r::JWT_AUTHENTICATION => set.jwt.push(one(doc, check::jwt)?),
+        _ => set.rate_limits.push(one(doc, check::rate_limit)?),
+    }
+    Ok(set)
 }
 
 fn default_namespace(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {

@@ -96,6 +96,12 @@ struct WorkloadSpec {
     meshed: bool,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    /// Read: `config.ferry.io/default-inbound-policy` (or Linkerd's).
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    /// Named ports of its instances, which a `Server` may name.
+    #[serde(default)]
+    ports: BTreeMap<String, u16>,
     #[serde(default)]
     instances: Vec<InstanceSpec>,
 }
@@ -185,6 +191,10 @@ fn build(spec: FileSpec) -> Result<ClusterState, WorkloadsFileError> {
                 meshed: w.meshed,
                 admin_addr: i.admin_addr,
                 tap_addr: i.tap_addr,
+                inbound: crate::model::InboundMeta {
+                    default_policy: crate::authz::resolve::annotated_policy(Some(&w.annotations)),
+                    ports: w.ports.clone(),
+                },
             };
             if state.instances.insert(instance.clone(), model).is_some() {
                 return Err(WorkloadsFileError::DuplicateInstance(instance));

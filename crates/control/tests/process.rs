@@ -1411,3 +1411,274 @@ async fn an_invalid_routes_file_at_start_exits_naming_file_line_and_field() {
         "{line}"
     );
 }
+
+/// Workloads whose pods a policy `Server` selects by label and port name.
+const LABELLED: &str = "\
+workloads:
+  - name: web
+    serviceAccount: web
+    labels: {app: web}
+    ports: {http: 8080}
+    instances:
+      - {name: web-0, addr: 127.0.0.1:17201}
+  - name: web-canary
+    instances:
+      - {name: web-canary-0, addr: 127.0.0.1:17203}
+";
+
+/// A Server on web's `http` port whose one authorization needs a token from an issuer
+/// whose keys are at `JWKS_URI`.
+const AUTHZ: &str = "\
+apiVersion: policy.ferry.io/v1alpha1
+kind: Server
+metadata: {name: web-http}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  port: http
+  proxyProtocol: HTTP/1
+---
+apiVersion: policy.ferry.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: web-token}
+spec:
+  targetRef: {group: policy.ferry.io, kind: Server, name: web-http}
+  requiredAuthenticationRefs:
+  - {group: policy.ferry.io, kind: JWTAuthentication, name: issuer}
+---
+apiVersion: policy.ferry.io/v1alpha1
+kind: JWTAuthentication
+metadata: {name: issuer}
+spec:
+  issuer: https://issuer.test
+  jwksURI: JWKS_URI
+";
+
+mod inbound {
+    use ferry_api::policy::inbound as ext;
+    use linkerd2_proxy_api::inbound as pb;
+    use linkerd2_proxy_api::meta::metadata::Kind;
+    use tonic::transport::Channel;
+
+    pub fn spec(pod: &str, port: u32) -> pb::PortSpec {
+        pb::PortSpec {
+            workload: pod.to_string(),
+            port,
+        }
+    }
+
+    /// A `WatchPort` stream at `path`, decoded as Ferry's message (which a Linkerd
+    /// message is too, without extensions).
+    pub async fn watch(
+        channel: Channel,
+        path: &'static str,
+        spec: pb::PortSpec,
+    ) -> tonic::Streaming<ext::Server> {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("channel ready");
+        let codec = tonic_prost::ProstCodec::<pb::PortSpec, ext::Server>::default();
+        grpc.server_streaming(
+            tonic::Request::new(spec),
+            http::uri::PathAndQuery::from_static(path),
+            codec,
+        )
+        .await
+        .expect("a stream")
+        .into_inner()
+    }
+
+    /// `kind:name` of each authorization's metadata.
+    pub fn authz_names(list: &[pb::Authz]) -> Vec<String> {
+        list.iter()
+            .map(|a| match a.metadata.as_ref().and_then(|m| m.kind.clone()) {
+                Some(Kind::Resource(r)) => format!("{}:{}", r.kind, r.name),
+                Some(Kind::Default(name)) => format!("default:{name}"),
+                None => "none".to_string(),
+            })
+            .collect()
+    }
+
+    /// The JWK Sets the extensions carry.
+    pub fn jwks(server: &ext::Server) -> Vec<String> {
+        server
+            .authz_extensions
+            .iter()
+            .flat_map(|x| x.jwt.iter().map(|j| j.jwks.clone()))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn inbound_policies_serve_the_policy_files_and_follow_edits_pods_and_key_rotation() {
+    use linkerd2_proxy_api::inbound::inbound_server_policies_client::InboundServerPoliciesClient;
+    use std::sync::{Arc, Mutex};
+    use tokio::time::Instant;
+
+    const LINKERD: &str = "/io.linkerd.proxy.inbound.InboundServerPolicies/WatchPort";
+    const FERRY: &str = ferry_api::policy::inbound::WATCH_PORT;
+
+    // The issuer's keys, served over real HTTP and rotated below.
+    let keys = Arc::new(Mutex::new(r#"{"keys":[{"kid":"one"}]}"#.to_string()));
+    let served = keys.clone();
+    let issuer = ferry_testkit::server::TestServer::http(move |_req| {
+        let body = served.lock().unwrap().clone();
+        async move { http::Response::new(ferry_testkit::server::full(body)) }
+    })
+    .await;
+    let file = WorkloadsFile::new(LABELLED);
+    let routes = file.path().with_file_name("policy.yaml");
+    let policy = AUTHZ.replace("JWKS_URI", &format!("http://{}/keys", issuer.addr));
+    std::fs::write(&routes, &policy).unwrap();
+    let routes_arg = routes.to_str().unwrap().to_string();
+    let (control, grpc, _api) = spawn_with(
+        &file,
+        &[
+            "--routes",
+            routes_arg.as_str(),
+            "--jwks-refresh-interval=200ms",
+            "--default-inbound-policy=cluster-authenticated",
+        ],
+    )
+    .await;
+    control
+        .wait_for_log("loaded routes", PROCESS)
+        .await
+        .unwrap();
+    let channel = Channel::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect_lazy();
+
+    // GetPort: the Server that selects web-0's `http` port, its authorization.
+    let mut linkerd = InboundServerPoliciesClient::new(channel.clone());
+    let server = within(
+        PROCESS,
+        "GetPort",
+        linkerd.get_port(inbound::spec("default:web-0", 8080)),
+    )
+    .await
+    .expect("a policy")
+    .into_inner();
+    assert_eq!(server.labels["name"], "web-http");
+    assert_eq!(
+        inbound::authz_names(&server.authorizations),
+        ["AuthorizationPolicy:web-token"]
+    );
+    // A port no Server selects gets the cluster's default (the flag), Linkerd's JSON form too.
+    let json = r#"{"ns":"default","pod":"web-canary-0"}"#;
+    let default = within(
+        PROCESS,
+        "GetPort",
+        linkerd.get_port(inbound::spec(json, 8080)),
+    )
+    .await
+    .expect("a policy")
+    .into_inner();
+    assert_eq!(
+        inbound::authz_names(&default.authorizations),
+        ["default:cluster-authenticated"]
+    );
+    let status = linkerd
+        .get_port(inbound::spec("default:nope", 8080))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+
+    // Linkerd's WatchPort carries no extension; Ferry's carries the JWT requirement, with the
+    // keys once the control plane has fetched them.
+    let mut plain = inbound::watch(
+        channel.clone(),
+        LINKERD,
+        inbound::spec("default:web-0", 8080),
+    )
+    .await;
+    let first = within(PROCESS, "Linkerd's first", plain.message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.authz_extensions.is_empty(), "{first:?}");
+    let mut ferry =
+        inbound::watch(channel.clone(), FERRY, inbound::spec("default:web-0", 8080)).await;
+    let mut latest = within(PROCESS, "Ferry's first", ferry.message())
+        .await
+        .unwrap()
+        .unwrap();
+    while !inbound::jwks(&latest).iter().all(|k| k.contains("one")) {
+        latest = within(PROCESS, "the fetched keys", ferry.message())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // Server-wide (route 0) and on the default route (route 1).
+    let at: Vec<(u32, u32)> = latest
+        .authz_extensions
+        .iter()
+        .map(|x| (x.route, x.authz))
+        .collect();
+    assert_eq!(at, [(0, 0), (1, 0)]);
+    assert_eq!(
+        latest.authz_extensions[0].jwt[0].issuer,
+        "https://issuer.test"
+    );
+
+    // Rotation: the refreshed keys reach the stream.
+    *keys.lock().unwrap() = r#"{"keys":[{"kid":"two"}]}"#.to_string();
+    let rotated = within(PROCESS, "the rotated keys", ferry.message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        inbound::jwks(&rotated).iter().all(|k| k.contains("two")),
+        "{rotated:?}"
+    );
+
+    // An edit reaches both streams within a second: audit after the authorization.
+    let edited = Instant::now();
+    std::fs::write(
+        &routes,
+        policy.replace(
+            "proxyProtocol: HTTP/1",
+            "proxyProtocol: HTTP/1\n  accessPolicy: audit",
+        ),
+    )
+    .unwrap();
+    let next = within(PROCESS, "the audited policy", plain.message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        edited.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        edited.elapsed()
+    );
+    assert_eq!(
+        inbound::authz_names(&next.authorizations),
+        ["AuthorizationPolicy:web-token", "default:audit"]
+    );
+    let next = within(PROCESS, "Ferry's audited policy", ferry.message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.authorizations.len(), 2);
+
+    // An invalid edit is refused with file, line and field; the streams keep the last policy.
+    std::fs::write(&routes, policy.replace("port: http", "port: 70000")).unwrap();
+    let line = control
+        .wait_for_log("rejected routes edit", PROCESS)
+        .await
+        .unwrap();
+    assert!(
+        line.contains("policy.yaml") && line.contains("line 6") && line.contains("spec.port"),
+        "{line}"
+    );
+
+    // Discovery moves it too: web's pods lose the label, the cluster default applies.
+    file.write(&LABELLED.replace("labels: {app: web}", "labels: {app: other}"));
+    let next = within(PROCESS, "the default policy", plain.message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        inbound::authz_names(&next.authorizations),
+        ["default:cluster-authenticated"]
+    );
+    drop(issuer);
+}

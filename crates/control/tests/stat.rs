@@ -385,3 +385,131 @@ async fn an_unreachable_prometheus_is_a_502_naming_it() {
         "{error:?}"
     );
 }
+
+/// A Server on every pod's port 8080 and one authorization of it.
+const VOTING_POLICY: &str = "\
+apiVersion: policy.ferry.io/v1alpha1
+kind: Server
+metadata: {name: voting-http, namespace: emojivoto}
+spec: {podSelector: {}, port: 8080, proxyProtocol: HTTP/1}
+---
+apiVersion: policy.ferry.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: web-to-voting, namespace: emojivoto}
+spec:
+  targetRef: {group: policy.ferry.io, kind: Server, name: voting-http}
+  requiredAuthenticationRefs: [{kind: ServiceAccount, name: web}]
+";
+
+#[tokio::test]
+async fn authz_lists_servers_routes_and_authorizations_with_what_they_allowed_and_denied() {
+    use ferry_api::authz::{AuthzAnswer, AuthzRow};
+    let (discovery, store) = store();
+    let state = workloads_file::parse(WORKLOADS).unwrap();
+    let labels = targets::targets(&state)
+        .find(|t| t.labels["pod"] == "voting-0")
+        .unwrap()
+        .labels;
+    // The proxy's authz families, at 3 allowed and 1 denied requests a second (kinds as
+    // the proxy writes them, whatever their case).
+    let now = SystemTime::now();
+    for s in 0..=60u64 {
+        let at = now - Duration::from_secs(60 - s) + Duration::from_millis(500);
+        let i = s as f64;
+        let text = format!(
+            "inbound_http_authz_allow_total{{srv_kind=\"server\",srv_name=\"voting-http\",route_kind=\"default\",route_name=\"default\",authz_kind=\"authorizationpolicy\",authz_name=\"web-to-voting\"}} {}\n\
+             inbound_http_authz_deny_total{{srv_kind=\"server\",srv_name=\"voting-http\",route_kind=\"default\",route_name=\"default\",authz_kind=\"\",authz_name=\"\"}} {}\n",
+            3.0 * i,
+            i
+        );
+        store.ingest(&labels, at, expfmt::parse(&text).unwrap());
+        store.end_round(at);
+    }
+    let routes =
+        ferry_control::routes::Routes::new(ferry_control::routes::parse(VOTING_POLICY).unwrap());
+    let app = ferry_control::authz::api::router(
+        discovery,
+        routes,
+        Backend::Embedded(store),
+        ferry_control::authz::InboundConfig::default(),
+    );
+    let ask = |uri: &str| {
+        let app = app.clone();
+        let uri = uri.to_string();
+        async move {
+            let rsp = app
+                .oneshot(Request::get(&uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = rsp.status();
+            let body = rsp.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            )
+        }
+    };
+    let (status, body) = ask("/api/v1/authz?resource=deploy/voting&namespace=emojivoto").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer: AuthzAnswer = serde_json::from_value(body).unwrap();
+    assert_eq!(answer.resource, "deployment/voting");
+    assert_eq!(answer.window, "1m");
+    let row = |r: &AuthzRow| {
+        format!(
+            "{}/{} {}/{} {}/{} {} {}",
+            r.route.kind,
+            r.route.name,
+            r.server.kind,
+            r.server.name,
+            r.authorization.kind,
+            r.authorization.name,
+            r.allowed,
+            r.denied
+        )
+    };
+    let rows: Vec<String> = answer.rows.iter().map(row).collect();
+    let near = |text: &str, prefix: &str, allowed: u64, denied: u64| {
+        let Some(rest) = text.strip_prefix(prefix) else {
+            return false;
+        };
+        let n: Vec<u64> = rest.split(' ').filter_map(|n| n.parse().ok()).collect();
+        n.len() == 2 && n[0].abs_diff(allowed) <= 6 && n[1].abs_diff(denied) <= 3
+    };
+    assert_eq!(rows.len(), 3, "{rows:#?}");
+    assert!(
+        near(
+            &rows[0],
+            "default/default Server/voting-http AuthorizationPolicy/web-to-voting ",
+            180,
+            0
+        ),
+        "{rows:#?}"
+    );
+    assert_eq!(
+        rows[1], "default/default default/all-unauthenticated default/all-unauthenticated 0 0",
+        "ports no Server selects"
+    );
+    assert!(
+        near(&rows[2], "default/default server/voting-http / ", 0, 60),
+        "denials name no authorization: {rows:#?}"
+    );
+
+    // The inbound policy itself, for `ferry diagnostics policy po/NAME:PORT`.
+    let (status, body) = ask("/api/v1/policy/inbound?workload=emojivoto:voting-0&port=8080").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["server"]["name"], "voting-http");
+    assert_eq!(body["protocol"], "HTTP/1");
+    assert_eq!(
+        body["routes"][0]["authorizations"][0]["authentication"]["meshTls"]["identities"][0],
+        "web.emojivoto.serviceaccount.identity.ferry.cluster.local"
+    );
+    let (status, _) = ask("/api/v1/policy/inbound?workload=emojivoto:nope&port=8080").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = ask("/api/v1/policy/inbound?workload=voting-0&port=8080").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, body) = ask("/api/v1/authz?resource=deploy/nope&namespace=emojivoto").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = ask("/api/v1/authz?resource=deploy&namespace=emojivoto").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}

@@ -232,6 +232,16 @@ fn overrides<T: Tree>(meta: &T) -> Result<PodOverrides, PodError> {
         skip_subnets: list(names::ANNOTATION_SKIP_SUBNETS),
         trace_collector: text(names::ANNOTATION_TRACE_COLLECTOR),
         trace_sampling,
+        // A value that names no policy is left out: the proxy would refuse to start.
+        default_inbound_policy: [
+            names::ANNOTATION_DEFAULT_INBOUND_POLICY,
+            names::ANNOTATION_LINKERD_DEFAULT_INBOUND_POLICY,
+        ]
+        .iter()
+        .find_map(|key| meta.get("annotations")?.get(key).and_then(T::as_str))
+        .map(str::trim)
+        .filter(|p| names::DEFAULT_INBOUND_POLICIES.contains(p))
+        .map(str::to_string),
     })
 }
 
@@ -473,6 +483,49 @@ mod tests {
             .position(|a| a == "--outbound-ports-to-ignore")
             .expect("the flag is passed");
         assert_eq!(args[at + 1], "5432,6379");
+    }
+
+    fn proxy_env(pod: &Value, name: &str) -> Option<String> {
+        let containers = pod["spec"]["initContainers"].as_array()?;
+        let proxy = containers
+            .iter()
+            .find(|c| c["name"] == names::CONTAINER_PROXY)?;
+        let env = proxy["env"].as_array()?;
+        let var = env.iter().find(|e| e["name"] == name)?;
+        var["value"].as_str().map(str::to_string)
+    }
+
+    #[test]
+    fn the_default_inbound_policy_comes_from_the_pod_then_the_config() {
+        let key = ferry_api::env::PROXY_DEFAULT_INBOUND_POLICY;
+        let mut plain = pod();
+        inject(&mut plain, &ProxyConfig::default(), "t").unwrap();
+        assert_eq!(
+            proxy_env(&plain, key),
+            None,
+            "unset: the proxy's own default"
+        );
+        let cluster = ProxyConfig {
+            default_inbound_policy: Some("deny".into()),
+            ..ProxyConfig::default()
+        };
+        let mut plain = pod();
+        inject(&mut plain, &cluster, "t").unwrap();
+        assert_eq!(proxy_env(&plain, key).as_deref(), Some("deny"));
+        let mut annotated = pod();
+        annotated["metadata"]["annotations"] =
+            json!({(names::ANNOTATION_LINKERD_DEFAULT_INBOUND_POLICY): "audit"});
+        inject(&mut annotated, &cluster, "t").unwrap();
+        assert_eq!(proxy_env(&annotated, key).as_deref(), Some("audit"));
+        let mut wrong = pod();
+        wrong["metadata"]["annotations"] =
+            json!({(names::ANNOTATION_DEFAULT_INBOUND_POLICY): "allow-all"});
+        inject(&mut wrong, &cluster, "t").unwrap();
+        assert_eq!(
+            proxy_env(&wrong, key).as_deref(),
+            Some("deny"),
+            "an unknown name is ignored"
+        );
     }
 
     #[test]

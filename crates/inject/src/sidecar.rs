@@ -55,6 +55,12 @@ pub struct ProxyConfig {
     pub trace_collector: Option<String>,
     /// The rate at which proxies trace requests without a context (checked: 0.0–1.0).
     pub trace_sampling: String,
+    /// The proxy's default inbound policy (`FERRY_PROXY_DEFAULT_INBOUND_POLICY`) unless the
+    /// pod's annotation names one: the namespace's or the cluster's, when known (the webhook).
+    pub default_inbound_policy: Option<String>,
+    /// Namespaces' `default-inbound-policy` annotations, when known (the webhook): they
+    /// replace `default_inbound_policy` for pods in them.
+    pub namespace_inbound_policies: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ProxyConfig {
@@ -73,6 +79,8 @@ impl Default for ProxyConfig {
             trust_anchors_pem: None,
             trace_collector: None,
             trace_sampling: "0".to_string(),
+            default_inbound_policy: None,
+            namespace_inbound_policies: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -90,6 +98,8 @@ pub struct PodOverrides {
     pub trace_collector: Option<String>,
     /// From `config.ferry.io/trace-sampling` (checked: 0.0–1.0).
     pub trace_sampling: Option<String>,
+    /// From `config.ferry.io/default-inbound-policy` (or Linkerd's), when it names a policy.
+    pub default_inbound_policy: Option<String>,
 }
 
 /// A sampling rate, 0.0–1.0, as the proxy's `--trace-sampling` reads it (trimmed); the
@@ -249,6 +259,13 @@ impl ProxyConfig {
                 env::PROXY_TRACE_SAMPLING,
                 sampling.trim().to_string(),
             ));
+        }
+        let policy = pod
+            .default_inbound_policy
+            .as_ref()
+            .or(self.default_inbound_policy.as_ref());
+        if let Some(policy) = policy {
+            env.push(value(env::PROXY_DEFAULT_INBOUND_POLICY, policy.clone()));
         }
         if let Some(pem) = &self.trust_anchors_pem {
             env.push(value(env::PROXY_IDENTITY_TRUST_ANCHORS, pem.clone()));

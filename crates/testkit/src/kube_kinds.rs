@@ -97,7 +97,24 @@ pub static KINDS: &[Kind] = &[
         "httpfaults",
         true,
     ),
+    // Ferry's authorization resources (docs/authorization.md).
+    policy("Server", "servers"),
+    policy("AuthorizationPolicy", "authorizationpolicies"),
+    policy("MeshTLSAuthentication", "meshtlsauthentications"),
+    policy("NetworkAuthentication", "networkauthentications"),
+    policy("JWTAuthentication", "jwtauthentications"),
+    policy("HTTPLocalRateLimitPolicy", "httplocalratelimitpolicies"),
 ];
+
+const fn policy(name: &'static str, plural: &'static str) -> Kind {
+    kind(
+        name,
+        "policy.ferry.io/v1alpha1",
+        "/apis/policy.ferry.io/v1alpha1",
+        plural,
+        true,
+    )
+}
 
 impl Kind {
     /// The kind named `name` (`Pod`).

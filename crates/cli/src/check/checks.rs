@@ -127,6 +127,11 @@ pub fn post_install() -> Vec<Check> {
             fatal: false,
             run: proxies_ready_in_cluster,
         },
+        Check {
+            name: "policy: every Server, AuthorizationPolicy and authentication matches something",
+            fatal: false,
+            run: super::policy::policies_match,
+        },
     ]
 }
 

@@ -47,7 +47,20 @@ pub fn rules() -> Vec<PolicyRule> {
             &["httproutes/status", "grpcroutes/status"],
             &["patch"],
         ),
-        rule("policy.ferry.io", &["httpfaults"], READ),
+        // ... and the authorization resources (docs/authorization.md), watched.
+        rule(
+            "policy.ferry.io",
+            &[
+                "httpfaults",
+                "servers",
+                "authorizationpolicies",
+                "meshtlsauthentications",
+                "networkauthentications",
+                "jwtauthentications",
+                "httplocalratelimitpolicies",
+            ],
+            READ,
+        ),
         // Identity: proxies prove who they are with their service-account token; the
         // public API, when exposed, checks its callers' tokens the same way.
         rule("authentication.k8s.io", &["tokenreviews"], &["create"]),

@@ -141,12 +141,42 @@ fn healthy_install_passes_every_check() {
         objects[&("MutatingWebhookConfiguration".to_string(), "ferry-proxy-injector-ferry".to_string())].clone(),
     );
     routes.insert(("POST".into(), DRY_RUN.into()), (201, dry_run_answer(true)));
+    // The policy CRDs are installed, with one Server that selects the meshed pod.
+    for plural in [
+        "authorizationpolicies",
+        "meshtlsauthentications",
+        "networkauthentications",
+        "jwtauthentications",
+        "httplocalratelimitpolicies",
+    ] {
+        get(
+            &mut routes,
+            &format!("/apis/policy.ferry.io/v1alpha1/{plural}"),
+            json!({"kind": "List", "items": []}),
+        );
+    }
+    let pod = &cluster_pods(env!("CARGO_PKG_VERSION"))["items"][0]["metadata"];
+    let server = json!({
+        "apiVersion": "policy.ferry.io/v1alpha1",
+        "kind": "Server",
+        "metadata": {"namespace": pod["namespace"], "name": "meshed"},
+        "spec": {"podSelector": {"matchLabels": pod["labels"]}, "port": 8080},
+    });
+    get(
+        &mut routes,
+        "/apis/policy.ferry.io/v1alpha1/servers",
+        json!({"kind": "ServerList", "items": [server]}),
+    );
     let control = fake(control_api_routes(time::Duration::days(300), 80_000), None);
     let target: SocketAddr = control.url()["http://".len()..].parse().unwrap();
     let api = fake(routes, Some(target));
     let (ok, out) = ferry_check(&["--api-server", &api.url()]);
     assert!(ok, "{out}");
-    assert_eq!(out.matches('✓').count(), 12, "{out}");
+    assert!(
+        out.contains("✓ policy: every Server, AuthorizationPolicy and authentication matches something: 1 Server(s), 0 AuthorizationPolicy(ies)"),
+        "{out}"
+    );
+    assert_eq!(out.matches('✓').count(), 13, "{out}");
     for expected in [
         "1/1 replicas available",
         "trust anchors 36",
@@ -206,7 +236,9 @@ fn broken_install_fails_each_check_with_a_hint() {
         "× control-plane: public API answers through a port-forward: port-forward to the control plane: no ready ferry-control pod in namespace ferry",
         "    hint: kubectl -n ferry logs deploy/ferry-control",
         "× identity: the control plane issues certificates: port-forward to the control plane: no ready",
-        "9 of 12 check(s) failed",
+        "‼ policy: every Server, AuthorizationPolicy and authentication matches something: the policy.ferry.io CRDs are not installed",
+        "    hint: ferry install --crds | kubectl apply -f -",
+        "9 of 13 check(s) failed",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }

@@ -336,3 +336,49 @@ fn traces_default_to_the_otlp_port_and_validate_their_flags() {
     }
     assert!(Args::try_parse_from(["ferry-control", "--trace-listen=somewhere"]).is_err());
 }
+
+#[test]
+fn inbound_policy_flags_make_the_inbound_config() {
+    let config = Config::from_args(&args(&["--workloads-file=w"])).unwrap();
+    assert_eq!(
+        config.inbound.default_policy,
+        crate::authz::DefaultPolicy::AllUnauthenticated
+    );
+    let nets: Vec<String> = config
+        .inbound
+        .cluster_networks
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        nets,
+        [
+            "10.0.0.0/8",
+            "100.64.0.0/10",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "fd00::/8",
+            "127.0.0.0/8",
+            "::1/128"
+        ],
+        "Linkerd's, and loopback in local mode"
+    );
+    let config = Config::from_args(&args(&[
+        "--workloads-file=w",
+        "--default-inbound-policy=deny",
+        "--cluster-networks=10.1.0.0/16",
+        "--jwks-refresh-interval=2s",
+    ]))
+    .unwrap();
+    assert_eq!(
+        config.inbound.default_policy,
+        crate::authz::DefaultPolicy::Deny
+    );
+    assert_eq!(config.inbound.cluster_networks.len(), 3);
+    assert_eq!(config.inbound.jwks_refresh, Duration::from_secs(2));
+    assert!(matches!(
+        Config::from_args(&args(&["--workloads-file=w", "--cluster-networks=ten"])),
+        Err(ConfigError::ClusterNetworks(_))
+    ));
+    assert!(Args::try_parse_from(["ferry-control", "--default-inbound-policy=allow"]).is_err());
+}

@@ -205,6 +205,21 @@ pub fn services_part(snapshot: &Snapshot) -> ServicesPart {
 }
 
 /// The state of `namespaces` and the two parts, sharing the parts' maps.
+/// What inbound policy reads of a pod: its default-policy annotation, its named ports.
+fn inbound_meta(pod: &PodSummary) -> crate::model::InboundMeta {
+    let ports = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .flat_map(|c| &c.ports)
+        .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
+        .collect();
+    crate::model::InboundMeta {
+        default_policy: crate::authz::resolve::annotated_policy(pod.metadata.annotations.as_ref()),
+        ports,
+    }
+}
+
 pub fn assemble(
     domains: &Domains,
     namespaces: &[Arc<Namespace>],
@@ -217,7 +232,15 @@ pub fn assemble(
         .collect();
     names.extend(pods.namespaces.keys().cloned());
     names.extend(services.namespaces.keys().cloned());
+    let namespace_defaults = namespaces
+        .iter()
+        .filter_map(|ns| {
+            let policy = crate::authz::resolve::annotated_policy(ns.metadata.annotations.as_ref())?;
+            Some((ns.metadata.name.clone()?, policy))
+        })
+        .collect();
     ClusterState {
+        namespace_defaults,
         cluster_domain: domains.cluster_domain.clone(),
         trust_domain: domains.trust_domain.clone(),
         namespaces: names,
@@ -408,6 +431,7 @@ impl PodsPart {
             meshed,
             admin_addr: at(ports::PROXY_ADMIN),
             tap_addr: at(ports::PROXY_TAP),
+            inbound: inbound_meta(pod),
         };
         self.instances.insert(key.clone(), instance);
         count(&mut self.namespaces, &key.namespace, true);

@@ -56,6 +56,19 @@ pub struct PodSummarySpec {
 pub struct ContainerName {
     /// `name`.
     pub name: String,
+    /// Its named ports, which a policy `Server` may name.
+    #[serde(default)]
+    pub ports: Vec<ContainerPortName>,
+}
+
+/// A container port, by name and number.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPortName {
+    /// `name`.
+    pub name: Option<String>,
+    /// `containerPort`.
+    pub container_port: i32,
 }
 
 /// The part of a pod's status discovery reads.
@@ -117,15 +130,26 @@ fn trim_meta(meta: &mut ObjectMeta) {
     }
 }
 
+/// Trims `meta`, keeping the default-inbound-policy annotations (docs/authorization.md).
+fn trim_keeping_inbound_policy(meta: &mut ObjectMeta) {
+    let mut annotations = meta.annotations.take().unwrap_or_default();
+    annotations.retain(|k, _| {
+        k == ferry_api::k8s::ANNOTATION_DEFAULT_INBOUND_POLICY
+            || k == ferry_api::k8s::ANNOTATION_LINKERD_DEFAULT_INBOUND_POLICY
+    });
+    trim_meta(meta);
+    meta.annotations = (!annotations.is_empty()).then_some(annotations);
+}
+
 impl Trim for PodSummary {
     fn trim(&mut self) {
-        trim_meta(&mut self.metadata);
+        trim_keeping_inbound_policy(&mut self.metadata);
     }
 }
 
 impl Trim for Namespace {
     fn trim(&mut self) {
-        trim_meta(&mut self.metadata);
+        trim_keeping_inbound_policy(&mut self.metadata);
         self.spec = None;
         self.status = None;
     }

@@ -410,6 +410,7 @@ mod tests {
             meshed: true,
             admin_addr: None,
             tap_addr: None,
+            inbound: Default::default(),
         };
         let instances = [(ObjectRef::new(&account.namespace, "web-0"), instance)];
         ClusterState {

@@ -103,6 +103,22 @@ pub fn answer(body: &[u8], cfg: &ProxyConfig) -> Answer {
         return failed(&uid, "the review carries no pod".to_string());
     };
     let mut pod = object.clone();
+    // The namespace's default inbound policy, when it names one, replaces the cluster's.
+    let namespaced;
+    let cfg = match request
+        .namespace
+        .as_ref()
+        .and_then(|ns| cfg.namespace_inbound_policies.get(ns))
+    {
+        Some(policy) => {
+            namespaced = ProxyConfig {
+                default_inbound_policy: Some(policy.clone()),
+                ..cfg.clone()
+            };
+            &namespaced
+        }
+        None => cfg,
+    };
     match pod::inject(&mut pod, cfg, &ferry_inject::created_by_injector()) {
         Ok(Some(why)) => allowed(&uid, None, Decision::Skipped(why)),
         Ok(None) => match serde_json::to_vec(&json_patch::diff(object, &pod)) {

@@ -141,6 +141,7 @@ mod tests {
                     meshed: true,
                     admin_addr: Some(server.addr),
                     tap_addr: None,
+                    inbound: Default::default(),
                 };
                 (ObjectRef::new("ns", format!("pod-{i}")), instance)
             })

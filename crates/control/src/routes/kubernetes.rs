@@ -1,5 +1,6 @@
 //! Routes from the Kubernetes API: reflector stores of `HTTPRoute`, `GRPCRoute` (Gateway API
-//! v1) and `HTTPFault` (`policy.ferry.io/v1alpha1`), as discovery watches Services; a
+//! v1), `HTTPFault` and the authorization resources (`policy.ferry.io/v1alpha1`,
+//! [`crate::authz::kubernetes`]), as discovery watches Services; a
 //! publisher task turns the stores into a [`RouteSet`] (coalesced) and writes each route's
 //! status back.
 //!
@@ -76,9 +77,18 @@ pub fn spawn(
         tasks.push(task);
         store
     });
+    let policy = crate::authz::kubernetes::resources()
+        .into_iter()
+        .map(|ar| {
+            let (store, task) = reflect(&client, &ar, &changed);
+            tasks.push(task);
+            (ar, store)
+        })
+        .collect();
     let publisher = Publisher {
         client,
         stores,
+        policy,
         resources: [http, grpc, faults],
         changed,
         states,
@@ -142,6 +152,8 @@ fn reflect(
 struct Publisher {
     client: Client,
     stores: [Store<DynamicObject>; 3],
+    /// The authorization resources' stores ([`crate::authz::kubernetes`]).
+    policy: Vec<(ApiResource, Store<DynamicObject>)>,
     resources: [ApiResource; 3],
     changed: Arc<Notify>,
     states: watch::Receiver<Arc<ClusterState>>,
@@ -157,7 +169,7 @@ struct Read<T> {
 }
 
 /// Reads an object as `T`, its `apiVersion`/`kind` filled in from the watched resource.
-fn read<T: serde::de::DeserializeOwned>(
+pub(crate) fn read<T: serde::de::DeserializeOwned>(
     object: &DynamicObject,
     ar: &ApiResource,
 ) -> Result<T, String> {
@@ -245,6 +257,7 @@ impl Publisher {
                 grpc: grpc.iter().filter_map(|r| r.route.clone().ok()).collect(),
                 faults,
                 services,
+                authz: crate::authz::kubernetes::policy_set(&self.policy),
             };
             // Store order is arbitrary; keep the set stable so unchanged reads do not fan out.
             set.http

@@ -7,7 +7,6 @@
 //! extension to read those (issue #21's proxy half).
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -253,7 +252,7 @@ fn headers(list: &[super::gateway::HeaderValue]) -> Option<http_types::Headers> 
     })
 }
 
-fn request_headers(m: &HeaderModifier) -> hr::RequestHeaderModifier {
+pub(crate) fn request_headers(m: &HeaderModifier) -> hr::RequestHeaderModifier {
     hr::RequestHeaderModifier {
         add: headers(&m.add),
         set: headers(&m.set),
@@ -297,7 +296,7 @@ fn method(m: HttpMethod) -> http_types::HttpMethod {
     }
 }
 
-fn http_match(m: &HttpRouteMatch) -> hr::HttpRouteMatch {
+pub(crate) fn http_match(m: &HttpRouteMatch) -> hr::HttpRouteMatch {
     let path = match m.path.kind {
         PathMatchType::Exact => hr::path_match::Kind::Exact(m.path.value.clone()),
         PathMatchType::PathPrefix => hr::path_match::Kind::Prefix(m.path.value.clone()),
@@ -323,7 +322,7 @@ fn http_match(m: &HttpRouteMatch) -> hr::HttpRouteMatch {
     }
 }
 
-fn grpc_match(m: &GrpcRouteMatch) -> gr::GrpcRouteMatch {
+pub(crate) fn grpc_match(m: &GrpcRouteMatch) -> gr::GrpcRouteMatch {
     gr::GrpcRouteMatch {
         rpc: m.method.as_ref().map(|method| gr::GrpcRpcMatch {
             service: method.service.clone().unwrap_or_default(),
@@ -362,7 +361,7 @@ fn http_filters(rule: &PolicyRule) -> Vec<pb::http_route::Filter> {
         .collect()
 }
 
-fn http_filter(f: &RouteFilter) -> Option<pb::http_route::filter::Kind> {
+pub(crate) fn http_filter(f: &RouteFilter) -> Option<pb::http_route::filter::Kind> {
     use pb::http_route::filter::Kind;
     match f.kind {
         FilterType::RequestHeaderModifier => f
@@ -669,66 +668,31 @@ impl OutboundService {
     }
 }
 
-type Stream<M = pb::OutboundPolicy> =
-    Pin<Box<dyn futures_util::Stream<Item = Result<M, Status>> + Send>>;
+type Stream<M = pb::OutboundPolicy> = super::watching::Stream<M>;
 
-/// One `Watch` stream: the policy as `render` makes it, again whenever it changes.
-struct Watching<M> {
-    states: watch::Receiver<Arc<ClusterState>>,
-    routes: watch::Receiver<Arc<RouteSet>>,
-    target: Target,
-    last: Option<M>,
-    drain: CancellationToken,
-    render: fn(&ServicePolicy) -> M,
-}
-
-impl<M: Clone + PartialEq + Send + 'static> Watching<M> {
-    /// The stream for `req`: the current policy, then each change.
-    fn stream(
-        service: &OutboundService,
+impl OutboundService {
+    /// The `Watch` stream for `req`: the policy as `render` makes it, again whenever it
+    /// changes. A Service that disappears keeps its last policy until it returns.
+    fn stream<M: Clone + PartialEq + Send + 'static>(
+        &self,
         req: &pb::TrafficSpec,
         render: fn(&ServicePolicy) -> M,
     ) -> Result<Stream<M>, Status> {
-        let (mut states, mut routes) = (service.states.clone(), service.routes.clone());
-        let (target, _) = OutboundService::answer(req, &mut states, &mut routes)?;
-        let state = states.borrow().clone();
-        let set = routes.borrow().clone();
-        let first = policy::compile(&state, &set, &target)
-            .map(|p| render(&p))
-            .ok_or_else(|| Status::not_found("service port vanished"))?;
-        let watching = Watching {
+        let (mut states, mut routes) = (self.states.clone(), self.routes.clone());
+        let (target, _) = Self::answer(req, &mut states, &mut routes)?;
+        let sources = super::watching::Sources {
             states,
             routes,
-            target,
-            last: Some(first.clone()),
-            drain: service.drain.clone(),
-            render,
+            keys: None,
+            drain: self.drain.clone(),
         };
-        let rest = futures_util::stream::unfold(watching, Watching::next);
-        let first = futures_util::stream::once(async move { Ok(first) });
-        Ok(Box::pin(futures_util::StreamExt::chain(first, rest)))
-    }
-
-    async fn next(mut self) -> Option<(Result<M, Status>, Self)> {
-        loop {
-            if self.last.is_some() {
-                tokio::select! {
-                    _ = self.drain.cancelled() => return None,
-                    changed = self.states.changed() => changed.ok()?,
-                    changed = self.routes.changed() => changed.ok()?,
-                }
-            }
-            let state = self.states.borrow_and_update().clone();
-            let routes = self.routes.borrow_and_update().clone();
-            // A Service that disappears keeps its last policy until it returns.
-            let policy = policy::compile(&state, &routes, &self.target).map(|p| (self.render)(&p));
-            if let Some(policy) = policy {
-                if self.last.as_ref() != Some(&policy) {
-                    self.last = Some(policy.clone());
-                    return Some((Ok(policy), self));
-                }
-            }
-        }
+        super::watching::stream(
+            sources,
+            Box::new(move |state, routes, _| {
+                policy::compile(state, routes, &target).map(|p| render(&p))
+            }),
+            || Status::not_found("service port vanished"),
+        )
     }
 }
 
@@ -746,7 +710,7 @@ impl OutboundPolicies for OutboundService {
     type WatchStream = Stream;
 
     async fn watch(&self, req: Request<pb::TrafficSpec>) -> Result<Response<Stream>, Status> {
-        Watching::stream(self, req.get_ref(), translate).map(Response::new)
+        self.stream(req.get_ref(), translate).map(Response::new)
     }
 }
 
@@ -835,7 +799,9 @@ impl tonic::server::ServerStreamingService<pb::TrafficSpec> for FerryWatch {
     fn call(&mut self, req: Request<pb::TrafficSpec>) -> Self::Future {
         let service = self.0.clone();
         Box::pin(async move {
-            Watching::stream(&service, req.get_ref(), translate_ferry).map(Response::new)
+            service
+                .stream(req.get_ref(), translate_ferry)
+                .map(Response::new)
         })
     }
 }

@@ -280,6 +280,51 @@ async fn injected_proxies_trust_the_anchors_the_ca_has_now() {
 }
 
 #[tokio::test]
+async fn injected_proxies_get_the_namespace_or_cluster_default_inbound_policy() {
+    let review = recorded("pod-create.request.json");
+    let namespace = review["request"]["namespace"].as_str().unwrap().to_string();
+    let cfg = ProxyConfig {
+        default_inbound_policy: Some("cluster-authenticated".to_string()),
+        ..ProxyConfig::default()
+    };
+    let mut state = ferry_control::model::ClusterState::default();
+    let (states, watch) = tokio::sync::watch::channel(Arc::new(state.clone()));
+    let settings = injector::ProxySettings::new(cfg, None).with_states(watch);
+    let webhook = Webhook::start(settings).await;
+    let policy_in = |response: &Value| {
+        let pod = apply(response, &review["request"]["object"]);
+        let env = pod["spec"]["initContainers"][1]["env"]
+            .as_array()
+            .unwrap()
+            .clone();
+        env.into_iter()
+            .find(|e| e["name"] == ferry_api::env::PROXY_DEFAULT_INBOUND_POLICY)
+            .map(|e| e["value"].as_str().unwrap().to_string())
+    };
+    let response = webhook.review(&review).await;
+    assert_eq!(
+        policy_in(&response).as_deref(),
+        Some("cluster-authenticated")
+    );
+    // The namespace's annotation, as discovery saw it, wins; one naming no policy does not.
+    state
+        .namespace_defaults
+        .insert(namespace.clone(), "deny".to_string());
+    states.send_replace(Arc::new(state.clone()));
+    let response = webhook.review(&review).await;
+    assert_eq!(policy_in(&response).as_deref(), Some("deny"));
+    state
+        .namespace_defaults
+        .insert(namespace, "allow".to_string());
+    states.send_replace(Arc::new(state));
+    let response = webhook.review(&review).await;
+    assert_eq!(
+        policy_in(&response).as_deref(),
+        Some("cluster-authenticated")
+    );
+}
+
+#[tokio::test]
 async fn a_client_that_stalls_is_answered_or_dropped_within_the_read_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -225,8 +225,12 @@ fn random_pod(rng: &mut Rng, ns: &str, name: &str) -> PodSummary {
     }
     let proxy = ContainerName {
         name: ferry_api::k8s::CONTAINER_PROXY.into(),
+        ports: Vec::new(),
     };
-    let app = ContainerName { name: "app".into() };
+    let app = ContainerName {
+        name: "app".into(),
+        ports: Vec::new(),
+    };
     let containers = if rng.below(3) == 0 {
         vec![app]
     } else {

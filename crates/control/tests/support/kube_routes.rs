@@ -205,3 +205,132 @@ async fn recorded_routes_are_served_and_their_status_written_back() {
         .expect("the deletion is seen")
         .unwrap();
 }
+
+/// A policy object as a real API server returns it: what `kubectl apply` sent, plus the
+/// server's metadata (uid, generation, creation time, the last-applied annotation).
+fn stored(kind: &str, name: &str, spec: Value) -> Value {
+    let sent = json!({
+        "apiVersion": "policy.ferry.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    });
+    let mut object = sent.clone();
+    object["metadata"] = json!({
+        "name": name,
+        "namespace": NS,
+        "uid": format!("5d0c6a1e-0000-4000-8000-{:012x}", name.len()),
+        "generation": 1,
+        "creationTimestamp": "2026-11-21T15:50:00Z",
+        "annotations": {
+            "kubectl.kubernetes.io/last-applied-configuration": format!("{sent}\n"),
+        },
+    });
+    object
+}
+
+#[tokio::test]
+async fn policy_resources_are_watched_and_resolved_for_pods() {
+    use ferry_control::authz::jwks::Keys;
+    use ferry_control::authz::resolve::{compile, PortTarget};
+    use ferry_control::authz::InboundConfig;
+
+    let api = FakeKubeApi::emojivoto().await;
+    api.apply(stored(
+        "Server",
+        "voting-grpc",
+        json!({"podSelector": {"matchLabels": {"app": "voting-svc"}}, "port": "grpc", "proxyProtocol": "gRPC"}),
+    ));
+    api.apply(stored(
+        "AuthorizationPolicy",
+        "web-to-voting",
+        json!({
+            "targetRef": {"group": "policy.ferry.io", "kind": "Server", "name": "voting-grpc"},
+            "requiredAuthenticationRefs": [{"group": "policy.ferry.io", "kind": "MeshTLSAuthentication", "name": "web"}],
+        }),
+    ));
+    api.apply(stored(
+        "MeshTLSAuthentication",
+        "web",
+        json!({"identityRefs": [{"kind": "ServiceAccount", "name": "web"}]}),
+    ));
+    // Invalid: left out, and the others still read.
+    api.apply(stored(
+        "Server",
+        "broken",
+        json!({"podSelector": {}, "port": 0}),
+    ));
+    let discovery = discovery(&api).await;
+    let source = KubeSource {
+        kubeconfig: Some(api.kubeconfig().to_path_buf()),
+        context: None,
+    };
+    let client = client(&source).await.unwrap();
+    let routes = spawn(client, discovery.watch(), DEFAULT_COALESCE);
+    let mut rx = routes.watch();
+    let set = tokio::time::timeout(
+        SHOWS,
+        rx.wait_for(|s| {
+            s.authz.servers.len() == 1
+                && s.authz.mesh_tls.len() == 1
+                && s.authz.authorization_policies.len() == 1
+        }),
+    )
+    .await
+    .expect("the policy objects are read")
+    .unwrap()
+    .clone();
+    let voting = PortTarget {
+        pod: ObjectRef::new(NS, "voting-7c54cbc44c-j2l4p"),
+        port: 8080,
+    };
+    let state = discovery.watch().borrow().clone();
+    let cfg = InboundConfig::default();
+    let p = compile(&state, &set, &cfg, &Keys::new(), &voting).expect("a known pod");
+    assert_eq!(
+        p.server.name, "voting-grpc",
+        "selected by label and the pod's named port"
+    );
+    assert_eq!(p.authorizations[0].meta.name, "web-to-voting");
+    let translated = ferry_control::authz::inbound::translate(&p);
+    assert!(
+        format!("{translated:?}")
+            .contains("web.emojivoto.serviceaccount.identity.ferry.cluster.local"),
+        "{translated:?}"
+    );
+
+    // The namespace's annotation (Linkerd's) sets the default of ports no Server selects.
+    let mut ns = api.get("Namespace", "", NS).expect("the namespace");
+    ns["kind"] = json!("Namespace");
+    ns["metadata"]["annotations"] = json!({"config.linkerd.io/default-inbound-policy": "deny"});
+    api.apply(ns);
+    let mut states = discovery.watch();
+    tokio::time::timeout(
+        SHOWS,
+        states.wait_for(|s| s.namespace_defaults.contains_key(NS)),
+    )
+    .await
+    .expect("the annotation is read")
+    .unwrap();
+    let web = PortTarget {
+        pod: ObjectRef::new(NS, "web-6fcf748b99-4pd44"),
+        port: 8080,
+    };
+    let state = discovery.watch().borrow().clone();
+    let p = compile(&state, &set, &cfg, &Keys::new(), &web).expect("a known pod");
+    assert_eq!(
+        (p.server.kind.as_str(), p.server.name.as_str()),
+        ("default", "deny")
+    );
+    assert!(p.authorizations.is_empty());
+
+    // A deleted policy leaves the set.
+    assert!(api.delete("AuthorizationPolicy", NS, "web-to-voting"));
+    tokio::time::timeout(
+        SHOWS,
+        rx.wait_for(|s| s.authz.authorization_policies.is_empty()),
+    )
+    .await
+    .expect("the deletion is seen")
+    .unwrap();
+}
