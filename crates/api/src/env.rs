@@ -149,6 +149,10 @@ pub const CONTROL_TOKEN_VALIDATION: &str = "FERRY_CONTROL_TOKEN_VALIDATION";
 pub const CONTROL_WORKLOADS_FILE: &str = "FERRY_CONTROL_WORKLOADS_FILE";
 /// `--routes`: a file or directory of route documents (HTTPRoute, GRPCRoute, HTTPFault).
 pub const CONTROL_ROUTES: &str = "FERRY_CONTROL_ROUTES";
+/// `--rollouts`: a file or directory of `Rollout` documents (docs/rollouts.md).
+pub const CONTROL_ROLLOUTS: &str = "FERRY_CONTROL_ROLLOUTS";
+/// `--rollout-state-dir`: where each rollout's state is saved.
+pub const CONTROL_ROLLOUT_STATE_DIR: &str = "FERRY_CONTROL_ROLLOUT_STATE_DIR";
 /// `--workloads-poll-interval`: how often the workloads file is checked for edits.
 pub const CONTROL_WORKLOADS_POLL_INTERVAL: &str = "FERRY_CONTROL_WORKLOADS_POLL_INTERVAL";
 /// `--log`: the control plane's tracing filter (e.g. `info,ferry_control=debug`).

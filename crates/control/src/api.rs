@@ -63,6 +63,7 @@ pub async fn serve<D: Discovery>(
     relay: crate::tap::Relay,
     traces: crate::traces::store::TraceStore,
     routes: crate::routes::Routes,
+    rollouts: crate::rollouts::Rollouts,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let metrics = crate::stat_api::router(discovery.clone(), metrics);
@@ -70,7 +71,8 @@ pub async fn serve<D: Discovery>(
     let app = app_with_relay(discovery, identity, relay)
         .merge(metrics)
         .merge(crate::traces::api::router(traces))
-        .merge(policy);
+        .merge(policy)
+        .merge(crate::rollouts::api::router(rollouts));
     // Callers are checked first, so that a refused one holds no stream's place.
     let app = auth::protect(server::limit(app, limits), auth);
     server::serve(listener, app, limits, shutdown).await

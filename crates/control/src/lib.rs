@@ -26,6 +26,8 @@
 //!   `ferry inject` adds through the shared `ferry-inject` crate.
 //! - [`routes`]: Gateway API routes (local files), validated, served as Linkerd's
 //!   `OutboundPolicies` on the gRPC port.
+//! - [`rollouts`]: progressive delivery: `Rollout`s run by a controller that moves traffic
+//!   through generated routes, judged on the metrics backend.
 //! - [`config`]: flags and the validated [`Config`].
 //!
 //! [`run`] wires them: load discovery, load the identity CA, bind both listeners, serve
@@ -45,6 +47,7 @@ pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod resolutions;
+pub mod rollouts;
 pub mod routes;
 pub mod stat;
 pub mod stat_api;
@@ -116,6 +119,9 @@ pub enum RunError {
     /// The route documents could not be loaded.
     #[error("loading routes")]
     Routes(#[from] routes::file::RoutesFileError),
+    /// The rollouts could not be loaded.
+    #[error("loading rollouts")]
+    Rollouts(#[from] rollouts::RolloutsFileError),
     /// The public API's token file could not be read or written.
     #[error("reading or creating the API token file {path}")]
     ApiToken {
@@ -229,6 +235,7 @@ pub async fn run(
         grpc_tls: GrpcTls::WithIdentity,
         traces,
         routes,
+        rollouts: config.rollouts.clone(),
     };
     serve_all(
         grpc,
@@ -259,6 +266,8 @@ pub struct Surfaces {
     pub traces: traces::store::TraceStore,
     /// The routes `OutboundPolicies` serves (none: every Service gets its default route).
     pub routes: routes::Routes,
+    /// Rollouts to run (none: the controller is off).
+    pub rollouts: Option<rollouts::RolloutsConfig>,
 }
 
 impl Default for Surfaces {
@@ -270,6 +279,7 @@ impl Default for Surfaces {
             grpc_tls: GrpcTls::Plaintext,
             traces: traces::store::TraceStore::default(),
             routes: routes::Routes::default(),
+            rollouts: None,
         }
     }
 }
@@ -368,6 +378,22 @@ pub async fn serve_all<D: Discovery>(
 ) -> Result<(), RunError> {
     let (backend, scraper) = metrics.start(discovery.watch());
     let _scraper = scraper.map(AbortOnDrop);
+    // Rollouts and their saved state are loaded before anything is served, so the routes
+    // they generate are there from the first answer: a restart moves no traffic.
+    let rollouts = match &surfaces.rollouts {
+        Some(config) => {
+            Some(rollouts::spawn(config, backend.clone(), rollouts::Clock::new()).await?)
+        }
+        None => None,
+    };
+    let routes = match &rollouts {
+        Some(running) => surfaces.routes.clone().with_overlay(running.routes.clone()),
+        None => surfaces.routes.clone(),
+    };
+    let rollouts_api = rollouts
+        .as_ref()
+        .map(|r| r.rollouts.clone())
+        .unwrap_or_default();
     // Local tokens are written only when callers present them.
     let _tokens = match &identity {
         Some(identity) if identity.uses_local_tokens() => {
@@ -416,7 +442,7 @@ pub async fn serve_all<D: Discovery>(
             service,
             tls,
             &surfaces.limits.grpc,
-            &surfaces.routes,
+            &routes,
             stop.clone().cancelled_owned(),
         );
         async move {
@@ -436,7 +462,8 @@ pub async fn serve_all<D: Discovery>(
             surfaces.auth.clone(),
             relay,
             surfaces.traces.clone(),
-            surfaces.routes.clone(),
+            routes.clone(),
+            rollouts_api,
             stop.clone().cancelled_owned(),
         );
         async move {

@@ -90,6 +90,7 @@ pub fn spawn(
     Routes {
         tx: routes.tx,
         _tasks: Some(Arc::new(AbortTasks(tasks))),
+        _base: None,
     }
 }
 
