@@ -5,6 +5,7 @@
 
 mod control;
 mod rbac;
+mod rollout_crd;
 mod webhook;
 
 use std::io::Write;
@@ -269,9 +270,10 @@ fn tls_secret(cfg: &InstallConfig, name: &str, cert: &str, key: &str) -> Secret 
     }
 }
 
-/// What `--crds` prints: Ferry's one custom resource, `HTTPFault` (`policy.ferry.io`), the
-/// fault injection routes reference with an `ExtensionRef` filter (docs/routes.md). Its
-/// schema states the same rules `ferry-control` checks in local files.
+/// What `--crds` prints: Ferry's custom resources: `HTTPFault` (`policy.ferry.io`), the
+/// fault injection routes reference with an `ExtensionRef` filter (docs/routes.md), whose
+/// schema states the same rules `ferry-control` checks in local files; and `Rollout`
+/// (`ferry.io`, docs/rollouts.md).
 pub fn render_crds() -> Vec<Value> {
     let percent = serde_json::json!({
         "type": "integer", "minimum": 0, "maximum": 100, "default": 100,
@@ -347,7 +349,10 @@ pub fn render_crds() -> Vec<Value> {
         },
     });
     // Plain JSON data always has a YAML form.
-    vec![serde_yaml_ng::to_value(crd).expect("JSON converts to YAML")]
+    [crd, rollout_crd::crd()]
+        .into_iter()
+        .map(|c| serde_yaml_ng::to_value(c).expect("JSON converts to YAML"))
+        .collect()
 }
 
 /// Runs `ferry install`.

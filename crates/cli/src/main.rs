@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ferry::dashboard;
 use ferry::{
-    check, demo, diagnostics, edges, inject, install, routes, stat, tap, top, trace, version,
+    check, demo, diagnostics, edges, inject, install, rollout, routes, stat, tap, top, trace,
+    version,
 };
 
 /// Ferry, a small service mesh.
@@ -38,6 +39,8 @@ enum Command {
     Stat(stat::StatArgs),
     /// Per-route success, RPS and latency of a resource's outbound routes (effective and actual).
     Routes(routes::RoutesArgs),
+    /// Progressive delivery: rollouts' steps and analyses; promote, pause, resume, abort.
+    Rollout(rollout::RolloutArgs),
     /// Which resources talk to which, and whether with mTLS.
     Edges(edges::EdgesArgs),
     /// Stream live requests of a resource (req, rsp and end events).
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Diagnostics(args) => diagnostics::run(args),
         Command::Stat(args) => stat::run(args),
         Command::Routes(args) => routes::run(args),
+        Command::Rollout(args) => rollout::run(args),
         Command::Edges(args) => edges::run(args),
         Command::Tap(args) => tap::run(args),
         Command::Top(args) => top::run(args),
