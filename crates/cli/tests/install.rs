@@ -236,6 +236,9 @@ fn rbac_is_least_privilege() {
     let tap = find(&docs, "ClusterRole", "ferry-tap-ferry");
     assert_eq!(tap["rules"][0]["resources"][0], "tap");
     assert_eq!(tap["rules"][0]["verbs"][0], "watch");
+    let operator = find(&docs, "ClusterRole", "ferry-rollout-operator-ferry");
+    assert_eq!(operator["rules"][0]["resources"][0], "rollouts");
+    assert_eq!(operator["rules"][0]["verbs"][0], "update");
 
     let binding = find(&docs, "ClusterRoleBinding", "ferry-control-ferry");
     assert_eq!(binding["roleRef"]["name"], "ferry-control-ferry");

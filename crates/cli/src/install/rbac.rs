@@ -3,7 +3,8 @@
 //! create TokenReviews and SubjectAccessReviews, and may write route status; it cannot read
 //! Secrets or change anything else in the cluster.
 //! Two more ClusterRoles, bound to no one, are for users of an exposed public API
-//! (docs/kubernetes.md): `ferry-api-viewer-<ns>` and `ferry-tap-<ns>`.
+//! (docs/kubernetes.md): `ferry-api-viewer-<ns>`, `ferry-tap-<ns>` and
+//! `ferry-rollout-operator-<ns>`.
 
 use ferry_api::k8s as names;
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -67,6 +68,11 @@ pub fn api_roles() -> Vec<(&'static str, PolicyRule)> {
     vec![
         ("api-viewer", rule(API_GROUP, &["api"], &["get"])),
         ("tap", rule(API_GROUP, &["tap"], &["watch"])),
+        // A rollout's actions (promote, pause, resume, abort, start): docs/rollouts.md.
+        (
+            "rollout-operator",
+            rule(API_GROUP, &["rollouts"], &["update"]),
+        ),
     ]
 }
 
