@@ -330,13 +330,11 @@ fn step(field: &str, s: &api::Step, errors: &mut Vec<FieldError>) -> StepKind {
         };
         return StepKind::Weight { weight, bake };
     }
-    if s.bake.is_some() {
-        if s.pause.is_some() {
-            errors.push(err(
-                format!("{field}.bake"),
-                "Forbidden: a pause step waits until promoted; it has no bake",
-            ));
-        }
+    if s.bake.is_some() && s.pause.is_some() {
+        errors.push(err(
+            format!("{field}.bake"),
+            "Forbidden: a pause step waits until promoted; it has no bake",
+        ));
     }
     if let Some(rules) = &s.matches {
         let field = format!("{field}.match");
