@@ -133,6 +133,10 @@ fn rollout_workloads(v1: SocketAddr, v2: SocketAddr, client_admin: Option<Socket
 }
 
 fn rollout_doc(steps: &str) -> String {
+    rollout_doc_with(steps, "")
+}
+
+fn rollout_doc_with(steps: &str, more: &str) -> String {
     format!(
         "apiVersion: ferry.io/v1alpha1
 kind: Rollout
@@ -147,7 +151,7 @@ spec:
     interval: 3s
     minRequests: 5
     successRate: {{min: 90, maxDrop: 5}}
-"
+{more}"
     )
 }
 
@@ -326,6 +330,26 @@ async fn a_good_canary_is_released_in_steps_across_a_control_plane_restart() {
 #[tokio::test]
 async fn a_failing_canary_rolls_back_on_its_own_and_abort_is_immediate() {
     let (v1, v2) = (version("v1", false).await, version("v2", true).await);
+    // The webhook: every transition's rollout, as posted.
+    let posted: Arc<Mutex<Vec<RolloutView>>> = Arc::default();
+    let hook = {
+        let posted = posted.clone();
+        TestServer::http(move |req| {
+            let posted = posted.clone();
+            async move {
+                let body = http_body_util::BodyExt::collect(req.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                posted
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                Response::new(full("ok"))
+            }
+        })
+        .await
+    };
     let dir = tempfile::tempdir().unwrap();
     let routes = dir.path().join("routes.yaml");
     let rollouts = routes.to_str().unwrap().to_string();
@@ -341,10 +365,26 @@ async fn a_failing_canary_rolls_back_on_its_own_and_abort_is_immediate() {
     let (cp, file) = control_with_routes(
         dir.path(),
         &rollout_workloads(v1.addr, v2.addr, None),
-        &rollout_doc("  - weight: 10\n    bake: 60s\n"),
+        &rollout_doc_with(
+            "  - weight: 10\n    bake: 60s\n",
+            &format!("  webhook: {{url: \"http://{}/rollouts\"}}\n", hook.addr),
+        ),
         &extra,
     )
     .await;
+    // `status --watch` follows the run until it ends.
+    let watch_api = format!("http://{}", cp.api);
+    let watching = tokio::spawn(async move {
+        ferry(&[
+            "rollout",
+            "status",
+            "web",
+            "--watch",
+            "--api-addr",
+            &watch_api,
+        ])
+        .await
+    });
     let client_proxy = proxy(&[
         "--upstream",
         "127.0.0.1:0=web.default:8080",
@@ -393,6 +433,33 @@ async fn a_failing_canary_rolls_back_on_its_own_and_abort_is_immediate() {
         decided - first_failure
     );
     assert!(share < 0.2, "bounded by the step's 10%: {share}");
+    let (ok, out, err) = watching.await.unwrap();
+    assert!(ok, "{err}");
+    assert!(
+        out.matches("Rollout default/web: Progressing at step 0/1")
+            .count()
+            >= 2,
+        "printed as it went:\n{out}"
+    );
+    assert!(
+        out.contains("Rollout default/web: RolledBack")
+            && out.contains("Latest analysis (step 0, 3s window): Failed"),
+        "{out}"
+    );
+    let hooked = wait_until(WAIT, "the webhook to hear of the rollback", || async {
+        let posted = posted.lock().unwrap();
+        posted
+            .iter()
+            .find(|v| v.status.phase == Phase::RolledBack)
+            .cloned()
+    })
+    .await
+    .unwrap();
+    assert!(
+        hooked.status.reason.contains("below 90%"),
+        "{}",
+        hooked.status.reason
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let settled = load
         .settled_on("v1", decided)
