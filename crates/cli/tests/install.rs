@@ -93,6 +93,7 @@ fn prints_every_control_plane_object_in_apply_order() {
             "MutatingWebhookConfiguration",
             "ClusterRole",
             "ClusterRole",
+            "ClusterRole",
         ]
     );
     for doc in &docs {
@@ -195,6 +196,7 @@ fn rbac_is_least_privilege() {
         "gateway.networking.k8s.io/httproutes",
         "gateway.networking.k8s.io/grpcroutes",
         "policy.ferry.io/httpfaults",
+        "ferry.io/rollouts",
     ] {
         assert_eq!(
             grants.remove(resource).unwrap_or_default(),
@@ -206,10 +208,11 @@ fn rbac_is_least_privilege() {
         grants.remove("authentication.k8s.io/tokenreviews").unwrap(),
         ["create"]
     );
-    // Route status (Accepted, ResolvedRefs) is the one thing it writes.
+    // Route status (Accepted, ResolvedRefs) and rollouts' state are what it writes.
     for status in [
         "gateway.networking.k8s.io/httproutes/status",
         "gateway.networking.k8s.io/grpcroutes/status",
+        "ferry.io/rollouts/status",
     ] {
         assert_eq!(
             grants.remove(status).unwrap_or_default(),
@@ -402,13 +405,14 @@ fn supplied_identity_files_are_used_verbatim() {
 }
 
 #[test]
-fn crds_flag_prints_the_httpfault_crd() {
+fn crds_flag_prints_the_httpfault_and_rollout_crds() {
     let out = ferry(&["install", "--crds"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("kind: CustomResourceDefinition"), "{text}");
     assert!(text.contains("name: httpfaults.policy.ferry.io"), "{text}");
-    assert_eq!(text.matches("kind: CustomResourceDefinition").count(), 1);
+    assert!(text.contains("name: rollouts.ferry.io"), "{text}");
+    assert_eq!(text.matches("kind: CustomResourceDefinition").count(), 2);
 }
 
 #[test]

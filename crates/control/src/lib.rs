@@ -235,7 +235,14 @@ pub async fn run(
         grpc_tls: GrpcTls::WithIdentity,
         traces,
         routes,
-        rollouts: config.rollouts.clone(),
+        // Local files when given; else, on Kubernetes, the Rollout resources.
+        rollouts: match (&config.rollouts, &discovery, &client) {
+            (Some(files), _, _) => Some(rollouts::RolloutsSource::Files(files.clone())),
+            (None, AnyDiscovery::Kubernetes(_), Some(client)) => {
+                Some(rollouts::RolloutsSource::Kubernetes(client.clone()))
+            }
+            (None, _, _) => None,
+        },
     };
     serve_all(
         grpc,
@@ -267,7 +274,7 @@ pub struct Surfaces {
     /// The routes `OutboundPolicies` serves (none: every Service gets its default route).
     pub routes: routes::Routes,
     /// Rollouts to run (none: the controller is off).
-    pub rollouts: Option<rollouts::RolloutsConfig>,
+    pub rollouts: Option<rollouts::RolloutsSource>,
 }
 
 impl Default for Surfaces {
@@ -381,9 +388,18 @@ pub async fn serve_all<D: Discovery>(
     // Rollouts and their saved state are loaded before anything is served, so the routes
     // they generate are there from the first answer: a restart moves no traffic.
     let rollouts = match &surfaces.rollouts {
-        Some(config) => {
+        Some(rollouts::RolloutsSource::Files(config)) => {
             Some(rollouts::spawn(config, backend.clone(), rollouts::Clock::new()).await?)
         }
+        Some(rollouts::RolloutsSource::Kubernetes(client)) => Some(
+            rollouts::kubernetes::spawn(
+                client.clone(),
+                backend.clone(),
+                rollouts::Clock::new(),
+                DEFAULT_COALESCE,
+            )
+            .await,
+        ),
         None => None,
     };
     let routes = match &rollouts {

@@ -10,13 +10,15 @@
 //!   [`hook`] calls the optional webhook.
 //! - [`api`]: `/api/v1/rollouts` and its actions.
 //!
-//! Local mode only for now: rollouts come from `--rollouts PATH` (the files beside the
-//! routes), their state lives in `--rollout-state-dir`.
+//! Rollouts come from `--rollouts PATH` (the files beside the routes), their state lives in
+//! `--rollout-state-dir`; or, on Kubernetes, from `Rollout` resources ([`kubernetes`]), their
+//! state in each resource's status.
 
 pub mod analysis;
 pub mod api;
 pub mod controller;
 pub mod hook;
+pub mod kubernetes;
 pub mod machine;
 pub mod spec;
 pub mod state;
@@ -34,7 +36,7 @@ use crate::routes::file::{read_all, RoutesFileError};
 use crate::routes::{DocumentErrors, RouteSet};
 pub use controller::{Clock, CommandError};
 use spec::RolloutDef;
-use state::StateDir;
+use state::{StateDir, StateStore};
 
 /// Where rollouts come from: `--rollouts`, `--rollout-state-dir`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +59,24 @@ impl RolloutsConfig {
             path.parent().unwrap_or(Path::new("."))
         };
         dir.join(".rollout-state")
+    }
+}
+
+/// Where rollouts come from.
+#[derive(Clone)]
+pub enum RolloutsSource {
+    /// Local files (`--rollouts`).
+    Files(RolloutsConfig),
+    /// `Rollout` resources, through this client.
+    Kubernetes(kube::Client),
+}
+
+impl std::fmt::Debug for RolloutsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Files(c) => f.debug_tuple("Files").field(c).finish(),
+            Self::Kubernetes(_) => f.write_str("Kubernetes"),
+        }
     }
 }
 
@@ -190,33 +210,41 @@ pub async fn spawn<B: MetricsBackend + Clone>(
 ) -> Result<Running, RolloutsFileError> {
     let (texts, defs) = load(&config.path).await?;
     tracing::info!(path = %config.path.display(), rollouts = defs.len(), state_dir = %config.state_dir.display(), "loaded rollouts");
-    let (routes_tx, routes) = watch::channel(Arc::new(RouteSet::default()));
-    let (views_tx, views) = watch::channel(Arc::new(Vec::new()));
-    let mut controller = controller::Controller::new(
-        backend,
-        StateDir(Some(config.state_dir.clone())),
-        clock,
-        routes_tx,
-        views_tx,
-    );
-    controller.reconcile(&defs).await;
     let (defs_tx, defs_rx) = watch::channel(Arc::new(defs));
-    let (commands_tx, commands_rx) = mpsc::channel(64);
     let poll = tokio::spawn(follow(
         config.path.clone(),
         config.poll_interval,
         texts,
         defs_tx,
     ));
-    let run = tokio::spawn(controller.run(defs_rx, commands_rx));
-    Ok(Running {
+    let state = StateStore::Dir(StateDir(Some(config.state_dir.clone())));
+    Ok(start(defs_rx, state, backend, clock, vec![poll]).await)
+}
+
+/// Reconciles the current definitions (their saved state loaded, their routes ready), then
+/// starts the controller following `defs`; `tasks` (the definitions' sources) stop with it.
+pub async fn start<B: MetricsBackend + Clone>(
+    mut defs: watch::Receiver<Arc<Vec<RolloutDef>>>,
+    state: StateStore,
+    backend: B,
+    clock: Clock,
+    mut tasks: Vec<tokio::task::JoinHandle<()>>,
+) -> Running {
+    let (routes_tx, routes) = watch::channel(Arc::new(RouteSet::default()));
+    let (views_tx, views) = watch::channel(Arc::new(Vec::new()));
+    let mut controller = controller::Controller::new(backend, state, clock, routes_tx, views_tx);
+    let first = defs.borrow_and_update().clone();
+    controller.reconcile(&first).await;
+    let (commands_tx, commands_rx) = mpsc::channel(64);
+    tasks.push(tokio::spawn(controller.run(defs, commands_rx)));
+    Running {
         rollouts: Rollouts {
             views,
             commands: Some(commands_tx),
         },
         routes,
-        tasks: vec![poll, run],
-    })
+        tasks,
+    }
 }
 
 /// Re-reads `path` every `interval`; a valid edit is published, an invalid one logged

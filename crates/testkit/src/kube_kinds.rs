@@ -97,6 +97,14 @@ pub static KINDS: &[Kind] = &[
         "httpfaults",
         true,
     ),
+    // Ferry's Rollout (docs/rollouts.md).
+    kind(
+        "Rollout",
+        "ferry.io/v1alpha1",
+        "/apis/ferry.io/v1alpha1",
+        "rollouts",
+        true,
+    ),
 ];
 
 impl Kind {

@@ -49,6 +49,9 @@ pub fn rules() -> Vec<PolicyRule> {
             &["patch"],
         ),
         rule("policy.ferry.io", &["httpfaults"], READ),
+        // Rollouts (docs/rollouts.md): watched; each one's state kept in its status.
+        rule("ferry.io", &["rollouts"], READ),
+        rule("ferry.io", &["rollouts/status"], &["patch"]),
         // Identity: proxies prove who they are with their service-account token; the
         // public API, when exposed, checks its callers' tokens the same way.
         rule("authentication.k8s.io", &["tokenreviews"], &["create"]),

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::spec::RolloutDef;
-use super::state::StateDir;
+use super::state::StateStore;
 use super::{analysis, hook, machine, traffic};
 use crate::metrics::{unix_ms, MetricsBackend};
 use crate::routes::RouteSet;
@@ -87,7 +87,7 @@ struct Entry {
 pub struct Controller<B> {
     entries: BTreeMap<(String, String), Entry>,
     backend: B,
-    state: StateDir,
+    state: StateStore,
     clock: Clock,
     routes: watch::Sender<Arc<RouteSet>>,
     views: watch::Sender<Arc<Vec<RolloutView>>>,
@@ -98,7 +98,7 @@ impl<B: MetricsBackend> Controller<B> {
     /// A controller with no rollouts yet, publishing on `routes` and `views`.
     pub fn new(
         backend: B,
-        state: StateDir,
+        state: StateStore,
         clock: Clock,
         routes: watch::Sender<Arc<RouteSet>>,
         views: watch::Sender<Arc<Vec<RolloutView>>>,

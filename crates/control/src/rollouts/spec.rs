@@ -171,6 +171,17 @@ fn parse_document(doc: &str) -> Result<Option<RolloutDef>, Vec<DocumentError>> {
     })
 }
 
+/// Validates a `Rollout` read from the Kubernetes API: every error, as `field: message`.
+pub fn from_rollout(rollout: Rollout) -> Result<RolloutDef, String> {
+    validate(rollout).map_err(|errors| {
+        errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
 fn port(field: &str, port: i64, errors: &mut Vec<FieldError>) -> u16 {
     match u16::try_from(port) {
         Ok(p) if p > 0 => p,

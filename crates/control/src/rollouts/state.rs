@@ -1,9 +1,37 @@
-//! Where a rollout's state survives a restart (local mode): one JSON file per rollout in
-//! the state directory, replaced atomically on every change.
+//! Where a rollout's state survives a restart: locally, one JSON file per rollout in the
+//! state directory, replaced atomically on every change; on Kubernetes, the resource's
+//! `status` ([`super::kubernetes::KubeState`]).
 
 use std::path::{Path, PathBuf};
 
 use ferry_api::rollout::RolloutStatus;
+
+/// Where states are kept.
+#[derive(Clone)]
+pub enum StateStore {
+    /// Files in a directory.
+    Dir(StateDir),
+    /// The resources' status on Kubernetes.
+    Kube(super::kubernetes::KubeState),
+}
+
+impl StateStore {
+    /// The saved state of a rollout, if any.
+    pub async fn load(&self, namespace: &str, name: &str) -> Option<RolloutStatus> {
+        match self {
+            Self::Dir(d) => d.load(namespace, name).await,
+            Self::Kube(k) => k.load(namespace, name),
+        }
+    }
+
+    /// Saves a rollout's state (failures are logged: the rollout goes on).
+    pub async fn save(&self, namespace: &str, name: &str, status: &RolloutStatus) {
+        match self {
+            Self::Dir(d) => d.save(namespace, name, status).await,
+            Self::Kube(k) => k.save(namespace, name, status).await,
+        }
+    }
+}
 
 /// The state directory; none keeps state in memory only.
 #[derive(Clone, Debug, Default)]
