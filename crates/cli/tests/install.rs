@@ -220,6 +220,11 @@ fn rbac_is_least_privilege() {
             "{status}"
         );
     }
+    // The rollout controller's leader election.
+    assert_eq!(
+        grants.remove("coordination.k8s.io/leases").unwrap(),
+        ["get", "create", "update"]
+    );
     // The exposed public API asks RBAC about its callers.
     assert_eq!(
         grants

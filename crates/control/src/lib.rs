@@ -239,7 +239,12 @@ pub async fn run(
         rollouts: match (&config.rollouts, &discovery, &client) {
             (Some(files), _, _) => Some(rollouts::RolloutsSource::Files(files.clone())),
             (None, AnyDiscovery::Kubernetes(_), Some(client)) => {
-                Some(rollouts::RolloutsSource::Kubernetes(client.clone()))
+                let lease = rollouts::lease::LeaseConfig {
+                    namespace: config.namespace.clone(),
+                    identity: rollouts::lease::own_identity(),
+                    duration: rollouts::lease::DEFAULT_DURATION,
+                };
+                Some(rollouts::RolloutsSource::Kubernetes(client.clone(), lease))
             }
             (None, _, _) => None,
         },
@@ -391,12 +396,13 @@ pub async fn serve_all<D: Discovery>(
         Some(rollouts::RolloutsSource::Files(config)) => {
             Some(rollouts::spawn(config, backend.clone(), rollouts::Clock::new()).await?)
         }
-        Some(rollouts::RolloutsSource::Kubernetes(client)) => Some(
+        Some(rollouts::RolloutsSource::Kubernetes(client, lease)) => Some(
             rollouts::kubernetes::spawn(
                 client.clone(),
                 backend.clone(),
                 rollouts::Clock::new(),
                 DEFAULT_COALESCE,
+                Some(lease.clone()),
             )
             .await,
         ),

@@ -19,6 +19,7 @@ pub mod api;
 pub mod controller;
 pub mod hook;
 pub mod kubernetes;
+pub mod lease;
 pub mod machine;
 pub mod spec;
 pub mod state;
@@ -67,15 +68,15 @@ impl RolloutsConfig {
 pub enum RolloutsSource {
     /// Local files (`--rollouts`).
     Files(RolloutsConfig),
-    /// `Rollout` resources, through this client.
-    Kubernetes(kube::Client),
+    /// `Rollout` resources, through this client, run while holding this Lease.
+    Kubernetes(kube::Client, lease::LeaseConfig),
 }
 
 impl std::fmt::Debug for RolloutsSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Files(c) => f.debug_tuple("Files").field(c).finish(),
-            Self::Kubernetes(_) => f.write_str("Kubernetes"),
+            Self::Kubernetes(_, lease) => f.debug_tuple("Kubernetes").field(lease).finish(),
         }
     }
 }
@@ -218,7 +219,7 @@ pub async fn spawn<B: MetricsBackend + Clone>(
         defs_tx,
     ));
     let state = StateStore::Dir(StateDir(Some(config.state_dir.clone())));
-    Ok(start(defs_rx, state, backend, clock, vec![poll]).await)
+    Ok(start(defs_rx, state, backend, clock, None, vec![poll]).await)
 }
 
 /// Reconciles the current definitions (their saved state loaded, their routes ready), then
@@ -228,11 +229,13 @@ pub async fn start<B: MetricsBackend + Clone>(
     state: StateStore,
     backend: B,
     clock: Clock,
+    leader: Option<watch::Receiver<bool>>,
     mut tasks: Vec<tokio::task::JoinHandle<()>>,
 ) -> Running {
     let (routes_tx, routes) = watch::channel(Arc::new(RouteSet::default()));
     let (views_tx, views) = watch::channel(Arc::new(Vec::new()));
     let mut controller = controller::Controller::new(backend, state, clock, routes_tx, views_tx);
+    controller.leader = leader;
     let first = defs.borrow_and_update().clone();
     controller.reconcile(&first).await;
     let (commands_tx, commands_rx) = mpsc::channel(64);

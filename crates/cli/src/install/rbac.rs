@@ -52,6 +52,12 @@ pub fn rules() -> Vec<PolicyRule> {
         // Rollouts (docs/rollouts.md): watched; each one's state kept in its status.
         rule("ferry.io", &["rollouts"], READ),
         rule("ferry.io", &["rollouts/status"], &["patch"]),
+        // One replica runs rollouts: the one holding the `ferry-rollouts` Lease.
+        rule(
+            "coordination.k8s.io",
+            &["leases"],
+            &["get", "create", "update"],
+        ),
         // Identity: proxies prove who they are with their service-account token; the
         // public API, when exposed, checks its callers' tokens the same way.
         rule("authentication.k8s.io", &["tokenreviews"], &["create"]),

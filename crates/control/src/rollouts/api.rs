@@ -68,6 +68,8 @@ async fn act(
         Ok(view) => Json(view).into_response(),
         Err(e @ CommandError::NotFound(..)) => error(StatusCode::NOT_FOUND, e.to_string()),
         Err(e @ CommandError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
-        Err(e @ CommandError::Stopped) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e @ (CommandError::Stopped | CommandError::NotLeader)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
     }
 }

@@ -64,6 +64,9 @@ pub enum CommandError {
     /// The controller is not running.
     #[error("the rollout controller is not running")]
     Stopped,
+    /// Another replica holds the rollouts Lease.
+    #[error("this control-plane replica does not run rollouts now (another holds the ferry-rollouts Lease); try again")]
+    NotLeader,
 }
 
 /// A user's action, with where to answer.
@@ -92,6 +95,8 @@ pub struct Controller<B> {
     routes: watch::Sender<Arc<RouteSet>>,
     views: watch::Sender<Arc<Vec<RolloutView>>>,
     hooks: hook::Hooks,
+    /// Whether this replica runs rollouts (holds the Lease); none: always.
+    pub leader: Option<watch::Receiver<bool>>,
 }
 
 impl<B: MetricsBackend> Controller<B> {
@@ -111,6 +116,7 @@ impl<B: MetricsBackend> Controller<B> {
             routes,
             views,
             hooks: hook::Hooks::default(),
+            leader: None,
         }
     }
 
@@ -118,6 +124,9 @@ impl<B: MetricsBackend> Controller<B> {
     /// start), changed ones go on or start a new run (another revision), removed ones stop
     /// being served. Publishes the result.
     pub async fn reconcile(&mut self, defs: &[RolloutDef]) {
+        if !self.leading() {
+            return self.follow(defs).await;
+        }
         let now = self.clock.now_ms();
         let mut entries = BTreeMap::new();
         for def in defs {
@@ -155,6 +164,36 @@ impl<B: MetricsBackend> Controller<B> {
         self.publish();
     }
 
+    /// Whether this replica runs rollouts now.
+    fn leading(&self) -> bool {
+        self.leader.as_ref().is_none_or(|l| *l.borrow())
+    }
+
+    /// Not leading: serve what the saved states (written by the leader) say, as they are
+    /// now; write nothing.
+    async fn follow(&mut self, defs: &[RolloutDef]) {
+        let now = self.clock.now_ms();
+        let mut entries = BTreeMap::new();
+        for def in defs {
+            let saved = self.state.load(&def.namespace, &def.name).await;
+            let status = match saved {
+                Some(s) if s.revision == def.revision => s,
+                // The leader has not written this run yet: what it will start with.
+                _ => machine::start(def, now, Vec::new()),
+            };
+            let key = (def.namespace.clone(), def.name.clone());
+            entries.insert(
+                key,
+                Entry {
+                    def: def.clone(),
+                    status,
+                },
+            );
+        }
+        self.entries = entries;
+        self.publish();
+    }
+
     /// Runs until `defs` closes: reconciles on every new definition set, carries out
     /// commands, and advances rollouts as their analyses and bakes come due.
     pub async fn run(
@@ -162,6 +201,8 @@ impl<B: MetricsBackend> Controller<B> {
         mut defs: watch::Receiver<Arc<Vec<RolloutDef>>>,
         mut commands: mpsc::Receiver<Command>,
     ) {
+        let mut saved = self.state.changes();
+        let mut leader = self.leader.clone();
         loop {
             let wake = self.next_wake();
             tokio::select! {
@@ -174,6 +215,18 @@ impl<B: MetricsBackend> Controller<B> {
                 }
                 Some(command) = commands.recv() => self.command(command).await,
                 () = tokio::time::sleep_until(wake) => self.advance().await,
+                // Another replica wrote a state: a follower serves it.
+                Some(()) = changed(&mut saved), if !self.leading() => {
+                    let current = defs.borrow().clone();
+                    self.follow(&current).await;
+                }
+                // Taking over, or handing over: start from what the resources say.
+                Some(()) = changed(&mut leader) => {
+                    tracing::info!(leading = self.leading(), "rollouts leadership changed");
+                    let current = defs.borrow().clone();
+                    self.entries.clear();
+                    self.reconcile(&current).await;
+                }
             }
         }
     }
@@ -198,8 +251,11 @@ impl<B: MetricsBackend> Controller<B> {
         Instant::now() + Duration::from_millis((next - now).max(0) as u64)
     }
 
-    /// Runs due analyses and finished bakes.
+    /// Runs due analyses and finished bakes (only while leading).
     pub async fn advance(&mut self) {
+        if !self.leading() {
+            return;
+        }
         let mut changed = Vec::new();
         let keys: Vec<_> = self.entries.keys().cloned().collect();
         for key in keys {
@@ -238,10 +294,15 @@ impl<B: MetricsBackend> Controller<B> {
         if changed.is_empty() {
             return;
         }
-        // Traffic first: a rollback must reach the proxies before anything else is done.
+        // Saved before served: traffic a restart would not restore is never served. Saving
+        // is one small file write (or status patch), so a rollback still reaches the
+        // proxies within milliseconds of the decision.
+        for (key, _) in &changed {
+            self.persist(key).await;
+        }
         self.publish();
         for (key, before) in changed {
-            self.saved(&key, &before).await;
+            self.announce(&key, &before);
         }
     }
 
@@ -270,12 +331,18 @@ impl<B: MetricsBackend> Controller<B> {
         }
     }
 
-    /// Persists a changed rollout and tells the webhook about a transition.
-    async fn saved(&mut self, key: &(String, String), before: &RolloutStatus) {
+    /// Persists a rollout's state.
+    async fn persist(&self, key: &(String, String)) {
+        if let Some(e) = self.entries.get(key) {
+            self.state.save(&key.0, &key.1, &e.status).await;
+        }
+    }
+
+    /// Logs a transition and tells the webhook about it.
+    fn announce(&self, key: &(String, String), before: &RolloutStatus) {
         let Some(e) = self.entries.get(key) else {
             return;
         };
-        self.state.save(&key.0, &key.1, &e.status).await;
         let transition = e.status.phase != before.phase || e.status.step != before.step;
         if transition {
             tracing::info!(rollout = %format!("{}/{}", key.0, key.1), phase = e.status.phase.as_str(), step = e.status.step, reason = %e.status.reason, "rollout transition");
@@ -286,6 +353,10 @@ impl<B: MetricsBackend> Controller<B> {
     }
 
     async fn command(&mut self, c: Command) {
+        if !self.leading() {
+            let _ = c.reply.send(Err(CommandError::NotLeader));
+            return;
+        }
         let key = (c.namespace.clone(), c.name.clone());
         let now = self.clock.now_ms();
         let Some(e) = self.entries.get_mut(&key) else {
@@ -299,8 +370,9 @@ impl<B: MetricsBackend> Controller<B> {
         let answer = view(&e.def, &e.status);
         if result.is_ok() {
             tracing::info!(rollout = %format!("{}/{}", key.0, key.1), action = c.action.as_str(), "rollout action");
+            self.persist(&key).await;
             self.publish();
-            self.saved(&key, &before).await;
+            self.announce(&key, &before);
         }
         let _ = c
             .reply
@@ -324,6 +396,21 @@ impl<B: MetricsBackend> Controller<B> {
             differs
         });
         self.views.send_replace(Arc::new(views));
+    }
+}
+
+/// Waits for a change of an optional watch: `None` once it is closed (or absent), so a
+/// `select!` branch on it is disabled.
+async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) -> Option<()> {
+    match rx {
+        Some(r) => match r.changed().await {
+            Ok(()) => Some(()),
+            Err(_) => {
+                *rx = None;
+                None
+            }
+        },
+        None => std::future::pending().await,
     }
 }
 

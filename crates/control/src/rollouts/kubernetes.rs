@@ -41,9 +41,16 @@ pub struct KubeState {
     client: Client,
     /// The last status each resource carried, as watched.
     saved: Arc<Mutex<BTreeMap<Key, RolloutStatus>>>,
+    /// Bumped whenever `saved` changes.
+    changed: Arc<watch::Sender<u64>>,
 }
 
 impl KubeState {
+    /// Notified whenever a watched status changes.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
     /// The status the resource carried when last seen.
     pub fn load(&self, namespace: &str, name: &str) -> Option<RolloutStatus> {
         let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
@@ -93,12 +100,14 @@ pub fn status_patch(status: &RolloutStatus) -> Value {
 }
 
 /// Watches rollouts through `client`, waits for the first complete list (so that routes are
-/// ready, from the saved status, before anything is served), then runs the controller.
+/// ready, from the saved status, before anything is served), then runs the controller —
+/// advancing rollouts only while this replica holds the `lease` (when given).
 pub async fn spawn<B: MetricsBackend + Clone>(
     client: Client,
     backend: B,
     clock: Clock,
     coalesce: Duration,
+    lease: Option<super::lease::LeaseConfig>,
 ) -> Running {
     let ar = resource();
     let changed = Arc::new(Notify::new());
@@ -107,6 +116,7 @@ pub async fn spawn<B: MetricsBackend + Clone>(
     let state = KubeState {
         client: client.clone(),
         saved: Arc::default(),
+        changed: Arc::new(watch::channel(0).0),
     };
     tracing::info!("waiting for the first list of rollouts");
     // A missing CRD fails the list: the rest of the control plane does not wait for it, and
@@ -119,6 +129,7 @@ pub async fn spawn<B: MetricsBackend + Clone>(
     if !listed {
         tracing::warn!("rollouts could not be listed (is the ferry.io Rollout CRD installed?); going on without them for now");
     }
+    let reader_client = client.clone();
     let mut reader = Reader {
         client,
         state: state.clone(),
@@ -144,12 +155,19 @@ pub async fn spawn<B: MetricsBackend + Clone>(
             });
         }
     });
+    let mut tasks = vec![watch_task, publisher];
+    let leader = lease.map(|config| {
+        let (leader, task) = super::lease::spawn(reader_client, config);
+        tasks.push(task);
+        leader
+    });
     start(
         defs_rx,
         StateStore::Kube(state),
         backend,
         clock,
-        vec![watch_task, publisher],
+        leader,
+        tasks,
     )
     .await
 }
@@ -232,7 +250,15 @@ impl Reader {
             }
         }
         self.invalid = invalid;
-        *self.state.saved.lock().unwrap_or_else(|e| e.into_inner()) = saved;
+        let differs = {
+            let mut current = self.state.saved.lock().unwrap_or_else(|e| e.into_inner());
+            let differs = *current != saved;
+            *current = saved;
+            differs
+        };
+        if differs {
+            self.state.changed.send_modify(|n| *n += 1);
+        }
         defs
     }
 

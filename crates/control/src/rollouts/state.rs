@@ -24,6 +24,15 @@ impl StateStore {
         }
     }
 
+    /// Notified when saved states changed outside this process (another replica wrote
+    /// them); none for files.
+    pub fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        match self {
+            Self::Dir(_) => None,
+            Self::Kube(k) => Some(k.changes()),
+        }
+    }
+
     /// Saves a rollout's state (failures are logged: the rollout goes on).
     pub async fn save(&self, namespace: &str, name: &str, status: &RolloutStatus) {
         match self {
