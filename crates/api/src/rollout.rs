@@ -92,7 +92,7 @@ pub struct BackendRef {
     pub port: Option<i64>,
 }
 
-/// One step: exactly one of `weight`, `match` and `pause`.
+/// One step: exactly one of `weight`, `match`, `pause` and `confirm`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Step {
@@ -105,6 +105,9 @@ pub struct Step {
     /// A manual gate: waits until promoted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<Pause>,
+    /// A gate another system opens: waits until its webhook answers 200 (or promoted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<Webhook>,
     /// How long the step runs before the next ("time to smoke"), e.g. `30s`; with
     /// `weight` or `match` only; default none (one passing analysis is enough).
     #[serde(default, skip_serializing_if = "Option::is_none")]

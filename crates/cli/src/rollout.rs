@@ -236,6 +236,9 @@ fn step_text(s: &Step) -> String {
         );
         return format!("match {}{bake}", rules.join(" and "));
     }
+    if let Some(c) = &s.confirm {
+        return format!("confirm (until {} answers 200)", c.url);
+    }
     "pause (until promoted)".to_string()
 }
 

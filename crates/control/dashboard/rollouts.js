@@ -21,6 +21,7 @@
         .concat((s.match.cookies || []).map((c) => `cookie ${c.name}=${c.value}`));
       return `match ${rules.join(" and ")}${bake}`;
     }
+    if (s.confirm) return `confirm (until ${s.confirm.url} answers 200)`;
     return "pause (until promoted)";
   }
 

@@ -22,10 +22,10 @@ pub fn crd() -> Value {
         |what: &str| json!({"type": "number", "minimum": 0, "maximum": 100, "description": what});
     let step = json!({
         "type": "object",
-        "description": "Exactly one of weight, match and pause.",
+        "description": "Exactly one of weight, match, pause and confirm.",
         "x-kubernetes-validations": [{
-            "rule": "[has(self.weight), has(self.match), has(self.pause)].filter(x, x).size() == 1",
-            "message": "a step has exactly one of weight, match and pause",
+            "rule": "[has(self.weight), has(self.match), has(self.pause), has(self.confirm)].filter(x, x).size() == 1",
+            "message": "a step has exactly one of weight, match, pause and confirm",
         }],
         "properties": {
             "weight": {"type": "integer", "minimum": 0, "maximum": 100,
@@ -53,6 +53,11 @@ pub fn crd() -> Value {
                 },
             },
             "pause": {"type": "object", "description": "A manual gate: waits until promoted."},
+            "confirm": {
+                "type": "object", "required": ["url"],
+                "description": "A gate a webhook opens: waits until a POST of the rollout to url answers 200.",
+                "properties": {"url": {"type": "string", "pattern": "^http://"}},
+            },
             "bake": duration("How long the step runs (time to smoke), e.g. 30s."),
         },
     });

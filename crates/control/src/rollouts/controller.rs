@@ -18,6 +18,8 @@ use crate::routes::RouteSet;
 
 /// The longest the controller sleeps without looking (it wakes earlier for due work).
 const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// How often a confirm step's webhook is asked.
+pub const CONFIRM_EVERY: Duration = Duration::from_secs(1);
 
 /// Wall-clock time that advances with tokio's clock, so paused-time tests move it too.
 #[derive(Clone, Copy, Debug)]
@@ -95,6 +97,8 @@ pub struct Controller<B> {
     routes: watch::Sender<Arc<RouteSet>>,
     views: watch::Sender<Arc<Vec<RolloutView>>>,
     hooks: hook::Hooks,
+    /// When each rollout waiting at a confirm step asks its webhook next (Unix ms).
+    confirm_at: BTreeMap<(String, String), i64>,
     /// Whether this replica runs rollouts (holds the Lease); none: always.
     pub leader: Option<watch::Receiver<bool>>,
 }
@@ -116,6 +120,7 @@ impl<B: MetricsBackend> Controller<B> {
             routes,
             views,
             hooks: hook::Hooks::default(),
+            confirm_at: BTreeMap::new(),
             leader: None,
         }
     }
@@ -235,9 +240,12 @@ impl<B: MetricsBackend> Controller<B> {
     fn next_wake(&self) -> Instant {
         let now = self.clock.now_ms();
         let mut next = now + MAX_SLEEP.as_millis() as i64;
-        for e in self.entries.values() {
+        for (key, e) in &self.entries {
             if let Some(due) = machine::analysis_due(&e.def, &e.status) {
                 next = next.min(due);
+            }
+            if machine::confirm_url(&e.def, &e.status).is_some() {
+                next = next.min(self.confirm_at.get(key).copied().unwrap_or(now));
             }
             let judged = e.def.analysis.is_none() || e.status.step_passed;
             if let (true, ferry_api::rollout::Phase::Progressing, Some(bake)) = (
@@ -283,6 +291,23 @@ impl<B: MetricsBackend> Controller<B> {
                 }
                 if rolled_back {
                     tracing::warn!(%rollout, reason = %e.status.reason, "rolled back: all traffic to stable");
+                }
+            }
+            let ask = {
+                let e = &self.entries[&key];
+                machine::confirm_url(&e.def, &e.status).map(str::to_string)
+            };
+            let due = self.confirm_at.get(&key).is_none_or(|at| *at <= now);
+            if let (Some(url), true) = (ask, due) {
+                let view = view(&self.entries[&key].def, &self.entries[&key].status);
+                let yes = self.hooks.confirm(&url, &view).await;
+                let now = self.clock.now_ms();
+                self.confirm_at
+                    .insert(key.clone(), now + CONFIRM_EVERY.as_millis() as i64);
+                if yes {
+                    let e = self.entries.get_mut(&key).expect("entry");
+                    machine::confirmed(&e.def, &mut e.status, now);
+                    self.confirm_at.remove(&key);
                 }
             }
             let e = self.entries.get_mut(&key).expect("entry");

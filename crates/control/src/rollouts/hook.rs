@@ -34,7 +34,32 @@ impl Default for Hooks {
     }
 }
 
+/// How long a confirm step's webhook may take to answer.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Hooks {
+    /// `POST`s `view` to a confirm step's `url`: whether it answered 200 within
+    /// [`CONFIRM_TIMEOUT`].
+    pub async fn confirm(&self, url: &str, view: &RolloutView) -> bool {
+        let Ok(body) = serde_json::to_vec(view) else {
+            return false;
+        };
+        let Ok(request) = http::Request::post(url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+        else {
+            return false;
+        };
+        match tokio::time::timeout(CONFIRM_TIMEOUT, self.client.request(request)).await {
+            Ok(Ok(rsp)) => rsp.status() == http::StatusCode::OK,
+            Ok(Err(e)) => {
+                tracing::debug!(%url, error = %ferry_api::cause::innermost_cause(&e), "a confirm webhook failed");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
     /// `POST`s `view` to `url` in the background.
     pub fn send(&self, url: &str, view: RolloutView) {
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {

@@ -87,6 +87,10 @@ fn enter(def: &RolloutDef, s: &mut RolloutStatus, i: usize, now: i64, why: &str)
             s.phase = Phase::Paused;
             s.reason = format!("{why}; step {i} is a gate: waiting until promoted");
         }
+        Some(StepKind::Confirm { url }) => {
+            s.phase = Phase::Progressing;
+            s.reason = format!("{why}; step {i} waits for {url} to answer 200");
+        }
         Some(_) => {
             s.phase = Phase::Progressing;
             s.reason = format!("{why}; step {i}");
@@ -140,6 +144,24 @@ pub fn tick(def: &RolloutDef, s: &mut RolloutStatus, now: i64) -> bool {
         return true;
     }
     false
+}
+
+/// The URL to ask while the rollout waits at a confirm step.
+pub fn confirm_url<'a>(def: &'a RolloutDef, s: &RolloutStatus) -> Option<&'a str> {
+    match (s.phase, def.steps.get(s.step)) {
+        (Phase::Progressing, Some(StepKind::Confirm { url })) => Some(url),
+        _ => None,
+    }
+}
+
+/// The confirm step's webhook answered 200: on to the next step.
+pub fn confirmed(def: &RolloutDef, s: &mut RolloutStatus, now: i64) -> bool {
+    let Some(url) = confirm_url(def, s) else {
+        return false;
+    };
+    let why = format!("step {} confirmed by {url}", s.step);
+    enter(def, s, s.step + 1, now, &why);
+    true
 }
 
 /// When the next analysis is due (Unix ms), while one can run: the rollout has not ended
@@ -277,7 +299,7 @@ pub fn traffic(def: &RolloutDef, s: &RolloutStatus) -> Traffic {
         .iter()
         .chain(def.steps.get(s.step))
         .rev()
-        .find(|k| !matches!(k, StepKind::Pause));
+        .find(|k| !matches!(k, StepKind::Pause | StepKind::Confirm { .. }));
     match step {
         Some(StepKind::Weight { weight, .. }) => Traffic {
             canary_weight: i64::from(*weight),

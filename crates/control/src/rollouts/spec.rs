@@ -57,6 +57,11 @@ pub enum StepKind {
     },
     /// A manual gate.
     Pause,
+    /// A gate a webhook opens by answering 200.
+    Confirm {
+        /// The `http://` URL asked.
+        url: String,
+    },
 }
 
 impl StepKind {
@@ -64,7 +69,7 @@ impl StepKind {
     pub fn bake(&self) -> Option<Duration> {
         match self {
             Self::Weight { bake, .. } | Self::Match { bake, .. } => Some(*bake),
-            Self::Pause => None,
+            Self::Pause | Self::Confirm { .. } => None,
         }
     }
 }
@@ -316,11 +321,16 @@ fn validate(rollout: Rollout) -> Result<RolloutDef, Vec<FieldError>> {
 }
 
 fn step(field: &str, s: &api::Step, errors: &mut Vec<FieldError>) -> StepKind {
-    let given = [s.weight.is_some(), s.matches.is_some(), s.pause.is_some()];
+    let given = [
+        s.weight.is_some(),
+        s.matches.is_some(),
+        s.pause.is_some(),
+        s.confirm.is_some(),
+    ];
     if given.iter().filter(|g| **g).count() != 1 {
         errors.push(err(
             field,
-            "Invalid value: a step has exactly one of `weight`, `match` and `pause`",
+            "Invalid value: a step has exactly one of `weight`, `match`, `pause` and `confirm`",
         ));
         return StepKind::Pause;
     }
@@ -346,6 +356,23 @@ fn step(field: &str, s: &api::Step, errors: &mut Vec<FieldError>) -> StepKind {
             format!("{field}.bake"),
             "Forbidden: a pause step waits until promoted; it has no bake",
         ));
+    }
+    if let Some(hook) = &s.confirm {
+        if s.bake.is_some() {
+            errors.push(err(
+                format!("{field}.bake"),
+                "Forbidden: a confirm step waits for its webhook; it has no bake",
+            ));
+        }
+        if !hook.url.starts_with("http://") {
+            errors.push(err(
+                format!("{field}.confirm.url"),
+                format!("Invalid value: {:?}: must be an http:// URL", hook.url),
+            ));
+        }
+        return StepKind::Confirm {
+            url: hook.url.clone(),
+        };
     }
     if let Some(rules) = &s.matches {
         let field = format!("{field}.match");
@@ -627,7 +654,7 @@ spec:
         );
         assert_eq!(
             error_of(&GOOD.replace("  - pause: {}\n", "  - pause: {}\n    weight: 5\n")),
-            "line 15: spec.steps[2]: Invalid value: a step has exactly one of `weight`, `match` and `pause`"
+            "line 15: spec.steps[2]: Invalid value: a step has exactly one of `weight`, `match`, `pause` and `confirm`"
         );
         assert_eq!(
             error_of(&GOOD.replace("  - pause: {}\n", "  - pause: {}\n    bake: 1s\n")),
@@ -639,7 +666,7 @@ spec:
     fn unknown_fields_and_missing_ones_are_refused() {
         assert_eq!(
             error_of(&GOOD.replace("    bake: 30s", "    bake: 30s\n    wait: 1s")),
-            "line 11: spec.steps[0]: unknown field `wait`, expected one of `weight`, `match`, `pause`, `bake`"
+            "line 11: spec.steps[0]: unknown field `wait`, expected one of `weight`, `match`, `pause`, `confirm`, `bake`"
         );
         let no_canary = GOOD.replace("  canary: {name: voting-v2}\n", "");
         assert!(
@@ -653,6 +680,28 @@ spec:
         assert_eq!(
             error_of(&no_thresholds),
             "line 16: spec.analysis: Required value: at least one threshold (successRate.min, successRate.maxDrop, latencyP99.maxMs, latencyP99.maxRatio)"
+        );
+    }
+
+    #[test]
+    fn a_confirm_step_names_an_http_webhook_and_has_no_bake() {
+        let confirm = GOOD.replace(
+            "  - pause: {}\n",
+            "  - confirm: {url: 'http://bot:8080/ok'}\n",
+        );
+        assert_eq!(
+            parse(&confirm).unwrap()[0].steps[2],
+            StepKind::Confirm {
+                url: "http://bot:8080/ok".into()
+            }
+        );
+        assert_eq!(
+            error_of(&confirm.replace("http://bot", "https://bot")),
+            "line 15: spec.steps[2].confirm.url: Invalid value: \"https://bot:8080/ok\": must be an http:// URL"
+        );
+        assert_eq!(
+            error_of(&confirm.replace("/ok'}\n", "/ok'}\n    bake: 1s\n")),
+            "line 16: spec.steps[2].bake: Forbidden: a confirm step waits for its webhook; it has no bake"
         );
     }
 

@@ -357,3 +357,78 @@ async fn a_restart_resumes_where_it_was_without_moving_traffic() {
     })
     .await;
 }
+
+/// A confirm step holds the previous step's traffic until its webhook answers 200 (real
+/// time: the webhook is a real server).
+#[tokio::test]
+async fn a_confirm_step_waits_for_its_webhook_to_answer_200() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let open = Arc::new(AtomicBool::new(false));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let hook = {
+        let (open, asked) = (open.clone(), asked.clone());
+        ferry_testkit::server::TestServer::http(move |_req| {
+            asked.fetch_add(1, Ordering::SeqCst);
+            let status = if open.load(Ordering::SeqCst) {
+                200
+            } else {
+                503
+            };
+            async move {
+                let mut rsp = http::Response::new(ferry_testkit::server::full("ok"));
+                *rsp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                rsp
+            }
+        })
+        .await
+    };
+    let text = rollout(
+        &format!(
+            "  - weight: 10\n  - confirm: {{url: \"http://{}/confirm\"}}\n",
+            hook.addr
+        ),
+        ANALYSIS,
+    )
+    .replace(
+        "  analysis:\n    interval: 3s\n    minRequests: 10\n    successRate: {min: 95}\n",
+        "",
+    );
+    let f = Fixture::new(&text);
+    let running = f.start().await;
+    // Step 0 has no bake and no analysis: on at once, to the confirm step.
+    let waiting = until(&running.rollouts, Duration::from_secs(5), |v| {
+        v.status.step == 1
+    })
+    .await;
+    assert_eq!(
+        (waiting.status.step, waiting.traffic.canary_weight),
+        (1, 10)
+    );
+    assert!(
+        waiting.status.reason.contains("answer 200"),
+        "{}",
+        waiting.status.reason
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(asked.load(Ordering::SeqCst) >= 2, "asked every second");
+    assert_eq!(
+        web(&running.rollouts).status.step,
+        1,
+        "held while the webhook says no"
+    );
+    open.store(true, Ordering::SeqCst);
+    let done = until(&running.rollouts, Duration::from_secs(5), |v| {
+        v.status.phase == Phase::Promoted
+    })
+    .await;
+    assert!(
+        done.status
+            .history
+            .last()
+            .unwrap()
+            .reason
+            .contains("confirmed by http://"),
+        "{:?}",
+        done.status.history
+    );
+}
