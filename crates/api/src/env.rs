@@ -165,6 +165,10 @@ pub const CONTROL_DEFAULT_INBOUND_POLICY: &str = "FERRY_CONTROL_DEFAULT_INBOUND_
 pub const CONTROL_CLUSTER_NETWORKS: &str = "FERRY_CONTROL_CLUSTER_NETWORKS";
 /// `--jwks-refresh-interval`: how often fetched JWK Sets (`jwksURI`) are fetched again.
 pub const CONTROL_JWKS_REFRESH_INTERVAL: &str = "FERRY_CONTROL_JWKS_REFRESH_INTERVAL";
+/// `--rollouts`: a file or directory of `Rollout` documents (docs/rollouts.md).
+pub const CONTROL_ROLLOUTS: &str = "FERRY_CONTROL_ROLLOUTS";
+/// `--rollout-state-dir`: where each rollout's state is saved.
+pub const CONTROL_ROLLOUT_STATE_DIR: &str = "FERRY_CONTROL_ROLLOUT_STATE_DIR";
 /// `--workloads-poll-interval`: how often the workloads file is checked for edits.
 pub const CONTROL_WORKLOADS_POLL_INTERVAL: &str = "FERRY_CONTROL_WORKLOADS_POLL_INTERVAL";
 /// `--log`: the control plane's tracing filter (e.g. `info,ferry_control=debug`).

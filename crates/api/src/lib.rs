@@ -17,6 +17,7 @@
 //! - [`overview`]: the control plane's health in detail and its proxies, for the dashboard.
 //! - [`check`]: the local checks' judgements, shared by `ferry check` and the dashboard.
 //! - [`resource`]: kubectl-style resource names (`deploy/web`), parsed once for every part.
+//! - [`rollout`]: the `Rollout` resource and the rollouts routes of the public API.
 //! - [`tap`]: the tap route of the public API and its JSON event.
 //! - [`trace`]: the traces routes of the public API and the span contract's attribute names.
 //! - [`stat`]: the metrics API's paths and JSON bodies (stat, edges, history, Prometheus SD).
@@ -46,6 +47,7 @@ pub mod overview;
 #[cfg(feature = "policy")]
 pub mod policy;
 pub mod resource;
+pub mod rollout;
 pub mod tap;
 pub mod trace;
 pub mod version;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_api::cause::innermost_cause;
 use ferry_api::control_api::ApiError;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use serde::de::DeserializeOwned;
@@ -150,6 +150,58 @@ impl ControlClient {
         let (status, body) = tokio::time::timeout(TIMEOUT, exchange)
             .await
             .map_err(|_| unreachable(format!("no answer within {TIMEOUT:?}")))??;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ApiError>(&body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).trim().to_string());
+            return Err(ControlError::Status {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        serde_json::from_slice(&body).map_err(|source| ControlError::Decode {
+            addr: self.base.clone(),
+            source,
+        })
+    }
+}
+
+impl ControlClient {
+    /// `POST path` with the JSON `body`, the answer decoded from JSON (the API's actions).
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, ControlError> {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let uri: http::Uri = format!("{}{path}", self.base)
+            .parse()
+            .map_err(|_| ControlError::Address(self.base.clone()))?;
+        let mut req =
+            http::Request::post(uri).header(http::header::CONTENT_TYPE, "application/json");
+        if let Some(token) = &self.token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|_| ControlError::Address(self.base.clone()))?;
+        let exchange = async {
+            let rsp = client
+                .request(req)
+                .await
+                .map_err(|e| self.unreachable(innermost_cause(&e)))?;
+            let status = rsp.status();
+            let body = rsp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| self.unreachable(e.to_string()))?
+                .to_bytes();
+            Ok::<_, ControlError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(TIMEOUT, exchange)
+            .await
+            .map_err(|_| self.unreachable(format!("no answer within {TIMEOUT:?}")))??;
         if !status.is_success() {
             let message = serde_json::from_slice::<ApiError>(&body)
                 .map(|e| e.error)

@@ -6,6 +6,7 @@
 mod control;
 mod policy_crds;
 mod rbac;
+mod rollout_crd;
 mod webhook;
 
 use std::io::Write;
@@ -278,10 +279,11 @@ fn tls_secret(cfg: &InstallConfig, name: &str, cert: &str, key: &str) -> Secret 
     }
 }
 
-/// What `--crds` prints: Ferry's custom resources (`policy.ferry.io`): `HTTPFault`, the
-/// fault injection routes reference with an `ExtensionRef` filter (docs/routes.md), and the
-/// authorization resources ([`policy_crds`], docs/authorization.md). Their schemas state the
-/// rules `ferry-control` checks in local files.
+/// What `--crds` prints: Ferry's custom resources: `HTTPFault` (`policy.ferry.io`), the
+/// fault injection routes reference with an `ExtensionRef` filter (docs/routes.md), the
+/// authorization resources ([`policy_crds`], docs/authorization.md) and `Rollout`
+/// (`ferry.io`, docs/rollouts.md). Their schemas state the rules `ferry-control` checks in
+/// local files.
 pub fn render_crds() -> Vec<Value> {
     let percent = serde_json::json!({
         "type": "integer", "minimum": 0, "maximum": 100, "default": 100,
@@ -359,6 +361,7 @@ pub fn render_crds() -> Vec<Value> {
     // Plain JSON data always has a YAML form.
     std::iter::once(crd)
         .chain(policy_crds::render())
+        .chain(std::iter::once(rollout_crd::crd()))
         .map(|crd| serde_yaml_ng::to_value(crd).expect("JSON converts to YAML"))
         .collect()
 }

@@ -38,6 +38,7 @@ pub mod identity;
 pub mod inject;
 pub mod install;
 pub mod patch;
+pub mod rollout;
 pub mod routes;
 pub mod stat;
 pub mod tap;

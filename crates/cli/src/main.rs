@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ferry::dashboard;
 use ferry::{
-    authz, check, demo, diagnostics, edges, inject, install, routes, stat, tap, top, trace, version,
+    authz, check, demo, diagnostics, edges, inject, install, rollout, routes, stat, tap, top,
+    trace, version,
 };
 
 /// Ferry, a small service mesh.
@@ -40,6 +41,8 @@ enum Command {
     Routes(routes::RoutesArgs),
     /// A workload's servers, routes and authorization policies, with what each allowed and denied.
     Authz(authz::AuthzArgs),
+    /// Progressive delivery: rollouts' steps and analyses; promote, pause, resume, abort.
+    Rollout(rollout::RolloutArgs),
     /// Which resources talk to which, and whether with mTLS.
     Edges(edges::EdgesArgs),
     /// Stream live requests of a resource (req, rsp and end events).
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Stat(args) => stat::run(args),
         Command::Routes(args) => routes::run(args),
         Command::Authz(args) => authz::run(args),
+        Command::Rollout(args) => rollout::run(args),
         Command::Edges(args) => edges::run(args),
         Command::Tap(args) => tap::run(args),
         Command::Top(args) => top::run(args),

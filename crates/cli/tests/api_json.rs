@@ -315,3 +315,78 @@ fn authz_answers_match_the_openapi_schema() {
         "an undocumented field"
     );
 }
+
+#[test]
+fn rollouts_match_the_openapi_schema() {
+    use ferry_api::rollout::*;
+    let spec: RolloutSpec = serde_json::from_value(json!({
+        "service": {"name": "web", "port": 8080},
+        "stable": {"name": "web-v1"},
+        "canary": {"name": "web-v2", "port": 9090},
+        "steps": [
+            {"weight": 10, "bake": "30s"},
+            {"match": {"headers": [{"name": "x-user-email", "type": "Suffix", "value": "@example.com"}],
+                       "cookies": [{"name": "beta", "value": "1"}]}},
+            {"pause": {}},
+        ],
+        "analysis": {"interval": "10s", "minRequests": 20, "failureLimit": 2,
+                     "successRate": {"min": 99, "maxDrop": 1}, "latencyP99": {"maxMs": 500, "maxRatio": 1.5}},
+        "webhook": {"url": "http://hooks.example:8080/rollouts"},
+    }))
+    .unwrap();
+    let figures = |success: Option<f64>| Figures {
+        requests: 120.0,
+        success,
+        p99_ms: success.map(|_| 12.0),
+    };
+    let view = RolloutView {
+        namespace: "emojivoto".into(),
+        name: "web".into(),
+        spec: spec.clone(),
+        status: RolloutStatus {
+            revision: "a63cf550694b".into(),
+            phase: Phase::Paused,
+            step: 1,
+            started_ms: 1,
+            step_started_ms: 2,
+            paused_ms: Some(3),
+            analyzed_ms: Some(4),
+            step_passed: true,
+            failures: 1,
+            reason: "paused by a user at step 1".into(),
+            transition_ms: 3,
+            analyses: vec![AnalysisRecord {
+                at_ms: 4,
+                step: 0,
+                window_seconds: 10.0,
+                canary: figures(Some(99.5)),
+                stable: figures(None),
+                verdict: Verdict::Passed,
+                reason: String::new(),
+            }],
+            history: vec![RunRecord {
+                revision: "0123456789ab".into(),
+                canary: "web-v1".into(),
+                outcome: "RolledBack".into(),
+                reason: "analysis failed".into(),
+                step: 0,
+                started_ms: 0,
+                ended_ms: 1,
+            }],
+        },
+        traffic: Traffic {
+            canary_weight: 100,
+            matches: spec.steps[1].matches.clone(),
+        },
+    };
+    assert_valid(
+        "RolloutList",
+        &serde_json::to_value(RolloutList {
+            rollouts: vec![view.clone()],
+        })
+        .unwrap(),
+    );
+    let mut extra = serde_json::to_value(&view).unwrap();
+    extra["status"]["bakeLeftMs"] = json!(1);
+    assert!(!validator("RolloutView").is_valid(&extra));
+}

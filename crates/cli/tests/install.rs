@@ -93,6 +93,7 @@ fn prints_every_control_plane_object_in_apply_order() {
             "MutatingWebhookConfiguration",
             "ClusterRole",
             "ClusterRole",
+            "ClusterRole",
         ]
     );
     for doc in &docs {
@@ -195,6 +196,7 @@ fn rbac_is_least_privilege() {
         "gateway.networking.k8s.io/httproutes",
         "gateway.networking.k8s.io/grpcroutes",
         "policy.ferry.io/httpfaults",
+        "ferry.io/rollouts",
     ] {
         assert_eq!(
             grants.remove(resource).unwrap_or_default(),
@@ -206,10 +208,11 @@ fn rbac_is_least_privilege() {
         grants.remove("authentication.k8s.io/tokenreviews").unwrap(),
         ["create"]
     );
-    // Route status (Accepted, ResolvedRefs) is the one thing it writes.
+    // Route status (Accepted, ResolvedRefs) and rollouts' state are what it writes.
     for status in [
         "gateway.networking.k8s.io/httproutes/status",
         "gateway.networking.k8s.io/grpcroutes/status",
+        "ferry.io/rollouts/status",
     ] {
         assert_eq!(
             grants.remove(status).unwrap_or_default(),
@@ -217,6 +220,11 @@ fn rbac_is_least_privilege() {
             "{status}"
         );
     }
+    // The rollout controller's leader election.
+    assert_eq!(
+        grants.remove("coordination.k8s.io/leases").unwrap(),
+        ["get", "create", "update"]
+    );
     // The exposed public API asks RBAC about its callers.
     assert_eq!(
         grants
@@ -236,6 +244,9 @@ fn rbac_is_least_privilege() {
     let tap = find(&docs, "ClusterRole", "ferry-tap-ferry");
     assert_eq!(tap["rules"][0]["resources"][0], "tap");
     assert_eq!(tap["rules"][0]["verbs"][0], "watch");
+    let operator = find(&docs, "ClusterRole", "ferry-rollout-operator-ferry");
+    assert_eq!(operator["rules"][0]["resources"][0], "rollouts");
+    assert_eq!(operator["rules"][0]["verbs"][0], "update");
 
     let binding = find(&docs, "ClusterRoleBinding", "ferry-control-ferry");
     assert_eq!(binding["roleRef"]["name"], "ferry-control-ferry");
@@ -418,7 +429,8 @@ fn crds_flag_prints_ferrys_crds() {
             "{text}"
         );
     }
-    assert_eq!(text.matches("kind: CustomResourceDefinition").count(), 7);
+    assert!(text.contains("name: rollouts.ferry.io"), "{text}");
+    assert_eq!(text.matches("kind: CustomResourceDefinition").count(), 8);
 }
 
 #[test]

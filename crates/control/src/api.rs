@@ -65,6 +65,7 @@ pub async fn serve<D: Discovery>(
     traces: crate::traces::store::TraceStore,
     routes: crate::routes::Routes,
     inbound: crate::authz::InboundConfig,
+    rollouts: crate::rollouts::Rollouts,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let authz =
@@ -75,7 +76,8 @@ pub async fn serve<D: Discovery>(
         .merge(metrics)
         .merge(crate::traces::api::router(traces))
         .merge(policy)
-        .merge(authz);
+        .merge(authz)
+        .merge(crate::rollouts::api::router(rollouts));
     // Callers are checked first, so that a refused one holds no stream's place.
     let app = auth::protect(server::limit(app, limits), auth);
     server::serve(listener, app, limits, shutdown).await

@@ -116,6 +116,15 @@ pub struct Args {
     /// How often a JWTAuthentication's jwksURI is fetched again.
     #[arg(long, env = env::CONTROL_JWKS_REFRESH_INTERVAL, default_value = "5m", value_parser = humantime::parse_duration)]
     pub jwks_refresh_interval: Duration,
+    /// Rollouts (`ferry.io/v1alpha1` `Rollout`): a YAML file, or a directory of them (the
+    /// routes' directory may hold both); checked for edits as often as the workloads file
+    /// (docs/rollouts.md).
+    #[arg(long, env = env::CONTROL_ROLLOUTS)]
+    pub rollouts: Option<PathBuf>,
+    /// Where each rollout's state is saved, so that a restart resumes it (default:
+    /// `.rollout-state` in the rollouts' directory).
+    #[arg(long, env = env::CONTROL_ROLLOUT_STATE_DIR)]
+    pub rollout_state_dir: Option<PathBuf>,
     /// How often the workloads file (and --routes) is checked for edits.
     #[arg(long, env = env::CONTROL_WORKLOADS_POLL_INTERVAL, default_value = "250ms", value_parser = humantime::parse_duration)]
     pub workloads_poll_interval: Duration,
@@ -335,6 +344,8 @@ pub struct Config {
     pub routes_poll_interval: Duration,
     /// Inbound policy's cluster-wide settings.
     pub inbound: crate::authz::InboundConfig,
+    /// The rollout controller's rollouts (`--rollouts`), when it runs.
+    pub rollouts: Option<crate::rollouts::RolloutsConfig>,
 }
 
 /// Who may call the public API.
@@ -530,6 +541,16 @@ impl Config {
             routes: args.routes.clone(),
             routes_poll_interval: interval,
             inbound,
+            rollouts: args
+                .rollouts
+                .as_ref()
+                .map(|path| crate::rollouts::RolloutsConfig {
+                    path: path.clone(),
+                    state_dir: args.rollout_state_dir.clone().unwrap_or_else(|| {
+                        crate::rollouts::RolloutsConfig::default_state_dir(path)
+                    }),
+                    poll_interval: interval,
+                }),
             tap: crate::tap::RelayConfig {
                 max_concurrent: args.tap_max_concurrent,
                 allow_unredacted: args.tap_allow_unredacted_headers,

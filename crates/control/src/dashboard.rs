@@ -32,6 +32,7 @@ const CHARTS_JS: &str = include_str!("../dashboard/charts.js");
 const PAGES_JS: &str = include_str!("../dashboard/pages.js");
 const DIAG_JS: &str = include_str!("../dashboard/diag.js");
 const TRACES_JS: &str = include_str!("../dashboard/traces.js");
+const ROLLOUTS_JS: &str = include_str!("../dashboard/rollouts.js");
 const STYLE_CSS: &str = include_str!("../dashboard/style.css");
 const JS: &str = "text/javascript; charset=utf-8";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -106,6 +107,7 @@ pub fn router<D: Discovery>(discovery: D, identity: crate::api::IdentitySource) 
         .route("/dashboard/pages.js", asset(JS, PAGES_JS))
         .route("/dashboard/diag.js", asset(JS, DIAG_JS))
         .route("/dashboard/traces.js", asset(JS, TRACES_JS))
+        .route("/dashboard/rollouts.js", asset(JS, ROLLOUTS_JS))
         .route(
             "/dashboard/style.css",
             asset("text/css; charset=utf-8", STYLE_CSS),

@@ -26,6 +26,8 @@
 //!   `ferry inject` adds through the shared `ferry-inject` crate.
 //! - [`routes`]: Gateway API routes (local files), validated, served as Linkerd's
 //!   `OutboundPolicies` on the gRPC port.
+//! - [`rollouts`]: progressive delivery: `Rollout`s run by a controller that moves traffic
+//!   through generated routes, judged on the metrics backend.
 //! - [`config`]: flags and the validated [`Config`].
 //!
 //! [`run`] wires them: load discovery, load the identity CA, bind both listeners, serve
@@ -46,6 +48,7 @@ pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod resolutions;
+pub mod rollouts;
 pub mod routes;
 pub mod stat;
 pub mod stat_api;
@@ -117,6 +120,9 @@ pub enum RunError {
     /// The route documents could not be loaded.
     #[error("loading routes")]
     Routes(#[from] routes::file::RoutesFileError),
+    /// The rollouts could not be loaded.
+    #[error("loading rollouts")]
+    Rollouts(#[from] rollouts::RolloutsFileError),
     /// The public API's token file could not be read or written.
     #[error("reading or creating the API token file {path}")]
     ApiToken {
@@ -231,6 +237,19 @@ pub async fn run(
         traces,
         routes,
         inbound: config.inbound.clone(),
+        // Local files when given; else, on Kubernetes, the Rollout resources.
+        rollouts: match (&config.rollouts, &discovery, &client) {
+            (Some(files), _, _) => Some(rollouts::RolloutsSource::Files(files.clone())),
+            (None, AnyDiscovery::Kubernetes(_), Some(client)) => {
+                let lease = rollouts::lease::LeaseConfig {
+                    namespace: config.namespace.clone(),
+                    identity: rollouts::lease::own_identity(),
+                    duration: rollouts::lease::DEFAULT_DURATION,
+                };
+                Some(rollouts::RolloutsSource::Kubernetes(client.clone(), lease))
+            }
+            (None, _, _) => None,
+        },
     };
     serve_all(
         grpc,
@@ -264,6 +283,8 @@ pub struct Surfaces {
     pub routes: routes::Routes,
     /// The cluster-wide settings of inbound policy.
     pub inbound: authz::InboundConfig,
+    /// Rollouts to run (none: the controller is off).
+    pub rollouts: Option<rollouts::RolloutsSource>,
 }
 
 impl Default for Surfaces {
@@ -276,6 +297,7 @@ impl Default for Surfaces {
             traces: traces::store::TraceStore::default(),
             routes: routes::Routes::default(),
             inbound: authz::InboundConfig::default(),
+            rollouts: None,
         }
     }
 }
@@ -374,6 +396,32 @@ pub async fn serve_all<D: Discovery>(
 ) -> Result<(), RunError> {
     let (backend, scraper) = metrics.start(discovery.watch());
     let _scraper = scraper.map(AbortOnDrop);
+    // Rollouts and their saved state are loaded before anything is served, so the routes
+    // they generate are there from the first answer: a restart moves no traffic.
+    let rollouts = match &surfaces.rollouts {
+        Some(rollouts::RolloutsSource::Files(config)) => {
+            Some(rollouts::spawn(config, backend.clone(), rollouts::Clock::new()).await?)
+        }
+        Some(rollouts::RolloutsSource::Kubernetes(client, lease)) => Some(
+            rollouts::kubernetes::spawn(
+                client.clone(),
+                backend.clone(),
+                rollouts::Clock::new(),
+                DEFAULT_COALESCE,
+                Some(lease.clone()),
+            )
+            .await,
+        ),
+        None => None,
+    };
+    let routes = match &rollouts {
+        Some(running) => surfaces.routes.clone().with_overlay(running.routes.clone()),
+        None => surfaces.routes.clone(),
+    };
+    let rollouts_api = rollouts
+        .as_ref()
+        .map(|r| r.rollouts.clone())
+        .unwrap_or_default();
     // Local tokens are written only when callers present them.
     let _tokens = match &identity {
         Some(identity) if identity.uses_local_tokens() => {
@@ -422,7 +470,7 @@ pub async fn serve_all<D: Discovery>(
             service,
             tls,
             &surfaces.limits.grpc,
-            &surfaces.routes,
+            &routes,
             &surfaces.inbound,
             stop.clone().cancelled_owned(),
         );
@@ -443,8 +491,9 @@ pub async fn serve_all<D: Discovery>(
             surfaces.auth.clone(),
             relay,
             surfaces.traces.clone(),
-            surfaces.routes.clone(),
+            routes.clone(),
             surfaces.inbound.clone(),
+            rollouts_api,
             stop.clone().cancelled_owned(),
         );
         async move {

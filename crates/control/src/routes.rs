@@ -99,6 +99,8 @@ pub struct Routes {
     tx: Arc<watch::Sender<Arc<RouteSet>>>,
     /// The Kubernetes watches feeding `tx`, stopped with the last clone.
     _tasks: Option<Arc<kubernetes::AbortTasks>>,
+    /// The set this one adds an overlay to, kept alive (its source stops with it).
+    _base: Option<Arc<Routes>>,
 }
 
 impl Default for Routes {
@@ -114,12 +116,49 @@ impl Routes {
         Self {
             tx: Arc::new(tx),
             _tasks: None,
+            _base: None,
         }
     }
 
     /// The latest set, notified on every change.
     pub fn watch(&self) -> watch::Receiver<Arc<RouteSet>> {
         self.tx.subscribe()
+    }
+
+    /// This set plus the documents of `overlay` (generated routes: rollouts'), kept up to
+    /// date as either changes. The merged set is ready before this returns.
+    pub fn with_overlay(self, mut overlay: watch::Receiver<Arc<RouteSet>>) -> Routes {
+        let mut base = self.watch();
+        let merge = |base: &RouteSet, overlay: &RouteSet| {
+            let mut set = base.clone();
+            set.extend(overlay.clone());
+            set
+        };
+        let first = merge(&base.borrow_and_update(), &overlay.borrow_and_update());
+        let mut merged = Routes::new(first);
+        merged._base = Some(Arc::new(self));
+        let weak = Arc::downgrade(&merged.tx);
+        tokio::spawn(async move {
+            loop {
+                let changed = tokio::select! {
+                    r = base.changed() => r,
+                    r = overlay.changed() => r,
+                };
+                let Some(tx) = weak.upgrade() else { return };
+                if changed.is_err() {
+                    return;
+                }
+                let set = merge(&base.borrow_and_update(), &overlay.borrow_and_update());
+                tx.send_if_modified(|current| {
+                    let differs = **current != set;
+                    if differs {
+                        *current = Arc::new(set);
+                    }
+                    differs
+                });
+            }
+        });
+        merged
     }
 
     /// Replaces the set, notifying readers if it differs.
@@ -178,7 +217,7 @@ pub fn parse(text: &str) -> Result<RouteSet, DocumentErrors> {
 }
 
 /// Splits a YAML stream at `---` lines: `(lines before the document, its text)`.
-fn split_documents(text: &str) -> Vec<(usize, &str)> {
+pub(crate) fn split_documents(text: &str) -> Vec<(usize, &str)> {
     let mut docs = Vec::new();
     let mut start_line = 0;
     let mut start_byte = 0;
@@ -196,7 +235,7 @@ fn split_documents(text: &str) -> Vec<(usize, &str)> {
     docs
 }
 
-fn syntax_error(error: &serde_yaml_ng::Error) -> DocumentError {
+pub(crate) fn syntax_error(error: &serde_yaml_ng::Error) -> DocumentError {
     let line = error.location().map_or(1, |l| l.line());
     let mut message = error.to_string();
     if let Some(at) = message.find(" at line ") {
@@ -285,6 +324,10 @@ fn parse_document(doc: &str) -> Result<Option<RouteSet>, Vec<DocumentError>> {
             default_namespace(&mut route.metadata);
             set.grpc.push(route);
         }
+        // Rollouts may sit beside the routes they move: `--rollouts` reads them.
+        ferry_api::rollout::KIND if api_version == ferry_api::rollout::API_VERSION => {
+            return Ok(None)
+        }
         gateway::HTTP_FAULT_KIND => {
             let mut fault: HttpFault = typed(doc)?;
             validate::http_fault(&fault).map_err(|e| invalid(doc, e))?;
@@ -321,7 +364,7 @@ fn parse_document(doc: &str) -> Result<Option<RouteSet>, Vec<DocumentError>> {
                 line: locate(doc, "kind"),
                 field: "kind".to_string(),
                 message: format!(
-                    "Unsupported value: {other:?}: supported values: \"HTTPRoute\", \"GRPCRoute\", \"HTTPFault\", \"Server\", \"AuthorizationPolicy\", \"MeshTLSAuthentication\", \"NetworkAuthentication\", \"JWTAuthentication\", \"HTTPLocalRateLimitPolicy\" (and v1 \"Service\", \"Namespace\")"
+                    "Unsupported value: {other:?}: supported values: \"HTTPRoute\", \"GRPCRoute\", \"HTTPFault\", \"Server\", \"AuthorizationPolicy\", \"MeshTLSAuthentication\", \"NetworkAuthentication\", \"JWTAuthentication\", \"HTTPLocalRateLimitPolicy\" (and v1 \"Service\", \"Namespace\" and ferry.io \"Rollout\", ignored)"
                 ),
             }])
         }

@@ -8,6 +8,9 @@ mod fixture;
 mod kube_discovery;
 #[path = "support/kube_resync.rs"]
 mod kube_resync;
+/// Rollouts from the Kubernetes API, their state in their status, in this binary to save a link.
+#[path = "support/kube_rollouts.rs"]
+mod kube_rollouts;
 /// Routes from the Kubernetes API and their status, in this binary to save a link.
 #[path = "support/kube_routes.rs"]
 mod kube_routes;

@@ -257,6 +257,84 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Response<Bo
         let answer = world.lock().unwrap().access_review(&review);
         return json_response(StatusCode::CREATED, &answer);
     }
+    // Leases: read one, create, replace at a resourceVersion (leader election).
+    let typed = |kind: &Kind, mut object: Value| {
+        object["kind"] = json!(kind.kind);
+        object["apiVersion"] = json!(kind.api_version);
+        object
+    };
+    if let Some((kind, namespace, name)) =
+        Kind::route_object(&path).filter(|(k, ..)| k.kind == "Lease")
+    {
+        return match *req.method() {
+            Method::GET => match world.lock().unwrap().get(kind.kind, &namespace, &name) {
+                Some(object) => json_response(StatusCode::OK, &typed(kind, object)),
+                None => status(404, "NotFound", &format!("leases {name:?} not found")),
+            },
+            Method::PUT => {
+                let Ok(body) = req.into_body().collect().await else {
+                    return status(400, "BadRequest", "unreadable body");
+                };
+                let Ok(mut object) = serde_json::from_slice::<Value>(&body.to_bytes()) else {
+                    return status(400, "BadRequest", "not JSON");
+                };
+                let mut world = world.lock().unwrap();
+                let current = world.get(kind.kind, &namespace, &name);
+                let rv = |o: &Value| o["metadata"]["resourceVersion"].as_str().map(String::from);
+                match current {
+                    None => status(404, "NotFound", &format!("leases {name:?} not found")),
+                    Some(c) if rv(&c) != rv(&object) => {
+                        status(409, "Conflict", "the object has been modified")
+                    }
+                    Some(_) => {
+                        object["kind"] = json!(kind.kind);
+                        world.apply(object);
+                        json_response(
+                            StatusCode::OK,
+                            &typed(
+                                kind,
+                                world.get(kind.kind, &namespace, &name).unwrap_or_default(),
+                            ),
+                        )
+                    }
+                }
+            }
+            _ => status(405, "MethodNotAllowed", "leases: GET or PUT"),
+        };
+    }
+    if req.method() == Method::POST {
+        if let Some((kind, Some(namespace))) = Kind::route(&path).filter(|(k, _)| k.kind == "Lease")
+        {
+            let Ok(body) = req.into_body().collect().await else {
+                return status(400, "BadRequest", "unreadable body");
+            };
+            let Ok(mut object) = serde_json::from_slice::<Value>(&body.to_bytes()) else {
+                return status(400, "BadRequest", "not JSON");
+            };
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let mut world = world.lock().unwrap();
+            if world.get(kind.kind, &namespace, &name).is_some() {
+                return status(
+                    409,
+                    "AlreadyExists",
+                    &format!("leases {name:?} already exists"),
+                );
+            }
+            object["kind"] = json!(kind.kind);
+            object["metadata"]["namespace"] = json!(namespace);
+            world.apply(object);
+            return json_response(
+                StatusCode::CREATED,
+                &typed(
+                    kind,
+                    world.get(kind.kind, &namespace, &name).unwrap_or_default(),
+                ),
+            );
+        }
+    }
     if req.method() == Method::PATCH {
         let Some((kind, namespace, name)) = Kind::route_status(&path) else {
             return status(

@@ -104,6 +104,22 @@ pub static KINDS: &[Kind] = &[
     policy("NetworkAuthentication", "networkauthentications"),
     policy("JWTAuthentication", "jwtauthentications"),
     policy("HTTPLocalRateLimitPolicy", "httplocalratelimitpolicies"),
+    // Leader election (created and renewed by the rollout controller).
+    kind(
+        "Lease",
+        "coordination.k8s.io/v1",
+        "/apis/coordination.k8s.io/v1",
+        "leases",
+        true,
+    ),
+    // Ferry's Rollout (docs/rollouts.md).
+    kind(
+        "Rollout",
+        "ferry.io/v1alpha1",
+        "/apis/ferry.io/v1alpha1",
+        "rollouts",
+        true,
+    ),
 ];
 
 const fn policy(name: &'static str, plural: &'static str) -> Kind {
@@ -127,6 +143,14 @@ impl Kind {
     pub fn route_status(path: &str) -> Option<(&'static Kind, String, String)> {
         let rest = path.trim_end_matches('/').strip_suffix("/status")?;
         let (collection, name) = rest.rsplit_once('/')?;
+        let (kind, namespace) = Self::route(collection)?;
+        Some((kind, namespace?, name.to_string()))
+    }
+
+    /// Parses one object's path (`…/namespaces/<ns>/<plural>/<name>`): the kind, namespace
+    /// and name.
+    pub fn route_object(path: &str) -> Option<(&'static Kind, String, String)> {
+        let (collection, name) = path.trim_end_matches('/').rsplit_once('/')?;
         let (kind, namespace) = Self::route(collection)?;
         Some((kind, namespace?, name.to_string()))
     }

@@ -23,6 +23,9 @@ use http::{Response, StatusCode};
 
 const WAIT: Duration = Duration::from_secs(15);
 
+#[path = "mesh/rollouts.rs"]
+mod rollouts;
+
 /// An app answering with its name, slowed down while `slow` is set.
 async fn app(name: &'static str, slow: Arc<AtomicBool>) -> TestServer {
     TestServer::http(move |_req| {

@@ -3,7 +3,8 @@
 //! create TokenReviews and SubjectAccessReviews, and may write route status; it cannot read
 //! Secrets or change anything else in the cluster.
 //! Two more ClusterRoles, bound to no one, are for users of an exposed public API
-//! (docs/kubernetes.md): `ferry-api-viewer-<ns>` and `ferry-tap-<ns>`.
+//! (docs/kubernetes.md): `ferry-api-viewer-<ns>`, `ferry-tap-<ns>` and
+//! `ferry-rollout-operator-<ns>`.
 
 use ferry_api::k8s as names;
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -61,6 +62,15 @@ pub fn rules() -> Vec<PolicyRule> {
             ],
             READ,
         ),
+        // Rollouts (docs/rollouts.md): watched; each one's state kept in its status.
+        rule("ferry.io", &["rollouts"], READ),
+        rule("ferry.io", &["rollouts/status"], &["patch"]),
+        // One replica runs rollouts: the one holding the `ferry-rollouts` Lease.
+        rule(
+            "coordination.k8s.io",
+            &["leases"],
+            &["get", "create", "update"],
+        ),
         // Identity: proxies prove who they are with their service-account token; the
         // public API, when exposed, checks its callers' tokens the same way.
         rule("authentication.k8s.io", &["tokenreviews"], &["create"]),
@@ -80,6 +90,11 @@ pub fn api_roles() -> Vec<(&'static str, PolicyRule)> {
     vec![
         ("api-viewer", rule(API_GROUP, &["api"], &["get"])),
         ("tap", rule(API_GROUP, &["tap"], &["watch"])),
+        // A rollout's actions (promote, pause, resume, abort, start): docs/rollouts.md.
+        (
+            "rollout-operator",
+            rule(API_GROUP, &["rollouts"], &["update"]),
+        ),
     ]
 }
 

@@ -7,8 +7,9 @@
 //!   constant time.
 //! - Kubernetes: the caller's bearer token is checked with a TokenReview, then a
 //!   SubjectAccessReview asks RBAC whether that user may use the route: verb `watch` on
-//!   resource `tap` for the tap relay, verb `get` on resource `api` for everything else,
-//!   both in the API group [`API_GROUP`]. Answers are cached for [`CACHE_TTL`], at most
+//!   resource `tap` for the tap relay, verb `update` on resource `rollouts` for a
+//!   rollout's actions (`POST /api/v1/rollouts/…`), verb `get` on resource `api` for
+//!   everything else, all in the API group [`API_GROUP`]. Answers are cached for [`CACHE_TTL`], at most
 //!   [`CACHE_CAPACITY`] of them.
 //!
 //! Refusals are JSON: 401 when the credential is missing or not valid, 403 when RBAC says
@@ -39,6 +40,8 @@ use crate::identity::tokens::{constant_time_eq, fill_random, write_private};
 pub const API_GROUP: &str = "api.ferry.io";
 /// The resource a tap is: verb `watch`.
 pub const TAP_RESOURCE: &str = "tap";
+/// The resource a rollout's actions are: verb `update`.
+pub const ROLLOUTS_RESOURCE: &str = "rollouts";
 /// The resource every other route is: verb `get`.
 pub const API_RESOURCE: &str = "api";
 /// How long a review's answer is reused.
@@ -107,8 +110,8 @@ pub fn protect(app: Router, auth: ApiAuth) -> Router {
             let auth = auth.clone();
             async move {
                 let credential = req.headers().get(header::AUTHORIZATION).cloned();
-                let tap = req.uri().path() == ferry_api::tap::TAP_PATH;
-                match check(&auth, credential.as_ref(), tap).await {
+                let access = access_of(req.method(), req.uri().path());
+                match check(&auth, credential.as_ref(), access).await {
                     Ok(()) => next.run(req).await,
                     Err(refusal) => *refusal,
                 }
@@ -147,7 +150,24 @@ fn bearer(credential: Option<&HeaderValue>) -> Result<&str, Refusal> {
         .ok_or_else(|| unauthorized("the Authorization header is not `Bearer <token>`".to_string()))
 }
 
-async fn check(auth: &ApiAuth, credential: Option<&HeaderValue>, tap: bool) -> Result<(), Refusal> {
+/// What RBAC is asked about a request: `(resource, verb)`.
+pub fn access_of(method: &axum::http::Method, path: &str) -> (&'static str, &'static str) {
+    if path == ferry_api::tap::TAP_PATH {
+        (TAP_RESOURCE, "watch")
+    } else if method == axum::http::Method::POST
+        && path.starts_with(ferry_api::rollout::ROLLOUTS_PATH)
+    {
+        (ROLLOUTS_RESOURCE, "update")
+    } else {
+        (API_RESOURCE, "get")
+    }
+}
+
+async fn check(
+    auth: &ApiAuth,
+    credential: Option<&HeaderValue>,
+    (resource, verb): (&'static str, &'static str),
+) -> Result<(), Refusal> {
     match auth {
         ApiAuth::Open => Ok(()),
         ApiAuth::Token(expected) => {
@@ -162,11 +182,6 @@ async fn check(auth: &ApiAuth, credential: Option<&HeaderValue>, tap: bool) -> R
         }
         ApiAuth::Kubernetes(reviews) => {
             let token = bearer(credential)?;
-            let (resource, verb) = if tap {
-                (TAP_RESOURCE, "watch")
-            } else {
-                (API_RESOURCE, "get")
-            };
             reviews.check(token, resource, verb).await
         }
     }
@@ -317,15 +332,48 @@ pub fn decide(
                 .and_then(|s| s.reason.clone().or(s.evaluation_error.clone()))
                 .filter(|r| !r.is_empty())
                 .unwrap_or_else(|| "no RBAC rule allows it".to_string());
-            let role = if resource == TAP_RESOURCE {
-                "tap"
-            } else {
-                "api-viewer"
+            let role = match resource {
+                TAP_RESOURCE => "tap",
+                ROLLOUTS_RESOURCE => "rollout-operator",
+                _ => "api-viewer",
             };
             Decision::Forbidden(format!(
                 "{user} may not {verb} {resource}.{API_GROUP}: {reason} (bind the ClusterRole \
                  ferry-{role}-<control-plane namespace> that ferry install creates)"
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Method;
+
+    use super::*;
+
+    #[test]
+    fn rollout_actions_are_asked_about_apart_from_reads() {
+        let post = |p| access_of(&Method::POST, p);
+        assert_eq!(
+            post("/api/v1/rollouts/default/web/abort"),
+            (ROLLOUTS_RESOURCE, "update")
+        );
+        assert_eq!(
+            access_of(&Method::GET, "/api/v1/rollouts/default/web"),
+            (API_RESOURCE, "get")
+        );
+        assert_eq!(
+            access_of(&Method::GET, ferry_api::tap::TAP_PATH),
+            (TAP_RESOURCE, "watch")
+        );
+        assert_eq!(
+            access_of(&Method::GET, "/api/v1/stat"),
+            (API_RESOURCE, "get")
+        );
+        let refused = decide("alice", ROLLOUTS_RESOURCE, "update", None);
+        assert!(
+            matches!(refused, Decision::Forbidden(ref why) if why.contains("ferry-rollout-operator-")),
+            "{refused:?}"
+        );
     }
 }

@@ -37,7 +37,7 @@ pub enum RoutesFileError {
 }
 
 /// The texts of `path`: the file itself, or the directory's YAML files by name.
-async fn read_all(path: &Path) -> Result<Vec<(PathBuf, String)>, RoutesFileError> {
+pub(crate) async fn read_all(path: &Path) -> Result<Vec<(PathBuf, String)>, RoutesFileError> {
     let read_err = |p: &Path| {
         let p = p.to_path_buf();
         move |source| RoutesFileError::Read { path: p, source }

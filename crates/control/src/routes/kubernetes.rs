@@ -100,6 +100,7 @@ pub fn spawn(
     Routes {
         tx: routes.tx,
         _tasks: Some(Arc::new(AbortTasks(tasks))),
+        _base: None,
     }
 }
 

@@ -5,11 +5,13 @@
 //!   traffic; every page of the dashboard, clicked through.
 //! - [`demo`]: the judged scenario, with `ferry demo` running.
 //! - [`traces`]: spans exported over OTLP, read back by `ferry trace` and the Traces pages.
+//! - [`rollouts`]: a rollout on real traffic, its pages, and promoting it from the page.
 //!
 //! Both run alone (`.config/nextest.toml`): a cold Chromium on a busy two-core machine.
 
 mod demo;
 mod mesh;
+mod rollouts;
 mod traces;
 
 use std::{path::PathBuf, time::Duration};
