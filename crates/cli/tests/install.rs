@@ -195,6 +195,13 @@ fn rbac_is_least_privilege() {
         "gateway.networking.k8s.io/httproutes",
         "gateway.networking.k8s.io/grpcroutes",
         "policy.ferry.io/httpfaults",
+        // The authorization resources (docs/authorization.md).
+        "policy.ferry.io/servers",
+        "policy.ferry.io/authorizationpolicies",
+        "policy.ferry.io/meshtlsauthentications",
+        "policy.ferry.io/networkauthentications",
+        "policy.ferry.io/jwtauthentications",
+        "policy.ferry.io/httplocalratelimitpolicies",
     ] {
         assert_eq!(
             grants.remove(resource).unwrap_or_default(),

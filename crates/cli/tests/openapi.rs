@@ -51,8 +51,12 @@ fn install_output_validates() {
 #[test]
 fn install_crds_output_validates() {
     let docs = parse_stream(&run_ok(ferry().args(["install", "--crds"])));
-    assert_eq!(docs.len(), 1);
-    assert_eq!(docs[0]["kind"], "CustomResourceDefinition");
+    assert_eq!(
+        docs.len(),
+        7,
+        "HTTPFault and the six authorization resources"
+    );
+    assert!(docs.iter().all(|d| d["kind"] == "CustomResourceDefinition"));
     validate_all("ferry install --crds", &docs);
 }
 
