@@ -197,6 +197,13 @@ fn rbac_is_least_privilege() {
         "gateway.networking.k8s.io/grpcroutes",
         "policy.ferry.io/httpfaults",
         "ferry.io/rollouts",
+        // The authorization resources (docs/authorization.md).
+        "policy.ferry.io/servers",
+        "policy.ferry.io/authorizationpolicies",
+        "policy.ferry.io/meshtlsauthentications",
+        "policy.ferry.io/networkauthentications",
+        "policy.ferry.io/jwtauthentications",
+        "policy.ferry.io/httplocalratelimitpolicies",
     ] {
         assert_eq!(
             grants.remove(resource).unwrap_or_default(),

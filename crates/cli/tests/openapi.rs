@@ -51,9 +51,13 @@ fn install_output_validates() {
 #[test]
 fn install_crds_output_validates() {
     let docs = parse_stream(&run_ok(ferry().args(["install", "--crds"])));
-    assert_eq!(docs.len(), 2);
+    assert_eq!(
+        docs.len(),
+        8,
+        "HTTPFault, the six authorization resources and Rollout"
+    );
     assert!(docs.iter().all(|d| d["kind"] == "CustomResourceDefinition"));
-    assert_eq!(docs[1]["metadata"]["name"], "rollouts.ferry.io");
+    assert_eq!(docs[7]["metadata"]["name"], "rollouts.ferry.io");
     validate_all("ferry install --crds", &docs);
 }
 
