@@ -134,6 +134,7 @@ fn prints_every_control_plane_object_in_apply_order() {
             i64::from(ferry_api::ports::CONTROL_API),
             8443,
             i64::from(ferry_api::ports::CONTROL_PROBE),
+            i64::from(ferry_api::ports::CONTROL_OTLP),
         ]
     );
     // The public API binds loopback (reached through a port-forward); the kubelet probes a
