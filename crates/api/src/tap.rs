@@ -153,10 +153,29 @@ pub struct TapEvent {
     /// `end`: the HTTP/2 reset code, when the stream was reset instead of ending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset_error: Option<u32>,
+    /// `rsp`, `end`: the reason a proxy gave when it made the response itself instead of the
+    /// application (`unauthorized`, `rate-limited`, `connect-timeout`...: the value of its
+    /// `l5d-proxy-error` header, a [`crate::ProxyErrorReason`] token). That proxy is the
+    /// tapped one, or for an outbound request the destination's proxy (e.g. its policy
+    /// denied the request). Absent for the application's responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_error: Option<String>,
     /// Request (`req`), response (`rsp`) or trailer (`end`) headers; values outside the
     /// proxies' allow-list read `[redacted]` unless `showHeaders` was allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
+}
+
+/// The proxy-error reason a response's `l5d-proxy-error` value names, when it is a
+/// well-formed token (lowercase letters, digits, `-` and `_`; at most 64 bytes), so that
+/// it prints as one word in a tap line; `None` for anything else.
+pub fn proxy_error_token(value: &str) -> Option<&str> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    ok.then_some(value)
 }
 
 /// The gRPC status code name Linkerd's tap prints (`OK`, `Unknown`, ...), as Go's

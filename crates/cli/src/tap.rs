@@ -195,7 +195,8 @@ impl Problems {
     }
 }
 
-/// One event as Linkerd's `viz tap` prints it.
+/// One event as Linkerd's `viz tap` prints it, plus `proxy-error=<reason>` on the `rsp` and
+/// `end` lines of a response a proxy made itself.
 pub fn render(e: &TapEvent, wide: bool) -> String {
     let proxy = match e.proxy_direction {
         TapDirection::Inbound => "in ",
@@ -236,6 +237,10 @@ pub fn render(e: &TapEvent, wide: bool) -> String {
             end
         }
     };
+    // Ferry's addition past Linkerd's fields: which proxy-made response this was.
+    if let Some(reason) = &e.proxy_error {
+        let _ = write!(line, " proxy-error={reason}");
+    }
     if wide {
         let labels = |prefix: &str, l: &BTreeMap<String, String>| {
             l.iter()
@@ -381,6 +386,7 @@ mod tests {
             response_bytes: Some(7),
             grpc_status: None,
             reset_error: None,
+            proxy_error: None,
             headers: Vec::new(),
         }
     }
@@ -407,6 +413,37 @@ mod tests {
         end.reset_error = Some(8);
         assert!(render(&end, false).contains(" reset-error=CANCEL duration="));
         assert!(render(&end, true).ends_with(" src_pod=web-0 dst_deployment=voting"));
+    }
+
+    #[test]
+    fn a_proxy_made_response_says_why_at_the_end_of_its_lines() {
+        let mut rsp = event(TapEventKind::Rsp);
+        rsp.status = Some(403);
+        rsp.proxy_error = Some("unauthorized".into());
+        assert_eq!(
+            render(&rsp, false),
+            "rsp id=3:12 proxy=in  src=10.0.0.1:5000 dst=10.0.0.2:8080 tls=true :status=403 latency=1234µs proxy-error=unauthorized"
+        );
+        let mut end = event(TapEventKind::End);
+        end.grpc_status = Some(7);
+        end.proxy_error = Some("unauthorized".into());
+        assert_eq!(
+            render(&end, false),
+            "end id=3:12 proxy=in  src=10.0.0.1:5000 dst=10.0.0.2:8080 tls=true grpc-status=PermissionDenied duration=56µs response-length=7B proxy-error=unauthorized"
+        );
+        // Labels stay last in the wide form.
+        assert!(render(&end, true).ends_with(
+            " response-length=7B proxy-error=unauthorized src_pod=web-0 dst_deployment=voting"
+        ));
+        let json = serde_json::to_value(&end).unwrap();
+        assert_eq!(json["proxyError"], "unauthorized");
+        // The application's own 403 has no such field.
+        rsp.proxy_error = None;
+        assert!(!render(&rsp, false).contains("proxy-error"));
+        assert!(serde_json::to_value(&rsp)
+            .unwrap()
+            .get("proxyError")
+            .is_none());
     }
 
     #[test]

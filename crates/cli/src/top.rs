@@ -337,6 +337,7 @@ mod tests {
             response_bytes: None,
             grpc_status: None,
             reset_error: None,
+            proxy_error: None,
             headers: Vec::new(),
         }
     }

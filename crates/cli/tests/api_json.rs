@@ -196,6 +196,7 @@ fn full(kind: TapEventKind) -> TapEvent {
         response_bytes: Some(8),
         grpc_status: Some(13),
         reset_error: Some(8),
+        proxy_error: Some("unauthorized-jwt-expired".into()),
         headers: vec![("content-type".into(), "application/grpc".into())],
     }
 }
@@ -207,6 +208,7 @@ fn tap_events_match_the_openapi_schema() {
         let mut minimal = full(kind);
         minimal.client_id = None;
         minimal.server_id = None;
+        minimal.proxy_error = None;
         minimal.headers.clear();
         for event in [full(kind), minimal] {
             assert_valid("TapEvent", &serde_json::to_value(&event).unwrap());
@@ -219,6 +221,10 @@ fn tap_events_match_the_openapi_schema() {
     let mut bad = serde_json::to_value(full(TapEventKind::Req)).unwrap();
     bad["type"] = json!("request");
     assert!(!v.is_valid(&bad));
+    // A proxy error is one token, so it prints as one word in a tap line.
+    let mut spaced = serde_json::to_value(full(TapEventKind::Rsp)).unwrap();
+    spaced["proxyError"] = json!("denied by policy");
+    assert!(!v.is_valid(&spaced));
 }
 
 fn trace_summary(root_workload: Option<&str>) -> ferry_api::trace::TraceSummary {

@@ -111,7 +111,9 @@
         row.cells.status.textContent = ev.status ?? "";
         if (ev.latencyMicros !== undefined) row.cells.latency.textContent = `${(ev.latencyMicros / 1000).toFixed(1)}ms`;
         if (ev.status >= 500) fail(row);
+        proxyMade(row, ev.proxyError);
       } else if (ev.type === "end") {
+        proxyMade(row, ev.proxyError);
         if (ev.grpcStatus !== undefined && ev.grpcStatus !== null) {
           row.cells.grpc.textContent = ev.grpcStatus;
           if (ev.grpcStatus !== 0) fail(row);
@@ -119,6 +121,19 @@
         if (ev.resetError !== undefined && ev.resetError !== null) { row.cells.grpc.textContent = `reset ${ev.resetError}`; fail(row); }
         byId.delete(`${ev.tappedNamespace}/${ev.tappedPod}/${ev.id}`);
       }
+    }
+    // A response a proxy made itself (its l5d-proxy-error reason): a badge in the status
+    // cell, "denied by policy" for authorization reasons, "proxy" for the others (no route,
+    // connect timeout, rate limit...), so it reads apart from the application's own 403.
+    function proxyMade(row, reason) {
+      if (!reason || row.tr.dataset.proxyError) return;
+      const denied = reason === "unauthorized" || reason.startsWith("unauthorized-");
+      row.tr.dataset.proxyError = reason;
+      row.tr.classList.add(denied ? "denied" : "proxy-made");
+      row.cells.status.append(" ", h("span", {
+        class: `badge proxy-error ${denied ? "bad" : "warn"}`,
+        title: `made by the proxy, not the application (l5d-proxy-error: ${reason})`,
+      }, denied ? `denied by policy: ${reason}` : `proxy: ${reason}`));
     }
     function fail(row) {
       if (row.tr.classList.contains("failed")) return;

@@ -2,7 +2,8 @@
 //! to its instances ([`select`]), calls `tap.Tap/Observe` on every instance's proxy at
 //! once, merges their events ([`convert`] makes them JSON), shows at most `maxRps`
 //! requests a second (token bucket over requests: a request skipped skips its response
-//! events too) and stops after `limit` requests. When the client goes away, every upstream
+//! events too) and stops after `limit` requests. A response a proxy made keeps its
+//! `proxyError` from its `rsp` on its `end`. When the client goes away, every upstream
 //! stream is dropped, which ends the taps on the proxies.
 //!
 //! With the identity CA on, the relay dials each proxy over mTLS with the control plane's
@@ -15,7 +16,7 @@
 pub mod convert;
 pub mod select;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -242,8 +243,10 @@ async fn run_relay(
     {
         return;
     }
+    let wants_headers = request.request.extract.is_some();
     let mut bucket = Bucket::new(max_rps);
-    let (mut shown, mut skipped) = (HashSet::new(), HashSet::new());
+    // Requests shown, with the proxy error their `rsp` named, for their `end`.
+    let (mut shown, mut skipped) = (HashMap::new(), HashSet::new());
     let mut passed = 0u32;
     loop {
         let msg = tokio::select! {
@@ -258,7 +261,7 @@ async fn run_relay(
                 Event::default().event(SSE_EVENT_ERROR).json_data(body)
             }
             Some(Upstream::Event(i, e)) => {
-                let Some(e) = convert::convert(&state, &targets[i], *e) else {
+                let Some(mut e) = convert::convert(&state, &targets[i], *e, wants_headers) else {
                     continue;
                 };
                 let key = (i, e.id.clone());
@@ -270,14 +273,18 @@ async fn run_relay(
                             continue;
                         }
                         passed += 1;
-                        shown.insert(key);
+                        shown.insert(key, None);
                     }
-                    TapEventKind::Rsp if !shown.contains(&key) => continue,
-                    TapEventKind::Rsp => {}
+                    TapEventKind::Rsp => match shown.get_mut(&key) {
+                        None => continue,
+                        Some(reason) => reason.clone_from(&e.proxy_error),
+                    },
                     TapEventKind::End => {
                         skipped.remove(&key);
-                        if !shown.remove(&key) {
-                            continue;
+                        match shown.remove(&key) {
+                            None => continue,
+                            // The proxy marks the response's head; its end is the same response.
+                            Some(reason) => e.proxy_error = e.proxy_error.take().or(reason),
                         }
                     }
                 }

@@ -14,6 +14,10 @@
 //! Header values are redacted ([`REDACTED`]) unless their name is on [`HEADER_ALLOW_LIST`]
 //! or the tap was started unredacted (which the server allows only to an authorised
 //! caller, see [`server`]). At most [`Taps::max`] taps run at once; more are refused.
+//!
+//! A response a proxy made itself (a policy denial, a 502/503/504, a rate limit: errors.rs)
+//! carries `l5d-proxy-error`; every tap gets that one header in `ResponseInit`, even a tap
+//! that did not ask for headers, so it can tell such a response from the application's.
 
 pub mod matcher;
 pub mod server;
@@ -610,11 +614,17 @@ impl Tapped {
             headers: None,
         });
         let wants_headers = matched.sessions.iter().any(|s| s.headers.is_some());
-        matched.send(init, wants_headers.then_some(rsp.headers()), |e, h| {
-            if let tap_event::http::Event::ResponseInit(r) = e {
-                r.headers = Some(h);
-            }
-        });
+        let marked = proxy_error(rsp.headers());
+        matched.send_marked(
+            init,
+            wants_headers.then_some(rsp.headers()),
+            marked.as_ref(),
+            |e, h| {
+                if let tap_event::http::Event::ResponseInit(r) = e {
+                    r.headers = Some(h);
+                }
+            },
+        );
         Some(ResponseTap {
             grpc_status: grpc_status(rsp.headers()),
             matched,
@@ -637,26 +647,42 @@ impl Matched {
         headers: Option<&HeaderMap>,
         set: impl Fn(&mut tap_event::http::Event, http_types::Headers),
     ) {
+        self.send_marked(event, headers, None, set);
+    }
+
+    /// [`Matched::send`], where taps that did not ask for headers get `marked` (when any)
+    /// instead of none: the one header that says a proxy made the response.
+    fn send_marked(
+        &self,
+        event: tap_event::http::Event,
+        headers: Option<&HeaderMap>,
+        marked: Option<&HeaderMap>,
+        set: impl Fn(&mut tap_event::http::Event, http_types::Headers),
+    ) {
         // Each variant is built once, and only when a tap wants it.
-        let variant = |values| {
+        let variant = |headers: Option<&HeaderMap>, values| {
             headers.map(|h| {
                 let mut e = event.clone();
                 set(&mut e, to_headers(h, values));
                 e
             })
         };
-        let (mut redacted, mut unredacted) = (None, None);
+        let (mut redacted, mut unredacted, mut bare) = (None, None, None);
         for s in &self.sessions {
             let e = match s.headers {
                 Some(HeaderValues::Redacted) => redacted
-                    .get_or_insert_with(|| variant(HeaderValues::Redacted))
+                    .get_or_insert_with(|| variant(headers, HeaderValues::Redacted))
                     .clone()
                     .unwrap_or_else(|| event.clone()),
                 Some(HeaderValues::Unredacted) => unredacted
-                    .get_or_insert_with(|| variant(HeaderValues::Unredacted))
+                    .get_or_insert_with(|| variant(headers, HeaderValues::Unredacted))
                     .clone()
                     .unwrap_or_else(|| event.clone()),
-                None => event.clone(),
+                // Redacted rules hold here too; the marker is on the allow-list anyway.
+                None => bare
+                    .get_or_insert_with(|| variant(marked, HeaderValues::Redacted))
+                    .clone()
+                    .unwrap_or_else(|| event.clone()),
             };
             let mut ev = self.template.clone();
             ev.event = Some(pb::tap_event::Event::Http(pb::tap_event::Http {
@@ -751,6 +777,17 @@ fn reset(code: u32) -> pb::Eos {
     pb::Eos {
         end: Some(pb::eos::End::ResetErrorCode(code)),
     }
+}
+
+/// The `l5d-proxy-error` header alone, when `headers` carry it: the mark of a response a
+/// proxy made itself (errors.rs), this one or, for an outbound request, the destination's.
+/// Every tap gets it in `ResponseInit`, whether it asked for headers or not, so a tapper
+/// tells a policy denial from the application's own 403 without seeing any other header.
+fn proxy_error(headers: &HeaderMap) -> Option<HeaderMap> {
+    let value = headers.get(ferry_api::headers::L5D_PROXY_ERROR)?;
+    let mut only = HeaderMap::with_capacity(1);
+    only.insert(ferry_api::headers::L5D_PROXY_ERROR, value.clone());
+    Some(only)
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<u32> {

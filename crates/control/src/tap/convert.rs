@@ -12,8 +12,15 @@ use super::select::{labels_of, Target};
 use crate::model::ClusterState;
 
 /// Converts `event` from the proxy of `target`; `None` for an event without HTTP. A
-/// destination the proxy gave no labels for is looked up by address in `state`.
-pub fn convert(state: &ClusterState, target: &Target, event: pb::TapEvent) -> Option<TapEvent> {
+/// destination the proxy gave no labels for is looked up by address in `state`. A response
+/// a proxy made gets `proxy_error` from its `l5d-proxy-error` header; headers are kept only
+/// when `wants_headers` (the relay asked the proxies for them).
+pub fn convert(
+    state: &ClusterState,
+    target: &Target,
+    event: pb::TapEvent,
+    wants_headers: bool,
+) -> Option<TapEvent> {
     let Some(tap_event::Event::Http(http)) = event.event else {
         return None;
     };
@@ -81,6 +88,7 @@ pub fn convert(state: &ClusterState, target: &Target, event: pb::TapEvent) -> Op
         response_bytes: None,
         grpc_status: None,
         reset_error: None,
+        proxy_error: None,
         headers: Vec::new(),
     };
     let id = |id: Option<tap_event::http::StreamId>| {
@@ -102,6 +110,11 @@ pub fn convert(state: &ClusterState, target: &Target, event: pb::TapEvent) -> Op
             out.status = u16::try_from(r.http_status).ok();
             out.latency_micros = r.since_request_init.map(|d| micros(d.seconds, d.nanos));
             out.headers = headers(r.headers);
+            out.proxy_error = proxy_error(&out.headers);
+            if !wants_headers {
+                // The proxy sends the proxy-error header even to a tap that did not ask.
+                out.headers.clear();
+            }
         }
         tap_event::http::Event::ResponseEnd(r) => {
             out.kind = TapEventKind::End;
@@ -184,6 +197,14 @@ fn scheme_name(s: http_types::Scheme) -> String {
     }
 }
 
+/// The reason in a response's `l5d-proxy-error` header, when it is a well-formed token.
+fn proxy_error(headers: &[(String, String)]) -> Option<String> {
+    let (_, value) = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(ferry_api::headers::L5D_PROXY_ERROR))?;
+    ferry_api::tap::proxy_error_token(value).map(str::to_string)
+}
+
 fn headers(h: Option<http_types::Headers>) -> Vec<(String, String)> {
     h.map(|h| {
         h.headers
@@ -192,4 +213,71 @@ fn headers(h: Option<http_types::Headers>) -> Vec<(String, String)> {
             .collect()
     })
     .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ObjectRef;
+
+    fn target() -> Target {
+        Target {
+            instance: ObjectRef::new("shop", "voting-0"),
+            tap_addr: "127.0.0.1:4190".parse().unwrap(),
+            labels: vec![("pod".into(), "voting-0".into())],
+            identity: String::new(),
+        }
+    }
+
+    /// A `ResponseInit` of status 403 with these response headers.
+    fn response(headers: &[(&str, &str)]) -> pb::TapEvent {
+        let headers = http_types::Headers {
+            headers: headers
+                .iter()
+                .map(|(k, v)| http_types::headers::Header {
+                    name: k.to_string(),
+                    value: v.as_bytes().to_vec(),
+                })
+                .collect(),
+        };
+        pb::TapEvent {
+            proxy_direction: tap_event::ProxyDirection::Inbound as i32,
+            event: Some(tap_event::Event::Http(tap_event::Http {
+                event: Some(tap_event::http::Event::ResponseInit(
+                    tap_event::http::ResponseInit {
+                        http_status: 403,
+                        headers: Some(headers),
+                        ..Default::default()
+                    },
+                )),
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_proxy_made_response_names_its_reason_and_an_apps_does_not() {
+        let state = ClusterState::default();
+        let denied = response(&[
+            ("content-type", "text/plain"),
+            ("l5d-proxy-error", "unauthorized"),
+        ]);
+        let e = convert(&state, &target(), denied.clone(), true).unwrap();
+        assert_eq!(e.kind, TapEventKind::Rsp);
+        assert_eq!(e.status, Some(403));
+        assert_eq!(e.proxy_error.as_deref(), Some("unauthorized"));
+        assert_eq!(e.headers.len(), 2);
+        // A tap that did not ask for headers keeps the reason, not the header.
+        let e = convert(&state, &target(), denied, false).unwrap();
+        assert_eq!(e.proxy_error.as_deref(), Some("unauthorized"));
+        assert!(e.headers.is_empty());
+
+        let app = response(&[("content-type", "text/plain"), ("set-cookie", "[redacted]")]);
+        let e = convert(&state, &target(), app, true).unwrap();
+        assert_eq!((e.status, e.proxy_error), (Some(403), None));
+        // A value that is not one token (it would not print as one word) is not a reason.
+        let odd = response(&[("l5d-proxy-error", "denied by policy")]);
+        let e = convert(&state, &target(), odd, true).unwrap();
+        assert_eq!(e.proxy_error, None);
+    }
 }

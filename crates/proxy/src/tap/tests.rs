@@ -194,3 +194,84 @@ fn taps_past_the_cap_are_refused_and_counted() {
         .subscribe(&ObserveRequest::default(), HeaderValues::Redacted)
         .is_ok());
 }
+
+/// The response-init headers of every `ResponseInit` on `rx`, in order.
+fn response_headers(rx: &mut EventRx) -> Vec<Option<Vec<(String, String)>>> {
+    let mut out = Vec::new();
+    while let Ok(Ok(e)) = rx.try_recv() {
+        if let Some(tap_event::Event::Http(h)) = e.event {
+            if let Some(tap_event::http::Event::ResponseInit(r)) = h.event {
+                out.push(r.headers.map(|h| {
+                    h.headers
+                        .into_iter()
+                        .map(|h| (h.name, String::from_utf8(h.value).unwrap()))
+                        .collect()
+                }));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_proxy_made_response_names_its_reason_to_every_tap_and_nothing_else() {
+    use crate::errors::ProxyError;
+    use ferry_api::{AuthzFailure, ProxyErrorReason};
+
+    assert!(is_allowed(ferry_api::headers::L5D_PROXY_ERROR));
+    let taps = Arc::new(Taps::new("ns", "pod"));
+    let (_a, mut bare) = taps
+        .subscribe(&ObserveRequest::default(), HeaderValues::Redacted)
+        .unwrap();
+    let (_b, mut redacted) = taps
+        .subscribe(&with_headers(), HeaderValues::Redacted)
+        .unwrap();
+    let conn = conn();
+    let respond = |rsp: &Response<bytes::Bytes>| {
+        let req = Request::get("/x").body(()).unwrap();
+        let tapped = taps.capture(&conn, Direction::Inbound, &req, Some("app:80"));
+        if let Some(mut end) = tapped.and_then(|t| t.respond(rsp)) {
+            end.end();
+        }
+    };
+    // The application's own 403, with a credential: no mark, and no headers unless asked.
+    let app = Response::builder()
+        .status(403)
+        .header("set-cookie", "session=s3cret")
+        .body(bytes::Bytes::new())
+        .unwrap();
+    respond(&app);
+    // A policy denial and a gateway timeout, as the proxy answers them (HTTP and gRPC).
+    let denied = ProxyError::new(
+        ProxyErrorReason::Unauthorized(AuthzFailure::NoAuthorization),
+        "server web-http",
+    );
+    respond(&denied.to_response(false).0);
+    respond(&denied.to_response(true).0);
+    let timeout = ProxyError::new(ProxyErrorReason::ConnectTimeout, "to 127.0.0.1:1");
+    respond(&timeout.to_response(false).0);
+
+    let mark = |reason: &str| Some(vec![("l5d-proxy-error".to_string(), reason.to_string())]);
+    assert_eq!(
+        response_headers(&mut bare),
+        [
+            None,
+            mark("unauthorized"),
+            mark("unauthorized"),
+            mark("connect-timeout")
+        ]
+    );
+    let asked = response_headers(&mut redacted);
+    assert_eq!(asked.len(), 4);
+    let app_headers = asked[0].as_ref().unwrap();
+    assert!(app_headers.contains(&("set-cookie".into(), REDACTED.into())));
+    assert!(!app_headers.iter().any(|(k, _)| k == "l5d-proxy-error"));
+    for (i, reason) in [(1, "unauthorized"), (3, "connect-timeout")] {
+        let h = asked[i].as_ref().unwrap();
+        assert!(
+            h.contains(&("l5d-proxy-error".into(), reason.into())),
+            "{h:?}"
+        );
+        assert!(h.contains(&("content-type".into(), "text/plain; charset=utf-8".into())));
+    }
+}

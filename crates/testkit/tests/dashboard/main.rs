@@ -6,10 +6,12 @@
 //! - [`demo`]: the judged scenario, with `ferry demo` running.
 //! - [`traces`]: spans exported over OTLP, read back by `ferry trace` and the Traces pages.
 //! - [`rollouts`]: a rollout on real traffic, its pages, and promoting it from the page.
+//! - [`denied`]: the tap page telling a proxy's policy denial from an application's 403.
 //!
 //! Both run alone (`.config/nextest.toml`): a cold Chromium on a busy two-core machine.
 
 mod demo;
+mod denied;
 mod mesh;
 mod rollouts;
 mod traces;

@@ -1,11 +1,17 @@
 //! Authorization end to end (issue #23): the control plane reads `Server`,
 //! `MeshTLSAuthentication` and `AuthorizationPolicy` documents beside the routes, serves them
-//! as inbound policy, and the server proxy enforces them on real mTLS identities. An edit
-//! applies to new requests within a second; the control plane killed, the last policy holds.
+//! as inbound policy, and the server proxy enforces them on real mTLS identities. `ferry tap`
+//! marks the denials as the proxy's (`proxy-error=unauthorized`), not the allowed requests.
+//! An edit applies to new requests within a second; the control plane killed, the last
+//! policy holds.
 
 use std::time::{Duration, Instant};
 
-use ferry_testkit::{client, wait_until};
+use ferry_testkit::{
+    client,
+    process::{bin, Proc, ProxyProc},
+    wait_until,
+};
 use http::StatusCode;
 
 use super::fixture::*;
@@ -85,7 +91,7 @@ async fn identities_are_allowed_and_denied_by_policy_and_edits_apply_within_a_se
         ],
     )
     .await;
-    mesh.set_echo(server.inbound()).await;
+    mesh.set_echo_tapped(&server).await;
     let web = client_proxy(&mesh, mesh.grpc, &[]).await;
     let bot = client_proxy_as(&mesh, "bot", mesh.grpc, &[]).await;
     for p in [&server, &web, &bot] {
@@ -113,6 +119,9 @@ async fn identities_are_allowed_and_denied_by_policy_and_edits_apply_within_a_se
     );
     assert!(denials >= 6.0, "{denials} denials counted:\n{metrics}");
 
+    // `ferry tap` tells the proxy's denial from the application's answer.
+    tap_marks_the_denial(&mesh, &server, &web, &bot).await;
+
     // An edit that admits `bot` and drops `client` applies within a second of being read.
     let edited = Instant::now();
     std::fs::write(&routes, policy(app.addr.port(), &["bot"])).unwrap();
@@ -132,4 +141,55 @@ async fn identities_are_allowed_and_denied_by_policy_and_edits_apply_within_a_se
         assert_eq!(status(&echo_url(&bot)).await.0, StatusCode::OK);
         assert_eq!(status(&echo_url(&web)).await.0, StatusCode::FORBIDDEN);
     }
+}
+
+/// Taps `echo` with `ferry tap -o wide` while `web` (admitted) and `bot` (denied) each send
+/// a request: bot's `rsp` and `end` lines end in `proxy-error=unauthorized`, web's have none.
+async fn tap_marks_the_denial(mesh: &Mesh, server: &ProxyProc, web: &ProxyProc, bot: &ProxyProc) {
+    let api = format!("http://{}", mesh.api);
+    let args = ["tap", "deploy/echo", "-o", "wide", "--api-addr", &api];
+    let tap = Proc::spawn(bin("ferry"), &args, &[]).unwrap();
+    wait_until(WAIT, "the tap to reach echo's proxy", || async {
+        (state(server).await["tap"]["active"] == 1).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status(&echo_url(web)).await.0, StatusCode::OK);
+    assert_eq!(status(&echo_url(bot)).await.0, StatusCode::FORBIDDEN);
+    // Each caller's `rsp` and `end` lines, by the service account its identity names.
+    let lines = |sa: &'static str| {
+        let lines: Vec<String> = tap
+            .logs()
+            .into_iter()
+            .filter(|l| l.contains(&format!(" src_serviceaccount={sa} ")))
+            .filter(|l| l.starts_with("rsp ") || l.starts_with("end "))
+            .collect();
+        async move { (lines.len() >= 2).then_some(lines) }
+    };
+    let denied = wait_until(WAIT, "bot's rsp and end lines", || lines("bot"))
+        .await
+        .unwrap();
+    for line in &denied {
+        assert!(line.contains(" proxy-error=unauthorized "), "{line}");
+    }
+    assert!(
+        denied.iter().any(|l| l.contains(":status=403")),
+        "{denied:?}"
+    );
+    let allowed = wait_until(WAIT, "client's rsp and end lines", || lines("client"))
+        .await
+        .unwrap();
+    for line in &allowed {
+        assert!(!line.contains("proxy-error"), "{line}");
+    }
+    assert!(
+        allowed.iter().any(|l| l.contains(":status=200")),
+        "{allowed:?}"
+    );
+    drop(tap);
+    wait_until(WAIT, "the tap to end", || async {
+        (state(server).await["tap"]["active"] == 0).then_some(())
+    })
+    .await
+    .unwrap();
 }

@@ -21,6 +21,8 @@ pub fn id(sa: &str) -> String {
 pub struct Mesh {
     pub cp: Proc,
     pub grpc: SocketAddr,
+    /// The public API (tap, stat) and dashboard.
+    pub api: SocketAddr,
     pub dir: tempfile::TempDir,
 }
 
@@ -71,6 +73,7 @@ impl Mesh {
         let cp = ControlProc::spawn(&file, &extra).await.unwrap();
         Self {
             grpc: cp.grpc,
+            api: cp.api,
             cp: cp.proc,
             dir,
         }
@@ -90,6 +93,12 @@ impl Mesh {
         std::fs::write(self.dir.path().join("workloads.yaml"), workloads(addr)).unwrap();
     }
 
+    /// Points the `echo` instance at `proxy`, whose tap server the control plane may relay.
+    pub async fn set_echo_tapped(&self, proxy: &ProxyProc) {
+        let text = workloads_tapped(proxy.inbound(), Some(proxy.tap()));
+        std::fs::write(self.dir.path().join("workloads.yaml"), text).unwrap();
+    }
+
     /// The identity flags of a proxy for service account `sa`.
     pub fn identity_args(&self, sa: &str) -> Vec<String> {
         vec![
@@ -106,6 +115,14 @@ impl Mesh {
 }
 
 pub fn workloads(echo: SocketAddr) -> String {
+    workloads_tapped(echo, None)
+}
+
+/// [`workloads`], with `echo-0`'s tap address when given.
+fn workloads_tapped(echo: SocketAddr, tap: Option<SocketAddr>) -> String {
+    let tap = tap
+        .map(|t| format!(", tapAddr: \"{t}\""))
+        .unwrap_or_default();
     format!(
         "workloads:
   - name: echo
@@ -113,7 +130,7 @@ pub fn workloads(echo: SocketAddr) -> String {
     serviceAccount: echo
     labels: {{ app: echo }}
     instances:
-      - {{ name: echo-0, addr: \"{echo}\" }}
+      - {{ name: echo-0, addr: \"{echo}\"{tap} }}
   - name: client
     namespace: default
     serviceAccount: client
