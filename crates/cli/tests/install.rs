@@ -233,6 +233,11 @@ fn rbac_is_least_privilege() {
         grants.remove("coordination.k8s.io/leases").unwrap(),
         ["get", "create", "update"]
     );
+    // ... and its Events about rollouts.
+    assert_eq!(
+        grants.remove("events.k8s.io/events").unwrap(),
+        ["create", "patch"]
+    );
     // The exposed public API asks RBAC about its callers.
     assert_eq!(
         grants

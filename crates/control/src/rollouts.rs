@@ -7,7 +7,8 @@
 //! - [`analysis`]: canary against stable from the metrics backend, and the verdict.
 //! - [`traffic`]: a rollout's traffic as a generated `HTTPRoute`, served with the others.
 //! - [`controller`]: the task that runs them; [`state`] persists each rollout's state;
-//!   [`hook`] calls the optional webhook.
+//!   [`hook`] calls the optional webhook; [`events`] publishes transitions as Kubernetes
+//!   Events.
 //! - [`api`]: `/api/v1/rollouts` and its actions.
 //!
 //! Rollouts come from `--rollouts PATH` (the files beside the routes), their state lives in
@@ -17,6 +18,7 @@
 pub mod analysis;
 pub mod api;
 pub mod controller;
+pub mod events;
 pub mod hook;
 pub mod kubernetes;
 pub mod lease;
@@ -219,7 +221,17 @@ pub async fn spawn<B: MetricsBackend + Clone>(
         defs_tx,
     ));
     let state = StateStore::Dir(StateDir(Some(config.state_dir.clone())));
-    Ok(start(defs_rx, state, backend, clock, None, vec![poll]).await)
+    Ok(start(defs_rx, state, backend, clock, Lead::default(), vec![poll]).await)
+}
+
+/// Who runs rollouts and who hears about it: on Kubernetes, the Lease holder, publishing
+/// Events; locally (the default), this process, publishing none.
+#[derive(Debug, Default)]
+pub struct Lead {
+    /// Whether this replica holds the Lease; none: it always runs rollouts.
+    pub leader: Option<watch::Receiver<bool>>,
+    /// Where transitions are published as Kubernetes Events.
+    pub events: Option<events::Publisher>,
 }
 
 /// Reconciles the current definitions (their saved state loaded, their routes ready), then
@@ -229,13 +241,14 @@ pub async fn start<B: MetricsBackend + Clone>(
     state: StateStore,
     backend: B,
     clock: Clock,
-    leader: Option<watch::Receiver<bool>>,
+    lead: Lead,
     mut tasks: Vec<tokio::task::JoinHandle<()>>,
 ) -> Running {
     let (routes_tx, routes) = watch::channel(Arc::new(RouteSet::default()));
     let (views_tx, views) = watch::channel(Arc::new(Vec::new()));
     let mut controller = controller::Controller::new(backend, state, clock, routes_tx, views_tx);
-    controller.leader = leader;
+    controller.leader = lead.leader;
+    controller.events = lead.events;
     let first = defs.borrow_and_update().clone();
     controller.reconcile(&first).await;
     let (commands_tx, commands_rx) = mpsc::channel(64);

@@ -10,7 +10,8 @@
 //! `sendInitialEvents`) as ndjson flushed per line, replaying the changes after the RV
 //! asked for, then live ones; an in-stream `ERROR` 410 for an RV older than the last
 //! [`FakeKubeApi::compact`]; TokenReviews answered from `authn/*.response.json` by token
-//! and audiences. Tests change the world with [`FakeKubeApi::apply`] and
+//! and audiences; Leases and Events created (Events validated as the API server does). Tests
+//! change the world with [`FakeKubeApi::apply`] and
 //! [`FakeKubeApi::delete`] (each a watch event with a fresh RV), cut every connection
 //! with [`FakeKubeApi::restart`], and force re-lists with [`FakeKubeApi::compact`].
 
@@ -134,6 +135,15 @@ impl FakeKubeApi {
     /// Returns a stored object (as a list item: without `kind`/`apiVersion`).
     pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
         self.world.lock().unwrap().get(kind, namespace, name)
+    }
+
+    /// The stored objects of `kind` in `namespace`, as list items.
+    pub fn list(&self, kind: &str, namespace: &str) -> Vec<Value> {
+        let Some(kind) = Kind::named(kind) else {
+            return Vec::new();
+        };
+        let list = self.world.lock().unwrap().list(kind, Some(namespace), "");
+        list["items"].as_array().cloned().unwrap_or_default()
     }
 
     /// Answers TokenReviews of `token` for `audiences` with `response` from now on.
@@ -302,9 +312,9 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Response<Bo
             _ => status(405, "MethodNotAllowed", "leases: GET or PUT"),
         };
     }
+    // Leases and Events: created in a namespace (Events checked as the API server does).
     if req.method() == Method::POST {
-        if let Some((kind, Some(namespace))) = Kind::route(&path).filter(|(k, _)| k.kind == "Lease")
-        {
+        if let Some((kind, Some(namespace))) = Kind::route(&path).filter(|(k, _)| k.creatable()) {
             let Ok(body) = req.into_body().collect().await else {
                 return status(400, "BadRequest", "unreadable body");
             };
@@ -315,12 +325,17 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Response<Bo
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
+            let invalid = kind.invalid(&namespace, &object);
+            if !invalid.is_empty() {
+                let message = format!("{} {name:?} is invalid: {}", kind.kind, invalid.join(", "));
+                return status(422, "Invalid", &message);
+            }
             let mut world = world.lock().unwrap();
             if world.get(kind.kind, &namespace, &name).is_some() {
                 return status(
                     409,
                     "AlreadyExists",
-                    &format!("leases {name:?} already exists"),
+                    &format!("{} {name:?} already exists", kind.plural),
                 );
             }
             object["kind"] = json!(kind.kind);

@@ -112,6 +112,14 @@ pub static KINDS: &[Kind] = &[
         "leases",
         true,
     ),
+    // Events (created by the rollout controller for each transition).
+    kind(
+        "Event",
+        "events.k8s.io/v1",
+        "/apis/events.k8s.io/v1",
+        "events",
+        true,
+    ),
     // Ferry's Rollout (docs/rollouts.md).
     kind(
         "Rollout",
@@ -133,6 +141,51 @@ const fn policy(name: &'static str, plural: &'static str) -> Kind {
 }
 
 impl Kind {
+    /// Whether clients create objects of this kind (`POST` to a namespace's collection).
+    pub fn creatable(&self) -> bool {
+        matches!(self.kind, "Lease" | "Event")
+    }
+
+    /// Why the API server would refuse to create `object` (a `422 Invalid`'s causes); none
+    /// for kinds it does not validate here. For events.k8s.io/v1 Events, what
+    /// `ValidateEventCreate` checks of a new Event.
+    pub fn invalid(&self, namespace: &str, object: &Value) -> Vec<String> {
+        if self.kind != "Event" {
+            return Vec::new();
+        }
+        let mut errors = Vec::new();
+        let text = |field: &str| object[field].as_str().unwrap_or_default();
+        for field in [
+            "reportingController",
+            "reportingInstance",
+            "action",
+            "reason",
+        ] {
+            match text(field).len() {
+                0 => errors.push(format!("{field}: Required value")),
+                n if n > 128 => {
+                    errors.push(format!("{field}: Too long: may not be more than 128 bytes"))
+                }
+                _ => {}
+            }
+        }
+        if object["eventTime"].is_null() {
+            errors.push("eventTime: Required value".into());
+        }
+        if !matches!(text("type"), "Normal" | "Warning") {
+            errors.push(format!("type: Unsupported value: {:?}", text("type")));
+        }
+        if text("note").len() > 1024 {
+            errors.push("note: Too long: may not be more than 1024 bytes".into());
+        }
+        let regarding = &object["regarding"];
+        if regarding["namespace"].as_str() != Some(namespace) {
+            errors
+                .push("regarding.namespace: Invalid value: does not match event.namespace".into());
+        }
+        errors
+    }
+
     /// The kind named `name` (`Pod`).
     pub fn named(name: &str) -> Option<&'static Kind> {
         KINDS.iter().find(|k| k.kind == name)

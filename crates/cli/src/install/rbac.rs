@@ -1,7 +1,8 @@
 //! The control plane's identity in the cluster and what it may do: a ServiceAccount and a
 //! read-mostly ClusterRole. It reads what discovery watches and the routes it serves, may
-//! create TokenReviews and SubjectAccessReviews, and may write route status; it cannot read
-//! Secrets or change anything else in the cluster.
+//! create TokenReviews and SubjectAccessReviews, may write route and rollout status, hold the
+//! rollouts Lease and create Events about rollouts; it cannot read Secrets or change anything
+//! else in the cluster.
 //! Two more ClusterRoles, bound to no one, are for users of an exposed public API
 //! (docs/kubernetes.md): `ferry-api-viewer-<ns>`, `ferry-tap-<ns>` and
 //! `ferry-rollout-operator-<ns>`.
@@ -71,6 +72,9 @@ pub fn rules() -> Vec<PolicyRule> {
             &["leases"],
             &["get", "create", "update"],
         ),
+        // ... and tells each rollout's transitions as Events regarding it (`kubectl
+        // describe ro`): created, and patched when a series repeats.
+        rule("events.k8s.io", &["events"], &["create", "patch"]),
         // Identity: proxies prove who they are with their service-account token; the
         // public API, when exposed, checks its callers' tokens the same way.
         rule("authentication.k8s.io", &["tokenreviews"], &["create"]),

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::spec::RolloutDef;
 use super::state::StateStore;
-use super::{analysis, hook, machine, traffic};
+use super::{analysis, events, hook, machine, traffic};
 use crate::metrics::{unix_ms, MetricsBackend};
 use crate::routes::RouteSet;
 
@@ -101,6 +101,8 @@ pub struct Controller<B> {
     confirm_at: BTreeMap<(String, String), i64>,
     /// Whether this replica runs rollouts (holds the Lease); none: always.
     pub leader: Option<watch::Receiver<bool>>,
+    /// Where transitions are published as Kubernetes Events; none: not published.
+    pub events: Option<events::Publisher>,
 }
 
 impl<B: MetricsBackend> Controller<B> {
@@ -122,6 +124,7 @@ impl<B: MetricsBackend> Controller<B> {
             hooks: hook::Hooks::default(),
             confirm_at: BTreeMap::new(),
             leader: None,
+            events: None,
         }
     }
 
@@ -156,6 +159,7 @@ impl<B: MetricsBackend> Controller<B> {
                 {
                     tracing::info!(rollout = %format!("{}/{}", def.namespace, def.name), revision = %status.revision, "rollout started");
                 }
+                self.tell(def, before.as_ref(), &status);
             }
             entries.insert(
                 key,
@@ -363,17 +367,30 @@ impl<B: MetricsBackend> Controller<B> {
         }
     }
 
-    /// Logs a transition and tells the webhook about it.
+    /// Logs a transition, tells the webhook about it and publishes its Events (and those
+    /// of failed analyses).
     fn announce(&self, key: &(String, String), before: &RolloutStatus) {
         let Some(e) = self.entries.get(key) else {
             return;
         };
+        self.tell(&e.def, Some(before), &e.status);
         let transition = e.status.phase != before.phase || e.status.step != before.step;
         if transition {
             tracing::info!(rollout = %format!("{}/{}", key.0, key.1), phase = e.status.phase.as_str(), step = e.status.step, reason = %e.status.reason, "rollout transition");
             if let Some(hook) = &e.def.spec.webhook {
                 self.hooks.send(&hook.url, view(&e.def, &e.status));
             }
+        }
+    }
+
+    /// Publishes the Events of a change of a rollout's status (in the background).
+    fn tell(&self, def: &RolloutDef, before: Option<&RolloutStatus>, after: &RolloutStatus) {
+        if let Some(publisher) = &self.events {
+            publisher.publish(
+                &def.namespace,
+                &def.name,
+                events::between(def, before, after),
+            );
         }
     }
 

@@ -1,7 +1,8 @@
 //! Rollouts on Kubernetes: `Rollout` resources (`ferry.io/v1alpha1`) watched with a
 //! reflector store, each read and validated one by one (an invalid one is not run, and its
 //! status says why), and each rollout's state kept in its resource's `status` (merge patches
-//! of the status subresource), so that a restarted control plane resumes from it.
+//! of the status subresource), so that a restarted control plane resumes from it; its
+//! transitions are published as Events regarding it ([`super::events`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -16,9 +17,10 @@ use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 use tokio_stream::StreamExt;
 
+use super::events::Publisher;
 use super::spec::{self, RolloutDef};
 use super::state::StateStore;
-use super::{start, Clock, Running};
+use super::{start, Clock, Lead, Running};
 use crate::metrics::MetricsBackend;
 
 /// The watched resource.
@@ -101,7 +103,8 @@ pub fn status_patch(status: &RolloutStatus) -> Value {
 
 /// Watches rollouts through `client`, waits for the first complete list (so that routes are
 /// ready, from the saved status, before anything is served), then runs the controller —
-/// advancing rollouts only while this replica holds the `lease` (when given).
+/// advancing rollouts, and publishing their transitions as Events, only while this replica
+/// holds the `lease` (when given; the Events name its holder identity as the instance).
 pub async fn spawn<B: MetricsBackend + Clone>(
     client: Client,
     backend: B,
@@ -130,6 +133,10 @@ pub async fn spawn<B: MetricsBackend + Clone>(
         tracing::warn!("rollouts could not be listed (is the ferry.io Rollout CRD installed?); going on without them for now");
     }
     let reader_client = client.clone();
+    let instance = lease
+        .as_ref()
+        .map_or_else(super::lease::own_identity, |l| l.identity.clone());
+    let (events, events_task) = Publisher::spawn(client.clone(), store.clone(), instance);
     let mut reader = Reader {
         client,
         state: state.clone(),
@@ -155,18 +162,22 @@ pub async fn spawn<B: MetricsBackend + Clone>(
             });
         }
     });
-    let mut tasks = vec![watch_task, publisher];
+    let mut tasks = vec![watch_task, publisher, events_task];
     let leader = lease.map(|config| {
         let (leader, task) = super::lease::spawn(reader_client, config);
         tasks.push(task);
         leader
     });
+    let lead = Lead {
+        leader,
+        events: Some(events),
+    };
     start(
         defs_rx,
         StateStore::Kube(state),
         backend,
         clock,
-        leader,
+        lead,
         tasks,
     )
     .await

@@ -1,12 +1,14 @@
 //! Rollouts on Kubernetes against the fake API server: `Rollout` resources run by the
 //! controller, their state written to their status, an invalid one refused in its status,
-//! and a new controller resuming from the status it finds.
+//! a new controller resuming from the status it finds, and their transitions published as
+//! Events by the Lease holder alone.
 
 use std::time::Duration;
 
 use ferry_api::rollout::{Action, Phase};
 use ferry_control::discovery::kubernetes::{client, KubeSource, DEFAULT_COALESCE};
 use ferry_control::metrics::store::Store;
+use ferry_control::metrics::{Labels, Matrix, MetricsBackend, MetricsError, Query, Vector};
 use ferry_control::rollouts::lease::LeaseConfig;
 use ferry_control::rollouts::{kubernetes, Clock, CommandError};
 use ferry_control::routes::RouteSet;
@@ -17,17 +19,116 @@ use serde_json::{json, Value};
 use super::kube_discovery::{NS, SHOWS};
 
 fn rollout(name: &str, weight: i64) -> Value {
-    json!({
-        "apiVersion": "ferry.io/v1alpha1",
-        "kind": "Rollout",
-        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}"), "generation": 1},
-        "spec": {
+    rollout_with(
+        name,
+        json!({
             "service": {"name": "voting-svc", "port": 8080},
             "stable": {"name": "voting-svc"},
             "canary": {"name": "voting-v2"},
             "steps": [{"weight": weight, "bake": "1h"}],
-        },
+        }),
+    )
+}
+
+fn rollout_with(name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "ferry.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}"), "generation": 1},
+        "spec": spec,
     })
+}
+
+fn lease(identity: &str) -> LeaseConfig {
+    LeaseConfig {
+        namespace: "ferry".into(),
+        identity: identity.into(),
+        duration: Duration::from_secs(2),
+    }
+}
+
+/// The Events regarding the rollout `name`, oldest first (as created: one replica
+/// publishes in order).
+fn events_of(api: &FakeKubeApi, name: &str) -> Vec<Value> {
+    let mut events: Vec<Value> = api
+        .list("Event", NS)
+        .into_iter()
+        .filter(|e| e["regarding"]["name"] == name)
+        .collect();
+    events.sort_by_key(|e| {
+        let rv = e["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default();
+        rv.parse::<u64>().unwrap_or_default()
+    });
+    events
+}
+
+/// Each Event's reason and reporting instance.
+fn told(events: &[Value]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .map(|e| {
+            let text = |field: &str| e[field].as_str().unwrap_or_default().to_string();
+            (text("reason"), text("reportingInstance"))
+        })
+        .collect()
+}
+
+/// Waits until the Events regarding `name` are `want` (reason, instance), in order.
+async fn events_until(api: &FakeKubeApi, name: &str, want: &[(&str, &str)]) -> Vec<Value> {
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(r, i)| (r.to_string(), i.to_string()))
+        .collect();
+    let found = wait_until(SHOWS, "the rollout's events", || async {
+        let events = events_of(api, name);
+        (told(&events) == want).then_some(events)
+    })
+    .await;
+    found.unwrap_or_else(|e| panic!("{e}: {:?}", told(&events_of(api, name))))
+}
+
+/// Metrics in which every canary (`*-v2`) answers half its requests with failures.
+#[derive(Clone)]
+struct FailingCanary;
+
+impl MetricsBackend for FailingCanary {
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn scrape_interval(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    async fn query(
+        &self,
+        query: &Query,
+        _window: Duration,
+        _at: std::time::SystemTime,
+    ) -> Result<Vector, MetricsError> {
+        let Query::Rate { matchers, .. } = query else {
+            return Ok(Vector::new());
+        };
+        let class = |c: &str| Labels::from([("classification".to_string(), c.to_string())]);
+        let canary = matchers.iter().any(|m| m.value.ends_with("-v2"));
+        Ok(match canary {
+            true => vec![(class("success"), 5.0), (class("failure"), 5.0)],
+            false => vec![(class("success"), 10.0)],
+        })
+    }
+
+    async fn query_range(
+        &self,
+        _query: &Query,
+        _window: Duration,
+        _start: std::time::SystemTime,
+        _end: std::time::SystemTime,
+        _step: Duration,
+    ) -> Result<Matrix, MetricsError> {
+        Ok(Matrix::new())
+    }
 }
 
 /// The canary's weight in the generated route of `voting`.
@@ -133,11 +234,6 @@ async fn one_replica_holding_the_lease_runs_rollouts_and_the_other_follows() {
     };
     let client = client(&source).await.unwrap();
     let metrics = Store::new(Duration::from_secs(1));
-    let lease = |identity: &str| LeaseConfig {
-        namespace: "ferry".into(),
-        identity: identity.into(),
-        duration: Duration::from_secs(2),
-    };
     let a = kubernetes::spawn(
         client.clone(),
         metrics.clone(),
@@ -191,4 +287,132 @@ async fn one_replica_holding_the_lease_runs_rollouts_and_the_other_follows() {
     let lease = api.get("Lease", "ferry", "ferry-rollouts").unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "b");
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
+    // Only the holder told the story: b, following, published nothing (its Events go out
+    // in order, so anything it had queued would come before its own start).
+    events_until(
+        &api,
+        "voting",
+        &[
+            ("RolloutStarted", "a"),
+            ("Aborted", "a"),
+            ("RolloutStarted", "b"),
+        ],
+    )
+    .await;
+}
+
+/// The Lease holder publishes each transition as an events.k8s.io Event regarding the
+/// Rollout (its uid, for `kubectl describe`): Normal ones for a run and a user's actions,
+/// Warnings with the figures for a failed analysis and the rollback.
+#[tokio::test]
+async fn transitions_are_published_as_events_regarding_the_rollout() {
+    let api = FakeKubeApi::emojivoto().await;
+    api.apply(rollout_with(
+        "voting",
+        json!({
+            "service": {"name": "voting-svc", "port": 8080},
+            "stable": {"name": "voting-svc"},
+            "canary": {"name": "voting-v2"},
+            "steps": [{"weight": 10, "bake": "1h"}, {"weight": 50, "bake": "1h"}],
+        }),
+    ));
+    api.apply(rollout_with(
+        "emoji",
+        json!({
+            "service": {"name": "emoji-svc", "port": 8080},
+            "stable": {"name": "emoji-svc"},
+            "canary": {"name": "emoji-v2"},
+            "steps": [{"weight": 10, "bake": "1h"}],
+            "analysis": {"interval": "1s", "minRequests": 1, "failureLimit": 1, "successRate": {"min": 95}},
+        }),
+    ));
+    let source = KubeSource {
+        kubeconfig: Some(api.kubeconfig().to_path_buf()),
+        context: None,
+    };
+    let client = client(&source).await.unwrap();
+    let running = kubernetes::spawn(
+        client,
+        FailingCanary,
+        Clock::new(),
+        DEFAULT_COALESCE,
+        Some(lease("a")),
+    )
+    .await;
+    events_until(&api, "voting", &[("RolloutStarted", "a")]).await;
+    for action in [
+        Action::Pause,
+        Action::Resume,
+        Action::Promote,
+        Action::Abort,
+    ] {
+        running.rollouts.act(NS, "voting", action).await.unwrap();
+    }
+    let told = events_until(
+        &api,
+        "voting",
+        &[
+            ("RolloutStarted", "a"),
+            ("Paused", "a"),
+            ("Resumed", "a"),
+            ("StepAdvanced", "a"),
+            ("Aborted", "a"),
+        ],
+    )
+    .await;
+    let views = running.rollouts.list();
+    let voting = views.iter().find(|v| v.name == "voting").unwrap();
+    let revision = &voting.status.revision;
+    let notes: Vec<&str> = told.iter().map(|e| e["note"].as_str().unwrap()).collect();
+    assert_eq!(
+        notes,
+        [
+            format!("revision {revision}: started; step 0").as_str(),
+            "paused by a user at step 0",
+            "resumed by a user at step 0",
+            "step 0 promoted by a user; step 1",
+            "aborted by a user at step 1",
+        ]
+    );
+    for event in &told {
+        assert_eq!(event["type"], "Normal", "{event}");
+        assert_eq!(event["reportingController"], "ferry-control");
+        assert_eq!(
+            event["regarding"],
+            json!({"apiVersion": "ferry.io/v1alpha1", "kind": "Rollout", "namespace": NS,
+                "name": "voting", "uid": "uid-voting"})
+        );
+        assert_eq!(event["metadata"]["namespace"], NS);
+        assert!(event["eventTime"].is_string(), "{event}");
+    }
+    let actions: Vec<&str> = told.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["Start", "Pause", "Resume", "Advance", "Abort"]);
+
+    // The failing canary: its first analysis fails, which is the limit.
+    let failed = events_until(
+        &api,
+        "emoji",
+        &[
+            ("RolloutStarted", "a"),
+            ("AnalysisFailed", "a"),
+            ("RolledBack", "a"),
+        ],
+    )
+    .await;
+    assert_eq!(failed[0]["type"], "Normal");
+    for event in &failed[1..] {
+        assert_eq!(event["type"], "Warning", "{event}");
+        assert_eq!(event["regarding"]["uid"], "uid-emoji");
+    }
+    let note = failed[1]["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("analysis failed at step 0 (1 of 1 failures allowed): canary success rate 50.00% is below 95%; canary 10 requests, 50.00% success"),
+        "{note}"
+    );
+    assert!(
+        note.contains("stable 10 requests, 100.00% success"),
+        "{note}"
+    );
+    let status = status_of(&api, "emoji", |s| s["phase"] == "RolledBack").await;
+    assert_eq!(failed[2]["note"], status["reason"]);
 }
