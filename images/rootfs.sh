@@ -71,6 +71,14 @@ if [ "$image" = proxy ]; then
   done
 fi
 
+if [ "$image" = control ]; then
+  # The trusted roots of https jwksURIs (docs/authorization.md): Debian's ca-certificates
+  # bundle, where rustls-native-certs looks first.
+  bundle=/etc/ssl/certs/ca-certificates.crt
+  [ -s "$bundle" ] || { echo "rootfs.sh: $bundle is missing (install ca-certificates)" >&2; exit 1; }
+  add "$bundle"
+fi
+
 cat > "$root/etc/passwd" <<'PASSWD'
 root:x:0:0:root:/:/sbin/nologin
 ferry-proxy:x:2102:2102:ferry-proxy:/:/sbin/nologin

@@ -165,6 +165,8 @@ pub const CONTROL_DEFAULT_INBOUND_POLICY: &str = "FERRY_CONTROL_DEFAULT_INBOUND_
 pub const CONTROL_CLUSTER_NETWORKS: &str = "FERRY_CONTROL_CLUSTER_NETWORKS";
 /// `--jwks-refresh-interval`: how often fetched JWK Sets (`jwksURI`) are fetched again.
 pub const CONTROL_JWKS_REFRESH_INTERVAL: &str = "FERRY_CONTROL_JWKS_REFRESH_INTERVAL";
+/// `--jwks-ca-file`: PEM CA certificates trusted for `https` `jwksURI`s, beside the platform's.
+pub const CONTROL_JWKS_CA_FILE: &str = "FERRY_CONTROL_JWKS_CA_FILE";
 /// `--rollouts`: a file or directory of `Rollout` documents (docs/rollouts.md).
 pub const CONTROL_ROLLOUTS: &str = "FERRY_CONTROL_ROLLOUTS";
 /// `--rollout-state-dir`: where each rollout's state is saved.

@@ -205,6 +205,12 @@ fn rbac_is_least_privilege() {
         "policy.ferry.io/networkauthentications",
         "policy.ferry.io/jwtauthentications",
         "policy.ferry.io/httplocalratelimitpolicies",
+        // Linkerd's, where its CRDs are installed.
+        "policy.linkerd.io/servers",
+        "policy.linkerd.io/authorizationpolicies",
+        "policy.linkerd.io/meshtlsauthentications",
+        "policy.linkerd.io/networkauthentications",
+        "policy.linkerd.io/httplocalratelimitpolicies",
     ] {
         assert_eq!(
             grants.remove(resource).unwrap_or_default(),

@@ -108,6 +108,9 @@ pub struct InboundConfig {
     pub cluster_networks: Vec<Cidr>,
     /// How often each `jwksURI` is fetched again.
     pub jwks_refresh: Duration,
+    /// CA certificates trusted for `https` `jwksURI`s beside the platform's roots
+    /// (`--jwks-ca-file`, read at start).
+    pub jwks_ca: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl Default for InboundConfig {
@@ -116,6 +119,7 @@ impl Default for InboundConfig {
             default_policy: DefaultPolicy::default(),
             cluster_networks: cidr::parse_list(DEFAULT_CLUSTER_NETWORKS).unwrap_or_default(),
             jwks_refresh: DEFAULT_JWKS_REFRESH,
+            jwks_ca: Vec::new(),
         }
     }
 }

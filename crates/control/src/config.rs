@@ -116,6 +116,10 @@ pub struct Args {
     /// How often a JWTAuthentication's jwksURI is fetched again.
     #[arg(long, env = env::CONTROL_JWKS_REFRESH_INTERVAL, default_value = "5m", value_parser = humantime::parse_duration)]
     pub jwks_refresh_interval: Duration,
+    /// PEM CA certificates trusted for `https` jwksURIs beside the platform's roots: the
+    /// CAs of private issuers (read at start).
+    #[arg(long, env = env::CONTROL_JWKS_CA_FILE)]
+    pub jwks_ca_file: Option<PathBuf>,
     /// Rollouts (`ferry.io/v1alpha1` `Rollout`): a YAML file, or a directory of them (the
     /// routes' directory may hold both); checked for edits as often as the workloads file
     /// (docs/rollouts.md).
@@ -395,6 +399,9 @@ pub enum ConfigError {
     /// `--cluster-networks` has something that is not a network.
     #[error("--cluster-networks: {0}")]
     ClusterNetworks(#[from] crate::authz::cidr::CidrError),
+    /// `--jwks-ca-file` cannot be read or holds no usable certificate.
+    #[error("--jwks-ca-file: {0}")]
+    JwksCaFile(#[from] crate::fetch::tls::CaFileError),
     /// File discovery was chosen without a file.
     #[error("--discovery=file needs --workloads-file PATH")]
     NoWorkloadsFile,
@@ -577,6 +584,10 @@ fn inbound(
         default_policy: args.default_inbound_policy,
         cluster_networks,
         jwks_refresh: args.jwks_refresh_interval,
+        jwks_ca: match &args.jwks_ca_file {
+            Some(path) => crate::fetch::tls::read_ca_file(path)?,
+            None => Vec::new(),
+        },
     })
 }
 

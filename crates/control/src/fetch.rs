@@ -1,6 +1,9 @@
-//! Bounded plaintext HTTP GETs the control plane makes to others: the proxies' `/metrics`
-//! (the scraper) and Prometheus' query API. An answer is read whole, within a size limit
-//! and a deadline; a failure is one line naming its innermost cause.
+//! Bounded HTTP GETs the control plane makes to others: the proxies' `/metrics` (the
+//! scraper) and Prometheus' query API in plaintext, and `jwksURI`s over http or https
+//! ([`tls`]). An answer is read whole, within a size limit and a deadline; a failure is one
+//! line naming its innermost cause (for TLS, what is wrong with the certificate).
+
+pub mod tls;
 
 use std::time::Duration;
 
@@ -8,7 +11,8 @@ use bytes::Bytes;
 use ferry_api::cause::innermost_cause;
 use http::{StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 /// A pooled HTTP/1 client for bodiless requests.
@@ -41,14 +45,20 @@ pub fn client_without_pool() -> HttpClient {
 }
 
 /// GETs `uri` and reads the whole body, at most `limit` bytes, all within `timeout`.
-pub async fn get(
-    client: &HttpClient,
+pub async fn get<C>(
+    client: &Client<C, Empty<Bytes>>,
     uri: Uri,
     limit: usize,
     timeout: Duration,
-) -> Result<(StatusCode, Bytes), String> {
+) -> Result<(StatusCode, Bytes), String>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
     let exchange = async {
-        let rsp = client.get(uri).await.map_err(|e| innermost_cause(&e))?;
+        let rsp = client
+            .get(uri)
+            .await
+            .map_err(|e| tls::describe(&e).unwrap_or_else(|| innermost_cause(&e)))?;
         let status = rsp.status();
         let body = Limited::new(rsp.into_body(), limit)
             .collect()

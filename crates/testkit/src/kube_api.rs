@@ -11,8 +11,9 @@
 //! asked for, then live ones; an in-stream `ERROR` 410 for an RV older than the last
 //! [`FakeKubeApi::compact`]; TokenReviews answered from `authn/*.response.json` by token
 //! and audiences; Leases and Events created (Events validated as the API server does). Tests
-//! change the world with [`FakeKubeApi::apply`] and
-//! [`FakeKubeApi::delete`] (each a watch event with a fresh RV), cut every connection
+//! change the world with [`FakeKubeApi::apply`] and [`FakeKubeApi::delete`] (each a watch
+//! event with a fresh RV), install the CRDs of a group left out at first (Linkerd's,
+//! [`FakeKubeApi::install_crds`]), cut every connection
 //! with [`FakeKubeApi::restart`], and force re-lists with [`FakeKubeApi::compact`].
 
 use std::collections::BTreeMap;
@@ -112,8 +113,15 @@ impl FakeKubeApi {
         self.world.lock().unwrap().apply(object);
     }
 
-    /// Deletes an object by kind (`Pod`, ...), namespace (empty if cluster-scoped) and
-    /// name: a `DELETED` event. Returns whether it existed.
+    /// Installs the CRDs of `group` the server leaves out at first (Linkerd's
+    /// `policy.linkerd.io`): its resources are served from now on.
+    pub fn install_crds(&self, group: &str) {
+        self.world.lock().unwrap().install_crds(group);
+    }
+
+    /// Deletes an object by kind (`Pod`, or `Server.policy.linkerd.io` where groups share
+    /// a name), namespace (empty if cluster-scoped) and name: a `DELETED` event. Returns
+    /// whether it existed.
     pub fn delete(&self, kind: &str, namespace: &str, name: &str) -> bool {
         self.world.lock().unwrap().delete(kind, namespace, name)
     }
@@ -392,7 +400,8 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Response<Bo
     if req.method() != Method::GET {
         return status(405, "MethodNotAllowed", "the fake API server only reads");
     }
-    let Some((kind, namespace)) = Kind::route(&path) else {
+    let served = Kind::route(&path).filter(|(kind, _)| world.lock().unwrap().serves(kind));
+    let Some((kind, namespace)) = served else {
         return status(
             404,
             "NotFound",

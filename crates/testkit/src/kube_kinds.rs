@@ -104,6 +104,29 @@ pub static KINDS: &[Kind] = &[
     policy("NetworkAuthentication", "networkauthentications"),
     policy("JWTAuthentication", "jwtauthentications"),
     policy("HTTPLocalRateLimitPolicy", "httplocalratelimitpolicies"),
+    // Linkerd's (policy.linkerd.io), in the versions Ferry reads; not installed until
+    // `World::install_crds`. After Ferry's kinds: a bare kind name means Ferry's.
+    linkerd("Server", Version::V1beta3, "servers"),
+    linkerd(
+        "AuthorizationPolicy",
+        Version::V1alpha1,
+        "authorizationpolicies",
+    ),
+    linkerd(
+        "MeshTLSAuthentication",
+        Version::V1alpha1,
+        "meshtlsauthentications",
+    ),
+    linkerd(
+        "NetworkAuthentication",
+        Version::V1alpha1,
+        "networkauthentications",
+    ),
+    linkerd(
+        "HTTPLocalRateLimitPolicy",
+        Version::V1alpha1,
+        "httplocalratelimitpolicies",
+    ),
     // Leader election (created and renewed by the rollout controller).
     kind(
         "Lease",
@@ -138,6 +161,29 @@ const fn policy(name: &'static str, plural: &'static str) -> Kind {
         plural,
         true,
     )
+}
+
+/// Linkerd's policy group.
+pub const LINKERD_POLICY_GROUP: &str = "policy.linkerd.io";
+
+const fn linkerd(name: &'static str, version: Version, plural: &'static str) -> Kind {
+    let (api_version, prefix) = match version {
+        Version::V1beta3 => (
+            "policy.linkerd.io/v1beta3",
+            "/apis/policy.linkerd.io/v1beta3",
+        ),
+        Version::V1alpha1 => (
+            "policy.linkerd.io/v1alpha1",
+            "/apis/policy.linkerd.io/v1alpha1",
+        ),
+    };
+    kind(name, api_version, prefix, plural, true)
+}
+
+/// The versions of Linkerd's kinds served.
+enum Version {
+    V1alpha1,
+    V1beta3,
 }
 
 impl Kind {
@@ -186,9 +232,34 @@ impl Kind {
         errors
     }
 
-    /// The kind named `name` (`Pod`).
+    /// The kind named `name`: `Pod`, or `Server.policy.linkerd.io` (kubectl's `kind.group`)
+    /// where groups share a kind's name; a bare name is the first listed (Ferry's).
     pub fn named(name: &str) -> Option<&'static Kind> {
-        KINDS.iter().find(|k| k.kind == name)
+        match name.split_once('.') {
+            Some((kind, group)) => KINDS.iter().find(|k| k.kind == kind && k.group() == group),
+            None => KINDS.iter().find(|k| k.kind == name),
+        }
+    }
+
+    /// The kind of an object of `kind` and, when it says, `api_version` (any version of
+    /// the group).
+    pub fn of(kind: &str, api_version: Option<&str>) -> Option<&'static Kind> {
+        match api_version.and_then(|v| v.split_once('/')) {
+            Some((group, _)) => Self::named(&format!("{kind}.{group}")),
+            None => Self::named(kind),
+        }
+    }
+
+    /// The API group (`""` for the core group).
+    pub fn group(&self) -> &'static str {
+        self.api_version
+            .split_once('/')
+            .map_or("", |(group, _)| group)
+    }
+
+    /// `(apiVersion, kind)`: tells apart two groups' kinds of the same name.
+    pub fn id(&self) -> (&'static str, &'static str) {
+        (self.api_version, self.kind)
     }
 
     /// Parses an object's status path (`…/namespaces/<ns>/<plural>/<name>/status`): the

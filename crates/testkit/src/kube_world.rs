@@ -10,14 +10,14 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 
-use crate::kube_kinds::{labels, selects};
+use crate::kube_kinds::{labels, selects, LINKERD_POLICY_GROUP};
 pub use crate::kube_kinds::{Kind, KINDS};
 
 /// One change, as watches see it.
 #[derive(Debug)]
 pub struct Event {
     rv: u64,
-    kind: &'static str,
+    kind: KindId,
     namespace: String,
     labels: BTreeMap<String, String>,
     value: Value,
@@ -36,7 +36,7 @@ impl Event {
 
     /// The event's JSON when a watch of `kind` in `namespace` with `selector` sees it.
     pub fn matches(&self, kind: &Kind, namespace: Option<&str>, selector: &str) -> Option<Value> {
-        let seen = self.kind == kind.kind
+        let seen = self.kind == kind.id()
             && namespace.is_none_or(|ns| ns == self.namespace)
             && selects(selector, &self.labels);
         seen.then(|| self.value.clone())
@@ -44,9 +44,11 @@ impl Event {
 }
 
 /// The pseudo-kind of events that stand for a `BOOKMARK` to every watch.
-const BOOKMARK: &str = "*bookmark";
+const BOOKMARK: KindId = ("", "*bookmark");
 
-type Key = (&'static str, String, String);
+/// A kind, told apart from another group's kind of the same name: `(apiVersion, kind)`.
+type KindId = (&'static str, &'static str);
+type Key = (KindId, String, String);
 type ReviewKey = (String, Option<Vec<String>>);
 /// What a watch starts from: events to send first, live events, the cut signal, the RV.
 pub type WatchStart = (
@@ -76,6 +78,8 @@ pub struct World {
     pub log: Vec<String>,
     /// How many watches were answered `410 Gone`.
     pub gone: usize,
+    /// API groups whose CRDs are not installed: their resources are answered `404`.
+    not_installed: Vec<&'static str>,
 }
 
 impl World {
@@ -93,15 +97,27 @@ impl World {
             grants: Vec::new(),
             log: Vec::new(),
             gone: 0,
+            not_installed: vec![LINKERD_POLICY_GROUP],
         }
     }
 
+    /// Installs the CRDs of `group` (one [`World::new`] leaves out: Linkerd's
+    /// `policy.linkerd.io`), so that its resources are served.
+    pub fn install_crds(&mut self, group: &str) {
+        self.not_installed.retain(|g| *g != group);
+    }
+
+    /// Whether `kind`'s resource is served (its CRD installed).
+    pub fn serves(&self, kind: &Kind) -> bool {
+        !self.not_installed.contains(&kind.group())
+    }
+
     fn key(object: &Value) -> Option<(&'static Kind, Key)> {
-        let kind = Kind::named(object["kind"].as_str()?)?;
+        let kind = Kind::of(object["kind"].as_str()?, object["apiVersion"].as_str())?;
         let meta = &object["metadata"];
         let ns = meta["namespace"].as_str().unwrap_or_default().to_string();
         let name = meta["name"].as_str()?.to_string();
-        Some((kind, (kind.kind, ns, name)))
+        Some((kind, (kind.id(), ns, name)))
     }
 
     /// Stores a list item of `kind` as is (its RV kept). No event.
@@ -133,7 +149,7 @@ impl World {
         let Some(kind) = Kind::named(kind) else {
             return false;
         };
-        let key = (kind.kind, namespace.to_string(), name.to_string());
+        let key = (kind.id(), namespace.to_string(), name.to_string());
         let Some(mut object) = self.objects.remove(&key) else {
             return false;
         };
@@ -155,7 +171,7 @@ impl World {
         name: &str,
         patch: &Value,
     ) -> Option<Value> {
-        let key = (kind.kind, namespace.to_string(), name.to_string());
+        let key = (kind.id(), namespace.to_string(), name.to_string());
         let mut object = self.objects.get(&key)?.clone();
         merge(&mut object["status"], &patch["status"]);
         self.rv += 1;
@@ -172,14 +188,14 @@ impl World {
     /// A stored object, as a list item.
     pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
         let kind = Kind::named(kind)?;
-        let key = (kind.kind, namespace.to_string(), name.to_string());
+        let key = (kind.id(), namespace.to_string(), name.to_string());
         self.objects.get(&key).cloned()
     }
 
     fn emit(&mut self, kind: &'static Kind, key: &Key, type_: &str, object: Value) {
         let event = Arc::new(Event {
             rv: self.rv,
-            kind: kind.kind,
+            kind: kind.id(),
             namespace: key.1.clone(),
             labels: labels(&object),
             value: json!({"type": type_, "object": object}),
@@ -298,7 +314,7 @@ impl World {
     ) -> impl Iterator<Item = &'a Value> + 'a {
         self.objects
             .iter()
-            .filter(move |((k, ns, _), _)| *k == kind.kind && namespace.is_none_or(|n| n == ns))
+            .filter(move |((k, ns, _), _)| *k == kind.id() && namespace.is_none_or(|n| n == ns))
             .map(|(_, v)| v)
             .filter(move |v| selects(selector, &labels(v)))
     }

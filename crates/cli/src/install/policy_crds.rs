@@ -141,7 +141,7 @@ fn specs() -> Vec<(&'static str, &'static str, Value)> {
                     "issuer": {"type": "string", "minLength": 1},
                     "audiences": {"type": "array", "items": string()},
                     "jwks": {"type": "object", "x-kubernetes-preserve-unknown-fields": true, "description": "A JWK Set."},
-                    "jwksURI": {"type": "string", "pattern": "^http://", "description": "Where the control plane fetches the JWK Set."},
+                    "jwksURI": {"type": "string", "pattern": "^https?://", "description": "Where the control plane fetches the JWK Set (https or http)."},
                     "requiredClaims": {"type": "array", "items": {
                         "type": "object",
                         "required": ["name", "values"],

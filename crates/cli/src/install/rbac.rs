@@ -63,6 +63,19 @@ pub fn rules() -> Vec<PolicyRule> {
             ],
             READ,
         ),
+        // ... and Linkerd's, read as Ferry's where its CRDs are installed (users migrating
+        // from Linkerd; it has no JWTAuthentication).
+        rule(
+            "policy.linkerd.io",
+            &[
+                "servers",
+                "authorizationpolicies",
+                "meshtlsauthentications",
+                "networkauthentications",
+                "httplocalratelimitpolicies",
+            ],
+            READ,
+        ),
         // Rollouts (docs/rollouts.md): watched; each one's state kept in its status.
         rule("ferry.io", &["rollouts"], READ),
         rule("ferry.io", &["rollouts/status"], &["patch"]),

@@ -320,7 +320,7 @@ impl InboundService {
         config: InboundConfig,
         drain: CancellationToken,
     ) -> Self {
-        let jwks = Jwks::spawn(routes.watch(), config.jwks_refresh);
+        let jwks = Jwks::spawn(routes.watch(), config.jwks_refresh, &config.jwks_ca);
         Self {
             states,
             _source: routes.clone(),

@@ -3,7 +3,11 @@
 //! its rate limit. Pure: state in, [`InboundPolicy`] out; [`super::inbound`] renders it.
 //!
 //! When several Servers select the same pod port, the one with the most selector
-//! requirements wins, then the oldest, then the first by name. An `AuthorizationPolicy`
+//! requirements wins, then the oldest, then the first by name, then Ferry's group before
+//! Linkerd's. A reference to a policy object (`targetRef`, `parentRefs`,
+//! `requiredAuthenticationRefs`) resolves to the object of the group it names or, when that
+//! group has none of that kind, namespace and name, to the other policy group's: the groups
+//! are read alike, and an object of each with the same name are two objects. An `AuthorizationPolicy`
 //! whose authentications cannot all be found admits no one (it is left out), as Linkerd's
 //! controller does.
 
@@ -116,6 +120,7 @@ pub fn servers_for<'a>(
                 }
             })
             .then_with(|| a.name().cmp(b.name()))
+            .then_with(|| (a.group() != FERRY_GROUP).cmp(&(b.group() != FERRY_GROUP)))
     });
     out
 }
@@ -196,9 +201,30 @@ pub fn default_authorization(policy: DefaultPolicy, cfg: &InboundConfig) -> Opti
     })
 }
 
-fn find<'a, S>(list: &'a [Document<S>], ns: &str, name: &str) -> Option<&'a Document<S>> {
+/// The object a reference to `group`'s `name` in `ns` resolves to: that group's, else the
+/// other policy group's.
+fn find<'a, S>(
+    list: &'a [Document<S>],
+    group: &str,
+    ns: &str,
+    name: &str,
+) -> Option<&'a Document<S>> {
+    let named = |d: &&Document<S>| d.namespace() == ns && d.name() == name;
     list.iter()
-        .find(|d| d.namespace() == ns && d.name() == name)
+        .filter(named)
+        .find(|d| d.group() == group)
+        .or_else(|| list.iter().find(named))
+}
+
+/// Whether a reference to `group`'s `name` (in `doc`'s namespace) resolves to `doc`, one of
+/// `list`.
+fn refers_to<S>(list: &[Document<S>], group: &str, name: &str, doc: &Document<S>) -> bool {
+    is_policy_group(group)
+        && name == doc.name()
+        && (group == doc.group()
+            || !list.iter().any(|d| {
+                d.group() == group && d.namespace() == doc.namespace() && d.name() == name
+            }))
 }
 
 /// Identities of a `MeshTLSAuthentication`: `(exact, suffixes)`.
@@ -265,10 +291,11 @@ pub fn authorization(
     let mut jwt = Vec::new();
     for r in &p.spec.required_authentication_refs {
         let ns = r.namespace.as_deref().unwrap_or(p.namespace());
+        let group = r.group.as_deref().unwrap_or_default();
         let missing = || format!("{} {ns}/{} not found", r.kind, r.name);
         match r.kind.as_str() {
             NETWORK_AUTHENTICATION => {
-                let a = find(&set.authz.networks, ns, &r.name).ok_or_else(missing)?;
+                let a = find(&set.authz.networks, group, ns, &r.name).ok_or_else(missing)?;
                 for n in &a.spec.networks {
                     networks.push(ClientNetwork {
                         net: n.cidr.parse().map_err(|e| format!("{e}"))?,
@@ -277,14 +304,14 @@ pub fn authorization(
                 }
             }
             MESH_TLS_AUTHENTICATION => {
-                let a = find(&set.authz.mesh_tls, ns, &r.name).ok_or_else(missing)?;
+                let a = find(&set.authz.mesh_tls, group, ns, &r.name).ok_or_else(missing)?;
                 let (e, s) = mesh_identities(a, &state.trust_domain);
                 exact.extend(e);
                 suffixes.extend(s);
                 identity_refs += 1;
             }
             JWT_AUTHENTICATION => {
-                let a = find(&set.authz.jwt, ns, &r.name).ok_or_else(missing)?;
+                let a = find(&set.authz.jwt, group, ns, &r.name).ok_or_else(missing)?;
                 jwt.push(jwt_requirement(a, keys));
             }
             _ => {
@@ -325,12 +352,21 @@ pub fn authorization(
     })
 }
 
-/// Whether `parent` names `server`, from a route in `route_ns`.
-pub fn parents_server(parent: &ParentRef, route_ns: &str, server: &Server) -> bool {
+/// Whether `parent` names `server` (one of `servers`), from a route in `route_ns`.
+pub fn parents_server(
+    parent: &ParentRef,
+    route_ns: &str,
+    server: &Server,
+    servers: &[Server],
+) -> bool {
     parent.kind == SERVER
-        && is_policy_group(&parent.group)
-        && parent.name == server.name()
         && parent.namespace.as_deref().unwrap_or(route_ns) == server.namespace()
+        && refers_to(servers, &parent.group, &parent.name, server)
+}
+
+/// Whether `t` names `server` (one of `servers`).
+fn targets_server(t: &TargetRef, server: &Server, servers: &[Server]) -> bool {
+    t.kind == SERVER && refers_to(servers, &t.group, &t.name, server)
 }
 
 fn targets(p: &AuthorizationPolicy, kind: &str, groups: &[&str], name: &str) -> bool {
@@ -364,8 +400,6 @@ fn authorizations_of(
         .collect()
 }
 
-const POLICY_GROUPS: [&str; 2] = [FERRY_GROUP, LINKERD_GROUP];
-
 /// The policy of `target`, or `None` when the pod is unknown.
 pub fn compile(
     state: &ClusterState,
@@ -387,6 +421,7 @@ pub fn compile(
             rate_limit: None,
         });
     };
+    let servers = &set.authz.servers[..];
     let ns = server.namespace();
     let protocol = Protocol::parse(server.spec.proxy_protocol.as_deref());
     let access = server
@@ -397,7 +432,7 @@ pub fn compile(
         .unwrap_or(DefaultPolicy::Deny);
     let tail: Vec<Authorization> = default_authorization(access, cfg).into_iter().collect();
     let mut authorizations = authorizations_of(state, set, keys, ns, |p| {
-        targets(p, SERVER, &POLICY_GROUPS, server.name())
+        targets_server(&p.spec.target_ref, server, servers)
             || targets(p, "Namespace", &["", "core"], ns)
     });
     let mut routes = Vec::new();
@@ -413,7 +448,7 @@ pub fn compile(
             r.spec
                 .parent_refs
                 .iter()
-                .any(|p| parents_server(p, rns, server))
+                .any(|p| parents_server(p, rns, server, servers))
         }) {
             let name = r.metadata.name.clone().unwrap_or_default();
             routes.push(InboundRoute {
@@ -441,7 +476,7 @@ pub fn compile(
             r.spec
                 .parent_refs
                 .iter()
-                .any(|p| parents_server(p, rns, server))
+                .any(|p| parents_server(p, rns, server, servers))
         }) {
             let name = r.metadata.name.clone().unwrap_or_default();
             routes.push(InboundRoute {
@@ -476,10 +511,7 @@ pub fn compile(
         .rate_limits
         .iter()
         .filter(|l| l.namespace() == ns)
-        .filter(|l| {
-            let t = &l.spec.target_ref;
-            t.kind == SERVER && is_policy_group(&t.group) && t.name == server.name()
-        })
+        .filter(|l| targets_server(&l.spec.target_ref, server, servers))
         .min_by(|a, b| a.name().cmp(b.name()))
         .map(|l| rate_limit(l, &state.trust_domain));
     Some(InboundPolicy {

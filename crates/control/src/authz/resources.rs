@@ -73,6 +73,11 @@ impl<S> Document<S> {
     pub fn name(&self) -> &str {
         self.metadata.name.as_deref().unwrap_or_default()
     }
+
+    /// The API group: `policy.ferry.io` or `policy.linkerd.io`.
+    pub fn group(&self) -> &str {
+        self.api_version.split('/').next().unwrap_or_default()
+    }
 }
 
 /// A `Server`.

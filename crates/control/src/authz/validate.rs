@@ -345,14 +345,10 @@ pub fn jwt(a: &JwtAuthentication) -> Result<(), Vec<FieldError>> {
             }
         }
         (None, Some(uri)) => match uri.parse::<http::Uri>() {
-            Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => {}
-            Ok(u) if u.scheme_str() == Some("https") => v.push(
-                "spec.jwksURI",
-                format!("Unsupported value: {uri:?}: the control plane fetches JWK Sets over http only so far; put the keys in `jwks`"),
-            ),
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
             _ => v.push(
                 "spec.jwksURI",
-                format!("Invalid value: {uri:?}: not an absolute http URL"),
+                format!("Invalid value: {uri:?}: not an absolute http or https URL"),
             ),
         },
     }

@@ -381,4 +381,26 @@ fn inbound_policy_flags_make_the_inbound_config() {
         Err(ConfigError::ClusterNetworks(_))
     ));
     assert!(Args::try_parse_from(["ferry-control", "--default-inbound-policy=allow"]).is_err());
+    assert!(
+        config.inbound.jwks_ca.is_empty(),
+        "only the platform's roots"
+    );
+}
+
+#[test]
+fn jwks_ca_file_is_read_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let file = dir.path().join("ca.pem");
+    std::fs::write(&file, ca.pem()).unwrap();
+    let flag = format!("--jwks-ca-file={}", file.display());
+    let config = Config::from_args(&args(&["--workloads-file=w", &flag])).unwrap();
+    assert_eq!(config.inbound.jwks_ca, vec![ca.der().clone()]);
+    let missing = format!("--jwks-ca-file={}", dir.path().join("none.pem").display());
+    let e = Config::from_args(&args(&["--workloads-file=w", &missing])).unwrap_err();
+    assert!(matches!(e, ConfigError::JwksCaFile(_)), "{e}");
+    assert!(e.to_string().starts_with("--jwks-ca-file: reading "), "{e}");
 }

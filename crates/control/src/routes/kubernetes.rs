@@ -1,6 +1,7 @@
 //! Routes from the Kubernetes API: reflector stores of `HTTPRoute`, `GRPCRoute` (Gateway API
-//! v1), `HTTPFault` and the authorization resources (`policy.ferry.io/v1alpha1`,
-//! [`crate::authz::kubernetes`]), as discovery watches Services; a
+//! v1), `HTTPFault` and the authorization resources (`policy.ferry.io/v1alpha1` and
+//! Linkerd's `policy.linkerd.io`, [`crate::authz::kubernetes`]), as discovery watches
+//! Services; a
 //! publisher task turns the stores into a [`RouteSet`] (coalesced) and writes each route's
 //! status back.
 //!
@@ -73,14 +74,15 @@ pub fn spawn(
     let [http, grpc, faults] = resources();
     let mut tasks = Vec::new();
     let stores = [&http, &grpc, &faults].map(|ar| {
-        let (store, task) = reflect(&client, ar, &changed);
+        let (store, task) = reflect(&client, ar, false, &changed);
         tasks.push(task);
         store
     });
     let policy = crate::authz::kubernetes::resources()
         .into_iter()
         .map(|ar| {
-            let (store, task) = reflect(&client, &ar, &changed);
+            let optional = crate::authz::kubernetes::optional(&ar);
+            let (store, task) = reflect(&client, &ar, optional, &changed);
             tasks.push(task);
             (ar, store)
         })
@@ -121,26 +123,57 @@ impl std::fmt::Debug for AbortTasks {
     }
 }
 
+/// Whether a watch failed because the API server does not serve the resource: its CRD is
+/// not installed.
+fn not_served(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 404,
+        watcher::Error::WatchError(status) => status.code == 404,
+        _ => false,
+    }
+}
+
+/// Reflects `ar` into a store, waking `changed` on every event. The watch retries with
+/// backoff; each failure is a warning, except that an `optional` resource whose CRD is
+/// not installed is said once, at `info`, and then watched for quietly (the retries see
+/// the CRD when it is installed).
 fn reflect(
     client: &Client,
     ar: &ApiResource,
+    optional: bool,
     changed: &Arc<Notify>,
 ) -> (Store<DynamicObject>, tokio::task::JoinHandle<()>) {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
     let writer = reflector::store::Writer::new(ar.clone());
     let reader = writer.as_reader();
-    let kind = ar.kind.clone();
+    let resource = format!("{}/{}", ar.api_version, ar.plural);
     let changed = changed.clone();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer);
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
+        let mut missing = false;
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => changed.notify_one(),
+                Ok(_) => {
+                    if std::mem::take(&mut missing) {
+                        tracing::info!(%resource, "now served; watching it");
+                    }
+                    changed.notify_one();
+                }
+                Err(error) if optional && not_served(&error) => {
+                    if !std::mem::replace(&mut missing, true) {
+                        tracing::info!(
+                            %resource,
+                            "not served (its CRD is not installed); watching for it"
+                        );
+                    }
+                }
                 Err(error) => tracing::warn!(
-                    %kind,
+                    %resource,
                     %error,
                     "Kubernetes watch of routes failed; retrying (is the CRD installed?)"
                 ),

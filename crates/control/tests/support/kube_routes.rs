@@ -209,8 +209,13 @@ async fn recorded_routes_are_served_and_their_status_written_back() {
 /// A policy object as a real API server returns it: what `kubectl apply` sent, plus the
 /// server's metadata (uid, generation, creation time, the last-applied annotation).
 fn stored(kind: &str, name: &str, spec: Value) -> Value {
+    stored_as("policy.ferry.io/v1alpha1", kind, name, spec)
+}
+
+/// [`stored`], of another group or version (Linkerd's).
+fn stored_as(api_version: &str, kind: &str, name: &str, spec: Value) -> Value {
     let sent = json!({
-        "apiVersion": "policy.ferry.io/v1alpha1",
+        "apiVersion": api_version,
         "kind": kind,
         "metadata": {"name": name, "namespace": NS},
         "spec": spec,
@@ -333,4 +338,144 @@ async fn policy_resources_are_watched_and_resolved_for_pods() {
     .await
     .expect("the deletion is seen")
     .unwrap();
+}
+
+#[tokio::test]
+async fn linkerd_policy_objects_are_watched_beside_ferrys_once_their_crds_exist() {
+    use ferry_control::authz::jwks::Keys;
+    use ferry_control::authz::resolve::{compile, PortTarget};
+    use ferry_control::authz::InboundConfig;
+
+    const LINKERD: &str = "policy.linkerd.io";
+    let api = FakeKubeApi::emojivoto().await;
+    api.apply(stored(
+        "Server",
+        "voting-grpc",
+        json!({"podSelector": {"matchLabels": {"app": "voting-svc"}}, "port": "grpc", "proxyProtocol": "gRPC"}),
+    ));
+    api.apply(stored(
+        "AuthorizationPolicy",
+        "web-to-voting",
+        json!({
+            "targetRef": {"group": "policy.ferry.io", "kind": "Server", "name": "voting-grpc"},
+            "requiredAuthenticationRefs": [{"group": "policy.ferry.io", "kind": "MeshTLSAuthentication", "name": "clients"}],
+        }),
+    ));
+    api.apply(stored(
+        "MeshTLSAuthentication",
+        "clients",
+        json!({"identityRefs": [{"kind": "ServiceAccount", "name": "web"}]}),
+    ));
+    let discovery = discovery(&api).await;
+    let source = KubeSource {
+        kubeconfig: Some(api.kubeconfig().to_path_buf()),
+        context: None,
+    };
+    let client = client(&source).await.unwrap();
+    let routes = spawn(client, discovery.watch(), DEFAULT_COALESCE);
+    let mut rx = routes.watch();
+
+    // Linkerd's CRDs are not installed: Ferry's objects are read all the same.
+    tokio::time::timeout(
+        SHOWS,
+        rx.wait_for(|s| {
+            s.authz.servers.len() == 1
+                && s.authz.mesh_tls.len() == 1
+                && s.authz.authorization_policies.len() == 1
+        }),
+    )
+    .await
+    .expect("Ferry's policy objects are read without Linkerd's CRDs")
+    .unwrap();
+    let linkerd_servers = "GET /apis/policy.linkerd.io/v1beta3/servers";
+    assert!(
+        api.requests(linkerd_servers) >= 1,
+        "Linkerd's Servers are asked for"
+    );
+
+    // Linkerd's CRDs appear, with a Server and an AuthorizationPolicy for web, and a
+    // MeshTLSAuthentication named as Ferry's: both are kept, each reference resolving in
+    // the group it names.
+    api.install_crds(LINKERD);
+    api.apply(stored_as(
+        "policy.linkerd.io/v1beta3",
+        "Server",
+        "web-http",
+        json!({"podSelector": {"matchLabels": {"app": "web-svc"}}, "port": "http", "proxyProtocol": "HTTP/1", "accessPolicy": "deny"}),
+    ));
+    api.apply(stored_as(
+        "policy.linkerd.io/v1alpha1",
+        "AuthorizationPolicy",
+        "bot-to-web",
+        json!({
+            "targetRef": {"group": LINKERD, "kind": "Server", "name": "web-http"},
+            "requiredAuthenticationRefs": [{"group": LINKERD, "kind": "MeshTLSAuthentication", "name": "clients"}],
+        }),
+    ));
+    api.apply(stored_as(
+        "policy.linkerd.io/v1alpha1",
+        "MeshTLSAuthentication",
+        "clients",
+        json!({"identityRefs": [{"kind": "ServiceAccount", "name": "vote-bot"}]}),
+    ));
+    let set = tokio::time::timeout(
+        SHOWS,
+        rx.wait_for(|s| {
+            s.authz.servers.len() == 2
+                && s.authz.mesh_tls.len() == 2
+                && s.authz.authorization_policies.len() == 2
+        }),
+    )
+    .await
+    .expect("Linkerd's policy objects are read once their CRDs exist")
+    .unwrap()
+    .clone();
+    let state = discovery.watch().borrow().clone();
+    let cfg = InboundConfig::default();
+    let web = PortTarget {
+        pod: ObjectRef::new(NS, "web-6fcf748b99-4pd44"),
+        port: 8080,
+    };
+    let p = compile(&state, &set, &cfg, &Keys::new(), &web).expect("a known pod");
+    assert_eq!(
+        (p.server.group.as_str(), p.server.name.as_str()),
+        (LINKERD, "web-http"),
+        "Linkerd's Server selects web's named port"
+    );
+    assert_eq!(p.authorizations.len(), 1, "{:?}", p.authorizations);
+    assert_eq!(p.authorizations[0].meta.name, "bot-to-web");
+    let served = format!("{:?}", ferry_control::authz::inbound::translate(&p));
+    assert!(
+        served.contains("vote-bot.emojivoto.serviceaccount.identity.ferry.cluster.local"),
+        "Linkerd's MeshTLSAuthentication: {served}"
+    );
+    assert!(!served.contains("web.emojivoto.serviceaccount"), "{served}");
+    let voting = PortTarget {
+        pod: ObjectRef::new(NS, "voting-7c54cbc44c-j2l4p"),
+        port: 8080,
+    };
+    let p = compile(&state, &set, &cfg, &Keys::new(), &voting).expect("a known pod");
+    assert_eq!(p.server.name, "voting-grpc");
+    let served = format!("{:?}", ferry_control::authz::inbound::translate(&p));
+    assert!(
+        served.contains("web.emojivoto.serviceaccount.identity.ferry.cluster.local")
+            && !served.contains("vote-bot.emojivoto.serviceaccount"),
+        "Ferry's MeshTLSAuthentication of the same name: {served}"
+    );
+
+    // Without Linkerd's object, the reference falls back to Ferry's of the same name (the
+    // groups are read alike).
+    assert!(api.delete("MeshTLSAuthentication.policy.linkerd.io", NS, "clients"));
+    let set = tokio::time::timeout(SHOWS, rx.wait_for(|s| s.authz.mesh_tls.len() == 1))
+        .await
+        .expect("the deletion is seen")
+        .unwrap()
+        .clone();
+    assert_eq!(set.authz.mesh_tls[0].group(), "policy.ferry.io");
+    let p = compile(&state, &set, &cfg, &Keys::new(), &web).expect("a known pod");
+    let served = format!("{:?}", ferry_control::authz::inbound::translate(&p));
+    assert!(
+        served.contains("web.emojivoto.serviceaccount.identity.ferry.cluster.local"),
+        "{served}"
+    );
 }
