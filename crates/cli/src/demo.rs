@@ -8,6 +8,7 @@
 
 pub mod layout;
 pub mod procs;
+pub mod story;
 
 use std::{
     path::{Path, PathBuf},
@@ -34,7 +35,7 @@ const TRUST_DOMAIN: &str = "cluster.local";
 /// `ferry demo`
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// First of the 50 ports the demo uses: API and dashboard on base+4, control gRPC on
+    /// First of the 70 ports the demo uses: API and dashboard on base+4, control gRPC on
     /// base+6, web's proxy on base+10 (docs/demo.md lists them all).
     #[arg(long, default_value_t = DEFAULT_PORT_BASE)]
     pub port_base: u16,
@@ -344,9 +345,11 @@ async fn start(
     std::fs::write(&workloads_file, layout.workloads_file())
         .with_context(|| format!("writing {}", workloads_file.display()))?;
     let identity_dir = state.join("identity");
+    let config_dir = write_story(state)?;
 
     let scrape_flag = help_mentions(&bins.control, "--scrape-interval");
     let trace_flag = help_mentions(&bins.control, "--trace-listen");
+    let rollouts_flag = help_mentions(&bins.control, "--rollouts");
     let control = {
         let (bin, grpc, api, trace) = (bins.control.clone(), layout.grpc, layout.api, layout.trace);
         let (workloads_file, identity_dir) = (workloads_file.clone(), identity_dir.clone());
@@ -366,6 +369,14 @@ async fn start(
                 // The demo's own port, never the default 0.0.0.0:4317.
                 control.args(["--trace-listen", &trace.to_string()]);
             }
+            if rollouts_flag {
+                // Routes, policies and rollouts: whatever the user copies in (story.rs).
+                control
+                    .arg("--routes")
+                    .arg(&config_dir)
+                    .arg("--rollouts")
+                    .arg(&config_dir);
+            }
             control
         }
     };
@@ -382,7 +393,7 @@ async fn start(
             && layout
                 .workloads
                 .iter()
-                .all(|w| identity.token(w.name).is_file())
+                .all(|w| identity.token(w.app_name).is_file())
     })
     .await?;
     println!(
@@ -395,7 +406,7 @@ async fn start(
     let mtls = help_mentions(&bins.proxy, "--identity-token-file");
     // Proxies trace every vote into the control plane's receiver, when both sides can.
     let tracing = trace_flag && help_mentions(&bins.proxy, "--trace-collector");
-    for name in ["emoji", "voting", "web", "vote-bot"] {
+    for name in ["emoji", "voting", "voting-v2", "voting-v3", "web", "vote-bot"] {
         let w = layout.workload(name);
         let t = Instant::now();
         let mut app_cmd: Option<procs::MakeCommand> = Some({
@@ -446,7 +457,10 @@ async fn start(
 /// in a cluster would.
 fn app_command(bins: &Binaries, w: &Workload, rate: f64) -> Command {
     let mut cmd = Command::new(&bins.app);
-    cmd.arg(w.name);
+    cmd.arg(w.app_name);
+    if let Some(version) = w.version {
+        cmd.args(["--app-version", version]);
+    }
     if w.serves {
         cmd.args(["--listen", &w.app.to_string()]);
     } else {
@@ -492,17 +506,37 @@ fn proxy_command(
             .args(["--trace-sampling", "1"])
             .args([
                 "--trace-resource-attributes",
-                &format!("service.name={},k8s.deployment.name={}", w.name, w.name),
+                &format!("service.name={},k8s.deployment.name={}", w.app_name, w.name),
             ]);
     }
     if let Some(identity) = identity {
         cmd.arg("--identity-token-file")
-            .arg(identity.token(w.name))
+            .arg(identity.token(w.app_name))
             .arg("--identity-trust-anchors")
             .arg(&identity.anchors)
-            .args(["--service-account", w.name, "--trust-domain", TRUST_DOMAIN]);
+            .args(["--service-account", w.app_name, "--trust-domain", TRUST_DOMAIN]);
     }
     cmd
+}
+
+/// Writes the story's examples to `<state>/examples/` and empties `<state>/config/` (the
+/// control plane's routes, policies and rollouts), so the demo starts at the story's
+/// beginning. Returns the config directory.
+fn write_story(state: &Path) -> anyhow::Result<PathBuf> {
+    let examples = state.join(story::EXAMPLES_DIR);
+    std::fs::create_dir_all(&examples)
+        .with_context(|| format!("creating {}", examples.display()))?;
+    for (name, text) in story::examples() {
+        let path = examples.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let config = state.join(story::CONFIG_DIR);
+    if config.exists() {
+        std::fs::remove_dir_all(&config)
+            .with_context(|| format!("emptying {}", config.display()))?;
+    }
+    std::fs::create_dir_all(&config).with_context(|| format!("creating {}", config.display()))?;
+    Ok(config)
 }
 
 /// Where the control plane keeps the demo's identity material.
@@ -630,10 +664,28 @@ Try, in another terminal:
   {ferry} edges deploy -n {NAMESPACE}{api}
   {ferry} diagnostics endpoints emoji-svc.{NAMESPACE}:8080{api}
 
+Deploy is not release: voting v2 (the fix) and v3 (a regression) run dark, without traffic.
+Release v2 in steps, judged on the mesh's metrics, and watch it promote:
+  cp {examples}/{v2} {config}/{rollout}
+  {ferry} rollout status voting -n {NAMESPACE} --watch{api}
+Then v3, which rolls back on its own:
+  cp {examples}/{v3} {config}/{rollout}
+  {ferry} rollout history voting -n {NAMESPACE}{api}
+Then lock voting to web; the bot's direct reads of voting (v2, after the rollouts) are refused:
+  cp {examples}/{policy} {config}/
+  {ferry} tap deploy/voting-v2 -n {NAMESPACE}{api}
+  {ferry} authz deploy/voting-v2 -n {NAMESPACE}{api}
+
 Logs are in {logs}. Ctrl-C stops everything.",
         web_in = web.inbound,
         api_addr = layout.api,
         voting_admin = voting.admin,
         logs = state.join("logs").display(),
+        examples = state.join(story::EXAMPLES_DIR).display(),
+        config = state.join(story::CONFIG_DIR).display(),
+        rollout = story::ROLLOUT_FILE,
+        v2 = story::V2_FILE,
+        v3 = story::V3_FILE,
+        policy = story::POLICY_FILE,
     );
 }

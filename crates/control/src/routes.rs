@@ -278,6 +278,15 @@ fn supported(doc: &str, errors: Vec<validate::FieldError>) -> Result<(), Vec<Doc
 }
 
 /// One document: `None` when it is empty (comments only).
+/// Whether the routes loader reads documents of `kind` (whatever their version): the
+/// rollouts loader, which reads the same files, skips them.
+pub fn reads_kind(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Service" | "Namespace" | "HTTPRoute" | "GRPCRoute" | gateway::HTTP_FAULT_KIND
+    ) || crate::authz::resources::KINDS.contains(&kind)
+}
+
 fn parse_document(doc: &str) -> Result<Option<RouteSet>, Vec<DocumentError>> {
     let value: serde_yaml_ng::Value = typed(doc)?;
     if value.is_null() {

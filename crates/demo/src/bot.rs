@@ -1,6 +1,8 @@
 //! `vote-bot`: steady traffic. Votes at a fixed rate through web's JSON API, each vote for an
 //! emoji picked at random from the whole list, so every emoji — top and bottom half — gets
-//! its share.
+//! its share. Given voting's address too, it also reads the results straight from voting
+//! once a second (gRPC `Results`), bypassing web: the call an authorization policy that
+//! locks voting to web refuses.
 
 use std::{
     future::Future,
@@ -19,12 +21,19 @@ use hyper_util::{
 };
 use tokio::sync::Semaphore;
 
-use crate::{emojis, serve::percent_encode, Peer};
+use crate::{
+    emojis,
+    proto::{self, ResultsRequest, ResultsResponse},
+    serve::percent_encode,
+    Peer,
+};
 
 /// Votes in flight at most; past it the bot skips a tick rather than pile up.
 const MAX_IN_FLIGHT: usize = 32;
 const VOTE_TIMEOUT: Duration = Duration::from_secs(10);
 const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// How often the bot reads voting's results directly.
+const RESULTS_EVERY: Duration = Duration::from_secs(1);
 
 /// The bot's settings.
 #[derive(Clone, Debug)]
@@ -33,6 +42,8 @@ pub struct BotConfig {
     pub web: Peer,
     /// Votes per second.
     pub rate: f64,
+    /// voting, read directly once a second when set.
+    pub voting: Option<Peer>,
 }
 
 /// Votes counted by outcome.
@@ -42,6 +53,10 @@ pub struct Tally {
     pub ok: AtomicU64,
     /// Votes web answered otherwise, or that failed to reach it.
     pub failed: AtomicU64,
+    /// Direct reads of voting's results that succeeded.
+    pub results_ok: AtomicU64,
+    /// Direct reads of voting's results that failed (refused by policy, say).
+    pub results_failed: AtomicU64,
 }
 
 /// Votes until `shutdown` completes, then waits for the votes in flight; returns the tally.
@@ -55,6 +70,9 @@ pub async fn run(config: BotConfig, shutdown: impl Future<Output = ()>) -> Arc<T
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut report = tokio::time::interval(REPORT_EVERY);
     report.tick().await;
+    let voting = config.voting.as_ref().map(proto::channel);
+    let mut results = tokio::time::interval(RESULTS_EVERY);
+    results.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     tracing::info!(web = %config.web.addr, rate = config.rate, "voting");
     loop {
@@ -63,8 +81,27 @@ pub async fn run(config: BotConfig, shutdown: impl Future<Output = ()>) -> Arc<T
             _ = report.tick() => tracing::info!(
                 ok = tally.ok.load(Ordering::Relaxed),
                 failed = tally.failed.load(Ordering::Relaxed),
+                results_ok = tally.results_ok.load(Ordering::Relaxed),
+                results_failed = tally.results_failed.load(Ordering::Relaxed),
                 "votes so far"
             ),
+            _ = results.tick(), if voting.is_some() => {
+                let Ok(permit) = permits.clone().try_acquire_owned() else { continue };
+                let (channel, tally) = (voting.clone().expect("voting is set"), tally.clone());
+                tokio::spawn(async move {
+                    let call = proto::call::<_, ResultsResponse>(&channel, proto::RESULTS, ResultsRequest {});
+                    let counter = match tokio::time::timeout(VOTE_TIMEOUT, call).await {
+                        Ok(Ok(_)) => &tally.results_ok,
+                        Ok(Err(status)) => {
+                            tracing::debug!(%status, "voting refused the bot's direct read of the results");
+                            &tally.results_failed
+                        }
+                        Err(_) => &tally.results_failed,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    drop(permit);
+                });
+            }
             _ = ticks.tick() => {
                 let Ok(permit) = permits.clone().try_acquire_owned() else { continue };
                 let choice = emojis::ALL[fastrand::usize(..emojis::ALL.len())].shortcode;

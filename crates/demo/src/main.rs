@@ -7,7 +7,14 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use ferry_demo::{bot, emoji::EmojiApp, serve, voting::VotingApp, web::WebApp, Peer};
+use ferry_demo::{
+    bot,
+    emoji::EmojiApp,
+    serve,
+    voting::{self, VotingApp},
+    web::WebApp,
+    Peer,
+};
 use tokio::io::AsyncReadExt;
 
 /// The emoji-voting demo app of `ferry demo`.
@@ -38,7 +45,8 @@ enum Workload {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
-    /// Counts votes; looks emojis up through emoji's old HTTP/1 endpoint.
+    /// Counts votes; v1 looks emojis up through emoji's old HTTP/1 endpoint, v2 over gRPC,
+    /// v3 too but slower and losing one vote in four.
     Voting {
         /// Where to listen (gRPC).
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -50,6 +58,9 @@ enum Workload {
         /// The authority (`Host`) to call emoji by [default: --emoji-addr].
         #[arg(long)]
         emoji_authority: Option<String>,
+        /// Which version runs: 1 (the bug), 2 (the fix), 3 (a regression).
+        #[arg(long = "app-version", value_enum, default_value = "1")]
+        app_version: voting::Version,
     },
     /// The front end: HTML page and JSON API over HTTP/1.
     Web {
@@ -80,6 +91,13 @@ enum Workload {
         /// Votes per second.
         #[arg(long, default_value_t = 5.0, value_parser = parse_rate)]
         rate: f64,
+        /// voting's address (gRPC): with it, the bot also reads the results straight from
+        /// voting once a second, a call that bypasses web.
+        #[arg(long, value_parser = ferry_demo::parse_addr)]
+        voting_addr: Option<String>,
+        /// The authority to call voting by [default: --voting-addr].
+        #[arg(long, requires = "voting_addr")]
+        voting_authority: Option<String>,
     },
 }
 
@@ -122,9 +140,11 @@ async fn workload(cli: Cli) -> ExitCode {
             listen,
             emoji_addr,
             emoji_authority,
+            app_version,
         } => {
             let emoji = Peer::new(emoji_addr, emoji_authority);
-            run("voting", listen, VotingApp::new(emoji), shutdown).await
+            let app = VotingApp::version(emoji, app_version);
+            run("voting", listen, app, shutdown).await
         }
         Workload::Web {
             listen,
@@ -141,9 +161,12 @@ async fn workload(cli: Cli) -> ExitCode {
             web_addr,
             web_authority,
             rate,
+            voting_addr,
+            voting_authority,
         } => {
             let web = Peer::new(web_addr, web_authority);
-            bot::run(bot::BotConfig { web, rate }, shutdown).await;
+            let voting = voting_addr.map(|addr| Peer::new(addr, voting_authority));
+            bot::run(bot::BotConfig { web, rate, voting }, shutdown).await;
             Ok(())
         }
     };

@@ -1,11 +1,20 @@
 //! `voting`: counts votes. gRPC `VotingService/Vote<Emoji>` (one method per emoji, like
-//! Linkerd's emojivoto) and `Results`. Before counting a vote it looks the emoji up through
-//! emoji's **old HTTP/1 endpoint** — the voting team never moved to gRPC — so votes for the
-//! bottom half of the list fail with the 500 emoji answers, as a gRPC `INTERNAL` error.
+//! Linkerd's emojivoto) and `Results`. Before counting a vote it looks the emoji up on emoji,
+//! and how it does so is what tells its three versions apart ([`Version`]):
+//!
+//! - **v1** looks it up through emoji's **old HTTP/1 endpoint** — the voting team never moved
+//!   to gRPC — so votes for the bottom half of the list fail with the 500 emoji answers, as a
+//!   gRPC `INTERNAL` error.
+//! - **v2** fixes it: it calls emoji's gRPC `FindByShortcode`, as web does.
+//! - **v3** is v2 made worse: every vote takes [`V3_DELAY`] longer, and every
+//!   [`V3_FAIL_EVERY`]th vote fails (`INTERNAL`), the regression a rollout must catch.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -16,38 +25,109 @@ use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::TokioExecutor,
 };
-use tonic::{body::Body, Status};
+use tonic::{body::Body, transport::Channel, Status};
 
 use crate::{
     emoji::OLD_FIND_BY_SHORTCODE,
     emojis,
-    proto::{self, ResultsRequest, ResultsResponse, VoteRequest, VoteResponse, VotingResult},
+    proto::{
+        self, FindByShortcodeRequest, FindByShortcodeResponse, ResultsRequest, ResultsResponse,
+        VoteRequest, VoteResponse, VotingResult,
+    },
     serve::{self, Handler},
     Peer,
 };
 
 const EMOJI_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much longer v3 takes over each vote.
+pub const V3_DELAY: Duration = Duration::from_millis(300);
+/// v3 fails one vote in this many.
+pub const V3_FAIL_EVERY: u64 = 4;
 
-/// The voting service: vote counts, and an HTTP/1 client for emoji.
+/// Which voting the process is: `--version 1|2|3`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Version {
+    /// Looks emojis up on emoji's old HTTP/1 endpoint: the bottom half fails.
+    #[value(name = "1")]
+    V1,
+    /// Looks them up over gRPC: every vote counts.
+    #[value(name = "2")]
+    V2,
+    /// v2, slower, and failing one vote in [`V3_FAIL_EVERY`].
+    #[value(name = "3")]
+    V3,
+}
+
+/// The voting service: vote counts, and its client for emoji.
 #[derive(Clone)]
 pub struct VotingApp {
     emoji: Peer,
+    version: Version,
     client: Client<HttpConnector, Empty<Bytes>>,
+    grpc: Channel,
+    votes: Arc<AtomicU64>,
     counts: Arc<Mutex<HashMap<&'static str, u64>>>,
 }
 
 impl VotingApp {
-    /// A voting service that looks emojis up on `emoji` (HTTP/1).
+    /// Voting v1, which looks emojis up on `emoji`'s old HTTP/1 endpoint.
     pub fn new(emoji: Peer) -> Self {
+        Self::version(emoji, Version::V1)
+    }
+
+    /// Voting `version`, which looks emojis up on `emoji`.
+    pub fn version(emoji: Peer, version: Version) -> Self {
         Self {
+            grpc: proto::channel(&emoji),
             emoji,
+            version,
             client: Client::builder(TokioExecutor::new()).build_http(),
+            votes: Arc::default(),
             counts: Arc::default(),
         }
     }
 
-    /// Looks `shortcode` up on emoji's old endpoint; any answer but 200 fails the vote.
+    /// Looks `shortcode` up the way this version does.
     async fn look_up(&self, shortcode: &str) -> Result<(), Status> {
+        match self.version {
+            Version::V1 => self.look_up_old(shortcode).await,
+            Version::V2 => self.look_up_grpc(shortcode).await,
+            Version::V3 => {
+                tokio::time::sleep(V3_DELAY).await;
+                let n = self.votes.fetch_add(1, Ordering::Relaxed) + 1;
+                if n % V3_FAIL_EVERY == 0 {
+                    return Err(Status::internal(format!(
+                        "voting v3 lost vote {n} for {shortcode}: the new vote store dropped it"
+                    )));
+                }
+                self.look_up_grpc(shortcode).await
+            }
+        }
+    }
+
+    /// Looks `shortcode` up with emoji's gRPC `FindByShortcode`.
+    async fn look_up_grpc(&self, shortcode: &str) -> Result<(), Status> {
+        let request = FindByShortcodeRequest {
+            shortcode: shortcode.to_string(),
+        };
+        let call = proto::call(&self.grpc, proto::FIND_BY_SHORTCODE, request);
+        match tokio::time::timeout(EMOJI_TIMEOUT, call).await {
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "emoji did not answer FindByShortcode within {EMOJI_TIMEOUT:?}"
+            ))),
+            Ok(Err(status)) => Err(Status::new(
+                status.code(),
+                format!("emoji FindByShortcode {shortcode}: {}", status.message()),
+            )),
+            Ok(Ok(FindByShortcodeResponse { emoji: Some(_) })) => Ok(()),
+            Ok(Ok(FindByShortcodeResponse { emoji: None })) => Err(Status::not_found(format!(
+                "emoji knows no {shortcode}"
+            ))),
+        }
+    }
+
+    /// Looks `shortcode` up on emoji's old endpoint; any answer but 200 fails the vote.
+    async fn look_up_old(&self, shortcode: &str) -> Result<(), Status> {
         let uri = format!(
             "http://{}{OLD_FIND_BY_SHORTCODE}?shortcode={}",
             self.emoji.addr,

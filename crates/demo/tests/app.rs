@@ -8,7 +8,12 @@ use std::{
 };
 
 use ferry_demo::{
-    bot, emoji::EmojiApp, emojis, proto, serve, voting::VotingApp, web::WebApp, Peer,
+    bot,
+    emoji::EmojiApp,
+    emojis, proto, serve,
+    voting::{Version, VotingApp, V3_DELAY, V3_FAIL_EVERY},
+    web::WebApp,
+    Peer,
 };
 use ferry_testkit::client;
 use http::StatusCode;
@@ -149,6 +154,48 @@ async fn voting_counts_top_half_votes_and_fails_bottom_half_ones() {
 }
 
 #[tokio::test]
+async fn voting_v2_counts_every_vote_and_v3_is_slower_and_loses_one_in_four() {
+    let emoji = start("emoji", EmojiApp).await;
+    for version in [Version::V2, Version::V3] {
+        let voting = start("voting", VotingApp::version(Peer::direct(emoji.addr), version)).await;
+        let channel = proto::channel(&Peer::direct(voting.addr));
+        let mut failed = Vec::new();
+        let started = std::time::Instant::now();
+        let methods = ["VoteBacon", "VoteJoy", "VoteDoughnut", "VoteSunWithFace"];
+        for method in methods.iter().cycle().take(8) {
+            let path = format!("{}{method}", proto::VOTING_SERVICE);
+            if let Err(status) =
+                proto::call::<_, proto::VoteResponse>(&channel, &path, proto::VoteRequest {}).await
+            {
+                failed.push(status);
+            }
+        }
+        let took = started.elapsed();
+        match version {
+            Version::V2 => {
+                assert!(failed.is_empty(), "v2 fixed the bottom half: {failed:?}");
+            }
+            _ => {
+                assert_eq!(failed.len() as u64, 8 / V3_FAIL_EVERY, "{failed:?}");
+                assert!(failed.iter().all(|s| s.code() == Code::Internal
+                    && s.message().contains("voting v3")), "{failed:?}");
+                assert!(took >= V3_DELAY * 8, "v3 is slower: 8 votes in {took:?}");
+            }
+        }
+        let results: proto::ResultsResponse =
+            proto::call(&channel, proto::RESULTS, proto::ResultsRequest {})
+                .await
+                .unwrap();
+        let counted: u64 = results.results.iter().map(|r| r.votes).sum();
+        assert_eq!(counted, 8 - failed.len() as u64, "{version:?}");
+        assert!(
+            results.results.iter().any(|r| r.shortcode == ":bacon:"),
+            "{version:?} counts bottom-half votes: {results:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn voting_without_emoji_fails_unavailable() {
     let gone = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -244,10 +291,11 @@ async fn a_taken_port_names_the_workload_and_port() {
 
 #[tokio::test]
 async fn the_bot_votes_for_both_halves_at_its_rate() {
-    let (_emoji, _voting, web) = app().await;
+    let (_emoji, voting, web) = app().await;
     let config = bot::BotConfig {
         web: Peer::direct(web.addr),
         rate: 50.0,
+        voting: Some(Peer::direct(voting.addr)),
     };
     let tally = bot::run(config, tokio::time::sleep(Duration::from_secs(2))).await;
     let (ok, failed) = (
@@ -261,5 +309,10 @@ async fn the_bot_votes_for_both_halves_at_its_rate() {
     assert!(
         ok > 10 && failed > 10,
         "both halves are voted for: {ok} ok, {failed} failed"
+    );
+    let read = tally.results_ok.load(Ordering::Relaxed);
+    assert!(
+        (1..=3).contains(&read) && tally.results_failed.load(Ordering::Relaxed) == 0,
+        "the bot read voting's results directly about once a second: {read}"
     );
 }

@@ -15,7 +15,7 @@ use std::{
 use ferry_testkit::{client, metric_sum, process::bin, process::Proc, wait_until};
 
 /// Ports the demo uses from its base.
-const SPAN: u16 = 50;
+const SPAN: u16 = 70;
 /// Debug binaries on a busy machine: starting everything can take a while.
 const START: Duration = Duration::from_secs(90);
 
@@ -160,6 +160,8 @@ async fn story(base: u16) {
             ("emoji", &one_of_one),
             ("vote-bot", &one_of_one),
             ("voting", &one_of_one),
+            ("voting-v2", &one_of_one),
+            ("voting-v3", &one_of_one),
             ("web", &one_of_one)
         ],
         "{all}"
@@ -185,6 +187,7 @@ async fn story(base: u16) {
         ("web", "voting"),
         ("voting", "emoji"),
         ("vote-bot", "web"),
+        ("vote-bot", "voting"),
     ] {
         let edge = edges
             .iter()
@@ -267,6 +270,144 @@ async fn story(base: u16) {
     for end in ends {
         assert_eq!(end["grpcStatus"], 0, "web's lookups succeed: {end}");
     }
+}
+
+/// `ferry rollout status voting -n emojivoto -o json` once `check` holds for it (bounded).
+async fn rollout_until(
+    base: u16,
+    within: Duration,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let found = wait_until(within, what, || {
+        let last = &mut last;
+        let check = &check;
+        async move {
+            let view = ferry_json(base, &["rollout", "status", "voting", "-n", "emojivoto"]).await;
+            let done = check(&view);
+            *last = view;
+            done.then(|| last.clone())
+        }
+    })
+    .await;
+    found.unwrap_or_else(|e| panic!("{e}; the rollout last read: {last:#}"))
+}
+
+/// Copies the example `name` into the demo's config directory as `to`, the way the demo's
+/// hints tell a user to.
+fn apply(state: &Path, name: &str, to: &str) {
+    std::fs::copy(
+        state.join("examples").join(name),
+        state.join("config").join(to),
+    )
+    .unwrap_or_else(|e| panic!("copying the example {name}: {e}"));
+}
+
+/// The story's second act, as docs/demo.md tells it: voting v2 released in steps and
+/// promoted, v3 rolled back on its own, then voting locked to web.
+async fn second_act(base: u16, state: &Path) {
+    // v2 and v3 run dark: meshed, but nobody calls them.
+    let v2_admin = base + 53;
+    let inbound_requests = |text: &str| {
+        metric_sum(text, "request_total", &[("direction", "inbound")])
+    };
+    assert_eq!(inbound_requests(&metrics(v2_admin).await), 0.0, "v2 is dark");
+
+    // Release v2: 20 %, then 50 %, each judged; it promotes.
+    apply(state, "voting-v2-rollout.yaml", "voting-rollout.yaml");
+    let view = rollout_until(base, Duration::from_secs(150), "v2 promoted", |v| {
+        assert_ne!(v["status"]["phase"], "RolledBack", "v2 must not roll back: {v:#}");
+        v["status"]["phase"] == "Promoted"
+    })
+    .await;
+    let passed: Vec<&serde_json::Value> = view["status"]["analyses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["verdict"] == "Passed")
+        .collect();
+    assert!(
+        passed.iter().any(|a| a["step"] == 0) && passed.iter().any(|a| a["step"] == 1),
+        "each step was judged: {view:#}"
+    );
+    for analysis in &passed {
+        let (canary, stable) = (&analysis["canary"], &analysis["stable"]);
+        assert!(
+            canary["success"].as_f64().unwrap() > stable["success"].as_f64().unwrap(),
+            "v2 fixed what v1 got wrong: {analysis}"
+        );
+    }
+    assert_eq!(view["traffic"]["canaryWeight"], 100, "{view:#}");
+    // All of voting's traffic now reaches v2, and it all succeeds.
+    let rows = stat(base, &["--from", "deploy/web"], &["voting-v2"]).await;
+    assert!(success_of(&rows, "voting-v2") > 0.95, "{rows:?}");
+
+    // v3 over v2: it loses votes and is slower, so the first analysis rolls it back.
+    apply(state, "voting-v3-rollout.yaml", "voting-rollout.yaml");
+    let view = rollout_until(base, Duration::from_secs(90), "v3 rolled back", |v| {
+        v["spec"]["canary"]["name"] == "voting-v3-svc" && v["status"]["phase"].as_str().is_some_and(|p| p != "Progressing")
+    })
+    .await;
+    assert_eq!(view["status"]["phase"], "RolledBack", "{view:#}");
+    let reason = view["status"]["reason"].as_str().unwrap();
+    assert!(reason.contains("success"), "the reason names the success rate: {reason}");
+    assert_eq!(view["traffic"]["canaryWeight"], 0, "{view:#}");
+    let history = ferry_json(base, &["rollout", "history", "voting", "-n", "emojivoto"]).await;
+    let outcomes: Vec<(&str, &str)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["canary"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [("voting-v2-svc", "Promoted"), ("voting-v3-svc", "RolledBack")],
+        "{history:#}"
+    );
+
+    // Lock voting to web: the bot's direct reads (now on v2, the stable) are refused by
+    // v2's proxy, web's calls still go through.
+    let denied = |text: &str| metric_sum(text, "inbound_http_authz_deny_total", &[]);
+    let web_to_v2 = |text: &str| {
+        metric_sum(
+            text,
+            "response_total",
+            &[
+                ("direction", "outbound"),
+                ("dst_deployment", "voting-v2"),
+                ("classification", "success"),
+            ],
+        )
+    };
+    let before = web_to_v2(&metrics(base + 13).await);
+    apply(state, "voting-policy.yaml", "voting-policy.yaml");
+    wait_until(Duration::from_secs(30), "the bot's reads refused", || async {
+        (denied(&metrics(v2_admin).await) >= 2.0).then_some(())
+    })
+    .await
+    .unwrap();
+    let after = wait_until(Duration::from_secs(30), "web's votes still counted", || async {
+        let n = web_to_v2(&metrics(base + 13).await);
+        (n > before + 20.0).then_some(n)
+    })
+    .await
+    .unwrap();
+    assert!(after > before, "web is allowed");
+    // ferry tap shows the refusals: the bot's Results calls, PERMISSION_DENIED.
+    let api = format!("http://{}", at(base + 4));
+    let args = [
+        "tap", "deploy/voting-v2", "-n", "emojivoto", "--path",
+        "/emojivoto.v1.VotingService/Results", "--limit", "6", "-o", "json", "--api-addr", &api,
+    ];
+    let (ok, text) = ferry(&bin("ferry"), &args).await;
+    assert!(ok, "{text}");
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let refused = events.iter().filter(|e| e["type"] == "end" && e["grpcStatus"] == 7).count();
+    assert!(refused > 0, "tap shows the bot's refused reads: {text}");
 }
 
 #[tokio::test]
@@ -373,6 +514,7 @@ async fn the_demo_tells_the_story_and_ctrl_c_leaves_nothing_behind() {
     assert!(inbound_failures(&emoji_text) > 0.0, "{emoji_text}");
     // The same story from the CLI, as docs/demo.md tells it.
     story(base).await;
+    second_act(base, state.path()).await;
 
     // The control plane knows the demo's services.
     let endpoints = client::get(&format!(
@@ -433,7 +575,7 @@ async fn the_demo_tells_the_story_and_ctrl_c_leaves_nothing_behind() {
 
     // Ctrl-C: everything stops, nothing is left.
     let pids = leftovers.pids();
-    assert_eq!(pids.len(), 9, "control, 3 apps, 4 proxies, the bot");
+    assert_eq!(pids.len(), 13, "control, 5 apps, 6 proxies, the bot");
     assert!(pids.iter().all(|p| alive(*p)));
     Command::new("kill")
         .args(["-INT", &demo.pid().to_string()])
@@ -442,7 +584,7 @@ async fn the_demo_tells_the_story_and_ctrl_c_leaves_nothing_behind() {
     let status = demo.terminate_wait(Duration::from_secs(20)).await.unwrap();
     assert!(status.success(), "{status}: {}", demo.logs().join("\n"));
     // The output is read by another task: wait for its last line.
-    demo.wait_for_log("Stopped 9 processes.", Duration::from_secs(5))
+    demo.wait_for_log("Stopped 13 processes.", Duration::from_secs(5))
         .await
         .unwrap();
     let output = demo.logs().join("\n");
@@ -533,13 +675,20 @@ async fn after_a_sigkill_the_apps_exit_and_the_next_demo_cleans_up() {
         .unwrap()
         .lines()
         .filter(|l| {
-            [" emoji", " voting", " web", " vote-bot"]
-                .iter()
-                .any(|s| l.ends_with(s))
+            [
+                " emoji",
+                " voting",
+                " voting-v2",
+                " voting-v3",
+                " web",
+                " vote-bot",
+            ]
+            .iter()
+            .any(|s| l.ends_with(s))
         })
         .filter_map(|l| l.split_whitespace().next()?.parse().ok())
         .collect();
-    assert_eq!(apps.len(), 4, "{pids:?}");
+    assert_eq!(apps.len(), 6, "{pids:?}");
     wait_until(Duration::from_secs(10), "the apps to exit", || async {
         apps.iter().all(|p| !alive(*p)).then_some(())
     })
@@ -674,7 +823,7 @@ async fn the_demo_survives_its_control_plane() {
         .unwrap();
     let status = demo.terminate_wait(Duration::from_secs(20)).await.unwrap();
     assert!(status.success(), "{status}: {}", demo.logs().join("\n"));
-    demo.wait_for_log("Stopped 9 processes.", Duration::from_secs(5))
+    demo.wait_for_log("Stopped 13 processes.", Duration::from_secs(5))
         .await
         .unwrap();
 }

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `B+4` | control plane public API and dashboard |
 //! | `B+6` | control plane gRPC (destination, identity) |
-//! | `B+10·(i+1)` | workload `i`'s proxy inbound (the instance's `addr`): web 8090, emoji 8100, voting 8110, vote-bot 8120 |
+//! | `B+10·(i+1)` | workload `i`'s proxy inbound (the instance's `addr`): web 8090, emoji 8100, voting 8110, vote-bot 8120, voting-v2 8130, voting-v3 8140 |
 //! | `+1` | the app itself (the proxy forwards inbound traffic here) |
 //! | `+2` | the proxy's generic outbound listener |
 //! | `+3` | the proxy's admin server (`/metrics`, `/ready`, `/state`) |
@@ -19,15 +19,20 @@ use std::{fmt::Write as _, net::SocketAddr};
 /// The namespace every demo workload lives in.
 pub const NAMESPACE: &str = "emojivoto";
 /// Ports used from the base: `B` … `B+SPAN-1`.
-pub const SPAN: u16 = 50;
+pub const SPAN: u16 = 70;
 /// The default `--port-base`.
 pub const DEFAULT_PORT_BASE: u16 = 8080;
 
 /// One workload of the demo with its proxy's ports.
 #[derive(Clone, Debug)]
 pub struct Workload {
-    /// Deployment and service-account name: `web`, `emoji`, `voting`, `vote-bot`.
+    /// Deployment name: `web`, `emoji`, `voting`, `vote-bot`, `voting-v2`, `voting-v3`.
     pub name: &'static str,
+    /// Which app it runs (`ferry-emojivoto <app>`), also its service account and its `app`
+    /// label: versions of one app share them.
+    pub app_name: &'static str,
+    /// The app's version (`--app-version`, and the `version` label) when it has several.
+    pub version: Option<&'static str>,
     /// The single instance's (pod's) name.
     pub pod: String,
     /// The proxy's inbound listener: where peers reach this instance.
@@ -56,11 +61,14 @@ impl Workload {
     }
 }
 
-/// A service in front of one workload: name and port.
+/// A service in front of one workload: name, port and workload. voting's v2 and v3 have
+/// their own, which no one calls until a rollout sends them traffic (deployed dark).
 pub const SERVICES: &[(&str, u16, &str)] = &[
     ("web-svc", 80, "web"),
     ("emoji-svc", 8080, "emoji"),
     ("voting-svc", 8080, "voting"),
+    ("voting-v2-svc", 8080, "voting-v2"),
+    ("voting-v3-svc", 8080, "voting-v3"),
 ];
 
 /// Every address of one demo, from its port base.
@@ -74,7 +82,7 @@ pub struct Layout {
     pub grpc: SocketAddr,
     /// The control plane's OTLP trace receiver (docs/tracing.md).
     pub trace: SocketAddr,
-    /// web, emoji, voting, vote-bot, in that order.
+    /// web, emoji, voting, vote-bot, voting-v2, voting-v3, in that order.
     pub workloads: Vec<Workload>,
 }
 
@@ -101,19 +109,31 @@ impl Layout {
         if base == 0 || base > u16::MAX - SPAN {
             return Err(PortBaseError(base));
         }
-        let deps: [(&str, bool, &[&str]); 4] = [
-            ("web", true, &["emoji-svc", "voting-svc"]),
-            ("emoji", true, &[]),
-            ("voting", true, &["emoji-svc"]),
-            ("vote-bot", false, &["web-svc"]),
+        // name, app, version, serves, calls.
+        type Row = (
+            &'static str,
+            &'static str,
+            Option<&'static str>,
+            bool,
+            &'static [&'static str],
+        );
+        let deps: [Row; 6] = [
+            ("web", "web", None, true, &["emoji-svc", "voting-svc"]),
+            ("emoji", "emoji", None, true, &[]),
+            ("voting", "voting", Some("1"), true, &["emoji-svc"]),
+            ("vote-bot", "vote-bot", None, false, &["web-svc", "voting-svc"]),
+            ("voting-v2", "voting", Some("2"), true, &["emoji-svc"]),
+            ("voting-v3", "voting", Some("3"), true, &["emoji-svc"]),
         ];
         let workloads = deps
             .iter()
             .zip(1u16..)
-            .map(|((name, serves, deps), slot)| {
+            .map(|((name, app_name, version, serves, deps), slot)| {
                 let s = base + 10 * slot;
                 Workload {
                     name,
+                    app_name,
+                    version: *version,
                     pod: format!("{name}-0"),
                     inbound: local(s),
                     app: local(s + 1),
@@ -143,7 +163,7 @@ impl Layout {
         self.workloads
             .iter()
             .find(|w| w.name == name)
-            .expect("the layout has web, emoji, voting and vote-bot")
+            .expect("the layout has web, emoji, voting, vote-bot, voting-v2 and voting-v3")
     }
 
     /// Every port with what uses it, for checking they are free before starting.
@@ -169,19 +189,31 @@ impl Layout {
         all
     }
 
-    /// The workloads file for `ferry-control`: one deployment per workload, each with its
-    /// own service account, and the three services.
+    /// The workloads file for `ferry-control`: one deployment per workload, each app with
+    /// its own service account (shared by its versions), its serving port named (`http`
+    /// or `grpc`, for policies), and the services.
     pub fn workloads_file(&self) -> String {
         let mut y = format!("# Written by `ferry demo` (port base {}).\n", self.base);
         let _ = writeln!(y, "namespaces: [{NAMESPACE}]\nworkloads:");
         for w in &self.workloads {
+            let version = w
+                .version
+                .map(|v| format!(", version: v{v}"))
+                .unwrap_or_default();
+            let ports = if w.serves {
+                let name = if w.app_name == "web" { "http" } else { "grpc" };
+                format!("    ports: {{ {name}: {} }}\n", w.app.port())
+            } else {
+                String::new()
+            };
             let _ = write!(
                 y,
                 "  - name: {name}\n    namespace: {NAMESPACE}\n    kind: deployment\n    \
-                 serviceAccount: {name}\n    labels: {{ app: {name} }}\n    instances:\n      \
-                 - name: {pod}\n        addr: \"{addr}\"\n        adminAddr: \"{admin}\"\n        \
-                 tapAddr: \"{tap}\"\n",
+                 serviceAccount: {sa}\n    labels: {{ app: {sa}{version} }}\n{ports}    \
+                 instances:\n      - name: {pod}\n        addr: \"{addr}\"\n        \
+                 adminAddr: \"{admin}\"\n        tapAddr: \"{tap}\"\n",
                 name = w.name,
+                sa = w.app_name,
                 pod = w.pod,
                 addr = w.inbound,
                 admin = w.admin,
@@ -244,6 +276,11 @@ mod tests {
         for name in ["web", "emoji", "voting", "vote-bot"] {
             assert!(y.contains(&format!("serviceAccount: {name}\n")), "{y}");
         }
+        assert!(
+            y.contains("  - name: voting-v2\n    namespace: emojivoto\n    kind: deployment\n    serviceAccount: voting\n    labels: { app: voting, version: v2 }\n    ports: { grpc: 8131 }\n"),
+            "{y}"
+        );
+        assert!(y.contains("  - name: voting-v3-svc\n    namespace: emojivoto\n    port: 8080\n    workloads: [voting-v3]"), "{y}");
         assert!(y.contains("addr: \"127.0.0.1:8110\"\n        adminAddr: \"127.0.0.1:8113\"\n        tapAddr: \"127.0.0.1:8114\""), "{y}");
         assert!(y.contains("  - name: emoji-svc\n    namespace: emojivoto\n    port: 8080\n    workloads: [emoji]"), "{y}");
     }

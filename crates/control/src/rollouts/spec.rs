@@ -153,12 +153,12 @@ fn parse_document(doc: &str) -> Result<Option<RolloutDef>, Vec<DocumentError>> {
     let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
     match kind {
         api::KIND => {}
-        "HTTPRoute" | "GRPCRoute" | "HTTPFault" | "Service" => return Ok(None),
+        kind if routes::reads_kind(kind) => return Ok(None),
         other => {
             return Err(vec![DocumentError {
                 line: locate(doc, "kind"),
                 field: "kind".into(),
-                message: format!("Unsupported value: {other:?}: supported values: \"Rollout\" (route documents and v1 Services are skipped)"),
+                message: format!("Unsupported value: {other:?}: supported values: \"Rollout\" (route, policy, Service and Namespace documents are skipped)"),
             }])
         }
     }
@@ -613,6 +613,8 @@ spec:
     fn route_documents_beside_it_are_skipped_and_other_kinds_refused() {
         let text = format!("{GOOD}---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: x}}\nspec: {{}}\n");
         assert_eq!(parse(&text).unwrap().len(), 1);
+        let policy = format!("{GOOD}---\napiVersion: policy.ferry.io/v1alpha1\nkind: Server\nmetadata: {{name: x}}\nspec: {{}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: x}}\n");
+        assert_eq!(parse(&policy).unwrap().len(), 1, "policy documents sit beside rollouts too");
         let e = parse(&format!("{GOOD}---\napiVersion: v1\nkind: ConfigMap\n")).unwrap_err();
         assert_eq!(e.0[0].line, 23);
         assert_eq!(e.0[0].field, "kind");

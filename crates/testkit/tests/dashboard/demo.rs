@@ -13,7 +13,7 @@ use ferry_testkit::{
 use crate::{assert_checks_pass, get_json, shot, wait_overview_matches, WAIT};
 
 /// Ports `ferry demo` uses from its base.
-const DEMO_SPAN: u16 = 50;
+const DEMO_SPAN: u16 = 70;
 
 /// A base with all the demo's ports free right now, below the kernel's ephemeral range
 /// (32768 and up) so that no other test's outgoing connection can take one meanwhile.
