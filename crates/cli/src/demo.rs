@@ -406,7 +406,14 @@ async fn start(
     let mtls = help_mentions(&bins.proxy, "--identity-token-file");
     // Proxies trace every vote into the control plane's receiver, when both sides can.
     let tracing = trace_flag && help_mentions(&bins.proxy, "--trace-collector");
-    for name in ["emoji", "voting", "voting-v2", "voting-v3", "web", "vote-bot"] {
+    for name in [
+        "emoji",
+        "voting",
+        "voting-v2",
+        "voting-v3",
+        "web",
+        "vote-bot",
+    ] {
         let w = layout.workload(name);
         let t = Instant::now();
         let mut app_cmd: Option<procs::MakeCommand> = Some({
@@ -514,7 +521,12 @@ fn proxy_command(
             .arg(identity.token(w.app_name))
             .arg("--identity-trust-anchors")
             .arg(&identity.anchors)
-            .args(["--service-account", w.app_name, "--trust-domain", TRUST_DOMAIN]);
+            .args([
+                "--service-account",
+                w.app_name,
+                "--trust-domain",
+                TRUST_DOMAIN,
+            ]);
     }
     cmd
 }

@@ -120,9 +120,9 @@ impl VotingApp {
                 format!("emoji FindByShortcode {shortcode}: {}", status.message()),
             )),
             Ok(Ok(FindByShortcodeResponse { emoji: Some(_) })) => Ok(()),
-            Ok(Ok(FindByShortcodeResponse { emoji: None })) => Err(Status::not_found(format!(
-                "emoji knows no {shortcode}"
-            ))),
+            Ok(Ok(FindByShortcodeResponse { emoji: None })) => {
+                Err(Status::not_found(format!("emoji knows no {shortcode}")))
+            }
         }
     }
 

@@ -157,7 +157,11 @@ async fn voting_counts_top_half_votes_and_fails_bottom_half_ones() {
 async fn voting_v2_counts_every_vote_and_v3_is_slower_and_loses_one_in_four() {
     let emoji = start("emoji", EmojiApp).await;
     for version in [Version::V2, Version::V3] {
-        let voting = start("voting", VotingApp::version(Peer::direct(emoji.addr), version)).await;
+        let voting = start(
+            "voting",
+            VotingApp::version(Peer::direct(emoji.addr), version),
+        )
+        .await;
         let channel = proto::channel(&Peer::direct(voting.addr));
         let mut failed = Vec::new();
         let started = std::time::Instant::now();
@@ -177,8 +181,12 @@ async fn voting_v2_counts_every_vote_and_v3_is_slower_and_loses_one_in_four() {
             }
             _ => {
                 assert_eq!(failed.len() as u64, 8 / V3_FAIL_EVERY, "{failed:?}");
-                assert!(failed.iter().all(|s| s.code() == Code::Internal
-                    && s.message().contains("voting v3")), "{failed:?}");
+                assert!(
+                    failed
+                        .iter()
+                        .all(|s| s.code() == Code::Internal && s.message().contains("voting v3")),
+                    "{failed:?}"
+                );
                 assert!(took >= V3_DELAY * 8, "v3 is slower: 8 votes in {took:?}");
             }
         }

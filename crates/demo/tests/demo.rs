@@ -279,19 +279,32 @@ async fn rollout_until(
     what: &str,
     check: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let mut last = serde_json::Value::Null;
-    let found = wait_until(within, what, || {
-        let last = &mut last;
-        let check = &check;
-        async move {
-            let view = ferry_json(base, &["rollout", "status", "voting", "-n", "emojivoto"]).await;
-            let done = check(&view);
-            *last = view;
-            done.then(|| last.clone())
-        }
+    let last = std::sync::Mutex::new(serde_json::Value::Null);
+    let api = format!("http://{}", at(base + 4));
+    let args = [
+        "rollout",
+        "status",
+        "voting",
+        "-n",
+        "emojivoto",
+        "-o",
+        "json",
+        "--api-addr",
+        &api,
+    ];
+    let found = wait_until(within, what, || async {
+        // Not found until the control plane has read the copied file.
+        let (ok, text) = ferry(&bin("ferry"), &args).await;
+        let view: serde_json::Value = match serde_json::from_str(&text) {
+            Ok(view) if ok => view,
+            _ => serde_json::Value::String(text),
+        };
+        let done = view.is_object() && check(&view);
+        *last.lock().unwrap() = view.clone();
+        done.then_some(view)
     })
     .await;
-    found.unwrap_or_else(|e| panic!("{e}; the rollout last read: {last:#}"))
+    found.unwrap_or_else(|e| panic!("{e}; the rollout last read: {:#}", last.lock().unwrap()))
 }
 
 /// Copies the example `name` into the demo's config directory as `to`, the way the demo's
@@ -309,15 +322,21 @@ fn apply(state: &Path, name: &str, to: &str) {
 async fn second_act(base: u16, state: &Path) {
     // v2 and v3 run dark: meshed, but nobody calls them.
     let v2_admin = base + 53;
-    let inbound_requests = |text: &str| {
-        metric_sum(text, "request_total", &[("direction", "inbound")])
-    };
-    assert_eq!(inbound_requests(&metrics(v2_admin).await), 0.0, "v2 is dark");
+    let inbound_requests =
+        |text: &str| metric_sum(text, "request_total", &[("direction", "inbound")]);
+    assert_eq!(
+        inbound_requests(&metrics(v2_admin).await),
+        0.0,
+        "v2 is dark"
+    );
 
     // Release v2: 20 %, then 50 %, each judged; it promotes.
     apply(state, "voting-v2-rollout.yaml", "voting-rollout.yaml");
     let view = rollout_until(base, Duration::from_secs(150), "v2 promoted", |v| {
-        assert_ne!(v["status"]["phase"], "RolledBack", "v2 must not roll back: {v:#}");
+        assert_ne!(
+            v["status"]["phase"], "RolledBack",
+            "v2 must not roll back: {v:#}"
+        );
         v["status"]["phase"] == "Promoted"
     })
     .await;
@@ -346,23 +365,37 @@ async fn second_act(base: u16, state: &Path) {
     // v3 over v2: it loses votes and is slower, so the first analysis rolls it back.
     apply(state, "voting-v3-rollout.yaml", "voting-rollout.yaml");
     let view = rollout_until(base, Duration::from_secs(90), "v3 rolled back", |v| {
-        v["spec"]["canary"]["name"] == "voting-v3-svc" && v["status"]["phase"].as_str().is_some_and(|p| p != "Progressing")
+        v["spec"]["canary"]["name"] == "voting-v3-svc"
+            && v["status"]["phase"]
+                .as_str()
+                .is_some_and(|p| p != "Progressing")
     })
     .await;
     assert_eq!(view["status"]["phase"], "RolledBack", "{view:#}");
     let reason = view["status"]["reason"].as_str().unwrap();
-    assert!(reason.contains("success"), "the reason names the success rate: {reason}");
+    assert!(
+        reason.contains("success"),
+        "the reason names the success rate: {reason}"
+    );
     assert_eq!(view["traffic"]["canaryWeight"], 0, "{view:#}");
     let history = ferry_json(base, &["rollout", "history", "voting", "-n", "emojivoto"]).await;
     let outcomes: Vec<(&str, &str)> = history
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["canary"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
+        .map(|r| {
+            (
+                r["canary"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         outcomes,
-        [("voting-v2-svc", "Promoted"), ("voting-v3-svc", "RolledBack")],
+        [
+            ("voting-v2-svc", "Promoted"),
+            ("voting-v3-svc", "RolledBack")
+        ],
         "{history:#}"
     );
 
@@ -382,23 +415,39 @@ async fn second_act(base: u16, state: &Path) {
     };
     let before = web_to_v2(&metrics(base + 13).await);
     apply(state, "voting-policy.yaml", "voting-policy.yaml");
-    wait_until(Duration::from_secs(30), "the bot's reads refused", || async {
-        (denied(&metrics(v2_admin).await) >= 2.0).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the bot's reads refused",
+        || async { (denied(&metrics(v2_admin).await) >= 2.0).then_some(()) },
+    )
     .await
     .unwrap();
-    let after = wait_until(Duration::from_secs(30), "web's votes still counted", || async {
-        let n = web_to_v2(&metrics(base + 13).await);
-        (n > before + 20.0).then_some(n)
-    })
+    let after = wait_until(
+        Duration::from_secs(30),
+        "web's votes still counted",
+        || async {
+            let n = web_to_v2(&metrics(base + 13).await);
+            (n > before + 20.0).then_some(n)
+        },
+    )
     .await
     .unwrap();
     assert!(after > before, "web is allowed");
     // ferry tap shows the refusals: the bot's Results calls, PERMISSION_DENIED.
     let api = format!("http://{}", at(base + 4));
     let args = [
-        "tap", "deploy/voting-v2", "-n", "emojivoto", "--path",
-        "/emojivoto.v1.VotingService/Results", "--limit", "6", "-o", "json", "--api-addr", &api,
+        "tap",
+        "deploy/voting-v2",
+        "-n",
+        "emojivoto",
+        "--path",
+        "/emojivoto.v1.VotingService/Results",
+        "--limit",
+        "6",
+        "-o",
+        "json",
+        "--api-addr",
+        &api,
     ];
     let (ok, text) = ferry(&bin("ferry"), &args).await;
     assert!(ok, "{text}");
@@ -406,8 +455,14 @@ async fn second_act(base: u16, state: &Path) {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    let refused = events.iter().filter(|e| e["type"] == "end" && e["grpcStatus"] == 7).count();
-    assert!(refused > 0, "tap shows the bot's refused reads: {text}");
+    let refused = events
+        .iter()
+        .filter(|e| e["type"] == "end" && e["grpcStatus"] == 7 && e["proxyError"] == "unauthorized")
+        .count();
+    assert!(
+        refused > 0,
+        "tap shows the bot's reads refused by voting's proxy: {text}"
+    );
 }
 
 #[tokio::test]

@@ -121,7 +121,13 @@ impl Layout {
             ("web", "web", None, true, &["emoji-svc", "voting-svc"]),
             ("emoji", "emoji", None, true, &[]),
             ("voting", "voting", Some("1"), true, &["emoji-svc"]),
-            ("vote-bot", "vote-bot", None, false, &["web-svc", "voting-svc"]),
+            (
+                "vote-bot",
+                "vote-bot",
+                None,
+                false,
+                &["web-svc", "voting-svc"],
+            ),
             ("voting-v2", "voting", Some("2"), true, &["emoji-svc"]),
             ("voting-v3", "voting", Some("3"), true, &["emoji-svc"]),
         ];

@@ -614,7 +614,11 @@ spec:
         let text = format!("{GOOD}---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: x}}\nspec: {{}}\n");
         assert_eq!(parse(&text).unwrap().len(), 1);
         let policy = format!("{GOOD}---\napiVersion: policy.ferry.io/v1alpha1\nkind: Server\nmetadata: {{name: x}}\nspec: {{}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: x}}\n");
-        assert_eq!(parse(&policy).unwrap().len(), 1, "policy documents sit beside rollouts too");
+        assert_eq!(
+            parse(&policy).unwrap().len(),
+            1,
+            "policy documents sit beside rollouts too"
+        );
         let e = parse(&format!("{GOOD}---\napiVersion: v1\nkind: ConfigMap\n")).unwrap_err();
         assert_eq!(e.0[0].line, 23);
         assert_eq!(e.0[0].field, "kind");
