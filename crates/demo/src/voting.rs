@@ -95,7 +95,7 @@ impl VotingApp {
             Version::V3 => {
                 tokio::time::sleep(V3_DELAY).await;
                 let n = self.votes.fetch_add(1, Ordering::Relaxed) + 1;
-                if n % V3_FAIL_EVERY == 0 {
+                if n.is_multiple_of(V3_FAIL_EVERY) {
                     return Err(Status::internal(format!(
                         "voting v3 lost vote {n} for {shortcode}: the new vote store dropped it"
                     )));
