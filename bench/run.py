@@ -85,6 +85,45 @@ spec:
     timeouts: {request: 10s, backendRequest: 5s}
     retry: {codes: [502, 503], attempts: 2}
 """
+# Issue #23's cells: the one-hop `ferry` path with an authorization policy in force, served
+# by a ferry-control (no identity) to the proxy as its pod's inbound policy: a Server on the
+# backend's port admitting loopback clients (a NetworkAuthentication), decided once per
+# connection (`ferry-authz`), and the same with an inbound HTTPRoute on the Server, so every
+# request is routed and authorized on the general path (`ferry-authz-route`). Goal: the
+# one-hop figure with a policy within 3 % of `ferry`'s. Not in the default grid:
+# `--variants ferry,ferry-authz,ferry-authz-route`.
+AUTHZ_VARIANTS = ("ferry-authz", "ferry-authz-route")
+AUTHZ_POLICY = """apiVersion: policy.ferry.io/v1alpha1
+kind: Server
+metadata: {{name: bench, namespace: default}}
+spec:
+  podSelector: {{matchLabels: {{app: bench}}}}
+  port: {port}
+  accessPolicy: deny
+---
+apiVersion: policy.ferry.io/v1alpha1
+kind: NetworkAuthentication
+metadata: {{name: loopback, namespace: default}}
+spec:
+  networks: [{{cidr: 127.0.0.0/8}}]
+---
+apiVersion: policy.ferry.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {{name: loopback-to-bench, namespace: default}}
+spec:
+  targetRef: {{group: policy.ferry.io, kind: Server, name: bench}}
+  requiredAuthenticationRefs:
+  - {{group: policy.ferry.io, kind: NetworkAuthentication, name: loopback}}
+"""
+AUTHZ_ROUTE = """---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bench-inbound, namespace: default}
+spec:
+  parentRefs: [{group: policy.ferry.io, kind: Server, name: bench}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}]
+"""
 PROTOCOLS = ["http1", "h2c", "grpc", "tcp"]
 
 # The backend's unary gRPC method (ferry-bench-backend answers any path alike).
@@ -346,6 +385,54 @@ services:
     return p, grpc
 
 
+def start_authz_control(work, tag, proxy_port, backend_port, route):
+    """ferry-control for the authorization variants: pod `bench-0` (labels app=bench) is the
+    proxy at `proxy_port`; AUTHZ_POLICY on the backend's port, with AUTHZ_ROUTE when `route`.
+    Returns the process and its gRPC port."""
+    d = work / f"{tag}-authz"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir()
+    (d / "workloads.yaml").write_text(f"""workloads:
+  - name: bench
+    namespace: default
+    labels: {{ app: bench }}
+    instances:
+      - {{ name: bench-0, addr: "127.0.0.1:{proxy_port}" }}
+""")
+    policy = AUTHZ_POLICY.format(port=backend_port) + (AUTHZ_ROUTE if route else "")
+    (d / "policy.yaml").write_text(policy)
+    grpc = free_port()
+    cmd = [RELEASE / "ferry-control", "--workloads-file", d / "workloads.yaml",
+           "--routes", d / "policy.yaml",
+           "--grpc-listen", f"127.0.0.1:{grpc}", "--api-listen", f"127.0.0.1:{free_port()}",
+           "--trace-listen", "off", "--log-format", "json"]
+    p = spawn(cmd, LOAD_CPU, work / f"{tag}-control.log")
+    wait_port(grpc, p, tag + " (control plane)")
+    return p, grpc
+
+
+def wait_policy(port, backend_port, admin_port, proc, what, timeout=15.0):
+    """Waits until the proxy holds the control plane's policy for the backend's port: a
+    connection to `port` opens the port's policy stream, and the proxy's /state then shows
+    it as `server` (the control plane reads the policy file before it serves)."""
+    deadline = time.monotonic() + timeout
+    name = f"0.0.0.0:{backend_port}"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before its policy")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/state", timeout=1) as r:
+                state = json.loads(r.read())
+            if any(p["name"] == name and p["state"] == "server"
+                   for p in state.get("inbound_policies", [])):
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what}: no inbound policy for {name} within {timeout}s (see its log)")
+
+
 def wait_ready(admin_port, proc, what, timeout=15.0):
     """Waits for a proxy's /ready: with identity on, until its first certificate."""
     deadline = time.monotonic() + timeout
@@ -450,6 +537,20 @@ def start_middle(variant, proto, backend_port, work, args):
             stop(aux)
             raise
         return Middle(variant, [p], port, aux=aux)
+    if variant in AUTHZ_VARIANTS:
+        port, admin = free_port(), free_port()
+        cp, grpc = start_authz_control(work, tag, port, backend_port,
+                                       variant == "ferry-authz-route")
+        try:
+            _, p = start_ferry(proxy, backend_port, work, tag, port=port, admin=admin,
+                               extra=["--destination-addr", f"127.0.0.1:{grpc}",
+                                      "--pod-namespace", "default", "--pod-name", "bench-0"])
+            wait_port(port, p, tag)
+            wait_policy(port, backend_port, admin, p, tag)
+        except Exception:
+            stop([cp])
+            raise
+        return Middle(variant, [p], port, aux=[cp])
     if variant in ROUTE_VARIANTS:
         cp, grpc = start_route_control(work, tag, backend_port, variant == "ferry-route")
         try:
@@ -1193,6 +1294,15 @@ def goals(results, figs, memory, soak_result):
             row(f"{proto}, a route with a header match, two weighted backends, timeouts and a "
                 "retry budget: ≥ 95 % of the same service's throughput without routes (#21)",
                 f"{r:,.0f} vs {b:,.0f} RPS ({r / b:.1%})", r >= 0.95 * b)
+    for proto in ("http1", "h2c", "grpc"):
+        base = m(proto, "max", "ferry", "rps")
+        for variant, what in (("ferry-authz", "decided per connection"),
+                              ("ferry-authz-route", "an inbound route: decided per request")):
+            r = m(proto, "max", variant, "rps")
+            if r and base:
+                row(f"{proto}, an authorization policy in force ({what}): within 3 % of the "
+                    "one-hop throughput without (#23)",
+                    f"{r:,.0f} vs {base:,.0f} RPS ({r / base:.1%})", r >= 0.97 * base)
     h2 = m("h2c", "max", "ferry", "rps")
     if h2 and f1:
         row("h2c throughput ≥ 80 % of HTTP/1.1's", f"{h2:,.0f} vs {f1:,.0f} RPS ({h2 / f1:.0%})",
