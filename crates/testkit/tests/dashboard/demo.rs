@@ -170,13 +170,14 @@ async fn with_ferry_demo_running_the_dashboard_finds_the_broken_edge() {
     eprintln!("tap rows, failed: {seen}");
     shot(&browser, "demo-3-tap-voting").await;
 
-    // Diagnostics: four ready proxies with their identities' certificates, checks passing.
+    // Diagnostics: six ready proxies (voting's v2 and v3 run dark) with their identities'
+    // certificates, checks passing.
     browser.goto(&format!("{api}/#/proxies")).await.unwrap();
     browser
         .wait_for(
-            "four ready proxies, each with a certificate expiry",
+            "six ready proxies, each with a certificate expiry",
             r#"const rows = [...document.querySelectorAll('tr[data-pod]')];
-               return rows.length === 4 && rows.every((r) => r.querySelector('.badge.good')
+               return rows.length === 6 && rows.every((r) => r.querySelector('.badge.good')
                  && /in \d/.test(r.querySelector('td.cert').textContent));"#,
             WAIT,
         )
