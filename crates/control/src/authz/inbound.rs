@@ -392,69 +392,15 @@ impl InboundServerPolicies for InboundService {
 }
 
 /// Ferry's `InboundServerPolicies/WatchPort` ([`ext::WATCH_PORT`]) beside Linkerd's.
-#[derive(Clone)]
-pub struct FerryInboundServer(Arc<InboundService>);
+pub type FerryInboundServer = watching::ExtensionServer<InboundService>;
 
-impl FerryInboundServer {
-    /// Serves `service`'s policies with Ferry's extensions.
-    pub fn new(service: InboundService) -> Self {
-        Self(Arc::new(service))
-    }
-}
+impl watching::ExtensionWatch for InboundService {
+    type Spec = pb::PortSpec;
+    type Message = ext::Server;
+    const SERVICE: &'static str = ext::SERVICE;
+    const METHOD: &'static str = ext::WATCH_PORT;
 
-impl tonic::server::NamedService for FerryInboundServer {
-    const NAME: &'static str = ext::SERVICE;
-}
-
-struct FerryWatch(Arc<InboundService>);
-
-impl tonic::server::ServerStreamingService<pb::PortSpec> for FerryWatch {
-    type Response = ext::Server;
-    type ResponseStream = Stream<ext::Server>;
-    type Future = tonic::codegen::BoxFuture<Response<Self::ResponseStream>, Status>;
-
-    fn call(&mut self, req: Request<pb::PortSpec>) -> Self::Future {
-        let service = self.0.clone();
-        Box::pin(async move {
-            service
-                .stream(req.get_ref(), translate_ferry)
-                .map(Response::new)
-        })
-    }
-}
-
-impl<B> tonic::codegen::Service<http::Request<B>> for FerryInboundServer
-where
-    B: tonic::codegen::Body + Send + 'static,
-    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let service = self.0.clone();
-        if req.uri().path() != ext::WATCH_PORT {
-            return Box::pin(async {
-                Ok(Status::unimplemented(
-                    "ferry.proxy.inbound.InboundServerPolicies has only WatchPort",
-                )
-                .into_http())
-            });
-        }
-        Box::pin(async move {
-            let codec = tonic_prost::ProstCodec::<ext::Server, pb::PortSpec>::default();
-            Ok(tonic::server::Grpc::new(codec)
-                .apply_max_message_size_config(Some(64 * 1024), None)
-                .server_streaming(FerryWatch(service), req)
-                .await)
-        })
+    fn watch(&self, spec: &pb::PortSpec) -> Result<Stream<ext::Server>, Status> {
+        self.stream(spec, translate_ferry)
     }
 }

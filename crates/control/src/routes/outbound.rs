@@ -775,69 +775,15 @@ pub fn translate_ferry(p: &ServicePolicy) -> ext::OutboundPolicy {
 }
 
 /// Ferry's `OutboundPolicies/Watch` ([`ext::WATCH`]) beside Linkerd's, on the same port.
-#[derive(Clone)]
-pub struct FerryOutboundServer(Arc<OutboundService>);
+pub type FerryOutboundServer = super::watching::ExtensionServer<OutboundService>;
 
-impl FerryOutboundServer {
-    /// Serves `service`'s policies with Ferry's extensions.
-    pub fn new(service: OutboundService) -> Self {
-        Self(Arc::new(service))
-    }
-}
+impl super::watching::ExtensionWatch for OutboundService {
+    type Spec = pb::TrafficSpec;
+    type Message = ext::OutboundPolicy;
+    const SERVICE: &'static str = ext::SERVICE;
+    const METHOD: &'static str = ext::WATCH;
 
-impl tonic::server::NamedService for FerryOutboundServer {
-    const NAME: &'static str = ext::SERVICE;
-}
-
-struct FerryWatch(Arc<OutboundService>);
-
-impl tonic::server::ServerStreamingService<pb::TrafficSpec> for FerryWatch {
-    type Response = ext::OutboundPolicy;
-    type ResponseStream = Stream<ext::OutboundPolicy>;
-    type Future = tonic::codegen::BoxFuture<Response<Self::ResponseStream>, Status>;
-
-    fn call(&mut self, req: Request<pb::TrafficSpec>) -> Self::Future {
-        let service = self.0.clone();
-        Box::pin(async move {
-            service
-                .stream(req.get_ref(), translate_ferry)
-                .map(Response::new)
-        })
-    }
-}
-
-impl<B> tonic::codegen::Service<http::Request<B>> for FerryOutboundServer
-where
-    B: tonic::codegen::Body + Send + 'static,
-    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let service = self.0.clone();
-        if req.uri().path() != ext::WATCH {
-            return Box::pin(async {
-                Ok(
-                    Status::unimplemented("ferry.proxy.outbound.OutboundPolicies has only Watch")
-                        .into_http(),
-                )
-            });
-        }
-        Box::pin(async move {
-            let codec = tonic_prost::ProstCodec::<ext::OutboundPolicy, pb::TrafficSpec>::default();
-            Ok(tonic::server::Grpc::new(codec)
-                .apply_max_message_size_config(Some(64 * 1024), None)
-                .server_streaming(FerryWatch(service), req)
-                .await)
-        })
+    fn watch(&self, spec: &pb::TrafficSpec) -> Result<Stream<ext::OutboundPolicy>, Status> {
+        self.stream(spec, translate_ferry)
     }
 }

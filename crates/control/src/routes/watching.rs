@@ -97,3 +97,89 @@ impl<M: Clone + PartialEq + Send + 'static> Watching<M> {
         }
     }
 }
+
+/// A policy service with one Ferry extension method: a server-streaming `Watch` of `Spec`
+/// answered with `Message`s, served beside Linkerd's service on the same port (Ferry's
+/// proxies ask it first; docs/routes.md and docs/authorization.md).
+pub trait ExtensionWatch: Send + Sync + 'static {
+    /// The request.
+    type Spec: tonic_prost::prost::Message + Default + Send + 'static;
+    /// Each streamed answer.
+    type Message: tonic_prost::prost::Message + Send + 'static;
+    /// The gRPC service's full name (`ferry.proxy.outbound.OutboundPolicies`).
+    const SERVICE: &'static str;
+    /// The one method's path (`/<SERVICE>/Watch`).
+    const METHOD: &'static str;
+
+    /// The stream for `spec`.
+    fn watch(&self, spec: &Self::Spec) -> Result<Stream<Self::Message>, Status>;
+}
+
+/// Serves an [`ExtensionWatch`] as a tonic service (the messages are written by hand, so
+/// there is no generated server).
+pub struct ExtensionServer<S>(Arc<S>);
+
+impl<S> ExtensionServer<S> {
+    /// Serves `service`.
+    pub fn new(service: S) -> Self {
+        Self(Arc::new(service))
+    }
+}
+
+impl<S> Clone for ExtensionServer<S> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<S: ExtensionWatch> tonic::server::NamedService for ExtensionServer<S> {
+    const NAME: &'static str = S::SERVICE;
+}
+
+/// One call of an [`ExtensionServer`]'s method.
+struct WatchCall<S>(Arc<S>);
+
+impl<S: ExtensionWatch> tonic::server::ServerStreamingService<S::Spec> for WatchCall<S> {
+    type Response = S::Message;
+    type ResponseStream = Stream<S::Message>;
+    type Future = tonic::codegen::BoxFuture<tonic::Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, req: tonic::Request<S::Spec>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { service.watch(req.get_ref()).map(tonic::Response::new) })
+    }
+}
+
+impl<S, B> tonic::codegen::Service<http::Request<B>> for ExtensionServer<S>
+where
+    S: ExtensionWatch,
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let service = self.0.clone();
+        if req.uri().path() != S::METHOD {
+            let method = S::METHOD.rsplit('/').next().unwrap_or(S::METHOD);
+            let status = Status::unimplemented(format!("{} has only {method}", S::SERVICE));
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        Box::pin(async move {
+            let codec = tonic_prost::ProstCodec::<S::Message, S::Spec>::default();
+            Ok(tonic::server::Grpc::new(codec)
+                .apply_max_message_size_config(Some(64 * 1024), None)
+                .server_streaming(WatchCall(service), req)
+                .await)
+        })
+    }
+}
