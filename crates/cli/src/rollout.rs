@@ -9,6 +9,9 @@ use ferry_api::rollout::{
 };
 
 use crate::cluster::ApiArgs;
+
+/// How long `status --watch` waits for a rollout that is not there yet (just applied).
+const APPEAR_WAIT: Duration = Duration::from_secs(10);
 use crate::stat::{align, block_on, Output};
 
 /// `ferry rollout <command>`
@@ -65,7 +68,8 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-    /// Print again every second until the rollout ends (or Ctrl-C).
+    /// Print again every second until the rollout ends (or Ctrl-C); waits up to 10 s for a
+    /// rollout not there yet (just applied).
     #[arg(short, long)]
     pub watch: bool,
     /// The control plane's public API.
@@ -151,8 +155,20 @@ fn status(s: &StatusArgs) -> anyhow::Result<()> {
     block_on(async {
         let api = s.api.connect().await?;
         let path = rollout_path(&s.namespace, &name);
+        let mut appear_by = s.watch.then(|| tokio::time::Instant::now() + APPEAR_WAIT);
         loop {
-            let view: RolloutView = api.client.get(&path).await?;
+            let view: RolloutView = match api.client.get(&path).await {
+                Ok(view) => view,
+                // Just applied: the control plane reads it within a poll or two.
+                Err(crate::control::ControlError::Status { status: 404, .. })
+                    if appear_by.is_some_and(|by| tokio::time::Instant::now() < by) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            appear_by = None;
             match s.output {
                 Output::Json => println!("{}", serde_json::to_string(&view)?),
                 _ => print!("{}", status_text(&view, now_ms())),
