@@ -101,6 +101,18 @@ async fn ferry(exe: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Runs `ferry tap … -o json` (`args` complete) and returns its output and its events,
+/// one JSON object a line.
+async fn tap_events(args: &[&str]) -> (String, Vec<serde_json::Value>) {
+    let (ok, text) = ferry(&bin("ferry"), args).await;
+    assert!(ok, "{text}");
+    let events = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (text, events)
+}
+
 /// `ferry <args> -o json --api-addr <the demo's>`, parsed (stat: the rows, edges: the edges).
 async fn ferry_json(base: u16, args: &[&str]) -> serde_json::Value {
     let api = format!("http://{}", at(base + 4));
@@ -212,12 +224,7 @@ async fn story(base: u16) {
         "--api-addr",
         &api,
     ];
-    let (ok, text) = ferry(&bin("ferry"), &args).await;
-    assert!(ok, "{text}");
-    let events: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let (text, events) = tap_events(&args).await;
     let failed_paths: Vec<&str> = events
         .iter()
         .filter(|e| e["type"] == "rsp" && e["status"] == 500)
@@ -259,12 +266,7 @@ async fn story(base: u16) {
         "--api-addr",
         &api,
     ];
-    let (ok, text) = ferry(&bin("ferry"), &args).await;
-    assert!(ok, "{text}");
-    let events: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let (text, events) = tap_events(&args).await;
     let ends: Vec<&serde_json::Value> = events.iter().filter(|e| e["type"] == "end").collect();
     assert!(!ends.is_empty(), "{text}");
     for end in ends {
@@ -449,12 +451,7 @@ async fn second_act(base: u16, state: &Path) {
         "--api-addr",
         &api,
     ];
-    let (ok, text) = ferry(&bin("ferry"), &args).await;
-    assert!(ok, "{text}");
-    let events: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let (text, events) = tap_events(&args).await;
     let refused = events
         .iter()
         .filter(|e| e["type"] == "end" && e["grpcStatus"] == 7 && e["proxyError"] == "unauthorized")
