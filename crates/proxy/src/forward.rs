@@ -87,8 +87,8 @@ pub struct Conn {
     requests: std::sync::atomic::AtomicU64,
     /// The next request is traced whatever the sampling rate (the fast path sampled it).
     trace_next: AtomicBool,
-    /// Inbound: each request is authorized first (the fast path leaves such connections
-    /// to this path). `None` for connections decided when accepted.
+    /// Inbound: each request is authorized first, on either path. `None` for connections
+    /// decided when accepted.
     authz: Option<Arc<crate::authz::conn::RequestAuthz>>,
 }
 
@@ -115,10 +115,10 @@ impl HttpService {
         self
     }
 
-    /// Whether requests are authorized one by one (the HTTP/1.1 fast path then leaves the
-    /// connection to the general path).
-    pub fn authorizes_requests(&self) -> bool {
-        self.0.authz.is_some()
+    /// The per-request authorization, when requests are decided one by one: both HTTP/1.1
+    /// paths apply it before routing.
+    pub fn request_authz(&self) -> Option<&crate::authz::conn::RequestAuthz> {
+        self.0.authz.as_deref()
     }
 
     /// Requests this connection has sent through the general path so far.

@@ -5,8 +5,9 @@
 //! header maps. The first request it does not handle (upgrades, `Expect`, chunked or large
 //! uploads, HTTP/1.0, absolute-form targets, malformed or oversized heads, gRPC) and any
 //! request while a tap is active hands the connection, with the bytes already read, to the
-//! general hyper path for the rest of its life. Routing, balancing, metrics and error
-//! responses are the general path's own (`forward.rs`), so both paths count and answer alike.
+//! general hyper path for the rest of its life. Routing, the inbound policy step, balancing,
+//! metrics and error responses are the general path's own (`forward.rs`, `authz`), so both
+//! paths count and answer alike.
 
 pub mod chunked;
 pub mod head;
@@ -123,11 +124,6 @@ pub async fn serve<I>(io: I, svc: HttpService, side: &Side)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // Requests to authorize one by one take the general path, which has the one policy step.
-    if svc.authorizes_requests() {
-        side.h1.general("authorization");
-        return crate::http::serve_h1(io, svc, side).await;
-    }
     let mut conn = Conn {
         io,
         buf: BytesMut::with_capacity(READ_SIZE),
@@ -332,7 +328,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
     }
 
     /// Where the request at the start of `buf` goes: its upstream, or the route decision
-    /// when its service has routes ([`crate::route`]) or it cannot be routed; `Err` hands the
+    /// when its service has routes ([`crate::route`]), it cannot be routed or the inbound
+    /// policy refuses it ([`crate::authz::conn::RequestAuthz`]); `Err` hands the
     /// connection to the general path, for a route that changes headers (which this path
     /// does not rewrite).
     async fn plan(
@@ -346,6 +343,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
         self.host.push_str(raw_host);
         self.host.make_ascii_lowercase();
         let svc = self.svc.clone();
+        // The inbound policy step, before routing, as on the general path.
+        if let Some(authz) = svc.request_authz() {
+            let view = head::RawRequest::parse(&self.buf[..head.len]).ok_or("unparsable head")?;
+            if let Err(e) = authz.check(&view) {
+                return Ok(Planned::Decided(Decision::Fail(e, None)));
+            }
+        }
         let (upstream, metrics) = match svc.conn().route(Some(&self.host)) {
             Ok(routed) => routed,
             Err(e) => return Ok(Planned::Decided(Decision::Fail(e, None))),

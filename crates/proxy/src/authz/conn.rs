@@ -14,6 +14,7 @@ use crate::{
         authz::{AuthzEvent, AuthzLabels},
         Direction, ErrorKind, Registry,
     },
+    policy::RequestView,
 };
 
 /// Who the connection is from and where it goes, for decisions and their labels.
@@ -133,10 +134,19 @@ pub struct RequestAuthz {
 
 impl RequestAuthz {
     /// `Err`: the proxy-made answer (403, 404 or 429), counted.
-    pub fn check<B>(&self, req: &http::Request<B>) -> Result<(), ProxyError> {
+    /// Both HTTP/1.1 paths call it: the fast path with its raw head, the general path with
+    /// hyper's request.
+    pub fn check(&self, req: &dyn RequestView) -> Result<(), ProxyError> {
         let policy = self.port.current();
-        let header =
-            |name: &http::HeaderName| req.headers().get(name).map(|v| v.as_bytes().to_vec());
+        // A header's first value, as `HeaderMap::get` gives it.
+        let header = |name: &http::HeaderName| {
+            let mut first = None;
+            req.any_header(name, &mut |v| {
+                first = Some(v.to_vec());
+                true
+            });
+            first
+        };
         match policy.check(self.peer.client(), req, &header) {
             Ok(allowed) => {
                 self.peer

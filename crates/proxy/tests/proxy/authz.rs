@@ -337,7 +337,22 @@ async fn exchange(sock: &mut tokio::net::TcpStream, head: &str) -> (u16, String)
     }
 }
 
+/// A request over HTTP/1.1, which the fast path carries.
 async fn request(
+    proxy: &Proxy,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> client::Reply {
+    request_on(&client::http1(), proxy, method, path, headers).await
+}
+
+/// A request with `client` (h2c: the general path).
+async fn request_on(
+    client: &hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<bytes::Bytes>,
+    >,
     proxy: &Proxy,
     method: &str,
     path: &str,
@@ -349,12 +364,9 @@ async fn request(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    client::send(
-        &client::http1(),
-        req.body(Full::new(bytes::Bytes::new())).unwrap(),
-    )
-    .await
-    .unwrap()
+    client::send(client, req.body(Full::new(bytes::Bytes::new())).unwrap())
+        .await
+        .unwrap()
 }
 
 fn reason(r: &client::Reply) -> String {
@@ -465,17 +477,30 @@ async fn routes_networks_jwts_and_a_silent_control_plane() {
     )
     .await;
     assert_eq!(reason(&expired), "unauthorized-jwt-expired");
-    let forged = SigningKey::new("old");
+    let forged_token = bearer(SigningKey::new("old").token(300));
     let forged = request(
         &proxy,
         "GET",
         "/private",
-        &[("authorization", &bearer(forged.token(300)))],
+        &[("authorization", &forged_token)],
     )
     .await;
     assert_eq!(reason(&forged), "unauthorized-jwt-bad-signature");
     let missing = request(&proxy, "GET", "/private", &[]).await;
     assert_eq!(reason(&missing), "unauthorized-jwt-missing");
+    // The general path (h2c here) decides alike.
+    let h2c = client::h2c();
+    for (token, want) in [
+        (
+            Some(forged_token.as_str()),
+            "unauthorized-jwt-bad-signature",
+        ),
+        (None, "unauthorized-jwt-missing"),
+    ] {
+        let headers: Vec<_> = token.map(|t| ("authorization", t)).into_iter().collect();
+        let r = request_on(&h2c, &proxy, "GET", "/private", &headers).await;
+        assert_eq!((r.status.as_u16(), reason(&r).as_str()), (403, want));
+    }
     // The old key rotated out: its tokens fail within a second.
     tx.send(Ok(policy(&[&new]))).await.unwrap();
     let token = bearer(old.token(300));
@@ -888,7 +913,7 @@ async fn linkerds_watch_port_serves_when_ferrys_is_not() {
 }
 
 #[tokio::test]
-async fn a_server_decided_per_connection_keeps_the_fast_path() {
+async fn servers_decided_per_connection_and_per_request_keep_the_fast_path() {
     let app = app().await;
     let (cp, mut streams, _cp) = scripted_policies().await;
     let proxy = guarded(app.addr, cp, DefaultPolicy::Deny).await;
@@ -922,7 +947,8 @@ async fn a_server_decided_per_connection_keeps_the_fast_path() {
         "{after}"
     );
 
-    // A route makes the server decide per request: the general path's one policy step.
+    // A route makes the server decide per request: the fast path decides it, on the raw
+    // head, with the same policy step as the general path.
     tx.send(Ok(server(
         http1(
             vec![route("all", "GET", "/", vec![anyone("everyone")])],
@@ -937,6 +963,17 @@ async fn a_server_decided_per_connection_keeps_the_fast_path() {
     })
     .await
     .unwrap();
+    let before = stats().await;
     assert_eq!(request(&proxy, "GET", "/", &[]).await.status, 200);
-    assert!(stats().await["general_path_connections"]["authorization"].as_u64() >= Some(2));
+    assert_eq!(request(&proxy, "POST", "/", &[]).await.status, 404);
+    let after = stats().await;
+    assert_eq!(
+        after["fast_path_requests"].as_u64().unwrap(),
+        before["fast_path_requests"].as_u64().unwrap() + 2,
+        "{after}"
+    );
+    assert_eq!(
+        after["general_path_connections"], before["general_path_connections"],
+        "{after}"
+    );
 }
