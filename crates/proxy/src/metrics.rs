@@ -311,7 +311,7 @@ pub struct Registry {
     tcp: Mutex<Family<TcpLabels, TcpMetrics>>,
     routes: Mutex<Family<RouteLabels, RouteMetrics>>,
     errors: Mutex<HashMap<(Direction, ErrorKind, ProxyErrorReason), u64>>,
-    authz: Mutex<HashMap<(authz::AuthzEvent, authz::AuthzLabels), u64>>,
+    authz: Mutex<HashMap<(authz::AuthzEvent, authz::AuthzLabels), Arc<AtomicU64>>>,
     detect: [[AtomicU64; Protocol::ALL.len()]; 2],
     started: SystemTime,
 }

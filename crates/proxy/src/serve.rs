@@ -259,6 +259,7 @@ async fn serve_protocol<I>(
             },
             target: t.label(),
             registry: side.registry.clone(),
+            counted: Default::default(),
         };
         let http = matches!(protocol, Protocol::Http1 | Protocol::Http2);
         match crate::authz::conn::decide(policies.port(t.port()), peer, http).await {

@@ -3,7 +3,10 @@
 //! `inbound_tcp_authz_*`; docs/authorization.md), labelled by server, route and
 //! authorization.
 
-use std::sync::Arc;
+use std::sync::{
+    atomic::{AtomicU64, Ordering::Relaxed},
+    Arc,
+};
 
 use ferry_api::metrics as names;
 
@@ -89,13 +92,24 @@ pub struct AuthzLabels {
 impl Registry {
     /// Counts an authorization event; past the series cap, new label sets are dropped.
     pub fn authz(&self, event: AuthzEvent, labels: AuthzLabels) {
+        if let Some(n) = self.authz_counter(event, labels) {
+            n.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The counter of an event's label set, for callers that count it again and again (a
+    /// connection's requests) and keep the handle rather than hash the labels each time.
+    /// `None` past the series cap.
+    pub fn authz_counter(&self, event: AuthzEvent, labels: AuthzLabels) -> Option<Arc<AtomicU64>> {
         let mut map = lock(&self.authz);
         let key = (event, labels);
-        if let Some(n) = map.get_mut(&key) {
-            *n += 1;
-        } else if map.len() < self.limits.max_series {
-            map.insert(key, 1);
+        if let Some(n) = map.get(&key) {
+            return Some(n.clone());
         }
+        if map.len() >= self.limits.max_series {
+            return None;
+        }
+        Some(map.entry(key).or_default().clone())
     }
 
     pub(super) fn encode_authz(&self, out: &mut String) {
@@ -105,7 +119,7 @@ impl Registry {
             let mut rows: Vec<_> = series.iter().filter(|((e, _), _)| *e == event).collect();
             rows.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
             for ((_, l), n) in rows {
-                sample(out, name, *n, |o| {
+                sample(out, name, n.load(Relaxed), |o| {
                     label(o, names::LABEL_SRV_KIND, &l.server.kind);
                     label(o, names::LABEL_SRV_NAME, &l.server.name);
                     if let Some(r) = &l.route {
