@@ -1,5 +1,9 @@
 //! `GET /api/v1/authz` (`ferry authz`): the servers, routes and authorizations of a
-//! workload's inbound side, with what each allowed and denied (docs/authorization.md).
+//! workload's inbound side, with what each allowed and denied; and
+//! `GET /api/v1/policy/objects` (`ferry check --local`): the policy documents and pods the
+//! control plane holds (docs/authorization.md).
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -8,6 +12,9 @@ pub const AUTHZ_PATH: &str = "/api/v1/authz";
 /// `GET ?workload=<ns>:<pod>&port=N`: the inbound policy the control plane serves for a
 /// pod port, as JSON (`ferry diagnostics policy po/NAME:PORT`).
 pub const INBOUND_POLICY_PATH: &str = "/api/v1/policy/inbound";
+/// `GET`: the policy documents the control plane holds and its pods, shaped as the
+/// Kubernetes API lists them, answering [`PolicyObjectList`] (`ferry check --local`).
+pub const POLICY_OBJECTS_PATH: &str = "/api/v1/policy/objects";
 
 /// Query parameters of [`AUTHZ_PATH`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,4 +70,19 @@ pub struct AuthzAnswer {
     /// The rows: configured ones first (server, route, authorization order), then any
     /// the metrics show that the configuration does not (older policies, denials).
     pub rows: Vec<AuthzRow>,
+}
+
+/// The answer of [`POLICY_OBJECTS_PATH`]: what `ferry check` reads from the Kubernetes API
+/// on a cluster, so that one set of rules judges both (docs/authorization.md).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PolicyObjectList {
+    /// Every pod discovery knows, as `{"metadata": {"namespace", "name", "labels"}}`; the
+    /// labels are the ones a `Server`'s `podSelector` is matched against.
+    pub pods: Vec<serde_json::Value>,
+    /// The valid policy documents by kind (`Server`, `AuthorizationPolicy`,
+    /// `MeshTLSAuthentication`, `NetworkAuthentication`, `JWTAuthentication`,
+    /// `HTTPLocalRateLimitPolicy`, `HTTPRoute`, `GRPCRoute`), each with `apiVersion`,
+    /// `kind`, `metadata` (namespace filled in) and `spec`; inline JWK Sets left out. Every
+    /// kind is present, with no items when there are none.
+    pub items: BTreeMap<String, Vec<serde_json::Value>>,
 }

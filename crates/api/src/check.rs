@@ -18,7 +18,12 @@ pub const PROXIES_READY: &str = "data-plane: proxies are ready";
 /// Name of the check that every proxy runs the control plane's version.
 pub const PROXIES_VERSION: &str = "data-plane: proxies run this version";
 
-/// The local checks in the order they run; the first is fatal (nothing else can be read).
+/// Name of the check that every policy document matches something (on a cluster too; not
+/// on the dashboard's page).
+pub const POLICIES_MATCH: &str =
+    "policy: every Server, AuthorizationPolicy and authentication matches something";
+
+/// The local checks the dashboard's page runs too, in the order they run; the first is fatal (nothing else can be read).
 pub const LOCAL_CHECKS: [&str; 4] = [
     API_ANSWERS,
     RUNS_THIS_VERSION,

@@ -3,8 +3,9 @@
 //!
 //! `--pre` checks a cluster before `ferry install` (API reachable, version, permissions, no
 //! earlier install); without it, the installed control plane, its webhook and certificates,
-//! and the meshed pods' proxy versions; `--local` a control plane on this machine through its
-//! public API (`--api-addr`). It talks to the Kubernetes API with the user's kubeconfig
+//! and the meshed pods' proxy versions, and the authorization policy; `--local` a control
+//! plane on this machine through its public API (`--api-addr`), the policy documents it
+//! loaded included. It talks to the Kubernetes API with the user's kubeconfig
 //! (`--kubeconfig`, `KUBECONFIG`, `--context`) or at `--api-server`, and to the installed
 //! control plane's public API through a port-forward; the checks' logic is in [`checks`].
 
@@ -28,7 +29,8 @@ pub struct CheckArgs {
     /// Check that the cluster is ready for `ferry install` instead of checking an install.
     #[arg(long, conflicts_with = "local")]
     pub pre: bool,
-    /// Check a control plane running on this machine, through its public API (`--api-addr`).
+    /// Check a control plane running on this machine, through its public API (`--api-addr`):
+    /// its health and version, its proxies, and the policy documents it loaded.
     #[arg(long)]
     pub local: bool,
     /// The control plane's public API, for `--local` (the address every other command uses).
@@ -59,8 +61,8 @@ pub enum Outcome {
     Pass(String),
     /// It does not hold: what is wrong, and what to do about it.
     Fail { problem: String, hint: String },
-    /// It holds, but something looks unintended: what, and what to do about it. Not a
-    /// failure (the exit status stays 0).
+    /// It holds, but something looks unintended: what (a line each, printed as a `‼` line
+    /// each), and what to do about it. Not a failure (the exit status stays 0).
     Warn { problem: String, hint: String },
 }
 
@@ -103,7 +105,9 @@ pub fn render(results: &[CheckResult], planned: usize) -> String {
                 let _ = writeln!(out, "    hint: {hint}");
             }
             Outcome::Warn { problem, hint } => {
-                let _ = writeln!(out, "‼ {}: {problem}", r.name);
+                for line in problem.lines() {
+                    let _ = writeln!(out, "‼ {}: {line}", r.name);
+                }
                 let _ = writeln!(out, "    hint: {hint}");
             }
         }

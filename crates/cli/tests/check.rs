@@ -258,6 +258,16 @@ fn local_mode_checks_the_control_plane_on_this_machine() {
         "/api/v1/proxies",
         json!({"proxies": [proxy("web-0", true, here), proxy("emoji-0", true, here)]}),
     );
+    // The control plane's policy documents: a Server selecting web-0's workload.
+    get(
+        &mut routes,
+        ferry_api::authz::POLICY_OBJECTS_PATH,
+        json!({
+            "pods": [{"metadata": {"namespace": "emojivoto", "name": "web-0", "labels": {"app": "web"}}}],
+            "items": {"Server": [{"kind": "Server", "metadata": {"namespace": "emojivoto", "name": "web-http"},
+                                   "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "port": 8080}}]},
+        }),
+    );
     let api = fake(routes, None);
     let (ok, out) = ferry_check(&["--local", "--api-addr", &api.url()]);
     assert!(ok, "{out}");
@@ -274,7 +284,11 @@ fn local_mode_checks_the_control_plane_on_this_machine() {
         out.contains("✓ data-plane: proxies run this version: 2 proxies, all at"),
         "{out}"
     );
-    assert!(out.contains("all 4 checks passed"), "{out}");
+    assert!(
+        out.contains("✓ policy: every Server, AuthorizationPolicy and authentication matches something: 1 Server(s), 0 AuthorizationPolicy(ies)"),
+        "{out}"
+    );
+    assert!(out.contains("all 5 checks passed"), "{out}");
 
     let mut routes = Routes::new();
     get(
@@ -300,6 +314,11 @@ fn local_mode_checks_the_control_plane_on_this_machine() {
     );
     assert!(
         out.contains(&format!("× data-plane: proxies run this version: 1 of 2 proxies run another version: emojivoto/web-0 ({here})")),
+        "{out}"
+    );
+    // A control plane that does not list its policy documents is an older release.
+    assert!(
+        out.contains("× policy: every Server, AuthorizationPolicy and authentication matches something: /api/v1/policy/objects: HTTP 404"),
         "{out}"
     );
 }

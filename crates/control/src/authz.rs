@@ -8,7 +8,8 @@
 //!   authorizations, routes and rate limit — [`resolved`], plain data.
 //! - [`inbound`]: that policy as `io.linkerd.proxy.inbound.Server` (and Ferry's `Server`
 //!   with JWT requirements), and the gRPC services that stream it.
-//! - [`api`]: `GET /api/v1/authz`, the policy with allow/deny counts (`ferry authz`).
+//! - [`api`]: `GET /api/v1/authz`, the policy with allow/deny counts (`ferry authz`);
+//!   [`listing`]: `GET /api/v1/policy/objects`, the documents and pods (`ferry check --local`).
 //! - [`jwks`]: JWK Sets named by `jwksURI`, fetched and refreshed.
 //! - [`kubernetes`]: the resources as the API server stores them, read from the routes'
 //!   watches.
@@ -22,6 +23,7 @@ pub mod cidr;
 pub mod inbound;
 pub mod jwks;
 pub mod kubernetes;
+pub mod listing;
 pub mod resolve;
 pub mod resolved;
 pub mod resources;

@@ -513,3 +513,99 @@ async fn authz_lists_servers_routes_and_authorizations_with_what_they_allowed_an
     let (status, body) = ask("/api/v1/authz?resource=deploy&namespace=emojivoto").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
+
+#[tokio::test]
+async fn policy_objects_lists_the_documents_and_the_pods_they_may_select() {
+    use ferry_api::authz::{PolicyObjectList, POLICY_OBJECTS_PATH};
+    let workloads = "\
+workloads:
+  - name: voting
+    namespace: emojivoto
+    labels: { app: voting }
+    instances:
+      - { name: voting-0, addr: \"127.0.0.1:17301\" }
+  - name: bare
+    namespace: other
+    instances:
+      - { name: bare-0, addr: \"127.0.0.1:17302\" }
+";
+    let documents = format!(
+        "{VOTING_POLICY}---
+apiVersion: policy.ferry.io/v1alpha1
+kind: JWTAuthentication
+metadata: {{name: issuer, namespace: emojivoto}}
+spec: {{issuer: https://issuer.example, jwks: {{keys: []}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: private}}
+spec:
+  parentRefs: [{{group: policy.ferry.io, kind: Server, name: voting-http}}]
+"
+    );
+    let discovery = StaticDiscovery::new(workloads_file::parse(workloads).unwrap());
+    let routes = ferry_control::routes::Routes::new(
+        ferry_control::routes::parse(&documents).unwrap_or_else(|e| panic!("{e}")),
+    );
+    let app = ferry_control::authz::api::router(
+        discovery,
+        routes,
+        Backend::Embedded(Store::new(Duration::from_secs(1))),
+        ferry_control::authz::InboundConfig::default(),
+    );
+    let rsp = app
+        .oneshot(
+            Request::get(POLICY_OBJECTS_PATH)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), StatusCode::OK);
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    let list: PolicyObjectList = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        list.pods,
+        [
+            serde_json::json!({"metadata": {"namespace": "emojivoto", "name": "voting-0", "labels": {"app": "voting"}}}),
+            serde_json::json!({"metadata": {"namespace": "other", "name": "bare-0", "labels": {}}}),
+        ]
+    );
+    let kinds: Vec<(&str, usize)> = list
+        .items
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.len()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("AuthorizationPolicy", 1),
+            ("GRPCRoute", 0),
+            ("HTTPLocalRateLimitPolicy", 0),
+            ("HTTPRoute", 1),
+            ("JWTAuthentication", 1),
+            ("MeshTLSAuthentication", 0),
+            ("NetworkAuthentication", 0),
+            ("Server", 1),
+        ]
+    );
+    let server = &list.items["Server"][0];
+    assert_eq!(server["kind"], "Server");
+    assert_eq!(server["metadata"]["namespace"], "emojivoto");
+    assert_eq!(server["metadata"]["name"], "voting-http");
+    assert_eq!(server["spec"]["podSelector"], serde_json::json!({}));
+    let policy = &list.items["AuthorizationPolicy"][0]["spec"];
+    assert_eq!(policy["targetRef"]["name"], "voting-http");
+    assert_eq!(
+        policy["requiredAuthenticationRefs"][0]["kind"],
+        "ServiceAccount"
+    );
+    // The route's namespace is filled in (the default); inline keys are left out.
+    assert_eq!(
+        list.items["HTTPRoute"][0]["metadata"]["namespace"],
+        "default"
+    );
+    let jwt = &list.items["JWTAuthentication"][0]["spec"];
+    assert_eq!(jwt["issuer"], "https://issuer.example");
+    assert!(jwt.get("jwks").is_none(), "{jwt}");
+}

@@ -128,7 +128,7 @@ pub fn post_install() -> Vec<Check> {
             run: proxies_ready_in_cluster,
         },
         Check {
-            name: "policy: every Server, AuthorizationPolicy and authentication matches something",
+            name: local::POLICIES_MATCH,
             fatal: false,
             run: super::policy::policies_match,
         },
@@ -137,8 +137,9 @@ pub fn post_install() -> Vec<Check> {
 
 /// Checks of a control plane running on this machine (`ferry demo`, VMs), at its public API.
 ///
-/// The same checks, judged by the same functions (`ferry_api::check`), as the dashboard's
-/// check page, which the control plane runs on itself.
+/// The first four are the dashboard's check page's, judged by the same functions
+/// (`ferry_api::check`), which the control plane runs on itself; the policy check is the
+/// one `post_install` runs, over the control plane's listing of its documents and pods.
 pub fn local() -> Vec<Check> {
     vec![
         Check {
@@ -160,6 +161,11 @@ pub fn local() -> Vec<Check> {
             name: local::PROXIES_VERSION,
             fatal: false,
             run: proxies_version_local,
+        },
+        Check {
+            name: local::POLICIES_MATCH,
+            fatal: false,
+            run: super::policy::policies_match_local,
         },
     ]
 }

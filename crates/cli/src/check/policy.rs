@@ -1,17 +1,18 @@
 //! The authorization policy check: objects that match nothing (docs/authorization.md) —
 //! a `Server` selecting no pod, a policy whose target or authentication does not exist, an
 //! authentication no policy uses. They are warnings: the mesh works, the policy just does
-//! not say what its author meant.
+//! not say what its author meant. The objects come from the Kubernetes API on a cluster,
+//! and from the control plane's `GET /api/v1/policy/objects` with `--local`; one set of
+//! rules judges both.
 
 use std::collections::BTreeMap;
 
+use ferry_api::authz::PolicyObjectList;
 use serde_json::Value;
 
 use super::checks::CheckFuture;
 use super::kube::{Answer, KubeApi};
 use super::Outcome;
-
-const POLICY: &str = "/apis/policy.ferry.io/v1alpha1";
 
 /// The objects the check reads, as the API server lists them.
 #[derive(Debug, Default)]
@@ -145,10 +146,71 @@ impl PolicyObjects {
     }
 }
 
-/// `policy: every Server, AuthorizationPolicy and authentication matches something`.
+/// Each kind `PolicyObjects` reads, with where the Kubernetes API lists it.
+const KINDS: [(&str, &str); 8] = [
+    ("Server", "/apis/policy.ferry.io/v1alpha1/servers"),
+    (
+        "AuthorizationPolicy",
+        "/apis/policy.ferry.io/v1alpha1/authorizationpolicies",
+    ),
+    (
+        "MeshTLSAuthentication",
+        "/apis/policy.ferry.io/v1alpha1/meshtlsauthentications",
+    ),
+    (
+        "NetworkAuthentication",
+        "/apis/policy.ferry.io/v1alpha1/networkauthentications",
+    ),
+    (
+        "JWTAuthentication",
+        "/apis/policy.ferry.io/v1alpha1/jwtauthentications",
+    ),
+    (
+        "HTTPLocalRateLimitPolicy",
+        "/apis/policy.ferry.io/v1alpha1/httplocalratelimitpolicies",
+    ),
+    ("HTTPRoute", "/apis/gateway.networking.k8s.io/v1/httproutes"),
+    ("GRPCRoute", "/apis/gateway.networking.k8s.io/v1/grpcroutes"),
+];
+
+const HINT: &str = "see `ferry authz deploy/NAME` and docs/authorization.md";
+
+impl From<PolicyObjectList> for PolicyObjects {
+    fn from(mut list: PolicyObjectList) -> Self {
+        let by_kind = KINDS
+            .iter()
+            .map(|(kind, _)| (*kind, list.items.remove(*kind).unwrap_or_default()))
+            .collect();
+        Self {
+            pods: list.pods,
+            by_kind,
+        }
+    }
+}
+
+/// The check's outcome over `objects`, on a cluster or a local control plane: a pass, or a
+/// warning with one line per object that matches nothing.
+fn judge(objects: &PolicyObjects) -> Outcome {
+    let warnings = objects.warnings();
+    if warnings.is_empty() {
+        let n = |k| objects.items(k).len();
+        Outcome::Pass(format!(
+            "{} Server(s), {} AuthorizationPolicy(ies), each matching something",
+            n("Server"),
+            n("AuthorizationPolicy")
+        ))
+    } else {
+        Outcome::Warn {
+            problem: warnings.join("\n"),
+            hint: HINT.to_string(),
+        }
+    }
+}
+
+/// `policy: every Server, AuthorizationPolicy and authentication matches something`, from
+/// the Kubernetes API.
 pub(super) fn policies_match<'a>(api: &'a KubeApi, _: &'a str) -> CheckFuture<'a> {
     Box::pin(async move {
-        let hint = "see `ferry authz deploy/NAME` and docs/authorization.md";
         let list = |path: String| async move {
             match api.get(&path).await {
                 Ok(Answer { status, body }) if status.is_success() => {
@@ -160,36 +222,8 @@ pub(super) fn policies_match<'a>(api: &'a KubeApi, _: &'a str) -> CheckFuture<'a
             }
         };
         let mut objects = PolicyObjects::default();
-        let kinds = [
-            ("Server", format!("{POLICY}/servers")),
-            (
-                "AuthorizationPolicy",
-                format!("{POLICY}/authorizationpolicies"),
-            ),
-            (
-                "MeshTLSAuthentication",
-                format!("{POLICY}/meshtlsauthentications"),
-            ),
-            (
-                "NetworkAuthentication",
-                format!("{POLICY}/networkauthentications"),
-            ),
-            ("JWTAuthentication", format!("{POLICY}/jwtauthentications")),
-            (
-                "HTTPLocalRateLimitPolicy",
-                format!("{POLICY}/httplocalratelimitpolicies"),
-            ),
-            (
-                "HTTPRoute",
-                "/apis/gateway.networking.k8s.io/v1/httproutes".to_string(),
-            ),
-            (
-                "GRPCRoute",
-                "/apis/gateway.networking.k8s.io/v1/grpcroutes".to_string(),
-            ),
-        ];
-        for (kind, path) in kinds {
-            match list(path).await {
+        for (kind, path) in KINDS {
+            match list(path.to_string()).await {
                 Ok(Some(items)) => {
                     objects.by_kind.insert(kind, items);
                 }
@@ -200,26 +234,30 @@ pub(super) fn policies_match<'a>(api: &'a KubeApi, _: &'a str) -> CheckFuture<'a
                     }
                 }
                 Ok(None) => {}
-                Err(problem) => return super::checks::fail(problem, hint),
+                Err(problem) => return super::checks::fail(problem, HINT),
             }
         }
         objects.pods = match list("/api/v1/pods".to_string()).await {
             Ok(items) => items.unwrap_or_default(),
-            Err(problem) => return super::checks::fail(problem, hint),
+            Err(problem) => return super::checks::fail(problem, HINT),
         };
-        let warnings = objects.warnings();
-        if warnings.is_empty() {
-            let n = |k| objects.items(k).len();
-            Outcome::Pass(format!(
-                "{} Server(s), {} AuthorizationPolicy(ies), each matching something",
-                n("Server"),
-                n("AuthorizationPolicy")
-            ))
-        } else {
-            Outcome::Warn {
-                problem: warnings.join("; "),
-                hint: hint.to_string(),
-            }
+        judge(&objects)
+    })
+}
+
+/// The same check against a control plane on this machine: the documents it loaded from
+/// `--routes` and its workloads' pods, as `GET /api/v1/policy/objects` lists them.
+pub(super) fn policies_match_local<'a>(api: &'a KubeApi, _: &'a str) -> CheckFuture<'a> {
+    Box::pin(async move {
+        let path = ferry_api::authz::POLICY_OBJECTS_PATH;
+        let hint = format!("a control plane of this release serves {path}");
+        let body = match super::checks::get_ok(api, path, &hint).await {
+            Ok(b) => b,
+            Err(f) => return f,
+        };
+        match serde_json::from_value::<PolicyObjectList>(body) {
+            Ok(list) => judge(&PolicyObjects::from(list)),
+            Err(e) => super::checks::fail(format!("{path}: {e}"), hint),
         }
     })
 }
@@ -276,6 +314,49 @@ mod tests {
                 "AuthorizationPolicy emojivoto/lost requires NetworkAuthentication emojivoto/nope, which does not exist: it admits no one",
                 "MeshTLSAuthentication emojivoto/unused is required by no AuthorizationPolicy",
             ]
+        );
+    }
+
+    #[test]
+    fn a_control_planes_listing_is_judged_alike_with_a_line_per_object() {
+        let list: PolicyObjectList = serde_json::from_value(json!({
+            "pods": [{"metadata": {"namespace": "emojivoto", "name": "voting-0", "labels": {"app": "voting"}}}],
+            "items": {
+                "Server": [object("Server", "voting", json!({"podSelector": {"matchLabels": {"app": "voting"}}}))],
+                "NetworkAuthentication": [object("NetworkAuthentication", "a", json!({})), object("NetworkAuthentication", "b", json!({}))],
+                "Unknown": [object("Unknown", "x", json!({}))],
+            },
+        }))
+        .unwrap();
+        let objects = PolicyObjects::from(list);
+        assert_eq!(
+            objects.by_kind.len(),
+            KINDS.len(),
+            "every kind, nothing else"
+        );
+        assert_eq!(
+            judge(&objects),
+            Outcome::Warn {
+                problem:
+                    "NetworkAuthentication emojivoto/a is required by no AuthorizationPolicy\n\
+                          NetworkAuthentication emojivoto/b is required by no AuthorizationPolicy"
+                        .to_string(),
+                hint: HINT.to_string(),
+            }
+        );
+        let rendered = super::super::render(
+            &[super::super::CheckResult {
+                name: "policy: x".to_string(),
+                outcome: judge(&objects),
+            }],
+            1,
+        );
+        assert!(
+            rendered.starts_with(
+                "‼ policy: x: NetworkAuthentication emojivoto/a is required by no AuthorizationPolicy\n\
+                 ‼ policy: x: NetworkAuthentication emojivoto/b is required by no AuthorizationPolicy\n    hint: "
+            ),
+            "{rendered}"
         );
     }
 }

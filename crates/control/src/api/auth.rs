@@ -370,6 +370,13 @@ mod tests {
             access_of(&Method::GET, "/api/v1/stat"),
             (API_RESOURCE, "get")
         );
+        // The policy listing of `ferry check --local` reads like `ferry authz`.
+        for path in [
+            ferry_api::authz::AUTHZ_PATH,
+            ferry_api::authz::POLICY_OBJECTS_PATH,
+        ] {
+            assert_eq!(access_of(&Method::GET, path), (API_RESOURCE, "get"));
+        }
         let refused = decide("alice", ROLLOUTS_RESOURCE, "update", None);
         assert!(
             matches!(refused, Decision::Forbidden(ref why) if why.contains("ferry-rollout-operator-")),

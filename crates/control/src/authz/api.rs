@@ -6,6 +6,9 @@
 //! Rows the metrics show but the configuration no longer has (a deleted policy, denials,
 //! which name no authorization) follow the configured ones. Kinds are compared
 //! case-insensitively, so that `server` and `Server` name the same thing.
+//!
+//! Beside it: `GET /api/v1/policy/inbound` (one pod port's policy) and
+//! `GET /api/v1/policy/objects` ([`super::listing`]).
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -18,6 +21,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use ferry_api::authz::{
     AuthzAnswer, AuthzQuery, AuthzRow, PolicyRef, AUTHZ_PATH, INBOUND_POLICY_PATH,
+    POLICY_OBJECTS_PATH,
 };
 use ferry_api::control_api::ApiError;
 use ferry_api::metrics as names;
@@ -51,7 +55,8 @@ struct Ctx<D> {
     config: InboundConfig,
 }
 
-/// The route, over `discovery`, the policy documents of `routes` and `backend`'s metrics.
+/// The routes, over `discovery`, the policy documents of `routes` and `backend`'s metrics:
+/// the authz table, a pod port's inbound policy, and the documents themselves.
 pub fn router<D: Discovery>(
     discovery: D,
     routes: Routes,
@@ -61,6 +66,7 @@ pub fn router<D: Discovery>(
     Router::new()
         .route(AUTHZ_PATH, get(authz::<D>))
         .route(INBOUND_POLICY_PATH, get(inbound_policy::<D>))
+        .route(POLICY_OBJECTS_PATH, get(policy_objects::<D>))
         .with_state(Ctx {
             discovery,
             routes,
@@ -129,6 +135,13 @@ async fn inbound_policy<D: Discovery>(
             format!("no pod {} is known", target.pod),
         ),
     }
+}
+
+/// The documents and pods, for `ferry check --local` ([`super::listing`]).
+async fn policy_objects<D: Discovery>(State(ctx): State<Ctx<D>>) -> Response {
+    let state = ctx.discovery.watch().borrow().clone();
+    let routes = ctx.routes.watch().borrow().clone();
+    Json(super::listing::list(&state, &routes)).into_response()
 }
 
 fn policy_ref(m: &Meta) -> PolicyRef {

@@ -72,7 +72,7 @@ fn requirements(s: &LabelSelector) -> usize {
 }
 
 /// The labels of `pod`: its workload's.
-fn pod_labels<'a>(
+pub fn pod_labels<'a>(
     state: &'a ClusterState,
     pod: &ObjectRef,
     instance: &Instance,
