@@ -57,9 +57,10 @@ pub struct Metadata {
 pub struct RolloutSpec {
     /// The Service whose traffic moves: callers address it, the rollout's route splits it.
     pub service: ServiceRef,
-    /// The version that runs now (a Service; may be `service` itself).
+    /// The version that runs now (a Service, which may be `service` itself, or a
+    /// Deployment).
     pub stable: BackendRef,
-    /// The new version (a Service).
+    /// The new version (a Service or a Deployment).
     pub canary: BackendRef,
     /// The steps, in order; after the last, all traffic goes to the canary.
     pub steps: Vec<Step>,
@@ -81,15 +82,53 @@ pub struct ServiceRef {
     pub port: i64,
 }
 
-/// A backend Service.
+/// A backend: a Service, or a Deployment the controller fronts with a Service of its own
+/// (`{kind: Deployment, name: voting-v2}`, as Flagger's `targetRef` and Argo Rollouts'
+/// `workloadRef` name one).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendRef {
-    /// The Service's name.
+    /// [`SERVICE_KIND`] (when absent) or [`DEPLOYMENT_KIND`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The Service's (or Deployment's) name.
     pub name: String,
-    /// Its port; the target Service's port when absent.
+    /// Its port; the target Service's port when absent. For a Deployment, the port of the
+    /// Service fronting it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i64>,
+}
+
+/// `kind` of a backend that is a Service (the default).
+pub const SERVICE_KIND: &str = "Service";
+/// `kind` of a backend that is a Deployment, fronted by a Service the controller makes.
+pub const DEPLOYMENT_KIND: &str = "Deployment";
+/// Added to a Deployment backend's name to name the Service that fronts it.
+pub const FRONTING_SUFFIX: &str = "-ferry";
+
+impl BackendRef {
+    /// A Service backend.
+    pub fn service(name: impl Into<String>) -> Self {
+        Self {
+            kind: None,
+            name: name.into(),
+            port: None,
+        }
+    }
+
+    /// The Deployment this backend names, if it names one.
+    pub fn deployment(&self) -> Option<&str> {
+        (self.kind.as_deref() == Some(DEPLOYMENT_KIND)).then_some(self.name.as_str())
+    }
+
+    /// The Service traffic to this backend goes to: the Service it names, or the one
+    /// fronting its Deployment (`<deployment>-ferry`).
+    pub fn service_name(&self) -> String {
+        match self.deployment() {
+            Some(deployment) => format!("{deployment}{FRONTING_SUFFIX}"),
+            None => self.name.clone(),
+        }
+    }
 }
 
 /// One step: exactly one of `weight`, `match`, `pause` and `confirm`.

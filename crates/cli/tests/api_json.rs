@@ -328,7 +328,7 @@ fn rollouts_match_the_openapi_schema() {
     let spec: RolloutSpec = serde_json::from_value(json!({
         "service": {"name": "web", "port": 8080},
         "stable": {"name": "web-v1"},
-        "canary": {"name": "web-v2", "port": 9090},
+        "canary": {"kind": "Deployment", "name": "web-v2", "port": 9090},
         "steps": [
             {"weight": 10, "bake": "30s"},
             {"match": {"headers": [{"name": "x-user-email", "type": "Suffix", "value": "@example.com"}],

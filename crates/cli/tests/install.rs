@@ -188,11 +188,12 @@ fn rbac_is_least_privilege() {
     }
     let read = ["get", "list", "watch"];
     for resource in [
-        "/services",
         "/pods",
         "/namespaces",
         "discovery.k8s.io/endpointslices",
         "apps/replicasets",
+        // Rollouts' Deployment backends (their selectors).
+        "apps/deployments",
         "batch/jobs",
         "gateway.networking.k8s.io/httproutes",
         "gateway.networking.k8s.io/grpcroutes",
@@ -234,6 +235,12 @@ fn rbac_is_least_privilege() {
             "{status}"
         );
     }
+    // Services are watched, and the Services fronting rollouts' Deployment backends
+    // applied (server-side apply: create, patch).
+    assert_eq!(
+        grants.remove("/services").unwrap(),
+        ["get", "list", "watch", "create", "patch"]
+    );
     // The rollout controller's leader election.
     assert_eq!(
         grants.remove("coordination.k8s.io/leases").unwrap(),

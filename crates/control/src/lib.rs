@@ -422,6 +422,14 @@ pub async fn serve_all<D: Discovery>(
         .as_ref()
         .map(|r| r.rollouts.clone())
         .unwrap_or_default();
+    // Local rollouts' Deployment backends are Services synthesized from the workloads
+    // file; on Kubernetes the controller applies real ones, which discovery watches.
+    let discovery = match (&rollouts, &surfaces.rollouts) {
+        (Some(running), Some(rollouts::RolloutsSource::Files(_))) => {
+            rollouts::fronting::FrontedDiscovery::spawn(discovery, running.defs.clone())
+        }
+        _ => rollouts::fronting::FrontedDiscovery::plain(discovery),
+    };
     // Local tokens are written only when callers present them.
     let _tokens = match &identity {
         Some(identity) if identity.uses_local_tokens() => {

@@ -98,6 +98,10 @@ pub struct Instance {
     pub service_account: String,
     /// Whether a Ferry proxy fronts the instance, so that it has a mesh identity.
     pub meshed: bool,
+    /// Where the instance's proxy accepts inbound traffic, when discovery knows it apart
+    /// from any service (the workloads file): what a Service synthesized for a workload
+    /// (a rollout's Deployment backend) selects. Kubernetes: none (EndpointSlices say).
+    pub addr: Option<SocketAddr>,
     /// The instance proxy's admin listener (`/metrics`, `/state`), when the file names it:
     /// where the control plane scrapes metrics and reads diagnostics.
     pub admin_addr: Option<SocketAddr>,

@@ -5,7 +5,9 @@
 //! - [`spec`]: the resource, parsed and validated (line and field on errors).
 //! - [`machine`]: the state machine, pure (time is given).
 //! - [`analysis`]: canary against stable from the metrics backend, and the verdict.
-//! - [`traffic`]: a rollout's traffic as a generated `HTTPRoute`, served with the others.
+//! - [`traffic`]: a rollout's traffic as a generated `HTTPRoute`, served with the others;
+//!   [`fronting`]: a Deployment backend as the Service fronting it, synthesized from the
+//!   workloads file locally, applied on Kubernetes by [`fronting_kube`].
 //! - [`controller`]: the task that runs them; [`state`] persists each rollout's state;
 //!   [`hook`] calls the optional webhook; [`events`] publishes transitions as Kubernetes
 //!   Events.
@@ -19,6 +21,8 @@ pub mod analysis;
 pub mod api;
 pub mod controller;
 pub mod events;
+pub mod fronting;
+pub mod fronting_kube;
 pub mod hook;
 pub mod kubernetes;
 pub mod lease;
@@ -192,6 +196,8 @@ pub struct Running {
     pub rollouts: Rollouts,
     /// The generated routes, to lay over the user's.
     pub routes: watch::Receiver<Arc<RouteSet>>,
+    /// The rollouts run, as last read (their Deployment backends want Services).
+    pub defs: watch::Receiver<Arc<Vec<RolloutDef>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -251,6 +257,7 @@ pub async fn start<B: MetricsBackend + Clone>(
     controller.events = lead.events;
     let first = defs.borrow_and_update().clone();
     controller.reconcile(&first).await;
+    let watched = defs.clone();
     let (commands_tx, commands_rx) = mpsc::channel(64);
     tasks.push(tokio::spawn(controller.run(defs, commands_rx)));
     Running {
@@ -259,6 +266,7 @@ pub async fn start<B: MetricsBackend + Clone>(
             commands: Some(commands_tx),
         },
         routes,
+        defs: watched,
         tasks,
     }
 }

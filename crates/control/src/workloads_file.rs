@@ -189,6 +189,7 @@ fn build(spec: FileSpec) -> Result<ClusterState, WorkloadsFileError> {
                 }),
                 service_account: service_account.clone(),
                 meshed: w.meshed,
+                addr: Some(i.addr),
                 admin_addr: i.admin_addr,
                 tap_addr: i.tap_addr,
                 inbound: crate::model::InboundMeta {

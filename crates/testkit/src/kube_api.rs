@@ -10,7 +10,9 @@
 //! `sendInitialEvents`) as ndjson flushed per line, replaying the changes after the RV
 //! asked for, then live ones; an in-stream `ERROR` 410 for an RV older than the last
 //! [`FakeKubeApi::compact`]; TokenReviews answered from `authn/*.response.json` by token
-//! and audiences; Leases and Events created (Events validated as the API server does). Tests
+//! and audiences; Leases and Events created (Events validated as the API server does);
+//! one object read (`get`); Services server-side applied (`fieldManager` required, the
+//! manager kept in `managedFields`). Tests
 //! change the world with [`FakeKubeApi::apply`] and [`FakeKubeApi::delete`] (each a watch
 //! event with a fresh RV), install the CRDs of a group left out at first (Linkerd's,
 //! [`FakeKubeApi::install_crds`]), cut every connection
@@ -358,6 +360,55 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Response<Bo
             );
         }
     }
+    // Server-side apply of a Service (the Services fronting rollouts' Deployments).
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|t| t.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    if req.method() == Method::PATCH && content_type.starts_with("application/apply-patch") {
+        let Some((kind, namespace, name)) =
+            Kind::route_object(&path).filter(|(k, ..)| k.kind == "Service")
+        else {
+            return status(
+                405,
+                "MethodNotAllowed",
+                "the fake API server applies Services only",
+            );
+        };
+        let Some(manager) = query.get("fieldManager").filter(|m| !m.is_empty()) else {
+            return status(
+                422,
+                "Invalid",
+                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+            );
+        };
+        let Ok(body) = req.into_body().collect().await else {
+            return status(400, "BadRequest", "unreadable body");
+        };
+        // YAML in general; clients (kube) send JSON, which is YAML.
+        let Ok(patch) = serde_json::from_slice::<Value>(&body.to_bytes()) else {
+            return status(400, "BadRequest", "the apply patch is not JSON");
+        };
+        if patch["metadata"]["name"].as_str() != Some(name.as_str()) {
+            return status(
+                400,
+                "BadRequest",
+                "the name of the object does not match the name on the URL",
+            );
+        }
+        let (object, created) = world
+            .lock()
+            .unwrap()
+            .server_side_apply(kind, &namespace, &name, &patch, manager);
+        let code = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        return json_response(code, &object);
+    }
     if req.method() == Method::PATCH {
         let Some((kind, namespace, name)) = Kind::route_status(&path) else {
             return status(
@@ -401,6 +452,21 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Response<Bo
         return status(405, "MethodNotAllowed", "the fake API server only reads");
     }
     let served = Kind::route(&path).filter(|(kind, _)| world.lock().unwrap().serves(kind));
+    // One object (`…/namespaces/<ns>/<plural>/<name>`), as a `get` reads it.
+    let object = Kind::route_object(&path).filter(|(kind, ..)| world.lock().unwrap().serves(kind));
+    if let (None, Some((kind, namespace, name))) = (&served, object) {
+        return match world.lock().unwrap().get(kind.kind, &namespace, &name) {
+            Some(object) => json_response(StatusCode::OK, &typed(kind, object)),
+            None => status(
+                404,
+                "NotFound",
+                &match kind.group() {
+                    "" => format!("{} {name:?} not found", kind.plural),
+                    group => format!("{}.{group} {name:?} not found", kind.plural),
+                },
+            ),
+        };
+    }
     let Some((kind, namespace)) = served else {
         return status(
             404,

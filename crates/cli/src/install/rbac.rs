@@ -1,8 +1,8 @@
 //! The control plane's identity in the cluster and what it may do: a ServiceAccount and a
 //! read-mostly ClusterRole. It reads what discovery watches and the routes it serves, may
 //! create TokenReviews and SubjectAccessReviews, may write route and rollout status, hold the
-//! rollouts Lease and create Events about rollouts; it cannot read Secrets or change anything
-//! else in the cluster.
+//! rollouts Lease, create Events about rollouts and the Services fronting rollouts'
+//! Deployment backends; it cannot read Secrets or change anything else in the cluster.
 //! Two more ClusterRoles, bound to no one, are for users of an exposed public API
 //! (docs/kubernetes.md): `ferry-api-viewer-<ns>`, `ferry-tap-<ns>` and
 //! `ferry-rollout-operator-<ns>`.
@@ -79,6 +79,11 @@ pub fn rules() -> Vec<PolicyRule> {
         // Rollouts (docs/rollouts.md): watched; each one's state kept in its status.
         rule("ferry.io", &["rollouts"], READ),
         rule("ferry.io", &["rollouts/status"], &["patch"]),
+        // A rollout's Deployment backend is read (its selector) and fronted by a Service
+        // the Lease holder applies (server-side apply: create, patch), owned by the
+        // Rollout so it goes with it.
+        rule("apps", &["deployments"], READ),
+        rule("", &["services"], &["create", "patch"]),
         // One replica runs rollouts: the one holding the `ferry-rollouts` Lease.
         rule(
             "coordination.k8s.io",

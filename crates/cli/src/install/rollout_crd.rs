@@ -11,7 +11,13 @@ pub fn crd() -> Value {
         json!({
             "type": "object", "required": ["name"],
             "description": what,
+            "x-kubernetes-validations": [{
+                "rule": "!has(self.kind) || self.kind != 'Deployment' || size(self.name) <= 57",
+                "message": "a Deployment backend's name has at most 57 characters (its Service is <name>-ferry)",
+            }],
             "properties": {
+                "kind": {"type": "string", "enum": ["Service", "Deployment"],
+                         "description": "Service (default), or Deployment: the controller fronts it with a Service <name>-ferry."},
                 "name": {"type": "string", "maxLength": 63},
                 "port": {"type": "integer", "minimum": 1, "maximum": 65535},
             },
@@ -80,8 +86,8 @@ pub fn crd() -> Value {
                             "port": {"type": "integer", "minimum": 1, "maximum": 65535},
                         },
                     },
-                    "stable": backend("The version running now (a Service)."),
-                    "canary": backend("The new version (a Service)."),
+                    "stable": backend("The version running now (a Service or a Deployment)."),
+                    "canary": backend("The new version (a Service or a Deployment)."),
                     "steps": {"type": "array", "minItems": 1, "maxItems": 64, "items": step},
                     "analysis": {
                         "type": "object",

@@ -288,7 +288,9 @@ fn demo_workloads(objects: &[Json]) -> Vec<DemoWorkload> {
             let [container] = spec["containers"].as_array().unwrap().as_slice() else {
                 panic!("{name}: one container expected");
             };
-            assert_eq!(spec["serviceAccountName"], name.as_str(), "{name}");
+            // Versions of one app (voting v2, v3) share its service account.
+            let app = &d["spec"]["template"]["metadata"]["labels"]["app"];
+            assert_eq!(&spec["serviceAccountName"], app, "{name}");
             DemoWorkload {
                 labels: d["spec"]["template"]["metadata"]["labels"].clone(),
                 container: container.clone(),
@@ -303,16 +305,30 @@ fn demo_manifest_runs_every_workload_from_the_built_image_wired_through_its_serv
     let objects = demo_manifest();
     let workloads = demo_workloads(&objects);
     let names: Vec<&str> = workloads.iter().map(|w| w.name.as_str()).collect();
-    assert_eq!(names, ["emoji", "voting", "web", "vote-bot"]);
+    assert_eq!(
+        names,
+        [
+            "emoji",
+            "voting",
+            "voting-v2",
+            "voting-v3",
+            "web",
+            "vote-bot"
+        ]
+    );
     let image = format!("{}:{}", images::DEFAULT_DEMO_IMAGE, version::VERSION);
     let declared = containerfile(images::DEMO).user;
     let (uid, gid) = declared.split_once(':').unwrap();
     for w in &workloads {
         let c = &w.container;
         assert_eq!(c["image"], image.as_str(), "{}", w.name);
-        // The workload is the first argument to the image's own entrypoint.
+        // The app is the first argument to the image's own entrypoint.
         assert!(c["command"].is_null(), "{}", w.name);
-        assert_eq!(w.args()[0], w.name);
+        assert_eq!(w.args()[0], w.labels["app"].as_str().unwrap());
+        // Versions run as `ferry demo` runs them: `--app-version N`, label `version: vN`.
+        if let Some(version) = w.flag("app-version") {
+            assert_eq!(w.labels["version"], format!("v{version}"), "{}", w.name);
+        }
         let security = &c["securityContext"];
         assert_eq!(security["runAsNonRoot"], true, "{}", w.name);
         assert_eq!(security["runAsUser"].to_string(), uid, "{}", w.name);
@@ -397,6 +413,59 @@ fn demo_manifest_runs_every_workload_from_the_built_image_wired_through_its_serv
         .map(|d| d["metadata"]["name"].as_str().unwrap())
         .collect();
     assert_eq!(meshed, names, "deployments injected with {proxy}");
+}
+
+/// The Service of the demo manifest named `name`.
+fn demo_service<'a>(objects: &'a [Json], name: &str) -> &'a Json {
+    objects
+        .iter()
+        .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no Service {name}"))
+}
+
+/// The Deployments a Service selects, by name.
+fn selected<'a>(workloads: &'a [DemoWorkload], service: &Json) -> Vec<&'a str> {
+    let selector = service["spec"]["selector"].as_object().unwrap();
+    workloads
+        .iter()
+        .filter(|w| selector.iter().all(|(k, v)| &w.labels[k] == v))
+        .map(|w| w.name.as_str())
+        .collect()
+}
+
+/// voting v2 and v3 run dark: voting-svc (what web calls) selects v1 only, each version has
+/// a Service of its own on the same port, and the rollout beside the manifest releases v2
+/// over that port with the manifest's Deployments as backends.
+#[test]
+fn demo_manifest_runs_voting_v2_and_v3_dark_for_its_rollout() {
+    let objects = demo_manifest();
+    let workloads = demo_workloads(&objects);
+    for (service, version) in [
+        ("voting-svc", "voting"),
+        ("voting-v2-svc", "voting-v2"),
+        ("voting-v3-svc", "voting-v3"),
+    ] {
+        let svc = demo_service(&objects, service);
+        assert_eq!(selected(&workloads, svc), [version], "{service}");
+        let w = workloads.iter().find(|w| w.name == version).unwrap();
+        assert_eq!(svc["spec"]["ports"][0]["port"], 8081, "{service}");
+        assert_eq!(
+            svc["spec"]["ports"][0]["targetPort"].as_u64(),
+            w.container_port(),
+            "{service}"
+        );
+        assert_eq!(w.container["ports"][0]["name"], "grpc", "{version}");
+    }
+    let rollout = read(&workspace().join("images/demo/voting-rollout.yaml"));
+    let rollout = &yaml_objects(&rollout)[0];
+    assert_eq!(rollout["kind"], "Rollout");
+    let spec = &rollout["spec"];
+    assert_eq!(spec["service"]["name"], "voting-svc");
+    assert_eq!(spec["service"]["port"], 8081);
+    for (backend, name) in [("stable", "voting"), ("canary", "voting-v2")] {
+        assert_eq!(spec[backend]["kind"], "Deployment");
+        assert_eq!(spec[backend]["name"], name);
+    }
 }
 
 /// Where the archives are (`$FERRY_IMAGES_DIR`, else `images/` in the target directory these

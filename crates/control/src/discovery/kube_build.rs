@@ -429,6 +429,7 @@ impl PodsPart {
             owner,
             service_account,
             meshed,
+            addr: None,
             admin_addr: at(ports::PROXY_ADMIN),
             tap_addr: at(ports::PROXY_TAP),
             inbound: inbound_meta(pod),

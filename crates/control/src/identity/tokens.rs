@@ -408,6 +408,7 @@ mod tests {
             owner: None,
             service_account: account.name.clone(),
             meshed: true,
+            addr: None,
             admin_addr: None,
             tap_addr: None,
             inbound: Default::default(),

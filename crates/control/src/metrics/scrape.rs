@@ -139,6 +139,7 @@ mod tests {
                     owner: None,
                     service_account: "default".into(),
                     meshed: true,
+                    addr: None,
                     admin_addr: Some(server.addr),
                     tap_addr: None,
                     inbound: Default::default(),

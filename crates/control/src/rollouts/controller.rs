@@ -346,8 +346,9 @@ impl<B: MetricsBackend> Controller<B> {
             .expect("analysis_due implies an analysis");
         let at = self.clock.now();
         let ns = &def.namespace;
-        let canary = analysis::measure(&self.backend, ns, &def.spec.canary.name, t.interval, at);
-        let stable = analysis::measure(&self.backend, ns, &def.spec.stable.name, t.interval, at);
+        let (canary, stable) = (def.canary_service(), def.stable_service());
+        let canary = analysis::measure(&self.backend, ns, &canary, t.interval, at);
+        let stable = analysis::measure(&self.backend, ns, &stable, t.interval, at);
         match tokio::join!(canary, stable) {
             (Ok(canary), Ok(stable)) => analysis::judge(t, status.step, at, canary, stable),
             (Err(e), _) | (_, Err(e)) => {

@@ -4,9 +4,13 @@
 //! describe ro NAME` tells the rollout's story. Only the replica running rollouts (the Lease
 //! holder) makes changes, so only it publishes.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_api::rollout::{AnalysisRecord, Figures, Phase, RolloutStatus, Verdict};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::DynamicObject;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -237,6 +241,8 @@ fn truncate(mut note: String) -> String {
 #[derive(Clone, Debug)]
 pub struct Publisher {
     queue: mpsc::Sender<Pending>,
+    /// Events dropped because the queue was full.
+    dropped: Arc<AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -260,8 +266,31 @@ impl Publisher {
             controller: REPORTING_CONTROLLER.into(),
             instance: Some(instance),
         };
-        let task = tokio::spawn(run(client, rollouts, reporter, pending));
-        (Self { queue }, task)
+        let create = move |event: Event, regarding: ObjectReference| {
+            // A recorder per Event: a long-lived one folds Events of the same reason into a
+            // series that keeps the first note, so "step 2" would show as "step 1 (x2)".
+            let recorder = Recorder::new(client.clone(), reporter.clone());
+            async move {
+                recorder
+                    .publish(&event, &regarding)
+                    .await
+                    .map_err(CreateError::from)
+            }
+        };
+        let task = tokio::spawn(run(rollouts, pending, create));
+        (Self::with_queue(queue), task)
+    }
+
+    fn with_queue(queue: mpsc::Sender<Pending>) -> Self {
+        Self {
+            queue,
+            dropped: Arc::default(),
+        }
+    }
+
+    /// How many Events were dropped because [`QUEUE`] were already waiting.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Queues `events` about the rollout `namespace/name`.
@@ -274,18 +303,23 @@ impl Publisher {
                 event,
             };
             if self.queue.try_send(pending).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%namespace, %name, reason, "too many rollout events waiting to be published; dropping one");
             }
         }
     }
 }
 
-async fn run(
-    client: Client,
-    rollouts: Store<DynamicObject>,
-    reporter: Reporter,
-    mut pending: mpsc::Receiver<Pending>,
-) {
+/// Why an Event was not created (the API server's answer, or the connection's).
+type CreateError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Creates each queued Event with `create`, one at a time, each given [`TIMEOUT`]; a
+/// failure or a timeout is logged and the next one goes on.
+async fn run<C, F>(rollouts: Store<DynamicObject>, mut pending: mpsc::Receiver<Pending>, create: C)
+where
+    C: Fn(Event, ObjectReference) -> F,
+    F: Future<Output = Result<(), CreateError>>,
+{
     let ar = super::kubernetes::resource();
     while let Some(Pending {
         namespace,
@@ -307,10 +341,7 @@ async fn run(
             action: event.reason.action().into(),
             secondary: None,
         };
-        // A recorder per Event: a long-lived one folds Events of the same reason into a
-        // series that keeps the first note, so "step 2" would show as "step 1 (x2)".
-        let recorder = Recorder::new(client.clone(), reporter.clone());
-        match tokio::time::timeout(TIMEOUT, recorder.publish(&k8s_event, &regarding)).await {
+        match tokio::time::timeout(TIMEOUT, create(k8s_event, regarding)).await {
             Ok(Ok(())) => tracing::debug!(%namespace, %name, reason, "rollout event published"),
             Ok(Err(error)) => {
                 tracing::warn!(%namespace, %name, reason, %error, "cannot publish a rollout's event")

@@ -2,7 +2,8 @@
 //! reflector store, each read and validated one by one (an invalid one is not run, and its
 //! status says why), and each rollout's state kept in its resource's `status` (merge patches
 //! of the status subresource), so that a restarted control plane resumes from it; its
-//! transitions are published as Events regarding it ([`super::events`]).
+//! transitions are published as Events regarding it ([`super::events`]); its Deployment
+//! backends are fronted by Services the Lease holder applies ([`super::fronting_kube`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -148,6 +149,8 @@ pub async fn spawn<B: MetricsBackend + Clone>(
         "loaded rollouts from the Kubernetes API"
     );
     let (defs_tx, defs_rx) = watch::channel(Arc::new(defs));
+    let fronting_defs = defs_rx.clone();
+    let fronting_store = store.clone();
     let publisher = tokio::spawn(async move {
         loop {
             changed.notified().await;
@@ -164,10 +167,17 @@ pub async fn spawn<B: MetricsBackend + Clone>(
     });
     let mut tasks = vec![watch_task, publisher, events_task];
     let leader = lease.map(|config| {
-        let (leader, task) = super::lease::spawn(reader_client, config);
+        let (leader, task) = super::lease::spawn(reader_client.clone(), config);
         tasks.push(task);
         leader
     });
+    // Deployment backends: their Services, applied by the Lease holder.
+    tasks.push(tokio::spawn(super::fronting_kube::run(
+        reader_client,
+        fronting_store,
+        fronting_defs,
+        leader.clone(),
+    )));
     let lead = Lead {
         leader,
         events: Some(events),

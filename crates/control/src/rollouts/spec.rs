@@ -64,6 +64,18 @@ pub enum StepKind {
     },
 }
 
+impl RolloutDef {
+    /// The Service stable traffic goes to (a Deployment backend's fronting Service).
+    pub fn stable_service(&self) -> String {
+        self.spec.stable.service_name()
+    }
+
+    /// The Service canary traffic goes to (a Deployment backend's fronting Service).
+    pub fn canary_service(&self) -> String {
+        self.spec.canary.service_name()
+    }
+}
+
 impl StepKind {
     /// The step's bake time (none for a gate).
     pub fn bake(&self) -> Option<Duration> {
@@ -216,6 +228,32 @@ fn name(field: &str, value: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
+/// A backend names a Service (no `kind`, or `Service`) or a Deployment, whose fronting
+/// Service (`<name>-ferry`) must still be a DNS label.
+fn backend(field: &str, backend: &api::BackendRef, errors: &mut Vec<FieldError>) {
+    match backend.kind.as_deref() {
+        None | Some(api::SERVICE_KIND) => name(&format!("{field}.name"), &backend.name, errors),
+        Some(api::DEPLOYMENT_KIND) => {
+            name(&format!("{field}.name"), &backend.name, errors);
+            let longest = 63 - api::FRONTING_SUFFIX.len();
+            if backend.name.len() > longest {
+                errors.push(err(
+                    format!("{field}.name"),
+                    format!(
+                        "Invalid value: {:?}: a Deployment backend's name has at most {longest} characters (its Service is {:?})",
+                        backend.name,
+                        backend.service_name()
+                    ),
+                ));
+            }
+        }
+        Some(other) => errors.push(err(
+            format!("{field}.kind"),
+            format!("Unsupported value: {other:?}: supported values: \"Service\", \"Deployment\""),
+        )),
+    }
+}
+
 fn duration(field: &str, text: &str, errors: &mut Vec<FieldError>) -> Duration {
     match humantime::parse_duration(text) {
         Ok(d) => d,
@@ -269,8 +307,8 @@ fn validate(rollout: Rollout) -> Result<RolloutDef, Vec<FieldError>> {
     let spec = &rollout.spec;
     name("spec.service.name", &spec.service.name, &mut errors);
     let target = port("spec.service.port", spec.service.port, &mut errors);
-    name("spec.stable.name", &spec.stable.name, &mut errors);
-    name("spec.canary.name", &spec.canary.name, &mut errors);
+    backend("spec.stable", &spec.stable, &mut errors);
+    backend("spec.canary", &spec.canary, &mut errors);
     let stable_port = spec
         .stable
         .port
@@ -279,7 +317,13 @@ fn validate(rollout: Rollout) -> Result<RolloutDef, Vec<FieldError>> {
         .canary
         .port
         .map_or(target, |p| port("spec.canary.port", p, &mut errors));
-    if spec.stable.name == spec.canary.name && stable_port == canary_port {
+    if spec.stable.deployment().is_some() && spec.stable.deployment() == spec.canary.deployment() {
+        errors.push(err(
+            "spec.canary",
+            "Invalid value: the canary must be another Deployment than stable",
+        ));
+    } else if spec.stable.service_name() == spec.canary.service_name() && stable_port == canary_port
+    {
         errors.push(err(
             "spec.canary",
             "Invalid value: the canary must be another Service (or port) than stable",
@@ -708,6 +752,41 @@ spec:
         assert_eq!(
             error_of(&confirm.replace("/ok'}\n", "/ok'}\n    bake: 1s\n")),
             "line 16: spec.steps[2].bake: Forbidden: a confirm step waits for its webhook; it has no bake"
+        );
+    }
+
+    #[test]
+    fn deployment_backends_are_fronted_by_their_own_services() {
+        let text = GOOD
+            .replace("{name: voting-v1}", "{kind: Deployment, name: voting-v1}")
+            .replace("{name: voting-v2}", "{kind: Deployment, name: voting-v2}");
+        let def = &parse(&text).unwrap()[0];
+        assert_eq!(
+            (def.stable_service().as_str(), def.canary_service().as_str()),
+            ("voting-v1-ferry", "voting-v2-ferry")
+        );
+        assert_eq!(def.spec.canary.deployment(), Some("voting-v2"));
+        assert_ne!(def.revision, parse(GOOD).unwrap()[0].revision);
+        // A Service and a Deployment of the same name are different backends.
+        let mixed = GOOD.replace("{name: voting-v2}", "{kind: Deployment, name: voting-v1}");
+        assert_eq!(
+            parse(&mixed).unwrap()[0].canary_service(),
+            "voting-v1-ferry"
+        );
+        assert_eq!(
+            error_of(&text.replace("name: voting-v2}", "name: voting-v1}")),
+            "line 7: spec.canary: Invalid value: the canary must be another Deployment than stable"
+        );
+        assert_eq!(
+            error_of(&GOOD.replace("{name: voting-v2}", "{kind: StatefulSet, name: voting-v2}")),
+            "line 7: spec.canary.kind: Unsupported value: \"StatefulSet\": supported values: \"Service\", \"Deployment\""
+        );
+        let long = "v".repeat(60);
+        assert!(error_of(&text.replace("voting-v2}", &format!("{long}}}")))
+            .contains("a Deployment backend's name has at most 57 characters"));
+        assert!(
+            error_of(&GOOD.replace("{name: voting-v2}", "{deployment: voting-v2}"))
+                .contains("unknown field `deployment`, expected one of `kind`, `name`, `port`")
         );
     }
 

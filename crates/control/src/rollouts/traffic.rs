@@ -72,13 +72,16 @@ pub fn header_matches(rules: &StepMatch) -> Vec<HeaderMatch> {
 
 /// The route that carries `traffic` for `def`.
 pub fn route(def: &RolloutDef, traffic: &Traffic) -> HttpRoute {
-    let stable = || backend(&def.spec.stable.name, def.stable_port, 1);
+    // A Deployment backend is its fronting Service (made on Kubernetes, synthesized from
+    // the workloads file locally): the route names Services either way.
+    let (stable_service, canary_service) = (def.stable_service(), def.canary_service());
+    let stable = || backend(&stable_service, def.stable_port, 1);
     let split = |w: i64| match w {
         0 => vec![stable()],
-        100 => vec![backend(&def.spec.canary.name, def.canary_port, 1)],
+        100 => vec![backend(&canary_service, def.canary_port, 1)],
         w => vec![
-            backend(&def.spec.stable.name, def.stable_port, 100 - w),
-            backend(&def.spec.canary.name, def.canary_port, w),
+            backend(&stable_service, def.stable_port, 100 - w),
+            backend(&canary_service, def.canary_port, w),
         ],
     };
     let mut rules = Vec::new();

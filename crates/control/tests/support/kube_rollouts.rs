@@ -1,7 +1,7 @@
 //! Rollouts on Kubernetes against the fake API server: `Rollout` resources run by the
 //! controller, their state written to their status, an invalid one refused in its status,
 //! a new controller resuming from the status it finds, and their transitions published as
-//! Events by the Lease holder alone.
+//! Events by the Lease holder alone; Deployment backends fronted by Services it applies.
 
 use std::time::Duration;
 
@@ -415,4 +415,157 @@ async fn transitions_are_published_as_events_regarding_the_rollout() {
     );
     let status = status_of(&api, "emoji", |s| s["phase"] == "RolledBack").await;
     assert_eq!(failed[2]["note"], status["reason"]);
+}
+
+/// A Deployment of `voting` at `version`, selecting its pods with `selector`.
+fn voting_deployment(version: &str, selector: Value) -> Value {
+    let labels = json!({"app": "voting", "version": version});
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": format!("voting-{version}"), "namespace": NS, "uid": format!("uid-voting-{version}")},
+        "spec": {
+            "selector": selector,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "voting-svc", "image": "voting", "ports": [{"name": "grpc", "containerPort": 8080}]}]},
+            },
+        },
+    })
+}
+
+/// Waits until the Rollout `name`'s `status.backends` says something about `role`.
+async fn backend_report(api: &FakeKubeApi, name: &str, role: &str) -> Value {
+    let status = status_of(api, name, |s| {
+        s["backends"]
+            .as_array()
+            .is_some_and(|b| b.iter().any(|b| b["role"] == role))
+    })
+    .await;
+    let backends = status["backends"].as_array().unwrap();
+    backends.iter().find(|b| b["role"] == role).unwrap().clone()
+}
+
+/// A Deployment backend is fronted by a Service the Lease holder applies (server-side,
+/// owned by the Rollout, selecting the Deployment's pods on the rollout Service's target
+/// port); a follower applies nothing; a missing Deployment, or one a Service cannot select,
+/// is named in the Rollout's status.
+#[tokio::test]
+async fn deployment_backends_are_fronted_by_services_the_lease_holder_applies() {
+    let api = FakeKubeApi::emojivoto().await;
+    api.apply(voting_deployment(
+        "v2",
+        json!({"matchLabels": {"app": "voting", "version": "v2"}}),
+    ));
+    api.apply(voting_deployment(
+        "v3",
+        json!({"matchExpressions": [{"key": "version", "operator": "In", "values": ["v3"]}]}),
+    ));
+    let deployment = |name: &str| json!({"kind": "Deployment", "name": name});
+    for (name, canary) in [
+        ("voting", "voting-v2"),
+        ("ghost", "voting-v9"),
+        ("odd", "voting-v3"),
+    ] {
+        api.apply(rollout_with(
+            name,
+            json!({
+                "service": {"name": "voting-svc", "port": 8080},
+                "stable": {"name": "voting-svc"},
+                "canary": deployment(canary),
+                "steps": [{"weight": 10, "bake": "1h"}],
+            }),
+        ));
+    }
+    // Someone else holds the Lease.
+    api.apply(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "ferry-rollouts", "namespace": "ferry"},
+        "spec": {"holderIdentity": "x", "leaseDurationSeconds": 3600,
+                 "renewTime": "2099-01-01T00:00:00.000000Z", "leaseTransitions": 0},
+    }));
+    let source = KubeSource {
+        kubeconfig: Some(api.kubeconfig().to_path_buf()),
+        context: None,
+    };
+    let client = client(&source).await.unwrap();
+    let b = kubernetes::spawn(
+        client,
+        Store::new(Duration::from_secs(1)),
+        Clock::new(),
+        DEFAULT_COALESCE,
+        Some(lease("b")),
+    )
+    .await;
+    // The route names the fronting Service from the start, follower or not.
+    let route = b
+        .routes
+        .borrow()
+        .http
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some("rollout.voting"))
+        .cloned()
+        .unwrap();
+    let names: Vec<&str> = route.spec.rules[0]
+        .backend_refs
+        .iter()
+        .map(|b| b.name.as_str())
+        .collect();
+    assert_eq!(names, ["voting-svc", "voting-v2-ferry"]);
+    // A follower: several Lease attempts go by, and it applies nothing.
+    wait_until(SHOWS, "b to try the Lease", || async {
+        (api.requests("GET /apis/coordination.k8s.io/v1/namespaces/ferry/leases/ferry-rollouts")
+            >= 3)
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(api.get("Service", NS, "voting-v2-ferry").is_none());
+    assert_eq!(
+        api.requests("PATCH /api/v1/namespaces/emojivoto/services/voting-v2-ferry"),
+        0
+    );
+    assert!(api.get("Rollout", NS, "ghost").unwrap()["status"]["backends"].is_null());
+
+    // The holder goes away: b takes the Lease and applies the Service.
+    api.delete("Lease", "ferry", "ferry-rollouts");
+    let report = backend_report(&api, "voting", "canary").await;
+    assert_eq!(
+        report,
+        json!({"role": "canary", "deployment": "voting-v2", "service": "voting-v2-ferry",
+            "ok": true, "message": "service voting-v2-ferry fronts deployment voting-v2"})
+    );
+    let service = api.get("Service", NS, "voting-v2-ferry").unwrap();
+    assert_eq!(
+        service["spec"],
+        json!({"selector": {"app": "voting", "version": "v2"},
+            "ports": [{"name": "grpc", "port": 8080, "protocol": "TCP", "targetPort": 8080}]})
+    );
+    assert_eq!(
+        service["metadata"]["ownerReferences"],
+        json!([{"apiVersion": "ferry.io/v1alpha1", "kind": "Rollout", "name": "voting",
+            "uid": "uid-voting", "controller": true}])
+    );
+    assert_eq!(
+        service["metadata"]["managedFields"][0]["manager"],
+        "ferry-control"
+    );
+    assert_eq!(
+        service["metadata"]["labels"]["rollouts.ferry.io/rollout"],
+        "voting"
+    );
+    // What cannot be fronted is named in the status; nothing is applied for it.
+    let ghost = backend_report(&api, "ghost", "canary").await;
+    assert_eq!(ghost["ok"], false);
+    assert_eq!(ghost["message"], "deployment emojivoto/voting-v9 not found");
+    let odd = backend_report(&api, "odd", "canary").await;
+    assert_eq!(
+        odd["message"],
+        "deployment emojivoto/voting-v3 selects its pods with spec.selector.matchExpressions; a Service selects by labels only (use matchLabels)"
+    );
+    assert!(api.get("Service", NS, "voting-v9-ferry").is_none());
+    assert!(api.get("Service", NS, "voting-v3-ferry").is_none());
+    // The rollouts' own state is kept beside it.
+    let status = status_of(&api, "voting", |s| s["phase"] == "Progressing").await;
+    assert_eq!(status["backends"][0]["ok"], true);
 }

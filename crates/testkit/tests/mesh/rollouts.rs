@@ -505,3 +505,78 @@ async fn a_failing_canary_rolls_back_on_its_own_and_abort_is_immediate() {
         "{out}"
     );
 }
+
+/// Deployment backends in local mode: the rollout names the workloads file's `web-v1` and
+/// `web-v2` deployments (no Service of their own), and the control plane fronts each with
+/// a Service synthesized from its instances (`web-v1-ferry`, `web-v2-ferry`), which the
+/// generated route splits between and the analysis measures.
+#[tokio::test]
+async fn deployment_backends_are_fronted_by_services_in_local_mode() {
+    let (v1, v2) = (version("v1", false).await, version("v2", false).await);
+    let dir = tempfile::tempdir().unwrap();
+    let workloads = |admin: Option<SocketAddr>| {
+        let mut yaml = rollout_workloads(v1.addr, v2.addr, admin);
+        // Only the rolled-out Service: the versions are Deployments, not Services.
+        let at = yaml.find("services:").unwrap();
+        yaml.truncate(at);
+        yaml.push_str("services:\n  - {name: web, port: 8080, workloads: [web-v1]}\n");
+        yaml
+    };
+    let doc = rollout_doc("  - weight: 50\n    bake: 3s\n")
+        .replace("{name: web-v1}", "{kind: Deployment, name: web-v1}")
+        .replace("{name: web-v2}", "{kind: Deployment, name: web-v2}");
+    let grpc = free_addr();
+    let routes = dir.path().join("routes.yaml");
+    let rollouts = routes.to_str().unwrap().to_string();
+    let extra = [
+        "--scrape-interval",
+        "1s",
+        "--grpc-listen",
+        grpc.as_str(),
+        "--rollouts",
+        rollouts.as_str(),
+    ];
+    let (cp, file) = control_with_routes(dir.path(), &workloads(None), &doc, &extra).await;
+    let client_proxy = proxy(&[
+        "--upstream",
+        "127.0.0.1:0=web.default:8080",
+        "--destination-addr",
+        &grpc,
+    ])
+    .await;
+    std::fs::write(&file, workloads(Some(client_proxy.admin()))).unwrap();
+    let url = format!("http://{}/", client_proxy.upstream("web.default:8080"));
+    let load = Load::start(url, 4);
+
+    let step0 = Instant::now();
+    let view = until(cp.api, "promotion", WAIT, |v| {
+        v.status.phase == Phase::Promoted
+    })
+    .await;
+    let (canary, all) = load.share("v2", step0 + Duration::from_millis(500), Instant::now());
+    let share = canary as f64 / all as f64;
+    println!(
+        "weight 50 step over Deployment backends: web-v2 answered {canary} of {all} requests ({:.1}%)",
+        share * 100.0
+    );
+    assert!((0.3..0.7).contains(&share), "{share}");
+    // Judged on the fronting Services' own figures.
+    let passed = view
+        .status
+        .analyses
+        .iter()
+        .find(|a| a.verdict == ferry_api::rollout::Verdict::Passed)
+        .unwrap_or_else(|| panic!("{:#?}", view.status.analyses));
+    assert!(
+        passed.canary.requests >= 5.0 && passed.stable.requests >= 5.0,
+        "{passed:?}"
+    );
+
+    // Promoted: every request to web-v2.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (canary, all) = load.share("v2", at, Instant::now());
+    assert!(all > 0);
+    assert_eq!(canary, all, "promoted: every request to the canary");
+}

@@ -251,3 +251,138 @@ fn a_long_note_is_cut_to_what_the_api_server_takes() {
     assert!(note.ends_with('…'), "{note}");
     assert_eq!(truncate("short".into()), "short");
 }
+
+/// What the publisher logged, as text (a subscriber for this thread only).
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    fn count(&self, message: &str) -> usize {
+        self.text().matches(message).count()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+fn started_event(n: usize) -> RolloutEvent {
+    RolloutEvent::new(Reason::StepAdvanced, format!("step {n}"))
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_rather_than_blocks() {
+    let (logs, _guard) = capture();
+    // Nothing drains the queue: the API server is stuck, say.
+    let (queue, mut waiting) = mpsc::channel(QUEUE);
+    let publisher = Publisher::with_queue(queue);
+    let events: Vec<RolloutEvent> = (0..QUEUE + 3).map(started_event).collect();
+    // Synchronous: it cannot wait for room.
+    publisher.publish("emojivoto", "voting", events);
+    assert_eq!(publisher.dropped(), 3);
+    assert_eq!(
+        logs.count("too many rollout events waiting to be published; dropping one"),
+        3,
+        "{}",
+        logs.text()
+    );
+    // The first QUEUE wait, in order; the newest were dropped.
+    let mut kept = Vec::new();
+    while let Ok(p) = waiting.try_recv() {
+        kept.push(p.event.note);
+    }
+    assert_eq!(kept.len(), QUEUE);
+    assert_eq!(kept.first().unwrap(), "step 0");
+    assert_eq!(kept.last().unwrap(), &format!("step {}", QUEUE - 1));
+    // Room again: the next one is queued.
+    publisher.publish("emojivoto", "voting", vec![started_event(999)]);
+    assert_eq!(publisher.dropped(), 3);
+    assert_eq!(waiting.try_recv().unwrap().event.note, "step 999");
+}
+
+/// A store holding the Rollout `emojivoto/voting`.
+fn store_with_voting() -> Store<DynamicObject> {
+    let ar = crate::rollouts::kubernetes::resource();
+    let mut writer = kube::runtime::reflector::store::Writer::new(ar.clone());
+    let mut rollout = DynamicObject::new("voting", &ar).within("emojivoto");
+    rollout.metadata.uid = Some("uid-voting".into());
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(rollout));
+    writer.as_reader()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_or_stuck_creation_is_logged_and_the_next_events_go_on() {
+    let (logs, _guard) = capture();
+    let created: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // The API server refuses the first Event and never answers the second.
+    let create = {
+        let (created, calls) = (created.clone(), calls.clone());
+        move |event: Event, regarding: ObjectReference| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            let created = created.clone();
+            async move {
+                assert_eq!(regarding.uid.as_deref(), Some("uid-voting"));
+                match n {
+                    0 => Err::<(), CreateError>("events.events.k8s.io is forbidden".into()),
+                    1 => std::future::pending().await,
+                    _ => {
+                        created.lock().unwrap().push(event.note.unwrap_or_default());
+                        Ok(())
+                    }
+                }
+            }
+        }
+    };
+    let (queue, pending) = mpsc::channel(QUEUE);
+    let publisher = Publisher::with_queue(queue);
+    let task = tokio::spawn(run(store_with_voting(), pending, create));
+    let begun = tokio::time::Instant::now();
+    publisher.publish("emojivoto", "voting", (0..4).map(started_event).collect());
+    // An Event about a Rollout the store does not hold is skipped, not sent.
+    publisher.publish("emojivoto", "gone", vec![started_event(9)]);
+    drop(publisher);
+    tokio::time::timeout(TIMEOUT * 3, task)
+        .await
+        .expect("the publisher finished its queue")
+        .unwrap();
+    // The stuck creation held the queue for TIMEOUT, no longer.
+    assert_eq!(begun.elapsed(), TIMEOUT);
+    assert_eq!(*created.lock().unwrap(), ["step 2", "step 3"]);
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    let text = logs.text();
+    assert_eq!(logs.count("cannot publish a rollout's event"), 1, "{text}");
+    assert!(text.contains("events.events.k8s.io is forbidden"), "{text}");
+    assert_eq!(
+        logs.count("publishing a rollout's event did not finish in time"),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        logs.count("the Rollout is gone; not publishing its event"),
+        1,
+        "{text}"
+    );
+}
