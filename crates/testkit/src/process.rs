@@ -39,6 +39,8 @@ pub fn bin(name: &str) -> std::path::PathBuf {
 pub struct Proc {
     child: Child,
     logs: Arc<Mutex<Vec<String>>>,
+    /// The tasks reading stdout and stderr into `logs`, done at end of file.
+    readers: Vec<tokio::task::JoinHandle<()>>,
     name: String,
 }
 
@@ -61,6 +63,7 @@ impl Proc {
             .spawn()
             .map_err(|e| anyhow::anyhow!("spawning {}: {e}", bin.display()))?;
         let logs = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
         for stream in [
             child
                 .stderr
@@ -75,16 +78,17 @@ impl Proc {
         .flatten()
         {
             let logs = logs.clone();
-            tokio::spawn(async move {
+            readers.push(tokio::spawn(async move {
                 let mut lines = BufReader::new(stream).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     logs.lock().unwrap().push(line);
                 }
-            });
+            }));
         }
         Ok(Self {
             child,
             logs,
+            readers,
             name: bin
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -153,7 +157,7 @@ impl Proc {
             .args(["-TERM", &pid.to_string()])
             .status()?;
         anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
-        Ok(tokio::time::timeout(timeout, self.child.wait()).await??)
+        self.exited(timeout).await
     }
 
     /// Waits (bounded) for the process to exit on its own.
@@ -161,7 +165,20 @@ impl Proc {
         &mut self,
         timeout: Duration,
     ) -> anyhow::Result<std::process::ExitStatus> {
-        Ok(tokio::time::timeout(timeout, self.child.wait()).await??)
+        self.exited(timeout).await
+    }
+
+    /// The exit status, once every line the process wrote has been read into its logs (a
+    /// test reading them right after the exit sees its last words), all within `timeout`.
+    async fn exited(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let status = tokio::time::timeout_at(deadline, self.child.wait()).await??;
+        for reader in self.readers.drain(..) {
+            // A child of the process may hold the pipes open: the logs are then as far as
+            // they got by the deadline.
+            let _ = tokio::time::timeout_at(deadline, reader).await;
+        }
+        Ok(status)
     }
 
     /// Whether the process is still running.
