@@ -284,9 +284,11 @@ impl Conn {
         if let Upstream::Balanced(balancer) = &upstream {
             if !wants_upgrade(&req) {
                 if let Some(policy) = balancer.policy().await {
-                    return self
-                        .forward_routed(policy, req, tap, grpc, start, authority.as_deref())
-                        .await;
+                    // Boxed: inline, the routed path's large future would make every
+                    // request's future that large, and `call` copies it into its box.
+                    let routed =
+                        self.forward_routed(policy, req, tap, grpc, start, authority.as_deref());
+                    return Box::pin(routed).await;
                 }
             }
         }
