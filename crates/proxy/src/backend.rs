@@ -17,12 +17,14 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
 };
 use serde::Serialize;
+use tokio::time::Instant;
 
 use crate::{
     config::{Authority, Timeouts},
     connect::{ConnectError, Connector, PeerIdentity},
     h2_upstream::{H2Body, H2Upstream},
     metrics::{Direction, Registry},
+    route::{self, Limit},
     tls::ClientStream,
 };
 
@@ -59,6 +61,9 @@ pub enum SendError {
     /// The upstream had the whole request and sent no response head within this.
     #[error("no response head within {0:?}")]
     ResponseHeadTimeout(Duration),
+    /// No response head came before this route timeout ran out.
+    #[error("no response head before the route's {0:?} ran out")]
+    RouteTimeout(crate::route::Timeout),
 }
 
 impl SendError {
@@ -67,7 +72,9 @@ impl SendError {
         match self {
             Self::Connect(_) => true,
             Self::Pool(e) => e.is_connect(),
-            Self::H2(_) | Self::Closed | Self::ResponseHeadTimeout(_) => false,
+            Self::H2(_) | Self::Closed | Self::ResponseHeadTimeout(_) | Self::RouteTimeout(_) => {
+                false
+            }
         }
     }
 
@@ -188,28 +195,34 @@ impl Backend {
     /// whether its body has all come, and whether it is a gRPC call. With a response-head
     /// timeout, a whole request gets no more than that for the head (a gRPC call that asks
     /// for a longer deadline gets it); one whose body is still streaming is not limited,
-    /// since the upstream may rightly answer only after it.
+    /// since the upstream may rightly answer only after it. `route`: a route's timeout
+    /// (from [`route::Plan::try_limit`]), which limits every request; the nearer limit
+    /// applies, and fails the request as [`Limit::ran_out`] says.
     pub async fn send(
         &self,
         req: Request<ReqBody>,
         whole: bool,
         grpc: bool,
+        route: Option<(Instant, route::Timeout)>,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        let limit = self.response_head.filter(|_| whole).map(|limit| {
+        let head = self.response_head.filter(|_| whole).map(|limit| {
             if grpc {
                 grpc_timeout(req.headers()).map_or(limit, |t| t.max(limit))
             } else {
                 limit
             }
         });
+        let limit = Limit::of(route, head);
         if req.version() == Version::HTTP_2 {
             // The connection's task keeps the deadline: no timer per request.
             return Ok(self.h2.send(req, whole, limit).await?.map(Either::Right));
         }
         match limit {
-            Some(limit) => tokio::time::timeout(limit, self.send_h1(req))
-                .await
-                .unwrap_or(Err(SendError::ResponseHeadTimeout(limit))),
+            Some(limit) => {
+                tokio::time::timeout_at(limit.deadline(Instant::now()), self.send_h1(req))
+                    .await
+                    .unwrap_or_else(|_| Err(limit.ran_out()))
+            }
             None => self.send_h1(req).await,
         }
     }

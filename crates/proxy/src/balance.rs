@@ -264,6 +264,8 @@ pub struct Balancer {
     /// Failure accrual, when the service's policy asks for it.
     accrual: Mutex<Option<Accrual>>,
     name: Authority,
+    /// `name` as text, made once: every request's target label.
+    label: Arc<str>,
     epoch: Instant,
     snapshot: watch::Receiver<Arc<Snapshot>>,
     /// The name's outbound policy, when the control plane serves policies.
@@ -417,6 +419,7 @@ impl Balancer {
         });
         Arc::new(Self {
             accrual: Mutex::new(None),
+            label: name.to_string().into(),
             name,
             epoch: Instant::now(),
             snapshot: rx,
@@ -462,6 +465,11 @@ impl Balancer {
     /// The service name.
     pub fn name(&self) -> &Authority {
         &self.name
+    }
+
+    /// The service name as text (`name:port`).
+    pub fn label(&self) -> &Arc<str> {
+        &self.label
     }
 
     /// Picks an endpoint, waiting up to [`FAILFAST`] for discovery's first answer.

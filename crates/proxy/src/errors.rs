@@ -162,6 +162,7 @@ impl ProxyError {
                 Self::new(ProxyErrorReason::UpstreamReset, format!("{target}: {err}"))
             }
             SendError::ResponseHeadTimeout(limit) => Self::response_head_timeout(target, *limit),
+            SendError::RouteTimeout(which) => which.error(target),
         }
     }
 

@@ -285,7 +285,8 @@ impl Conn {
             if !wants_upgrade(&req) {
                 if let Some(policy) = balancer.policy().await {
                     // Boxed: inline, the routed path's large future would make every
-                    // request's future that large, and `call` copies it into its box.
+                    // request's future that large, and `call` copies it into its box
+                    // (callgrind, h2c: 55.0k instructions per request boxed, 62.8k not).
                     let routed =
                         self.forward_routed(policy, req, tap, grpc, start, authority.as_deref());
                     return Box::pin(routed).await;
@@ -310,7 +311,7 @@ impl Conn {
         // response quiet.
         let body_idle = self.side.timeouts.body_idle.filter(|_| out.whole);
 
-        let (result, metrics) = match self.send_to(&upstream, out, metrics, tap).await {
+        let (result, metrics) = match self.send_to(&upstream, out, metrics, tap, None).await {
             Ok(sent) => sent,
             Err(e) => {
                 let metrics = self.unrouted(authority.as_deref(), "");
@@ -444,8 +445,12 @@ impl Conn {
         let keep = plan.retry().map(|r| r.max_request_bytes).or(mirror
             .as_ref()
             .map(|_| crate::policy::DEFAULT_MAX_REQUEST_BYTES));
+        // A bodiless request keeps only its head: its body is empty and whole.
         let kept = keep.map(|limit| {
             let parts = out.retry.clone().unwrap_or_else(|| Arc::new(out.parts()));
+            if out.whole {
+                return (parts, None);
+            }
             let Either::Left(body) =
                 std::mem::replace(out.req.body_mut(), Either::Right(Replayed::empty()))
             else {
@@ -453,32 +458,33 @@ impl Conn {
             };
             let (body, kept) = body.keep(limit);
             *out.req.body_mut() = Either::Left(body);
-            (parts, kept)
+            (parts, Some(kept))
         });
         if let Some(delay) = plan.delay {
             tokio::time::sleep(delay).await;
         }
         let (result, metrics) = loop {
             let upstream = plan.upstream().clone();
+            // The backend keeps the route's timeouts (no timer per try where it can).
             let limit = plan.try_limit();
-            let send = self.send_to(&upstream, out, None, tap);
-            let sent = match limit {
-                None => send.await,
-                Some((deadline, which)) => tokio::time::timeout_at(deadline, send)
-                    .await
-                    .unwrap_or_else(|_| Err(plan.timeout_error(which))),
-            };
-            let (mut result, metrics) = match sent {
+            let (mut result, metrics) = match self.send_to(&upstream, out, None, tap, limit).await {
                 Ok(sent) => sent,
                 Err(e) => (Err(e), self.unrouted(authority, &target)),
             };
-            let mut answer = result
-                .as_ref()
-                .ok()
-                .map(|r| (r.status().as_u16(), crate::http::grpc_status(r.headers())));
-            let replayable = kept
-                .as_ref()
-                .is_some_and(|(_, kept)| kept.lock().unwrap_or_else(|e| e.into_inner()).whole());
+            if let (Err(e), Some((_, which))) = (&mut result, limit) {
+                // Named after the route's backend, as the fast path names it.
+                if e.reason == which.reason() {
+                    *e = plan.timeout_error(which);
+                }
+            }
+            let mut answer = result.as_ref().ok().map(|r| {
+                let grpc_status = grpc.then(|| crate::http::grpc_status(r.headers()));
+                (r.status().as_u16(), grpc_status.flatten())
+            });
+            let replayable = kept.as_ref().is_some_and(|(_, kept)| {
+                kept.as_ref()
+                    .is_none_or(|k| k.lock().unwrap_or_else(|e| e.into_inner()).whole())
+            });
             // A gRPC answer with no status in its head may still be an error sent as a
             // head and trailers: read up to its first frame (within the try's deadline).
             if let (Ok(rsp), Some((_, grpc_status @ None)), true) = (
@@ -534,17 +540,21 @@ impl Conn {
     }
 
     /// Sends `out` to `upstream`: the request's result and the metrics it counts on.
-    /// `metrics` are an address upstream's (a balanced service's are per endpoint). `Err`:
-    /// no endpoint could be picked.
+    /// `metrics` are an address upstream's (a balanced service's are per endpoint).
+    /// `route`: the route's timeout for this try ([`route::Plan::try_limit`]). `Err`: no
+    /// endpoint could be picked.
     async fn send_to(
         &self,
         upstream: &Upstream,
         out: Outgoing,
         metrics: Option<Arc<HttpMetrics>>,
         tap: &mut Option<Tapped>,
+        route: Option<(Instant, route::Timeout)>,
     ) -> Result<(Result<Response<UpstreamBody>, ProxyError>, Arc<HttpMetrics>), ProxyError> {
         let backend = match upstream {
-            Upstream::Balanced(balancer) => return self.send_balanced(balancer, out, tap).await,
+            Upstream::Balanced(balancer) => {
+                return self.send_balanced(balancer, out, tap, route).await
+            }
             Upstream::Addr(backend) => backend,
         };
         let metrics =
@@ -561,7 +571,7 @@ impl Conn {
             None,
             backend.connector().peer_identity().map(|p| &*p.server_id),
         );
-        let result = match backend.send(out.req, out.whole, out.grpc).await {
+        let result = match backend.send(out.req, out.whole, out.grpc, route).await {
             // The general path's half of the one re-send rule; hyper's pool itself
             // re-sends only requests it had not started writing.
             Err(e)
@@ -570,7 +580,7 @@ impl Conn {
                 tracing::debug!(target = %backend.target_label, error = %e, "upstream closed before answering; sending the idempotent request again");
                 let parts = Arc::unwrap_or_clone(out.resend.expect("checked by may_resend"));
                 let req = Request::from_parts(parts, Either::Right(Replayed::empty()));
-                backend.send(req, true, out.grpc).await
+                backend.send(req, true, out.grpc, route).await
             }
             result => result,
         };
@@ -598,6 +608,7 @@ impl Conn {
         balancer: &Balancer,
         out: Outgoing,
         tap: &mut Option<Tapped>,
+        route: Option<(Instant, route::Timeout)>,
     ) -> Result<(Result<Response<UpstreamBody>, ProxyError>, Arc<HttpMetrics>), ProxyError> {
         let Outgoing {
             mut req,
@@ -606,7 +617,14 @@ impl Conn {
             grpc,
             ..
         } = out;
-        let mut tries = balancer.tries(retry.is_some()).await?;
+        let tries = balancer.tries(retry.is_some());
+        let mut tries = match route {
+            None => tries.await?,
+            // A route's deadline also ends the wait for an endpoint.
+            Some((at, which)) => crate::io::unless_late(Some(at), tries)
+                .await
+                .unwrap_or_else(|| Err(which.error(balancer.label())))?,
+        };
         let endpoint = tries.endpoint();
         tap::dispatch(tap, || tap::Destination {
             addr: endpoint.addr,
@@ -630,7 +648,7 @@ impl Conn {
         loop {
             let backend = &tries.endpoint().backend;
             let sent = backend
-                .send(req, whole, grpc)
+                .send(req, whole, grpc, route)
                 .await
                 .map_err(|e| SendFailed {
                     connect: e.is_connect(),
@@ -791,13 +809,17 @@ impl Conn {
     }
 }
 
-/// A kept request, whole again: its head and the body as it went, when all of it went within
-/// the limit.
-fn replay(
-    kept: Option<&(Arc<http::request::Parts>, Arc<Mutex<Kept>>)>,
-) -> Option<Request<ReqBody>> {
+/// A request kept for retries and mirrors: its head, and its body as it goes (`None`: a
+/// bodiless request's).
+type KeptRequest = (Arc<http::request::Parts>, Option<Arc<Mutex<Kept>>>);
+
+/// A kept request, whole again, when all of its body went within the limit.
+fn replay(kept: Option<&KeptRequest>) -> Option<Request<ReqBody>> {
     let (parts, kept) = kept?;
-    let body = kept.lock().unwrap_or_else(|e| e.into_inner()).replay()?;
+    let body = match kept {
+        Some(kept) => kept.lock().unwrap_or_else(|e| e.into_inner()).replay()?,
+        None => Replayed::empty(),
+    };
     let parts = http::request::Parts::clone(parts);
     Some(Request::from_parts(parts, Either::Right(body)))
 }

@@ -36,7 +36,7 @@ use crate::{
     io::{Counted, Deadline, Rewind},
     listener::Side,
     metrics::{HttpMetrics, RouteMetrics},
-    route::{self, Decision, Plan, TryOutcome},
+    route::{self, Decision, Limit, Plan, TryOutcome},
     splice::{Pipe, SPLICE_MIN},
     tls::ClientStream,
     upstream::Upstream,
@@ -418,7 +418,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
         let head_limit = side.timeouts.response_head;
         loop {
             let limit = match &plan {
-                Some(plan) => Limit::of(plan, head_limit),
+                Some(plan) => Limit::of(plan.try_limit(), head_limit),
                 None => head_limit.map(Limit::Head),
             };
             let (sent, backend, metrics) = match &upstream {
@@ -918,36 +918,6 @@ enum Planned {
     Upstream(Upstream, Option<Arc<HttpMetrics>>),
     /// As a route decided, or failed when it cannot be routed.
     Decided(Decision),
-}
-
-/// What limits a try's wait for its response head.
-#[derive(Clone, Copy)]
-enum Limit {
-    /// The proxy's response-head timeout, from when the try was sent.
-    Head(Duration),
-    /// A route's timeout, at this instant.
-    Route(Instant, route::Timeout),
-}
-
-impl Limit {
-    /// The nearer of the route's limit and the response-head timeout (for a try sent now).
-    fn of(plan: &Plan, head: Option<Duration>) -> Option<Self> {
-        let route = plan.try_limit();
-        match (route, head) {
-            (Some((at, which)), Some(h)) if at <= Instant::now() + h => {
-                Some(Self::Route(at, which))
-            }
-            (Some((at, which)), None) => Some(Self::Route(at, which)),
-            (_, h) => h.map(Self::Head),
-        }
-    }
-
-    fn deadline(self, sent_at: Instant) -> Instant {
-        match self {
-            Self::Head(d) => sent_at + d,
-            Self::Route(at, _) => at,
-        }
-    }
 }
 
 /// Resolves when the client closes its connection (or it fails) while its request is in

@@ -41,6 +41,8 @@ use tokio::time::Instant;
 use crate::{
     backend::{ReqBody, SendError},
     connect::{ConnectError, Connector},
+    io,
+    route::Limit,
     tls::ClientStream,
 };
 
@@ -74,10 +76,14 @@ type Sender = h2::client::SendRequest<Bytes>;
 /// The streams of one connection whose response body is being read, watched for
 /// starvation by the connection's task. Slots are reused: no allocation per request once
 /// the connection has seen its peak of concurrent streams.
-#[derive(Default)]
 struct Watched {
     slots: Vec<Option<WatchedStream>>,
     free: Vec<usize>,
+    /// When the connection's task checks next.
+    next_check: Instant,
+    /// When the check next looks for starved streams: at its own pace, however often
+    /// head deadlines make it run.
+    starved_check: Instant,
 }
 
 struct WatchedStream {
@@ -88,8 +94,9 @@ struct WatchedStream {
     send: Option<h2::SendStream<Bytes>>,
     /// Unread bytes at the previous check.
     seen: usize,
-    /// While the response head has not come: when to give up on it.
-    head_deadline: Option<Instant>,
+    /// While the response head has not come: when to give up on it, and how late the
+    /// check may notice ([`Limit::slack`]).
+    head_deadline: Option<(Instant, Duration)>,
     /// Set when the check reset the stream for its head deadline.
     timed_out: bool,
 }
@@ -102,9 +109,14 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(streams: Streams, stream: WatchedStream) -> Self {
-        let index = lock_streams(&streams).insert(stream);
-        Self { streams, index }
+    /// The stream's slot, and whether the checks come in time for its head deadline
+    /// ([`Watched::in_time`]).
+    fn new(streams: Streams, stream: WatchedStream) -> (Self, bool) {
+        let mut watched = lock_streams(&streams);
+        let in_time = watched.in_time(&stream);
+        let index = watched.insert(stream);
+        drop(watched);
+        (Self { streams, index }, in_time)
     }
 
     /// Runs `f` on the watched stream, under the list's lock.
@@ -129,6 +141,24 @@ fn lock_streams(streams: &Streams) -> MutexGuard<'_, Watched> {
 }
 
 impl Watched {
+    fn new(next_check: Instant) -> Self {
+        Self {
+            slots: Vec::new(),
+            free: Vec::new(),
+            next_check,
+            starved_check: next_check,
+        }
+    }
+
+    /// Whether the check comes in time for `stream`'s head deadline (or it has none). A
+    /// shorter limit than the checks are spaced for is kept by the request's own timer
+    /// until the next check, which spaces the following ones for it.
+    fn in_time(&self, stream: &WatchedStream) -> bool {
+        stream
+            .head_deadline
+            .is_none_or(|(at, slack)| at + slack >= self.next_check)
+    }
+
     fn insert(&mut self, stream: WatchedStream) -> usize {
         match self.free.pop() {
             Some(i) => {
@@ -152,18 +182,32 @@ impl Watched {
 
     /// Resets the streams whose response head is overdue at `now`, and those whose
     /// readers took nothing since the previous check when the streams together hold half
-    /// the connection's window or more; returns how many of each.
-    fn check(&mut self, now: Instant) -> (usize, usize) {
+    /// the connection's window or more; returns how many of each. The next check comes
+    /// `every` from now, or sooner when a waiting head's deadline needs it
+    /// ([`Watched::next_check`]).
+    fn check(&mut self, now: Instant, every: Duration) -> (usize, usize) {
+        let starve = now >= self.starved_check;
+        if starve {
+            self.starved_check = now + every;
+        }
         let mut overdue = 0;
+        let mut next = self.starved_check;
         for slot in self.slots.iter_mut().flatten() {
-            if slot.head_deadline.is_some_and(|d| d <= now) {
-                if let Some(mut send) = slot.send.take() {
-                    send.send_reset(h2::Reason::CANCEL);
-                    slot.head_deadline = None;
-                    slot.timed_out = true;
-                    overdue += 1;
-                }
+            let Some((at, slack)) = slot.head_deadline else {
+                continue;
+            };
+            if at > now {
+                next = next.min(at.max(now + MIN_CHECK_EVERY) + slack);
+            } else if let Some(mut send) = slot.send.take() {
+                send.send_reset(h2::Reason::CANCEL);
+                slot.head_deadline = None;
+                slot.timed_out = true;
+                overdue += 1;
             }
+        }
+        self.next_check = next;
+        if !starve {
+            return (overdue, 0);
         }
         let held: usize = self
             .slots
@@ -262,14 +306,21 @@ impl H2Upstream {
 
     /// Sends `req` as a stream on the backend's connection, opening one when there is none,
     /// and waits for the response head. `whole`: the request's body has all come (the
-    /// caller looked once, so this need not); only then does `head_limit` (the
-    /// response-head timeout) apply.
+    /// caller looked once, so this need not). `limit` bounds the wait for the head (a
+    /// route's timeout also the wait for a connection): the connection's task keeps it
+    /// for a whole request, a timer of the request's own for one still sending its body.
     pub async fn send(
         &self,
         req: Request<ReqBody>,
         whole: bool,
-        head_limit: Option<Duration>,
+        limit: Option<Limit>,
     ) -> Result<Response<H2Body>, SendError> {
+        // A route's deadline also bounds getting a connection and a stream on it.
+        let route_deadline = match limit {
+            Some(Limit::Route(at, _)) => Some(at),
+            _ => None,
+        };
+        let late = || limit.map_or(SendError::Closed, Limit::ran_out);
         if !self.shared.used.load(Ordering::Relaxed) {
             self.shared.used.store(true, Ordering::Relaxed);
         }
@@ -282,10 +333,14 @@ impl H2Upstream {
                 .map(|(id, s, w)| (*id, s.clone(), w.clone()));
             let Some((id, mut s, w)) = current else {
                 // Rare, and large: kept out of the per-request future.
-                Box::pin(self.connect()).await?;
+                let connect = Box::pin(self.connect());
+                io::unless_late(route_deadline, connect)
+                    .await
+                    .ok_or_else(late)??;
                 continue;
             };
-            match poll_fn(|cx| s.poll_ready(cx)).await {
+            let ready = io::unless_late(route_deadline, poll_fn(|cx| s.poll_ready(cx)));
+            match ready.await.ok_or_else(late)? {
                 Ok(()) => {
                     sender = Some((s, w));
                     break;
@@ -314,35 +369,47 @@ impl H2Upstream {
             .map_err(SendError::H2)?;
         drop(sender);
         // A whole request is watched from now: for its head deadline, then its reader.
-        let mut slot = if eos {
-            Some(Slot::new(
-                streams.clone(),
-                WatchedStream {
-                    flow: None,
-                    send: Some(stream),
-                    seen: 0,
-                    head_deadline: head_limit.map(|l| Instant::now() + l),
-                    timed_out: false,
-                },
-            ))
+        let due = limit.map(|l| (l.deadline_from_now(), l));
+        let sent_whole = if eos {
+            Some(stream)
         } else {
-            // A small body that has already arrived (a unary gRPC call's) goes out at once;
-            // one still arriving is streamed by a task of its own.
+            // A small body that has already arrived (a unary gRPC call's) goes out at once,
+            // and the request is then as whole as a bodiless one; one still arriving is
+            // streamed by a task of its own.
             let mut pipe = Box::pin(pipe_body(body, stream));
-            if poll_fn(|cx| Poll::Ready(pipe.as_mut().poll(cx)))
-                .await
-                .is_pending()
-            {
-                tokio::spawn(pipe);
+            match poll_fn(|cx| Poll::Ready(pipe.as_mut().poll(cx))).await {
+                Poll::Ready(sent) => sent,
+                Poll::Pending => {
+                    tokio::spawn(pipe);
+                    None
+                }
             }
-            None
         };
-        let (head, mut recv) = match response.await {
+        let mut own_timer = limit.is_some();
+        let mut slot = sent_whole.map(|stream| {
+            let stream = WatchedStream {
+                flow: None,
+                send: Some(stream),
+                seen: 0,
+                head_deadline: due.map(|(at, l)| (at, l.slack())),
+                timed_out: false,
+            };
+            let (slot, in_time) = Slot::new(streams.clone(), stream);
+            own_timer &= !in_time;
+            slot
+        });
+        let response = match (due, own_timer) {
+            (Some((at, l)), true) => tokio::time::timeout_at(at, response)
+                .await
+                .map_err(|_| l.ran_out())?,
+            _ => response.await,
+        };
+        let (head, mut recv) = match response {
             Ok(rsp) => rsp.into_parts(),
             Err(e) => {
                 let timed_out = slot.as_ref().and_then(|s| s.with(|w| w.timed_out));
-                return Err(match (timed_out, head_limit) {
-                    (Some(true), Some(limit)) => SendError::ResponseHeadTimeout(limit),
+                return Err(match (timed_out, limit) {
+                    (Some(true), Some(limit)) => limit.ran_out(),
                     _ => SendError::H2(e),
                 });
             }
@@ -364,16 +431,19 @@ impl H2Upstream {
                     });
                     Some(slot)
                 }
-                None => Some(Slot::new(
-                    streams,
-                    WatchedStream {
-                        flow: Some(flow),
-                        send: None,
-                        seen: 0,
-                        head_deadline: None,
-                        timed_out: false,
-                    },
-                )),
+                None => Some(
+                    Slot::new(
+                        streams,
+                        WatchedStream {
+                            flow: Some(flow),
+                            send: None,
+                            seen: 0,
+                            head_deadline: None,
+                            timed_out: false,
+                        },
+                    )
+                    .0,
+                ),
             }
         };
         Ok(Response::from_parts(head, H2Body::new(recv, length, watch)))
@@ -424,7 +494,7 @@ impl H2Upstream {
             .map_err(SendError::H2)?;
         tracing::debug!(target = %self.connector.target(), "http/2 upstream connection open");
         let shared = Arc::downgrade(&self.shared);
-        let streams = Streams::default();
+        let streams = Arc::new(Mutex::new(Watched::new(Instant::now() + self.check_every)));
         tokio::spawn(drive(
             conn,
             shared.clone(),
@@ -489,14 +559,17 @@ async fn drive(
                 timer.as_mut().reset(Instant::now() + KEEPALIVE);
             }
             () = check.as_mut() => {
-                let (overdue, starved) = lock_streams(&streams).check(Instant::now());
+                let mut watched = lock_streams(&streams);
+                let (overdue, starved) = watched.check(Instant::now(), check_every);
+                let next = watched.next_check;
+                drop(watched);
                 if overdue > 0 {
                     tracing::debug!(overdue, "reset http/2 upstream streams whose response head is overdue");
                 }
                 if starved > 0 {
                     tracing::debug!(starved, "reset http/2 upstream streams whose readers stopped reading");
                 }
-                check.as_mut().reset(Instant::now() + check_every);
+                check.as_mut().reset(next);
             }
         }
     }
@@ -554,8 +627,12 @@ async fn idle_check(shared: Weak<Shared>, id: u64, idle: Duration) {
 }
 
 /// Streams a request body into its stream as the upstream's flow control allows; a body
-/// that fails, or a stream the upstream resets, ends the stream with a reset.
-async fn pipe_body(body: ReqBody, mut stream: h2::SendStream<Bytes>) {
+/// that fails, or a stream the upstream resets, ends the stream with a reset. Returns the
+/// stream once all of the body went (to be watched as a whole request's), `None` if not.
+async fn pipe_body(
+    body: ReqBody,
+    mut stream: h2::SendStream<Bytes>,
+) -> Option<h2::SendStream<Bytes>> {
     let mut body = pin!(body);
     loop {
         let frame = poll_fn(|cx| {
@@ -568,49 +645,48 @@ async fn pipe_body(body: ReqBody, mut stream: h2::SendStream<Bytes>) {
         let frame = match frame {
             Ok(Some(Ok(frame))) => frame,
             Ok(None) => {
-                let _ = stream.send_data(Bytes::new(), true);
-                return;
+                return stream
+                    .send_data(Bytes::new(), true)
+                    .is_ok()
+                    .then_some(stream);
             }
             Ok(Some(Err(error))) => {
                 tracing::debug!(%error, "request body failed; resetting the upstream stream");
                 stream.send_reset(h2::Reason::CANCEL);
-                return;
+                return None;
             }
             // The upstream reset the stream (or the connection failed): nothing more to send.
-            Err(_) => return,
+            Err(_) => return None,
         };
         let mut data = match frame.into_data() {
             Ok(data) => data,
             Err(frame) => {
-                if let Ok(trailers) = frame.into_trailers() {
-                    let _ = stream.send_trailers(trailers);
-                }
-                return;
+                let trailers = frame.into_trailers().ok()?;
+                return stream.send_trailers(trailers).is_ok().then_some(stream);
             }
         };
         let eos = body.is_end_stream();
         if eos && data.len() <= SMALL_LAST_FRAME {
             // No window to wait for: `h2` holds a small last frame until the upstream's
             // window allows, which is bounded, and a stream not yet open gets no window.
-            let _ = stream.send_data(data, true);
-            return;
+            return stream.send_data(data, true).is_ok().then_some(stream);
         }
         while !data.is_empty() {
             stream.reserve_capacity(data.len());
             let room = match poll_fn(|cx| stream.poll_capacity(cx)).await {
                 Some(Ok(room)) => room,
-                _ => return,
+                _ => return None,
             };
             let chunk = data.split_to(room.min(data.len()));
             if stream
                 .send_data(chunk, eos && !data.has_remaining())
                 .is_err()
             {
-                return;
+                return None;
             }
         }
         if eos {
-            return;
+            return Some(stream);
         }
     }
 }
@@ -691,5 +767,51 @@ impl Body for H2Body {
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(at: Instant, slack: Duration) -> WatchedStream {
+        WatchedStream {
+            flow: None,
+            send: None,
+            seen: 0,
+            head_deadline: Some((at, slack)),
+            timed_out: false,
+        }
+    }
+
+    /// A head deadline nearer than the next check is the request's own to keep (its
+    /// timer), and the check that sees it spaces the next one for it; the starved-stream
+    /// look keeps its own pace meanwhile.
+    #[test]
+    fn checks_come_in_time_for_head_deadlines() {
+        let every = Duration::from_secs(1);
+        let t0 = Instant::now();
+        let mut w = Watched::new(t0 + every);
+        let ms = Duration::from_millis;
+        let short = waiting(t0 + ms(300), ms(30));
+        assert!(!w.in_time(&short), "the next check, 1 s away, is too late");
+        assert!(w.in_time(&waiting(t0 + ms(990), ms(99))));
+        let short = w.insert(short);
+        // A check before the starved-stream look is due: spaced for the short deadline.
+        assert_eq!(w.check(t0 + ms(100), every), (0, 0));
+        assert_eq!(w.next_check, t0 + ms(330));
+        assert!(w.in_time(&waiting(t0 + ms(400), ms(40))));
+        w.remove(short);
+        // With no head waiting, the next check is the starved-stream look's, still at 1 s.
+        w.check(t0 + ms(330), every);
+        assert_eq!(w.next_check, t0 + every);
+        // That look runs then, and sets the pace again from there.
+        w.check(t0 + every, every);
+        assert_eq!(w.next_check, t0 + 2 * every);
+        // A deadline that has passed is not waited for; a close one is checked no more
+        // often than every MIN_CHECK_EVERY.
+        w.insert(waiting(t0 + every + ms(2), ms(1)));
+        w.check(t0 + every + ms(1), every);
+        assert_eq!(w.next_check, t0 + every + ms(1) + MIN_CHECK_EVERY + ms(1));
     }
 }

@@ -87,6 +87,20 @@ impl Deadline {
     }
 }
 
+/// `fut`'s output, unless `deadline` passes first (`None`). A future that is ready when
+/// first polled arms no timer: a wait that is usually none (a pick of a live endpoint, a
+/// connection's free stream) costs nothing in the common case.
+pub async fn unless_late<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let Some(deadline) = deadline else {
+        return Some(fut.await);
+    };
+    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
+        return Some(out);
+    }
+    tokio::time::timeout_at(deadline, fut).await.ok()
+}
+
 /// How long something has waited without progress, against a limit: the clock starts at
 /// the first poll that could not proceed and stops at the next that did. Nothing happens
 /// per poll that proceeds; the timer ([`Deadline`]) is made once, at the first wait.

@@ -494,14 +494,13 @@ impl Budget {
         }
     }
 
-    /// The current second's slot, with the window's older ones kept and the rest dropped.
+    /// The slot of `now`'s second, with the window's older ones kept and the rest dropped.
     fn with_slots<T>(
         &self,
+        now: Instant,
         f: impl FnOnce(&mut std::collections::VecDeque<(u64, u32, u32)>) -> T,
     ) -> T {
-        let now = Instant::now()
-            .saturating_duration_since(self.epoch)
-            .as_secs();
+        let now = now.saturating_duration_since(self.epoch).as_secs();
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         while slots
             .front()
@@ -515,9 +514,10 @@ impl Budget {
         f(&mut slots)
     }
 
-    /// Counts a request (not a retry).
-    pub fn deposit(&self) {
-        self.with_slots(|slots| {
+    /// Counts a request (not a retry) that arrived at `now` (the request's own clock
+    /// reading, so counting it reads no clock).
+    pub fn deposit(&self, now: Instant) {
+        self.with_slots(now, |slots| {
             if let Some(last) = slots.back_mut() {
                 last.1 += 1;
             }
@@ -528,7 +528,7 @@ impl Budget {
     pub fn withdraw(&self) -> bool {
         let reserve = f64::from(self.min_per_sec) * self.window_secs as f64;
         let ratio = self.ratio;
-        self.with_slots(|slots| {
+        self.with_slots(Instant::now(), |slots| {
             let (requests, retries) = slots.iter().fold((0u64, 0u64), |(a, b), (_, r, t)| {
                 (a + u64::from(*r), b + u64::from(*t))
             });
@@ -1614,7 +1614,7 @@ mod tests {
         assert_eq!(granted, 100);
         // 50 requests earn 10 more.
         for _ in 0..50 {
-            budget.deposit();
+            budget.deposit(Instant::now());
         }
         let more = (0..20).filter(|_| budget.withdraw()).count();
         assert_eq!(more, 10);

@@ -145,7 +145,7 @@ pub fn decide(
         mirrored: rule.mirror.as_ref().is_some_and(|m| chance(m.ratio)),
         policy: policy.clone(),
     };
-    plan.rule().budget.deposit();
+    plan.rule().budget.deposit(start);
     Decision::Send(plan)
 }
 
@@ -163,6 +163,93 @@ pub enum Timeout {
     Request(Duration),
     /// `timeouts.backendRequest` (or the retry's per-try timeout).
     Backend(Duration),
+}
+
+impl Timeout {
+    /// How long the timeout is.
+    pub fn duration(self) -> Duration {
+        match self {
+            Self::Request(t) | Self::Backend(t) => t,
+        }
+    }
+
+    /// The reason of the errors it ends tries with.
+    pub fn reason(self) -> ProxyErrorReason {
+        match self {
+            Self::Request(_) => ProxyErrorReason::RequestTimeout,
+            Self::Backend(_) => ProxyErrorReason::BackendRequestTimeout,
+        }
+    }
+
+    /// The error of a try to `backend` (the route's backend) that this timeout ended.
+    pub fn error(self, backend: &str) -> ProxyError {
+        let detail = match self {
+            Self::Request(t) => format!("the route's request timeout of {t:?} ran out"),
+            Self::Backend(t) => format!(
+                "{backend}: no response head within the route's backend request timeout of {t:?}"
+            ),
+        };
+        ProxyError::new(self.reason(), detail)
+    }
+}
+
+/// What limits a try's wait for its response head: the proxy's response-head timeout or a
+/// route's timeout, whichever ends first. Both HTTP paths and the backends keep it.
+#[derive(Clone, Copy, Debug)]
+pub enum Limit {
+    /// The proxy's response-head timeout, from when the try was sent.
+    Head(Duration),
+    /// A route's timeout, at this instant.
+    Route(Instant, Timeout),
+}
+
+impl Limit {
+    /// The nearer of a route's limit (from [`Plan::try_limit`]) and the response-head
+    /// timeout, for a try sent now.
+    pub fn of(route: Option<(Instant, Timeout)>, head: Option<Duration>) -> Option<Self> {
+        match (route, head) {
+            // A route's timeout no longer than `head` ends first (its deadline was set
+            // no later than now): no clock to read.
+            (Some((at, which)), Some(h)) if which.duration() <= h || at <= Instant::now() + h => {
+                Some(Self::Route(at, which))
+            }
+            (Some((at, which)), None) => Some(Self::Route(at, which)),
+            (_, h) => h.map(Self::Head),
+        }
+    }
+
+    /// When a try sent at `sent_at` runs out.
+    pub fn deadline(self, sent_at: Instant) -> Instant {
+        match self {
+            Self::Head(d) => sent_at + d,
+            Self::Route(at, _) => at,
+        }
+    }
+
+    /// When a try sent now runs out (the clock is read only for the response-head
+    /// timeout).
+    pub fn deadline_from_now(self) -> Instant {
+        match self {
+            Self::Head(d) => Instant::now() + d,
+            Self::Route(at, _) => at,
+        }
+    }
+
+    /// How late after its deadline a periodic check may notice it: a tenth of the timeout.
+    pub fn slack(self) -> Duration {
+        match self {
+            Self::Head(d) => d / 10,
+            Self::Route(_, which) => which.duration() / 10,
+        }
+    }
+
+    /// The failure of a try that ran out.
+    pub fn ran_out(self) -> crate::backend::SendError {
+        match self {
+            Self::Head(d) => crate::backend::SendError::ResponseHeadTimeout(d),
+            Self::Route(_, which) => crate::backend::SendError::RouteTimeout(which),
+        }
+    }
 }
 
 /// Why one try ended without an answer to give.
@@ -285,19 +372,7 @@ impl Plan {
 
     /// The error of a try whose `timeout` ran out.
     pub fn timeout_error(&self, timeout: Timeout) -> ProxyError {
-        match timeout {
-            Timeout::Request(t) => ProxyError::new(
-                ProxyErrorReason::RequestTimeout,
-                format!("the route's request timeout of {t:?} ran out"),
-            ),
-            Timeout::Backend(t) => ProxyError::new(
-                ProxyErrorReason::BackendRequestTimeout,
-                format!(
-                    "{}: no response head within the route's backend request timeout of {t:?}",
-                    self.backend().labels.name
-                ),
-            ),
-        }
+        timeout.error(&self.backend().labels.name)
     }
 
     /// After a try answered `status` (`grpc_status` from its head) or failed (`None`):
@@ -438,7 +513,7 @@ pub async fn send_copy(
         return;
     };
     let whole = http_body::Body::is_end_stream(req.body());
-    if let Err(error) = backend.send(req, whole, grpc).await {
+    if let Err(error) = backend.send(req, whole, grpc, None).await {
         tracing::debug!(target = %backend.target_label, %error, "mirror copy failed");
     }
 }

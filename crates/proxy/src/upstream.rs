@@ -51,7 +51,7 @@ impl Upstream {
     pub fn label(&self) -> Arc<str> {
         match self {
             Self::Addr(b) => b.target_label.clone(),
-            Self::Balanced(b) => b.name().to_string().into(),
+            Self::Balanced(b) => b.label().clone(),
         }
     }
 
