@@ -221,6 +221,118 @@ impl Outgoing {
     }
 }
 
+/// A request on a route: its plan, and what its tries share.
+struct Routed {
+    plan: route::Plan,
+    /// The route backend's name, for the metrics of a try that reached no endpoint.
+    target: Arc<str>,
+    /// The request's span, when it is traced.
+    span: Option<Arc<trace::Active>>,
+    /// The request kept for retries and the mirror ([`KeptRequest`]).
+    kept: Option<KeptRequest>,
+    /// Where the copy goes, when the request has a body and is mirrored (a bodiless
+    /// request's copy has gone already).
+    mirror: Option<Upstream>,
+}
+
+impl Routed {
+    /// Sends a bodiless request's mirror copy, and keeps the request as it goes when a
+    /// retry or a mirror copy may need it again.
+    fn keep(&mut self, out: &mut Outgoing, grpc: bool) {
+        let plan = &self.plan;
+        let mut mirror = plan.mirror().cloned();
+        if let (Some(to), true) = (&mirror, out.whole) {
+            let copy = Request::from_parts(out.parts(), Either::Right(Replayed::empty()));
+            route::spawn_mirror(&plan.metrics, route::send_copy(to.clone(), copy, grpc));
+            mirror = None;
+        }
+        let keep = plan.retry().map(|r| r.max_request_bytes).or(mirror
+            .as_ref()
+            .map(|_| crate::policy::DEFAULT_MAX_REQUEST_BYTES));
+        self.mirror = mirror;
+        // A bodiless request keeps only its head: its body is empty and whole.
+        self.kept = keep.map(|limit| {
+            let parts = out.retry.clone().unwrap_or_else(|| Arc::new(out.parts()));
+            if out.whole {
+                return (parts, None);
+            }
+            let Either::Left(body) =
+                std::mem::replace(out.req.body_mut(), Either::Right(Replayed::empty()))
+            else {
+                unreachable!("a new request carries the client's body")
+            };
+            let (body, kept) = body.keep(limit);
+            *out.req.body_mut() = Either::Left(body);
+            (parts, Some(kept))
+        });
+    }
+
+    /// After a try: its result to answer with (`Break`), or the request to send again
+    /// (`Continue`), after the retry's backoff. `limit` was the try's route timeout.
+    async fn after_try(
+        &mut self,
+        sent: (Result<Response<UpstreamBody>, ProxyError>, Arc<HttpMetrics>),
+        limit: Option<(Instant, route::Timeout)>,
+        grpc: bool,
+        retryable: bool,
+    ) -> ControlFlow<(Result<Response<UpstreamBody>, ProxyError>, Arc<HttpMetrics>), Outgoing> {
+        let (mut result, metrics) = sent;
+        if let (Err(e), Some((_, which))) = (&mut result, limit) {
+            // Named after the route's backend, as the fast path names it.
+            if e.reason == which.reason() {
+                *e = self.plan.timeout_error(which);
+            }
+        }
+        let mut answer = result.as_ref().ok().map(|r| {
+            let grpc_status = grpc.then(|| crate::http::grpc_status(r.headers()));
+            (r.status().as_u16(), grpc_status.flatten())
+        });
+        let replayable = self.kept.as_ref().is_some_and(|(_, kept)| {
+            kept.as_ref()
+                .is_none_or(|k| k.lock().unwrap_or_else(|e| e.into_inner()).whole())
+        });
+        // A gRPC answer with no status in its head may still be an error sent as a head
+        // and trailers: read up to its first frame (within the try's deadline).
+        if let (Ok(rsp), Some((_, grpc_status @ None)), true) = (
+            &mut result,
+            &mut answer,
+            grpc && replayable && self.plan.retries_grpc(),
+        ) {
+            if let Either::Right(body) = rsp.body_mut() {
+                // Boxed, as every wait only routes have.
+                let peek = Box::pin(body.peek_trailers());
+                let trailers = match limit {
+                    Some((deadline, _)) => {
+                        tokio::time::timeout_at(deadline, peek).await.ok().flatten()
+                    }
+                    None => peek.await,
+                };
+                *grpc_status = trailers.as_ref().and_then(crate::http::grpc_status);
+            }
+        }
+        let backoff = match self.plan.after_try(answer, replayable) {
+            TryOutcome::Done => return ControlFlow::Break((result, metrics)),
+            TryOutcome::Retry(backoff) => backoff,
+        };
+        tracing::debug!(
+            route = self.plan.route_name(),
+            ?answer,
+            ?backoff,
+            "retrying"
+        );
+        trace::attempt_done(
+            self.span.as_ref(),
+            answer,
+            result.as_ref().err().map(|e| e.reason),
+        );
+        drop(result);
+        Box::pin(tokio::time::sleep(backoff)).await;
+        let mut req = replay(self.kept.as_ref()).expect("a retry has a whole request");
+        trace::next_attempt(self.span.as_ref(), &mut req);
+        ControlFlow::Continue(Outgoing::new_whole(req, retryable, grpc))
+    }
+}
+
 impl Conn {
     /// Traces the next request this connection serves (the fast path sampled it before
     /// handing the connection over).
@@ -272,52 +384,89 @@ impl Conn {
         let start = Instant::now();
         let grpc = is_grpc(req.headers());
         let authority = request_authority(&req);
+        let authority = authority.as_deref();
         if let Some(authz) = &self.authz {
             if let Err(e) = authz.check(&req) {
-                return self.fail(&self.unrouted(authority.as_deref(), ""), e, grpc, start);
+                return self.fail(&self.unrouted(authority, ""), e, grpc, start);
             }
         }
-        let (upstream, metrics) = match self.route(authority.as_deref()) {
+        let (upstream, mut metrics) = match self.route(authority) {
             Ok(route) => route,
-            Err(e) => return self.fail(&self.unrouted(authority.as_deref(), ""), e, grpc, start),
+            Err(e) => return self.fail(&self.unrouted(authority, ""), e, grpc, start),
         };
+        // A service with routes: the route decides (a fault, a redirect or no matching
+        // route answers here), and its plan goes with the request. Both kinds of request
+        // then take the same steps and the same one send below, so neither's future
+        // carries a second copy of the send's.
+        let mut routed = None;
         if let Upstream::Balanced(balancer) = &upstream {
             if !wants_upgrade(&req) {
                 if let Some(policy) = balancer.policy().await {
-                    // Boxed: inline, the routed path's large future would make every
-                    // request's future that large, and `call` copies it into its box
-                    // (callgrind, h2c: 55.0k instructions per request boxed, 62.8k not).
-                    let routed =
-                        self.forward_routed(policy, req, tap, grpc, start, authority.as_deref());
-                    return Box::pin(routed).await;
+                    match self.plan_route(policy, &mut req, grpc, start, authority) {
+                        Ok(r) => routed = Some(r),
+                        Err(answer) => return *answer,
+                    }
                 }
             }
         }
-        if let Err(e) = prepare_request(&mut req, &upstream.label(), authority.as_deref()) {
-            let metrics = match &metrics {
-                Some(m) => {
-                    m.request();
-                    m.clone()
-                }
-                None => self.unrouted(authority.as_deref(), &upstream.label()),
-            };
-            return self.fail(&metrics, e, grpc, start);
+        if routed.is_none() {
+            if let Err(e) = prepare_request(&mut req, &upstream.label(), authority) {
+                let metrics = match &metrics {
+                    Some(m) => {
+                        m.request();
+                        m.clone()
+                    }
+                    None => self.unrouted(authority, &upstream.label()),
+                };
+                return self.fail(&metrics, e, grpc, start);
+            }
         }
         let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
-        let out = Outgoing::new(req, matches!(upstream, Upstream::Balanced(_)), grpc);
+        let retryable = matches!(
+            routed.as_ref().map_or(&upstream, |r| r.plan.upstream()),
+            Upstream::Balanced(_)
+        );
+        let mut out = Outgoing::new(req, retryable, grpc);
         let malformed = out.malformed.clone();
         // Only an exchange whose request has gone whole waits on the upstream alone; a
         // request body still streaming (uploads, bidirectional gRPC) may rightly leave the
         // response quiet.
         let body_idle = self.side.timeouts.body_idle.filter(|_| out.whole);
-
-        let (result, metrics) = match self.send_to(&upstream, out, metrics, tap, None).await {
-            Ok(sent) => sent,
-            Err(e) => {
-                let metrics = self.unrouted(authority.as_deref(), "");
-                return self.fail(&metrics, e, grpc, start);
+        if let Some(r) = &mut routed {
+            r.keep(&mut out, grpc);
+            if let Some(delay) = r.plan.delay {
+                // Rare (a fault's delay): boxed, as every wait only routes have.
+                Box::pin(tokio::time::sleep(delay)).await;
+            }
+        }
+        let (result, metrics) = loop {
+            let to = routed.as_ref().map_or(&upstream, |r| r.plan.upstream());
+            // The backend keeps a route's timeouts (no timer per try where it can).
+            let limit = routed.as_ref().and_then(|r| r.plan.try_limit());
+            let given = if routed.is_some() {
+                None
+            } else {
+                metrics.take()
+            };
+            let sent = self.send_to(to, out, given, tap, limit).await;
+            let Some(r) = &mut routed else {
+                match sent {
+                    Ok(sent) => break sent,
+                    Err(e) => return self.fail(&self.unrouted(authority, ""), e, grpc, start),
+                }
+            };
+            let sent = match sent {
+                Ok(sent) => sent,
+                Err(e) => (Err(e), self.unrouted(authority, &r.target)),
+            };
+            match r.after_try(sent, limit, grpc, retryable).await {
+                ControlFlow::Break(done) => break done,
+                ControlFlow::Continue(again) => out = again,
             }
         };
+        if let Some(r) = routed {
+            return self.answer_routed(r, result, metrics, &malformed, grpc, start, body_idle);
+        }
         let mut rsp = match result {
             Ok(rsp) => rsp,
             Err(e) => return self.fail(&metrics, Self::blame(e, &malformed), grpc, start),
@@ -375,30 +524,32 @@ impl Conn {
         rsp.map(|body| ResponseBody::upstream(body, recorder).idle_limit(body_idle))
     }
 
-    /// Forwards a request to a service with routes ([`crate::route`]): the route's filters,
-    /// its weighted backend, its timeouts, and its retries within the budget (the body
-    /// kept for them up to the retry's limit).
-    async fn forward_routed(
+    /// The route's plan for a request to a service with routes ([`crate::route`]): its
+    /// rule's filters and weighted backend applied to `req`, made ready to send. `Err`: the
+    /// answer when the route answers itself (no matching rule, a fault, a redirect) or the
+    /// request cannot be sent (boxed: the answer is large and rare).
+    fn plan_route(
         &self,
         policy: Arc<Policy>,
-        mut req: Request<Incoming>,
-        tap: &mut Option<Tapped>,
+        req: &mut Request<Incoming>,
         grpc: bool,
         start: Instant,
         authority: Option<&str>,
-    ) -> Response<ResponseBody> {
+    ) -> Result<Routed, Box<Response<ResponseBody>>> {
         let decided = route::decide(
             policy,
-            &req,
+            &*req,
             authority.unwrap_or(""),
             &self.side.registry,
             start,
         );
-        let mut plan = match decided {
+        let plan = match decided {
             Decision::Send(plan) => plan,
             Decision::Fail(e, route) => {
                 let metrics = self.unrouted(authority, "");
-                return self.fail_on_route(&metrics, e, grpc, start, route);
+                return Err(Box::new(
+                    self.fail_on_route(&metrics, e, grpc, start, route),
+                ));
             }
             Decision::Redirect(status, location, route) => {
                 let metrics = self.unrouted(authority, "");
@@ -411,131 +562,69 @@ impl Conn {
                     rsp.headers(),
                 )
                 .route(Some(route));
-                return rsp.map(|body| ResponseBody::proxy(body, Some(recorder)));
+                return Err(Box::new(
+                    rsp.map(|body| ResponseBody::proxy(body, Some(recorder))),
+                ));
             }
         };
         let span = trace::of(req.extensions());
         if let Some(span) = &span {
-            let path = crate::policy::matched_path(plan.rule(), &req);
+            let path = crate::policy::matched_path(plan.rule(), &*req);
             span.route(plan.route_labels(), path);
         }
         let target = plan.upstream().label();
-        if let Err(e) = prepare_request(&mut req, &target, authority) {
+        if let Err(e) = prepare_request(req, &target, authority) {
             let metrics = self.unrouted(authority, &target);
-            return self.fail_on_route(&metrics, e, grpc, start, Some(plan.metrics.clone()));
+            let route = Some(plan.metrics.clone());
+            return Err(Box::new(
+                self.fail_on_route(&metrics, e, grpc, start, route),
+            ));
         }
         plan.request_headers(req.headers_mut());
         if plan.rule().rewrite.is_some() {
-            let matched = plan.matched_prefix(&req);
-            plan.rewrite(&mut req, matched.as_deref());
+            let matched = plan.matched_prefix(&*req);
+            plan.rewrite(req, matched.as_deref());
         }
-        let retryable = matches!(plan.upstream(), Upstream::Balanced(_));
-        let mut out = Outgoing::new(req, retryable, grpc);
-        let malformed = out.malformed.clone();
-        let body_idle = self.side.timeouts.body_idle.filter(|_| out.whole);
-        // A bodiless request's mirror copy goes at once; one with a body goes once the
-        // body has been sent (kept for it, as for retries).
-        let mut mirror = plan.mirror().cloned();
-        if let (Some(to), true) = (&mirror, out.whole) {
-            let copy = Request::from_parts(out.parts(), Either::Right(Replayed::empty()));
-            route::spawn_mirror(&plan.metrics, route::send_copy(to.clone(), copy, grpc));
-            mirror = None;
-        }
-        // With retries (or a mirror), the request is kept: its head, and its body as it goes.
-        let keep = plan.retry().map(|r| r.max_request_bytes).or(mirror
-            .as_ref()
-            .map(|_| crate::policy::DEFAULT_MAX_REQUEST_BYTES));
-        // A bodiless request keeps only its head: its body is empty and whole.
-        let kept = keep.map(|limit| {
-            let parts = out.retry.clone().unwrap_or_else(|| Arc::new(out.parts()));
-            if out.whole {
-                return (parts, None);
-            }
-            let Either::Left(body) =
-                std::mem::replace(out.req.body_mut(), Either::Right(Replayed::empty()))
-            else {
-                unreachable!("a new request carries the client's body")
-            };
-            let (body, kept) = body.keep(limit);
-            *out.req.body_mut() = Either::Left(body);
-            (parts, Some(kept))
-        });
-        if let Some(delay) = plan.delay {
-            tokio::time::sleep(delay).await;
-        }
-        let (result, metrics) = loop {
-            let upstream = plan.upstream().clone();
-            // The backend keeps the route's timeouts (no timer per try where it can).
-            let limit = plan.try_limit();
-            let (mut result, metrics) = match self.send_to(&upstream, out, None, tap, limit).await {
-                Ok(sent) => sent,
-                Err(e) => (Err(e), self.unrouted(authority, &target)),
-            };
-            if let (Err(e), Some((_, which))) = (&mut result, limit) {
-                // Named after the route's backend, as the fast path names it.
-                if e.reason == which.reason() {
-                    *e = plan.timeout_error(which);
+        Ok(Routed {
+            plan,
+            target,
+            span,
+            kept: None,
+            mirror: None,
+        })
+    }
+
+    /// A routed request's answer: its mirror copy sent (one with a body, once the body
+    /// went), then the upstream's response with the route's header changes, or the
+    /// failure, counted on the route too.
+    #[allow(clippy::too_many_arguments)]
+    fn answer_routed(
+        &self,
+        r: Routed,
+        result: Result<Response<UpstreamBody>, ProxyError>,
+        metrics: Arc<HttpMetrics>,
+        malformed: &AtomicBool,
+        grpc: bool,
+        start: Instant,
+        body_idle: Option<std::time::Duration>,
+    ) -> Response<ResponseBody> {
+        if let Some(to) = r.mirror {
+            match replay(r.kept.as_ref()) {
+                Some(copy) => {
+                    route::spawn_mirror(&r.plan.metrics, route::send_copy(to, copy, grpc))
                 }
-            }
-            let mut answer = result.as_ref().ok().map(|r| {
-                let grpc_status = grpc.then(|| crate::http::grpc_status(r.headers()));
-                (r.status().as_u16(), grpc_status.flatten())
-            });
-            let replayable = kept.as_ref().is_some_and(|(_, kept)| {
-                kept.as_ref()
-                    .is_none_or(|k| k.lock().unwrap_or_else(|e| e.into_inner()).whole())
-            });
-            // A gRPC answer with no status in its head may still be an error sent as a
-            // head and trailers: read up to its first frame (within the try's deadline).
-            if let (Ok(rsp), Some((_, grpc_status @ None)), true) = (
-                &mut result,
-                &mut answer,
-                grpc && replayable && plan.retries_grpc(),
-            ) {
-                if let Either::Right(body) = rsp.body_mut() {
-                    let peek = body.peek_trailers();
-                    let trailers = match limit {
-                        Some((deadline, _)) => {
-                            tokio::time::timeout_at(deadline, peek).await.ok().flatten()
-                        }
-                        None => peek.await,
-                    };
-                    *grpc_status = trailers.as_ref().and_then(crate::http::grpc_status);
-                }
-            }
-            match plan.after_try(answer, replayable) {
-                TryOutcome::Done => break (result, metrics),
-                TryOutcome::Retry(backoff) => {
-                    tracing::debug!(route = plan.route_name(), ?answer, ?backoff, "retrying");
-                    trace::attempt_done(
-                        span.as_ref(),
-                        answer,
-                        result.as_ref().err().map(|e| e.reason),
-                    );
-                    drop(result);
-                    tokio::time::sleep(backoff).await;
-                    let mut req = replay(kept.as_ref()).expect("a retry has a whole request");
-                    trace::next_attempt(span.as_ref(), &mut req);
-                    out = Outgoing::new_whole(req, retryable, grpc);
-                }
-            }
-        };
-        if let Some(to) = mirror {
-            match replay(kept.as_ref()) {
-                Some(copy) => route::spawn_mirror(&plan.metrics, route::send_copy(to, copy, grpc)),
-                None => RouteMetrics::count(&plan.metrics.mirror_dropped),
+                None => RouteMetrics::count(&r.plan.metrics.mirror_dropped),
             }
         }
+        let route = Some(r.plan.metrics.clone());
         let mut rsp = match result {
             Ok(rsp) => rsp,
             Err(e) => {
-                let (e, route) = (Self::blame(e, &malformed), Some(plan.metrics.clone()));
-                return self.fail_on_route(&metrics, e, grpc, start, route);
+                return self.fail_on_route(&metrics, Self::blame(e, malformed), grpc, start, route)
             }
         };
         strip_hop_by_hop(rsp.headers_mut(), false);
-        plan.response_headers(rsp.headers_mut());
-        let route = Some(plan.metrics.clone());
+        r.plan.response_headers(rsp.headers_mut());
         self.relay(rsp, metrics, grpc, start, body_idle, route)
     }
 

@@ -8,6 +8,7 @@ use ferry_testkit::{
     client, metric,
     process::ProxyProc,
     server::{full, TestServer},
+    wait_until,
 };
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -71,18 +72,27 @@ async fn a_request_crosses_two_proxies_is_counted_and_a_dead_server_gets_a_label
     let up = upstream_of(&a).to_string();
     let b_in = b.inbound().to_string();
     let app_addr = app.addr.to_string();
-    let a_metrics = scrape(a.admin()).await;
     let want = [
         ("direction", "outbound"),
         ("authority", b_in.as_str()),
         ("status_code", "200"),
         ("classification", "success"),
     ];
-    assert_eq!(
-        metric(&a_metrics, "response_total", &want),
-        Some(3.0),
-        "{a_metrics}"
-    );
+    // A response is counted when its body has ended at the proxy, which may be just after
+    // the client has read it.
+    let admin = a.admin();
+    let counted = wait_until(
+        Duration::from_secs(10),
+        "3 responses counted",
+        move || async move {
+            let a_metrics = scrape(admin).await;
+            let n = metric(&a_metrics, "response_total", &want);
+            (n >= Some(3.0)).then_some((n, a_metrics))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(counted.0, Some(3.0), "{}", counted.1);
     let b_metrics = scrape(b.admin()).await;
     let want = [
         ("direction", "inbound"),
