@@ -5,12 +5,12 @@
 //! into a snapshot, keeping the pools and latency estimates of endpoints that stay.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::SocketAddr,
     ops::ControlFlow,
     sync::{
         atomic::{AtomicU32, AtomicU64, Ordering::Relaxed},
-        Arc, Mutex,
+        Arc, Mutex, Weak,
     },
     time::{Duration, Instant},
 };
@@ -309,6 +309,38 @@ pub struct EndpointFactory {
     pub timeouts: Timeouts,
     /// Where metrics go.
     pub registry: Arc<Registry>,
+    /// The endpoints' connection pools, shared by every service of the side.
+    pub pools: Arc<SharedPools>,
+}
+
+/// The endpoints' backends (their connection pools), one per address and expected identity
+/// for all the services of a side: a pod behind several services (a split's backends, a
+/// rollout's fronting Service beside the main one) is reached over one set of
+/// connections, whose writes the HTTP/2 connection batches together.
+#[derive(Default)]
+pub struct SharedPools {
+    map: Mutex<HashMap<(SocketAddr, Option<String>), Weak<Backend>>>,
+}
+
+impl SharedPools {
+    /// The live backend for `addr` and `identity`, or the one `make` makes.
+    fn get_or_make(
+        &self,
+        addr: SocketAddr,
+        identity: &Option<String>,
+        make: impl FnOnce() -> Backend,
+    ) -> Arc<Backend> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (addr, identity.clone());
+        if let Some(live) = map.get(&key).and_then(Weak::upgrade) {
+            return live;
+        }
+        // Backends no endpoint holds any more are gone: forget them (on a miss only).
+        map.retain(|_, b| b.strong_count() > 0);
+        let made = Arc::new(make());
+        map.insert(key, Arc::downgrade(&made));
+        made
+    }
 }
 
 impl EndpointFactory {
@@ -338,13 +370,15 @@ impl EndpointFactory {
         // Pools are per address and expected identity: a new identity gets new connections.
         let backend = match reuse {
             Some(old) if old.meta.identity == meta.identity => old.backend.clone(),
-            _ => Arc::new(Backend::new(
-                Authority::from(addr),
-                &self.timeouts,
-                self.direction,
-                &self.registry,
-                peer,
-            )),
+            _ => self.pools.get_or_make(addr, &meta.identity, || {
+                Backend::new(
+                    Authority::from(addr),
+                    &self.timeouts,
+                    self.direction,
+                    &self.registry,
+                    peer,
+                )
+            }),
         };
         let metrics = self.registry.http(HttpLabels {
             direction: self.direction,
@@ -670,6 +704,7 @@ mod tests {
             identity: None,
             timeouts: crate::Config::for_tests("127.0.0.1:9".parse().unwrap()).timeouts,
             registry: Arc::default(),
+            pools: Arc::default(),
         }
     }
 
@@ -696,6 +731,46 @@ mod tests {
             .await
             .unwrap();
         (b, tx)
+    }
+
+    /// Services that reach the same address with the same identity share its backend (one
+    /// set of connections); another identity gets its own, and a backend no endpoint
+    /// holds any more is let go.
+    #[tokio::test]
+    async fn services_reaching_one_address_share_its_connections() {
+        let factory = factory();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let meta = |identity: Option<&str>| EndpointMeta {
+            labels: Default::default(),
+            identity: identity.map(str::to_string),
+        };
+        let web = factory.build(&"web.default:80".parse().unwrap(), addr, meta(None), None);
+        let canary = factory.build(
+            &"canary.default:80".parse().unwrap(),
+            addr,
+            meta(None),
+            None,
+        );
+        assert!(Arc::ptr_eq(&web.backend, &canary.backend));
+        let meshed = factory.build(
+            &"web.default:80".parse().unwrap(),
+            addr,
+            meta(Some(
+                "web.default.serviceaccount.identity.ferry.cluster.local",
+            )),
+            None,
+        );
+        assert!(!Arc::ptr_eq(&web.backend, &meshed.backend));
+        let other = factory.build(
+            &"web.default:80".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+            meta(None),
+            None,
+        );
+        assert!(!Arc::ptr_eq(&web.backend, &other.backend));
+        let shared = Arc::downgrade(&web.backend);
+        drop((web, canary));
+        assert!(shared.upgrade().is_none(), "no endpoint holds it: let go");
     }
 
     /// A request waits [`POLICY_WAIT`] for the first policy answer, once per silent name;

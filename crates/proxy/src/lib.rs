@@ -279,6 +279,7 @@ pub async fn run(
             identity: identity.clone(),
             timeouts: config.timeouts,
             registry: registry.clone(),
+            pools: Arc::default(),
         };
         let backends = Arc::new(Backends::new(direction, config.timeouts, registry.clone()));
         Arc::new(Side {

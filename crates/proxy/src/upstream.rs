@@ -410,6 +410,7 @@ mod tests {
             identity: None,
             timeouts,
             registry: registry.clone(),
+            pools: Arc::default(),
         };
         let backends = Arc::new(Backends::new(Direction::Outbound, timeouts, registry));
         let channel =
