@@ -166,6 +166,7 @@ mod balance {
                 ..Timeouts::default()
             },
             registry: Arc::new(Registry::default()),
+            pools: Arc::default(),
         };
         let name: Authority = "web-svc.emojivoto:8080".parse().unwrap();
         let balancer = rt.block_on(async {

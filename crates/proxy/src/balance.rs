@@ -319,8 +319,11 @@ pub struct EndpointFactory {
 /// connections, whose writes the HTTP/2 connection batches together.
 #[derive(Default)]
 pub struct SharedPools {
-    map: Mutex<HashMap<(SocketAddr, Option<String>), Weak<Backend>>>,
+    map: Mutex<HashMap<PoolKey, Weak<Backend>>>,
 }
+
+/// An endpoint's address and expected identity.
+type PoolKey = (SocketAddr, Option<String>);
 
 impl SharedPools {
     /// The live backend for `addr` and `identity`, or the one `make` makes.
