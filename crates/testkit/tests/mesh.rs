@@ -666,6 +666,10 @@ metadata:
         "127.0.0.1:0=cb.default:8080",
         "--destination-addr",
         &grpc,
+        // Upstream HTTP/2 streams are then checked every 200 ms: often enough for the
+        // 300 ms backend timeout below, which the check (not a timer) then keeps.
+        "--response-head-timeout",
+        "2s",
     ])
     .await;
     // The client joins the file, so the control plane scrapes its route metrics.
@@ -704,7 +708,13 @@ metadata:
         let r = get(client, "/slow", None).await.unwrap();
         assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text());
         assert_eq!(r.headers["l5d-proxy-error"], "backend-request-timeout");
-        assert!(started.elapsed() < Duration::from_millis(1500));
+        assert!(
+            r.text().contains("backend request timeout of 300ms"),
+            "{}",
+            r.text()
+        );
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(300) && took < Duration::from_millis(1500));
         // A fault's delay holds the request back.
         let started = std::time::Instant::now();
         let r = get(client, "/delayed", None).await.unwrap();
