@@ -27,6 +27,7 @@ use crate::{
     errors::ProxyError,
     metrics::{Direction, HttpLabels, HttpMetrics, Registry, Tls},
     policy::{Policy, PolicyState},
+    route,
     upstream::MAX_CONNECT_ATTEMPTS,
 };
 
@@ -511,17 +512,34 @@ impl Balancer {
 
     /// Picks an endpoint, waiting up to [`FAILFAST`] for discovery's first answer.
     pub async fn pick(&self) -> Result<Arc<Endpoint>, ProxyError> {
+        self.pick_within(None).await
+    }
+
+    /// [`Balancer::pick`], with a route's timeout (from [`route::Plan::try_limit`]) also
+    /// ending the wait for discovery's first answer, failing as that timeout does. Only
+    /// a wait reads the clock.
+    async fn pick_within(
+        &self,
+        route: Option<(tokio::time::Instant, route::Timeout)>,
+    ) -> Result<Arc<Endpoint>, ProxyError> {
         let mut snap = self.snapshot.borrow().clone();
         if snap.resolution == Resolution::Pending {
             let mut rx = self.snapshot.clone();
-            let waited = tokio::time::timeout(
-                FAILFAST,
+            let failfast = tokio::time::Instant::now() + FAILFAST;
+            let (until, route) = match route {
+                Some((at, which)) if at < failfast => (at, Some(which)),
+                _ => (failfast, None),
+            };
+            let waited = tokio::time::timeout_at(
+                until,
                 rx.wait_for(|s| s.resolution != Resolution::Pending),
             )
             .await;
-            match waited {
-                Ok(Ok(s)) => snap = s.clone(),
-                _ => {
+            let answered = waited.ok().and_then(Result::ok).map(|s| s.clone());
+            match (answered, route) {
+                (Some(s), _) => snap = s,
+                (None, Some(which)) => return Err(which.error(&self.label)),
+                (None, None) => {
                     return Err(ProxyError::new(
                         ProxyErrorReason::NoEndpoints,
                         format!(
@@ -649,8 +667,13 @@ impl Balancer {
     }
 
     /// Starts sending one HTTP request: picks its first endpoint by P2C. See [`Tries`].
-    pub async fn tries(&self, retryable: bool) -> Result<Tries<'_>, ProxyError> {
-        let endpoint = self.pick().await?;
+    /// `route`: the try's route timeout, which also bounds a wait for discovery.
+    pub async fn tries(
+        &self,
+        retryable: bool,
+        route: Option<(tokio::time::Instant, route::Timeout)>,
+    ) -> Result<Tries<'_>, ProxyError> {
+        let endpoint = self.pick_within(route).await?;
         Ok(Tries {
             balancer: self,
             retryable,
@@ -917,6 +940,27 @@ mod tests {
             );
         }
         assert_eq!(b.pick_other(&snap.endpoints[1]).unwrap().addr.port(), 3);
+    }
+
+    /// While discovery has not answered, a request waits up to [`FAILFAST`], or its route's
+    /// timeout when that ends first, and then fails as that timeout does.
+    #[tokio::test(start_paused = true)]
+    async fn a_route_timeout_ends_the_wait_for_discovery() {
+        use tokio::time::Instant;
+        let (_tx, rx) = watch::channel(Resolution::Pending);
+        let b = Balancer::new("echo.default:8080".parse().unwrap(), rx, factory(), None);
+        let limit = Duration::from_millis(300);
+        let start = Instant::now();
+        let route = Some((start + limit, route::Timeout::Backend(limit)));
+        let failed = b.tries(false, route).await.err().unwrap();
+        assert_eq!(failed.reason, ProxyErrorReason::BackendRequestTimeout);
+        assert_eq!(start.elapsed(), limit);
+        // A route timeout longer than the fail-fast bound leaves that bound in charge.
+        let start = Instant::now();
+        let late = Some((start + 2 * FAILFAST, route::Timeout::Request(2 * FAILFAST)));
+        let failed = b.tries(false, late).await.err().unwrap();
+        assert_eq!(failed.reason, ProxyErrorReason::NoEndpoints);
+        assert_eq!(start.elapsed(), FAILFAST);
     }
 
     #[tokio::test]

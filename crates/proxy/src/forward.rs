@@ -706,14 +706,7 @@ impl Conn {
             grpc,
             ..
         } = out;
-        let tries = balancer.tries(retry.is_some());
-        let mut tries = match route {
-            None => tries.await?,
-            // A route's deadline also ends the wait for an endpoint.
-            Some((at, which)) => crate::io::unless_late(Some(at), tries)
-                .await
-                .unwrap_or_else(|| Err(which.error(balancer.label())))?,
-        };
+        let mut tries = balancer.tries(retry.is_some(), route).await?;
         let endpoint = tries.endpoint();
         tap::dispatch(tap, || tap::Destination {
             addr: endpoint.addr,

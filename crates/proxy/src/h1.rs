@@ -435,7 +435,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
                 }
                 Upstream::Balanced(balancer) => {
                     // The whole request is in `req_out`: any try can be repeated elsewhere.
-                    let mut tries = match balancer.tries(true).await {
+                    let route = limit.and_then(Limit::route);
+                    let mut tries = match balancer.tries(true, route).await {
                         Ok(tries) => tries,
                         Err(e) => {
                             let metrics = conn.unrouted(Some(&self.host), "");

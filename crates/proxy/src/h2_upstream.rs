@@ -316,10 +316,7 @@ impl H2Upstream {
         limit: Option<Limit>,
     ) -> Result<Response<H2Body>, SendError> {
         // A route's deadline also bounds getting a connection and a stream on it.
-        let route_deadline = match limit {
-            Some(Limit::Route(at, _)) => Some(at),
-            _ => None,
-        };
+        let route_deadline = limit.and_then(Limit::route).map(|(at, _)| at);
         let late = || limit.map_or(SendError::Closed, Limit::ran_out);
         if !self.shared.used.load(Ordering::Relaxed) {
             self.shared.used.store(true, Ordering::Relaxed);

@@ -218,6 +218,14 @@ impl Limit {
         }
     }
 
+    /// The route's timeout, when that is the limit.
+    pub fn route(self) -> Option<(Instant, Timeout)> {
+        match self {
+            Self::Route(at, which) => Some((at, which)),
+            Self::Head(_) => None,
+        }
+    }
+
     /// When a try sent at `sent_at` runs out.
     pub fn deadline(self, sent_at: Instant) -> Instant {
         match self {
