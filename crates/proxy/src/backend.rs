@@ -218,11 +218,9 @@ impl Backend {
             return Ok(self.h2.send(req, whole, limit).await?.map(Either::Right));
         }
         match limit {
-            Some(limit) => {
-                tokio::time::timeout_at(limit.deadline(Instant::now()), self.send_h1(req))
-                    .await
-                    .unwrap_or_else(|_| Err(limit.ran_out()))
-            }
+            Some(limit) => tokio::time::timeout_at(limit.deadline_from_now(), self.send_h1(req))
+                .await
+                .unwrap_or_else(|_| Err(limit.ran_out())),
             None => self.send_h1(req).await,
         }
     }

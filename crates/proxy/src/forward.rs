@@ -443,12 +443,8 @@ impl Conn {
             let to = routed.as_ref().map_or(&upstream, |r| r.plan.upstream());
             // The backend keeps a route's timeouts (no timer per try where it can).
             let limit = routed.as_ref().and_then(|r| r.plan.try_limit());
-            let given = if routed.is_some() {
-                None
-            } else {
-                metrics.take()
-            };
-            let sent = self.send_to(to, out, given, tap, limit).await;
+            // An address upstream's metrics (a balanced service, routed or not, has none).
+            let sent = self.send_to(to, out, metrics.take(), tap, limit).await;
             let Some(r) = &mut routed else {
                 match sent {
                     Ok(sent) => break sent,
