@@ -97,6 +97,9 @@ impl SendError {
 pub struct Backend {
     /// The target, as text: the `target_addr` label.
     pub target_label: Arc<str>,
+    /// The target's socket address (see [`Backend::target_addr`]), worked out once: a
+    /// traced or tapped request names it.
+    target_addr: std::net::SocketAddr,
     connector: Connector,
     h1: Client<Connector, ReqBody>,
     h2: H2Upstream,
@@ -123,8 +126,13 @@ impl Backend {
             .pool_idle_timeout(timeouts.idle)
             // The request's own Host header is forwarded as it came, never synthesised.
             .set_host(false);
+        let target = connector.target();
+        let target_addr = target.socket_addr().unwrap_or_else(|| {
+            std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), target.port)
+        });
         Self {
-            target_label: connector.target().to_string().into(),
+            target_label: target.to_string().into(),
+            target_addr,
             h1: h1.build(connector.clone()),
             h2: H2Upstream::new(
                 connector.clone(),
@@ -169,18 +177,9 @@ impl Backend {
         self.connector.target()
     }
 
-    /// The target's IP address (loopback for a named target).
-    pub fn target_ip(&self) -> std::net::IpAddr {
-        self.target()
-            .socket_addr()
-            .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip())
-    }
-
-    /// The target's socket address (the port on [`Backend::target_ip`] for a named target).
+    /// The target's socket address (the port on loopback for a named target).
     pub fn target_addr(&self) -> std::net::SocketAddr {
-        self.target()
-            .socket_addr()
-            .unwrap_or_else(|| std::net::SocketAddr::new(self.target_ip(), self.target().port))
+        self.target_addr
     }
 
     /// The connector, for opaque TCP to the same target.

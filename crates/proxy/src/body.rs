@@ -279,14 +279,15 @@ impl Body for ResponseBody {
 /// this body shares says the client was at fault.
 pub struct ClientBody {
     inner: hyper::body::Incoming,
-    malformed: Arc<AtomicBool>,
+    /// `None` for a bodiless request, which has no framing to get wrong.
+    malformed: Option<Arc<AtomicBool>>,
     /// Where the body is kept as it goes, for a retry, and up to how many bytes.
     keep: Option<(Arc<Mutex<Kept>>, usize)>,
 }
 
 impl ClientBody {
     /// Wraps `inner`; `malformed` is set if its framing turns out malformed.
-    pub fn new(inner: hyper::body::Incoming, malformed: Arc<AtomicBool>) -> Self {
+    pub fn new(inner: hyper::body::Incoming, malformed: Option<Arc<AtomicBool>>) -> Self {
         Self {
             inner,
             malformed,
@@ -397,7 +398,9 @@ impl Body for ClientBody {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Err(e))) if is_malformed(e) => {
-                self.malformed.store(true, Ordering::Relaxed);
+                if let Some(flag) = &self.malformed {
+                    flag.store(true, Ordering::Relaxed);
+                }
             }
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some((kept, limit)) = &self.keep {

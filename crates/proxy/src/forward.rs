@@ -154,8 +154,9 @@ struct Outgoing {
     /// Those of a bodiless idempotent request, which [`may_resend`] allows to send again
     /// when the upstream closed the connection before answering.
     resend: Option<Arc<http::request::Parts>>,
-    /// Set when the client's body turned out malformed: the failure is the client's.
-    malformed: Arc<AtomicBool>,
+    /// Set when the client's body turned out malformed: the failure is the client's
+    /// (`None`: the request had no body; a retry's is whole and kept).
+    malformed: Option<Arc<AtomicBool>>,
     /// Whether the request's body had all come when it was looked at (once, here: with
     /// HTTP/2 each look takes the connection's lock).
     whole: bool,
@@ -183,7 +184,7 @@ impl Outgoing {
             req,
             retry: None,
             resend: None,
-            malformed: Arc::new(AtomicBool::new(false)),
+            malformed: None,
             whole: bodiless,
             grpc,
         };
@@ -208,7 +209,8 @@ impl Outgoing {
         let idempotent = is_idempotent(req.method().as_str().as_bytes());
         let resend =
             (!retryable && bodiless && req.version() != Version::HTTP_2 && idempotent).then(parts);
-        let malformed = Arc::new(AtomicBool::new(false));
+        // Only a body can be malformed: a bodiless request allocates no flag.
+        let malformed = (!bodiless).then(|| Arc::new(AtomicBool::new(false)));
         let flag = malformed.clone();
         Self {
             req: req.map(|body| Either::Left(ClientBody::new(body, flag))),
@@ -444,7 +446,16 @@ impl Conn {
             // The backend keeps a route's timeouts (no timer per try where it can).
             let limit = routed.as_ref().and_then(|r| r.plan.try_limit());
             // An address upstream's metrics (a balanced service, routed or not, has none).
-            let sent = self.send_to(to, out, metrics.take(), tap, limit).await;
+            // One await per kind of upstream (no future wrapping both), so the request is
+            // moved into one less future on its way.
+            let sent = match to {
+                Upstream::Balanced(balancer) => {
+                    self.send_balanced(balancer, out, tap, limit).await
+                }
+                Upstream::Addr(backend) => {
+                    Ok(self.send_addr(backend, out, metrics.take(), tap, limit).await)
+                }
+            };
             let Some(r) = &mut routed else {
                 match sent {
                     Ok(sent) => break sent,
@@ -461,11 +472,19 @@ impl Conn {
             }
         };
         if let Some(r) = routed {
-            return self.answer_routed(r, result, metrics, &malformed, grpc, start, body_idle);
+            return self.answer_routed(
+                r,
+                result,
+                metrics,
+                malformed.as_deref(),
+                grpc,
+                start,
+                body_idle,
+            );
         }
         let mut rsp = match result {
             Ok(rsp) => rsp,
-            Err(e) => return self.fail(&metrics, Self::blame(e, &malformed), grpc, start),
+            Err(e) => return self.fail(&metrics, Self::blame(e, malformed.as_deref()), grpc, start),
         };
 
         if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -493,8 +512,8 @@ impl Conn {
 
     /// The request's failure as the proxy answers it: blamed on the client when its body
     /// turned out malformed (the upstream request failed because the client's body did).
-    fn blame(e: ProxyError, malformed: &AtomicBool) -> ProxyError {
-        if !malformed.load(Ordering::Relaxed) {
+    fn blame(e: ProxyError, malformed: Option<&AtomicBool>) -> ProxyError {
+        if !malformed.is_some_and(|m| m.load(Ordering::Relaxed)) {
             return e;
         }
         ProxyError::new(
@@ -599,7 +618,7 @@ impl Conn {
         r: Routed,
         result: Result<Response<UpstreamBody>, ProxyError>,
         metrics: Arc<HttpMetrics>,
-        malformed: &AtomicBool,
+        malformed: Option<&AtomicBool>,
         grpc: bool,
         start: Instant,
         body_idle: Option<std::time::Duration>,
@@ -624,24 +643,17 @@ impl Conn {
         self.relay(rsp, metrics, grpc, start, body_idle, route)
     }
 
-    /// Sends `out` to `upstream`: the request's result and the metrics it counts on.
-    /// `metrics` are an address upstream's (a balanced service's are per endpoint).
-    /// `route`: the route's timeout for this try ([`route::Plan::try_limit`]). `Err`: no
-    /// endpoint could be picked.
-    async fn send_to(
+    /// Sends `out` to an address upstream: the request's result and the metrics it counts
+    /// on (`metrics`, when the caller has them already). `route`: the route's timeout for
+    /// this try ([`route::Plan::try_limit`]).
+    async fn send_addr(
         &self,
-        upstream: &Upstream,
+        backend: &Backend,
         out: Outgoing,
         metrics: Option<Arc<HttpMetrics>>,
         tap: &mut Option<Tapped>,
         route: Option<(Instant, route::Timeout)>,
-    ) -> Result<(Result<Response<UpstreamBody>, ProxyError>, Arc<HttpMetrics>), ProxyError> {
-        let backend = match upstream {
-            Upstream::Balanced(balancer) => {
-                return self.send_balanced(balancer, out, tap, route).await
-            }
-            Upstream::Addr(backend) => backend,
-        };
+    ) -> (Result<Response<UpstreamBody>, ProxyError>, Arc<HttpMetrics>) {
         let metrics =
             metrics.unwrap_or_else(|| self.addr_metrics(backend, backend.target_label.clone()));
         metrics.request();
@@ -669,10 +681,10 @@ impl Conn {
             }
             result => result,
         };
-        Ok((
+        (
             result.map_err(|e| ProxyError::from_send(&e, &backend.target_label)),
             metrics,
-        ))
+        )
     }
 
     /// The metrics of requests to an address upstream, labelled with `authority`.

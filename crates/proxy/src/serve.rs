@@ -45,7 +45,7 @@ pub async fn serve(side: Arc<Side>, kind: Arc<ListenerKind>, sock: TcpStream, pe
         (ListenerKind::Inbound { forward }, Some(orig)) => {
             let ip = match forward {
                 _ if !side.inbound_forward_loopback => orig.ip(),
-                Upstream::Addr(b) => b.target_ip(),
+                Upstream::Addr(b) => b.target_addr().ip(),
                 Upstream::Balanced(_) => std::net::Ipv4Addr::LOCALHOST.into(),
             };
             Some(
