@@ -471,16 +471,33 @@ impl Balancer {
     /// The routes to choose from for a request, if the service has any; waits up to
     /// [`POLICY_WAIT`] for the control plane's first answer (once per name while it stays
     /// silent). `None`: the request goes to the service itself.
-    pub async fn policy(&self) -> Option<Arc<Policy>> {
-        let routing = self.policy.as_ref()?;
+    pub fn policy(&self) -> impl std::future::Future<Output = Option<Arc<Policy>>> + Send + '_ {
+        let known = self.known_policy();
+        // The wait is rare and its future large: boxed, so the usual answer costs a request
+        // a small future and no allocation.
+        async move {
+            match known {
+                Some(policy) => policy,
+                None => Box::pin(self.wait_for_policy()).await,
+            }
+        }
+    }
+
+    /// [`Balancer::policy`] as known now; `None` while the control plane's first answer is
+    /// still to be waited for.
+    fn known_policy(&self) -> Option<Option<Arc<Policy>>> {
+        let Some(routing) = self.policy.as_ref() else {
+            return Some(None);
+        };
         match &*routing.rx.borrow() {
-            PolicyState::Routes(p) => return Some(p.clone()),
-            PolicyState::None => return None,
-            PolicyState::Pending => {}
+            PolicyState::Routes(p) => Some(Some(p.clone())),
+            PolicyState::None => Some(None),
+            PolicyState::Pending => routing.waited_in_vain.load(Relaxed).then_some(None),
         }
-        if routing.waited_in_vain.load(Relaxed) {
-            return None;
-        }
+    }
+
+    async fn wait_for_policy(&self) -> Option<Arc<Policy>> {
+        let routing = self.policy.as_ref()?;
         let mut rx = routing.rx.clone();
         let answered = tokio::time::timeout(
             POLICY_WAIT,

@@ -269,15 +269,15 @@ impl Routed {
         });
     }
 
-    /// After a try: its result to answer with (`Break`), or the request to send again
-    /// (`Continue`), after the retry's backoff. `limit` was the try's route timeout.
-    async fn after_try(
+    /// After a try, without waiting: its result to answer with (`Break`), or (`Continue`)
+    /// a retry, or a gRPC answer whose status must first be read from its trailers, for
+    /// [`Routed::retry`]. `limit` was the try's route timeout.
+    fn after_try(
         &mut self,
-        sent: (Result<Response<UpstreamBody>, ProxyError>, Arc<HttpMetrics>),
+        sent: Sent,
         limit: Option<(Instant, route::Timeout)>,
         grpc: bool,
-        retryable: bool,
-    ) -> ControlFlow<(Result<Response<UpstreamBody>, ProxyError>, Arc<HttpMetrics>), Outgoing> {
+    ) -> ControlFlow<Sent, Retry> {
         let (mut result, metrics) = sent;
         if let (Err(e), Some((_, which))) = (&mut result, limit) {
             // Named after the route's backend, as the fast path names it.
@@ -285,7 +285,7 @@ impl Routed {
                 *e = self.plan.timeout_error(which);
             }
         }
-        let mut answer = result.as_ref().ok().map(|r| {
+        let answer = result.as_ref().ok().map(|r| {
             let grpc_status = grpc.then(|| crate::http::grpc_status(r.headers()));
             (r.status().as_u16(), grpc_status.flatten())
         });
@@ -294,27 +294,65 @@ impl Routed {
                 .is_none_or(|k| k.lock().unwrap_or_else(|e| e.into_inner()).whole())
         });
         // A gRPC answer with no status in its head may still be an error sent as a head
-        // and trailers: read up to its first frame (within the try's deadline).
-        if let (Ok(rsp), Some((_, grpc_status @ None)), true) = (
-            &mut result,
-            &mut answer,
-            grpc && replayable && self.plan.retries_grpc(),
-        ) {
-            if let Either::Right(body) = rsp.body_mut() {
-                // Boxed, as every wait only routes have.
-                let peek = Box::pin(body.peek_trailers());
-                let trailers = match limit {
-                    Some((deadline, _)) => {
-                        tokio::time::timeout_at(deadline, peek).await.ok().flatten()
-                    }
-                    None => peek.await,
-                };
-                *grpc_status = trailers.as_ref().and_then(crate::http::grpc_status);
+        // and trailers: its first frame is read before the retry policy looks.
+        let peek = matches!(
+            (&result, answer),
+            (Ok(rsp), Some((_, None))) if matches!(rsp.body(), Either::Right(_))
+        ) && grpc
+            && replayable
+            && self.plan.retries_grpc();
+        let backoff = if peek {
+            None
+        } else {
+            match self.plan.after_try(answer, replayable) {
+                TryOutcome::Done => return ControlFlow::Break((result, metrics)),
+                TryOutcome::Retry(backoff) => Some(backoff),
             }
-        }
-        let backoff = match self.plan.after_try(answer, replayable) {
-            TryOutcome::Done => return ControlFlow::Break((result, metrics)),
-            TryOutcome::Retry(backoff) => backoff,
+        };
+        ControlFlow::Continue(Retry {
+            sent: (result, metrics),
+            answer,
+            backoff,
+        })
+    }
+
+    /// The waits of [`Routed::after_try`]'s `Continue` (rare: the caller boxes them): the
+    /// gRPC trailers to read (within the try's deadline) before the policy decides, then
+    /// the retry's backoff. The result to answer with (`Break`), or the request to send
+    /// again (`Continue`).
+    async fn retry(
+        &mut self,
+        retry: Retry,
+        limit: Option<(Instant, route::Timeout)>,
+        grpc: bool,
+        retryable: bool,
+    ) -> ControlFlow<Sent, Outgoing> {
+        let Retry {
+            sent: (mut result, metrics),
+            mut answer,
+            backoff,
+        } = retry;
+        let backoff = match backoff {
+            Some(backoff) => backoff,
+            None => {
+                if let (Ok(rsp), Some((_, grpc_status))) = (&mut result, &mut answer) {
+                    if let Either::Right(body) = rsp.body_mut() {
+                        let peek = body.peek_trailers();
+                        let trailers = match limit {
+                            Some((deadline, _)) => {
+                                tokio::time::timeout_at(deadline, peek).await.ok().flatten()
+                            }
+                            None => peek.await,
+                        };
+                        *grpc_status = trailers.as_ref().and_then(crate::http::grpc_status);
+                    }
+                }
+                // Only a replayable request's answer is peeked.
+                match self.plan.after_try(answer, true) {
+                    TryOutcome::Done => return ControlFlow::Break((result, metrics)),
+                    TryOutcome::Retry(backoff) => backoff,
+                }
+            }
         };
         tracing::debug!(
             route = self.plan.route_name(),
@@ -328,11 +366,22 @@ impl Routed {
             result.as_ref().err().map(|e| e.reason),
         );
         drop(result);
-        Box::pin(tokio::time::sleep(backoff)).await;
+        tokio::time::sleep(backoff).await;
         let mut req = replay(self.kept.as_ref()).expect("a retry has a whole request");
         trace::next_attempt(self.span.as_ref(), &mut req);
         ControlFlow::Continue(Outgoing::new_whole(req, retryable, grpc))
     }
+}
+
+/// A try's result and the metrics it counted on.
+type Sent = (Result<Response<UpstreamBody>, ProxyError>, Arc<HttpMetrics>);
+
+/// A routed try that [`Routed::retry`] goes on with: its result, the answer's status (and
+/// gRPC status), and the retry's backoff (`None`: the gRPC status is still to be read).
+struct Retry {
+    sent: Sent,
+    answer: Option<(u16, Option<u16>)>,
+    backoff: Option<std::time::Duration>,
 }
 
 impl Conn {
@@ -466,7 +515,12 @@ impl Conn {
                 Ok(sent) => sent,
                 Err(e) => (Err(e), self.unrouted(authority, &r.target)),
             };
-            match r.after_try(sent, limit, grpc, retryable).await {
+            let retry = match r.after_try(sent, limit, grpc) {
+                ControlFlow::Break(done) => break done,
+                ControlFlow::Continue(retry) => retry,
+            };
+            // Boxed, as every wait only routes have.
+            match Box::pin(r.retry(retry, limit, grpc, retryable)).await {
                 ControlFlow::Break(done) => break done,
                 ControlFlow::Continue(again) => out = again,
             }
