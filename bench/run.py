@@ -297,7 +297,7 @@ def start_ferry_upstream(bin_, target, work, tag, admin=None, extra=()):
     return port, spawn(cmd + list(extra), MIDDLE_CPU, work / f"{tag}.log")
 
 
-def start_mesh_control(work, tag, b_port):
+def start_mesh_control(work, tag, b_port, control=None):
     """ferry-control for the two-hop variant: identity CA on, and a workloads file in which
     service MESH_SERVICE is proxy B's inbound (service account bench-b) and proxy A is the
     meshed client (bench-a). Pinned to the load core: it is idle while load runs. Returns
@@ -325,7 +325,7 @@ services:
     workloads: [bench-b]
 """)
     grpc = free_port()
-    cmd = [RELEASE / "ferry-control", "--workloads-file", d / "workloads.yaml",
+    cmd = [control or RELEASE / "ferry-control", "--workloads-file", d / "workloads.yaml",
            "--grpc-listen", f"127.0.0.1:{grpc}", "--api-listen", f"127.0.0.1:{free_port()}",
            "--trace-listen", "off", "--identity-dir", d / "identity", "--log-format", "json"]
     p = spawn(cmd, LOAD_CPU, work / f"{tag}-control.log")
@@ -567,9 +567,14 @@ def start_middle(variant, proto, backend_port, work, args):
         a_port, a = start_ferry_upstream(proxy, f"127.0.0.1:{b_port}", work, tag + "-a")
         wait_port(a_port, a, tag + " (proxy A)")
         return Middle(variant, [a, b], a_port)
-    if variant == "ferry-2hop":
+    if variant in ("ferry-2hop", "ferry-2hop-alt"):
+        # ferry-2hop-alt: the same mesh pair with both proxies from --alt-proxy, certified
+        # by --alt-control (a proxy from before the gRPC port spoke TLS needs its own).
+        control = None
+        if variant == "ferry-2hop-alt":
+            proxy, control = args.alt_proxy, args.alt_control
         b_port, a_admin, b_admin = free_port(), free_port(), free_port()
-        cp, mesh = start_mesh_control(work, tag, b_port)
+        cp, mesh = start_mesh_control(work, tag, b_port, control)
         try:
             _, b = start_ferry(proxy, backend_port, work, tag + "-b", port=b_port,
                                admin=b_admin, extra=mesh_b_args(mesh))
@@ -584,6 +589,11 @@ def start_middle(variant, proto, backend_port, work, args):
             raise
         return Middle(variant, [a, b], a_port, aux=[cp])
     port = free_port()
+    if variant == "splice-relay":
+        p = spawn([sys.executable, ROOT / "bench" / "splice_relay.py", str(port), str(backend_port)],
+                  MIDDLE_CPU, work / f"{tag}.log")
+        wait_port(port, p, tag)
+        return Middle(variant, [p], port)
     if variant == "nginx":
         conf = work / f"nginx-{proto}.conf"
         conf.write_text(nginx_conf(proto, port, backend_port, work))
@@ -854,7 +864,8 @@ def measure_bulk(cell, args, work, origin_ports, results):
     rotated order. Records GB/s, CPU s/GB and the middle's peak RSS under (cell, "bulk", v)."""
     proto = BULK_CELLS[cell][0]
     port = origin_ports["tcp-source" if proto == "tcp" else proto]
-    variants = [v for v in args.variants if v != "ferry-2hop" or cell in BULK_2HOP_CELLS]
+    variants = [v for v in args.variants
+                if not v.startswith("ferry-2hop") or cell in BULK_2HOP_CELLS]
     middles = {}
     try:
         for v in variants:
@@ -900,7 +911,7 @@ def bulk_report(cells, results):
     for cell in cells:
         d, h = fig(cell, "direct", "gbps"), fig(cell, "haproxy", "gbps")
         hc = fig(cell, "haproxy", "cpu_s_per_gb")
-        for v in VARIANTS + ["ferry-alt"]:
+        for v in VARIANTS + ["ferry-alt", "ferry-2hop-alt", "splice-relay"]:
             rs = results.get((cell, "bulk", v))
             if not rs:
                 continue
@@ -922,11 +933,19 @@ def bulk_report(cells, results):
         if None in (f, d, h, fc, hc):
             continue
         ok = f >= h and fc <= hc and f >= BULK_GOAL_X_DIRECT * d
+        relay = fig(cell, "splice-relay", "gbps")
+        ceiling = f" (the splice relay: {relay / d:.2f}× direct)" if relay else ""
         goal_rows.append(f"| {cell}: ≥ haproxy's GB/s, ≤ its CPU/GB, ≥ {BULK_GOAL_X_DIRECT}× direct | "
                          f"{f:.3f} vs {h:.3f} GB/s ({f / h:.2f}×), {fc:.3f} vs {hc:.3f} s/GB, "
-                         f"{f / d:.2f}× direct | {'met' if ok else '**missed**'} |")
+                         f"{f / d:.2f}× direct{ceiling} | {'met' if ok else '**missed**'} |")
     m, f = fig("h1-1m", "ferry-2hop", "gbps"), fig("h1-1m", "ferry", "gbps")
-    if m is not None:
+    before = fig("h1-1m", "ferry-2hop-alt", "gbps")
+    if m is not None and before:
+        # The pair from --alt-proxy (the proxy before issue #25) measured in this run.
+        goal_rows.append(f"| two proxies with mTLS, 1 MiB responses: ≥ 2× the `--alt-proxy` pair "
+                         f"(`ferry-2hop-alt`) | {m:.3f} vs {before:.3f} GB/s ({m / before:.2f}×) | "
+                         f"{'met' if m >= 2 * before else '**missed**'} |")
+    elif m is not None:
         goal_rows.append(f"| two proxies with mTLS, 1 MiB responses (report; goal ≥ 2× the rate before "
                          f"issue #25) | {m:.3f} GB/s" + (f", {m / f:.2f}× one plaintext hop" if f else "")
                          + " | — |")
@@ -1415,7 +1434,10 @@ def main():
                     help="also run one ferry hop at --rate this long, sampling RSS (e.g. 120)")
     ap.add_argument("--proxy", help="the ferry-proxy binary to measure (default: the one built)")
     ap.add_argument("--alt-proxy", help="another ferry-proxy binary, measured as variant "
-                    "`ferry-alt` (one hop) in the same run: before/after comparisons")
+                    "`ferry-alt` (one hop) in the same run: before/after comparisons; "
+                    "`--variants ferry-2hop,ferry-2hop-alt` also runs the mTLS pair with it")
+    ap.add_argument("--alt-control", help="the ferry-control binary that certifies the "
+                    "`ferry-2hop-alt` pair (default: the one built)")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--let-cpus-idle", action="store_true",
                     help="do not hold the CPUs out of idle states (measures the host's wake-ups too)")

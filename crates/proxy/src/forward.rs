@@ -498,12 +498,10 @@ impl Conn {
             // One await per kind of upstream (no future wrapping both), so the request is
             // moved into one less future on its way.
             let sent = match to {
-                Upstream::Balanced(balancer) => {
-                    self.send_balanced(balancer, out, tap, limit).await
-                }
-                Upstream::Addr(backend) => {
-                    Ok(self.send_addr(backend, out, metrics.take(), tap, limit).await)
-                }
+                Upstream::Balanced(balancer) => self.send_balanced(balancer, out, tap, limit).await,
+                Upstream::Addr(backend) => Ok(self
+                    .send_addr(backend, out, metrics.take(), tap, limit)
+                    .await),
             };
             let Some(r) = &mut routed else {
                 match sent {
@@ -538,7 +536,9 @@ impl Conn {
         }
         let mut rsp = match result {
             Ok(rsp) => rsp,
-            Err(e) => return self.fail(&metrics, Self::blame(e, malformed.as_deref()), grpc, start),
+            Err(e) => {
+                return self.fail(&metrics, Self::blame(e, malformed.as_deref()), grpc, start)
+            }
         };
 
         if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -120,7 +120,7 @@ impl CertSlot {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn set(&self, key: Arc<CertifiedKey>) {
+    pub(crate) fn set(&self, key: Arc<CertifiedKey>) {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(key);
     }
 }

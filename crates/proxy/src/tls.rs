@@ -88,10 +88,24 @@ pub struct TlsConfigs {
     errors: HandshakeErrors,
 }
 
+/// The mesh's TLS 1.3 suites in Linkerd's order: AES-128-GCM (fewer AES rounds per byte
+/// than the AES-256-GCM ring's default puts first), AES-256-GCM, ChaCha20-Poly1305.
+fn mesh_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    use rustls::crypto::ring::cipher_suite;
+    Arc::new(rustls::crypto::CryptoProvider {
+        cipher_suites: vec![
+            cipher_suite::TLS13_AES_128_GCM_SHA256,
+            cipher_suite::TLS13_AES_256_GCM_SHA384,
+            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ],
+        ..rustls::crypto::ring::default_provider()
+    })
+}
+
 impl TlsConfigs {
     /// Configs trusting `roots`, presenting whatever `slot` holds at each handshake.
     pub fn new(roots: Arc<RootCertStore>, slot: Arc<CertSlot>) -> Result<Self, rustls::Error> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = mesh_provider();
         let resolver = Arc::new(Resolver(slot.clone()));
         let general =
             |e: rustls::server::VerifierBuilderError| rustls::Error::General(e.to_string());
@@ -489,5 +503,48 @@ mod tests {
             assert_eq!(classify(&io(err)), want);
         }
         assert_eq!(classify(&io::Error::other("eof")), TlsFailure::Other);
+    }
+
+    /// A CA, and a slot holding a leaf for `name` under it.
+    fn leaf(name: &str) -> (Arc<RootCertStore>, Arc<CertSlot>) {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let signer = rustls::crypto::ring::sign::any_supported_type(&der).unwrap();
+        let slot = Arc::new(CertSlot::default());
+        slot.set(Arc::new(CertifiedKey::new(
+            vec![cert.der().clone()],
+            signer,
+        )));
+        (Arc::new(roots), slot)
+    }
+
+    #[tokio::test]
+    async fn meshed_proxies_agree_on_aes_128_gcm() {
+        let name = "web.default.serviceaccount.identity.ferry.cluster.local";
+        let (roots, slot) = leaf(name);
+        let configs = TlsConfigs::new(roots, slot).unwrap();
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (client, server) = tokio::join!(configs.connect(name, a), configs.accept(b));
+        let (client, (server, peer)) = (client.unwrap(), server.unwrap());
+        assert_eq!(&*peer, name);
+        for suite in [
+            client.get_ref().1.negotiated_cipher_suite(),
+            server.get_ref().1.negotiated_cipher_suite(),
+        ] {
+            assert_eq!(
+                suite.map(|s| s.suite()),
+                Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+            );
+        }
     }
 }
