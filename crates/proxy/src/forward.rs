@@ -12,6 +12,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
+    task::{Context, Poll, Waker},
 };
 
 use ferry_api::ProxyErrorReason;
@@ -285,7 +286,7 @@ impl Routed {
                 *e = self.plan.timeout_error(which);
             }
         }
-        let answer = result.as_ref().ok().map(|r| {
+        let mut answer = result.as_ref().ok().map(|r| {
             let grpc_status = grpc.then(|| crate::http::grpc_status(r.headers()));
             (r.status().as_u16(), grpc_status.flatten())
         });
@@ -294,13 +295,25 @@ impl Routed {
                 .is_none_or(|k| k.lock().unwrap_or_else(|e| e.into_inner()).whole())
         });
         // A gRPC answer with no status in its head may still be an error sent as a head
-        // and trailers: its first frame is read before the retry policy looks.
-        let peek = matches!(
-            (&result, answer),
-            (Ok(rsp), Some((_, None))) if matches!(rsp.body(), Either::Right(_))
-        ) && grpc
-            && replayable
-            && self.plan.retries_grpc();
+        // and trailers: its first frame is read before the retry policy looks. It has
+        // usually come with the head; only when it has not does `retry` wait for it.
+        let mut peek = false;
+        if let (Ok(rsp), Some((_, grpc_status @ None)), true) = (
+            &mut result,
+            &mut answer,
+            grpc && replayable && self.plan.retries_grpc(),
+        ) {
+            if let Either::Right(body) = rsp.body_mut() {
+                // A look without a wait: `retry` polls again with the task's own waker.
+                let mut look = Context::from_waker(Waker::noop());
+                match body.poll_peek_trailers(&mut look) {
+                    Poll::Ready(trailers) => {
+                        *grpc_status = trailers.as_ref().and_then(crate::http::grpc_status)
+                    }
+                    Poll::Pending => peek = true,
+                }
+            }
+        }
         let backoff = if peek {
             None
         } else {
@@ -337,7 +350,7 @@ impl Routed {
             None => {
                 if let (Ok(rsp), Some((_, grpc_status))) = (&mut result, &mut answer) {
                     if let Either::Right(body) = rsp.body_mut() {
-                        let peek = body.peek_trailers();
+                        let peek = std::future::poll_fn(|cx| body.poll_peek_trailers(cx));
                         let trailers = match limit {
                             Some((deadline, _)) => {
                                 tokio::time::timeout_at(deadline, peek).await.ok().flatten()

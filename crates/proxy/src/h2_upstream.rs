@@ -716,11 +716,19 @@ impl H2Body {
     /// error, as most servers send it: a head, then trailers with `grpc-status`). Reads one
     /// frame ahead and keeps it to be given out; `None` when data comes first or the body
     /// ends (or fails) without trailers.
-    pub async fn peek_trailers(&mut self) -> Option<http::HeaderMap> {
-        let frame = std::future::poll_fn(|cx| Pin::new(&mut *self).poll_frame(cx)).await?;
-        let trailers = frame.as_ref().ok().and_then(Frame::trailers_ref).cloned();
+    pub fn poll_peek_trailers(&mut self, cx: &mut Context<'_>) -> Poll<Option<http::HeaderMap>> {
+        let trailers = |frame: &Result<Frame<Bytes>, h2::Error>| {
+            frame.as_ref().ok().and_then(Frame::trailers_ref).cloned()
+        };
+        if let Some(frame) = &self.peeked {
+            return Poll::Ready(trailers(frame));
+        }
+        let Some(frame) = ready!(Pin::new(&mut *self).poll_frame(cx)) else {
+            return Poll::Ready(None);
+        };
+        let found = trailers(&frame);
         self.peeked = Some(frame);
-        trailers
+        Poll::Ready(found)
     }
 }
 

@@ -56,6 +56,8 @@ const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
 const B3_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
 const B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 const B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
+/// The headers whose presence says a request carries a trace context.
+const CONTEXT_HEADERS: [HeaderName; 4] = [TRACEPARENT, B3, B3_TRACE_ID, B3_SAMPLED];
 
 /// The tracing flags, validated (see `Args::trace_collector`).
 #[derive(Clone, Debug, PartialEq)]
@@ -535,11 +537,10 @@ impl Tracer {
         force: bool,
     ) -> Option<Arc<Active>> {
         let headers = req.headers();
-        let found = if headers.contains_key(TRACEPARENT)
-            || headers.contains_key(B3)
-            || headers.contains_key(B3_TRACE_ID)
-            || headers.contains_key(B3_SAMPLED)
-        {
+        // One pass over the names (a request has few), not a hashed lookup of each of the
+        // four: most requests carry no context, and this is all tracing costs them.
+        let has_context = headers.keys().any(|k| CONTEXT_HEADERS.contains(k));
+        let found = if has_context {
             extract(headers)
         } else {
             Found::None

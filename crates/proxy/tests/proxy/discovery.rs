@@ -568,14 +568,17 @@ fn balanced(path: &str) -> outbound::Backend {
 }
 
 /// A gRPC error sent as a head and then trailers (no status in the head, as most servers
-/// send one) is retried on its status like a trailers-only answer.
+/// send one) is retried on its status like a trailers-only answer: when the trailers come
+/// with the head (the proxy reads them without waiting) and when they come later (it
+/// waits for them).
 #[tokio::test]
 async fn grpc_statuses_in_trailers_after_the_head_are_retried() {
     use http_body::Frame;
     use http_body_util::BodyExt as _;
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-    // The first call: 200, then trailers with UNAVAILABLE (14); the next: a message and OK.
+    // The first call: 200, then trailers with UNAVAILABLE (14) at once; the second: the
+    // same 300 ms after the head; the third: a message and OK.
     let calls = Arc::new(AtomicUsize::new(0));
     let app = TestServer::http({
         let calls = calls.clone();
@@ -585,7 +588,7 @@ async fn grpc_statuses_in_trailers_after_the_head_are_retried() {
                 // A unary call's server reads the request message first.
                 req.into_body().collect().await.unwrap();
                 let mut trailers = http::HeaderMap::new();
-                let frames = if n == 0 {
+                let frames = if n < 2 {
                     trailers.insert("grpc-status", "14".parse().unwrap());
                     vec![Frame::trailers(trailers)]
                 } else {
@@ -593,7 +596,16 @@ async fn grpc_statuses_in_trailers_after_the_head_are_retried() {
                     let message = bytes::Bytes::from_static(b"\0\0\0\0\x02hi");
                     vec![Frame::data(message), Frame::trailers(trailers)]
                 };
-                let frames = tokio_stream::iter(frames.into_iter().map(Ok));
+                let (tx, rx) = tokio::sync::mpsc::channel(2);
+                tokio::spawn(async move {
+                    if n == 1 {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                    for frame in frames {
+                        let _ = tx.send(Ok(frame)).await;
+                    }
+                });
+                let frames = tokio_stream::wrappers::ReceiverStream::new(rx);
                 Response::builder()
                     .header("content-type", "application/grpc")
                     .body(http_body_util::StreamBody::new(frames).boxed())
@@ -683,6 +695,10 @@ async fn grpc_statuses_in_trailers_after_the_head_are_retried() {
     let trailers = body.trailers().cloned().unwrap_or_default();
     assert_eq!(trailers.get("grpc-status").unwrap(), "0", "{trailers:?}");
     assert_eq!(&body.to_bytes()[..], b"\0\0\0\0\x02hi");
-    assert_eq!(calls.load(Relaxed), 2, "the UNAVAILABLE answer was retried");
+    assert_eq!(
+        calls.load(Relaxed),
+        3,
+        "both UNAVAILABLE answers were retried"
+    );
     drop(endpoints);
 }
