@@ -496,6 +496,8 @@ impl Balancer {
         }
     }
 
+    /// Waits up to [`POLICY_WAIT`] for the control plane's first answer; a silence marks
+    /// the name so later requests do not wait again.
     async fn wait_for_policy(&self) -> Option<Arc<Policy>> {
         let routing = self.policy.as_ref()?;
         let mut rx = routing.rx.clone();
