@@ -310,7 +310,11 @@ impl ClientBody {
 /// A request body as far as it went upstream, kept for a retry.
 #[derive(Default)]
 pub struct Kept {
-    chunks: Vec<Bytes>,
+    /// The first chunk, kept without a list: most bodies within the limit come in one (a
+    /// unary gRPC call's message).
+    first: Option<Bytes>,
+    /// The chunks after it.
+    rest: Vec<Bytes>,
     trailers: Option<HeaderMap>,
     len: usize,
     /// The whole body went.
@@ -328,7 +332,7 @@ impl Kept {
     /// The body again, when all of it went and it was within the limit.
     pub fn replay(&self) -> Option<Replayed> {
         self.whole().then(|| Replayed {
-            chunks: self.chunks.iter().cloned().collect(),
+            chunks: self.first.iter().chain(&self.rest).cloned().collect(),
             trailers: self.trailers.clone(),
         })
     }
@@ -409,9 +413,12 @@ impl Body for ClientBody {
                         kept.len += data.len();
                         if kept.len > *limit {
                             kept.over = true;
-                            kept.chunks = Vec::new();
-                        } else if !kept.over {
-                            kept.chunks.push(data.clone());
+                            kept.first = None;
+                            kept.rest = Vec::new();
+                        } else if kept.first.is_none() {
+                            kept.first = Some(data.clone());
+                        } else {
+                            kept.rest.push(data.clone());
                         }
                     } else if let Some(t) = frame.trailers_ref() {
                         kept.trailers = Some(t.clone());
