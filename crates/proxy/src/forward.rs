@@ -720,7 +720,7 @@ impl Conn {
         metrics: Option<Arc<HttpMetrics>>,
         tap: &mut Option<Tapped>,
         route: Option<(Instant, route::Timeout)>,
-    ) -> (Result<Response<UpstreamBody>, ProxyError>, Arc<HttpMetrics>) {
+    ) -> Sent {
         let metrics =
             metrics.unwrap_or_else(|| self.addr_metrics(backend, backend.target_label.clone()));
         metrics.request();
@@ -773,7 +773,7 @@ impl Conn {
         out: Outgoing,
         tap: &mut Option<Tapped>,
         route: Option<(Instant, route::Timeout)>,
-    ) -> Result<(Result<Response<UpstreamBody>, ProxyError>, Arc<HttpMetrics>), ProxyError> {
+    ) -> Result<Sent, ProxyError> {
         let Outgoing {
             mut req,
             retry,
