@@ -33,7 +33,7 @@ use crate::{
     errors::ProxyError,
     forward::HttpService,
     http::{may_resend, MAX_HEAD_BYTES},
-    io::{Counted, Deadline, Rewind},
+    io::{Counted, Deadline, DrainWatch, Rewind},
     listener::Side,
     metrics::{HttpMetrics, RouteMetrics},
     route::{self, Decision, Limit, Plan, TryOutcome},
@@ -132,7 +132,8 @@ where
         rsp_out: Vec::new(),
         host: String::new(),
         svc,
-        head_timer: Deadline::default(),
+        timer: Deadline::default(),
+        drain: DrainWatch::default(),
         route: None,
         pipe: None,
     };
@@ -160,9 +161,12 @@ struct Conn<I> {
     /// The request's authority, lowercased.
     host: String,
     svc: HttpService,
-    /// The response-head and body-idle timeouts' deadline: one timer per connection, made
-    /// at the first use and moved lazily (see [`Deadline`]), not made anew per request.
-    head_timer: Deadline,
+    /// The deadline of whichever wait is on (the header read, the idle trim, the response
+    /// head, the body's idle time): one timer per connection, made at the first use and
+    /// moved lazily (see [`Deadline`]), not made anew per request.
+    timer: Deadline,
+    /// The drain, watched while the connection is idle: registered once, not per request.
+    drain: DrainWatch,
     /// The current request's route counters, when a route carries it.
     route: Option<Arc<RouteMetrics>>,
     /// The pipe large bodies are spliced through, made at the first and kept (empty, it
@@ -272,12 +276,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
                 true => trim_at.min(deadline),
                 false => deadline,
             };
+            self.timer.set(wake);
             tokio::select! {
                 read = self.io.read_buf(&mut self.buf) => match read {
                     Ok(0) | Err(_) => return Err(End::Closed),
                     Ok(_) => {}
                 },
-                _ = tokio::time::sleep_until(wake) => {
+                () = self.timer.expired() => {
                     if wake < deadline {
                         self.release();
                         trimmed = true;
@@ -288,7 +293,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
                         None => End::Closed,
                     })
                 }
-                _ = side.drain.cancelled(), if idle => return Err(End::Closed),
+                () = self.drain.cancelled(&side.drain), if idle => return Err(End::Closed),
             }
         }
     }
@@ -535,12 +540,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
             ubuf,
             req_out,
             rsp_out,
-            head_timer,
+            timer,
             ..
         } = self;
         let deadline = limit.map(|l| l.deadline(sent_at));
         if let Some(deadline) = deadline {
-            head_timer.set(deadline);
+            timer.set(deadline);
         }
         tokio::select! {
             biased;
@@ -549,7 +554,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
                 tracing::debug!(target = %backend.target_label, "client closed its connection while its request was in flight");
                 Err(HungUp)
             }
-            () = head_timer.expired(), if deadline.is_some() => Ok(Err(SendFailed {
+            () = timer.expired(), if deadline.is_some() => Ok(Err(SendFailed {
                 error: match (limit, plan) {
                     (Some(Limit::Route(_, which)), Some(plan)) => plan.timeout_error(which),
                     (Some(Limit::Head(limit)), _) => ProxyError::response_head_timeout(&backend.target_label, limit),
@@ -608,11 +613,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
             let read = match idle {
                 None => up.read_buf(&mut self.ubuf).await,
                 Some(limit) => {
-                    self.head_timer.set(Instant::now() + limit);
+                    self.timer.set(Instant::now() + limit);
                     tokio::select! {
                         biased;
                         read = up.read_buf(&mut self.ubuf) => read,
-                        () = self.head_timer.expired() => {
+                        () = self.timer.expired() => {
                             tracing::debug!(target = %backend.target_label, ?limit, "upstream response body idle; cutting it off");
                             recorder.fail(ProxyErrorReason::BodyIdleTimeout);
                             return Err(());
@@ -681,11 +686,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin + 'static> Conn<I> {
             let filled = match idle {
                 None => pipe.fill(u_sock, u_metrics, max).await,
                 Some(limit) => {
-                    self.head_timer.set(Instant::now() + limit);
+                    self.timer.set(Instant::now() + limit);
                     tokio::select! {
                         biased;
                         filled = pipe.fill(u_sock, u_metrics, max) => filled,
-                        () = self.head_timer.expired() => {
+                        () = self.timer.expired() => {
                             tracing::debug!(target = %backend.target_label, ?limit, "upstream response body idle; cutting it off");
                             return Err(Some(ProxyErrorReason::BodyIdleTimeout));
                         }

@@ -518,11 +518,13 @@ async fn drive(
         inner: conn,
         deferred: false,
     });
-    let timer = tokio::time::sleep(KEEPALIVE);
-    let mut timer = pin!(timer);
+    // Kept timers, moved lazily: the connection's task wakes per request, and a kept
+    // timer costs nothing to look at then (see [`io::Deadline`]).
+    let mut timer = io::Deadline::default();
+    timer.set(Instant::now() + KEEPALIVE);
     let mut ping_out = false;
-    let check = tokio::time::sleep(check_every);
-    let mut check = pin!(check);
+    let mut check = io::Deadline::default();
+    check.set(Instant::now() + check_every);
     loop {
         tokio::select! {
             biased;
@@ -540,9 +542,9 @@ async fn drive(
                 if pong.is_err() {
                     break;
                 }
-                timer.as_mut().reset(Instant::now() + KEEPALIVE);
+                timer.set(Instant::now() + KEEPALIVE);
             }
-            () = timer.as_mut() => {
+            () = timer.expired() => {
                 if ping_out {
                     tracing::debug!("http/2 upstream connection did not answer a ping; closing it");
                     break;
@@ -553,9 +555,9 @@ async fn drive(
                         ping_out = p.send_ping(h2::Ping::opaque()).is_ok();
                     }
                 }
-                timer.as_mut().reset(Instant::now() + KEEPALIVE);
+                timer.set(Instant::now() + KEEPALIVE);
             }
-            () = check.as_mut() => {
+            () = check.expired() => {
                 let mut watched = lock_streams(&streams);
                 let (overdue, starved) = watched.check(Instant::now(), check_every);
                 let next = watched.next_check;
@@ -566,7 +568,7 @@ async fn drive(
                 if starved > 0 {
                     tracing::debug!(starved, "reset http/2 upstream streams whose readers stopped reading");
                 }
-                check.as_mut().reset(next);
+                check.set(next);
             }
         }
     }

@@ -9,7 +9,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use crate::{forward::HttpService, listener::Side, metrics::Protocol};
+use crate::{forward::HttpService, io::DrainWatch, listener::Side, metrics::Protocol};
 
 /// Most header fields an HTTP/1 request may carry; more is answered with 431.
 pub const MAX_HEADERS: usize = 100;
@@ -143,9 +143,11 @@ pub async fn until_drained<C>(
     C: Future<Output = Result<(), hyper::Error>>,
 {
     let mut conn = std::pin::pin!(conn);
+    // Watched through every wake of the connection: a kept wait is cheap to look at.
+    let mut watch = DrainWatch::default();
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        () = drain.cancelled() => {
+        () = watch.cancelled(drain) => {
             graceful(conn.as_mut());
             conn.await
         }

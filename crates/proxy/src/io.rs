@@ -42,6 +42,7 @@ use crate::metrics::{Direction, ErrorKind, Registry, TcpMetrics};
 use ferry_api::ProxyErrorReason;
 use std::future::Future;
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// A deadline kept on one timer that is made once and moved later lazily: setting a later
 /// deadline only records it, and when the timer fires before the deadline it is moved to
@@ -52,6 +53,7 @@ use tokio::time::{Instant, Sleep};
 pub struct Deadline {
     at: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
+    armed: Armed,
 }
 
 impl Deadline {
@@ -61,7 +63,10 @@ impl Deadline {
         match &mut self.timer {
             // Due no later: it fires, and is moved on to `at` then.
             Some(timer) if timer.deadline() <= at => {}
-            Some(timer) => timer.as_mut().reset(at),
+            Some(timer) => {
+                timer.as_mut().reset(at);
+                self.armed.clear();
+            }
             None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
         }
     }
@@ -71,8 +76,16 @@ impl Deadline {
         let (Some(at), Some(timer)) = (self.at, self.timer.as_mut()) else {
             return Poll::Pending;
         };
+        // A timer still in the wheel with this task's waker wakes it when it fires.
+        if self.armed.holds(cx) && !timer.is_elapsed() {
+            return Poll::Pending;
+        }
         loop {
-            std::task::ready!(timer.as_mut().poll(cx));
+            if timer.as_mut().poll(cx).is_pending() {
+                self.armed.arm(cx);
+                return Poll::Pending;
+            }
+            self.armed.clear();
             if timer.deadline() >= at {
                 return Poll::Ready(());
             }
@@ -84,6 +97,64 @@ impl Deadline {
     /// Resolves once the deadline has passed; never while none is set.
     pub async fn expired(&mut self) {
         std::future::poll_fn(|cx| self.poll_expired(cx)).await
+    }
+}
+
+/// A drain watched through many waits of one connection. The wait is registered once, on a
+/// child token of the connection's own, and kept: a wait made anew per request would lock
+/// the shared token's waiter list (shared by every connection) to join it and again to
+/// leave it, every time.
+#[derive(Default)]
+pub struct DrainWatch {
+    wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    armed: Armed,
+}
+
+impl DrainWatch {
+    /// Resolves once `drain` (the same token at every call) is cancelled.
+    pub async fn cancelled(&mut self, drain: &CancellationToken) {
+        std::future::poll_fn(|cx| {
+            // The child is cancelled only with `drain`, whose flag is set first.
+            if self.armed.holds(cx) && !drain.is_cancelled() {
+                return Poll::Pending;
+            }
+            let wait = self
+                .wait
+                .get_or_insert_with(|| Box::pin(drain.child_token().cancelled_owned()));
+            let polled = wait.as_mut().poll(cx);
+            match polled {
+                Poll::Pending => self.armed.arm(cx),
+                Poll::Ready(()) => self.armed.clear(),
+            }
+            polled
+        })
+        .await
+    }
+}
+
+/// The waker a kept wait (a timer, a notification) was last registered with. Polling the
+/// wait again with a waker that wakes the same task only registers it again (for a timer,
+/// through the runtime's timer state; for a notification, under its lock), so a poll from
+/// that task can be answered from a cheap look at whether the wait is over.
+#[derive(Default)]
+struct Armed(Option<std::task::Waker>);
+
+impl Armed {
+    /// Whether the wait is registered to wake the task `cx` polls for.
+    fn holds(&self, cx: &Context<'_>) -> bool {
+        self.0.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+    }
+
+    /// Records that the wait was just registered with `cx`'s waker.
+    fn arm(&mut self, cx: &Context<'_>) {
+        if !self.holds(cx) {
+            self.0 = Some(cx.waker().clone());
+        }
+    }
+
+    /// The wait has to be registered again (it was reset, or it is over).
+    fn clear(&mut self) {
+        self.0 = None;
     }
 }
 
@@ -429,6 +500,60 @@ mod tests {
         deadline.set(start + Duration::from_secs(45));
         deadline.expired().await;
         assert_eq!(Instant::now(), start + Duration::from_secs(45));
+    }
+
+    /// A waker that counts its wakes.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn counting() -> (Arc<Count>, std::task::Waker) {
+        let count = Arc::new(Count(Default::default()));
+        (count.clone(), count.into())
+    }
+
+    fn wakes(count: &Count) -> usize {
+        count.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A kept wait polled again by the task it is registered for is not registered again,
+    /// and still wakes that task; polled by another task, it wakes that one instead.
+    #[tokio::test(start_paused = true)]
+    async fn kept_waits_wake_the_task_that_polled_them_last() {
+        let ((a, wa), (b, wb)) = (counting(), counting());
+        let mut deadline = Deadline::default();
+        deadline.set(Instant::now() + Duration::from_secs(10));
+        for waker in [&wa, &wa, &wb] {
+            let polled = deadline.poll_expired(&mut Context::from_waker(waker));
+            assert!(polled.is_pending());
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!((wakes(&a), wakes(&b)), (0, 1), "the last task to poll is woken");
+        assert!(deadline
+            .poll_expired(&mut Context::from_waker(&wb))
+            .is_ready());
+
+        let drain = CancellationToken::new();
+        let mut watch = DrainWatch::default();
+        let mut wait = Box::pin(async {
+            for _ in 0..3 {
+                watch.cancelled(&drain).await;
+            }
+        });
+        let ((c, wc), (d, wd)) = (counting(), counting());
+        for waker in [&wc, &wc, &wd] {
+            assert!(wait.as_mut().poll(&mut Context::from_waker(waker)).is_pending());
+        }
+        drain.cancel();
+        assert_eq!((wakes(&c), wakes(&d)), (0, 1), "the last task to poll is woken");
+        assert!(wait.as_mut().poll(&mut Context::from_waker(&wd)).is_ready());
     }
 
     #[tokio::test]
