@@ -296,12 +296,10 @@ impl ClientBody {
     }
 
     /// Keeps a copy of the body as it is sent, up to `limit` bytes, so that the request can
-    /// be sent again ([`Kept::replay`]).
+    /// be sent again ([`Kept::replay`]). It is complete once its last frame went, or a
+    /// look at its end found it ended (a consumer sends no more of a body that says so).
     pub fn keep(mut self, limit: usize) -> (Self, Arc<Mutex<Kept>>) {
-        let kept = Arc::new(Mutex::new(Kept {
-            complete: self.inner.is_end_stream(),
-            ..Kept::default()
-        }));
+        let kept = Arc::new(Mutex::new(Kept::default()));
         self.keep = Some((kept.clone(), limit));
         (self, kept)
     }
@@ -439,7 +437,11 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        let end = self.inner.is_end_stream();
+        if let (true, Some((kept, _))) = (end, &self.keep) {
+            kept.lock().unwrap_or_else(|e| e.into_inner()).complete = true;
+        }
+        end
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -32,6 +32,7 @@ use crate::{
     body::{ClientBody, Kept, Recorder, Replayed, ResponseBody},
     config::Authority,
     errors::ProxyError,
+    head_copy::HeadCopy,
     http::{is_idempotent, may_resend},
     listener::Side,
     metrics::{ErrorKind, HttpLabels, HttpMetrics, RouteMetrics},
@@ -151,10 +152,10 @@ struct Outgoing {
     /// Method, URI, version and headers of a bodiless request, which can be retried on
     /// another endpoint when connecting fails (nothing was sent).
     /// Shared with a route's kept request (one copy of the head per request).
-    retry: Option<Arc<http::request::Parts>>,
+    retry: Option<Arc<HeadCopy>>,
     /// Those of a bodiless idempotent request, which [`may_resend`] allows to send again
     /// when the upstream closed the connection before answering.
-    resend: Option<Arc<http::request::Parts>>,
+    resend: Option<Arc<HeadCopy>>,
     /// Set when the client's body turned out malformed: the failure is the client's
     /// (`None`: the request had no body; a retry's is whole and kept).
     malformed: Option<Arc<AtomicBool>>,
@@ -166,16 +167,6 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    /// A copy of the request's head.
-    fn parts(&self) -> http::request::Parts {
-        let mut parts = Request::new(()).into_parts().0;
-        parts.method = self.req.method().clone();
-        parts.uri = self.req.uri().clone();
-        parts.version = self.req.version();
-        parts.headers = self.req.headers().clone();
-        parts
-    }
-
     /// A request sent again whole (a route's retry): like a bodiless one, it may go to
     /// another endpoint when connecting fails.
     fn new_whole(req: Request<ReqBody>, retryable: bool, grpc: bool) -> Self {
@@ -190,21 +181,14 @@ impl Outgoing {
             grpc,
         };
         if retryable && bodiless {
-            out.retry = Some(Arc::new(out.parts()));
+            out.retry = Some(Arc::new(HeadCopy::of(&out.req)));
         }
         out
     }
 
     /// `retryable`: whether the upstream has other endpoints to retry on at all.
     fn new(req: Request<Incoming>, retryable: bool, grpc: bool) -> Self {
-        let parts = || {
-            let mut parts = Request::new(()).into_parts().0;
-            parts.method = req.method().clone();
-            parts.uri = req.uri().clone();
-            parts.version = req.version();
-            parts.headers = req.headers().clone();
-            Arc::new(parts)
-        };
+        let parts = || Arc::new(HeadCopy::of(&req));
         let bodiless = req.body().is_end_stream();
         let retry = (retryable && bodiless).then(parts);
         let idempotent = is_idempotent(req.method().as_str().as_bytes());
@@ -245,8 +229,13 @@ impl Routed {
         let plan = &self.plan;
         let mut mirror = plan.mirror().cloned();
         if let (Some(to), true) = (&mirror, out.whole) {
-            let copy = Request::from_parts(out.parts(), Either::Right(Replayed::empty()));
-            route::spawn_mirror(&plan.metrics, route::send_copy(to.clone(), copy, grpc));
+            match HeadCopy::of(&out.req).parts() {
+                Some(parts) => {
+                    let copy = Request::from_parts(parts, Either::Right(Replayed::empty()));
+                    route::spawn_mirror(&plan.metrics, route::send_copy(to.clone(), copy, grpc));
+                }
+                None => RouteMetrics::count(&plan.metrics.mirror_dropped),
+            }
             mirror = None;
         }
         let keep = plan.retry().map(|r| r.max_request_bytes).or(mirror
@@ -255,7 +244,10 @@ impl Routed {
         self.mirror = mirror;
         // A bodiless request keeps only its head: its body is empty and whole.
         self.kept = keep.map(|limit| {
-            let parts = out.retry.clone().unwrap_or_else(|| Arc::new(out.parts()));
+            let parts = out
+                .retry
+                .clone()
+                .unwrap_or_else(|| Arc::new(HeadCopy::of(&out.req)));
             if out.whole {
                 return (parts, None);
             }
@@ -373,6 +365,10 @@ impl Routed {
             ?backoff,
             "retrying"
         );
+        // Only a whole kept request is retried; one whose head did not parse back is not.
+        let Some(mut req) = replay(self.kept.as_ref()) else {
+            return ControlFlow::Break((result, metrics));
+        };
         trace::attempt_done(
             self.span.as_ref(),
             answer,
@@ -380,7 +376,6 @@ impl Routed {
         );
         drop(result);
         tokio::time::sleep(backoff).await;
-        let mut req = replay(self.kept.as_ref()).expect("a retry has a whole request");
         trace::next_attempt(self.span.as_ref(), &mut req);
         ControlFlow::Continue(Outgoing::new_whole(req, retryable, grpc))
     }
@@ -741,10 +736,14 @@ impl Conn {
             Err(e)
                 if e.is_closed_before_answer() && may_resend(out.resend.is_some(), true, false) =>
             {
-                tracing::debug!(target = %backend.target_label, error = %e, "upstream closed before answering; sending the idempotent request again");
-                let parts = Arc::unwrap_or_clone(out.resend.expect("checked by may_resend"));
-                let req = Request::from_parts(parts, Either::Right(Replayed::empty()));
-                backend.send(req, true, out.grpc, route).await
+                match out.resend.as_deref().and_then(HeadCopy::parts) {
+                    Some(parts) => {
+                        tracing::debug!(target = %backend.target_label, error = %e, "upstream closed before answering; sending the idempotent request again");
+                        let req = Request::from_parts(parts, Either::Right(Replayed::empty()));
+                        backend.send(req, true, out.grpc, route).await
+                    }
+                    None => Err(e),
+                }
             }
             result => result,
         };
@@ -816,11 +815,13 @@ impl Conn {
                     return Ok((result, tries.endpoint().metrics.clone()))
                 }
                 ControlFlow::Continue(()) => {
-                    // Only a retryable request is tried again, so its parts are there.
-                    let Some(parts) = &retry else {
-                        unreachable!("a request without parts is not retryable")
+                    // Only a retryable request is tried again, so its head was copied.
+                    let Some(parts) = retry.as_deref().and_then(HeadCopy::parts) else {
+                        return Err(ProxyError::new(
+                            ProxyErrorReason::ConnectFailed,
+                            "connecting failed, and the request's head could not be read back to send it to another endpoint",
+                        ));
                     };
-                    let parts = http::request::Parts::clone(parts);
                     req = Request::from_parts(parts, Either::Right(Replayed::empty()));
                     whole = true;
                 }
@@ -968,7 +969,7 @@ impl Conn {
 
 /// A request kept for retries and mirrors: its head, and its body as it goes (`None`: a
 /// bodiless request's).
-type KeptRequest = (Arc<http::request::Parts>, Option<Arc<Mutex<Kept>>>);
+type KeptRequest = (Arc<HeadCopy>, Option<Arc<Mutex<Kept>>>);
 
 /// A kept request, whole again, when all of its body went within the limit.
 fn replay(kept: Option<&KeptRequest>) -> Option<Request<ReqBody>> {
@@ -977,8 +978,7 @@ fn replay(kept: Option<&KeptRequest>) -> Option<Request<ReqBody>> {
         Some(kept) => kept.lock().unwrap_or_else(|e| e.into_inner()).replay()?,
         None => Replayed::empty(),
     };
-    let parts = http::request::Parts::clone(parts);
-    Some(Request::from_parts(parts, Either::Right(body)))
+    Some(Request::from_parts(parts.parts()?, Either::Right(body)))
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {

@@ -535,7 +535,11 @@ mod tests {
             assert!(polled.is_pending());
         }
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!((wakes(&a), wakes(&b)), (0, 1), "the last task to poll is woken");
+        assert_eq!(
+            (wakes(&a), wakes(&b)),
+            (0, 1),
+            "the last task to poll is woken"
+        );
         assert!(deadline
             .poll_expired(&mut Context::from_waker(&wb))
             .is_ready());
@@ -549,10 +553,17 @@ mod tests {
         });
         let ((c, wc), (d, wd)) = (counting(), counting());
         for waker in [&wc, &wc, &wd] {
-            assert!(wait.as_mut().poll(&mut Context::from_waker(waker)).is_pending());
+            assert!(wait
+                .as_mut()
+                .poll(&mut Context::from_waker(waker))
+                .is_pending());
         }
         drain.cancel();
-        assert_eq!((wakes(&c), wakes(&d)), (0, 1), "the last task to poll is woken");
+        assert_eq!(
+            (wakes(&c), wakes(&d)),
+            (0, 1),
+            "the last task to poll is woken"
+        );
         assert!(wait.as_mut().poll(&mut Context::from_waker(&wd)).is_ready());
     }
 

@@ -36,6 +36,7 @@ pub mod errors;
 pub mod forward;
 pub mod h1;
 pub mod h2_upstream;
+pub mod head_copy;
 pub mod http;
 pub mod identity;
 pub mod inbound_tls;

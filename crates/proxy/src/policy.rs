@@ -9,7 +9,10 @@
 //! [`Policy::select`] and carried out by [`crate::route`].
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -465,14 +468,20 @@ impl Retry {
 /// A retry budget (Linkerd's): over the last [`BUDGET_WINDOW`], retries may number
 /// `BUDGET_MIN_PER_SEC` per second plus `BUDGET_RATIO` of the requests, so retries never
 /// multiply the load on a failing backend.
+///
+/// Every request of a rule counts here, from every connection and thread, so counting
+/// takes no lock: each second of the window has a slot in a ring (by its second since the
+/// budget was made) holding that second and its count in one word, bumped with one
+/// compare-and-swap. A slot still holding a second the window has left is started afresh.
 pub struct Budget {
     ratio: f64,
     min_per_sec: u32,
-    window_secs: u64,
     /// When the budget was made: slots are whole seconds since.
     epoch: Instant,
-    /// Per second of the window: (its second, requests, retries), oldest first.
-    slots: Mutex<std::collections::VecDeque<(u64, u32, u32)>>,
+    /// Requests per second of the window, as `second << 32 | count`.
+    requests: Box<[AtomicU64]>,
+    /// Retries likewise.
+    retries: Box<[AtomicU64]>,
 }
 
 impl Default for Budget {
@@ -485,62 +494,69 @@ impl Budget {
     /// A budget allowing `min_per_sec` retries a second plus `ratio` of the requests over
     /// `window` (whole seconds).
     pub fn new(ratio: f64, min_per_sec: u32, window: Duration) -> Self {
+        // One slot more than the window's seconds: the slot a new second takes never
+        // holds a second still inside the window.
+        let slots = || {
+            (0..=window.as_secs().clamp(1, 3600))
+                .map(|_| AtomicU64::new(0))
+                .collect()
+        };
         Self {
             ratio,
             min_per_sec,
-            window_secs: window.as_secs().max(1),
             epoch: Instant::now(),
-            slots: Mutex::default(),
+            requests: slots(),
+            retries: slots(),
         }
     }
 
-    /// The slot of `now`'s second, with the window's older ones kept and the rest dropped.
-    fn with_slots<T>(
-        &self,
-        now: Instant,
-        f: impl FnOnce(&mut std::collections::VecDeque<(u64, u32, u32)>) -> T,
-    ) -> T {
-        let now = now.saturating_duration_since(self.epoch).as_secs();
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        while slots
-            .front()
-            .is_some_and(|(sec, _, _)| sec + self.window_secs <= now)
-        {
-            slots.pop_front();
-        }
-        if slots.back().is_none_or(|(sec, _, _)| *sec != now) {
-            slots.push_back((now, 0, 0));
-        }
-        f(&mut slots)
+    /// The window's length in seconds.
+    fn window(&self) -> u64 {
+        self.requests.len() as u64 - 1
+    }
+
+    /// `now`'s second, counted from the budget's making.
+    fn second(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_secs() & u64::from(u32::MAX)
+    }
+
+    /// Counts one at second `sec` in `ring`.
+    fn bump(ring: &[AtomicU64], sec: u64) {
+        let slot = &ring[(sec % ring.len() as u64) as usize];
+        let _ = slot.fetch_update(Relaxed, Relaxed, |word| {
+            Some(match word >> 32 == sec {
+                true => word + 1,
+                false => sec << 32 | 1,
+            })
+        });
+    }
+
+    /// The counts of `ring` over the window ending at second `sec`.
+    fn sum(&self, ring: &[AtomicU64], sec: u64) -> u64 {
+        ring.iter()
+            .map(|slot| slot.load(Relaxed))
+            .filter(|word| (word >> 32) <= sec && (word >> 32) + self.window() > sec)
+            .map(|word| word & u64::from(u32::MAX))
+            .sum()
     }
 
     /// Counts a request (not a retry) that arrived at `now` (the request's own clock
     /// reading, so counting it reads no clock).
     pub fn deposit(&self, now: Instant) {
-        self.with_slots(now, |slots| {
-            if let Some(last) = slots.back_mut() {
-                last.1 += 1;
-            }
-        });
+        Self::bump(&self.requests, self.second(now));
     }
 
-    /// Takes one retry from the budget, if it has one.
+    /// Takes one retry from the budget, if it has one. Retries taken at the same moment
+    /// on several threads may each see the last one left.
     pub fn withdraw(&self) -> bool {
-        let reserve = f64::from(self.min_per_sec) * self.window_secs as f64;
-        let ratio = self.ratio;
-        self.with_slots(Instant::now(), |slots| {
-            let (requests, retries) = slots.iter().fold((0u64, 0u64), |(a, b), (_, r, t)| {
-                (a + u64::from(*r), b + u64::from(*t))
-            });
-            let allowed = reserve + ratio * requests as f64;
-            if retries as f64 + 1.0 > allowed {
-                return false;
-            }
-            if let Some(last) = slots.back_mut() {
-                last.2 += 1;
-            }
-            true
-        })
+        let sec = self.second(Instant::now());
+        let reserve = f64::from(self.min_per_sec) * self.window() as f64;
+        let allowed = reserve + self.ratio * self.sum(&self.requests, sec) as f64;
+        if self.sum(&self.retries, sec) as f64 + 1.0 > allowed {
+            return false;
+        }
+        Self::bump(&self.retries, sec);
+        true
     }
 }
 
@@ -1622,6 +1638,40 @@ mod tests {
         tokio::time::advance(BUDGET_WINDOW + Duration::from_secs(1)).await;
         let again = (0..200).filter(|_| budget.withdraw()).count();
         assert_eq!(again, 100);
+    }
+
+    /// Requests and retries leave the window second by second, and counts from many
+    /// threads at once are all kept.
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_window_slides_and_counts_every_thread() {
+        let budget = Budget::default();
+        let deposit = |n| (0..n).for_each(|_| budget.deposit(Instant::now()));
+        let drain = |budget: &Budget| {
+            std::iter::from_fn(|| budget.withdraw().then_some(()))
+                .take(10_000)
+                .count()
+        };
+        deposit(50);
+        tokio::time::advance(Duration::from_secs(9)).await;
+        deposit(50);
+        assert_eq!(drain(&budget), 100 + 20);
+        // The first 50 requests leave; the 120 retries of second 9 are still in.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(drain(&budget), 0);
+        // Second 9 leaves too.
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(drain(&budget), 100);
+
+        let budget = Arc::new(Budget::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let budget = budget.clone();
+                let now = Instant::now();
+                std::thread::spawn(move || (0..10_000).for_each(|_| budget.deposit(now)))
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(drain(&budget), 100 + 8_000);
     }
 
     #[test]
