@@ -227,9 +227,12 @@ impl Routed {
     /// retry or a mirror copy may need it again.
     fn keep(&mut self, out: &mut Outgoing, grpc: bool) {
         let plan = &self.plan;
+        // The head is copied once, for the mirror and the retries both.
+        let mut head = out.retry.clone();
         let mut mirror = plan.mirror().cloned();
         if let (Some(to), true) = (&mirror, out.whole) {
-            match HeadCopy::of(&out.req).parts() {
+            let copy = head.get_or_insert_with(|| Arc::new(HeadCopy::of(&out.req)));
+            match copy.parts() {
                 Some(parts) => {
                     let copy = Request::from_parts(parts, Either::Right(Replayed::empty()));
                     route::spawn_mirror(&plan.metrics, route::send_copy(to.clone(), copy, grpc));
@@ -244,10 +247,7 @@ impl Routed {
         self.mirror = mirror;
         // A bodiless request keeps only its head: its body is empty and whole.
         self.kept = keep.map(|limit| {
-            let parts = out
-                .retry
-                .clone()
-                .unwrap_or_else(|| Arc::new(HeadCopy::of(&out.req)));
+            let parts = head.unwrap_or_else(|| Arc::new(HeadCopy::of(&out.req)));
             if out.whole {
                 return (parts, None);
             }
