@@ -285,6 +285,58 @@ async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
     assert!(status.success(), "exit status {status:?}");
 }
 
+/// A keep-alive HTTP/1.1 connection idle between requests (on the fast path) is closed as
+/// soon as the drain begins, not when its header-read timeout (10 s) would end it.
+#[tokio::test]
+async fn sigterm_closes_idle_keep_alive_connections_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestServer::http(|_req: Request<hyper::body::Incoming>| async {
+        Response::new(full("hello"))
+    })
+    .await;
+    let b = proxy(&["--inbound-forward", &app.addr.to_string()]).await;
+    let mut conn = tokio::net::TcpStream::connect(b.inbound()).await.unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"hello") {
+        let n = tokio::time::timeout(WAIT, conn.read(&mut buf))
+            .await
+            .expect("the response within the wait")
+            .unwrap();
+        assert!(n > 0, "closed before the response: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // Idle past the idle trim (1 s), so the connection waits with its buffers given back.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let pid = b.proc.pid().to_string();
+    let started = std::time::Instant::now();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let n = tokio::time::timeout(Duration::from_secs(3), conn.read(&mut buf))
+        .await
+        .expect("the idle connection closed within 3 s of SIGTERM");
+    assert_eq!(
+        n.unwrap_or(0),
+        0,
+        "nothing more is sent, the connection just closes"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let mut b = b;
+    let status = b.proc.terminate_wait(WAIT).await.unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
+
 /// The worker threads of tokio's multi-threaded scheduler (named `tokio-rt-worker`).
 fn runtime_workers(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
